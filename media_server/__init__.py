@@ -1,0 +1,1 @@
+"""The SFU (issue 3): aiortc-based, forwards media without transcoding."""

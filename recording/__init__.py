@@ -1,0 +1,1 @@
+"""Per-track recording, composite export and case-file archive (issue 5)."""

@@ -1,0 +1,432 @@
+"""The HTTP API: one route table drives both the aiohttp routes and the OpenAPI document.
+
+Each route names the roles that may call it; the wrapper authenticates (401), checks
+the role (403), validates the body (400) and turns ``ServiceError`` into its status.
+Finer rules (scope, invitations) live in ``policy`` and are applied by the service.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from . import __version__
+from .auth import ROLES, AuthError, Identity
+from .errors import BadRequest, Forbidden, NotFound, ServiceError
+from .keys import CONFIG, DIRECTORY, NODE_ID, SERVICE, STORE, TOKENS
+from .models import (
+    CASE_ID_PATTERN,
+    ApplicantLink,
+    ApplicantLinkBody,
+    CaseView,
+    CreatedSession,
+    CreateInvitationBody,
+    CreateSessionBody,
+    DeclineBody,
+    DemoLoginBody,
+    Health,
+    Invitation,
+    InvitationList,
+    Session,
+    SessionList,
+    SessionResponse,
+    TokenResponse,
+)
+
+ALL = frozenset(ROLES)
+STAFF = frozenset({"clerk", "admin"})
+READERS = frozenset({"clerk", "supervisor", "admin"})
+
+
+@dataclass
+class Ctx:
+    request: web.Request
+    who: Identity | None
+    body: Any
+
+    @property
+    def service(self) -> Any:
+        return self.request.app[SERVICE]
+
+    @property
+    def identity(self) -> Identity:
+        assert self.who is not None
+        return self.who
+
+    def path(self, name: str) -> str:
+        value = self.request.match_info[name]
+        if name == "case_id" and not re.match(CASE_ID_PATTERN, value):
+            raise BadRequest("invalid_case_id", f"{value[:80]!r} is not a case number")
+        return value
+
+
+Handler = Callable[[Ctx], Awaitable[Any]]
+
+
+@dataclass
+class Route:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    roles: frozenset[str] | None  # None: no token needed
+    response: type[BaseModel] | None = None
+    body: type[BaseModel] | None = None
+    status: int = 200
+    tag: str = "sessions"
+    query: dict[str, str] = field(default_factory=dict)
+
+
+ROUTES: list[Route] = []
+
+
+def route(method: str, path: str, summary: str, roles: frozenset[str] | None, **kw: Any) -> Any:
+    def register(fn: Handler) -> Handler:
+        ROUTES.append(Route(method, path, fn, summary, roles, **kw))
+        return fn
+
+    return register
+
+
+def json_error(status: int, code: str, message: str, details: Any = None) -> web.Response:
+    err: dict[str, Any] = {"code": code, "message": message}
+    if details:
+        err["details"] = details
+    return web.json_response({"error": err}, status=status)
+
+
+def _dump(result: Any) -> Any:
+    if isinstance(result, BaseModel):
+        return result.model_dump(mode="json")
+    return result
+
+
+def bearer_token(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip()
+    return None
+
+
+def _wrap(r: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        try:
+            who = None
+            if r.roles is not None:
+                try:
+                    who = request.app[TOKENS].verify(bearer_token(request))
+                except AuthError as exc:
+                    return json_error(401, exc.code, exc.message)
+                if who.role not in r.roles:
+                    raise Forbidden(
+                        "forbidden", f"a {who.role} may not {r.summary[0].lower()}{r.summary[1:]}"
+                    )
+            body = None
+            if r.body is not None:
+                body = await _read_body(request, r.body)
+            result = await r.handler(Ctx(request, who, body))
+            if isinstance(result, web.StreamResponse):
+                return result
+            return web.json_response(
+                _dump(result), status=r.status, dumps=lambda o: json.dumps(o, ensure_ascii=False)
+            )
+        except ServiceError as exc:
+            return web.json_response(exc.body(), status=exc.status)
+
+    return handler
+
+
+async def _read_body(request: web.Request, model: type[BaseModel]) -> BaseModel:
+    raw = await request.read()
+    try:
+        data = json.loads(raw) if raw.strip() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadRequest("bad_json", f"the body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadRequest("invalid_body", "the body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        details = [
+            {"field": ".".join(str(x) for x in e["loc"]) or "(body)", "problem": e["msg"]}
+            for e in exc.errors()
+        ]
+        first = details[0]
+        raise BadRequest("invalid_body", f"{first['field']}: {first['problem']}", details) from None
+
+
+# -- public ---------------------------------------------------------------------------
+
+
+@route("GET", "/healthz", "Check the node", None, response=Health, tag="system")
+async def healthz(ctx: Ctx) -> Any:
+    store = ctx.request.app[STORE]
+    ok = await store.ping()
+    health = Health(
+        status="ok" if ok else "degraded",
+        node=ctx.request.app[NODE_ID],
+        state=store.kind,
+        version=__version__,
+    )
+    return web.json_response(health.model_dump(), status=200 if ok else 503)
+
+
+@route("GET", "/api/auth/demo-users", "List the demo users", None, tag="auth")
+async def demo_users(ctx: Ctx) -> Any:
+    _demo_only(ctx)
+    directory = ctx.request.app[DIRECTORY]
+    return {
+        "users": [u.model_dump() for u in directory.users],
+        "departments": [d.model_dump() for d in directory.departments],
+    }
+
+
+@route(
+    "POST",
+    "/api/auth/demo-login",
+    "Sign in as a demo user",
+    None,
+    body=DemoLoginBody,
+    response=TokenResponse,
+    tag="auth",
+)
+async def demo_login(ctx: Ctx) -> Any:
+    _demo_only(ctx)
+    app = ctx.request.app
+    user = app[DIRECTORY].user(ctx.body.sub)
+    if user is None:
+        raise NotFound("user_not_found", f"no demo user {ctx.body.sub}")
+    tokens = app[TOKENS]
+    level = app[DIRECTORY].level_of(user.dept)
+    token = tokens.issue(sub=user.sub, role=user.role, name=user.name, dept=user.dept, level=level)
+    who = tokens.verify(token)
+    return TokenResponse(token=token, expires_at=who.exp or 0, identity=who.as_dict())
+
+
+def _demo_only(ctx: Ctx) -> None:
+    if not ctx.request.app[CONFIG].demo_enabled:
+        raise NotFound("demo_disabled", "the demo directory is turned off on this server")
+
+
+# -- identity and directory -----------------------------------------------------------
+
+
+@route("GET", "/api/me", "Tell who the token is for", ALL, tag="auth")
+async def me(ctx: Ctx) -> Any:
+    return {"identity": ctx.identity.as_dict()}
+
+
+@route(
+    "GET",
+    "/api/directory",
+    "List departments and reviewers",
+    frozenset({"clerk", "reviewer", "supervisor", "admin"}),
+    tag="directory",
+)
+async def directory(ctx: Ctx) -> Any:
+    d = ctx.request.app[DIRECTORY]
+    return {
+        "departments": [x.model_dump() for x in d.departments],
+        "reviewers": [
+            {"sub": u.sub, "name": u.name, "dept": u.dept, "level": d.level_of(u.dept)}
+            for u in d.users
+            if u.role == "reviewer"
+        ],
+    }
+
+
+# -- cases and sessions ---------------------------------------------------------------
+
+
+@route(
+    "POST",
+    "/api/cases/{case_id}/sessions",
+    "Start a joint review for a case",
+    STAFF,
+    body=CreateSessionBody,
+    response=CreatedSession,
+    status=201,
+)
+async def create_session(ctx: Ctx) -> Any:
+    session = await ctx.service.create_session(ctx.identity, ctx.path("case_id"), ctx.body)
+    return CreatedSession(
+        session_id=session.session_id,
+        session=session,
+        join_url=ctx.service.join_url(session.session_id),
+    )
+
+
+@route(
+    "GET",
+    "/api/cases/{case_id}",
+    "Read a case's sessions, invitations and events",
+    ALL,
+    response=CaseView,
+    tag="cases",
+)
+async def get_case(ctx: Ctx) -> Any:
+    return await ctx.service.case_view(ctx.identity, ctx.path("case_id"))
+
+
+@route(
+    "GET",
+    "/api/sessions",
+    "List sessions, newest first",
+    READERS,
+    response=SessionList,
+    query={"since": "epoch seconds", "until": "epoch seconds", "limit": "1..500"},
+)
+async def list_sessions(ctx: Ctx) -> Any:
+    q = ctx.request.query
+    try:
+        since = float(q["since"]) if "since" in q else None
+        until = float(q["until"]) if "until" in q else None
+        limit = int(q.get("limit", "100"))
+    except ValueError:
+        raise BadRequest("invalid_query", "since/until are numbers, limit an integer") from None
+    if not 1 <= limit <= 500:
+        raise BadRequest("invalid_query", "limit must be between 1 and 500")
+    return SessionList(sessions=await ctx.service.list_sessions(ctx.identity, since, until, limit))
+
+
+async def _readable_session(ctx: Ctx) -> tuple[Session, list[Invitation]]:
+    from . import policy
+
+    sid = ctx.path("session_id")
+    session = await ctx.service.session(sid)
+    invitations = await ctx.service.invitations(sid)
+    policy.can_read_session(ctx.identity, session, invitations)
+    return session, invitations
+
+
+@route("GET", "/api/sessions/{session_id}", "Read a session", ALL, response=SessionResponse)
+async def get_session(ctx: Ctx) -> Any:
+    session, invitations = await _readable_session(ctx)
+    participants = await ctx.service.participants(session.session_id)
+    return SessionResponse(session=session, invitations=invitations, participants=participants)
+
+
+@route("POST", "/api/sessions/{session_id}/end", "End a session", STAFF, response=Session)
+async def end_session(ctx: Ctx) -> Any:
+    return await ctx.service.end_session(ctx.identity, ctx.path("session_id"))
+
+
+@route(
+    "POST",
+    "/api/sessions/{session_id}/invitations",
+    "Invite a department or reviewer",
+    STAFF,
+    body=CreateInvitationBody,
+    response=Invitation,
+    status=201,
+    tag="invitations",
+)
+async def invite(ctx: Ctx) -> Any:
+    return await ctx.service.invite(ctx.identity, ctx.path("session_id"), ctx.body)
+
+
+@route(
+    "GET",
+    "/api/sessions/{session_id}/invitations",
+    "List a session's invitations",
+    ALL,
+    response=InvitationList,
+    tag="invitations",
+)
+async def session_invitations(ctx: Ctx) -> Any:
+    _, invitations = await _readable_session(ctx)
+    return InvitationList(invitations=invitations)
+
+
+@route(
+    "POST",
+    "/api/sessions/{session_id}/applicant-link",
+    "Make an applicant join link",
+    STAFF,
+    body=ApplicantLinkBody,
+    response=ApplicantLink,
+    status=201,
+    tag="invitations",
+)
+async def applicant_link(ctx: Ctx) -> Any:
+    app = ctx.request.app
+    sid = ctx.path("session_id")
+    claims = await ctx.service.applicant_token_claims(ctx.identity, sid, ctx.body.name)
+    ttl = app[CONFIG].applicant_link_ttl_s
+    token = app[TOKENS].issue(ttl=ttl, **claims)
+    return ApplicantLink(
+        url=f"{ctx.service.join_url(sid)}?token={token}",
+        token=token,
+        expires_at=int(time.time()) + ttl,
+    )
+
+
+# -- a reviewer's invitations ---------------------------------------------------------
+
+
+@route(
+    "GET",
+    "/api/invitations",
+    "List my open invitations",
+    frozenset({"reviewer"}),
+    response=InvitationList,
+    tag="invitations",
+)
+async def inbox(ctx: Ctx) -> Any:
+    return InvitationList(invitations=await ctx.service.inbox(ctx.identity))
+
+
+@route(
+    "POST",
+    "/api/invitations/{invitation_id}/accept",
+    "Accept an invitation",
+    frozenset({"reviewer"}),
+    response=Invitation,
+    tag="invitations",
+)
+async def accept(ctx: Ctx) -> Any:
+    return await ctx.service.respond(ctx.identity, ctx.path("invitation_id"), True)
+
+
+@route(
+    "POST",
+    "/api/invitations/{invitation_id}/decline",
+    "Decline an invitation",
+    frozenset({"reviewer"}),
+    body=DeclineBody,
+    response=Invitation,
+    tag="invitations",
+)
+async def decline(ctx: Ctx) -> Any:
+    return await ctx.service.respond(
+        ctx.identity, ctx.path("invitation_id"), False, ctx.body.reason
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    for r in ROUTES:
+        app.router.add_route(r.method, r.path, _wrap(r))
+
+
+@web.middleware
+async def error_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """aiohttp's own refusals (404, 405, 413) in the API's JSON error shape."""
+    try:
+        return await handler(request)
+    except web.HTTPRequestEntityTooLarge as exc:
+        return json_error(413, "payload_too_large", exc.text or "the body is too large")
+    except web.HTTPNotFound:
+        if request.path.startswith("/api/") or request.path == "/ws":
+            return json_error(404, "not_found", f"no such endpoint: {request.path}")
+        raise
+    except web.HTTPMethodNotAllowed as exc:
+        return json_error(405, "method_not_allowed", f"{exc.method} is not allowed here")

@@ -1,0 +1,81 @@
+"""The aiohttp application factory: every resource opened in a cleanup context."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import weakref
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import WSCloseCode, web
+
+from .api import add_routes, error_middleware
+from .auth import TokenService
+from .config import Config
+from .directory import load_directory
+from .keys import CONFIG, DIRECTORY, NODE_ID, SERVICE, SOCKETS, STORE, TASKS, TOKENS
+from .openapi import build_openapi
+from .service import ReviewService
+from .state import open_store
+from .ws import websocket_handler
+
+log = logging.getLogger(__name__)
+
+
+async def _state_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    # The local/Redis choice is made here, once.
+    store = await open_store(config.redis_url, config.data_dir)
+    app[STORE] = store
+    app[SERVICE] = ReviewService(
+        store, app[DIRECTORY], base_url=config.base_url, resume_grace_s=config.resume_grace_s
+    )
+    log.info("state: %s", store.kind)
+    yield
+    await store.close()
+
+
+async def _tasks_ctx(app: web.Application) -> AsyncIterator[None]:
+    app[TASKS] = set()
+    yield
+    running: set[asyncio.Task[Any]] = app[TASKS]
+    tasks = list(running)
+    for task in tasks:
+        task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _close_sockets(app: web.Application) -> None:
+    sockets: weakref.WeakSet[web.WebSocketResponse] = app[SOCKETS]
+    for ws in list(sockets):
+        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+
+
+def create_app(config: Config) -> web.Application:
+    from web_client import add_static_routes
+
+    app = web.Application(middlewares=[error_middleware], client_max_size=config.max_message_bytes)
+    app[CONFIG] = config
+    app[TOKENS] = TokenService(config)
+    app[DIRECTORY] = load_directory(config.directory_file)
+    app[NODE_ID] = config.node_id or f"{socket.gethostname()}-{os.getpid()}"
+    app[SOCKETS] = weakref.WeakSet()
+    # Cleanup runs in reverse: timers are cancelled before the store they use closes.
+    app.cleanup_ctx.append(_state_ctx)
+    app.cleanup_ctx.append(_tasks_ctx)
+    app.on_shutdown.append(_close_sockets)
+    openapi: dict[str, Any] = build_openapi()
+
+    async def openapi_handler(request: web.Request) -> web.Response:
+        return web.json_response(openapi)
+
+    app.router.add_get("/api/openapi.json", openapi_handler)
+    app.router.add_get("/ws", websocket_handler)
+    add_routes(app)
+    add_static_routes(app)
+    return app

@@ -1,0 +1,108 @@
+"""The ``jointreview`` command: ``serve`` and ``token``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from .config import Config, ConfigError, load_config
+
+
+def _config_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    p.add_argument("--data-dir", dest="data_dir", help="where state, secrets and archives live")
+    p.add_argument("--redis-url", dest="redis_url", help="share state through Redis (many nodes)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jointreview", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the server")
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default 8480)")
+    _config_flags(serve)
+
+    token = sub.add_parser("token", help="print a token signed with the server's key")
+    token.add_argument(
+        "--role", required=True, choices=["clerk", "reviewer", "applicant", "supervisor", "admin"]
+    )
+    token.add_argument("--user", required=True, help="the subject (user id)")
+    token.add_argument("--name")
+    token.add_argument("--dept")
+    token.add_argument("--level", choices=["city", "district"])
+    token.add_argument("--case")
+    token.add_argument("--session")
+    token.add_argument("--ttl", type=int, help="lifetime in seconds")
+    _config_flags(token)
+    return parser
+
+
+def _load(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> Config:
+    flags = {"data_dir": args.data_dir, "redis_url": args.redis_url, **(extra or {})}
+    return load_config(flags=flags, config_file=args.config)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from .app import create_app
+
+    config = _load(args, {"host": args.host, "port": args.port})
+    logging.basicConfig(
+        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    app = create_app(config)
+    mode = f"Redis at {config.redis_url}" if config.redis_url else "in-memory, single node"
+    print(f"jointreview: state {mode}; data in {config.data_dir.resolve()}", flush=True)
+    if config.demo_enabled:
+        print(f"jointreview: open {config.base_url}/login", flush=True)
+    else:
+        print(f"jointreview: listening on {config.base_url}", flush=True)
+    web.run_app(
+        app, host=config.host, port=config.port, print=None, handle_signals=True, shutdown_timeout=5
+    )
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    from .auth import TokenService
+
+    tokens = TokenService(_load(args))
+    try:
+        print(
+            tokens.issue(
+                sub=args.user,
+                role=args.role,
+                name=args.name,
+                dept=args.dept,
+                level=args.level,
+                case=args.case,
+                session=args.session,
+                ttl=args.ttl,
+            )
+        )
+    except ValueError as exc:
+        print(f"jointreview token: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        return _token(args)
+    except ConfigError as exc:
+        print(f"jointreview: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

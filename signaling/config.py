@@ -1,0 +1,176 @@
+"""Configuration: defaults < TOML file < ``JR_*`` environment < command-line flags.
+
+Every setting is one flat field. In the TOML file a setting may be written flat
+(``redis_url = ...``) or inside a table whose name is its prefix (``[jwt] secret = ...``
+is ``jwt_secret``). The environment variable of a field is ``JR_`` + its name in upper
+case; list values in the environment are JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class ConfigError(Exception):
+    """A setting is wrong; the message names the setting and where it came from."""
+
+
+class IceServer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    urls: list[str]
+    username: str | None = None
+    credential: str | None = None
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(8480, ge=0, le=65535)
+    # Base of the links handed out (join links, applicant links); derived from host:port
+    # when empty.
+    public_url: str = ""
+    data_dir: Path = Path("jointreview-data")
+    # Empty: in-memory state journaled to data_dir (single node). Set: Redis (many nodes).
+    redis_url: str = ""
+    node_id: str = ""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    # Identity. HS256 with a shared secret (generated into data_dir when empty), or
+    # RS256/ES256 verified with the approval system's public key.
+    jwt_algorithm: Literal["HS256", "RS256", "ES256"] = "HS256"
+    jwt_secret: str = ""
+    jwt_public_key_file: Path | None = None
+    jwt_private_key_file: Path | None = None
+    jwt_issuer: str = "jointreview"
+    jwt_audience: str = "jointreview"
+    token_ttl_s: int = Field(8 * 3600, ge=60)
+    applicant_link_ttl_s: int = Field(4 * 3600, ge=60)
+
+    # Standalone demo directory and sign-in page; production turns it off.
+    demo_enabled: bool = True
+    directory_file: Path | None = None
+
+    # ICE servers handed to browsers and used by the media server: empty by default
+    # (intranet: no public STUN).
+    ice_servers: list[IceServer] = Field(default_factory=list)
+
+    max_message_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    heartbeat_s: float = Field(15.0, gt=0)
+    resume_grace_s: float = Field(30.0, gt=0)
+    ring_timeout_s: float = Field(120.0, gt=0)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, v: str) -> str:
+        if v and not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return v
+
+    @property
+    def base_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.port}"
+
+
+FIELDS = tuple(Config.model_fields)
+
+
+def _flatten_toml(doc: Mapping[str, Any]) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in doc.items():
+        if isinstance(value, dict) and key != "ice_servers":
+            for sub, subval in value.items():
+                flat[f"{key}_{sub}"] = subval
+        else:
+            flat[key] = value
+    return flat
+
+
+def _from_env(environ: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
+    found: dict[str, tuple[Any, str]] = {}
+    for name in FIELDS:
+        var = "JR_" + name.upper()
+        if var not in environ:
+            continue
+        raw = environ[var]
+        value: Any = raw
+        annotation = str(Config.model_fields[name].annotation)
+        if "list" in annotation:
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"{name} (from {var}): not valid JSON: {exc}") from exc
+        found[name] = (value, var)
+    return found
+
+
+def load_config(
+    flags: Mapping[str, Any] | None = None,
+    config_file: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Merge the sources; raise ConfigError naming the first bad setting."""
+    environ = os.environ if environ is None else environ
+    sources: dict[str, tuple[Any, str]] = {}
+    path = config_file or environ.get("JR_CONFIG")
+    if path:
+        p = Path(path)
+        try:
+            doc = tomllib.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file {p}: not found") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {p}: invalid TOML: {exc}") from exc
+        for name, value in _flatten_toml(doc).items():
+            if name not in FIELDS:
+                raise ConfigError(f"{name} (in {p}): unknown setting")
+            sources[name] = (value, str(p))
+    sources.update(_from_env(environ))
+    for name, value in (flags or {}).items():
+        if value is not None:
+            sources[name] = (value, "--" + name.replace("_", "-"))
+    try:
+        return Config(**{k: v for k, (v, _) in sources.items()})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = str(err["loc"][0]) if err["loc"] else "?"
+        origin = sources.get(name, (None, "default"))[1]
+        raise ConfigError(f"{name} (from {origin}): {err['msg']}") from exc
+
+
+def ensure_jwt_secret(config: Config) -> str:
+    """Return the HS256 secret, generating and persisting one on first start."""
+    if config.jwt_secret:
+        return config.jwt_secret
+    path = config.data_dir / "jwt_secret"
+    try:
+        secret = path.read_text(encoding="ascii").strip()
+        if secret:
+            return secret
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(48)
+    # Created 0600 and written atomically: another node may start at the same time.
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as fh:
+        fh.write(secret + "\n")
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        secret = path.read_text(encoding="ascii").strip()
+    finally:
+        tmp.unlink()
+    return secret

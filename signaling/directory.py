@@ -1,0 +1,69 @@
+"""Departments and (for standalone use) demo users, read from a TOML file."""
+
+from __future__ import annotations
+
+import tomllib
+from importlib import resources
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .auth import Level, Role
+from .config import ConfigError
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}$"
+
+
+class Department(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    id: str = Field(pattern=ID_PATTERN)
+    level: Level
+    name: str
+    name_en: str = ""
+
+
+class DirectoryUser(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    sub: str = Field(pattern=ID_PATTERN)
+    name: str
+    role: Role
+    dept: str | None = None
+    window: str | None = None
+
+
+class Directory(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    departments: list[Department] = Field(default_factory=list)
+    users: list[DirectoryUser] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Directory:
+        ids = {d.id for d in self.departments}
+        for user in self.users:
+            if user.role == "reviewer" and user.dept not in ids:
+                raise ValueError(f"user {user.sub}: reviewer needs a dept from departments")
+        return self
+
+    def department(self, dept_id: str) -> Department | None:
+        return next((d for d in self.departments if d.id == dept_id), None)
+
+    def user(self, sub: str) -> DirectoryUser | None:
+        return next((u for u in self.users if u.sub == sub), None)
+
+    def level_of(self, dept_id: str | None) -> str | None:
+        dept = self.department(dept_id) if dept_id else None
+        return dept.level if dept else None
+
+
+def load_directory(path: Path | None) -> Directory:
+    """The configured directory, or the packaged demo directory."""
+    try:
+        if path is None:
+            text = resources.files("signaling").joinpath("directory.toml").read_text("utf-8")
+        else:
+            text = path.read_text(encoding="utf-8")
+        return Directory.model_validate(tomllib.loads(text))
+    except OSError as exc:
+        raise ConfigError(f"directory_file: cannot read {path}: {exc.strerror}") from exc
+    except (tomllib.TOMLDecodeError, ValidationError) as exc:
+        raise ConfigError(f"directory_file: {path or 'packaged directory'}: {exc}") from exc

@@ -1,0 +1,25 @@
+"""Typed application keys shared by the app factory and the handlers."""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from typing import Any
+
+from aiohttp import web
+
+from .auth import TokenService
+from .config import Config
+from .directory import Directory
+from .service import ReviewService
+from .state import Store
+
+CONFIG = web.AppKey("config", Config)
+TOKENS = web.AppKey("tokens", TokenService)
+DIRECTORY = web.AppKey("directory", Directory)
+STORE = web.AppKey("store", Store)
+SERVICE = web.AppKey("service", ReviewService)
+NODE_ID = web.AppKey("node_id", str)
+# Background timers that outlive one request or socket (resume grace periods).
+TASKS: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("tasks")
+SOCKETS: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("sockets")

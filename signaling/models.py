@@ -1,0 +1,177 @@
+"""Records of the control plane and the bodies of the HTTP API (pydantic, no I/O)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .auth import Level, Role
+from .directory import ID_PATTERN
+
+CASE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+SessionStatus = Literal["active", "ended"]
+InvitationStatus = Literal["pending", "ringing", "accepted", "declined", "cancelled"]
+ParticipantState = Literal["joined", "disconnected", "left"]
+
+
+class Actor(BaseModel):
+    sub: str
+    name: str
+    role: Role
+    dept: str | None = None
+    level: Level | None = None
+
+
+class Session(BaseModel):
+    session_id: str
+    case_id: str
+    status: SessionStatus
+    created_at: float
+    created_by: Actor
+    ended_at: float | None = None
+    ended_by: Actor | None = None
+    applicant_name: str | None = None
+    matter: str | None = None
+    window: str | None = None
+
+
+class Invitation(BaseModel):
+    invitation_id: str
+    session_id: str
+    case_id: str
+    # Exactly one of dept / reviewer: a whole department or one named reviewer.
+    dept: str | None = None
+    level: Level | None = None
+    reviewer: str | None = None
+    reviewer_name: str | None = None
+    status: InvitationStatus
+    created_at: float
+    created_by: Actor
+    rang_at: float | None = None
+    responded_at: float | None = None
+    responded_by: Actor | None = None
+    reason: str | None = None
+    note: str | None = None
+    join_url: str | None = None
+
+
+class Participant(BaseModel):
+    participant_id: str
+    session_id: str
+    identity: Actor
+    state: ParticipantState
+    joined_at: float
+    left_at: float | None = None
+    disconnected_at: float | None = None
+    # Bumped on every (re)connection: a timer or socket of an older epoch acts on nothing.
+    epoch: int = 0
+    resume_hash: str = Field(default="", exclude=True)
+
+
+class Event(BaseModel):
+    seq: int
+    ts: float
+    type: str
+    case_id: str
+    session_id: str | None = None
+    actor: Actor | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class CaseView(BaseModel):
+    case_id: str
+    sessions: list[Session]
+    invitations: list[Invitation]
+    events: list[Event]
+
+
+# -- request bodies -------------------------------------------------------------------
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class CreateSessionBody(_Body):
+    applicant_name: str | None = Field(None, max_length=100)
+    matter: str | None = Field(None, max_length=500)
+    window: str | None = Field(None, max_length=100)
+
+
+class CreateInvitationBody(_Body):
+    dept: str | None = Field(None, pattern=ID_PATTERN)
+    level: Level | None = None
+    reviewer: str | None = Field(None, pattern=ID_PATTERN)
+    note: str | None = Field(None, max_length=500)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> CreateInvitationBody:
+        if (self.dept is None) == (self.reviewer is None):
+            raise ValueError("give exactly one of 'dept' or 'reviewer'")
+        return self
+
+
+class DeclineBody(_Body):
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class DemoLoginBody(_Body):
+    sub: str = Field(pattern=ID_PATTERN)
+
+
+class ApplicantLinkBody(_Body):
+    name: str | None = Field(None, max_length=100)
+
+
+# -- responses ------------------------------------------------------------------------
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: list[dict[str, Any]] | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    node: str
+    state: str
+    version: str
+
+
+class SessionResponse(BaseModel):
+    session: Session
+    invitations: list[Invitation]
+    participants: list[Participant]
+
+
+class CreatedSession(BaseModel):
+    session_id: str
+    session: Session
+    join_url: str
+
+
+class InvitationList(BaseModel):
+    invitations: list[Invitation]
+
+
+class ApplicantLink(BaseModel):
+    url: str
+    token: str
+    expires_at: int
+
+
+class TokenResponse(BaseModel):
+    token: str
+    expires_at: int
+    identity: dict[str, Any]
+
+
+class SessionList(BaseModel):
+    sessions: list[Session]

@@ -1,0 +1,216 @@
+"""Single-process store: dictionaries in memory, durable through an append-only journal.
+
+Every durable change (document write, log append, index add) is one JSON line in
+``<dir>/journal.jsonl``, written and flushed before the call returns, so a crash of the
+process loses nothing the OS has; an fsync follows within ``fsync_interval`` for power
+loss. At open, the journal is replayed and, when it has grown well beyond the live
+data, compacted (written anew and renamed into place). Ephemeral values and the bus are
+in memory only, as they are meant to be.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import copy
+import json
+import os
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from .base import Doc, Handler, Store, Subscription, Updater
+from .local_bus import LocalBus
+
+JOURNAL = "journal.jsonl"
+
+
+class MemoryStore(Store):
+    kind = "memory"
+
+    def __init__(self, directory: Path | None, fsync_interval: float = 0.5) -> None:
+        self._docs: dict[str, Doc] = {}
+        self._logs: dict[str, list[Doc]] = {}
+        # key -> sorted list of (score, member) plus member -> score
+        self._indexes: dict[str, tuple[list[tuple[float, str]], dict[str, float]]] = {}
+        self._ephemeral: dict[str, tuple[float, Doc]] = {}
+        self._bus = LocalBus()
+        self._dir = directory
+        self._journal: IO[str] | None = None
+        self._dirty = False
+        self._fsync_interval = fsync_interval
+        self._fsync_task: asyncio.Task[None] | None = None
+        if directory is not None:
+            directory.mkdir(parents=True, exist_ok=True)
+            self._replay(directory / JOURNAL)
+
+    # -- journal ----------------------------------------------------------------------
+    def _replay(self, path: Path) -> None:
+        ops = 0
+        if path.exists():
+            with path.open("r", encoding="utf-8") as fh:
+                for line in fh:
+                    try:
+                        op = json.loads(line)
+                    except json.JSONDecodeError:
+                        # A torn last line from a crash mid-write: everything before it
+                        # is intact; nothing after it was acknowledged.
+                        break
+                    self._apply(op)
+                    ops += 1
+        live = len(self._docs) + sum(len(v) for v in self._logs.values())
+        live += sum(len(v[1]) for v in self._indexes.values())
+        if ops > 2 * live + 1000 or not path.exists():
+            self._compact(path)
+        self._journal = path.open("a", encoding="utf-8")
+
+    def _compact(self, path: Path) -> None:
+        tmp = path.with_suffix(".compact")
+        with tmp.open("w", encoding="utf-8") as fh:
+            for key, doc in self._docs.items():
+                fh.write(json.dumps({"op": "put", "k": key, "d": doc}, ensure_ascii=False) + "\n")
+            for key, entries in self._logs.items():
+                for doc in entries:
+                    fh.write(
+                        json.dumps({"op": "append", "k": key, "d": doc}, ensure_ascii=False) + "\n"
+                    )
+            for key, (_, scores) in self._indexes.items():
+                for member, score in scores.items():
+                    fh.write(json.dumps({"op": "index", "k": key, "m": member, "s": score}) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+
+    def _apply(self, op: dict[str, Any]) -> None:
+        kind, key = op["op"], op["k"]
+        if kind == "put":
+            self._docs[key] = op["d"]
+        elif kind == "append":
+            self._logs.setdefault(key, []).append(op["d"])
+        elif kind == "index":
+            self._index_set(key, op["m"], op["s"])
+
+    def _write(self, op: dict[str, Any]) -> None:
+        if self._journal is None:
+            return
+        self._journal.write(json.dumps(op, ensure_ascii=False, separators=(",", ":")) + "\n")
+        self._journal.flush()
+        self._dirty = True
+        if self._fsync_task is None or self._fsync_task.done():
+            with contextlib.suppress(RuntimeError):
+                self._fsync_task = asyncio.get_running_loop().create_task(self._fsync_later())
+
+    async def _fsync_later(self) -> None:
+        await asyncio.sleep(self._fsync_interval)
+        if self._dirty and self._journal is not None:
+            self._dirty = False
+            await asyncio.to_thread(os.fsync, self._journal.fileno())
+
+    # -- documents --------------------------------------------------------------------
+    async def get(self, key: str) -> Doc | None:
+        doc = self._docs.get(key)
+        return copy.deepcopy(doc) if doc is not None else None
+
+    async def get_many(self, keys: list[str]) -> list[Doc | None]:
+        return [await self.get(k) for k in keys]
+
+    async def create(self, key: str, doc: Doc) -> bool:
+        if key in self._docs:
+            return False
+        stored = copy.deepcopy(doc)
+        self._write({"op": "put", "k": key, "d": stored})
+        self._docs[key] = stored
+        return True
+
+    async def update(self, key: str, fn: Updater) -> tuple[Doc | None, bool]:
+        current = self._docs.get(key)
+        if current is None:
+            return None, False
+        new = fn(copy.deepcopy(current))
+        if new is None or new == current:
+            return copy.deepcopy(current), False
+        stored = copy.deepcopy(new)
+        self._write({"op": "put", "k": key, "d": stored})
+        self._docs[key] = stored
+        return copy.deepcopy(stored), True
+
+    # -- logs -------------------------------------------------------------------------
+    async def append(self, key: str, doc: Doc) -> int:
+        entries = self._logs.setdefault(key, [])
+        stored = dict(copy.deepcopy(doc), seq=len(entries) + 1)
+        self._write({"op": "append", "k": key, "d": stored})
+        entries.append(stored)
+        return int(stored["seq"])
+
+    async def read_log(self, key: str, start: int = 0, limit: int | None = None) -> list[Doc]:
+        entries = self._logs.get(key, [])
+        end = None if limit is None else start + limit
+        return copy.deepcopy(entries[start:end])
+
+    # -- indexes ----------------------------------------------------------------------
+    def _index_set(self, key: str, member: str, score: float) -> None:
+        ordered, scores = self._indexes.setdefault(key, ([], {}))
+        old = scores.get(member)
+        if old is not None:
+            ordered.remove((old, member))
+        scores[member] = score
+        bisect.insort(ordered, (score, member))
+
+    async def index_add(self, key: str, member: str, score: float) -> None:
+        self._write({"op": "index", "k": key, "m": member, "s": score})
+        self._index_set(key, member, score)
+
+    async def index_range(
+        self,
+        key: str,
+        *,
+        min_score: float | None = None,
+        max_score: float | None = None,
+        limit: int | None = None,
+        reverse: bool = False,
+    ) -> list[str]:
+        ordered = self._indexes.get(key, ([], {}))[0]
+        lo = -float("inf") if min_score is None else min_score
+        hi = float("inf") if max_score is None else max_score
+        picked = [m for s, m in ordered if lo <= s <= hi]
+        if reverse:
+            picked.reverse()
+        return picked if limit is None else picked[:limit]
+
+    # -- ephemeral --------------------------------------------------------------------
+    async def put_ephemeral(self, key: str, doc: Doc, ttl_s: float) -> None:
+        self._ephemeral[key] = (time.monotonic() + ttl_s, copy.deepcopy(doc))
+
+    async def get_ephemeral(self, key: str) -> Doc | None:
+        item = self._ephemeral.get(key)
+        if item is None:
+            return None
+        if item[0] <= time.monotonic():
+            del self._ephemeral[key]
+            return None
+        return copy.deepcopy(item[1])
+
+    async def delete_ephemeral(self, key: str) -> None:
+        self._ephemeral.pop(key, None)
+
+    # -- bus --------------------------------------------------------------------------
+    async def publish(self, topic: str, message: Doc) -> None:
+        # Same semantics as Redis: delivered after the publisher goes on, never inline.
+        asyncio.get_running_loop().call_soon(self._bus.deliver, topic, copy.deepcopy(message))
+
+    async def subscribe(self, topic: str, handler: Handler) -> Subscription:
+        return await self._bus.add(topic, handler)
+
+    # -- lifecycle --------------------------------------------------------------------
+    async def ping(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        if self._fsync_task is not None:
+            self._fsync_task.cancel()
+        if self._journal is not None:
+            self._journal.flush()
+            os.fsync(self._journal.fileno())
+            self._journal.close()
+            self._journal = None

@@ -1,0 +1,218 @@
+"""Redis store: the same contract as ``MemoryStore``, shared by every node.
+
+Keys live under a prefix (``jr:`` by default): documents are JSON strings changed with
+WATCH/MULTI, logs are lists (RPUSH's reply is the sequence number), indexes are sorted
+sets, ephemeral values are strings with an expiry. The bus is Redis pub/sub: one
+connection per node subscribes to the topics that local handlers want, and one reader
+task hands each message to the local fan-out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import WatchError
+
+from .base import Doc, Handler, Store, Subscription, Updater
+from .local_bus import LocalBus
+
+log = logging.getLogger(__name__)
+
+
+def _dumps(doc: Any) -> str:
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+
+
+class RedisStore(Store):
+    kind = "redis"
+
+    def __init__(self, client: aioredis.Redis, prefix: str = "jr:") -> None:
+        self._r = client
+        self._p = prefix
+        self._pubsub = client.pubsub()
+        self._confirm: dict[str, asyncio.Future[None]] = {}
+        self._bus = LocalBus(on_first=self._sub_upstream, on_last=self._unsub_upstream)
+        self._reader: asyncio.Task[None] | None = None
+        self._sub_lock = asyncio.Lock()
+
+    @classmethod
+    async def connect(cls, url: str, prefix: str = "jr:") -> RedisStore:
+        client = aioredis.from_url(url, decode_responses=True, health_check_interval=30)
+        await client.ping()
+        return cls(client, prefix)
+
+    def _k(self, kind: str, key: str) -> str:
+        return f"{self._p}{kind}:{key}"
+
+    # -- documents --------------------------------------------------------------------
+    async def get(self, key: str) -> Doc | None:
+        raw = await self._r.get(self._k("doc", key))
+        return json.loads(raw) if raw is not None else None
+
+    async def get_many(self, keys: list[str]) -> list[Doc | None]:
+        if not keys:
+            return []
+        raws = await self._r.mget([self._k("doc", k) for k in keys])
+        return [json.loads(r) if r is not None else None for r in raws]
+
+    async def create(self, key: str, doc: Doc) -> bool:
+        return bool(await self._r.set(self._k("doc", key), _dumps(doc), nx=True))
+
+    async def update(self, key: str, fn: Updater) -> tuple[Doc | None, bool]:
+        rkey = self._k("doc", key)
+        async with self._r.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(rkey)
+                    raw = await pipe.get(rkey)
+                    if raw is None:
+                        await pipe.reset()
+                        return None, False
+                    current = json.loads(raw)
+                    new = fn(json.loads(raw))
+                    if new is None or new == current:
+                        await pipe.reset()
+                        return current, False
+                    pipe.multi()
+                    pipe.set(rkey, _dumps(new))
+                    await pipe.execute()
+                    return new, True
+                except WatchError:
+                    # Another node changed it between our read and write: read again.
+                    continue
+
+    # -- logs -------------------------------------------------------------------------
+    async def append(self, key: str, doc: Doc) -> int:
+        # The sequence number must be inside the stored entry, and only Redis knows it
+        # atomically: a tiny script pushes and stamps in one step.
+        seq = await self._r.eval(
+            "local n = redis.call('LLEN', KEYS[1]) + 1\n"
+            "local doc = cjson.decode(ARGV[1])\n"
+            "doc['seq'] = n\n"
+            "redis.call('RPUSH', KEYS[1], cjson.encode(doc))\n"
+            "return n",
+            1,
+            self._k("log", key),
+            _dumps(doc),
+        )
+        return int(seq)
+
+    async def read_log(self, key: str, start: int = 0, limit: int | None = None) -> list[Doc]:
+        end = -1 if limit is None else start + limit - 1
+        raws = await self._r.lrange(self._k("log", key), start, end)
+        return [json.loads(r) for r in raws]
+
+    # -- indexes ----------------------------------------------------------------------
+    async def index_add(self, key: str, member: str, score: float) -> None:
+        await self._r.zadd(self._k("idx", key), {member: score})
+
+    async def index_range(
+        self,
+        key: str,
+        *,
+        min_score: float | None = None,
+        max_score: float | None = None,
+        limit: int | None = None,
+        reverse: bool = False,
+    ) -> list[str]:
+        lo = "-inf" if min_score is None else repr(float(min_score))
+        hi = "+inf" if max_score is None else repr(float(max_score))
+        kw: dict[str, Any] = {}
+        if limit is not None:
+            kw = {"start": 0, "num": limit}
+        rkey = self._k("idx", key)
+        if reverse:
+            return [str(m) for m in await self._r.zrevrangebyscore(rkey, hi, lo, **kw)]
+        return [str(m) for m in await self._r.zrangebyscore(rkey, lo, hi, **kw)]
+
+    # -- ephemeral --------------------------------------------------------------------
+    async def put_ephemeral(self, key: str, doc: Doc, ttl_s: float) -> None:
+        await self._r.set(self._k("eph", key), _dumps(doc), px=max(1, int(ttl_s * 1000)))
+
+    async def get_ephemeral(self, key: str) -> Doc | None:
+        raw = await self._r.get(self._k("eph", key))
+        return json.loads(raw) if raw is not None else None
+
+    async def delete_ephemeral(self, key: str) -> None:
+        await self._r.delete(self._k("eph", key))
+
+    # -- bus --------------------------------------------------------------------------
+    def _channel(self, topic: str) -> str:
+        return f"{self._p}bus:{topic}"
+
+    async def publish(self, topic: str, message: Doc) -> None:
+        await self._r.publish(self._channel(topic), _dumps(message))
+
+    async def subscribe(self, topic: str, handler: Handler) -> Subscription:
+        return await self._bus.add(topic, handler)
+
+    async def _sub_upstream(self, topic: str) -> None:
+        channel = self._channel(topic)
+        async with self._sub_lock:
+            # redis-py sends SUBSCRIBE and returns at once; the confirmation arrives
+            # through the reader. Waiting for it makes the contract hold: once we return,
+            # a message published anywhere reaches us.
+            confirmed = asyncio.get_running_loop().create_future()
+            self._confirm[channel] = confirmed
+            try:
+                await self._pubsub.subscribe(channel)
+                if self._reader is None or self._reader.done():
+                    self._reader = asyncio.create_task(self._read(), name="redis-bus-reader")
+                await asyncio.wait_for(confirmed, timeout=5.0)
+            finally:
+                self._confirm.pop(channel, None)
+
+    async def _unsub_upstream(self, topic: str) -> None:
+        async with self._sub_lock:
+            with contextlib.suppress(ConnectionError, OSError):
+                await self._pubsub.unsubscribe(self._channel(topic))
+
+    async def _read(self) -> None:
+        prefix = len(self._p) + len("bus:")
+        while True:
+            try:
+                msg = await self._pubsub.get_message(timeout=1.0)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Connection lost: redis-py reconnects and re-subscribes on the next
+                # call; wait a little instead of spinning.
+                log.warning("redis pub/sub read failed; retrying", exc_info=True)
+                await asyncio.sleep(0.5)
+                continue
+            if msg is None:
+                continue
+            if msg.get("type") == "subscribe":
+                fut = self._confirm.get(str(msg["channel"]))
+                if fut is not None and not fut.done():
+                    fut.set_result(None)
+                continue
+            if msg.get("type") != "message":
+                continue
+            try:
+                payload = json.loads(msg["data"])
+            except (TypeError, json.JSONDecodeError):
+                log.warning("dropping malformed bus message on %s", msg.get("channel"))
+                continue
+            self._bus.deliver(str(msg["channel"])[prefix:], payload)
+
+    # -- lifecycle --------------------------------------------------------------------
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._r.ping())
+        except (ConnectionError, OSError):
+            return False
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+        with contextlib.suppress(Exception):
+            await self._pubsub.aclose()
+        await self._r.aclose()

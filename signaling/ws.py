@@ -1,0 +1,316 @@
+"""WebSocket signaling at ``/ws?token=JWT``: one reader (this handler), one writer task.
+
+Bus messages for the topics this socket cares about are put on a bounded outbox by the
+store's single bus reader; the writer drains it. A socket that cannot keep up is closed
+rather than allowed to grow memory without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from typing import Any
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from . import policy, protocol
+from .auth import AuthError, Identity
+from .errors import ServiceError
+from .keys import CONFIG, NODE_ID, SERVICE, SOCKETS, TASKS, TOKENS
+from .models import Invitation, Participant
+from .state import Subscription
+
+log = logging.getLogger(__name__)
+
+OUTBOX_LIMIT = 512
+CLOSE_SUPERSEDED = 4409
+CLOSE_TOKEN_EXPIRED = 4401
+CLOSE_SLOW = 4429
+
+
+class Connection:
+    def __init__(self, request: web.Request, ws: web.WebSocketResponse, who: Identity) -> None:
+        self.app = request.app
+        self.ws = ws
+        self.who = who
+        self.service = self.app[SERVICE]
+        self.config = self.app[CONFIG]
+        self.outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(OUTBOX_LIMIT)
+        self.subs: list[Subscription] = []
+        self.session_subs: list[Subscription] = []
+        self.participant: Participant | None = None
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.closing = False
+
+    # -- outgoing ---------------------------------------------------------------------
+    def send(self, msg: dict[str, Any]) -> None:
+        if self.closing:
+            return
+        try:
+            self.outbox.put_nowait(msg)
+        except asyncio.QueueFull:
+            log.warning("closing slow socket of %s", self.who.sub)
+            self.close(CLOSE_SLOW, "slow_consumer")
+
+    def close(self, code: int, reason: str) -> None:
+        if not self.closing:
+            self.closing = True
+            self.spawn(self.ws.close(code=code, message=reason.encode()))
+
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def writer(self) -> None:
+        while True:
+            msg = await self.outbox.get()
+            if msg is None:
+                return
+            try:
+                await self.ws.send_str(json.dumps(msg, ensure_ascii=False))
+            except (ConnectionError, RuntimeError):
+                return
+
+    # -- bus handlers -----------------------------------------------------------------
+    def on_inbox(self, msg: dict[str, Any]) -> None:
+        if msg.get("type") == "invitation":
+            inv = Invitation.model_validate(msg["invitation"])
+            if not self._for_me(inv):
+                return
+            self.send(msg)
+            self.spawn(self._mark_rang(inv.invitation_id))
+        elif msg.get("type") == "invitation.updated":
+            if self._for_me(Invitation.model_validate(msg["invitation"])):
+                self.send(msg)
+
+    def _for_me(self, inv: Invitation) -> bool:
+        return policy.invitation_targets(self.who, inv) and (
+            self.who.case is None or self.who.case == inv.case_id
+        )
+
+    async def _mark_rang(self, invitation_id: str) -> None:
+        try:
+            await self.service.mark_rang(invitation_id, self.who)
+        except ServiceError:
+            pass
+
+    def on_session(self, msg: dict[str, Any]) -> None:
+        self.send(msg)
+        if msg.get("type") == "session.ended":
+            self.participant = None
+            self.spawn(self._drop_session_subs())
+
+    def on_participant(self, msg: dict[str, Any]) -> None:
+        p = self.participant
+        if msg.get("type") == "superseded" and p is not None and msg["epoch"] > p.epoch:
+            self.participant = None  # the new socket owns the slot now
+            self.send(
+                protocol.error("superseded", "this participant continued on another connection")
+            )
+            self.close(CLOSE_SUPERSEDED, "superseded")
+
+    async def _drop_session_subs(self) -> None:
+        subs, self.session_subs = self.session_subs, []
+        for sub in subs:
+            await sub.close()
+
+    # -- incoming ---------------------------------------------------------------------
+    async def handle(self, text: str) -> None:
+        try:
+            msg = protocol.parse(text, self.config.max_message_bytes)
+        except protocol.ProtocolError as exc:
+            self.send(protocol.error(exc.code, exc.message, exc.ref, exc.details))
+            return
+        try:
+            await getattr(self, "on_" + msg.type.replace(".", "_"))(msg)
+        except ServiceError as exc:
+            self.send(protocol.error(exc.code, exc.message, msg.ref, exc.details))
+        except AuthError as exc:
+            self.send(protocol.error(exc.code, exc.message, msg.ref))
+        except Exception:
+            log.exception("handling %s from %s", msg.type, self.who.sub)
+            self.send(
+                protocol.error("internal_error", "the server failed on this message", msg.ref)
+            )
+
+    async def on_ping(self, msg: protocol.Ping) -> None:
+        self.send({"type": "pong", "v": 1, "ref": msg.ref, "server_time": time.time()})
+
+    async def on_join(self, msg: protocol.Join) -> None:
+        self._not_joined()
+        participant, resume_token = await self.service.join(self.who, msg.session_id)
+        await self._enter(participant, resume_token, msg.ref)
+
+    async def on_resume(self, msg: protocol.Resume) -> None:
+        self._not_joined()
+        participant, resume_token = await self.service.resume(self.who, msg.resume_token)
+        await self._enter(participant, resume_token, msg.ref)
+
+    def _not_joined(self) -> None:
+        if self.participant is not None:
+            raise ServiceError(
+                "already_joined", "this connection is already in a session; leave first"
+            )
+
+    async def _enter(self, p: Participant, resume_token: str, ref: str | None) -> None:
+        store = self.service.store
+        self.participant = p
+        self.session_subs = [
+            await store.subscribe(f"session:{p.session_id}", self.on_session),
+            await store.subscribe(f"participant:{p.participant_id}", self.on_participant),
+        ]
+        session = await self.service.session(p.session_id)
+        self.send(
+            {
+                "type": "joined",
+                "v": 1,
+                "ref": ref,
+                "session": session.model_dump(),
+                "participant": p.model_dump(),
+                "participants": [
+                    x.model_dump()
+                    for x in await self.service.participants(p.session_id)
+                    if x.state != "left"
+                ],
+                "invitations": [
+                    i.model_dump() for i in await self.service.invitations(p.session_id)
+                ],
+                "resume_token": resume_token,
+                "resume_grace_s": self.config.resume_grace_s,
+            }
+        )
+
+    async def on_leave(self, msg: protocol.Leave) -> None:
+        p = self.participant
+        if p is None:
+            raise ServiceError("not_joined", "this connection is not in a session")
+        self.participant = None
+        await self._drop_session_subs()
+        await self.service.leave(p.participant_id, p.epoch)
+        self.send({"type": "left", "v": 1, "ref": msg.ref, "session_id": p.session_id})
+
+    async def on_invitation_accept(self, msg: protocol.AcceptInvitation) -> None:
+        inv = await self.service.respond(self.who, msg.invitation_id, True)
+        self.send({"type": "ack", "v": 1, "ref": msg.ref, "invitation": inv.model_dump()})
+
+    async def on_invitation_decline(self, msg: protocol.DeclineInvitation) -> None:
+        inv = await self.service.respond(self.who, msg.invitation_id, False, msg.reason)
+        self.send({"type": "ack", "v": 1, "ref": msg.ref, "invitation": inv.model_dump()})
+
+    async def on_chat(self, msg: protocol.Chat) -> None:
+        if self.participant is None:
+            raise ServiceError("not_joined", "join a session before chatting")
+        event = await self.service.chat(self.participant, msg.text)
+        self.send({"type": "ack", "v": 1, "ref": msg.ref, "seq": event.seq})
+
+    async def on_auth_refresh(self, msg: protocol.Refresh) -> None:
+        new = self.app[TOKENS].verify(msg.token)
+        if (new.sub, new.role, new.session) != (self.who.sub, self.who.role, self.who.session):
+            raise ServiceError("identity_changed", "a refreshed token must be for the same person")
+        self.who = new
+        self.send({"type": "ack", "v": 1, "ref": msg.ref, "token_expires_at": new.exp})
+
+    async def expiry_watch(self) -> None:
+        while True:
+            exp = self.who.exp or 0
+            await asyncio.sleep(max(0.0, exp - time.time()))
+            if (self.who.exp or 0) <= time.time():
+                self.send(protocol.error("token_expired", "the token expired; sign in again"))
+                self.close(CLOSE_TOKEN_EXPIRED, "token_expired")
+                return
+
+    # -- lifetime ---------------------------------------------------------------------
+    async def greet(self) -> None:
+        store = self.service.store
+        self.subs.append(await store.subscribe(f"user:{self.who.sub}", self.on_inbox))
+        if self.who.role == "reviewer":
+            self.subs.append(await store.subscribe(f"dept:{self.who.dept}", self.on_inbox))
+        self.send(
+            {
+                "type": "welcome",
+                "v": protocol.VERSION,
+                "node": self.app[NODE_ID],
+                "user": self.who.public(),
+                "token_expires_at": self.who.exp,
+                "server_time": time.time(),
+                "heartbeat_s": self.config.heartbeat_s,
+                "max_message_bytes": self.config.max_message_bytes,
+                "resume_grace_s": self.config.resume_grace_s,
+                "ice_servers": [s.model_dump(exclude_none=True) for s in self.config.ice_servers],
+            }
+        )
+        if self.who.role == "reviewer":
+            for inv in await self.service.inbox(self.who):
+                session = await self.service.session(inv.session_id)
+                self.on_inbox(
+                    {
+                        "type": "invitation",
+                        "invitation": inv.model_dump(),
+                        "session": session.model_dump(),
+                    }
+                )
+
+    async def finish(self) -> None:
+        self.closing = True
+        for sub in self.subs + self.session_subs:
+            await sub.close()
+        for task in list(self.tasks):
+            task.cancel()
+        p = self.participant
+        if p is not None and await self.service.disconnected(p.participant_id, p.epoch):
+            # Hold the slot for a reconnect; the timer is the app's, not this socket's.
+            timers = self.app[TASKS]
+            task = asyncio.create_task(self._grace(p))
+            timers.add(task)
+            task.add_done_callback(timers.discard)
+
+    async def _grace(self, p: Participant) -> None:
+        await asyncio.sleep(self.config.resume_grace_s)
+        try:
+            await self.service.grace_expired(p.participant_id, p.epoch + 0)
+        except ServiceError:
+            pass
+
+
+async def websocket_handler(request: web.Request) -> web.StreamResponse:
+    from .api import json_error
+
+    try:
+        who = request.app[TOKENS].verify(request.query.get("token"))
+    except AuthError as exc:
+        return json_error(401, exc.code, exc.message)
+    config = request.app[CONFIG]
+    # aiohttp drops a frame above max_msg_size by closing the socket (1009). Our own,
+    # smaller limit answers with an error and keeps the socket; only absurd frames close.
+    ws = web.WebSocketResponse(
+        heartbeat=config.heartbeat_s, max_msg_size=max(16 * config.max_message_bytes, 1 << 20)
+    )
+    await ws.prepare(request)
+    conn = Connection(request, ws, who)
+    sockets = request.app[SOCKETS]
+    sockets.add(ws)
+    writer = asyncio.create_task(conn.writer())
+    expiry = asyncio.create_task(conn.expiry_watch())
+    try:
+        await conn.greet()
+        async for frame in ws:
+            if frame.type == WSMsgType.TEXT:
+                await conn.handle(frame.data)
+            elif frame.type == WSMsgType.BINARY:
+                conn.send(protocol.error("binary_not_supported", "send JSON text frames"))
+            elif frame.type == WSMsgType.ERROR:
+                break
+    finally:
+        sockets.discard(ws)
+        expiry.cancel()
+        await conn.finish()
+        conn.outbox.put_nowait(None) if not conn.outbox.full() else writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
+        if not ws.closed:
+            await ws.close(code=WSCloseCode.GOING_AWAY)
+    return ws
