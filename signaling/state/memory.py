@@ -48,6 +48,7 @@ class MemoryStore(Store):
     # -- journal ----------------------------------------------------------------------
     def _replay(self, path: Path) -> None:
         ops = 0
+        torn = False
         if path.exists():
             with path.open("r", encoding="utf-8") as fh:
                 for line in fh:
@@ -55,13 +56,15 @@ class MemoryStore(Store):
                         op = json.loads(line)
                     except json.JSONDecodeError:
                         # A torn last line from a crash mid-write: everything before it
-                        # is intact; nothing after it was acknowledged.
+                        # is intact; nothing after it was acknowledged. Rewrite the journal
+                        # so the next line does not glue onto the torn one.
+                        torn = True
                         break
                     self._apply(op)
                     ops += 1
         live = len(self._docs) + sum(len(v) for v in self._logs.values())
         live += sum(len(v[1]) for v in self._indexes.values())
-        if ops > 2 * live + 1000 or not path.exists():
+        if torn or ops > 2 * live + 1000 or not path.exists():
             self._compact(path)
         self._journal = path.open("a", encoding="utf-8")
 

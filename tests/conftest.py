@@ -1,0 +1,191 @@
+"""Shared fixtures: a real redis-server, stores of both kinds, app clients, server processes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from aiohttp.test_utils import TestClient, TestServer
+
+from signaling.app import create_app
+from signaling.auth import TokenService
+from signaling.config import Config
+from signaling.state import MemoryStore, Store
+from signaling.state.redis_store import RedisStore
+
+SECRET = "test-secret-" + "x" * 40
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 10.0, proc: subprocess.Popen[Any] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on {port} after {timeout}s")
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server on a free port, started by the tests themselves."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed: run the README's test command")
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_port(port, proc=proc)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """The same contract, both implementations."""
+    s: Store
+    if request.param == "memory":
+        s = MemoryStore(tmp_path / "state")
+    else:
+        url = request.getfixturevalue("redis_url")
+        s = await RedisStore.connect(url, prefix=f"t{uuid.uuid4().hex[:8]}:")
+    yield s
+    await s.close()
+
+
+def make_config(tmp_path: Path, **overrides: Any) -> Config:
+    values: dict[str, Any] = {"data_dir": tmp_path / "data", "jwt_secret": SECRET,
+                              "port": 0, "heartbeat_s": 5.0}
+    values.update(overrides)
+    return Config(**values)
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    return make_config(tmp_path)
+
+
+@pytest.fixture
+def tokens(config: Config) -> TokenService:
+    return TokenService(config)
+
+
+@pytest.fixture
+async def client(config: Config) -> AsyncIterator[TestClient[Any, Any]]:
+    app = create_app(config)
+    async with TestClient(TestServer(app)) as c:
+        yield c
+
+
+class Tokens:
+    """Ready-made identities from the demo directory."""
+
+    def __init__(self, svc: TokenService) -> None:
+        self.svc = svc
+
+    def clerk(self, **kw: Any) -> str:
+        return self.svc.issue(sub="clerk-01", role="clerk", name="陈晓", **kw)
+
+    def reviewer(self, sub: str = "rev-city-amr-1", dept: str = "city-amr",
+                 level: str = "city", **kw: Any) -> str:
+        return self.svc.issue(sub=sub, role="reviewer", name=sub, dept=dept, level=level, **kw)
+
+    def other_reviewer(self, **kw: Any) -> str:
+        return self.reviewer("rev-city-tax-1", "city-tax", "city", **kw)
+
+    def supervisor(self, **kw: Any) -> str:
+        return self.svc.issue(sub="sup-01", role="supervisor", **kw)
+
+    def admin(self, **kw: Any) -> str:
+        return self.svc.issue(sub="admin", role="admin", **kw)
+
+    def applicant(self, session: str, case: str, **kw: Any) -> str:
+        return self.svc.issue(sub="applicant-x", role="applicant", case=case, session=session, **kw)
+
+
+@pytest.fixture
+def tok(tokens: TokenService) -> Tokens:
+    return Tokens(tokens)
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+class ServerProcess:
+    """A real ``jointreview serve`` process."""
+
+    def __init__(self, data_dir: Path, redis_url: str = "", env: dict[str, str] | None = None):
+        self.port = free_port()
+        self.data_dir = data_dir
+        self.redis_url = redis_url
+        self.env = {**os.environ, "JR_JWT_SECRET": SECRET, "JR_LOG_LEVEL": "warning", **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = data_dir.parent / f"server-{self.port}.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ServerProcess:
+        args = [sys.executable, "-m", "signaling.cli", "serve", "--port", str(self.port),
+                "--data-dir", str(self.data_dir)]
+        if self.redis_url:
+            args += ["--redis-url", self.redis_url]
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(args, env=self.env, stdout=log, stderr=log)
+        wait_port(self.port, proc=self.proc)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        code = self.proc.wait(15)
+        self.proc = None
+        return code
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+    started: list[ServerProcess] = []
+
+    def make(data_dir: Path | None = None, redis_url: str = "", **kw: Any) -> ServerProcess:
+        server = ServerProcess(data_dir or tmp_path / f"data{len(started)}", redis_url, **kw)
+        started.append(server)
+        return server.start()
+
+    yield make
+    for server in started:
+        if server.proc is not None:
+            server.stop(signal.SIGKILL)
+
+
+def flush_redis(url: str) -> None:
+    redis.Redis.from_url(url).flushdb()

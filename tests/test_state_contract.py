@@ -1,0 +1,201 @@
+"""One contract, two stores: every test here runs on MemoryStore and on a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from signaling.state import MemoryStore, Store
+
+
+async def test_create_is_once_only(store: Store) -> None:
+    assert await store.create("a", {"n": 1})
+    assert not await store.create("a", {"n": 2})
+    assert await store.get("a") == {"n": 1}
+    assert await store.get("missing") is None
+
+
+async def test_get_many_keeps_order_and_gaps(store: Store) -> None:
+    await store.create("x", {"v": "x"})
+    await store.create("z", {"v": "z"})
+    assert await store.get_many(["z", "y", "x"]) == [{"v": "z"}, None, {"v": "x"}]
+    assert await store.get_many([]) == []
+
+
+async def test_update_applies_and_reports(store: Store) -> None:
+    await store.create("doc", {"count": 0, "text": "中文"})
+    doc, changed = await store.update("doc", lambda d: dict(d, count=d["count"] + 1))
+    assert changed and doc == {"count": 1, "text": "中文"}
+    doc, changed = await store.update("doc", lambda d: None)
+    assert not changed and doc == {"count": 1, "text": "中文"}
+    assert await store.update("nope", lambda d: d) == (None, False)
+
+
+async def test_returned_docs_are_copies(store: Store) -> None:
+    await store.create("doc", {"items": [1]})
+    got = await store.get("doc")
+    assert got is not None
+    got["items"].append(2)
+    assert await store.get("doc") == {"items": [1]}
+
+
+async def test_concurrent_updates_lose_nothing(store: Store) -> None:
+    await store.create("counter", {"n": 0})
+
+    async def bump() -> None:
+        await store.update("counter", lambda d: {"n": d["n"] + 1})
+
+    await asyncio.gather(*(bump() for _ in range(50)))
+    assert await store.get("counter") == {"n": 50}
+
+
+async def test_compare_and_set_first_wins(store: Store) -> None:
+    """Two nodes accepting the same invitation: exactly one succeeds."""
+    await store.create("inv", {"status": "pending"})
+
+    def accept(by: str) -> Any:
+        return lambda d: dict(d, status="accepted", by=by) if d["status"] == "pending" else None
+
+    results = await asyncio.gather(*(store.update("inv", accept(f"r{i}")) for i in range(10)))
+    assert sum(changed for _, changed in results) == 1
+    final = await store.get("inv")
+    assert final is not None and final["status"] == "accepted"
+
+
+async def test_log_appends_in_order_with_seq(store: Store) -> None:
+    seqs = [await store.append("log", {"i": i}) for i in range(5)]
+    assert seqs == [1, 2, 3, 4, 5]
+    entries = await store.read_log("log")
+    assert [e["i"] for e in entries] == [0, 1, 2, 3, 4]
+    assert [e["seq"] for e in entries] == [1, 2, 3, 4, 5]
+    assert [e["i"] for e in await store.read_log("log", start=3)] == [3, 4]
+    assert [e["i"] for e in await store.read_log("log", start=1, limit=2)] == [1, 2]
+    assert await store.read_log("empty") == []
+
+
+async def test_concurrent_appends_get_distinct_seqs(store: Store) -> None:
+    seqs = await asyncio.gather(*(store.append("log", {"i": i}) for i in range(30)))
+    assert sorted(seqs) == list(range(1, 31))
+
+
+async def test_index_orders_by_score_and_filters(store: Store) -> None:
+    for member, score in [("b", 20.0), ("a", 10.0), ("c", 30.0)]:
+        await store.index_add("idx", member, score)
+    assert await store.index_range("idx") == ["a", "b", "c"]
+    assert await store.index_range("idx", reverse=True) == ["c", "b", "a"]
+    assert await store.index_range("idx", min_score=15, max_score=30) == ["b", "c"]
+    assert await store.index_range("idx", reverse=True, limit=2) == ["c", "b"]
+    await store.index_add("idx", "a", 40.0)  # re-adding moves, never duplicates
+    assert await store.index_range("idx") == ["b", "c", "a"]
+
+
+async def test_ephemeral_values_expire(store: Store) -> None:
+    await store.put_ephemeral("e", {"v": 1}, ttl_s=0.2)
+    assert await store.get_ephemeral("e") == {"v": 1}
+    await asyncio.sleep(0.35)
+    assert await store.get_ephemeral("e") is None
+    await store.put_ephemeral("f", {"v": 2}, ttl_s=10)
+    await store.delete_ephemeral("f")
+    assert await store.get_ephemeral("f") is None
+
+
+async def test_bus_delivers_to_every_subscriber_of_the_topic(store: Store) -> None:
+    a: list[dict[str, Any]] = []
+    b: list[dict[str, Any]] = []
+    other: list[dict[str, Any]] = []
+    sub_a = await store.subscribe("t", a.append)
+    sub_b = await store.subscribe("t", b.append)
+    sub_o = await store.subscribe("u", other.append)
+    await store.publish("t", {"type": "hello", "text": "你好"})
+    await _until(lambda: len(a) == 1 and len(b) == 1)
+    assert a == b == [{"type": "hello", "text": "你好"}]
+    assert other == []
+    await sub_a.close()
+    await sub_a.close()  # idempotent
+    await store.publish("t", {"type": "again"})
+    await _until(lambda: len(b) == 2)
+    assert len(a) == 1
+    await sub_b.close()
+    await sub_o.close()
+
+
+async def test_bus_keeps_order(store: Store) -> None:
+    got: list[int] = []
+    sub = await store.subscribe("ordered", lambda m: got.append(m["i"]))
+    for i in range(100):
+        await store.publish("ordered", {"i": i})
+    await _until(lambda: len(got) == 100)
+    assert got == list(range(100))
+    await sub.close()
+
+
+async def test_a_failing_handler_does_not_starve_others(store: Store) -> None:
+    got: list[Any] = []
+
+    def broken(_: Any) -> None:
+        raise RuntimeError("boom")
+
+    s1 = await store.subscribe("t2", broken)
+    s2 = await store.subscribe("t2", got.append)
+    await store.publish("t2", {"x": 1})
+    await _until(lambda: got == [{"x": 1}])
+    await s1.close()
+    await s2.close()
+
+
+async def test_ping(store: Store) -> None:
+    assert await store.ping()
+
+
+async def test_memory_store_survives_restart(tmp_path: Path) -> None:
+    s = MemoryStore(tmp_path / "state")
+    await s.create("doc", {"v": 1})
+    await s.update("doc", lambda d: {"v": 2})
+    await s.append("log", {"e": "x"})
+    await s.index_add("idx", "m", 5.0)
+    await s.put_ephemeral("eph", {"gone": True}, 60)
+    await s.close()
+    again = MemoryStore(tmp_path / "state")
+    assert await again.get("doc") == {"v": 2}
+    assert await again.read_log("log") == [{"e": "x", "seq": 1}]
+    assert await again.index_range("idx") == ["m"]
+    assert await again.get_ephemeral("eph") is None  # ephemeral by design
+    await again.close()
+
+
+async def test_memory_store_ignores_a_torn_last_line(tmp_path: Path) -> None:
+    s = MemoryStore(tmp_path / "state")
+    await s.create("doc", {"v": 1})
+    await s.close()
+    with (tmp_path / "state" / "journal.jsonl").open("a") as fh:
+        fh.write('{"op":"put","k":"doc","d":{"v":')  # a crash mid-write
+    again = MemoryStore(tmp_path / "state")
+    assert await again.get("doc") == {"v": 1}
+    await again.create("next", {"ok": True})
+    await again.close()
+    third = MemoryStore(tmp_path / "state")
+    assert await third.get("next") == {"ok": True}
+    await third.close()
+
+
+async def test_memory_store_compacts_a_long_journal(tmp_path: Path) -> None:
+    s = MemoryStore(tmp_path / "state")
+    await s.create("doc", {"v": 0})
+    for i in range(3000):
+        await s.update("doc", lambda d, i=i: {"v": i + 1})
+    await s.close()
+    journal = tmp_path / "state" / "journal.jsonl"
+    assert len(journal.read_text().splitlines()) > 3000
+    again = MemoryStore(tmp_path / "state")
+    assert await again.get("doc") == {"v": 3000}
+    await again.close()
+    assert len(journal.read_text().splitlines()) == 1
+
+
+async def _until(cond: Any, timeout: float = 3.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not cond():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
