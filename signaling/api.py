@@ -62,7 +62,8 @@ class Ctx:
 
     def path(self, name: str) -> str:
         value = self.request.match_info[name]
-        if name == "case_id" and not re.match(CASE_ID_PATTERN, value):
+        # fullmatch: with re.match, ``$`` also matches before a trailing newline ("A\n").
+        if name == "case_id" and not re.fullmatch(CASE_ID_PATTERN, value):
             raise BadRequest("invalid_case_id", f"{value[:80]!r} is not a case number")
         return value
 
@@ -147,7 +148,8 @@ async def _read_body(request: web.Request, model: type[BaseModel]) -> BaseModel:
     raw = await request.read()
     try:
         data = json.loads(raw) if raw.strip() else {}
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        # RecursionError: nesting too deep for the decoder ("[[[[..."), not a server fault.
         raise BadRequest("bad_json", f"the body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise BadRequest("invalid_body", "the body must be a JSON object")

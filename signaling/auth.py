@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import jwt
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 from .config import Config, ConfigError, ensure_jwt_secret
 
@@ -58,6 +60,8 @@ def _read_key(path: Path | None, setting: str) -> str | None:
         return path.read_text(encoding="ascii")
     except OSError as exc:
         raise ConfigError(f"{setting}: cannot read {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{setting}: {path} is not a PEM file") from exc
 
 
 class TokenService:
@@ -86,12 +90,26 @@ class TokenService:
             self._check_key_matches()
 
     def _check_key_matches(self) -> None:
+        algorithm = jwt.get_algorithm_by_name(self.algorithm)
         try:
-            jwt.get_algorithm_by_name(self.algorithm).prepare_key(self._verify_key)
+            public = algorithm.prepare_key(self._verify_key)
         except Exception as exc:
             raise ConfigError(
                 f"jwt_public_key_file: not a valid {self.algorithm} public key: {exc}"
             ) from exc
+        if not isinstance(public, RSAPublicKey | EllipticCurvePublicKey):
+            raise ConfigError("jwt_public_key_file: holds a private key; give the public key")
+        if self._signing_key is None:
+            return
+        probe = b"jointreview key check"
+        try:
+            signature = algorithm.sign(probe, algorithm.prepare_key(self._signing_key))
+        except Exception as exc:
+            raise ConfigError(
+                f"jwt_private_key_file: not a valid {self.algorithm} private key: {exc}"
+            ) from exc
+        if not algorithm.verify(probe, public, signature):
+            raise ConfigError("jwt_private_key_file: does not match the key in jwt_public_key_file")
 
     @property
     def can_sign(self) -> bool:

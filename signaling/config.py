@@ -130,6 +130,10 @@ def load_config(
             doc = tomllib.loads(p.read_text(encoding="utf-8"))
         except FileNotFoundError as exc:
             raise ConfigError(f"config file {p}: not found") from exc
+        except OSError as exc:
+            raise ConfigError(f"config file {p}: cannot read: {exc.strerror}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"config file {p}: not UTF-8: {exc}") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {p}: invalid TOML: {exc}") from exc
         for name, value in _flatten_toml(doc).items():
@@ -170,7 +174,13 @@ def ensure_jwt_secret(config: Config) -> str:
     try:
         os.link(tmp, path)
     except FileExistsError:
-        secret = path.read_text(encoding="ascii").strip()
-    finally:
-        tmp.unlink()
+        existing = path.read_text(encoding="ascii").strip()
+        if existing:
+            secret = existing  # another node won the race: use its secret
+        else:
+            # An empty file (a crash while it was first written): nothing was ever
+            # signed with it, so replace it.
+            os.replace(tmp, path)
+            return secret
+    tmp.unlink()
     return secret

@@ -65,5 +65,5 @@ def load_directory(path: Path | None) -> Directory:
         return Directory.model_validate(tomllib.loads(text))
     except OSError as exc:
         raise ConfigError(f"directory_file: cannot read {path}: {exc.strerror}") from exc
-    except (tomllib.TOMLDecodeError, ValidationError) as exc:
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError, ValidationError) as exc:
         raise ConfigError(f"directory_file: {path or 'packaged directory'}: {exc}") from exc

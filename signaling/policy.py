@@ -90,5 +90,7 @@ def can_respond(who: Identity, inv: Invitation) -> None:
     if who.role != "reviewer":
         raise _deny("only reviewers answer invitations")
     check_case_scope(who, inv.case_id)
+    if who.session is not None and who.session != inv.session_id:
+        raise _deny("this token is limited to another session")
     if not invitation_targets(who, inv):
         raise _deny("this invitation is for another reviewer or department")

@@ -143,14 +143,13 @@ class ReviewService:
     ) -> list[Session]:
         if who.role not in policy.READERS:
             raise Forbidden("forbidden", f"a {who.role} cannot list sessions")
+        # A case-scoped token reads its case's own index, so the limit counts its sessions.
+        index = "sessions" if who.case is None else f"case:{who.case}:sessions"
         ids = await self.store.index_range(
-            "sessions", min_score=since, max_score=until, limit=limit, reverse=True
+            index, min_score=since, max_score=until, limit=limit, reverse=True
         )
         docs = await self.store.get_many([f"session:{i}" for i in ids])
-        sessions = [Session.model_validate(d) for d in docs if d is not None]
-        if who.case is not None:
-            sessions = [s for s in sessions if s.case_id == who.case]
-        return sessions
+        return [Session.model_validate(d) for d in docs if d is not None]
 
     async def case_view(self, who: Identity, case_id: str) -> CaseView:
         if await self.store.get(f"case:{case_id}") is None:

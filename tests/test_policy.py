@@ -1,0 +1,426 @@
+"""Who may do what: every rule of signaling.policy as a table of identity x record -> verdict.
+
+Each row names the person, the record and the expected verdict: ``ALLOW`` (the check
+returns) or ``DENY`` (it raises Forbidden). Records are built directly from
+signaling.models; no service, store or token is involved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pytest
+
+from signaling import policy
+from signaling.auth import Identity
+from signaling.errors import Forbidden
+from signaling.models import Actor, Invitation, Session
+
+ALLOW = True
+DENY = False
+
+# -- people -----------------------------------------------------------------------------
+
+CLERK = Identity(sub="clerk-01", name="陈晓", role="clerk")
+ADMIN = Identity(sub="admin", name="系统管理员", role="admin")
+SUPERVISOR = Identity(sub="sup-01", name="郑监督", role="supervisor")
+# Reviewer of the invited department at the invited level.
+REV_AMR = Identity(
+    sub="rev-city-amr-1", name="王建国", role="reviewer", dept="city-amr", level="city"
+)
+# Same department, token without a level claim: matches an invitation of any level.
+REV_AMR_NOLEVEL = Identity(sub="rev-city-amr-2", name="A2", role="reviewer", dept="city-amr")
+# Same department id, wrong level.
+REV_AMR_DISTRICT = Identity(
+    sub="rev-amr-d", name="AD", role="reviewer", dept="city-amr", level="district"
+)
+# Another department.
+REV_TAX = Identity(
+    sub="rev-city-tax-1", name="李敏", role="reviewer", dept="city-tax", level="city"
+)
+# The reviewer a named invitation is for (of a department that is not invited as such).
+REV_NAMED = Identity(
+    sub="rev-district-planning-1",
+    name="吴芳",
+    role="reviewer",
+    dept="district-planning",
+    level="district",
+)
+# A reviewer whose token is limited to another case.
+REV_AMR_OTHER_CASE = Identity(
+    sub="rev-city-amr-1", name="王建国", role="reviewer", dept="city-amr", level="city", case="C2"
+)
+REV_AMR_THIS_CASE = Identity(
+    sub="rev-city-amr-1", name="王建国", role="reviewer", dept="city-amr", level="city", case="C1"
+)
+REV_AMR_SESSION_S1 = Identity(
+    sub="rev-city-amr-1",
+    name="王建国",
+    role="reviewer",
+    dept="city-amr",
+    level="city",
+    case="C1",
+    session="s1",
+)
+APPLICANT_S1 = Identity(sub="applicant-x", name="张三", role="applicant", case="C1", session="s1")
+APPLICANT_S2 = Identity(sub="applicant-y", name="李四", role="applicant", case="C1", session="s2")
+APPLICANT_UNSCOPED = Identity(sub="applicant-z", name="王五", role="applicant")
+CLERK_CASE_C1 = Identity(sub="clerk-01", name="陈晓", role="clerk", case="C1")
+CLERK_CASE_C2 = Identity(sub="clerk-01", name="陈晓", role="clerk", case="C2")
+CLERK_SESSION_S1 = Identity(sub="clerk-01", name="陈晓", role="clerk", case="C1", session="s1")
+CLERK_SESSION_S2 = Identity(sub="clerk-01", name="陈晓", role="clerk", case="C1", session="s2")
+ADMIN_CASE_C2 = Identity(sub="admin", name="系统管理员", role="admin", case="C2")
+SUPERVISOR_CASE_C1 = Identity(sub="sup-01", name="郑监督", role="supervisor", case="C1")
+SUPERVISOR_CASE_C2 = Identity(sub="sup-01", name="郑监督", role="supervisor", case="C2")
+
+# -- records ----------------------------------------------------------------------------
+
+BY = Actor(sub="clerk-01", name="陈晓", role="clerk")
+
+
+def session(session_id: str = "s1", case_id: str = "C1", status: str = "active") -> Session:
+    return Session(
+        session_id=session_id,
+        case_id=case_id,
+        status=status,  # type: ignore[arg-type]
+        created_at=1.0,
+        created_by=BY,
+    )
+
+
+def invitation(
+    status: str = "pending",
+    *,
+    dept: str | None = "city-amr",
+    level: str | None = "city",
+    reviewer: str | None = None,
+    responded_by: Identity | None = None,
+    session_id: str = "s1",
+    case_id: str = "C1",
+) -> Invitation:
+    return Invitation(
+        invitation_id=f"i-{status}-{dept or reviewer}",
+        session_id=session_id,
+        case_id=case_id,
+        dept=dept,
+        level=level,  # type: ignore[arg-type]
+        reviewer=reviewer,
+        status=status,  # type: ignore[arg-type]
+        created_at=1.0,
+        created_by=BY,
+        responded_by=(
+            Actor(
+                sub=responded_by.sub,
+                name=responded_by.name,
+                role=responded_by.role,  # type: ignore[arg-type]
+                dept=responded_by.dept,
+                level=responded_by.level,  # type: ignore[arg-type]
+            )
+            if responded_by
+            else None
+        ),
+    )
+
+
+S1 = session("s1", "C1")
+S2 = session("s2", "C1")
+S3 = session("s3", "C2")
+S1_ENDED = session("s1", "C1", status="ended")
+
+INV_DEPT = invitation()  # city-amr at city level, pending
+INV_DEPT_ANY_LEVEL = invitation(level=None)
+INV_DEPT_DISTRICT = invitation(level="district")
+INV_DEPT_RINGING = invitation("ringing")
+INV_NAMED = invitation(dept=None, level=None, reviewer=REV_NAMED.sub)
+INV_ACCEPTED_BY_AMR = invitation("accepted", responded_by=REV_AMR)
+INV_DECLINED_BY_AMR = invitation("declined", responded_by=REV_AMR)
+INV_CANCELLED = invitation("cancelled")
+INV_TAX = invitation(dept="city-tax")
+INV_C2 = invitation(session_id="s3", case_id="C2")
+INV_S2 = invitation(session_id="s2", case_id="C1")
+
+
+def outcome(check: Callable[..., None], *args: Any) -> bool:
+    """ALLOW if the check returns, DENY if it raises Forbidden (403, code "forbidden")."""
+    try:
+        check(*args)
+    except Forbidden as exc:
+        assert exc.status == 403
+        assert exc.code == "forbidden"
+        assert exc.message
+        return DENY
+    return ALLOW
+
+
+# -- check_case_scope -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("who", "case_id", "expected"),
+    [
+        pytest.param(CLERK, "C1", ALLOW, id="unscoped-clerk"),
+        pytest.param(REV_AMR, "C2", ALLOW, id="unscoped-reviewer"),
+        pytest.param(CLERK_CASE_C1, "C1", ALLOW, id="clerk-scoped-to-this-case"),
+        pytest.param(CLERK_CASE_C2, "C1", DENY, id="clerk-scoped-to-other-case"),
+        pytest.param(ADMIN_CASE_C2, "C1", DENY, id="admin-scoped-to-other-case"),
+        pytest.param(APPLICANT_S1, "C1", ALLOW, id="applicant-own-case"),
+        pytest.param(APPLICANT_S1, "C2", DENY, id="applicant-other-case"),
+        pytest.param(REV_AMR_OTHER_CASE, "C1", DENY, id="reviewer-scoped-to-other-case"),
+    ],
+)
+def test_check_case_scope(who: Identity, case_id: str, expected: bool) -> None:
+    assert outcome(policy.check_case_scope, who, case_id) is expected
+
+
+# -- check_session_scope ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("who", "sess", "expected"),
+    [
+        pytest.param(CLERK, S1, ALLOW, id="unscoped-clerk"),
+        pytest.param(CLERK_CASE_C1, S2, ALLOW, id="case-scoped-any-session-of-case"),
+        pytest.param(CLERK_CASE_C1, S3, DENY, id="case-scoped-session-of-other-case"),
+        pytest.param(CLERK_SESSION_S1, S1, ALLOW, id="session-scoped-this-session"),
+        pytest.param(CLERK_SESSION_S1, S2, DENY, id="session-scoped-other-session-same-case"),
+        pytest.param(APPLICANT_S1, S1, ALLOW, id="applicant-own-session"),
+        pytest.param(APPLICANT_S2, S1, DENY, id="applicant-other-session"),
+        pytest.param(APPLICANT_S1, S3, DENY, id="applicant-other-case"),
+        pytest.param(APPLICANT_UNSCOPED, S1, ALLOW, id="applicant-without-scope"),
+    ],
+)
+def test_check_session_scope(who: Identity, sess: Session, expected: bool) -> None:
+    assert outcome(policy.check_session_scope, who, sess) is expected
+
+
+# -- invitation_targets -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("who", "inv", "expected"),
+    [
+        pytest.param(REV_AMR, INV_DEPT, True, id="reviewer-right-dept-right-level"),
+        pytest.param(REV_AMR, INV_DEPT_ANY_LEVEL, True, id="reviewer-dept-invitation-any-level"),
+        pytest.param(REV_AMR_NOLEVEL, INV_DEPT, True, id="reviewer-without-level-claim"),
+        pytest.param(REV_AMR_DISTRICT, INV_DEPT, False, id="reviewer-right-dept-wrong-level"),
+        pytest.param(REV_AMR, INV_DEPT_DISTRICT, False, id="invitation-for-other-level"),
+        pytest.param(REV_AMR_DISTRICT, INV_DEPT_DISTRICT, True, id="district-level-matches"),
+        pytest.param(REV_TAX, INV_DEPT, False, id="reviewer-wrong-dept"),
+        pytest.param(REV_TAX, INV_TAX, True, id="reviewer-own-dept"),
+        pytest.param(REV_NAMED, INV_NAMED, True, id="named-reviewer"),
+        pytest.param(REV_AMR, INV_NAMED, False, id="named-invitation-other-reviewer"),
+        pytest.param(REV_NAMED, INV_DEPT, False, id="named-reviewer-not-in-invited-dept"),
+        pytest.param(CLERK, INV_DEPT, False, id="clerk"),
+        pytest.param(ADMIN, INV_NAMED, False, id="admin"),
+        pytest.param(SUPERVISOR, INV_DEPT, False, id="supervisor"),
+        pytest.param(APPLICANT_S1, INV_DEPT, False, id="applicant"),
+        # A non-reviewer who happens to carry the named sub or the dept is still no target.
+        pytest.param(
+            Identity(sub=REV_NAMED.sub, name="x", role="clerk"),
+            INV_NAMED,
+            False,
+            id="clerk-with-named-reviewers-sub",
+        ),
+        pytest.param(
+            Identity(sub="s", name="x", role="supervisor", dept="city-amr", level="city"),
+            INV_DEPT,
+            False,
+            id="supervisor-with-invited-dept",
+        ),
+    ],
+)
+def test_invitation_targets(who: Identity, inv: Invitation, expected: bool) -> None:
+    assert policy.invitation_targets(who, inv) is expected
+
+
+# -- can_manage_session -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("who", "sess", "expected"),
+    [
+        pytest.param(CLERK, S1, ALLOW, id="clerk"),
+        pytest.param(ADMIN, S1, ALLOW, id="admin"),
+        pytest.param(SUPERVISOR, S1, DENY, id="supervisor-reads-only"),
+        pytest.param(REV_AMR, S1, DENY, id="reviewer"),
+        pytest.param(REV_NAMED, S1, DENY, id="named-reviewer"),
+        pytest.param(APPLICANT_S1, S1, DENY, id="applicant-own-session"),
+        pytest.param(APPLICANT_S2, S1, DENY, id="applicant-other-session"),
+        pytest.param(CLERK_CASE_C1, S1, ALLOW, id="clerk-scoped-to-this-case"),
+        pytest.param(CLERK_CASE_C2, S1, DENY, id="clerk-scoped-to-other-case"),
+        pytest.param(ADMIN_CASE_C2, S1, DENY, id="admin-scoped-to-other-case"),
+        pytest.param(CLERK_SESSION_S1, S1, ALLOW, id="clerk-scoped-to-this-session"),
+        pytest.param(CLERK_SESSION_S2, S1, DENY, id="clerk-scoped-to-other-session"),
+        pytest.param(CLERK, S1_ENDED, ALLOW, id="clerk-ended-session"),
+    ],
+)
+def test_can_manage_session(who: Identity, sess: Session, expected: bool) -> None:
+    assert outcome(policy.can_manage_session, who, sess) is expected
+
+
+# -- can_read_session -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("who", "sess", "invs", "expected"),
+    [
+        pytest.param(CLERK, S1, [], ALLOW, id="clerk"),
+        pytest.param(ADMIN, S1, [], ALLOW, id="admin"),
+        pytest.param(SUPERVISOR, S1, [], ALLOW, id="supervisor"),
+        pytest.param(SUPERVISOR_CASE_C1, S1, [], ALLOW, id="supervisor-scoped-to-this-case"),
+        pytest.param(SUPERVISOR_CASE_C2, S1, [], DENY, id="supervisor-scoped-to-other-case"),
+        pytest.param(CLERK_CASE_C2, S1, [], DENY, id="clerk-scoped-to-other-case"),
+        pytest.param(CLERK_SESSION_S2, S1, [], DENY, id="clerk-scoped-to-other-session"),
+        pytest.param(REV_AMR, S1, [INV_DEPT], ALLOW, id="reviewer-right-dept"),
+        pytest.param(REV_AMR, S1, [INV_TAX, INV_DEPT], ALLOW, id="reviewer-among-several"),
+        pytest.param(REV_TAX, S1, [INV_DEPT], DENY, id="reviewer-wrong-dept"),
+        pytest.param(REV_AMR_DISTRICT, S1, [INV_DEPT], DENY, id="reviewer-wrong-level"),
+        pytest.param(REV_NAMED, S1, [INV_NAMED], ALLOW, id="reviewer-named"),
+        pytest.param(REV_AMR, S1, [INV_NAMED], DENY, id="reviewer-not-the-named-one"),
+        pytest.param(REV_AMR, S1, [], DENY, id="reviewer-no-invitations"),
+        # The record of a past invitation still lets the department read the session.
+        pytest.param(REV_AMR, S1, [INV_DECLINED_BY_AMR], ALLOW, id="reviewer-declined"),
+        pytest.param(REV_AMR, S1, [INV_CANCELLED], ALLOW, id="reviewer-cancelled"),
+        pytest.param(REV_AMR_OTHER_CASE, S1, [INV_DEPT], DENY, id="reviewer-scoped-other-case"),
+        pytest.param(REV_AMR_THIS_CASE, S1, [INV_DEPT], ALLOW, id="reviewer-scoped-this-case"),
+        pytest.param(APPLICANT_S1, S1, [INV_DEPT], ALLOW, id="applicant-own-session"),
+        pytest.param(APPLICANT_S1, S1_ENDED, [], ALLOW, id="applicant-own-ended-session"),
+        pytest.param(APPLICANT_S2, S1, [INV_DEPT], DENY, id="applicant-other-session"),
+        pytest.param(APPLICANT_S1, S3, [], DENY, id="applicant-other-case"),
+        pytest.param(APPLICANT_UNSCOPED, S1, [], DENY, id="applicant-without-session"),
+    ],
+)
+def test_can_read_session(
+    who: Identity, sess: Session, invs: Sequence[Invitation], expected: bool
+) -> None:
+    assert outcome(policy.can_read_session, who, sess, invs) is expected
+
+
+def test_can_read_session_accepts_a_one_shot_iterable() -> None:
+    assert outcome(policy.can_read_session, REV_AMR, S1, iter([INV_TAX, INV_DEPT])) is ALLOW
+
+
+# -- can_read_case ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("who", "case_id", "invs", "expected"),
+    [
+        pytest.param(CLERK, "C1", [], ALLOW, id="clerk"),
+        pytest.param(ADMIN, "C1", [], ALLOW, id="admin"),
+        pytest.param(SUPERVISOR, "C1", [], ALLOW, id="supervisor"),
+        pytest.param(CLERK_CASE_C1, "C1", [], ALLOW, id="clerk-scoped-to-this-case"),
+        pytest.param(CLERK_CASE_C2, "C1", [], DENY, id="clerk-scoped-to-other-case"),
+        pytest.param(SUPERVISOR_CASE_C2, "C1", [], DENY, id="supervisor-scoped-to-other-case"),
+        # A token for one session does not open the whole case file.
+        pytest.param(CLERK_SESSION_S1, "C1", [], DENY, id="clerk-scoped-to-one-session"),
+        pytest.param(REV_AMR, "C1", [INV_DEPT], ALLOW, id="reviewer-right-dept"),
+        pytest.param(REV_TAX, "C1", [INV_DEPT], DENY, id="reviewer-wrong-dept"),
+        pytest.param(REV_AMR_DISTRICT, "C1", [INV_DEPT], DENY, id="reviewer-wrong-level"),
+        pytest.param(REV_NAMED, "C1", [INV_NAMED], ALLOW, id="reviewer-named"),
+        pytest.param(REV_AMR, "C1", [INV_NAMED], DENY, id="reviewer-not-the-named-one"),
+        pytest.param(REV_AMR, "C1", [], DENY, id="reviewer-never-invited"),
+        pytest.param(REV_AMR_OTHER_CASE, "C1", [INV_DEPT], DENY, id="reviewer-scoped-other-case"),
+        pytest.param(REV_AMR_THIS_CASE, "C1", [INV_DEPT], ALLOW, id="reviewer-scoped-this-case"),
+        pytest.param(REV_AMR_SESSION_S1, "C1", [INV_DEPT], DENY, id="reviewer-scoped-one-session"),
+        pytest.param(APPLICANT_S1, "C1", [INV_DEPT], DENY, id="applicant-own-case"),
+        pytest.param(APPLICANT_S1, "C2", [], DENY, id="applicant-other-case"),
+        pytest.param(APPLICANT_UNSCOPED, "C1", [], DENY, id="applicant-without-scope"),
+    ],
+)
+def test_can_read_case(
+    who: Identity, case_id: str, invs: Sequence[Invitation], expected: bool
+) -> None:
+    assert outcome(policy.can_read_case, who, case_id, invs) is expected
+
+
+# -- can_join ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("who", "sess", "invs", "expected"),
+    [
+        pytest.param(CLERK, S1, [], ALLOW, id="clerk"),
+        pytest.param(ADMIN, S1, [], ALLOW, id="admin"),
+        pytest.param(SUPERVISOR, S1, [INV_DEPT], DENY, id="supervisor-does-not-take-part"),
+        pytest.param(CLERK_CASE_C2, S1, [], DENY, id="clerk-scoped-to-other-case"),
+        pytest.param(CLERK_SESSION_S1, S1, [], ALLOW, id="clerk-scoped-to-this-session"),
+        pytest.param(CLERK_SESSION_S2, S1, [], DENY, id="clerk-scoped-to-other-session"),
+        pytest.param(ADMIN_CASE_C2, S1, [], DENY, id="admin-scoped-to-other-case"),
+        pytest.param(APPLICANT_S1, S1, [], ALLOW, id="applicant-own-session"),
+        pytest.param(APPLICANT_S2, S1, [], DENY, id="applicant-other-session"),
+        pytest.param(APPLICANT_S1, S3, [], DENY, id="applicant-other-case"),
+        pytest.param(APPLICANT_UNSCOPED, S1, [], DENY, id="applicant-without-session"),
+        pytest.param(REV_AMR, S1, [INV_DEPT], ALLOW, id="reviewer-right-dept-pending"),
+        pytest.param(REV_AMR, S1, [INV_DEPT_RINGING], ALLOW, id="reviewer-right-dept-ringing"),
+        pytest.param(REV_AMR_NOLEVEL, S1, [INV_DEPT], ALLOW, id="reviewer-without-level-claim"),
+        pytest.param(REV_TAX, S1, [INV_DEPT], DENY, id="reviewer-wrong-dept"),
+        pytest.param(REV_AMR_DISTRICT, S1, [INV_DEPT], DENY, id="reviewer-wrong-level"),
+        pytest.param(REV_NAMED, S1, [INV_NAMED], ALLOW, id="reviewer-named"),
+        pytest.param(REV_AMR, S1, [INV_NAMED], DENY, id="reviewer-not-the-named-one"),
+        pytest.param(REV_AMR, S1, [], DENY, id="reviewer-no-invitation"),
+        # The one who accepted may come back (reload, second tab); colleagues may not.
+        pytest.param(REV_AMR, S1, [INV_ACCEPTED_BY_AMR], ALLOW, id="reviewer-who-accepted"),
+        pytest.param(REV_AMR_NOLEVEL, S1, [INV_ACCEPTED_BY_AMR], DENY, id="colleague-after-accept"),
+        pytest.param(REV_AMR, S1, [INV_DECLINED_BY_AMR], DENY, id="reviewer-who-declined"),
+        pytest.param(REV_AMR, S1, [INV_CANCELLED], DENY, id="reviewer-cancelled-invitation"),
+        pytest.param(
+            REV_AMR, S1, [INV_CANCELLED, INV_DEPT_RINGING], ALLOW, id="reviewer-reinvited"
+        ),
+        pytest.param(REV_AMR_OTHER_CASE, S1, [INV_DEPT], DENY, id="reviewer-scoped-other-case"),
+        pytest.param(REV_AMR_THIS_CASE, S1, [INV_DEPT], ALLOW, id="reviewer-scoped-this-case"),
+    ],
+)
+def test_can_join(who: Identity, sess: Session, invs: Sequence[Invitation], expected: bool) -> None:
+    assert outcome(policy.can_join, who, sess, invs) is expected
+
+
+# -- can_respond ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("who", "inv", "expected"),
+    [
+        pytest.param(REV_AMR, INV_DEPT, ALLOW, id="reviewer-right-dept"),
+        pytest.param(REV_AMR, INV_DEPT_RINGING, ALLOW, id="reviewer-right-dept-ringing"),
+        pytest.param(REV_AMR_NOLEVEL, INV_DEPT, ALLOW, id="reviewer-without-level-claim"),
+        pytest.param(REV_TAX, INV_DEPT, DENY, id="reviewer-wrong-dept"),
+        pytest.param(REV_AMR_DISTRICT, INV_DEPT, DENY, id="reviewer-wrong-level"),
+        pytest.param(REV_NAMED, INV_NAMED, ALLOW, id="reviewer-named"),
+        pytest.param(REV_AMR, INV_NAMED, DENY, id="reviewer-not-the-named-one"),
+        pytest.param(REV_AMR_OTHER_CASE, INV_DEPT, DENY, id="reviewer-scoped-other-case"),
+        pytest.param(REV_AMR_THIS_CASE, INV_DEPT, ALLOW, id="reviewer-scoped-this-case"),
+        pytest.param(REV_AMR, INV_C2, ALLOW, id="reviewer-invitation-of-other-case"),
+        pytest.param(REV_AMR_SESSION_S1, INV_DEPT, ALLOW, id="reviewer-scoped-this-session"),
+        # A token limited to one session answers for that session only, as everywhere else.
+        pytest.param(REV_AMR_SESSION_S1, INV_S2, DENY, id="reviewer-scoped-other-session"),
+        pytest.param(CLERK, INV_DEPT, DENY, id="clerk"),
+        pytest.param(ADMIN, INV_DEPT, DENY, id="admin"),
+        pytest.param(SUPERVISOR, INV_DEPT, DENY, id="supervisor"),
+        pytest.param(APPLICANT_S1, INV_DEPT, DENY, id="applicant-own-session"),
+        pytest.param(APPLICANT_S2, INV_DEPT, DENY, id="applicant-other-session"),
+    ],
+)
+def test_can_respond(who: Identity, inv: Invitation, expected: bool) -> None:
+    assert outcome(policy.can_respond, who, inv) is expected
+
+
+# -- the role sets the rules are built on -------------------------------------------------
+
+
+def test_role_sets() -> None:
+    assert frozenset({"clerk", "admin"}) == policy.STAFF
+    assert frozenset({"clerk", "supervisor", "admin"}) == policy.READERS
+    assert "reviewer" not in policy.READERS and "applicant" not in policy.READERS
+
+
+def test_denials_explain_themselves() -> None:
+    with pytest.raises(Forbidden, match="case C2"):
+        policy.check_case_scope(CLERK_CASE_C2, "C1")
+    with pytest.raises(Forbidden, match="supervisor"):
+        policy.can_manage_session(SUPERVISOR, S1)
+    with pytest.raises(Forbidden, match="another session"):
+        policy.can_join(APPLICANT_S2, S1, [])
+    with pytest.raises(Forbidden, match="own session"):
+        policy.can_join(APPLICANT_UNSCOPED, S1, [])
