@@ -54,8 +54,19 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     workdir = tmp_path_factory.mktemp("redis")
     proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(workdir)],
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -81,8 +92,12 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
 
 
 def make_config(tmp_path: Path, **overrides: Any) -> Config:
-    values: dict[str, Any] = {"data_dir": tmp_path / "data", "jwt_secret": SECRET,
-                              "port": 0, "heartbeat_s": 5.0}
+    values: dict[str, Any] = {
+        "data_dir": tmp_path / "data",
+        "jwt_secret": SECRET,
+        "port": 0,
+        "heartbeat_s": 5.0,
+    }
     values.update(overrides)
     return Config(**values)
 
@@ -113,8 +128,9 @@ class Tokens:
     def clerk(self, **kw: Any) -> str:
         return self.svc.issue(sub="clerk-01", role="clerk", name="陈晓", **kw)
 
-    def reviewer(self, sub: str = "rev-city-amr-1", dept: str = "city-amr",
-                 level: str = "city", **kw: Any) -> str:
+    def reviewer(
+        self, sub: str = "rev-city-amr-1", dept: str = "city-amr", level: str = "city", **kw: Any
+    ) -> str:
         return self.svc.issue(sub=sub, role="reviewer", name=sub, dept=dept, level=level, **kw)
 
     def other_reviewer(self, **kw: Any) -> str:
@@ -155,8 +171,16 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> ServerProcess:
-        args = [sys.executable, "-m", "signaling.cli", "serve", "--port", str(self.port),
-                "--data-dir", str(self.data_dir)]
+        args = [
+            sys.executable,
+            "-m",
+            "signaling.cli",
+            "serve",
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(self.data_dir),
+        ]
         if self.redis_url:
             args += ["--redis-url", self.redis_url]
         with self.log.open("ab") as log:

@@ -44,8 +44,9 @@ async def test_invitation_made_on_one_node_rings_on_the_other(
         sid = created["session_id"]
         await clerk_ws.request("join", "joined", session_id=sid)
         t0 = time.monotonic()
-        inv = await _post(http, f"{a.url}/api/sessions/{sid}/invitations", clerk,
-                          {"dept": "city-amr"})
+        inv = await _post(
+            http, f"{a.url}/api/sessions/{sid}/invitations", clerk, {"dept": "city-amr"}
+        )
         got = await rev.wait("invitation", timeout=2.0)
         elapsed = time.monotonic() - t0
         assert elapsed < 2.0
@@ -55,8 +56,10 @@ async def test_invitation_made_on_one_node_rings_on_the_other(
         await rev.request("invitation.accept", "ack", invitation_id=inv["invitation_id"])
         await clerk_ws.wait("presence", lambda m: m["state"] == "accepted")
         joined = await rev.request("join", "joined", session_id=sid)
-        await clerk_ws.wait("presence", lambda m: m["state"] == "joined"
-                            and m["participant"]["identity"]["role"] == "reviewer")
+        await clerk_ws.wait(
+            "presence",
+            lambda m: m["state"] == "joined" and m["participant"]["identity"]["role"] == "reviewer",
+        )
         # A dropped socket resumes on the other node into the same slot.
         await rev.close()
         await clerk_ws.wait("presence", lambda m: m["state"] == "reconnecting")
@@ -78,19 +81,25 @@ async def test_invitation_made_on_one_node_rings_on_the_other(
 async def _write_case(url: str, t: TokenService, case: str) -> tuple[str, str]:
     clerk = t.issue(sub="clerk-01", role="clerk")
     async with aiohttp.ClientSession() as http:
-        created = await _post(http, f"{url}/api/cases/{case}/sessions", clerk,
-                              {"applicant_name": "申请人甲", "matter": "变更登记"})
+        created = await _post(
+            http,
+            f"{url}/api/cases/{case}/sessions",
+            clerk,
+            {"applicant_name": "申请人甲", "matter": "变更登记"},
+        )
         sid = created["session_id"]
-        inv = await _post(http, f"{url}/api/sessions/{sid}/invitations", clerk,
-                          {"dept": "district-planning"})
+        inv = await _post(
+            http, f"{url}/api/sessions/{sid}/invitations", clerk, {"dept": "district-planning"}
+        )
     return sid, inv["invitation_id"]
 
 
 async def _read_case(url: str, t: TokenService, case: str) -> dict[str, Any]:
     sup = t.issue(sub="sup-01", role="supervisor")
-    async with aiohttp.ClientSession() as http, http.get(
-        f"{url}/api/cases/{case}", headers=auth(sup)
-    ) as res:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{url}/api/cases/{case}", headers=auth(sup)) as res,
+    ):
         assert res.status == 200, await res.text()
         return dict(await res.json())
 
@@ -144,7 +153,8 @@ async def test_generated_secret_survives_restart(server_factory: Factory, tmp_pa
     token = TokenService(Config(data_dir=data)).issue(sub="sup-01", role="supervisor")
     server.stop()
     server.start()
-    async with aiohttp.ClientSession() as http, http.get(
-        f"{server.url}/api/me", headers=auth(token)
-    ) as res:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{server.url}/api/me", headers=auth(token)) as res,
+    ):
         assert res.status == 200

@@ -43,8 +43,9 @@ async def start_session(client: Client, tok: Tokens, case: str = "GZ-2026-0001")
 
 
 async def invite(client: Client, tok: Tokens, sid: str, **target: str) -> dict[str, Any]:
-    res = await client.post(f"/api/sessions/{sid}/invitations", json=target,
-                            headers=auth(tok.clerk()))
+    res = await client.post(
+        f"/api/sessions/{sid}/invitations", json=target, headers=auth(tok.clerk())
+    )
     assert res.status == 201, await res.text()
     return dict(await res.json())
 
@@ -114,8 +115,12 @@ async def test_accept_join_chat_and_presence(client: Client, tok: Tokens) -> Non
     assert accepted["who"]["sub"] == "rev-city-amr-1"
     rjoin = await rev.request("join", "joined", session_id=sid)
     assert {p["identity"]["role"] for p in rjoin["participants"]} == {"clerk", "reviewer"}
-    pj = await clerk.wait("presence", lambda m: m["state"] == "joined"
-                          and m["participant"]["identity"]["sub"] == "rev-city-amr-1")
+    pj = await clerk.wait(
+        "presence",
+        lambda m: (
+            m["state"] == "joined" and m["participant"]["identity"]["sub"] == "rev-city-amr-1"
+        ),
+    )
     assert pj["participant"]["identity"]["dept"] == "city-amr"
 
     await rev.request("chat", "ack", text="请补充营业场所证明")
@@ -124,8 +129,13 @@ async def test_accept_join_chat_and_presence(client: Client, tok: Tokens) -> Non
         assert chat["text"] == "请补充营业场所证明"
         assert chat["sender"]["sub"] == "rev-city-amr-1"
     types = await events(client, tok)
-    for expected in ("session.created", "invitation.created", "invitation.accepted",
-                     "participant.joined", "chat.message"):
+    for expected in (
+        "session.created",
+        "invitation.created",
+        "invitation.accepted",
+        "participant.joined",
+        "chat.message",
+    ):
         assert expected in types
     await clerk.close()
     await rev.close()
@@ -138,12 +148,14 @@ async def test_decline_with_reason_reaches_the_clerk(client: Client, tok: Tokens
     inv = await invite(client, tok, sid, dept="city-tax")
     rev = await connect(client, tok.other_reviewer())
     await rev.wait("invitation")
-    await rev.request("invitation.decline", "ack", invitation_id=inv["invitation_id"],
-                      reason="本部门不负责此事项")
+    await rev.request(
+        "invitation.decline", "ack", invitation_id=inv["invitation_id"], reason="本部门不负责此事项"
+    )
     declined = await clerk.wait("presence", lambda m: m["state"] == "declined")
     assert declined["invitation_id"] == inv["invitation_id"]
-    updated = await clerk.wait("invitation.updated",
-                               lambda m: m["invitation"]["status"] == "declined")
+    updated = await clerk.wait(
+        "invitation.updated", lambda m: m["invitation"]["status"] == "declined"
+    )
     assert updated["invitation"]["reason"] == "本部门不负责此事项"
     # Declined means declined: that reviewer can no longer join.
     err = await rev.request("join", "error", session_id=sid)
@@ -164,8 +176,9 @@ async def test_uninvited_department_cannot_join(client: Client, tok: Tokens) -> 
 
 async def test_applicant_joins_by_link(client: Client, tok: Tokens) -> None:
     sid = await start_session(client, tok)
-    res = await client.post(f"/api/sessions/{sid}/applicant-link", json={},
-                            headers=auth(tok.clerk()))
+    res = await client.post(
+        f"/api/sessions/{sid}/applicant-link", json={}, headers=auth(tok.clerk())
+    )
     link = await res.json()
     applicant = await connect(client, link["token"])
     joined = await applicant.request("join", "joined", session_id=sid)
@@ -293,13 +306,15 @@ async def test_expired_token_closes_the_socket_and_refresh_keeps_it(
     assert await s.closed() == 4401
 
     kept = await connect(client, tokens.issue(sub="clerk-01", role="clerk", ttl=1))
-    ack = await kept.request("auth.refresh", "ack",
-                             token=tokens.issue(sub="clerk-01", role="clerk", ttl=600))
+    ack = await kept.request(
+        "auth.refresh", "ack", token=tokens.issue(sub="clerk-01", role="clerk", ttl=600)
+    )
     assert ack["token_expires_at"] > time.time() + 500
     await asyncio.sleep(1.5)
     pong = await kept.request("ping", "pong")
     assert pong["type"] == "pong"
-    err = await kept.request("auth.refresh", "error",
-                             token=tokens.issue(sub="someone-else", role="clerk"))
+    err = await kept.request(
+        "auth.refresh", "error", token=tokens.issue(sub="someone-else", role="clerk")
+    )
     assert err["code"] == "identity_changed"
     await kept.close()
