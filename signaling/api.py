@@ -19,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from . import __version__
 from .auth import ROLES, AuthError, Identity
-from .errors import BadRequest, Forbidden, NotFound, ServiceError
+from .errors import BadRequest, Forbidden, NotFound, ServiceError, Unavailable
 from .keys import CONFIG, DIRECTORY, NODE_ID, SERVICE, STORE, TOKENS
 from .models import (
     CASE_ID_PATTERN,
@@ -83,6 +83,7 @@ class Route:
     status: int = 200
     tag: str = "sessions"
     query: dict[str, str] = field(default_factory=dict)
+    errors: tuple[str, ...] = ()  # statuses beyond those every route of its kind has
 
 
 ROUTES: list[Route] = []
@@ -167,7 +168,7 @@ async def _read_body(request: web.Request, model: type[BaseModel]) -> BaseModel:
 # -- public ---------------------------------------------------------------------------
 
 
-@route("GET", "/healthz", "Check the node", None, response=Health, tag="system")
+@route("GET", "/healthz", "Check the node", None, response=Health, tag="system", errors=("503",))
 async def healthz(ctx: Ctx) -> Any:
     store = ctx.request.app[STORE]
     ok = await store.ping()
@@ -198,9 +199,11 @@ async def demo_users(ctx: Ctx) -> Any:
     body=DemoLoginBody,
     response=TokenResponse,
     tag="auth",
+    errors=("404", "503"),
 )
 async def demo_login(ctx: Ctx) -> Any:
     _demo_only(ctx)
+    _can_sign(ctx)
     app = ctx.request.app
     user = app[DIRECTORY].user(ctx.body.sub)
     if user is None:
@@ -215,6 +218,15 @@ async def demo_login(ctx: Ctx) -> Any:
 def _demo_only(ctx: Ctx) -> None:
     if not ctx.request.app[CONFIG].demo_enabled:
         raise NotFound("demo_disabled", "the demo directory is turned off on this server")
+
+
+def _can_sign(ctx: Ctx) -> None:
+    if not ctx.request.app[TOKENS].can_sign:
+        raise Unavailable(
+            "signing_unavailable",
+            "this server verifies tokens with a public key only; configure "
+            "jwt_private_key_file to let it issue tokens",
+        )
 
 
 # -- identity and directory -----------------------------------------------------------
@@ -329,6 +341,7 @@ async def end_session(ctx: Ctx) -> Any:
     response=Invitation,
     status=201,
     tag="invitations",
+    errors=("422",),
 )
 async def invite(ctx: Ctx) -> Any:
     return await ctx.service.invite(ctx.identity, ctx.path("session_id"), ctx.body)
@@ -356,10 +369,12 @@ async def session_invitations(ctx: Ctx) -> Any:
     response=ApplicantLink,
     status=201,
     tag="invitations",
+    errors=("503",),
 )
 async def applicant_link(ctx: Ctx) -> Any:
     app = ctx.request.app
     sid = ctx.path("session_id")
+    _can_sign(ctx)
     claims = await ctx.service.applicant_token_claims(ctx.identity, sid, ctx.body.name)
     ttl = app[CONFIG].applicant_link_ttl_s
     token = app[TOKENS].issue(ttl=ttl, **claims)

@@ -32,7 +32,11 @@ async def _state_ctx(app: web.Application) -> AsyncIterator[None]:
     store = await open_store(config.redis_url, config.data_dir)
     app[STORE] = store
     app[SERVICE] = ReviewService(
-        store, app[DIRECTORY], base_url=config.base_url, resume_grace_s=config.resume_grace_s
+        store,
+        app[DIRECTORY],
+        base_url=config.base_url,
+        resume_grace_s=config.resume_grace_s,
+        ring_timeout_s=config.ring_timeout_s,
     )
     log.info("state: %s", store.kind)
     yield
@@ -48,6 +52,29 @@ async def _tasks_ctx(app: web.Application) -> AsyncIterator[None]:
         task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _sweeper_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Timeouts that must fire even if the node that started them died: every node
+    sweeps, and the store's compare-and-set makes each happen once."""
+    config = app[CONFIG]
+    every = max(0.05, min(2.0, config.resume_grace_s / 4, config.ring_timeout_s / 4))
+
+    async def sweep() -> None:
+        service = app[SERVICE]
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await service.sweep_disconnected()
+                await service.sweep_unanswered()
+            except Exception:
+                log.exception("sweep failed")
+
+    task = asyncio.create_task(sweep(), name="sweeper")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _close_sockets(app: web.Application) -> None:
@@ -68,6 +95,7 @@ def create_app(config: Config) -> web.Application:
     # Cleanup runs in reverse: timers are cancelled before the store they use closes.
     app.cleanup_ctx.append(_state_ctx)
     app.cleanup_ctx.append(_tasks_ctx)
+    app.cleanup_ctx.append(_sweeper_ctx)
     app.on_shutdown.append(_close_sockets)
     openapi: dict[str, Any] = build_openapi()
 

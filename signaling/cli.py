@@ -7,6 +7,10 @@ import logging
 import sys
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web import BaseRequest, StreamResponse
 
 from .config import Config, ConfigError, load_config
 
@@ -56,16 +60,51 @@ def _serve(args: argparse.Namespace) -> int:
         level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     app = create_app(config)
-    mode = f"Redis at {config.redis_url}" if config.redis_url else "in-memory, single node"
+    mode = f"Redis at {redact(config.redis_url)}" if config.redis_url else "in-memory, single node"
+    if config.redis_url and config.jwt_algorithm == "HS256" and not config.jwt_secret:
+        print(
+            "jointreview: warning: several nodes on one Redis need one shared jwt_secret; "
+            f"this node uses the one in {config.data_dir / 'jwt_secret'}",
+            file=sys.stderr,
+        )
     print(f"jointreview: state {mode}; data in {config.data_dir.resolve()}", flush=True)
     if config.demo_enabled:
         print(f"jointreview: open {config.base_url}/login", flush=True)
     else:
         print(f"jointreview: listening on {config.base_url}", flush=True)
     web.run_app(
-        app, host=config.host, port=config.port, print=None, handle_signals=True, shutdown_timeout=5
+        app,
+        host=config.host,
+        port=config.port,
+        print=None,
+        handle_signals=True,
+        shutdown_timeout=5,
+        access_log_class=AccessLogger,
     )
     return 0
+
+
+def redact(url: str) -> str:
+    """A Redis URL fit for a log: no password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class AccessLogger(AbstractAccessLogger):
+    """aiohttp's access log without query strings: they carry tokens (?token=...)."""
+
+    def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        self.logger.info(
+            '%s "%s %s" %s %.1fms',
+            request.remote,
+            request.method,
+            request.path,
+            response.status,
+            time * 1000,
+        )
 
 
 def _token(args: argparse.Namespace) -> int:

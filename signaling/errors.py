@@ -43,3 +43,7 @@ class Conflict(ServiceError):
 
 class Unprocessable(ServiceError):
     status = 422
+
+
+class Unavailable(ServiceError):
+    status = 503

@@ -12,7 +12,7 @@ from .directory import ID_PATTERN
 CASE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
 SessionStatus = Literal["active", "ended"]
-InvitationStatus = Literal["pending", "ringing", "accepted", "declined", "cancelled"]
+InvitationStatus = Literal["pending", "ringing", "unanswered", "accepted", "declined", "cancelled"]
 ParticipantState = Literal["joined", "disconnected", "left"]
 
 
@@ -50,6 +50,7 @@ class Invitation(BaseModel):
     created_at: float
     created_by: Actor
     rang_at: float | None = None
+    unanswered_at: float | None = None
     responded_at: float | None = None
     responded_by: Actor | None = None
     reason: str | None = None

@@ -19,6 +19,8 @@ _ERRORS = {
     "404": "Unknown case, session or invitation",
     "409": "Conflicting state (code: session_ended, invitation_closed)",
     "413": "Body larger than the limit (code: payload_too_large)",
+    "422": "Well-formed but refers to what does not exist (unknown_department, not_a_reviewer)",
+    "503": "Not available on this server (signing_unavailable) or state store down",
 }
 
 

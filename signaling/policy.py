@@ -77,7 +77,7 @@ def can_join(who: Identity, session: Session, invitations: Iterable[Invitation])
         raise _deny("an applicant link opens its own session only")
     if who.role == "reviewer":
         for inv in invitations:
-            if invitation_targets(who, inv) and inv.status in ("pending", "ringing"):
+            if invitation_targets(who, inv) and inv.status in ("pending", "ringing", "unanswered"):
                 return
             if inv.status == "accepted" and inv.responded_by is not None:
                 if inv.responded_by.sub == who.sub:

@@ -31,6 +31,8 @@ from .models import (
 )
 from .state import Store
 
+OPEN = ("pending", "ringing", "unanswered")
+
 
 def actor_of(who: Identity) -> Actor:
     return Actor(sub=who.sub, name=who.name, role=who.role, dept=who.dept, level=who.level)  # type: ignore[arg-type]
@@ -52,8 +54,10 @@ class ReviewService:
         *,
         base_url: str,
         resume_grace_s: float = 30.0,
+        ring_timeout_s: float = 120.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        self.ring_timeout_s = ring_timeout_s
         self.store = store
         self.directory = directory
         self.base_url = base_url
@@ -86,7 +90,7 @@ class ReviewService:
         return [Event.model_validate(d) for d in docs]
 
     async def _announce(self, topic: str, type_: str, **fields: Any) -> None:
-        await self.store.publish(topic, {"type": type_, **fields})
+        await self.store.publish(topic, {"type": type_, "v": 1, **fields})
 
     # -- sessions ---------------------------------------------------------------------
     def join_url(self, session_id: str) -> str:
@@ -183,8 +187,8 @@ class ReviewService:
         if not changed:
             return session
         for inv in await self.invitations(session_id):
-            if inv.status in ("pending", "ringing"):
-                await self._set_invitation(inv, "cancelled", actor, None, ("pending", "ringing"))
+            if inv.status in OPEN:
+                await self._set_invitation(inv, "cancelled", actor, None, OPEN)
         for p in await self.participants(session_id):
             if p.state != "left":
                 await self._mark_left(p, "session_ended")
@@ -250,6 +254,7 @@ class ReviewService:
         )
         inbox = f"user:{inv.reviewer}" if inv.reviewer else f"dept:{inv.dept}"
         await self.store.index_add(f"inbox:{inbox}", inv.invitation_id, inv.created_at)
+        await self.store.index_add("ringing", inv.invitation_id, inv.created_at)
         await self.record(
             session.case_id,
             "invitation.created",
@@ -279,7 +284,7 @@ class ReviewService:
             (
                 i
                 for i in open_
-                if i.status in ("pending", "ringing")
+                if i.status in OPEN
                 and policy.invitation_targets(who, i)
                 and (who.case is None or who.case == i.case_id)
             ),
@@ -302,6 +307,8 @@ class ReviewService:
             doc["status"] = status
             if status == "ringing":
                 doc["rang_at"] = now
+            elif status == "unanswered":
+                doc["unanswered_at"] = now
             else:
                 doc["responded_at"] = now
                 doc["responded_by"] = actor.model_dump() if actor else None
@@ -326,7 +333,15 @@ class ReviewService:
             inbox = f"user:{new.reviewer}" if new.reviewer else f"dept:{new.dept}"
             if status != "ringing":
                 await self._announce(inbox, "invitation.updated", invitation=payload)
-            presence = {"ringing": "ringing", "declined": "declined", "accepted": "accepted"}
+            if status not in OPEN:
+                # Answered or cancelled: no reviewer's inbox needs to read it again.
+                await self.store.index_remove(f"inbox:{inbox}", new.invitation_id)
+            presence = {
+                "ringing": "ringing",
+                "declined": "declined",
+                "accepted": "accepted",
+                "unanswered": "unanswered",
+            }
             if status in presence:
                 await self._announce(
                     f"session:{new.session_id}",
@@ -337,6 +352,23 @@ class ReviewService:
                     who=actor.model_dump() if actor else {"dept": new.dept, "sub": new.reviewer},
                 )
         return new, changed
+
+    async def sweep_unanswered(self) -> int:
+        overdue = self.clock() - self.ring_timeout_s
+        count = 0
+        for iid in await self.store.index_range("ringing", max_score=overdue, limit=200):
+            count += await self.mark_unanswered(iid)
+            await self.store.index_remove("ringing", iid)
+        return count
+
+    async def mark_unanswered(self, invitation_id: str) -> bool:
+        """Nobody answered within the ring timeout: the clerk can re-invite or escalate.
+        The invitation stays open: a late answer is still welcome."""
+        inv = await self.invitation(invitation_id)
+        _, changed = await self._set_invitation(
+            inv, "unanswered", None, None, ("pending", "ringing")
+        )
+        return changed
 
     async def mark_rang(self, invitation_id: str, who: Identity) -> None:
         """An invitation reached a reviewer's screen: the clerk sees it ringing."""
@@ -352,9 +384,7 @@ class ReviewService:
         if accept:
             await self.require_active(inv.session_id)
         status = "accepted" if accept else "declined"
-        new, changed = await self._set_invitation(
-            inv, status, actor_of(who), reason, ("pending", "ringing")
-        )
+        new, changed = await self._set_invitation(inv, status, actor_of(who), reason, OPEN)
         if not changed:
             if new.status == status and new.responded_by and new.responded_by.sub == who.sub:
                 return new  # the same answer twice (a double click) is not an error
@@ -385,10 +415,8 @@ class ReviewService:
         await self.require_active(session_id)
         if who.role == "reviewer":
             for inv in invitations:
-                if inv.status in ("pending", "ringing") and policy.invitation_targets(who, inv):
-                    await self._set_invitation(
-                        inv, "accepted", actor_of(who), None, ("pending", "ringing")
-                    )
+                if inv.status in OPEN and policy.invitation_targets(who, inv):
+                    await self._set_invitation(inv, "accepted", actor_of(who), None, OPEN)
                     break
         existing = next(
             (
@@ -450,6 +478,8 @@ class ReviewService:
         if not changed:
             raise Conflict("resume_expired", "the grace period is over: join the session again")
         new = Participant.model_validate(doc)
+        if p.state == "disconnected":
+            await self.store.index_remove("disconnected", p.participant_id)
         # The previous socket of this slot, on whichever node, steps aside.
         await self._announce(f"participant:{new.participant_id}", "superseded", epoch=new.epoch)
         session = await self.session(new.session_id)
@@ -475,6 +505,8 @@ class ReviewService:
         doc, changed = await self.store.update(f"participant:{participant_id}", drop)
         if changed and doc is not None:
             p = Participant.model_validate(doc)
+            # Any node's sweeper ends the slot if this node dies before its grace timer.
+            await self.store.index_add("disconnected", participant_id, now)
             session = await self.session(p.session_id)
             await self.record(
                 session.case_id,
@@ -485,6 +517,18 @@ class ReviewService:
             )
             await self._presence(p, "reconnecting")
         return changed
+
+    async def sweep_disconnected(self) -> int:
+        """End every slot whose grace period is over (a timer's node may have died)."""
+        ended = 0
+        overdue = self.clock() - self.resume_grace_s
+        for pid in await self.store.index_range("disconnected", max_score=overdue, limit=200):
+            doc = await self.store.get(f"participant:{pid}")
+            if doc is not None and doc["state"] == "disconnected":
+                ended += await self.grace_expired(pid, doc["epoch"])
+            else:
+                await self.store.index_remove("disconnected", pid)
+        return ended
 
     async def grace_expired(self, participant_id: str, epoch: int) -> bool:
         p = await self.participant(participant_id)
@@ -507,6 +551,8 @@ class ReviewService:
             return dict(doc, state="left", left_at=now)
 
         doc, changed = await self.store.update(f"participant:{p.participant_id}", go)
+        if p.state == "disconnected" or changed:
+            await self.store.index_remove("disconnected", p.participant_id)
         if changed and doc is not None:
             new = Participant.model_validate(doc)
             session = await self.session(p.session_id)

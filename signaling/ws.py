@@ -42,6 +42,7 @@ class Connection:
         self.subs: list[Subscription] = []
         self.session_subs: list[Subscription] = []
         self.participant: Participant | None = None
+        self.held: list[dict[str, Any]] | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
         self.closing = False
 
@@ -84,7 +85,12 @@ class Connection:
             self.send(msg)
             self.spawn(self._mark_rang(inv.invitation_id))
         elif msg.get("type") == "invitation.updated":
-            if self._for_me(Invitation.model_validate(msg["invitation"])):
+            inv = Invitation.model_validate(msg["invitation"])
+            in_session = self.participant is not None and (
+                self.participant.session_id == inv.session_id
+            )
+            # Someone in the session hears it on the session topic already.
+            if self._for_me(inv) and not in_session:
                 self.send(msg)
 
     def _for_me(self, inv: Invitation) -> bool:
@@ -99,6 +105,14 @@ class Connection:
             pass
 
     def on_session(self, msg: dict[str, Any]) -> None:
+        if self.held is not None:
+            self.held.append(msg)  # until the snapshot in ``joined`` has gone out
+            return
+        p = self.participant
+        about = msg.get("participant")
+        if msg.get("type") == "presence" and p is not None and about is not None:
+            if about.get("participant_id") == p.participant_id:
+                return  # one's own presence: the ``joined`` reply already said it
         self.send(msg)
         if msg.get("type") == "session.ended":
             self.participant = None
@@ -157,13 +171,22 @@ class Connection:
             )
 
     async def _enter(self, p: Participant, resume_token: str, ref: str | None) -> None:
+        """Subscribe first, then snapshot, then release what arrived meanwhile: nothing
+        is missed and nothing arrives before the ``joined`` reply."""
         store = self.service.store
         self.participant = p
-        self.session_subs = [
-            await store.subscribe(f"session:{p.session_id}", self.on_session),
-            await store.subscribe(f"participant:{p.participant_id}", self.on_participant),
-        ]
-        session = await self.service.session(p.session_id)
+        self.held = []
+        try:
+            self.session_subs = [
+                await store.subscribe(f"session:{p.session_id}", self.on_session),
+                await store.subscribe(f"participant:{p.participant_id}", self.on_participant),
+            ]
+            session = await self.service.session(p.session_id)
+            participants = await self.service.participants(p.session_id)
+            invitations = await self.service.invitations(p.session_id)
+        except BaseException:
+            self.held = None
+            raise
         self.send(
             {
                 "type": "joined",
@@ -171,18 +194,15 @@ class Connection:
                 "ref": ref,
                 "session": session.model_dump(),
                 "participant": p.model_dump(),
-                "participants": [
-                    x.model_dump()
-                    for x in await self.service.participants(p.session_id)
-                    if x.state != "left"
-                ],
-                "invitations": [
-                    i.model_dump() for i in await self.service.invitations(p.session_id)
-                ],
+                "participants": [x.model_dump() for x in participants if x.state != "left"],
+                "invitations": [i.model_dump() for i in invitations],
                 "resume_token": resume_token,
                 "resume_grace_s": self.config.resume_grace_s,
             }
         )
+        held, self.held = self.held, None
+        for msg in held:
+            self.on_session(msg)
 
     async def on_leave(self, msg: protocol.Leave) -> None:
         p = self.participant
@@ -209,8 +229,12 @@ class Connection:
 
     async def on_auth_refresh(self, msg: protocol.Refresh) -> None:
         new = self.app[TOKENS].verify(msg.token)
-        if (new.sub, new.role, new.session) != (self.who.sub, self.who.role, self.who.session):
-            raise ServiceError("identity_changed", "a refreshed token must be for the same person")
+        same = ("sub", "role", "dept", "level", "case", "session")
+        if any(getattr(new, k) != getattr(self.who, k) for k in same):
+            raise ServiceError(
+                "identity_changed",
+                "a refreshed token must carry the same identity, department and scope",
+            )
         self.who = new
         self.send({"type": "ack", "v": 1, "ref": msg.ref, "token_expires_at": new.exp})
 

@@ -866,3 +866,44 @@ async def test_demo_endpoints_off(no_demo: Client, tok: Tokens) -> None:
     r = await no_demo.get("/api/me", headers=auth(tok.clerk()))
     assert r.status == 200
     assert (await r.json())["identity"]["sub"] == "clerk-01"
+
+
+async def test_a_verify_only_server_says_it_cannot_issue_links(tmp_path: Path) -> None:
+    """RS256 with only the approval system's public key: links and demo sign-in get a
+    clear 503, and nothing is written to the case for a link that was never made."""
+    import jwt
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pub = tmp_path / "approval.pub"
+    pub.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    config = make_config(tmp_path, jwt_algorithm="RS256", jwt_public_key_file=pub)
+    now = int(time.time())
+    clerk = jwt.encode(
+        {
+            "sub": "c1",
+            "role": "clerk",
+            "iat": now,
+            "exp": now + 600,
+            "iss": "jointreview",
+            "aud": "jointreview",
+        },
+        key,
+        algorithm="RS256",
+    )
+    async with TestClient(TestServer(create_app(config))) as client:
+        res = await client.post("/api/cases/RS-9/sessions", json={}, headers=auth(clerk))
+        assert res.status == 201
+        sid = (await res.json())["session_id"]
+        res = await client.post(f"/api/sessions/{sid}/applicant-link", json={}, headers=auth(clerk))
+        assert res.status == 503
+        assert (await res.json())["error"]["code"] == "signing_unavailable"
+        res = await client.post("/api/auth/demo-login", json={"sub": "clerk-01"})
+        assert res.status == 503
+        case = await (await client.get("/api/cases/RS-9", headers=auth(clerk))).json()
+        assert [e["type"] for e in case["events"]] == ["session.created"]

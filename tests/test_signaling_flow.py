@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from signaling.app import create_app
 from signaling.auth import TokenService
+from signaling.keys import SERVICE, TOKENS
 
 from .conftest import Tokens, auth, make_config
 from .wsclient import Signal
@@ -318,3 +319,70 @@ async def test_expired_token_closes_the_socket_and_refresh_keeps_it(
     )
     assert err["code"] == "identity_changed"
     await kept.close()
+
+
+@pytest.fixture
+async def ringing(tmp_path: Path) -> AsyncIterator[tuple[Client, Tokens]]:
+    """An app whose invitations go unanswered after 0.3 s."""
+    config = make_config(tmp_path, ring_timeout_s=0.3, resume_grace_s=0.4)
+    async with TestClient(TestServer(create_app(config))) as c:
+        yield c, Tokens(TokenService(config))
+
+
+async def test_an_unanswered_invitation_is_flagged_and_can_still_be_accepted(
+    ringing: tuple[Client, Tokens],
+) -> None:
+    client, tok = ringing
+    sid = await start_session(client, tok)
+    clerk = await connect(client, tok.clerk())
+    await clerk.request("join", "joined", session_id=sid)
+    inv = await invite(client, tok, sid, dept="district-planning")
+    flagged = await clerk.wait("presence", lambda m: m["state"] == "unanswered", timeout=3.0)
+    assert flagged["invitation_id"] == inv["invitation_id"]
+    assert "invitation.unanswered" in await events(client, tok)
+    late = await connect(
+        client, tok.reviewer("rev-district-planning-1", "district-planning", "district")
+    )
+    got = await late.wait("invitation")
+    assert got["invitation"]["status"] == "unanswered"
+    ack = await late.request("invitation.accept", "ack", invitation_id=inv["invitation_id"])
+    assert ack["invitation"]["status"] == "accepted"
+    await late.close()
+    await clerk.close()
+
+
+async def test_a_slot_whose_timer_was_lost_is_swept(ringing: tuple[Client, Tokens]) -> None:
+    """A node that died mid-grace leaves a disconnected slot; any node's sweeper ends it."""
+    client, tok = ringing
+    sid = await start_session(client, tok)
+    clerk = await connect(client, tok.clerk())
+    await clerk.request("join", "joined", session_id=sid)
+    service = client.app[SERVICE]
+    who = client.app[TOKENS].verify(tok.applicant(sid, "GZ-2026-0001"))
+    p, _ = await service.join(who, sid)
+    assert await service.disconnected(p.participant_id, p.epoch)  # no timer started
+    left = await clerk.wait("presence", lambda m: m["state"] == "left", timeout=3.0)
+    assert left["participant"]["participant_id"] == p.participant_id
+    assert left["reason"] == "connection_lost"
+    await clerk.close()
+
+
+async def test_bus_messages_carry_the_version_and_one_never_hears_oneself(
+    client: Client, tok: Tokens
+) -> None:
+    sid = await start_session(client, tok)
+    clerk = await connect(client, tok.clerk())
+    await clerk.request("join", "joined", session_id=sid)
+    await invite(client, tok, sid, dept="city-amr")
+    updated = await clerk.wait("invitation.updated")
+    assert updated["v"] == 1
+    with pytest.raises(AssertionError):
+        await clerk.wait("presence", lambda m: m["state"] == "joined", timeout=0.3)
+    await clerk.close()
+
+
+async def test_refresh_cannot_change_department(client: Client, tok: Tokens) -> None:
+    rev = await connect(client, tok.reviewer())
+    err = await rev.request("auth.refresh", "error", token=tok.reviewer(dept="city-tax"))
+    assert err["code"] == "identity_changed"
+    await rev.close()

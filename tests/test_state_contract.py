@@ -199,3 +199,53 @@ async def _until(cond: Any, timeout: float = 3.0) -> None:
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.01)
+
+
+async def test_index_remove(store: Store) -> None:
+    await store.index_add("idx", "a", 1.0)
+    await store.index_add("idx", "b", 2.0)
+    await store.index_remove("idx", "a")
+    await store.index_remove("idx", "missing")
+    assert await store.index_range("idx") == ["b"]
+
+
+async def test_create_ephemeral_is_a_lease(store: Store) -> None:
+    assert await store.create_ephemeral("lease", {"node": "a"}, ttl_s=0.2)
+    assert not await store.create_ephemeral("lease", {"node": "b"}, ttl_s=0.2)
+    assert await store.get_ephemeral("lease") == {"node": "a"}
+    await asyncio.sleep(0.35)
+    assert await store.create_ephemeral("lease", {"node": "b"}, ttl_s=5)
+    assert await store.get_ephemeral("lease") == {"node": "b"}
+
+
+async def test_logs_keep_numbers_exact(store: Store) -> None:
+    ts = 1795844183.9541495
+    await store.append("log", {"ts": ts, "big": 2**53 + 1, "empty": [], "obj": {}})
+    await store.append("log", {})
+    entries = await store.read_log("log")
+    assert entries[0]["ts"] == ts
+    assert entries[0]["big"] == 2**53 + 1
+    assert entries[0]["empty"] == [] and entries[0]["obj"] == {}
+    assert entries[1] == {"seq": 2}
+
+
+async def test_memory_index_remove_survives_restart(tmp_path: Path) -> None:
+    s = MemoryStore(tmp_path / "state")
+    await s.index_add("idx", "a", 1.0)
+    await s.index_add("idx", "b", 2.0)
+    await s.index_remove("idx", "a")
+    await s.close()
+    again = MemoryStore(tmp_path / "state")
+    assert await again.index_range("idx") == ["b"]
+    await again.close()
+
+
+async def test_memory_store_survives_a_torn_multibyte_line(tmp_path: Path) -> None:
+    s = MemoryStore(tmp_path / "state")
+    await s.create("doc", {"name": "申请人"})
+    await s.close()
+    with (tmp_path / "state" / "journal.jsonl").open("ab") as fh:
+        fh.write('{"op":"put","k":"x","d":{"name":"申'.encode()[:-1])  # cut inside a character
+    again = MemoryStore(tmp_path / "state")
+    assert await again.get("doc") == {"name": "申请人"}
+    await again.close()

@@ -65,6 +65,9 @@ class Store(abc.ABC):
     async def index_add(self, key: str, member: str, score: float) -> None: ...
 
     @abc.abstractmethod
+    async def index_remove(self, key: str, member: str) -> None: ...
+
+    @abc.abstractmethod
     async def index_range(
         self,
         key: str,
@@ -78,6 +81,10 @@ class Store(abc.ABC):
     # -- ephemeral --------------------------------------------------------------------
     @abc.abstractmethod
     async def put_ephemeral(self, key: str, doc: Doc, ttl_s: float) -> None: ...
+
+    @abc.abstractmethod
+    async def create_ephemeral(self, key: str, doc: Doc, ttl_s: float) -> bool:
+        """Store ``doc`` for ``ttl_s`` if ``key`` is free (a lease); False if taken."""
 
     @abc.abstractmethod
     async def get_ephemeral(self, key: str) -> Doc | None: ...

@@ -50,11 +50,11 @@ class MemoryStore(Store):
         ops = 0
         torn = False
         if path.exists():
-            with path.open("r", encoding="utf-8") as fh:
+            with path.open("rb") as fh:
                 for line in fh:
                     try:
-                        op = json.loads(line)
-                    except json.JSONDecodeError:
+                        op = json.loads(line.decode("utf-8"))
+                    except (UnicodeDecodeError, json.JSONDecodeError):
                         # A torn last line from a crash mid-write: everything before it
                         # is intact; nothing after it was acknowledged. Rewrite the journal
                         # so the next line does not glue onto the torn one.
@@ -93,6 +93,10 @@ class MemoryStore(Store):
             self._logs.setdefault(key, []).append(op["d"])
         elif kind == "index":
             self._index_set(key, op["m"], op["s"])
+        elif kind == "unindex":
+            ordered, scores = self._indexes.get(key, ([], {}))
+            if op["m"] in scores:
+                ordered.remove((scores.pop(op["m"]), op["m"]))
 
     def _write(self, op: dict[str, Any]) -> None:
         if self._journal is None:
@@ -164,6 +168,12 @@ class MemoryStore(Store):
         self._write({"op": "index", "k": key, "m": member, "s": score})
         self._index_set(key, member, score)
 
+    async def index_remove(self, key: str, member: str) -> None:
+        ordered, scores = self._indexes.get(key, ([], {}))
+        if member in scores:
+            self._write({"op": "unindex", "k": key, "m": member})
+            ordered.remove((scores.pop(member), member))
+
     async def index_range(
         self,
         key: str,
@@ -184,6 +194,12 @@ class MemoryStore(Store):
     # -- ephemeral --------------------------------------------------------------------
     async def put_ephemeral(self, key: str, doc: Doc, ttl_s: float) -> None:
         self._ephemeral[key] = (time.monotonic() + ttl_s, copy.deepcopy(doc))
+
+    async def create_ephemeral(self, key: str, doc: Doc, ttl_s: float) -> bool:
+        if await self.get_ephemeral(key) is not None:
+            return False
+        await self.put_ephemeral(key, doc, ttl_s)
+        return True
 
     async def get_ephemeral(self, key: str) -> Doc | None:
         item = self._ephemeral.get(key)

@@ -90,15 +90,18 @@ class RedisStore(Store):
     async def append(self, key: str, doc: Doc) -> int:
         # The sequence number must be inside the stored entry, and only Redis knows it
         # atomically: a tiny script pushes and stamps in one step.
+        # Splice the sequence number into the JSON text: decoding and re-encoding in
+        # Lua (cjson) would round floats such as timestamps.
+        body = _dumps({k: v for k, v in doc.items() if k != "seq"})[1:]
         seq = await self._r.eval(
             "local n = redis.call('LLEN', KEYS[1]) + 1\n"
-            "local doc = cjson.decode(ARGV[1])\n"
-            "doc['seq'] = n\n"
-            "redis.call('RPUSH', KEYS[1], cjson.encode(doc))\n"
+            "local sep = ','\n"
+            "if ARGV[1] == '}' then sep = '' end\n"
+            "redis.call('RPUSH', KEYS[1], '{\"seq\":' .. n .. sep .. ARGV[1])\n"
             "return n",
             1,
             self._k("log", key),
-            _dumps(doc),
+            body,
         )
         return int(seq)
 
@@ -110,6 +113,9 @@ class RedisStore(Store):
     # -- indexes ----------------------------------------------------------------------
     async def index_add(self, key: str, member: str, score: float) -> None:
         await self._r.zadd(self._k("idx", key), {member: score})
+
+    async def index_remove(self, key: str, member: str) -> None:
+        await self._r.zrem(self._k("idx", key), member)
 
     async def index_range(
         self,
@@ -133,6 +139,12 @@ class RedisStore(Store):
     # -- ephemeral --------------------------------------------------------------------
     async def put_ephemeral(self, key: str, doc: Doc, ttl_s: float) -> None:
         await self._r.set(self._k("eph", key), _dumps(doc), px=max(1, int(ttl_s * 1000)))
+
+    async def create_ephemeral(self, key: str, doc: Doc, ttl_s: float) -> bool:
+        ok = await self._r.set(
+            self._k("eph", key), _dumps(doc), px=max(1, int(ttl_s * 1000)), nx=True
+        )
+        return bool(ok)
 
     async def get_ephemeral(self, key: str) -> Doc | None:
         raw = await self._r.get(self._k("eph", key))
