@@ -17,7 +17,8 @@ from .api import add_routes, error_middleware
 from .auth import TokenService
 from .config import Config
 from .directory import load_directory
-from .keys import CONFIG, DIRECTORY, NODE_ID, SERVICE, SOCKETS, STORE, TASKS, TOKENS
+from .keys import CONFIG, DIRECTORY, MEDIA, NODE_ID, SERVICE, SOCKETS, STORE, TASKS, TOKENS
+from .media_bridge import MediaBridge, media_settings
 from .openapi import build_openapi
 from .service import ReviewService
 from .state import open_store
@@ -41,6 +42,16 @@ async def _state_ctx(app: web.Application) -> AsyncIterator[None]:
     log.info("state: %s", store.kind)
     yield
     await store.close()
+
+
+async def _media_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    settings = media_settings(config) if config.media_enabled else None
+    bridge = MediaBridge(app[STORE], app[NODE_ID], settings)
+    await bridge.start()
+    app[MEDIA] = bridge
+    yield
+    await bridge.close()
 
 
 async def _tasks_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -94,6 +105,7 @@ def create_app(config: Config) -> web.Application:
     app[SOCKETS] = weakref.WeakSet()
     # Cleanup runs in reverse: timers are cancelled before the store they use closes.
     app.cleanup_ctx.append(_state_ctx)
+    app.cleanup_ctx.append(_media_ctx)
     app.cleanup_ctx.append(_tasks_ctx)
     app.cleanup_ctx.append(_sweeper_ctx)
     app.on_shutdown.append(_close_sockets)

@@ -16,11 +16,22 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 
 class ConfigError(Exception):
     """A setting is wrong; the message names the setting and where it came from."""
+
+
+VideoCodec = Literal["VP8", "H264"]
+VIDEO_CODECS: tuple[VideoCodec, ...] = ("VP8", "H264")
 
 
 class IceServer(BaseModel):
@@ -63,6 +74,21 @@ class Config(BaseModel):
     # (intranet: no public STUN).
     ice_servers: list[IceServer] = Field(default_factory=list)
 
+    # Media (the SFU in this process). Host candidates on these addresses (loopback
+    # allowed; empty: every non-loopback interface); the address clients must use when it
+    # differs (NAT); the UDP port range (0-0: any free port).
+    media_enabled: bool = True
+    media_listen_ips: list[str] = Field(default_factory=list)
+    media_announced_ip: str = ""
+    media_port_min: int = Field(0, ge=0, le=65535)
+    media_port_max: int = Field(0, ge=0, le=65535)
+    media_video_codecs: list[VideoCodec] = Field(default_factory=lambda: list(VIDEO_CODECS))
+    media_min_bitrate: int = Field(150_000, ge=30_000)
+    media_max_bitrate: int = Field(2_500_000, ge=100_000)
+    # coturn use-auth-secret: TURN servers in ice_servers get time-limited credentials.
+    turn_secret: str = ""
+    turn_ttl_s: int = Field(6 * 3600, ge=60)
+
     max_message_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
     heartbeat_s: float = Field(15.0, gt=0)
     resume_grace_s: float = Field(30.0, gt=0)
@@ -74,6 +100,14 @@ class Config(BaseModel):
         if v and not v.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return v
+
+    @model_validator(mode="after")
+    def _port_range(self) -> Config:
+        if (self.media_port_min == 0) != (self.media_port_max == 0):
+            raise ValueError("media_port_min and media_port_max: set both or neither")
+        if self.media_port_min > self.media_port_max:
+            raise ValueError("media_port_min must not exceed media_port_max")
+        return self
 
     @property
     def base_url(self) -> str:
@@ -148,7 +182,9 @@ def load_config(
         return Config(**{k: v for k, (v, _) in sources.items()})
     except ValidationError as exc:
         err = exc.errors()[0]
-        name = str(err["loc"][0]) if err["loc"] else "?"
+        if not err["loc"]:  # a rule across settings: its message names them
+            raise ConfigError(str(err["msg"]).removeprefix("Value error, ")) from exc
+        name = str(err["loc"][0])
         origin = sources.get(name, (None, "default"))[1]
         raise ConfigError(f"{name} (from {origin}): {err['msg']}") from exc
 

@@ -11,6 +11,7 @@ from aiohttp import web
 from .auth import TokenService
 from .config import Config
 from .directory import Directory
+from .media_bridge import MediaBridge
 from .service import ReviewService
 from .state import Store
 
@@ -20,6 +21,7 @@ DIRECTORY = web.AppKey("directory", Directory)
 STORE = web.AppKey("store", Store)
 SERVICE = web.AppKey("service", ReviewService)
 NODE_ID = web.AppKey("node_id", str)
+MEDIA = web.AppKey("media", MediaBridge)
 # Background timers that outlive one request or socket (resume grace periods).
 TASKS: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("tasks")
 SOCKETS: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("sockets")

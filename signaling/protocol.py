@@ -70,13 +70,42 @@ class Chat(_Msg):
     text: str = Field(min_length=1, max_length=4000)
 
 
+class PublishItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    mid: str = Field(min_length=1, max_length=32)
+    source: Literal["microphone", "camera", "document", "screen"]
+
+
+class SubscribeItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    mid: str = Field(min_length=1, max_length=32)
+    track_id: str = Field(min_length=1, max_length=100)
+
+
+class MediaOffer(_Msg):
+    """The participant's offer: what each of its m-lines publishes or receives."""
+
+    type: Literal["media.offer"]
+    sdp: str = Field(min_length=10, max_length=60_000)
+    publish: list[PublishItem] = Field(default_factory=list, max_length=16)
+    subscribe: list[SubscribeItem] = Field(default_factory=list, max_length=64)
+
+
 class Refresh(_Msg):
     type: Literal["auth.refresh"]
     token: str = Field(min_length=10, max_length=8192)
 
 
 ClientMessage = Annotated[
-    Ping | Join | Resume | Leave | AcceptInvitation | DeclineInvitation | Chat | Refresh,
+    Ping
+    | Join
+    | Resume
+    | Leave
+    | AcceptInvitation
+    | DeclineInvitation
+    | Chat
+    | Refresh
+    | MediaOffer,
     Field(discriminator="type"),
 ]
 CLIENT_TYPES: tuple[str, ...] = (
@@ -88,6 +117,7 @@ CLIENT_TYPES: tuple[str, ...] = (
     "invitation.decline",
     "chat",
     "auth.refresh",
+    "media.offer",
 )
 _adapter: TypeAdapter[Any] = TypeAdapter(ClientMessage)
 

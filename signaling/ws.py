@@ -19,7 +19,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from . import policy, protocol
 from .auth import AuthError, Identity
 from .errors import ServiceError
-from .keys import CONFIG, NODE_ID, SERVICE, SOCKETS, TASKS, TOKENS
+from .keys import CONFIG, MEDIA, NODE_ID, SERVICE, SOCKETS, TASKS, TOKENS
 from .models import Invitation, Participant
 from .state import Subscription
 
@@ -119,6 +119,9 @@ class Connection:
             self.spawn(self._drop_session_subs())
 
     def on_participant(self, msg: dict[str, Any]) -> None:
+        if msg.get("type") != "superseded":
+            self.send(msg)  # media.state and other messages for this participant only
+            return
         p = self.participant
         if msg.get("type") == "superseded" and p is not None and msg["epoch"] > p.epoch:
             self.participant = None  # the new socket owns the slot now
@@ -227,6 +230,21 @@ class Connection:
         event = await self.service.chat(self.participant, msg.text)
         self.send({"type": "ack", "v": 1, "ref": msg.ref, "seq": event.seq})
 
+    async def on_media_offer(self, msg: protocol.MediaOffer) -> None:
+        p = self.participant
+        if p is None:
+            raise ServiceError("not_joined", "join a session before sending media")
+        owner = {"participant_id": p.participant_id, **self.who.public()}
+        result = await self.app[MEDIA].negotiate(
+            p.session_id,
+            p.participant_id,
+            owner,
+            msg.sdp,
+            [x.model_dump() for x in msg.publish],
+            [x.model_dump() for x in msg.subscribe],
+        )
+        self.send({"type": "media.answer", "v": 1, "ref": msg.ref, **result})
+
     async def on_auth_refresh(self, msg: protocol.Refresh) -> None:
         new = self.app[TOKENS].verify(msg.token)
         same = ("sub", "role", "dept", "level", "case", "session")
@@ -264,7 +282,7 @@ class Connection:
                 "heartbeat_s": self.config.heartbeat_s,
                 "max_message_bytes": self.config.max_message_bytes,
                 "resume_grace_s": self.config.resume_grace_s,
-                "ice_servers": [s.model_dump(exclude_none=True) for s in self.config.ice_servers],
+                "ice_servers": self.app[MEDIA].ice_servers(self.who.sub),
             }
         )
         if self.who.role == "reviewer":

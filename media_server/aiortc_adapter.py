@@ -1,0 +1,254 @@
+"""The one place that touches aiortc's and aioice's private internals.
+
+aiortc keeps ICE, DTLS, SRTP and SDP; the SFU replaces its per-packet media path:
+
+- ingress: each ICE socket's ``datagram_received`` is wrapped so SRTP/SRTCP packets
+  are unprotected in place and handed to the SFU synchronously (no aioice STUN parse, no
+  queue hop, no ``RtpPacket`` objects); STUN (consent checks) and DTLS still reach aioice.
+- egress: ``Egress.send`` protects with the transport's SRTP session and writes to the
+  nominated pair's socket directly.
+- senders: aiortc's own RTCP for forwarded streams is silenced (the SFU sends sender
+  reports translated from the publisher's), and the negotiated send and receive
+  parameters are captured when aiortc starts each sender and receiver.
+- host candidates: which addresses (loopback included) and ports the server binds.
+
+aiortc is pinned (pyproject.toml); ``tests/test_aiortc_adapter.py`` fails loudly when an
+upgrade moves any of these.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aioice.ice
+import aiortc
+import pylibsrtp
+from aiortc import RTCDtlsTransport, RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
+from aiortc.rtcrtpparameters import RTCRtpReceiveParameters, RTCRtpSendParameters
+
+log = logging.getLogger(__name__)
+
+PINNED_AIORTC = "1.16.0"
+# Drop rather than queue when a subscriber's socket buffer is this full: a slow or
+# vanished subscriber must never grow memory or delay anyone else.
+MAX_SOCKET_BACKLOG = 256 * 1024
+
+RtpHandler = Callable[[bytes], None]
+RtcpHandler = Callable[[bytes], None]
+
+
+def check_versions() -> None:
+    if aiortc.__version__ != PINNED_AIORTC:
+        raise RuntimeError(
+            f"media_server.aiortc_adapter is written for aiortc {PINNED_AIORTC}, "
+            f"found {aiortc.__version__}: re-check the internals it touches"
+        )
+
+
+# -- host candidates -------------------------------------------------------------------
+
+_original_get_component_candidates = aioice.ice.Connection.get_component_candidates
+
+
+def configure_host_candidates(addresses: list[str], port_range: tuple[int, int] | None) -> None:
+    """Gather host candidates on exactly these addresses (loopback allowed), in a port range.
+
+    aioice skips 127.0.0.1 and binds ephemeral ports; a server needs both under its
+    operator's control. Process-wide, set once at start.
+    """
+    if addresses:
+        aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: list(addresses)
+    if port_range is None:
+        return
+    low, high = port_range
+    state = {"next": low}
+
+    async def bind(address: str, loop: asyncio.AbstractEventLoop, factory: Any) -> Any:
+        span = high - low + 1
+        for _ in range(span):
+            port = state["next"]
+            state["next"] = low + (port - low + 1) % span
+            try:
+                return await loop.create_datagram_endpoint(factory, local_addr=(address, port))
+            except OSError:
+                continue
+        raise OSError(f"no free UDP port in {low}-{high} on {address}")
+
+    async def get_component_candidates(
+        self: aioice.ice.Connection, component: int, addresses: list[str], timeout: int = 5
+    ) -> list[aioice.Candidate]:
+        loop = asyncio.get_running_loop()
+        original = loop.create_datagram_endpoint
+
+        async def in_range(factory: Any, local_addr: Any = None, **kw: Any) -> Any:
+            if local_addr is not None and local_addr[1] == 0 and not kw:
+                return await bind(local_addr[0], loop, factory)
+            return await original(factory, local_addr=local_addr, **kw)
+
+        # aioice binds through the running loop; route only this call through the range.
+        loop.create_datagram_endpoint = in_range  # type: ignore[method-assign, assignment]
+        try:
+            return await _original_get_component_candidates(self, component, addresses, timeout)
+        finally:
+            loop.create_datagram_endpoint = original  # type: ignore[method-assign]
+
+    aioice.ice.Connection.get_component_candidates = get_component_candidates  # type: ignore[method-assign]
+
+
+# -- per connection ---------------------------------------------------------------------
+
+
+def dtls_transport(pc: RTCPeerConnection) -> RTCDtlsTransport | None:
+    """The (bundled) DTLS transport of a connection, once it has one."""
+    for transceiver in pc.getTransceivers():
+        return transceiver.receiver.transport
+    return None
+
+
+class Egress:
+    """Protect and send on a connection's nominated ICE pair, without awaiting."""
+
+    __slots__ = ("_addr", "_dtls", "_ice", "_pair", "_sendto", "_transport", "dropped", "sent")
+
+    def __init__(self, dtls: RTCDtlsTransport) -> None:
+        self._dtls = dtls
+        self._ice = dtls.transport._connection
+        self._pair: Any = None
+        self._transport: Any = None
+        self._addr: Any = None
+        self.sent = 0
+        self.dropped = 0
+
+    def _route(self) -> bool:
+        pair = self._ice._nominated.get(1)
+        if pair is None:
+            return False
+        if pair is not self._pair:  # first send, or a new pair after an ICE restart
+            self._pair = pair
+            self._transport = pair.protocol.transport
+            self._addr = pair.remote_addr  # a property that builds a tuple: cache it
+        return True
+
+    def send(self, packet: bytes) -> None:
+        srtp = self._dtls._tx_srtp
+        if srtp is None or not self._route():
+            self.dropped += 1
+            return
+        if self._transport.get_write_buffer_size() > MAX_SOCKET_BACKLOG:
+            self.dropped += 1
+            return
+        try:
+            self._transport.sendto(srtp.protect(packet), self._addr)
+            self.sent += 1
+        except (pylibsrtp.Error, OSError):
+            self.dropped += 1
+
+    def send_rtcp(self, packet: bytes) -> None:
+        srtp = self._dtls._tx_srtp
+        if srtp is None or not self._route():
+            return
+        with contextlib.suppress(pylibsrtp.Error, OSError):
+            self._transport.sendto(srtp.protect_rtcp(packet), self._addr)
+
+
+def install_ingress(dtls: RTCDtlsTransport, on_rtp: RtpHandler, on_rtcp: RtcpHandler) -> None:
+    """Take SRTP/SRTCP straight from each ICE socket of this transport."""
+    connection = dtls.transport._connection
+
+    def wrap(protocol: Any) -> None:
+        if getattr(protocol, "_jr_wrapped", False):
+            return
+        original = protocol.datagram_received
+
+        def datagram_received(data: bytes, addr: tuple[Any, ...]) -> None:
+            srtp = dtls._rx_srtp
+            # 128-191: RTP/RTCP (RFC 7983). Everything else (STUN, DTLS) and anything
+            # before DTLS is up goes the usual way.
+            if srtp is None or not 127 < data[0] < 192:
+                original(data, addr)
+                return
+            try:
+                if 192 <= data[1] <= 223:
+                    on_rtcp(srtp.unprotect_rtcp(data))
+                else:
+                    on_rtp(srtp.unprotect(data))
+            except pylibsrtp.Error:
+                pass  # replayed or forged: libsrtp said no
+            except Exception:
+                log.exception("media ingress failed")
+
+        protocol.datagram_received = datagram_received
+        protocol._jr_wrapped = True
+
+    for protocol in connection._protocols:
+        wrap(protocol)
+    # Also neutralise the transport's own handlers: anything that still reaches them
+    # (a packet queued before the wrap) must not hit aiortc's receivers.
+    dtls._handle_rtp_data = _ignore_rtp  # type: ignore[method-assign]
+    dtls._handle_rtcp_data = _ignore_rtcp  # type: ignore[method-assign]
+
+
+async def _ignore_rtp(data: bytes, arrival_time_ms: int) -> None:
+    return None
+
+
+async def _ignore_rtcp(data: bytes) -> None:
+    return None
+
+
+def sender_ssrcs(sender: RTCRtpSender) -> tuple[int, int]:
+    """The media and RTX SSRCs aiortc chose for a sender (and put in the SDP)."""
+    return sender._ssrc, sender._rtx_ssrc
+
+
+def on_send_parameters(
+    sender: RTCRtpSender, callback: Callable[[RTCRtpSendParameters], Awaitable[None] | None]
+) -> None:
+    """Call back with the negotiated parameters when aiortc starts the sender; silence
+    aiortc's own RTCP for it (its sender reports would describe packets it never sent)."""
+    original = sender.send
+
+    async def send(parameters: RTCRtpSendParameters) -> None:
+        await original(parameters)
+        result = callback(parameters)
+        if result is not None:
+            await result
+
+    async def no_rtcp(packets: Any) -> None:
+        return None
+
+    sender.send = send  # type: ignore[method-assign]
+    sender._send_rtcp = no_rtcp  # type: ignore[method-assign]
+
+
+def on_receive_parameters(
+    receiver: RTCRtpReceiver,
+    callback: Callable[[RTCRtpReceiveParameters], Awaitable[None] | None],
+) -> None:
+    original = receiver.receive
+
+    async def receive(parameters: RTCRtpReceiveParameters) -> None:
+        await original(parameters)
+        result = callback(parameters)
+        if result is not None:
+            await result
+
+    receiver.receive = receive  # type: ignore[method-assign]
+
+
+def local_ports(pc: RTCPeerConnection) -> list[int]:
+    """The UDP ports a connection's ICE sockets are bound to (for tests and diagnostics)."""
+    dtls = dtls_transport(pc)
+    if dtls is None:
+        return []
+    ports = []
+    for protocol in dtls.transport._connection._protocols:
+        sock: socket.socket | None = protocol.transport.get_extra_info("socket")
+        if sock is not None:
+            ports.append(sock.getsockname()[1])
+    return ports

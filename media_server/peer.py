@@ -1,0 +1,409 @@
+"""One participant's connection to the SFU: negotiation, and the thin shim of the core.
+
+The participant always offers (so there is never glare on the one connection): its
+offer names which of its transceivers publish (and what: microphone, camera, document,
+screen) and which receive which published track. The server answers, then runs the
+packets: received RTP goes through ``Upstream.on_rtp`` and the resulting bytes are sent
+as they come back; RTCP feedback goes to the core in the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpReceiver,
+    RTCRtpTransceiver,
+    RTCSessionDescription,
+)
+from aiortc.mediastreams import MediaStreamError
+from aiortc.rtcrtpparameters import (
+    RTCRtpCodecCapability,
+    RTCRtpCodecParameters,
+    RTCRtpReceiveParameters,
+    RTCRtpSendParameters,
+)
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RTCP_PSFB_FIR,
+    RTCP_PSFB_PLI,
+    RTCP_RTPFB_NACK,
+    RtcpPacket,
+    RtcpPsfbPacket,
+    RtcpRrPacket,
+    RtcpRtpfbPacket,
+    RtcpSrPacket,
+    unpack_remb_fci,
+)
+
+from . import aiortc_adapter as adapter
+from . import rtp, sdp
+from .errors import MediaError
+from .forwarder import Leg, Upstream
+
+if TYPE_CHECKING:
+    from .room import Room
+
+log = logging.getLogger(__name__)
+
+SOURCES = {"microphone": "audio", "camera": "video", "document": "video", "screen": "video"}
+
+
+class SilentTrack(MediaStreamTrack):
+    """Gives a forwarding sender its m-line and SSRC; yields no frames (we send RTP)."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self._never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def recv(self) -> Any:
+        await self._never
+        raise MediaStreamError
+
+    def stop(self) -> None:
+        super().stop()
+        if not self._never.done():
+            self._never.set_result(None)
+
+
+@dataclass
+class Publication:
+    track_id: str
+    mid: str
+    kind: str
+    source: str
+    upstream: Upstream | None = None
+    mid_ext_id: int = 0
+    rtx_payload_type: int | None = None
+
+    def describe(self, owner: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "track_id": self.track_id,
+            "kind": self.kind,
+            "source": self.source,
+            "codec": self.upstream.codec if self.upstream else None,
+            **owner,
+        }
+
+
+@dataclass
+class Subscription:
+    mid: str
+    track_id: str
+    upstream: Upstream
+    leg: Leg | None = None
+
+
+def _codec_preferences(kind: str, mime: list[str]) -> list[RTCRtpCodecCapability]:
+    caps = RTCRtpReceiver.getCapabilities(kind)
+    assert caps is not None
+    chosen = [c for m in mime for c in caps.codecs if c.mimeType.lower() == m.lower()]
+    return chosen + [c for c in caps.codecs if c.mimeType.lower().endswith("/rtx")]
+
+
+def _ext_id(params: RTCRtpSendParameters | RTCRtpReceiveParameters, uri: str) -> int:
+    return next((e.id for e in params.headerExtensions if e.uri == uri), 0)
+
+
+def _rtx_payload_type(codecs: list[RTCRtpCodecParameters], apt: int) -> int | None:
+    for c in codecs:
+        if c.mimeType.lower().endswith("/rtx") and c.parameters.get("apt") == apt:
+            return c.payloadType
+    return None
+
+
+class Peer:
+    def __init__(self, room: Room, participant_id: str, owner: dict[str, Any]) -> None:
+        self.room = room
+        self.participant_id = participant_id
+        self.owner = owner  # who this is, as other participants see it
+        ice = [RTCIceServer(**s) for s in room.settings.server_ice_servers()]
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=ice))
+        self.egress: adapter.Egress | None = None
+        self.publications: dict[str, Publication] = {}
+        self.subscriptions: dict[str, Subscription] = {}
+        self.by_ssrc: dict[int, tuple[Upstream, bool]] = {}
+        self.legs: dict[int, tuple[Upstream, Leg]] = {}
+        self.closed = False
+        self.remote_ufrag: str | None = None
+        self._lock = asyncio.Lock()
+        self._clock: Callable[[], float] = time.monotonic
+        self.pc.on("connectionstatechange", self._state_changed)
+
+    # -- negotiation ------------------------------------------------------------------
+    async def negotiate(
+        self, offer: str, publish: dict[str, str], subscribe: dict[str, str]
+    ) -> str:
+        async with self._lock:
+            if self.closed:
+                raise MediaError("media_closed", "this media connection has closed; offer anew")
+            try:
+                sdp.check_offer(offer)
+                await self.pc.setRemoteDescription(
+                    RTCSessionDescription(sdp=sdp.drop_mdns_candidates(offer), type="offer")
+                )
+            except (ValueError, AssertionError) as exc:
+                raise MediaError("bad_sdp", f"the offer is not usable SDP: {exc}") from None
+            self.remote_ufrag = sdp.ice_ufrag(offer)
+            by_mid = {t.mid: t for t in self.pc.getTransceivers() if t.mid is not None}
+            for mid in list(publish) + list(subscribe):
+                if mid not in by_mid:
+                    raise MediaError("unknown_mid", f"the offer has no m-line with mid {mid!r}")
+            for mid, transceiver in by_mid.items():
+                if mid in publish:
+                    self._publish(transceiver, publish[mid])
+                elif mid in subscribe:
+                    self._subscribe(transceiver, subscribe[mid])
+                else:
+                    self._deactivate(transceiver)
+            answer = await self.pc.createAnswer()
+            await self.pc.setLocalDescription(answer)
+            dtls = adapter.dtls_transport(self.pc)
+            if dtls is not None and self.egress is None:
+                self.egress = adapter.Egress(dtls)
+                adapter.install_ingress(dtls, self.on_rtp, self.on_rtcp)
+            return sdp.announce_address(
+                self.pc.localDescription.sdp, self.room.settings.announced_ip
+            )
+
+    def _publish(self, transceiver: RTCRtpTransceiver, source: str) -> None:
+        mid = transceiver.mid
+        assert mid is not None
+        kind = SOURCES.get(source)
+        if kind is None:
+            raise MediaError("bad_source", f"unknown source {source!r}; use {', '.join(SOURCES)}")
+        if kind != transceiver.kind:
+            raise MediaError(
+                "bad_source", f"a {source} is {kind}, m-line {mid} is {transceiver.kind}"
+            )
+        transceiver.direction = "recvonly"
+        pub = self.publications.get(mid)
+        if pub is not None:
+            if pub.source != source:
+                pub.source = source
+                self.room.tracks_changed()
+            return
+        mimes = self.room.settings.video_codecs if kind == "video" else ["audio/opus"]
+        transceiver.setCodecPreferences(_codec_preferences(kind, mimes))
+        pub = Publication(f"{self.participant_id}.{mid}", mid, kind, source)
+        self.publications[mid] = pub
+        adapter.on_receive_parameters(
+            transceiver.receiver, lambda params: self._publication_ready(transceiver, pub, params)
+        )
+
+    def _publication_ready(
+        self, transceiver: RTCRtpTransceiver, pub: Publication, params: RTCRtpReceiveParameters
+    ) -> None:
+        codec = params.codecs[0]
+        up = Upstream(
+            pub.track_id,
+            pub.kind,
+            codec.mimeType,
+            clock_rate=codec.clockRate,
+            rtcp_ssrc=adapter.sender_ssrcs(transceiver.sender)[0],
+            audio_level_id=_ext_id(params, rtp.URI_AUDIO_LEVEL),
+            abs_send_time_id=_ext_id(params, rtp.URI_ABS_SEND_TIME),
+            nack=any(fb.type == "nack" for fb in codec.rtcpFeedback),
+            bitrate=self.room.settings.bitrate(),
+        )
+        pub.mid_ext_id = _ext_id(params, rtp.URI_MID)
+        pub.rtx_payload_type = (
+            _rtx_payload_type(params.codecs, codec.payloadType)
+            if codec.payloadType is not None
+            else None
+        )
+        for enc in params.encodings:
+            self.by_ssrc[enc.ssrc] = (up, False)
+            if enc.rtx is not None:
+                self.by_ssrc[enc.rtx.ssrc] = (up, True)
+        pub.upstream = up
+        if pub.mid in self.publications and not self.closed:
+            self.room.publish(self, pub)
+
+    def _subscribe(self, transceiver: RTCRtpTransceiver, track_id: str) -> None:
+        mid = transceiver.mid
+        assert mid is not None
+        current = self.subscriptions.get(mid)
+        if current is not None and current.track_id == track_id:
+            transceiver.direction = "sendonly"
+            return
+        if current is not None:
+            raise MediaError("mid_reused", f"m-line {mid} already receives {current.track_id}")
+        found = self.room.upstream(track_id)
+        if found is None:
+            transceiver.direction = "inactive"  # unpublished meanwhile: nothing to send
+            return
+        upstream, owner = found
+        if owner is self:
+            raise MediaError("own_track", "a participant does not receive its own tracks")
+        if upstream.kind != transceiver.kind:
+            raise MediaError(
+                "bad_subscription",
+                f"{track_id} is {upstream.kind}, m-line {mid} is {transceiver.kind}",
+            )
+        transceiver.direction = "sendonly"
+        transceiver.setCodecPreferences(_codec_preferences(upstream.kind, [upstream.codec]))
+        if transceiver.sender.track is None:
+            transceiver.sender.replaceTrack(SilentTrack(transceiver.kind))
+        sub = Subscription(mid, track_id, upstream)
+        self.subscriptions[mid] = sub
+        adapter.on_send_parameters(
+            transceiver.sender, lambda params: self._leg_ready(transceiver, sub, params)
+        )
+
+    def _leg_ready(
+        self, transceiver: RTCRtpTransceiver, sub: Subscription, params: RTCRtpSendParameters
+    ) -> None:
+        if self.subscriptions.get(sub.mid) is not sub or self.egress is None:
+            return
+        codec = next(
+            (c for c in params.codecs if c.mimeType.lower() == sub.upstream.codec.lower()), None
+        )
+        if codec is None or codec.payloadType is None:
+            log.warning("%s cannot receive %s: no common codec", self.participant_id, sub.track_id)
+            return
+        ssrc, rtx_ssrc = adapter.sender_ssrcs(transceiver.sender)
+        rtx_pt = _rtx_payload_type(params.codecs, codec.payloadType)
+        leg = Leg(
+            self.egress,
+            ssrc,
+            codec.payloadType,
+            rtx_ssrc=rtx_ssrc if rtx_pt is not None else None,
+            rtx_payload_type=rtx_pt,
+            audio_level_id=_ext_id(params, rtp.URI_AUDIO_LEVEL),
+            abs_send_time_id=_ext_id(params, rtp.URI_ABS_SEND_TIME),
+        )
+        sub.leg = leg
+        self.legs[ssrc] = (sub.upstream, leg)
+        sub.upstream.add_leg(leg, self._clock())
+        self.room.wake()
+
+    def _deactivate(self, transceiver: RTCRtpTransceiver) -> None:
+        transceiver.direction = "inactive"
+        mid = transceiver.mid
+        pub = self.publications.pop(mid or "", None)
+        if pub is not None:
+            self.room.unpublish(self, pub)
+        sub = self.subscriptions.pop(mid or "", None)
+        if sub is not None:
+            self.drop_subscription(sub)
+
+    def drop_subscription(self, sub: Subscription) -> None:
+        if sub.leg is not None:
+            sub.upstream.remove_leg(sub.leg)
+            self.legs.pop(sub.leg.ssrc, None)
+
+    def forget_upstream(self, upstream: Upstream) -> None:
+        """A track we receive was unpublished: stop its leg (the client re-offers)."""
+        for sub in list(self.subscriptions.values()):
+            if sub.upstream is upstream:
+                self.drop_subscription(sub)
+                sub.leg = None
+
+    # -- packets (synchronous: called from the socket) ---------------------------------
+    def on_rtp(self, data: bytes) -> None:
+        try:
+            h = rtp.parse(data)
+        except rtp.RtpError:
+            return
+        entry = self.by_ssrc.get(h.ssrc)
+        if entry is None:
+            entry = self._learn(data, h)
+            if entry is None:
+                return
+        upstream, is_rtx = entry
+        now = self._clock()
+        out = upstream.on_rtx(data, h, now) if is_rtx else upstream.on_rtp(data, h, now)
+        for leg, packet in out:
+            leg.sink.send(packet)
+        if upstream.audio_level is not None and not is_rtx:
+            self.room.speaker.observe(self.participant_id, upstream.audio_level[1], now)
+        if self.room.recorder is not None:
+            self.room.recorder(upstream, data, h)
+
+    def _learn(self, data: bytes, h: rtp.Header) -> tuple[Upstream, bool] | None:
+        """An SSRC the SDP did not announce: find its track by the mid extension."""
+        for pub in self.publications.values():
+            up = pub.upstream
+            if up is None or not pub.mid_ext_id:
+                continue
+            mid = rtp.find_extension(data, h, pub.mid_ext_id)
+            if mid is not None and mid.decode(errors="replace") == pub.mid:
+                entry = (up, h.payload_type == pub.rtx_payload_type)
+                self.by_ssrc[h.ssrc] = entry
+                return entry
+        return None
+
+    def on_rtcp(self, data: bytes) -> None:
+        try:
+            packets = RtcpPacket.parse(data)
+        except ValueError:
+            return
+        now = self._clock()
+        for packet in packets:
+            if isinstance(packet, RtcpSrPacket):
+                entry = self.by_ssrc.get(packet.ssrc)
+                if entry is not None:
+                    info = packet.sender_info
+                    for leg, sr in entry[0].on_sender_report(
+                        info.ntp_timestamp, info.rtp_timestamp, now
+                    ):
+                        leg.sink.send_rtcp(sr)
+            elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
+                found = self.legs.get(packet.media_ssrc)
+                if found is not None:
+                    for leg, resend in found[0].on_nack(found[1], packet.lost, now):
+                        leg.sink.send(resend)
+            elif isinstance(packet, RtcpPsfbPacket):
+                self._psfb(packet, now)
+            elif isinstance(packet, RtcpRrPacket):
+                pass  # per-leg loss is visible in the subscriber's own stats
+
+    def _psfb(self, packet: RtcpPsfbPacket, now: float) -> None:
+        if packet.fmt == RTCP_PSFB_PLI:
+            found = self.legs.get(packet.media_ssrc)
+            if found is not None:
+                found[0].on_keyframe_request(found[1], now)
+        elif packet.fmt == RTCP_PSFB_FIR:
+            for i in range(0, len(packet.fci) - 7, 8):
+                found = self.legs.get(int.from_bytes(packet.fci[i : i + 4], "big"))
+                if found is not None:
+                    found[0].on_keyframe_request(found[1], now)
+        elif packet.fmt == RTCP_PSFB_APP:
+            try:
+                bitrate, ssrcs = unpack_remb_fci(packet.fci)
+            except ValueError:
+                return
+            for ssrc in ssrcs:
+                found = self.legs.get(ssrc)
+                if found is not None:
+                    found[0].on_remb(found[1], bitrate, now)
+
+    def send_upstream_rtcp(self, packets: list[bytes]) -> None:
+        if self.egress is not None:
+            for packet in packets:
+                self.egress.send_rtcp(packet)
+
+    # -- lifetime ---------------------------------------------------------------------
+    async def _state_changed(self) -> None:
+        state = self.pc.connectionState
+        if state in ("failed", "closed") and not self.closed:
+            await self.room.peer_gone(self, "ice_failed" if state == "failed" else "closed")
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for sub in self.subscriptions.values():
+            self.drop_subscription(sub)
+        await self.pc.close()

@@ -1,0 +1,159 @@
+"""A session's media: its peers, the tracks they publish, active speaker, timers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from . import sdp
+from .forwarder import Upstream
+from .peer import Peer, Publication
+from .rtp import Header
+from .settings import MediaSettings
+from .speaker import SpeakerDetector
+
+log = logging.getLogger(__name__)
+
+TICK = 0.02  # RTCP timers: keyframe requests deferred by at most one tick
+SPEAKER_EVERY = 0.2
+
+# (target participant id or None for everyone, message)
+Emit = Callable[[str | None, dict[str, Any]], None]
+Recorder = Callable[[Upstream, bytes, Header], None]
+
+
+class Room:
+    def __init__(self, session_id: str, settings: MediaSettings, emit: Emit) -> None:
+        self.session_id = session_id
+        self.settings = settings
+        self.emit = emit
+        self.peers: dict[str, Peer] = {}
+        self.tracks: dict[str, tuple[Upstream, Peer, Publication]] = {}
+        self.speaker = SpeakerDetector()
+        self.recorder: Recorder | None = None
+        self._timer: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self.closed = False
+
+    # -- peers ------------------------------------------------------------------------
+    async def peer_for(self, participant_id: str, owner: dict[str, Any], offer: str) -> Peer:
+        """The participant's connection; a new one when the offer comes from a new
+        client (a reloaded page offers with new ICE credentials)."""
+        peer = self.peers.get(participant_id)
+        if peer is not None and peer.remote_ufrag not in (None, sdp.ice_ufrag(offer)):
+            await self.remove(participant_id)
+            peer = None
+        if peer is None or peer.closed:
+            peer = self.peers[participant_id] = Peer(self, participant_id, owner)
+            if self._timer is None:
+                self._timer = asyncio.create_task(self._run(), name=f"room-{self.session_id}")
+        return peer
+
+    async def remove(self, participant_id: str) -> None:
+        peer = self.peers.pop(participant_id, None)
+        if peer is not None:
+            await self._drop(peer)
+
+    async def peer_gone(self, peer: Peer, reason: str) -> None:
+        """ICE failed or the connection closed underneath us: clean up and say so."""
+        if self.peers.get(peer.participant_id) is peer:
+            del self.peers[peer.participant_id]
+        await self._drop(peer)
+        if reason == "ice_failed":
+            log.warning("media of %s in %s failed", peer.participant_id, self.session_id)
+        self.emit(
+            peer.participant_id,
+            {
+                "type": "media.state",
+                "state": "failed" if reason == "ice_failed" else "closed",
+                "session_id": self.session_id,
+                "reason": reason,
+            },
+        )
+
+    async def _drop(self, peer: Peer) -> None:
+        changed = False
+        for track_id, (upstream, owner, _) in list(self.tracks.items()):
+            if owner is peer:
+                del self.tracks[track_id]
+                self._orphan(upstream)
+                changed = True
+        self.speaker.forget(peer.participant_id)
+        await peer.close()
+        if changed:
+            self.tracks_changed()
+
+    def _orphan(self, upstream: Upstream) -> None:
+        for other in self.peers.values():
+            other.forget_upstream(upstream)
+        upstream.legs.clear()
+
+    # -- tracks -----------------------------------------------------------------------
+    def publish(self, peer: Peer, pub: Publication) -> None:
+        assert pub.upstream is not None
+        self.tracks[pub.track_id] = (pub.upstream, peer, pub)
+        self.tracks_changed()
+
+    def unpublish(self, peer: Peer, pub: Publication) -> None:
+        entry = self.tracks.pop(pub.track_id, None)
+        if entry is not None:
+            self._orphan(entry[0])
+            self.tracks_changed()
+
+    def upstream(self, track_id: str) -> tuple[Upstream, Peer] | None:
+        entry = self.tracks.get(track_id)
+        return (entry[0], entry[1]) if entry else None
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [
+            pub.describe({"participant_id": peer.participant_id, "owner": peer.owner})
+            for _, peer, pub in self.tracks.values()
+        ]
+
+    def tracks_changed(self) -> None:
+        self.emit(
+            None, {"type": "media.tracks", "session_id": self.session_id, "tracks": self.describe()}
+        )
+
+    # -- timers -----------------------------------------------------------------------
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def _run(self) -> None:
+        next_speaker = 0.0
+        while not self.closed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), TICK)
+            self._wake.clear()
+            now = time.monotonic()
+            for upstream, peer, _ in list(self.tracks.values()):
+                packets = upstream.poll(now)
+                if packets:
+                    peer.send_upstream_rtcp(packets)
+            if now >= next_speaker:
+                next_speaker = now + SPEAKER_EVERY
+                changed, active = self.speaker.poll(now)
+                if changed:
+                    self.emit(
+                        None,
+                        {
+                            "type": "speaking",
+                            "session_id": self.session_id,
+                            "participant_id": active,
+                            "levels": self.speaker.levels(),
+                        },
+                    )
+
+    async def close(self) -> None:
+        self.closed = True
+        self._wake.set()
+        if self._timer is not None:
+            self._timer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._timer
+        for pid in list(self.peers):
+            await self.remove(pid)

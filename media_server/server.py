@@ -1,0 +1,92 @@
+"""The media server of one node: rooms by session. Imports nothing from signaling."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from . import aiortc_adapter
+from .errors import MediaError
+from .peer import SOURCES
+from .room import Room
+from .settings import MediaSettings
+
+log = logging.getLogger(__name__)
+
+# (session id, target participant id or None for everyone in the session, message)
+Emit = Callable[[str, str | None, dict[str, Any]], None]
+
+MAX_TRANSCEIVERS = 64
+
+
+def _mapping(items: Any, field: str, what: str) -> dict[str, str]:
+    if not isinstance(items, list) or len(items) > MAX_TRANSCEIVERS:
+        raise MediaError("invalid_message", f"{what} must be a list of at most {MAX_TRANSCEIVERS}")
+    out: dict[str, str] = {}
+    for item in items:
+        if not isinstance(item, dict) or not isinstance(item.get("mid"), str):
+            raise MediaError("invalid_message", f"each {what} entry needs a string 'mid'")
+        value = item.get(field)
+        if not isinstance(value, str):
+            raise MediaError("invalid_message", f"each {what} entry needs a string '{field}'")
+        out[item["mid"]] = value
+    return out
+
+
+class MediaServer:
+    def __init__(self, settings: MediaSettings, emit: Emit) -> None:
+        aiortc_adapter.check_versions()
+        aiortc_adapter.configure_host_candidates(settings.listen_ips, settings.port_range)
+        self.settings = settings
+        self._emit = emit
+        self.rooms: dict[str, Room] = {}
+
+    def room(self, session_id: str) -> Room:
+        room = self.rooms.get(session_id)
+        if room is None:
+            room = self.rooms[session_id] = Room(
+                session_id, self.settings, lambda pid, msg: self._emit(session_id, pid, msg)
+            )
+        return room
+
+    async def negotiate(
+        self,
+        session_id: str,
+        participant_id: str,
+        owner: dict[str, Any],
+        sdp: str,
+        publish: list[dict[str, Any]],
+        subscribe: list[dict[str, Any]],
+    ) -> dict[str, Any]:
+        pub = _mapping(publish, "source", "publish")
+        for source in pub.values():
+            if source not in SOURCES:
+                raise MediaError(
+                    "bad_source", f"unknown source {source!r}; use {', '.join(SOURCES)}"
+                )
+        sub = _mapping(subscribe, "track_id", "subscribe")
+        room = self.room(session_id)
+        peer = await room.peer_for(participant_id, owner, sdp)
+        answer = await peer.negotiate(sdp, pub, sub)
+        return {"sdp": answer, "tracks": room.describe()}
+
+    def tracks(self, session_id: str) -> list[dict[str, Any]]:
+        room = self.rooms.get(session_id)
+        return room.describe() if room else []
+
+    async def leave(self, session_id: str, participant_id: str) -> None:
+        room = self.rooms.get(session_id)
+        if room is not None:
+            await room.remove(participant_id)
+            if not room.peers:
+                await self.end(session_id)
+
+    async def end(self, session_id: str) -> None:
+        room = self.rooms.pop(session_id, None)
+        if room is not None:
+            await room.close()
+
+    async def close(self) -> None:
+        for session_id in list(self.rooms):
+            await self.end(session_id)

@@ -1,0 +1,243 @@
+"""Between signaling and the media server: which node hosts a session's media, and how to
+reach it from any node.
+
+A session's media lives on one node, the holder of the ``media-owner:<session>`` lease
+in the store (taken by the first node that negotiates for it, renewed while the room
+lives). A participant connected elsewhere reaches it through the bus: a request on
+``node:<owner>``, the answer on ``reply:<asker>``. The owner follows the session's
+topic to drop the media of those who left and to close the room when the session ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from typing import Any
+
+from media_server.errors import MediaError
+from media_server.server import MediaServer
+from media_server.settings import MediaSettings
+
+from .config import Config
+from .errors import ServiceError, Unavailable
+from .state import Store, Subscription
+
+log = logging.getLogger(__name__)
+
+LEASE_S = 30.0
+RPC_TIMEOUT_S = 15.0
+
+
+def media_settings(config: Config) -> MediaSettings:
+    ports = (config.media_port_min, config.media_port_max) if config.media_port_min else None
+    return MediaSettings(
+        listen_ips=list(config.media_listen_ips),
+        announced_ip=config.media_announced_ip,
+        port_range=ports,
+        ice_servers=[s.model_dump(exclude_none=True) for s in config.ice_servers],
+        turn_secret=config.turn_secret,
+        turn_ttl_s=config.turn_ttl_s,
+        video_codecs=[f"video/{c}" for c in config.media_video_codecs],
+        min_bitrate=config.media_min_bitrate,
+        max_bitrate=config.media_max_bitrate,
+    )
+
+
+class MediaBridge:
+    def __init__(self, store: Store, node_id: str, settings: MediaSettings | None) -> None:
+        self.store = store
+        self.node_id = node_id
+        self.settings = settings
+        self.media = MediaServer(settings, self._emit) if settings is not None else None
+        self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._subs: list[Subscription] = []
+        self._rooms: dict[str, Subscription] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._renew: asyncio.Task[None] | None = None
+        # Media events leave in the order they happened (one publisher task).
+        self._out: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue(4096)
+        self._publisher: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._subs.append(await self.store.subscribe(f"node:{self.node_id}", self._on_request))
+        self._subs.append(await self.store.subscribe(f"reply:{self.node_id}", self._on_reply))
+        self._renew = asyncio.create_task(self._renew_leases(), name="media-leases")
+        self._publisher = asyncio.create_task(self._publish_events(), name="media-events")
+
+    async def close(self) -> None:
+        for task in (self._renew, self._publisher):
+            if task is not None:
+                task.cancel()
+        for sub in self._subs + list(self._rooms.values()):
+            await sub.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self.media is not None:
+            for session_id in list(self.media.rooms):
+                await self.store.delete_ephemeral(f"media-owner:{session_id}")
+            await self.media.close()
+
+    def ice_servers(self, user: str) -> list[dict[str, Any]]:
+        return self.settings.client_ice_servers(user) if self.settings else []
+
+    # -- asking -----------------------------------------------------------------------
+    async def negotiate(
+        self,
+        session_id: str,
+        participant_id: str,
+        owner: dict[str, Any],
+        sdp: str,
+        publish: list[dict[str, Any]],
+        subscribe: list[dict[str, Any]],
+    ) -> dict[str, Any]:
+        args = {
+            "session_id": session_id,
+            "participant_id": participant_id,
+            "owner": owner,
+            "sdp": sdp,
+            "publish": publish,
+            "subscribe": subscribe,
+        }
+        node = await self._owner(session_id)
+        if node == self.node_id:
+            return await self._local("negotiate", args)
+        return await self._remote(node, "negotiate", args)
+
+    async def _owner(self, session_id: str) -> str:
+        key = f"media-owner:{session_id}"
+        for _ in range(3):
+            lease = await self.store.get_ephemeral(key)
+            if lease is not None:
+                return str(lease["node"])
+            if self.media is not None and await self.store.create_ephemeral(
+                key, {"node": self.node_id}, LEASE_S
+            ):
+                return self.node_id
+            if self.media is None:
+                break
+        raise Unavailable("media_unavailable", "no media server hosts this session")
+
+    async def _remote(self, node: str, op: str, args: dict[str, Any]) -> dict[str, Any]:
+        rid = secrets.token_hex(8)
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[rid] = fut
+        try:
+            await self.store.publish(
+                f"node:{node}",
+                {"type": "media.rpc", "id": rid, "op": op, "args": args, "reply_to": self.node_id},
+            )
+            reply = await asyncio.wait_for(fut, RPC_TIMEOUT_S)
+        except TimeoutError:
+            raise Unavailable(
+                "media_unavailable", f"the media node {node} of this session did not answer"
+            ) from None
+        finally:
+            self._pending.pop(rid, None)
+        if "error" in reply:
+            raise ServiceError(reply["error"]["code"], reply["error"]["message"])
+        return dict(reply["result"])
+
+    def _on_reply(self, msg: dict[str, Any]) -> None:
+        fut = self._pending.get(str(msg.get("id")))
+        if fut is not None and not fut.done():
+            fut.set_result(msg)
+
+    # -- answering --------------------------------------------------------------------
+    def _on_request(self, msg: dict[str, Any]) -> None:
+        task = asyncio.create_task(self._answer(msg))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _answer(self, msg: dict[str, Any]) -> None:
+        reply: dict[str, Any] = {"type": "media.rpc.result", "id": msg.get("id")}
+        try:
+            reply["result"] = await self._local(str(msg.get("op")), dict(msg.get("args", {})))
+        except ServiceError as exc:
+            reply["error"] = {"code": exc.code, "message": exc.message}
+        await self.store.publish(f"reply:{msg.get('reply_to')}", reply)
+
+    async def _local(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
+        if self.media is None:
+            raise Unavailable("media_unavailable", "media is turned off on this node")
+        if op != "negotiate":
+            raise ServiceError("unknown_operation", f"no media operation {op!r}")
+        session_id = args["session_id"]
+        await self._follow(session_id)
+        try:
+            return await self.media.negotiate(
+                session_id,
+                args["participant_id"],
+                args["owner"],
+                args["sdp"],
+                args["publish"],
+                args["subscribe"],
+            )
+        except MediaError as exc:
+            raise ServiceError(exc.code, exc.message) from None
+
+    async def _follow(self, session_id: str) -> None:
+        """Watch the session: media goes when its participant leaves or the session ends."""
+        if session_id in self._rooms:
+            return
+
+        def on_event(msg: dict[str, Any]) -> None:
+            kind = msg.get("type")
+            if kind == "session.ended":
+                self._spawn(self._end(session_id))
+            elif kind == "presence" and msg.get("state") == "left":
+                pid = (msg.get("participant") or {}).get("participant_id")
+                if pid and self.media is not None:
+                    self._spawn(self._leave(session_id, pid))
+
+        self._rooms[session_id] = await self.store.subscribe(f"session:{session_id}", on_event)
+
+    async def _leave(self, session_id: str, participant_id: str) -> None:
+        assert self.media is not None
+        await self.media.leave(session_id, participant_id)
+        if session_id not in self.media.rooms:
+            await self._unfollow(session_id)
+
+    async def _end(self, session_id: str) -> None:
+        if self.media is not None:
+            await self.media.end(session_id)
+        await self._unfollow(session_id)
+
+    async def _unfollow(self, session_id: str) -> None:
+        sub = self._rooms.pop(session_id, None)
+        if sub is not None:
+            await sub.close()
+        await self.store.delete_ephemeral(f"media-owner:{session_id}")
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _renew_leases(self) -> None:
+        while True:
+            await asyncio.sleep(LEASE_S / 3)
+            if self.media is None:
+                continue
+            for session_id in list(self.media.rooms):
+                with contextlib.suppress(Exception):
+                    await self.store.put_ephemeral(
+                        f"media-owner:{session_id}", {"node": self.node_id}, LEASE_S
+                    )
+
+    # -- media events out to the session's sockets ------------------------------------
+    def _emit(self, session_id: str, participant_id: str | None, msg: dict[str, Any]) -> None:
+        topic = f"participant:{participant_id}" if participant_id else f"session:{session_id}"
+        try:
+            self._out.put_nowait((topic, {"v": 1, **msg}))
+        except asyncio.QueueFull:
+            log.warning("media event dropped: the store is not keeping up")
+
+    async def _publish_events(self) -> None:
+        while True:
+            topic, msg = await self._out.get()
+            try:
+                await self.store.publish(topic, msg)
+            except Exception:
+                log.exception("publishing a media event failed")
