@@ -212,12 +212,17 @@ def on_send_parameters(
     """Call back with the negotiated parameters when aiortc starts the sender; silence
     aiortc's own RTCP for it (its sender reports would describe packets it never sent)."""
     original = sender.send
+    done = False
 
     async def send(parameters: RTCRtpSendParameters) -> None:
+        # aiortc calls this on every (re)negotiation; it starts the sender only once.
+        nonlocal done
         await original(parameters)
-        result = callback(parameters)
-        if result is not None:
-            await result
+        if not done:
+            done = True
+            result = callback(parameters)
+            if result is not None:
+                await result
 
     async def no_rtcp(packets: Any) -> None:
         return None
@@ -231,12 +236,16 @@ def on_receive_parameters(
     callback: Callable[[RTCRtpReceiveParameters], Awaitable[None] | None],
 ) -> None:
     original = receiver.receive
+    done = False
 
     async def receive(parameters: RTCRtpReceiveParameters) -> None:
+        nonlocal done
         await original(parameters)
-        result = callback(parameters)
-        if result is not None:
-            await result
+        if not done:
+            done = True
+            result = callback(parameters)
+            if result is not None:
+                await result
 
     receiver.receive = receive  # type: ignore[method-assign]
 
