@@ -30,6 +30,7 @@ import aiortc
 import pylibsrtp
 from aiortc import RTCDtlsTransport, RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
 from aiortc.rtcrtpparameters import RTCRtpReceiveParameters, RTCRtpSendParameters
+from aiortc.rtp import RtpPacket
 
 log = logging.getLogger(__name__)
 
@@ -248,6 +249,18 @@ def on_receive_parameters(
                 await result
 
     receiver.receive = receive  # type: ignore[method-assign]
+
+
+def on_received_packets(
+    receiver: RTCRtpReceiver, callback: Callable[[RtpPacket, int], None]
+) -> None:
+    """Client side, for load generation: take each received RTP packet (already parsed
+    by aiortc) instead of depacketising and decoding it. No feedback is sent for it."""
+
+    async def handle(packet: RtpPacket, arrival_time_ms: int) -> None:
+        callback(packet, arrival_time_ms)
+
+    receiver._handle_rtp_packet = handle  # type: ignore[method-assign]
 
 
 def local_ports(pc: RTCPeerConnection) -> list[int]:

@@ -85,6 +85,7 @@ class Publication:
     upstream: Upstream | None = None
     mid_ext_id: int = 0
     rtx_payload_type: int | None = None
+    remote_track: MediaStreamTrack | None = None  # transcode mode only
 
     def describe(self, owner: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -138,6 +139,7 @@ class Peer:
         self.remote_ufrag: str | None = None
         self._lock = asyncio.Lock()
         self._clock: Callable[[], float] = time.monotonic
+        self.transcoding = room.settings.mode == "transcode"
         self.pc.on("connectionstatechange", self._state_changed)
 
     # -- negotiation ------------------------------------------------------------------
@@ -169,7 +171,7 @@ class Peer:
             answer = await self.pc.createAnswer()
             await self.pc.setLocalDescription(answer)
             dtls = adapter.dtls_transport(self.pc)
-            if dtls is not None and self.egress is None:
+            if dtls is not None and self.egress is None and not self.transcoding:
                 self.egress = adapter.Egress(dtls)
                 adapter.install_ingress(dtls, self.on_rtp, self.on_rtcp)
             return sdp.announce_address(
@@ -227,6 +229,7 @@ class Peer:
             if enc.rtx is not None:
                 self.by_ssrc[enc.rtx.ssrc] = (up, True)
         pub.upstream = up
+        pub.remote_track = transceiver.receiver.track
         if pub.mid in self.publications and not self.closed:
             self.room.publish(self, pub)
 
@@ -253,10 +256,15 @@ class Peer:
             )
         transceiver.direction = "sendonly"
         transceiver.setCodecPreferences(_codec_preferences(upstream.kind, [upstream.codec]))
-        if transceiver.sender.track is None:
-            transceiver.sender.replaceTrack(SilentTrack(transceiver.kind))
         sub = Subscription(mid, track_id, upstream)
         self.subscriptions[mid] = sub
+        if self.transcoding:
+            source = self.room.remote_track(track_id)
+            assert source is not None and self.room.relay is not None
+            transceiver.sender.replaceTrack(self.room.relay.subscribe(source, buffered=False))
+            return
+        if transceiver.sender.track is None:
+            transceiver.sender.replaceTrack(SilentTrack(transceiver.kind))
         adapter.on_send_parameters(
             transceiver.sender, lambda params: self._leg_ready(transceiver, sub, params)
         )

@@ -9,6 +9,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from aiortc.contrib.media import MediaRelay
+
 from . import sdp
 from .forwarder import Upstream
 from .peer import Peer, Publication
@@ -35,6 +37,7 @@ class Room:
         self.tracks: dict[str, tuple[Upstream, Peer, Publication]] = {}
         self.speaker = SpeakerDetector()
         self.recorder: Recorder | None = None
+        self.relay = MediaRelay() if settings.mode == "transcode" else None
         self._timer: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self.closed = False
@@ -107,6 +110,10 @@ class Room:
     def upstream(self, track_id: str) -> tuple[Upstream, Peer] | None:
         entry = self.tracks.get(track_id)
         return (entry[0], entry[1]) if entry else None
+
+    def remote_track(self, track_id: str) -> Any:
+        entry = self.tracks.get(track_id)
+        return entry[2].remote_track if entry else None
 
     def describe(self) -> list[dict[str, Any]]:
         return [

@@ -28,6 +28,9 @@ class MediaSettings:
     video_codecs: list[str] = field(default_factory=lambda: ["video/VP8", "video/H264"])
     min_bitrate: int = 150_000
     max_bitrate: int = 2_500_000
+    # "forward": the SFU. "transcode": aiortc's MediaRelay, decoding and re-encoding for
+    # every subscriber: the usual Python "SFU", kept only as the benchmark's baseline.
+    mode: str = "forward"
 
     def bitrate(self) -> Bitrate:
         return Bitrate(self.min_bitrate, self.max_bitrate)

@@ -13,8 +13,8 @@ import math
 import time
 
 import numpy as np
-from av import AudioFrame, VideoFrame
 from aiortc import MediaStreamTrack
+from av import AudioFrame, VideoFrame
 
 BITS = 16
 VIDEO_CLOCK = 90_000

@@ -83,6 +83,8 @@ class Config(BaseModel):
     media_port_min: int = Field(0, ge=0, le=65535)
     media_port_max: int = Field(0, ge=0, le=65535)
     media_video_codecs: list[VideoCodec] = Field(default_factory=lambda: list(VIDEO_CODECS))
+    # "forward" (the SFU) or "transcode" (aiortc MediaRelay: the benchmark's baseline only)
+    media_mode: Literal["forward", "transcode"] = "forward"
     media_min_bitrate: int = Field(150_000, ge=30_000)
     media_max_bitrate: int = Field(2_500_000, ge=100_000)
     # coturn use-auth-secret: TURN servers in ice_servers get time-limited credentials.
