@@ -263,6 +263,38 @@ def on_received_packets(
     receiver._handle_rtp_packet = handle  # type: ignore[method-assign]
 
 
+def impair_incoming(pc: RTCPeerConnection, loss: float, seed: int = 0) -> Callable[[], int]:
+    """Drop this share of the RTP a connection receives (a lossy network, for tests and
+    soak runs). Returns a function telling how many were dropped so far."""
+    import random
+
+    rng = random.Random(seed)
+    dropped = 0
+    dtls = dtls_transport(pc)
+    assert dtls is not None
+    for protocol in dtls.transport._connection._protocols:
+        original = protocol.datagram_received
+
+        def datagram_received(data: bytes, addr: Any, original: Any = original) -> None:
+            nonlocal dropped
+            if 127 < data[0] < 192 and not 192 <= data[1] <= 223 and rng.random() < loss:
+                dropped += 1
+                return
+            original(data, addr)
+
+        setattr(protocol, "datagram_received", datagram_received)  # noqa: B010
+    return lambda: dropped
+
+
+def stop_reading(pc: RTCPeerConnection) -> None:
+    """Stop reading a connection's sockets: a frozen client (for tests)."""
+    dtls = dtls_transport(pc)
+    assert dtls is not None
+    for protocol in dtls.transport._connection._protocols:
+        transport: Any = protocol.transport
+        transport.pause_reading()
+
+
 def local_ports(pc: RTCPeerConnection) -> list[int]:
     """The UDP ports a connection's ICE sockets are bound to (for tests and diagnostics)."""
     dtls = dtls_transport(pc)

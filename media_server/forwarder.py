@@ -65,6 +65,7 @@ class Leg:
         "payload_type",
         "remb_bps",
         "resume_seq",
+        "retransmitted",
         "rtx_guard",
         "rtx_payload_type",
         "rtx_seq",
@@ -105,6 +106,7 @@ class Leg:
         self.rtx_seq = random.randrange(1 << 15)
         self.packets = 0
         self.octets = 0
+        self.retransmitted = 0
         self.remb_bps: int | None = None
         self.rtx_guard: dict[int, float] = {}
 
@@ -217,6 +219,10 @@ class Upstream:
         self.ssrc = h.ssrc
         self._payload_type_hint = h.payload_type
         self.highest_seq = None
+        # Receiver-report statistics are per source (RFC 3550 A.1): the old source's
+        # packet count would hide the new one's loss.
+        self.received = self.received_prior = self.expected_prior = 0
+        self.jitter, self._transit = 0.0, None
         self.missing.clear()
         if self.nack:
             self._cache = [None] * CACHE_SIZE
@@ -349,6 +355,7 @@ class Upstream:
                     packet, 0, packet[0], (h.marker << 7) | leg.payload_type, out_seq, ts, leg.ssrc
                 )
             out.append((leg, bytes(packet)))
+            leg.retransmitted += 1
         if len(leg.rtx_guard) > 512:
             leg.rtx_guard = {s: t for s, t in leg.rtx_guard.items() if now - t < 1.0}
         return out

@@ -166,6 +166,10 @@ class Participant:
             if t.get("participant_id") != self.participant_id and self.subscribe_filter(t)
         }
 
+    def receiving(self, count: int) -> bool:
+        """Are exactly ``count`` remote tracks negotiated and flowing into tracks?"""
+        return len(self.remotes) == count and all(r.track for r in self.remotes.values())
+
     def _wanted_changes(self) -> bool:
         wanted = self._wanted()
         return set(wanted) != set(self.remotes)
@@ -193,6 +197,12 @@ class Participant:
     async def _negotiate_once(self) -> Msg:
         pc = self.pc
         assert pc is not None
+        if not pc.getTransceivers() and not self._pending_publish:
+            # Nothing to send yet: learn what there is to receive first.
+            sync = await self.request({"type": "media.sync"})
+            self.tracks = sync["tracks"]
+            if not self._wanted():
+                return {"tracks": self.tracks}
         new_pubs = []
         for source, track in self._pending_publish:
             new_pubs.append((source, pc.addTransceiver(track, direction="sendonly")))
@@ -224,7 +234,9 @@ class Participant:
         }
         reply = await self.request(offer)
         await pc.setRemoteDescription(RTCSessionDescription(sdp=reply["sdp"], type="answer"))
+        await self.request({"type": "media.ready"})
         for remote in added:
+            # aiortc creates the receiving track when it applies the answer.
             remote.track = remote.transceiver.receiver.track
             if self.on_remote is not None:
                 self.on_remote(remote)

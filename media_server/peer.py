@@ -102,7 +102,9 @@ class Subscription:
     mid: str
     track_id: str
     upstream: Upstream
+    generation: int  # the negotiation that created it
     leg: Leg | None = None
+    flowing: bool = False
 
 
 def _codec_preferences(kind: str, mime: list[str]) -> list[RTCRtpCodecCapability]:
@@ -137,6 +139,11 @@ class Peer:
         self.legs: dict[int, tuple[Upstream, Leg]] = {}
         self.closed = False
         self.remote_ufrag: str | None = None
+        # Media flows on a new subscription only once the participant has applied the
+        # answer that created it (``ready``): packets sent before are dropped by the
+        # client as unknown, and a keyframe cut short leaves the picture broken.
+        self.generation = 0
+        self.ready_generation = 0
         self._lock = asyncio.Lock()
         self._clock: Callable[[], float] = time.monotonic
         self.transcoding = room.settings.mode == "transcode"
@@ -170,6 +177,7 @@ class Peer:
                     self._deactivate(transceiver)
             answer = await self.pc.createAnswer()
             await self.pc.setLocalDescription(answer)
+            self.generation += 1
             dtls = adapter.dtls_transport(self.pc)
             if dtls is not None and self.egress is None and not self.transcoding:
                 self.egress = adapter.Egress(dtls)
@@ -256,7 +264,7 @@ class Peer:
             )
         transceiver.direction = "sendonly"
         transceiver.setCodecPreferences(_codec_preferences(upstream.kind, [upstream.codec]))
-        sub = Subscription(mid, track_id, upstream)
+        sub = Subscription(mid, track_id, upstream, self.generation + 1)
         self.subscriptions[mid] = sub
         if self.transcoding:
             source = self.room.remote_track(track_id)
@@ -293,8 +301,20 @@ class Peer:
         )
         sub.leg = leg
         self.legs[ssrc] = (sub.upstream, leg)
-        sub.upstream.add_leg(leg, self._clock())
-        self.room.wake()
+        self._start_flowing()
+
+    def ready(self) -> None:
+        """The participant applied our latest answer: its new receivers exist now."""
+        self.ready_generation = self.generation
+        self._start_flowing()
+
+    def _start_flowing(self) -> None:
+        now = self._clock()
+        for sub in self.subscriptions.values():
+            if sub.leg is not None and not sub.flowing and sub.generation <= self.ready_generation:
+                sub.flowing = True
+                sub.upstream.add_leg(sub.leg, now)  # asks the publisher for a keyframe
+                self.room.wake()
 
     def _deactivate(self, transceiver: RTCRtpTransceiver) -> None:
         transceiver.direction = "inactive"
@@ -310,6 +330,7 @@ class Peer:
         if sub.leg is not None:
             sub.upstream.remove_leg(sub.leg)
             self.legs.pop(sub.leg.ssrc, None)
+        sub.flowing = False
 
     def forget_upstream(self, upstream: Upstream) -> None:
         """A track we receive was unpublished: stop its leg (the client re-offers)."""

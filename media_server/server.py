@@ -71,6 +71,13 @@ class MediaServer:
         answer = await peer.negotiate(sdp, pub, sub)
         return {"sdp": answer, "tracks": room.describe()}
 
+    def ready(self, session_id: str, participant_id: str) -> None:
+        room = self.rooms.get(session_id)
+        peer = room.peers.get(participant_id) if room else None
+        if peer is None:
+            raise MediaError("no_media", "no media connection to confirm: offer first")
+        peer.ready()
+
     def tracks(self, session_id: str) -> list[dict[str, Any]]:
         room = self.rooms.get(session_id)
         return room.describe() if room else []

@@ -1,4 +1,4 @@
-"""The ``jointreview`` command: ``serve`` and ``token``."""
+"""The ``jointreview`` command: ``serve``, ``token`` and ``bench``."""
 
 from __future__ import annotations
 
@@ -42,6 +42,19 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--session")
     token.add_argument("--ttl", type=int, help="lifetime in seconds")
     _config_flags(token)
+
+    bench = sub.add_parser("bench", help="measure this machine")
+    sfu = bench.add_subparsers(dest="target", required=True).add_parser(
+        "sfu", help="the SFU against the transcoding relay: CPU, frame rate, latency"
+    )
+    sfu.add_argument("--seconds", type=float, default=20.0, help="steady window per size")
+    sfu.add_argument("--json", action="store_true", help="a JSON summary as stdout's last line")
+    sfu.add_argument("--subscribers", default="1,4,16,32", help="fanout sizes (subscribers)")
+    sfu.add_argument("--sessions", default="1,2,4", help="meeting sizes (six-party sessions)")
+    sfu.add_argument("--scenarios", default="fanout,meeting", help="fanout, meeting or both")
+    sfu.add_argument(
+        "--baseline-max-streams", type=int, default=8, help="largest baseline (transcode) size"
+    )
     return parser
 
 
@@ -135,6 +148,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return _serve(args)
+        if args.command == "bench":
+            from media_server.bench import main as bench
+
+            return bench(args)
         return _token(args)
     except ConfigError as exc:
         print(f"jointreview: configuration error: {exc}", file=sys.stderr)

@@ -106,6 +106,31 @@ class MediaBridge:
             return await self._local("negotiate", args)
         return await self._remote(node, "negotiate", args)
 
+    async def tracks(self, session_id: str) -> list[dict[str, Any]]:
+        """What is published in the session now (empty if no media node hosts it yet)."""
+        lease = await self.store.get_ephemeral(f"media-owner:{session_id}")
+        if lease is None:
+            return []
+        args = {"session_id": session_id}
+        node = str(lease["node"])
+        result = (
+            await self._local("tracks", args)
+            if node == self.node_id
+            else await self._remote(node, "tracks", args)
+        )
+        return list(result["tracks"])
+
+    async def ready(self, session_id: str, participant_id: str) -> None:
+        lease = await self.store.get_ephemeral(f"media-owner:{session_id}")
+        if lease is None:
+            raise ServiceError("no_media", "no media connection to confirm: offer first")
+        args = {"session_id": session_id, "participant_id": participant_id}
+        node = str(lease["node"])
+        if node == self.node_id:
+            await self._local("ready", args)
+        else:
+            await self._remote(node, "ready", args)
+
     async def _owner(self, session_id: str) -> str:
         key = f"media-owner:{session_id}"
         for _ in range(3):
@@ -162,9 +187,17 @@ class MediaBridge:
     async def _local(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
         if self.media is None:
             raise Unavailable("media_unavailable", "media is turned off on this node")
+        session_id = args["session_id"]
+        try:
+            if op == "tracks":
+                return {"tracks": self.media.tracks(session_id)}
+            if op == "ready":
+                self.media.ready(session_id, args["participant_id"])
+                return {}
+        except MediaError as exc:
+            raise ServiceError(exc.code, exc.message) from None
         if op != "negotiate":
             raise ServiceError("unknown_operation", f"no media operation {op!r}")
-        session_id = args["session_id"]
         await self._follow(session_id)
         try:
             return await self.media.negotiate(

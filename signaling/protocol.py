@@ -91,6 +91,18 @@ class MediaOffer(_Msg):
     subscribe: list[SubscribeItem] = Field(default_factory=list, max_length=64)
 
 
+class MediaSync(_Msg):
+    """Ask for the session's published tracks (before offering anything)."""
+
+    type: Literal["media.sync"]
+
+
+class MediaReady(_Msg):
+    """The latest ``media.answer`` is applied: media may flow to its new receivers."""
+
+    type: Literal["media.ready"]
+
+
 class Refresh(_Msg):
     type: Literal["auth.refresh"]
     token: str = Field(min_length=10, max_length=8192)
@@ -105,7 +117,9 @@ ClientMessage = Annotated[
     | DeclineInvitation
     | Chat
     | Refresh
-    | MediaOffer,
+    | MediaOffer
+    | MediaSync
+    | MediaReady,
     Field(discriminator="type"),
 ]
 CLIENT_TYPES: tuple[str, ...] = (
@@ -118,6 +132,8 @@ CLIENT_TYPES: tuple[str, ...] = (
     "chat",
     "auth.refresh",
     "media.offer",
+    "media.sync",
+    "media.ready",
 )
 _adapter: TypeAdapter[Any] = TypeAdapter(ClientMessage)
 

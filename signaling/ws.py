@@ -245,6 +245,28 @@ class Connection:
         )
         self.send({"type": "media.answer", "v": 1, "ref": msg.ref, **result})
 
+    async def on_media_sync(self, msg: protocol.MediaSync) -> None:
+        p = self.participant
+        if p is None:
+            raise ServiceError("not_joined", "join a session before asking for its media")
+        tracks = await self.app[MEDIA].tracks(p.session_id)
+        self.send(
+            {
+                "type": "media.tracks",
+                "v": 1,
+                "ref": msg.ref,
+                "session_id": p.session_id,
+                "tracks": tracks,
+            }
+        )
+
+    async def on_media_ready(self, msg: protocol.MediaReady) -> None:
+        p = self.participant
+        if p is None:
+            raise ServiceError("not_joined", "join a session before sending media")
+        await self.app[MEDIA].ready(p.session_id, p.participant_id)
+        self.send({"type": "ack", "v": 1, "ref": msg.ref})
+
     async def on_auth_refresh(self, msg: protocol.Refresh) -> None:
         new = self.app[TOKENS].verify(msg.token)
         same = ("sub", "role", "dept", "level", "case", "session")
