@@ -115,10 +115,10 @@ def find_extension(data: bytes, h: Header, ident: int) -> bytes | None:
                 pos += 1
                 continue
             i, length = b >> 4, (b & 0x0F) + 1
+            if i == 15:
+                return None  # reserved: parsing stops here (RFC 8285), as in extensions()
             if i == ident:
                 return bytes(data[pos + 1 : pos + 1 + length])
-            if i == 15:
-                return None
             pos += 1 + length
         return None
     return extensions(data, h).get(ident)
@@ -166,7 +166,7 @@ def vp8_keyframe_start(payload: memoryview | bytes) -> bool:
     if n < 1:
         return False
     b0 = payload[0]
-    if not (b0 & 0x10) or (b0 & 0x0F) != 0:  # S bit and partition index 0
+    if not (b0 & 0x10) or (b0 & 0x07) != 0:  # S bit and partition index 0 (0x08: R, ignored)
         return False
     pos = 1
     if b0 & 0x80:  # X: extended control bits

@@ -35,7 +35,7 @@ OPEN = ("pending", "ringing", "unanswered")
 
 
 def actor_of(who: Identity) -> Actor:
-    return Actor(sub=who.sub, name=who.name, role=who.role, dept=who.dept, level=who.level)  # type: ignore[arg-type]
+    return Actor(sub=who.sub, name=who.name, role=who.role, dept=who.dept, level=who.level)
 
 
 def _new_id(prefix: str) -> str:
