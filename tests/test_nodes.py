@@ -158,3 +158,43 @@ async def test_generated_secret_survives_restart(server_factory: Factory, tmp_pa
         http.get(f"{server.url}/api/me", headers=auth(token)) as res,
     ):
         assert res.status == 200
+
+
+async def test_media_of_a_session_is_hosted_once_whichever_node_people_use(
+    server_factory: Factory, redis_url: str, tmp_path: Path
+) -> None:
+    """Participants signal through different nodes; the session's media lives on one
+    node (a lease in Redis) and the others relay the negotiation to it."""
+    import asyncio
+
+    from media_server.participant import Participant
+    from media_server.synthetic import PatternVideoTrack, read_pattern
+
+    env = {"JR_MEDIA_LISTEN_IPS": '["127.0.0.1"]'}
+    a = server_factory(redis_url=redis_url, env=env)
+    b = server_factory(redis_url=redis_url, env=env)
+    t = tokens(tmp_path)
+    clerk = t.issue(sub="clerk-01", role="clerk")
+    async with aiohttp.ClientSession() as http:
+        created = await _post(http, f"{a.url}/api/cases/MN-2/sessions", clerk, {})
+    sid = created["session_id"]
+    one = Participant(a.url, t.issue(sub="u1", role="clerk"))
+    two = Participant(b.url, t.issue(sub="u2", role="clerk"))
+    try:
+        for p in (one, two):
+            await p.connect()
+            await p.join(sid)
+        await one.publish("camera", PatternVideoTrack(1))
+        await two.publish("camera", PatternVideoTrack(2))
+        deadline = asyncio.get_running_loop().time() + 10
+        while not (one.receiving(1) and two.receiving(1)):
+            assert asyncio.get_running_loop().time() < deadline, "no subscription"
+            await asyncio.sleep(0.05)
+        for me, other in ((one, 2), (two, 1)):
+            remote = next(iter(me.remotes.values()))
+            assert remote.track is not None
+            frame = await asyncio.wait_for(remote.track.recv(), 5)
+            assert read_pattern(frame)[0] == other
+    finally:
+        await one.close()
+        await two.close()
