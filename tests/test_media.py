@@ -77,7 +77,7 @@ async def until(cond: Callable[[], bool], timeout: float = 10.0, what: str = "")
         await asyncio.sleep(0.02)
 
 
-async def frames(remote: Remote, n: int, timeout: float = 5.0) -> list[tuple[int, int]]:
+async def frames(remote: Remote, n: int, timeout: float = 10.0) -> list[tuple[int, int]]:
     """The (publisher id, counter) of the next n decoded frames."""
     assert remote.track is not None
     out = []

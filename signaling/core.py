@@ -1,0 +1,171 @@
+"""The base of the control plane's domain: events, sessions and invitations as records.
+
+Everything goes through the ``Store`` interface, so one node or many behave the same.
+Every state change is appended to the case's event log and published on the bus to the
+topics of the people concerned (``session:<id>``, ``user:<sub>``, ``dept:<id>``).
+Time comes from ``clock`` so tests can drive it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .auth import Identity
+from .directory import Directory
+from .errors import Conflict, NotFound
+from .models import Actor, Event, Invitation, Session
+from .state import Store
+
+OPEN = ("pending", "ringing", "unanswered")
+
+
+def actor_of(who: Identity) -> Actor:
+    return Actor(sub=who.sub, name=who.name, role=who.role, dept=who.dept, level=who.level)
+
+
+def _new_id(prefix: str) -> str:
+    return prefix + secrets.token_urlsafe(9).replace("-", "x").replace("_", "y")
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class ServiceCore:
+    def __init__(
+        self,
+        store: Store,
+        directory: Directory,
+        *,
+        base_url: str,
+        resume_grace_s: float = 30.0,
+        ring_timeout_s: float = 120.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.ring_timeout_s = ring_timeout_s
+        self.store = store
+        self.directory = directory
+        self.base_url = base_url
+        self.resume_grace_s = resume_grace_s
+        self.clock = clock
+
+    # -- events -----------------------------------------------------------------------
+    async def record(
+        self,
+        case_id: str,
+        type_: str,
+        *,
+        session_id: str | None = None,
+        actor: Actor | None = None,
+        **data: Any,
+    ) -> Event:
+        doc: dict[str, Any] = {
+            "ts": self.clock(),
+            "type": type_,
+            "case_id": case_id,
+            "session_id": session_id,
+            "actor": actor.model_dump() if actor else None,
+            "data": data,
+        }
+        seq = await self.store.append(f"case:{case_id}:events", doc)
+        return Event.model_validate(dict(doc, seq=seq))
+
+    async def events(self, case_id: str) -> list[Event]:
+        docs = await self.store.read_log(f"case:{case_id}:events")
+        return [Event.model_validate(d) for d in docs]
+
+    async def _announce(self, topic: str, type_: str, **fields: Any) -> None:
+        await self.store.publish(topic, {"type": type_, "v": 1, **fields})
+
+    def join_url(self, session_id: str) -> str:
+        return f"{self.base_url}/session/{session_id}"
+
+    async def session(self, session_id: str) -> Session:
+        doc = await self.store.get(f"session:{session_id}")
+        if doc is None:
+            raise NotFound("session_not_found", f"no session {session_id}")
+        return Session.model_validate(doc)
+
+    async def require_active(self, session_id: str) -> Session:
+        session = await self.session(session_id)
+        if session.status != "active":
+            raise Conflict("session_ended", f"session {session_id} has ended")
+        return session
+
+    # -- invitations ------------------------------------------------------------------
+    async def invitation(self, invitation_id: str) -> Invitation:
+        doc = await self.store.get(f"invitation:{invitation_id}")
+        if doc is None:
+            raise NotFound("invitation_not_found", f"no invitation {invitation_id}")
+        return Invitation.model_validate(doc)
+
+    async def invitations(self, session_id: str) -> list[Invitation]:
+        ids = await self.store.index_range(f"session:{session_id}:invitations")
+        docs = await self.store.get_many([f"invitation:{i}" for i in ids])
+        return [Invitation.model_validate(d) for d in docs if d is not None]
+
+    async def _set_invitation(
+        self,
+        inv: Invitation,
+        status: str,
+        actor: Actor | None,
+        reason: str | None,
+        allowed_from: tuple[str, ...],
+    ) -> tuple[Invitation, bool]:
+        now = self.clock()
+
+        def change(doc: dict[str, Any]) -> dict[str, Any] | None:
+            if doc["status"] not in allowed_from:
+                return None
+            doc["status"] = status
+            if status == "ringing":
+                doc["rang_at"] = now
+            elif status == "unanswered":
+                doc["unanswered_at"] = now
+            else:
+                doc["responded_at"] = now
+                doc["responded_by"] = actor.model_dump() if actor else None
+                doc["reason"] = reason
+            return doc
+
+        doc, changed = await self.store.update(f"invitation:{inv.invitation_id}", change)
+        new = Invitation.model_validate(doc)
+        if changed:
+            await self.record(
+                new.case_id,
+                f"invitation.{'rang' if status == 'ringing' else status}",
+                session_id=new.session_id,
+                actor=actor,
+                invitation_id=new.invitation_id,
+                reason=reason,
+            )
+            payload = new.model_dump()
+            await self._announce(
+                f"session:{new.session_id}", "invitation.updated", invitation=payload
+            )
+            inbox = f"user:{new.reviewer}" if new.reviewer else f"dept:{new.dept}"
+            if status != "ringing":
+                await self._announce(inbox, "invitation.updated", invitation=payload)
+            if status not in OPEN:
+                # Answered or cancelled: no reviewer's inbox needs to read it again.
+                await self.store.index_remove(f"inbox:{inbox}", new.invitation_id)
+            presence = {
+                "ringing": "ringing",
+                "declined": "declined",
+                "accepted": "accepted",
+                "unanswered": "unanswered",
+            }
+            if status in presence:
+                await self._announce(
+                    f"session:{new.session_id}",
+                    "presence",
+                    session_id=new.session_id,
+                    state=presence[status],
+                    invitation_id=new.invitation_id,
+                    who=actor.model_dump() if actor else {"dept": new.dept, "sub": new.reviewer},
+                )
+        return new, changed

@@ -1,0 +1,226 @@
+"""Participants of a session: joining, dropping, resuming within a grace period, leaving,
+and chat. A slot's ``epoch`` grows with each (re)connection, so a timer or a socket of an
+older epoch acts on nothing."""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from typing import Any
+
+from . import policy
+from .auth import Identity
+from .core import OPEN, ServiceCore, _hash, _new_id, actor_of
+from .errors import BadRequest, Conflict, Forbidden, NotFound
+from .models import Event, Participant
+
+
+class ParticipantsMixin(ServiceCore):
+    # -- participants -----------------------------------------------------------------
+    async def participants(self, session_id: str) -> list[Participant]:
+        ids = await self.store.index_range(f"session:{session_id}:participants")
+        docs = await self.store.get_many([f"participant:{i}" for i in ids])
+        return [Participant.model_validate(d) for d in docs if d is not None]
+
+    async def participant(self, participant_id: str) -> Participant:
+        doc = await self.store.get(f"participant:{participant_id}")
+        if doc is None:
+            raise NotFound("participant_not_found", f"no participant {participant_id}")
+        return Participant.model_validate(doc)
+
+    async def join(self, who: Identity, session_id: str) -> tuple[Participant, str]:
+        """Enter the session; returns the participant slot and a fresh resume token.
+
+        Someone already in the session (another tab, a reload before the old socket was
+        noticed dead) takes over their own slot: one person, one participant.
+        """
+        session = await self.session(session_id)
+        invitations = await self.invitations(session_id)
+        policy.can_join(who, session, invitations)
+        await self.require_active(session_id)
+        if who.role == "reviewer":
+            for inv in invitations:
+                if inv.status in OPEN and policy.invitation_targets(who, inv):
+                    await self._set_invitation(inv, "accepted", actor_of(who), None, OPEN)
+                    break
+        existing = next(
+            (
+                p
+                for p in await self.participants(session_id)
+                if p.identity.sub == who.sub and p.state != "left"
+            ),
+            None,
+        )
+        if existing is not None:
+            return await self._reconnect(existing, "rejoined")
+        secret = secrets.token_urlsafe(24)
+        p = Participant(
+            participant_id=_new_id("p_"),
+            session_id=session_id,
+            identity=actor_of(who),
+            state="joined",
+            joined_at=self.clock(),
+            epoch=1,
+        )
+        doc = p.model_dump()
+        doc["resume_hash"] = _hash(secret)
+        await self.store.create(f"participant:{p.participant_id}", doc)
+        await self.store.index_add(
+            f"session:{session_id}:participants", p.participant_id, p.joined_at
+        )
+        await self.record(
+            session.case_id,
+            "participant.joined",
+            session_id=session_id,
+            actor=p.identity,
+            participant_id=p.participant_id,
+        )
+        await self._presence(p, "joined")
+        return p, f"{p.participant_id}.{secret}"
+
+    async def resume(self, who: Identity, resume_token: str) -> tuple[Participant, str]:
+        pid, _, secret = resume_token.partition(".")
+        doc = await self.store.get(f"participant:{pid}") if pid and secret else None
+        if doc is None or not hmac.compare_digest(doc.get("resume_hash", ""), _hash(secret)):
+            raise BadRequest("invalid_resume_token", "this resume token is not known")
+        p = Participant.model_validate(doc)
+        if p.identity.sub != who.sub:
+            raise Forbidden("forbidden", "this resume token belongs to someone else")
+        if p.state == "left":
+            raise Conflict("resume_expired", "the grace period is over: join the session again")
+        await self.require_active(p.session_id)
+        return await self._reconnect(p, "resumed")
+
+    async def _reconnect(self, p: Participant, how: str) -> tuple[Participant, str]:
+        secret = secrets.token_urlsafe(24)
+
+        def bump(doc: dict[str, Any]) -> dict[str, Any] | None:
+            if doc["state"] == "left":
+                return None
+            return dict(doc, state="joined", epoch=doc["epoch"] + 1, resume_hash=_hash(secret))
+
+        doc, changed = await self.store.update(f"participant:{p.participant_id}", bump)
+        if not changed:
+            raise Conflict("resume_expired", "the grace period is over: join the session again")
+        new = Participant.model_validate(doc)
+        if p.state == "disconnected":
+            await self.store.index_remove("disconnected", p.participant_id)
+        # The previous socket of this slot, on whichever node, steps aside.
+        await self._announce(f"participant:{new.participant_id}", "superseded", epoch=new.epoch)
+        session = await self.session(new.session_id)
+        await self.record(
+            session.case_id,
+            f"participant.{how}",
+            session_id=new.session_id,
+            actor=new.identity,
+            participant_id=new.participant_id,
+        )
+        await self._presence(new, "joined" if p.state == "joined" else "reconnected")
+        return new, f"{new.participant_id}.{secret}"
+
+    async def disconnected(self, participant_id: str, epoch: int) -> bool:
+        """The socket of this epoch dropped: hold the slot for the grace period."""
+        now = self.clock()
+
+        def drop(doc: dict[str, Any]) -> dict[str, Any] | None:
+            if doc["epoch"] != epoch or doc["state"] != "joined":
+                return None
+            return dict(doc, state="disconnected", disconnected_at=now)
+
+        doc, changed = await self.store.update(f"participant:{participant_id}", drop)
+        if changed and doc is not None:
+            p = Participant.model_validate(doc)
+            # Any node's sweeper ends the slot if this node dies before its grace timer.
+            await self.store.index_add("disconnected", participant_id, now)
+            session = await self.session(p.session_id)
+            await self.record(
+                session.case_id,
+                "participant.disconnected",
+                session_id=p.session_id,
+                actor=p.identity,
+                participant_id=participant_id,
+            )
+            await self._presence(p, "reconnecting")
+        return changed
+
+    async def sweep_disconnected(self) -> int:
+        """End every slot whose grace period is over (a timer's node may have died)."""
+        ended = 0
+        overdue = self.clock() - self.resume_grace_s
+        for pid in await self.store.index_range("disconnected", max_score=overdue, limit=200):
+            doc = await self.store.get(f"participant:{pid}")
+            if doc is not None and doc["state"] == "disconnected":
+                ended += await self.grace_expired(pid, doc["epoch"])
+            else:
+                await self.store.index_remove("disconnected", pid)
+        return ended
+
+    async def grace_expired(self, participant_id: str, epoch: int) -> bool:
+        p = await self.participant(participant_id)
+        if p.epoch != epoch or p.state != "disconnected":
+            return False  # resumed meanwhile (maybe on another node)
+        return await self._mark_left(p, "connection_lost")
+
+    async def leave(self, participant_id: str, epoch: int) -> bool:
+        p = await self.participant(participant_id)
+        if p.epoch != epoch:
+            return False
+        return await self._mark_left(p, "left")
+
+    async def _mark_left(self, p: Participant, reason: str) -> bool:
+        now = self.clock()
+
+        def go(doc: dict[str, Any]) -> dict[str, Any] | None:
+            if doc["state"] == "left" or doc["epoch"] != p.epoch:
+                return None
+            return dict(doc, state="left", left_at=now)
+
+        doc, changed = await self.store.update(f"participant:{p.participant_id}", go)
+        if p.state == "disconnected" or changed:
+            await self.store.index_remove("disconnected", p.participant_id)
+        if changed and doc is not None:
+            new = Participant.model_validate(doc)
+            session = await self.session(p.session_id)
+            await self.record(
+                session.case_id,
+                "participant.left",
+                session_id=p.session_id,
+                actor=p.identity,
+                participant_id=p.participant_id,
+                reason=reason,
+            )
+            await self._presence(new, "left", reason=reason)
+        return changed
+
+    async def _presence(self, p: Participant, state: str, **extra: Any) -> None:
+        await self._announce(
+            f"session:{p.session_id}",
+            "presence",
+            session_id=p.session_id,
+            state=state,
+            participant=p.model_dump(),
+            **extra,
+        )
+
+    # -- chat -------------------------------------------------------------------------
+    async def chat(self, p: Participant, text: str) -> Event:
+        session = await self.require_active(p.session_id)
+        event = await self.record(
+            session.case_id,
+            "chat.message",
+            session_id=p.session_id,
+            actor=p.identity,
+            participant_id=p.participant_id,
+            text=text,
+        )
+        await self._announce(
+            f"session:{p.session_id}",
+            "chat",
+            session_id=p.session_id,
+            participant_id=p.participant_id,
+            sender=p.identity.model_dump(),
+            text=text,
+            ts=event.ts,
+            seq=event.seq,
+        )
+        return event
