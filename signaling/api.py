@@ -84,6 +84,8 @@ class Route:
     tag: str = "sessions"
     query: dict[str, str] = field(default_factory=dict)
     errors: tuple[str, ...] = ()  # statuses beyond those every route of its kind has
+    upload: tuple[str, ...] = ()  # raw request body of these types (read by the handler)
+    produces: tuple[str, ...] = ()  # a non-JSON response of these types
 
 
 ROUTES: list[Route] = []

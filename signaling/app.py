@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import WSCloseCode, web
 
+from . import api_casefile  # noqa: F401  (registers the case-file routes)
 from .api import add_routes, error_middleware
 from .auth import TokenService
 from .config import Config
@@ -38,6 +39,7 @@ async def _state_ctx(app: web.Application) -> AsyncIterator[None]:
         base_url=config.base_url,
         resume_grace_s=config.resume_grace_s,
         ring_timeout_s=config.ring_timeout_s,
+        archive_dir=config.data_dir / "archive",
     )
     log.info("state: %s", store.kind)
     yield

@@ -92,6 +92,7 @@ class Config(BaseModel):
     turn_ttl_s: int = Field(6 * 3600, ge=60)
 
     max_message_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    snapshot_max_bytes: int = Field(20 * 1024 * 1024, ge=64 * 1024)
     heartbeat_s: float = Field(15.0, gt=0)
     resume_grace_s: float = Field(30.0, gt=0)
     ring_timeout_s: float = Field(120.0, gt=0)

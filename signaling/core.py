@@ -12,6 +12,7 @@ import hashlib
 import secrets
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from .auth import Identity
@@ -44,9 +45,13 @@ class ServiceCore:
         base_url: str,
         resume_grace_s: float = 30.0,
         ring_timeout_s: float = 120.0,
+        archive_dir: Path | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.ring_timeout_s = ring_timeout_s
+        # The case file on disk (shared storage when several nodes serve): snapshots,
+        # and later recordings, under <archive>/<case>/<session>/.
+        self.archive_dir = archive_dir or Path("jointreview-data") / "archive"
         self.store = store
         self.directory = directory
         self.base_url = base_url

@@ -86,6 +86,8 @@ class CaseView(BaseModel):
     sessions: list[Session]
     invitations: list[Invitation]
     events: list[Event]
+    opinions: list[Opinion] = Field(default_factory=list)
+    snapshots: list[Snapshot] = Field(default_factory=list)
 
 
 # -- request bodies -------------------------------------------------------------------
@@ -124,6 +126,66 @@ class DemoLoginBody(_Body):
 
 class ApplicantLinkBody(_Body):
     name: str | None = Field(None, max_length=100)
+
+
+Decision = Literal["approve", "materials_missing", "refer", "note"]
+
+
+class OpinionBody(_Body):
+    """A reviewer's formal opinion (会办意见)."""
+
+    decision: Decision
+    missing: list[str] = Field(default_factory=list, max_length=50)
+    refer_to: str | None = Field(None, pattern=ID_PATTERN)
+    note: str | None = Field(None, max_length=2000)
+
+    @model_validator(mode="after")
+    def _complete(self) -> OpinionBody:
+        self.missing = [m.strip() for m in self.missing if m.strip()]
+        if any(len(m) > 200 for m in self.missing):
+            raise ValueError("each missing item is at most 200 characters")
+        if self.decision == "materials_missing" and not self.missing:
+            raise ValueError("'materials_missing' needs the list of what is missing")
+        if self.decision == "refer" and not self.refer_to:
+            raise ValueError("'refer' needs 'refer_to', the department to refer to")
+        if self.decision == "note" and not self.note:
+            raise ValueError("'note' needs the note")
+        return self
+
+
+class Opinion(BaseModel):
+    opinion_id: str
+    session_id: str
+    case_id: str
+    author: Actor
+    decision: Decision
+    missing: list[str] = Field(default_factory=list)
+    refer_to: str | None = None
+    note: str | None = None
+    created_at: float
+
+
+class Snapshot(BaseModel):
+    """A full-resolution still of a document, shown to everyone and kept in the case."""
+
+    snapshot_id: str
+    session_id: str
+    case_id: str
+    taken_by: Actor
+    content_type: str
+    size: int
+    sha256: str
+    created_at: float
+    url: str
+    path: str = Field(exclude=True)  # within the archive, never sent
+
+
+class OpinionList(BaseModel):
+    opinions: list[Opinion]
+
+
+class SnapshotList(BaseModel):
+    snapshots: list[Snapshot]
 
 
 # -- responses ------------------------------------------------------------------------

@@ -68,11 +68,22 @@ def build_openapi() -> dict[str, Any]:
                 "required": True,
                 "content": {"application/json": {"schema": refs[(r.body, "validation")]}},
             }
+        if r.upload:
+            op["requestBody"] = {
+                "required": True,
+                "content": {
+                    t: {"schema": {"type": "string", "format": "binary"}} for t in r.upload
+                },
+            }
         ok: dict[str, Any] = {"description": "OK" if r.status == 200 else "Created"}
+        if r.produces:
+            ok["content"] = {
+                t: {"schema": {"type": "string", "format": "binary"}} for t in r.produces
+            }
         if r.response is not None:
             ok["content"] = {"application/json": {"schema": refs[(r.response, "serialization")]}}
         op["responses"][str(r.status)] = ok
-        codes = ["400"] if r.body is not None or params else []
+        codes = ["400"] if r.body is not None or r.upload or params else []
         if r.roles is not None:
             codes += ["401", "403"]
         if any("id}" in p["name"] + "}" for p in params if p["in"] == "path"):

@@ -94,3 +94,21 @@ def can_respond(who: Identity, inv: Invitation) -> None:
         raise _deny("this token is limited to another session")
     if not invitation_targets(who, inv):
         raise _deny("this invitation is for another reviewer or department")
+
+
+def can_file_opinion(who: Identity, session: Session, invitations: Iterable[Invitation]) -> None:
+    """Reviewers who took part (they accepted, or joined, which accepts) file opinions."""
+    check_session_scope(who, session)
+    if who.role != "reviewer":
+        raise _deny("only reviewers file opinions")
+    for inv in invitations:
+        if inv.status == "accepted" and inv.responded_by is not None:
+            if inv.responded_by.sub == who.sub:
+                return
+    raise _deny("only a reviewer who accepted an invitation to this session files opinions")
+
+
+def can_take_snapshot(who: Identity, session: Session) -> None:
+    if who.role not in STAFF:
+        raise _deny("the counter's staff take document stills")
+    check_session_scope(who, session)

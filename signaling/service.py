@@ -8,6 +8,7 @@ from typing import Any
 
 from . import policy
 from .auth import Identity
+from .casefile import CaseFileMixin
 from .core import OPEN, _new_id, actor_of
 from .errors import Conflict, Forbidden, NotFound, Unprocessable
 from .models import (
@@ -20,7 +21,7 @@ from .models import (
 from .participants import ParticipantsMixin
 
 
-class ReviewService(ParticipantsMixin):
+class ReviewService(ParticipantsMixin, CaseFileMixin):
     async def create_session(self, who: Identity, case_id: str, body: CreateSessionBody) -> Session:
         policy.check_case_scope(who, case_id)
         if who.role not in policy.STAFF:
@@ -88,6 +89,7 @@ class ReviewService(ParticipantsMixin):
             sessions=sessions,
             invitations=invitations,
             events=await self.events(case_id),
+            **await self.case_extras([s.session_id for s in sessions]),
         )
 
     async def end_session(self, who: Identity, session_id: str) -> Session:

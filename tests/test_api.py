@@ -46,10 +46,14 @@ class World:
     case_id: str
     session_id: str
     invitation_id: str
+    snapshot_id: str
 
     def fill(self, template: str) -> str:
         return template.format(
-            case_id=self.case_id, session_id=self.session_id, invitation_id=self.invitation_id
+            case_id=self.case_id,
+            session_id=self.session_id,
+            invitation_id=self.invitation_id,
+            snapshot_id=self.snapshot_id,
         )
 
 
@@ -95,7 +99,13 @@ async def world(client: Client, tok: Tokens) -> World:
     )
     sid = created["session_id"]
     inv = await invite(client, tok.clerk(), sid, dept="city-amr", note="请核对营业执照")
-    return World(CASE, sid, inv["invitation_id"])
+    r = await client.post(
+        f"/api/sessions/{sid}/snapshots",
+        data=PNG,
+        headers={**auth(tok.clerk()), "Content-Type": "image/png"},
+    )
+    assert r.status == 201, await r.text()
+    return World(CASE, sid, inv["invitation_id"], (await r.json())["snapshot_id"])
 
 
 # -- the role matrix ------------------------------------------------------------------
@@ -130,7 +140,34 @@ def _case(b: Json, w: World, role: str) -> None:
     assert b["case_id"] == w.case_id
     assert [s["session_id"] for s in b["sessions"]] == [w.session_id]
     assert [i["invitation_id"] for i in b["invitations"]] == [w.invitation_id]
-    assert [e["type"] for e in b["events"]] == ["session.created", "invitation.created"]
+    assert [e["type"] for e in b["events"]] == [
+        "session.created",
+        "invitation.created",
+        "snapshot.taken",
+    ]
+    assert [s["snapshot_id"] for s in b["snapshots"]] == [w.snapshot_id]
+    assert b["opinions"] == []
+
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64  # only the signature is checked
+
+
+def _no_opinions(b: Json, w: World, role: str) -> None:
+    assert b["opinions"] == []
+
+
+def _snapshot_list(b: Json, w: World, role: str) -> None:
+    [snap] = b["snapshots"]
+    assert snap["snapshot_id"] == w.snapshot_id and snap["url"].endswith(w.snapshot_id)
+    assert snap["size"] == len(PNG) and snap["taken_by"]["sub"] == "clerk-01"
+    assert "path" not in snap  # where it lies on disk is nobody's business
+
+
+def _snapshot_added(b: Json, w: World, role: str) -> None:
+    assert b["snapshot_id"] != w.snapshot_id and b["taken_by"]["sub"] == SUB[role]
+    import hashlib
+
+    assert b["sha256"] == hashlib.sha256(PNG).hexdigest()
 
 
 def _session_list(b: Json, w: World, role: str) -> None:
@@ -190,6 +227,8 @@ class Expect:
     check: Callable[[Json, World, str], None]
     body: Json | None = None
     mutates: bool = False
+    raw: tuple[str, bytes] | None = None  # an upload instead of a JSON body
+    binary: bool = False  # the answer is a file, not JSON
 
 
 def _roles(*names: str) -> frozenset[str]:
@@ -227,6 +266,22 @@ MATRIX: dict[tuple[str, str], Expect] = {
     ("POST", "/api/invitations/{invitation_id}/decline"): Expect(
         200, _roles("reviewer"), _answered("declined"), {"reason": "不在职责范围"}, True
     ),
+    # Nobody has accepted in this world: not even the invited reviewer may file yet.
+    ("POST", "/api/sessions/{session_id}/opinions"): Expect(
+        201, frozenset(), _no_opinions, {"decision": "approve"}, True
+    ),
+    ("GET", "/api/sessions/{session_id}/opinions"): Expect(
+        200, INVITED | {"applicant"}, _no_opinions
+    ),
+    ("POST", "/api/sessions/{session_id}/snapshots"): Expect(
+        201, STAFF, _snapshot_added, None, True, raw=("image/png", PNG)
+    ),
+    ("GET", "/api/sessions/{session_id}/snapshots"): Expect(
+        200, INVITED | {"applicant"}, _snapshot_list
+    ),
+    ("GET", "/api/snapshots/{snapshot_id}"): Expect(
+        200, INVITED | {"applicant"}, lambda b, w, r: None, binary=True
+    ),
 }
 PROTECTED = [(r.method, r.path) for r in ROUTES if r.roles is not None]
 PUBLIC = [(r.method, r.path) for r in ROUTES if r.roles is None]
@@ -253,14 +308,24 @@ async def test_route_by_role(
     client: Client, tok: Tokens, world: World, method: str, path: str, role: str, status: int
 ) -> None:
     expect = MATRIX[method, path]
-    r = await client.request(
-        method, world.fill(path), json=expect.body, headers=auth(token_for(tok, role, world))
-    )
+    headers = auth(token_for(tok, role, world))
+    if expect.raw is not None:
+        r = await client.request(
+            method,
+            world.fill(path),
+            data=expect.raw[1],
+            headers={**headers, "Content-Type": expect.raw[0]},
+        )
+    else:
+        r = await client.request(method, world.fill(path), json=expect.body, headers=headers)
     if status == 403:
         await expect_error(r, 403, "forbidden")
         # A refused change changed nothing.
         r = await client.get(f"/api/sessions/{world.session_id}", headers=auth(tok.clerk()))
         _session(await r.json(), world, "clerk")
+    elif expect.binary:
+        assert r.status == status, await r.text()
+        assert await r.read() == PNG and r.content_type == "image/png"
     else:
         assert r.status == status, await r.text()
         expect.check(await r.json(), world, role)
@@ -433,8 +498,10 @@ SESSION_ROUTES = [
 async def test_unknown_session(
     client: Client, tok: Tokens, method: str, path: str, body: Json | None
 ) -> None:
+    roles = next(r.roles for r in ROUTES if (r.method, r.path) == (method, path))
+    token = tok.admin() if roles and "admin" in roles else tok.reviewer()
     r = await client.request(
-        method, path.format(session_id="s_nosuch"), json=body, headers=auth(tok.admin())
+        method, path.format(session_id="s_nosuch"), json=body, headers=auth(token)
     )
     await expect_error(r, 404, "session_not_found")
 
@@ -803,7 +870,9 @@ async def test_openapi_document(client: Client) -> None:
             assert all(role in op["description"] for role in route.roles)
         in_path = {p["name"] for p in op.get("parameters", []) if p["in"] == "path"}
         assert in_path == {part[1:-1] for part in route.path.split("/") if part.startswith("{")}
-        assert ("requestBody" in op) == (route.body is not None)
+        assert ("requestBody" in op) == (route.body is not None or bool(route.upload))
+        if route.upload:
+            assert set(op["requestBody"]["content"]) == set(route.upload)
     operation_ids = [op["operationId"] for item in doc["paths"].values() for op in item.values()]
     assert len(operation_ids) == len(set(operation_ids))
 

@@ -34,10 +34,14 @@ class Call:
     async def person(self, n: int, role: str = "clerk", **kw: Any) -> Participant:
         if role == "reviewer":
             clerk = self.tokens.issue(sub="clerk-01", role="clerk")
-            async with aiohttp.ClientSession() as http, http.post(
-                f"{self.url}/api/sessions/{self.session_id}/invitations",
-                json={"dept": kw["dept"]}, headers=auth(clerk),
-            ) as res:
+            async with (
+                aiohttp.ClientSession() as http,
+                http.post(
+                    f"{self.url}/api/sessions/{self.session_id}/invitations",
+                    json={"dept": kw["dept"]},
+                    headers=auth(clerk),
+                ) as res,
+            ):
                 assert res.status == 201
         token = self.tokens.issue(sub=f"user-{n}", name=f"用户{n}", role=role, **kw)
         p = Participant(self.url, token)
@@ -58,9 +62,12 @@ async def call(tmp_path: Path) -> AsyncIterator[Call]:
     await server.start_server()
     tokens = TokenService(config)
     clerk = tokens.issue(sub="clerk-01", role="clerk")
-    async with aiohttp.ClientSession() as http, http.post(
-        str(server.make_url("/api/cases/MEDIA-1/sessions")), json={}, headers=auth(clerk)
-    ) as res:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            str(server.make_url("/api/cases/MEDIA-1/sessions")), json={}, headers=auth(clerk)
+        ) as res,
+    ):
         sid = (await res.json())["session_id"]
     c = Call(server, tokens, sid)
     yield c
@@ -141,8 +148,10 @@ async def test_leaving_removes_the_tracks_for_the_others(call: Call) -> None:
         await p.publish("camera", PatternVideoTrack(i))
     await until(lambda: a.receiving(2) and c.receiving(2), what="subscriptions")
     await b.leave()
-    await until(lambda: all(t["participant_id"] != b.participant_id for t in a.tracks),
-                what="b's tracks gone")
+    await until(
+        lambda: all(t["participant_id"] != b.participant_id for t in a.tracks),
+        what="b's tracks gone",
+    )
     await until(lambda: a.receiving(1) and c.receiving(1), what="renegotiated")
     assert b.participant_id not in {r.info["participant_id"] for r in a.remotes.values()}
     # and the rest still flows
@@ -232,8 +241,13 @@ async def test_bad_offers_get_precise_errors(call: Call) -> None:
         await p.request({"type": "media.offer", "sdp": "v=0\r\nnot really sdp"})
     assert err.value.code == "bad_sdp"
     with pytest.raises(SignalingError) as err:
-        await p.request({"type": "media.offer", "sdp": "v=0\r\n" * 3,
-                         "publish": [{"mid": "0", "source": "hologram"}]})
+        await p.request(
+            {
+                "type": "media.offer",
+                "sdp": "v=0\r\n" * 3,
+                "publish": [{"mid": "0", "source": "hologram"}],
+            }
+        )
     assert err.value.code == "invalid_message"
     await p.publish("camera", PatternVideoTrack(1))  # the connection still works
     outsider = Participant(call.url, call.tokens.issue(sub="x", role="clerk"))

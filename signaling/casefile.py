@@ -1,0 +1,143 @@
+"""What a session adds to the case file: reviewers' opinions and document stills.
+
+Stills are stored under ``<archive>/<case>/<session>/snapshots/`` with their SHA-256;
+file names are generated here, never taken from input, so nothing can escape the
+archive directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+from . import policy
+from .auth import Identity
+from .core import ServiceCore, _new_id, actor_of
+from .errors import BadRequest, NotFound
+from .models import Opinion, OpinionBody, Snapshot
+
+IMAGE_TYPES = {
+    "image/jpeg": (b"\xff\xd8\xff", "jpg"),
+    "image/png": (b"\x89PNG\r\n\x1a\n", "png"),
+    "image/webp": (b"RIFF", "webp"),
+}
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".part")
+    with tmp.open("wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)  # whole or absent: never a half-written still in the case
+
+
+class CaseFileMixin(ServiceCore):
+    # -- opinions ---------------------------------------------------------------------
+    async def file_opinion(self, who: Identity, session_id: str, body: OpinionBody) -> Opinion:
+        session = await self.session(session_id)
+        policy.can_file_opinion(who, session, await self.invitations(session_id))
+        if body.refer_to is not None and self.directory.department(body.refer_to) is None:
+            raise BadRequest("unknown_department", f"no department {body.refer_to!r}")
+        opinion = Opinion(
+            opinion_id=_new_id("o_"),
+            session_id=session_id,
+            case_id=session.case_id,
+            author=actor_of(who),
+            decision=body.decision,
+            missing=body.missing,
+            refer_to=body.refer_to,
+            note=body.note,
+            created_at=self.clock(),
+        )
+        await self.store.create(f"opinion:{opinion.opinion_id}", opinion.model_dump())
+        await self.store.index_add(
+            f"session:{session_id}:opinions", opinion.opinion_id, opinion.created_at
+        )
+        data = opinion.model_dump(exclude={"author", "case_id", "session_id"})
+        await self.record(
+            session.case_id, "opinion.filed", session_id=session_id, actor=opinion.author, **data
+        )
+        await self._announce(f"session:{session_id}", "opinion.filed", opinion=opinion.model_dump())
+        return opinion
+
+    async def opinions(self, session_id: str) -> list[Opinion]:
+        ids = await self.store.index_range(f"session:{session_id}:opinions")
+        docs = await self.store.get_many([f"opinion:{i}" for i in ids])
+        return [Opinion.model_validate(d) for d in docs if d is not None]
+
+    # -- document stills --------------------------------------------------------------
+    async def add_snapshot(
+        self, who: Identity, session_id: str, content_type: str, data: bytes
+    ) -> Snapshot:
+        session = await self.session(session_id)
+        policy.can_take_snapshot(who, session)
+        await self.require_active(session_id)
+        kind = IMAGE_TYPES.get(content_type.split(";")[0].strip().lower())
+        if kind is None:
+            raise BadRequest(
+                "unsupported_media_type",
+                f"send one of {', '.join(IMAGE_TYPES)}, not {content_type}",
+            )
+        magic, ext = kind
+        if not data.startswith(magic):
+            raise BadRequest("invalid_image", f"the body is not a {content_type} image")
+        snapshot_id = _new_id("i_")
+        relative = f"{session.case_id}/{session_id}/snapshots/{snapshot_id}.{ext}"
+        await asyncio.to_thread(_write_file, self.archive_dir / relative, data)
+        snap = Snapshot(
+            snapshot_id=snapshot_id,
+            session_id=session_id,
+            case_id=session.case_id,
+            taken_by=actor_of(who),
+            content_type=content_type,
+            size=len(data),
+            sha256=hashlib.sha256(data).hexdigest(),
+            created_at=self.clock(),
+            url=f"/api/snapshots/{snapshot_id}",
+            path=relative,
+        )
+        doc = dict(snap.model_dump(), path=relative)
+        await self.store.create(f"snapshot:{snapshot_id}", doc)
+        await self.store.index_add(f"session:{session_id}:snapshots", snapshot_id, snap.created_at)
+        public = snap.model_dump()
+        await self.record(
+            session.case_id,
+            "snapshot.taken",
+            session_id=session_id,
+            actor=snap.taken_by,
+            snapshot_id=snapshot_id,
+            sha256=snap.sha256,
+            size=snap.size,
+            content_type=content_type,
+        )
+        await self._announce(f"session:{session_id}", "snapshot", snapshot=public)
+        return snap
+
+    async def snapshots(self, session_id: str) -> list[Snapshot]:
+        ids = await self.store.index_range(f"session:{session_id}:snapshots")
+        docs = await self.store.get_many([f"snapshot:{i}" for i in ids])
+        return [Snapshot.model_validate(d) for d in docs if d is not None]
+
+    async def snapshot_file(self, who: Identity, snapshot_id: str) -> tuple[Snapshot, Path]:
+        doc = await self.store.get(f"snapshot:{snapshot_id}")
+        if doc is None:
+            raise NotFound("snapshot_not_found", f"no snapshot {snapshot_id}")
+        snap = Snapshot.model_validate(doc)
+        session = await self.session(snap.session_id)
+        policy.can_read_session(who, session, await self.invitations(snap.session_id))
+        path = (self.archive_dir / snap.path).resolve()
+        if not path.is_relative_to(self.archive_dir.resolve()) or not path.is_file():
+            raise NotFound("snapshot_not_found", f"the file of snapshot {snapshot_id} is missing")
+        return snap, path
+
+    async def case_extras(self, session_ids: list[str]) -> dict[str, Any]:
+        opinions, snapshots = [], []
+        for sid in session_ids:
+            opinions += await self.opinions(sid)
+            snapshots += await self.snapshots(sid)
+        return {"opinions": opinions, "snapshots": snapshots}
