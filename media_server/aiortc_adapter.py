@@ -167,6 +167,11 @@ def install_ingress(dtls: RTCDtlsTransport, on_rtp: RtpHandler, on_rtcp: RtcpHan
         original = protocol.datagram_received
 
         def datagram_received(data: bytes, addr: tuple[Any, ...]) -> None:
+            if len(data) < 2:
+                # Nothing valid is this short. Anyone can send it to the port: it must not
+                # raise here, nor reach aiortc, whose receive loop reads data[0] of it and
+                # dies (an empty datagram would close the DTLS transport).
+                return
             srtp = dtls._rx_srtp
             # 128-191: RTP/RTCP (RFC 7983). Everything else (STUN, DTLS) and anything
             # before DTLS is up goes the usual way.

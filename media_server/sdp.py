@@ -36,13 +36,13 @@ def drop_mdns_candidates(sdp: str) -> str:
     was granted; the server cannot resolve them on a closed network, so it skips them
     (the browser still finds the server through the server's own candidates)."""
     out = []
-    for line in sdp.split("\r\n"):
+    for line in sdp.split("\n"):  # CRLF or bare LF (check_offer accepts both): "\r" stays
         if line.startswith("a=candidate:"):
             parts = line.split()
             if len(parts) > 4 and parts[4].endswith(".local"):
                 continue
         out.append(line)
-    return "\r\n".join(out)
+    return "\n".join(out)
 
 
 def announce_address(sdp: str, announced: str) -> str:

@@ -16,6 +16,7 @@ HOLD = 1.2  # keep the current speaker through pauses this long
 @dataclass
 class _Voice:
     loudness: float = 0.0  # smoothed 127 - level: larger is louder
+    speech: float = 0.0  # the same over speech packets only: what talkers are compared by
     last_speech: float = -1e9
 
 
@@ -30,11 +31,15 @@ class SpeakerDetector:
         voice.loudness += (loud - voice.loudness) * SMOOTHING
         if level <= SPEECH_LEVEL:
             voice.last_speech = now
+            # A pause must not make the current speaker "quieter" than whoever talks
+            # meanwhile: silence would drain ``loudness`` within ~100 ms, long before HOLD.
+            voice.speech += (loud - voice.speech) * SMOOTHING
 
     def forget(self, who: str) -> None:
+        # ``active`` is left as it is: the next poll() sees the speaker gone and reports
+        # the change (clearing it here made poll() report "no change" and the room never
+        # told anyone that the departed participant stopped speaking).
         self.voices.pop(who, None)
-        if self.active == who:
-            self.active = None
 
     def poll(self, now: float) -> tuple[bool, str | None]:
         """(changed, the active speaker or None)."""
@@ -44,14 +49,14 @@ class SpeakerDetector:
         current = self.active
         new = current
         if candidates:
-            best = max(candidates, key=lambda w: candidates[w].loudness)
+            best = max(candidates, key=lambda w: candidates[w].speech)
             if current is None or current not in self.voices:
                 new = best
             elif current not in candidates:
                 if now - self.voices[current].last_speech > HOLD:
                     new = best
             elif best != current and (
-                candidates[best].loudness > candidates[current].loudness + SWITCH_MARGIN
+                candidates[best].speech > candidates[current].speech + SWITCH_MARGIN
             ):
                 new = best
         elif current is not None and (

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import segno
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
@@ -380,11 +381,9 @@ async def applicant_link(ctx: Ctx) -> Any:
     claims = await ctx.service.applicant_token_claims(ctx.identity, sid, ctx.body.name)
     ttl = app[CONFIG].applicant_link_ttl_s
     token = app[TOKENS].issue(ttl=ttl, **claims)
-    return ApplicantLink(
-        url=f"{ctx.service.join_url(sid)}?token={token}",
-        token=token,
-        expires_at=int(time.time()) + ttl,
-    )
+    url = f"{ctx.service.join_url(sid)}?token={token}"
+    qr = segno.make(url, error="m").svg_inline(scale=4, border=2)
+    return ApplicantLink(url=url, token=token, expires_at=int(time.time()) + ttl, qr_svg=qr)
 
 
 # -- a reviewer's invitations ---------------------------------------------------------

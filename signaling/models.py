@@ -228,6 +228,7 @@ class ApplicantLink(BaseModel):
     url: str
     token: str
     expires_at: int
+    qr_svg: str  # the link as a QR code, for a remote applicant's phone
 
 
 class TokenResponse(BaseModel):

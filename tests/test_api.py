@@ -203,6 +203,7 @@ def _invitations(b: Json, w: World, role: str) -> None:
 
 def _applicant_link(b: Json, w: World, role: str) -> None:
     assert f"/session/{w.session_id}?token={b['token']}" in b["url"]
+    assert b["qr_svg"].startswith("<svg") and "path" in b["qr_svg"]
     assert b["expires_at"] > time.time() + 3600
 
 
