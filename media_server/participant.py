@@ -20,6 +20,7 @@ from aiortc import (
     RTCConfiguration,
     RTCIceServer,
     RTCPeerConnection,
+    RTCRtpSender,
     RTCRtpTransceiver,
     RTCSessionDescription,
 )
@@ -64,7 +65,7 @@ class Participant:
         self.joined: Msg = {}
         self.participant_id = ""
         self.published: dict[str, tuple[str, MediaStreamTrack]] = {}  # mid -> (source, track)
-        self._pending_publish: list[tuple[str, MediaStreamTrack]] = []
+        self._pending_publish: list[tuple[str, MediaStreamTrack, str | None]] = []
         self.remotes: dict[str, Remote] = {}  # track_id -> Remote
         self.tracks: list[dict[str, Any]] = []
         self._refs = itertools.count()
@@ -137,8 +138,9 @@ class Participant:
         return self.joined
 
     # -- media ------------------------------------------------------------------------
-    async def publish(self, source: str, track: MediaStreamTrack) -> None:
-        self._pending_publish.append((source, track))
+    async def publish(self, source: str, track: MediaStreamTrack, codec: str | None = None) -> None:
+        """Send a track; ``codec`` (e.g. "video/H264") restricts what it is sent as."""
+        self._pending_publish.append((source, track, codec))
         await self.negotiate()
 
     async def unpublish(self, source: str) -> None:
@@ -204,8 +206,14 @@ class Participant:
             if not self._wanted():
                 return {"tracks": self.tracks}
         new_pubs = []
-        for source, track in self._pending_publish:
-            new_pubs.append((source, pc.addTransceiver(track, direction="sendonly")))
+        for source, track, codec in self._pending_publish:
+            transceiver = pc.addTransceiver(track, direction="sendonly")
+            if codec is not None:
+                caps = RTCRtpSender.getCapabilities(track.kind).codecs
+                transceiver.setCodecPreferences(
+                    [c for c in caps if c.mimeType.lower() in (codec.lower(), f"{track.kind}/rtx")]
+                )
+            new_pubs.append((source, transceiver))
         self._pending_publish.clear()
         wanted = self._wanted()
         for track_id in list(self.remotes):

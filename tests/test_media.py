@@ -127,6 +127,16 @@ async def test_three_people_see_and_hear_each_other(call: Call) -> None:
     assert info["codec"] == "video/VP8"
 
 
+async def test_h264_is_forwarded_as_sent(call: Call) -> None:
+    pub = await call.person(1)
+    sub = await call.person(2)
+    await pub.publish("camera", PatternVideoTrack(5), codec="video/H264")
+    await until(lambda: sub.receiving(1), what="subscription")
+    remote = remote_of(sub, pub)
+    assert remote.info["codec"] == "video/H264"
+    assert {i for i, _ in await frames(remote, 10)} == {5}
+
+
 async def test_a_late_joiner_sees_video_within_a_second(call: Call) -> None:
     first = await call.person(1)
     await first.publish("camera", PatternVideoTrack(1))
