@@ -80,8 +80,17 @@ def configure_host_candidates(addresses: list[str], port_range: tuple[int, int] 
                 continue
         raise OSError(f"no free UDP port in {low}-{high} on {address}")
 
+    lock = asyncio.Lock()
+
     async def get_component_candidates(
         self: aioice.ice.Connection, component: int, addresses: list[str], timeout: int = 5
+    ) -> list[aioice.Candidate]:
+        # One gathering at a time: each swaps the loop's method and puts it back.
+        async with lock:
+            return await gather_in_range(self, component, addresses, timeout)
+
+    async def gather_in_range(
+        self: aioice.ice.Connection, component: int, addresses: list[str], timeout: int
     ) -> list[aioice.Candidate]:
         loop = asyncio.get_running_loop()
         original = loop.create_datagram_endpoint

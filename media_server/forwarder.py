@@ -179,14 +179,16 @@ class Upstream:
     def on_rtp(self, data: bytes, h: rtp.Header, now: float) -> Out:
         if self.ssrc != h.ssrc:
             self._new_source(h)
-        self._account(h, now)
+        late = self._account(h, now)
         if self.nack:
             self._cache[h.seq % CACHE_SIZE] = (h.seq, data, h)
             if self.missing:
                 self.missing.pop(h.seq, None)
         if self.audio_level_id:
             self.audio_level = rtp.audio_level(rtp.find_extension(data, h, self.audio_level_id))
-        return self._fan_out(data, h, now, retransmission=False)
+        # A late packet is handled like a retransmission: it never starts a leg, and a
+        # leg that started after it never gets it.
+        return self._fan_out(data, h, now, retransmission=late)
 
     def on_rtx(self, data: bytes, h: rtp.Header, now: float) -> Out:
         """A retransmission from the publisher (RTX stream): forward it as the original."""
@@ -197,6 +199,7 @@ class Upstream:
         if osn not in self.missing:
             return []  # not asked for, or already here
         del self.missing[osn]
+        self.received += 1  # repaired: not lost, as our receiver reports must say
         original = bytearray(data[: h.payload_start]) + payload
         original[0] &= ~0x20  # the RTX packet's padding is not part of the original
         b1 = (original[1] & 0x80) | self._payload_type_hint
@@ -298,13 +301,17 @@ class Upstream:
         buf += memoryview(data)[h.payload_start : h.payload_end]
         return buf
 
-    def _account(self, h: rtp.Header, now: float) -> None:
+    def _account(self, h: rtp.Header, now: float) -> bool:
+        """Count the packet for receiver reports and loss; True if it came late."""
         seq = h.seq
         self.received += 1
+        late = False
         if self.highest_seq is None:
             self.highest_seq = self.base_seq = seq
             self.cycles = 0
-        elif rtp.seq_newer(seq, self.highest_seq):
+        elif not rtp.seq_newer(seq, self.highest_seq):
+            late = True
+        else:
             gap = (seq - self.highest_seq) & 0xFFFF
             if seq < self.highest_seq:
                 self.cycles += 1 << 16
@@ -319,6 +326,7 @@ class Upstream:
             if d < self.clock_rate:  # ignore timestamp jumps (new source, long pauses)
                 self.jitter += (d - self.jitter) / 16
         self._transit = transit
+        return late
 
     # -- feedback from subscribers -----------------------------------------------------
     def on_nack(self, leg: Leg, lost: list[int], now: float) -> Out:
