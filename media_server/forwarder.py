@@ -112,6 +112,7 @@ class Leg:
 
     @property
     def ext_key(self) -> tuple[int, int]:
+        """Legs with the same extension ids share one rewritten body per packet."""
         return (self.audio_level_id, self.abs_send_time_id)
 
 
@@ -238,7 +239,9 @@ class Upstream:
         out: Out = []
         if not self.legs:
             return out
-        templates: dict[tuple[int, int], bytearray] = {}
+        # Per packet, one body (extensions + payload) per extension-id layout; per leg
+        # only the 12 fixed header bytes differ: one pack and one concatenation.
+        bodies: dict[tuple[int, int], tuple[int, bytes]] = {}
         is_key = None
         for leg in self.legs:
             if not leg.started:
@@ -255,23 +258,23 @@ class Upstream:
                 self._start_leg(leg, h)
             elif retransmission and not rtp.seq_newer(h.seq, (leg.start_seq - 1) & 0xFFFF):
                 continue  # from before this leg started
-            key = leg.ext_key
-            template = templates.get(key)
-            if template is None:
-                template = templates[key] = self._template(data, h, leg, now)
-            buf = bytearray(template)
-            _FIXED.pack_into(
-                buf,
-                0,
-                buf[0],
-                (h.marker << 7) | leg.payload_type,
-                (h.seq + leg.seq_off) & 0xFFFF,
-                (h.timestamp + leg.ts_off) & 0xFFFFFFFF,
-                leg.ssrc,
+            key = (leg.audio_level_id, leg.abs_send_time_id)
+            body = bodies.get(key)
+            if body is None:
+                body = bodies[key] = self._body(data, h, leg, now)
+            packet = (
+                _FIXED.pack(
+                    body[0],
+                    (h.marker << 7) | leg.payload_type,
+                    (h.seq + leg.seq_off) & 0xFFFF,
+                    (h.timestamp + leg.ts_off) & 0xFFFFFFFF,
+                    leg.ssrc,
+                )
+                + body[1]
             )
             leg.packets += 1
             leg.octets += h.payload_end - h.payload_start
-            out.append((leg, bytes(buf)))
+            out.append((leg, packet))
         return out
 
     def _start_leg(self, leg: Leg, h: rtp.Header) -> None:
@@ -284,8 +287,8 @@ class Upstream:
         leg.seq_off = (next_seq - h.seq) & 0xFFFF
         leg.ts_off = (random.randrange(1 << 32) - h.timestamp) & 0xFFFFFFFF
 
-    def _template(self, data: bytes, h: rtp.Header, leg: Leg, now: float) -> bytearray:
-        """Header (fixed part rewritten later, per leg) + this leg-group's extensions + payload."""
+    def _body(self, data: bytes, h: rtp.Header, leg: Leg, now: float) -> tuple[int, bytes]:
+        """(first header byte, extension block + payload) for this leg's extension ids."""
         elements: list[tuple[int, bytes]] = []
         if leg.audio_level_id and self.audio_level_id:
             level = rtp.find_extension(data, h, self.audio_level_id)
@@ -295,11 +298,7 @@ class Upstream:
             elements.append((leg.abs_send_time_id, rtp.abs_send_time(now)))
         ext = rtp.build_extensions(elements)
         b0 = 0x80 | (0x10 if ext else 0)  # version 2, no padding, no CSRC
-        buf = bytearray(12)
-        buf[0] = b0
-        buf += ext
-        buf += memoryview(data)[h.payload_start : h.payload_end]
-        return buf
+        return b0, ext + data[h.payload_start : h.payload_end]
 
     def _account(self, h: rtp.Header, now: float) -> bool:
         """Count the packet for receiver reports and loss; True if it came late."""
@@ -343,7 +342,9 @@ class Upstream:
                 continue
             leg.rtx_guard[out_seq] = now
             _, data, h = entry
-            packet = bytearray(self._template(data, h, leg, now))
+            b0, body = self._body(data, h, leg, now)
+            packet = bytearray(12) + body
+            packet[0] = b0
             ts = (h.timestamp + leg.ts_off) & 0xFFFFFFFF
             if leg.rtx_ssrc is not None and leg.rtx_payload_type is not None:
                 payload_at = len(packet) - (h.payload_end - h.payload_start)
