@@ -73,7 +73,7 @@ def configure_host_candidates(addresses: list[str], port_range: tuple[int, int] 
         # laptop offline, a container) still connects to a browser on the same machine.
         def every_interface(use_ipv4: bool, use_ipv6: bool) -> list[str]:
             found = _original_get_host_addresses(use_ipv4, use_ipv6)
-            return found + ["127.0.0.1"] if use_ipv4 and "127.0.0.1" not in found else found
+            return [*found, "127.0.0.1"] if use_ipv4 and "127.0.0.1" not in found else found
 
         aioice.ice.get_host_addresses = every_interface
     if port_range is None:
