@@ -7,7 +7,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from aiortc.contrib.media import MediaRelay
 
@@ -25,7 +25,19 @@ SPEAKER_EVERY = 0.2
 
 # (target participant id or None for everyone, message)
 Emit = Callable[[str | None, dict[str, Any]], None]
-Recorder = Callable[[Upstream, bytes, Header], None]
+
+
+class Recorder(Protocol):
+    """What records a room's tracks (``recorder.RoomRecording``). ``__call__`` runs on
+    the event loop for every received RTP packet (RTX included): it must only enqueue."""
+
+    def __call__(self, upstream: Upstream, data: bytes, h: Header) -> None: ...
+
+    def sender_report(self, upstream: Upstream, ntp: int, rtp_ts: int) -> None: ...
+
+    def track_ended(self, upstream: Upstream) -> None: ...
+
+    def stop(self) -> asyncio.Future[dict[str, Any]]: ...
 
 
 class Room:
@@ -84,6 +96,7 @@ class Room:
             if owner is peer:
                 del self.tracks[track_id]
                 self._orphan(upstream)
+                self._track_ended(upstream)
                 changed = True
         self.speaker.forget(peer.participant_id)
         await peer.close()
@@ -99,13 +112,32 @@ class Room:
     def publish(self, peer: Peer, pub: Publication) -> None:
         assert pub.upstream is not None
         self.tracks[pub.track_id] = (pub.upstream, peer, pub)
+        self._observe_sender_reports(pub.upstream)
         self.tracks_changed()
 
     def unpublish(self, peer: Peer, pub: Publication) -> None:
         entry = self.tracks.pop(pub.track_id, None)
         if entry is not None:
             self._orphan(entry[0])
+            self._track_ended(entry[0])
             self.tracks_changed()
+
+    def _track_ended(self, upstream: Upstream) -> None:
+        if self.recorder is not None:
+            self.recorder.track_ended(upstream)
+
+    def _observe_sender_reports(self, upstream: Upstream) -> None:
+        """The recorder keeps (NTP, RTP) pairs for later sync. The peer hands sender
+        reports straight to ``Upstream.on_sender_report``, so that method is wrapped for
+        this one instance rather than adding a listener to the forwarding core."""
+        original = upstream.on_sender_report
+
+        def on_sender_report(ntp: int, rtp_ts: int, now: float) -> Any:
+            if self.recorder is not None:
+                self.recorder.sender_report(upstream, ntp, rtp_ts)
+            return original(ntp, rtp_ts, now)
+
+        upstream.on_sender_report = on_sender_report  # type: ignore[method-assign]
 
     def upstream(self, track_id: str) -> tuple[Upstream, Peer] | None:
         entry = self.tracks.get(track_id)

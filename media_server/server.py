@@ -9,6 +9,7 @@ from typing import Any
 from . import aiortc_adapter
 from .errors import MediaError
 from .peer import SOURCES
+from .recorder import Recorder
 from .room import Room
 from .settings import MediaSettings
 
@@ -35,12 +36,16 @@ def _mapping(items: Any, field: str, what: str) -> dict[str, str]:
 
 
 class MediaServer:
-    def __init__(self, settings: MediaSettings, emit: Emit) -> None:
+    def __init__(
+        self, settings: MediaSettings, emit: Emit, recorder: Recorder | None = None
+    ) -> None:
         aiortc_adapter.check_versions()
         aiortc_adapter.configure_host_candidates(settings.listen_ips, settings.port_range)
         self.settings = settings
         self._emit = emit
         self.rooms: dict[str, Room] = {}
+        self.recorder = recorder
+        self._recording: dict[str, str] = {}  # session id -> case id, while recording
 
     def room(self, session_id: str) -> Room:
         room = self.rooms.get(session_id)
@@ -48,7 +53,51 @@ class MediaServer:
             room = self.rooms[session_id] = Room(
                 session_id, self.settings, lambda pid, msg: self._emit(session_id, pid, msg)
             )
+            case_id = self._recording.get(session_id)
+            if case_id is not None:
+                self._attach(room, case_id)
         return room
+
+    def _attach(self, room: Room, case_id: str) -> None:
+        """Recording problems never stop the media: they are reported instead."""
+        if self.recorder is None or room.recorder is not None:
+            return
+        try:
+            room.recorder = self.recorder.record(room, case_id)
+        except (OSError, ValueError) as exc:
+            log.error("cannot record %s: %s", room.session_id, exc)
+            self.recorder.on_event(
+                room.session_id,
+                {
+                    "type": "recording.error",
+                    "session_id": room.session_id,
+                    "case_id": case_id,
+                    "code": "not_recordable",
+                    "message": str(exc),
+                },
+            )
+
+    # -- recording (the signaling side decides when; the case id comes from it) ----------
+    def start_recording(self, session_id: str, case_id: str) -> None:
+        if self.recorder is None:
+            raise MediaError("recording_unavailable", "this media node does not record")
+        self._recording[session_id] = case_id
+        room = self.rooms.get(session_id)
+        if room is not None:
+            self._attach(room, case_id)
+
+    async def stop_recording(self, session_id: str) -> dict[str, Any] | None:
+        """Stop; returns once the files are closed and repaired (None: was not recording)."""
+        self._recording.pop(session_id, None)
+        room = self.rooms.get(session_id)
+        rec = room.recorder if room is not None else None
+        if room is None or rec is None:
+            return None
+        room.recorder = None
+        return await rec.stop()
+
+    def recording(self, session_id: str) -> bool:
+        return session_id in self._recording
 
     async def negotiate(
         self,
@@ -89,11 +138,19 @@ class MediaServer:
             if not room.peers:
                 await self.end(session_id)
 
-    async def end(self, session_id: str) -> None:
+    async def end(self, session_id: str) -> dict[str, Any] | None:
+        """Close the room; a recording stops with it (returned as in stop_recording)."""
+        self._recording.pop(session_id, None)
         room = self.rooms.pop(session_id, None)
-        if room is not None:
-            await room.close()
+        if room is None:
+            return None
+        rec = room.recorder
+        await room.close()  # every track ends (and tells the recorder)
+        room.recorder = None
+        return await rec.stop() if rec is not None else None
 
     async def close(self) -> None:
         for session_id in list(self.rooms):
             await self.end(session_id)
+        if self.recorder is not None:
+            self.recorder.close()

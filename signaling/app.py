@@ -21,6 +21,7 @@ from .directory import load_directory
 from .keys import CONFIG, DIRECTORY, MEDIA, NODE_ID, SERVICE, SOCKETS, STORE, TASKS, TOKENS
 from .media_bridge import MediaBridge, media_settings
 from .openapi import build_openapi
+from .recording import RecordingControl
 from .service import ReviewService
 from .state import open_store
 from .ws import websocket_handler
@@ -49,7 +50,12 @@ async def _state_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _media_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     settings = media_settings(config) if config.media_enabled else None
-    bridge = MediaBridge(app[STORE], app[NODE_ID], settings)
+    # A node without media records nothing (and says so); it still seals case files.
+    policy = config.recording_policy if config.media_enabled else "off"
+    recording = RecordingControl(app[SERVICE], policy)
+    bridge = MediaBridge(
+        app[STORE], app[NODE_ID], settings, recording, config.recording_queue_packets
+    )
     await bridge.start()
     app[MEDIA] = bridge
     yield

@@ -1,8 +1,10 @@
-"""The ``jointreview`` command: ``serve``, ``token`` and ``bench``."""
+"""The ``jointreview`` command: ``serve``, ``token``, ``verify`` and ``bench``."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -43,8 +45,23 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--ttl", type=int, help="lifetime in seconds")
     _config_flags(token)
 
+    verify = sub.add_parser(
+        "verify", help="check a case file (files, timeline, store) against its manifest"
+    )
+    verify.add_argument("case", help="the case id")
+    verify.add_argument("session", nargs="?", help="one session (default: all of the case)")
+    verify.add_argument("--files-only", action="store_true", help="do not read the store")
+    _config_flags(verify)
+
     bench = sub.add_parser("bench", help="measure this machine")
-    sfu = bench.add_subparsers(dest="target", required=True).add_parser(
+    targets = bench.add_subparsers(dest="target", required=True)
+    record = targets.add_parser(
+        "record", help="per-track recording: event-loop cost per packet, writer CPU"
+    )
+    record.add_argument("--seconds", type=float, default=20.0, help="how long to record")
+    record.add_argument("--parties", type=int, default=6, help="participants (video + audio)")
+    record.add_argument("--json", action="store_true", help="a JSON summary as the last line")
+    sfu = targets.add_parser(
         "sfu", help="the SFU against the transcoding relay: CPU, frame rate, latency"
     )
     sfu.add_argument("--seconds", type=float, default=20.0, help="steady window per size")
@@ -53,7 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     sfu.add_argument("--sessions", default="1,2,4", help="meeting sizes (six-party sessions)")
     sfu.add_argument("--scenarios", default="fanout,meeting", help="fanout, meeting or both")
     sfu.add_argument(
-        "--baseline-max-streams", type=int, default=8, help="largest baseline (transcode) size"
+        "--baseline-max-streams",
+        type=int,
+        default=8,
+        help="skip baseline (transcode) sizes above this many subscriber streams",
     )
     return parser
 
@@ -143,11 +163,76 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _verify(args: argparse.Namespace) -> int:
+    from recording.verify import sessions_of, verify_session
+
+    config = _load(args)
+    archive = config.data_dir / "archive"
+    sessions = [args.session] if args.session else sessions_of(archive, args.case)
+    if not sessions:
+        print(f"jointreview verify: no archived session of case {args.case!r} in {archive}")
+        return 1
+    events = None if args.files_only else asyncio.run(_store_events(config, args.case))
+    if events is None and not args.files_only:
+        print("note: the store is not reachable; checking the files only")
+    failed = 0
+    for session_id in sessions:
+        mine = None if events is None else [e for e in events if e.get("session_id") == session_id]
+        report = verify_session(archive, args.case, session_id, mine)
+        where = f"{args.case}/{session_id}"
+        if report.ok:
+            print(f"OK   {where}: {report.files} files, {report.events} events match")
+        else:
+            failed += 1
+            print(f"FAIL {where}: {len(report.problems)} difference(s)")
+        for line in report.problems:
+            print(f"  - {line}")
+        for line in report.notes:
+            print(f"  note: {line}")
+    return 1 if failed else 0
+
+
+async def _store_events(config: Config, case_id: str) -> list[dict[str, Any]] | None:
+    """The case's events as the store has them now, read without changing anything
+    (the server may be running); None when the store can't be read."""
+    key = f"case:{case_id}:events"
+    if config.redis_url:
+        from .state.redis_store import RedisStore
+
+        try:
+            store = await RedisStore.connect(config.redis_url)
+        except Exception:
+            return None
+        try:
+            return await store.read_log(key)
+        finally:
+            await store.close()
+    journal = config.data_dir / "state" / "journal.jsonl"
+    if not journal.is_file():
+        return None
+    events: list[dict[str, Any]] = []
+    with journal.open("rb") as fh:  # MemoryStore's journal: one JSON operation a line
+        for line in fh:
+            try:
+                op = json.loads(line)
+            except ValueError:
+                break  # a torn last line
+            if op.get("op") == "append" and op.get("k") == key:
+                events.append(op["d"])
+    return events
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "serve":
             return _serve(args)
+        if args.command == "verify":
+            return _verify(args)
+        if args.command == "bench" and args.target == "record":
+            from recording.bench import main as bench_record
+
+            return bench_record(args)
         if args.command == "bench":
             from media_server.bench import main as bench
 

@@ -87,6 +87,13 @@ class Config(BaseModel):
     media_mode: Literal["forward", "transcode"] = "forward"
     media_min_bitrate: int = Field(150_000, ge=30_000)
     media_max_bitrate: int = Field(2_500_000, ge=100_000)
+    # Recording of joint reviews, per track and without transcoding, into
+    # <data_dir>/archive/<case>/<session>/: "always" (from the first media to the end,
+    # nobody can stop it), "clerk" (staff start and stop it), "off".
+    recording_policy: Literal["always", "clerk", "off"] = "always"
+    # The recorder's queue between the event loop and its writer thread (packets); when
+    # it is full, packets are dropped from the recording (never from forwarding).
+    recording_queue_packets: int = Field(8192, ge=256, le=1_000_000)
     # coturn use-auth-secret: TURN servers in ice_servers get time-limited credentials.
     turn_secret: str = ""
     turn_ttl_s: int = Field(6 * 3600, ge=60)

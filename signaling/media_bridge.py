@@ -13,15 +13,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
+import socket
 from typing import Any
 
 from media_server.errors import MediaError
+from media_server.recorder import Recorder
 from media_server.server import MediaServer
 from media_server.settings import MediaSettings
+from recording import archive
 
 from .config import Config
 from .errors import ServiceError, Unavailable
+from .recording import RecordingControl
 from .state import Store, Subscription
 
 log = logging.getLogger(__name__)
@@ -47,11 +52,28 @@ def media_settings(config: Config) -> MediaSettings:
 
 
 class MediaBridge:
-    def __init__(self, store: Store, node_id: str, settings: MediaSettings | None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        node_id: str,
+        settings: MediaSettings | None,
+        recording: RecordingControl | None = None,
+        recorder_queue: int = 8192,
+    ) -> None:
         self.store = store
         self.node_id = node_id
         self.settings = settings
-        self.media = MediaServer(settings, self._emit) if settings is not None else None
+        # Recording: the policy lives with signaling, the writer with the media server.
+        self.recording = recording
+        recorder = None
+        if settings is not None and recording is not None and recording.policy != "off":
+            recorder = Recorder(
+                recording.archive_dir,
+                self._recording_event,
+                queue_packets=recorder_queue,
+                node=node_id,
+            )
+        self.media = MediaServer(settings, self._emit, recorder) if settings is not None else None
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._subs: list[Subscription] = []
         self._rooms: dict[str, Subscription] = {}
@@ -66,6 +88,8 @@ class MediaBridge:
         self._subs.append(await self.store.subscribe(f"reply:{self.node_id}", self._on_reply))
         self._renew = asyncio.create_task(self._renew_leases(), name="media-leases")
         self._publisher = asyncio.create_task(self._publish_events(), name="media-events")
+        if self.media is not None and self.media.recorder is not None:
+            await self._recover()
 
     async def close(self) -> None:
         for task in (self._renew, self._publisher):
@@ -199,6 +223,11 @@ class MediaBridge:
         if op != "negotiate":
             raise ServiceError("unknown_operation", f"no media operation {op!r}")
         await self._follow(session_id)
+        if session_id not in self.media.rooms and self.recording is not None:
+            # The room opens here now: record it if the policy (or a clerk) says so.
+            case_id = await self.recording.room_opening(session_id)
+            if case_id is not None and self.media.recorder is not None:
+                self.media.start_recording(session_id, case_id)
         try:
             return await self.media.negotiate(
                 session_id,
@@ -220,6 +249,8 @@ class MediaBridge:
             kind = msg.get("type")
             if kind == "session.ended":
                 self._spawn(self._end(session_id))
+            elif kind == "recording":
+                self._spawn(self._recording_changed(session_id, msg))
             elif kind == "presence" and msg.get("state") == "left":
                 pid = (msg.get("participant") or {}).get("participant_id")
                 if pid and self.media is not None:
@@ -231,18 +262,94 @@ class MediaBridge:
         assert self.media is not None
         await self.media.leave(session_id, participant_id)
         if session_id not in self.media.rooms:
-            await self._unfollow(session_id)
+            # The room closed: another node may host it next. We keep following the
+            # session so that its end is sealed into the case file.
+            await self._release(session_id)
+
+    async def watch(self, session_id: str) -> None:
+        """Someone joined through this node: follow the session so that its case file
+        is sealed when it ends, even if it never had media."""
+        if self.recording is not None:
+            await self._follow(session_id)
 
     async def _end(self, session_id: str) -> None:
+        hosted = self.media is not None and session_id in self.media.rooms
         if self.media is not None:
-            await self.media.end(session_id)
+            await self.media.end(session_id)  # returns once the track files are final
         await self._unfollow(session_id)
+        if self.recording is None:
+            return
+        lease = await self.store.get_ephemeral(f"media-owner:{session_id}")
+        if not hosted and lease is not None and lease.get("node") != self.node_id:
+            return  # the node hosting the media seals it, once its files are final
+        # One sealer per session, whichever nodes follow it.
+        if await self.store.create_ephemeral(f"sealing:{session_id}", {"node": self.node_id}, 600):
+            await self.recording.session_ended(session_id)
+
+    # -- recording ----------------------------------------------------------------------
+    async def recording_active(self, session_id: str) -> bool:
+        return await self.recording.active(session_id) if self.recording is not None else False
+
+    async def _recording_changed(self, session_id: str, msg: dict[str, Any]) -> None:
+        """A clerk started or stopped recording (any node): act on the room hosted here."""
+        if self.media is None or self.media.recorder is None:
+            return
+        if msg.get("active") and msg.get("case_id"):
+            self.media.start_recording(session_id, str(msg["case_id"]))
+        elif not msg.get("active"):
+            await self.media.stop_recording(session_id)
+
+    def _recording_event(self, session_id: str, msg: dict[str, Any]) -> None:
+        """From the recorder, on the loop: a recording error goes to the clerk, the
+        supervisors and the timeline at once."""
+        if self.recording is not None and msg.get("type") == "recording.error":
+            self._spawn(self.recording.failed(session_id, msg))
+
+    async def _recover(self) -> None:
+        """Recordings a crash left open: repair them before this node records again."""
+        assert self.recording is not None
+        found = await asyncio.to_thread(archive.open_journals, self.recording.archive_dir)
+        for directory, doc in found:
+            if await self._written_elsewhere(doc):
+                continue
+            result = await asyncio.to_thread(archive.recover_session, directory, doc)
+            log.warning("recovered the recording of %s after a crash", result["session_id"])
+            with contextlib.suppress(ServiceError):
+                await self.recording.recovered(result)
+                session_id = str(result["session_id"])
+                # Seal it if it ended meanwhile; else seal it here when it ends.
+                if await self.recording.seal(session_id) is None:
+                    await self._follow(session_id)
+
+    async def _written_elsewhere(self, doc: dict[str, Any]) -> bool:
+        """Is a live process still writing this recording (shared archive, many nodes)?"""
+        host = socket.gethostname()
+        for run in doc.get("runs", []):
+            if run.get("state") != "open":
+                continue
+            if run.get("host") == host:
+                pid = int(run.get("pid") or 0)
+                if pid and pid != os.getpid() and _alive(pid):
+                    return True
+            else:
+                lease = await self.store.get_ephemeral(f"media-owner:{doc.get('session_id')}")
+                if lease is not None and lease.get("node") != self.node_id:
+                    return True
+        return False
 
     async def _unfollow(self, session_id: str) -> None:
         sub = self._rooms.pop(session_id, None)
         if sub is not None:
             await sub.close()
-        await self.store.delete_ephemeral(f"media-owner:{session_id}")
+        await self._release(session_id)
+
+    async def _release(self, session_id: str) -> None:
+        """Give the session's media lease up, if it is ours (never another node's)."""
+        key = f"media-owner:{session_id}"
+        lease = await self.store.get_ephemeral(key)
+        if lease is not None and lease.get("node") != self.node_id:
+            return
+        await self.store.delete_ephemeral(key)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -275,3 +382,13 @@ class MediaBridge:
                 await self.store.publish(topic, msg)
             except Exception:
                 log.exception("publishing a media event failed")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

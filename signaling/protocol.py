@@ -103,6 +103,18 @@ class MediaReady(_Msg):
     type: Literal["media.ready"]
 
 
+class RecordingStart(_Msg):
+    """Staff: start recording the session (policy "clerk")."""
+
+    type: Literal["recording.start"]
+
+
+class RecordingStop(_Msg):
+    """Staff: stop recording the session (policy "clerk")."""
+
+    type: Literal["recording.stop"]
+
+
 class Refresh(_Msg):
     type: Literal["auth.refresh"]
     token: str = Field(min_length=10, max_length=8192)
@@ -119,7 +131,9 @@ ClientMessage = Annotated[
     | Refresh
     | MediaOffer
     | MediaSync
-    | MediaReady,
+    | MediaReady
+    | RecordingStart
+    | RecordingStop,
     Field(discriminator="type"),
 ]
 CLIENT_TYPES: tuple[str, ...] = (
@@ -134,6 +148,8 @@ CLIENT_TYPES: tuple[str, ...] = (
     "media.offer",
     "media.sync",
     "media.ready",
+    "recording.start",
+    "recording.stop",
 )
 _adapter: TypeAdapter[Any] = TypeAdapter(ClientMessage)
 

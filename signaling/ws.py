@@ -21,6 +21,7 @@ from .auth import AuthError, Identity
 from .errors import ServiceError
 from .keys import CONFIG, MEDIA, NODE_ID, SERVICE, SOCKETS, TASKS, TOKENS
 from .models import Invitation, Participant
+from .recording import SUPERVISORS
 from .state import Subscription
 
 log = logging.getLogger(__name__)
@@ -187,6 +188,8 @@ class Connection:
             session = await self.service.session(p.session_id)
             participants = await self.service.participants(p.session_id)
             invitations = await self.service.invitations(p.session_id)
+            recording = await self.app[MEDIA].recording_active(p.session_id)
+            await self.app[MEDIA].watch(p.session_id)  # its case file is sealed at its end
         except BaseException:
             self.held = None
             raise
@@ -201,6 +204,7 @@ class Connection:
                 "invitations": [i.model_dump() for i in invitations],
                 "resume_token": resume_token,
                 "resume_grace_s": self.config.resume_grace_s,
+                "recording": recording,  # everyone sees that the session is recorded
             }
         )
         held, self.held = self.held, None
@@ -267,6 +271,25 @@ class Connection:
         await self.app[MEDIA].ready(p.session_id, p.participant_id)
         self.send({"type": "ack", "v": 1, "ref": msg.ref})
 
+    async def on_recording_start(self, msg: protocol.RecordingStart) -> None:
+        await self._recording(msg.ref, True)
+
+    async def on_recording_stop(self, msg: protocol.RecordingStop) -> None:
+        await self._recording(msg.ref, False)
+
+    async def _recording(self, ref: str | None, active: bool) -> None:
+        p = self.participant
+        if p is None:
+            raise ServiceError("not_joined", "join the session before recording it")
+        control = self.app[MEDIA].recording
+        if control is None:
+            raise ServiceError("recording_disabled", "recording is turned off on this service")
+        state = await control.request(self.who, p.session_id, active)
+        self.send({"type": "ack", "v": 1, "ref": ref, "recording": state})
+
+    def on_supervision(self, msg: dict[str, Any]) -> None:
+        self.send(msg)  # recording errors and other exceptions supervisors must see
+
     async def on_auth_refresh(self, msg: protocol.Refresh) -> None:
         new = self.app[TOKENS].verify(msg.token)
         same = ("sub", "role", "dept", "level", "case", "session")
@@ -293,6 +316,8 @@ class Connection:
         self.subs.append(await store.subscribe(f"user:{self.who.sub}", self.on_inbox))
         if self.who.role == "reviewer":
             self.subs.append(await store.subscribe(f"dept:{self.who.dept}", self.on_inbox))
+        if self.who.role in ("supervisor", "admin"):
+            self.subs.append(await store.subscribe(SUPERVISORS, self.on_supervision))
         self.send(
             {
                 "type": "welcome",

@@ -1,0 +1,428 @@
+"""One track's capture, on the recorder's writer thread: RTP in, the sender's frames out,
+muxed as they were encoded (no decoding, no transcoding).
+
+Packets arrive in arrival order (retransmissions late, some lost). ``Reorder`` puts them
+back in sequence order, waiting a little for a retransmission before it gives a gap up;
+the assembler joins a video frame's packets (complete on the marker bit, or when the
+timestamp changes) and, after a gap, drops frames until the next keyframe, because a
+frame that refers to a lost one would only decode as garbage. Frames are muxed at once
+with PyAV stream-copy (pts = unwrapped RTP timestamp, time base 1/clock rate).
+
+Containers: VP8 and Opus in WebM with short clusters flushed per packet; H.264 in
+fragmented MP4, one fragment per frame (the mp4 muxer refuses VP8). Both keep what was
+written playable after a ``kill -9``; ``repair`` (a no-decode remux) then restores the
+duration and the index.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from collections.abc import Callable
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+from aiortc.codecs.h264 import h264_depayload
+
+from . import rtp
+from .bitstream import annexb_nals, opus_head, sps_dimensions, vp8_payload
+
+__all__ = ["annexb_nals", "opus_head", "sps_dimensions", "vp8_payload"]
+
+# Measured (MEDIA_NOTES): 40 ms clusters flushed per packet lose <= 55 ms on SIGKILL.
+WEBM_OPTIONS = {"cluster_time_limit": "40", "flush_packets": "1"}
+# A fragment per frame; each reaches the OS as it is written. The last frame waits for
+# the next one (its duration), so a kill loses about one frame interval.
+FMP4_OPTIONS = {
+    "movflags": "empty_moov+default_base_moof+frag_every_frame",
+    "flush_packets": "1",
+}
+# What a closed or repaired file is remuxed into: indexed, with its duration.
+FINAL_OPTIONS = {"webm": {}, "mp4": {"movflags": "+faststart"}}
+
+# codec (lower-case mime type) -> (file extension, container format)
+CONTAINERS = {
+    "video/vp8": ("webm", "webm"),
+    "audio/opus": ("webm", "webm"),
+    "video/h264": ("mp4", "mp4"),
+}
+
+VIDEO_WAIT_S = 0.3  # video has NACK/RTX: give a retransmission time to arrive
+AUDIO_WAIT_S = 0.1  # audio has none: a gap is final almost at once
+MAX_HELD = 512  # packets held behind a gap before we give it up anyway
+KEYFRAME_ASK_EVERY_S = 0.5
+
+
+def container_for(codec: str) -> tuple[str, str] | None:
+    return CONTAINERS.get(codec.lower())
+
+
+# -- reordering --------------------------------------------------------------------------
+
+GAP = None  # what Reorder yields where packets were given up
+
+
+class Reorder:
+    """Sequence order back from arrival order, waiting at most ``max_wait`` on a gap."""
+
+    def __init__(self, max_wait: float) -> None:
+        self.max_wait = max_wait
+        self.next: int | None = None  # extended sequence number expected next
+        self.held: dict[int, Any] = {}
+        self.gap_since = 0.0
+
+    def push(self, seq: int, item: Any, now: float, out: list[Any]) -> None:
+        nxt = self.next
+        if nxt is None:
+            self.next = nxt = seq
+        diff = (seq - nxt) & 0xFFFF
+        if diff == 0 and not self.held:  # the usual case: the next one, nothing waiting
+            self.next = nxt + 1
+            out.append(item)
+            return
+        if diff >= 0x8000:
+            return  # late (a retransmission given up on) or a duplicate
+        if diff > 3000:  # a jump no reordering explains: start over from here
+            self.held.clear()
+            self.next = seq
+            out.append(GAP)
+            self.push(seq, item, now, out)
+            return
+        ext = nxt + diff
+        if not self.held:
+            self.gap_since = now
+        self.held[ext] = item
+        self._release(out)
+        self.expire(now, out)
+
+    def _release(self, out: list[Any]) -> None:
+        assert self.next is not None
+        while self.next in self.held:
+            out.append(self.held.pop(self.next))
+            self.next += 1
+
+    def expire(self, now: float, out: list[Any]) -> None:
+        """Give a gap up when it waited long enough (or too much piled up behind it)."""
+        while self.held and (now - self.gap_since > self.max_wait or len(self.held) > MAX_HELD):
+            self.next = min(self.held)
+            out.append(GAP)
+            self._release(out)
+            self.gap_since = now
+
+    def drain(self, out: list[Any]) -> None:
+        while self.held:
+            self.next = min(self.held)
+            out.append(GAP)
+            self._release(out)
+
+
+# -- one track ---------------------------------------------------------------------------
+
+
+class TrackCapture:
+    """Depacketize and mux one track into ``path``; writer thread only.
+
+    ``feed`` raises what the file system raises (full disk, I/O error): the recorder
+    turns that into a report and stops this track, never the others.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        codec: str,
+        clock_rate: int,
+        request_keyframe: Callable[[], None] = lambda: None,
+    ) -> None:
+        found = container_for(codec)
+        if found is None:
+            raise ValueError(f"no container for {codec}")
+        self.path = path
+        self.format = found[1]
+        self.codec = codec.lower()
+        self.kind = self.codec.split("/")[0]
+        self.clock_rate = clock_rate
+        self.time_base = Fraction(1, clock_rate)
+        self.request_keyframe = request_keyframe
+        self.reorder = Reorder(VIDEO_WAIT_S if self.kind == "video" else AUDIO_WAIT_S)
+        self._is_key_start = rtp.keyframe_detector(self.codec)
+        self._depay = vp8_payload if self.codec == "video/vp8" else h264_depayload
+        self.out: Any = None  # the output container, opened on the first usable frame
+        self.stream: Any = None
+        self.ssrc: int | None = None
+        # journal facts
+        self.started_at: float | None = None  # arrival of the first written frame
+        self.first_rtp_ts: int | None = None
+        self.segments: list[dict[str, Any]] = []  # one per source (SSRC) written
+        self.width = self.height = 0
+        self.frames = 0
+        self.gaps = 0
+        self.changed = False  # something the journal should know
+        # timestamps
+        self._ext_ts = 0
+        self._raw_ts: int | None = None
+        self._offset = 0
+        self._last_pts = -1
+        self._pending_segment: dict[str, Any] | None = None
+        # frame assembly (video)
+        self._cur_ts: int | None = None
+        self._done_ts: int | None = None
+        self._parts: list[bytes] = []
+        self._cur_ok = False
+        self._cur_key = False
+        self._cur_arrival = 0.0
+        self._waiting_key = self.kind == "video"
+        self._last_key_ask = -1e9
+        self._released: list[Any] = []
+
+    # -- input ------------------------------------------------------------------------
+    def feed(self, data: bytes, h: rtp.Header, arrival: float, media_ssrc: int | None) -> None:
+        if media_ssrc is None:
+            return
+        if h.ssrc != media_ssrc:  # RTX (RFC 4588): the original seq leads the payload
+            if h.payload_end - h.payload_start < 2:
+                return  # padding for bandwidth probing
+            seq = (data[h.payload_start] << 8) | data[h.payload_start + 1]
+            payload = data[h.payload_start + 2 : h.payload_end]
+        else:
+            seq = h.seq
+            payload = data[h.payload_start : h.payload_end]
+        if media_ssrc != self.ssrc:
+            self._new_source(media_ssrc, arrival)
+        r = self.reorder
+        if not r.held and r.next is not None and (seq - r.next) & 0xFFFF == 0:
+            # In order with nothing held (nearly always): straight through, no list.
+            r.next += 1
+            if self.kind == "video":
+                self._video_packet(payload, h.timestamp, h.marker, arrival)
+            elif payload:
+                self._write(payload, h.timestamp, True, arrival)
+            return
+        out = self._released
+        r.push(seq, (payload, h.timestamp, h.marker, arrival), arrival, out)
+        if out:
+            self._run(out)
+
+    def tick(self, now: float) -> None:
+        """Give up gaps that waited long enough even when no packet follows them."""
+        if self.reorder.held:
+            self.reorder.expire(now, self._released)
+            self._run(self._released)
+
+    def _run(self, items: list[Any]) -> None:
+        video = self.kind == "video"
+        for item in items:
+            if item is GAP:
+                self._gap()
+            elif video:
+                self._video_packet(*item)
+            elif item[0]:
+                self._write(item[0], item[1], True, item[3])
+        items.clear()
+
+    def _new_source(self, ssrc: int, arrival: float) -> None:
+        """A (new) SSRC: the publisher started or restarted its encoder. Its timestamps
+        start anywhere: re-anchor on the wall clock, after what was written."""
+        drained: list[Any] = []
+        self.reorder.drain(drained)
+        self._run(drained)
+        self.ssrc = ssrc
+        self.reorder = Reorder(self.reorder.max_wait)
+        self._raw_ts = None
+        self._parts = []
+        self._cur_ts = self._done_ts = None
+        self._cur_ok = False
+        if self.kind == "video":
+            self._waiting_key = True
+            self._ask_keyframe(arrival)
+        self._pending_segment = {"ssrc": ssrc}
+
+    def _gap(self) -> None:
+        self.gaps += 1
+        self._parts = []
+        self._cur_ok = False
+        if self.kind == "video" and not self._waiting_key:
+            self._waiting_key = True
+            self._ask_keyframe(self._cur_arrival)
+
+    def _ask_keyframe(self, now: float) -> None:
+        if now - self._last_key_ask >= KEYFRAME_ASK_EVERY_S:
+            self._last_key_ask = now
+            self.request_keyframe()
+
+    # -- video frames -----------------------------------------------------------------
+    def _video_packet(self, payload: bytes, ts: int, marker: int, arrival: float) -> None:
+        if not payload or ts == self._done_ts:
+            return  # padding, or a straggler of a frame already written
+        if ts != self._cur_ts:
+            if self._parts:
+                self._finish()  # the previous frame ended without a marker bit
+            self._cur_ts = ts
+            self._cur_arrival = arrival
+            self._parts = []
+            assert self._is_key_start is not None
+            self._cur_key = self._is_key_start(payload)
+            self._cur_ok = self._cur_key or not self._waiting_key
+            if self._waiting_key and not self._cur_key:
+                self._ask_keyframe(arrival)
+        if self._cur_ok:
+            try:
+                self._parts.append(self._depay(payload))
+            except (ValueError, IndexError):  # malformed or unsupported: lose this frame
+                self._cur_ok = False
+                self._parts = []
+        if marker:
+            self._finish()
+
+    def _finish(self) -> None:
+        parts, self._parts = self._parts, []
+        self._done_ts = self._cur_ts
+        if not self._cur_ok or not parts:
+            return
+        self._cur_ok = False
+        if self._cur_key:
+            self._waiting_key = False
+        self._write(b"".join(parts), self._cur_ts or 0, self._cur_key, self._cur_arrival)
+
+    # -- output -----------------------------------------------------------------------
+    def _write(self, data: bytes, ts: int, key: bool, arrival: float) -> None:
+        if self._raw_ts is None:
+            self._ext_ts = ts
+        else:
+            delta = (ts - self._raw_ts) & 0xFFFFFFFF
+            self._ext_ts += delta if delta < 0x80000000 else delta - 0x100000000
+        self._raw_ts = ts
+        if self.out is None and not self._open(data, key):
+            self._waiting_key = self.kind == "video"
+            return
+        if self._pending_segment is not None:
+            self._anchor(ts, arrival)
+        pts = self._ext_ts + self._offset
+        if pts <= self._last_pts:
+            pts = self._last_pts + 1  # muxers need strictly increasing timestamps
+        self._last_pts = pts
+        packet = av.Packet(data)
+        packet.pts = packet.dts = pts
+        packet.time_base = self.time_base
+        packet.stream = self.stream
+        packet.is_keyframe = key
+        self.out.mux_one(packet)
+        self.frames += 1
+
+    def _anchor(self, ts: int, arrival: float) -> None:
+        segment, self._pending_segment = self._pending_segment, None
+        assert segment is not None
+        if self.started_at is None:
+            self.started_at = arrival
+            self.first_rtp_ts = ts
+            pts = 0
+        else:
+            since = round((arrival - self.started_at) * self.clock_rate)
+            pts = max(self._last_pts + 1, since)
+        self._offset = pts - self._ext_ts
+        self.segments.append(dict(segment, rtp_ts=ts, pts=pts, wall=arrival))
+        self.changed = True
+
+    def _open(self, frame: bytes, key: bool) -> bool:
+        """Open the file on the first frame a player can start from; False: not yet."""
+        options = FMP4_OPTIONS if self.format == "mp4" else WEBM_OPTIONS
+        if self.codec == "video/vp8":
+            # The keyframe header has the size (RFC 6386 9.1) the WebM track needs.
+            if not key or frame[3:6] != b"\x9d\x01\x2a":
+                return False
+            self.width = int.from_bytes(frame[6:8], "little") & 0x3FFF
+            self.height = int.from_bytes(frame[8:10], "little") & 0x3FFF
+            out = av.open(str(self.path), "w", format=self.format, options=options)
+            stream = out.add_mux_stream("vp8", width=self.width, height=self.height)
+        elif self.codec == "video/h264":
+            nals = annexb_nals(frame)
+            params = [n for n in nals if n and n[0] & 0x1F in (7, 8)]
+            sps = next((n for n in params if n[0] & 0x1F == 7), None)
+            if not key or sps is None or len(params) < 2:
+                return False
+            try:
+                self.width, self.height = sps_dimensions(sps)
+            except (IndexError, ValueError):
+                return False
+            out = av.open(str(self.path), "w", format=self.format, options=options)
+            # A stream with an unopened codec context carries extradata (SPS/PPS, which
+            # the mp4 muxer turns into avcC); add_mux_stream has no way to set it.
+            scratch = av.open(io.BytesIO(), "w", format="mp4")
+            stream = out.add_stream_from_template(scratch.add_stream("h264"))
+            scratch.close()
+            ctx = stream.codec_context
+            ctx.width, ctx.height = self.width, self.height
+            ctx.extradata = b"".join(b"\x00\x00\x00\x01" + n for n in params)
+        else:
+            out = av.open(str(self.path), "w", format=self.format, options=options)
+            scratch = av.open(io.BytesIO(), "w", format="webm")
+            stream = out.add_stream_from_template(scratch.add_stream("libopus", rate=48_000))
+            scratch.close()
+            actx = stream.codec_context
+            actx.layout = "stereo"
+            actx.sample_rate = 48_000
+            actx.extradata = opus_head()
+        stream.time_base = self.time_base
+        self.out, self.stream = out, stream
+        return True
+
+    def close(self) -> None:
+        """Write what is still held and close the file (the muxer writes its index)."""
+        drained: list[Any] = []
+        self.reorder.drain(drained)
+        self._run(drained)
+        if self.kind == "video" and self._parts:
+            self._finish()
+        out, self.out = self.out, None
+        if out is not None:
+            out.close()
+
+    def abandon(self) -> None:
+        """After an error: let go of the file without writing any more to it."""
+        out, self.out = self.out, None
+        if out is not None:
+            # The file already failed and that was reported: a second error adds nothing.
+            with contextlib.suppress(Exception):
+                out.close()
+
+
+# -- after the fact ----------------------------------------------------------------------
+
+
+def repair(path: Path) -> dict[str, Any]:
+    """Remux a track file without decoding: restores duration and index (cues, moov)
+    after a crash cut it off, or turns a fragmented MP4 into an ordinary one. The
+    original is replaced only once the copy is complete. Returns what it found."""
+    fmt = "mp4" if path.suffix == ".mp4" else "webm"
+    tmp = path.with_name(path.name + ".repair")
+    packets = 0
+    last_end = 0.0
+    with av.open(str(path)) as src:
+        if not src.streams:
+            raise ValueError(f"{path.name}: no stream")
+        ins = src.streams[0]
+        with av.open(str(tmp), "w", format=fmt, options=FINAL_OPTIONS[fmt]) as dst:
+            outs = dst.add_stream_from_template(ins)
+            try:
+                for packet in src.demux(ins):
+                    if packet.dts is None or packet.size == 0:
+                        continue  # the demuxer's flush packet
+                    tb = packet.time_base
+                    end = packet.pts + (packet.duration or 0) if packet.pts is not None else 0
+                    last_end = max(last_end, float(end * tb) if tb else 0.0)
+                    packet.stream = outs
+                    dst.mux_one(packet)
+                    packets += 1
+            except (av.error.InvalidDataError, av.error.EOFError):
+                pass  # cut off mid-packet by the crash: keep what came before
+    os.replace(tmp, path)
+    return {"packets": packets, "duration_s": round(last_end, 3), "size": path.stat().st_size}
+
+
+def probe(path: Path) -> dict[str, Any]:
+    """Duration and packet count of a closed track file (demux only)."""
+    with av.open(str(path)) as src:
+        duration = (src.duration or 0) / 1_000_000
+        return {"duration_s": round(duration, 3)}

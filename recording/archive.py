@@ -1,0 +1,305 @@
+"""The case file on disk: a session's manifest, its hash-chained timeline, and the
+recovery of recordings a crash left open.
+
+``<archive>/<case>/<session>/``::
+
+    tracks/<name>.webm|mp4   per-track recordings (media_server.recorder)
+    snapshots/<id>.jpg|png   document stills (signaling.casefile)
+    recording.json           the recording journal (media_server.journal)
+    timeline.jsonl           the session's events, one canonical JSON object a line
+    manifest.json            participants, times, files with SHA-256, chat, opinions,
+                             and the timeline's hash chain
+
+The chain: ``h[0] = SHA-256("jointreview-timeline:<case>:<session>")``, then for each
+event in order ``h[i] = SHA-256(h[i-1] + canonical JSON of event i)`` (hex digests,
+UTF-8). The manifest keeps every ``h[i]`` and the head, so an event edited, removed or
+inserted shows up at its position. Nothing here imports the signaling layer: events and
+records come in as plain dictionaries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from media_server import capture, journal
+from media_server.recorder import ID_RE, session_dir
+
+__all__ = ["ID_RE", "session_dir"]
+
+MANIFEST = "manifest.json"
+TIMELINE = "timeline.jsonl"
+VERSION = 1
+# Never listed as content: they describe the content, or are a writer's scratch files.
+NOT_CONTENT = {MANIFEST, TIMELINE, f".{journal.NAME}.tmp"}
+
+
+def canonical(event: dict[str, Any]) -> str:
+    return json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def genesis(case_id: str, session_id: str) -> str:
+    return hashlib.sha256(f"jointreview-timeline:{case_id}:{session_id}".encode()).hexdigest()
+
+
+def chain(case_id: str, session_id: str, events: Iterable[dict[str, Any]]) -> list[str]:
+    """The hash of each event, each over the previous one."""
+    prev = genesis(case_id, session_id)
+    out = []
+    for event in events:
+        prev = hashlib.sha256((prev + canonical(event)).encode("utf-8")).hexdigest()
+        out.append(prev)
+    return out
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def content_files(directory: Path) -> list[Path]:
+    """Every file of the session directory that the manifest vouches for."""
+    out = []
+    for path in sorted(directory.rglob("*")):
+        if not path.is_file() or path.is_symlink():
+            continue
+        rel = path.relative_to(directory).as_posix()
+        if rel in NOT_CONTENT or rel.endswith((".repair", ".part")):
+            continue
+        out.append(path)
+    return out
+
+
+def file_entries(directory: Path) -> list[dict[str, Any]]:
+    return [
+        {
+            "path": p.relative_to(directory).as_posix(),
+            "size": p.stat().st_size,
+            "sha256": sha256_file(p),
+        }
+        for p in content_files(directory)
+    ]
+
+
+def participants_from(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Who took part, with every stretch of presence, from the timeline."""
+    people: dict[str, dict[str, Any]] = {}
+    for e in events:
+        kind = str(e.get("type", ""))
+        pid = (e.get("data") or {}).get("participant_id")
+        if not kind.startswith("participant.") or not pid:
+            continue
+        actor = e.get("actor") or {}
+        person = people.setdefault(
+            pid,
+            {
+                "participant_id": pid,
+                "identity": {k: actor.get(k) for k in ("sub", "name", "role", "dept", "level")},
+                "joined_at": e.get("ts"),
+                "left_at": None,
+                "left_reason": None,
+                "presence": [],
+            },
+        )
+        stretches = person["presence"]
+        is_open = bool(stretches) and stretches[-1]["until"] is None
+        if kind in ("participant.joined", "participant.rejoined", "participant.resumed"):
+            if not is_open:
+                stretches.append({"from": e.get("ts"), "until": None, "ended_by": None})
+        elif kind in ("participant.disconnected", "participant.left"):
+            if is_open:
+                stretches[-1]["until"] = e.get("ts")
+                stretches[-1]["ended_by"] = kind.split(".")[1]
+            if kind == "participant.left":
+                person["left_at"] = e.get("ts")
+                person["left_reason"] = (e.get("data") or {}).get("reason")
+    return list(people.values())
+
+
+def _chat(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {
+            "seq": e.get("seq"),
+            "ts": e.get("ts"),
+            "participant_id": (e.get("data") or {}).get("participant_id"),
+            "sender": e.get("actor"),
+            "text": (e.get("data") or {}).get("text"),
+        }
+        for e in events
+        if e.get("type") == "chat.message"
+    ]
+
+
+def _opinions(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {"seq": e.get("seq"), "ts": e.get("ts"), "author": e.get("actor"), **(e.get("data") or {})}
+        for e in events
+        if e.get("type") == "opinion.filed"
+    ]
+
+
+def _recording_summary(directory: Path) -> dict[str, Any] | None:
+    doc = journal.load(directory)
+    if doc is None:
+        return None
+    keep = (
+        "file",
+        "track_id",
+        "kind",
+        "source",
+        "codec",
+        "participant_id",
+        "owner",
+        "state",
+        "started_at",
+        "ended_at",
+        "duration_s",
+        "error",
+    )
+    tracks = [{k: t.get(k) for k in keep} for t in doc.get("tracks", [])]
+    runs = doc.get("runs", [])
+    return {
+        "runs": runs,
+        "tracks": tracks,
+        "crashes": sum(1 for r in runs if r.get("state") == "recovered_after_crash"),
+        "recovered_after_crash": [
+            t["file"] for t in tracks if t.get("state") == "recovered_after_crash"
+        ],
+    }
+
+
+def write_manifest(
+    archive: Path,
+    session: dict[str, Any],
+    events: list[dict[str, Any]],
+    generator: str = "jointreview",
+) -> dict[str, Any]:
+    """Write timeline.jsonl and manifest.json for an ended session; returns the manifest.
+
+    ``session`` is the stored session record; ``events`` the case's events of this
+    session, in log order, as stored.
+    """
+    case_id, session_id = str(session["case_id"]), str(session["session_id"])
+    directory = session_dir(archive, case_id, session_id)
+    directory.mkdir(parents=True, exist_ok=True)
+    hashes = chain(case_id, session_id, events)
+    lines = "".join(canonical(e) + "\n" for e in events).encode("utf-8")
+    _atomic_write(directory / TIMELINE, lines)
+    manifest = {
+        "version": VERSION,
+        "case_id": case_id,
+        "session_id": session_id,
+        "generated_at": time.time(),
+        "generator": generator,
+        "session": {
+            k: session.get(k)
+            for k in (
+                "status",
+                "created_at",
+                "created_by",
+                "ended_at",
+                "ended_by",
+                "applicant_name",
+                "matter",
+                "window",
+            )
+        },
+        "participants": participants_from(events),
+        "recording": _recording_summary(directory),
+        "files": file_entries(directory),
+        "chat": _chat(events),
+        "opinions": _opinions(events),
+        "timeline": {
+            "file": TIMELINE,
+            "sha256": hashlib.sha256(lines).hexdigest(),
+            "count": len(events),
+            "genesis": genesis(case_id, session_id),
+            "head": hashes[-1] if hashes else genesis(case_id, session_id),
+            "events": [
+                {"seq": e.get("seq"), "type": e.get("type"), "hash": h}
+                for e, h in zip(events, hashes, strict=True)
+            ],
+        },
+    }
+    body = json.dumps(manifest, ensure_ascii=False, indent=1).encode("utf-8")
+    _atomic_write(directory / MANIFEST, body)
+    manifest["manifest_sha256"] = hashlib.sha256(body).hexdigest()
+    return manifest
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+# -- after a crash ------------------------------------------------------------------------
+
+
+def open_journals(archive: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """Session directories whose recording.json still says something is being written."""
+    out: list[tuple[Path, dict[str, Any]]] = []
+    if not archive.is_dir():
+        return out
+    for path in sorted(archive.glob(f"*/*/{journal.NAME}")):
+        directory = path.parent
+        if not ID_RE.match(directory.name) or not ID_RE.match(directory.parent.name):
+            continue
+        try:
+            doc = journal.load(directory)
+        except (OSError, ValueError):
+            continue
+        if doc is not None and journal.is_open(doc):
+            out.append((directory, doc))
+    return out
+
+
+def recover_session(directory: Path, doc: dict[str, Any]) -> dict[str, Any]:
+    """Repair every track a crash left open and mark it (and its run) recovered.
+    Runs on a worker thread at start, before this node records anything."""
+    now = time.time()
+    for run in doc.get("runs", []):
+        if run.get("state") == "open":
+            run["state"] = "recovered_after_crash"
+            run["recovered_at"] = now
+    recovered, failed = [], []
+    for track in doc.get("tracks", []):
+        if track.get("state") != "open":
+            continue
+        path = (directory / str(track.get("file", ""))).resolve()
+        track["recovered_at"] = now
+        if not path.is_relative_to(directory.resolve()) or not path.is_file():
+            track["state"] = "failed"
+            track["error"] = "the file was not found after the crash"
+            failed.append(track.get("file"))
+            continue
+        try:
+            result = capture.repair(path)
+        except Exception as exc:  # a file cut before its header: nothing to save
+            track["state"] = "failed"
+            track["error"] = f"not repairable after the crash: {exc}"
+            failed.append(track.get("file"))
+            continue
+        track.update(state="recovered_after_crash", **result)
+        if track.get("started_at") is not None:
+            # The crash time is unknown; the file says how far it got.
+            track["ended_at"] = track["started_at"] + result["duration_s"]
+        recovered.append(track.get("file"))
+    journal.save(directory, doc)
+    return {
+        "case_id": doc.get("case_id"),
+        "session_id": doc.get("session_id"),
+        "recovered": recovered,
+        "failed": failed,
+    }

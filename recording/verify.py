@@ -1,0 +1,181 @@
+"""``jointreview verify``: does a session's case file still match its manifest?
+
+Checks every listed file (present, size, SHA-256) and reports files added since; checks
+``timeline.jsonl`` against the manifest's hash chain; and, when the store can be read,
+checks that the store's timeline still matches too and that the manifest is the one the
+store recorded when the session was sealed (``archive.sealed``). Each difference is one
+line naming what and where; any difference makes the result fail.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .archive import MANIFEST, TIMELINE, chain, content_files, session_dir, sha256_file
+
+
+@dataclass
+class Report:
+    case_id: str
+    session_id: str
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    files: int = 0
+    events: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def diff_timeline(
+    manifest_events: list[dict[str, Any]],
+    case_id: str,
+    session_id: str,
+    events: list[dict[str, Any]],
+    where: str,
+) -> list[str]:
+    """Where ``events`` (a timeline as found in ``where``) departs from the manifest."""
+    hashes = chain(case_id, session_id, events)
+    problems: list[str] = []
+    want = {m.get("seq"): (i, m) for i, m in enumerate(manifest_events)}
+    have = {e.get("seq"): i for i, e in enumerate(events)}
+    for i, m in enumerate(manifest_events):
+        seq = m.get("seq")
+        if seq not in have:
+            problems.append(
+                f"{where}: event removed at position {i + 1} (seq {seq}, {m.get('type')})"
+            )
+    for j, e in enumerate(events):
+        seq = e.get("seq")
+        if seq not in want:
+            problems.append(
+                f"{where}: event inserted at position {j + 1} (seq {seq}, {e.get('type')})"
+            )
+    if problems:
+        return problems
+    # Same events by number: the first hash that differs is where the content changed
+    # (every later hash differs too, being chained on it).
+    for i, (m, h) in enumerate(zip(manifest_events, hashes, strict=False)):
+        if m.get("hash") != h:
+            seq = m.get("seq")
+            edited = events[i]
+            if edited.get("seq") != seq:
+                problems.append(f"{where}: events reordered at position {i + 1} (seq {seq})")
+            else:
+                problems.append(
+                    f"{where}: event edited at position {i + 1} (seq {seq}, {m.get('type')})"
+                )
+            break
+    return problems
+
+
+def read_timeline(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    events, problems = [], []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            problems.append(f"{TIMELINE}: line {n} is not JSON")
+            continue
+        events.append(event)
+    return events, problems
+
+
+def verify_session(
+    archive: Path,
+    case_id: str,
+    session_id: str,
+    store_events: list[dict[str, Any]] | None = None,
+) -> Report:
+    """``store_events``: the case's events of this session as the store has them now
+    (None: the store was not reachable; only the files are checked)."""
+    report = Report(case_id, session_id)
+    try:
+        directory = session_dir(archive, case_id, session_id)
+    except ValueError as exc:
+        report.problems.append(str(exc))
+        return report
+    manifest_path = directory / MANIFEST
+    try:
+        raw = manifest_path.read_bytes()
+        manifest = json.loads(raw)
+    except FileNotFoundError:
+        report.problems.append(f"{MANIFEST}: missing (the session was never sealed here)")
+        return report
+    except (OSError, json.JSONDecodeError) as exc:
+        report.problems.append(f"{MANIFEST}: unreadable: {exc}")
+        return report
+    if manifest.get("case_id") != case_id or manifest.get("session_id") != session_id:
+        report.problems.append(f"{MANIFEST}: belongs to another session")
+    _check_files(directory, manifest, report)
+    timeline = manifest.get("timeline") or {}
+    listed = list(timeline.get("events") or [])
+    report.events = len(listed)
+    path = directory / TIMELINE
+    if not path.is_file():
+        report.problems.append(f"{TIMELINE}: missing")
+    else:
+        if sha256_file(path) != timeline.get("sha256"):
+            report.problems.append(f"{TIMELINE}: content differs from the manifest")
+        events, bad = read_timeline(path)
+        report.problems += bad
+        report.problems += diff_timeline(listed, case_id, session_id, events, TIMELINE)
+    if listed and timeline.get("head") != listed[-1].get("hash"):
+        report.problems.append(f"{MANIFEST}: chain head does not match its last event")
+    if store_events is not None:
+        sealed = [e for e in store_events if e.get("type") == "archive.sealed"]
+        covered = [e for e in store_events if e.get("type") != "archive.sealed"]
+        last_seq = listed[-1].get("seq") if listed else 0
+        later = [e for e in covered if (e.get("seq") or 0) > (last_seq or 0)]
+        if later:
+            report.notes.append(f"store: {len(later)} event(s) after the manifest was written")
+            covered = [e for e in covered if e not in later]
+        report.problems += diff_timeline(listed, case_id, session_id, covered, "store")
+        digest = hashlib.sha256(raw).hexdigest()
+        if sealed and not any(
+            (e.get("data") or {}).get("manifest_sha256") == digest for e in sealed
+        ):
+            report.problems.append(f"{MANIFEST}: differs from the one the store recorded")
+        elif not sealed:
+            report.notes.append("store: no archive.sealed event for this session")
+    return report
+
+
+def _check_files(directory: Path, manifest: dict[str, Any], report: Report) -> None:
+    listed = {str(f.get("path")): f for f in manifest.get("files") or []}
+    report.files = len(listed)
+    root = directory.resolve()
+    for rel, entry in listed.items():
+        path = (directory / rel).resolve()
+        if not path.is_relative_to(root):
+            report.problems.append(f"{rel}: listed outside the session directory")
+            continue
+        if not path.is_file():
+            report.problems.append(f"{rel}: missing")
+            continue
+        size = path.stat().st_size
+        if size != entry.get("size"):
+            report.problems.append(f"{rel}: size {size}, manifest says {entry.get('size')}")
+        elif sha256_file(path) != entry.get("sha256"):
+            report.problems.append(f"{rel}: SHA-256 differs from the manifest")
+    for path in content_files(directory):
+        rel = path.relative_to(directory).as_posix()
+        if rel not in listed:
+            report.problems.append(f"{rel}: not in the manifest (added later)")
+
+
+def sessions_of(archive: Path, case_id: str) -> list[str]:
+    try:
+        case_dir = session_dir(archive, case_id, "x").parent
+    except ValueError:
+        return []
+    if not case_dir.is_dir():
+        return []
+    return sorted(p.name for p in case_dir.iterdir() if p.is_dir())
