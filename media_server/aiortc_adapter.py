@@ -317,16 +317,15 @@ def sender_ssrcs(sender: RTCRtpSender) -> tuple[int, int]:
     return sender._ssrc, sender._rtx_ssrc
 
 
-def on_send_parameters(
-    sender: RTCRtpSender, callback: Callable[[RTCRtpSendParameters], Awaitable[None] | None]
-) -> None:
-    """Call back with the negotiated parameters when aiortc starts the sender; silence
-    aiortc's own RTCP for it (its sender reports would describe packets it never sent)."""
-    original = sender.send
+def _after_first_call(obj: Any, name: str, callback: Callable[[Any], Any]) -> None:
+    """Wrap ``obj.name(parameters)`` so ``callback(parameters)`` runs after its first call.
+
+    aiortc calls a sender's ``send`` and a receiver's ``receive`` on every (re)negotiation
+    but starts them only once; we want the parameters of that start, once."""
+    original = getattr(obj, name)
     done = False
 
-    async def send(parameters: RTCRtpSendParameters) -> None:
-        # aiortc calls this on every (re)negotiation; it starts the sender only once.
+    async def wrapped(parameters: Any) -> None:
         nonlocal done
         await original(parameters)
         if not done:
@@ -335,10 +334,19 @@ def on_send_parameters(
             if result is not None:
                 await result
 
+    setattr(obj, name, wrapped)
+
+
+def on_send_parameters(
+    sender: RTCRtpSender, callback: Callable[[RTCRtpSendParameters], Awaitable[None] | None]
+) -> None:
+    """Call back with the negotiated parameters when aiortc starts the sender; silence
+    aiortc's own RTCP for it (its sender reports would describe packets it never sent)."""
+
     async def no_rtcp(packets: Any) -> None:
         return None
 
-    sender.send = send  # type: ignore[method-assign]
+    _after_first_call(sender, "send", callback)
     sender._send_rtcp = no_rtcp  # type: ignore[method-assign]
 
 
@@ -346,19 +354,7 @@ def on_receive_parameters(
     receiver: RTCRtpReceiver,
     callback: Callable[[RTCRtpReceiveParameters], Awaitable[None] | None],
 ) -> None:
-    original = receiver.receive
-    done = False
-
-    async def receive(parameters: RTCRtpReceiveParameters) -> None:
-        nonlocal done
-        await original(parameters)
-        if not done:
-            done = True
-            result = callback(parameters)
-            if result is not None:
-                await result
-
-    receiver.receive = receive  # type: ignore[method-assign]
+    _after_first_call(receiver, "receive", callback)
 
 
 def on_received_packets(

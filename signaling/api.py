@@ -313,7 +313,7 @@ async def list_sessions(ctx: Ctx) -> Any:
     return SessionList(sessions=await ctx.service.list_sessions(ctx.identity, since, until, limit))
 
 
-async def _readable_session(ctx: Ctx) -> tuple[Session, list[Invitation]]:
+async def readable_session(ctx: Ctx) -> tuple[Session, list[Invitation]]:
     from . import policy
 
     sid = ctx.path("session_id")
@@ -325,7 +325,7 @@ async def _readable_session(ctx: Ctx) -> tuple[Session, list[Invitation]]:
 
 @route("GET", "/api/sessions/{session_id}", "Read a session", ALL, response=SessionResponse)
 async def get_session(ctx: Ctx) -> Any:
-    session, invitations = await _readable_session(ctx)
+    session, invitations = await readable_session(ctx)
     participants = await ctx.service.participants(session.session_id)
     return SessionResponse(session=session, invitations=invitations, participants=participants)
 
@@ -359,7 +359,7 @@ async def invite(ctx: Ctx) -> Any:
     tag="invitations",
 )
 async def session_invitations(ctx: Ctx) -> Any:
-    _, invitations = await _readable_session(ctx)
+    _, invitations = await readable_session(ctx)
     return InvitationList(invitations=invitations)
 
 

@@ -6,11 +6,10 @@ from typing import Any
 
 from aiohttp import web
 
-from .api import ALL, STAFF, Ctx, route
+from .api import ALL, STAFF, Ctx, readable_session, route
 from .errors import ServiceError
 from .keys import CONFIG
 from .models import Opinion, OpinionBody, OpinionList, Snapshot, SnapshotList
-from .policy import can_read_session
 
 
 class PayloadTooLarge(ServiceError):
@@ -40,10 +39,8 @@ async def file_opinion(ctx: Ctx) -> Any:
     tag="case file",
 )
 async def list_opinions(ctx: Ctx) -> Any:
-    sid = ctx.path("session_id")
-    session = await ctx.service.session(sid)
-    can_read_session(ctx.identity, session, await ctx.service.invitations(sid))
-    return OpinionList(opinions=await ctx.service.opinions(sid))
+    session, _ = await readable_session(ctx)
+    return OpinionList(opinions=await ctx.service.opinions(session.session_id))
 
 
 @route(
@@ -83,10 +80,8 @@ async def add_snapshot(ctx: Ctx) -> Any:
     tag="case file",
 )
 async def list_snapshots(ctx: Ctx) -> Any:
-    sid = ctx.path("session_id")
-    session = await ctx.service.session(sid)
-    can_read_session(ctx.identity, session, await ctx.service.invitations(sid))
-    return SnapshotList(snapshots=await ctx.service.snapshots(sid))
+    session, _ = await readable_session(ctx)
+    return SnapshotList(snapshots=await ctx.service.snapshots(session.session_id))
 
 
 @route(
