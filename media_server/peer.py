@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiortc import (
     MediaStreamTrack,
+    RTCBundlePolicy,
     RTCConfiguration,
     RTCIceServer,
     RTCPeerConnection,
@@ -131,7 +132,14 @@ class Peer:
         self.participant_id = participant_id
         self.owner = owner  # who this is, as other participants see it
         ice = [RTCIceServer(**s) for s in room.settings.server_ice_servers()]
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=ice))
+        # One transport for every m-line: with aiortc's default ("balanced"), a first
+        # offer with two video m-lines leaves the second on a transport it then stops.
+        self.pc = RTCPeerConnection(
+            RTCConfiguration(iceServers=ice, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+        )
+        # Track ids are unique per connection: a rebuilt connection (a reloaded page)
+        # publishes new tracks, never the old ids again.
+        self.serial = room.connection_number(participant_id)
         self.egress: adapter.Egress | None = None
         self.publications: dict[str, Publication] = {}
         self.subscriptions: dict[str, Subscription] = {}
@@ -205,7 +213,7 @@ class Peer:
             return
         mimes = self.room.settings.video_codecs if kind == "video" else ["audio/opus"]
         transceiver.setCodecPreferences(_codec_preferences(kind, mimes))
-        pub = Publication(f"{self.participant_id}.{mid}", mid, kind, source)
+        pub = Publication(f"{self.participant_id}.{self.serial}.{mid}", mid, kind, source)
         self.publications[mid] = pub
         adapter.on_receive_parameters(
             transceiver.receiver, lambda params: self._publication_ready(transceiver, pub, params)

@@ -53,6 +53,13 @@ class Room:
         self._timer: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self.closed = False
+        self._connections: dict[str, int] = {}
+
+    def connection_number(self, participant_id: str) -> int:
+        """1 for a participant's first media connection in this room, 2 after a rebuild..."""
+        n = self._connections.get(participant_id, 0) + 1
+        self._connections[participant_id] = n
+        return n
 
     # -- peers ------------------------------------------------------------------------
     async def peer_for(self, participant_id: str, owner: dict[str, Any], offer: str) -> Peer:

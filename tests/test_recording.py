@@ -319,10 +319,10 @@ async def test_a_full_disk_is_reported_and_forwarding_goes_on(rec: Rec) -> None:
     tracks = rec.dir / "tracks"
     tracks.mkdir(parents=True)
     name = clerk.participant_id.replace(".", "_")
-    os.symlink("/dev/full", tracks / f"{name}_0.webm")
+    os.symlink("/dev/full", tracks / f"{name}_1_0.webm")
     await clerk.publish("camera", PatternVideoTrack(7))
     error = await clerk.wait_for("recording.error", timeout=10)
-    assert error["code"] == "disk_full" and error["track_id"] == f"{clerk.participant_id}.0"
+    assert error["code"] == "disk_full" and error["track_id"] == f"{clerk.participant_id}.1.0"
     assert (await sup.wait_for("recording.error", timeout=5))["code"] == "disk_full"
     await until(lambda: other.receiving(1), what="subscription")
     remote = next(iter(other.remotes.values()))

@@ -1,14 +1,21 @@
-"""The browser UI, served by the jointreview server itself (every asset local)."""
+"""The browser UI, served by the jointreview server itself (every asset local: no CDN,
+no external fonts). Plain ES modules under ``static/``; no build step."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
 
 STATIC = Path(__file__).parent / "static"
-PAGES = {"/": "index.html", "/login": "login.html"}
+PAGES = {
+    "/": "index.html",
+    "/login": "login.html",
+    "/counter": "counter.html",
+    "/inbox": "inbox.html",
+}
 
 
 def add_static_routes(app: web.Application) -> None:
@@ -18,7 +25,21 @@ def add_static_routes(app: web.Application) -> None:
 
         return handler
 
+    async def departments(request: web.Request) -> web.Response:
+        # Department names for display on every screen (the applicant's too): public
+        # information, unlike the directory's people (GET /api/directory, staff only).
+        from signaling.keys import DIRECTORY
+
+        directory = request.app[DIRECTORY]
+        return web.json_response(
+            {"departments": [d.model_dump() for d in directory.departments]},
+            headers={"Cache-Control": "no-cache"},
+            dumps=lambda obj: json.dumps(obj, ensure_ascii=False),
+        )
+
     for path, name in PAGES.items():
         app.router.add_get(path, page(name))
-    app.router.add_get("/session/{session_id}", page("index.html"))
+    app.router.add_get("/session/{session_id}", page("session.html"))
+    app.router.add_get("/favicon.ico", page("favicon.svg"))
+    app.router.add_get("/ui/departments.json", departments)
     app.router.add_static("/static/", STATIC, append_version=False)

@@ -1,64 +1,85 @@
-// Message catalogs: every string the UI shows lives here. zh-CN first, English available.
-const CATALOGS = {
-  "zh-CN": {
-    "app.title": "远程视频联审会办",
-    "login.title": "登录（演示目录）",
-    "login.hint": "选择一个演示用户登录。正式部署由审批系统签发身份，不使用此页面。",
-    "login.disabled": "本服务器已关闭演示登录，请从审批系统进入。",
-    "login.failed": "登录失败：",
-    "role.clerk": "窗口工作人员",
-    "role.reviewer": "审批人员",
-    "role.applicant": "申请人",
-    "role.supervisor": "监督人员",
-    "role.admin": "管理员",
-    "level.city": "市级",
-    "level.district": "区级",
-    "home.signed_in_as": "当前用户",
-    "home.sign_out": "退出登录",
-    "home.not_signed_in": "尚未登录。",
-    "home.go_login": "前往登录",
-    "error.token_expired": "登录已过期，请重新登录。",
-    "error.invalid_token": "登录凭证无效，请重新登录。",
-    "lang.switch": "English",
-  },
-  "en": {
-    "app.title": "Remote Video Joint Review",
-    "login.title": "Sign in (demo directory)",
-    "login.hint": "Pick a demo user. Production deployments take identities from the approval system instead.",
-    "login.disabled": "Demo sign-in is turned off on this server; open jointreview from the approval system.",
-    "login.failed": "Sign-in failed: ",
-    "role.clerk": "Window clerk",
-    "role.reviewer": "Reviewer",
-    "role.applicant": "Applicant",
-    "role.supervisor": "Supervisor",
-    "role.admin": "Administrator",
-    "level.city": "City",
-    "level.district": "District",
-    "home.signed_in_as": "Signed in as",
-    "home.sign_out": "Sign out",
-    "home.not_signed_in": "You are not signed in.",
-    "home.go_login": "Go to sign-in",
-    "error.token_expired": "Your sign-in has expired. Please sign in again.",
-    "error.invalid_token": "Your sign-in is not valid. Please sign in again.",
-    "lang.switch": "中文",
-  },
-};
+// Message catalogs and locale formatting. Every string the UI shows lives in the catalogs
+// (i18n/zh-CN.js, i18n/en.js); zh-CN first, English available. Elements carry their key
+// (data-i18n, data-i18n-args, data-i18n-aria, data-i18n-placeholder, data-i18n-title) and
+// timestamps (data-ts), so switching language re-renders the page in place: no reload
+// (a reload would interrupt a live session).
+import en from "/static/i18n/en.js";
+import zh from "/static/i18n/zh-CN.js";
+
+const CATALOGS = { "zh-CN": zh, en };
+const KEY = "jr.lang";
+const listeners = new Set();
 
 export function lang() {
-  return localStorage.getItem("jr.lang") || "zh-CN";
+  const chosen = localStorage.getItem(KEY);
+  return CATALOGS[chosen] ? chosen : "zh-CN";
 }
 
-export function t(key) {
-  return (CATALOGS[lang()] || CATALOGS["zh-CN"])[key] ?? CATALOGS["zh-CN"][key] ?? key;
+export function has(key) {
+  return key in CATALOGS[lang()] || key in zh;
+}
+
+// t("invites.toast_accepted", {name: "王建国"}) -> the catalog text with {name} filled in.
+export function t(key, args) {
+  let text = CATALOGS[lang()][key] ?? zh[key];
+  if (text === undefined) {
+    console.warn("missing message", key);
+    return key;
+  }
+  if (args) text = text.replace(/\{(\w+)\}/g, (m, name) => (name in args ? String(args[name]) : m));
+  return text;
+}
+
+// t() for an optional key: the fallback key's text when `key` is not in the catalogs.
+export function tOr(key, fallbackKey, args) {
+  return has(key) ? t(key, args) : t(fallbackKey, args);
+}
+
+export function onLangChange(fn) {
+  listeners.add(fn);
+}
+
+export function setLang(value) {
+  localStorage.setItem(KEY, value);
+  applyI18n();
+  for (const fn of listeners) fn(value);
 }
 
 export function toggleLang() {
-  localStorage.setItem("jr.lang", lang() === "zh-CN" ? "en" : "zh-CN");
-  location.reload();
+  setLang(lang() === "zh-CN" ? "en" : "zh-CN");
 }
 
-// Fill every element carrying data-i18n with its catalog text.
+function argsOf(node) {
+  return node.dataset.i18nArgs ? JSON.parse(node.dataset.i18nArgs) : undefined;
+}
+
 export function applyI18n(root = document) {
-  document.documentElement.lang = lang();
-  for (const el of root.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
+  if (root === document) {
+    document.documentElement.lang = lang();
+    const title = document.querySelector("title[data-i18n]");
+    if (title) document.title = t(title.dataset.i18n);
+  }
+  for (const node of root.querySelectorAll("[data-i18n]")) node.textContent = t(node.dataset.i18n, argsOf(node));
+  for (const node of root.querySelectorAll("[data-i18n-aria]")) node.setAttribute("aria-label", t(node.dataset.i18nAria));
+  for (const node of root.querySelectorAll("[data-i18n-placeholder]")) node.placeholder = t(node.dataset.i18nPlaceholder);
+  for (const node of root.querySelectorAll("[data-i18n-title]")) node.title = t(node.dataset.i18nTitle);
+  for (const node of root.querySelectorAll("[data-ts]")) node.textContent = formatTs(node.dataset.ts, node.dataset.tsStyle);
+}
+
+// -- dates, times and names in the user's locale --------------------------------------
+const STYLES = {
+  time: { hour: "2-digit", minute: "2-digit" },
+  seconds: { hour: "2-digit", minute: "2-digit", second: "2-digit" },
+  datetime: { dateStyle: "medium", timeStyle: "short" },
+};
+
+export function formatTs(ts, style = "time") {
+  const date = new Date(Number(ts) * 1000);
+  return new Intl.DateTimeFormat(lang(), STYLES[style] || STYLES.time).format(date);
+}
+
+// A department record ({name, name_en}) in the current language.
+export function deptName(dept) {
+  if (!dept) return "";
+  return lang() === "en" && dept.name_en ? dept.name_en : dept.name;
 }

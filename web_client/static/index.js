@@ -1,36 +1,23 @@
-import { api, signOut, takeTokenFromUrl } from "/static/auth.js";
-import { applyI18n, t, toggleLang } from "/static/i18n.js";
+// Home: send each role to its screen; a clear message when the sign-in is missing or
+// expired, or when the role has no screen here (a supervisor).
+import { api } from "/static/auth.js";
+import { bootPage, el, errorI18n, fatal, homeOf } from "/static/ui.js";
 
-applyI18n();
-document.getElementById("lang").addEventListener("click", toggleLang);
-const box = document.getElementById("who");
-const message = document.getElementById("message");
-
-function link(textKey, href, onClick) {
-  const a = document.createElement("a");
-  a.href = href;
-  a.textContent = t(textKey);
-  if (onClick) a.addEventListener("click", onClick);
-  return a;
-}
+const app = document.getElementById("app");
 
 async function main() {
-  if (!takeTokenFromUrl()) {
-    message.textContent = t("home.not_signed_in");
-    box.appendChild(link("home.go_login", "/login"));
+  const claims = await bootPage(app);
+  if (!claims) return;
+  let identity;
+  try {
+    ({ identity } = await api("/api/me"));
+  } catch (err) {
+    const box = fatal(app, "error.generic", { link: { href: "/login", key: "home.go_login" } });
+    box.querySelector(".notice-text").replaceWith(el("p", { class: "notice-text", ...errorI18n(err) }));
     return;
   }
-  try {
-    const { identity } = await api("/api/me");
-    const p = document.createElement("p");
-    p.dataset.testid = "signed-in-as";
-    p.textContent = `${t("home.signed_in_as")}: ${identity.name} (${t(`role.${identity.role}`)})`;
-    box.appendChild(p);
-    box.appendChild(link("home.sign_out", "/login", () => signOut()));
-  } catch (err) {
-    message.textContent = t(`error.${err.code}`) !== `error.${err.code}` ? t(`error.${err.code}`) : err.message;
-    signOut();
-    box.appendChild(link("home.go_login", "/login"));
-  }
+  const target = homeOf({ ...claims, ...identity });
+  if (target) location.replace(target);
+  else fatal(app, "home.no_screen", { tone: "info", args: { name: identity.name } });
 }
 main();

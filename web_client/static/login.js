@@ -1,40 +1,51 @@
-import { api } from "/static/auth.js";
-import { applyI18n, t, toggleLang } from "/static/i18n.js";
+// The standalone demo directory's sign-in: pick a demo user (production takes identities
+// from the approval system's signed tokens instead).
+import { api, setToken, signOut } from "/static/auth.js";
+import { clear, el, errorI18n, setupHeader } from "/static/ui.js";
 
-applyI18n();
-document.getElementById("lang").addEventListener("click", toggleLang);
-const message = document.getElementById("message");
+const ORDER = ["clerk", "reviewer", "applicant", "supervisor", "admin"];
 
 async function main() {
+  signOut();
+  await setupHeader();
+  const message = document.getElementById("message");
   let directory;
   try {
     directory = await api("/api/auth/demo-users");
   } catch (err) {
-    message.textContent = err.code === "demo_disabled" ? t("login.disabled") : t("login.failed") + err.message;
+    clear(message).append(el("span", err.code === "demo_disabled" ? { i18n: "login.disabled" } : errorI18n(err)));
     return;
   }
-  const depts = Object.fromEntries(directory.departments.map((d) => [d.id, d]));
   const box = document.getElementById("users");
-  for (const user of directory.users) {
-    const button = document.createElement("button");
-    button.dataset.testid = `login-${user.sub}`;
-    const dept = user.dept ? depts[user.dept] : null;
-    const deptName = dept ? (document.documentElement.lang === "en" && dept.name_en ? dept.name_en : dept.name) : "";
-    const line2 = [t(`role.${user.role}`), dept ? t(`level.${dept.level}`) : "", deptName, user.window || ""]
-      .filter(Boolean).join(" · ");
-    button.innerHTML = `<strong></strong><br><span class="muted"></span>`;
-    button.querySelector("strong").textContent = user.name;
-    button.querySelector("span").textContent = line2;
-    button.addEventListener("click", async () => {
-      try {
-        const res = await api("/api/auth/demo-login", { method: "POST", body: JSON.stringify({ sub: user.sub }) });
-        sessionStorage.setItem("jr.token", res.token);
-        location.href = "/";
-      } catch (err) {
-        message.textContent = t("login.failed") + err.message;
-      }
-    });
-    box.appendChild(button);
+  for (const role of ORDER) {
+    const users = directory.users.filter((u) => u.role === role);
+    if (!users.length) continue;
+    const list = el("div", { class: "users" });
+    box.append(el("div", { class: "users-group" }, el("h3", { i18n: `role.${role}_plural` }), list));
+    for (const user of users) {
+      const detail = el(
+        "span",
+        {},
+        user.dept ? el("span", { dept: user.dept }) : el("span", { i18n: `role.${user.role}` }),
+        user.window ? el("span", { text: ` · ${user.window}` }) : null,
+      );
+      const button = el(
+        "button",
+        { type: "button", class: "user-card", testid: `login-${user.sub}` },
+        el("strong", { text: user.name }),
+        detail,
+      );
+      button.addEventListener("click", async () => {
+        try {
+          const res = await api("/api/auth/demo-login", { method: "POST", body: { sub: user.sub } });
+          setToken(res.token);
+          location.href = "/";
+        } catch (err) {
+          clear(message).append(el("span", errorI18n(err)));
+        }
+      });
+      list.append(button);
+    }
   }
 }
 main();

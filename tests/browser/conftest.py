@@ -1,0 +1,208 @@
+"""Browser end-to-end tests: a real ``jointreview serve`` process and Debian's headless
+Chromium driven by Playwright (sync API), with a synthetic camera and microphone.
+
+Every page's console is collected; a test fails on any console error (see ``Person``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect, sync_playwright
+
+from signaling.auth import TokenService
+from signaling.config import Config
+from tests.conftest import SECRET, ServerProcess
+
+CHROMIUM = "/usr/bin/chromium"
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+FLAGS = [
+    # Three synthetic cameras: fake_device_2 is the clerk's document camera. (Chromium's
+    # fake_device_1 delivers Y16 "depth" frames, which a <video> shows but WebRTC never
+    # encodes: a sender of it sends nothing.)
+    "--use-fake-device-for-media-stream=device-count=3",
+    "--use-fake-ui-for-media-stream",
+    "--allow-loopback-in-peer-connection",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+# Without --use-fake-ui-for-media-stream: permissions are what the context grants.
+FLAGS_NO_FAKE_UI = [f for f in FLAGS if f != "--use-fake-ui-for-media-stream"]
+VIEWPORT = {"width": 1280, "height": 720}
+TIMEOUT_MS = 15_000
+expect.set_options(timeout=TIMEOUT_MS)
+
+
+def _scratch_env(root: Path) -> dict[str, str]:
+    """HOME, XDG_* and TMPDIR in a scratch folder: Chromium writes there, not in ~."""
+    for sub in ("home", "config", "cache", "data", "tmp"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    return {
+        **os.environ,
+        "HOME": str(root / "home"),
+        "XDG_CONFIG_HOME": str(root / "config"),
+        "XDG_CACHE_HOME": str(root / "cache"),
+        "XDG_DATA_HOME": str(root / "data"),
+        "TMPDIR": str(root / "tmp"),
+    }
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    root = tmp_path_factory.mktemp("jr")
+    proc = ServerProcess(
+        root / "data",
+        env={"JR_MEDIA_LISTEN_IPS": '["127.0.0.1"]', "JR_LOG_LEVEL": "warning"},
+    ).start()
+    yield proc
+    if proc.proc is not None:
+        proc.stop()
+
+
+@pytest.fixture(scope="module")
+def tokens(server: ServerProcess) -> TokenService:
+    return TokenService(Config(data_dir=server.data_dir, jwt_secret=SECRET))
+
+
+@pytest.fixture(scope="module")
+def playwright(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Playwright]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: run scripts/setup --test (installs Debian's chromium)")
+    root = tmp_path_factory.mktemp("chromium")
+    saved = os.environ.get("TMPDIR")
+    env = _scratch_env(root)
+    os.environ["TMPDIR"] = env["TMPDIR"]  # Playwright's own profile folders go here too
+    pw = sync_playwright().start()
+    pw._jr_env = env  # type: ignore[attr-defined]
+    try:
+        yield pw
+    finally:
+        pw.stop()
+        if saved is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = saved
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def launch(pw: Playwright, flags: list[str]) -> Browser:
+    return pw.chromium.launch(
+        executable_path=CHROMIUM,
+        args=flags,
+        env=pw._jr_env,  # type: ignore[attr-defined]
+        headless=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    b = launch(playwright, FLAGS)
+    yield b
+    b.close()
+
+
+class Person:
+    """One participant: a browser context of their own, one page, its console watched."""
+
+    def __init__(self, context: BrowserContext, base: str, name: str) -> None:
+        self.context = context
+        self.base = base
+        self.name = name
+        self.errors: list[str] = []
+        self.page: Page = context.new_page()
+        self.page.set_default_timeout(TIMEOUT_MS)
+        self.page.on("console", self._console)
+        self.page.on("pageerror", lambda exc: self.errors.append(f"pageerror: {exc}"))
+
+    def _console(self, msg: Any) -> None:
+        if msg.type == "error":
+            self.errors.append(f"console: {msg.text}")
+
+    def open(self, path: str, token: str | None = None) -> Page:
+        sep = "&" if "?" in path else "?"
+        url = self.base + path + (f"{sep}token={token}" if token else "")
+        self.page.goto(url)
+        return self.page
+
+    def by(self, testid: str) -> Any:
+        return self.page.get_by_test_id(testid)
+
+    def shot(self, name: str) -> None:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+
+    def set_lang(self, lang: str) -> None:
+        """Switch the language in place (the UI re-renders without a reload)."""
+        current = self.page.evaluate("document.documentElement.lang")
+        if current != lang:
+            self.by("lang-switch").click()
+            self.page.wait_for_function(f"document.documentElement.lang === {json.dumps(lang)}")
+
+
+@pytest.fixture
+def people(browser: Browser, server: ServerProcess) -> Iterator[Callable[..., Person]]:
+    """Make participants; after the test, assert that no page logged a console error."""
+    made: list[Person] = []
+
+    def make(
+        name: str, *, lang: str = "zh-CN", browser_: Browser | None = None, **kw: Any
+    ) -> Person:
+        options: dict[str, Any] = {"viewport": VIEWPORT, "locale": lang, **kw}
+        options.setdefault("permissions", ["camera", "microphone"])
+        context = (browser_ or browser).new_context(**options)
+        context.add_init_script(f"localStorage.setItem('jr.lang', {json.dumps(lang)})")
+        person = Person(context, server.url, name)
+        made.append(person)
+        return person
+
+    yield make
+    errors = {p.name: p.errors for p in made if p.errors}
+    for p in made:
+        p.context.close()
+    assert not errors, f"console errors: {json.dumps(errors, ensure_ascii=False, indent=1)}"
+
+
+# -- the HTTP API, for setting up and checking -----------------------------------------
+
+
+class Api:
+    def __init__(self, base: str) -> None:
+        self.base = base
+
+    def call(self, method: str, path: str, token: str, body: Any = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.base + path, data=data, method=method)
+        req.add_header("Authorization", f"Bearer {token}")
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(req, timeout=10) as res:
+            return json.load(res)
+
+
+@pytest.fixture(scope="module")
+def http(server: ServerProcess) -> Api:
+    return Api(server.url)
+
+
+def eventually(check: Callable[[], Any], timeout: float = 10.0, every: float = 0.1) -> Any:
+    """Poll a server-side condition (no browser involved) until it holds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(every)

@@ -1,0 +1,69 @@
+"""What the browser tests wait for and read from a page: concrete signals only (tiles'
+data-state, getStats() framesDecoded, test ids), each with a short timeout."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from playwright.sync_api import Page, expect
+
+# Every remote video track of the given participants has decoded frames (getStats()).
+DECODED_JS = """async (pids) => {
+  const m = window.jr && window.jr.media;
+  if (!m || !m.pc) return false;
+  const stats = await m.pc.getStats();
+  const decoded = {};
+  stats.forEach((s) => {
+    if (s.type === "inbound-rtp" && s.kind === "video") decoded[s.mid] = s.framesDecoded || 0;
+  });
+  const remotes = [...m.remotes.values()];
+  return pids.every((pid) => {
+    const videos = remotes.filter((r) => r.info.participant_id === pid && r.info.kind === "video");
+    const shown = (r) => r.transceiver.mid && decoded[r.transceiver.mid] > 0;
+    return videos.length > 0 && videos.every(shown);
+  });
+}"""
+
+REPORT_JS = """async () => {
+  const m = window.jr && window.jr.media;
+  if (!m || !m.pc) return {pc: null};
+  const stats = await m.pc.getStats();
+  const inbound = [];
+  stats.forEach((s) => {
+    if (s.type === "inbound-rtp") inbound.push([s.kind, s.mid, s.framesDecoded, s.packetsReceived]);
+  });
+  return {
+    pc: m.pc.connectionState,
+    me: m.participantId,
+    remotes: [...m.remotes].map(([id, r]) => [id, r.transceiver.mid, r.info.kind, !!r.track]),
+    inbound,
+    tiles: [...document.querySelectorAll("[data-testid=video-tile]")].map(
+      (t) => [t.dataset.participantId, t.dataset.state]),
+  };
+}"""
+
+
+def participant_id(page: Page) -> str:
+    page.wait_for_function("document.body.dataset.participantId")
+    return str(page.evaluate("document.body.dataset.participantId"))
+
+
+def wait_joined(page: Page) -> str:
+    """In the session, with its own camera tile showing frames."""
+    pid = participant_id(page)
+    expect(tile(page, pid)).to_have_attribute("data-state", "playing")
+    return pid
+
+
+def tile(page: Page, pid: str) -> Any:
+    return page.locator(f"[data-testid=video-tile][data-participant-id='{pid}']")
+
+
+def wait_video_from(page: Page, pids: list[str], timeout: float = 15_000) -> None:
+    """The page shows (tiles playing) and decodes (framesDecoded > 0) each one's video."""
+    try:
+        for pid in pids:
+            expect(tile(page, pid)).to_have_attribute("data-state", "playing", timeout=timeout)
+        page.wait_for_function(DECODED_JS, arg=pids, timeout=timeout, polling=200)
+    except Exception as exc:
+        raise AssertionError(f"no video from {pids}: {page.evaluate(REPORT_JS)}") from exc

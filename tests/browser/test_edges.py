@@ -1,0 +1,192 @@
+"""Focused browser tests: a declined invitation and escalation, an uninvited department,
+an expired sign-in, a denied camera (audio only / view only), a dropped socket."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+from playwright.sync_api import Browser, Playwright, expect
+
+from signaling.auth import TokenService
+
+from .conftest import FLAGS_NO_FAKE_UI, Api, Person, launch
+from .helpers import participant_id, tile, wait_joined, wait_video_from
+
+
+def start_session(http: Api, clerk_token: str, case: str, **invite: Any) -> str:
+    body = {"applicant_name": "示例科技有限公司", "matter": "食品经营许可"}
+    sid = str(http.call("POST", f"/api/cases/{case}/sessions", clerk_token, body)["session_id"])
+    if invite:
+        http.call("POST", f"/api/sessions/{sid}/invitations", clerk_token, invite)
+    return sid
+
+
+def clerk_token(tokens: TokenService) -> str:
+    return tokens.issue(sub="clerk-02", role="clerk", name="林静")
+
+
+def test_declined_invitation_shows_reason_and_can_be_escalated(
+    people: Callable[..., Person], tokens: TokenService, http: Api
+) -> None:
+    token = clerk_token(tokens)
+    sid = start_session(http, token, "GZ-EDGE-DECLINE")
+    clerk, reviewer = people("clerk"), people("reviewer")
+    reviewer.open(
+        "/inbox",
+        tokens.issue(
+            sub="rev-city-tax-1", role="reviewer", name="李敏", dept="city-tax", level="city"
+        ),
+    )
+    expect(reviewer.by("connection-state")).to_have_attribute("data-state", "open")
+    clerk.open(f"/session/{sid}", token)
+    wait_joined(clerk.page)
+    clerk.by("invite-dept-city-tax").check()
+    clerk.by("invite").click()
+
+    card = reviewer.by("invitation")
+    expect(card).to_contain_text("GZ-EDGE-DECLINE")
+    reviewer.by("decline-invitation").click()
+    reviewer.by("decline-confirm").click()  # no reason: refused on the page
+    expect(reviewer.by("decline-reason")).to_have_attribute("aria-invalid", "true")
+    expect(card).to_be_visible()
+    reviewer.by("decline-reason").fill("本事项不涉及税务，请邀请市场监管部门")
+    reviewer.by("decline-confirm").click()
+    expect(reviewer.by("invitation")).to_have_count(0)
+    expect(reviewer.by("invitation-done")).to_have_attribute("data-status", "declined")
+    expect(reviewer.by("inbox-empty")).to_be_visible()
+
+    row = clerk.by("invitation-status")
+    expect(row).to_have_attribute("data-status", "declined")
+    expect(row).to_contain_text("本事项不涉及税务，请邀请市场监管部门")
+    expect(row).to_contain_text("李敏")
+    clerk.shot("declined-zh")
+
+    # Escalate: the other level's department (or a named reviewer) in two clicks.
+    row.get_by_test_id("escalate").click()
+    target = clerk.by("escalate-target")
+    target.select_option("dept:district-amr")
+    clerk.by("escalate-confirm").click()
+    rows = clerk.by("invitation-status")
+    expect(rows).to_have_count(2)
+    expect(
+        clerk.page.locator("[data-testid=invitation-status][data-dept=district-amr]")
+    ).to_be_visible()
+
+
+def test_reviewer_of_an_uninvited_department_cannot_join(
+    people: Callable[..., Person], tokens: TokenService, http: Api
+) -> None:
+    sid = start_session(http, clerk_token(tokens), "GZ-EDGE-UNINVITED", dept="city-amr")
+    outsider = people("outsider")
+    outsider.open(
+        f"/session/{sid}",
+        tokens.issue(
+            sub="rev-district-planning-1",
+            role="reviewer",
+            name="吴芳",
+            dept="district-planning",
+            level="district",
+        ),
+    )
+    message = outsider.by("join-error")
+    expect(message).to_be_visible()
+    expect(message).to_have_attribute("data-code", "forbidden")
+    expect(message).to_contain_text("没有收到本次会办的邀请")
+    expect(outsider.by("video-tile")).to_have_count(0)
+    outsider.shot("not-invited-zh")
+
+
+def test_expired_sign_in_gets_a_clear_message(
+    people: Callable[..., Person], tokens: TokenService
+) -> None:
+    expired = tokens.issue(
+        sub="rev-city-amr-1",
+        role="reviewer",
+        name="王建国",
+        dept="city-amr",
+        level="city",
+        now=time.time() - 7200,
+        ttl=600,
+    )
+    person = people("late reviewer")
+    for path in ("/inbox", "/session/s_whatever", "/counter", "/"):
+        person.open(path, expired)
+        notice = person.by("page-error")
+        expect(notice).to_have_attribute("data-code", "token_expired")
+        expect(notice).to_contain_text("登录已过期")
+        expect(person.page).not_to_have_url(re.compile("token="))
+    person.by("go-login").click()
+    expect(person.page).to_have_url(re.compile(r"/login$"))
+    expect(person.by("login-clerk-01")).to_be_visible()
+    person.shot("login-zh")
+    person.set_lang("en")
+    expect(person.by("login-clerk-01")).to_contain_text("Window clerk")
+    person.shot("login-en")
+
+
+def test_denied_camera_offers_audio_only_and_view_only(
+    people: Callable[..., Person], tokens: TokenService, http: Api, playwright: Playwright
+) -> None:
+    token = clerk_token(tokens)
+    sid = start_session(http, token, "GZ-EDGE-DENIED")
+    clerk = people("clerk")
+    clerk.open(f"/session/{sid}", token)
+    pid_clerk = wait_joined(clerk.page)
+
+    denied: Browser = launch(playwright, FLAGS_NO_FAKE_UI)  # no automatic permission
+    try:
+        for mode, permissions in (("audio", ["microphone"]), ("view", [])):
+            applicant = people(f"applicant ({mode})", browser_=denied, permissions=permissions)
+            link = http.call("POST", f"/api/sessions/{sid}/applicant-link", token, {})
+            applicant.page.goto(link["url"])
+            problem = applicant.by("media-error")
+            expect(problem).to_have_attribute("data-kind", "denied")
+            if mode == "audio":
+                applicant.shot("camera-denied-zh")
+                applicant.by("join-audio-only").click()
+            else:
+                applicant.by("join-view-only").click()
+            expect(problem).to_be_hidden()
+            expect(applicant.page.locator("body")).to_have_attribute("data-media-mode", mode)
+            wait_video_from(applicant.page, [pid_clerk])
+            me = participant_id(applicant.page)
+            expect(tile(clerk.page, me)).to_be_visible()  # present, without video
+            expect(tile(clerk.page, me)).to_have_attribute("data-state", "waiting")
+            applicant.by("leave").click()
+            expect(applicant.by("session-left")).to_be_visible()
+    finally:
+        denied.close()
+
+
+def test_dropped_socket_resumes_and_failed_media_is_rebuilt(
+    people: Callable[..., Person], tokens: TokenService, http: Api
+) -> None:
+    token = clerk_token(tokens)
+    sid = start_session(http, token, "GZ-EDGE-DROP")
+    clerk, applicant = people("clerk"), people("applicant")
+    clerk.open(f"/session/{sid}", token)
+    pid = wait_joined(clerk.page)
+    applicant.page.goto(http.call("POST", f"/api/sessions/{sid}/applicant-link", token, {})["url"])
+    pid_app = wait_joined(applicant.page)
+    wait_video_from(clerk.page, [pid_app])
+
+    # The socket drops: "reconnecting" shows, then the same slot is resumed.
+    clerk.page.evaluate("window.jr.signal.dropForTest()")
+    expect(clerk.by("reconnecting")).to_be_visible()
+    expect(clerk.by("connection-state")).to_have_attribute("data-state", "reconnecting")
+    expect(clerk.by("connection-state")).to_have_attribute("data-state", "open")
+    expect(clerk.by("reconnecting")).to_be_hidden()
+    assert participant_id(clerk.page) == pid
+    session = http.call("GET", f"/api/sessions/{sid}", token)
+    states = {p["participant_id"]: p["state"] for p in session["participants"]}
+    assert states[pid] == "joined"
+
+    # The media connection fails (as after media.state "failed"): a fresh one takes over
+    # and video flows both ways again.
+    clerk.page.evaluate("() => { window.jr.media.restart(); }")
+    wait_video_from(clerk.page, [pid_app])
+    wait_video_from(applicant.page, [pid])
+    expect(tile(clerk.page, pid)).to_have_attribute("data-state", "playing")

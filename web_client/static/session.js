@@ -1,0 +1,293 @@
+// The live session (/session/{sid}), for every role: join (or resume) over the socket,
+// publish camera and microphone, receive everyone else, and the side panels (invitations,
+// chat, opinions, document stills). Reconnects with backoff and resumes its slot.
+import { api, tokenClaims } from "/static/auth.js";
+import { ChatPanel } from "/static/chat.js";
+import { LocalMedia } from "/static/controls.js";
+import { DocumentSource, SnapshotGallery } from "/static/documents.js";
+import { onLangChange, t } from "/static/i18n.js";
+import { InvitesPanel } from "/static/invites.js";
+import { MediaLink } from "/static/media.js";
+import { OpinionsPanel } from "/static/opinions.js";
+import { QualityMeter } from "/static/quality.js";
+import { Signal } from "/static/socket.js";
+import { makeTabs } from "/static/tabs.js";
+import { VideoGrid } from "/static/tiles.js";
+import { bootPage, el, errorI18n, fatal, fill, homeOf, toast } from "/static/ui.js";
+
+const STAFF = ["clerk", "admin"];
+const sid = decodeURIComponent(location.pathname.split("/")[2] || "");
+const resumeKey = `jr.resume.${sid}`;
+const app = document.getElementById("app");
+const $ = (id) => document.getElementById(id);
+
+const ctx = { sid, me: null, session: null, participantId: null, started: false, over: false };
+const signal = new Signal();
+let grid, media, local, quality, panels, chat, opinions, invites, gallery, docs;
+
+// -- the screen ------------------------------------------------------------------------
+function tabsFor(role) {
+  if (STAFF.includes(role)) return [["invites", "tabs.invites"], ["chat", "tabs.chat"], ["opinions", "tabs.opinions"], ["docs", "tabs.docs"]];
+  if (role === "reviewer") return [["opinions", "tabs.opinion_form"], ["chat", "tabs.chat"], ["docs", "tabs.docs"], ["invites", "tabs.people"]];
+  return [["opinions", "tabs.opinions_applicant"], ["chat", "tabs.chat"], ["docs", "tabs.docs"]];
+}
+
+function build() {
+  const role = ctx.me.role;
+  const staff = STAFF.includes(role);
+  document.body.classList.add(`role-${role}`);
+  for (const node of document.querySelectorAll(".staff-only")) node.hidden = !staff;
+  grid = new VideoGrid($("tiles"), $("doc-stage"), { onAudioBlocked: () => ($("enable-audio").hidden = false) });
+  media = new MediaLink(signal, {
+    onRemotes: (list) => grid.setRemote(list),
+    onState: (state) => (document.body.dataset.media = state),
+    onError: (err) => {
+      console.warn("media negotiation failed:", err.code || err.name, err.message);
+      if (!ctx.over && signal.state === "open") toast("session.media_retrying", null, "warn");
+    },
+  });
+  local = new LocalMedia({ media, grid, notice: $("stage-notice") });
+  quality = new QualityMeter($("quality"), () => media.pc);
+  const defs = tabsFor(role).map(([id, key]) => ({ id, key }));
+  panels = makeTabs($("tabs"), $("panels"), defs, { stacked: role === "applicant" });
+  chat = new ChatPanel(panels.panel("chat"), signal, { onUnread: () => panels.notify("chat") });
+  gallery = new SnapshotGallery(panels.panel("docs"), $("viewer"), {
+    sessionId: sid,
+    onNew: (snap) => {
+      panels.notify("docs");
+      if (snap.taken_by?.sub !== ctx.me.sub) toast("doc.still_received", { name: snap.taken_by?.name || "" });
+    },
+  });
+  if (staff) {
+    docs = new DocumentSource({ select: $("document-source"), button: $("snapshot"), media, grid, sessionId: sid, cameraId: () => local.cameraId() });
+    local.onDevices = () => docs.fill();
+    $("end").addEventListener("click", () => $("confirm-end").showModal());
+    $("confirm-end").addEventListener("close", () => $("confirm-end").returnValue === "end" && endSession());
+  }
+  $("leave").addEventListener("click", () => leave());
+  $("enable-audio").addEventListener("click", () => {
+    grid.resumeAudio();
+    $("enable-audio").hidden = true;
+  });
+  window.jr = { signal, media, grid, ctx };
+}
+
+function buildPanels(joined) {
+  const role = ctx.me.role;
+  if (!opinions) {
+    opinions = new OpinionsPanel(panels.panel("opinions"), { sessionId: sid, canFile: role === "reviewer", me: ctx.me });
+  }
+  if (!invites && panels.panel("invites")) {
+    invites = new InvitesPanel(panels.panel("invites"), { sessionId: sid, manage: STAFF.includes(role), session: joined.session });
+  }
+}
+
+function renderFacts(session) {
+  const fact = (key, value, testid) =>
+    value ? el("span", { class: "fact" }, el("span", { class: "fact-label", i18n: key }), el("span", { class: "fact-value", text: value, testid })) : null;
+  fill($("facts"),
+    el("span", { class: "case-no fact-case", text: session.case_id, testid: "session-case" }),
+    fact("session.matter", session.matter, "session-matter"),
+    fact("session.applicant", session.applicant_name),
+    fact("session.window", session.window),
+    el("span", { class: "fact" }, el("span", { class: "fact-label", i18n: "session.started" }), el("time", { ts: session.created_at })),
+  );
+  document.title = `${session.case_id} · ${t("session.doc_title")}`;
+}
+
+function setRecording(active) {
+  $("recording").hidden = !active;
+  document.body.dataset.recording = active ? "1" : "0";
+}
+
+function connState(state) {
+  const node = $("conn");
+  const tone = { open: "chip-ok", reconnecting: "chip-warn", closed: "chip-muted" }[state] || "chip-muted";
+  node.className = `chip ${tone}`;
+  node.dataset.state = state;
+  node.dataset.i18n = `conn.${state}`;
+  node.textContent = t(`conn.${state}`);
+  $("reconnecting").hidden = state !== "reconnecting" || ctx.over;
+}
+
+// -- joining and resuming --------------------------------------------------------------
+async function enter() {
+  let joined = null;
+  try {
+    const stored = sessionStorage.getItem(resumeKey);
+    if (stored) {
+      try {
+        joined = await signal.request({ type: "resume", resume_token: stored });
+      } catch (err) {
+        if (err.code === "disconnected" || err.code === "timeout") throw err;
+        sessionStorage.removeItem(resumeKey); // expired or unknown: take a (new) slot
+      }
+    }
+    joined = joined || (await signal.request({ type: "join", session_id: sid }));
+  } catch (err) {
+    if (err.code === "disconnected" || err.code === "timeout") return; // the next reconnect tries again
+    if (err.code === "session_ended") ended(null);
+    else refuse(err);
+    return;
+  }
+  await applyJoined(joined);
+}
+
+async function applyJoined(joined) {
+  sessionStorage.setItem(resumeKey, joined.resume_token);
+  const pid = joined.participant.participant_id;
+  const newSlot = ctx.participantId !== null && ctx.participantId !== pid;
+  ctx.participantId = pid;
+  ctx.session = joined.session;
+  document.body.dataset.participantId = pid;
+  renderFacts(joined.session);
+  buildPanels(joined);
+  grid.setSelf(pid, joined.participant.identity);
+  // Whoever left while we were away is not in the snapshot: drop them.
+  const present = new Set(joined.participants.map((p) => p.participant_id));
+  for (const id of [...grid.tiles.keys()]) {
+    if (id !== pid && !present.has(id)) onParticipant({ participant_id: id, state: "left" });
+  }
+  for (const p of joined.participants) onParticipant(p);
+  invites?.setInvitations(joined.invitations);
+  setRecording(Boolean(joined.recording));
+  // Opinions and stills filed while we were away (both lists are keyed by id).
+  opinions.load().catch((err) => console.warn("opinions:", err.message));
+  gallery.load().catch((err) => console.warn("stills:", err.message));
+  const iceServers = signal.welcome?.ice_servers || [];
+  if (!ctx.started) {
+    ctx.started = true;
+    document.body.dataset.joined = "1";
+    docs?.fill();
+    await local.start();
+    if (!ctx.over) media.start(pid, iceServers);
+  } else if (newSlot || !media.pc || ["failed", "closed"].includes(media.pc.connectionState)) {
+    media.iceServers = iceServers;
+    media.restart(pid);
+  } else {
+    media.resumeAfterReconnect().catch(() => {});
+  }
+}
+
+function onParticipant(p) {
+  if (!p || p.participant_id === ctx.participantId) return;
+  grid.upsertParticipant(p);
+  invites?.setParticipant(p);
+}
+
+// -- messages --------------------------------------------------------------------------
+const SEEN_STATUS = new Map();
+function onInvitation(inv) {
+  invites?.update(inv);
+  const before = SEEN_STATUS.get(inv.invitation_id);
+  SEEN_STATUS.set(inv.invitation_id, inv.status);
+  if (!STAFF.includes(ctx.me.role) || before === inv.status || before === undefined) return;
+  const who = inv.responded_by?.name || inv.reviewer_name || "";
+  if (inv.status === "accepted") toast("invites.toast_accepted", { name: who }, "ok");
+  if (inv.status === "declined") toast("invites.toast_declined", { name: who, reason: inv.reason || "" }, "warn");
+  if (inv.status === "unanswered") toast("invites.toast_unanswered", null, "warn");
+}
+
+function listen() {
+  signal.on("state", ({ state }) => connState(state));
+  signal.on("reconnected", () => !ctx.over && enter());
+  signal.on("presence", (msg) => msg.participant && onParticipant(msg.participant));
+  signal.on("invitation.updated", (msg) => onInvitation(msg.invitation));
+  signal.on("chat", (msg) => chat.add(msg, msg.participant_id === ctx.participantId));
+  signal.on("media.tracks", (msg) => media.setTracks(msg.tracks));
+  signal.on("speaking", (msg) => grid.speaking(msg.participant_id));
+  signal.on("media.state", (msg) => !ctx.over && media.serverState(msg.state));
+  signal.on("snapshot", (msg) => gallery.add(msg.snapshot));
+  signal.on("opinion.filed", (msg) => opinions?.add(msg.opinion));
+  signal.on("recording", (msg) => setRecording(Boolean(msg.active)));
+  signal.on("session.ended", (msg) => ended(msg.session));
+  signal.on("closed", ({ code }) => stopped(code));
+}
+
+// -- the end of it -----------------------------------------------------------------------
+function cleanup() {
+  ctx.over = true;
+  sessionStorage.removeItem(resumeKey);
+  quality?.stop();
+  media?.close();
+  local?.stop();
+  docs?.stop();
+  $("reconnecting").hidden = true;
+}
+
+function homeLink() {
+  const home = homeOf(ctx.me);
+  if (!home || ctx.me.role === "applicant") return undefined;
+  return { href: home, key: STAFF.includes(ctx.me.role) ? "session.back_counter" : "session.back_inbox", testid: "go-home" };
+}
+
+function ended(session) {
+  if (ctx.over && document.querySelector("[data-testid=session-ended]")) return;
+  cleanup();
+  signal.close();
+  const by = session?.ended_by?.name;
+  const box = fatal(app, by ? "session.ended_by" : "session.ended", {
+    testid: "session-ended",
+    tone: "info",
+    args: { name: by || "", case: session?.case_id || "" },
+    link: homeLink(),
+  });
+  if (session?.ended_at) box.append(el("p", { class: "muted" }, el("time", { ts: session.ended_at, tsStyle: "datetime" })));
+  if (ctx.me.role === "applicant") box.append(el("p", { class: "muted", i18n: "session.applicant_bye" }));
+}
+
+async function leave() {
+  try {
+    await signal.request({ type: "leave" }, 5000);
+  } catch {
+    // leaving anyway: the slot ends with the grace period
+  }
+  cleanup();
+  signal.close();
+  const box = fatal(app, "session.left", { testid: "session-left", tone: "info", link: homeLink() });
+  box.append(el("button", { type: "button", class: "primary", testid: "rejoin", i18n: "session.rejoin", on: { click: () => location.reload() } }));
+}
+
+async function endSession() {
+  try {
+    const session = await api(`/api/sessions/${sid}/end`, { method: "POST" });
+    ended(session);
+  } catch (err) {
+    toast(errorI18n(err).i18n, errorI18n(err).args, "bad");
+  }
+}
+
+function stopped(code) {
+  if (ctx.over) return;
+  cleanup();
+  const key = code === "superseded" ? "error.superseded" : "error.token_expired";
+  const link = code === "superseded" ? homeLink() : { href: "/login", key: "home.go_login", testid: "go-login" };
+  fatal(app, key, { testid: "page-error", link }).dataset.code = code;
+}
+
+function refuse(err) {
+  cleanup();
+  signal.close();
+  const reviewer = ctx.me.role === "reviewer" && err.code === "forbidden";
+  const props = reviewer ? { i18n: "error.not_invited" } : errorI18n(err);
+  const box = fatal(app, "error.generic", { testid: "join-error", link: homeLink() });
+  box.dataset.code = err.code;
+  box.querySelector(".notice-text").replaceWith(el("p", { class: "notice-text", ...props }));
+}
+
+async function main() {
+  ctx.me = await bootPage(app);
+  if (!ctx.me) return;
+  ctx.me = { ...ctx.me, ...(tokenClaims() || {}) };
+  build();
+  listen();
+  onLangChange(() => ctx.session && renderFacts(ctx.session));
+  connState("connecting");
+  try {
+    await signal.connect();
+  } catch {
+    return; // reconnecting with backoff; "reconnected" enters
+  }
+  await enter();
+}
+main();

@@ -1,0 +1,171 @@
+// The signaling socket (/ws?token=JWT): request/reply by `ref`, pushed messages by type,
+// reconnection with backoff. docs/protocol.md describes the messages.
+import { currentToken, tokenExpired } from "/static/auth.js";
+
+export class SignalError extends Error {
+  constructor(code, message) {
+    super(message || code);
+    this.code = code;
+  }
+}
+
+const BACKOFF_MS = [500, 1000, 2000, 4000, 8000, 10000];
+// Close codes after which reconnecting would not help.
+const FINAL = { 4401: "token_expired", 4409: "superseded" };
+
+export class Signal {
+  constructor() {
+    this.ws = null;
+    this.welcome = null;
+    this.state = "idle"; // idle | connecting | open | reconnecting | closed
+    this.handlers = new Map();
+    this.waiters = new Map();
+    this.refs = 0;
+    this.attempt = 0;
+    this.stopped = false;
+    this.finalCode = null;
+  }
+
+  on(type, fn) {
+    if (!this.handlers.has(type)) this.handlers.set(type, new Set());
+    this.handlers.get(type).add(fn);
+    return () => this.handlers.get(type).delete(fn);
+  }
+
+  emit(type, msg) {
+    for (const fn of this.handlers.get(type) || []) {
+      try {
+        fn(msg);
+      } catch (err) {
+        // A faulty handler must not stop the others; surface it as a warning.
+        console.warn("handler for", type, "failed:", err);
+      }
+    }
+  }
+
+  setState(state) {
+    if (this.state === state) return;
+    this.state = state;
+    this.emit("state", { state });
+  }
+
+  // Resolves with the `welcome` message; rejects if the socket closes before it.
+  connect() {
+    this.stopped = false;
+    this.setState(this.attempt ? "reconnecting" : "connecting");
+    return new Promise((resolve, reject) => {
+      const proto = location.protocol === "https:" ? "wss:" : "ws:";
+      const ws = new WebSocket(`${proto}//${location.host}/ws?token=${encodeURIComponent(currentToken())}`);
+      this.ws = ws;
+      let greeted = false;
+      ws.onmessage = (ev) => {
+        let msg;
+        try {
+          msg = JSON.parse(ev.data);
+        } catch {
+          return;
+        }
+        if (msg.type === "welcome") {
+          greeted = true;
+          this.welcome = msg;
+          this.attempt = 0;
+          this.setState("open");
+          resolve(msg);
+        }
+        this.dispatch(msg);
+      };
+      ws.onclose = (ev) => {
+        if (this.ws !== ws) return;
+        this.ws = null;
+        for (const [, w] of this.waiters) w.reject(new SignalError("disconnected", "the connection closed"));
+        this.waiters.clear();
+        const final = FINAL[ev.code];
+        if (!greeted) reject(new SignalError(final || "connect_failed", ev.reason));
+        if (final) {
+          this.finalCode = final;
+          this.setState("closed");
+          this.emit("closed", { code: final });
+        } else if (!this.stopped) {
+          this.scheduleReconnect();
+        } else {
+          this.setState("closed");
+        }
+      };
+    });
+  }
+
+  scheduleReconnect() {
+    if (tokenExpired()) {
+      this.finalCode = "token_expired";
+      this.setState("closed");
+      this.emit("closed", { code: "token_expired" });
+      return;
+    }
+    this.setState("reconnecting");
+    const delay = BACKOFF_MS[Math.min(this.attempt, BACKOFF_MS.length - 1)];
+    this.attempt += 1;
+    this.retryTimer = setTimeout(async () => {
+      if (this.stopped) return;
+      try {
+        const welcome = await this.connect();
+        this.emit("reconnected", welcome);
+      } catch {
+        // onclose has scheduled the next attempt (or given up for good)
+      }
+    }, delay);
+  }
+
+  dispatch(msg) {
+    if (msg.ref && this.waiters.has(msg.ref)) {
+      const w = this.waiters.get(msg.ref);
+      this.waiters.delete(msg.ref);
+      if (msg.type === "error") w.reject(new SignalError(msg.code, msg.message));
+      else w.resolve(msg);
+      return;
+    }
+    if (msg.type === "error") {
+      if (msg.code === "superseded" || msg.code === "token_expired") this.finalCode = msg.code;
+      this.emit("error", msg);
+      return;
+    }
+    this.emit(msg.type, msg);
+    this.emit("*", msg);
+  }
+
+  send(msg) {
+    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return false;
+    this.ws.send(JSON.stringify(msg));
+    return true;
+  }
+
+  // Send and wait for the direct reply (matched by ref). Rejects with SignalError.
+  request(msg, timeoutMs = 15000) {
+    const ref = `r${++this.refs}`;
+    return new Promise((resolve, reject) => {
+      if (!this.send({ ...msg, ref })) {
+        reject(new SignalError("disconnected", "not connected"));
+        return;
+      }
+      const timer = setTimeout(() => {
+        this.waiters.delete(ref);
+        reject(new SignalError("timeout", `no reply to ${msg.type}`));
+      }, timeoutMs);
+      this.waiters.set(ref, {
+        resolve: (m) => (clearTimeout(timer), resolve(m)),
+        reject: (e) => (clearTimeout(timer), reject(e)),
+      });
+    });
+  }
+
+  close() {
+    this.stopped = true;
+    clearTimeout(this.retryTimer);
+    if (this.ws) this.ws.close(1000, "bye");
+    this.setState("closed");
+  }
+
+  // For tests and diagnostics: drop the connection as a network failure would.
+  dropForTest() {
+    if (this.ws) this.ws.close(4000, "test drop");
+  }
+}
