@@ -40,6 +40,7 @@ PINNED_AIORTC = "1.16.0"
 # Drop rather than queue when a subscriber's socket buffer is this full: a slow or
 # vanished subscriber must never grow memory or delay anyone else.
 MAX_SOCKET_BACKLOG = 256 * 1024
+RECEIVE_BUFFER = 4 * 1024 * 1024
 MAX_PROTECTED = 1500 - 144  # libsrtp appends up to 144 bytes of tag and MKI
 
 RtpHandler = Callable[[bytes], None]
@@ -283,6 +284,10 @@ def _read_until_empty(protocol: Any) -> None:
     if raw is None or loop is None or getattr(transport, "_closing", True):
         return
     fd = raw.fileno()
+    # aioice asks for 256 KiB; a busy loop (a burst of keyframes, a GC pause) overflows
+    # that and the kernel drops media. Ask for more (the kernel caps it at rmem_max).
+    with contextlib.suppress(OSError):
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
 
     def read_ready() -> None:
         for _ in range(64):  # bounded: other sockets get their turn
@@ -358,13 +363,17 @@ def on_receive_parameters(
 
 
 def on_received_packets(
-    receiver: RTCRtpReceiver, callback: Callable[[RtpPacket, int], None]
+    receiver: RTCRtpReceiver, callback: Callable[[RtpPacket, int], None], *, decode: bool = False
 ) -> None:
-    """Client side, for load generation: take each received RTP packet (already parsed
-    by aiortc) instead of depacketising and decoding it. No feedback is sent for it."""
+    """Client side, for load generation: see each received RTP packet (already parsed by
+    aiortc). Without ``decode`` it replaces aiortc's handling (no depacketising, decoding
+    or feedback); with it, aiortc handles the packet as usual afterwards."""
+    original = receiver._handle_rtp_packet
 
     async def handle(packet: RtpPacket, arrival_time_ms: int) -> None:
         callback(packet, arrival_time_ms)
+        if decode:
+            await original(packet, arrival_time_ms)
 
     receiver._handle_rtp_packet = handle  # type: ignore[method-assign]
 

@@ -411,11 +411,13 @@ class Peer:
             found = self.legs.get(packet.media_ssrc)
             if found is not None:
                 found[0].on_keyframe_request(found[1], now)
+                self.room.wake()
         elif packet.fmt == RTCP_PSFB_FIR:
             for i in range(0, len(packet.fci) - 7, 8):
                 found = self.legs.get(int.from_bytes(packet.fci[i : i + 4], "big"))
                 if found is not None:
                     found[0].on_keyframe_request(found[1], now)
+                    self.room.wake()
         elif packet.fmt == RTCP_PSFB_APP:
             try:
                 bitrate, ssrcs = unpack_remb_fci(packet.fci)

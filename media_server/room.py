@@ -20,7 +20,9 @@ from .speaker import SpeakerDetector
 
 log = logging.getLogger(__name__)
 
-TICK = 0.02  # RTCP timers: keyframe requests deferred by at most one tick
+# RTCP timers (NACK retries, receiver reports, REMB). Keyframe requests do not wait for
+# a tick: they wake the loop at once (and are still coalesced to one per 300 ms).
+TICK = 0.05
 SPEAKER_EVERY = 0.2
 
 # (target participant id or None for everyone, message)
