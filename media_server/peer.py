@@ -164,8 +164,10 @@ class Peer:
         async with self._lock:
             if self.closed:
                 raise MediaError("media_closed", "this media connection has closed; offer anew")
+            # Everything that can refuse the offer is checked before anything changes: a
+            # refused offer leaves the connection exactly as it was.
+            self._check(offer, publish, subscribe)
             try:
-                sdp.check_offer(offer)
                 await self.pc.setRemoteDescription(
                     RTCSessionDescription(sdp=sdp.drop_mdns_candidates(offer), type="offer")
                 )
@@ -194,16 +196,44 @@ class Peer:
                 self.pc.localDescription.sdp, self.room.settings.announced_ip
             )
 
+    def _check(self, offer: str, publish: dict[str, str], subscribe: dict[str, str]) -> None:
+        try:
+            sdp.check_offer(offer)
+        except ValueError as exc:
+            raise MediaError("bad_sdp", f"the offer is not usable SDP: {exc}") from None
+        kinds = sdp.media_kinds(offer)
+        for mid in list(publish) + list(subscribe):
+            if mid not in kinds:
+                raise MediaError("unknown_mid", f"the offer has no m-line with mid {mid!r}")
+        for mid, source in publish.items():
+            kind = SOURCES.get(source)
+            if kind is None:
+                known = ", ".join(SOURCES)
+                raise MediaError("bad_source", f"unknown source {source!r}; use {known}")
+            if kind != kinds[mid]:
+                raise MediaError(
+                    "bad_source", f"a {source} is {kind}, m-line {mid} is {kinds[mid]}"
+                )
+        for mid, track_id in subscribe.items():
+            current = self.subscriptions.get(mid)
+            if current is not None and current.track_id != track_id:
+                raise MediaError("mid_reused", f"m-line {mid} already receives {current.track_id}")
+            found = self.room.upstream(track_id)
+            if found is None:
+                continue  # unpublished meanwhile: the m-line goes inactive
+            upstream, owner = found
+            if owner is self:
+                raise MediaError("own_track", "a participant does not receive its own tracks")
+            if upstream.kind != kinds[mid]:
+                raise MediaError(
+                    "bad_subscription",
+                    f"{track_id} is {upstream.kind}, m-line {mid} is {kinds[mid]}",
+                )
+
     def _publish(self, transceiver: RTCRtpTransceiver, source: str) -> None:
         mid = transceiver.mid
         assert mid is not None
-        kind = SOURCES.get(source)
-        if kind is None:
-            raise MediaError("bad_source", f"unknown source {source!r}; use {', '.join(SOURCES)}")
-        if kind != transceiver.kind:
-            raise MediaError(
-                "bad_source", f"a {source} is {kind}, m-line {mid} is {transceiver.kind}"
-            )
+        kind = SOURCES[source]  # checked in _check
         transceiver.direction = "recvonly"
         pub = self.publications.get(mid)
         if pub is not None:
@@ -252,24 +282,14 @@ class Peer:
     def _subscribe(self, transceiver: RTCRtpTransceiver, track_id: str) -> None:
         mid = transceiver.mid
         assert mid is not None
-        current = self.subscriptions.get(mid)
-        if current is not None and current.track_id == track_id:
+        if mid in self.subscriptions:  # the same track as before (checked in _check)
             transceiver.direction = "sendonly"
             return
-        if current is not None:
-            raise MediaError("mid_reused", f"m-line {mid} already receives {current.track_id}")
         found = self.room.upstream(track_id)
         if found is None:
             transceiver.direction = "inactive"  # unpublished meanwhile: nothing to send
             return
-        upstream, owner = found
-        if owner is self:
-            raise MediaError("own_track", "a participant does not receive its own tracks")
-        if upstream.kind != transceiver.kind:
-            raise MediaError(
-                "bad_subscription",
-                f"{track_id} is {upstream.kind}, m-line {mid} is {transceiver.kind}",
-            )
+        upstream = found[0]
         transceiver.direction = "sendonly"
         transceiver.setCodecPreferences(_codec_preferences(upstream.kind, [upstream.codec]))
         sub = Subscription(mid, track_id, upstream, self.generation + 1)

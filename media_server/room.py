@@ -68,7 +68,8 @@ class Room:
         """The participant's connection; a new one when the offer comes from a new
         client (a reloaded page offers with new ICE credentials)."""
         peer = self.peers.get(participant_id)
-        if peer is not None and peer.remote_ufrag not in (None, sdp.ice_ufrag(offer)):
+        ufrag = sdp.ice_ufrag(offer)
+        if peer is not None and ufrag is not None and peer.remote_ufrag not in (None, ufrag):
             await self.remove(participant_id)
             peer = None
         if peer is None or peer.closed:

@@ -24,6 +24,18 @@ def check_offer(sdp: str) -> None:
         raise SdpError("SDP has no ICE credentials")
 
 
+def media_kinds(sdp: str) -> dict[str, str]:
+    """mid -> kind ("audio", "video", ...) of every m-line that has a mid."""
+    kinds: dict[str, str] = {}
+    kind = None
+    for line in sdp.replace("\r\n", "\n").split("\n"):
+        if line.startswith("m="):
+            kind = line[2:].split(" ", 1)[0]
+        elif line.startswith("a=mid:") and kind is not None:
+            kinds[line[len("a=mid:") :].strip()] = kind
+    return kinds
+
+
 def ice_ufrag(sdp: str) -> str | None:
     for line in sdp.replace("\r\n", "\n").split("\n"):
         if line.startswith("a=ice-ufrag:"):

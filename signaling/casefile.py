@@ -86,7 +86,7 @@ class CaseFileMixin(ServiceCore):
         magic, ext = kind
         if not data.startswith(magic):
             raise BadRequest("invalid_image", f"the body is not a {content_type} image")
-        snapshot_id = _new_id("i_")
+        snapshot_id = _new_id("f_")
         relative = f"{session.case_id}/{session_id}/snapshots/{snapshot_id}.{ext}"
         await asyncio.to_thread(_write_file, self.archive_dir / relative, data)
         snap = Snapshot(

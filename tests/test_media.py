@@ -266,3 +266,25 @@ async def test_bad_offers_get_precise_errors(call: Call) -> None:
     with pytest.raises(SignalingError) as err:
         await outsider.request({"type": "media.offer", "sdp": "v=0\r\n" * 3})
     assert err.value.code == "not_joined"
+
+
+async def test_a_refused_offer_changes_nothing(call: Call) -> None:
+    """A bad offer from a live participant must not cost them their call."""
+    pub = await call.person(1)
+    sub = await call.person(2)
+    await pub.publish("camera", PatternVideoTrack(1))
+    await until(lambda: sub.receiving(1), what="subscription")
+    assert pub.pc is not None and pub.pc.localDescription is not None
+    live = pub.pc.localDescription.sdp
+    [(mid, _)] = list(pub.published.items())
+    for bad, code in (
+        ({"sdp": "v=0\r\nno media here"}, "bad_sdp"),
+        ({"sdp": live, "publish": [{"mid": mid, "source": "microphone"}]}, "bad_source"),
+        ({"sdp": live, "publish": [{"mid": "99", "source": "camera"}]}, "unknown_mid"),
+    ):
+        with pytest.raises(SignalingError) as err:
+            await pub.request({"type": "media.offer", **bad})
+        assert err.value.code == code
+    remote = remote_of(sub, pub)
+    assert {i for i, _ in await frames(remote, 10)} == {1}  # still flowing
+    assert [t["source"] for t in call.media.tracks(call.session_id)] == ["camera"]
