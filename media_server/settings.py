@@ -14,8 +14,8 @@ from .forwarder import Bitrate
 
 @dataclass
 class MediaSettings:
-    # Addresses to gather host candidates on (loopback allowed); empty: every non-loopback
-    # interface, as aioice does.
+    # Addresses to gather host candidates on (loopback allowed); empty: every interface,
+    # loopback included.
     listen_ips: list[str] = field(default_factory=list)
     # The address clients must use, when it differs from the bound one (NAT, containers).
     announced_ip: str = ""
