@@ -36,7 +36,9 @@ MANIFEST = "manifest.json"
 TIMELINE = "timeline.jsonl"
 VERSION = 1
 # Never listed as content: they describe the content, or are a writer's scratch files.
-NOT_CONTENT = {MANIFEST, TIMELINE, f".{journal.NAME}.tmp"}
+# exports.json (``addendum``) vouches for what was made after sealing, and is checked
+# on its own.
+NOT_CONTENT = {MANIFEST, TIMELINE, f".{journal.NAME}.tmp", "exports.json", ".exports.json.tmp"}
 
 
 def canonical(event: dict[str, Any]) -> str:

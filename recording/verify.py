@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import addendum
 from .archive import MANIFEST, TIMELINE, chain, content_files, session_dir, sha256_file
 
 
@@ -114,7 +115,7 @@ def verify_session(
         return report
     if manifest.get("case_id") != case_id or manifest.get("session_id") != session_id:
         report.problems.append(f"{MANIFEST}: belongs to another session")
-    _check_files(directory, manifest, report)
+    _check_files(directory, manifest, report, addendum.listed(directory))
     timeline = manifest.get("timeline") or {}
     listed = list(timeline.get("events") or [])
     report.events = len(listed)
@@ -129,6 +130,12 @@ def verify_session(
         report.problems += diff_timeline(listed, case_id, session_id, events, TIMELINE)
     if listed and timeline.get("head") != listed[-1].get("hash"):
         report.problems.append(f"{MANIFEST}: chain head does not match its last event")
+    # Exports made after sealing: their addendum, files and export.ready events.
+    digest = hashlib.sha256(raw).hexdigest()
+    problems, notes, files = addendum.check(directory, digest, store_events)
+    report.problems += problems
+    report.notes += notes
+    report.files += files
     if store_events is not None:
         sealed = [e for e in store_events if e.get("type") == "archive.sealed"]
         covered = [e for e in store_events if e.get("type") != "archive.sealed"]
@@ -148,7 +155,9 @@ def verify_session(
     return report
 
 
-def _check_files(directory: Path, manifest: dict[str, Any], report: Report) -> None:
+def _check_files(
+    directory: Path, manifest: dict[str, Any], report: Report, added: set[str]
+) -> None:
     listed = {str(f.get("path")): f for f in manifest.get("files") or []}
     report.files = len(listed)
     root = directory.resolve()
@@ -167,7 +176,7 @@ def _check_files(directory: Path, manifest: dict[str, Any], report: Report) -> N
             report.problems.append(f"{rel}: SHA-256 differs from the manifest")
     for path in content_files(directory):
         rel = path.relative_to(directory).as_posix()
-        if rel not in listed:
+        if rel not in listed and rel not in added:
             report.problems.append(f"{rel}: not in the manifest (added later)")
 
 

@@ -13,17 +13,23 @@ from typing import Any
 
 from aiohttp import WSCloseCode, web
 
-from . import api_casefile  # noqa: F401  (registers the case-file routes)
+from . import (
+    api_casefile,  # noqa: F401  (registers the case-file routes)
+    api_replay,  # noqa: F401  (registers the replay routes)
+    api_webhooks,  # noqa: F401  (registers the webhook delivery routes)
+)
 from .api import add_routes, error_middleware
 from .auth import TokenService
 from .config import Config
 from .directory import load_directory
+from .exports import EXPORTS, ExportWorker, hold_data_dir, options_from
 from .keys import CONFIG, DIRECTORY, MEDIA, NODE_ID, SERVICE, SOCKETS, STORE, TASKS, TOKENS
 from .media_bridge import MediaBridge, media_settings
 from .openapi import build_openapi
 from .recording import RecordingControl
 from .service import ReviewService
 from .state import open_store
+from .webhooks import WEBHOOKS, Webhooks
 from .ws import websocket_handler
 
 log = logging.getLogger(__name__)
@@ -47,6 +53,18 @@ async def _state_ctx(app: web.Application) -> AsyncIterator[None]:
     await store.close()
 
 
+async def _webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    hooks = Webhooks(app[STORE], config, app[NODE_ID], archive_dir=config.data_dir / "archive")
+    app[WEBHOOKS] = hooks
+    # Queued from every recorded event; closed after the contexts below, whose own
+    # shutdown may still record events (a session sealed as media stops).
+    app[SERVICE].event_hooks.append(hooks.on_event)
+    await hooks.start()
+    yield
+    await hooks.close()
+
+
 async def _media_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     settings = media_settings(config) if config.media_enabled else None
@@ -60,6 +78,30 @@ async def _media_ctx(app: web.Application) -> AsyncIterator[None]:
     app[MEDIA] = bridge
     yield
     await bridge.close()
+
+
+async def _exports_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The composite-export worker: queued on sealing, resumed after a restart."""
+    config = app[CONFIG]
+    names = {d.id: d.name for d in app[DIRECTORY].departments}
+    worker = ExportWorker(
+        app[STORE],
+        config.data_dir / "archive",
+        app[NODE_ID],
+        options_from(config, names),
+        workers=config.export_workers,
+        delay_s=config.export_delay_s,
+    )
+    recording = app[MEDIA].recording
+    if recording is not None:
+        recording.after_seal.append(worker.sealed)
+    lock = hold_data_dir(config) if not config.redis_url else None
+    await worker.start()
+    app[EXPORTS] = worker
+    yield
+    await worker.close()
+    if lock is not None:
+        lock.close()
 
 
 async def _tasks_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -113,7 +155,9 @@ def create_app(config: Config) -> web.Application:
     app[SOCKETS] = weakref.WeakSet()
     # Cleanup runs in reverse: timers are cancelled before the store they use closes.
     app.cleanup_ctx.append(_state_ctx)
+    app.cleanup_ctx.append(_webhooks_ctx)
     app.cleanup_ctx.append(_media_ctx)
+    app.cleanup_ctx.append(_exports_ctx)
     app.cleanup_ctx.append(_tasks_ctx)
     app.cleanup_ctx.append(_sweeper_ctx)
     app.on_shutdown.append(_close_sockets)

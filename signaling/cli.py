@@ -1,4 +1,4 @@
-"""The ``jointreview`` command: ``serve``, ``token``, ``verify`` and ``bench``."""
+"""The ``jointreview`` command: ``serve``, ``token``, ``verify``, ``export`` and ``bench``."""
 
 from __future__ import annotations
 
@@ -53,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--files-only", action="store_true", help="do not read the store")
     _config_flags(verify)
 
+    from .export_cli import add_parser as add_export
+
+    add_export(sub, _config_flags)
+
     bench = sub.add_parser("bench", help="measure this machine")
     targets = bench.add_subparsers(dest="target", required=True)
     record = targets.add_parser(
@@ -61,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     record.add_argument("--seconds", type=float, default=20.0, help="how long to record")
     record.add_argument("--parties", type=int, default=6, help="participants (video + audio)")
     record.add_argument("--json", action="store_true", help="a JSON summary as the last line")
+    from recording.bench_export import add_parser as add_bench_export
+
+    add_bench_export(targets)
     sfu = targets.add_parser(
         "sfu", help="the SFU against the transcoding relay: CPU, frame rate, latency"
     )
@@ -229,6 +236,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args)
         if args.command == "verify":
             return _verify(args)
+        if args.command == "export":
+            from .export_cli import main as export
+
+            return export(args, _load(args))
+        if args.command == "bench" and args.target == "export":
+            from recording.bench_export import main as bench_export
+
+            return bench_export(args)
         if args.command == "bench" and args.target == "record":
             from recording.bench import main as bench_record
 

@@ -31,6 +31,16 @@ class ConfigError(Exception):
 
 
 VideoCodec = Literal["VP8", "H264"]
+WebhookEvent = Literal[
+    "session.started", "session.ended", "recording.ready", "export.ready", "opinion.filed"
+]
+WEBHOOK_EVENTS: tuple[WebhookEvent, ...] = (
+    "session.started",
+    "session.ended",
+    "recording.ready",
+    "export.ready",
+    "opinion.filed",
+)
 VIDEO_CODECS: tuple[VideoCodec, ...] = ("VP8", "H264")
 
 
@@ -70,12 +80,12 @@ class Config(BaseModel):
     demo_enabled: bool = True
     directory_file: Path | None = None
 
-    # ICE servers handed to browsers and used by the media server: empty by default
-    # (intranet: no public STUN).
+    # ICE servers handed to browsers (the SFU itself has a routable host address and uses
+    # none): empty by default (intranet: no public STUN).
     ice_servers: list[IceServer] = Field(default_factory=list)
 
     # Media (the SFU in this process). Host candidates on these addresses (loopback
-    # allowed; empty: every non-loopback interface); the address clients must use when it
+    # allowed; empty: every interface, loopback included); the address clients must use when it
     # differs (NAT); the UDP port range (0-0: any free port).
     media_enabled: bool = True
     media_listen_ips: list[str] = Field(default_factory=list)
@@ -94,9 +104,43 @@ class Config(BaseModel):
     # The recorder's queue between the event loop and its writer thread (packets); when
     # it is full, packets are dropped from the recording (never from forwarding).
     recording_queue_packets: int = Field(8192, ge=256, le=1_000_000)
+    # Composite export: one MP4 per recorded session (H.264 + AAC), made by a background
+    # job queued when the session's case file is sealed. export_workers: jobs this node
+    # runs at once (0: none here; other nodes on the same Redis take them);
+    # export_threads: cores one job may use; export_delay_s: wait after sealing.
+    export_workers: int = Field(1, ge=0, le=16)
+    export_threads: int = Field(1, ge=1, le=64)
+    export_delay_s: float = Field(10.0, ge=0)
+    export_width: int = Field(1280, ge=160, le=3840, multiple_of=2)
+    export_height: int = Field(720, ge=120, le=2160, multiple_of=2)
+    export_fps: int = Field(15, ge=1, le=60)
+    export_preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"] = (
+        "ultrafast"
+    )
+    export_video_kbps: int = Field(900, ge=100, le=20_000)
+    # Font for the names burned into the export (empty: a CJK font found on the system).
+    export_font: Path | None = None
     # coturn use-auth-secret: TURN servers in ice_servers get time-limited credentials.
     turn_secret: str = ""
     turn_ttl_s: int = Field(6 * 3600, ge=60)
+
+    # Webhooks to the approval system (signaling/webhooks.py, docs/webhooks.md): every
+    # event of webhook_events is POSTed to each URL, signed with webhook_secret, retried
+    # with exponential backoff (webhook_backoff_s doubling up to webhook_backoff_max_s)
+    # until webhook_max_attempts or webhook_max_age_s. Empty webhook_urls: none are sent.
+    webhook_urls: list[str] = Field(default_factory=list)
+    webhook_secret: str = ""
+    webhook_events: list[WebhookEvent] = Field(default_factory=lambda: list(WEBHOOK_EVENTS))
+    webhook_timeout_s: float = Field(10.0, gt=0, le=300)
+    webhook_backoff_s: float = Field(1.0, gt=0)
+    webhook_backoff_max_s: float = Field(600.0, gt=0)
+    webhook_max_attempts: int = Field(15, ge=1, le=1000)
+    webhook_max_age_s: float = Field(24 * 3600.0, gt=0)
+    # A node's claim on a delivery: another node may send it again only after this, so
+    # it must outlast a whole attempt (webhook_timeout_s); a crashed node's claim ends.
+    webhook_lease_s: float = Field(60.0, gt=0)
+    webhook_poll_s: float = Field(1.0, gt=0, le=60)
+    webhook_concurrency: int = Field(8, ge=1, le=256)
 
     max_message_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
     snapshot_max_bytes: int = Field(20 * 1024 * 1024, ge=64 * 1024)
@@ -110,6 +154,25 @@ class Config(BaseModel):
         if v and not v.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return v
+
+    @field_validator("webhook_urls")
+    @classmethod
+    def _webhook_urls(cls, v: list[str]) -> list[str]:
+        for url in v:
+            if not url.startswith(("http://", "https://")) or len(url) < 10:
+                raise ValueError(f"{url!r}: must be an http:// or https:// URL")
+        if len(set(v)) != len(v):
+            raise ValueError("a URL is listed twice")
+        return v
+
+    @model_validator(mode="after")
+    def _webhooks(self) -> Config:
+        if self.webhook_urls and len(self.webhook_secret) < 32:
+            raise ValueError("webhook_secret: at least 32 characters when webhook_urls is set")
+        if self.webhook_lease_s <= self.webhook_timeout_s:
+            # Shorter, and a slow attempt's delivery could be claimed and sent twice.
+            raise ValueError("webhook_lease_s must be longer than webhook_timeout_s")
+        return self
 
     @model_validator(mode="after")
     def _port_range(self) -> Config:

@@ -9,9 +9,10 @@ Time comes from ``clock`` so tests can drive it.
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,8 @@ from .models import Actor, Event, Invitation, Session
 from .state import Store
 
 OPEN = ("pending", "ringing", "unanswered")
+
+log = logging.getLogger(__name__)
 
 
 def actor_of(who: Identity) -> Actor:
@@ -57,6 +60,9 @@ class ServiceCore:
         self.base_url = base_url
         self.resume_grace_s = resume_grace_s
         self.clock = clock
+        # Called with every recorded event once it is in the log: webhooks queue their
+        # deliveries here, before the action that caused the event is answered.
+        self.event_hooks: list[Callable[[Event], Awaitable[None]]] = []
 
     # -- events -----------------------------------------------------------------------
     async def record(
@@ -77,7 +83,15 @@ class ServiceCore:
             "data": data,
         }
         seq = await self.store.append(f"case:{case_id}:events", doc)
-        return Event.model_validate(dict(doc, seq=seq))
+        event = Event.model_validate(dict(doc, seq=seq))
+        for hook in self.event_hooks:
+            try:
+                await hook(event)
+            except Exception:
+                # The event happened and is filed; a hook's failure must not undo the
+                # caller's change or hide it behind an error.
+                log.exception("event hook failed for %s of case %s", type_, case_id)
+        return event
 
     async def events(self, case_id: str) -> list[Event]:
         docs = await self.store.read_log(f"case:{case_id}:events")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from recording import archive
@@ -37,6 +38,9 @@ class RecordingControl:
         self.store = service.store
         self.policy = policy_name
         self.archive_dir = service.archive_dir
+        # Called with (case id, session id, manifest) once a case file is sealed: the
+        # composite export queues itself here (signaling.exports).
+        self.after_seal: list[Callable[[str, str, dict[str, Any]], Awaitable[None]]] = []
 
     # -- state ------------------------------------------------------------------------
     async def active(self, session_id: str) -> bool:
@@ -193,4 +197,9 @@ class RecordingControl:
             files=len(manifest["files"]),
             events=manifest["timeline"]["count"],
         )
+        for hook in self.after_seal:
+            try:
+                await hook(session.case_id, session_id, manifest)
+            except Exception:  # the case file is sealed; an export can be run by hand
+                log.exception("after sealing %s", session_id)
         return manifest

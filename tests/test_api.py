@@ -20,6 +20,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from signaling.api import ROUTES
 from signaling.app import create_app
 from signaling.auth import TokenService
+from signaling.keys import SERVICE
+from signaling.webhooks import WEBHOOKS
 
 from .conftest import Tokens, auth, make_config
 
@@ -47,6 +49,7 @@ class World:
     session_id: str
     invitation_id: str
     snapshot_id: str
+    delivery_id: str = ""  # a queued webhook delivery of the session's start
 
     def fill(self, template: str) -> str:
         return template.format(
@@ -54,6 +57,8 @@ class World:
             session_id=self.session_id,
             invitation_id=self.invitation_id,
             snapshot_id=self.snapshot_id,
+            delivery_id=self.delivery_id,
+            track_id="nosuch.1.0",  # nothing is recorded in this world
         )
 
 
@@ -105,7 +110,10 @@ async def world(client: Client, tok: Tokens) -> World:
         headers={**auth(tok.clerk()), "Content-Type": "image/png"},
     )
     assert r.status == 201, await r.text()
-    return World(CASE, sid, inv["invitation_id"], (await r.json())["snapshot_id"])
+    # No webhook URL is configured here, so nothing sends it: it stays pending.
+    started = (await client.app[SERVICE].events(CASE))[0]
+    [delivery_id] = await client.app[WEBHOOKS].enqueue(started, [HOOK_URL])
+    return World(CASE, sid, inv["invitation_id"], (await r.json())["snapshot_id"], delivery_id)
 
 
 # -- the role matrix ------------------------------------------------------------------
@@ -212,6 +220,49 @@ def _inbox(b: Json, w: World, role: str) -> None:
     assert ids == ([w.invitation_id] if role == "reviewer" else [])
 
 
+HOOK_URL = "http://approval.invalid:8080/hooks/jointreview?key=secret"
+
+
+def _deliveries(b: Json, w: World, role: str) -> None:
+    [d] = b["deliveries"]
+    assert (d["delivery_id"], d["event"], d["status"]) == (
+        w.delivery_id,
+        "session.started",
+        "pending",
+    )
+    assert (d["case_id"], d["session_id"]) == (w.case_id, w.session_id)
+    assert d["url"] == "http://approval.invalid:8080/hooks/jointreview?…"  # no key shown
+    assert d["attempt_count"] == 0 and d["last_attempt"] is None
+
+
+def _delivery(b: Json, w: World, role: str) -> None:
+    assert b["delivery_id"] == w.delivery_id and b["status"] == "pending"
+    assert b["attempts"] == [] and b["retries"] == []
+    payload = b["payload"]
+    assert payload["id"] == b["event_id"] and payload["event"] == "session.started"
+    assert (payload["case_id"], payload["session_id"]) == (w.case_id, w.session_id)
+    assert payload["data"]["applicant_name"] == "张三" and payload["data"]["seq"] == 1
+
+
+def _retried(b: Json, w: World, role: str) -> None:
+    assert b["delivery_id"] == w.delivery_id and b["status"] == "pending"
+    assert [r["by"] for r in b["retries"]] == [SUB[role]]
+    assert b["next_attempt_at"] <= time.time()
+
+
+def _replay(b: Json, w: World, role: str) -> None:
+    assert (b["session_id"], b["recording"]["state"], b["tracks"]) == (w.session_id, "none", [])
+    assert [(m["type"], m["event"]) for m in b["markers"]] == [
+        ("invitation", "invitation.created"),
+        ("snapshot", "snapshot.taken"),
+    ]
+    assert [s["snapshot_id"] for s in b["snapshots"]] == [w.snapshot_id]
+
+
+def _no_track(b: Json, w: World, role: str) -> None:
+    assert b["error"]["code"] == "track_not_found"
+
+
 def _answered(status: str) -> Callable[[Json, World, str], None]:
     def check(b: Json, w: World, role: str) -> None:
         assert b["invitation_id"] == w.invitation_id and b["status"] == status
@@ -283,6 +334,16 @@ MATRIX: dict[tuple[str, str], Expect] = {
     ("GET", "/api/snapshots/{snapshot_id}"): Expect(
         200, INVITED | {"applicant"}, lambda b, w, r: None, binary=True
     ),
+    ("GET", "/api/sessions/{session_id}/recording"): Expect(200, INVITED, _replay),
+    # Nothing is recorded in this world: those allowed learn that, the others nothing.
+    ("GET", "/api/sessions/{session_id}/tracks/{track_id}"): Expect(404, INVITED, _no_track),
+    ("GET", "/api/webhooks/deliveries"): Expect(200, _roles("supervisor", "admin"), _deliveries),
+    ("GET", "/api/webhooks/deliveries/{delivery_id}"): Expect(
+        200, _roles("supervisor", "admin"), _delivery
+    ),
+    ("POST", "/api/webhooks/deliveries/{delivery_id}/retry"): Expect(
+        200, _roles("admin"), _retried, None, True
+    ),
 }
 PROTECTED = [(r.method, r.path) for r in ROUTES if r.roles is not None]
 PUBLIC = [(r.method, r.path) for r in ROUTES if r.roles is None]
@@ -294,6 +355,7 @@ def test_matrix_covers_every_route() -> None:
         ("GET", "/healthz"),
         ("GET", "/api/auth/demo-users"),
         ("POST", "/api/auth/demo-login"),
+        ("GET", "/api/replay/{grant}"),  # the grant is the credential (tests/test_replay.py)
     }
 
 
@@ -502,7 +564,7 @@ async def test_unknown_session(
     roles = next(r.roles for r in ROUTES if (r.method, r.path) == (method, path))
     token = tok.admin() if roles and "admin" in roles else tok.reviewer()
     r = await client.request(
-        method, path.format(session_id="s_nosuch"), json=body, headers=auth(token)
+        method, path.format(session_id="s_nosuch", track_id="x.1.0"), json=body, headers=auth(token)
     )
     await expect_error(r, 404, "session_not_found")
 

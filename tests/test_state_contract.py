@@ -249,3 +249,77 @@ async def test_memory_store_survives_a_torn_multibyte_line(tmp_path: Path) -> No
     again = MemoryStore(tmp_path / "state")
     assert await again.get("doc") == {"name": "申请人"}
     await again.close()
+
+
+# -- job queues ---------------------------------------------------------------------------
+
+
+async def test_jobs_are_handed_out_in_order_once_and_removed_when_acked(store: Store) -> None:
+    ids = [await store.job_enqueue("q", {"n": i, "text": "导出"}) for i in range(3)]
+    assert await store.job_count("q") == 3
+    got = [await store.job_claim("q", "w1") for _ in range(3)]
+    assert [j.id for j in got if j] == ids
+    assert [j.data for j in got if j] == [{"n": i, "text": "导出"} for i in range(3)]
+    assert all(j is not None and j.deliveries == 1 for j in got)
+    assert await store.job_claim("q", "w2") is None  # all held: nothing for another
+    for job_id in ids:
+        await store.job_ack("q", job_id)
+    assert await store.job_count("q") == 0
+    assert await store.job_claim("q", "w1", reclaim_idle_s=0) is None
+    assert await store.job_claim("empty", "w1") is None
+
+
+async def test_a_silent_holders_job_is_reclaimed_and_the_holder_told(store: Store) -> None:
+    job_id = await store.job_enqueue("q", {"n": 1})
+    first = await store.job_claim("q", "dead", reclaim_idle_s=0.2)
+    assert first is not None and first.id == job_id
+    assert await store.job_claim("q", "other", reclaim_idle_s=0.2) is None
+    await asyncio.sleep(0.3)
+    again = await store.job_claim("q", "other", reclaim_idle_s=0.2)
+    assert again is not None and again.id == job_id and again.deliveries == 2
+    assert not await store.job_touch("q", "dead", job_id)  # it knows it lost the job
+    assert await store.job_touch("q", "other", job_id)
+
+
+async def test_touching_keeps_a_job_and_release_hands_it_on(store: Store) -> None:
+    job_id = await store.job_enqueue("q", {"n": 1})
+    assert await store.job_claim("q", "a", reclaim_idle_s=0.3) is not None
+    for _ in range(4):
+        await asyncio.sleep(0.15)
+        assert await store.job_touch("q", "a", job_id)
+        assert await store.job_claim("q", "b", reclaim_idle_s=0.3) is None
+    await store.job_release("q", "a", job_id)
+    taken = await store.job_claim("q", "b", reclaim_idle_s=60)
+    assert taken is not None and taken.id == job_id
+    await store.job_ack("q", job_id)
+    assert not await store.job_touch("q", "b", job_id)
+
+
+async def test_a_blocking_claim_wakes_on_a_new_job(store: Store) -> None:
+    async def later() -> None:
+        await asyncio.sleep(0.2)
+        await store.job_enqueue("q", {"late": True})
+
+    task = asyncio.create_task(later())
+    t0 = asyncio.get_running_loop().time()
+    job = await store.job_claim("q", "w", block_s=3.0)
+    assert job is not None and job.data == {"late": True}
+    assert asyncio.get_running_loop().time() - t0 < 2.0
+    await task
+
+
+async def test_memory_jobs_survive_a_restart_unless_acked(tmp_path: Path) -> None:
+    s = MemoryStore(tmp_path / "state")
+    done = await s.job_enqueue("q", {"n": 1})
+    held = await s.job_enqueue("q", {"n": 2})
+    assert (await s.job_claim("q", "w")) is not None
+    assert (await s.job_claim("q", "w")) is not None
+    await s.job_ack("q", done)
+    await s.close()  # the process "dies" holding job 2
+    again = MemoryStore(tmp_path / "state")
+    assert await again.job_count("q") == 1
+    job = await again.job_claim("q", "new")  # at once: nobody of the old process is alive
+    assert job is not None and job.id == held and job.data == {"n": 2} and job.deliveries == 2
+    fresh = await again.job_enqueue("q", {"n": 3})
+    assert fresh not in (done, held)
+    await again.close()

@@ -15,6 +15,7 @@ PAGES = {
     "/login": "login.html",
     "/counter": "counter.html",
     "/inbox": "inbox.html",
+    "/supervise": "supervise.html",
 }
 
 

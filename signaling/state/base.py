@@ -9,18 +9,28 @@ run against both. The primitives are deliberately few; the domain lives above th
 - logs: append-only lists of JSON objects whose position is their sequence number;
 - indexes: members ordered by a score (time), for listings;
 - ephemeral values: JSON objects that vanish after a TTL (resume tokens, presence);
-- a bus: fire-and-forget messages to every subscriber of a topic on every node.
+- a bus: fire-and-forget messages to every subscriber of a topic on every node;
+- job queues: durable work items, each handed to one worker at a time, kept until
+  acknowledged, handed out again when the worker holding one falls silent (it died).
 """
 
 from __future__ import annotations
 
 import abc
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 Doc = dict[str, Any]
 Handler = Callable[[Doc], None]
 Updater = Callable[[Doc], Doc | None]
+
+
+@dataclass
+class Job:
+    id: str
+    data: Doc
+    deliveries: int = 1  # times it was handed out, this time included
 
 
 class Subscription(abc.ABC):
@@ -103,6 +113,36 @@ class Store(abc.ABC):
         When this returns, the subscription is active on every node: a message published
         afterwards anywhere reaches it.
         """
+
+    # -- job queues -------------------------------------------------------------------
+    @abc.abstractmethod
+    async def job_enqueue(self, queue: str, data: Doc) -> str:
+        """Add a job; returns its id. It stays until ``job_ack``."""
+
+    @abc.abstractmethod
+    async def job_claim(
+        self, queue: str, consumer: str, *, block_s: float = 0.0, reclaim_idle_s: float = 60.0
+    ) -> Job | None:
+        """Hand ``consumer`` one job: first one whose holder has not touched it for
+        ``reclaim_idle_s`` (a dead worker's), else the oldest never handed out. Waits up
+        to ``block_s`` for one; None if there is none. A job has one holder at a time."""
+
+    @abc.abstractmethod
+    async def job_touch(self, queue: str, consumer: str, job_id: str) -> bool:
+        """``consumer`` is still working on it: its idle time starts again. False: the
+        job is no longer this consumer's (acknowledged, or reclaimed by another)."""
+
+    @abc.abstractmethod
+    async def job_release(self, queue: str, consumer: str, job_id: str) -> None:
+        """Give an unfinished job back: any consumer may claim it at once."""
+
+    @abc.abstractmethod
+    async def job_ack(self, queue: str, job_id: str) -> None:
+        """The job is done: it is removed and never handed out again."""
+
+    @abc.abstractmethod
+    async def job_count(self, queue: str) -> int:
+        """Jobs not yet acknowledged (waiting or held)."""
 
     # -- lifecycle --------------------------------------------------------------------
     @abc.abstractmethod

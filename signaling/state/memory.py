@@ -6,6 +6,10 @@ process loses nothing the OS has; an fsync follows within ``fsync_interval`` for
 loss. At open, the journal is replayed and, when it has grown well beyond the live
 data, compacted (written anew and renamed into place). Ephemeral values and the bus are
 in memory only, as they are meant to be.
+
+Job queues are journaled too (added, handed out, acknowledged); who holds a job is not:
+after a restart no worker of the old process is alive, so every unfinished job can be
+claimed again at once, which is how the node's worker resumes them.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from .base import Doc, Handler, Store, Subscription, Updater
+from .base import Doc, Handler, Job, Store, Subscription, Updater
 from .local_bus import LocalBus
 
 JOURNAL = "journal.jsonl"
@@ -35,6 +39,10 @@ class MemoryStore(Store):
         # key -> sorted list of (score, member) plus member -> score
         self._indexes: dict[str, tuple[list[tuple[float, str]], dict[str, float]]] = {}
         self._ephemeral: dict[str, tuple[float, Doc]] = {}
+        # queue -> job id -> {"data", "n" (deliveries), "by" (holder), "at" (last touch)}
+        self._jobs: dict[str, dict[str, dict[str, Any]]] = {}
+        self._job_serial = 0
+        self._job_wake: dict[str, asyncio.Event] = {}
         self._bus = LocalBus()
         self._dir = directory
         self._journal: IO[str] | None = None
@@ -64,6 +72,7 @@ class MemoryStore(Store):
                     ops += 1
         live = len(self._docs) + sum(len(v) for v in self._logs.values())
         live += sum(len(v[1]) for v in self._indexes.values())
+        live += sum(len(q) for q in self._jobs.values())
         if torn or ops > 2 * live + 1000 or not path.exists():
             self._compact(path)
         self._journal = path.open("a", encoding="utf-8")
@@ -81,6 +90,10 @@ class MemoryStore(Store):
             for key, (_, scores) in self._indexes.items():
                 for member, score in scores.items():
                     fh.write(json.dumps({"op": "index", "k": key, "m": member, "s": score}) + "\n")
+            for key, jobs in self._jobs.items():
+                for job_id, job in jobs.items():
+                    op = {"op": "job", "k": key, "id": job_id, "d": job["data"], "n": job["n"]}
+                    fh.write(json.dumps(op, ensure_ascii=False) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -93,6 +106,20 @@ class MemoryStore(Store):
             self._logs.setdefault(key, []).append(op["d"])
         elif kind == "index":
             self._index_set(key, op["m"], op["s"])
+        elif kind == "job":
+            self._jobs.setdefault(key, {})[op["id"]] = {
+                "data": op["d"],
+                "n": op.get("n", 0),
+                "by": None,
+                "at": 0.0,
+            }
+            self._job_serial = max(self._job_serial, int(str(op["id"]).split("-")[-1]))
+        elif kind == "jobtry":
+            job = self._jobs.get(key, {}).get(op["id"])
+            if job is not None:
+                job["n"] += 1
+        elif kind == "jobdone":
+            self._jobs.get(key, {}).pop(op["id"], None)
         elif kind == "unindex":
             ordered, scores = self._indexes.get(key, ([], {}))
             if op["m"] in scores:
@@ -212,6 +239,75 @@ class MemoryStore(Store):
 
     async def delete_ephemeral(self, key: str) -> None:
         self._ephemeral.pop(key, None)
+
+    # -- job queues -------------------------------------------------------------------
+    def _wake(self, queue: str) -> asyncio.Event:
+        event = self._job_wake.get(queue)
+        if event is None:
+            event = self._job_wake[queue] = asyncio.Event()
+        return event
+
+    async def job_enqueue(self, queue: str, data: Doc) -> str:
+        self._job_serial += 1
+        job_id = f"{int(time.time() * 1000)}-{self._job_serial}"
+        stored = copy.deepcopy(data)
+        self._write({"op": "job", "k": queue, "id": job_id, "d": stored})
+        self._jobs.setdefault(queue, {})[job_id] = {"data": stored, "n": 0, "by": None, "at": 0.0}
+        self._wake(queue).set()
+        return job_id
+
+    def _take(self, queue: str, consumer: str, reclaim_idle_s: float) -> Job | None:
+        jobs = self._jobs.get(queue, {})
+        now = time.monotonic()
+        # A silent holder's job first (as Redis' XAUTOCLAIM), then new ones in order.
+        picked = next(
+            (i for i, j in jobs.items() if j["by"] is not None and now - j["at"] >= reclaim_idle_s),
+            None,
+        )
+        if picked is None:
+            picked = next((i for i, j in jobs.items() if j["by"] is None), None)
+        if picked is None:
+            return None
+        job = jobs[picked]
+        self._write({"op": "jobtry", "k": queue, "id": picked})
+        job.update(by=consumer, at=now, n=job["n"] + 1)
+        return Job(picked, copy.deepcopy(job["data"]), job["n"])
+
+    async def job_claim(
+        self, queue: str, consumer: str, *, block_s: float = 0.0, reclaim_idle_s: float = 60.0
+    ) -> Job | None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + block_s
+        while True:
+            job = self._take(queue, consumer, reclaim_idle_s)
+            left = deadline - loop.time()
+            if job is not None or left <= 0:
+                return job
+            wake = self._wake(queue)
+            wake.clear()
+            # Woken by a new or released job; a silent holder's job needs time to pass.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), min(left, max(0.05, reclaim_idle_s / 2)))
+
+    async def job_touch(self, queue: str, consumer: str, job_id: str) -> bool:
+        job = self._jobs.get(queue, {}).get(job_id)
+        if job is None or job["by"] != consumer:
+            return False
+        job["at"] = time.monotonic()
+        return True
+
+    async def job_release(self, queue: str, consumer: str, job_id: str) -> None:
+        job = self._jobs.get(queue, {}).get(job_id)
+        if job is not None and job["by"] == consumer:
+            job["by"] = None
+            self._wake(queue).set()
+
+    async def job_ack(self, queue: str, job_id: str) -> None:
+        if self._jobs.get(queue, {}).pop(job_id, None) is not None:
+            self._write({"op": "jobdone", "k": queue, "id": job_id})
+
+    async def job_count(self, queue: str) -> int:
+        return len(self._jobs.get(queue, {}))
 
     # -- bus --------------------------------------------------------------------------
     async def publish(self, topic: str, message: Doc) -> None:

@@ -5,6 +5,11 @@ WATCH/MULTI, logs are lists (RPUSH's reply is the sequence number), indexes are 
 sets, ephemeral values are strings with an expiry. The bus is Redis pub/sub: one
 connection per node subscribes to the topics that local handlers want, and one reader
 task hands each message to the local fan-out.
+
+Job queues are Redis Streams with one consumer group (``workers``): XREADGROUP hands a
+new job to exactly one consumer, the group's pending list remembers who holds what,
+XAUTOCLAIM takes over a job whose holder stopped touching it, and an acknowledged job is
+deleted from the stream.
 """
 
 from __future__ import annotations
@@ -16,9 +21,9 @@ import logging
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import WatchError
+from redis.exceptions import ResponseError, WatchError
 
-from .base import Doc, Handler, Store, Subscription, Updater
+from .base import Doc, Handler, Job, Store, Subscription, Updater
 from .local_bus import LocalBus
 
 log = logging.getLogger(__name__)
@@ -26,6 +31,24 @@ log = logging.getLogger(__name__)
 
 def _dumps(doc: Any) -> str:
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+
+
+GROUP = "workers"
+# Touch only a job this consumer still holds (XCLAIM alone would take it from another).
+_TOUCH = """
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
+if #p == 0 or p[1][2] ~= ARGV[2] then return 0 end
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
+return 1
+"""
+# Released: still pending (so it is not lost) but idle "forever", so the next
+# XAUTOCLAIM of any consumer takes it at once.
+_RELEASE = """
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
+if #p == 0 or p[1][2] ~= ARGV[2] then return 0 end
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'IDLE', '1000000000000', 'JUSTID')
+return 1
+"""
 
 
 class RedisStore(Store):
@@ -39,6 +62,7 @@ class RedisStore(Store):
         self._bus = LocalBus(on_first=self._sub_upstream, on_last=self._unsub_upstream)
         self._reader: asyncio.Task[None] | None = None
         self._sub_lock = asyncio.Lock()
+        self._groups: set[str] = set()
 
     @classmethod
     async def connect(cls, url: str, prefix: str = "jr:") -> RedisStore:
@@ -152,6 +176,63 @@ class RedisStore(Store):
 
     async def delete_ephemeral(self, key: str) -> None:
         await self._r.delete(self._k("eph", key))
+
+    # -- job queues -------------------------------------------------------------------
+    async def _stream(self, queue: str) -> str:
+        key = self._k("jobs", queue)
+        if key not in self._groups:
+            try:
+                # From id 0: jobs enqueued before any worker existed are handed out too.
+                await self._r.xgroup_create(key, GROUP, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+            self._groups.add(key)
+        return key
+
+    async def job_enqueue(self, queue: str, data: Doc) -> str:
+        key = await self._stream(queue)
+        return str(await self._r.xadd(key, {"d": _dumps(data)}))
+
+    async def _deliveries(self, key: str, job_id: str) -> int:
+        info = await self._r.xpending_range(key, GROUP, min=job_id, max=job_id, count=1)
+        return int(info[0]["times_delivered"]) if info else 1
+
+    async def job_claim(
+        self, queue: str, consumer: str, *, block_s: float = 0.0, reclaim_idle_s: float = 60.0
+    ) -> Job | None:
+        key = await self._stream(queue)
+        claimed = await self._r.xautoclaim(
+            key, GROUP, consumer, int(reclaim_idle_s * 1000), start_id="0-0", count=1
+        )
+        for job_id, fields in claimed[1] if len(claimed) > 1 else []:
+            if fields:  # None: deleted meanwhile
+                deliveries = await self._deliveries(key, job_id)
+                return Job(str(job_id), json.loads(fields["d"]), deliveries)
+        block = int(block_s * 1000) if block_s > 0 else None
+        got: Any = await self._r.xreadgroup(GROUP, consumer, {key: ">"}, count=1, block=block)
+        for _, entries in got or []:
+            for job_id, fields in entries:
+                return Job(str(job_id), json.loads(fields["d"]), 1)
+        return None
+
+    async def job_touch(self, queue: str, consumer: str, job_id: str) -> bool:
+        key = await self._stream(queue)
+        return bool(await self._r.eval(_TOUCH, 1, key, GROUP, consumer, job_id))
+
+    async def job_release(self, queue: str, consumer: str, job_id: str) -> None:
+        key = await self._stream(queue)
+        await self._r.eval(_RELEASE, 1, key, GROUP, consumer, job_id)
+
+    async def job_ack(self, queue: str, job_id: str) -> None:
+        key = await self._stream(queue)
+        async with self._r.pipeline(transaction=True) as pipe:
+            pipe.xack(key, GROUP, job_id)
+            pipe.xdel(key, job_id)
+            await pipe.execute()
+
+    async def job_count(self, queue: str) -> int:
+        return int(await self._r.xlen(self._k("jobs", queue)))
 
     # -- bus --------------------------------------------------------------------------
     def _channel(self, topic: str) -> str:

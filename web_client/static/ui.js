@@ -194,6 +194,7 @@ export function errorI18n(err) {
 export function homeOf(claims) {
   if (claims.role === "clerk" || claims.role === "admin") return "/counter";
   if (claims.role === "reviewer") return "/inbox";
+  if (claims.role === "supervisor") return "/supervise";
   if (claims.role === "applicant" && claims.session) return `/session/${claims.session}`;
   return null;
 }

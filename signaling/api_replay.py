@@ -1,0 +1,296 @@
+"""HTTP routes to replay a recorded session at once, from its per-track files (registered
+on import). Who may replay: clerks, supervisors and admins, and the reviewers an
+invitation of that session was for; never an applicant.
+
+- ``GET /api/sessions/{sid}/recording``: the replay description (tracks with their
+  offsets, snapshots, timeline markers). Every call is written to the case timeline as
+  ``replay.viewed`` (the audit trail), and it mints each track's ``src``: a grant URL a
+  ``<video>``/``<audio>`` element can load, since it cannot send a Bearer header.
+- ``GET /api/sessions/{sid}/tracks/{track_id}``: one track's file with the Bearer token
+  (Range requests); the first fetch of a track by a viewer in ten minutes is written to
+  the timeline as ``replay.downloaded``.
+- ``GET /api/replay/{grant}``: the same file by its grant (see ``signaling.replay``).
+
+A track id is only ever looked up among the journal's tracks, never joined into a path,
+and the file it names must resolve inside the session's ``tracks/`` folder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel
+
+from media_server import journal
+from media_server.recorder import session_dir
+
+from . import replay
+from .api import Ctx, readable_session, route
+from .core import actor_of
+from .errors import NotFound, ServiceError, Unauthorized
+from .keys import STORE
+from .models import Actor, Session
+
+log = logging.getLogger(__name__)
+
+REPLAYERS = frozenset({"clerk", "supervisor", "admin", "reviewer"})
+MEDIA_TYPES = tuple(sorted(set(replay.CONTENT_TYPES.values())))
+AUDIT_DEDUP_S = 600.0
+
+
+class ReplayOwner(BaseModel):
+    sub: str | None = None
+    name: str | None = None
+    role: str | None = None
+    dept: str | None = None
+    level: str | None = None
+
+
+class ReplayTrack(BaseModel):
+    track_id: str
+    kind: str
+    source: str | None = None  # camera, microphone, document
+    codec: str | None = None
+    content_type: str
+    participant_id: str | None = None
+    owner: ReplayOwner
+    url: str  # with the Bearer token
+    src: str  # for <video src>/<audio src>: a grant URL, until ``grants_expire_at``
+    offset_s: float  # where it starts on the replay's clock
+    duration_s: float | None = None  # None while still being recorded
+    started_at: float
+    state: str
+    width: int | None = None
+    height: int | None = None
+
+
+class ReplaySnapshot(BaseModel):
+    snapshot_id: str
+    url: str
+    t: float
+    ts: float
+    taken_by: Actor
+    content_type: str
+
+
+class ReplayMarker(BaseModel):
+    t: float  # seconds from the recording's start (negative: before it)
+    ts: float
+    seq: int
+    type: str  # join, leave, invitation, snapshot, chat, opinion, recording
+    event: str  # the timeline event it comes from
+    actor: Actor | None = None
+    data: dict[str, Any]
+
+
+class ReplayTimes(BaseModel):
+    state: str  # none, recording, complete
+    started_at: float | None = None  # the origin of the replay's clock
+    ended_at: float | None = None
+    duration_s: float
+
+
+class ReplayDescription(BaseModel):
+    case_id: str
+    session_id: str
+    session: Session
+    recording: ReplayTimes
+    tracks: list[ReplayTrack]
+    snapshots: list[ReplaySnapshot]
+    markers: list[ReplayMarker]
+    grants_expire_at: float | None = None
+
+
+def _load(directory: Path) -> dict[str, Any] | None:
+    try:
+        return journal.load(directory)
+    except (OSError, ValueError):
+        return None
+
+
+async def _recording(service: Any, session: Session) -> tuple[Path, dict[str, Any] | None]:
+    """The session's archive folder and its recording journal (None: nothing recorded)."""
+    try:
+        directory = session_dir(service.archive_dir, session.case_id, session.session_id)
+    except ValueError:  # ids that could not name a folder: never recorded either
+        return service.archive_dir, None
+    return directory, await asyncio.to_thread(_load, directory)
+
+
+# -- the description ----------------------------------------------------------------------
+
+
+@route(
+    "GET",
+    "/api/sessions/{session_id}/recording",
+    "Describe a session's recording for replay",
+    REPLAYERS,
+    response=ReplayDescription,
+    tag="replay",
+)
+async def describe(ctx: Ctx) -> Any:
+    session, invitations = await readable_session(ctx)
+    service, who = ctx.service, ctx.identity
+    sid = session.session_id
+    directory, doc = await _recording(service, session)
+    now = service.clock()
+    origin = replay.origin_of(doc)
+    end = replay.end_of(doc, now) if origin is not None else None
+    duration = max(0.0, (end or 0.0) - (origin or 0.0))
+    expires = now + replay.grant_ttl(duration)
+    if who.exp is not None:
+        expires = min(expires, float(who.exp))
+    key = await replay.grant_key(ctx.request.app[STORE])
+    tracks = []
+    for track_id, entry in replay.playable(doc):
+        if await asyncio.to_thread(replay.track_file, directory, entry) is None:
+            continue
+        tracks.append(
+            ReplayTrack(
+                track_id=track_id,
+                kind=str(entry.get("kind")),
+                source=entry.get("source"),
+                codec=entry.get("codec"),
+                content_type=replay.content_type(entry) or "application/octet-stream",
+                participant_id=entry.get("participant_id"),
+                owner=ReplayOwner.model_validate(entry.get("owner") or {}),
+                url=f"/api/sessions/{sid}/tracks/{track_id}",
+                src="/api/replay/" + replay.mint(key, sid, track_id, who.sub, expires),
+                offset_s=round(float(entry["started_at"]) - (origin or 0.0), 3),
+                duration_s=replay.track_duration(entry),
+                started_at=float(entry["started_at"]),
+                state=str(entry.get("state")),
+                width=entry.get("width"),
+                height=entry.get("height"),
+            )
+        )
+    # Without a recording the clock starts with the session: its events still line up.
+    zero = origin if origin is not None else session.created_at
+    events = [
+        e.model_dump(mode="json")
+        for e in await service.events(session.case_id)
+        if e.session_id == sid
+    ]
+    by_id = {i.invitation_id: i.model_dump() for i in invitations}
+    snapshots = [
+        ReplaySnapshot(
+            snapshot_id=s.snapshot_id,
+            url=s.url,
+            t=round(s.created_at - zero, 3),
+            ts=s.created_at,
+            taken_by=s.taken_by,
+            content_type=s.content_type,
+        )
+        for s in await service.snapshots(sid)
+    ]
+    state = "none" if origin is None else "recording" if journal.is_open(doc or {}) else "complete"
+    description = ReplayDescription(
+        case_id=session.case_id,
+        session_id=sid,
+        session=session,
+        recording=ReplayTimes(
+            state=state,
+            started_at=origin,
+            ended_at=end,
+            duration_s=round(duration, 3),
+        ),
+        tracks=tracks,
+        snapshots=snapshots,
+        markers=[ReplayMarker.model_validate(m) for m in replay.markers(events, zero, by_id)],
+        grants_expire_at=expires if tracks else None,
+    )
+    # The audit trail: after a session is sealed, these are events beyond its manifest,
+    # which `jointreview verify` reports as notes, not as differences.
+    await service.record(
+        session.case_id,
+        "replay.viewed",
+        session_id=sid,
+        actor=actor_of(who),
+        tracks=len(tracks),
+        recording=state,
+    )
+    return description
+
+
+# -- the files ------------------------------------------------------------------------------
+
+
+async def _track(service: Any, session: Session, track_id: str) -> tuple[Path, str]:
+    missing = NotFound("track_not_found", "this session has no such recorded track")
+    if not replay.TRACK_ID_RE.match(track_id):
+        raise missing
+    directory, doc = await _recording(service, session)
+    for tid, entry in replay.playable(doc):
+        if tid == track_id:
+            path = await asyncio.to_thread(replay.track_file, directory, entry)
+            if path is None:
+                break
+            return path, replay.content_type(entry) or "application/octet-stream"
+    raise missing
+
+
+def _file(path: Path, content_type: str) -> web.FileResponse:
+    # FileResponse answers Range (206), If-Range and HEAD-less seeking as browsers ask.
+    return web.FileResponse(
+        path,
+        headers={
+            "Content-Type": content_type,
+            "Cache-Control": "private, max-age=300",
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "no-referrer",
+        },
+    )
+
+
+@route(
+    "GET",
+    "/api/sessions/{session_id}/tracks/{track_id}",
+    "Fetch one recorded track (Range requests)",
+    REPLAYERS,
+    tag="replay",
+    produces=MEDIA_TYPES,
+)
+async def get_track(ctx: Ctx) -> Any:
+    session, _ = await readable_session(ctx)
+    track_id = ctx.request.match_info["track_id"]
+    path, content_type = await _track(ctx.service, session, track_id)
+    who = ctx.identity
+    store = ctx.request.app[STORE]
+    audit = f"replay-audit:{who.sub}:{session.session_id}:{track_id}"
+    if await store.create_ephemeral(audit, {"at": ctx.service.clock()}, AUDIT_DEDUP_S):
+        await ctx.service.record(
+            session.case_id,
+            "replay.downloaded",
+            session_id=session.session_id,
+            actor=actor_of(who),
+            track_id=track_id,
+        )
+    return _file(path, content_type)
+
+
+@route(
+    "GET",
+    "/api/replay/{grant}",
+    "Fetch one recorded track by the grant in its replay description (for <video src>)",
+    None,
+    tag="replay",
+    produces=MEDIA_TYPES,
+)
+async def get_granted(ctx: Ctx) -> Any:
+    store = ctx.request.app[STORE]
+    try:
+        grant = replay.check(
+            await replay.grant_key(store), ctx.request.match_info["grant"], ctx.service.clock()
+        )
+    except replay.GrantError as exc:
+        raise Unauthorized(exc.code, exc.message) from None
+    try:
+        session = await ctx.service.session(grant["s"])
+    except ServiceError:
+        raise NotFound("track_not_found", "this session has no such recorded track") from None
+    path, content_type = await _track(ctx.service, session, grant["t"])
+    return _file(path, content_type)

@@ -1,0 +1,159 @@
+"""HTTP routes for the webhook deliveries: the supervisors' and admins' view of what was
+sent to the approval system, each attempt, and a retry (registered on import)."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from pydantic import BaseModel
+
+from .api import Ctx, route
+from .errors import BadRequest, Conflict, Forbidden, NotFound
+from .webhooks import STATUSES, WEBHOOKS, Status, redact
+
+WATCHERS = frozenset({"supervisor", "admin"})
+ADMIN = frozenset({"admin"})
+DELIVERY_ID = re.compile(r"wd_[0-9a-f]{24}")
+
+
+class WebhookAttempt(BaseModel):
+    n: int
+    at: float
+    node: str
+    duration_ms: float
+    status_code: int | None = None
+    error: str | None = None
+    retry_after_s: float | None = None
+    response: str | None = None  # the first bytes of the receiver's answer
+
+
+class WebhookDelivery(BaseModel):
+    delivery_id: str
+    event_id: str
+    event: str
+    url: str  # without credentials or query string
+    case_id: str
+    session_id: str | None = None
+    status: Status
+    created_at: float
+    next_attempt_at: float | None = None
+    delivered_at: float | None = None
+    failed_reason: str | None = None
+    attempt_count: int
+    last_attempt: WebhookAttempt | None = None
+
+
+class WebhookRetry(BaseModel):
+    at: float
+    by: str
+
+
+class WebhookDeliveryDetail(WebhookDelivery):
+    attempts: list[WebhookAttempt]
+    retries: list[WebhookRetry]
+    payload: dict[str, Any]  # the body as sent
+
+
+class WebhookDeliveryList(BaseModel):
+    deliveries: list[WebhookDelivery]
+
+
+def _summary(doc: dict[str, Any]) -> dict[str, Any]:
+    attempts = doc.get("attempts", [])
+    fields = {k: doc[k] for k in WebhookDelivery.model_fields if k in doc}
+    return dict(
+        fields,
+        url=redact(doc["url"]),
+        attempt_count=len(attempts),
+        last_attempt=attempts[-1] if attempts else None,
+    )
+
+
+def _detail(doc: dict[str, Any]) -> WebhookDeliveryDetail:
+    return WebhookDeliveryDetail.model_validate(
+        dict(
+            _summary(doc),
+            attempts=doc.get("attempts", []),
+            retries=doc.get("retries", []),
+            payload=json.loads(doc["body"]),
+        )
+    )
+
+
+def _unscoped(ctx: Ctx) -> None:
+    # The delivery log spans every case: a token limited to one case or session
+    # would read beyond its scope.
+    if ctx.identity.case is not None or ctx.identity.session is not None:
+        raise Forbidden("forbidden", "the webhook log is not readable with a case-limited token")
+
+
+async def _doc(ctx: Ctx) -> dict[str, Any]:
+    _unscoped(ctx)
+    did = ctx.request.match_info["delivery_id"]
+    doc = None
+    if DELIVERY_ID.fullmatch(did):
+        doc = await ctx.request.app[WEBHOOKS].delivery(did)
+    if doc is None:
+        raise NotFound("delivery_not_found", f"no webhook delivery {did[:80]!r}")
+    return doc
+
+
+@route(
+    "GET",
+    "/api/webhooks/deliveries",
+    "List webhook deliveries, newest first",
+    WATCHERS,
+    response=WebhookDeliveryList,
+    tag="webhooks",
+    query={"status": " | ".join(STATUSES), "limit": "1..500 (default 100)"},
+)
+async def list_webhook_deliveries(ctx: Ctx) -> Any:
+    _unscoped(ctx)
+    q = ctx.request.query
+    status = q.get("status") or None
+    if status is not None and status not in STATUSES:
+        raise BadRequest("invalid_query", f"status is one of {', '.join(STATUSES)}")
+    try:
+        limit = int(q.get("limit", "100"))
+    except ValueError:
+        raise BadRequest("invalid_query", "limit is an integer") from None
+    if not 1 <= limit <= 500:
+        raise BadRequest("invalid_query", "limit must be between 1 and 500")
+    docs = await ctx.request.app[WEBHOOKS].deliveries(status, limit)
+    views = [WebhookDelivery.model_validate(_summary(d)) for d in docs]
+    return WebhookDeliveryList(deliveries=views)
+
+
+@route(
+    "GET",
+    "/api/webhooks/deliveries/{delivery_id}",
+    "Read a webhook delivery with its attempts",
+    WATCHERS,
+    response=WebhookDeliveryDetail,
+    tag="webhooks",
+)
+async def get_webhook_delivery(ctx: Ctx) -> Any:
+    return _detail(await _doc(ctx))
+
+
+@route(
+    "POST",
+    "/api/webhooks/deliveries/{delivery_id}/retry",
+    "Send a webhook delivery again now",
+    ADMIN,
+    response=WebhookDeliveryDetail,
+    tag="webhooks",
+)
+async def retry_webhook_delivery(ctx: Ctx) -> Any:
+    found = await _doc(ctx)
+    doc, changed = await ctx.request.app[WEBHOOKS].retry(found["delivery_id"], ctx.identity.sub)
+    if doc is None:
+        raise NotFound("delivery_not_found", "no such webhook delivery")
+    if not changed:
+        code = "already_delivered" if doc["status"] == "delivered" else "delivery_in_progress"
+        raise Conflict(
+            code, f"this delivery is {doc['status']}: only a pending or failed one is sent again"
+        )
+    return _detail(doc)

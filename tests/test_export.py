@@ -1,0 +1,318 @@
+"""Composite export: a recorded session rendered into one MP4, checked frame by frame
+(each tile shows what its participant sent at that instant, black before a late join
+and after a leave, held through a gap), audio in sync, as a job that survives a
+restart and is shared by workers on Redis without running twice, and by hand with
+``jointreview export``.
+
+Sessions are synthesized with the recorder's own capture code (``recording.synth_session``:
+real track files and journal, with known send times); one test records a real session
+through the server and lets the sealing hook queue its export."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import struct
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import pytest
+
+from media_server.participant import Participant
+from media_server.synthetic import PatternVideoTrack, ToneAudioTrack, read_pattern
+from recording import archive
+from recording.compose import Options, render
+from recording.export import COMPOSITE, export_session
+from recording.layout import Labeler, fit, plan
+from recording.sources import TrackClock
+from recording.synth_session import Party, synthesize
+from signaling import cli
+from signaling.exports import QUEUE, ExportWorker
+from signaling.state import MemoryStore, Store
+from signaling.state.redis_store import RedisStore
+
+from .test_recording import _server, until
+
+FPS_IN = 30
+W, H = 640, 360
+CASE = "EXP-1"
+PARTIES = [
+    Party(1, "陈晓", dept="city-amr", tone_from_s=2.0),  # speaks from 2.0 s
+    Party(2, "李四", join_s=2.0, tone_from_s=None),  # joins late
+    Party(3, "王五", video_gaps=[(3.0, 4.5)], tone_from_s=None),  # camera stalls 1.5 s
+    Party(4, "赵六", leave_s=4.0, audio=False),  # leaves early
+]
+SECONDS = 6.0
+OPTIONS = Options(width=W, height=H, fps=15, dept_names={"city-amr": "市市场监督管理局"})
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One synthesized, sealed session (copied by tests that change it)."""
+    archive_dir = tmp_path_factory.mktemp("export") / "archive"
+    directory = archive_dir / CASE / "s_one"
+    synthesize(directory, PARTIES, SECONDS, case_id=CASE, session_id="s_one")
+    archive.write_manifest(archive_dir, {"case_id": CASE, "session_id": "s_one"}, [])
+    return directory
+
+
+def _copy(recorded: Path, archive_dir: Path, session_id: str) -> Path:
+    target = archive_dir / CASE / session_id
+    shutil.copytree(recorded, target)
+    return target
+
+
+def _sent(party: Party, t: float) -> int | None:
+    """The counter of the party's last frame sent at or before session time ``t``."""
+    if t < party.join_s or (party.leave_s is not None and t >= party.leave_s):
+        return None
+    i = int((t - party.join_s) * FPS_IN + 1e-6)
+    while i >= 0 and any(a <= party.join_s + i / FPS_IN < b for a, b in party.video_gaps):
+        i -= 1  # not sent: the picture before the gap is held
+    return i
+
+
+def _tile(gray: np.ndarray, rect: Any) -> av.VideoFrame:
+    crop = np.ascontiguousarray(gray[rect.y : rect.y + rect.h, rect.x : rect.x + rect.w])
+    # Back to the pattern's size: its bands are read at fixed fractions of the width.
+    return av.VideoFrame.from_ndarray(crop, format="gray").reformat(320, 240)
+
+
+def _frames(path: Path) -> Iterator[tuple[float, np.ndarray]]:
+    with av.open(str(path)) as c:
+        for frame in c.decode(video=0):
+            yield float(frame.time or 0.0), frame.to_ndarray(format="gray")
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_each_tile_shows_what_its_participant_sent_at_that_instant(
+    recorded: Path, tmp_path: Path, threads: int
+) -> None:
+    """threads=2: tiles are decoded a frame ahead on a pool; the result must not change."""
+    out = tmp_path / "out.mp4"
+    options = Options(**{**vars(OPTIONS), "threads": threads})
+    result = render(recorded, out, options)
+    assert result["names_drawn"] and result["tiles"][0] == "陈晓 · 市市场监督管理局"
+    by_name = {p.name: p for p in PARTIES}
+    parties = [by_name[name.split(" · ")[0]] for name in result["tiles"]]
+    rects = [fit(320, 240, cell) for cell in plan(["camera"] * len(parties), W, H)]
+    checked = {"picture": 0, "black": 0, "held": 0}
+    for t, gray in _frames(out):
+        for party, rect in zip(parties, rects, strict=True):
+            want = _sent(party, t)
+            if want is None:
+                assert gray[rect.y : rect.y + rect.h, rect.x : rect.x + rect.w].mean() < 30, (
+                    f"{party.name} at {t:.3f}: should be black"
+                )
+                checked["black"] += 1
+                continue
+            ident, counter = read_pattern(_tile(gray, rect))
+            assert ident == party.ident, (party.name, t)
+            assert abs(counter - want) <= 1, f"{party.name} at {t:.3f}: {counter} != {want}"
+            checked["picture"] += 1
+            checked["held"] += any(a <= t < b for a, b in party.video_gaps)
+    assert checked["black"] >= 30 and checked["held"] >= 20 and checked["picture"] > 200
+    assert result["duration_s"] == pytest.approx(SECONDS, abs=0.1)
+
+
+def test_audio_is_mixed_in_sync(recorded: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.mp4"
+    render(recorded, out, OPTIONS)
+    with av.open(str(out)) as c:
+        stream = c.streams.audio[0]
+        assert stream.codec_context.name == "aac" and stream.codec_context.sample_rate == 48_000
+        chunks = [(float(f.time or 0.0), f.to_ndarray()[0]) for f in c.decode(audio=0)]
+    start = chunks[0][0]
+    pcm = np.concatenate([c for _, c in chunks])
+    loud = np.flatnonzero(np.abs(pcm) > 0.05)
+    onset = start + loud[0] / 48_000
+    # Party 1's tone starts at 2.0 s: heard within one output frame of it.
+    assert abs(onset - 2.0) <= 1 / OPTIONS.fps, onset
+    assert np.abs(pcm[: int(1.8 * 48_000)]).max() < 0.01  # silence before
+    assert len(pcm) / 48_000 == pytest.approx(SECONDS, abs=0.1)
+
+
+def test_clock_follows_sender_reports_over_long_sessions() -> None:
+    """An RTP clock 0.1 % fast: sender reports pull a frame 1000 s in back by 1 s."""
+    entry = {"clock_rate": 48_000, "started_at": 1000.0, "segments": []}
+    entry["segments"] = [{"ssrc": 1, "rtp_ts": 4_000_000_000, "pts": 0, "wall": 1000.0}]
+    ntp0 = 3_900_000_000 << 32
+    reports = [
+        [ntp0 + (s << 32), (4_000_000_000 + round(s * 48_048)) & 0xFFFFFFFF, 1000.0 + s]
+        for s in range(0, 1200, 5)  # RTP wraps on the way: unwrapped
+    ]
+    nominal = TrackClock(entry, 990.0)
+    assert nominal.at(1001.0) == pytest.approx(1011.0)
+    clock = TrackClock(dict(entry, sender_reports=reports), 990.0)
+    assert clock.at(1001.0) == pytest.approx(10.0 + 1001.0 * 48_000 / 48_048, abs=1e-3)
+    bogus = [[ntp0, 4_000_000_000, 1000.0], [ntp0 + (5 << 32), 4_000_000_000 + 10, 1005.0]]
+    assert TrackClock(dict(entry, sender_reports=bogus), 990.0).at(100.0) == pytest.approx(110.0)
+
+
+def test_layout_and_no_font(recorded: Path, tmp_path: Path) -> None:
+    cells = plan(["camera", "document", "camera", "camera"], 1280, 720)
+    assert cells[1].w > 900 and cells[1].h == 720  # the document takes the large area
+    assert all(c.x % 2 == 0 and c.y % 2 == 0 and c.w % 2 == 0 and c.h % 2 == 0 for c in cells)
+    assert Labeler(None).label("陈晓", cells[0]) is None
+    result = render(recorded, tmp_path / "plain.mp4", Options(width=320, height=180, font="/nope"))
+    assert not result["names_drawn"] and result["frames"] == 90
+
+
+def _boxes(path: Path) -> list[str]:
+    names, data, pos = [], path.read_bytes(), 0
+    while pos + 8 <= len(data):
+        size, name = struct.unpack(">I4s", data[pos : pos + 8])
+        names.append(name.decode())
+        pos += size if size >= 8 else len(data)
+    return names
+
+
+def test_cli_export_is_faststart_and_verified(recorded: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    directory = _copy(recorded, data / "archive", "s_one")
+    out = tmp_path / "copy.mp4"
+    base = ["--data-dir", str(data), "--width", "320", "--height", "180"]
+    assert cli.main(["export", "s_one", "-o", str(out), *base]) == 0
+    boxes = _boxes(out)
+    assert boxes.index("moov") < boxes.index("mdat")  # playable while downloading
+    with av.open(str(out)) as c:
+        assert {s.codec_context.name for s in c.streams} == {"h264", "aac"}
+        assert sum(1 for _ in c.decode(video=0)) == 90
+    assert not (directory / COMPOSITE).exists()  # -o: the case file is left alone
+    assert cli.main(["export", "s_one", *base]) == 0
+    assert (directory / COMPOSITE).is_file()
+    verify = ["verify", CASE, "s_one", "--data-dir", str(data)]
+    assert cli.main(verify) == 0
+    store = MemoryStore(data / "state")
+    ready = [e for e in await_log(store) if e["type"] == "export.ready"]
+    assert len(ready) == 1 and ready[0]["data"]["path"] == COMPOSITE
+    raw = bytearray((directory / COMPOSITE).read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    (directory / COMPOSITE).write_bytes(bytes(raw))
+    assert cli.main(verify) == 1
+
+
+def await_log(store: MemoryStore) -> list[dict[str, Any]]:
+    async def read() -> list[dict[str, Any]]:
+        try:
+            return await store.read_log(f"case:{CASE}:events")
+        finally:
+            await store.close()
+
+    return asyncio.run(read())
+
+
+# -- jobs ---------------------------------------------------------------------------------
+
+
+def _worker(store: Store, archive_dir: Path, node: str, **kw: Any) -> ExportWorker:
+    return ExportWorker(store, archive_dir, node, Options(width=W, height=H), delay_s=0, **kw)
+
+
+async def test_a_job_survives_a_restart(recorded: Path, tmp_path: Path) -> None:
+    archive_dir = tmp_path / "archive"
+    directory = _copy(recorded, archive_dir, "s_one")
+    part = directory / (COMPOSITE + ".part")
+    store = MemoryStore(tmp_path / "state")
+    worker = _worker(store, archive_dir, "node-a")
+    await worker.enqueue(CASE, "s_one")
+    await worker.start()
+    await until(part.exists, 20, "the render to start")
+    await worker.close()  # stopped mid-render
+    await store.close()
+    assert not worker.done and not part.exists() and not (directory / COMPOSITE).exists()
+    store = MemoryStore(tmp_path / "state")  # the node starts again
+    assert await store.job_count(QUEUE) == 1
+    worker = _worker(store, archive_dir, "node-a")
+    await worker.start()
+    await until(lambda: bool(worker.done), 30, "the export")
+    await worker.close()
+    assert (directory / COMPOSITE).is_file() and await store.job_count(QUEUE) == 0
+    events = await store.read_log(f"case:{CASE}:events")
+    assert [e["type"] for e in events] == ["export.ready"]
+    assert events[0]["data"]["sha256"] == archive.sha256_file(directory / COMPOSITE)
+    await store.close()
+    assert cli.main(["verify", CASE, "s_one", "--files-only", "--data-dir", str(tmp_path)]) == 0
+
+
+async def test_workers_on_redis_share_jobs_and_none_runs_twice(
+    recorded: Path, tmp_path: Path, redis_url: str
+) -> None:
+    archive_dir = tmp_path / "archive"
+    sessions = [f"s_{n}" for n in range(5)]
+    for sid in sessions:
+        _copy(recorded, archive_dir, sid)
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    stores = [await RedisStore.connect(redis_url, prefix=prefix) for _ in range(3)]
+    a = _worker(stores[0], archive_dir, "node-a", lease_s=1.0, touch_every_s=0.2)
+    b = _worker(stores[1], archive_dir, "node-b", lease_s=1.0, touch_every_s=0.2)
+    for sid in sessions:
+        await a.enqueue(CASE, sid)
+    # A node that died holding a job: it never touches it again; another takes it over.
+    dead = await stores[2].job_claim(QUEUE, "node-dead/0")
+    assert dead is not None
+    try:
+        await a.start()
+        await b.start()
+        await until(lambda: len(a.done) + len(b.done) >= len(sessions), 60, "every export")
+        await asyncio.sleep(0.5)  # nothing more may run
+    finally:
+        await a.close()
+        await b.close()
+    made = [m for m in a.done + b.done if not m["skipped"]]
+    rendered = sorted(Path(m["absolute"]).parent.parent.name for m in made)
+    assert rendered == sessions  # each once, the dead node's included
+    assert a.done and b.done  # both did some
+    assert await stores[0].job_count(QUEUE) == 0
+    events = await stores[0].read_log(f"case:{CASE}:events")
+    assert sorted(e["session_id"] for e in events if e["type"] == "export.ready") == sessions
+    for store in stores:
+        await store.close()
+
+
+async def test_sealing_a_recorded_session_queues_its_export(tmp_path: Path) -> None:
+    """Through the server: recorded, ended, sealed, exported, announced, verified."""
+    rec = await _server(
+        tmp_path, export_delay_s=0, export_width=320, export_height=180, export_fps=10
+    )
+    people: list[Participant] = []
+    try:
+        a = await rec.person(1)
+        people.append(a)
+        await a.publish("camera", PatternVideoTrack(5))
+        await a.publish("microphone", ToneAudioTrack(500))
+        await asyncio.sleep(2.0)
+        await rec.end()
+
+        async def exported() -> bool:
+            return "export.ready" in await rec.events()
+
+        for _ in range(300):
+            if await exported():
+                break
+            await asyncio.sleep(0.1)
+        assert await exported()
+    finally:
+        for p in people:
+            await p.close()
+        await rec.server.close()
+    made = rec.dir / COMPOSITE
+    with av.open(str(made)) as c:
+        frames = [f for f in c.decode(video=0)]
+    assert 1.0 < len(frames) / 10 < 4.0
+    rect = fit(320, 240, plan(["camera"], 320, 180)[0])
+    assert read_pattern(_tile(frames[-3].to_ndarray(format="gray"), rect))[0] == 5
+    data_dir = rec.dir.parents[2]
+    verify = ["verify", CASE_OF_REC, rec.sid, "--data-dir", str(data_dir)]
+    assert await asyncio.to_thread(cli.main, verify) == 0
+    manifest = json.loads((rec.dir / "manifest.json").read_text())
+    assert COMPOSITE not in {f["path"] for f in manifest["files"]}  # the addendum lists it
+    assert export_session(data_dir / "archive", CASE_OF_REC, rec.sid)["skipped"]
+
+
+CASE_OF_REC = "REC-1"

@@ -1,0 +1,209 @@
+// The supervisor's console (/supervise): find past joint reviews by case number, date
+// range and department, open one and replay it at once from its per-track recordings
+// (replay.js). `?session=<sid>` opens a replay directly; Back returns to the list.
+//
+// HTTP: GET /api/sessions?since&until&limit (newest first), GET /api/cases/{case}
+// (sessions and invitations of one case), GET /api/sessions/{sid}/invitations (the
+// departments of each listed session: the list API has no department filter, so it is
+// applied here), GET /api/sessions/{sid}/recording (the replay description; the server
+// writes each opening into the case timeline as `replay.viewed`).
+import { api } from "/static/auth.js";
+import { onLangChange } from "/static/i18n.js";
+import { ReplayPlayer } from "/static/replay.js";
+import { actorLine, bootPage, chip, clear, departmentList, el, errorI18n, fatal, fill } from "/static/ui.js";
+
+const CASE_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+const LIMIT = 100;
+const PARALLEL = 6;
+const $ = (id) => document.getElementById(id);
+
+let player = null;
+
+function showError(target, props) {
+  fill(target, el("span", props));
+}
+
+// Up to PARALLEL requests at a time.
+async function mapLimited(items, fn) {
+  const out = new Array(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i]);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(PARALLEL, items.length) }, worker));
+  return out;
+}
+
+function dayStart(value) {
+  return value ? new Date(`${value}T00:00:00`).getTime() / 1000 : null;
+}
+
+function dayEnd(value) {
+  return value ? new Date(`${value}T23:59:59.999`).getTime() / 1000 : null;
+}
+
+function deptsOf(invitations) {
+  const ids = new Set();
+  for (const inv of invitations) {
+    if (inv.dept) ids.add(inv.dept);
+    if (inv.responded_by?.dept) ids.add(inv.responded_by.dept);
+  }
+  return [...ids];
+}
+
+// -- search -------------------------------------------------------------------------------
+async function search() {
+  const error = $("search-error");
+  clear(error);
+  const caseId = $("search-case").value.trim();
+  const since = dayStart($("search-since").value);
+  const until = dayEnd($("search-until").value);
+  const dept = $("search-dept").value;
+  $("search-case").setAttribute("aria-invalid", String(Boolean(caseId) && !CASE_ID.test(caseId)));
+  if (caseId && !CASE_ID.test(caseId)) return showError(error, { i18n: "supervise.case_invalid" });
+  if (since !== null && until !== null && since > until) return showError(error, { i18n: "supervise.range_invalid" });
+  const list = $("results");
+  fill(list, el("li", { class: "muted", i18n: "supervise.loading" }));
+  let rows;
+  try {
+    if (caseId) {
+      const view = await api(`/api/cases/${encodeURIComponent(caseId)}`);
+      rows = view.sessions
+        .filter((s) => (since === null || s.created_at >= since) && (until === null || s.created_at <= until))
+        .sort((a, b) => b.created_at - a.created_at)
+        .map((s) => ({ session: s, invitations: view.invitations.filter((i) => i.session_id === s.session_id) }));
+    } else {
+      const q = new URLSearchParams({ limit: String(LIMIT) });
+      if (since !== null) q.set("since", String(since));
+      if (until !== null) q.set("until", String(until));
+      const { sessions } = await api(`/api/sessions?${q}`);
+      rows = await mapLimited(sessions, async (s) => ({
+        session: s,
+        invitations: (await api(`/api/sessions/${encodeURIComponent(s.session_id)}/invitations`)).invitations,
+      }));
+    }
+  } catch (err) {
+    if (err.code === "case_not_found") rows = [];
+    else {
+      clear(list);
+      return showError(error, errorI18n(err));
+    }
+  }
+  if (dept) rows = rows.filter((r) => deptsOf(r.invitations).includes(dept));
+  renderResults(rows);
+}
+
+function renderResults(rows) {
+  const list = $("results");
+  fill($("results-count"), el("span", { i18n: "supervise.results_count", args: { n: rows.length } }));
+  clear(list);
+  if (!rows.length) {
+    list.append(el("li", { class: "muted", testid: "session-empty", i18n: "supervise.none_found" }));
+    return;
+  }
+  for (const { session: s, invitations } of rows) {
+    const minutes = s.ended_at ? Math.max(1, Math.round((s.ended_at - s.created_at) / 60)) : null;
+    list.append(
+      el(
+        "li",
+        { class: "result", testid: "session-row", data: { sessionId: s.session_id, caseId: s.case_id, status: s.status } },
+        el(
+          "div",
+          { class: "grow" },
+          el("div", { class: "result-head" }, el("span", { class: "case-no", text: s.case_id }), chip(s.status), s.matter ? el("span", { class: "result-matter", text: s.matter }) : null),
+          el(
+            "div",
+            { class: "muted result-facts" },
+            el("time", { ts: s.created_at, tsStyle: "datetime" }),
+            minutes ? el("span", { i18n: "supervise.minutes", args: { n: minutes } }) : null,
+            s.applicant_name ? el("span", {}, el("span", { i18n: "session.applicant" }), " ", el("span", { text: s.applicant_name })) : null,
+            s.window ? el("span", { text: s.window }) : null,
+            actorLine(s.created_by),
+          ),
+          el("div", { class: "result-depts" }, deptsOf(invitations).map((d) => el("span", { class: "chip chip-muted", dept: d }))),
+        ),
+        el("button", { type: "button", class: "primary", testid: "session-open", i18n: "supervise.open", on: { click: () => openReplay(s.session_id, true) } }),
+      ),
+    );
+  }
+}
+
+// -- replay -------------------------------------------------------------------------------
+function describe(sid) {
+  return api(`/api/sessions/${encodeURIComponent(sid)}/recording`);
+}
+
+async function openReplay(sid, push) {
+  if (push) history.pushState({ session: sid }, "", `/supervise?session=${encodeURIComponent(sid)}`);
+  closeReplay();
+  document.body.dataset.view = "replay";
+  $("search-view").hidden = true;
+  $("replay-view").hidden = false;
+  const body = $("replay-body");
+  fill(body, el("p", { class: "muted replay-loading", i18n: "supervise.loading" }));
+  let desc;
+  try {
+    desc = await describe(sid);
+  } catch (err) {
+    fill(body, el("section", { class: "card notice notice-bad", testid: "page-error", data: { code: err.code }, attrs: { role: "alert" } }, el("p", { class: "notice-text", ...errorI18n(err) })));
+    return;
+  }
+  const s = desc.session;
+  fill(
+    $("replay-facts"),
+    el("strong", { class: "case-no fact-case", text: s.case_id, testid: "replay-case" }),
+    s.matter ? el("span", { class: "fact", text: s.matter }) : null,
+    el("time", { class: "fact muted", ts: s.created_at, tsStyle: "datetime" }),
+    desc.recording.state === "recording" ? el("span", { class: "chip chip-warn", i18n: "replay.recording_open" }) : null,
+  );
+  document.body.dataset.recording = desc.recording.state;
+  player = new ReplayPlayer(body, desc, { onSourcesExpired: () => describe(sid) });
+  window.jr = { player };
+}
+
+function closeReplay() {
+  if (player) player.destroy();
+  player = null;
+}
+
+function showSearch() {
+  closeReplay();
+  document.body.dataset.view = "search";
+  $("replay-view").hidden = true;
+  $("search-view").hidden = false;
+}
+
+async function main() {
+  const claims = await bootPage($("app"), { roles: ["supervisor", "admin"] });
+  if (!claims) return;
+  const select = $("search-dept");
+  for (const d of departmentList()) select.append(el("option", { value: d.id, dept: d.id }));
+  $("search-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    search();
+  });
+  $("replay-back").addEventListener("click", () => {
+    if (history.state?.session) history.back();
+    else {
+      history.replaceState(null, "", "/supervise");
+      showSearch();
+    }
+  });
+  window.addEventListener("popstate", () => {
+    const sid = new URL(location.href).searchParams.get("session");
+    if (sid) openReplay(sid, false);
+    else showSearch();
+  });
+  onLangChange(() => player?.relabel());
+  const sid = new URL(location.href).searchParams.get("session");
+  if (sid) await openReplay(sid, false);
+  await search();
+}
+
+main().catch((err) => {
+  console.warn("supervise:", err);
+  fatal($("app"), "error.generic", { args: { message: err.message || String(err) } });
+});
