@@ -92,6 +92,7 @@ async def _exports_ctx(app: web.Application) -> AsyncIterator[None]:
         workers=config.export_workers,
         delay_s=config.export_delay_s,
     )
+    worker.event_hooks = app[SERVICE].event_hooks  # one list: webhooks see exports too
     recording = app[MEDIA].recording
     if recording is not None:
         recording.after_seal.append(worker.sealed)

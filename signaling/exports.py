@@ -21,6 +21,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -30,6 +31,7 @@ from recording.compose import Cancelled, Options
 from recording.export import COMPOSITE, export_session
 
 from .config import Config
+from .models import Event
 from .state import Job, Store
 
 log = logging.getLogger(__name__)
@@ -87,9 +89,11 @@ def has_media(manifest: dict[str, Any]) -> bool:
     )
 
 
-async def record_ready(store: Store, case_id: str, session_id: str, made: dict[str, Any]) -> bool:
+async def record_ready(
+    store: Store, case_id: str, session_id: str, made: dict[str, Any]
+) -> Event | None:
     """Append ``export.ready`` to the case timeline unless this very file is there already
-    (same shape as ``ServiceCore.record``). True: it was recorded now."""
+    (same shape as ``ServiceCore.record``). The event if it was recorded now."""
     key = f"case:{case_id}:events"
     for event in await store.read_log(key):
         data = event.get("data") or {}
@@ -98,7 +102,7 @@ async def record_ready(store: Store, case_id: str, session_id: str, made: dict[s
             and event.get("session_id") == session_id
             and data.get("sha256") == made["sha256"]
         ):
-            return False
+            return None
     data = {k: made.get(k) for k in ("path", "sha256", "size", "duration_s", "width", "height")}
     data.update(fps=made.get("fps"), kbps=made.get("kbps"))
     doc = {
@@ -109,8 +113,8 @@ async def record_ready(store: Store, case_id: str, session_id: str, made: dict[s
         "actor": None,
         "data": data,
     }
-    await store.append(key, doc)
-    return True
+    seq = await store.append(key, doc)
+    return Event.model_validate(dict(doc, seq=seq))
 
 
 def _lower_priority() -> None:
@@ -139,6 +143,7 @@ class ExportWorker:
         self.store = store
         self.archive = archive
         self.node_id = node_id
+        self.event_hooks: list[Callable[[Event], Awaitable[None]]] = []
         self.options = options
         self.workers = workers
         # Why wait after sealing: the node has just closed a session and its neighbours
@@ -238,7 +243,14 @@ class ExportWorker:
                     self.archive, case_id, session_id, self.options, cancelled=stop.is_set
                 ),
             )
-            await record_ready(self.store, case_id, session_id, made)
+            event = await record_ready(self.store, case_id, session_id, made)
+            if event is not None:
+                # The same hooks as every recorded event (the export.ready webhook).
+                for hook in self.event_hooks:
+                    try:
+                        await hook(event)
+                    except Exception:
+                        log.exception("event hook failed for export.ready")
             await self.store.job_ack(QUEUE, job.id)
             self.done.append(made)
             log.info("exported %s/%s: %s", case_id, session_id, made.get("absolute"))

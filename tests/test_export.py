@@ -276,9 +276,21 @@ async def test_workers_on_redis_share_jobs_and_none_runs_twice(
 
 
 async def test_sealing_a_recorded_session_queues_its_export(tmp_path: Path) -> None:
-    """Through the server: recorded, ended, sealed, exported, announced, verified."""
+    """Through the server: recorded, ended, sealed, exported, announced (in the timeline
+    and to the approval system's webhook), verified."""
+    from .test_webhooks import Receiver
+
+    receiver = Receiver()
+    await receiver.__aenter__()
     rec = await _server(
-        tmp_path, export_delay_s=0, export_width=320, export_height=180, export_fps=10
+        tmp_path,
+        export_delay_s=0,
+        export_width=320,
+        export_height=180,
+        export_fps=10,
+        webhook_urls=[receiver.url],
+        webhook_secret="s" * 32,
+        webhook_events=["export.ready"],
     )
     people: list[Participant] = []
     try:
@@ -297,10 +309,17 @@ async def test_sealing_a_recorded_session_queues_its_export(tmp_path: Path) -> N
                 break
             await asyncio.sleep(0.1)
         assert await exported()
+        for _ in range(100):
+            if receiver.hits:
+                break
+            await asyncio.sleep(0.05)
+        [hit] = receiver.hits
+        assert json.loads(hit.body)["event"] == "export.ready"
     finally:
         for p in people:
             await p.close()
         await rec.server.close()
+        await receiver.__aexit__()
     made = rec.dir / COMPOSITE
     with av.open(str(made)) as c:
         frames = [f for f in c.decode(video=0)]
