@@ -39,6 +39,42 @@ def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+EventHook = Callable[[Event], Awaitable[None]]
+
+
+async def append_event(
+    store: Store,
+    case_id: str,
+    type_: str,
+    *,
+    ts: float,
+    session_id: str | None = None,
+    actor: Actor | None = None,
+    data: dict[str, Any],
+) -> Event:
+    """File one event in the case's timeline (every writer uses this one shape)."""
+    doc: dict[str, Any] = {
+        "ts": ts,
+        "type": type_,
+        "case_id": case_id,
+        "session_id": session_id,
+        "actor": actor.model_dump() if actor else None,
+        "data": data,
+    }
+    seq = await store.append(f"case:{case_id}:events", doc)
+    return Event.model_validate(dict(doc, seq=seq))
+
+
+async def run_event_hooks(hooks: list[EventHook], event: Event) -> None:
+    for hook in hooks:
+        try:
+            await hook(event)
+        except Exception:
+            # The event happened and is filed; a hook's failure must not undo the
+            # caller's change or hide it behind an error.
+            log.exception("event hook failed for %s of case %s", event.type, event.case_id)
+
+
 class ServiceCore:
     def __init__(
         self,
@@ -62,7 +98,7 @@ class ServiceCore:
         self.clock = clock
         # Called with every recorded event once it is in the log: webhooks queue their
         # deliveries here, before the action that caused the event is answered.
-        self.event_hooks: list[Callable[[Event], Awaitable[None]]] = []
+        self.event_hooks: list[EventHook] = []
 
     # -- events -----------------------------------------------------------------------
     async def record(
@@ -74,23 +110,16 @@ class ServiceCore:
         actor: Actor | None = None,
         **data: Any,
     ) -> Event:
-        doc: dict[str, Any] = {
-            "ts": self.clock(),
-            "type": type_,
-            "case_id": case_id,
-            "session_id": session_id,
-            "actor": actor.model_dump() if actor else None,
-            "data": data,
-        }
-        seq = await self.store.append(f"case:{case_id}:events", doc)
-        event = Event.model_validate(dict(doc, seq=seq))
-        for hook in self.event_hooks:
-            try:
-                await hook(event)
-            except Exception:
-                # The event happened and is filed; a hook's failure must not undo the
-                # caller's change or hide it behind an error.
-                log.exception("event hook failed for %s of case %s", type_, case_id)
+        event = await append_event(
+            self.store,
+            case_id,
+            type_,
+            ts=self.clock(),
+            session_id=session_id,
+            actor=actor,
+            data=data,
+        )
+        await run_event_hooks(self.event_hooks, event)
         return event
 
     async def events(self, case_id: str) -> list[Event]:

@@ -21,7 +21,6 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -31,6 +30,7 @@ from recording.compose import Cancelled, Options
 from recording.export import COMPOSITE, export_session
 
 from .config import Config
+from .core import EventHook, append_event, run_event_hooks
 from .models import Event
 from .state import Job, Store
 
@@ -105,16 +105,9 @@ async def record_ready(
             return None
     data = {k: made.get(k) for k in ("path", "sha256", "size", "duration_s", "width", "height")}
     data.update(fps=made.get("fps"), kbps=made.get("kbps"))
-    doc = {
-        "ts": time.time(),
-        "type": "export.ready",
-        "case_id": case_id,
-        "session_id": session_id,
-        "actor": None,
-        "data": data,
-    }
-    seq = await store.append(key, doc)
-    return Event.model_validate(dict(doc, seq=seq))
+    return await append_event(
+        store, case_id, "export.ready", ts=time.time(), session_id=session_id, data=data
+    )
 
 
 def _lower_priority() -> None:
@@ -143,7 +136,7 @@ class ExportWorker:
         self.store = store
         self.archive = archive
         self.node_id = node_id
-        self.event_hooks: list[Callable[[Event], Awaitable[None]]] = []
+        self.event_hooks: list[EventHook] = []
         self.options = options
         self.workers = workers
         # Why wait after sealing: the node has just closed a session and its neighbours
@@ -246,11 +239,7 @@ class ExportWorker:
             event = await record_ready(self.store, case_id, session_id, made)
             if event is not None:
                 # The same hooks as every recorded event (the export.ready webhook).
-                for hook in self.event_hooks:
-                    try:
-                        await hook(event)
-                    except Exception:
-                        log.exception("event hook failed for export.ready")
+                await run_event_hooks(self.event_hooks, event)
             await self.store.job_ack(QUEUE, job.id)
             self.done.append(made)
             log.info("exported %s/%s: %s", case_id, session_id, made.get("absolute"))
@@ -271,16 +260,13 @@ class ExportWorker:
             stop.set()
 
     async def _failed(self, case_id: str, session_id: str, message: str) -> None:
-        await self.store.append(
-            f"case:{case_id}:events",
-            {
-                "ts": time.time(),
-                "type": "export.failed",
-                "case_id": case_id,
-                "session_id": session_id,
-                "actor": None,
-                "data": {"path": COMPOSITE, "message": message},
-            },
+        await append_event(
+            self.store,
+            case_id,
+            "export.failed",
+            ts=time.time(),
+            session_id=session_id,
+            data={"path": COMPOSITE, "message": message},
         )
 
 
