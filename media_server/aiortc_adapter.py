@@ -274,9 +274,10 @@ def install_ingress(dtls: RTCDtlsTransport, on_rtp: RtpHandler, on_rtcp: RtcpHan
 
 
 def _read_until_empty(protocol: Any) -> None:
-    """asyncio reads one datagram per wakeup of the loop; a media socket receives bursts
-    (a video frame is several packets). Read until the socket is empty instead, so one
-    wakeup serves the whole burst. The transport keeps its own reader registration
+    """asyncio's selector loop reads one datagram per wakeup; a media socket receives
+    bursts (a video frame is several packets). Read until the socket is empty instead, so
+    one wakeup serves the whole burst. (uvloop, the default loop, already reads up to 32
+    datagrams per wakeup: its transports have no ``_sock`` and are left alone.) The transport keeps its own reader registration
     semantics: pausing or closing it removes ours, as it would its own."""
     transport = protocol.transport
     raw = getattr(transport, "_sock", None)  # asyncio's selector transport: the socket
@@ -407,7 +408,10 @@ def stop_reading(pc: RTCPeerConnection) -> None:
     assert dtls is not None
     for protocol in dtls.transport._connection._protocols:
         transport: Any = protocol.transport
-        transport.pause_reading()
+        if hasattr(transport, "pause_reading"):  # asyncio's selector loop
+            transport.pause_reading()
+        else:  # uvloop's UDP transport cannot pause: read and drop everything instead
+            protocol.datagram_received = lambda data, addr: None  # type: ignore[method-assign]
 
 
 def local_ports(pc: RTCPeerConnection) -> list[int]:

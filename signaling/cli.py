@@ -90,6 +90,14 @@ def _load(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> Conf
     return load_config(flags=flags, config_file=args.config)
 
 
+def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
+    if kind == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
 def _serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
@@ -120,6 +128,7 @@ def _serve(args: argparse.Namespace) -> int:
         handle_signals=True,
         shutdown_timeout=5,
         access_log_class=AccessLogger,
+        loop=new_event_loop(config.event_loop),
     )
     return 0
 

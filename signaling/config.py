@@ -64,6 +64,9 @@ class Config(BaseModel):
     redis_url: str = ""
     node_id: str = ""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # uvloop wakes up for a packet at a fraction of asyncio's own loop's cost, and a media
+    # node wakes up for nearly every packet; asyncio's loop remains for debugging.
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
 
     # Identity. HS256 with a shared secret (generated into data_dir when empty), or
     # RS256/ES256 verified with the approval system's public key.

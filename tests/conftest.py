@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -17,6 +18,7 @@ from typing import Any
 
 import pytest
 import redis
+import uvloop
 from aiohttp.test_utils import TestClient, TestServer
 
 from signaling.app import create_app
@@ -213,3 +215,16 @@ def server_factory(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
 
 def flush_redis(url: str) -> None:
     redis.Redis.from_url(url).flushdb()
+
+
+# The server runs on uvloop unless told otherwise (``event_loop``); the media code also
+# supports asyncio's own loop, whose transports it reaches differently
+# (media_server/aiortc_adapter.py): the media tests run on both, the rest on uvloop.
+BOTH_LOOPS = {"test_media", "test_aiortc_adapter"}
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
+    module = getattr(item, "module", None)
+    if module is not None and module.__name__.rsplit(".", 1)[-1] in BOTH_LOOPS:
+        return {"uvloop": uvloop.new_event_loop, "asyncio": asyncio.new_event_loop}
+    return {"uvloop": uvloop.new_event_loop}

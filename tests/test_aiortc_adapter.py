@@ -255,7 +255,7 @@ async def test_private_attributes_of_a_live_connection(pair: Pair) -> None:
                 f"{name}: _protocols holds {type(protocol)}, not StunProtocol",
             )
             transport = getattr(protocol, "transport", None)
-            for method in ("sendto", "get_write_buffer_size", "get_extra_info", "pause_reading"):
+            for method in ("sendto", "get_write_buffer_size", "get_extra_info"):
                 check(
                     callable(getattr(transport, method, None)),
                     f"{name}: StunProtocol.transport has no {method}() (Egress/local_ports)",
