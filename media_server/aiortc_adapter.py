@@ -277,8 +277,9 @@ def _read_until_empty(protocol: Any) -> None:
     """asyncio's selector loop reads one datagram per wakeup; a media socket receives
     bursts (a video frame is several packets). Read until the socket is empty instead, so
     one wakeup serves the whole burst. (uvloop, the default loop, already reads up to 32
-    datagrams per wakeup: its transports have no ``_sock`` and are left alone.) The transport keeps its own reader registration
-    semantics: pausing or closing it removes ours, as it would its own."""
+    datagrams per wakeup: its transports have no ``_sock`` and are left alone.) The
+    transport keeps its own reader registration semantics: pausing or closing it removes
+    ours, as it would its own."""
     transport = protocol.transport
     raw = getattr(transport, "_sock", None)  # asyncio's selector transport: the socket
     loop = getattr(transport, "_loop", None)
@@ -377,6 +378,17 @@ def on_received_packets(
             await original(packet, arrival_time_ms)
 
     receiver._handle_rtp_packet = handle  # type: ignore[method-assign]
+
+
+def request_keyframe(receiver: RTCRtpReceiver, media_ssrc: int) -> None:
+    """Client side: send the sender a PLI, as aiortc's receiver does when it sees a loss
+    (for load generators that replaced aiortc's handling with their own)."""
+    task = asyncio.ensure_future(receiver._send_rtcp_pli(media_ssrc))
+    _pending.add(task)
+    task.add_done_callback(_pending.discard)
+
+
+_pending: set[asyncio.Future[None]] = set()  # keep the tasks referenced until done
 
 
 def impair_incoming(pc: RTCPeerConnection, loss: float, seed: int = 0) -> Callable[[], int]:

@@ -468,6 +468,9 @@ class Bench:
             latency_ms_p95=round(p95, 1) if p95 is not None else None,
             decode_errors=sum(int(t["errors"]) for t in tracks)
             + sum(int(r["aiortc_decode_errors"]) for r in results),
+            probe_frames_dropped=sum(
+                int(t.get("incomplete", 0)) + int(t.get("skipped", 0)) for t in tracks
+            ),
             frozen_streams=sum(1 for t in video if t["gap"] > FROZEN_S) + missing,
             packets_in_per_s=round(packets_in / window, 1),
             packets_out_per_s=round(packets_out / window, 1),
@@ -487,6 +490,12 @@ class Bench:
         )
         if not latencies:
             notes.append("no probe decoded a picture in the window")
+        if row.probe_frames_dropped:
+            incomplete = sum(int(t.get("incomplete", 0)) for t in tracks)
+            notes.append(
+                f"probes left {row.probe_frames_dropped} frames undecoded ({incomplete} "
+                "missing packets, the rest complete but waiting for a keyframe)"
+            )
         notes.extend(load_notes(row))
         self.say(
             f"{case.label}: server {row.cpu_pct}% of a core, fps min {row.fps_min}, "

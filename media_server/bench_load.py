@@ -7,11 +7,17 @@ of the measurement), ``stop``. The process answers with events on stdout, one JS
 a line: ``joined``, ``published``, ``progress`` (how many subscribers receive every
 video track they should), ``result``. End of stdin means the orchestrator is gone: stop.
 
-Publishers send pre-encoded media (``media_server.encoded``). Most subscribers only count
-what arrives (RTP packets; a video frame completes on the marker bit) through
-``aiortc_adapter.on_received_packets``; probes decode a few video tracks with aiortc as a
-browser would, read the pattern (right publisher, counter moving forward) and measure
-end-to-end latency from the counter in the picture.
+Publishers send pre-encoded media (``media_server.encoded``). Every subscriber takes the
+RTP packets aiortc has parsed through ``aiortc_adapter.on_received_packets``, in place of
+aiortc's own receiver (no jitter buffer, no NACK, PLI or receiver reports). Most only
+count what arrives (RTP packets; a video frame completes on the marker bit). Probes
+decode a few video tracks as a browser would: ``framer.Vp8Framer`` completes each VP8
+frame on its marker packet (aiortc's jitter buffer would hold it until the next frame's
+first packet, one frame interval more) and drops damaged frames until the next keyframe;
+a thread per probe track decodes with PyAV, stamps the wall clock as each picture comes
+out of the decoder, and reads the pattern (right publisher, counter moving forward); the
+event loop turns the stamp into end-to-end latency from the counter in the picture.
+Frames the framer dropped are reported per track (``incomplete``, ``skipped``).
 """
 
 from __future__ import annotations
@@ -20,19 +26,23 @@ import asyncio
 import contextlib
 import json
 import logging
+import queue
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aioice.turn
+import av
 from aiortc import RTCRtpReceiver, RTCRtpTransceiver
 from aiortc.codecs import CODECS
-from aiortc.mediastreams import MediaStreamError
 from aiortc.rtp import RtpPacket
 
 from . import aiortc_adapter, encoded
-from .participant import Participant, Remote
+from .framer import Vp8Frame, Vp8Framer
+from .participant import Participant
 from .synthetic import read_pattern
 
 log = logging.getLogger("jointreview.bench")
@@ -40,7 +50,12 @@ log = logging.getLogger("jointreview.bench")
 RTX_PAYLOAD_TYPES = frozenset(
     c.payloadType for c in CODECS["video"] if c.mimeType.lower().endswith("/rtx")
 )
+KEYFRAME_ASK_INTERVAL = 0.5  # seconds between a probe's keyframe requests after a loss
 RECEIVE_BUFFER = 2 * 1024 * 1024  # bytes (the kernel caps it at net.core.rmem_max)
+# Encoded frames waiting for a probe's decoder: 1 s of video. A decoder further behind
+# than that measures the machine, not the server; frames beyond it are dropped (and
+# counted) until the next keyframe.
+DECODE_QUEUE = 30
 
 
 def emit(event: str, **fields: Any) -> None:
@@ -54,22 +69,10 @@ class Window:
     def __init__(self) -> None:
         self.start = float("inf")
         self.end = float("inf")
-        self.decode_errors = 0  # aiortc's own decoder failures inside the window
+        self.decode_errors = 0  # the probes' decoder failures inside the window
 
     def within(self, t: float) -> bool:
         return self.start <= t < self.end
-
-
-class DecodeErrors(logging.Handler):
-    """Counts aiortc's "failed to decode" warnings (the decoder thread logs them)."""
-
-    def __init__(self, window: Window) -> None:
-        super().__init__(logging.WARNING)
-        self.window = window
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if "decode" in record.getMessage() and self.window.within(time.time()):
-            self.window.decode_errors += 1
 
 
 class TrackStats:
@@ -90,6 +93,9 @@ class TrackStats:
         self.latencies: list[float] = []
         self.errors = 0
         self._prev: int | None = None
+        self.framer: Vp8Framer | None = None  # a probe's
+        self.unqueued = 0  # frames a probe's decoder had no room for
+        self._i0 = self._s0 = 0
 
     def on_packet(self, packet: RtpPacket, arrival_time_ms: int = 0) -> None:
         self.packets += 1
@@ -105,6 +111,21 @@ class TrackStats:
             if gap > self.w_gap:
                 self.w_gap = gap
             self.w_last = now
+
+    def on_decoded(self, ident: int, counter: int, now: float, t0: float) -> None:
+        """A probe's picture, decoded at ``now`` (runs on the event loop)."""
+        self.on_frame(now)
+        self.on_picture(ident, counter, now, t0)
+
+    def on_decode_error(self, now: float) -> None:
+        if self.window.within(now):
+            self.window.decode_errors += 1
+
+    def _dropped(self) -> tuple[int, int]:
+        """Frames a probe never decoded: (incomplete, skipped for want of a keyframe)."""
+        if self.framer is None:
+            return 0, 0
+        return self.framer.incomplete, self.framer.skipped + self.unqueued
 
     def on_picture(self, ident: int, counter: int, now: float, t0: float) -> None:
         """A decoded picture: check it and measure its latency."""
@@ -124,11 +145,13 @@ class TrackStats:
 
     def open_window(self, start: float) -> None:
         self.p0, self.f0 = self.packets, self.frames
+        self._i0, self._s0 = self._dropped()
         self.w_last, self.w_gap = start, 0.0
         self.latencies.clear()
         self.errors = 0
 
     def close_window(self, end: float) -> dict[str, Any]:
+        incomplete, skipped = self._dropped()
         return {
             "kind": self.kind,
             "decoded": self.decoded,
@@ -136,16 +159,90 @@ class TrackStats:
             "frames": self.frames - self.f0,
             "gap": max(self.w_gap, end - self.w_last),
             "errors": self.errors,
+            "incomplete": incomplete - self._i0,
+            "skipped": skipped - self._s0,
         }
 
 
-def count_and_handle(receiver: RTCRtpReceiver, stats: TrackStats) -> None:
-    """A probe's decoded track: count each RTP packet, then let aiortc handle it as usual."""
+class ProbeDecoder:
+    """A probe's video track: frames completed on the marker bit, decoded in a thread.
 
-    def count(packet: RtpPacket, arrival_time_ms: int) -> None:
-        stats.packets += 1
+    The event loop only frames (cheap); decoding (milliseconds per picture) runs in this
+    track's own thread so it neither delays the loop's packets nor waits behind them.
+    Results go back to the loop with the time each picture left the decoder."""
 
-    aiortc_adapter.on_received_packets(receiver, count, decode=True)
+    def __init__(
+        self,
+        stats: TrackStats,
+        t0: float,
+        loop: asyncio.AbstractEventLoop,
+        receiver: RTCRtpReceiver,
+    ) -> None:
+        self.stats = stats
+        self.receiver = receiver
+        self._asked = -1e9  # when we last asked the publisher for a keyframe
+        self.t0 = t0
+        self.loop = loop
+        self.framer = stats.framer = Vp8Framer()
+        self.queue: queue.Queue[Vp8Frame | None] = queue.Queue(maxsize=DECODE_QUEUE)
+        self._resync = False  # a frame was dropped for want of room: wait for a keyframe
+        self._closed = False
+        self.thread = threading.Thread(target=self._run, name="probe-decoder", daemon=True)
+        self.thread.start()
+
+    def on_packet(self, packet: RtpPacket, arrival_time_ms: int) -> None:
+        self.stats.packets += 1
+        if packet.payload_type in RTX_PAYLOAD_TYPES:
+            return  # nobody asked for retransmissions; aiortc would not depacketise these
+        frame = self.framer.push(
+            packet.sequence_number, packet.timestamp, bool(packet.marker), packet.payload
+        )
+        if self.framer.waiting_for_keyframe and self.framer.emitted:
+            # A loss: the SFU asks for a keyframe for new subscribers only, and the
+            # baseline's encoder makes one only when asked. Ask, as a browser does.
+            now = time.monotonic()
+            if now - self._asked >= KEYFRAME_ASK_INTERVAL:
+                self._asked = now
+                aiortc_adapter.request_keyframe(self.receiver, packet.ssrc)
+        if frame is None:
+            return
+        if self._resync and not frame.keyframe:
+            self.stats.unqueued += 1
+            return
+        try:
+            self.queue.put_nowait(frame)
+            self._resync = False
+        except queue.Full:
+            self.stats.unqueued += 1
+            self._resync = True
+
+    def _run(self) -> None:
+        codec = av.CodecContext.create("vp8", "r")
+        codec.thread_count = 1  # one core's worth per track: the machine is shared
+        while (frame := self.queue.get()) is not None:
+            try:
+                pictures = codec.decode(av.Packet(frame.data))
+            except av.FFmpegError:
+                self._report(self.stats.on_decode_error, time.time())
+                continue
+            for picture in pictures:
+                now = time.time()  # the picture exists now: that is when it is shown
+                ident, counter = read_pattern(picture)
+                self._report(self.stats.on_decoded, ident, counter, now, self.t0)
+
+    def _report(self, callback: Callable[..., None], *args: Any) -> None:
+        if self._closed:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed under us
+            self.loop.call_soon_threadsafe(callback, *args)
+
+    def close(self) -> None:
+        self._closed = True
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self.queue.get_nowait()
+        with contextlib.suppress(queue.Full):
+            self.queue.put_nowait(None)
 
 
 class Member:
@@ -157,14 +254,13 @@ class Member:
         self.probe = bool(spec.get("probe"))
         self.expect_video = int(spec.get("expect_video", 0))
         self.tracks: dict[str, TrackStats] = {}
-        self.readers: list[asyncio.Task[None]] = []
+        self.decoders: list[ProbeDecoder] = []
         self.video_track: encoded.EncodedVideoTrack | None = None
         self.audio_track: encoded.EncodedAudioTrack | None = None
         self.p = Participant(
             gen.url,
             spec["token"],
             configure_receiver=self._configure,
-            on_remote=self._on_remote,
         )
 
     def _configure(self, transceiver: RTCRtpTransceiver, info: dict[str, Any]) -> None:
@@ -175,25 +271,13 @@ class Member:
         decoding = sum(1 for s in self.tracks.values() if s.decoded)
         if self.probe and stats.kind == "video" and decoding < self.gen.probe_tracks:
             stats.decoded = True
-            count_and_handle(transceiver.receiver, stats)
+            decoder = ProbeDecoder(
+                stats, self.gen.t0, asyncio.get_running_loop(), transceiver.receiver
+            )
+            self.decoders.append(decoder)
+            aiortc_adapter.on_received_packets(transceiver.receiver, decoder.on_packet)
         else:
             aiortc_adapter.on_received_packets(transceiver.receiver, stats.on_packet)
-
-    def _on_remote(self, remote: Remote) -> None:
-        stats = self.tracks.get(remote.track_id)
-        if stats is not None and stats.decoded and remote.track is not None:
-            self.readers.append(asyncio.create_task(self._read(remote, stats)))
-
-    async def _read(self, remote: Remote, stats: TrackStats) -> None:
-        assert remote.track is not None
-        t0 = self.gen.t0
-        with contextlib.suppress(MediaStreamError, asyncio.CancelledError):
-            while True:
-                frame = await remote.track.recv()
-                now = time.time()
-                stats.on_frame(now)
-                ident, counter = read_pattern(frame)  # type: ignore[arg-type]
-                stats.on_picture(ident, counter, now, t0)
 
     @property
     def ready(self) -> bool:
@@ -229,8 +313,8 @@ class Member:
         return total
 
     async def close(self) -> None:
-        for task in self.readers:
-            task.cancel()
+        for decoder in self.decoders:
+            decoder.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.p.leave(), 3)
         with contextlib.suppress(Exception):
@@ -289,7 +373,7 @@ class Generator:
             tracks=tracks,
             latencies_ms=[round(x, 2) for x in latencies],
             packets_sent=sent1 - sent0,
-            aiortc_decode_errors=self.window.decode_errors,
+            aiortc_decode_errors=self.window.decode_errors,  # (the key predates PyAV probes)
             publisher_late_max_s=max(late, default=0.0),
         )
 
@@ -323,7 +407,6 @@ async def run() -> int:
     aiortc_adapter.configure_host_candidates(["127.0.0.1"], None)
     big_socket_buffers()
     gen = Generator(spec)
-    logging.getLogger("aiortc.rtcrtpreceiver").addHandler(DecodeErrors(gen.window))
     tasks: list[asyncio.Task[None]] = []
     try:
         await gen.join()

@@ -57,6 +57,7 @@ class Row:
     ready: str = ""
     delivered: float = 0.0  # packets out / (packets in × subscribers of each packet)
     publisher_late_max_ms: float = 0.0
+    probe_frames_dropped: int = 0  # incomplete, or waiting for a keyframe after one
     loadavg: float = 0.0  # 1-minute load average when the window closed
     notes: list[str] = field(default_factory=list)
 

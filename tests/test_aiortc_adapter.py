@@ -56,6 +56,7 @@ PRIVATE_METHODS = [
     (RTCRtpSender, "send", CORO, ["parameters"]),
     (RTCRtpReceiver, "receive", CORO, ["parameters"]),
     (RTCRtpReceiver, "_handle_rtp_packet", CORO, ["packet", "arrival_time_ms"]),
+    (RTCRtpReceiver, "_send_rtcp_pli", CORO, ["media_ssrc"]),
     (aioice.ice.StunProtocol, "datagram_received", FUNC, ["data", "addr"]),
     (aioice.ice.StunProtocol, "connection_made", FUNC, ["transport"]),
 ]
