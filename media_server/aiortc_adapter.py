@@ -355,6 +355,24 @@ def on_send_parameters(
 
     _after_first_call(sender, "send", callback)
     sender._send_rtcp = no_rtcp  # type: ignore[method-assign]
+    quiet_rtcp(sender)
+
+
+def quiet_rtcp(obj: RTCRtpSender | RTCRtpReceiver) -> None:
+    """No RTCP timer task for a forwarded stream: aiortc's wakes every 0.5-1.5 s per
+    sender and receiver to build reports the SFU does not send (it sends its own), and a
+    wakeup costs more than the report. ``stop()`` still finds the events it waits for."""
+    prefix = f"_{type(obj).__name__}__"
+    started: asyncio.Event = getattr(obj, prefix + "rtcp_started")
+    exited: asyncio.Event = getattr(obj, prefix + "rtcp_exited")
+
+    async def idle() -> None:
+        started.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.get_running_loop().create_future()  # until stop() cancels it
+        exited.set()
+
+    obj._run_rtcp = idle  # type: ignore[method-assign]
 
 
 def on_receive_parameters(

@@ -57,6 +57,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SOURCES = {"microphone": "audio", "camera": "video", "document": "video", "screen": "video"}
+# A gap in a publisher's sequence: NACK it this soon (a reordered packet may still come)
+NACK_DELAY = 0.02
 
 
 class SilentTrack(MediaStreamTrack):
@@ -248,6 +250,8 @@ class Peer:
         adapter.on_receive_parameters(
             transceiver.receiver, lambda params: self._publication_ready(transceiver, pub, params)
         )
+        if not self.transcoding:  # our ingress takes its packets: nothing for it to report
+            adapter.quiet_rtcp(transceiver.receiver)
 
     def _publication_ready(
         self, transceiver: RTCRtpTransceiver, pub: Publication, params: RTCRtpReceiveParameters
@@ -383,6 +387,8 @@ class Peer:
         out = upstream.on_rtx(data, h, now) if is_rtx else upstream.on_rtp(data, h, now)
         for leg, packet in out:
             leg.sink.send(packet)
+        if upstream.missing:
+            self.room.wake(NACK_DELAY)  # the timer may be on its slow pace
         if upstream.audio_level is not None and not is_rtx:
             self.room.speaker.observe(self.participant_id, upstream.audio_level[1], now)
         if self.room.recorder is not None:

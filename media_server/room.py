@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -20,10 +19,14 @@ from .speaker import SpeakerDetector
 
 log = logging.getLogger(__name__)
 
-# RTCP timers (NACK retries, receiver reports, REMB). Keyframe requests do not wait for
-# a tick: they wake the loop at once (and are still coalesced to one per 300 ms).
+# RTCP timers. NACK retries need a tick every 50 ms, but only while packets are missing;
+# otherwise receiver reports, REMB (1 s) and the active speaker (200 ms) set the pace:
+# every tick is a wakeup of the process, which costs more than the tick's own work.
+# Keyframe requests do not wait for a tick: they wake it at once (and are still
+# coalesced to one per 300 ms).
 TICK = 0.05
 SPEAKER_EVERY = 0.2
+IDLE_TICK = SPEAKER_EVERY
 
 # (target participant id or None for everyone, message)
 Emit = Callable[[str | None, dict[str, Any]], None]
@@ -52,8 +55,9 @@ class Room:
         self.speaker = SpeakerDetector()
         self.recorder: Recorder | None = None
         self.relay = MediaRelay() if settings.mode == "transcode" else None
-        self._timer: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
+        self._timer: asyncio.TimerHandle | None = None
+        self._due = float("inf")  # loop time the timer fires at
+        self._next_speaker = 0.0
         self.closed = False
         self._connections: dict[str, int] = {}
 
@@ -75,7 +79,7 @@ class Room:
         if peer is None or peer.closed:
             peer = self.peers[participant_id] = Peer(self, participant_id, owner)
             if self._timer is None:
-                self._timer = asyncio.create_task(self._run(), name=f"room-{self.session_id}")
+                self._schedule(TICK)
         return peer
 
     async def remove(self, participant_id: str) -> None:
@@ -169,40 +173,57 @@ class Room:
         )
 
     # -- timers -----------------------------------------------------------------------
-    def wake(self) -> None:
-        self._wake.set()
+    def wake(self, within: float = 0.0) -> None:
+        """Tick within this many seconds (at once by default)."""
+        if not self.closed and asyncio.get_running_loop().time() + within < self._due:
+            self._schedule(within)
 
-    async def _run(self) -> None:
-        next_speaker = 0.0
-        while not self.closed:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), TICK)
-            self._wake.clear()
-            now = time.monotonic()
-            for upstream, peer, _ in list(self.tracks.values()):
-                packets = upstream.poll(now)
-                if packets:
-                    peer.send_upstream_rtcp(packets)
-            if now >= next_speaker:
-                next_speaker = now + SPEAKER_EVERY
-                changed, active = self.speaker.poll(now)
-                if changed:
-                    self.emit(
-                        None,
-                        {
-                            "type": "speaking",
-                            "session_id": self.session_id,
-                            "participant_id": active,
-                            "levels": self.speaker.levels(),
-                        },
-                    )
+    def _schedule(self, delay: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._due = loop.time() + delay
+        self._timer = loop.call_at(self._due, self._tick)
+
+    def _tick(self) -> None:
+        self._timer, self._due = None, float("inf")
+        if self.closed:
+            return
+        busy = True
+        try:
+            busy = self._poll(time.monotonic())
+        except Exception:
+            log.exception("media timers of %s failed", self.session_id)
+        if self._timer is None and not self.closed:  # (an emit may have woken us already)
+            self._schedule(TICK if busy else IDLE_TICK)
+
+    def _poll(self, now: float) -> bool:
+        """Send what is due; True while packets are missing (NACKs need the fast tick)."""
+        busy = False
+        for upstream, peer, _ in list(self.tracks.values()):
+            packets = upstream.poll(now)
+            if packets:
+                peer.send_upstream_rtcp(packets)
+            busy = busy or bool(upstream.missing) or upstream.keyframe_pending
+        if now >= self._next_speaker:
+            self._next_speaker = now + SPEAKER_EVERY
+            changed, active = self.speaker.poll(now)
+            if changed:
+                self.emit(
+                    None,
+                    {
+                        "type": "speaking",
+                        "session_id": self.session_id,
+                        "participant_id": active,
+                        "levels": self.speaker.levels(),
+                    },
+                )
+        return busy
 
     async def close(self) -> None:
         self.closed = True
-        self._wake.set()
         if self._timer is not None:
             self._timer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._timer
+            self._timer = None
         for pid in list(self.peers):
             await self.remove(pid)

@@ -57,6 +57,8 @@ PRIVATE_METHODS = [
     (RTCRtpReceiver, "receive", CORO, ["parameters"]),
     (RTCRtpReceiver, "_handle_rtp_packet", CORO, ["packet", "arrival_time_ms"]),
     (RTCRtpReceiver, "_send_rtcp_pli", CORO, ["media_ssrc"]),
+    (RTCRtpSender, "_run_rtcp", CORO, []),
+    (RTCRtpReceiver, "_run_rtcp", CORO, []),
     (aioice.ice.StunProtocol, "datagram_received", FUNC, ["data", "addr"]),
     (aioice.ice.StunProtocol, "connection_made", FUNC, ["transport"]),
 ]
@@ -425,3 +427,24 @@ async def test_without_port_range_binds_ephemeral(host_candidates: Callable[...,
     host_candidates(["127.0.0.1"], None)
     assert inspect.getattr_static(aioice.ice.Connection, "get_component_candidates") is original
     assert aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=True) == ["127.0.0.1"]
+
+
+@pytest.mark.parametrize("kind", ["sender", "receiver"])
+async def test_quiet_rtcp_keeps_stop_working(kind: str) -> None:
+    """quiet_rtcp replaces aiortc's RTCP timer task; the events stop() waits for (private,
+    name-mangled) must still be set, or closing a connection would hang."""
+    pc = RTCPeerConnection()
+    transceiver = pc.addTransceiver("video")
+    obj: Any = transceiver.sender if kind == "sender" else transceiver.receiver
+    owner = type(obj).__name__
+    for event in ("rtcp_started", "rtcp_exited"):
+        assert isinstance(getattr(obj, f"_{owner}__{event}", None), asyncio.Event), (
+            f"aiortc {owner}.__{event} moved: media_server.aiortc_adapter.quiet_rtcp needs it"
+        )
+    adapter.quiet_rtcp(obj)
+    task = asyncio.ensure_future(obj._run_rtcp())
+    await asyncio.sleep(0)
+    assert getattr(obj, f"_{owner}__rtcp_started").is_set()
+    task.cancel()
+    await asyncio.wait_for(getattr(obj, f"_{owner}__rtcp_exited").wait(), 1)
+    await pc.close()
