@@ -136,8 +136,9 @@ def dtls_transport(pc: RTCPeerConnection) -> RTCDtlsTransport | None:
 class FastSrtp:
     """pylibsrtp's session without its per-call wrapper (a new length cell, a type check
     and two slice copies per packet, ~half the cost): the session's own buffer and one
-    reused length cell. ``protect`` returns a view of that buffer, valid until the next
-    call on the session: send it at once (sendto copies it into the kernel)."""
+    reused length cell. ``Egress.send`` protects in place with these fields (inlined: it
+    runs once per subscriber per packet) and sends a view of the buffer at once (sendto
+    copies it into the kernel) before the next call on the session reuses it."""
 
     __slots__ = ("_buf", "_cdata", "_ctx", "_len", "_view", "session")
 
@@ -148,16 +149,6 @@ class FastSrtp:
         self._buf = session._buffer
         self._view = memoryview(self._buf)
         self._len = _srtp_ffi.new("int *")
-
-    def protect(self, packet: bytes) -> memoryview | None:
-        n = len(packet)
-        if n > MAX_PROTECTED:
-            return None
-        self._buf[0:n] = packet
-        self._len[0] = n
-        if _srtp_lib.srtp_protect(self._ctx, self._cdata, self._len):
-            return None  # libsrtp refused (e.g. a repeated sequence number)
-        return self._view[: self._len[0]]
 
     def unprotect(self, packet: bytes) -> bytes | None:
         n = len(packet)
@@ -196,6 +187,7 @@ class Egress:
         return True
 
     def send(self, packet: bytes) -> None:
+        # The hot path of the SFU (once per subscriber per packet): checks inlined.
         fast = self._fast
         if fast is None or fast.session is not self._dtls._tx_srtp:
             srtp = self._dtls._tx_srtp
@@ -203,15 +195,22 @@ class Egress:
                 self.dropped += 1
                 return
             fast = self._fast = FastSrtp(srtp)
-        if not self._route() or self._transport.get_write_buffer_size() > MAX_SOCKET_BACKLOG:
+        if self._ice._nominated.get(1) is not self._pair and not self._route():
             self.dropped += 1
             return
-        protected = fast.protect(packet)
-        if protected is None:
+        transport = self._transport
+        n = len(packet)
+        if n > MAX_PROTECTED or transport.get_write_buffer_size() > MAX_SOCKET_BACKLOG:
             self.dropped += 1
+            return
+        fast._buf[0:n] = packet
+        length = fast._len
+        length[0] = n
+        if _srtp_lib.srtp_protect(fast._ctx, fast._cdata, length):
+            self.dropped += 1  # libsrtp refused (e.g. a repeated sequence number)
             return
         try:
-            self._transport.sendto(protected, self._addr)
+            transport.sendto(fast._view[: length[0]], self._addr)
             self.sent += 1
         except OSError:
             self.dropped += 1

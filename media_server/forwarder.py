@@ -59,6 +59,7 @@ class Leg:
     __slots__ = (
         "abs_send_time_id",
         "audio_level_id",
+        "ext_key",
         "keyframe_wanted",
         "octets",
         "packets",
@@ -96,6 +97,8 @@ class Leg:
         self.rtx_payload_type = rtx_payload_type
         self.audio_level_id = audio_level_id
         self.abs_send_time_id = abs_send_time_id
+        # Legs with the same extension ids share one rewritten body per packet.
+        self.ext_key = (audio_level_id, abs_send_time_id)
         self.started = False
         self.keyframe_wanted = False
         # Offsets chosen at the first forwarded packet, so a leg starts anywhere.
@@ -109,11 +112,6 @@ class Leg:
         self.retransmitted = 0
         self.remb_bps: int | None = None
         self.rtx_guard: dict[int, float] = {}
-
-    @property
-    def ext_key(self) -> tuple[int, int]:
-        """Legs with the same extension ids share one rewritten body per packet."""
-        return (self.audio_level_id, self.abs_send_time_id)
 
 
 class Upstream:
@@ -258,7 +256,7 @@ class Upstream:
                 self._start_leg(leg, h)
             elif retransmission and not rtp.seq_newer(h.seq, (leg.start_seq - 1) & 0xFFFF):
                 continue  # from before this leg started
-            key = (leg.audio_level_id, leg.abs_send_time_id)
+            key = leg.ext_key
             body = bodies.get(key)
             if body is None:
                 body = bodies[key] = self._body(data, h, leg, now)
