@@ -262,6 +262,11 @@ def install_ingress(dtls: RTCDtlsTransport, on_rtp: RtpHandler, on_rtcp: RtcpHan
 
         protocol.datagram_received = datagram_received
         protocol._jr_wrapped = True
+        # aioice asks for 256 KiB; a busy loop (a burst of keyframes, a GC pause)
+        # overflows that and the kernel drops media. Ask for more (capped at rmem_max).
+        sock = protocol.transport.get_extra_info("socket")
+        with contextlib.suppress(OSError, AttributeError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
         _read_until_empty(protocol)
 
     for protocol in connection._protocols:
@@ -285,10 +290,6 @@ def _read_until_empty(protocol: Any) -> None:
     if raw is None or loop is None or getattr(transport, "_closing", True):
         return
     fd = raw.fileno()
-    # aioice asks for 256 KiB; a busy loop (a burst of keyframes, a GC pause) overflows
-    # that and the kernel drops media. Ask for more (the kernel caps it at rmem_max).
-    with contextlib.suppress(OSError):
-        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
 
     def read_ready() -> None:
         for _ in range(64):  # bounded: other sockets get their turn

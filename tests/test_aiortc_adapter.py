@@ -324,6 +324,25 @@ async def test_ingress_gets_decrypted_rtp_and_consent_keeps_flowing(pair: Pair) 
     assert not errors, errors
 
 
+def rmem_max() -> int:
+    with open("/proc/sys/net/core/rmem_max") as fh:
+        return int(fh.read())
+
+
+async def test_ingress_raises_the_receive_buffer(pair: Pair) -> None:
+    """aioice's 256 KiB overflows under a burst of keyframes while the loop is busy: the
+    kernel would drop media. On either event loop the ingress asks for 4 MiB (the kernel
+    caps it at net.core.rmem_max and reports twice what it grants)."""
+    dtls = pair.dtls(pair.receiver)
+    sockets = [p.transport.get_extra_info("socket") for p in dtls.transport._connection._protocols]
+    before = [s.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) for s in sockets]
+    tap(pair, pair.receiver)
+    cap = 2 * rmem_max()
+    wanted = min(2 * adapter.RECEIVE_BUFFER, cap)
+    after = [s.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) for s in sockets]
+    assert all(a >= wanted for a in after), f"receive buffers {before} -> {after}"
+
+
 async def test_ingress_survives_runt_datagrams(pair: Pair) -> None:
     """Anyone can send anything to the ICE port: an empty or one-byte datagram must not
     raise in the socket callback, nor reach aiortc (whose receive loop indexes data[0])."""
