@@ -35,6 +35,7 @@ from typing import Any, BinaryIO, TextIO
 
 import aiohttp
 
+from . import bench_machine
 from .bench_report import (
     MEETING_SIZE,
     Case,
@@ -563,7 +564,10 @@ def main(args: argparse.Namespace) -> int:
         except BenchError as exc:
             print(f"jointreview bench: {exc}", file=sys.stderr)
             return 2
+        bench.say("measuring what this machine charges for a wakeup and a sendto")
+        machine = bench_machine.measure()
         summary = asyncio.run(bench.run())
+        summary["machine"].update(machine)
     except BenchError as exc:
         print(f"jointreview bench: {exc}", file=sys.stderr)
         return 1

@@ -245,3 +245,11 @@ def report(summary: dict[str, Any], skipped: list[Case], limit: int, out: TextIO
         print(f"FAILED: {f['scenario']} {f['mode']} size {f['size']}: {f['error']}", file=out)
     m = summary["machine"]
     print(f"Machine: {m['cores']} cores, load average {m['loadavg']}", file=out)
+    if "loop_wakeup_us" in m:
+        print(
+            f"This machine's costs outside the SFU's own work (CPU µs): an event-loop wakeup "
+            f"{m['loop_wakeup_us']}, a sendto on loopback {m['sendto_waking_us']} when it "
+            f"wakes the receiving process, {m['sendto_awake_us']} when not "
+            "(media_server/bench_machine.py)",
+            file=out,
+        )
