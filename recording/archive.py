@@ -148,10 +148,10 @@ def _opinions(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def _recording_summary(directory: Path) -> dict[str, Any] | None:
-    doc = journal.load(directory)
-    if doc is None:
-        return None
+def _recording_summary(directory: Path) -> dict[str, Any]:
+    """The recording as the journal describes it; nothing recorded (nobody joined, no
+    media, recording off) is an empty summary, so every manifest has a track list."""
+    doc = journal.load(directory) or {}
     keep = (
         "file",
         "track_id",

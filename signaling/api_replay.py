@@ -13,12 +13,20 @@ invitation of that session was for; never an applicant.
 
 A track id is only ever looked up among the journal's tracks, never joined into a path,
 and the file it names must resolve inside the session's ``tracks/`` folder.
+
+A session still in progress is described with its timeline so far and no tracks; its
+track files answer 409 ``session_live``. An ended session whose case file is not sealed
+yet (the media node is closing the files) answers 409 ``recording_sealing``: a moment
+later it is sealed, and only files the manifest vouches for are served
+(``replay.sealed_file``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +35,12 @@ from pydantic import BaseModel
 
 from media_server import journal
 from media_server.recorder import session_dir
+from recording.archive import MANIFEST
 
 from . import replay
 from .api import Ctx, readable_session, route
 from .core import actor_of
-from .errors import NotFound, ServiceError, Unauthorized
+from .errors import Conflict, NotFound, ServiceError, Unauthorized
 from .keys import STORE
 from .models import Actor, Session
 
@@ -102,23 +111,50 @@ class ReplayDescription(BaseModel):
     tracks: list[ReplayTrack]
     snapshots: list[ReplaySnapshot]
     markers: list[ReplayMarker]
+    # The case file is sealed: tracks are listed (and served) only then.
+    sealed: bool = False
     grants_expire_at: float | None = None
 
 
-def _load(directory: Path) -> dict[str, Any] | None:
+LIVE = (
+    "session_live",
+    "this joint review is still in progress: its recording can be replayed once it has "
+    "ended and its case file is sealed",
+)
+SEALING = (
+    "recording_sealing",
+    "the case file of this joint review is being sealed; its recording can be replayed in a moment",
+)
+
+
+@dataclass
+class Recording:
+    directory: Path  # the session's case-file folder
+    journal: dict[str, Any] | None  # recording.json (None: nothing recorded)
+    manifest: dict[str, Any] | None  # manifest.json (None: not sealed yet)
+
+
+def _load(directory: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     try:
-        return journal.load(directory)
+        doc = journal.load(directory)
     except (OSError, ValueError):
-        return None
+        doc = None
+    try:
+        manifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        manifest = None
+    return doc, manifest if isinstance(manifest, dict) else None
 
 
-async def _recording(service: Any, session: Session) -> tuple[Path, dict[str, Any] | None]:
-    """The session's archive folder and its recording journal (None: nothing recorded)."""
+async def _recording(service: Any, session: Session) -> Recording:
     try:
         directory = session_dir(service.archive_dir, session.case_id, session.session_id)
     except ValueError:  # ids that could not name a folder: never recorded either
-        return service.archive_dir, None
-    return directory, await asyncio.to_thread(_load, directory)
+        return Recording(service.archive_dir, None, None)
+    doc, manifest = await asyncio.to_thread(_load, directory)
+    if session.status != "ended":
+        manifest = None  # (a stale file cannot vouch for a session still running)
+    return Recording(directory, doc, manifest)
 
 
 # -- the description ----------------------------------------------------------------------
@@ -136,7 +172,10 @@ async def describe(ctx: Ctx) -> Any:
     session, invitations = await readable_session(ctx)
     service, who = ctx.service, ctx.identity
     sid = session.session_id
-    directory, doc = await _recording(service, session)
+    rec = await _recording(service, session)
+    directory, doc = rec.directory, rec.journal
+    if session.status == "ended" and rec.manifest is None and replay.playable(doc):
+        raise Conflict(*SEALING)  # files being closed: no replay shows half of one
     now = service.clock()
     origin = replay.origin_of(doc)
     end = replay.end_of(doc, now) if origin is not None else None
@@ -147,8 +186,8 @@ async def describe(ctx: Ctx) -> Any:
     key = await replay.grant_key(ctx.request.app[STORE])
     tracks = []
     for track_id, entry in replay.playable(doc):
-        if await asyncio.to_thread(replay.track_file, directory, entry) is None:
-            continue
+        if await asyncio.to_thread(replay.sealed_file, directory, entry, rec.manifest) is None:
+            continue  # live, or not vouched for by the manifest
         tracks.append(
             ReplayTrack(
                 track_id=track_id,
@@ -201,6 +240,7 @@ async def describe(ctx: Ctx) -> Any:
         tracks=tracks,
         snapshots=snapshots,
         markers=[ReplayMarker.model_validate(m) for m in replay.markers(events, zero, by_id)],
+        sealed=rec.manifest is not None,
         grants_expire_at=expires if tracks else None,
     )
     # The audit trail: after a session is sealed, these are events beyond its manifest,
@@ -223,13 +263,19 @@ async def _track(service: Any, session: Session, track_id: str) -> tuple[Path, s
     missing = NotFound("track_not_found", "this session has no such recorded track")
     if not replay.TRACK_ID_RE.match(track_id):
         raise missing
-    directory, doc = await _recording(service, session)
-    for tid, entry in replay.playable(doc):
-        if tid == track_id:
-            path = await asyncio.to_thread(replay.track_file, directory, entry)
-            if path is None:
-                break
-            return path, replay.content_type(entry) or "application/octet-stream"
+    rec = await _recording(service, session)
+    for tid, entry in replay.playable(rec.journal):
+        if tid != track_id:
+            continue
+        if session.status != "ended":
+            raise Conflict(*LIVE)
+        if rec.manifest is None:
+            raise Conflict(*SEALING)
+        path = await asyncio.to_thread(replay.sealed_file, rec.directory, entry, rec.manifest)
+        if path is None:
+            log.warning("replay: %s/%s is not as sealed; not served", session.session_id, tid)
+            break
+        return path, replay.content_type(entry) or "application/octet-stream"
     raise missing
 
 
@@ -279,6 +325,7 @@ async def get_track(ctx: Ctx) -> Any:
     None,
     tag="replay",
     produces=MEDIA_TYPES,
+    errors=("409",),
 )
 async def get_granted(ctx: Ctx) -> Any:
     store = ctx.request.app[STORE]

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from . import outbox
 from .auth import Identity
 from .directory import Directory
 from .errors import Conflict, NotFound
@@ -23,6 +24,8 @@ from .models import Actor, Event, Invitation, Session
 from .state import Store
 
 OPEN = ("pending", "ringing", "unanswered")
+# Ended sessions whose case file is not sealed yet, by end time (signaling.recording).
+UNSEALED = "unsealed"
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +55,12 @@ async def append_event(
     actor: Actor | None = None,
     data: dict[str, Any],
 ) -> Event:
-    """File one event in the case's timeline (every writer uses this one shape)."""
+    """File one event in the case's timeline (every writer uses this one shape).
+
+    An event that becomes a webhook is announced in the outbox first: if this node dies
+    before its hooks have run, another node (or this one, restarted) still queues it.
+    """
+    await outbox.announce(store, case_id, session_id, type_, ts)
     doc: dict[str, Any] = {
         "ts": ts,
         "type": type_,

@@ -88,10 +88,17 @@ class MediaBridge:
         self._subs.append(await self.store.subscribe(f"reply:{self.node_id}", self._on_reply))
         self._renew = asyncio.create_task(self._renew_leases(), name="media-leases")
         self._publisher = asyncio.create_task(self._publish_events(), name="media-events")
+        if self.recording is not None:
+            # Every node seals what ends without a media node, and sweeps for what a
+            # dead node left unsealed (never a recording still open: the crash repair
+            # below closes those first, then seals them itself).
+            self.recording.start(self.node_id)
         if self.media is not None and self.media.recorder is not None:
             await self._recover()
 
     async def close(self) -> None:
+        if self.recording is not None:
+            await self.recording.close()
         for task in (self._renew, self._publisher):
             if task is not None:
                 task.cancel()
@@ -282,9 +289,9 @@ class MediaBridge:
         lease = await self.store.get_ephemeral(f"media-owner:{session_id}")
         if not hosted and lease is not None and lease.get("node") != self.node_id:
             return  # the node hosting the media seals it, once its files are final
-        # One sealer per session, whichever nodes follow it.
-        if await self.store.create_ephemeral(f"sealing:{session_id}", {"node": self.node_id}, 600):
-            await self.recording.session_ended(session_id)
+        # One sealer per session, whichever nodes follow it (the node that ended it may
+        # have sealed it already, if no media node held it).
+        await self.recording.seal_once(session_id, files_final=hosted)
 
     # -- recording ----------------------------------------------------------------------
     async def recording_active(self, session_id: str) -> bool:
@@ -317,8 +324,9 @@ class MediaBridge:
             with contextlib.suppress(ServiceError):
                 await self.recording.recovered(result)
                 session_id = str(result["session_id"])
-                # Seal it if it ended meanwhile; else seal it here when it ends.
-                if await self.recording.seal(session_id) is None:
+                # Seal it if it ended meanwhile (claimed: another node's sweeper may
+                # find it at the same moment); else seal it here when it ends.
+                if await self.recording.seal_once(session_id) is None:
                     await self._follow(session_id)
 
     async def _written_elsewhere(self, doc: dict[str, Any]) -> bool:

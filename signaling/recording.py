@@ -10,26 +10,40 @@ node hosting the session's media starts or stops its recorder on it.
 Policies (``recording_policy``): ``always`` — joint reviews are recorded from their
 first media to their end, nobody can stop it; ``clerk`` — off until staff send
 ``recording.start``, and ``recording.stop`` stops it; ``off`` — never recorded.
+
+Every ended session is sealed, recorded or not, by exactly one node (the
+``sealing:<session>`` claim). The node hosting its media seals it once the track files
+are final (``MediaBridge``). A session without a media node (nobody joined, nobody sent
+media, or the room closed before the end) is sealed at once by the node that ends it,
+from the ``session.ended`` event hook. ``end_session`` puts the session in the
+``unsealed`` index before it ends it, and sealing takes it out, so a node that dies in
+between leaves it to the sweeper every node runs here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from media_server import journal
 from recording import archive
 
 from . import policy
 from .auth import Identity
-from .core import ServiceCore, actor_of
+from .core import UNSEALED, ServiceCore, actor_of
 from .errors import Conflict, Forbidden, ServiceError
-from .models import Actor
+from .models import Actor, Event
 
 log = logging.getLogger(__name__)
 
 SUPERVISORS = "supervisors"  # bus topic: what supervisors must hear about at once
+SEALING_CLAIM_S = 600.0  # one sealer per session; a sealer that died is replaced after it
+SWEEP_EVERY_S = 5.0
+# The sweeper leaves a session this long to the nodes that seal it normally.
+SWEEP_GRACE_S = 10.0
 
 
 class RecordingControl:
@@ -41,6 +55,22 @@ class RecordingControl:
         # Called with (case id, session id, manifest) once a case file is sealed: the
         # composite export queues itself here (signaling.exports).
         self.after_seal: list[Callable[[str, str, dict[str, Any]], Awaitable[None]]] = []
+        self.node_id = "?"
+        self._sweeper: asyncio.Task[None] | None = None
+
+    # -- lifecycle (MediaBridge.start / close) ------------------------------------------
+    def start(self, node_id: str) -> None:
+        self.node_id = node_id
+        self.service.event_hooks.append(self._on_event)
+        self._sweeper = asyncio.create_task(self._sweep(), name="seal-sweeper")
+
+    async def close(self) -> None:
+        if self._on_event in self.service.event_hooks:
+            self.service.event_hooks.remove(self._on_event)
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
 
     # -- state ------------------------------------------------------------------------
     async def active(self, session_id: str) -> bool:
@@ -158,6 +188,81 @@ class RecordingControl:
             failed=result.get("failed", []),
         )
 
+    # -- sealing ------------------------------------------------------------------------
+    async def _on_event(self, event: Event) -> None:
+        """The event hook: a session that ended with no media node is sealed here, now
+        (before the end is answered, so a replay right after finds it sealed)."""
+        if event.type == "session.ended" and event.session_id:
+            await self.seal_unhosted(event.session_id)
+
+    async def seal_unhosted(self, session_id: str) -> dict[str, Any] | None:
+        """Seal the ended session unless a node hosts its media: that node seals it once
+        its files are final (or, if it dies, the recovery at the next start does)."""
+        if await self.store.get_ephemeral(f"media-owner:{session_id}") is not None:
+            return None
+        return await self.seal_once(session_id)
+
+    async def seal_once(self, session_id: str, files_final: bool = False) -> dict[str, Any] | None:
+        """Seal the ended session's case file if no other node does; None if another node
+        has it, or the session is not ended, or a recording of it is still being written.
+
+        ``files_final``: the caller has just closed the session's recording itself.
+        Otherwise an open recording journal means a writer is still at it (or died: the
+        crash repair seals after repairing), and sealing now would vouch for half a file.
+        """
+        try:
+            session = await self.service.session(session_id)
+        except ServiceError:
+            return None
+        if session.status != "ended":
+            return None  # (a claim taken now would hold off the real sealer)
+        case_id = session.case_id
+        if not files_final and await asyncio.to_thread(self._being_written, case_id, session_id):
+            return None
+        claim = {"node": self.node_id}
+        if not await self.store.create_ephemeral(f"sealing:{session_id}", claim, SEALING_CLAIM_S):
+            return None
+        return await self.session_ended(session_id)
+
+    def _being_written(self, case_id: str, session_id: str) -> bool:
+        try:
+            doc = journal.load(archive.session_dir(self.archive_dir, case_id, session_id))
+        except (OSError, ValueError):
+            return False  # no readable journal: nothing is being recorded here
+        return doc is not None and journal.is_open(doc)
+
+    async def sweep_unsealed(self) -> int:
+        """Seal the ended sessions that nobody sealed (their node died, or they ended while
+        a recording was still closing); returns how many were sealed here."""
+        now = self.service.clock()
+        sealed = 0
+        for sid in await self.store.index_range(UNSEALED, max_score=now - SWEEP_GRACE_S, limit=50):
+            try:
+                session = await self.service.session(sid)
+            except ServiceError:
+                await self.store.index_remove(UNSEALED, sid)
+                continue
+            if session.status != "ended":
+                # Its end never happened (the node died before); a real end adds it again.
+                await self.store.index_remove(UNSEALED, sid)
+                continue
+            docs = await self.store.read_log(f"case:{session.case_id}:events")
+            if any(d.get("type") == "archive.sealed" and d.get("session_id") == sid for d in docs):
+                await self.store.index_remove(UNSEALED, sid)  # sealed; the removal was lost
+                continue
+            if await self.seal_unhosted(sid) is not None:
+                sealed += 1
+        return sealed
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_EVERY_S)
+            try:
+                if count := await self.sweep_unsealed():
+                    log.warning("sealed %d case file(s) that their node left unsealed", count)
+            except Exception:
+                log.exception("sweeping unsealed sessions failed")
+
     async def session_ended(self, session_id: str) -> dict[str, Any] | None:
         """The session ended and its recording is closed: mark it stopped, then seal."""
         case_id = await self.case_of(session_id)
@@ -197,6 +302,7 @@ class RecordingControl:
             files=len(manifest["files"]),
             events=manifest["timeline"]["count"],
         )
+        await self.store.index_remove(UNSEALED, session_id)
         for hook in self.after_seal:
             try:
                 await hook(session.case_id, session_id, manifest)

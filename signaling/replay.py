@@ -12,7 +12,14 @@ Grants: ``<payload>.<signature>``, both base64url, where the payload is the comp
 HMAC-SHA256 over ``"jr-replay-v1." + payload`` with a random key kept in the store
 (``replay:grant-key``, made once, shared by every node). A grant opens exactly one file
 until it expires; it is minted only for a viewer the replay rules let in, and never
-outlives the viewer's own token. Nothing here does I/O except ``grant_key``.
+outlives the viewer's own token.
+
+Evidence first: a track is served only once the session's case file is sealed, and only
+if ``manifest.json`` lists its file with the size it has now (``sealed_file``). A file
+still being written (a live session, or one whose sealing has not finished) is never
+served, not even in part: it has no hash yet, and its last bytes may still change. A
+live session's description is its timeline so far, without tracks. Nothing here does
+I/O except ``grant_key``, ``track_file`` and ``sealed_file``.
 """
 
 from __future__ import annotations
@@ -150,6 +157,21 @@ def track_file(directory: Path, entry: dict[str, Any]) -> Path | None:
     if path.parent != folder or not path.is_file():
         return None
     return path
+
+
+def sealed_file(
+    directory: Path, entry: dict[str, Any], manifest: dict[str, Any] | None
+) -> Path | None:
+    """The track's file (as ``track_file``), only if the sealed manifest vouches for it:
+    listed under its path with the very size it has now."""
+    path = track_file(directory, entry)
+    if path is None or not isinstance(manifest, dict):
+        return None
+    rel = f"tracks/{path.name}"
+    for listed in manifest.get("files") or []:
+        if isinstance(listed, dict) and listed.get("path") == rel:
+            return path if listed.get("size") == path.stat().st_size else None
+    return None
 
 
 # -- the timeline -----------------------------------------------------------------------

@@ -9,7 +9,7 @@ from typing import Any
 from . import policy
 from .auth import Identity
 from .casefile import CaseFileMixin
-from .core import OPEN, _new_id, actor_of
+from .core import OPEN, UNSEALED, _new_id, actor_of
 from .errors import Conflict, Forbidden, NotFound, Unprocessable
 from .models import (
     CaseView,
@@ -97,6 +97,10 @@ class ReviewService(ParticipantsMixin, CaseFileMixin):
         policy.can_manage_session(who, session)
         actor = actor_of(who)
         now = self.clock()
+        if session.status == "active":
+            # Before it ends: if this node dies right after, a sweeper still seals it
+            # (RecordingControl.sweep_unsealed); sealing takes it out.
+            await self.store.index_add(UNSEALED, session_id, now)
 
         def end(doc: dict[str, Any]) -> dict[str, Any] | None:
             if doc["status"] == "ended":

@@ -2,7 +2,11 @@
 
 When the service records one of the events in ``TRIGGERS`` (``ServiceCore.record`` calls
 ``Webhooks.on_event``), one **delivery** per configured URL is written to the store
-before the request that caused it is answered, so deliveries outlive the process:
+before the request that caused it is answered, so deliveries outlive the process. The
+event was announced in the outbox before it was filed (``signaling.outbox``): if the
+node dies before its deliveries are written, any node's ``catch_up`` writes them. A
+delivery's id comes from its event and URL and its document is created once, so either
+way there is one delivery per event and URL.
 
 - ``webhook:<delivery_id>``: the delivery (exact body text, status, attempts, lease);
 - ``webhooks:due``: deliveries waiting to be sent, scored by their next attempt time;
@@ -16,6 +20,8 @@ attempt. A node that dies mid-attempt leaves its lease to expire; another node (
 same one after a restart) then sends again. Delivery is therefore at least once and, in
 practice, once: receivers deduplicate by the body's ``id``.
 
+The signature headers are made in ``signaling.webhook_signing``.
+
 Each request carries ``Authorization: <JWT>`` (HS256 with ``webhook_secret``; claims
 ``iss``, ``iat``, ``exp`` and ``sha256`` = base64 of the SHA-256 of the body bytes, as
 LiveKit signs its webhooks) and ``X-JointReview-Signature: sha256=<hex HMAC-SHA256>``.
@@ -26,12 +32,9 @@ exponential backoff (``Retry-After`` is honoured); any other status stops.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import email.utils
 import functools
 import hashlib
-import hmac
 import json
 import logging
 import secrets
@@ -39,35 +42,23 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 import aiohttp
-import jwt
 from aiohttp import web
 
-from . import __version__
+from . import __version__, outbox
 from .config import Config
 from .models import Event
+from .outbox import TRIGGERS
 from .state import Store
+from .webhook_signing import parse_retry_after, redact, sign
 
 log = logging.getLogger(__name__)
 
-# Timeline event type -> webhook event type.
-TRIGGERS = {
-    "session.created": "session.started",
-    "session.ended": "session.ended",
-    "archive.sealed": "recording.ready",
-    "export.ready": "export.ready",
-    "opinion.filed": "opinion.filed",
-}
 Status = Literal["pending", "delivering", "delivered", "failed"]
 STATUSES: tuple[Status, ...] = ("pending", "delivering", "delivered", "failed")
 DUE = "webhooks:due"
 ALL = "webhooks:all"
-ISSUER = "jointreview"
-# Long enough for clock skew between us and the receiver, short enough that a captured
-# request can't be replayed for long.
-TOKEN_TTL_S = 300
 RESPONSE_EXCERPT = 300  # bytes of the receiver's answer kept with each attempt
 
 
@@ -77,43 +68,6 @@ def _key(delivery_id: str) -> str:
 
 def _by_status(status: str) -> str:
     return f"webhooks:status:{status}"
-
-
-# -- signing ----------------------------------------------------------------------------
-
-
-def sign(body: bytes, secret: str, now: float) -> dict[str, str]:
-    """The two signature headers of one request (a fresh JWT for every attempt)."""
-    digest = base64.b64encode(hashlib.sha256(body).digest()).decode("ascii")
-    claims = {"iss": ISSUER, "iat": int(now), "exp": int(now) + TOKEN_TTL_S, "sha256": digest}
-    token = jwt.encode(claims, secret, algorithm="HS256")
-    mac = hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
-    return {"Authorization": token, "X-JointReview-Signature": f"sha256={mac}"}
-
-
-def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, when.timestamp() - now)
-
-
-def redact(url: str) -> str:
-    """A URL as the admin view shows it: credentials and query strings can hold secrets."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return f"{parts.scheme}://{host}{parts.path}" + ("?…" if parts.query else "")
 
 
 # -- the queue and the dispatcher -------------------------------------------------------
@@ -148,17 +102,29 @@ class Webhooks:
     async def on_event(self, event: Event) -> None:
         """The service's event hook: queue the event if it is one we send."""
         kind = TRIGGERS.get(event.type)
-        if kind is None or kind not in self.config.webhook_events or not self.enabled:
+        if kind is None:
             return
-        await self.enqueue(event)
+        if kind in self.config.webhook_events and self.enabled:
+            await self.enqueue(event)
+        # Queued, or not this node's to send (as before the outbox): nothing to catch up.
+        await outbox.settle(self.store, event)
+
+    async def _queue_again(self, event: Event) -> None:
+        """The outbox's catch-up: the event's node died before queueing it."""
+        if TRIGGERS[event.type] in self.config.webhook_events:
+            await self.enqueue(event)
 
     async def enqueue(self, event: Event, urls: Sequence[str] | None = None) -> list[str]:
-        """Write one delivery per URL; returns their ids. ``urls`` overrides the config."""
+        """Write one delivery per URL; returns their ids. ``urls`` overrides the config.
+        Idempotent: an event already queued for a URL keeps its one delivery."""
         kind = TRIGGERS[event.type]
         urls = list(self.config.webhook_urls if urls is None else urls)
+        # From the event itself, so that whoever queues it (its own node, or a node
+        # catching up after a crash) makes the same ids.
+        event_id = "ev_" + _digest(event.case_id, str(event.seq), repr(event.ts))
         payload = {
             # One id for the event, whatever the endpoint: what receivers deduplicate by.
-            "id": "ev_" + secrets.token_hex(12),
+            "id": event_id,
             "event": kind,
             "created_at": event.ts,
             "case_id": event.case_id,
@@ -170,8 +136,8 @@ class Webhooks:
         now = self.clock()
         ids = []
         for url in urls:
-            did = "wd_" + secrets.token_hex(12)
-            doc = {
+            did = "wd_" + _digest(event_id, url)
+            doc: dict[str, Any] = {
                 "delivery_id": did,
                 "event_id": payload["id"],
                 "event": kind,
@@ -190,10 +156,16 @@ class Webhooks:
                 "body": body,
             }
             # The document first: an index member must always have its document.
-            await self.store.create(_key(did), doc)
-            await self.store.index_add(ALL, did, now)
-            await self.store.index_add(_by_status("pending"), did, now)
-            await self.store.index_add(DUE, did, now)
+            if not await self.store.create(_key(did), doc):
+                # Queued already; its indexes may be missing if that node died between
+                # these writes: put them back (a listing re-checks the status anyway).
+                found = await self.store.get(_key(did))
+                doc = found if found is not None else doc
+            created = float(doc["created_at"])
+            await self.store.index_add(ALL, did, created)
+            if doc["status"] == "pending":
+                await self.store.index_add(_by_status("pending"), did, created)
+                await self.store.index_add(DUE, did, float(doc["next_attempt_at"]))
             ids.append(did)
         self._wake.set()
         return ids
@@ -205,6 +177,9 @@ class Webhooks:
         if kind == "recording.ready" and event.session_id:
             data["manifest"] = f"{event.case_id}/{event.session_id}/manifest.json"
             data["tracks"] = await asyncio.to_thread(self._tracks, event)
+            # A session nobody joined (or without media) is sealed and announced too:
+            # its case file holds the timeline, chat, opinions and stills, no recording.
+            data["recorded"] = bool(data["tracks"])
         return data
 
     def _tracks(self, event: Event) -> list[dict[str, Any]]:
@@ -299,9 +274,14 @@ class Webhooks:
         }
 
     async def _run(self) -> None:
+        catch_up_at = 0.0
         while True:
             self._wake.clear()
             try:
+                if time.monotonic() >= catch_up_at:
+                    # At start (a restart after a crash), then every few seconds.
+                    catch_up_at = time.monotonic() + outbox.SETTLE_S
+                    await outbox.catch_up(self.store, self._queue_again, self.clock())
                 await self._dispatch_due()
             except Exception:
                 # The store may be briefly unreachable: try again at the next tick.
@@ -485,6 +465,10 @@ class Webhooks:
         if status == "failed":
             url, reason = redact(doc["url"]), doc["failed_reason"]
             log.warning("webhook %s to %s failed: %s", did, url, reason)
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()[:24]
 
 
 WEBHOOKS = web.AppKey("webhooks", Webhooks)

@@ -5,6 +5,7 @@ the wrong people and to path tricks, and audited in the case timeline."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import json
 import time
@@ -39,6 +40,16 @@ MISSING = ["股东会决议原件", "法定代表人身份证复印件"]
 
 
 @dataclass
+class Live:
+    """What a supervisor got while the session was still running, and right after."""
+
+    description: dict[str, Any]  # GET .../recording during the session
+    open_tracks: dict[str, tuple[int, str]]  # journal track id -> (status, error code)
+    after_end: list[tuple[int, str | None]]  # each GET .../recording from the end on
+    first_replay: dict[str, Any]  # the first description after the end that succeeded
+
+
+@dataclass
 class Recorded:
     server: TestServer
     tok: Tokens
@@ -47,6 +58,7 @@ class Recorded:
     clerk_published: float
     reviewer_published: float
     http: aiohttp.ClientSession
+    live: Live
 
     def url(self, path: str) -> str:
         return str(self.server.make_url(path))
@@ -77,6 +89,45 @@ async def _until(cond: Any, timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.02)
+
+
+async def _while_live(
+    http: aiohttp.ClientSession, base: str, tok: Tokens, sid: str, directory: Path
+) -> tuple[dict[str, Any], dict[str, tuple[int, str]]]:
+    """A supervisor opens the replay of the session while it runs, and asks for the
+    files being written (their ids from the journal, as an insider would know them)."""
+    async with http.get(
+        f"{base}/api/sessions/{sid}/recording", headers=auth(tok.supervisor())
+    ) as r:
+        assert r.status == 200, await r.text()
+        description = dict(await r.json())
+    journal = json.loads((directory / "recording.json").read_text(encoding="utf-8"))
+    tracks: dict[str, tuple[int, str]] = {}
+    for entry in journal["tracks"]:
+        url = f"{base}/api/sessions/{sid}/tracks/{entry['track_id']}"
+        async with http.get(url, headers={**auth(tok.supervisor()), "Range": "bytes=0-99"}) as r:
+            json_error = r.content_type == "application/json"
+            code = (await r.json())["error"]["code"] if json_error else r.content_type
+            tracks[entry["track_id"]] = (r.status, code)
+    return description, tracks
+
+
+async def _right_after_the_end(
+    http: aiohttp.ClientSession, base: str, tok: Tokens, sid: str
+) -> tuple[list[tuple[int, str | None]], dict[str, Any]]:
+    """The supervisor opens the replay the moment the session has ended, and again until
+    it opens (the media node closes and seals the files within moments)."""
+    seen: list[tuple[int, str | None]] = []
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        url = f"{base}/api/sessions/{sid}/recording"
+        async with http.get(url, headers=auth(tok.supervisor())) as r:
+            body = await r.json()
+            seen.append((r.status, body["error"]["code"] if r.status != 200 else None))
+            if r.status == 200:
+                return seen, dict(body)
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the replay never opened after the end: {seen[-3:]}")
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -122,14 +173,25 @@ async def rec(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Recorde
         body = {"decision": "materials_missing", "missing": MISSING}
         await _post(http, f"{base}/api/sessions/{sid}/opinions", tok.reviewer(), json=body)
         await asyncio.sleep(0.6)
+        live = await _while_live(http, base, tok, sid, config.data_dir / "archive" / CASE / sid)
         await reviewer.leave()
         await _post(http, f"{base}/api/sessions/{sid}/end", tok.clerk())
+        after_end, first = await _right_after_the_end(http, base, tok, sid)
     finally:
         for p in (clerk, reviewer):
             await p.close()
     directory = config.data_dir / "archive" / CASE / sid
     await _until(lambda: (directory / "manifest.json").exists(), 15, "the sealed case file")
-    yield Recorded(server, tok, sid, directory, clerk_published, reviewer_published, http)
+    yield Recorded(
+        server,
+        tok,
+        sid,
+        directory,
+        clerk_published,
+        reviewer_published,
+        http,
+        Live(live[0], live[1], after_end, first),
+    )
     await http.close()
     await server.close()
 
@@ -332,3 +394,57 @@ async def test_a_session_without_a_recording(rec: Recorded) -> None:
     assert r.status == 404 and (await r.json())["error"]["code"] == "track_not_found"
     r = await rec.get("/api/sessions/s_nosuch/recording", rec.tok.supervisor())
     assert r.status == 404 and (await r.json())["error"]["code"] == "session_not_found"
+
+
+async def test_a_live_session_shows_its_timeline_but_no_file_being_written(
+    rec: Recorded,
+) -> None:
+    d = rec.live.description
+    assert d["session"]["status"] == "active" and d["sealed"] is False
+    assert d["recording"]["state"] == "recording"  # the recorder was writing
+    assert d["tracks"] == [] and d["grants_expire_at"] is None  # no file, no grant
+    kinds = [m["type"] for m in d["markers"]]
+    assert {"join", "chat", "snapshot", "opinion"} <= set(kinds)
+    assert [s["snapshot_id"] for s in d["snapshots"]]  # stills are hashed at upload
+    # The files being written are refused with a clear code, each of them.
+    assert len(rec.live.open_tracks) == 3
+    assert set(rec.live.open_tracks.values()) == {(409, "session_live")}
+
+
+async def test_replay_opens_right_after_the_end_with_the_sealed_files(rec: Recorded) -> None:
+    # Until the case file is sealed (moments), a clear retryable code; then the replay.
+    *waiting, last = rec.live.after_end
+    assert set(waiting) <= {(409, "recording_sealing")} and last == (200, None)
+    d = rec.live.first_replay
+    assert d["sealed"] is True and d["session"]["status"] == "ended"
+    assert d["recording"]["state"] == "complete" and len(d["tracks"]) == 3
+    manifest = json.loads((rec.dir / "manifest.json").read_text(encoding="utf-8"))
+    sealed = {f["path"]: f["sha256"] for f in manifest["files"]}
+    journal = json.loads((rec.dir / "recording.json").read_text(encoding="utf-8"))
+    files = {t["track_id"]: t["file"] for t in journal["tracks"]}
+    for track in d["tracks"]:
+        assert track["state"] == "closed" and track["duration_s"]
+        r = await rec.get(track["src"], None)
+        assert r.status == 200
+        # Every byte served is a byte the sealed manifest vouches for.
+        assert hashlib.sha256(await r.read()).hexdigest() == sealed[files[track["track_id"]]]
+
+
+async def test_a_file_changed_after_sealing_is_not_served(rec: Recorded) -> None:
+    d = await rec.description(rec.tok.supervisor())
+    track = d["tracks"][0]
+    journal = json.loads((rec.dir / "recording.json").read_text(encoding="utf-8"))
+    path = rec.dir / next(
+        t["file"] for t in journal["tracks"] if t["track_id"] == track["track_id"]
+    )
+    saved = path.read_bytes()
+    try:
+        path.write_bytes(saved + b"appended after sealing")
+        r = await rec.get(track["url"], rec.tok.supervisor())
+        assert r.status == 404 and (await r.json())["error"]["code"] == "track_not_found"
+        d = await rec.description(rec.tok.supervisor())
+        assert track["track_id"] not in {t["track_id"] for t in d["tracks"]}
+    finally:
+        path.write_bytes(saved)
+    r = await rec.get(track["url"], rec.tok.supervisor())
+    assert r.status == 200

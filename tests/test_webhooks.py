@@ -27,7 +27,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from signaling.app import create_app
 from signaling.config import Config, ConfigError, load_config
-from signaling.keys import MEDIA, SERVICE
+from signaling.keys import SERVICE
 from signaling.models import Event
 from signaling.state import MemoryStore, Store
 from signaling.state.redis_store import RedisStore
@@ -198,10 +198,12 @@ async def test_signed_deliveries_of_a_joint_review(tmp_path: Path, tok: Tokens) 
             assert r.status == 201, await r.text()
             r = await client.post(f"/api/sessions/{sid}/end", headers=auth(tok.clerk()))
             assert r.status == 200
-            # The case file is sealed (here by hand: nobody joined, so no media node
-            # followed the session), and the export engineer's event is recorded.
-            manifest = await app[MEDIA].recording.seal(sid)  # type: ignore[union-attr]
-            assert manifest is not None
+            # Nobody joined, so no media node followed the session: the node that ended
+            # it sealed its case file before answering. The export's event is recorded.
+            archive = app[SERVICE].archive_dir
+            manifest_path = archive / CASE / sid / "manifest.json"
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+            manifest["manifest_sha256"] = hashlib.sha256(manifest_path.read_bytes()).hexdigest()
             await app[SERVICE].record(
                 CASE, "export.ready", session_id=sid, file="export/composite.mp4", size=1234
             )
@@ -231,7 +233,7 @@ async def test_signed_deliveries_of_a_joint_review(tmp_path: Path, tok: Tokens) 
             ready = bodies["recording.ready"]["data"]
             assert ready["manifest_sha256"] == manifest["manifest_sha256"]
             assert ready["manifest"] == f"{CASE}/{sid}/manifest.json"
-            assert ready["tracks"] == []  # nothing was recorded: no media
+            assert ready["tracks"] == [] and ready["recorded"] is False  # no media
             assert bodies["export.ready"]["data"]["file"] == "export/composite.mp4"
             seqs = [bodies[k]["data"]["seq"] for k in ("session.started", "session.ended")]
             assert seqs[0] < seqs[1]  # the timeline order, whatever the arrival order
@@ -451,11 +453,14 @@ async def test_two_nodes_deliver_each_event_once(
                 sid = await start_session(first, tok, case_id=f"C-{i}")
                 r = await second.post(f"/api/sessions/{sid}/end", headers=auth(tok.clerk()))
                 assert r.status == 200
-            await eventually(lambda: len(rx.delivered()) >= 12, "12 deliveries", timeout=15)
+            # Three events a session: started, ended, and its (empty) case file sealed.
+            await eventually(lambda: len(rx.delivered()) >= 18, "18 deliveries", timeout=15)
             await asyncio.sleep(0.5)  # a duplicate would show up by now
 
             per_event = Counter(verify(h)["id"] for h in rx.delivered())
-            assert len(per_event) == 12 and set(per_event.values()) == {1}
+            assert len(per_event) == 18 and set(per_event.values()) == {1}
+            kinds = Counter(verify(h)["event"] for h in rx.delivered())
+            assert kinds == {"session.started": 6, "session.ended": 6, "recording.ready": 6}
             for hits in rx.by_delivery().values():
                 assert [h.status for h in hits] == [500, 200]
             nodes = set()

@@ -110,7 +110,7 @@ export class ReplayPlayer {
       { class: `replay-stage${docs.length ? " has-document" : ""}`, aria: "replay.stage_label" },
       this.docStage,
       this.tiles,
-      tracks.length ? null : el("p", { class: "replay-empty", testid: "replay-empty", i18n: "replay.no_recording" }),
+      tracks.length ? null : el("p", { class: "replay-empty", testid: "replay-empty", i18n: this.desc.session.status === "active" ? "replay.live_note" : "replay.no_recording" }),
       audio,
     );
     this.detail = el("div", { class: "replay-detail", testid: "replay-detail" }, el("p", { class: "muted", i18n: "replay.detail_empty" }));

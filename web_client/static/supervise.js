@@ -6,7 +6,9 @@
 // (sessions and invitations of one case), GET /api/sessions/{sid}/invitations (the
 // departments of each listed session: the list API has no department filter, so it is
 // applied here), GET /api/sessions/{sid}/recording (the replay description; the server
-// writes each opening into the case timeline as `replay.viewed`).
+// writes each opening into the case timeline as `replay.viewed`). A session in progress
+// comes with its timeline so far and no tracks (nothing is sealed yet); one that has just
+// ended answers 409 `recording_sealing` until its case file is sealed: retried here.
 import { api } from "/static/auth.js";
 import { onLangChange } from "/static/i18n.js";
 import { ReplayPlayer } from "/static/replay.js";
@@ -17,7 +19,12 @@ const LIMIT = 100;
 const PARALLEL = 6;
 const $ = (id) => document.getElementById(id);
 
+// The media node closes and seals the files within seconds of the end.
+const SEALING_RETRY_MS = 1000;
+const SEALING_TRIES = 60;
+
 let player = null;
+let sealingRetry = null;
 
 function showError(target, props) {
   fill(target, el("span", props));
@@ -136,7 +143,7 @@ function describe(sid) {
   return api(`/api/sessions/${encodeURIComponent(sid)}/recording`);
 }
 
-async function openReplay(sid, push) {
+async function openReplay(sid, push, tries = 0) {
   if (push) history.pushState({ session: sid }, "", `/supervise?session=${encodeURIComponent(sid)}`);
   closeReplay();
   document.body.dataset.view = "replay";
@@ -148,7 +155,10 @@ async function openReplay(sid, push) {
   try {
     desc = await describe(sid);
   } catch (err) {
-    fill(body, el("section", { class: "card notice notice-bad", testid: "page-error", data: { code: err.code }, attrs: { role: "alert" } }, el("p", { class: "notice-text", ...errorI18n(err) })));
+    const sealing = err.code === "recording_sealing" && tries < SEALING_TRIES;
+    const kind = sealing ? "notice-info" : "notice-bad";
+    fill(body, el("section", { class: `card notice ${kind}`, testid: "page-error", data: { code: err.code }, attrs: { role: sealing ? "status" : "alert" } }, el("p", { class: "notice-text", ...errorI18n(err) })));
+    if (sealing) sealingRetry = setTimeout(() => openReplay(sid, false, tries + 1), SEALING_RETRY_MS);
     return;
   }
   const s = desc.session;
@@ -157,7 +167,7 @@ async function openReplay(sid, push) {
     el("strong", { class: "case-no fact-case", text: s.case_id, testid: "replay-case" }),
     s.matter ? el("span", { class: "fact", text: s.matter }) : null,
     el("time", { class: "fact muted", ts: s.created_at, tsStyle: "datetime" }),
-    desc.recording.state === "recording" ? el("span", { class: "chip chip-warn", i18n: "replay.recording_open" }) : null,
+    s.status === "active" ? el("span", { class: "chip chip-warn", testid: "replay-live", i18n: "replay.live" }) : null,
   );
   document.body.dataset.recording = desc.recording.state;
   player = new ReplayPlayer(body, desc, { onSourcesExpired: () => describe(sid) });
@@ -165,6 +175,8 @@ async function openReplay(sid, push) {
 }
 
 function closeReplay() {
+  clearTimeout(sealingRetry);
+  sealingRetry = null;
   if (player) player.destroy();
   player = null;
 }
