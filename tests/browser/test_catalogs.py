@@ -23,7 +23,15 @@ DYNAMIC = {
     "media.title": ["denied", "missing", "busy", "other"],
     "opinion.decision": ["approve", "materials_missing", "refer", "note"],
     "quality": ["good", "fair", "poor", "unknown"],
-    "error": ["token_expired", "superseded", "forbidden", "session_not_found", "network"],
+    "error": [
+        "token_expired",
+        "superseded",
+        "forbidden",
+        "session_not_found",
+        "network",
+        "session_live",
+        "recording_sealing",
+    ],
 }
 
 
