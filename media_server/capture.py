@@ -5,13 +5,14 @@ Packets arrive in arrival order (retransmissions late, some lost). ``Reorder`` p
 back in sequence order, waiting a little for a retransmission before it gives a gap up;
 the assembler joins a video frame's packets (complete on the marker bit, or when the
 timestamp changes) and, after a gap, drops frames until the next keyframe, because a
-frame that refers to a lost one would only decode as garbage. Frames are muxed at once
-with PyAV stream-copy (pts = unwrapped RTP timestamp, time base 1/clock rate).
+frame that refers to a lost one would only decode as garbage. Frames are written as
+they were encoded (pts = unwrapped RTP timestamp, time base 1/clock rate).
 
-Containers: VP8 and Opus in WebM with short clusters flushed per packet; H.264 in
-fragmented MP4, one fragment per frame (the mp4 muxer refuses VP8). Both keep what was
-written playable after a ``kill -9``; ``repair`` (a no-decode remux) then restores the
-duration and the index.
+Containers: VP8 and Opus in WebM, written live by ``webm.LiveWebm`` (one cluster per
+batch of the recorder's writer, one ``write``); H.264 in fragmented MP4, one fragment per
+frame, muxed by PyAV (the mp4 muxer refuses VP8). Either way what was written stays
+playable after a ``kill -9``; ``repair`` (a no-decode remux by FFmpeg) then restores the
+duration and the index, and makes every closed file final.
 """
 
 from __future__ import annotations
@@ -29,11 +30,10 @@ from aiortc.codecs.h264 import h264_depayload
 
 from . import rtp
 from .bitstream import annexb_nals, opus_head, sps_dimensions, vp8_payload
+from .webm import LiveWebm, webm_header
 
 __all__ = ["annexb_nals", "opus_head", "sps_dimensions", "vp8_payload"]
 
-# Measured (MEDIA_NOTES): 40 ms clusters flushed per packet lose <= 55 ms on SIGKILL.
-WEBM_OPTIONS = {"cluster_time_limit": "40", "flush_packets": "1"}
 # A fragment per frame; each reaches the OS as it is written. The last frame waits for
 # the next one (its duration), so a kill loses about one frame interval.
 FMP4_OPTIONS = {
@@ -54,6 +54,10 @@ VIDEO_WAIT_S = 0.3  # video has NACK/RTX: give a retransmission time to arrive
 AUDIO_WAIT_S = 0.1  # audio has none: a gap is final almost at once
 MAX_HELD = 512  # packets held behind a gap before we give it up anyway
 KEYFRAME_ASK_EVERY_S = 0.5
+
+
+# What the recorder queues per packet: (track, data, parsed header, arrival, media ssrc)
+Queued = tuple[Any, bytes, rtp.Header, float, int | None]
 
 
 def container_for(codec: str) -> tuple[str, str] | None:
@@ -143,14 +147,30 @@ class TrackCapture:
         self.format = found[1]
         self.codec = codec.lower()
         self.kind = self.codec.split("/")[0]
+        self.video = self.kind == "video"
+        # ``feed`` for one queued ``(_, data, header, arrival, media ssrc)``, as the
+        # recorder's writer takes it off its queue. The usual packet (in order, from the
+        # source being written, not RTX) takes a short path; any other goes through
+        # ``feed``. On the writer's cold caches every bytecode counts.
+        self.push: Callable[[Queued], None] = (
+            self._push_vp8
+            if self.codec == "video/vp8"
+            else self._push_audio
+            if not self.video
+            else self._push_other
+        )
         self.clock_rate = clock_rate
         self.time_base = Fraction(1, clock_rate)
         self.request_keyframe = request_keyframe
         self.reorder = Reorder(VIDEO_WAIT_S if self.kind == "video" else AUDIO_WAIT_S)
         self._is_key_start = rtp.keyframe_detector(self.codec)
         self._depay = vp8_payload if self.codec == "video/vp8" else h264_depayload
-        self.out: Any = None  # the output container, opened on the first usable frame
+        # The output, opened on the first usable frame: a LiveWebm, or (H.264) a PyAV
+        # container and its stream.
+        self.out: Any = None
+        self.webm: LiveWebm | None = None
         self.stream: Any = None
+        self._half = clock_rate // 2  # rounding pts to the nearest millisecond
         self.ssrc: int | None = None
         # journal facts
         self.started_at: float | None = None  # arrival of the first written frame
@@ -181,29 +201,80 @@ class TrackCapture:
     def feed(self, data: bytes, h: rtp.Header, arrival: float, media_ssrc: int | None) -> None:
         if media_ssrc is None:
             return
-        if h.ssrc != media_ssrc:  # RTX (RFC 4588): the original seq leads the payload
-            if h.payload_end - h.payload_start < 2:
+        marker, _, seq, ts, ssrc, start, end, _, _, _ = h
+        if ssrc != media_ssrc:  # RTX (RFC 4588): the original seq leads the payload
+            if end - start < 2:
                 return  # padding for bandwidth probing
-            seq = (data[h.payload_start] << 8) | data[h.payload_start + 1]
-            payload = data[h.payload_start + 2 : h.payload_end]
-        else:
-            seq = h.seq
-            payload = data[h.payload_start : h.payload_end]
+            seq = (data[start] << 8) | data[start + 1]
+            start += 2
+        payload = data[start:end]
         if media_ssrc != self.ssrc:
             self._new_source(media_ssrc, arrival)
         r = self.reorder
         if not r.held and r.next is not None and (seq - r.next) & 0xFFFF == 0:
             # In order with nothing held (nearly always): straight through, no list.
             r.next += 1
-            if self.kind == "video":
-                self._video_packet(payload, h.timestamp, h.marker, arrival)
+            if self.video:
+                self._video_packet(payload, ts, marker, arrival)
             elif payload:
-                self._write(payload, h.timestamp, True, arrival)
+                self._write(payload, ts, True, arrival)
             return
         out = self._released
-        r.push(seq, (payload, h.timestamp, h.marker, arrival), arrival, out)
+        r.push(seq, (payload, ts, marker, arrival), arrival, out)
         if out:
             self._run(out)
+
+    def _push_audio(self, item: Queued) -> None:
+        """``push`` for audio: a packet is a frame."""
+        _, data, h, arrival, media_ssrc = item
+        _, _, seq, ts, ssrc, start, end, _, _, _ = h
+        r = self.reorder
+        nxt = r.next
+        if ssrc != media_ssrc or ssrc != self.ssrc or nxt is None or (seq - nxt) & 0xFFFF or r.held:
+            self.feed(data, h, arrival, media_ssrc)
+            return
+        r.next = nxt + 1
+        if end > start:
+            self._write(data[start:end], ts, True, arrival)
+
+    def _push_vp8(self, item: Queued) -> None:
+        """``push`` for VP8: the next packet of the frame being put together costs a few
+        lines and no call (its data after the payload descriptor, RFC 7741 4.2: what
+        ``vp8_payload`` returns); a frame's first packet goes through ``_video_packet``."""
+        _, data, h, arrival, media_ssrc = item
+        marker, _, seq, ts, ssrc, start, end, _, _, _ = h
+        r = self.reorder
+        nxt = r.next
+        if ssrc != media_ssrc or ssrc != self.ssrc or nxt is None or (seq - nxt) & 0xFFFF or r.held:
+            self.feed(data, h, arrival, media_ssrc)
+            return
+        r.next = nxt + 1
+        if ts != self._cur_ts or not self._cur_ok or end - start < 6:
+            self._video_packet(data[start:end], ts, marker, arrival)
+            return
+        b0 = data[start]
+        pos = start + 1
+        if b0 & 0x80:
+            x = data[pos]
+            pos += 1
+            if x & 0x80:
+                pos += 2 if data[pos] & 0x80 else 1
+            if x & 0x40:
+                pos += 1
+            if x & 0x30:
+                pos += 1
+        self._parts.append(data[pos:end])
+        if marker:
+            self._finish()
+
+    def _push_other(self, item: Queued) -> None:
+        self.feed(item[1], item[2], item[3], item[4])
+
+    def feed_batch(self, items: list[Queued]) -> None:
+        """``push`` each of ``items`` (in arrival order)."""
+        push = self.push
+        for item in items:
+            push(item)
 
     def tick(self, now: float) -> None:
         """Give up gaps that waited long enough even when no packet follows them."""
@@ -288,28 +359,35 @@ class TrackCapture:
 
     # -- output -----------------------------------------------------------------------
     def _write(self, data: bytes, ts: int, key: bool, arrival: float) -> None:
-        if self._raw_ts is None:
-            self._ext_ts = ts
+        raw = self._raw_ts
+        if raw is None:
+            ext = ts
         else:
-            delta = (ts - self._raw_ts) & 0xFFFFFFFF
-            self._ext_ts += delta if delta < 0x80000000 else delta - 0x100000000
+            delta = (ts - raw) & 0xFFFFFFFF
+            ext = self._ext_ts + (delta if delta < 0x80000000 else delta - 0x100000000)
+        self._ext_ts = ext
         self._raw_ts = ts
         if self.out is None and not self._open(data, key):
-            self._waiting_key = self.kind == "video"
+            self._waiting_key = self.video
             return
         if self._pending_segment is not None:
             self._anchor(ts, arrival)
-        pts = self._ext_ts + self._offset
-        if pts <= self._last_pts:
-            pts = self._last_pts + 1  # muxers need strictly increasing timestamps
+        pts = ext + self._offset
+        last = self._last_pts
+        if pts <= last:
+            pts = last + 1  # muxers need strictly increasing timestamps
         self._last_pts = pts
+        self.frames += 1
+        webm = self.webm
+        if webm is not None:
+            webm.add((pts * 1000 + self._half) // self.clock_rate, key, data)
+            return
         packet = av.Packet(data)
         packet.pts = packet.dts = pts
         packet.time_base = self.time_base
         packet.stream = self.stream
         packet.is_keyframe = key
         self.out.mux_one(packet)
-        self.frames += 1
 
     def _anchor(self, ts: int, arrival: float) -> None:
         segment, self._pending_segment = self._pending_segment, None
@@ -327,15 +405,12 @@ class TrackCapture:
 
     def _open(self, frame: bytes, key: bool) -> bool:
         """Open the file on the first frame a player can start from; False: not yet."""
-        options = FMP4_OPTIONS if self.format == "mp4" else WEBM_OPTIONS
         if self.codec == "video/vp8":
             # The keyframe header has the size (RFC 6386 9.1) the WebM track needs.
             if not key or frame[3:6] != b"\x9d\x01\x2a":
                 return False
             self.width = int.from_bytes(frame[6:8], "little") & 0x3FFF
             self.height = int.from_bytes(frame[8:10], "little") & 0x3FFF
-            out = av.open(str(self.path), "w", format=self.format, options=options)
-            stream = out.add_mux_stream("vp8", width=self.width, height=self.height)
         elif self.codec == "video/h264":
             nals = annexb_nals(frame)
             params = [n for n in nals if n and n[0] & 0x1F in (7, 8)]
@@ -346,7 +421,7 @@ class TrackCapture:
                 self.width, self.height = sps_dimensions(sps)
             except (IndexError, ValueError):
                 return False
-            out = av.open(str(self.path), "w", format=self.format, options=options)
+            out = av.open(str(self.path), "w", format=self.format, options=FMP4_OPTIONS)
             # A stream with an unopened codec context carries extradata (SPS/PPS, which
             # the mp4 muxer turns into avcC); add_mux_stream has no way to set it.
             scratch = av.open(io.BytesIO(), "w", format="mp4")
@@ -355,37 +430,41 @@ class TrackCapture:
             ctx = stream.codec_context
             ctx.width, ctx.height = self.width, self.height
             ctx.extradata = b"".join(b"\x00\x00\x00\x01" + n for n in params)
-        else:
-            out = av.open(str(self.path), "w", format=self.format, options=options)
-            scratch = av.open(io.BytesIO(), "w", format="webm")
-            stream = out.add_stream_from_template(scratch.add_stream("libopus", rate=48_000))
-            scratch.close()
-            actx = stream.codec_context
-            actx.layout = "stereo"
-            actx.sample_rate = 48_000
-            actx.extradata = opus_head()
-        stream.time_base = self.time_base
-        self.out, self.stream = out, stream
+            stream.time_base = self.time_base
+            self.out, self.stream = out, stream
+            return True
+        header = webm_header(self.codec, self.width, self.height)
+        self.out = self.webm = LiveWebm(self.path, header, self.video)
         return True
 
+    def flush(self) -> None:
+        """Hand what was written to the OS (the recorder: once per batch). WebM only:
+        an MP4 fragment reaches the OS as it is written."""
+        if self.webm is not None:
+            self.webm.flush()
+
     def close(self) -> None:
-        """Write what is still held and close the file (the muxer writes its index)."""
+        """Write what is still held and close the file (an MP4's muxer writes its
+        index; ``repair`` makes either final)."""
         drained: list[Any] = []
         self.reorder.drain(drained)
         self._run(drained)
         if self.kind == "video" and self._parts:
             self._finish()
-        out, self.out = self.out, None
+        out, self.out, self.webm = self.out, None, None
         if out is not None:
             out.close()
 
     def abandon(self) -> None:
         """After an error: let go of the file without writing any more to it."""
-        out, self.out = self.out, None
+        out, self.out, self.webm = self.out, None, None
         if out is not None:
             # The file already failed and that was reported: a second error adds nothing.
             with contextlib.suppress(Exception):
-                out.close()
+                if isinstance(out, LiveWebm):
+                    out.abandon()
+                else:
+                    out.close()
 
 
 # -- after the fact ----------------------------------------------------------------------

@@ -1,15 +1,19 @@
 """Per-track recording of a node's sessions, without transcoding.
 
 The event loop forwards packets; recording must cost it almost nothing. ``Room.recorder``
-(a ``RoomRecording``) is called for every received RTP packet and only puts a tuple on
+(a ``RoomRecording``) is called for every received RTP packet and only appends a tuple to
 one bounded queue (when full the packet is counted and dropped, and the overload
-reported). The queue is a ``queue.SimpleQueue`` bounded by a ``qsize()`` check: the
-event loop is its only packet producer, and its ``put_nowait`` costs ~0.1 µs where
-``queue.Queue.put_nowait`` (a Python lock and condition) costs ~1.3-2 µs. ONE writer
-thread per node drains that queue in batches, depacketizes and muxes
-(``capture.TrackCapture``) and keeps each session's ``recording.json`` (``journal``).
-Closed files are remuxed (``capture.repair``) on a second thread so a long track's
-repair never stalls the live ones.
+reported). The queue is a ``collections.deque`` bounded by a ``len()`` check: the event
+loop is its only packet producer, and ``append`` (atomic under the GIL) costs ~0.05 µs
+where ``queue.Queue.put_nowait`` (a Python lock and condition) costs ~1.3-2 µs.
+
+Nothing on the loop ever wakes the writer for a packet. ONE writer thread per node wakes
+on its own clock, every ``BATCH_S``, takes everything queued, hands each packet to its
+track's capture (``capture.TrackCapture``: depacketize, write the frames), then gives each
+track's new frames to the OS in one ``write`` and keeps each session's ``recording.json``
+(``journal``). With nothing to record it sleeps until a control message (a recording
+starting) wakes it. Closed files are remuxed (``capture.repair``) on a second thread so a
+long track's repair never stalls the live ones.
 
 A write error (full disk, I/O error, an unwritable directory) fails that track only: it
 is reported at once through ``on_event`` (on the event loop) and forwarding goes on.
@@ -23,7 +27,6 @@ import concurrent.futures
 import errno
 import logging
 import os
-import queue
 import socket
 import threading
 import time
@@ -43,12 +46,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 QUEUE_PACKETS = 8192  # ~8 s of a six-party session: rides out a slow disk for a while
-# The writer lets packets pile up this long before it takes them. Woken per packet (or
-# every 10 ms) it ran with cold caches at ~25 µs a packet; 40 ms batches (~40 packets of
-# a six-party session) ~15 µs; 250 ms ~11 µs. Longer batches lose more in a crash: what
-# is queued is lost, plus the open 40 ms WebM cluster (measured: <= ~85 ms received).
-BATCH_S = 0.04
-TICK_S = 0.05
+# The writer wakes on its own clock this often, takes everything queued and writes it.
+# Each batch has a fixed cost (the wakeup ~30 µs of CPU, one write per track ~10-15 µs)
+# and the code runs 3-4x slower than when warm after every sleep (2-core VM, measured):
+# a six-party session's writer costs ~10 µs a packet with 40 ms batches, ~7 µs with
+# 60 ms, ~6 µs with 80 ms. A kill -9 loses what is queued, and nothing else for WebM
+# (each batch is written whole; the muxer held up to 40 ms more before): <= 60 ms
+# received (measured <= 2 video frames; it was <= 4 with 40 ms batches and PyAV's
+# muxer). H.264 adds the one frame the MP4 muxer holds: <= ~95 ms.
+BATCH_S = 0.06
+IDLE_WAIT_S = 1.0  # nothing to record: sleep until woken (this is only a safety net)
 SR_KEEP_EVERY_S = 5.0  # sender reports kept in the journal: enough to re-anchor drift
 SR_SAVE_EVERY_S = 5.0
 SOON_S = 0.2  # a track's start reaches recording.json within this (coalesced across tracks)
@@ -96,8 +103,11 @@ class Recorder:
         self.on_event = on_event
         self.node = node
         self.limit = queue_packets
-        self.queue: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
-        self._overflow: collections.deque[tuple[Any, ...]] = collections.deque()
+        # Packets (bounded by the producer's len() check) and control messages (never
+        # dropped, so the queue may exceed the limit by a few), in the order they happened.
+        self.queue: collections.deque[tuple[Any, ...]] = collections.deque()
+        self._wake = threading.Event()
+        self._idle = False  # the writer waits on _wake (nothing to record)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._repairs = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="rec-repair")
@@ -121,19 +131,19 @@ class Recorder:
         return RoomRecording(self, room, case_id, directory)
 
     def control(self, item: tuple[Any, ...]) -> None:
-        """Control messages are never dropped: past a full queue they wait aside, and
-        the writer takes them once the queue (all that came before them) is drained."""
-        if self.queue.qsize() < self.limit:
-            self.queue.put_nowait(item)
-        else:
-            self._overflow.append(item)
+        """Control messages are never dropped (the limit is for packets) and keep their
+        place after the packets before them. An idle writer is woken; a busy one takes
+        them at its next batch (within ``BATCH_S``)."""
+        self.queue.append(item)
+        if self._idle:
+            self._wake.set()
 
     def emit(self, rec: RoomRecording, msg: dict[str, Any]) -> None:
         self.on_event(rec.session_id, {"session_id": rec.session_id, "case_id": rec.case_id, **msg})
 
     def stats(self) -> dict[str, Any]:
         return {
-            "queued": self.queue.qsize(),
+            "queued": len(self.queue),
             "packets": self.packets,
             "dropped": self.dropped,
             "frames": self.frames
@@ -153,56 +163,76 @@ class Recorder:
 
     # -- writer thread ----------------------------------------------------------------
     def _run(self) -> None:
-        get, get_nowait = self.queue.get, self.queue.get_nowait
-        next_tick = 0.0
+        q = self.queue
+        clock = time.monotonic
+        due = clock()
         while True:
-            try:
-                item: tuple[Any, ...] | None = get(timeout=TICK_S)  # idle: sleep until media
-            except queue.Empty:
-                item = None
-            if item is not None:
-                time.sleep(BATCH_S)  # let a batch gather behind the first packet
-            while item is not None:
-                self._handle(item)
-                try:
-                    item = get_nowait()
-                except queue.Empty:
-                    item = None
-            while self._overflow:
-                self._handle(self._overflow.popleft())
-            now = time.time()
-            if now >= next_tick:
-                next_tick = now + TICK_S
-                self._tick(now)
+            if not q and not self._sessions and not self._stop:
+                # Nothing is being recorded: sleep until a control message wakes us.
+                self._idle = True
+                if not q:  # re-checked after _idle is set: control() sees one or the other
+                    self._wake.wait(IDLE_WAIT_S)
+                self._wake.clear()
+                self._idle = False
+                due = clock()
+            else:
+                # One wakeup per batch, on our own clock; never woken per packet.
+                due += BATCH_S
+                delay = due - clock()
+                if delay > 0:
+                    time.sleep(delay)
+                else:
+                    due = clock()  # behind (a slow disk): no burst of catch-up batches
+            if q:
+                self._drain(q)
+            self._tick(time.time())
             self.writer_cpu_s = time.thread_time()
-            if self._stop and self.queue.empty() and not self._overflow and not self._busy():
+            if self._stop and not q and not self._busy():
                 break
+
+    def _drain(self, q: collections.deque[tuple[Any, ...]]) -> None:
+        """Everything queued at this moment (what arrives meanwhile waits for the next
+        batch), in order. A packet goes straight to its track's capture (``ref.sink``)."""
+        popleft = q.popleft
+        n = len(q)
+        controls = 0
+        for _ in range(n):
+            item = popleft()
+            head = item[0]
+            if head.__class__ is TrackRef:
+                sink = head.sink
+                if sink is None:
+                    self._first(item)
+                    continue
+                try:
+                    sink(item)
+                except Exception as exc:
+                    self._fail(self._tracks[head], exc)
+                continue
+            controls += 1
+            op = getattr(self, "_op_" + head, None)
+            if op is not None:
+                op(*item[1:])
+        self.packets += n - controls
+
+    def _first(self, item: tuple[Any, ...]) -> None:
+        """A packet of a track without a sink: its first (open the track), or one of a
+        failed or unrecorded track (ignored)."""
+        ref: TrackRef = item[0]
+        track = self._tracks.get(ref)
+        if track is None:
+            track = self._open_track(ref, item[3])
+        cap = track.capture
+        if cap is None or track.failed:
+            return
+        ref.sink = cap.push
+        try:
+            cap.push(item)
+        except Exception as exc:
+            self._fail(track, exc)
 
     def _busy(self) -> bool:
         return any(s.pending for s in self._sessions.values())
-
-    def _handle(self, item: tuple[Any, ...]) -> None:
-        head = item[0]
-        if isinstance(head, TrackRef):
-            self.packets += 1
-            track = self._tracks.get(head)
-            if track is None:
-                track = self._open_track(head, item[3])
-            cap = track.capture
-            if cap is not None and not track.failed:
-                try:
-                    cap.feed(item[1], item[2], item[3], item[4])
-                except Exception as exc:
-                    self._fail(track, exc)
-                    return
-                if cap.changed:
-                    cap.changed = False
-                    self._describe(track)
-                    self._soon(track.session)
-            return
-        op = getattr(self, "_op_" + head, None)
-        if op is not None:
-            op(*item[1:])
 
     def _session(self, rec: RoomRecording) -> _Session:
         session = self._sessions.get(rec.directory)
@@ -299,6 +329,7 @@ class Recorder:
 
     def _fail(self, track: _Track, exc: BaseException) -> None:
         track.failed = True
+        track.ref.sink = None
         self.errors += 1
         if track.capture is not None:
             track.capture.abandon()
@@ -343,6 +374,7 @@ class Recorder:
         track = self._tracks.pop(ref, None)
         if track is None:
             return
+        ref.sink = None
         entry, session, rec = track.entry, track.session, ref.recording
         entry["ended_at"] = time.time()
         if track.failed or track.capture is None:
@@ -419,14 +451,23 @@ class Recorder:
         pass
 
     def _tick(self, now: float) -> None:
+        """After each batch: gaps that waited long enough are given up, and every
+        track's new frames go to the OS (one write per track: what a kill -9 keeps)."""
         for track in list(self._tracks.values()):
             cap = track.capture
-            if cap is None or track.failed or not cap.reorder.held:
+            if cap is None or track.failed:
                 continue
             try:
-                cap.tick(now)
+                if cap.reorder.held:
+                    cap.tick(now)
+                cap.flush()
             except Exception as exc:
                 self._fail(track, exc)
+                continue
+            if cap.changed:  # a source started: recording.json says where it begins
+                cap.changed = False
+                self._describe(track)
+                self._soon(track.session)
         for session in self._sessions.values():
             if session.soon and now >= session.soon:
                 self._save(session, force=True)

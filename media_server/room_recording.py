@@ -1,8 +1,9 @@
 """The event-loop side of recording: ``Room.recorder`` for one session.
 
-Called for every received RTP packet, it only puts a tuple on the node recorder's
-bounded queue (when full: counted, dropped and reported); the writer thread
-(``recorder.Recorder``) does everything else.
+Called for every received RTP packet, it only appends a tuple to the node recorder's
+bounded queue (when full: counted, dropped and reported) and never wakes anyone: the
+writer thread (``recorder.Recorder``) takes the queue on its own clock and does
+everything else.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 OVERLOAD_REPORT_EVERY_S = 10.0
+_now = time.time
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -54,6 +57,8 @@ class TrackRef:
     owner: dict[str, Any]
     source: str
     dropped: int = 0
+    # Set by the writer once the track's file is open: where its packets go.
+    sink: Callable[[tuple[Any, ...]], None] | None = None
 
 
 class RoomRecording:
@@ -69,8 +74,8 @@ class RoomRecording:
         self.started_at = time.time()
         self.stopped = False
         self._last_overload = -1e9
-        self._put = recorder.queue.put_nowait
-        self._size = recorder.queue.qsize
+        self._queue = recorder.queue
+        self._put = recorder.queue.append
         self._limit = recorder.limit
         recorder.control(("start", self))
 
@@ -81,8 +86,8 @@ class RoomRecording:
             ref = self._begin(upstream)
             if ref is None:
                 return
-        if self._size() < self._limit:
-            self._put((ref, data, h, time.time(), upstream.ssrc))
+        if len(self._queue) < self._limit:
+            self._put((ref, data, h, _now(), upstream.ssrc))
         else:
             ref.dropped += 1
             self.recorder.dropped += 1

@@ -87,19 +87,23 @@ async def run(seconds: float, parties: int, directory: Path, quiet: bool = False
     while (elapsed := time.monotonic() - start) < seconds:
         if warm is None and elapsed >= WARMUP_S:
             warm = (elapsed, packets, hook_cpu_ns, recorder.writer_cpu_s)
-        for person in people:
-            for upstream, batch in person.due(elapsed):
-                c0, w0 = time.thread_time_ns(), time.perf_counter_ns()
-                for data, h in batch:
-                    rec(upstream, data, h)
-                hook_cpu_ns += time.thread_time_ns() - c0
-                hook_wall_ns += time.perf_counter_ns() - w0
-                packets += len(batch)
+        # Made first, then handed to the hook back to back (as a busy loop does) inside
+        # one pair of clock reads per tick: the thread CPU clock is a system call, and
+        # read around every frame (~2 packets) it added ~0.2-0.3 µs a packet.
+        due = [item for person in people for item in person.due(elapsed)]
+        c0, w0 = time.thread_time_ns(), time.perf_counter_ns()
+        for upstream, batch in due:
+            for data, h in batch:
+                rec(upstream, data, h)
+        hook_cpu_ns += time.thread_time_ns() - c0
+        hook_wall_ns += time.perf_counter_ns() - w0
+        packets += sum(len(batch) for _, batch in due)
         if elapsed >= next_report:
             next_report += 1.0
+            queued = recorder.stats()["queued"]
             say(
                 f"  {elapsed:4.0f}/{seconds:.0f} s  packets {packets:6d}  "
-                f"queued {recorder.queue.qsize():4d}  dropped {recorder.dropped}  "
+                f"queued {queued:4d}  dropped {recorder.dropped}  "
                 f"hook {hook_cpu_ns / 1000 / max(packets, 1):.2f} µs/packet  "
                 f"writer {100 * recorder.writer_cpu_s / elapsed:.2f} % of a core"
             )
