@@ -224,16 +224,23 @@ class TrackCapture:
         if out:
             self._run(out)
 
+    def _takes_next(self, seq: int, ssrc: int, media_ssrc: int | None) -> bool:
+        """The usual packet (the current source's next, nothing held back): taken off the
+        reorder buffer here; anything else goes the general way (``feed``)."""
+        r = self.reorder
+        nxt = r.next
+        if ssrc != media_ssrc or ssrc != self.ssrc or nxt is None or (seq - nxt) & 0xFFFF or r.held:
+            return False
+        r.next = nxt + 1
+        return True
+
     def _push_audio(self, item: Queued) -> None:
         """``push`` for audio: a packet is a frame."""
         _, data, h, arrival, media_ssrc = item
         _, _, seq, ts, ssrc, start, end, _, _, _ = h
-        r = self.reorder
-        nxt = r.next
-        if ssrc != media_ssrc or ssrc != self.ssrc or nxt is None or (seq - nxt) & 0xFFFF or r.held:
+        if not self._takes_next(seq, ssrc, media_ssrc):
             self.feed(data, h, arrival, media_ssrc)
             return
-        r.next = nxt + 1
         if end > start:
             self._write(data[start:end], ts, True, arrival)
 
@@ -243,12 +250,9 @@ class TrackCapture:
         ``vp8_payload`` returns); a frame's first packet goes through ``_video_packet``."""
         _, data, h, arrival, media_ssrc = item
         marker, _, seq, ts, ssrc, start, end, _, _, _ = h
-        r = self.reorder
-        nxt = r.next
-        if ssrc != media_ssrc or ssrc != self.ssrc or nxt is None or (seq - nxt) & 0xFFFF or r.held:
+        if not self._takes_next(seq, ssrc, media_ssrc):
             self.feed(data, h, arrival, media_ssrc)
             return
-        r.next = nxt + 1
         if ts != self._cur_ts or not self._cur_ok or end - start < 6:
             self._video_packet(data[start:end], ts, marker, arrival)
             return

@@ -387,8 +387,8 @@ class Peer:
         out = upstream.on_rtx(data, h, now) if is_rtx else upstream.on_rtp(data, h, now)
         for leg, packet in out:
             leg.sink.send(packet)
-        if upstream.missing:
-            self.room.wake(NACK_DELAY)  # the timer may be on its slow pace
+        if upstream.missing and not self.room.ticking_fast:
+            self.room.wake(NACK_DELAY)  # the timer is on its slow pace
         if upstream.audio_level is not None and not is_rtx:
             self.room.speaker.observe(self.participant_id, upstream.audio_level[1], now)
         if self.room.recorder is not None:

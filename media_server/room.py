@@ -57,6 +57,7 @@ class Room:
         self.relay = MediaRelay() if settings.mode == "transcode" else None
         self._timer: asyncio.TimerHandle | None = None
         self._due = float("inf")  # loop time the timer fires at
+        self.ticking_fast = False  # on the NACK pace (TICK): no need to wake for a gap
         self._next_speaker = 0.0
         self.closed = False
         self._connections: dict[str, int] = {}
@@ -182,6 +183,7 @@ class Room:
         if self._timer is not None:
             self._timer.cancel()
         loop = asyncio.get_running_loop()
+        self.ticking_fast = delay <= TICK
         self._due = loop.time() + delay
         self._timer = loop.call_at(self._due, self._tick)
 
