@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import shutil
@@ -18,7 +17,6 @@ from typing import Any
 
 import pytest
 import redis
-import uvloop
 from aiohttp.test_utils import TestClient, TestServer
 
 from signaling.app import create_app
@@ -26,6 +24,10 @@ from signaling.auth import TokenService
 from signaling.config import Config
 from signaling.state import MemoryStore, Store
 from signaling.state.redis_store import RedisStore
+
+from .timeouts import new_asyncio_loop, new_uvloop, pytest_timeout_set_timer
+
+__all__ = ["pytest_timeout_set_timer"]  # a hook: pytest finds it in this module
 
 SECRET = "test-secret-" + "x" * 40
 
@@ -226,5 +228,5 @@ BOTH_LOOPS = {"test_media", "test_aiortc_adapter"}
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
     module = getattr(item, "module", None)
     if module is not None and module.__name__.rsplit(".", 1)[-1] in BOTH_LOOPS:
-        return {"uvloop": uvloop.new_event_loop, "asyncio": asyncio.new_event_loop}
-    return {"uvloop": uvloop.new_event_loop}
+        return {"uvloop": new_uvloop, "asyncio": new_asyncio_loop}
+    return {"uvloop": new_uvloop}

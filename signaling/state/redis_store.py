@@ -34,6 +34,7 @@ def _dumps(doc: Any) -> str:
 
 
 GROUP = "workers"
+SOCKET_TIMEOUT_S = 15.0
 # Touch only a job this consumer still holds (XCLAIM alone would take it from another).
 _TOUCH = """
 local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
@@ -66,7 +67,15 @@ class RedisStore(Store):
 
     @classmethod
     async def connect(cls, url: str, prefix: str = "jr:") -> RedisStore:
-        client = aioredis.from_url(url, decode_responses=True, health_check_interval=30)
+        # Timeouts: a Redis that stops answering becomes an error on that request, never
+        # a request (or a shutdown) that waits forever. Longer than any BLOCK we send.
+        client = aioredis.from_url(
+            url,
+            decode_responses=True,
+            health_check_interval=30,
+            socket_connect_timeout=5.0,
+            socket_timeout=SOCKET_TIMEOUT_S,
+        )
         await client.ping()
         return cls(client, prefix)
 
@@ -209,7 +218,7 @@ class RedisStore(Store):
             if fields:  # None: deleted meanwhile
                 deliveries = await self._deliveries(key, job_id)
                 return Job(str(job_id), json.loads(fields["d"]), deliveries)
-        block = int(block_s * 1000) if block_s > 0 else None
+        block = int(min(block_s, SOCKET_TIMEOUT_S / 2) * 1000) if block_s > 0 else None
         got: Any = await self._r.xreadgroup(GROUP, consumer, {key: ">"}, count=1, block=block)
         for _, entries in got or []:
             for job_id, fields in entries:
