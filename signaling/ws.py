@@ -20,7 +20,7 @@ from . import policy, protocol
 from .auth import AuthError, Identity
 from .errors import ServiceError
 from .keys import CONFIG, MEDIA, NODE_ID, SERVICE, SOCKETS, TASKS, TOKENS
-from .models import Invitation, Participant
+from .models import Invitation, Participant, Session
 from .recording import SUPERVISORS
 from .state import Subscription
 
@@ -30,6 +30,7 @@ OUTBOX_LIMIT = 512
 CLOSE_SUPERSEDED = 4409
 CLOSE_TOKEN_EXPIRED = 4401
 CLOSE_SLOW = 4429
+CHAT_HISTORY = 500  # the newest chat messages of the session that ``joined`` carries
 
 
 class Connection:
@@ -188,6 +189,7 @@ class Connection:
             session = await self.service.session(p.session_id)
             participants = await self.service.participants(p.session_id)
             invitations = await self.service.invitations(p.session_id)
+            chat = await self._chat_history(session)
             recording = await self.app[MEDIA].recording_active(p.session_id)
             await self.app[MEDIA].watch(p.session_id)  # its case file is sealed at its end
         except BaseException:
@@ -205,11 +207,33 @@ class Connection:
                 "resume_token": resume_token,
                 "resume_grace_s": self.config.resume_grace_s,
                 "recording": recording,  # everyone sees that the session is recorded
+                "recording_policy": self._recording_policy(),  # staff may toggle: "clerk"
+                "chat": chat,  # what a page missed while it was away (merge by seq)
             }
         )
         held, self.held = self.held, None
         for msg in held:
             self.on_session(msg)
+
+    async def _chat_history(self, session: Session) -> list[dict[str, Any]]:
+        """The session's chat so far, oldest first, each as its ``chat`` message said it."""
+        chat = [
+            {
+                "session_id": e.session_id,
+                "participant_id": e.data.get("participant_id"),
+                "sender": e.actor.model_dump() if e.actor else None,
+                "text": e.data.get("text"),
+                "ts": e.ts,
+                "seq": e.seq,
+            }
+            for e in await self.service.events(session.case_id)
+            if e.type == "chat.message" and e.session_id == session.session_id
+        ]
+        return chat[-CHAT_HISTORY:]
+
+    def _recording_policy(self) -> str:
+        control = self.app[MEDIA].recording
+        return control.policy if control is not None else "off"
 
     async def on_leave(self, msg: protocol.Leave) -> None:
         p = self.participant

@@ -220,6 +220,67 @@ async def test_dropped_socket_resumes_into_the_same_slot(
     await clerk.close()
 
 
+async def test_resume_brings_the_chat_sent_meanwhile(client: Client, tok: Tokens) -> None:
+    sid = await start_session(client, tok)
+    other = await start_session(client, tok)  # same case, another session: not its chat
+    clerk = await connect(client, tok.clerk())
+    joined = await clerk.request("join", "joined", session_id=other)
+    assert joined["chat"] == []
+    await clerk.request("chat", "ack", text="另一场会办")
+    await clerk.request("leave", "left")
+    await clerk.request("join", "joined", session_id=sid)
+    await invite(client, tok, sid, dept="city-amr")
+    rev = await connect(client, tok.reviewer())
+    joined = await rev.request("join", "joined", session_id=sid)
+    assert joined["chat"] == []
+    first = await clerk.request("chat", "ack", text="请准备营业执照")
+    await rev.wait("chat")
+    await rev.close()
+    await clerk.wait("presence", lambda m: m["state"] == "reconnecting")
+    missed = [await clerk.request("chat", "ack", text=t) for t in ("第一条", "第二条")]
+    again = await connect(client, tok.reviewer())
+    resumed = await again.request("resume", "joined", resume_token=joined["resume_token"])
+    chat = resumed["chat"]
+    assert [m["text"] for m in chat] == ["请准备营业执照", "第一条", "第二条"]
+    assert [m["seq"] for m in chat] == [first["seq"], missed[0]["seq"], missed[1]["seq"]]
+    assert chat[0]["seq"] < chat[1]["seq"] < chat[2]["seq"]
+    clerk_pid = next(
+        p["participant_id"] for p in resumed["participants"] if p["identity"]["sub"] == "clerk-01"
+    )
+    for m in chat:  # each in the shape of the live ``chat`` message
+        assert m["session_id"] == sid and m["participant_id"] == clerk_pid
+        assert m["sender"]["sub"] == "clerk-01" and isinstance(m["ts"], float)
+    # Live chat goes on as before.
+    ack = await clerk.request("chat", "ack", text="第三条")
+    live = await again.wait("chat")
+    assert live["seq"] == ack["seq"] > chat[-1]["seq"]
+    await again.close()
+    await clerk.close()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({}, "always"),
+        ({"recording_policy": "clerk"}, "clerk"),
+        ({"recording_policy": "off"}, "off"),
+        ({"recording_policy": "clerk", "media_enabled": False}, "off"),
+    ],
+)
+async def test_joined_tells_the_recording_policy(
+    tmp_path: Path, overrides: dict[str, Any], expected: str
+) -> None:
+    config = make_config(tmp_path, **overrides)
+    async with TestClient(TestServer(create_app(config))) as c:
+        tok = Tokens(TokenService(config))
+        sid = await start_session(c, tok)
+        clerk = await connect(c, tok.clerk())
+        joined = await clerk.request("join", "joined", session_id=sid)
+        assert joined["recording_policy"] == expected
+        assert joined["recording"] is (expected == "always")
+        await clerk.close()
+
+
 async def test_no_resume_after_the_grace_period(fast: tuple[Client, Tokens]) -> None:
     client, tok = fast
     sid = await start_session(client, tok)

@@ -31,6 +31,8 @@ DYNAMIC = {
         "network",
         "session_live",
         "recording_sealing",
+        "recording_disabled",
+        "recording_required",
     ],
 }
 

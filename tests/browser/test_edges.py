@@ -172,6 +172,10 @@ def test_dropped_socket_resumes_and_failed_media_is_rebuilt(
     applicant.page.goto(http.call("POST", f"/api/sessions/{sid}/applicant-link", token, {})["url"])
     pid_app = wait_joined(applicant.page)
     wait_video_from(clerk.page, [pid_app])
+    # recording_policy "always" (this server): recorded from the start, nobody stops it.
+    for person in (clerk, applicant):
+        expect(person.by("recording-indicator")).to_be_visible()
+        expect(person.by("toggle-recording")).to_be_hidden()
 
     # The socket drops: "reconnecting" shows, then the same slot is resumed.
     clerk.page.evaluate("window.jr.signal.dropForTest()")
@@ -190,3 +194,54 @@ def test_dropped_socket_resumes_and_failed_media_is_rebuilt(
     wait_video_from(clerk.page, [pid_app])
     wait_video_from(applicant.page, [pid])
     expect(tile(clerk.page, pid)).to_have_attribute("data-state", "playing")
+
+
+def chat_texts(person: Person) -> list[str]:
+    texts = person.page.locator("[data-testid=chat-message] .chat-text").all_inner_texts()
+    return [t.strip() for t in texts]
+
+
+def send_chat(person: Person, text: str) -> None:
+    person.by("chat-input").fill(text)
+    person.by("chat-send").click()
+    expect(person.by("chat-message").filter(has_text=text)).to_have_count(1)
+
+
+def test_chat_sent_while_a_participant_was_offline_appears_after_resume(
+    people: Callable[..., Person], tokens: TokenService, http: Api
+) -> None:
+    token = clerk_token(tokens)
+    sid = start_session(http, token, "GZ-EDGE-CHAT-RESUME")
+    clerk, applicant = people("clerk"), people("applicant")
+    clerk.open(f"/session/{sid}", token)
+    wait_joined(clerk.page)
+    applicant.page.goto(http.call("POST", f"/api/sessions/{sid}/applicant-link", token, {})["url"])
+    pid_app = wait_joined(applicant.page)
+    clerk.by("tab-chat").click()
+    send_chat(clerk, "开始前：请准备营业执照")
+    expect(applicant.by("chat-message")).to_have_count(1)
+
+    # The applicant's network goes away: its socket drops and cannot come back yet.
+    applicant.context.set_offline(True)
+    applicant.page.evaluate("window.jr.signal.dropForTest()")
+    expect(applicant.by("connection-state")).to_have_attribute("data-state", "reconnecting")
+    expect(tile(clerk.page, pid_app)).to_have_attribute("data-presence", "disconnected")
+    send_chat(clerk, "第一条：请出示股东会决议")
+    send_chat(clerk, "第二条：签字页看不清，请重拍")
+    expect(applicant.by("chat-message")).to_have_count(1)
+
+    # Back online: the page resumes its slot and shows what it missed, in order, once.
+    applicant.context.set_offline(False)
+    expect(applicant.by("connection-state")).to_have_attribute("data-state", "open")
+    assert participant_id(applicant.page) == pid_app
+    expect(applicant.by("chat-message")).to_have_count(3)
+    assert chat_texts(applicant) == [
+        "开始前：请准备营业执照",
+        "第一条：请出示股东会决议",
+        "第二条：签字页看不清，请重拍",
+    ]
+    # Live chat goes on after the resume, without repeats.
+    send_chat(applicant, "好的，马上重拍")
+    expect(clerk.by("chat-message")).to_have_count(4)
+    expect(applicant.by("chat-message")).to_have_count(4)
+    assert chat_texts(applicant)[-1] == "好的，马上重拍"

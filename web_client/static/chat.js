@@ -1,4 +1,5 @@
-// Chat in the session: `chat` messages in (everyone, the sender included) and out.
+// Chat in the session: `chat` messages in (everyone, the sender included) and out, and
+// the history that `joined` carries (what was missed while disconnected), merged by seq.
 import { actorLine, clear, el, errorI18n } from "/static/ui.js";
 
 export class ChatPanel {
@@ -42,20 +43,39 @@ export class ChatPanel {
     }
   }
 
-  add(msg, mine) {
+  // One message, once (keyed by seq), in seq order: a message the page missed while it
+  // was disconnected goes before the ones that came after it. True if it was new.
+  add(msg, mine, { quiet = false } = {}) {
     const key = msg.seq ?? `${msg.ts}-${msg.participant_id}`;
-    if (this.seen.has(key)) return;
+    if (this.seen.has(key)) return false;
     this.seen.add(key);
     this.empty.remove();
-    this.log.append(
-      el(
-        "li",
-        { class: `chat-msg${mine ? " mine" : ""}`, testid: "chat-message", data: { seq: String(msg.seq ?? "") } },
-        el("div", { class: "chat-head" }, actorLine(msg.sender), el("time", { class: "muted", ts: msg.ts })),
-        el("div", { class: "chat-text", text: msg.text }),
-      ),
+    const item = el(
+      "li",
+      { class: `chat-msg${mine ? " mine" : ""}`, testid: "chat-message", data: { seq: String(msg.seq ?? "") } },
+      el("div", { class: "chat-head" }, actorLine(msg.sender), el("time", { class: "muted", ts: msg.ts })),
+      el("div", { class: "chat-text", text: msg.text }),
     );
+    let next = null;
+    if (msg.seq != null) {
+      for (let node = this.log.lastElementChild; node && node.dataset.seq && Number(node.dataset.seq) > msg.seq; node = node.previousElementSibling) {
+        next = node;
+      }
+    }
+    this.log.insertBefore(item, next);
     this.log.scrollTop = this.log.scrollHeight;
-    if (!mine) this.onUnread?.();
+    if (!mine && !quiet) this.onUnread?.();
+    return true;
+  }
+
+  // The session's chat as `joined` lists it (on every join and resume): whatever is not
+  // shown yet is merged in by seq, so nothing sent while the page was away is lost.
+  merge(list, isMine) {
+    let unread = false;
+    for (const msg of list || []) {
+      const mine = isMine(msg);
+      if (this.add(msg, mine, { quiet: true }) && !mine) unread = true;
+    }
+    if (unread) this.onUnread?.();
   }
 }

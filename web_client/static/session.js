@@ -21,7 +21,7 @@ const resumeKey = `jr.resume.${sid}`;
 const app = document.getElementById("app");
 const $ = (id) => document.getElementById(id);
 
-const ctx = { sid, me: null, session: null, participantId: null, started: false, over: false };
+const ctx = { sid, me: null, session: null, participantId: null, started: false, over: false, recording: false };
 const signal = new Signal();
 let grid, media, local, quality, panels, chat, opinions, invites, gallery, docs;
 
@@ -64,6 +64,7 @@ function build() {
     $("end").addEventListener("click", () => $("confirm-end").showModal());
     $("confirm-end").addEventListener("close", () => $("confirm-end").returnValue === "end" && endSession());
   }
+  $("record").addEventListener("click", () => toggleRecording());
   $("leave").addEventListener("click", () => leave());
   $("enable-audio").addEventListener("click", () => {
     grid.resumeAudio();
@@ -95,9 +96,40 @@ function renderFacts(session) {
   document.title = `${session.case_id} · ${t("session.doc_title")}`;
 }
 
+// The indicator everyone sees, and the staff's start/stop button (policy "clerk").
 function setRecording(active) {
+  ctx.recording = active;
   $("recording").hidden = !active;
   document.body.dataset.recording = active ? "1" : "0";
+  const button = $("record");
+  Object.assign(button.dataset, { recording: active ? "1" : "0", i18n: active ? "controls.record_stop" : "controls.record_start" });
+  button.textContent = t(button.dataset.i18n);
+}
+
+// Only staff, and only where recording is theirs to decide (`recording_policy` "clerk").
+function showRecordingControl(policy) {
+  $("record").hidden = !(STAFF.includes(ctx.me.role) && policy === "clerk");
+}
+
+async function toggleRecording() {
+  const button = $("record");
+  if (button.disabled) return;
+  button.disabled = true;
+  button.setAttribute("aria-busy", "true");
+  try {
+    const ack = await signal.request({ type: ctx.recording ? "recording.stop" : "recording.start" });
+    setRecording(Boolean(ack.recording));
+  } catch (err) {
+    const { i18n, args } = errorI18n(err);
+    toast(i18n, args, "bad");
+  } finally {
+    button.disabled = false;
+    button.removeAttribute("aria-busy");
+  }
+}
+
+function isMine(msg) {
+  return msg.participant_id === ctx.participantId || (msg.sender?.sub != null && msg.sender.sub === ctx.me.sub);
 }
 
 function connState(state) {
@@ -151,6 +183,8 @@ async function applyJoined(joined) {
   for (const p of joined.participants) onParticipant(p);
   invites?.setInvitations(joined.invitations);
   setRecording(Boolean(joined.recording));
+  showRecordingControl(joined.recording_policy);
+  chat.merge(joined.chat, isMine); // what others said while we were away, in order, once
   // Opinions and stills filed while we were away (both lists are keyed by id).
   opinions.load().catch((err) => console.warn("opinions:", err.message));
   gallery.load().catch((err) => console.warn("stills:", err.message));
@@ -193,7 +227,7 @@ function listen() {
   signal.on("reconnected", () => !ctx.over && enter());
   signal.on("presence", (msg) => msg.participant && onParticipant(msg.participant));
   signal.on("invitation.updated", (msg) => onInvitation(msg.invitation));
-  signal.on("chat", (msg) => chat.add(msg, msg.participant_id === ctx.participantId));
+  signal.on("chat", (msg) => chat.add(msg, isMine(msg)));
   signal.on("media.tracks", (msg) => media.setTracks(msg.tracks));
   signal.on("speaking", (msg) => grid.speaking(msg.participant_id));
   signal.on("media.state", (msg) => !ctx.over && media.serverState(msg.state));

@@ -164,6 +164,8 @@ export default {
   "controls.end_title": "End this joint review?",
   "controls.end_text": "Everyone leaves and open invitations are cancelled. The record, opinions and stills are in the case file.",
   "controls.cancel": "Cancel",
+  "controls.record_start": "Start recording",
+  "controls.record_stop": "Stop recording",
 
   "media.title_denied": "Camera or microphone not allowed",
   "media.title_missing": "No camera or microphone found",
@@ -347,4 +349,6 @@ export default {
   "error.media_unavailable": "Audio and video are not available right now; please retry.",
   "error.demo_disabled": "Demo sign-in is turned off on this server.",
   "error.internal_error": "The server failed; please retry.",
+  "error.recording_disabled": "Recording is turned off on this service.",
+  "error.recording_required": "Joint reviews are always recorded here; recording can't be stopped.",
 };

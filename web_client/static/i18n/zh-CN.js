@@ -164,6 +164,8 @@ export default {
   "controls.end_title": "结束本次会办？",
   "controls.end_text": "所有参会方将退出，未应答的邀请将取消。会办记录、意见和材料照片已存入案卷。",
   "controls.cancel": "取消",
+  "controls.record_start": "开始录制",
+  "controls.record_stop": "停止录制",
 
   "media.title_denied": "无法使用摄像头或麦克风",
   "media.title_missing": "未找到摄像头或麦克风",
@@ -347,4 +349,6 @@ export default {
   "error.media_unavailable": "音视频服务暂不可用，请稍后重试。",
   "error.demo_disabled": "本服务器已关闭演示登录。",
   "error.internal_error": "服务器处理出错，请重试。",
+  "error.recording_disabled": "本服务已关闭录制。",
+  "error.recording_required": "本服务的会办全程录制，不能停止录制。",
 };
