@@ -4,84 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
-import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
 
 from media_server.participant import Participant, Remote, SignalingError
 from media_server.synthetic import PatternVideoTrack, ToneAudioTrack, read_pattern
-from signaling.app import create_app
-from signaling.auth import TokenService
-from signaling.keys import MEDIA
 
-from .conftest import auth, make_config
-
-
-class Call:
-    """A running server and a session to put participants in."""
-
-    def __init__(self, server: TestServer, tokens: TokenService, session_id: str) -> None:
-        self.server = server
-        self.tokens = tokens
-        self.session_id = session_id
-        self.url = str(server.make_url("")).rstrip("/")
-        self.people: list[Participant] = []
-
-    async def person(self, n: int, role: str = "clerk", **kw: Any) -> Participant:
-        if role == "reviewer":
-            clerk = self.tokens.issue(sub="clerk-01", role="clerk")
-            async with (
-                aiohttp.ClientSession() as http,
-                http.post(
-                    f"{self.url}/api/sessions/{self.session_id}/invitations",
-                    json={"dept": kw["dept"]},
-                    headers=auth(clerk),
-                ) as res,
-            ):
-                assert res.status == 201
-        token = self.tokens.issue(sub=f"user-{n}", name=f"用户{n}", role=role, **kw)
-        p = Participant(self.url, token)
-        self.people.append(p)
-        await p.connect()
-        await p.join(self.session_id)
-        return p
-
-    @property
-    def media(self) -> Any:
-        return self.server.app[MEDIA].media
+from .calls import Call, until
 
 
 @pytest.fixture
 async def call(tmp_path: Path) -> AsyncIterator[Call]:
-    config = make_config(tmp_path, media_listen_ips=["127.0.0.1"], resume_grace_s=1.0)
-    server = TestServer(create_app(config))
-    await server.start_server()
-    tokens = TokenService(config)
-    clerk = tokens.issue(sub="clerk-01", role="clerk")
-    async with (
-        aiohttp.ClientSession() as http,
-        http.post(
-            str(server.make_url("/api/cases/MEDIA-1/sessions")), json={}, headers=auth(clerk)
-        ) as res,
-    ):
-        sid = (await res.json())["session_id"]
-    c = Call(server, tokens, sid)
+    c = await Call.start(tmp_path, "MEDIA-1", resume_grace_s=1.0)
     yield c
-    for p in c.people:
-        await p.close()
-    await server.close()
-
-
-async def until(cond: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or cond}")
-        await asyncio.sleep(0.02)
+    await c.close()
 
 
 async def frames(remote: Remote, n: int, timeout: float = 10.0) -> list[tuple[int, int]]:
@@ -140,7 +78,7 @@ async def test_h264_is_forwarded_as_sent(call: Call) -> None:
 async def test_a_late_joiner_sees_video_within_a_second(call: Call) -> None:
     first = await call.person(1)
     await first.publish("camera", PatternVideoTrack(1))
-    await until(lambda: bool(call.media.tracks(call.session_id)), what="published track")
+    await until(lambda: bool(call.media.tracks(call.sid)), what="published track")
     await asyncio.sleep(2.0)  # the publisher is well past its first keyframe
     late = await call.person(2)
     t0 = time.monotonic()
@@ -211,7 +149,7 @@ async def test_loss_on_one_link_is_repaired(call: Call) -> None:
     counters = [c for _, c in seen]
     assert counters == sorted(counters)
     assert dropped() >= 3  # loss really happened (static pictures: few packets)...
-    room = call.media.rooms[call.session_id]
+    room = call.media.rooms[call.sid]
     legs = [leg for up, _, _ in room.tracks.values() for leg in up.legs]
     assert legs and max(leg.retransmitted for leg in legs) > 0  # ...and was repaired
 
@@ -242,7 +180,7 @@ async def test_a_vanished_participant_is_cleaned_up(call: Call) -> None:
     assert goes.pc is not None
     await goes.pc.close()  # the browser tab died: no leave
     await until(lambda: len(stays.remotes) == 0, timeout=15, what="cleanup")
-    assert call.media.tracks(call.session_id) == []
+    assert call.media.tracks(call.sid) == []
 
 
 async def test_bad_offers_get_precise_errors(call: Call) -> None:
@@ -287,4 +225,4 @@ async def test_a_refused_offer_changes_nothing(call: Call) -> None:
         assert err.value.code == code
     remote = remote_of(sub, pub)
     assert {i for i, _ in await frames(remote, 10)} == {1}  # still flowing
-    assert [t["source"] for t in call.media.tracks(call.session_id)] == ["camera"]
+    assert [t["source"] for t in call.media.tracks(call.sid)] == ["camera"]

@@ -17,7 +17,6 @@ from typing import Any
 import aiohttp
 import av
 import pytest
-from aiohttp.test_utils import TestServer
 from aiortc.codecs.vpx import vp8_depayload
 
 from media_server import capture
@@ -25,10 +24,10 @@ from media_server.participant import Participant
 from media_server.synthetic import PatternVideoTrack, ToneAudioTrack, read_pattern
 from recording.synth import RtpSender, encode_audio, encode_video
 from signaling import cli
-from signaling.app import create_app
 from signaling.auth import TokenService
 from signaling.keys import MEDIA
 
+from .calls import Call, until
 from .conftest import ServerProcess, auth, make_config
 
 # -- the capture on synthetic RTP --------------------------------------------------------
@@ -131,40 +130,15 @@ def test_sps_dimensions() -> None:
 # -- through the SFU ---------------------------------------------------------------------
 
 
-class Rec:
-    """An in-process server with recording, a session, and helpers."""
+class Rec(Call):
+    """A session whose recording lands in the case file of ``REC-1``."""
 
-    def __init__(self, server: TestServer, tokens: TokenService, sid: str, root: Path) -> None:
-        self.server, self.tokens, self.sid = server, tokens, sid
-        self.url = str(server.make_url("")).rstrip("/")
-        self.dir = root / "data" / "archive" / "REC-1" / sid
-        self.people: list[Participant] = []
-
-    async def person(self, n: int, role: str = "clerk", **kw: Any) -> Participant:
-        if role == "reviewer":
-            clerk = self.tokens.issue(sub="clerk-01", role="clerk")
-            async with (
-                aiohttp.ClientSession() as http,
-                http.post(
-                    f"{self.url}/api/sessions/{self.sid}/invitations",
-                    json={"dept": kw["dept"]},
-                    headers=auth(clerk),
-                ) as res,
-            ):
-                assert res.status == 201
-        p = Participant(self.url, self.tokens.issue(sub=f"user-{n}", role=role, **kw))
-        self.people.append(p)
-        await p.connect()
-        await p.join(self.sid)
-        return p
+    @property
+    def dir(self) -> Path:
+        return self.root / "data" / "archive" / self.case_id / self.sid
 
     async def end(self) -> dict[str, Any]:
-        clerk = self.tokens.issue(sub="clerk-01", role="clerk")
-        async with (
-            aiohttp.ClientSession() as http,
-            http.post(f"{self.url}/api/sessions/{self.sid}/end", headers=auth(clerk)) as res,
-        ):
-            assert res.status == 200
+        await self.end_session()
         await until(lambda: (self.dir / "manifest.json").exists(), 15, "manifest")
         return dict(json.loads((self.dir / "manifest.json").read_text()))
 
@@ -172,50 +146,27 @@ class Rec:
         return dict(json.loads((self.dir / "recording.json").read_text()))
 
     async def events(self) -> list[str]:
-        service = self.server.app[MEDIA].recording.service  # type: ignore[union-attr]
-        return [e.type for e in await service.events("REC-1")]
+        service = self.server.app[MEDIA].recording.service
+        return [e.type for e in await service.events(self.case_id)]
 
 
 async def _server(tmp_path: Path, **overrides: Any) -> Rec:
-    config = make_config(tmp_path, media_listen_ips=["127.0.0.1"], **overrides)
-    server = TestServer(create_app(config))
-    await server.start_server()
-    tokens = TokenService(config)
-    clerk = tokens.issue(sub="clerk-01", role="clerk")
-    async with (
-        aiohttp.ClientSession() as http,
-        http.post(
-            str(server.make_url("/api/cases/REC-1/sessions")), json={}, headers=auth(clerk)
-        ) as res,
-    ):
-        sid = (await res.json())["session_id"]
-    return Rec(server, tokens, sid, tmp_path)
+    r: Rec = await Rec.start(tmp_path, "REC-1", **overrides)
+    return r
 
 
 @pytest.fixture
 async def rec(tmp_path: Path) -> AsyncIterator[Rec]:
     r = await _server(tmp_path)
     yield r
-    for p in r.people:
-        await p.close()
-    await r.server.close()
+    await r.close()
 
 
 @pytest.fixture
 async def clerk_rec(tmp_path: Path) -> AsyncIterator[Rec]:
     r = await _server(tmp_path, recording_policy="clerk")
     yield r
-    for p in r.people:
-        await p.close()
-    await r.server.close()
-
-
-async def until(cond: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or cond}")
-        await asyncio.sleep(0.02)
+    await r.close()
 
 
 def _track(journal: dict[str, Any], source: str, codec: str) -> dict[str, Any]:
