@@ -7,6 +7,10 @@ from typing import Any
 
 from playwright.sync_api import Page, expect
 
+from signaling.auth import TokenService
+
+from .conftest import Api
+
 # Every remote video track of the given participants has decoded frames (getStats()).
 DECODED_JS = """async (pids) => {
   const m = window.jr && window.jr.media;
@@ -67,3 +71,16 @@ def wait_video_from(page: Page, pids: list[str], timeout: float = 15_000) -> Non
         page.wait_for_function(DECODED_JS, arg=pids, timeout=timeout, polling=200)
     except Exception as exc:
         raise AssertionError(f"no video from {pids}: {page.evaluate(REPORT_JS)}") from exc
+
+
+def open_review(http: Api, tokens: TokenService, case: str) -> tuple[str, str, str]:
+    """A joint review of ``case`` started by clerk 陈晓 with 市场监管局 (city-amr) invited:
+    (session id, the clerk's token, reviewer 王建国's token)."""
+    clerk = tokens.issue(sub="clerk-01", role="clerk", name="陈晓")
+    reviewer = tokens.issue(
+        sub="rev-city-amr-1", role="reviewer", name="王建国", dept="city-amr", level="city"
+    )
+    body = {"applicant_name": "示例科技有限公司", "matter": "食品经营许可"}
+    sid = http.call("POST", f"/api/cases/{case}/sessions", clerk, body)["session_id"]
+    http.call("POST", f"/api/sessions/{sid}/invitations", clerk, {"dept": "city-amr"})
+    return sid, clerk, reviewer

@@ -14,7 +14,7 @@ from signaling.auth import TokenService
 from tests.conftest import ServerProcess
 
 from .conftest import Api, Person, eventually
-from .helpers import participant_id, wait_joined
+from .helpers import open_review, participant_id, wait_joined
 
 CASE = "GZ-REC-CLERK"
 
@@ -44,14 +44,8 @@ def recording_events(http: Api, token: str, case: str = CASE) -> list[str]:
 def test_clerk_starts_and_stops_recording_from_the_page(
     people: Callable[..., Person], tokens: TokenService, http: Api
 ) -> None:
-    clerk_token = tokens.issue(sub="clerk-01", role="clerk", name="陈晓")
+    sid, clerk_token, reviewer_token = open_review(http, tokens, CASE)
     admin_token = tokens.issue(sub="admin-01", role="admin", name="赵主任")
-    reviewer_token = tokens.issue(
-        sub="rev-city-amr-1", role="reviewer", name="王建国", dept="city-amr", level="city"
-    )
-    body = {"applicant_name": "示例科技有限公司", "matter": "食品经营许可"}
-    sid = http.call("POST", f"/api/cases/{CASE}/sessions", clerk_token, body)["session_id"]
-    http.call("POST", f"/api/sessions/{sid}/invitations", clerk_token, {"dept": "city-amr"})
 
     clerk, reviewer = people("clerk"), people("reviewer")
     clerk.open(f"/session/{sid}", clerk_token)

@@ -19,7 +19,7 @@ from playwright.sync_api import Page, expect
 from signaling.auth import TokenService
 
 from .conftest import Api, Person
-from .helpers import wait_joined, wait_video_from
+from .helpers import open_review, wait_joined, wait_video_from
 
 CASE = "GZ-SCREEN-0001"
 
@@ -113,13 +113,7 @@ def share_screen(clerk: Person) -> None:
 def test_clerk_shares_screen_as_document_and_stops(
     people: Callable[..., Person], tokens: TokenService, http: Api
 ) -> None:
-    clerk_token = tokens.issue(sub="clerk-01", role="clerk", name="陈晓")
-    reviewer_token = tokens.issue(
-        sub="rev-city-amr-1", role="reviewer", name="王建国", dept="city-amr", level="city"
-    )
-    body = {"applicant_name": "示例科技有限公司", "matter": "食品经营许可"}
-    sid = http.call("POST", f"/api/cases/{CASE}/sessions", clerk_token, body)["session_id"]
-    http.call("POST", f"/api/sessions/{sid}/invitations", clerk_token, {"dept": "city-amr"})
+    sid, clerk_token, reviewer_token = open_review(http, tokens, CASE)
 
     clerk, reviewer = people("clerk"), people("reviewer")
     clerk.open(f"/session/{sid}", clerk_token)
