@@ -15,6 +15,19 @@ from .errors import BadRequest, Conflict, Forbidden, NotFound
 from .models import Event, Participant
 
 
+def chat_message(event: Event) -> dict[str, Any]:
+    """A ``chat.message`` event as the ``chat`` socket message carries it (live, and in
+    the history that ``joined`` lists)."""
+    return {
+        "session_id": event.session_id,
+        "participant_id": event.data.get("participant_id"),
+        "sender": event.actor.model_dump() if event.actor else None,
+        "text": event.data.get("text"),
+        "ts": event.ts,
+        "seq": event.seq,
+    }
+
+
 class ParticipantsMixin(ServiceCore):
     # -- participants -----------------------------------------------------------------
     async def participants(self, session_id: str) -> list[Participant]:
@@ -213,14 +226,5 @@ class ParticipantsMixin(ServiceCore):
             participant_id=p.participant_id,
             text=text,
         )
-        await self._announce(
-            f"session:{p.session_id}",
-            "chat",
-            session_id=p.session_id,
-            participant_id=p.participant_id,
-            sender=p.identity.model_dump(),
-            text=text,
-            ts=event.ts,
-            seq=event.seq,
-        )
+        await self._announce(f"session:{p.session_id}", "chat", **chat_message(event))
         return event

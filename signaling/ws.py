@@ -21,6 +21,7 @@ from .auth import AuthError, Identity
 from .errors import ServiceError
 from .keys import CONFIG, MEDIA, NODE_ID, SERVICE, SOCKETS, TASKS, TOKENS
 from .models import Invitation, Participant, Session
+from .participants import chat_message
 from .recording import SUPERVISORS
 from .state import Subscription
 
@@ -218,14 +219,7 @@ class Connection:
     async def _chat_history(self, session: Session) -> list[dict[str, Any]]:
         """The session's chat so far, oldest first, each as its ``chat`` message said it."""
         chat = [
-            {
-                "session_id": e.session_id,
-                "participant_id": e.data.get("participant_id"),
-                "sender": e.actor.model_dump() if e.actor else None,
-                "text": e.data.get("text"),
-                "ts": e.ts,
-                "seq": e.seq,
-            }
+            chat_message(e)
             for e in await self.service.events(session.case_id)
             if e.type == "chat.message" and e.session_id == session.session_id
         ]

@@ -73,6 +73,15 @@ def wait_video_from(page: Page, pids: list[str], timeout: float = 15_000) -> Non
         raise AssertionError(f"no video from {pids}: {page.evaluate(REPORT_JS)}") from exc
 
 
+def start_session(http: Api, clerk_token: str, case: str, **invite: Any) -> str:
+    """A joint review of ``case``; with ``invite`` (e.g. ``dept=...``), one invitation."""
+    body = {"applicant_name": "示例科技有限公司", "matter": "食品经营许可"}
+    sid = str(http.call("POST", f"/api/cases/{case}/sessions", clerk_token, body)["session_id"])
+    if invite:
+        http.call("POST", f"/api/sessions/{sid}/invitations", clerk_token, invite)
+    return sid
+
+
 def open_review(http: Api, tokens: TokenService, case: str) -> tuple[str, str, str]:
     """A joint review of ``case`` started by clerk 陈晓 with 市场监管局 (city-amr) invited:
     (session id, the clerk's token, reviewer 王建国's token)."""
@@ -80,7 +89,4 @@ def open_review(http: Api, tokens: TokenService, case: str) -> tuple[str, str, s
     reviewer = tokens.issue(
         sub="rev-city-amr-1", role="reviewer", name="王建国", dept="city-amr", level="city"
     )
-    body = {"applicant_name": "示例科技有限公司", "matter": "食品经营许可"}
-    sid = http.call("POST", f"/api/cases/{case}/sessions", clerk, body)["session_id"]
-    http.call("POST", f"/api/sessions/{sid}/invitations", clerk, {"dept": "city-amr"})
-    return sid, clerk, reviewer
+    return start_session(http, clerk, case, dept="city-amr"), clerk, reviewer

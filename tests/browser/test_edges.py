@@ -6,22 +6,13 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
-from typing import Any
 
 from playwright.sync_api import Browser, Playwright, expect
 
 from signaling.auth import TokenService
 
 from .conftest import FLAGS_NO_FAKE_UI, Api, Person, launch
-from .helpers import participant_id, tile, wait_joined, wait_video_from
-
-
-def start_session(http: Api, clerk_token: str, case: str, **invite: Any) -> str:
-    body = {"applicant_name": "示例科技有限公司", "matter": "食品经营许可"}
-    sid = str(http.call("POST", f"/api/cases/{case}/sessions", clerk_token, body)["session_id"])
-    if invite:
-        http.call("POST", f"/api/sessions/{sid}/invitations", clerk_token, invite)
-    return sid
+from .helpers import participant_id, start_session, tile, wait_joined, wait_video_from
 
 
 def clerk_token(tokens: TokenService) -> str:
@@ -161,16 +152,24 @@ def test_denied_camera_offers_audio_only_and_view_only(
         denied.close()
 
 
-def test_dropped_socket_resumes_and_failed_media_is_rebuilt(
-    people: Callable[..., Person], tokens: TokenService, http: Api
-) -> None:
-    token = clerk_token(tokens)
-    sid = start_session(http, token, "GZ-EDGE-DROP")
+def clerk_with_applicant(
+    people: Callable[..., Person], http: Api, token: str, case: str
+) -> tuple[str, Person, Person, str, str]:
+    """The clerk in a new session and the applicant in by the link, both joined:
+    (session id, clerk, applicant, their participant ids)."""
+    sid = start_session(http, token, case)
     clerk, applicant = people("clerk"), people("applicant")
     clerk.open(f"/session/{sid}", token)
     pid = wait_joined(clerk.page)
     applicant.page.goto(http.call("POST", f"/api/sessions/{sid}/applicant-link", token, {})["url"])
-    pid_app = wait_joined(applicant.page)
+    return sid, clerk, applicant, pid, wait_joined(applicant.page)
+
+
+def test_dropped_socket_resumes_and_failed_media_is_rebuilt(
+    people: Callable[..., Person], tokens: TokenService, http: Api
+) -> None:
+    token = clerk_token(tokens)
+    sid, clerk, applicant, pid, pid_app = clerk_with_applicant(people, http, token, "GZ-EDGE-DROP")
     wait_video_from(clerk.page, [pid_app])
     # recording_policy "always" (this server): recorded from the start, nobody stops it.
     for person in (clerk, applicant):
@@ -211,12 +210,9 @@ def test_chat_sent_while_a_participant_was_offline_appears_after_resume(
     people: Callable[..., Person], tokens: TokenService, http: Api
 ) -> None:
     token = clerk_token(tokens)
-    sid = start_session(http, token, "GZ-EDGE-CHAT-RESUME")
-    clerk, applicant = people("clerk"), people("applicant")
-    clerk.open(f"/session/{sid}", token)
-    wait_joined(clerk.page)
-    applicant.page.goto(http.call("POST", f"/api/sessions/{sid}/applicant-link", token, {})["url"])
-    pid_app = wait_joined(applicant.page)
+    _, clerk, applicant, _, pid_app = clerk_with_applicant(
+        people, http, token, "GZ-EDGE-CHAT-RESUME"
+    )
     clerk.by("tab-chat").click()
     send_chat(clerk, "开始前：请准备营业执照")
     expect(applicant.by("chat-message")).to_have_count(1)
