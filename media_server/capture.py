@@ -54,6 +54,9 @@ VIDEO_WAIT_S = 0.3  # video has NACK/RTX: give a retransmission time to arrive
 AUDIO_WAIT_S = 0.1  # audio has none: a gap is final almost at once
 MAX_HELD = 512  # packets held behind a gap before we give it up anyway
 KEYFRAME_ASK_EVERY_S = 0.5
+# Browsers send keyframes only when asked; a file with one keyframe seeks (replay) and
+# splits (parallel export) only at its start. 0: never ask unprompted.
+KEYFRAME_EVERY_S = 10.0
 
 
 # What the recorder queues per packet: (track, data, parsed header, arrival, media ssrc)
@@ -139,6 +142,7 @@ class TrackCapture:
         codec: str,
         clock_rate: int,
         request_keyframe: Callable[[], None] = lambda: None,
+        keyframe_every_s: float = KEYFRAME_EVERY_S,
     ) -> None:
         found = container_for(codec)
         if found is None:
@@ -195,6 +199,8 @@ class TrackCapture:
         self._cur_arrival = 0.0
         self._waiting_key = self.kind == "video"
         self._last_key_ask = -1e9
+        self._keyframe_every = keyframe_every_s or float("inf")
+        self._last_key_at = float("inf")  # arrival of the last keyframe written
         self._released: list[Any] = []
 
     # -- input ------------------------------------------------------------------------
@@ -342,6 +348,8 @@ class TrackCapture:
             self._cur_ok = self._cur_key or not self._waiting_key
             if self._waiting_key and not self._cur_key:
                 self._ask_keyframe(arrival)
+            elif arrival - self._last_key_at >= self._keyframe_every and not self._cur_key:
+                self._ask_keyframe(arrival)
         if self._cur_ok:
             try:
                 self._parts.append(self._depay(payload))
@@ -359,6 +367,7 @@ class TrackCapture:
         self._cur_ok = False
         if self._cur_key:
             self._waiting_key = False
+            self._last_key_at = self._cur_arrival
         self._write(b"".join(parts), self._cur_ts or 0, self._cur_key, self._cur_arrival)
 
     # -- output -----------------------------------------------------------------------

@@ -97,9 +97,11 @@ class Recorder:
         on_event: OnEvent,
         *,
         queue_packets: int = QUEUE_PACKETS,
+        keyframe_s: float = capture.KEYFRAME_EVERY_S,
         node: str = "",
     ) -> None:
         self.archive = archive
+        self.keyframe_s = keyframe_s
         self.on_event = on_event
         self.node = node
         self.limit = queue_packets
@@ -305,7 +307,9 @@ class Recorder:
             path = rec.directory / name
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                track.capture = capture.TrackCapture(path, ref.codec, ref.clock_rate, ask)
+                track.capture = capture.TrackCapture(
+                    path, ref.codec, ref.clock_rate, ask, self.keyframe_s
+                )
             except Exception as exc:
                 self._fail(track, exc)
                 return track

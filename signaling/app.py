@@ -72,7 +72,12 @@ async def _media_ctx(app: web.Application) -> AsyncIterator[None]:
     policy = config.recording_policy if config.media_enabled else "off"
     recording = RecordingControl(app[SERVICE], policy)
     bridge = MediaBridge(
-        app[STORE], app[NODE_ID], settings, recording, config.recording_queue_packets
+        app[STORE],
+        app[NODE_ID],
+        settings,
+        recording,
+        config.recording_queue_packets,
+        config.recording_keyframe_s,
     )
     await bridge.start()
     app[MEDIA] = bridge

@@ -107,6 +107,9 @@ class Config(BaseModel):
     # The recorder's queue between the event loop and its writer thread (packets); when
     # it is full, packets are dropped from the recording (never from forwarding).
     recording_queue_packets: int = Field(8192, ge=256, le=1_000_000)
+    # A recorded video track with no keyframe for this long gets one asked for (browsers
+    # send them only when asked): replay seeks and parallel export start from them.
+    recording_keyframe_s: float = Field(10.0, ge=0.0, le=600.0)
     # Composite export: one MP4 per recorded session (H.264 + AAC), made by a background
     # job queued when the session's case file is sealed. export_workers: jobs this node
     # runs at once (0: none here; other nodes on the same Redis take them);

@@ -59,6 +59,7 @@ class MediaBridge:
         settings: MediaSettings | None,
         recording: RecordingControl | None = None,
         recorder_queue: int = 8192,
+        recorder_keyframe_s: float = 10.0,
     ) -> None:
         self.store = store
         self.node_id = node_id
@@ -71,6 +72,7 @@ class MediaBridge:
                 recording.archive_dir,
                 self._recording_event,
                 queue_packets=recorder_queue,
+                keyframe_s=recorder_keyframe_s,
                 node=node_id,
             )
         self.media = MediaServer(settings, self._emit, recorder) if settings is not None else None

@@ -7,6 +7,7 @@ that)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import random
@@ -336,3 +337,45 @@ def test_kill_9_loses_at_most_a_batch_of_what_was_received(tmp_path: Path) -> No
     budget_s = recorder.BATCH_S + 0.04
     assert -1 <= video_lost <= budget_s * 30 + 1
     assert -1 <= audio_lost <= budget_s * 50 + 1
+
+
+def _asks(keyframe_every_s: float, tmp_path: Path) -> tuple[list[float], list[float]]:
+    """Feed 400 frames at 15 fps whose publisher sends a keyframe at 0 s and 13.3 s only;
+    return (arrivals at which the capture asked for a keyframe, keyframes' arrivals)."""
+    fps = 15
+    stream = encode_video("video/VP8", 200, width=160, height=120, fps=fps)
+    again = encode_video("video/VP8", 200, ident=2, width=160, height=120, fps=fps)
+    shift = 200 * 90_000 // fps
+    stream += [(d, pts + shift, key) for d, pts, key in again]
+    sender = RtpSender("video/VP8")
+    asks: list[float] = []
+    now = [0.0]
+    path = tmp_path / f"every-{keyframe_every_s}.webm"
+    cap = capture.TrackCapture(
+        path, "video/VP8", 90_000, lambda: asks.append(now[0]), keyframe_every_s
+    )
+    keys = []
+    for n, (d, pts, key) in enumerate(stream):
+        now[0] = n / fps
+        if key:
+            keys.append(now[0])
+        for raw, hdr in sender.packets(sender.payloads(d), pts):
+            cap.feed(raw, hdr, now[0], sender.ssrc)
+    cap.close()
+    assert cap.frames == 400
+    return asks, keys
+
+
+def test_a_recorded_video_track_gets_a_keyframe_asked_for_every_10_s(tmp_path: Path) -> None:
+    """Browsers send keyframes only when asked: the recorder asks when a track went
+    10 s without one, again every 0.5 s until one comes, then not for another 10 s."""
+    asks, keys = _asks(10.0, tmp_path)
+    assert keys == [0.0, 200 / 15]
+    assert asks[0] == 0.0  # the track's start (a file opens on a keyframe)
+    waiting = [a for a in asks if 0 < a < keys[1]]
+    assert waiting[0] == 10.0 and len(waiting) == 7  # 10 s after, then every ~0.5 s
+    assert all(0.5 <= b - a < 0.6 for a, b in itertools.pairwise(waiting))
+    after = [a for a in asks if a > keys[1]]
+    assert keys[1] + 10 <= after[0] < keys[1] + 10 + 1 / 15  # quiet for 10 s once it came
+    off, _ = _asks(0.0, tmp_path)
+    assert off == [0.0]  # 0: only at the start
