@@ -15,6 +15,7 @@ the last output frame is not touched; and the output's size, rate and preset are
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Callable
@@ -59,6 +60,9 @@ class Options:
     encode_threads: int = 0  # 0: ``threads``
     decode_threads: int = 0  # 0: ``threads``
     keyframe_s: float = 4.0
+    # With threads > 1, a session at least twice this long is rendered in parts, one
+    # process per core (``parallel``): threads share one interpreter and stop at ~1.8x.
+    part_min_s: float = 20.0
     names: bool = True
     font: str | None = None  # None: the first CJK font found on the system
     dept_names: dict[str, str] = field(default_factory=dict)  # dept id -> display name
@@ -118,6 +122,8 @@ class Tile:
         return any(a - EPS_S <= t < b for a, b in self.spans)
 
     def picture(self, t: float) -> tuple[VideoReader, av.VideoFrame] | None:
+        """The picture at ``t``; a track's reader starts at the first ``t`` asked for
+        (from the keyframe before it: a part of a split export starts mid-track)."""
         active = None
         for i, track in enumerate(self.tracks):
             if track.start_s - EPS_S <= t < track.end_s:
@@ -129,7 +135,7 @@ class Tile:
         reader = self.readers.get(active)
         if reader is None:
             # One decoder thread: tiles are decoded in parallel instead.
-            reader = self.readers[active] = VideoReader(self.tracks[active], 1)
+            reader = self.readers[active] = VideoReader(self.tracks[active], 1, t)
         current = reader.advance(t)
         if current is None or t - current[0] > FREEZE_MAX_S:
             return None
@@ -209,7 +215,7 @@ def build_tiles(
     return tiles, [describe(owners[p], s, options.dept_names) for p, s in keys]
 
 
-def _encoder(out: Any, options: Options) -> tuple[Any, Any]:
+def video_stream(out: Any, options: Options) -> Any:
     video = out.add_stream("libx264", rate=options.fps)
     video.width, video.height, video.pix_fmt = options.width, options.height, "yuv420p"
     ctx = video.codec_context
@@ -224,16 +230,20 @@ def _encoder(out: Any, options: Options) -> tuple[Any, Any]:
         "maxrate": f"{options.video_kbps}k",
         "bufsize": f"{options.video_kbps * 2}k",
     }
+    return video
+
+
+def audio_stream(out: Any, options: Options) -> Any:
     audio = out.add_stream("aac", rate=AUDIO_RATE)
     audio.layout = "mono"  # one mixed voice track: stereo would only double AAC's cost
     audio.bit_rate = options.audio_kbps * 1000
     # The "fast" coder costs half of the default two-loop search (0.22 against 0.44 ms
     # per 1024 samples here); for speech at 64 kbps the difference is not audible.
     audio.codec_context.options = {"aac_coder": "fast"}
-    return video, audio
+    return audio
 
 
-class _Audio:
+class AudioEncoder:
     """The mixed voice, encoded in step with the video (AAC frames of 1024 samples)."""
 
     def __init__(self, mix: AudioMix, stream: Any, total: int) -> None:
@@ -263,20 +273,17 @@ class _Audio:
         return packets
 
 
-def render(
-    directory: Path,
-    output: Path,
-    options: Options | None = None,
-    progress: Progress | None = None,
-    cancelled: Callable[[], bool] | None = None,
-) -> dict[str, Any]:
-    """Render the session recorded in ``directory`` into ``output`` (an MP4).
+@dataclass
+class Session:
+    """A recorded session as the export sees it."""
 
-    With ``threads`` > 1, tiles are decoded and scaled, and the audio mixed and encoded,
-    on a pool a batch of frames ahead, while this thread composes and hands frames to
-    x264's own threads: decoding (the largest stage) would otherwise leave the second
-    core idle half the time."""
-    options = options or Options()
+    tracks: list[Track]
+    zero: float  # wall clock of time 0
+    duration: float
+    frames: int  # output frames in all
+
+
+def load(directory: Path, options: Options) -> Session:
     if options.width % 2 or options.height % 2:
         raise ValueError("the output width and height must be even")
     doc = journal.load(directory)
@@ -286,6 +293,55 @@ def render(
     if not tracks:
         raise ValueError(f"{directory}: no recorded track to export")
     duration = max(t.end_s for t in tracks)
+    return Session(tracks, zero, duration, max(1, math.ceil(duration * options.fps - 1e-6)))
+
+
+def parts(session: Session, options: Options) -> list[tuple[int, int]]:
+    """The frame ranges rendered apart: one per core, each at least ``part_min_s``."""
+    n = min(options.threads, int(session.frames / options.fps // max(options.part_min_s, 1e-3)))
+    n = max(1, n)
+    bounds = [round(i * session.frames / n) for i in range(n + 1)]
+    return list(itertools.pairwise(bounds))
+
+
+def render(
+    directory: Path,
+    output: Path,
+    options: Options | None = None,
+    progress: Progress | None = None,
+    cancelled: Callable[[], bool] | None = None,
+) -> dict[str, Any]:
+    """Render the session recorded in ``directory`` into ``output`` (an MP4): in one
+    process, or in parts on a process per core (``parallel``) when it is long enough."""
+    options = options or Options()
+    session = load(directory, options)
+    ranges = parts(session, options)
+    if len(ranges) > 1:
+        from .parallel import render_parts
+
+        return render_parts(directory, output, options, session, ranges, progress, cancelled)
+    return render_range(directory, output, options, 0, session.frames, True, progress, cancelled)
+
+
+def render_range(
+    directory: Path,
+    output: Path,
+    options: Options,
+    first: int,
+    stop: int,
+    with_audio: bool = True,
+    progress: Progress | None = None,
+    cancelled: Callable[[], bool] | None = None,
+) -> dict[str, Any]:
+    """Output frames ``first`` to ``stop`` (pts from 0) into ``output``, with the mixed
+    audio when ``with_audio`` (then the range must be the whole session).
+
+    With ``threads`` > 1, tiles are decoded and scaled, and the audio mixed and encoded,
+    on a pool a batch of frames ahead, while this thread composes and hands frames to
+    x264's own threads: decoding (the largest stage) would otherwise leave the second
+    core idle half the time."""
+    session = load(directory, options)
+    tracks, duration, frames = session.tracks, session.duration, session.frames
     labeler = Labeler(find_font(options.font) if options.names else None)
     tiles, names = build_tiles(tracks, options, labeler)
     prof = Profile()
@@ -298,7 +354,7 @@ def render(
         canvas[h : h + h // 4].reshape(h // 2, w // 2),
         canvas[h + h // 4 :].reshape(h // 2, w // 2),
     )
-    frames = max(1, math.ceil(duration * fps - 1e-6))
+    span = min(duration, stop / fps) - first / fps
     interp = Interpolation.BILINEAR
     workers = options.decode_threads or options.threads
     pool = ThreadPoolExecutor(workers) if workers > 1 else None
@@ -309,7 +365,7 @@ def render(
         the pool or done now. Each tile and the audio are one chain (the next batch is
         asked for only once this one was taken), so their order holds; batches keep the
         pool busy while this thread composes and encodes, with few hand-overs."""
-        ks = range(k0, min(k0 + batch, frames))
+        ks = range(k0, min(k0 + batch, stop))
         times = [k / fps for k in ks]
 
         def shots(tile: Tile) -> list[Shot]:
@@ -318,6 +374,8 @@ def render(
         def sound() -> list[list[Any]]:
             """The batch's audio, muxed with its first frame (the muxer interleaves)."""
             end = ks[-1] + 1
+            if audio is None:
+                return [[] for _ in ks]
             packets = audio.until(round(end / fps * AUDIO_RATE), end == frames)
             return [packets] + [[] for _ in ks[1:]]
 
@@ -334,17 +392,19 @@ def render(
 
     started = time.perf_counter()
     cpu0 = time.process_time()
-    mix = AudioMix(tracks)
+    mix = AudioMix(tracks) if with_audio else None
+    audio: AudioEncoder | None = None
     out = av.open(str(output), "w", format="mp4", options={"movflags": "+faststart"})
     try:
-        vstream, astream = _encoder(out, options)
-        audio = _Audio(mix, astream, round(frames / fps * AUDIO_RATE))
+        vstream = video_stream(out, options)
+        if mix is not None:
+            audio = AudioEncoder(mix, audio_stream(out, options), round(frames / fps * AUDIO_RATE))
         last_report = 0.0
-        pending = ahead(0)
-        for k0 in range(0, frames, batch):
+        pending = ahead(first)
+        for k0 in range(first, stop, batch):
             current = [f.result() for f in pending[0]]
             sounds = pending[1].result()
-            if k0 + batch < frames:
+            if k0 + batch < stop:
                 pending = ahead(k0 + batch)  # decoded and mixed on the pool meanwhile
             for j, packets in enumerate(sounds):
                 k = k0 + j
@@ -353,11 +413,11 @@ def render(
                     if shots[j].changed:
                         _draw(tile, shots[j], planes)
                 frame = av.VideoFrame.from_numpy_buffer(canvas, format="yuv420p")
-                frame.pts = k
+                frame.pts = k - first
                 frame.time_base = Fraction(1, fps)
                 t2 = time.perf_counter()
                 packets += vstream.encode(frame)
-                if k + 1 == frames:
+                if k + 1 == stop:
                     packets += vstream.encode(None)
                 t3 = time.perf_counter()
                 out.mux(packets)
@@ -367,9 +427,9 @@ def render(
                 prof.mux += t4 - t3
                 if cancelled is not None and cancelled():
                     raise Cancelled()
-                if progress is not None and (t4 - last_report >= 0.25 or k + 1 == frames):
+                if progress is not None and (t4 - last_report >= 0.25 or k + 1 == stop):
                     last_report = t4
-                    progress(min(duration, (k + 1) / fps), duration)
+                    progress(min(span, (k + 1 - first) / fps), span)
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -378,27 +438,29 @@ def render(
         prof.mux += time.perf_counter() - c0
         for tile in tiles:
             tile.close()
-        mix.close()
-    prof.audio = audio.busy_s
+        if mix is not None:
+            mix.close()
+    prof.audio = audio.busy_s if audio is not None else 0.0
     prof.decode = sum(t.decode_s for t in tiles)
     prof.compose += sum(t.scale_s for t in tiles)
     wall = time.perf_counter() - started
     size = output.stat().st_size
     return {
-        "duration_s": round(frames / fps, 3),
-        "frames": frames,
+        "duration_s": round((stop - first) / fps, 3),
+        "frames": stop - first,
         "width": w,
         "height": h,
         "fps": fps,
         "preset": options.preset,
         "threads": options.threads,
+        "parts": 1,
         "size": size,
-        "kbps": round(size * 8 / 1000 / max(frames / fps, 1e-9), 1),
+        "kbps": round(size * 8 / 1000 / max((stop - first) / fps, 1e-9), 1),
         "wall_s": round(wall, 3),
         "cpu_s": round(time.process_time() - cpu0, 3),
         "tiles": names,
         "tracks": len(tracks),
-        "zero": zero,
+        "zero": session.zero,
         "names_drawn": labeler.enabled and options.names,
         "profile": prof.as_dict(),
     }

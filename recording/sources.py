@@ -30,6 +30,7 @@ AUDIO_RATE = 48_000
 # (``bitstream.opus_head`` writes 0), so decoded audio runs this much late: shift it back.
 OPUS_DELAY = 312
 EPS_S = 1e-3  # float slack when comparing a frame's time with an output frame's
+SEEK_AFTER_S = 1.0  # a reader starting later than this into its track seeks there
 MAX_RATE_ERROR = 0.01  # sender reports implying a clock off by more than this are ignored
 
 
@@ -88,6 +89,22 @@ class TrackClock:
         (r0, n0), (r1, n1) = pts[i - 1], pts[i]
         return n0 + (r - r0) * (n1 - n0) / (r1 - r0) if r1 != r0 else n0
 
+    def file_time(self, t: float) -> float:
+        """The file time (s) whose session time is ``t`` (or the start): ``at`` inverted
+        by bisection, as it only ever grows."""
+        lo, hi = 0.0, max(1.0, t - self.start_s)
+        for _ in range(64):
+            if self.at(hi) > t:
+                break
+            hi *= 2
+        for _ in range(48):
+            mid = (lo + hi) / 2
+            if self.at(mid) <= t:
+                lo = mid
+            else:
+                hi = mid
+        return lo
+
     def at(self, pts_s: float) -> float:
         clock = pts_s * self.rate
         i = max(0, bisect.bisect_right(self._starts, clock + 0.5) - 1)
@@ -143,11 +160,14 @@ def usable_tracks(directory: Path, doc: dict[str, Any]) -> tuple[list[Track], fl
 
 
 class VideoReader:
-    """One video track's decoded frames with their session times, decoded on demand."""
+    """One video track's decoded frames with their session times, decoded on demand;
+    from the last keyframe at or before ``start_s`` when given (an export split in
+    parts starts its part there, not at the track's start)."""
 
-    def __init__(self, track: Track, threads: int = 1) -> None:
+    def __init__(self, track: Track, threads: int = 1, start_s: float | None = None) -> None:
         self.track = track
         self.threads = threads
+        self.start_s = start_s
         self._container: Any = None
         self._frames: Iterator[tuple[float, av.VideoFrame]] | None = None
         self.current: tuple[float, av.VideoFrame] | None = None
@@ -162,6 +182,10 @@ class VideoReader:
         ctx.thread_count = self.threads
         ctx.thread_type = "AUTO" if self.threads > 1 else "SLICE"
         tb = stream.time_base or Fraction(1, 1000)
+        if self.start_s is not None and self.start_s > self.track.start_s + SEEK_AFTER_S:
+            target = self.track.clock.file_time(self.start_s)
+            # backward: the keyframe at or before it, whatever the index holds.
+            container.seek(int(target / tb), stream=stream, backward=True, any_frame=False)
         for packet in container.demux(stream):
             try:
                 frames = packet.decode()

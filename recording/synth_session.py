@@ -52,6 +52,9 @@ class Party:
     tone_hz: float = 0.0  # 0: 300 + 100 * ident
     content: str = "pattern"  # "pattern" (checkable) or "camera" (like a webcam: costs)
     video_kbps: int = 0  # 0: the encoder's default quality
+    # A keyframe this often, as the recorder asks for (0: only the first, as aiortc and
+    # browsers send them unasked).
+    keyframe_s: float = capture.KEYFRAME_EVERY_S
 
 
 def _gapped(t: float, gaps: list[tuple[float, float]]) -> bool:
@@ -110,7 +113,7 @@ def _video_frames(party: Party, seconds: float) -> Iterator[tuple[bytes, float, 
     ctx.width, ctx.height, ctx.pix_fmt = party.width, party.height, "yuv420p"
     ctx.time_base = fractions.Fraction(1, 90_000)
     ctx.framerate = party.fps
-    ctx.gop_size = 10_000  # like aiortc: keyframes only when asked
+    ctx.gop_size = round(party.keyframe_s * party.fps) if party.keyframe_s else 10_000
     if party.video_kbps:
         ctx.bit_rate = party.video_kbps * 1000
     if name == "libx264":

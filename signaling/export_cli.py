@@ -117,10 +117,12 @@ def main(args: argparse.Namespace, config: Config) -> int:
         print(f"already exported: {made['absolute']} (use --again to render anew)")
     else:
         speed = made["duration_s"] / max(wall, 1e-9)
+        parts = made.get("render", {}).get("parts", 1)
+        how = f", in {parts} parts on as many processes" if parts > 1 else ""
         print(
             f"{made['absolute']}: {made['duration_s']:.1f} s, {made['width']}x{made['height']} "
             f"{made['fps']} fps, {made['size'] / 1e6:.2f} MB ({made['kbps']:.0f} kbps), "
-            f"{wall:.1f} s to make ({speed:.1f}x real time)\nsha256 {made['sha256']}"
+            f"{wall:.1f} s to make ({speed:.1f}x real time{how})\nsha256 {made['sha256']}"
         )
     if output is None:
         print(f"export.ready: {asyncio.run(_announce(config, case_id, args.session, made))}")

@@ -14,6 +14,8 @@ import asyncio
 import json
 import shutil
 import struct
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,10 +28,10 @@ import pytest
 from media_server.participant import Participant
 from media_server.synthetic import PatternVideoTrack, ToneAudioTrack, read_pattern
 from recording import archive
-from recording.compose import Options, render
+from recording.compose import Cancelled, Options, render
 from recording.export import COMPOSITE, export_session
 from recording.layout import Labeler, fit, plan
-from recording.sources import TrackClock
+from recording.sources import TrackClock, VideoReader, usable_tracks
 from recording.synth_session import Party, synthesize
 from signaling import cli
 from signaling.exports import QUEUE, ExportWorker
@@ -41,12 +43,20 @@ from .test_recording import _server, until
 FPS_IN = 30
 W, H = 640, 360
 CASE = "EXP-1"
+# A keyframe every second, as the recorder asks for every 10 s of a long session: a part
+# of a split export starts mid-track, from the keyframe before it.
+KEY_S = 1.0
 PARTIES = [
-    Party(1, "陈晓", dept="city-amr", tone_from_s=2.0),  # speaks from 2.0 s
-    Party(2, "李四", join_s=2.0, tone_from_s=None),  # joins late
-    Party(3, "王五", video_gaps=[(3.0, 4.5)], tone_from_s=None),  # camera stalls 1.5 s
-    Party(4, "赵六", leave_s=4.0, audio=False),  # leaves early
+    Party(1, "陈晓", dept="city-amr", tone_from_s=2.0, keyframe_s=KEY_S),  # speaks from 2.0 s
+    Party(2, "李四", join_s=2.0, tone_from_s=None, keyframe_s=KEY_S),  # joins late
+    # the camera stalls 1.5 s
+    Party(3, "王五", video_gaps=[(3.0, 4.5)], tone_from_s=None, keyframe_s=KEY_S),
+    Party(4, "赵六", leave_s=4.0, audio=False, keyframe_s=KEY_S),  # leaves early
 ]
+# threads=2 decodes tiles a frame ahead on a pool; threads=4 with parts of >= 1 s splits
+# the 6 s into four parts (from 1.5, 3.0 and 4.53 s: mid-GOP, a gap's start, just after
+# its end) rendered by four processes and joined. Neither may change the result.
+HOW = {"one": (1, 20.0), "pool": (2, 20.0), "parts": (4, 1.0)}
 SECONDS = 6.0
 OPTIONS = Options(width=W, height=H, fps=15, dept_names={"city-amr": "市市场监督管理局"})
 
@@ -89,20 +99,27 @@ def _frames(path: Path) -> Iterator[tuple[float, np.ndarray]]:
             yield float(frame.time or 0.0), frame.to_ndarray(format="gray")
 
 
-@pytest.mark.parametrize("threads", [1, 2])
+def _options(how: str) -> Options:
+    threads, part_min_s = HOW[how]
+    return Options(**{**vars(OPTIONS), "threads": threads, "part_min_s": part_min_s})
+
+
+@pytest.mark.parametrize("how", list(HOW))
 def test_each_tile_shows_what_its_participant_sent_at_that_instant(
-    recorded: Path, tmp_path: Path, threads: int
+    recorded: Path, tmp_path: Path, how: str
 ) -> None:
-    """threads=2: tiles are decoded a frame ahead on a pool; the result must not change."""
     out = tmp_path / "out.mp4"
-    options = Options(**{**vars(OPTIONS), "threads": threads})
-    result = render(recorded, out, options)
+    result = render(recorded, out, _options(how))
+    assert result["parts"] == (4 if how == "parts" else 1)
     assert result["names_drawn"] and result["tiles"][0] == "陈晓 · 市市场监督管理局"
     by_name = {p.name: p for p in PARTIES}
     parties = [by_name[name.split(" · ")[0]] for name in result["tiles"]]
     rects = [fit(320, 240, cell) for cell in plan(["camera"] * len(parties), W, H)]
     checked = {"picture": 0, "black": 0, "held": 0}
-    for t, gray in _frames(out):
+    frames = list(_frames(out))
+    # Every output frame once, in place (the parts joined without a gap or an overlap).
+    assert [round(t * 15, 6) for t, _ in frames] == list(range(round(SECONDS * 15)))
+    for t, gray in frames:
         for party, rect in zip(parties, rects, strict=True):
             want = _sent(party, t)
             if want is None:
@@ -120,9 +137,10 @@ def test_each_tile_shows_what_its_participant_sent_at_that_instant(
     assert result["duration_s"] == pytest.approx(SECONDS, abs=0.1)
 
 
-def test_audio_is_mixed_in_sync(recorded: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["one", "parts"])
+def test_audio_is_mixed_in_sync(recorded: Path, tmp_path: Path, how: str) -> None:
     out = tmp_path / "out.mp4"
-    render(recorded, out, OPTIONS)
+    render(recorded, out, _options(how))
     with av.open(str(out)) as c:
         stream = c.streams.audio[0]
         assert stream.codec_context.name == "aac" and stream.codec_context.sample_rate == 48_000
@@ -135,6 +153,34 @@ def test_audio_is_mixed_in_sync(recorded: Path, tmp_path: Path) -> None:
     assert abs(onset - 2.0) <= 1 / OPTIONS.fps, onset
     assert np.abs(pcm[: int(1.8 * 48_000)]).max() < 0.01  # silence before
     assert len(pcm) / 48_000 == pytest.approx(SECONDS, abs=0.1)
+
+
+def test_a_cancelled_export_in_parts_stops_its_processes_and_leaves_nothing(
+    recorded: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out.mp4"
+    with pytest.raises(Cancelled):
+        render(recorded, out, _options("parts"), None, lambda: True)
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_a_reader_starting_mid_track_decodes_from_the_keyframe_before(recorded: Path) -> None:
+    """What makes the parts cheap: a part starting at 3.5 s decodes from the keyframe at
+    3.0 s, not from the track's start, and shows the same picture."""
+    doc = json.loads((recorded / "recording.json").read_text())
+    tracks, _ = usable_tracks(recorded, doc)
+    track = next(t for t in tracks if t.kind == "video" and t.start_s < 0.1)
+    late = VideoReader(track, 1, 3.5)
+    whole = VideoReader(track, 1)
+    try:
+        late_frame, whole_frame = late.advance(3.5), whole.advance(3.5)
+        assert late_frame is not None and whole_frame is not None
+        assert late_frame[0] == pytest.approx(whole_frame[0])
+        assert read_pattern(late_frame[1]) == read_pattern(whole_frame[1])
+        assert whole.serial >= 100 and late.serial <= KEY_S * FPS_IN + 2
+    finally:
+        late.close()
+        whole.close()
 
 
 def test_clock_follows_sender_reports_over_long_sessions() -> None:
@@ -335,3 +381,41 @@ async def test_sealing_a_recorded_session_queues_its_export(tmp_path: Path) -> N
 
 
 CASE_OF_REC = "REC-1"
+
+
+def test_a_long_session_exports_in_parts_from_the_command_line(tmp_path: Path) -> None:
+    """``jointreview export --threads 2`` on a 42 s session: two processes (forked from a
+    forkserver that loads this command as its main module) render 21 s each; the joined
+    file has every frame once, in place, the right picture on each side of the seam, and
+    the progress bar reaches the end."""
+    data = tmp_path / "data"
+    directory = data / "archive" / CASE / "s_long"
+    parties = [Party(1, "陈晓"), Party(2, "李四", join_s=15.0, video_gaps=[(19.0, 23.0)])]
+    synthesize(directory, parties, 42.0, case_id=CASE, session_id="s_long")
+    archive.write_manifest(data / "archive", {"case_id": CASE, "session_id": "s_long"}, [])
+    out = tmp_path / "long.mp4"
+    argv = ["export", "s_long", "-o", str(out), "--threads", "2", "--data-dir", str(data)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "signaling.cli", *argv, "--width", "640", "--height", "360"],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "42.0/42.0" in proc.stderr.replace(" ", "")  # the bar got to the end
+    assert "in 2 parts on as many processes" in proc.stdout, proc.stdout
+    rects = [fit(320, 240, cell) for cell in plan(["camera"] * 2, W, H)]
+    with av.open(str(out)) as c:
+        assert c.streams.audio[0].codec_context.name == "aac"
+        times = []
+        for frame in c.decode(video=0):
+            t = float(frame.time or 0.0)
+            times.append(round(t * 15, 6))
+            if 19.5 <= t < 23.5 or abs(t - 21.0) < 0.5:  # around the seam, in the gap
+                gray = frame.to_ndarray(format="gray")
+                for party, rect in zip(parties, rects, strict=True):
+                    ident, counter = read_pattern(_tile(gray, rect))
+                    assert ident == party.ident, (party.name, t)
+                    assert abs(counter - (_sent(party, t) or -9)) <= 1, (party.name, t)
+    assert times == list(range(42 * 15))
