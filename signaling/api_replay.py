@@ -335,9 +335,12 @@ async def get_granted(ctx: Ctx) -> Any:
         )
     except replay.GrantError as exc:
         raise Unauthorized(exc.code, exc.message) from None
+    missing = NotFound("track_not_found", "this session has no such recorded track")
+    if "k" in grant:
+        raise missing  # a case-file grant (api_archive) never opens a track
     try:
         session = await ctx.service.session(grant["s"])
     except ServiceError:
-        raise NotFound("track_not_found", "this session has no such recorded track") from None
+        raise missing from None
     path, content_type = await _track(ctx.service, session, grant["t"])
     return _file(path, content_type)

@@ -23,6 +23,7 @@ import threading
 import time
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -105,6 +106,9 @@ async def record_ready(
             return None
     data = {k: made.get(k) for k in ("path", "sha256", "size", "duration_s", "width", "height")}
     data.update(fps=made.get("fps"), kbps=made.get("kbps"))
+    # Where the approval system (or anyone who may replay) fetches it: api_archive.
+    path = quote(str(data["path"]), safe="")
+    data["url"] = f"/api/sessions/{session_id}/casefile/files/{path}"
     return await append_event(
         store, case_id, "export.ready", ts=time.time(), session_id=session_id, data=data
     )

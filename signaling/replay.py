@@ -234,8 +234,22 @@ def grant_ttl(duration_s: float | None) -> float:
     return min(GRANT_MAX_S, GRANT_MIN_S + max(0.0, duration_s or 0.0))
 
 
-def mint(key: bytes, session_id: str, track_id: str, sub: str, expires_at: float) -> str:
-    body = {"s": session_id, "t": track_id, "u": sub, "e": int(expires_at)}
+def mint(
+    key: bytes,
+    session_id: str,
+    track_id: str,
+    sub: str,
+    expires_at: float,
+    kind: str = "",
+    actor: dict[str, Any] | None = None,
+) -> str:
+    """A grant for one track (``kind`` ""), or one case-file path (``kind`` "file",
+    with the ``actor`` it was minted for: its downloads are audited under that name)."""
+    body: dict[str, Any] = {"s": session_id, "t": track_id, "u": sub, "e": int(expires_at)}
+    if kind:
+        body["k"] = kind
+    if actor:
+        body["a"] = actor
     payload = _b64(json.dumps(body, separators=(",", ":")).encode())
     return f"{payload}.{_sign(key, payload)}"
 

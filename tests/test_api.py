@@ -59,6 +59,7 @@ class World:
             snapshot_id=self.snapshot_id,
             delivery_id=self.delivery_id,
             track_id="nosuch.1.0",  # nothing is recorded in this world
+            path="manifest.json",
         )
 
 
@@ -263,6 +264,10 @@ def _no_track(b: Json, w: World, role: str) -> None:
     assert b["error"]["code"] == "track_not_found"
 
 
+def _still_live(b: Json, w: World, role: str) -> None:
+    assert b["error"]["code"] == "session_live"  # no case file while the session runs
+
+
 def _answered(status: str) -> Callable[[Json, World, str], None]:
     def check(b: Json, w: World, role: str) -> None:
         assert b["invitation_id"] == w.invitation_id and b["status"] == status
@@ -337,6 +342,8 @@ MATRIX: dict[tuple[str, str], Expect] = {
     ("GET", "/api/sessions/{session_id}/recording"): Expect(200, INVITED, _replay),
     # Nothing is recorded in this world: those allowed learn that, the others nothing.
     ("GET", "/api/sessions/{session_id}/tracks/{track_id}"): Expect(404, INVITED, _no_track),
+    ("GET", "/api/sessions/{session_id}/casefile"): Expect(409, INVITED, _still_live),
+    ("GET", "/api/sessions/{session_id}/casefile/files/{path}"): Expect(409, INVITED, _still_live),
     ("GET", "/api/webhooks/deliveries"): Expect(200, _roles("supervisor", "admin"), _deliveries),
     ("GET", "/api/webhooks/deliveries/{delivery_id}"): Expect(
         200, _roles("supervisor", "admin"), _delivery
@@ -356,6 +363,7 @@ def test_matrix_covers_every_route() -> None:
         ("GET", "/api/auth/demo-users"),
         ("POST", "/api/auth/demo-login"),
         ("GET", "/api/replay/{grant}"),  # the grant is the credential (tests/test_replay.py)
+        ("GET", "/api/casefile/{grant}"),  # likewise (tests/test_replay.py)
     }
 
 
@@ -564,7 +572,10 @@ async def test_unknown_session(
     roles = next(r.roles for r in ROUTES if (r.method, r.path) == (method, path))
     token = tok.admin() if roles and "admin" in roles else tok.reviewer()
     r = await client.request(
-        method, path.format(session_id="s_nosuch", track_id="x.1.0"), json=body, headers=auth(token)
+        method,
+        path.format(session_id="s_nosuch", track_id="x.1.0", path="manifest.json"),
+        json=body,
+        headers=auth(token),
     )
     await expect_error(r, 404, "session_not_found")
 

@@ -237,6 +237,8 @@ def test_cli_export_is_faststart_and_verified(recorded: Path, tmp_path: Path) ->
     store = MemoryStore(data / "state")
     ready = [e for e in await_log(store) if e["type"] == "export.ready"]
     assert len(ready) == 1 and ready[0]["data"]["path"] == COMPOSITE
+    # where the approval system fetches it (tests/test_casefile_download.py)
+    assert ready[0]["data"]["url"] == "/api/sessions/s_one/casefile/files/exports%2Fcomposite.mp4"
     raw = bytearray((directory / COMPOSITE).read_bytes())
     raw[len(raw) // 2] ^= 0x01
     (directory / COMPOSITE).write_bytes(bytes(raw))

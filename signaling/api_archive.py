@@ -1,0 +1,251 @@
+"""HTTP routes to take a session's case file away (registered on import): the approval
+system fetching what ``export.ready`` announced, a supervisor downloading the composite
+video or the evidence. Who may: whoever may replay the session (``api_replay``).
+
+- ``GET /api/sessions/{sid}/casefile``: the index: every file the sealed manifest
+  lists, ``manifest.json`` itself, and the exports its addendum (``exports.json``) lists,
+  each with its size and SHA-256, a ``url`` (Bearer token) and a ``src`` (a grant, for a
+  link a browser follows without the header).
+- ``GET /api/sessions/{sid}/casefile/files/{path}``: one of those files (Range
+  requests; ``path`` as listed, percent-encoded as one segment: ``tracks%2Fp1_0.webm``),
+  as an attachment named after the case and session.
+- ``GET /api/casefile/{grant}``: the same file by its grant.
+
+Only a listed name is ever served, and only if the file on disk still has the listed
+size (a changed file is evidence of tampering: ``jointreview verify`` says what); the
+name is compared as a string with the list, then resolved and checked to lie inside the
+session's folder. The first fetch of a file by a viewer in ten minutes is written to the
+case timeline as ``casefile.downloaded`` (the audit trail, as for replays).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import quote
+
+from aiohttp import web
+from pydantic import BaseModel
+
+from recording import addendum
+from recording.archive import MANIFEST, TIMELINE
+from recording.export import COMPOSITE
+
+from . import replay
+from .api import Ctx, readable_session, route
+from .api_replay import AUDIT_DEDUP_S, LIVE, REPLAYERS, SEALING, _recording
+from .core import actor_of
+from .errors import Conflict, NotFound, ServiceError, Unauthorized
+from .keys import STORE
+from .models import Actor, Session
+
+log = logging.getLogger(__name__)
+
+SUFFIX_TYPES = {
+    ".mp4": "video/mp4",
+    ".webm": "video/webm",
+    ".json": "application/json",
+    ".jsonl": "application/x-ndjson",
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".webp": "image/webp",
+    ".txt": "text/plain; charset=utf-8",
+}
+FILE_TYPES = tuple(sorted(set(SUFFIX_TYPES.values()) | {"application/octet-stream"}))
+MISSING = ("file_not_found", "this case file has no such file")
+
+
+class CaseFileEntry(BaseModel):
+    path: str  # inside the session's folder, as the manifest names it
+    kind: str  # manifest, timeline, track, still, export, addendum, other
+    size: int
+    sha256: str | None = None  # None: manifest.json, whose hash the store's timeline holds
+    content_type: str
+    url: str  # with the Bearer token
+    src: str  # a grant URL, until ``grants_expire_at``
+
+
+class CaseFileIndex(BaseModel):
+    case_id: str
+    session_id: str
+    sealed_at: float | None = None
+    files: list[CaseFileEntry]
+    # The composite video once it is made (the export job runs after sealing).
+    export: CaseFileEntry | None = None
+    grants_expire_at: float
+
+
+def _kind(path: str) -> str:
+    if path == MANIFEST:
+        return "manifest"
+    if path == TIMELINE:
+        return "timeline"
+    if path == addendum.NAME:
+        return "addendum"
+    top = path.split("/", 1)[0]
+    return {"tracks": "track", "snapshots": "still", "exports": "export"}.get(top, "other")
+
+
+def listed(directory: Path, manifest: dict[str, Any]) -> dict[str, tuple[int, str | None]]:
+    """Every name the case file vouches for: path -> (size, SHA-256). Blocking I/O."""
+    out: dict[str, tuple[int, str | None]] = {}
+    for entry in manifest.get("files") or []:
+        if isinstance(entry, dict) and isinstance(entry.get("path"), str):
+            out[entry["path"]] = (int(entry.get("size") or 0), entry.get("sha256"))
+    timeline = manifest.get("timeline") or {}
+    # The manifest (its hash is in the store's timeline), the timeline it hashes, and the
+    # addendum: vouched for by content, not by a listed size.
+    for name, digest in (
+        (MANIFEST, None),
+        (TIMELINE, timeline.get("sha256")),
+        (addendum.NAME, None),
+    ):
+        try:
+            out[name] = ((directory / name).stat().st_size, digest)
+        except OSError:
+            pass
+    for entry in (addendum.load(directory) or {}).get("exports") or []:
+        if isinstance(entry, dict) and isinstance(entry.get("path"), str):
+            out[entry["path"]] = (int(entry.get("size") or 0), entry.get("sha256"))
+    return out
+
+
+def open_listed(directory: Path, manifest: dict[str, Any], name: str) -> Path | None:
+    """The file ``name`` if the case file lists it, it lies inside ``directory`` and it
+    still has its listed size. Blocking I/O."""
+    if not name or name.startswith("/") or "\\" in name or ".." in PurePosixPath(name).parts:
+        return None
+    found = listed(directory, manifest).get(name)
+    if found is None:
+        return None
+    root = directory.resolve()
+    try:
+        path = (directory / name).resolve()
+    except (OSError, RuntimeError, ValueError):
+        return None
+    if not path.is_relative_to(root) or not path.is_file() or path.stat().st_size != found[0]:
+        return None
+    return path
+
+
+async def _sealed(ctx: Ctx, session: Session) -> tuple[Path, dict[str, Any]]:
+    if session.status != "ended":
+        raise Conflict(*LIVE)
+    rec = await _recording(ctx.service, session)
+    if rec.manifest is None:
+        raise Conflict(*SEALING)
+    return rec.directory, rec.manifest
+
+
+@route(
+    "GET",
+    "/api/sessions/{session_id}/casefile",
+    "List a session's case file",
+    REPLAYERS,
+    response=CaseFileIndex,
+    tag="replay",
+)
+async def casefile_index(ctx: Ctx) -> Any:
+    session, _ = await readable_session(ctx)
+    directory, manifest = await _sealed(ctx, session)
+    sid, who = session.session_id, ctx.identity
+    names = await asyncio.to_thread(listed, directory, manifest)
+    duration = float((manifest.get("recording") or {}).get("duration_s") or 0.0)
+    expires = ctx.service.clock() + replay.grant_ttl(duration)
+    if who.exp is not None:
+        expires = min(expires, float(who.exp))
+    key = await replay.grant_key(ctx.request.app[STORE])
+    actor = actor_of(who).model_dump(exclude_none=True)
+    files = [
+        CaseFileEntry(
+            path=name,
+            kind=_kind(name),
+            size=size,
+            sha256=digest,
+            content_type=SUFFIX_TYPES.get(PurePosixPath(name).suffix, FILE_TYPES[0]),
+            url=f"/api/sessions/{sid}/casefile/files/{quote(name, safe='')}",
+            src="/api/casefile/" + replay.mint(key, sid, name, who.sub, expires, "file", actor),
+        )
+        for name, (size, digest) in sorted(names.items())
+    ]
+    return CaseFileIndex(
+        case_id=session.case_id,
+        session_id=sid,
+        sealed_at=manifest.get("generated_at"),
+        files=files,
+        export=next((f for f in files if f.path == COMPOSITE), None),
+        grants_expire_at=expires,
+    )
+
+
+async def _serve(ctx: Ctx, session: Session, name: str, viewer: Actor) -> web.StreamResponse:
+    directory, manifest = await _sealed(ctx, session)
+    path = await asyncio.to_thread(open_listed, directory, manifest, name)
+    if path is None:
+        if name in await asyncio.to_thread(listed, directory, manifest):
+            log.warning("casefile: %s/%s is not as sealed; not served", session.session_id, name)
+        raise NotFound(*MISSING)
+    store = ctx.request.app[STORE]
+    audit = f"casefile-audit:{viewer.sub}:{session.session_id}:{name}"
+    if await store.create_ephemeral(audit, {"at": ctx.service.clock()}, AUDIT_DEDUP_S):
+        await ctx.service.record(
+            session.case_id,
+            "casefile.downloaded",
+            session_id=session.session_id,
+            actor=viewer,
+            path=name,
+        )
+    attachment = f"{session.case_id}_{session.session_id}_{path.name}"
+    return web.FileResponse(
+        path,
+        headers={
+            "Content-Type": SUFFIX_TYPES.get(path.suffix, FILE_TYPES[0]),
+            "Content-Disposition": f'attachment; filename="{attachment}"',
+            "Cache-Control": "private, max-age=300",
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "no-referrer",
+        },
+    )
+
+
+@route(
+    "GET",
+    "/api/sessions/{session_id}/casefile/files/{path}",
+    "Fetch one file of a session's case file (Range requests)",
+    REPLAYERS,
+    tag="replay",
+    produces=FILE_TYPES,
+)
+async def casefile_file(ctx: Ctx) -> Any:
+    session, _ = await readable_session(ctx)
+    return await _serve(ctx, session, ctx.request.match_info["path"], actor_of(ctx.identity))
+
+
+@route(
+    "GET",
+    "/api/casefile/{grant}",
+    "Fetch one file of a case file by the grant in its index (for a download link)",
+    None,
+    tag="replay",
+    produces=FILE_TYPES,
+    errors=("409",),
+)
+async def casefile_granted(ctx: Ctx) -> Any:
+    store = ctx.request.app[STORE]
+    try:
+        grant = replay.check(
+            await replay.grant_key(store), ctx.request.match_info["grant"], ctx.service.clock()
+        )
+    except replay.GrantError as exc:
+        raise Unauthorized(exc.code, exc.message) from None
+    if grant.get("k") != "file":
+        raise NotFound(*MISSING)  # a replay grant opens a track, never a case file
+    try:
+        viewer = Actor.model_validate({**(grant.get("a") or {}), "sub": grant["u"]})
+        session = await ctx.service.session(grant["s"])
+    except (ServiceError, ValueError):
+        raise NotFound(*MISSING) from None
+    return await _serve(ctx, session, grant["t"], viewer)
