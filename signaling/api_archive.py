@@ -35,9 +35,17 @@ from recording.export import COMPOSITE
 
 from . import replay
 from .api import Ctx, readable_session, route
-from .api_replay import AUDIT_DEDUP_S, LIVE, REPLAYERS, SEALING, _recording
+from .api_replay import (
+    AUDIT_DEDUP_S,
+    LIVE,
+    REPLAYERS,
+    SEALING,
+    file_response,
+    granted,
+    load_recording,
+)
 from .core import actor_of
-from .errors import Conflict, NotFound, ServiceError, Unauthorized
+from .errors import Conflict, NotFound
 from .keys import STORE
 from .models import Actor, Session
 
@@ -134,7 +142,7 @@ def open_listed(directory: Path, manifest: dict[str, Any], name: str) -> Path | 
 async def _sealed(ctx: Ctx, session: Session) -> tuple[Path, dict[str, Any]]:
     if session.status != "ended":
         raise Conflict(*LIVE)
-    rec = await _recording(ctx.service, session)
+    rec = await load_recording(ctx.service, session)
     if rec.manifest is None:
         raise Conflict(*SEALING)
     return rec.directory, rec.manifest
@@ -154,9 +162,7 @@ async def casefile_index(ctx: Ctx) -> Any:
     sid, who = session.session_id, ctx.identity
     names = await asyncio.to_thread(listed, directory, manifest)
     duration = float((manifest.get("recording") or {}).get("duration_s") or 0.0)
-    expires = ctx.service.clock() + replay.grant_ttl(duration)
-    if who.exp is not None:
-        expires = min(expires, float(who.exp))
+    expires = replay.grant_expiry(ctx.service.clock(), duration, who.exp)
     key = await replay.grant_key(ctx.request.app[STORE])
     actor = actor_of(who).model_dump(exclude_none=True)
     files = [
@@ -199,15 +205,10 @@ async def _serve(ctx: Ctx, session: Session, name: str, viewer: Actor) -> web.St
             path=name,
         )
     attachment = f"{session.case_id}_{session.session_id}_{path.name}"
-    return web.FileResponse(
+    return file_response(
         path,
-        headers={
-            "Content-Type": SUFFIX_TYPES.get(path.suffix, FILE_TYPES[0]),
-            "Content-Disposition": f'attachment; filename="{attachment}"',
-            "Cache-Control": "private, max-age=300",
-            "X-Content-Type-Options": "nosniff",
-            "Referrer-Policy": "no-referrer",
-        },
+        SUFFIX_TYPES.get(path.suffix, FILE_TYPES[0]),
+        **{"Content-Disposition": f'attachment; filename="{attachment}"'},
     )
 
 
@@ -234,18 +235,9 @@ async def casefile_file(ctx: Ctx) -> Any:
     errors=("409",),
 )
 async def casefile_granted(ctx: Ctx) -> Any:
-    store = ctx.request.app[STORE]
-    try:
-        grant = replay.check(
-            await replay.grant_key(store), ctx.request.match_info["grant"], ctx.service.clock()
-        )
-    except replay.GrantError as exc:
-        raise Unauthorized(exc.code, exc.message) from None
-    if grant.get("k") != "file":
-        raise NotFound(*MISSING)  # a replay grant opens a track, never a case file
+    grant, session = await granted(ctx, "file", NotFound(*MISSING))
     try:
         viewer = Actor.model_validate({**(grant.get("a") or {}), "sub": grant["u"]})
-        session = await ctx.service.session(grant["s"])
-    except (ServiceError, ValueError):
+    except ValueError:
         raise NotFound(*MISSING) from None
     return await _serve(ctx, session, grant["t"], viewer)

@@ -146,7 +146,7 @@ def _load(directory: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None
     return doc, manifest if isinstance(manifest, dict) else None
 
 
-async def _recording(service: Any, session: Session) -> Recording:
+async def load_recording(service: Any, session: Session) -> Recording:
     try:
         directory = session_dir(service.archive_dir, session.case_id, session.session_id)
     except ValueError:  # ids that could not name a folder: never recorded either
@@ -172,7 +172,7 @@ async def describe(ctx: Ctx) -> Any:
     session, invitations = await readable_session(ctx)
     service, who = ctx.service, ctx.identity
     sid = session.session_id
-    rec = await _recording(service, session)
+    rec = await load_recording(service, session)
     directory, doc = rec.directory, rec.journal
     if session.status == "ended" and rec.manifest is None and replay.playable(doc):
         raise Conflict(*SEALING)  # files being closed: no replay shows half of one
@@ -180,9 +180,7 @@ async def describe(ctx: Ctx) -> Any:
     origin = replay.origin_of(doc)
     end = replay.end_of(doc, now) if origin is not None else None
     duration = max(0.0, (end or 0.0) - (origin or 0.0))
-    expires = now + replay.grant_ttl(duration)
-    if who.exp is not None:
-        expires = min(expires, float(who.exp))
+    expires = replay.grant_expiry(now, duration, who.exp)
     key = await replay.grant_key(ctx.request.app[STORE])
     tracks = []
     for track_id, entry in replay.playable(doc):
@@ -263,7 +261,7 @@ async def _track(service: Any, session: Session, track_id: str) -> tuple[Path, s
     missing = NotFound("track_not_found", "this session has no such recorded track")
     if not replay.TRACK_ID_RE.match(track_id):
         raise missing
-    rec = await _recording(service, session)
+    rec = await load_recording(service, session)
     for tid, entry in replay.playable(rec.journal):
         if tid != track_id:
             continue
@@ -279,7 +277,7 @@ async def _track(service: Any, session: Session, track_id: str) -> tuple[Path, s
     raise missing
 
 
-def _file(path: Path, content_type: str) -> web.FileResponse:
+def file_response(path: Path, content_type: str, **headers: str) -> web.FileResponse:
     # FileResponse answers Range (206), If-Range and HEAD-less seeking as browsers ask.
     return web.FileResponse(
         path,
@@ -288,8 +286,27 @@ def _file(path: Path, content_type: str) -> web.FileResponse:
             "Cache-Control": "private, max-age=300",
             "X-Content-Type-Options": "nosniff",
             "Referrer-Policy": "no-referrer",
+            **headers,
         },
     )
+
+
+async def granted(ctx: Ctx, kind: str, missing: ServiceError) -> tuple[dict[str, Any], Session]:
+    """The grant in the path if it is genuine, unexpired and of ``kind`` ("" a track,
+    "file" a case file: neither opens the other), and its session."""
+    store = ctx.request.app[STORE]
+    try:
+        grant = replay.check(
+            await replay.grant_key(store), ctx.request.match_info["grant"], ctx.service.clock()
+        )
+    except replay.GrantError as exc:
+        raise Unauthorized(exc.code, exc.message) from None
+    if grant.get("k", "") != kind:
+        raise missing
+    try:
+        return grant, await ctx.service.session(grant["s"])
+    except ServiceError:
+        raise missing from None
 
 
 @route(
@@ -315,7 +332,7 @@ async def get_track(ctx: Ctx) -> Any:
             actor=actor_of(who),
             track_id=track_id,
         )
-    return _file(path, content_type)
+    return file_response(path, content_type)
 
 
 @route(
@@ -328,19 +345,7 @@ async def get_track(ctx: Ctx) -> Any:
     errors=("409",),
 )
 async def get_granted(ctx: Ctx) -> Any:
-    store = ctx.request.app[STORE]
-    try:
-        grant = replay.check(
-            await replay.grant_key(store), ctx.request.match_info["grant"], ctx.service.clock()
-        )
-    except replay.GrantError as exc:
-        raise Unauthorized(exc.code, exc.message) from None
     missing = NotFound("track_not_found", "this session has no such recorded track")
-    if "k" in grant:
-        raise missing  # a case-file grant (api_archive) never opens a track
-    try:
-        session = await ctx.service.session(grant["s"])
-    except ServiceError:
-        raise missing from None
+    grant, session = await granted(ctx, "", missing)
     path, content_type = await _track(ctx.service, session, grant["t"])
-    return _file(path, content_type)
+    return file_response(path, content_type)

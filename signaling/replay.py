@@ -234,6 +234,12 @@ def grant_ttl(duration_s: float | None) -> float:
     return min(GRANT_MAX_S, GRANT_MIN_S + max(0.0, duration_s or 0.0))
 
 
+def grant_expiry(now: float, duration_s: float | None, token_exp: float | None) -> float:
+    """When grants minted now for a recording this long expire: never past the token."""
+    expires = now + grant_ttl(duration_s)
+    return expires if token_exp is None else min(expires, float(token_exp))
+
+
 def mint(
     key: bytes,
     session_id: str,
