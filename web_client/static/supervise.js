@@ -9,7 +9,10 @@
 // writes each opening into the case timeline as `replay.viewed`). A session in progress
 // comes with its timeline so far and no tracks (nothing is sealed yet); one that has just
 // ended answers 409 `recording_sealing` until its case file is sealed: retried here.
+// Beside the replay, the case file to take away (casefile.js: GET
+// /api/sessions/{sid}/casefile, read at the same time as the description).
 import { api } from "/static/auth.js";
+import { CaseFilePanel } from "/static/casefile.js";
 import { onLangChange } from "/static/i18n.js";
 import { ReplayPlayer } from "/static/replay.js";
 import { actorLine, bootPage, chip, clear, departmentList, el, errorI18n, fatal, fill } from "/static/ui.js";
@@ -24,6 +27,7 @@ const SEALING_RETRY_MS = 1000;
 const SEALING_TRIES = 60;
 
 let player = null;
+let caseFile = null;
 let sealingRetry = null;
 
 function showError(target, props) {
@@ -151,16 +155,20 @@ async function openReplay(sid, push, tries = 0) {
   $("replay-view").hidden = false;
   const body = $("replay-body");
   fill(body, el("p", { class: "muted replay-loading", i18n: "supervise.loading" }));
+  const panel = new CaseFilePanel(sid);
+  caseFile = panel;
   let desc;
   try {
     desc = await describe(sid);
   } catch (err) {
+    if (caseFile !== panel) return; // closed, or another replay opened, meanwhile
     const sealing = err.code === "recording_sealing" && tries < SEALING_TRIES;
     const kind = sealing ? "notice-info" : "notice-bad";
     fill(body, el("section", { class: `card notice ${kind}`, testid: "page-error", data: { code: err.code }, attrs: { role: sealing ? "status" : "alert" } }, el("p", { class: "notice-text", ...errorI18n(err) })));
     if (sealing) sealingRetry = setTimeout(() => openReplay(sid, false, tries + 1), SEALING_RETRY_MS);
     return;
   }
+  if (caseFile !== panel) return;
   const s = desc.session;
   fill(
     $("replay-facts"),
@@ -171,7 +179,8 @@ async function openReplay(sid, push, tries = 0) {
   );
   document.body.dataset.recording = desc.recording.state;
   player = new ReplayPlayer(body, desc, { onSourcesExpired: () => describe(sid) });
-  window.jr = { player };
+  panel.attach(body.querySelector(".replay-side") || body, desc);
+  window.jr = { player, caseFile };
 }
 
 function closeReplay() {
@@ -179,6 +188,8 @@ function closeReplay() {
   sealingRetry = null;
   if (player) player.destroy();
   player = null;
+  caseFile?.destroy();
+  caseFile = null;
 }
 
 function showSearch() {
