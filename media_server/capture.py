@@ -57,6 +57,7 @@ KEYFRAME_ASK_EVERY_S = 0.5
 # Browsers send keyframes only when asked; a file with one keyframe seeks (replay) and
 # splits (parallel export) only at its start. 0: never ask unprompted.
 KEYFRAME_EVERY_S = 10.0
+KEYFRAME_REASK_S = 2.0  # such an ask is no emergency: repeated this often if unanswered
 
 
 # What the recorder queues per packet: (track, data, parsed header, arrival, media ssrc)
@@ -182,6 +183,7 @@ class TrackCapture:
         self.segments: list[dict[str, Any]] = []  # one per source (SSRC) written
         self.width = self.height = 0
         self.frames = 0
+        self.keyframes = 0  # video frames that start a picture (the export splits there)
         self.gaps = 0
         self.changed = False  # something the journal should know
         # timestamps
@@ -348,7 +350,11 @@ class TrackCapture:
             self._cur_ok = self._cur_key or not self._waiting_key
             if self._waiting_key and not self._cur_key:
                 self._ask_keyframe(arrival)
-            elif arrival - self._last_key_at >= self._keyframe_every and not self._cur_key:
+            elif (
+                arrival - self._last_key_at >= self._keyframe_every
+                and arrival - self._last_key_ask >= KEYFRAME_REASK_S
+                and not self._cur_key
+            ):
                 self._ask_keyframe(arrival)
         if self._cur_ok:
             try:
@@ -368,6 +374,7 @@ class TrackCapture:
         if self._cur_key:
             self._waiting_key = False
             self._last_key_at = self._cur_arrival
+            self.keyframes += 1
         self._write(b"".join(parts), self._cur_ts or 0, self._cur_key, self._cur_arrival)
 
     # -- output -----------------------------------------------------------------------

@@ -327,6 +327,7 @@ class Recorder:
             width=cap.width or None,
             height=cap.height or None,
             frames=cap.frames,
+            keyframes=cap.keyframes,
             gaps=cap.gaps,
             dropped=track.ref.dropped,
         )

@@ -53,8 +53,12 @@ class _Party:
         out: list[tuple[Upstream, list[Any]]] = []
         while self.sent_video <= elapsed * FPS:
             i = self.sent_video
-            # Keyframe once (the first); the pool's inter frames repeat after it.
+            # Keyframe first, and when the recorder asks (as a browser answers a PLI);
+            # the pool's inter frames repeat after it.
             payloads = self.video_frames[i % FPS if i < FPS else 1 + i % (FPS - 1)]
+            if self.up_video.keyframe_pending and i >= FPS:
+                self.up_video.keyframe_pending = False
+                payloads = self.video_frames[0]
             out.append((self.up_video, self.video.packets(payloads, i * 90_000 // FPS)))
             self.sent_video += 1
         while self.sent_audio <= elapsed * 50:

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-CACHE_VERSION = 2  # 2: a keyframe every 10 s, as the recorder asks
+CACHE_VERSION = 3  # 2: a keyframe every 10 s, as the recorder asks; 3: counted
 
 
 def add_parser(targets: Any) -> None:
@@ -163,6 +163,7 @@ def main(args: argparse.Namespace) -> int:
         "x_realtime_1core_wall": round(x1_wall, 2),
         "x_realtime_all_cores": round(xall, 2),
         "all_cores_speedup": round(xall / x1_cpu, 2),
+        "all_cores_parts": every[0].get("parts", 1),  # processes the export was split over
         "output_kbps": round(statistics.median(r["kbps"] for r in one), 1),
         "profile": _median_profile(one),
         "profile_all_cores": _median_profile(every),
@@ -172,7 +173,8 @@ def main(args: argparse.Namespace) -> int:
     say(
         f"content {content:.0f} s, {args.participants} parties -> {result['output']}\n"
         f"one core:  {x1_cpu:.2f}x real time per CPU second ({x1_wall:.2f}x wall)\n"
-        f"{len(cores)} cores: {xall:.2f}x real time ({result['all_cores_speedup']}x one core)\n"
+        f"{len(cores)} cores: {xall:.2f}x real time ({result['all_cores_speedup']}x one core, "
+        f"in {result['all_cores_parts']} parts)\n"
         f"output {result['output_kbps']} kbps; profile (s, one core): {result['profile']}\n"
         f"load average before {result['load_avg_before']}, after {result['load_avg_after']}"
     )

@@ -16,6 +16,7 @@ the last output frame is not touched; and the output's size, rate and preset are
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -33,6 +34,8 @@ from media_server import journal
 
 from .layout import DOCUMENT_SOURCES, Label, Labeler, Rect, find_font, fit, plan
 from .sources import AUDIO_RATE, EPS_S, AudioMix, Track, VideoReader, usable_tracks
+
+log = logging.getLogger(__name__)
 
 FREEZE_MAX_S = 10.0  # a picture held longer than this (no frame came) turns black
 AAC_FRAME = 1024
@@ -297,11 +300,31 @@ def load(directory: Path, options: Options) -> Session:
 
 
 def parts(session: Session, options: Options) -> list[tuple[int, int]]:
-    """The frame ranges rendered apart: one per core, each at least ``part_min_s``."""
-    n = min(options.threads, int(session.frames / options.fps // max(options.part_min_s, 1e-3)))
+    """The frame ranges rendered apart: one per core, each at least ``part_min_s``, and
+    only as many as the tracks' keyframes allow: a part decodes each of its tiles from
+    the keyframe before its start, so keyframes far apart (a recording made before the
+    recorder asked for them) would cost more decoding than the part saves."""
+    seconds = session.frames / options.fps
+    n = min(options.threads, int(seconds // max(options.part_min_s, 1e-3)))
+    # A keyframe every half part at least: a part then decodes ~1/4 more on average.
+    while n > 1 and not _keyframes_every(session, seconds / n / 2):
+        n -= 1
     n = max(1, n)
     bounds = [round(i * session.frames / n) for i in range(n + 1)]
     return list(itertools.pairwise(bounds))
+
+
+def _keyframes_every(session: Session, interval_s: float) -> bool:
+    """Whether every video track longer than ``interval_s`` has a keyframe every
+    ``interval_s`` on average (``keyframes`` in the journal: counted by the recorder)."""
+    for track in session.tracks:
+        span = track.end_s - track.start_s
+        if track.kind != "video" or span <= interval_s:
+            continue
+        count = track.entry.get("keyframes")
+        if not isinstance(count, int) or count < 1 or span / count > interval_s:
+            return False
+    return True
 
 
 def render(
@@ -317,9 +340,12 @@ def render(
     session = load(directory, options)
     ranges = parts(session, options)
     if len(ranges) > 1:
-        from .parallel import render_parts
+        from .parallel import Unavailable, render_parts
 
-        return render_parts(directory, output, options, session, ranges, progress, cancelled)
+        try:
+            return render_parts(directory, output, options, session, ranges, progress, cancelled)
+        except Unavailable as exc:
+            log.warning("export of %s in one process: %s", directory.name, exc)
     return render_range(directory, output, options, 0, session.frames, True, progress, cancelled)
 
 

@@ -44,6 +44,11 @@ from .sources import AUDIO_RATE, AudioMix
 
 POLL_S = 0.25
 
+
+class Unavailable(Exception):
+    """This system cannot run worker processes: render in this one instead."""
+
+
 # Set in each worker by ``_start``: where it reports progress, and the stop flag.
 _done: Any = None
 _stop: Any = None
@@ -120,12 +125,16 @@ def render_parts(
     started = time.perf_counter()
     cpu0 = time.process_time()
     fps = options.fps
+    try:
+        ctx = _context()
+        done = ctx.Array("d", len(ranges), lock=False)
+        stop = ctx.Event()
+    except (OSError, ImportError) as exc:
+        # No POSIX semaphores or shared memory here (some containers): one process.
+        raise Unavailable(str(exc)) from exc
     work = output.with_name(f".{output.name}.parts")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    ctx = _context()
-    done = ctx.Array("d", len(ranges), lock=False)
-    stop = ctx.Event()
     # Each worker renders alone on its core; x264 and the decoders stay single-threaded.
     one = replace(options, threads=1, encode_threads=0, decode_threads=0)
     paths = [work / f"part{i}.mp4" for i in range(len(ranges))]

@@ -224,6 +224,7 @@ def _record(
         "width": cap.width or None,
         "height": cap.height or None,
         "frames": cap.frames,
+        "keyframes": cap.keyframes,
         "gaps": cap.gaps,
         "dropped": 0,
         "error": None,

@@ -28,7 +28,7 @@ import pytest
 from media_server.participant import Participant
 from media_server.synthetic import PatternVideoTrack, ToneAudioTrack, read_pattern
 from recording import archive
-from recording.compose import Cancelled, Options, render
+from recording.compose import Cancelled, Options, load, parts, render
 from recording.export import COMPOSITE, export_session
 from recording.layout import Labeler, fit, plan
 from recording.sources import TrackClock, VideoReader, usable_tracks
@@ -43,9 +43,10 @@ from .test_recording import _server, until
 FPS_IN = 30
 W, H = 640, 360
 CASE = "EXP-1"
-# A keyframe every second, as the recorder asks for every 10 s of a long session: a part
-# of a split export starts mid-track, from the keyframe before it.
-KEY_S = 1.0
+# A keyframe every half second, as the recorder asks for every 10 s of a long session: a
+# part of a split export starts mid-track, from the keyframe before it (the export splits
+# only where keyframes are at most half a part apart).
+KEY_S = 0.5
 PARTIES = [
     Party(1, "陈晓", dept="city-amr", tone_from_s=2.0, keyframe_s=KEY_S),  # speaks from 2.0 s
     Party(2, "李四", join_s=2.0, tone_from_s=None, keyframe_s=KEY_S),  # joins late
@@ -164,16 +165,31 @@ def test_a_cancelled_export_in_parts_stops_its_processes_and_leaves_nothing(
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
+def test_an_export_splits_only_where_keyframes_allow(recorded: Path) -> None:
+    """A recording made before the recorder asked for keyframes (one at the start, or
+    none counted in its journal) is rendered in one process: each part would decode its
+    tracks from the start."""
+    options = _options("parts")
+    session = load(recorded, options)
+    assert len(parts(session, options)) == 4
+    for track in session.tracks:
+        track.entry.pop("keyframes", None)
+    assert parts(session, options) == [(0, session.frames)]
+    for track in session.tracks:
+        track.entry["keyframes"] = 1
+    assert len(parts(session, options)) == 1
+
+
 def test_a_reader_starting_mid_track_decodes_from_the_keyframe_before(recorded: Path) -> None:
-    """What makes the parts cheap: a part starting at 3.5 s decodes from the keyframe at
-    3.0 s, not from the track's start, and shows the same picture."""
+    """What makes the parts cheap: a part starting at 3.7 s decodes from the keyframe at
+    3.5 s, not from the track's start, and shows the same picture."""
     doc = json.loads((recorded / "recording.json").read_text())
     tracks, _ = usable_tracks(recorded, doc)
     track = next(t for t in tracks if t.kind == "video" and t.start_s < 0.1)
-    late = VideoReader(track, 1, 3.5)
+    late = VideoReader(track, 1, 3.7)
     whole = VideoReader(track, 1)
     try:
-        late_frame, whole_frame = late.advance(3.5), whole.advance(3.5)
+        late_frame, whole_frame = late.advance(3.7), whole.advance(3.7)
         assert late_frame is not None and whole_frame is not None
         assert late_frame[0] == pytest.approx(whole_frame[0])
         assert read_pattern(late_frame[1]) == read_pattern(whole_frame[1])
