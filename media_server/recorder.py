@@ -50,11 +50,12 @@ QUEUE_PACKETS = 8192  # ~8 s of a six-party session: rides out a slow disk for a
 # Each batch has a fixed cost (the wakeup ~30 µs of CPU, one write per track ~10-15 µs)
 # and the code runs 3-4x slower than when warm after every sleep (2-core VM, measured):
 # a six-party session's writer costs ~10 µs a packet with 40 ms batches, ~7 µs with
-# 60 ms, ~6 µs with 80 ms. A kill -9 loses what is queued, and nothing else for WebM
-# (each batch is written whole; the muxer held up to 40 ms more before): <= 60 ms
-# received (measured <= 2 video frames; it was <= 4 with 40 ms batches and PyAV's
-# muxer). H.264 adds the one frame the MP4 muxer holds: <= ~95 ms.
-BATCH_S = 0.06
+# 60 ms, ~6 µs with 80 ms (the whole recorder: 1.09 / 0.99 % of a core at 60 / 80 ms).
+# A kill -9 loses what is queued, and nothing else for WebM (each batch is written
+# whole): <= 80 ms received. H.264 adds the one frame its MP4 muxer holds, so while an
+# H.264 track is recorded the clock is 60 ms: <= ~95 ms.
+BATCH_S = 0.08
+BATCH_H264_S = 0.06
 IDLE_WAIT_S = 1.0  # nothing to record: sleep until woken (this is only a safety net)
 SR_KEEP_EVERY_S = 5.0  # sender reports kept in the journal: enough to re-anchor drift
 SR_SAVE_EVERY_S = 5.0
@@ -71,6 +72,7 @@ class _Track:
     session: _Session
     capture: capture.TrackCapture | None = None
     failed: bool = False
+    holds: bool = False  # its muxer keeps a frame back (H.264 in MP4)
 
 
 @dataclass(eq=False)
@@ -115,6 +117,7 @@ class Recorder:
         self._repairs = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="rec-repair")
         self._sessions: dict[Path, _Session] = {}
         self._tracks: dict[TrackRef, _Track] = {}
+        self._held_frames = 0  # open tracks whose muxer holds a frame back (H.264 in MP4)
         # counters (read from any thread; plain ints under the GIL)
         self.packets = 0
         self.dropped = 0
@@ -179,7 +182,7 @@ class Recorder:
                 due = clock()
             else:
                 # One wakeup per batch, on our own clock; never woken per packet.
-                due += BATCH_S
+                due += BATCH_H264_S if self._held_frames else BATCH_S
                 delay = due - clock()
                 if delay > 0:
                     time.sleep(delay)
@@ -293,6 +296,8 @@ class Recorder:
         session.doc["tracks"].append(entry)
         track = _Track(ref, entry, session)
         self._tracks[ref] = track
+        track.holds = ref.codec.lower() == "video/h264"
+        self._held_frames += track.holds
         if found is None:
             track.failed = True
             entry["state"] = "failed"
@@ -379,6 +384,7 @@ class Recorder:
         track = self._tracks.pop(ref, None)
         if track is None:
             return
+        self._held_frames -= track.holds
         ref.sink = None
         entry, session, rec = track.entry, track.session, ref.recording
         entry["ended_at"] = time.time()
