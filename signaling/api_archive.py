@@ -74,6 +74,7 @@ class CaseFileEntry(BaseModel):
     content_type: str
     url: str  # with the Bearer token
     src: str  # a grant URL, until ``grants_expire_at``
+    duration_s: float | None = None  # an export's length
 
 
 class CaseFileIndex(BaseModel):
@@ -161,6 +162,8 @@ async def casefile_index(ctx: Ctx) -> Any:
     directory, manifest = await _sealed(ctx, session)
     sid, who = session.session_id, ctx.identity
     names = await asyncio.to_thread(listed, directory, manifest)
+    made = (await asyncio.to_thread(addendum.load, directory) or {}).get("exports") or []
+    lengths = {e.get("path"): e.get("duration_s") for e in made if isinstance(e, dict)}
     duration = float((manifest.get("recording") or {}).get("duration_s") or 0.0)
     expires = replay.grant_expiry(ctx.service.clock(), duration, who.exp)
     key = await replay.grant_key(ctx.request.app[STORE])
@@ -174,6 +177,7 @@ async def casefile_index(ctx: Ctx) -> Any:
             content_type=SUFFIX_TYPES.get(PurePosixPath(name).suffix, FILE_TYPES[0]),
             url=f"/api/sessions/{sid}/casefile/files/{quote(name, safe='')}",
             src="/api/casefile/" + replay.mint(key, sid, name, who.sub, expires, "file", actor),
+            duration_s=lengths.get(name),
         )
         for name, (size, digest) in sorted(names.items())
     ]

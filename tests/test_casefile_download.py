@@ -70,6 +70,7 @@ async def test_the_composite_is_offered_once_it_is_made(rec: Recorded) -> None: 
         assert export is not None and export["path"] == COMPOSITE
         assert (export["kind"], export["content_type"]) == ("export", "video/mp4")
         assert export["sha256"] == made["sha256"] and export["size"] == made["size"]
+        assert export["duration_s"] == made["duration_s"] > 1
         r = await rec.get(export["src"], None)
         assert r.status == 200 and r.content_type == "video/mp4"
         assert hashlib.sha256(await r.read()).hexdigest() == made["sha256"]

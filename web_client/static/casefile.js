@@ -125,7 +125,7 @@ export class CaseFilePanel {
         "div",
         { class: "muted casefile-meta" },
         el("span", { testid: "casefile-export-size", text: megabytes(x.size) }),
-        this.duration ? el("span", { i18n: "casefile.duration", args: { d: length(this.duration) } }) : null,
+        (x.duration_s ?? this.duration) ? el("span", { i18n: "casefile.duration", args: { d: length(x.duration_s ?? this.duration) } }) : null,
         x.sha256 ? this.hash(x.sha256) : null,
       ),
     );
