@@ -304,6 +304,34 @@ async def test_a_job_survives_a_restart(recorded: Path, tmp_path: Path) -> None:
     assert cli.main(["verify", CASE, "s_one", "--files-only", "--data-dir", str(tmp_path)]) == 0
 
 
+async def test_a_server_job_renders_in_parts_and_a_stop_leaves_nothing(
+    long_recorded: Path, tmp_path: Path
+) -> None:
+    """The job runs on a thread of the server's event loop; its parts on processes from
+    the forkserver. Stopping the node mid-render stops them and leaves no part behind;
+    the job, taken up again, makes the whole file."""
+    archive_dir = tmp_path / "archive"
+    shutil.copytree(long_recorded, archive_dir / CASE / "s_long")
+    directory = archive_dir / CASE / "s_long"
+    parts_dir = directory / "exports" / ".composite.mp4.part.parts"
+    store = MemoryStore(tmp_path / "state")
+    options = Options(width=W, height=H, threads=2)
+    worker = ExportWorker(store, archive_dir, "node-a", options, delay_s=0)
+    await worker.enqueue(CASE, "s_long")
+    await worker.start()
+    await until(lambda: any(parts_dir.glob("part*.mp4")), 20, "the parts to start")
+    await worker.close()
+    assert not parts_dir.exists() and not (directory / COMPOSITE).exists()
+    worker = ExportWorker(store, archive_dir, "node-a", options, delay_s=0)
+    await worker.start()
+    await until(lambda: bool(worker.done), 60, "the export")
+    await worker.close()
+    await store.close()
+    with av.open(str(directory / COMPOSITE)) as c:
+        times = [round(float(f.time or 0) * 15, 6) for f in c.decode(video=0)]
+    assert times == list(range(42 * 15))
+
+
 async def test_workers_on_redis_share_jobs_and_none_runs_twice(
     recorded: Path, tmp_path: Path, redis_url: str
 ) -> None:
@@ -401,16 +429,28 @@ async def test_sealing_a_recorded_session_queues_its_export(tmp_path: Path) -> N
 CASE_OF_REC = "REC-1"
 
 
-def test_a_long_session_exports_in_parts_from_the_command_line(tmp_path: Path) -> None:
+LONG = [Party(1, "陈晓"), Party(2, "李四", join_s=15.0, video_gaps=[(19.0, 23.0)])]
+
+
+@pytest.fixture(scope="module")
+def long_recorded(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 42 s session (keyframes every 10 s, as recorded): long enough to be split."""
+    data = tmp_path_factory.mktemp("long") / "data"
+    directory = data / "archive" / CASE / "s_long"
+    synthesize(directory, LONG, 42.0, case_id=CASE, session_id="s_long")
+    archive.write_manifest(data / "archive", {"case_id": CASE, "session_id": "s_long"}, [])
+    return directory
+
+
+def test_a_long_session_exports_in_parts_from_the_command_line(
+    long_recorded: Path, tmp_path: Path
+) -> None:
     """``jointreview export --threads 2`` on a 42 s session: two processes (forked from a
     forkserver that loads this command as its main module) render 21 s each; the joined
     file has every frame once, in place, the right picture on each side of the seam, and
     the progress bar reaches the end."""
-    data = tmp_path / "data"
-    directory = data / "archive" / CASE / "s_long"
-    parties = [Party(1, "陈晓"), Party(2, "李四", join_s=15.0, video_gaps=[(19.0, 23.0)])]
-    synthesize(directory, parties, 42.0, case_id=CASE, session_id="s_long")
-    archive.write_manifest(data / "archive", {"case_id": CASE, "session_id": "s_long"}, [])
+    data = long_recorded.parents[2]
+    parties = LONG
     out = tmp_path / "long.mp4"
     argv = ["export", "s_long", "-o", str(out), "--threads", "2", "--data-dir", str(data)]
     proc = subprocess.run(
