@@ -77,10 +77,22 @@ class CaseFileEntry(BaseModel):
     duration_s: float | None = None  # an export's length
 
 
+class CaseFileSummary(BaseModel):
+    """What the sealed manifest holds, counted (what the clerk sees filed)."""
+
+    participants: int = 0
+    tracks: int = 0
+    stills: int = 0
+    chat: int = 0
+    opinions: int = 0
+    events: int = 0
+
+
 class CaseFileIndex(BaseModel):
     case_id: str
     session_id: str
     sealed_at: float | None = None
+    summary: CaseFileSummary
     files: list[CaseFileEntry]
     # The composite video once it is made (the export job runs after sealing).
     export: CaseFileEntry | None = None
@@ -181,10 +193,20 @@ async def casefile_index(ctx: Ctx) -> Any:
         )
         for name, (size, digest) in sorted(names.items())
     ]
+    kinds = [f.kind for f in files]
+    summary = CaseFileSummary(
+        participants=len(manifest.get("participants") or []),
+        tracks=kinds.count("track"),
+        stills=kinds.count("still"),
+        chat=len(manifest.get("chat") or []),
+        opinions=len(manifest.get("opinions") or []),
+        events=int((manifest.get("timeline") or {}).get("count") or 0),
+    )
     return CaseFileIndex(
         case_id=session.case_id,
         session_id=sid,
         sealed_at=manifest.get("generated_at"),
+        summary=summary,
         files=files,
         export=next((f for f in files if f.path == COMPOSITE), None),
         grants_expire_at=expires,

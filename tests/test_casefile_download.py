@@ -38,6 +38,9 @@ async def test_every_file_of_the_case_file_downloads_as_sealed(rec: Recorded) ->
     kinds = {f["kind"] for f in index["files"]}
     assert {"manifest", "timeline", "track", "still"} <= kinds
     assert index["export"] is None  # no export made yet (this server runs no export job)
+    summary = index["summary"]
+    assert (summary["tracks"], summary["stills"], summary["opinions"]) == (3, 1, 1)
+    assert summary["participants"] == 2 and summary["chat"] == 1 and summary["events"] > 8
     for path, f in by_path.items():
         assert f["url"] == f"/api/sessions/{rec.sid}/casefile/files/{quote(path, safe='')}"
         for how in ("token", "grant"):

@@ -266,8 +266,41 @@ function ended(session) {
     args: { name: by || "", case: session?.case_id || "" },
     link: homeLink(),
   });
-  if (session?.ended_at) box.append(el("p", { class: "muted" }, el("time", { ts: session.ended_at, tsStyle: "datetime" })));
+  // Above the way back: when it ended, then (for staff) where it was filed.
+  const back = box.querySelector("a.button");
+  if (session?.ended_at) box.insertBefore(el("p", { class: "muted" }, el("time", { ts: session.ended_at, tsStyle: "datetime" })), back);
   if (ctx.me.role === "applicant") box.append(el("p", { class: "muted", i18n: "session.applicant_bye" }));
+  if (STAFF.includes(ctx.me.role)) showFiled(box, back, session?.case_id || "");
+}
+
+// The clerk sees the session filed: the case file's index once it is sealed (moments
+// after the end: the media node closes the recording first), counted.
+const FILED_TRIES = 20;
+const FILED_RETRY_MS = 750;
+
+async function showFiled(box, back, caseId) {
+  const line = el("p", { class: "muted filed", testid: "session-filing", i18n: "session.filing" });
+  box.insertBefore(line, back);
+  for (let i = 0; i < FILED_TRIES; i += 1) {
+    try {
+      const ix = await api(`/api/sessions/${encodeURIComponent(sid)}/casefile`);
+      const n = ix.summary;
+      line.replaceWith(
+        el(
+          "div",
+          { class: "filed", testid: "session-filed", data: { tracks: String(n.tracks), stills: String(n.stills), opinions: String(n.opinions), events: String(n.events) } },
+          el("p", {}, el("strong", { i18n: "session.filed", args: { case: ix.case_id || caseId } })),
+          el("p", { class: "muted", i18n: "session.filed_counts", args: n }),
+          el("p", { class: "muted" }, el("span", { i18n: "session.filed_at" }), " ", el("time", { ts: ix.sealed_at, tsStyle: "datetime" })),
+        ),
+      );
+      return;
+    } catch (err) {
+      if (err?.code !== "recording_sealing" && err?.code !== "session_live") break;
+    }
+    await new Promise((resolve) => setTimeout(resolve, FILED_RETRY_MS));
+  }
+  line.replaceWith(el("p", { class: "muted filed", testid: "session-filed-unknown", i18n: "session.filed_unknown" }));
 }
 
 async function leave() {
