@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import logging
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import shutil
 import threading
@@ -42,6 +44,8 @@ from . import compose
 from .compose import AudioEncoder, Cancelled, Options, Progress, Session
 from .sources import AUDIO_RATE, AudioMix
 
+log = logging.getLogger(__name__)
+
 POLL_S = 0.25
 
 
@@ -58,6 +62,17 @@ def _context() -> Any:
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["__main__", "recording.compose", "recording.parallel"])
     return ctx
+
+
+def prepare() -> None:
+    """Start the forkserver now (a server that will export in parts calls this at its
+    start): the first export then forks at once instead of starting a Python first.
+    Where it cannot start, the exports will say so (and render in one process)."""
+    try:
+        _context()
+        multiprocessing.forkserver.ensure_running()
+    except (OSError, ImportError) as exc:
+        log.warning("export workers unavailable here (%s): exports render in one process", exc)
 
 
 def _start(done: Any, stop: Any, nice: int | None) -> None:

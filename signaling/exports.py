@@ -156,6 +156,10 @@ class ExportWorker:
         self.done: list[dict[str, Any]] = []  # what this worker made (tests, stats)
 
     async def start(self) -> None:
+        if self.workers and self.options.threads > 1:
+            from recording.parallel import prepare
+
+            await asyncio.to_thread(prepare)  # the forkserver: parts fork at once
         for n in range(self.workers):
             consumer = f"{self.node_id}/{n}"
             self._tasks.append(asyncio.create_task(self._run(consumer), name=f"export-{n}"))
