@@ -15,7 +15,6 @@ the last output frame is not touched; and the output's size, rate and preset are
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import time
@@ -299,34 +298,6 @@ def load(directory: Path, options: Options) -> Session:
     return Session(tracks, zero, duration, max(1, math.ceil(duration * options.fps - 1e-6)))
 
 
-def parts(session: Session, options: Options) -> list[tuple[int, int]]:
-    """The frame ranges rendered apart: one per core, each at least ``part_min_s``, and
-    only as many as the tracks' keyframes allow: a part decodes each of its tiles from
-    the keyframe before its start, so keyframes far apart (a recording made before the
-    recorder asked for them) would cost more decoding than the part saves."""
-    seconds = session.frames / options.fps
-    n = min(options.threads, int(seconds // max(options.part_min_s, 1e-3)))
-    # A keyframe every half part at least: a part then decodes ~1/4 more on average.
-    while n > 1 and not _keyframes_every(session, seconds / n / 2):
-        n -= 1
-    n = max(1, n)
-    bounds = [round(i * session.frames / n) for i in range(n + 1)]
-    return list(itertools.pairwise(bounds))
-
-
-def _keyframes_every(session: Session, interval_s: float) -> bool:
-    """Whether every video track longer than ``interval_s`` has a keyframe every
-    ``interval_s`` on average (``keyframes`` in the journal: counted by the recorder)."""
-    for track in session.tracks:
-        span = track.end_s - track.start_s
-        if track.kind != "video" or span <= interval_s:
-            continue
-        count = track.entry.get("keyframes")
-        if not isinstance(count, int) or count < 1 or span / count > interval_s:
-            return False
-    return True
-
-
 def render(
     directory: Path,
     output: Path,
@@ -336,12 +307,12 @@ def render(
 ) -> dict[str, Any]:
     """Render the session recorded in ``directory`` into ``output`` (an MP4): in one
     process, or in parts on a process per core (``parallel``) when it is long enough."""
+    from .parallel import Unavailable, parts, render_parts  # (it builds on this module)
+
     options = options or Options()
     session = load(directory, options)
     ranges = parts(session, options)
     if len(ranges) > 1:
-        from .parallel import Unavailable, render_parts
-
         try:
             return render_parts(directory, output, options, session, ranges, progress, cancelled)
         except Unavailable as exc:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import itertools
 import logging
 import multiprocessing
 import multiprocessing.forkserver
@@ -56,6 +57,34 @@ class Unavailable(Exception):
 # Set in each worker by ``_start``: where it reports progress, and the stop flag.
 _done: Any = None
 _stop: Any = None
+
+
+def parts(session: Session, options: Options) -> list[tuple[int, int]]:
+    """The frame ranges rendered apart: one per core, each at least ``part_min_s``, and
+    only as many as the tracks' keyframes allow: a part decodes each of its tiles from
+    the keyframe before its start, so keyframes far apart (a recording made before the
+    recorder asked for them) would cost more decoding than the part saves."""
+    seconds = session.frames / options.fps
+    n = min(options.threads, int(seconds // max(options.part_min_s, 1e-3)))
+    # A keyframe every half part at least: a part then decodes ~1/4 more on average.
+    while n > 1 and not _keyframes_every(session, seconds / n / 2):
+        n -= 1
+    n = max(1, n)
+    bounds = [round(i * session.frames / n) for i in range(n + 1)]
+    return list(itertools.pairwise(bounds))
+
+
+def _keyframes_every(session: Session, interval_s: float) -> bool:
+    """Whether every video track longer than ``interval_s`` has a keyframe every
+    ``interval_s`` on average (``keyframes`` in the journal: counted by the recorder)."""
+    for track in session.tracks:
+        span = track.end_s - track.start_s
+        if track.kind != "video" or span <= interval_s:
+            continue
+        count = track.entry.get("keyframes")
+        if not isinstance(count, int) or count < 1 or span / count > interval_s:
+            return False
+    return True
 
 
 def _context() -> Any:

@@ -28,9 +28,10 @@ import pytest
 from media_server.participant import Participant
 from media_server.synthetic import PatternVideoTrack, ToneAudioTrack, read_pattern
 from recording import archive
-from recording.compose import Cancelled, Options, load, parts, render
+from recording.compose import Cancelled, Options, load, render
 from recording.export import COMPOSITE, export_session
 from recording.layout import Labeler, fit, plan
+from recording.parallel import parts
 from recording.sources import TrackClock, VideoReader, usable_tracks
 from recording.synth_session import Party, synthesize
 from signaling import cli
