@@ -14,6 +14,8 @@ import pytest
 
 from recording.compose import Options
 from recording.export import COMPOSITE, export_session
+from recording.verify import verify_session
+from signaling.keys import SERVICE
 
 from .test_replay import CASE, Recorded, rec  # noqa: F401  (the recorded-session fixture)
 
@@ -161,6 +163,10 @@ async def test_downloads_are_in_the_audit_trail(rec: Recorded) -> None:  # noqa:
     assert who.count(("admin", "admin")) == 1  # the two fetches above: one entry
     assert ("sup-01", "supervisor") in who  # the first test's downloads
     assert {e["session_id"] for e in downloads} == {rec.sid}
+    # Audited after sealing: notes for `jointreview verify`, the seal holds.
+    store_events = [e.model_dump() for e in await rec.server.app[SERVICE].events(CASE)]
+    report = verify_session(rec.dir.parents[1], CASE, rec.sid, store_events)
+    assert report.ok, report.problems
 
 
 async def test_a_live_session_has_no_case_file_yet(rec: Recorded) -> None:  # noqa: F811
