@@ -137,6 +137,7 @@ def _part(
         Path(directory), Path(path), options, first, stop, False, progress, _stop.is_set
     )
     result["cpu_s"] = round(time.process_time() - cpu0, 3)
+    result["nice"] = os.getpriority(os.PRIO_PROCESS, 0) if hasattr(os, "getpriority") else None
     return result
 
 
@@ -220,6 +221,7 @@ def render_parts(
         kbps=round(size * 8 / 1000 / max(seconds, 1e-9), 1),
         wall_s=round(time.perf_counter() - started, 3),
         cpu_s=round(time.process_time() - cpu0 + sum(r["cpu_s"] for r in results), 3),
+        workers_nice=sorted({r["nice"] for r in results if r.get("nice") is not None}),
         profile=profile,
     )
 

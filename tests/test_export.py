@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import struct
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -155,6 +157,23 @@ def test_audio_is_mixed_in_sync(recorded: Path, tmp_path: Path, how: str) -> Non
     assert abs(onset - 2.0) <= 1 / OPTIONS.fps, onset
     assert np.abs(pcm[: int(1.8 * 48_000)]).max() < 0.01  # silence before
     assert len(pcm) / 48_000 == pytest.approx(SECONDS, abs=0.1)
+
+
+def test_parts_run_as_nice_as_the_thread_that_asked(recorded: Path, tmp_path: Path) -> None:
+    """The server's export thread is niced so live media keeps its timing; the worker
+    processes (children of the forkserver, not of this thread) must be as nice."""
+    got: dict[str, Any] = {}
+
+    def job() -> None:
+        tid = threading.get_native_id()
+        got["nice"] = max(7, os.getpriority(os.PRIO_PROCESS, tid))  # (only ever raised)
+        os.setpriority(os.PRIO_PROCESS, tid, got["nice"])
+        got.update(render(recorded, tmp_path / "out.mp4", _options("parts")))
+
+    thread = threading.Thread(target=job)
+    thread.start()
+    thread.join()
+    assert got["parts"] == 4 and got["workers_nice"] == [got["nice"]]
 
 
 def test_a_cancelled_export_in_parts_stops_its_processes_and_leaves_nothing(
