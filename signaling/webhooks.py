@@ -176,6 +176,8 @@ class Webhooks:
         data["seq"] = event.seq  # the event's place in the case timeline: an order
         if kind == "recording.ready" and event.session_id:
             data["manifest"] = f"{event.case_id}/{event.session_id}/manifest.json"
+            # Where to fetch it all (api_archive): the index lists every file and its url.
+            data["casefile_url"] = f"/api/sessions/{event.session_id}/casefile"
             data["tracks"] = await asyncio.to_thread(self._tracks, event)
             # A session nobody joined (or without media) is sealed and announced too:
             # its case file holds the timeline, chat, opinions and stills, no recording.

@@ -233,6 +233,7 @@ async def test_signed_deliveries_of_a_joint_review(tmp_path: Path, tok: Tokens) 
             ready = bodies["recording.ready"]["data"]
             assert ready["manifest_sha256"] == manifest["manifest_sha256"]
             assert ready["manifest"] == f"{CASE}/{sid}/manifest.json"
+            assert ready["casefile_url"] == f"/api/sessions/{sid}/casefile"
             assert ready["tracks"] == [] and ready["recorded"] is False  # no media
             assert bodies["export.ready"]["data"]["file"] == "export/composite.mp4"
             seqs = [bodies[k]["data"]["seq"] for k in ("session.started", "session.ended")]
