@@ -207,11 +207,7 @@ async def describe(ctx: Ctx) -> Any:
         )
     # Without a recording the clock starts with the session: its events still line up.
     zero = origin if origin is not None else session.created_at
-    events = [
-        e.model_dump(mode="json")
-        for e in await service.events(session.case_id)
-        if e.session_id == sid
-    ]
+    events = [e.model_dump(mode="json") for e in await service.events(session.case_id, sid)]
     by_id = {i.invitation_id: i.model_dump() for i in invitations}
     snapshots = [
         ReplaySnapshot(

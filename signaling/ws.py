@@ -218,11 +218,8 @@ class Connection:
 
     async def _chat_history(self, session: Session) -> list[dict[str, Any]]:
         """The session's chat so far, oldest first, each as its ``chat`` message said it."""
-        chat = [
-            chat_message(e)
-            for e in await self.service.events(session.case_id)
-            if e.type == "chat.message" and e.session_id == session.session_id
-        ]
+        events = await self.service.events(session.case_id, session.session_id, ("chat.message",))
+        chat = [chat_message(e) for e in events]
         return chat[-CHAT_HISTORY:]
 
     def _recording_policy(self) -> str:
