@@ -15,6 +15,10 @@ from .errors import BadRequest, Conflict, Forbidden, NotFound
 from .models import Event, Participant
 
 
+def chat_log(session_id: str) -> str:
+    return f"session:{session_id}:chat"
+
+
 def chat_message(event: Event) -> dict[str, Any]:
     """A ``chat.message`` event as the ``chat`` socket message carries it (live, and in
     the history that ``joined`` lists)."""
@@ -226,5 +230,13 @@ class ParticipantsMixin(ServiceCore):
             participant_id=p.participant_id,
             text=text,
         )
+        # Also in the session's own log: a page joining or resuming reads the session's
+        # chat from there, not from the case's whole timeline.
+        await self.store.append(chat_log(p.session_id), {"event": event.model_dump(mode="json")})
         await self._announce(f"session:{p.session_id}", "chat", **chat_message(event))
         return event
+
+    async def session_chat(self, session_id: str, newest: int) -> list[Event]:
+        """The session's ``newest`` chat messages, oldest first."""
+        docs = await self.store.read_log(chat_log(session_id))
+        return [Event.model_validate(d["event"]) for d in docs[-newest:] if "event" in d]

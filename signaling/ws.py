@@ -218,9 +218,8 @@ class Connection:
 
     async def _chat_history(self, session: Session) -> list[dict[str, Any]]:
         """The session's chat so far, oldest first, each as its ``chat`` message said it."""
-        events = await self.service.events(session.case_id, session.session_id, ("chat.message",))
-        chat = [chat_message(e) for e in events]
-        return chat[-CHAT_HISTORY:]
+        events = await self.service.session_chat(session.session_id, CHAT_HISTORY)
+        return [chat_message(e) for e in events]
 
     def _recording_policy(self) -> str:
         control = self.app[MEDIA].recording
