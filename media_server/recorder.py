@@ -296,7 +296,7 @@ class Recorder:
         session.doc["tracks"].append(entry)
         track = _Track(ref, entry, session)
         self._tracks[ref] = track
-        track.holds = ref.codec.lower() == "video/h264"
+        track.holds = found is not None and found[1] == "mp4"  # PyAV's MP4 muxer
         self._held_frames += track.holds
         if found is None:
             track.failed = True

@@ -284,6 +284,10 @@ class Session:
     duration: float
     frames: int  # output frames in all
 
+    def audio_samples(self, fps: int) -> int:
+        """The mixed audio's length, matching the frames' (48 kHz samples)."""
+        return round(self.frames / fps * AUDIO_RATE)
+
 
 def load(directory: Path, options: Options) -> Session:
     if options.width % 2 or options.height % 2:
@@ -317,7 +321,9 @@ def render(
             return render_parts(directory, output, options, session, ranges, progress, cancelled)
         except Unavailable as exc:
             log.warning("export of %s in one process: %s", directory.name, exc)
-    return render_range(directory, output, options, 0, session.frames, True, progress, cancelled)
+    return render_range(
+        directory, output, options, 0, session.frames, True, progress, cancelled, session
+    )
 
 
 def render_range(
@@ -329,15 +335,17 @@ def render_range(
     with_audio: bool = True,
     progress: Progress | None = None,
     cancelled: Callable[[], bool] | None = None,
+    session: Session | None = None,
 ) -> dict[str, Any]:
     """Output frames ``first`` to ``stop`` (pts from 0) into ``output``, with the mixed
-    audio when ``with_audio`` (then the range must be the whole session).
+    audio when ``with_audio`` (then the range must be the whole session). ``session``:
+    as ``load`` gives it, when the caller has it already.
 
     With ``threads`` > 1, tiles are decoded and scaled, and the audio mixed and encoded,
     on a pool a batch of frames ahead, while this thread composes and hands frames to
     x264's own threads: decoding (the largest stage) would otherwise leave the second
     core idle half the time."""
-    session = load(directory, options)
+    session = session or load(directory, options)
     tracks, duration, frames = session.tracks, session.duration, session.frames
     labeler = Labeler(find_font(options.font) if options.names else None)
     tiles, names = build_tiles(tracks, options, labeler)
@@ -395,7 +403,7 @@ def render_range(
     try:
         vstream = video_stream(out, options)
         if mix is not None:
-            audio = AudioEncoder(mix, audio_stream(out, options), round(frames / fps * AUDIO_RATE))
+            audio = AudioEncoder(mix, audio_stream(out, options), session.audio_samples(fps))
         last_report = 0.0
         pending = ahead(first)
         for k0 in range(first, stop, batch):

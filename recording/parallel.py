@@ -143,7 +143,7 @@ def _part(
 
 def _audio(session: Session, path: Path, options: Options, cancelled: Callable[[], bool]) -> float:
     """The whole mixed audio into an MP4 of its own; returns the seconds it took."""
-    total = round(session.frames / options.fps * AUDIO_RATE)
+    total = session.audio_samples(options.fps)
     mix = AudioMix(session.tracks)
     try:
         with av.open(str(path), "w", format="mp4") as out:

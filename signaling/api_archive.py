@@ -23,8 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path, PurePosixPath
-from typing import Any
-from urllib.parse import quote
+from typing import Any, NamedTuple
 
 from aiohttp import web
 from pydantic import BaseModel
@@ -110,12 +109,18 @@ def _kind(path: str) -> str:
     return {"tracks": "track", "snapshots": "still", "exports": "export"}.get(top, "other")
 
 
-def listed(directory: Path, manifest: dict[str, Any]) -> dict[str, tuple[int, str | None]]:
-    """Every name the case file vouches for: path -> (size, SHA-256). Blocking I/O."""
-    out: dict[str, tuple[int, str | None]] = {}
+class Listed(NamedTuple):
+    size: int
+    sha256: str | None
+    duration_s: float | None = None  # an export's length
+
+
+def listed(directory: Path, manifest: dict[str, Any]) -> dict[str, Listed]:
+    """Every name the case file vouches for, with what it says of it. Blocking I/O."""
+    out: dict[str, Listed] = {}
     for entry in manifest.get("files") or []:
         if isinstance(entry, dict) and isinstance(entry.get("path"), str):
-            out[entry["path"]] = (int(entry.get("size") or 0), entry.get("sha256"))
+            out[entry["path"]] = Listed(int(entry.get("size") or 0), entry.get("sha256"))
     timeline = manifest.get("timeline") or {}
     # The manifest (its hash is in the store's timeline), the timeline it hashes, and the
     # addendum: vouched for by content, not by a listed size.
@@ -125,29 +130,30 @@ def listed(directory: Path, manifest: dict[str, Any]) -> dict[str, tuple[int, st
         (addendum.NAME, None),
     ):
         try:
-            out[name] = ((directory / name).stat().st_size, digest)
+            out[name] = Listed((directory / name).stat().st_size, digest)
         except OSError:
             pass
     for entry in (addendum.load(directory) or {}).get("exports") or []:
         if isinstance(entry, dict) and isinstance(entry.get("path"), str):
-            out[entry["path"]] = (int(entry.get("size") or 0), entry.get("sha256"))
+            size, digest = int(entry.get("size") or 0), entry.get("sha256")
+            out[entry["path"]] = Listed(size, digest, entry.get("duration_s"))
     return out
 
 
 def open_listed(directory: Path, manifest: dict[str, Any], name: str) -> Path | None:
-    """The file ``name`` if the case file lists it, it lies inside ``directory`` and it
-    still has its listed size. Blocking I/O."""
-    if not name or name.startswith("/") or "\\" in name or ".." in PurePosixPath(name).parts:
-        return None
+    """The file ``name`` if the case file lists it (by this very string), it lies inside
+    ``directory`` and it still has its listed size. Blocking I/O."""
     found = listed(directory, manifest).get(name)
     if found is None:
         return None
-    root = directory.resolve()
     try:
         path = (directory / name).resolve()
     except (OSError, RuntimeError, ValueError):
         return None
-    if not path.is_relative_to(root) or not path.is_file() or path.stat().st_size != found[0]:
+    if not path.is_relative_to(directory.resolve()) or not path.is_file():
+        return None
+    if path.stat().st_size != found.size:
+        log.warning("casefile: %s/%s is not as sealed; not served", directory.name, name)
         return None
     return path
 
@@ -174,8 +180,6 @@ async def casefile_index(ctx: Ctx) -> Any:
     directory, manifest = await _sealed(ctx, session)
     sid, who = session.session_id, ctx.identity
     names = await asyncio.to_thread(listed, directory, manifest)
-    made = (await asyncio.to_thread(addendum.load, directory) or {}).get("exports") or []
-    lengths = {e.get("path"): e.get("duration_s") for e in made if isinstance(e, dict)}
     duration = float((manifest.get("recording") or {}).get("duration_s") or 0.0)
     expires = replay.grant_expiry(ctx.service.clock(), duration, who.exp)
     key = await replay.grant_key(ctx.request.app[STORE])
@@ -184,14 +188,14 @@ async def casefile_index(ctx: Ctx) -> Any:
         CaseFileEntry(
             path=name,
             kind=_kind(name),
-            size=size,
-            sha256=digest,
+            size=facts.size,
+            sha256=facts.sha256,
             content_type=SUFFIX_TYPES.get(PurePosixPath(name).suffix, FILE_TYPES[0]),
-            url=f"/api/sessions/{sid}/casefile/files/{quote(name, safe='')}",
+            url=replay.casefile_url(sid, name),
             src="/api/casefile/" + replay.mint(key, sid, name, who.sub, expires, "file", actor),
-            duration_s=lengths.get(name),
+            duration_s=facts.duration_s,
         )
-        for name, (size, digest) in sorted(names.items())
+        for name, facts in sorted(names.items())
     ]
     kinds = [f.kind for f in files]
     summary = CaseFileSummary(
@@ -217,8 +221,6 @@ async def _serve(ctx: Ctx, session: Session, name: str, viewer: Actor) -> web.St
     directory, manifest = await _sealed(ctx, session)
     path = await asyncio.to_thread(open_listed, directory, manifest, name)
     if path is None:
-        if name in await asyncio.to_thread(listed, directory, manifest):
-            log.warning("casefile: %s/%s is not as sealed; not served", session.session_id, name)
         raise NotFound(*MISSING)
     store = ctx.request.app[STORE]
     audit = f"casefile-audit:{viewer.sub}:{session.session_id}:{name}"

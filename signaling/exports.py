@@ -23,7 +23,6 @@ import threading
 import time
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import quote
 
 from aiohttp import web
 
@@ -33,6 +32,7 @@ from recording.export import COMPOSITE, export_session
 from .config import Config
 from .core import EventHook, append_event, run_event_hooks
 from .models import Event
+from .replay import casefile_url
 from .state import Job, Store
 
 log = logging.getLogger(__name__)
@@ -107,8 +107,7 @@ async def record_ready(
     data = {k: made.get(k) for k in ("path", "sha256", "size", "duration_s", "width", "height")}
     data.update(fps=made.get("fps"), kbps=made.get("kbps"))
     # Where the approval system (or anyone who may replay) fetches it: api_archive.
-    path = quote(str(data["path"]), safe="")
-    data["url"] = f"/api/sessions/{session_id}/casefile/files/{path}"
+    data["url"] = casefile_url(session_id, str(data["path"]))
     return await append_event(
         store, case_id, "export.ready", ts=time.time(), session_id=session_id, data=data
     )

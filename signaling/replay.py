@@ -33,6 +33,7 @@ import re
 import secrets
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from .state import Store
 
@@ -232,6 +233,12 @@ def _sign(key: bytes, payload: str) -> str:
 
 def grant_ttl(duration_s: float | None) -> float:
     return min(GRANT_MAX_S, GRANT_MIN_S + max(0.0, duration_s or 0.0))
+
+
+def casefile_url(session_id: str, path: str | None = None) -> str:
+    """The case file's index (``api_archive``), or one listed file of it."""
+    base = f"/api/sessions/{session_id}/casefile"
+    return base if path is None else f"{base}/files/{quote(path, safe='')}"
 
 
 def grant_expiry(now: float, duration_s: float | None, token_exp: float | None) -> float:

@@ -50,6 +50,7 @@ from . import __version__, outbox
 from .config import Config
 from .models import Event
 from .outbox import TRIGGERS
+from .replay import casefile_url
 from .state import Store
 from .webhook_signing import parse_retry_after, redact, sign
 
@@ -177,7 +178,7 @@ class Webhooks:
         if kind == "recording.ready" and event.session_id:
             data["manifest"] = f"{event.case_id}/{event.session_id}/manifest.json"
             # Where to fetch it all (api_archive): the index lists every file and its url.
-            data["casefile_url"] = f"/api/sessions/{event.session_id}/casefile"
+            data["casefile_url"] = casefile_url(event.session_id)
             data["tracks"] = await asyncio.to_thread(self._tracks, event)
             # A session nobody joined (or without media) is sealed and announced too:
             # its case file holds the timeline, chat, opinions and stills, no recording.
