@@ -219,7 +219,7 @@ async def demo_login(ctx: Ctx) -> Any:
 
 
 def _demo_only(ctx: Ctx) -> None:
-    if not ctx.request.app[CONFIG].demo_enabled:
+    if not ctx.request.app[CONFIG].demo_on:
         raise NotFound("demo_disabled", "the demo directory is turned off on this server")
 
 

@@ -116,7 +116,7 @@ def _serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     print(f"jointreview: state {mode}; data in {config.data_dir.resolve()}", flush=True)
-    if config.demo_enabled:
+    if config.demo_on:
         print(f"jointreview: open {config.base_url}/login", flush=True)
     else:
         print(f"jointreview: listening on {config.base_url}", flush=True)

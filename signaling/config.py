@@ -8,6 +8,7 @@ case; list values in the environment are JSON.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import secrets
@@ -79,8 +80,7 @@ class Config(BaseModel):
     token_ttl_s: int = Field(8 * 3600, ge=60)
     applicant_link_ttl_s: int = Field(4 * 3600, ge=60)
 
-    # Standalone demo directory and sign-in page; production turns it off.
-    demo_enabled: bool = True
+    # The department directory (and the demo users, see demo_enabled below).
     directory_file: Path | None = None
 
     # ICE servers handed to browsers (the SFU itself has a routable host address and uses
@@ -153,6 +153,47 @@ class Config(BaseModel):
     heartbeat_s: float = Field(15.0, gt=0)
     resume_grace_s: float = Field(30.0, gt=0)
     ring_timeout_s: float = Field(120.0, gt=0)
+    # A session that everyone has left (no slot joined or in its grace period) is ended by
+    # the sweeper after this long: nobody stays "in progress" for ever. 0: never.
+    session_idle_end_s: float = Field(600.0, ge=0)
+
+    # -- limits (docs/security.md): one link must not take a session or a node down ------
+    # Messages on one socket: a token bucket of ws_burst, refilled at ws_rate_per_s.
+    ws_rate_per_s: float = Field(20.0, gt=0)
+    ws_burst: int = Field(40, ge=1)
+    # All sockets of one identity (sub) on this node together.
+    identity_rate_per_s: float = Field(40.0, gt=0)
+    identity_burst: int = Field(80, ge=1)
+    # Sockets one identity may hold on this node (the oldest is closed for a new one), and
+    # sockets from one client address (a hall behind one NAT address holds many people).
+    max_sockets_per_identity: int = Field(8, ge=1, le=10_000)
+    max_sockets_per_address: int = Field(256, ge=1, le=100_000)
+    # Chat: characters in one message, messages per minute in one session (all senders).
+    chat_max_chars: int = Field(2000, ge=1, le=20_000)
+    chat_per_minute_per_session: int = Field(120, ge=1)
+    # Lists that grow (case events, sessions, replay markers): default and largest page.
+    page_default: int = Field(100, ge=1, le=10_000)
+    page_max: int = Field(500, ge=1, le=10_000)
+    # Sign-in attempts (demo sign-in) per client address per minute.
+    signin_per_minute: int = Field(10, ge=1)
+
+    # -- exposure ------------------------------------------------------------------------
+    # Demo sign-in mints any identity for anyone who asks. None (default): on only when
+    # the server listens on loopback; true turns it on anywhere (with a loud warning).
+    demo_enabled: bool | None = None
+    # The longest lifetime a token (exp - iat) or a replay/case-file grant may have.
+    token_max_ttl_s: int = Field(24 * 3600, ge=60)
+    grant_max_ttl_s: int = Field(24 * 3600, ge=60)
+    # Origins allowed to open /ws and post to the API from a browser (scheme://host:port).
+    # Empty: the server's own origin (public_url, or the Host the request came to).
+    allowed_origins: list[str] = Field(default_factory=list)
+    # Reverse proxies whose X-Forwarded-For names the client (addresses or CIDR blocks).
+    trusted_proxies: list[str] = Field(default_factory=list)
+    # Below this much free space in data_dir, healthz is not ok and no recorded session
+    # starts (a full disk must never cost a recording or the record).
+    disk_min_free_bytes: int = Field(512 * 1024 * 1024, ge=0)
+    # The audit trail (signaling/audit.py): entries older than this are dropped.
+    audit_retention_days: int = Field(180, ge=1)
 
     @field_validator("redis_url")
     @classmethod
@@ -188,12 +229,34 @@ class Config(BaseModel):
             raise ValueError("media_port_min must not exceed media_port_max")
         return self
 
+    @model_validator(mode="after")
+    def _pages(self) -> Config:
+        if self.page_default > self.page_max:
+            raise ValueError("page_default must not exceed page_max")
+        return self
+
+    @property
+    def demo_on(self) -> bool:
+        """Demo sign-in in force: explicitly, or by default on a loopback listener only."""
+        if self.demo_enabled is not None:
+            return self.demo_enabled
+        return is_loopback(self.host)
+
     @property
     def base_url(self) -> str:
         if self.public_url:
             return self.public_url.rstrip("/")
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
         return f"http://{host}:{self.port}"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 FIELDS = tuple(Config.model_fields)
