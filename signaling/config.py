@@ -202,6 +202,24 @@ class Config(BaseModel):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return v
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, v: list[str]) -> list[str]:
+        for item in v:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r}: not an address or CIDR block") from None
+        return v
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, v: list[str]) -> list[str]:
+        for item in v:
+            if not item.startswith(("http://", "https://")) or item.endswith("/"):
+                raise ValueError(f"{item!r}: an origin is scheme://host[:port], no path")
+        return v
+
     @field_validator("webhook_urls")
     @classmethod
     def _webhook_urls(cls, v: list[str]) -> list[str]:
