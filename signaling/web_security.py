@@ -57,7 +57,6 @@ PERMISSIONS = ", ".join(
         "usb=()",
         "serial=()",
         "hid=()",
-        "bluetooth=()",
         "midi=()",
         "accelerometer=()",
         "gyroscope=()",
