@@ -10,7 +10,8 @@ no raw control character; and a filter that keeps tokens out of every other log 
 - The client is the peer, or the client a trusted proxy names (``trusted_proxies``,
   ``signaling.clientaddr``).
 - ``RedactFilter`` (installed on the root handlers by ``jointreview serve``) rewrites
-  any record that carries a JWT, a grant, ``token=…`` or ``Bearer …``, and replaces the
+  any record that carries a JWT, a grant, ``token=…`` or ``Bearer …`` or a control
+  character (escaped; a traceback stays as it is, redacted), and replaces the
   traceback of a request aiohttp could not parse (its message quotes the client's bytes,
   e.g. the first 100 characters of an oversized ``Authorization`` header) by one line.
 """
@@ -35,12 +36,12 @@ TOKEN_PARAM = re.compile(r"((?:^|[?&;\s])[A-Za-z_]*token=)[^&\s'\"]+", re.IGNORE
 BEARER = re.compile(r"(Bearer)\s+[^\s'\",]+", re.IGNORECASE)
 
 
-def escape(text: str) -> str:
-    """``text`` with non-printable characters, ``"`` and ``\\`` as ``\\xNN``
+def escape(text: str, also: str = '"\\') -> str:
+    """``text`` with non-printable characters and those in ``also`` as ``\\xNN``
     (``\\uNNNN`` above 0xFF): never a raw newline, tab or escape sequence."""
     out = []
     for ch in text:
-        if ch.isprintable() and ch not in '"\\':
+        if ch.isprintable() and ch not in also:
             out.append(ch)
         elif ord(ch) <= 0xFF:
             out.append(f"\\x{ord(ch):02x}")
@@ -96,7 +97,8 @@ class RedactFilter(logging.Filter):
             record.exc_text = None
             return True
         message = record.getMessage()
-        clean = redact(message)
+        # One record, one line: whatever a message quotes cannot start a line of its own.
+        clean = escape(redact(message), also="")
         if clean != message:
             record.msg = clean
             record.args = ()

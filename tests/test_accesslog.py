@@ -4,6 +4,8 @@ trusted proxy names, not the one anybody names."""
 
 from __future__ import annotations
 
+import io
+import logging
 import re
 import socket
 import time
@@ -12,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from signaling.accesslog import escape, loggable_path, redact
+from signaling.accesslog import RedactFilter, escape, loggable_path, redact
 
 from .conftest import SECRET, ServerProcess
 
@@ -143,3 +145,27 @@ def test_redact() -> None:
     assert redact(f"grant {GRANT} used") == "grant <redacted> used"
     assert redact("nothing here") == "nothing here"
     assert escape("\x00\t") == "\\x00\\x09"
+
+
+def test_the_filter_keeps_every_record_to_one_clean_line() -> None:
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    handler.addFilter(RedactFilter())
+    logger = logging.getLogger("test.accesslog.filter")
+    logger.propagate = False
+    logger.addHandler(handler)
+    try:
+        logger.warning("webhook %s failed: %s", f"https://x/hook?token={TOKEN}", "bad\nINFO forged")
+        try:
+            raise ValueError(f"Authorization: Bearer {TOKEN}")
+        except ValueError:
+            logger.exception("handling %s", GRANT)
+    finally:
+        logger.removeHandler(handler)
+    text = out.getvalue()
+    assert TOKEN not in text and GRANT not in text, text
+    lines = text.splitlines()
+    assert lines[0] == "WARNING webhook https://x/hook?token=<redacted> failed: bad\\x0aINFO forged"
+    assert lines[1] == "ERROR handling <redacted>"
+    assert lines[-1] == "ValueError: Authorization: Bearer <redacted>"
