@@ -34,6 +34,8 @@ GRANT_PATH = re.compile(r"^(/api/(?:replay|casefile)/)[^/]+$")
 CREDENTIAL = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}(?:\.[A-Za-z0-9_-]*)?")
 TOKEN_PARAM = re.compile(r"((?:^|[?&;\s])[A-Za-z_]*token=)[^&\s'\"]+", re.IGNORECASE)
 BEARER = re.compile(r"(Bearer)\s+[^\s'\",]+", re.IGNORECASE)
+# The socket's subprotocol form (aiohttp logs the offered list when none is known).
+BEARER_PROTOCOL = re.compile(r"(bearer\.)[^\s'\",\]]+", re.IGNORECASE)
 
 
 def escape(text: str, also: str = '"\\') -> str:
@@ -54,6 +56,7 @@ def redact(text: str) -> str:
     """``text`` without tokens, grants or bearer credentials."""
     text = CREDENTIAL.sub("<redacted>", text)
     text = TOKEN_PARAM.sub(r"\1<redacted>", text)
+    text = BEARER_PROTOCOL.sub(r"\1<redacted>", text)
     return BEARER.sub(r"\1 <redacted>", text)
 
 

@@ -10,13 +10,15 @@ import re
 import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from signaling.accesslog import RedactFilter, escape, loggable_path, redact
+from signaling.auth import TokenService
 
-from .conftest import SECRET, ServerProcess
+from .conftest import SECRET, ServerProcess, make_config
 
 TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJzZWNyZXQtdXNlciJ9.c2lnbmF0dXJlLW9mLXRoZS10b2tlbg"
 GRANT = "eyJzIjoic18xIiwidCI6InRyMSJ9.R2FudC1zaWduYXR1cmUtdmFsdWU"
@@ -169,3 +171,25 @@ def test_the_filter_keeps_every_record_to_one_clean_line() -> None:
     assert lines[0] == "WARNING webhook https://x/hook?token=<redacted> failed: bad\\x0aINFO forged"
     assert lines[1] == "ERROR handling <redacted>"
     assert lines[-1] == "ValueError: Authorization: Bearer <redacted>"
+
+
+def test_a_socket_offering_only_its_token_is_not_logged_with_it(
+    logged: Callable[..., Any], tmp_path: Path
+) -> None:
+    server = logged()
+    token = TokenService(make_config(tmp_path)).issue(sub="clerk-01", role="clerk", name="陈晓")
+    before = lines_now(server)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as conn:
+        conn.sendall(
+            (
+                "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                f"Sec-WebSocket-Protocol: bearer.{token}\r\n\r\n"
+            ).encode()
+        )
+        assert conn.recv(4096).startswith(b"HTTP/1.1 101")
+    new = log_of(server, before, 1)
+    # aiohttp warns that the offered protocols don't overlap ours, naming them: redacted.
+    assert any("bearer.<redacted>" in line for line in new), new
+    assert token not in "\n".join(new)
