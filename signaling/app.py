@@ -30,6 +30,7 @@ from .openapi import build_openapi
 from .recording import RecordingControl
 from .service import ReviewService
 from .state import open_store
+from .web_security import install as install_web_security
 from .webhooks import WEBHOOKS, Webhooks
 from .ws import websocket_handler
 
@@ -156,6 +157,7 @@ def create_app(config: Config) -> web.Application:
 
     app = web.Application(middlewares=[error_middleware], client_max_size=config.max_message_bytes)
     app[CONFIG] = config
+    install_web_security(app)  # security headers, Origin allow-list
     app[TOKENS] = TokenService(config)
     app[DIRECTORY] = load_directory(config.directory_file)
     app[NODE_ID] = config.node_id or f"{socket.gethostname()}-{os.getpid()}"

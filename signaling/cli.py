@@ -11,9 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from aiohttp.abc import AbstractAccessLogger
-from aiohttp.web import BaseRequest, StreamResponse
-
+from .accesslog import access_logger, install_log_redaction
 from .config import Config, ConfigError, load_config
 
 
@@ -107,6 +105,7 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    install_log_redaction()  # no token, grant or client bytes in any log line
     app = create_app(config)
     mode = f"Redis at {redact(config.redis_url)}" if config.redis_url else "in-memory, single node"
     if config.redis_url and config.jwt_algorithm == "HS256" and not config.jwt_secret:
@@ -127,7 +126,7 @@ def _serve(args: argparse.Namespace) -> int:
         print=None,
         handle_signals=True,
         shutdown_timeout=5,
-        access_log_class=AccessLogger,
+        access_log_class=access_logger(config.trusted_proxies),
         loop=new_event_loop(config.event_loop),
     )
     return 0
@@ -140,20 +139,6 @@ def redact(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
     return urlunsplit(parts._replace(netloc=netloc))
-
-
-class AccessLogger(AbstractAccessLogger):
-    """aiohttp's access log without query strings: they carry tokens (?token=...)."""
-
-    def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
-        self.logger.info(
-            '%s "%s %s" %s %.1fms',
-            request.remote,
-            request.method,
-            request.path,
-            response.status,
-            time * 1000,
-        )
 
 
 def _token(args: argparse.Namespace) -> int:

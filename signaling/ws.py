@@ -1,4 +1,4 @@
-"""WebSocket signaling at ``/ws?token=JWT``: one reader (this handler), one writer task.
+"""WebSocket signaling at ``/ws``: one reader (this handler), one writer task.
 
 Bus messages for the topics this socket cares about are put on a bounded outbox by the
 store's single bus reader; the writer drains it. A socket that cannot keep up is closed
@@ -24,6 +24,7 @@ from .models import Invitation, Participant, Session
 from .participants import chat_message
 from .recording import SUPERVISORS
 from .state import Subscription
+from .web_security import WS_PROTOCOLS, ws_token
 
 log = logging.getLogger(__name__)
 
@@ -383,14 +384,16 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     from .api import json_error
 
     try:
-        who = request.app[TOKENS].verify(request.query.get("token"))
+        who = request.app[TOKENS].verify(ws_token(request))
     except AuthError as exc:
         return json_error(401, exc.code, exc.message)
     config = request.app[CONFIG]
     # aiohttp drops a frame above max_msg_size by closing the socket (1009). Our own,
     # smaller limit answers with an error and keeps the socket; only absurd frames close.
     ws = web.WebSocketResponse(
-        heartbeat=config.heartbeat_s, max_msg_size=max(16 * config.max_message_bytes, 1 << 20)
+        protocols=WS_PROTOCOLS,
+        heartbeat=config.heartbeat_s,
+        max_msg_size=max(16 * config.max_message_bytes, 1 << 20),
     )
     await ws.prepare(request)
     conn = Connection(request, ws, who)

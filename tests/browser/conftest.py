@@ -148,7 +148,9 @@ class Person:
         current = self.page.evaluate("document.documentElement.lang")
         if current != lang:
             self.by("lang-switch").click()
-            self.page.wait_for_function(f"document.documentElement.lang === {json.dumps(lang)}")
+            self.page.wait_for_function(
+                f"() => document.documentElement.lang === {json.dumps(lang)}"
+            )
 
 
 @pytest.fixture

@@ -48,7 +48,9 @@ REPORT_JS = """async () => {
 
 
 def participant_id(page: Page) -> str:
-    page.wait_for_function("document.body.dataset.participantId")
+    # Always a function: Playwright evals a bare expression on every poll, which the
+    # pages' CSP (no 'unsafe-eval') refuses; a function is compiled once, allowed.
+    page.wait_for_function("() => document.body.dataset.participantId")
     return str(page.evaluate("document.body.dataset.participantId"))
 
 

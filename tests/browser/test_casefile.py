@@ -74,7 +74,7 @@ def test_a_session_in_progress_shows_no_case_file(
     token = tokens.issue(sub="sup-01", role="supervisor", name="郑监督")
     page = sup.open(f"/supervise?session={sid}", token)
     expect(sup.by("replay-live")).to_be_visible()
-    page.wait_for_function("window.jr && window.jr.caseFile.quiet === 'session_live'")
+    page.wait_for_function("() => window.jr && window.jr.caseFile.quiet === 'session_live'")
     expect(sup.by("casefile")).to_be_hidden()
     expect(sup.by("casefile-error")).to_have_count(0)
     # The index's 409 is in the console as a failed request, and nowhere else.

@@ -122,7 +122,7 @@ def test_a_refused_recording_request_is_shown(
 
         ws.on_message(from_page)
 
-    clerk.page.route_web_socket(re.compile(r"/ws\?token="), route)
+    clerk.page.route_web_socket(re.compile(r"/ws$"), route)
     clerk.open(f"/session/{sid}", clerk_token)
     participant_id(clerk.page)
     button = clerk.by("toggle-recording")

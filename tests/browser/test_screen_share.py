@@ -104,7 +104,7 @@ def share_screen(clerk: Person) -> None:
     source = clerk.by("document-source")
     expect(source.locator("option[value=screen]")).to_have_text("共享屏幕")
     source.select_option("screen")
-    clerk.page.wait_for_function(f"({LOCAL_DOC_JS})()?.sent === true", polling=200)
+    clerk.page.wait_for_function(f"() => ({LOCAL_DOC_JS})()?.sent === true", polling=200)
     local = clerk.page.evaluate(LOCAL_DOC_JS)
     assert local == {"surface": "monitor", "state": "live", "sent": True}, local
     expect(clerk.by("snapshot")).to_be_enabled()

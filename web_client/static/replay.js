@@ -178,7 +178,7 @@ export class ReplayPlayer {
         el(
           "div",
           { class: "tl-area tl-lane", on: { click: (ev) => this.seekAt(ev) } },
-          el("span", { class: `tl-bar tl-${x.kind}`, attrs: { style: `left:${pct(x.offset_s)};width:calc(${pct(end)} - ${pct(x.offset_s)})` } }),
+          el("span", { class: `tl-bar tl-${x.kind}`, style: { left: pct(x.offset_s), width: `calc(${pct(end)} - ${pct(x.offset_s)})` } }),
         ),
       );
     }
@@ -192,7 +192,8 @@ export class ReplayPlayer {
           class: `tl-marker ev-${m.type}`,
           testid: "replay-marker",
           data: { type: m.type, t: String(m.t), seq: String(m.seq) },
-          attrs: { style: `left:${pct(m.t)}`, "aria-label": this.markerLabel(m) },
+          style: { left: pct(m.t) },
+          attrs: { "aria-label": this.markerLabel(m) },
           on: {
             click: (ev) => {
               ev.stopPropagation();

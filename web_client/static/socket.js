@@ -1,4 +1,4 @@
-// The signaling socket (/ws?token=JWT): request/reply by `ref`, pushed messages by type,
+// The signaling socket (/ws, token as subprotocol "bearer.<JWT>"): request/reply by `ref`, pushed messages by type,
 // reconnection with backoff. docs/protocol.md describes the messages.
 import { currentToken, tokenExpired } from "/static/auth.js";
 
@@ -9,6 +9,7 @@ export class SignalError extends Error {
   }
 }
 
+const PROTOCOL = "jointreview.v1";
 const BACKOFF_MS = [500, 1000, 2000, 4000, 8000, 10000];
 // Close codes after which reconnecting would not help.
 const FINAL = { 4401: "token_expired", 4409: "superseded" };
@@ -55,7 +56,9 @@ export class Signal {
     this.setState(this.attempt ? "reconnecting" : "connecting");
     return new Promise((resolve, reject) => {
       const proto = location.protocol === "https:" ? "wss:" : "ws:";
-      const ws = new WebSocket(`${proto}//${location.host}/ws?token=${encodeURIComponent(currentToken())}`);
+      // The token rides in a subprotocol, never in the URL (a browser prints a socket's
+      // URL in its console when it fails or closes): the server answers "jointreview.v1".
+      const ws = new WebSocket(`${proto}//${location.host}/ws`, [PROTOCOL, `bearer.${currentToken()}`]);
       this.ws = ws;
       let greeted = false;
       ws.onmessage = (ev) => {

@@ -58,6 +58,9 @@ export function el(tag, props = {}, ...children) {
       case "attrs":
         for (const [name, v] of Object.entries(value)) if (v !== false && v != null) node.setAttribute(name, v);
         break;
+      case "style": // {property: value} through CSSOM: a style="" attribute breaks the CSP
+        for (const [name, v] of Object.entries(value)) node.style.setProperty(name, v);
+        break;
       default:
         node[key] = value;
     }
