@@ -126,7 +126,7 @@ def _wrap(r: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
             who = None
             if r.roles is not None:
                 try:
-                    who = request.app[TOKENS].verify(bearer_token(request))
+                    who = request["who"] = request.app[TOKENS].verify(bearer_token(request))
                 except AuthError as exc:
                     return json_error(401, exc.code, exc.message)
                 if who.role not in r.roles:

@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .audit import AuditTrail
 from .auth import TokenService
 from .config import Config
 from .directory import Directory
@@ -25,3 +26,5 @@ MEDIA = web.AppKey("media", MediaBridge)
 # Background timers that outlive one request or socket (resume grace periods).
 TASKS: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("tasks")
 SOCKETS: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("sockets")
+# The audit trail (signaling/audit.py): opened first, closed last.
+AUDIT = web.AppKey("audit", AuditTrail)
