@@ -136,6 +136,15 @@ def _bearer(request: web.Request) -> str | None:
     return request.query.get("token") if request.path == "/ws" else None
 
 
+async def _asked_sub(request: web.Request) -> Any:
+    """The ``sub`` a demo sign-in asked for (the body is already read: aiohttp keeps it)."""
+    try:
+        body = json.loads(await request.read())
+    except Exception:
+        return None
+    return clip(str(body.get("sub"))) if isinstance(body, dict) and "sub" in body else None
+
+
 def connected(request: web.Request, who: Identity) -> None:
     """A socket opened with a verified token: a sign-in (``auth.connect``)."""
     trail = request.app.get(AUDIT)
@@ -163,6 +172,8 @@ async def audit_middleware(request: web.Request, handler: Handler) -> web.Stream
     finally:
         CURRENT.reset(reset)
         try:
+            if request.method == "POST" and request.path == "/api/auth/demo-login":
+                scope["asked"] = await _asked_sub(request)
             _after(trail, request, scope, status, response)
         except Exception:  # auditing must never fail a request; the log says why
             log.exception("audit: could not record a request")
@@ -193,7 +204,7 @@ def _after(
             obj=obj,
             result=result,
             code=code,
-            detail={"status": status, "message": message} if status != 200 else None,
+            detail={"asked": scope.get("asked"), "status": status, "message": message},
         )
         return
     if status == 401:
