@@ -43,11 +43,10 @@ from .auth import Identity
 from .clientaddr import client_address
 from .config import Config
 from .errors import BadRequest, Forbidden
-from .keys import AUDIT, CONFIG, NODE_ID, SERVICE
+from .keys import AUDIT, CONFIG, NODE_ID, SERVICE, WHO
 
 log = logging.getLogger(__name__)
 
-WHO = "who"  # request key: the verified identity (set by api._wrap)
 PRIVILEGED = frozenset({"admin", "supervisor"})
 SECRET_PARAMS = frozenset({"grant"})  # path parameters that are credentials
 AUDITORS = frozenset({"admin"})

@@ -138,7 +138,7 @@ def verify_chain(chain: str, files: list[tuple[str, bytes]]) -> AuditReport:
             if prev is not None and prev.file != x.file:
                 report.problems.append(
                     f"{x.where}: missing {gap} between {prev.file} and {x.file} "
-                    "(a day file removed outside retention)"
+                    "(entries or a day file removed outside retention)"
                 )
             else:
                 report.problems.append(f"{x.where}: missing {gap} (entries removed)")
@@ -174,8 +174,10 @@ def _check_start(
         if still:
             report.notes.append(f"{still[0]}: listed as deleted by retention, still present")
         return
+    below = [n for n in retained if n < seq - 1]
+    start = max(below) + 1 if below else 1
     report.problems.append(
-        f"{x.where}: missing seq 1-{seq - 1} before the oldest file "
+        f"{x.where}: missing {_span(start, seq - 1)} before the oldest file "
         "(file(s) removed outside retention)"
     )
 

@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from .audit import AuditTrail
-from .auth import TokenService
+from .auth import Identity, TokenService
 from .config import Config
 from .directory import Directory
 from .media_bridge import MediaBridge
@@ -28,3 +28,5 @@ TASKS: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("tasks")
 SOCKETS: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("sockets")
 # The audit trail (signaling/audit.py): opened first, closed last.
 AUDIT = web.AppKey("audit", AuditTrail)
+# The request's verified identity (set where the token is checked): the audit's actor.
+WHO = web.RequestKey("who", Identity)

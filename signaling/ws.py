@@ -19,7 +19,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from . import policy, protocol
 from .auth import AuthError, Identity
 from .errors import ServiceError
-from .keys import CONFIG, MEDIA, NODE_ID, SERVICE, SOCKETS, TASKS, TOKENS
+from .keys import CONFIG, MEDIA, NODE_ID, SERVICE, SOCKETS, TASKS, TOKENS, WHO
 from .models import Invitation, Participant, Session
 from .participants import chat_message
 from .recording import SUPERVISORS
@@ -387,7 +387,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         who = request.app[TOKENS].verify(request.query.get("token"))
     except AuthError as exc:
         return json_error(401, exc.code, exc.message)
-    request["who"] = who  # the audit trail's actor (and its auth.connect below)
+    request[WHO] = who  # the audit trail's actor (and its auth.connect below)
     config = request.app[CONFIG]
     # aiohttp drops a frame above max_msg_size by closing the socket (1009). Our own,
     # smaller limit answers with an error and keeps the socket; only absurd frames close.
