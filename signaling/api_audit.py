@@ -24,6 +24,7 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import jwt
 from aiohttp import web
@@ -37,7 +38,6 @@ from .audit import (
     clip,
     day_files,
     day_of,
-    redacted_settings,
 )
 from .auth import Identity
 from .clientaddr import client_address
@@ -50,8 +50,31 @@ log = logging.getLogger(__name__)
 PRIVILEGED = frozenset({"admin", "supervisor"})
 SECRET_PARAMS = frozenset({"grant"})  # path parameters that are credentials
 AUDITORS = frozenset({"admin"})
+SECRET_SETTINGS = ("jwt_secret", "webhook_secret", "turn_secret")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _redact_url(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "***"
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def redacted_settings(config: Config) -> dict[str, Any]:
+    """The settings in force, secrets replaced by whether they are set."""
+    out = config.model_dump(mode="json")
+    for name in SECRET_SETTINGS:
+        out[name] = "***" if out.get(name) else ""
+    out["redis_url"] = _redact_url(config.redis_url) if config.redis_url else ""
+    out["webhook_urls"] = [_redact_url(u) for u in config.webhook_urls]
+    for server in out.get("ice_servers") or []:
+        if server.get("credential"):
+            server["credential"] = "***"
+    return out
 
 
 # -- the trail in the app -------------------------------------------------------------------
@@ -152,6 +175,21 @@ def connected(request: web.Request, who: Identity) -> None:
         trail.put("auth.connect", actor=actor_dict(who), address=address, obj="/ws", result="ok")
 
 
+def refused(request: web.Request, code: str, message: str) -> None:
+    """A token refused other than by an HTTP 401 (a socket's first message, if the token
+    moves there): the same ``auth.token.refused`` entry the middleware writes."""
+    trail = request.app.get(AUDIT)
+    if trail is not None:
+        trail.put(
+            "auth.token.refused",
+            address=address_of(request),
+            obj=object_of(request),
+            result="refused",
+            code=code,
+            detail={"message": clip(message)},
+        )
+
+
 @web.middleware
 async def audit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     trail = request.app.get(AUDIT)
@@ -223,7 +261,7 @@ def _after(
             detail=detail,
         )
         return
-    if who is None:
+    if who is None or status == 101:  # a socket: its sign-in is ``auth.connect``
         return
     token = _bearer(request)
     if token and trail.first_use(token):

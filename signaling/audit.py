@@ -43,12 +43,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from recording.archive import canonical
 
+from .audit_limit import Coalescer
 from .auth import Identity
-from .config import Config
 from .models import Event
 
 log = logging.getLogger(__name__)
@@ -59,7 +58,6 @@ TOKENS_SEEN_MAX = 10_000  # tokens remembered for "first use" (auth.signin.token
 TEXT_MAX = 200  # characters of any one string taken from a request
 FILE_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})\.jsonl$")
 NAME_RE = re.compile(r"[^A-Za-z0-9._-]")
-SECRET_SETTINGS = ("jwt_secret", "webhook_secret", "turn_secret")
 # Case-timeline events that are security-relevant acts: mirrored into the trail.
 MIRRORED = frozenset(
     {
@@ -105,28 +103,6 @@ def actor_dict(who: Identity | Any | None) -> dict[str, Any] | None:
     if who is None:
         return None
     return {k: clip(getattr(who, k, None)) for k in ("sub", "name", "role", "dept")}
-
-
-def _redact_url(url: str) -> str:
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "***"
-    netloc = parts.netloc.rsplit("@", 1)[-1]
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
-def redacted_settings(config: Config) -> dict[str, Any]:
-    """The settings in force, secrets replaced by whether they are set."""
-    out = config.model_dump(mode="json")
-    for name in SECRET_SETTINGS:
-        out[name] = "***" if out.get(name) else ""
-    out["redis_url"] = _redact_url(config.redis_url) if config.redis_url else ""
-    out["webhook_urls"] = [_redact_url(u) for u in config.webhook_urls]
-    for server in out.get("ice_servers") or []:
-        if server.get("credential"):
-            server["credential"] = "***"
-    return out
 
 
 # The request being handled (set by the audit middleware): its client address, and
@@ -223,6 +199,7 @@ class AuditTrail:
         self._lock_fd: int | None = None
         self._closing = False
         self._seen: dict[str, None] = {}  # token digests, oldest first
+        self.coalescer = Coalescer()
 
     # -- lifetime ---------------------------------------------------------------------------
     async def open(self) -> None:
@@ -286,6 +263,7 @@ class AuditTrail:
             )
 
     async def close(self) -> None:
+        self.summarize()
         self._closing = True
         if self._janitor is not None:
             self._janitor.cancel()
@@ -331,13 +309,33 @@ class AuditTrail:
         }
 
     def put(self, action: str, **kw: Any) -> bool:
-        """Queue an entry (never waits). False: the queue was full; it is counted."""
+        """Queue an entry (never waits). False: the queue was full (the entry is counted
+        in the next ``audit.dropped``) or it is a refusal beyond the per-address burst
+        (counted in an ``audit.suppressed``)."""
+        body = self._body(action, **kw)
+        if body["result"] == "refused":
+            key = (action, body["address"], body["code"])
+            write, due = self.coalescer.admit(key, body["t"])
+            self._summaries(due)
+            if not write:
+                return False
         if self._closing or len(self._queue) >= self.queue_max:
             self.dropped += 1
             return False
-        self._queue.append(_Item(self._body(action, **kw)))
+        self._queue.append(_Item(body))
         self._wake.set()
         return True
+
+    def _summaries(self, due: list[dict[str, Any]]) -> None:
+        # Past the queue's limit: one per kind of refusal and window, so bounded.
+        for s in due:
+            self._queue.append(_Item(self._body("audit.suppressed", result="refused", **s)))
+        if due:
+            self._wake.set()
+
+    def summarize(self) -> None:
+        """Write the refusals counted so far now (at close; tests)."""
+        self._summaries(self.coalescer.due(self.clock(), everything=True))
 
     async def record(
         self,
@@ -394,7 +392,9 @@ class AuditTrail:
                 if self._closing:
                     return
                 self._wake.clear()
-                await self._wake.wait()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), 5.0)
+                self._summaries(self.coalescer.due(self.clock()))
                 continue
             batch = [self._queue.popleft() for _ in range(min(BATCH_MAX, len(self._queue)))]
             entries = [self.chain.link(item.body) for item in batch]
