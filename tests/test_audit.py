@@ -11,6 +11,7 @@ import contextlib
 import io
 import json
 import os
+import signal
 import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -454,3 +455,42 @@ def test_refusals_past_the_burst_are_counted_per_address_and_kind() -> None:
         }
     ]
     assert co.due(1062.0, everything=True) == []  # nothing beyond a burst since
+
+
+async def test_the_chain_survives_a_kill_and_goes_on_after_the_restart(
+    tmp_path: Path, server_factory: Any
+) -> None:
+    data = tmp_path / "data"
+    env = {"JR_MEDIA_ENABLED": "false"}
+    tok = Tokens(TokenService(make_config(tmp_path)))
+    server = server_factory(data, env=env)
+    admin = auth(tok.admin())
+    async with aiohttp.ClientSession() as http:
+        for _ in range(5):
+            async with http.get(f"{server.url}/api/sessions", headers=admin) as r:
+                assert r.status == 200
+        async with http.get(f"{server.url}/api/me", headers=auth("forged")) as r:
+            assert r.status == 401
+        # Written as soon as the writer's batch is (a flush per batch): what an auditor
+        # reads while the node runs, and what a kill -9 cannot take back.
+        for _ in range(200):
+            rc, out = verify(data)
+            if "entries" in out and int(out.split(": ")[1].split()[0]) >= 8:
+                break
+            await asyncio.sleep(0.05)
+        server.stop(signal.SIGKILL)
+        rc, out = verify(data)
+        assert rc == 0 and "seq 1-8" in out, out  # config, a sign-in, 5 requests, a refusal
+        head = out.split("head ")[1].split()[0]
+        server = server_factory(data, env=env)
+        async with http.get(f"{server.url}/api/me", headers=admin) as r:
+            assert r.status == 200
+    server.stop()
+    [chain] = (data / "audit").iterdir()
+    found = [json.loads(x) for p in day_files(chain) for x in lines_of(p)]
+    restart = found[8]
+    assert (restart["seq"], restart["action"], restart["prev"]) == (9, "config.loaded", head)
+    # A new process: the same token is its first use here.
+    assert [e["action"] for e in found[9:]] == ["auth.signin.token", "admin.request"]
+    rc, out = verify(data)
+    assert rc == 0 and "seq 1-11" in out, out
