@@ -136,22 +136,26 @@ class Chain:
         return entry
 
 
-def scan_tail(path: Path) -> tuple[dict[str, Any] | None, bytes]:
-    """The last complete entry of a day file, and the torn bytes after it (a write a
-    crash cut short), if any. Blocking I/O."""
-    data = path.read_bytes()
+def scan_tail(path: Path, window: int = 1 << 20) -> tuple[dict[str, Any] | None, bytes]:
+    """The last whole entry of a day file, and the torn bytes after it (a write a crash
+    cut short), if any. Reads the last ``window`` bytes, or all if needed. Blocking I/O."""
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        fh.seek(max(0, size - window))
+        data = fh.read()
     torn = b""
     if data and not data.endswith(b"\n"):
         cut = data.rfind(b"\n") + 1
         data, torn = data[:cut], data[cut:]
     for line in reversed(data.splitlines()):
-        if not line.strip():
-            continue
         try:
             entry = json.loads(line)
         except ValueError:
-            return None, torn  # unreadable: verify says where
-        return (entry if isinstance(entry, dict) else None), torn
+            continue  # mangled: verify says where; the chain goes on from the last whole one
+        if isinstance(entry, dict) and isinstance(entry.get("seq"), int) and entry.get("hash"):
+            return entry, torn
+    if size > window:
+        return scan_tail(path, size + 1)
     return None, torn
 
 
