@@ -204,6 +204,7 @@ class AuditTrail:
         self._closing = False
         self._seen: dict[str, None] = {}  # token digests, oldest first
         self.coalescer = Coalescer()
+        self._retention_lock = asyncio.Lock()  # the hourly job and a direct call: one at a time
 
     # -- lifetime ---------------------------------------------------------------------------
     async def open(self) -> None:
@@ -406,14 +407,19 @@ class AuditTrail:
                 count, self.dropped = self.dropped, 0
                 body = self._body("audit.dropped", result="failed", detail={"count": count})
                 entries.append(self.chain.link(body))
+            failed: OSError | None = None
             try:
                 await asyncio.to_thread(self._append, entries)
             except OSError as exc:
                 # The entries are lost, but linked: verify shows the gap; the log says why.
                 log.error("audit: cannot write %d entries: %s", len(entries), exc)
+                failed = exc
             for item in batch:
                 if item.done is not None and not item.done.done():
-                    item.done.set_result(None)
+                    if failed is None:
+                        item.done.set_result(None)
+                    else:  # (the retention deletes nothing then)
+                        item.done.set_exception(failed)
 
     def _append(self, entries: list[dict[str, Any]]) -> None:
         by_day: dict[str, list[bytes]] = {}
@@ -444,6 +450,10 @@ class AuditTrail:
     async def apply_retention(self) -> list[str]:
         """Delete day files older than the retention, after an ``audit.retention`` entry
         (written and synced first) that names each with its entries and last hash."""
+        async with self._retention_lock:
+            return await self._apply_retention()
+
+    async def _apply_retention(self) -> list[str]:
         cutoff = day_of(self.clock() - self.retention_days * 86400)
         old = [p for p in day_files(self.directory) if p.name[:10] < cutoff]
         old = [p for p in old if p.name[:10] < self.chain.day]  # never the file being written
@@ -455,6 +465,7 @@ class AuditTrail:
             result="ok",
             obj=self.chain_name,
             detail={"retention_days": self.retention_days, "deleted": facts},
+            raw=True,  # every file, however many (verify looks for the last)
         )
         for p in old:
             p.unlink(missing_ok=True)
