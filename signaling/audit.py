@@ -71,6 +71,11 @@ MIRRORED = frozenset(
 )
 
 
+# Those that are the very act of the request that caused them: no second, generic entry.
+# (An admin's POST .../end that stops a recording keeps its admin.request.)
+ACTS = frozenset({"replay.viewed", "replay.downloaded", "casefile.downloaded"})
+
+
 def genesis(chain: str) -> str:
     return hashlib.sha256(f"jointreview-audit:{chain}".encode()).hexdigest()
 
@@ -379,8 +384,8 @@ class AuditTrail:
         if event.type not in MIRRORED:
             return
         scope = CURRENT.get()
-        if scope is not None:
-            scope["audited"] = True
+        if scope is not None and event.type in ACTS:
+            scope["audited"] = True  # this entry stands for the request
         self.put(
             event.type,
             actor=event.actor.model_dump(exclude={"level"}) if event.actor else None,

@@ -509,3 +509,25 @@ async def test_retention_of_many_days_at_once_still_anchors_the_chain(tmp_path: 
     assert len(retention["detail"]["deleted"]) == 40
     rc, out = verify(tmp_path)
     assert rc == 0 and "seq 1-80 deleted by retention" in out, out
+
+
+async def test_an_admins_acts_keep_their_own_entries_beside_the_mirrored_events(
+    app_client: Client,
+) -> None:
+    c = app_client
+    admin = auth(Tokens(TokenService(c.app[CONFIG])).admin())
+    r = await c.post(f"/api/cases/{CASE}/sessions", json={}, headers=admin)
+    sid = (await r.json())["session_id"]
+    r = await c.post(f"/api/sessions/{sid}/applicant-link", json={"name": "张三"}, headers=admin)
+    assert r.status == 201
+    token = (await r.json())["token"]
+    found = await settled(c)
+    e = one(found, action="applicant_link.created")
+    assert (e["actor"]["sub"], e["address"]) == ("admin", "127.0.0.1")
+    e = one(found, action="admin.request", object=f"/api/sessions/{sid}/applicant-link")
+    assert e["detail"] == {
+        "method": "POST",
+        "route": f"/api/sessions/{sid}/applicant-link",
+        "status": 201,
+    }
+    assert token not in json.dumps(found)  # a credential minted is named, never written
