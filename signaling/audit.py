@@ -221,7 +221,8 @@ class AuditTrail:
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)
         name = NAME_RE.sub("_", self.chain_name) or "node"
-        for candidate in (name, f"{name}-{os.getpid()}"):
+        pid = os.getpid()  # (several apps of one process, in tests: -pid-2, -pid-3, …)
+        for candidate in [name, f"{name}-{pid}", *(f"{name}-{pid}-{i}" for i in range(2, 64))]:
             directory = self.root / candidate
             directory.mkdir(mode=0o700, exist_ok=True)
             os.chmod(directory, 0o700)

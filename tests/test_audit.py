@@ -421,15 +421,13 @@ async def test_a_flood_of_refused_requests_neither_blocks_nor_loses_silently(
 
 
 async def test_a_second_live_process_gets_a_chain_of_its_own(tmp_path: Path) -> None:
-    first = AuditTrail(tmp_path / "audit", "n1", "host")
-    second = AuditTrail(tmp_path / "audit", "n2", "host")
-    await first.open()
-    try:
-        await second.open()
-        assert second.chain_name == f"host-{os.getpid()}" and first.chain_name == "host"
-        await second.close()
-    finally:
-        await first.close()
+    trails = [AuditTrail(tmp_path / "audit", f"n{i}", "host") for i in range(3)]
+    for trail in trails:
+        await trail.open()
+    names = [t.chain_name for t in trails]
+    for trail in trails:
+        await trail.close()
+    assert names == ["host", f"host-{os.getpid()}", f"host-{os.getpid()}-2"]
 
 
 def test_refusals_past_the_burst_are_counted_per_address_and_kind() -> None:
