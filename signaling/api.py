@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 from . import __version__
 from .auth import ROLES, AuthError, Identity
 from .errors import BadRequest, Forbidden, NotFound, ServiceError, Unavailable
-from .keys import CONFIG, DIRECTORY, NODE_ID, SERVICE, STORE, TOKENS
+from .keys import CONFIG, DIRECTORY, NODE_ID, SERVICE, STORE, TOKENS, WHO
 from .models import (
     CASE_ID_PATTERN,
     ApplicantLink,
@@ -126,7 +126,7 @@ def _wrap(r: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
             who = None
             if r.roles is not None:
                 try:
-                    who = request.app[TOKENS].verify(bearer_token(request))
+                    who = request[WHO] = request.app[TOKENS].verify(bearer_token(request))
                 except AuthError as exc:
                     return json_error(401, exc.code, exc.message)
                 if who.role not in r.roles:

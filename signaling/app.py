@@ -15,6 +15,7 @@ from aiohttp import WSCloseCode, web
 
 from . import (
     api_archive,  # noqa: F401  (registers the case-file download routes)
+    api_audit,  # (registers the audit trail's route)
     api_casefile,  # noqa: F401  (registers the case-file routes)
     api_replay,  # noqa: F401  (registers the replay routes)
     api_webhooks,  # noqa: F401  (registers the webhook delivery routes)
@@ -50,6 +51,7 @@ async def _state_ctx(app: web.Application) -> AsyncIterator[None]:
         ring_timeout_s=config.ring_timeout_s,
         archive_dir=config.data_dir / "archive",
     )
+    api_audit.hook_events(app)  # replays and downloads mirrored into the audit trail
     log.info("state: %s", store.kind)
     yield
     await store.close()
@@ -162,7 +164,9 @@ def create_app(config: Config) -> web.Application:
     app[DIRECTORY] = load_directory(config.directory_file)
     app[NODE_ID] = config.node_id or f"{socket.gethostname()}-{os.getpid()}"
     app[SOCKETS] = weakref.WeakSet()
+    app.middlewares.insert(0, api_audit.audit_middleware)  # outermost: sees every answer
     # Cleanup runs in reverse: timers are cancelled before the store they use closes.
+    app.cleanup_ctx.append(api_audit.audit_ctx)  # first: every other context can record
     app.cleanup_ctx.append(_state_ctx)
     app.cleanup_ctx.append(_webhooks_ctx)
     app.cleanup_ctx.append(_media_ctx)

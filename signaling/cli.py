@@ -46,9 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
     verify = sub.add_parser(
         "verify", help="check a case file (files, timeline, store) against its manifest"
     )
-    verify.add_argument("case", help="the case id")
+    verify.add_argument("case", nargs="?", help="the case id (not with --audit)")
     verify.add_argument("session", nargs="?", help="one session (default: all of the case)")
     verify.add_argument("--files-only", action="store_true", help="do not read the store")
+    verify.add_argument(
+        "--audit", action="store_true", help="check the audit trail's hash chains instead"
+    )
+    verify.add_argument("--node", help="with --audit: one chain (default: every chain)")
     _config_flags(verify)
 
     from .export_cli import add_parser as add_export
@@ -168,6 +172,11 @@ def _verify(args: argparse.Namespace) -> int:
     from recording.verify import sessions_of, verify_session
 
     config = _load(args)
+    if args.audit:
+        return _verify_audit(config, args.node)
+    if not args.case:
+        print("jointreview verify: give a case id, or --audit", file=sys.stderr)
+        return 2
     archive = config.data_dir / "archive"
     sessions = [args.session] if args.session else sessions_of(archive, args.case)
     if not sessions:
@@ -186,6 +195,34 @@ def _verify(args: argparse.Namespace) -> int:
         else:
             failed += 1
             print(f"FAIL {where}: {len(report.problems)} difference(s)")
+        for line in report.problems:
+            print(f"  - {line}")
+        for line in report.notes:
+            print(f"  note: {line}")
+    return 1 if failed else 0
+
+
+def _verify_audit(config: Config, node: str | None) -> int:
+    from .audit_verify import chains, verify_root
+
+    root = config.data_dir / "audit"
+    names = [node] if node else chains(root)
+    if not names or (node and not (root / node).is_dir()):
+        print(f"jointreview verify: no audit chain {node or ''} in {root}".replace("  ", " "))
+        return 1
+    failed = 0
+    for name in names:
+        report = verify_root(root, name)
+        where = f"audit/{name}"
+        if report.ok:
+            span = f"seq {report.first_seq}-{report.head_seq}" if report.entries else "empty"
+            print(
+                f"OK   {where}: {report.entries} entries in {report.files} file(s), {span}, "
+                f"head {report.head}"
+            )
+        else:
+            failed += 1
+            print(f"FAIL {where}: {len(report.problems)} problem(s)")
         for line in report.problems:
             print(f"  - {line}")
         for line in report.notes:

@@ -8,7 +8,8 @@ from typing import Any
 
 from aiohttp import web
 
-from .auth import TokenService
+from .audit import AuditTrail
+from .auth import Identity, TokenService
 from .config import Config
 from .directory import Directory
 from .media_bridge import MediaBridge
@@ -25,3 +26,7 @@ MEDIA = web.AppKey("media", MediaBridge)
 # Background timers that outlive one request or socket (resume grace periods).
 TASKS: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("tasks")
 SOCKETS: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("sockets")
+# The audit trail (signaling/audit.py): opened first, closed last.
+AUDIT = web.AppKey("audit", AuditTrail)
+# The request's verified identity (set where the token is checked): the audit's actor.
+WHO = web.RequestKey("who", Identity)

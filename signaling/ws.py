@@ -19,7 +19,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from . import policy, protocol
 from .auth import AuthError, Identity
 from .errors import ServiceError
-from .keys import CONFIG, MEDIA, NODE_ID, SERVICE, SOCKETS, TASKS, TOKENS
+from .keys import CONFIG, MEDIA, NODE_ID, SERVICE, SOCKETS, TASKS, TOKENS, WHO
 from .models import Invitation, Participant, Session
 from .participants import chat_message
 from .recording import SUPERVISORS
@@ -382,11 +382,13 @@ class Connection:
 
 async def websocket_handler(request: web.Request) -> web.StreamResponse:
     from .api import json_error
+    from .api_audit import connected
 
     try:
         who = request.app[TOKENS].verify(ws_token(request))
     except AuthError as exc:
         return json_error(401, exc.code, exc.message)
+    request[WHO] = who  # the audit trail's actor (and its auth.connect below)
     config = request.app[CONFIG]
     # aiohttp drops a frame above max_msg_size by closing the socket (1009). Our own,
     # smaller limit answers with an error and keeps the socket; only absurd frames close.
@@ -396,6 +398,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         max_msg_size=max(16 * config.max_message_bytes, 1 << 20),
     )
     await ws.prepare(request)
+    connected(request, who)  # a sign-in, in the audit trail
     conn = Connection(request, ws, who)
     sockets = request.app[SOCKETS]
     sockets.add(ws)

@@ -351,6 +351,8 @@ MATRIX: dict[tuple[str, str], Expect] = {
     ("POST", "/api/webhooks/deliveries/{delivery_id}/retry"): Expect(
         200, _roles("admin"), _retried, None, True
     ),
+    # The audit trail (tests/test_audit.py): admins only, newest first.
+    ("GET", "/api/audit"): Expect(200, _roles("admin"), lambda b, w, r: b["entries"][0]["seq"]),
 }
 PROTECTED = [(r.method, r.path) for r in ROUTES if r.roles is not None]
 PUBLIC = [(r.method, r.path) for r in ROUTES if r.roles is None]
