@@ -29,7 +29,7 @@ from .media_bridge import MediaBridge, media_settings
 from .openapi import build_openapi
 from .recording import RecordingControl
 from .service import ReviewService
-from .state import open_store
+from .state import Outage, StoreUnavailable, open_store
 from .webhooks import WEBHOOKS, Webhooks
 from .ws import websocket_handler
 
@@ -130,13 +130,18 @@ async def _sweeper_ctx(app: web.Application) -> AsyncIterator[None]:
 
     async def sweep() -> None:
         service = app[SERVICE]
+        outage = Outage("sweeper", log)  # once per outage, not a traceback per sweep
         while True:
             await asyncio.sleep(every)
             try:
                 await service.sweep_disconnected()
                 await service.sweep_unanswered()
+            except StoreUnavailable as exc:
+                outage.failed(exc)
+                continue
             except Exception:
                 log.exception("sweep failed")
+            outage.ok()
 
     task = asyncio.create_task(sweep(), name="sweeper")
     yield

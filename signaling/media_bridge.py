@@ -27,7 +27,7 @@ from recording import archive
 from .config import Config
 from .errors import ServiceError, Unavailable
 from .recording import RecordingControl
-from .state import Store, Subscription
+from .state import Outage, Store, StoreUnavailable, Subscription
 
 log = logging.getLogger(__name__)
 
@@ -386,12 +386,17 @@ class MediaBridge:
             log.warning("media event dropped: the store is not keeping up")
 
     async def _publish_events(self) -> None:
+        outage = Outage("media events", log)
         while True:
             topic, msg = await self._out.get()
             try:
                 await self.store.publish(topic, msg)
+            except StoreUnavailable as exc:
+                outage.failed(exc)  # dropped, as a bus message may be
+                continue
             except Exception:
                 log.exception("publishing a media event failed")
+            outage.ok()
 
 
 def _alive(pid: int) -> bool:
