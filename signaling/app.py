@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 async def _state_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
+    # The case files go there with Redis too; healthz checks it is writable.
+    config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     # The local/Redis choice is made here, once.
     store = await open_store(config.redis_url, config.data_dir)
     app[STORE] = store

@@ -47,7 +47,9 @@ class RedisProcess:
 
     def start(self) -> None:
         args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1"]
-        args += ["--save", "", "--appendonly", "no", "--dir", str(self.workdir)]
+        # Persistent, as a production Redis is: what was written is there after a restart.
+        args += ["--save", "", "--appendonly", "yes", "--appendfsync", "always"]
+        args += ["--dir", str(self.workdir)]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(self.port, proc=self.proc)
 
@@ -108,7 +110,7 @@ async def test_redis_outage_answers_json_503s_and_the_node_recovers(
     reviewer = t.issue(sub="rev-city-amr-1", role="reviewer", dept="city-amr", level="city")
     async with aiohttp.ClientSession() as http:
         code, body = await _health(http, node.url)
-        assert code == 200 and body["status"] == "ok"
+        assert code == 200 and body["status"] == "ok", body["checks"]
         assert body["checks"]["store"]["ok"] is True
         async with http.post(
             f"{node.url}/api/cases/RD-1/sessions", json={"matter": "m"}, headers=auth(clerk)
@@ -151,6 +153,9 @@ async def test_redis_outage_answers_json_503s_and_the_node_recovers(
         assert body["status"] == "ok" and body["checks"]["store"]["ok"] is True
         ack = await sock.request("chat", "ack", text="Redis is back")
         assert ack["seq"] >= 1
+        # The bus is subscribed again: the session's chat reaches its sockets.
+        chat = await sock.wait("chat", lambda m: m["text"] == "Redis is back", timeout=10)
+        assert chat["seq"] == ack["seq"]
         async with http.post(
             f"{node.url}/api/cases/RD-2/sessions", json={"matter": "m"}, headers=auth(clerk)
         ) as res:

@@ -105,6 +105,9 @@ class RedisStore(Store):
         self._reader: asyncio.Task[None] | None = None
         self._sub_lock = asyncio.Lock()
         self._groups: set[str] = set()
+        # Set while the pub/sub connection is down: messages published meanwhile are
+        # lost to this node, so it is not healthy until it has subscribed again.
+        self._bus_error: str | None = None
 
     @classmethod
     async def connect(cls, url: str, prefix: str = "jr:") -> RedisStore:
@@ -241,8 +244,10 @@ class RedisStore(Store):
         await self._r.delete(self._k("eph", key))
 
     # -- job queues -------------------------------------------------------------------
-    async def _stream(self, queue: str) -> str:
+    async def _stream(self, queue: str, again: bool = False) -> str:
         key = self._k("jobs", queue)
+        if again:
+            self._groups.discard(key)  # a Redis restarted without its data lost the group
         if key not in self._groups:
             try:
                 # From id 0: jobs enqueued before any worker existed are handed out too.
@@ -267,9 +272,15 @@ class RedisStore(Store):
         self, queue: str, consumer: str, *, block_s: float = 0.0, reclaim_idle_s: float = 60.0
     ) -> Job | None:
         key = await self._stream(queue)
-        claimed = await self._r.xautoclaim(
-            key, GROUP, consumer, int(reclaim_idle_s * 1000), start_id="0-0", count=1
-        )
+        try:
+            claimed = await self._r.xautoclaim(
+                key, GROUP, consumer, int(reclaim_idle_s * 1000), start_id="0-0", count=1
+            )
+        except ResponseError as exc:
+            if not str(exc).startswith("NOGROUP"):
+                raise
+            key = await self._stream(queue, again=True)
+            return None  # a new, empty stream: the next claim waits on it
         for job_id, fields in claimed[1] if len(claimed) > 1 else []:
             if fields:  # None: deleted meanwhile
                 deliveries = await self._deliveries(key, job_id)
@@ -351,13 +362,16 @@ class RedisStore(Store):
                 # call; wait a little instead of spinning, and say so once.
                 if is_outage(exc):
                     outage.failed(exc)
+                    self._bus_error = f"the bus is reconnecting to Redis: {exc}"
                 else:
                     log.warning("redis pub/sub read failed; retrying", exc_info=True)
                 await asyncio.sleep(0.5)
                 continue
-            outage.ok()
             if msg is None:
                 continue
+            # After a reconnect: the confirmations of the re-subscription.
+            outage.ok()
+            self._bus_error = None
             if msg.get("type") == "subscribe":
                 fut = self._confirm.get(str(msg["channel"]))
                 if fut is not None and not fut.done():
@@ -378,7 +392,10 @@ class RedisStore(Store):
 
     async def health(self) -> Doc:
         try:
-            return {"ok": bool(await self._r.ping()), "kind": self.kind}
+            ok = bool(await self._r.ping())
+            if ok and self._bus_error is not None:
+                return {"ok": False, "kind": self.kind, "error": self._bus_error}
+            return {"ok": ok, "kind": self.kind}
         except (RedisError, OSError) as exc:
             # redis-py's ConnectionError is not the builtin one: both are caught here.
             return {"ok": False, "kind": self.kind, "error": f"Redis is unavailable: {exc}"}
