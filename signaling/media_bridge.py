@@ -195,6 +195,8 @@ class MediaBridge:
         finally:
             self._pending.pop(rid, None)
         if "error" in reply:
+            if reply["error"]["code"] == StoreUnavailable.code:
+                raise StoreUnavailable(reply["error"]["message"])  # 503 here too
             raise ServiceError(reply["error"]["code"], reply["error"]["message"])
         return dict(reply["result"])
 
@@ -213,9 +215,12 @@ class MediaBridge:
         reply: dict[str, Any] = {"type": "media.rpc.result", "id": msg.get("id")}
         try:
             reply["result"] = await self._local(str(msg.get("op")), dict(msg.get("args", {})))
-        except ServiceError as exc:
+        except (ServiceError, StoreUnavailable) as exc:
             reply["error"] = {"code": exc.code, "message": exc.message}
-        await self.store.publish(f"reply:{msg.get('reply_to')}", reply)
+        try:
+            await self.store.publish(f"reply:{msg.get('reply_to')}", reply)
+        except StoreUnavailable as exc:  # the asker times out with media_unavailable
+            log.warning("media answer to %s lost: %s", msg.get("reply_to"), exc)
 
     async def _local(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
         if self.media is None:

@@ -20,11 +20,15 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
+from signaling.app import create_app
 from signaling.auth import TokenService
 from signaling.config import Config
+from signaling.state import StoreUnavailable
 
-from .conftest import SECRET, ServerProcess, auth, free_port, wait_port
+from .conftest import SECRET, ServerProcess, auth, free_port, make_config, wait_port
 from .wsclient import Signal
 
 Factory = Callable[..., ServerProcess]
@@ -338,3 +342,55 @@ async def test_a_still_that_cannot_be_written_is_a_507_and_never_filed(
         filler.unlink()
         async with http.post(url, data=still, headers=headers) as res:
             assert res.status == 201, await res.text()
+
+
+# -- healthz and the error middleware, in process -----------------------------------------
+
+
+async def test_healthz_names_every_check(tmp_path: Path) -> None:
+    config = make_config(tmp_path, media_enabled=False, disk_min_free_bytes=0)
+    async with TestClient(TestServer(create_app(config))) as client:
+        res = await client.get("/healthz")
+        assert res.status == 200
+        body = await res.json()
+    assert body["status"] == "ok" and body["state"] == "memory"
+    checks = body["checks"]
+    assert checks["store"] == {"ok": True, "kind": "memory", "error": None}
+    assert checks["data_dir"]["ok"] is True and checks["data_dir"]["writable"] is True
+    assert checks["data_dir"]["free_bytes"] > 0
+    assert checks["media"]["ok"] is True and checks["media"]["enabled"] is False
+
+
+async def test_healthz_is_degraded_below_the_free_space_setting(tmp_path: Path) -> None:
+    config = make_config(tmp_path, media_enabled=False, disk_min_free_bytes=1 << 62)
+    async with TestClient(TestServer(create_app(config))) as client:
+        res = await client.get("/healthz")
+        assert res.status == 503
+        body = await res.json()
+    assert body["status"] == "degraded"
+    data_dir = body["checks"]["data_dir"]
+    assert data_dir["ok"] is False and data_dir["writable"] is True
+    assert "disk_min_free_bytes" in data_dir["error"]
+    assert body["checks"]["store"]["ok"] is True  # only the failing part is named
+
+
+async def test_unexpected_failures_and_outages_outside_the_api_are_json(tmp_path: Path) -> None:
+    """aiohttp's own 500 page is text; ours is JSON, and a store outage is a 503."""
+    app = create_app(make_config(tmp_path, media_enabled=False))
+
+    async def broken(request: web.Request) -> web.Response:
+        raise RuntimeError("a bug")
+
+    async def outage(request: web.Request) -> web.Response:
+        raise StoreUnavailable("Redis is unavailable: test")
+
+    app.router.add_get("/broken", broken)
+    app.router.add_get("/outage", outage)
+    async with TestClient(TestServer(app)) as client:
+        res = await client.get("/broken")
+        assert res.status == 500
+        assert (await _json(res))["error"]["code"] == "internal_error"
+        res = await client.get("/outage")
+        assert res.status == 503
+        assert (await _json(res))["error"]["code"] == "store_unavailable"
+        assert res.headers["Retry-After"]
