@@ -416,7 +416,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     sockets.add(ws)
     writer = asyncio.create_task(conn.writer())
     expiry = asyncio.create_task(conn.expiry_watch())
-    close_code: int = WSCloseCode.GOING_AWAY
+    close_code, close_reason = int(WSCloseCode.GOING_AWAY), b""
     try:
         try:
             await conn.greet()
@@ -424,7 +424,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
             # No welcome without the store: say why and close, asking to come back later.
             log.warning("socket of %s refused: %s", who.sub, exc.message)
             conn.send(protocol.error(exc.code, exc.message))
-            close_code = WSCloseCode.TRY_AGAIN_LATER
+            close_code, close_reason = int(WSCloseCode.TRY_AGAIN_LATER), exc.code.encode()
         else:
             async for frame in ws:
                 if frame.type == WSMsgType.TEXT:
@@ -441,5 +441,5 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         with contextlib.suppress(asyncio.CancelledError):
             await writer
         if not ws.closed:
-            await ws.close(code=close_code)
+            await ws.close(code=close_code, message=close_reason)
     return ws

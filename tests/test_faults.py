@@ -109,7 +109,15 @@ def _ws(url: str, token: str) -> str:
 async def test_redis_outage_answers_json_503s_and_the_node_recovers(
     server_factory: Factory, own_redis: RedisProcess, tmp_path: Path
 ) -> None:
-    node = server_factory(redis_url=own_redis.url)
+    # Every background loop busy during the outage: the sweeper every 0.25 s, webhooks
+    # (to a port nobody listens on) polling every 0.1 s, the export worker.
+    env = {
+        "JR_RESUME_GRACE_S": "1",
+        "JR_WEBHOOK_URLS": '["http://127.0.0.1:9/hook"]',
+        "JR_WEBHOOK_SECRET": "s" * 32,
+        "JR_WEBHOOK_POLL_S": "0.1",
+    }
+    node = server_factory(redis_url=own_redis.url, env=env)
     t = _tokens(tmp_path)
     clerk = t.issue(sub="clerk-01", role="clerk")
     reviewer = t.issue(sub="rev-city-amr-1", role="reviewer", dept="city-amr", level="city")
@@ -128,6 +136,7 @@ async def test_redis_outage_answers_json_503s_and_the_node_recovers(
         own_redis.stop()
 
         body = await _wait_health(http, node.url, 503)
+        await asyncio.sleep(1.0)  # the loops meet the outage many times over
         assert body["status"] == "degraded"
         assert body["checks"]["store"]["ok"] is False
         assert body["checks"]["data_dir"]["ok"] is True  # only the failing part is named
@@ -151,6 +160,7 @@ async def test_redis_outage_answers_json_503s_and_the_node_recovers(
             closing = await ws.receive(timeout=30)
             assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
             assert ws.close_code == 1013  # try again later
+            assert closing.extra == "store_unavailable"
 
         own_redis.start()
 
@@ -168,9 +178,12 @@ async def test_redis_outage_answers_json_503s_and_the_node_recovers(
         rev = await Signal.connect(http, _ws(node.url, reviewer))
         await rev.close()
         await sock.close()
-    # One warning per outage, not a traceback per attempt.
+    # One warning per outage and loop, not a traceback per attempt.
     text = node.log.read_text(errors="replace")
     assert "Traceback" not in text, text[-3000:]
+    for loop in ("sweeper", "webhooks"):
+        assert text.count(f"{loop}: the store is unavailable") == 1, text[-3000:]
+        assert text.count(f"{loop}: the store is back") == 1, text[-3000:]
 
 
 # -- a full disk ------------------------------------------------------------------------
