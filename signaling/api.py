@@ -471,8 +471,10 @@ async def error_middleware(
         raise
     except web.HTTPMethodNotAllowed as exc:
         return json_error(405, "method_not_allowed", f"{exc.method} is not allowed here")
-    except web.HTTPException:
-        raise  # a response of its own (redirects, static files' 304/404)
+    except (web.HTTPException, ConnectionResetError):
+        raise  # a response of its own (redirects, static files' 304/404); a client gone
     except Exception:
+        if getattr(request.writer, "output_size", 0) > 0:
+            raise  # a response is on its way already (a socket, a download): aiohttp's
         log.exception("%s %s failed", request.method, request.path)
         return json_error(500, "internal_error", "the server failed on this request")
