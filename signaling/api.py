@@ -8,6 +8,7 @@ Finer rules (scope, invitations) live in ``policy`` and are applied by the servi
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -18,10 +19,10 @@ import segno
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from . import __version__
+from . import __version__, health
 from .auth import ROLES, AuthError, Identity
 from .errors import BadRequest, Forbidden, NotFound, ServiceError, Unavailable
-from .keys import CONFIG, DIRECTORY, NODE_ID, SERVICE, STORE, TOKENS, WHO
+from .keys import CONFIG, DIRECTORY, MEDIA, NODE_ID, SERVICE, STORE, TOKENS, WHO
 from .models import (
     CASE_ID_PATTERN,
     ApplicantLink,
@@ -40,6 +41,9 @@ from .models import (
     SessionResponse,
     TokenResponse,
 )
+from .state import StoreUnavailable
+
+log = logging.getLogger(__name__)
 
 ALL = frozenset(ROLES)
 STAFF = frozenset({"clerk", "admin"})
@@ -144,8 +148,18 @@ def _wrap(r: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
             )
         except ServiceError as exc:
             return web.json_response(exc.body(), status=exc.status)
+        except StoreUnavailable as exc:
+            return store_unavailable(exc)
 
     return handler
+
+
+def store_unavailable(exc: StoreUnavailable) -> web.Response:
+    """A store outage, on any route: 503 with a stable code, and a hint to retry."""
+    log.warning("%s %s", exc.code, exc.message)
+    response = json_error(exc.status, exc.code, exc.message)
+    response.headers["Retry-After"] = "5"
+    return response
 
 
 async def _read_body(request: web.Request, model: type[BaseModel]) -> BaseModel:
@@ -173,15 +187,19 @@ async def _read_body(request: web.Request, model: type[BaseModel]) -> BaseModel:
 
 @route("GET", "/healthz", "Check the node", None, response=Health, tag="system", errors=("503",))
 async def healthz(ctx: Ctx) -> Any:
-    store = ctx.request.app[STORE]
-    ok = await store.ping()
-    health = Health(
+    app = ctx.request.app
+    config = app[CONFIG]
+    store = app[STORE]
+    checks = await health.checks(store, config.data_dir, config.disk_min_free_bytes, app.get(MEDIA))
+    ok = checks.store.ok and checks.data_dir.ok and checks.media.ok
+    body = Health(
         status="ok" if ok else "degraded",
-        node=ctx.request.app[NODE_ID],
+        node=app[NODE_ID],
         state=store.kind,
         version=__version__,
+        checks=checks,
     )
-    return web.json_response(health.model_dump(), status=200 if ok else 503)
+    return web.json_response(body.model_dump(), status=200 if ok else 503)
 
 
 @route("GET", "/api/auth/demo-users", "List the demo users", None, tag="auth")
@@ -437,9 +455,14 @@ def add_routes(app: web.Application) -> None:
 async def error_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """aiohttp's own refusals (404, 405, 413) in the API's JSON error shape."""
+    """aiohttp's own refusals (404, 405, 413) in the API's JSON error shape; a store
+    outage anywhere is a 503, and anything unexpected a JSON 500, never a text page."""
     try:
         return await handler(request)
+    except StoreUnavailable as exc:
+        return store_unavailable(exc)
+    except ServiceError as exc:
+        return web.json_response(exc.body(), status=exc.status)
     except web.HTTPRequestEntityTooLarge as exc:
         return json_error(413, "payload_too_large", exc.text or "the body is too large")
     except web.HTTPNotFound:
@@ -448,3 +471,10 @@ async def error_middleware(
         raise
     except web.HTTPMethodNotAllowed as exc:
         return json_error(405, "method_not_allowed", f"{exc.method} is not allowed here")
+    except (web.HTTPException, ConnectionResetError):
+        raise  # a response of its own (redirects, static files' 304/404); a client gone
+    except Exception:
+        if getattr(request.writer, "output_size", 0) > 0:
+            raise  # a response is on its way already (a socket, a download): aiohttp's
+        log.exception("%s %s failed", request.method, request.path)
+        return json_error(500, "internal_error", "the server failed on this request")

@@ -51,7 +51,7 @@ async def list_opinions(ctx: Ctx) -> Any:
     response=Snapshot,
     status=201,
     tag="case file",
-    errors=("413",),
+    errors=("413", "503", "507"),
     upload=("image/jpeg", "image/png", "image/webp"),
 )
 async def add_snapshot(ctx: Ctx) -> Any:

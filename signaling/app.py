@@ -30,7 +30,7 @@ from .media_bridge import MediaBridge, media_settings
 from .openapi import build_openapi
 from .recording import RecordingControl
 from .service import ReviewService
-from .state import open_store
+from .state import Outage, StoreUnavailable, open_store
 from .web_security import install as install_web_security
 from .webhooks import WEBHOOKS, Webhooks
 from .ws import websocket_handler
@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 async def _state_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
+    # The case files go there with Redis too; healthz checks it is writable.
+    config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     # The local/Redis choice is made here, once.
     store = await open_store(config.redis_url, config.data_dir)
     app[STORE] = store
@@ -133,13 +135,18 @@ async def _sweeper_ctx(app: web.Application) -> AsyncIterator[None]:
 
     async def sweep() -> None:
         service = app[SERVICE]
+        outage = Outage("sweeper", log)  # once per outage, not a traceback per sweep
         while True:
             await asyncio.sleep(every)
             try:
                 await service.sweep_disconnected()
                 await service.sweep_unanswered()
+            except StoreUnavailable as exc:
+                outage.failed(exc)
+                continue
             except Exception:
                 log.exception("sweep failed")
+            outage.ok()
 
     task = asyncio.create_task(sweep(), name="sweeper")
     yield

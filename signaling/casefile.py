@@ -8,7 +8,9 @@ archive directory.
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -16,8 +18,15 @@ from typing import Any
 from . import policy
 from .auth import Identity
 from .core import ServiceCore, _new_id, actor_of
-from .errors import BadRequest, NotFound
+from .errors import BadRequest, NotFound, ServiceError, Unavailable
 from .models import Opinion, OpinionBody, Snapshot
+
+log = logging.getLogger(__name__)
+
+
+class InsufficientStorage(ServiceError):
+    status = 507
+
 
 IMAGE_TYPES = {
     "image/jpeg": (b"\xff\xd8\xff", "jpg"),
@@ -29,11 +38,28 @@ IMAGE_TYPES = {
 def _write_file(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".part")
-    with tmp.open("wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)  # whole or absent: never a half-written still in the case
+    try:
+        with tmp.open("wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)  # whole or absent: never a half-written still in the case
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _storage_error(exc: OSError) -> ServiceError:
+    """A still that cannot be written: the disk is full (507) or failing (503)."""
+    log.error("a still could not be written to the case file: %s", exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return InsufficientStorage(
+            "insufficient_storage", "the case file's disk is full; the still was not kept"
+        )
+    return Unavailable(
+        "storage_unavailable",
+        f"the case file cannot be written ({exc.strerror or exc}); the still was not kept",
+    )
 
 
 class CaseFileMixin(ServiceCore):
@@ -88,7 +114,11 @@ class CaseFileMixin(ServiceCore):
             raise BadRequest("invalid_image", f"the body is not a {content_type} image")
         snapshot_id = _new_id("f_")
         relative = f"{session.case_id}/{session_id}/snapshots/{snapshot_id}.{ext}"
-        await asyncio.to_thread(_write_file, self.archive_dir / relative, data)
+        # The file first, then the record: a still that is not on disk is never filed.
+        try:
+            await asyncio.to_thread(_write_file, self.archive_dir / relative, data)
+        except OSError as exc:
+            raise _storage_error(exc) from None
         snap = Snapshot(
             snapshot_id=snapshot_id,
             session_id=session_id,

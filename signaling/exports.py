@@ -33,7 +33,7 @@ from .config import Config
 from .core import EventHook, append_event, run_event_hooks
 from .models import Event
 from .replay import casefile_url
-from .state import Job, Store
+from .state import Job, Outage, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +194,7 @@ class ExportWorker:
 
     # -- the worker loop ---------------------------------------------------------------
     async def _run(self, consumer: str) -> None:
+        outage = Outage(f"export worker {consumer}", log)
         while not self._closing:
             try:
                 job = await self.store.job_claim(
@@ -201,10 +202,15 @@ class ExportWorker:
                 )
             except asyncio.CancelledError:
                 raise
+            except StoreUnavailable as exc:
+                outage.failed(exc)
+                await asyncio.sleep(2.0)
+                continue
             except Exception:
                 log.exception("claiming an export job failed")
                 await asyncio.sleep(2.0)
                 continue
+            outage.ok()
             if job is not None:
                 await self._do(consumer, job)
 
@@ -219,7 +225,10 @@ class ExportWorker:
                 await asyncio.sleep(self.touch_every_s)
                 try:
                     mine = await self.store.job_touch(QUEUE, consumer, job.id)
-                except Exception:  # the store is away for a moment: try again next time
+                except StoreUnavailable as exc:  # away for a moment: try again next time
+                    log.warning("touching export job %s failed: %s", job.id, exc)
+                    continue
+                except Exception:
                     log.warning("touching export job %s failed", job.id, exc_info=True)
                     continue
                 if not mine:

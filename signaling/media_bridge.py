@@ -27,7 +27,7 @@ from recording import archive
 from .config import Config
 from .errors import ServiceError, Unavailable
 from .recording import RecordingControl
-from .state import Store, Subscription
+from .state import Outage, Store, StoreUnavailable, Subscription
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +195,8 @@ class MediaBridge:
         finally:
             self._pending.pop(rid, None)
         if "error" in reply:
+            if reply["error"]["code"] == StoreUnavailable.code:
+                raise StoreUnavailable(reply["error"]["message"])  # 503 here too
             raise ServiceError(reply["error"]["code"], reply["error"]["message"])
         return dict(reply["result"])
 
@@ -213,9 +215,12 @@ class MediaBridge:
         reply: dict[str, Any] = {"type": "media.rpc.result", "id": msg.get("id")}
         try:
             reply["result"] = await self._local(str(msg.get("op")), dict(msg.get("args", {})))
-        except ServiceError as exc:
+        except (ServiceError, StoreUnavailable) as exc:
             reply["error"] = {"code": exc.code, "message": exc.message}
-        await self.store.publish(f"reply:{msg.get('reply_to')}", reply)
+        try:
+            await self.store.publish(f"reply:{msg.get('reply_to')}", reply)
+        except StoreUnavailable as exc:  # the asker times out with media_unavailable
+            log.warning("media answer to %s lost: %s", msg.get("reply_to"), exc)
 
     async def _local(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
         if self.media is None:
@@ -386,12 +391,17 @@ class MediaBridge:
             log.warning("media event dropped: the store is not keeping up")
 
     async def _publish_events(self) -> None:
+        outage = Outage("media events", log)
         while True:
             topic, msg = await self._out.get()
             try:
                 await self.store.publish(topic, msg)
+            except StoreUnavailable as exc:
+                outage.failed(exc)  # dropped, as a bus message may be
+                continue
             except Exception:
                 log.exception("publishing a media event failed")
+            outage.ok()
 
 
 def _alive(pid: int) -> bool:

@@ -201,11 +201,40 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
+class StoreCheck(BaseModel):
+    ok: bool
+    kind: str  # "memory" (journal in data_dir) or "redis"
+    error: str | None = None
+
+
+class DataDirCheck(BaseModel):
+    ok: bool  # writable and at least min_free_bytes free
+    writable: bool
+    free_bytes: int
+    min_free_bytes: int  # the setting disk_min_free_bytes
+    error: str | None = None
+
+
+class MediaCheck(BaseModel):
+    ok: bool
+    enabled: bool  # media_enabled: this node runs the SFU
+    rooms: int = 0  # sessions whose media this node hosts now
+    recorder: Literal["off", "idle", "running", "stopped"] = "off"
+    error: str | None = None
+
+
+class HealthChecks(BaseModel):
+    store: StoreCheck
+    data_dir: DataDirCheck
+    media: MediaCheck
+
+
 class Health(BaseModel):
-    status: Literal["ok", "degraded"]
+    status: Literal["ok", "degraded"]  # ok: every check ok (200); else degraded (503)
     node: str
     state: str
     version: str
+    checks: HealthChecks
 
 
 class SessionResponse(BaseModel):

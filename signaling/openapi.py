@@ -20,7 +20,9 @@ _ERRORS = {
     "409": "Conflicting state (code: session_ended, invitation_closed)",
     "413": "Body larger than the limit (code: payload_too_large)",
     "422": "Well-formed but refers to what does not exist (unknown_department, not_a_reviewer)",
-    "503": "Not available on this server (signing_unavailable) or state store down",
+    "503": "Not available now (code: store_unavailable: the state store is down or its disk "
+    "cannot be written, retry later; signing_unavailable; storage_unavailable)",
+    "507": "The case file's disk is full (code: insufficient_storage)",
 }
 
 
@@ -90,6 +92,8 @@ def build_openapi() -> dict[str, Any]:
             codes += ["404", "409"]
         if r.body is not None:
             codes.append("413")
+        # Every route may meet a store outage; some routes have statuses of their own.
+        codes += [c for c in (*r.errors, "503") if c in _ERRORS and c not in codes]
         for code in codes:
             op["responses"][code] = {"description": _ERRORS[code], **error}
         paths.setdefault(r.path, {})[r.method.lower()] = op

@@ -5,6 +5,7 @@ older epoch acts on nothing."""
 from __future__ import annotations
 
 import hmac
+import logging
 import secrets
 from typing import Any
 
@@ -13,6 +14,9 @@ from .auth import Identity
 from .core import OPEN, ServiceCore, _hash, _new_id, actor_of
 from .errors import BadRequest, Conflict, Forbidden, NotFound
 from .models import Event, Participant
+from .state import StoreUnavailable
+
+log = logging.getLogger(__name__)
 
 
 def chat_log(session_id: str) -> str:
@@ -231,9 +235,16 @@ class ParticipantsMixin(ServiceCore):
             text=text,
         )
         # Also in the session's own log: a page joining or resuming reads the session's
-        # chat from there, not from the case's whole timeline.
-        await self.store.append(chat_log(p.session_id), {"event": event.model_dump(mode="json")})
-        await self._announce(f"session:{p.session_id}", "chat", **chat_message(event))
+        # chat from there, not from the case's whole timeline. The message is in the
+        # record now, so it is acknowledged even if the store fails from here on (a full
+        # disk between the two lines): the record holds exactly what was acknowledged.
+        try:
+            await self.store.append(
+                chat_log(p.session_id), {"event": event.model_dump(mode="json")}
+            )
+            await self._announce(f"session:{p.session_id}", "chat", **chat_message(event))
+        except StoreUnavailable as exc:
+            log.warning("chat %s of %s filed, not copied: %s", event.seq, p.session_id, exc)
         return event
 
     async def session_chat(self, session_id: str, newest: int) -> list[Event]:

@@ -36,6 +36,7 @@ from .auth import Identity
 from .core import UNSEALED, ServiceCore, actor_of
 from .errors import Conflict, Forbidden, ServiceError
 from .models import Actor, Event
+from .state import Outage, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -255,13 +256,18 @@ class RecordingControl:
         return sealed
 
     async def _sweep(self) -> None:
+        outage = Outage("sealing sweeper", log)
         while True:
             await asyncio.sleep(SWEEP_EVERY_S)
             try:
                 if count := await self.sweep_unsealed():
                     log.warning("sealed %d case file(s) that their node left unsealed", count)
+            except StoreUnavailable as exc:
+                outage.failed(exc)
+                continue
             except Exception:
                 log.exception("sweeping unsealed sessions failed")
+            outage.ok()
 
     async def session_ended(self, session_id: str) -> dict[str, Any] | None:
         """The session ended and its recording is closed: mark it stopped, then seal."""

@@ -51,7 +51,7 @@ from .config import Config
 from .models import Event
 from .outbox import TRIGGERS
 from .replay import casefile_url
-from .state import Store
+from .state import Outage, Store, StoreUnavailable
 from .webhook_signing import parse_retry_after, redact, sign
 
 log = logging.getLogger(__name__)
@@ -278,6 +278,7 @@ class Webhooks:
 
     async def _run(self) -> None:
         catch_up_at = 0.0
+        outage = Outage("webhooks", log)
         while True:
             self._wake.clear()
             try:
@@ -286,8 +287,11 @@ class Webhooks:
                     catch_up_at = time.monotonic() + outbox.SETTLE_S
                     await outbox.catch_up(self.store, self._queue_again, self.clock())
                 await self._dispatch_due()
+                outage.ok()
+            except StoreUnavailable as exc:
+                # The store is unreachable: try again at the next tick; say so once.
+                outage.failed(exc)
             except Exception:
-                # The store may be briefly unreachable: try again at the next tick.
                 log.exception("webhook dispatch failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.config.webhook_poll_s)
@@ -404,6 +408,9 @@ class Webhooks:
         attempt["duration_ms"] = round((time.monotonic() - started) * 1000, 1)
         try:
             await self._finish(did, claim, attempt, outcome, retry_after)
+        except StoreUnavailable as exc:
+            # Its lease runs out and it is sent again: at least once, as documented.
+            log.warning("webhook %s: the attempt could not be recorded: %s", did, exc)
         except Exception:
             log.exception("webhook %s: recording the attempt failed", did)
 

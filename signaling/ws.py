@@ -23,7 +23,7 @@ from .keys import CONFIG, MEDIA, NODE_ID, SERVICE, SOCKETS, TASKS, TOKENS, WHO
 from .models import Invitation, Participant, Session
 from .participants import chat_message
 from .recording import SUPERVISORS
-from .state import Subscription
+from .state import StoreUnavailable, Subscription
 from .web_security import WS_PROTOCOLS, ws_token
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,7 @@ CLOSE_SUPERSEDED = 4409
 CLOSE_TOKEN_EXPIRED = 4401
 CLOSE_SLOW = 4429
 CHAT_HISTORY = 500  # the newest chat messages of the session that ``joined`` carries
+STORE_RETRY_S = 1.0  # how often a closed socket's slot retries the store during an outage
 
 
 class Connection:
@@ -105,7 +106,7 @@ class Connection:
     async def _mark_rang(self, invitation_id: str) -> None:
         try:
             await self.service.mark_rang(invitation_id, self.who)
-        except ServiceError:
+        except (ServiceError, StoreUnavailable):
             pass
 
     def on_session(self, msg: dict[str, Any]) -> None:
@@ -151,6 +152,10 @@ class Connection:
         except ServiceError as exc:
             self.send(protocol.error(exc.code, exc.message, msg.ref, exc.details))
         except AuthError as exc:
+            self.send(protocol.error(exc.code, exc.message, msg.ref))
+        except StoreUnavailable as exc:
+            # An outage, not a bug: the message is refused, the socket stays.
+            log.warning("%s from %s refused: %s", msg.type, self.who.sub, exc.message)
             self.send(protocol.error(exc.code, exc.message, msg.ref))
         except Exception:
             log.exception("handling %s from %s", msg.type, self.who.sub)
@@ -365,19 +370,32 @@ class Connection:
         for task in list(self.tasks):
             task.cancel()
         p = self.participant
-        if p is not None and await self.service.disconnected(p.participant_id, p.epoch):
+        if p is None:
+            return
+        try:
+            marked: bool | None = await self.service.disconnected(p.participant_id, p.epoch)
+        except StoreUnavailable:
+            marked = None  # the store is away: mark the slot once it is back
+        if marked is not False:
             # Hold the slot for a reconnect; the timer is the app's, not this socket's.
             timers = self.app[TASKS]
-            task = asyncio.create_task(self._grace(p))
+            task = asyncio.create_task(self._grace(p, marked is None))
             timers.add(task)
             task.add_done_callback(timers.discard)
 
-    async def _grace(self, p: Participant) -> None:
+    async def _grace(self, p: Participant, mark: bool = False) -> None:
+        while mark:
+            try:
+                if not await self.service.disconnected(p.participant_id, p.epoch):
+                    return
+                mark = False
+            except StoreUnavailable:
+                await asyncio.sleep(STORE_RETRY_S)  # never leave a ghost slot joined
         await asyncio.sleep(self.config.resume_grace_s)
         try:
             await self.service.grace_expired(p.participant_id, p.epoch + 0)
-        except ServiceError:
-            pass
+        except (ServiceError, StoreUnavailable):
+            pass  # the sweeper ends it
 
 
 async def websocket_handler(request: web.Request) -> web.StreamResponse:
@@ -404,15 +422,23 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     sockets.add(ws)
     writer = asyncio.create_task(conn.writer())
     expiry = asyncio.create_task(conn.expiry_watch())
+    close_code, close_reason = int(WSCloseCode.GOING_AWAY), b""
     try:
-        await conn.greet()
-        async for frame in ws:
-            if frame.type == WSMsgType.TEXT:
-                await conn.handle(frame.data)
-            elif frame.type == WSMsgType.BINARY:
-                conn.send(protocol.error("binary_not_supported", "send JSON text frames"))
-            elif frame.type == WSMsgType.ERROR:
-                break
+        try:
+            await conn.greet()
+        except StoreUnavailable as exc:
+            # No welcome without the store: say why and close, asking to come back later.
+            log.warning("socket of %s refused: %s", who.sub, exc.message)
+            conn.send(protocol.error(exc.code, exc.message))
+            close_code, close_reason = int(WSCloseCode.TRY_AGAIN_LATER), exc.code.encode()
+        else:
+            async for frame in ws:
+                if frame.type == WSMsgType.TEXT:
+                    await conn.handle(frame.data)
+                elif frame.type == WSMsgType.BINARY:
+                    conn.send(protocol.error("binary_not_supported", "send JSON text frames"))
+                elif frame.type == WSMsgType.ERROR:
+                    break
     finally:
         sockets.discard(ws)
         expiry.cancel()
@@ -421,5 +447,5 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         with contextlib.suppress(asyncio.CancelledError):
             await writer
         if not ws.closed:
-            await ws.close(code=WSCloseCode.GOING_AWAY)
+            await ws.close(code=close_code, message=close_reason)
     return ws

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from signaling.state import MemoryStore, Store
+import pytest
+
+from signaling.state import MemoryStore, Store, StoreUnavailable
+from signaling.state.redis_store import RedisStore
+
+from .test_faults import RedisProcess, _fill, own_redis, small_fs
+
+__all__ = ["own_redis", "small_fs"]  # fixtures, shared with test_faults
 
 
 async def test_create_is_once_only(store: Store) -> None:
@@ -322,4 +330,150 @@ async def test_memory_jobs_survive_a_restart_unless_acked(tmp_path: Path) -> Non
     assert job is not None and job.id == held and job.data == {"n": 2} and job.deliveries == 2
     fresh = await again.job_enqueue("q", {"n": 3})
     assert fresh not in (done, held)
+    await again.close()
+
+
+# -- outages: Redis stopped, the journal's disk full -------------------------------------
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def faulty(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[tuple[Store, Callable[[], Awaitable[None]], Callable[[], Awaitable[None]]]]:
+    """A store and how to take its backing away (``down``) and give it back (``up``):
+    a real redis-server stopped and started on its port, or a real tmpfs filled up."""
+    if request.param == "redis":
+        server: RedisProcess = request.getfixturevalue("own_redis")
+        s: Store = await RedisStore.connect(server.url)
+
+        async def down() -> None:
+            server.stop()
+
+        async def up() -> None:
+            server.start()
+
+    else:
+        mnt: Path = request.getfixturevalue("small_fs")
+        s = MemoryStore(mnt / "state")
+        filler = mnt / "filler"
+
+        async def down() -> None:
+            _fill(mnt)
+            # The journal's last page may hold a few more lines: use it up, down to
+            # less than the shortest line below (30 bytes: {"op":"put","k":"s1","d":{}}).
+            for i in range(1000):
+                try:
+                    await s.append("spare", {"pad": "x" * 100, "i": i})
+                except StoreUnavailable:
+                    break
+            for i in range(10):  # (the longer line failed: under 70 bytes are left)
+                try:
+                    await s.create(f"s{i}", {})
+                except StoreUnavailable:
+                    return
+
+        async def up() -> None:
+            filler.unlink()
+
+    yield s, down, up
+    await s.close()
+
+
+async def test_an_outage_raises_store_unavailable_and_changes_nothing(
+    faulty: tuple[Store, Callable[[], Awaitable[None]], Callable[[], Awaitable[None]]],
+) -> None:
+    store, down, up = faulty
+    await store.create("doc", {"v": 1})
+    await store.append("log", {"i": 0})
+    await store.index_add("idx", "a", 1.0)
+    job = await store.job_enqueue("q", {"j": 1})
+    await down()
+    writes: list[Awaitable[Any]] = [
+        store.create("new", {"v": 1}),
+        store.update("doc", lambda d: {"v": 2}),
+        store.append("log", {"i": 1}),
+        store.index_add("idx", "b", 2.0),
+        store.index_remove("idx", "a"),
+        store.job_enqueue("q", {"j": 2}),
+        store.job_ack("q", job),
+    ]
+    for write in writes:
+        with pytest.raises(StoreUnavailable) as caught:
+            await write
+        assert caught.value.code == "store_unavailable" and caught.value.status == 503
+    assert not await store.ping()
+    health = await store.health()
+    assert health["ok"] is False and health["error"]
+    if store.kind == "redis":  # reads need Redis too; the memory store still reads
+        for read in (store.get("doc"), store.read_log("log"), store.subscribe("t", print)):
+            with pytest.raises(StoreUnavailable):
+                await read
+    await up()
+    await _until_async(store.ping)
+    assert await store.get("doc") == {"v": 1}
+    assert await store.get("new") is None
+    assert await store.read_log("log") == [{"i": 0, "seq": 1}]
+    assert await store.index_range("idx") == ["a"]
+    assert await store.job_count("q") == 1
+    assert await store.append("log", {"i": 2}) == 2  # works again, no gap in the numbers
+    assert (await store.health())["ok"] is True
+
+
+async def test_memory_store_a_failed_write_leaves_no_half_line(small_fs: Path) -> None:
+    s = MemoryStore(small_fs / "state")
+    await s.create("doc", {"v": 1})
+    journal = small_fs / "state" / "journal.jsonl"
+    _fill(small_fs)
+    good = 0
+    with pytest.raises(StoreUnavailable):
+        for i in range(1000):  # until the journal's last page is used up
+            await s.append("log", {"i": i, "pad": "x" * 300})
+            good += 1
+    on_disk = journal.read_bytes()
+    assert on_disk.endswith(b"\n") and len(on_disk.splitlines()) == 1 + good
+    assert [e["i"] for e in await s.read_log("log")] == list(range(good))
+    (small_fs / "filler").unlink()
+    await s.append("log", {"i": "after"})
+    await s.close()
+    again = MemoryStore(small_fs / "state")  # what was shown is what is replayed
+    assert [e["i"] for e in await again.read_log("log")] == [*range(good), "after"]
+    await again.close()
+
+
+async def test_memory_store_never_replays_a_line_without_its_newline(tmp_path: Path) -> None:
+    s = MemoryStore(tmp_path / "state")
+    await s.create("doc", {"v": 1})
+    await s.close()
+    with (tmp_path / "state" / "journal.jsonl").open("a") as fh:
+        fh.write('{"op":"put","k":"doc","d":{"v":2}}')  # whole JSON, never acknowledged
+    again = MemoryStore(tmp_path / "state")
+    assert await again.get("doc") == {"v": 1}
+    await again.create("next", {"ok": True})
+    await again.close()
+    third = MemoryStore(tmp_path / "state")
+    assert await third.get("doc") == {"v": 1}
+    assert await third.get("next") == {"ok": True}
+    await third.close()
+
+
+async def _until_async(cond: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await cond():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+async def test_memory_store_opens_on_a_full_disk_and_cuts_a_torn_line(small_fs: Path) -> None:
+    """A restart while the disk is still full: the node starts, and replays nothing torn."""
+    s = MemoryStore(small_fs / "state")
+    await s.create("doc", {"v": 1})
+    await s.close()
+    journal = small_fs / "state" / "journal.jsonl"
+    with journal.open("a") as fh:
+        fh.write('{"op":"put","k":"doc","d":{"v":')  # a crash mid-write
+    _fill(small_fs)
+    again = MemoryStore(small_fs / "state")
+    assert await again.get("doc") == {"v": 1}
+    assert journal.read_bytes().endswith(b"}\n")
     await again.close()

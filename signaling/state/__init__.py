@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import Doc, Job, Store, Subscription
+from .base import Doc, Job, Outage, Store, StoreUnavailable, Subscription
 from .memory import MemoryStore
 
 
@@ -16,4 +16,13 @@ async def open_store(redis_url: str, data_dir: Path) -> Store:
     return MemoryStore(data_dir / "state")
 
 
-__all__ = ["Doc", "Job", "MemoryStore", "Store", "Subscription", "open_store"]
+__all__ = [
+    "Doc",
+    "Job",
+    "MemoryStore",
+    "Outage",
+    "Store",
+    "StoreUnavailable",
+    "Subscription",
+    "open_store",
+]

@@ -17,6 +17,7 @@ run against both. The primitives are deliberately few; the domain lives above th
 from __future__ import annotations
 
 import abc
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,44 @@ from typing import Any
 Doc = dict[str, Any]
 Handler = Callable[[Doc], None]
 Updater = Callable[[Doc], Doc | None]
+
+
+class StoreUnavailable(Exception):
+    """The store cannot do this now: Redis unreachable, the journal's disk full or failing.
+
+    Every implementation raises this one type for an outage (never its driver's own
+    errors), so that the edges answer 503 ``store_unavailable`` and background loops wait
+    for the store to come back. Deliberately not a ``ServiceError``: code that turns a
+    ``ServiceError`` into "not found" or "nothing to do" must not mistake an outage for an
+    answer. The operation did not happen (a store never half-applies one call).
+    """
+
+    code = "store_unavailable"
+    status = 503
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class Outage:
+    """Logs a background loop's store outage once when it starts and once when it ends,
+    instead of a traceback per attempt while the store is away."""
+
+    def __init__(self, what: str, logger: logging.Logger) -> None:
+        self.what = what
+        self.log = logger
+        self.down = False
+
+    def failed(self, exc: BaseException) -> None:
+        if not self.down:
+            self.down = True
+            self.log.warning("%s: the store is unavailable (%s); retrying", self.what, exc)
+
+    def ok(self) -> None:
+        if self.down:
+            self.down = False
+            self.log.warning("%s: the store is back", self.what)
 
 
 @dataclass
@@ -146,7 +185,12 @@ class Store(abc.ABC):
 
     # -- lifecycle --------------------------------------------------------------------
     @abc.abstractmethod
-    async def ping(self) -> bool: ...
+    async def ping(self) -> bool:
+        """Whether the store can serve now (never raises)."""
+
+    async def health(self) -> Doc:
+        """For ``/healthz``: ``{"ok": bool, ...}`` with what failed when not ok."""
+        return {"ok": await self.ping()}
 
     @abc.abstractmethod
     async def close(self) -> None: ...

@@ -1,11 +1,15 @@
 """Single-process store: dictionaries in memory, durable through an append-only journal.
 
 Every durable change (document write, log append, index add) is one JSON line in
-``<dir>/journal.jsonl``, written and flushed before the call returns, so a crash of the
-process loses nothing the OS has; an fsync follows within ``fsync_interval`` for power
-loss. At open, the journal is replayed and, when it has grown well beyond the live
-data, compacted (written anew and renamed into place). Ephemeral values and the bus are
-in memory only, as they are meant to be.
+``<dir>/journal.jsonl``, written before memory changes and before the call returns, so a
+crash of the process loses nothing the OS has; an fsync follows within
+``fsync_interval`` for power loss. A write that fails (a full disk, an I/O error) is cut
+back to the last whole line and raised as ``StoreUnavailable``, memory untouched: what
+the node shows and what it replays after a restart stay the same.
+
+At open, the journal is replayed (a torn last line cut off) and, when it has grown well
+beyond the live data, compacted (written anew and renamed into place). Ephemeral values
+and the bus are in memory only, as they are meant to be.
 
 Job queues are journaled too (added, handed out, acknowledged); who holds a job is not:
 after a restart no worker of the old process is alive, so every unfinished job can be
@@ -19,15 +23,18 @@ import bisect
 import contextlib
 import copy
 import json
+import logging
 import os
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from .base import Doc, Handler, Job, Store, Subscription, Updater
+from .base import Doc, Handler, Job, Store, StoreUnavailable, Subscription, Updater
 from .local_bus import LocalBus
 
 JOURNAL = "journal.jsonl"
+
+log = logging.getLogger(__name__)
 
 
 class MemoryStore(Store):
@@ -45,7 +52,12 @@ class MemoryStore(Store):
         self._job_wake: dict[str, asyncio.Event] = {}
         self._bus = LocalBus()
         self._dir = directory
-        self._journal: IO[str] | None = None
+        # Raw, unbuffered appends: a buffered writer keeps a failed line in its buffer
+        # and writes it later, after memory was left without it.
+        self._journal: int | None = None
+        self._size = 0  # bytes of whole lines in the journal: where a failed write is cut
+        self._torn = False  # a failed write may have left part of a line past _size
+        self._fault: str | None = None  # the last write's failure, until one succeeds
         self._dirty = False
         self._fsync_interval = fsync_interval
         self._fsync_task: asyncio.Task[None] | None = None
@@ -56,26 +68,41 @@ class MemoryStore(Store):
     # -- journal ----------------------------------------------------------------------
     def _replay(self, path: Path) -> None:
         ops = 0
+        good = 0  # bytes of whole lines replayed
         torn = False
         if path.exists():
             with path.open("rb") as fh:
                 for line in fh:
                     try:
+                        if not line.endswith(b"\n"):
+                            raise ValueError("no end of line")
                         op = json.loads(line.decode("utf-8"))
-                    except (UnicodeDecodeError, json.JSONDecodeError):
+                    except (UnicodeDecodeError, ValueError):
                         # A torn last line from a crash mid-write: everything before it
-                        # is intact; nothing after it was acknowledged. Rewrite the journal
-                        # so the next line does not glue onto the torn one.
+                        # is intact; nothing after it was acknowledged. Cut it off so the
+                        # next line does not glue onto it (a line without its newline
+                        # was never acknowledged either, even if it parses).
                         torn = True
                         break
                     self._apply(op)
                     ops += 1
+                    good += len(line)
         live = len(self._docs) + sum(len(v) for v in self._logs.values())
         live += sum(len(v[1]) for v in self._indexes.values())
         live += sum(len(q) for q in self._jobs.values())
-        if torn or ops > 2 * live + 1000 or not path.exists():
+        if not path.exists():
             self._compact(path)
-        self._journal = path.open("a", encoding="utf-8")
+        elif torn or ops > 2 * live + 1000:
+            if torn:
+                # Cutting needs no free space; compacting does, and may wait for it.
+                os.truncate(path, good)
+            try:
+                self._compact(path)
+            except OSError as exc:
+                log.warning("journal not compacted (%s); it stays as it is", exc)
+                path.with_suffix(".compact").unlink(missing_ok=True)
+        self._journal = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._size = os.fstat(self._journal).st_size
 
     def _compact(self, path: Path) -> None:
         tmp = path.with_suffix(".compact")
@@ -126,10 +153,27 @@ class MemoryStore(Store):
                 ordered.remove((scores.pop(op["m"]), op["m"]))
 
     def _write(self, op: dict[str, Any]) -> None:
+        """Append one line, whole, before memory changes; or raise and leave no trace."""
         if self._journal is None:
             return
-        self._journal.write(json.dumps(op, ensure_ascii=False, separators=(",", ":")) + "\n")
-        self._journal.flush()
+        data = (json.dumps(op, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+        try:
+            if self._torn:
+                os.ftruncate(self._journal, self._size)
+                self._torn = False
+            done = 0
+            while done < len(data):  # a short write (the disk filled midway) goes on
+                done += os.write(self._journal, data[done:])
+        except OSError as exc:
+            self._torn = True
+            with contextlib.suppress(OSError):
+                # Cut the half line now (needs no space); else before the next write.
+                os.ftruncate(self._journal, self._size)
+                self._torn = False
+            self._fault = f"the state journal cannot be written: {exc.strerror or exc}"
+            raise StoreUnavailable(self._fault) from None
+        self._size += len(data)
+        self._fault = None
         self._dirty = True
         if self._fsync_task is None or self._fsync_task.done():
             with contextlib.suppress(RuntimeError):
@@ -139,7 +183,12 @@ class MemoryStore(Store):
         await asyncio.sleep(self._fsync_interval)
         if self._dirty and self._journal is not None:
             self._dirty = False
-            await asyncio.to_thread(os.fsync, self._journal.fileno())
+            try:
+                await asyncio.to_thread(os.fsync, self._journal)
+            except OSError as exc:
+                # The lines are with the OS; the disk refused them. Say so in healthz.
+                self._fault = f"the state journal cannot be synced: {exc.strerror or exc}"
+                log.error("%s", self._fault)
 
     # -- documents --------------------------------------------------------------------
     async def get(self, key: str) -> Doc | None:
@@ -171,10 +220,9 @@ class MemoryStore(Store):
 
     # -- logs -------------------------------------------------------------------------
     async def append(self, key: str, doc: Doc) -> int:
-        entries = self._logs.setdefault(key, [])
-        stored = dict(copy.deepcopy(doc), seq=len(entries) + 1)
+        stored = dict(copy.deepcopy(doc), seq=len(self._logs.get(key, ())) + 1)
         self._write({"op": "append", "k": key, "d": stored})
-        entries.append(stored)
+        self._logs.setdefault(key, []).append(stored)
         return int(stored["seq"])
 
     async def read_log(self, key: str, start: int = 0, limit: int | None = None) -> list[Doc]:
@@ -303,8 +351,9 @@ class MemoryStore(Store):
             self._wake(queue).set()
 
     async def job_ack(self, queue: str, job_id: str) -> None:
-        if self._jobs.get(queue, {}).pop(job_id, None) is not None:
+        if job_id in self._jobs.get(queue, {}):
             self._write({"op": "jobdone", "k": queue, "id": job_id})
+            self._jobs[queue].pop(job_id, None)
 
     async def job_count(self, queue: str) -> int:
         return len(self._jobs.get(queue, {}))
@@ -319,13 +368,28 @@ class MemoryStore(Store):
 
     # -- lifecycle --------------------------------------------------------------------
     async def ping(self) -> bool:
-        return True
+        if self._fault is not None and self._journal is not None:
+            # The last write failed: try a line that changes nothing (replay ignores it)
+            # so that the node says it is well again as soon as the disk has room.
+            with contextlib.suppress(StoreUnavailable):
+                self._write({"op": "noop", "k": ""})
+        return self._fault is None
+
+    async def health(self) -> Doc:
+        ok = await self.ping()
+        return (
+            {"ok": ok, "kind": self.kind}
+            if ok
+            else {"ok": False, "kind": self.kind, "error": self._fault}
+        )
 
     async def close(self) -> None:
         if self._fsync_task is not None:
             self._fsync_task.cancel()
         if self._journal is not None:
-            self._journal.flush()
-            os.fsync(self._journal.fileno())
-            self._journal.close()
+            try:
+                os.fsync(self._journal)
+            except OSError as exc:
+                log.error("the state journal could not be synced at close: %s", exc)
+            os.close(self._journal)
             self._journal = None

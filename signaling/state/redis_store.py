@@ -16,17 +16,58 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, ParamSpec, TypeVar
 
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError, WatchError
+from redis import exceptions as rx
+from redis.exceptions import RedisError, ResponseError, WatchError
 
-from .base import Doc, Handler, Job, Store, Subscription, Updater
+from .base import Doc, Handler, Job, Outage, Store, StoreUnavailable, Subscription, Updater
 from .local_bus import LocalBus
 
 log = logging.getLogger(__name__)
+
+# Redis cannot serve now (down, unreachable, loading, out of memory, unable to persist):
+# an outage, answered 503. Other Redis errors (a wrong type, a script error) are bugs.
+_OUTAGE = (
+    rx.ConnectionError,
+    rx.TimeoutError,
+    rx.OutOfMemoryError,
+    rx.ReadOnlyError,
+    rx.ClusterDownError,
+    rx.TryAgainError,
+    OSError,  # builtin TimeoutError (a subscription's confirmation) included
+)
+_OUTAGE_REPLIES = ("MISCONF", "LOADING", "MASTERDOWN", "NOREPLICAS", "BUSY ")
+
+
+def is_outage(exc: BaseException) -> bool:
+    if isinstance(exc, _OUTAGE):
+        return True
+    return isinstance(exc, ResponseError) and str(exc).startswith(_OUTAGE_REPLIES)
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _guarded(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
+    """One store error type for every outage, whichever call met it."""
+
+    @functools.wraps(fn)
+    async def call(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await fn(*args, **kwargs)
+        except (RedisError, OSError) as exc:
+            if is_outage(exc):
+                raise StoreUnavailable(f"Redis is unavailable: {exc}") from exc
+            raise
+
+    return call
 
 
 def _dumps(doc: Any) -> str:
@@ -64,6 +105,9 @@ class RedisStore(Store):
         self._reader: asyncio.Task[None] | None = None
         self._sub_lock = asyncio.Lock()
         self._groups: set[str] = set()
+        # Set while the pub/sub connection is down: messages published meanwhile are
+        # lost to this node, so it is not healthy until it has subscribed again.
+        self._bus_error: str | None = None
 
     @classmethod
     async def connect(cls, url: str, prefix: str = "jr:") -> RedisStore:
@@ -83,19 +127,23 @@ class RedisStore(Store):
         return f"{self._p}{kind}:{key}"
 
     # -- documents --------------------------------------------------------------------
+    @_guarded
     async def get(self, key: str) -> Doc | None:
         raw = await self._r.get(self._k("doc", key))
         return json.loads(raw) if raw is not None else None
 
+    @_guarded
     async def get_many(self, keys: list[str]) -> list[Doc | None]:
         if not keys:
             return []
         raws = await self._r.mget([self._k("doc", k) for k in keys])
         return [json.loads(r) if r is not None else None for r in raws]
 
+    @_guarded
     async def create(self, key: str, doc: Doc) -> bool:
         return bool(await self._r.set(self._k("doc", key), _dumps(doc), nx=True))
 
+    @_guarded
     async def update(self, key: str, fn: Updater) -> tuple[Doc | None, bool]:
         rkey = self._k("doc", key)
         async with self._r.pipeline(transaction=True) as pipe:
@@ -120,6 +168,7 @@ class RedisStore(Store):
                     continue
 
     # -- logs -------------------------------------------------------------------------
+    @_guarded
     async def append(self, key: str, doc: Doc) -> int:
         # The sequence number must be inside the stored entry, and only Redis knows it
         # atomically: a tiny script pushes and stamps in one step.
@@ -138,18 +187,22 @@ class RedisStore(Store):
         )
         return int(seq)
 
+    @_guarded
     async def read_log(self, key: str, start: int = 0, limit: int | None = None) -> list[Doc]:
         end = -1 if limit is None else start + limit - 1
         raws = await self._r.lrange(self._k("log", key), start, end)
         return [json.loads(r) for r in raws]
 
     # -- indexes ----------------------------------------------------------------------
+    @_guarded
     async def index_add(self, key: str, member: str, score: float) -> None:
         await self._r.zadd(self._k("idx", key), {member: score})
 
+    @_guarded
     async def index_remove(self, key: str, member: str) -> None:
         await self._r.zrem(self._k("idx", key), member)
 
+    @_guarded
     async def index_range(
         self,
         key: str,
@@ -170,25 +223,31 @@ class RedisStore(Store):
         return [str(m) for m in await self._r.zrangebyscore(rkey, lo, hi, **kw)]
 
     # -- ephemeral --------------------------------------------------------------------
+    @_guarded
     async def put_ephemeral(self, key: str, doc: Doc, ttl_s: float) -> None:
         await self._r.set(self._k("eph", key), _dumps(doc), px=max(1, int(ttl_s * 1000)))
 
+    @_guarded
     async def create_ephemeral(self, key: str, doc: Doc, ttl_s: float) -> bool:
         ok = await self._r.set(
             self._k("eph", key), _dumps(doc), px=max(1, int(ttl_s * 1000)), nx=True
         )
         return bool(ok)
 
+    @_guarded
     async def get_ephemeral(self, key: str) -> Doc | None:
         raw = await self._r.get(self._k("eph", key))
         return json.loads(raw) if raw is not None else None
 
+    @_guarded
     async def delete_ephemeral(self, key: str) -> None:
         await self._r.delete(self._k("eph", key))
 
     # -- job queues -------------------------------------------------------------------
-    async def _stream(self, queue: str) -> str:
+    async def _stream(self, queue: str, again: bool = False) -> str:
         key = self._k("jobs", queue)
+        if again:
+            self._groups.discard(key)  # a Redis restarted without its data lost the group
         if key not in self._groups:
             try:
                 # From id 0: jobs enqueued before any worker existed are handed out too.
@@ -199,6 +258,7 @@ class RedisStore(Store):
             self._groups.add(key)
         return key
 
+    @_guarded
     async def job_enqueue(self, queue: str, data: Doc) -> str:
         key = await self._stream(queue)
         return str(await self._r.xadd(key, {"d": _dumps(data)}))
@@ -207,13 +267,20 @@ class RedisStore(Store):
         info = await self._r.xpending_range(key, GROUP, min=job_id, max=job_id, count=1)
         return int(info[0]["times_delivered"]) if info else 1
 
+    @_guarded
     async def job_claim(
         self, queue: str, consumer: str, *, block_s: float = 0.0, reclaim_idle_s: float = 60.0
     ) -> Job | None:
         key = await self._stream(queue)
-        claimed = await self._r.xautoclaim(
-            key, GROUP, consumer, int(reclaim_idle_s * 1000), start_id="0-0", count=1
-        )
+        try:
+            claimed = await self._r.xautoclaim(
+                key, GROUP, consumer, int(reclaim_idle_s * 1000), start_id="0-0", count=1
+            )
+        except ResponseError as exc:
+            if not str(exc).startswith("NOGROUP"):
+                raise
+            key = await self._stream(queue, again=True)
+            return None  # a new, empty stream: the next claim waits on it
         for job_id, fields in claimed[1] if len(claimed) > 1 else []:
             if fields:  # None: deleted meanwhile
                 deliveries = await self._deliveries(key, job_id)
@@ -225,14 +292,17 @@ class RedisStore(Store):
                 return Job(str(job_id), json.loads(fields["d"]), 1)
         return None
 
+    @_guarded
     async def job_touch(self, queue: str, consumer: str, job_id: str) -> bool:
         key = await self._stream(queue)
         return bool(await self._r.eval(_TOUCH, 1, key, GROUP, consumer, job_id))
 
+    @_guarded
     async def job_release(self, queue: str, consumer: str, job_id: str) -> None:
         key = await self._stream(queue)
         await self._r.eval(_RELEASE, 1, key, GROUP, consumer, job_id)
 
+    @_guarded
     async def job_ack(self, queue: str, job_id: str) -> None:
         key = await self._stream(queue)
         async with self._r.pipeline(transaction=True) as pipe:
@@ -240,6 +310,7 @@ class RedisStore(Store):
             pipe.xdel(key, job_id)
             await pipe.execute()
 
+    @_guarded
     async def job_count(self, queue: str) -> int:
         return int(await self._r.xlen(self._k("jobs", queue)))
 
@@ -247,9 +318,11 @@ class RedisStore(Store):
     def _channel(self, topic: str) -> str:
         return f"{self._p}bus:{topic}"
 
+    @_guarded
     async def publish(self, topic: str, message: Doc) -> None:
         await self._r.publish(self._channel(topic), _dumps(message))
 
+    @_guarded
     async def subscribe(self, topic: str, handler: Handler) -> Subscription:
         return await self._bus.add(topic, handler)
 
@@ -271,24 +344,34 @@ class RedisStore(Store):
 
     async def _unsub_upstream(self, topic: str) -> None:
         async with self._sub_lock:
-            with contextlib.suppress(ConnectionError, OSError):
+            # Redis away: a channel nobody here listens to costs nothing; never fail
+            # a socket's cleanup over it.
+            with contextlib.suppress(RedisError, OSError):
                 await self._pubsub.unsubscribe(self._channel(topic))
 
     async def _read(self) -> None:
         prefix = len(self._p) + len("bus:")
+        outage = Outage("redis pub/sub", log)
         while True:
             try:
                 msg = await self._pubsub.get_message(timeout=1.0)
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
                 # Connection lost: redis-py reconnects and re-subscribes on the next
-                # call; wait a little instead of spinning.
-                log.warning("redis pub/sub read failed; retrying", exc_info=True)
+                # call; wait a little instead of spinning, and say so once.
+                if is_outage(exc):
+                    outage.failed(exc)
+                    self._bus_error = f"the bus is reconnecting to Redis: {exc}"
+                else:
+                    log.warning("redis pub/sub read failed; retrying", exc_info=True)
                 await asyncio.sleep(0.5)
                 continue
             if msg is None:
                 continue
+            # After a reconnect: the confirmations of the re-subscription.
+            outage.ok()
+            self._bus_error = None
             if msg.get("type") == "subscribe":
                 fut = self._confirm.get(str(msg["channel"]))
                 if fut is not None and not fut.done():
@@ -305,10 +388,17 @@ class RedisStore(Store):
 
     # -- lifecycle --------------------------------------------------------------------
     async def ping(self) -> bool:
+        return bool((await self.health())["ok"])
+
+    async def health(self) -> Doc:
         try:
-            return bool(await self._r.ping())
-        except (ConnectionError, OSError):
-            return False
+            ok = bool(await self._r.ping())
+            if ok and self._bus_error is not None:
+                return {"ok": False, "kind": self.kind, "error": self._bus_error}
+            return {"ok": ok, "kind": self.kind}
+        except (RedisError, OSError) as exc:
+            # redis-py's ConnectionError is not the builtin one: both are caught here.
+            return {"ok": False, "kind": self.kind, "error": f"Redis is unavailable: {exc}"}
 
     async def close(self) -> None:
         if self._reader is not None:
