@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from . import __version__
 from .auth import ROLES, AuthError, Identity
+from .config import is_loopback
 from .errors import BadRequest, Forbidden, NotFound, ServiceError, Unavailable
 from .keys import CONFIG, DIRECTORY, NODE_ID, SERVICE, STORE, TOKENS
 from .models import (
@@ -188,9 +189,12 @@ async def healthz(ctx: Ctx) -> Any:
 async def demo_users(ctx: Ctx) -> Any:
     _demo_only(ctx)
     directory = ctx.request.app[DIRECTORY]
+    config = ctx.request.app[CONFIG]
     return {
         "users": [u.model_dump() for u in directory.users],
         "departments": [d.model_dump() for d in directory.departments],
+        # Reachable beyond this machine: the sign-in page says so, loudly.
+        "exposed": not is_loopback(config.host),
     }
 
 
