@@ -167,6 +167,12 @@ async def _sweeper_ctx(app: web.Application) -> AsyncIterator[None]:
 
     # Slots this node held when it stopped (kill -9, power loss) have no socket any more:
     # into their grace period, which the sweep above ends. A single node is alone.
+    if config.redis_url and not config.node_id:
+        log.warning(
+            "node_id is not set: after a crash this node (named %s now) will not recognise "
+            "the participant slots it held; give each node a stable node_id",
+            app[NODE_ID],
+        )
     dropped = await app[SERVICE].recover_ghosts(alone=not config.redis_url)
     if dropped:
         log.warning("%d participant slot(s) left joined by the last run: disconnected", dropped)
