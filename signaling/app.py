@@ -49,7 +49,7 @@ async def _state_ctx(app: web.Application) -> AsyncIterator[None]:
         lock = datadir.take_data_dir(config.data_dir)
     try:
         started = time.perf_counter()
-        datadir.secure_data_dir(config.data_dir)
+        datadir.secure_data_dir(config.data_dir, single_node=lock is not None)
         log.info("data dir secured in %.3f s", time.perf_counter() - started)
         # The local/Redis choice is made here, once.
         store = await open_store(config.redis_url, config.data_dir)

@@ -102,10 +102,12 @@ def tighten_tree(root: Path) -> int:
     return seen
 
 
-def secure_data_dir(data_dir: Path) -> None:
-    """Create the data dir, ``state/`` and ``archive/`` 0700 and close to other local
-    users what an older version (or a server run without umask 077) left open."""
-    for path in (data_dir, data_dir / "state", data_dir / "archive"):
+def secure_data_dir(data_dir: Path, single_node: bool = True) -> None:
+    """Create the data dir, ``state/`` (single node only: with Redis nothing uses it) and
+    ``archive/`` 0700, and close to other local users what an older version (or a server
+    run without umask 077) left open."""
+    made = (data_dir, data_dir / "state") if single_node else (data_dir,)
+    for path in (*made, data_dir / "archive"):
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
         _tighten(path, 0o700)
     for name in SECRET_FILES:

@@ -231,6 +231,9 @@ async def test_redis_keeps_the_grant_key_in_redis(tmp_path: Path, redis_url: str
         key = await replay.grant_key(app[STORE])
         assert (await app[STORE].get(replay.GRANT_KEY_DOC) or {}).get("key") == key.hex()
     assert not (tmp_path / "data" / datadir.GRANT_KEY_FILE).exists()
+    # Nothing of a Redis node's lives in state/: no journal, no lock.
+    assert not (tmp_path / "data" / "state").exists()
+    assert modes(tmp_path / "data") == {}
 
 
 @pytest.mark.parametrize(
