@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from . import __version__, health
 from .auth import ROLES, AuthError, Identity
+from .config import is_loopback
 from .errors import BadRequest, Forbidden, NotFound, ServiceError, Unavailable
 from .keys import CONFIG, DIRECTORY, MEDIA, NODE_ID, SERVICE, STORE, TOKENS, WHO
 from .models import (
@@ -206,9 +207,12 @@ async def healthz(ctx: Ctx) -> Any:
 async def demo_users(ctx: Ctx) -> Any:
     _demo_only(ctx)
     directory = ctx.request.app[DIRECTORY]
+    config = ctx.request.app[CONFIG]
     return {
         "users": [u.model_dump() for u in directory.users],
         "departments": [d.model_dump() for d in directory.departments],
+        # Reachable beyond this machine: the sign-in page says so, loudly.
+        "exposed": not is_loopback(config.host),
     }
 
 

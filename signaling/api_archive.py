@@ -45,7 +45,7 @@ from .api_replay import (
 )
 from .core import actor_of
 from .errors import Conflict, NotFound
-from .keys import STORE
+from .keys import CONFIG, STORE
 from .models import Actor, Session
 
 log = logging.getLogger(__name__)
@@ -181,7 +181,8 @@ async def casefile_index(ctx: Ctx) -> Any:
     sid, who = session.session_id, ctx.identity
     names = await asyncio.to_thread(listed, directory, manifest)
     duration = float((manifest.get("recording") or {}).get("duration_s") or 0.0)
-    expires = replay.grant_expiry(ctx.service.clock(), duration, who.exp)
+    max_s = ctx.request.app[CONFIG].grant_max_ttl_s
+    expires = replay.grant_expiry(ctx.service.clock(), duration, who.exp, max_s)
     key = await replay.grant_key(ctx.request.app[STORE])
     actor = actor_of(who).model_dump(exclude_none=True)
     files = [

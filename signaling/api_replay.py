@@ -41,7 +41,7 @@ from . import replay
 from .api import Ctx, readable_session, route
 from .core import actor_of
 from .errors import Conflict, NotFound, ServiceError, Unauthorized
-from .keys import STORE
+from .keys import CONFIG, STORE
 from .models import Actor, Session
 
 log = logging.getLogger(__name__)
@@ -180,7 +180,8 @@ async def describe(ctx: Ctx) -> Any:
     origin = replay.origin_of(doc)
     end = replay.end_of(doc, now) if origin is not None else None
     duration = max(0.0, (end or 0.0) - (origin or 0.0))
-    expires = replay.grant_expiry(now, duration, who.exp)
+    max_s = ctx.request.app[CONFIG].grant_max_ttl_s
+    expires = replay.grant_expiry(now, duration, who.exp, max_s)
     key = await replay.grant_key(ctx.request.app[STORE])
     tracks = []
     for track_id, entry in replay.playable(doc):
@@ -293,7 +294,10 @@ async def granted(ctx: Ctx, kind: str, missing: ServiceError) -> tuple[dict[str,
     store = ctx.request.app[STORE]
     try:
         grant = replay.check(
-            await replay.grant_key(store), ctx.request.match_info["grant"], ctx.service.clock()
+            await replay.grant_key(store),
+            ctx.request.match_info["grant"],
+            ctx.service.clock(),
+            ctx.request.app[CONFIG].grant_max_ttl_s,
         )
     except replay.GrantError as exc:
         raise Unauthorized(exc.code, exc.message) from None

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import weakref
 from collections.abc import AsyncIterator
 from typing import Any
@@ -19,12 +20,14 @@ from . import (
     api_casefile,  # noqa: F401  (registers the case-file routes)
     api_replay,  # noqa: F401  (registers the replay routes)
     api_webhooks,  # noqa: F401  (registers the webhook delivery routes)
+    datadir,
+    replay,
 )
 from .api import add_routes, error_middleware
 from .auth import TokenService
 from .config import Config
 from .directory import load_directory
-from .exports import EXPORTS, ExportWorker, hold_data_dir, options_from
+from .exports import EXPORTS, ExportWorker, options_from
 from .keys import CONFIG, DIRECTORY, MEDIA, NODE_ID, SERVICE, SOCKETS, STORE, TASKS, TOKENS
 from .media_bridge import MediaBridge, media_settings
 from .openapi import build_openapi
@@ -42,10 +45,28 @@ async def _state_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     # The case files go there with Redis too; healthz checks it is writable.
     config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    # The local/Redis choice is made here, once.
-    store = await open_store(config.redis_url, config.data_dir)
+    lock = None
+    if not config.redis_url:
+        # One journal, one writer: taken before the store opens, or refused (DataDirBusy,
+        # naming the holder). With Redis, data_dir holds only the archive (shared by
+        # nodes) and the secrets, so nothing is locked.
+        lock = datadir.take_data_dir(config.data_dir)
+    try:
+        started = time.perf_counter()
+        datadir.secure_data_dir(config.data_dir, single_node=lock is not None)
+        log.info("data dir secured in %.3f s", time.perf_counter() - started)
+        # The local/Redis choice is made here, once.
+        store = await open_store(config.redis_url, config.data_dir)
+    except BaseException:
+        if lock is not None:
+            lock.close()
+        raise
+    if lock is not None:
+        # The umask covers the server; a store opened in-process (tests) is closed too.
+        datadir.tighten_tree(config.data_dir / "state")
+        await replay.use_local_key(store, datadir.ensure_grant_key(config.data_dir))
     app[STORE] = store
-    app[SERVICE] = ReviewService(
+    service = ReviewService(
         store,
         app[DIRECTORY],
         base_url=config.base_url,
@@ -53,10 +74,15 @@ async def _state_ctx(app: web.Application) -> AsyncIterator[None]:
         ring_timeout_s=config.ring_timeout_s,
         archive_dir=config.data_dir / "archive",
     )
+    service.node_id = app[NODE_ID]
+    service.session_idle_end_s = config.session_idle_end_s
+    app[SERVICE] = service
     api_audit.hook_events(app)  # replays and downloads mirrored into the audit trail
     log.info("state: %s", store.kind)
     yield
     await store.close()
+    if lock is not None:
+        lock.close()
 
 
 async def _webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -107,13 +133,10 @@ async def _exports_ctx(app: web.Application) -> AsyncIterator[None]:
     recording = app[MEDIA].recording
     if recording is not None:
         recording.after_seal.append(worker.sealed)
-    lock = hold_data_dir(config) if not config.redis_url else None
     await worker.start()
     app[EXPORTS] = worker
     yield
     await worker.close()
-    if lock is not None:
-        lock.close()
 
 
 async def _tasks_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -133,6 +156,9 @@ async def _sweeper_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     every = max(0.05, min(2.0, config.resume_grace_s / 4, config.ring_timeout_s / 4))
 
+    if config.session_idle_end_s > 0:
+        every = max(0.05, min(every, config.session_idle_end_s / 4))
+
     async def sweep() -> None:
         service = app[SERVICE]
         outage = Outage("sweeper", log)  # once per outage, not a traceback per sweep
@@ -141,12 +167,25 @@ async def _sweeper_ctx(app: web.Application) -> AsyncIterator[None]:
             try:
                 await service.sweep_disconnected()
                 await service.sweep_unanswered()
+                await service.sweep_idle()
             except StoreUnavailable as exc:
                 outage.failed(exc)
                 continue
             except Exception:
                 log.exception("sweep failed")
             outage.ok()
+
+    # Slots this node held when it stopped (kill -9, power loss) have no socket any more:
+    # into their grace period, which the sweep above ends. A single node is alone.
+    if config.redis_url and not config.node_id:
+        log.warning(
+            "node_id is not set: after a crash this node (named %s now) will not recognise "
+            "the participant slots it held; give each node a stable node_id",
+            app[NODE_ID],
+        )
+    dropped = await app[SERVICE].recover_ghosts(alone=not config.redis_url)
+    if dropped:
+        log.warning("%d participant slot(s) left joined by the last run: disconnected", dropped)
 
     task = asyncio.create_task(sweep(), name="sweeper")
     yield

@@ -17,6 +17,10 @@ Role = Literal["clerk", "reviewer", "applicant", "supervisor", "admin"]
 Level = Literal["city", "district"]
 ROLES: tuple[str, ...] = get_args(Role)
 LEVELS: tuple[str, ...] = get_args(Level)
+# Longest claims accepted: a name is shown to everyone in the session and written into
+# the case file; ids are keys and scopes. A token is checked, never trusted for sizes.
+MAX_NAME = 100
+MAX_ID = 128
 
 
 class AuthError(Exception):
@@ -72,6 +76,7 @@ class TokenService:
         self.issuer = config.jwt_issuer
         self.audience = config.jwt_audience
         self.default_ttl = config.token_ttl_s
+        self.max_ttl = config.token_max_ttl_s
         self._signing_key: str | None
         self._verify_key: str
         if self.algorithm == "HS256":
@@ -134,6 +139,12 @@ class TokenService:
             raise ValueError(f"level must be one of {', '.join(LEVELS)}")
         if role == "reviewer" and not dept:
             raise ValueError("a reviewer needs a dept")
+        lifetime = ttl if ttl is not None else self.default_ttl
+        if not 0 < lifetime <= self.max_ttl:
+            raise ValueError(f"ttl must be between 1 and {self.max_ttl} s (token_max_ttl_s)")
+        problem = _claims_problem(sub, name, {"dept": dept, "case": case, "session": session})
+        if problem:
+            raise ValueError(problem)
         if self._signing_key is None:
             raise ConfigError("jwt_private_key_file: needed to sign tokens with " + self.algorithm)
         iat = int(now if now is not None else time.time())
@@ -142,7 +153,7 @@ class TokenService:
             "name": name or sub,
             "role": role,
             "iat": iat,
-            "exp": iat + (ttl if ttl is not None else self.default_ttl),
+            "exp": iat + lifetime,
             "iss": self.issuer,
             "aud": self.audience,
         }
@@ -151,7 +162,7 @@ class TokenService:
                 claims[key] = value
         return jwt.encode(claims, self._signing_key, algorithm=self.algorithm)
 
-    def verify(self, token: str | None) -> Identity:
+    def verify(self, token: str | None, now: float | None = None) -> Identity:
         if not token:
             raise AuthError("missing_token", "no token: send Authorization: Bearer <token>")
         try:
@@ -182,9 +193,26 @@ class TokenService:
         strs = {k: claims.get(k) for k in ("dept", "case", "session")}
         if not all(v is None or isinstance(v, str) for v in strs.values()):
             raise AuthError("invalid_token", "dept, case and session claims must be strings")
+        sub, name = claims["sub"], claims.get("name")
+        if not isinstance(sub, str) or not (name is None or isinstance(name, str)):
+            raise AuthError("invalid_token", "sub and name claims must be strings")
+        problem = _claims_problem(sub, name, strs)
+        if problem:
+            raise AuthError("invalid_token", f"the token is not valid: {problem}")
+        iat, exp = claims["iat"], claims["exp"]
+        current = time.time() if now is None else now
+        # A stolen token must not open doors for years: whoever signed it, it lives at
+        # most token_max_ttl_s (a minute of clock skew allowed on the "from now" side).
+        if not isinstance(iat, int | float) or not isinstance(exp, int | float):
+            raise AuthError("invalid_token", "iat and exp claims must be numbers")
+        if exp - iat > self.max_ttl or exp - current > self.max_ttl + 60:
+            raise AuthError(
+                "invalid_token",
+                f"the token's lifetime is too long (at most {self.max_ttl} s: token_max_ttl_s)",
+            )
         return Identity(
-            sub=str(claims["sub"]),
-            name=str(claims.get("name") or claims["sub"]),
+            sub=sub,
+            name=name or sub,
             role=role,
             dept=strs["dept"],
             level=level,
@@ -192,3 +220,17 @@ class TokenService:
             session=strs["session"],
             exp=int(claims["exp"]),
         )
+
+
+def _claims_problem(sub: str, name: str | None, ids: dict[str, str | None]) -> str | None:
+    """Why these claims can't be an identity (empty subject, overlong fields), or None."""
+    if not sub.strip():
+        return "the sub claim is empty"
+    if len(sub) > MAX_ID:
+        return f"sub is longer than {MAX_ID} characters"
+    if name is not None and len(name) > MAX_NAME:
+        return f"name is longer than {MAX_NAME} characters"
+    for key, value in ids.items():
+        if value is not None and len(value) > MAX_ID:
+            return f"{key} is longer than {MAX_ID} characters"
+    return None

@@ -6,13 +6,14 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from .accesslog import access_logger, install_log_redaction
-from .config import Config, ConfigError, load_config
+from .config import Config, ConfigError, is_loopback, load_config
 
 
 def _config_flags(p: argparse.ArgumentParser) -> None:
@@ -104,7 +105,11 @@ def _serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from .app import create_app
+    from .datadir import DataDirBusy
 
+    # Everything the server writes (journal, secrets, case files) is its own: no other
+    # local user reads a grant key or a recording.
+    os.umask(0o077)
     config = _load(args, {"host": args.host, "port": args.port})
     logging.basicConfig(
         level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -118,21 +123,33 @@ def _serve(args: argparse.Namespace) -> int:
             f"this node uses the one in {config.data_dir / 'jwt_secret'}",
             file=sys.stderr,
         )
+    if config.demo_on and not is_loopback(config.host):
+        warning = (
+            f"DEMO SIGN-IN IS ON while listening on {config.host}: anyone who can reach "
+            f"{config.base_url}/login may sign in as any user, admin included. "
+            "Set demo_enabled = false unless this is a closed demonstration."
+        )
+        print(f"jointreview: WARNING: {warning}", file=sys.stderr, flush=True)
+        logging.getLogger("signaling").warning(warning)
     print(f"jointreview: state {mode}; data in {config.data_dir.resolve()}", flush=True)
     if config.demo_on:
         print(f"jointreview: open {config.base_url}/login", flush=True)
     else:
         print(f"jointreview: listening on {config.base_url}", flush=True)
-    web.run_app(
-        app,
-        host=config.host,
-        port=config.port,
-        print=None,
-        handle_signals=True,
-        shutdown_timeout=5,
-        access_log_class=access_logger(config.trusted_proxies),
-        loop=new_event_loop(config.event_loop),
-    )
+    try:
+        web.run_app(
+            app,
+            host=config.host,
+            port=config.port,
+            print=None,
+            handle_signals=True,
+            shutdown_timeout=5,
+            access_log_class=access_logger(config.trusted_proxies),
+            loop=new_event_loop(config.event_loop),
+        )
+    except DataDirBusy as exc:
+        print(f"jointreview serve: {exc}", file=sys.stderr, flush=True)
+        return 2
     return 0
 
 

@@ -248,6 +248,14 @@ class Config(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _lifetimes(self) -> Config:
+        # The server must not sign what it would refuse (auth.TokenService.verify).
+        for name in ("token_ttl_s", "applicant_link_ttl_s"):
+            if getattr(self, name) > self.token_max_ttl_s:
+                raise ValueError(f"{name} must not exceed token_max_ttl_s")
+        return self
+
+    @model_validator(mode="after")
     def _pages(self) -> Config:
         if self.page_default > self.page_max:
             raise ValueError("page_default must not exceed page_max")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import fcntl
 import logging
 import os
 import threading
@@ -29,6 +28,7 @@ from aiohttp import web
 from recording.compose import Cancelled, Options
 from recording.export import COMPOSITE, export_session
 
+from . import datadir
 from .config import Config
 from .core import EventHook, append_event, run_event_hooks
 from .models import Event
@@ -42,22 +42,14 @@ LEASE_S = 60.0  # a job untouched this long is taken over (its worker died)
 TOUCH_EVERY_S = 10.0
 MAX_DELIVERIES = 5  # handed out this often without finishing (crashes): give it up
 NICE = 10
-LOCK = "server.lock"
+LOCK = datadir.LOCK
 
 
 def hold_data_dir(config: Config) -> IO[str] | None:
-    """Single node: say a server owns ``<data_dir>/state`` (its in-memory store), so that
-    ``jointreview export`` knows not to write that store behind the server's back. None
-    when another process holds it."""
-    path = config.data_dir / "state" / LOCK
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fh = path.open("w")
-    try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        fh.close()
-        return None
-    return fh
+    """Single node: the lock a server holds on ``<data_dir>/state`` (its in-memory store),
+    so that ``jointreview export`` knows not to write that store behind the server's
+    back (``datadir.hold_data_dir``). None when another process holds it."""
+    return datadir.hold_data_dir(config.data_dir)
 
 
 def data_dir_free(config: Config) -> bool:

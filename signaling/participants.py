@@ -18,6 +18,10 @@ from .state import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
+# Active sessions whose last person left, by when: ``sweep_idle`` ends them after
+# ``session_idle_end_s``.
+IDLE = "sessions:idle"
+
 
 def chat_log(session_id: str) -> str:
     return f"session:{session_id}:chat"
@@ -37,6 +41,11 @@ def chat_message(event: Event) -> dict[str, Any]:
 
 
 class ParticipantsMixin(ServiceCore):
+    # The node whose sockets hold the slots joined here (written into each slot), and
+    # how long a session everyone left stays open (0: for ever). Set by the app.
+    node_id: str = ""
+    session_idle_end_s: float = 0.0
+
     # -- participants -----------------------------------------------------------------
     async def participants(self, session_id: str) -> list[Participant]:
         ids = await self.store.index_range(f"session:{session_id}:participants")
@@ -85,6 +94,7 @@ class ParticipantsMixin(ServiceCore):
         )
         doc = p.model_dump()
         doc["resume_hash"] = _hash(secret)
+        doc["node"] = self.node_id  # whose restart finds this slot a ghost
         await self.store.create(f"participant:{p.participant_id}", doc)
         await self.store.index_add(
             f"session:{session_id}:participants", p.participant_id, p.joined_at
@@ -118,7 +128,13 @@ class ParticipantsMixin(ServiceCore):
         def bump(doc: dict[str, Any]) -> dict[str, Any] | None:
             if doc["state"] == "left":
                 return None
-            return dict(doc, state="joined", epoch=doc["epoch"] + 1, resume_hash=_hash(secret))
+            return dict(
+                doc,
+                state="joined",
+                epoch=doc["epoch"] + 1,
+                resume_hash=_hash(secret),
+                node=self.node_id,
+            )
 
         doc, changed = await self.store.update(f"participant:{p.participant_id}", bump)
         if not changed:
@@ -211,7 +227,38 @@ class ParticipantsMixin(ServiceCore):
                 reason=reason,
             )
             await self._presence(new, "left", reason=reason)
+            if reason != "session_ended" and all(
+                x.state == "left" for x in await self.participants(p.session_id)
+            ):
+                await self.store.index_add(IDLE, p.session_id, now)
         return changed
+
+    async def recover_ghosts(self, alone: bool) -> int:
+        """At start: the slots this node held before it stopped (a crash: their sockets
+        are gone and nobody said so) go to ``disconnected``, so the sweeper ends those
+        whose person does not come back within the grace period. ``alone`` (a single
+        node's store): every ``joined`` slot; otherwise only those written by this node
+        (``node``); a slot of another node is left to it. Also files sessions that
+        everyone had left before the idle end existed. Returns the slots dropped."""
+        dropped = 0
+        ids = await self.store.index_range("sessions")
+        for i in range(0, len(ids), 500):
+            keys = [f"session:{sid}" for sid in ids[i : i + 500]]
+            for doc in await self.store.get_many(keys):
+                if doc is None or doc.get("status") != "active":
+                    continue
+                sid = str(doc["session_id"])
+                slot_ids = await self.store.index_range(f"session:{sid}:participants")
+                slots = await self.store.get_many([f"participant:{x}" for x in slot_ids])
+                live = [d for d in slots if d is not None and d.get("state") != "left"]
+                for d in live:
+                    mine = alone or (bool(self.node_id) and d.get("node") == self.node_id)
+                    if d.get("state") == "joined" and mine:
+                        dropped += await self.disconnected(d["participant_id"], d["epoch"])
+                if slots and not live:
+                    left = [float(d.get("left_at") or 0) for d in slots if d is not None]
+                    await self.store.index_add(IDLE, sid, max(left, default=self.clock()))
+        return dropped
 
     async def _presence(self, p: Participant, state: str, **extra: Any) -> None:
         await self._announce(

@@ -9,10 +9,12 @@ is at ``t = ts - origin`` (negative: before the recording began).
 
 Grants: ``<payload>.<signature>``, both base64url, where the payload is the compact JSON
 ``{"s": session, "t": track, "u": viewer, "e": expiry}`` and the signature is
-HMAC-SHA256 over ``"jr-replay-v1." + payload`` with a random key kept in the store
-(``replay:grant-key``, made once, shared by every node). A grant opens exactly one file
-until it expires; it is minted only for a viewer the replay rules let in, and never
-outlives the viewer's own token.
+HMAC-SHA256 over ``"jr-replay-v1." + payload`` with a random key: on a single node in
+``<data_dir>/replay_grant_key`` (0600, ``datadir.ensure_grant_key``, registered with
+``use_local_key``), never in the journal; with Redis in the store (``replay:grant-key``,
+made once, shared by every node). A grant opens exactly one file until it expires; it is
+minted only for a viewer the replay rules let in, never outlives the viewer's own token,
+and one whose lifetime exceeds ``grant_max_ttl_s`` is refused (a forged one).
 
 Evidence first: a track is served only once the session's case file is sealed, and only
 if ``manifest.json`` lists its file with the size it has now (``sealed_file``). A file
@@ -31,6 +33,7 @@ import hmac
 import json
 import re
 import secrets
+import weakref
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -42,6 +45,7 @@ GRANT_RE = re.compile(r"^[A-Za-z0-9_-]{8,1024}\.[A-Za-z0-9_-]{43}$")
 GRANT_KEY_DOC = "replay:grant-key"
 GRANT_MIN_S = 15 * 60.0  # a grant lasts the recording's length plus this,
 GRANT_MAX_S = 8 * 3600.0  # at most this long, and never past the viewer's token
+GRANT_LIFETIME_MAX_S = 24 * 3600.0  # check(): a longer grant was not minted here
 CONTENT_TYPES = {
     ("webm", "video"): "video/webm",
     ("webm", "audio"): "audio/webm",
@@ -231,8 +235,8 @@ def _sign(key: bytes, payload: str) -> str:
     return _b64(hmac.new(key, f"jr-replay-v1.{payload}".encode(), hashlib.sha256).digest())
 
 
-def grant_ttl(duration_s: float | None) -> float:
-    return min(GRANT_MAX_S, GRANT_MIN_S + max(0.0, duration_s or 0.0))
+def grant_ttl(duration_s: float | None, max_s: float = GRANT_MAX_S) -> float:
+    return min(GRANT_MAX_S, max_s, GRANT_MIN_S + max(0.0, duration_s or 0.0))
 
 
 def casefile_url(session_id: str, path: str | None = None) -> str:
@@ -241,9 +245,15 @@ def casefile_url(session_id: str, path: str | None = None) -> str:
     return base if path is None else f"{base}/files/{quote(path, safe='')}"
 
 
-def grant_expiry(now: float, duration_s: float | None, token_exp: float | None) -> float:
-    """When grants minted now for a recording this long expire: never past the token."""
-    expires = now + grant_ttl(duration_s)
+def grant_expiry(
+    now: float,
+    duration_s: float | None,
+    token_exp: float | None,
+    max_s: float = GRANT_LIFETIME_MAX_S,
+) -> float:
+    """When grants minted now for a recording this long expire: never past the token,
+    never beyond ``max_s`` (``grant_max_ttl_s``) from now."""
+    expires = now + grant_ttl(duration_s, max_s)
     return expires if token_exp is None else min(expires, float(token_exp))
 
 
@@ -267,8 +277,12 @@ def mint(
     return f"{payload}.{_sign(key, payload)}"
 
 
-def check(key: bytes, grant: str, now: float) -> dict[str, Any]:
-    """The grant's ``{s, t, u, e}`` if it is genuine and unexpired; else ``GrantError``."""
+def check(
+    key: bytes, grant: str, now: float, max_s: float = GRANT_LIFETIME_MAX_S
+) -> dict[str, Any]:
+    """The grant's ``{s, t, u, e}`` if it is genuine, unexpired and no longer-lived than
+    ``max_s`` (``grant_max_ttl_s``: no grant minted here outlives it, so a longer one was
+    forged with a stolen key); else ``GrantError``."""
     if not GRANT_RE.match(grant):
         raise GrantError("invalid_grant", "this replay link is not valid")
     payload, signature = grant.split(".")
@@ -282,11 +296,29 @@ def check(key: bytes, grant: str, now: float) -> dict[str, Any]:
         raise GrantError("invalid_grant", "this replay link is not valid")
     if not isinstance(body.get("e"), int) or body["e"] <= now:
         raise GrantError("grant_expired", "this replay link has expired; open the recording again")
+    if body["e"] - now > max_s:
+        raise GrantError("invalid_grant", "this replay link is not valid (lifetime too long)")
     return body
 
 
+# Keys kept outside the store (a single node's file), by the store they stand in for.
+_LOCAL_KEYS: weakref.WeakKeyDictionary[Store, bytes] = weakref.WeakKeyDictionary()
+
+
+async def use_local_key(store: Store, key: bytes) -> None:
+    """Sign this store's grants with ``key`` (a single node's 0600 file) and retire a key
+    an older version kept in the store: overwritten now, gone from the journal at its
+    next compaction; grants signed with it no longer open anything."""
+    _LOCAL_KEYS[store] = key
+    await store.update(GRANT_KEY_DOC, lambda doc: {"moved": "data_dir"} if "key" in doc else None)
+
+
 async def grant_key(store: Store) -> bytes:
-    """The key grants are signed with: random, made once, the same on every node."""
+    """The key grants are signed with: the node's own (``use_local_key``), or random,
+    made once in the store and the same on every node (Redis)."""
+    local = _LOCAL_KEYS.get(store)
+    if local is not None:
+        return local
     doc = await store.get(GRANT_KEY_DOC)
     if doc is None:
         await store.create(GRANT_KEY_DOC, {"key": secrets.token_hex(32)})

@@ -12,13 +12,14 @@ from .casefile import CaseFileMixin
 from .core import OPEN, UNSEALED, _new_id, actor_of
 from .errors import Conflict, Forbidden, NotFound, Unprocessable
 from .models import (
+    Actor,
     CaseView,
     CreateInvitationBody,
     CreateSessionBody,
     Invitation,
     Session,
 )
-from .participants import ParticipantsMixin
+from .participants import IDLE, ParticipantsMixin
 
 
 class ReviewService(ParticipantsMixin, CaseFileMixin):
@@ -95,31 +96,57 @@ class ReviewService(ParticipantsMixin, CaseFileMixin):
     async def end_session(self, who: Identity, session_id: str) -> Session:
         session = await self.session(session_id)
         policy.can_manage_session(who, session)
-        actor = actor_of(who)
+        session, _ = await self._end(session_id, actor_of(who))
+        return session
+
+    async def _end(self, session_id: str, actor: Actor | None, **data: Any) -> tuple[Session, bool]:
+        """End the session (``actor`` None: the system); whether it was ended now."""
+        session = await self.session(session_id)
         now = self.clock()
         if session.status == "active":
             # Before it ends: if this node dies right after, a sweeper still seals it
             # (RecordingControl.sweep_unsealed); sealing takes it out.
             await self.store.index_add(UNSEALED, session_id, now)
+        by = actor.model_dump() if actor else None
 
         def end(doc: dict[str, Any]) -> dict[str, Any] | None:
             if doc["status"] == "ended":
                 return None
-            return dict(doc, status="ended", ended_at=now, ended_by=actor.model_dump())
+            return dict(doc, status="ended", ended_at=now, ended_by=by)
 
         doc, changed = await self.store.update(f"session:{session_id}", end)
         session = Session.model_validate(doc)
         if not changed:
-            return session
+            return session, False
         for inv in await self.invitations(session_id):
             if inv.status in OPEN:
                 await self._set_invitation(inv, "cancelled", actor, None, OPEN)
         for p in await self.participants(session_id):
             if p.state != "left":
                 await self._mark_left(p, "session_ended")
-        await self.record(session.case_id, "session.ended", session_id=session_id, actor=actor)
+        await self.record(
+            session.case_id, "session.ended", session_id=session_id, actor=actor, **data
+        )
         await self._announce(f"session:{session_id}", "session.ended", session=session.model_dump())
-        return session
+        return session, True
+
+    async def sweep_idle(self) -> int:
+        """End, as the system, each session everyone left ``session_idle_end_s`` ago
+        (``IDLE``: filled as the last person leaves); sealed like any other end."""
+        if self.session_idle_end_s <= 0:
+            return 0
+        ended = 0
+        overdue = self.clock() - self.session_idle_end_s
+        for sid in await self.store.index_range(IDLE, max_score=overdue, limit=200):
+            doc = await self.store.get(f"session:{sid}")
+            if doc is not None and doc.get("status") == "active":
+                slots = await self.participants(sid)
+                # Someone came back meanwhile: their leaving files it again.
+                if slots and all(p.state == "left" for p in slots):
+                    _, changed = await self._end(sid, None, reason="idle")
+                    ended += changed
+            await self.store.index_remove(IDLE, sid)
+        return ended
 
     async def invite(
         self, who: Identity, session_id: str, body: CreateInvitationBody

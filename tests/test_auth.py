@@ -483,3 +483,91 @@ def test_private_key_not_matching_public_key_is_a_config_error(
                 jwt_private_key_file=other,
             )
         )
+
+
+# -- lifetimes and sizes (issue #10, finding 4) -------------------------------------------
+
+DAY = 24 * 3600
+
+
+def hs_token(**overrides: Any) -> str:
+    return jwt.encode(claims(**overrides), SECRET, algorithm="HS256")
+
+
+@pytest.mark.parametrize(
+    ("override", "why"),
+    [
+        pytest.param({"exp": int(time.time()) + 100 * 365 * DAY}, "lifetime", id="exp-100-years"),
+        pytest.param(
+            {"iat": int(time.time()) - 2 * DAY, "exp": int(time.time()) + 600},
+            "lifetime",
+            id="issued-days-ago",
+        ),
+        pytest.param({"sub": ""}, "sub", id="empty-sub"),
+        pytest.param({"sub": "   "}, "sub", id="blank-sub"),
+        pytest.param({"sub": "s" * 129}, "sub", id="long-sub"),
+        pytest.param({"name": "名" * 101}, "name", id="long-name"),
+        pytest.param({"name": ["x"]}, "name", id="name-not-string"),
+        pytest.param({"dept": "d" * 129}, "dept", id="long-dept"),
+        pytest.param({"case": "c" * 129}, "case", id="long-case"),
+        pytest.param({"session": "s" * 129}, "session", id="long-session"),
+    ],
+)
+def test_overlong_lifetimes_and_claims_are_refused(
+    hs: TokenService, override: dict[str, Any], why: str
+) -> None:
+    err = refused(hs, hs_token(**override))
+    assert err.code == "invalid_token"
+    assert why in err.message
+
+
+def test_the_longest_allowed_token_verifies(hs: TokenService) -> None:
+    now = int(time.time())
+    who = hs.verify(hs_token(iat=now, exp=now + DAY, name="名" * 100, sub="s" * 128))
+    assert who.sub == "s" * 128 and who.name == "名" * 100
+
+
+def test_token_max_ttl_is_a_setting(tmp_path: Path) -> None:
+    svc = TokenService(
+        Config(
+            data_dir=tmp_path,
+            jwt_secret=SECRET,
+            token_max_ttl_s=3600,
+            token_ttl_s=3600,
+            applicant_link_ttl_s=3600,
+        )
+    )
+    now = int(time.time())
+    assert svc.verify(hs_token(iat=now, exp=now + 3600)).sub == "rev-city-amr-1"
+    assert refused(svc, hs_token(iat=now, exp=now + 3601)).code == "invalid_token"
+
+
+def test_issue_refuses_a_lifetime_beyond_the_maximum(hs: TokenService) -> None:
+    with pytest.raises(ValueError, match="token_max_ttl_s"):
+        hs.issue(sub="clerk-01", role="clerk", ttl=DAY + 1)
+    with pytest.raises(ValueError, match="sub"):
+        hs.issue(sub="", role="clerk")
+    with pytest.raises(ValueError, match="name"):
+        hs.issue(sub="clerk-01", role="clerk", name="n" * 101)
+    assert hs.verify(hs.issue(sub="clerk-01", role="clerk", ttl=DAY)).sub == "clerk-01"
+
+
+def test_the_token_command_refuses_a_long_ttl(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from signaling.cli import main
+
+    base = ["token", "--role", "clerk", "--user", "clerk-01", "--data-dir", str(tmp_path)]
+    assert main([*base, "--ttl", str(100 * 365 * DAY)]) == 2
+    assert "token_max_ttl_s" in capsys.readouterr().err
+    assert main([*base, "--ttl", "600"]) == 0
+
+
+@pytest.mark.parametrize("name", ["token_ttl_s", "applicant_link_ttl_s"])
+def test_default_lifetimes_must_fit_the_maximum(tmp_path: Path, name: str) -> None:
+    from signaling.config import load_config
+
+    with pytest.raises(ConfigError, match="token_max_ttl_s"):
+        load_config(
+            environ={f"JR_{name.upper()}": str(2 * DAY), "JR_DATA_DIR": str(tmp_path)},
+        )

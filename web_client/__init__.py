@@ -20,8 +20,14 @@ PAGES = {
 
 
 def add_static_routes(app: web.Application) -> None:
+    from signaling.keys import CONFIG
+
     def page(name: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def handler(request: web.Request) -> web.StreamResponse:
+            if name == "login.html" and not request.app[CONFIG].demo_on:
+                # No demo sign-in, no sign-in page: identities come from the approval
+                # system, and nothing here suggests otherwise.
+                raise web.HTTPNotFound()
             return web.FileResponse(STATIC / name, headers={"Cache-Control": "no-cache"})
 
         return handler
@@ -33,7 +39,11 @@ def add_static_routes(app: web.Application) -> None:
 
         directory = request.app[DIRECTORY]
         return web.json_response(
-            {"departments": [d.model_dump() for d in directory.departments]},
+            {
+                "departments": [d.model_dump() for d in directory.departments],
+                # Whether /login exists: pages link to it only then.
+                "demo": request.app[CONFIG].demo_on,
+            },
             headers={"Cache-Control": "no-cache"},
             dumps=lambda obj: json.dumps(obj, ensure_ascii=False),
         )

@@ -6,7 +6,7 @@ import { DeviceCheck } from "/static/devcheck.js";
 import { onLangChange, t } from "/static/i18n.js";
 import { Signal } from "/static/socket.js";
 import { chime, setSound, soundOn } from "/static/sound.js";
-import { bootPage, chip, clear, el, errorI18n, fatal } from "/static/ui.js";
+import { bootPage, chip, clear, el, errorI18n, fatal, loginLink } from "/static/ui.js";
 
 const OPEN = ["pending", "ringing", "unanswered"];
 const app = document.getElementById("app");
@@ -241,7 +241,7 @@ async function main() {
   signal.on("reconnected", () => reconcile());
   signal.on("closed", ({ code }) => {
     check.stop();
-    fatal(app, `error.${code}`, { link: { href: "/login", key: "home.go_login", testid: "go-login" } }).dataset.code = code;
+    fatal(app, `error.${code}`, { link: loginLink() }).dataset.code = code;
   });
   onLangChange(() => refresh());
   refresh();

@@ -1,7 +1,7 @@
 // Home: send each role to its screen; a clear message when the sign-in is missing or
 // expired, or when the role has no screen here (a supervisor).
 import { api } from "/static/auth.js";
-import { bootPage, el, errorI18n, fatal, homeOf } from "/static/ui.js";
+import { bootPage, el, errorI18n, fatal, homeOf, loginLink } from "/static/ui.js";
 
 const app = document.getElementById("app");
 
@@ -12,7 +12,7 @@ async function main() {
   try {
     ({ identity } = await api("/api/me"));
   } catch (err) {
-    const box = fatal(app, "error.generic", { link: { href: "/login", key: "home.go_login" } });
+    const box = fatal(app, "error.generic", { link: loginLink() });
     box.querySelector(".notice-text").replaceWith(el("p", { class: "notice-text", ...errorI18n(err) }));
     return;
   }

@@ -16,6 +16,15 @@ async function main() {
     clear(message).append(el("span", err.code === "demo_disabled" ? { i18n: "login.disabled" } : errorI18n(err)));
     return;
   }
+  if (directory.exposed) {
+    // Explicitly enabled on an address others can reach: anyone may become anyone here.
+    const banner = el(
+      "section",
+      { class: "card notice notice-bad", testid: "demo-exposed", attrs: { role: "alert" } },
+      el("p", { class: "notice-text", i18n: "login.exposed" }),
+    );
+    document.getElementById("app").prepend(banner);
+  }
   const box = document.getElementById("users");
   for (const role of ORDER) {
     const users = directory.users.filter((u) => u.role === role);

@@ -13,7 +13,7 @@ import { QualityMeter } from "/static/quality.js";
 import { Signal } from "/static/socket.js";
 import { makeTabs } from "/static/tabs.js";
 import { VideoGrid } from "/static/tiles.js";
-import { bootPage, el, errorI18n, fatal, fill, homeOf, toast } from "/static/ui.js";
+import { bootPage, el, errorI18n, fatal, fill, homeOf, loginLink, toast } from "/static/ui.js";
 
 const STAFF = ["clerk", "admin"];
 const sid = decodeURIComponent(location.pathname.split("/")[2] || "");
@@ -328,7 +328,7 @@ function stopped(code) {
   if (ctx.over) return;
   cleanup();
   const key = code === "superseded" ? "error.superseded" : "error.token_expired";
-  const link = code === "superseded" ? homeLink() : { href: "/login", key: "home.go_login", testid: "go-login" };
+  const link = code === "superseded" ? homeLink() : loginLink();
   fatal(app, key, { testid: "page-error", link }).dataset.code = code;
 }
 

@@ -116,14 +116,22 @@ export function actorLine(actor, cls = "actor") {
 
 // Departments for display (public: every role, the applicant too, may read them).
 let deptMap = new Map();
+let demoOn = false; // the server has a demo sign-in page (/login): only then is it linked
 export async function loadDepartments() {
   try {
     const body = await (await fetch("/ui/departments.json")).json();
     deptMap = new Map(body.departments.map((d) => [d.id, d]));
+    demoOn = body.demo === true;
   } catch {
     deptMap = new Map();
   }
   return deptMap;
+}
+
+// A "sign in again" link for fatal(): the demo sign-in page, or none (identities come
+// from the approval system, and the notice says so).
+export function loginLink(testid = "go-login") {
+  return demoOn ? { href: "/login", key: "home.go_login", testid } : null;
 }
 
 export function departmentList() {
@@ -167,7 +175,7 @@ export async function setupHeader() {
     el("span", { class: "who-role", i18n: `role.${claims.role}` }),
     claims.dept ? el("span", { class: "who-dept", dept: claims.dept }) : null,
     claims.role !== "applicant"
-      ? el("a", { href: "/login", class: "who-out", i18n: "home.sign_out", on: { click: () => signOut() } })
+      ? el("a", { href: demoOn ? "/login" : "/", class: "who-out", i18n: "home.sign_out", on: { click: () => signOut() } })
       : null,
   ];
   fill(who, parts);
@@ -182,6 +190,7 @@ export function fatal(container, key, { args, testid = "page-error", link, tone 
     el("p", { class: "notice-text", i18n: key, args }),
   );
   if (link) box.append(el("a", { class: "button", href: link.href, i18n: link.key, testid: link.testid }));
+  else if (link === null) box.append(el("p", { class: "muted", i18n: "home.open_portal", testid: "open-portal" }));
   container.append(box);
   return box;
 }
@@ -207,7 +216,7 @@ export function homeOf(claims) {
 export async function bootPage(app, { roles } = {}) {
   const token = takeTokenFromUrl();
   await setupHeader();
-  const login = { href: "/login", key: "home.go_login", testid: "go-login" };
+  const login = loginLink();
   if (!token) {
     fatal(app, "error.not_signed_in", { tone: "info", link: login }).dataset.code = "not_signed_in";
     return null;

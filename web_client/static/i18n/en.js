@@ -41,12 +41,14 @@ export default {
   "login.title": "Sign in",
   "login.heading": "Sign in as a demo user",
   "login.hint": "This is the standalone demo directory. Production deployments take identities from the approval system instead.",
+  "login.exposed": "Warning: demo sign-in is on and this server can be reached from other machines. Anyone who opens this page can sign in as any user, administrators included. Turn it off (demo_enabled = false) unless this is a closed demonstration.",
   "login.disabled": "Demo sign-in is turned off on this server; open jointreview from the approval system.",
 
   "home.doc_title": "Remote Joint Review",
   "home.title": "Home",
   "home.sign_out": "Sign out",
   "home.go_login": "Sign in again",
+  "home.open_portal": "To sign in, open jointreview from the approval system.",
   "home.go_mine": "Go to my screen",
   "home.no_screen": "Hello {name}. Supervision is not part of this screen; please use the supervision console.",
 

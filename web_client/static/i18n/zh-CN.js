@@ -41,12 +41,14 @@ export default {
   "login.title": "登录",
   "login.heading": "选择演示用户登录",
   "login.hint": "此为独立部署的演示目录。正式部署由审批系统签发身份，不使用此页面。",
+  "login.exposed": "警告：演示登录已开启，且本服务器可从其他计算机访问。任何人打开此页面都能以任意用户（包括管理员）身份登录。除非这是封闭的演示环境，否则请关闭演示登录（demo_enabled = false）。",
   "login.disabled": "本服务器已关闭演示登录，请从审批系统进入。",
 
   "home.doc_title": "远程视频联审会办",
   "home.title": "首页",
   "home.sign_out": "退出",
   "home.go_login": "重新登录",
+  "home.open_portal": "请从审批系统进入远程视频联审会办以登录。",
   "home.go_mine": "前往我的工作页面",
   "home.no_screen": "{name}，您好。监督查询功能不在本页面，请使用监督平台。",
 
