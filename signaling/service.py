@@ -11,7 +11,7 @@ from . import paging, policy
 from .auth import Identity
 from .casefile import CaseFileMixin
 from .core import OPEN, UNSEALED, _new_id, actor_of
-from .errors import Conflict, Forbidden, NotFound, Unprocessable
+from .errors import Conflict, Forbidden, Unprocessable
 from .models import (
     CaseView,
     CreateInvitationBody,
@@ -126,9 +126,7 @@ class ReviewService(ParticipantsMixin, CaseFileMixin):
         at = paging.decode(paging.CASE_SESSIONS, cursor, {"t": float, "i": str})
         readable, by_session = await self.readable_case(who, case_id)
         after = [
-            s
-            for s in readable
-            if at is None or (s.created_at, s.session_id) > (at["t"], at["i"])
+            s for s in readable if at is None or (s.created_at, s.session_id) > (at["t"], at["i"])
         ]
         page = after[:limit]
         next_cursor = None
@@ -175,14 +173,16 @@ class ReviewService(ParticipantsMixin, CaseFileMixin):
         while len(out) < limit and budget > 0:
             chunk = min(limit, budget)
             docs = await self.store.read_log(key, start=pos, limit=chunk)
+            read = 0
             for d in docs:
                 pos = int(d.get("seq") or pos + 1)
-                budget -= 1
+                read += 1
                 if keep(d.get("session_id")):
                     out.append(Event.model_validate(d))
                     if len(out) == limit:
                         break
-            if len(docs) < chunk:
+            budget -= read
+            if len(docs) < chunk and read == len(docs):
                 return out, None  # the end of the log
         # Stopped at the page's size or its reading budget: more may follow.
         if not await self.store.read_log(key, start=pos, limit=1):
@@ -301,11 +301,7 @@ class ReviewService(ParticipantsMixin, CaseFileMixin):
         docs = await self.store.get_many([f"invitation:{i}" for i in ids])
         open_ = [Invitation.model_validate(d) for d in docs if d is not None]
         return sorted(
-            (
-                i
-                for i in open_
-                if i.status in OPEN and policy.can_see_invitation(who, i)
-            ),
+            (i for i in open_ if i.status in OPEN and policy.can_see_invitation(who, i)),
             key=lambda i: i.created_at,
         )
 

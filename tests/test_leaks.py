@@ -248,7 +248,9 @@ async def test_unknown_and_unreadable_case_answer_alike(
             assert case in err["message"]
     sup_other = auth(tok.supervisor(case="OTHER"))
     for case in (CASE, "NO-SUCH-CASE"):
-        await expect_error(await client.get(f"/api/cases/{case}", headers=sup_other), 404, "case_not_found")
+        await expect_error(
+            await client.get(f"/api/cases/{case}", headers=sup_other), 404, "case_not_found"
+        )
 
 
 async def test_session_list_respects_a_session_limited_token(

@@ -379,7 +379,9 @@ def test_can_read_case(
         pytest.param(REV_AMR_THIS_CASE, S1, [INV_DEPT], ALLOW, id="reviewer-scoped-this-case"),
     ],
 )
-def test_can_join(who: Identity, sess: Session, invs: Sequence[Invitation], expected: bool | str) -> None:
+def test_can_join(
+    who: Identity, sess: Session, invs: Sequence[Invitation], expected: bool | str
+) -> None:
     assert outcome(policy.can_join, who, sess, invs) == expected
 
 
