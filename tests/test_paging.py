@@ -232,3 +232,30 @@ async def test_openapi_documents_the_pages(client: Client) -> None:
     schemas = doc["components"]["schemas"]
     assert "events_next_cursor" in schemas["CaseView"]["properties"]
     assert "next_cursor" in schemas["SessionList"]["properties"]
+
+
+# -- the cursor itself (pure) -------------------------------------------------------------
+
+
+def test_cursors_round_trip_and_are_checked() -> None:
+    from signaling import paging
+    from signaling.errors import BadRequest
+
+    c = paging.encode(paging.EVENTS, q=41)
+    assert paging.decode(paging.EVENTS, c, {"q": int}) == {"q": 41}
+    assert paging.decode(paging.EVENTS, None, {"q": int}) is None
+    s = paging.encode(paging.SESSIONS, t=1.5, i="s_x")
+    assert paging.decode(paging.SESSIONS, s, {"t": float, "i": str}) == {"t": 1.5, "i": "s_x"}
+    for bad, kind in (
+        (c, paging.SESSIONS),  # another list's
+        (paging.encode(paging.EVENTS, q=-1), paging.EVENTS),
+        (paging.encode(paging.EVENTS, q=True), paging.EVENTS),
+        (paging.encode(paging.EVENTS, q="1"), paging.EVENTS),
+        ("%%%", paging.EVENTS),
+    ):
+        with pytest.raises(BadRequest) as err:
+            paging.decode(kind, bad, {"q": int})
+        assert err.value.code == "invalid_cursor"
+    assert paging.limit_of(None, 100, 500) == 100
+    with pytest.raises(BadRequest):
+        paging.limit_of("501", 100, 500)

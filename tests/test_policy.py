@@ -433,3 +433,99 @@ def test_denials_explain_themselves() -> None:
         policy.can_join(APPLICANT_S2, S1, [])
     with pytest.raises(Forbidden, match="does not take part"):
         policy.can_join(SUPERVISOR, S1, [])
+
+
+# -- what of a case one may read (every view that lists more than one session) -----------
+
+INV_S2_AMR = invitation(session_id="s2", case_id="C1")
+INV_S1_TAX = invitation(dept="city-tax")
+BY_SESSION = {"s1": [INV_S1_TAX], "s2": [INV_S2_AMR]}
+
+
+@pytest.mark.parametrize(
+    ("who", "expected"),
+    [
+        pytest.param(CLERK, ["s1", "s2"], id="clerk-all"),
+        pytest.param(SUPERVISOR, ["s1", "s2"], id="supervisor-all"),
+        pytest.param(ADMIN, ["s1", "s2"], id="admin-all"),
+        pytest.param(CLERK_SESSION_S2, ["s2"], id="clerk-scoped-to-one-session"),
+        pytest.param(CLERK_CASE_C2, [], id="clerk-scoped-to-other-case"),
+        pytest.param(REV_TAX, ["s1"], id="reviewer-invited-to-s1-only"),
+        pytest.param(REV_AMR, ["s2"], id="reviewer-invited-to-s2-only"),
+        pytest.param(REV_AMR_SESSION_S1, [], id="reviewer-scoped-to-the-session-not-invited"),
+        pytest.param(REV_AMR_DISTRICT, [], id="reviewer-wrong-level"),
+        pytest.param(REV_NAMED, [], id="reviewer-never-invited"),
+        pytest.param(APPLICANT_S2, ["s2"], id="applicant-own-session"),
+        pytest.param(APPLICANT_UNSCOPED, [], id="applicant-without-session"),
+    ],
+)
+def test_readable_sessions(who: Identity, expected: list[str]) -> None:
+    got = policy.readable_sessions(who, [S1, S2], BY_SESSION)
+    assert [s.session_id for s in got] == expected
+    for s in (S1, S2):
+        readable = policy.may_read_session(who, s, BY_SESSION[s.session_id])
+        assert readable is (s.session_id in expected)
+
+
+def test_readable_sessions_keeps_the_order_and_tolerates_missing_invitations() -> None:
+    assert [s.session_id for s in policy.readable_sessions(CLERK, [S2, S1], {})] == ["s2", "s1"]
+    assert policy.readable_sessions(REV_AMR, [S1, S2], {}) == []
+
+
+@pytest.mark.parametrize(
+    ("who", "session_id", "readable", "expected"),
+    [
+        pytest.param(REV_AMR, "s2", frozenset({"s2"}), ALLOW, id="readable-session"),
+        pytest.param(REV_AMR, "s1", frozenset({"s2"}), DENY, id="other-session"),
+        pytest.param(REV_AMR, None, frozenset({"s2"}), DENY, id="reviewer-case-event"),
+        pytest.param(CLERK, None, frozenset(), ALLOW, id="clerk-case-event"),
+        pytest.param(SUPERVISOR, None, frozenset(), ALLOW, id="supervisor-case-event"),
+        pytest.param(CLERK_SESSION_S1, None, frozenset({"s1"}), DENY, id="one-session-token"),
+        pytest.param(APPLICANT_S1, None, frozenset({"s1"}), DENY, id="applicant-case-event"),
+    ],
+)
+def test_can_read_event(
+    who: Identity, session_id: str | None, readable: frozenset[str], expected: bool
+) -> None:
+    assert policy.can_read_event(who, session_id, readable) is expected
+
+
+@pytest.mark.parametrize(
+    ("who", "inv", "expected"),
+    [
+        pytest.param(REV_AMR, INV_DEPT, ALLOW, id="right-dept"),
+        pytest.param(REV_TAX, INV_DEPT, DENY, id="other-dept"),
+        pytest.param(REV_AMR_THIS_CASE, INV_DEPT, ALLOW, id="case-scoped-this-case"),
+        pytest.param(REV_AMR_OTHER_CASE, INV_DEPT, DENY, id="case-scoped-other-case"),
+        pytest.param(REV_AMR_SESSION_S1, INV_DEPT, ALLOW, id="session-scoped-this-session"),
+        pytest.param(REV_AMR_SESSION_S1, INV_S2, DENY, id="session-scoped-other-session"),
+        pytest.param(CLERK, INV_DEPT, DENY, id="clerk-has-no-inbox"),
+    ],
+)
+def test_can_see_invitation(who: Identity, inv: Invitation, expected: bool) -> None:
+    assert policy.can_see_invitation(who, inv) is expected
+
+
+@pytest.mark.parametrize(
+    ("who", "case_id", "session_id", "expected"),
+    [
+        pytest.param(CLERK, "C1", "s1", ALLOW, id="unscoped"),
+        pytest.param(CLERK_CASE_C1, "C1", None, ALLOW, id="case-scope-case"),
+        pytest.param(CLERK_CASE_C2, "C1", "s1", DENY, id="case-scope-other-case"),
+        pytest.param(CLERK_SESSION_S1, "C1", "s1", ALLOW, id="session-scope-session"),
+        pytest.param(CLERK_SESSION_S1, "C1", "s2", DENY, id="session-scope-other-session"),
+        pytest.param(CLERK_SESSION_S1, "C1", None, DENY, id="session-scope-whole-case"),
+    ],
+)
+def test_in_scope(who: Identity, case_id: str, session_id: str | None, expected: bool) -> None:
+    assert policy.in_scope(who, case_id, session_id) is expected
+
+
+def test_unreadable_answers_as_unknown() -> None:
+    """The 404 of an unreadable session is the very one of an unknown session."""
+    with pytest.raises(NotFound) as hidden:
+        policy.can_read_session(REV_TAX, S1, [INV_DEPT])
+    assert hidden.value.body() == policy.session_missing("s1").body()
+    with pytest.raises(NotFound) as hidden:
+        policy.can_read_case(REV_TAX, "C1", [INV_DEPT])
+    assert hidden.value.body() == policy.case_missing("C1").body()
