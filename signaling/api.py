@@ -20,21 +20,18 @@ from pydantic import BaseModel, ValidationError
 
 from . import __version__, paging
 from .auth import ROLES, AuthError, Identity
-from .config import Config
 from .errors import BadRequest, Forbidden, NotFound, ServiceError, Unavailable
 from .keys import CONFIG, DIRECTORY, NODE_ID, SERVICE, STORE, TOKENS
 from .models import (
     CASE_ID_PATTERN,
     ApplicantLink,
     ApplicantLinkBody,
-    CaseSessionPage,
     CaseView,
     CreatedSession,
     CreateInvitationBody,
     CreateSessionBody,
     DeclineBody,
     DemoLoginBody,
-    EventPage,
     Health,
     Invitation,
     InvitationList,
@@ -283,8 +280,7 @@ async def create_session(ctx: Ctx) -> Any:
     )
 
 
-PAGE_DEFAULT = Config.model_fields["page_default"].default
-PAGE_MAX = Config.model_fields["page_max"].default
+PAGE_DEFAULT, PAGE_MAX = paging.PAGE_DEFAULT, paging.PAGE_MAX  # for the route table
 
 
 def page(ctx: Ctx) -> tuple[int, str | None]:
@@ -306,47 +302,6 @@ def page(ctx: Ctx) -> tuple[int, str | None]:
 async def get_case(ctx: Ctx) -> Any:
     limit, _ = page(ctx)
     return await ctx.service.case_view(ctx.identity, ctx.path("case_id"), limit)
-
-
-@route(
-    "GET",
-    "/api/cases/{case_id}/events",
-    "Read a case's timeline, a page at a time",
-    ALL,
-    response=EventPage,
-    tag="cases",
-    query={
-        **paging.query_doc(PAGE_DEFAULT, PAGE_MAX),
-        "session": "only this session's events",
-    },
-)
-async def case_events(ctx: Ctx) -> Any:
-    limit, cursor = page(ctx)
-    case_id = ctx.path("case_id")
-    events, next_cursor = await ctx.service.case_events(
-        ctx.identity, case_id, limit, cursor, ctx.request.query.get("session") or None
-    )
-    return EventPage(case_id=case_id, events=events, next_cursor=next_cursor)
-
-
-@route(
-    "GET",
-    "/api/cases/{case_id}/sessions",
-    "List a case's sessions with their invitations, a page at a time",
-    ALL,
-    response=CaseSessionPage,
-    tag="cases",
-    query=paging.query_doc(PAGE_DEFAULT, PAGE_MAX),
-)
-async def case_sessions(ctx: Ctx) -> Any:
-    limit, cursor = page(ctx)
-    case_id = ctx.path("case_id")
-    sessions, invitations, next_cursor = await ctx.service.case_sessions(
-        ctx.identity, case_id, limit, cursor
-    )
-    return CaseSessionPage(
-        case_id=case_id, sessions=sessions, invitations=invitations, next_cursor=next_cursor
-    )
 
 
 @route(

@@ -16,6 +16,7 @@ from aiohttp import WSCloseCode, web
 from . import (
     api_archive,  # noqa: F401  (registers the case-file download routes)
     api_casefile,  # noqa: F401  (registers the case-file routes)
+    api_cases,  # noqa: F401  (registers the case's paginated timeline and sessions)
     api_replay,  # noqa: F401  (registers the replay routes)
     api_webhooks,  # noqa: F401  (registers the webhook delivery routes)
 )

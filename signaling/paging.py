@@ -20,7 +20,12 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from .config import Config
 from .errors import BadRequest
+
+# The defaults of the settings, for the route table (documented before any config is read).
+PAGE_DEFAULT: int = Config.model_fields["page_default"].default
+PAGE_MAX: int = Config.model_fields["page_max"].default
 
 EVENTS = "ev"
 SESSIONS = "ss"

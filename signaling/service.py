@@ -76,6 +76,17 @@ class ReviewService(ParticipantsMixin, CaseFileMixin):
         if who.role not in policy.READERS:
             raise Forbidden("forbidden", f"a {who.role} cannot list sessions")
         at = paging.decode(paging.SESSIONS, cursor, {"t": float, "i": str})
+        if who.session is not None:  # a token limited to one session lists that one
+            doc = await self.store.get(f"session:{who.session}")
+            one = [Session.model_validate(doc)] if doc is not None else []
+            return [
+                s
+                for s in one
+                if policy.in_scope(who, s.case_id, s.session_id)
+                and (since is None or s.created_at >= since)
+                and (until is None or s.created_at <= until)
+                and (at is None or (s.created_at, s.session_id) < (at["t"], at["i"]))
+            ], None
         # A case-scoped token reads its case's own index, so the limit counts its sessions.
         index = "sessions" if who.case is None else f"case:{who.case}:sessions"
         top = until if at is None else (at["t"] if until is None else min(until, at["t"]))
