@@ -280,3 +280,19 @@ async def test_replay_description_shows_only_its_session(
     body: dict[str, Any] = json.loads(text)
     assert body["markers"] and all(m["seq"] for m in body["markers"])
     _no_secrets(text, "city_reviewer", two)
+
+
+async def test_socket_inbox_respects_a_session_limited_token(client: Client, tok: Tokens) -> None:
+    """The socket's ``invitation`` pushes follow the same rule as the inbox."""
+    clerk = tok.clerk()
+    s1 = (await create_session(client, clerk, CASE))["session_id"]
+    s2 = (await create_session(client, clerk, CASE))["session_id"]
+    ws = await client.ws_connect(f"/ws?token={tok.reviewer(case=CASE, session=s2)}")
+    assert (await ws.receive_json(timeout=3))["type"] == "welcome"
+    await invite(client, clerk, s1, dept="city-amr")
+    inv2 = await invite(client, clerk, s2, dept="city-amr")
+    while (msg := await ws.receive_json(timeout=3))["type"] != "invitation":
+        pass
+    # The invitation to S1 was published first: had it been forwarded, it would be here.
+    assert msg["invitation"]["invitation_id"] == inv2["invitation_id"]
+    await ws.close()
