@@ -105,9 +105,23 @@ async def test_session_lists_walk_to_the_end(client: Client, tok: Tokens) -> Non
     assert [s["session_id"] for s in got] == made  # oldest first
 
 
+@pytest.fixture(params=["memory", "redis"])
+async def both(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Client]:
+    """A client on each store: their indexes order sessions of one time alike."""
+    overrides: dict[str, Any] = {}
+    if request.param == "redis":
+        from .conftest import flush_redis
+
+        overrides["redis_url"] = request.getfixturevalue("redis_url")
+        flush_redis(overrides["redis_url"])
+    async with TestClient(TestServer(create_app(make_config(tmp_path, **overrides)))) as c:
+        yield c
+
+
 async def test_sessions_created_at_the_same_moment_are_each_listed_once(
-    client: Client, tok: Tokens
+    both: Client, tok: Tokens
 ) -> None:
+    client = both
     service = client.app[SERVICE]
     clock = service.clock
     service.clock = lambda: 1_700_000_000.0  # every session at the very same time
@@ -120,6 +134,9 @@ async def test_sessions_created_at_the_same_moment_are_each_listed_once(
     assert len(ids) == len(set(ids)) == 5 and set(ids) == made
     got = await walk(client, f"/api/cases/{CASE}/sessions", "sessions", tok.clerk(), limit=2)
     assert {s["session_id"] for s in got} == made and len(got) == 5
+    # And the timeline of a case walks alike on both.
+    got = await walk(client, f"/api/cases/{CASE}/events", "events", tok.clerk(), limit=2)
+    assert [e["seq"] for e in got] == list(range(1, 6))
 
 
 async def test_replay_markers_walk_to_the_end(
