@@ -19,7 +19,7 @@ import segno
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from . import __version__, health
+from . import __version__, health, paging
 from .auth import ROLES, AuthError, Identity
 from .config import is_loopback
 from .errors import BadRequest, Forbidden, NotFound, ServiceError, Unavailable
@@ -302,16 +302,28 @@ async def create_session(ctx: Ctx) -> Any:
     )
 
 
+PAGE_DEFAULT, PAGE_MAX = paging.PAGE_DEFAULT, paging.PAGE_MAX  # for the route table
+
+
+def page(ctx: Ctx) -> tuple[int, str | None]:
+    """The page asked for: ``limit`` (``page_default``..``page_max``) and ``cursor``."""
+    config = ctx.request.app[CONFIG]
+    q = ctx.request.query
+    return paging.limit_of(q.get("limit"), config.page_default, config.page_max), q.get("cursor")
+
+
 @route(
     "GET",
     "/api/cases/{case_id}",
-    "Read a case's sessions, invitations and events",
+    "Read a case's sessions, invitations and events (first page)",
     ALL,
     response=CaseView,
     tag="cases",
+    query={"limit": f"1..{PAGE_MAX} (default {PAGE_DEFAULT}): sessions and events each"},
 )
 async def get_case(ctx: Ctx) -> Any:
-    return await ctx.service.case_view(ctx.identity, ctx.path("case_id"))
+    limit, _ = page(ctx)
+    return await ctx.service.case_view(ctx.identity, ctx.path("case_id"), limit)
 
 
 @route(
@@ -320,28 +332,35 @@ async def get_case(ctx: Ctx) -> Any:
     "List sessions, newest first",
     READERS,
     response=SessionList,
-    query={"since": "epoch seconds", "until": "epoch seconds", "limit": "1..500"},
+    query={
+        "since": "epoch seconds",
+        "until": "epoch seconds",
+        **paging.query_doc(PAGE_DEFAULT, PAGE_MAX),
+    },
 )
 async def list_sessions(ctx: Ctx) -> Any:
     q = ctx.request.query
     try:
         since = float(q["since"]) if "since" in q else None
         until = float(q["until"]) if "until" in q else None
-        limit = int(q.get("limit", "100"))
     except ValueError:
         raise BadRequest("invalid_query", "since/until are numbers, limit an integer") from None
-    if not 1 <= limit <= 500:
-        raise BadRequest("invalid_query", "limit must be between 1 and 500")
-    return SessionList(sessions=await ctx.service.list_sessions(ctx.identity, since, until, limit))
+    limit, cursor = page(ctx)
+    sessions, next_cursor = await ctx.service.list_sessions(
+        ctx.identity, since, until, limit, cursor
+    )
+    return SessionList(sessions=sessions, next_cursor=next_cursor)
 
 
 async def readable_session(ctx: Ctx) -> tuple[Session, list[Invitation]]:
+    """The session in the path, if the caller may read it; else the unknown session's
+    404 (an unreadable session is as an unknown one: policy)."""
     from . import policy
 
     sid = ctx.path("session_id")
     session = await ctx.service.session(sid)
     invitations = await ctx.service.invitations(sid)
-    policy.can_read_session(ctx.identity, session, invitations)
+    policy.check_readable(ctx.identity, session, invitations)
     return session, invitations
 
 

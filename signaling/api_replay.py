@@ -37,12 +37,12 @@ from media_server import journal
 from media_server.recorder import session_dir
 from recording.archive import MANIFEST
 
-from . import replay
-from .api import Ctx, readable_session, route
+from . import paging, replay
+from .api import PAGE_DEFAULT, PAGE_MAX, Ctx, page, readable_session, route
 from .core import actor_of
 from .errors import Conflict, NotFound, ServiceError, Unauthorized
 from .keys import CONFIG, STORE
-from .models import Actor, Session
+from .models import Actor, Invitation, Session
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +114,14 @@ class ReplayDescription(BaseModel):
     # The case file is sealed: tracks are listed (and served) only then.
     sealed: bool = False
     grants_expire_at: float | None = None
+    # More markers: GET /api/sessions/{sid}/recording/markers?cursor=...; None: all here.
+    markers_next_cursor: str | None = None
+
+
+class ReplayMarkerPage(BaseModel):
+    session_id: str
+    markers: list[ReplayMarker]
+    next_cursor: str | None = None
 
 
 LIVE = (
@@ -167,6 +175,7 @@ async def load_recording(service: Any, session: Session) -> Recording:
     REPLAYERS,
     response=ReplayDescription,
     tag="replay",
+    query={"limit": f"1..{PAGE_MAX} (default {PAGE_DEFAULT}): markers"},
 )
 async def describe(ctx: Ctx) -> Any:
     session, invitations = await readable_session(ctx)
@@ -208,8 +217,8 @@ async def describe(ctx: Ctx) -> Any:
         )
     # Without a recording the clock starts with the session: its events still line up.
     zero = origin if origin is not None else session.created_at
-    events = [e.model_dump(mode="json") for e in await service.events(session.case_id, sid)]
-    by_id = {i.invitation_id: i.model_dump() for i in invitations}
+    limit, _ = page(ctx)
+    marks, marks_next = await _markers(service, session, invitations, zero, limit, None)
     snapshots = [
         ReplaySnapshot(
             snapshot_id=s.snapshot_id,
@@ -234,7 +243,8 @@ async def describe(ctx: Ctx) -> Any:
         ),
         tracks=tracks,
         snapshots=snapshots,
-        markers=[ReplayMarker.model_validate(m) for m in replay.markers(events, zero, by_id)],
+        markers=marks,
+        markers_next_cursor=marks_next,
         sealed=rec.manifest is not None,
         grants_expire_at=expires if tracks else None,
     )
@@ -249,6 +259,49 @@ async def describe(ctx: Ctx) -> Any:
         recording=state,
     )
     return description
+
+
+async def _markers(
+    service: Any,
+    session: Session,
+    invitations: list[Invitation],
+    zero: float,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[ReplayMarker], str | None]:
+    """A page of the session's timeline markers (its events only, in order)."""
+    at = paging.decode(paging.MARKERS, cursor, {"q": int})
+    sid = session.session_id
+    events, next_cursor = await service.events_page(
+        session.case_id, 0 if at is None else at["q"], limit, lambda x: x == sid
+    )
+    by_id = {i.invitation_id: i.model_dump() for i in invitations}
+    docs = [e.model_dump(mode="json") for e in events]
+    marks = [ReplayMarker.model_validate(m) for m in replay.markers(docs, zero, by_id)]
+    if next_cursor is not None:  # the same position, as this list's own cursor
+        pos = paging.decode(paging.EVENTS, next_cursor, {"q": int})
+        assert pos is not None
+        next_cursor = paging.encode(paging.MARKERS, q=pos["q"])
+    return marks, next_cursor
+
+
+@route(
+    "GET",
+    "/api/sessions/{session_id}/recording/markers",
+    "Read a replay's timeline markers, a page at a time",
+    REPLAYERS,
+    response=ReplayMarkerPage,
+    tag="replay",
+    query=paging.query_doc(PAGE_DEFAULT, PAGE_MAX),
+)
+async def describe_markers(ctx: Ctx) -> Any:
+    session, invitations = await readable_session(ctx)
+    limit, cursor = page(ctx)
+    rec = await load_recording(ctx.service, session)
+    origin = replay.origin_of(rec.journal)
+    zero = origin if origin is not None else session.created_at
+    marks, next_cursor = await _markers(ctx.service, session, invitations, zero, limit, cursor)
+    return ReplayMarkerPage(session_id=session.session_id, markers=marks, next_cursor=next_cursor)
 
 
 # -- the files ------------------------------------------------------------------------------

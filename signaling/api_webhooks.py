@@ -9,7 +9,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .api import Ctx, route
+from . import paging
+from .api import PAGE_DEFAULT, PAGE_MAX, Ctx, page, route
 from .errors import BadRequest, Conflict, Forbidden, NotFound
 from .webhooks import STATUSES, WEBHOOKS, Status, redact
 
@@ -58,6 +59,7 @@ class WebhookDeliveryDetail(WebhookDelivery):
 
 class WebhookDeliveryList(BaseModel):
     deliveries: list[WebhookDelivery]
+    next_cursor: str | None = None  # the next page's; None at the end
 
 
 def _summary(doc: dict[str, Any]) -> dict[str, Any]:
@@ -107,7 +109,7 @@ async def _doc(ctx: Ctx) -> dict[str, Any]:
     WATCHERS,
     response=WebhookDeliveryList,
     tag="webhooks",
-    query={"status": " | ".join(STATUSES), "limit": "1..500 (default 100)"},
+    query={"status": " | ".join(STATUSES), **paging.query_doc(PAGE_DEFAULT, PAGE_MAX)},
 )
 async def list_webhook_deliveries(ctx: Ctx) -> Any:
     _unscoped(ctx)
@@ -115,15 +117,19 @@ async def list_webhook_deliveries(ctx: Ctx) -> Any:
     status = q.get("status") or None
     if status is not None and status not in STATUSES:
         raise BadRequest("invalid_query", f"status is one of {', '.join(STATUSES)}")
-    try:
-        limit = int(q.get("limit", "100"))
-    except ValueError:
-        raise BadRequest("invalid_query", "limit is an integer") from None
-    if not 1 <= limit <= 500:
-        raise BadRequest("invalid_query", "limit must be between 1 and 500")
-    docs = await ctx.request.app[WEBHOOKS].deliveries(status, limit)
-    views = [WebhookDelivery.model_validate(_summary(d)) for d in docs]
-    return WebhookDeliveryList(deliveries=views)
+    limit, cursor = page(ctx)
+    at = paging.decode(paging.DELIVERIES, cursor, {"t": float, "i": str})
+    before = None if at is None else (at["t"], at["i"])
+    # One more than the page: whether a next page exists, without an empty last one.
+    docs = await ctx.request.app[WEBHOOKS].deliveries(status, limit + 1, before)
+    views = [WebhookDelivery.model_validate(_summary(d)) for d in docs[:limit]]
+    next_cursor = None
+    if len(docs) > limit:
+        last = docs[limit - 1]
+        next_cursor = paging.encode(
+            paging.DELIVERIES, t=float(last["created_at"]), i=last["delivery_id"]
+        )
+    return WebhookDeliveryList(deliveries=views, next_cursor=next_cursor)
 
 
 @route(

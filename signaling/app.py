@@ -18,6 +18,7 @@ from . import (
     api_archive,  # noqa: F401  (registers the case-file download routes)
     api_audit,  # (registers the audit trail's route)
     api_casefile,  # noqa: F401  (registers the case-file routes)
+    api_cases,  # noqa: F401  (registers the case's paginated timeline and sessions)
     api_replay,  # noqa: F401  (registers the replay routes)
     api_webhooks,  # noqa: F401  (registers the webhook delivery routes)
     datadir,

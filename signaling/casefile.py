@@ -159,7 +159,9 @@ class CaseFileMixin(ServiceCore):
             raise NotFound("snapshot_not_found", f"no snapshot {snapshot_id}")
         snap = Snapshot.model_validate(doc)
         session = await self.session(snap.session_id)
-        policy.can_read_session(who, session, await self.invitations(snap.session_id))
+        if not policy.may_read_session(who, session, await self.invitations(snap.session_id)):
+            # As an unknown still: nothing tells another department it exists.
+            raise NotFound("snapshot_not_found", f"no snapshot {snapshot_id}")
         path = (self.archive_dir / snap.path).resolve()
         if not path.is_relative_to(self.archive_dir.resolve()) or not path.is_file():
             raise NotFound("snapshot_not_found", f"the file of snapshot {snapshot_id} is missing")

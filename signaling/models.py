@@ -82,12 +82,31 @@ class Event(BaseModel):
 
 
 class CaseView(BaseModel):
+    """The first page of a case, only of the sessions the caller may read."""
+
     case_id: str
     sessions: list[Session]
-    invitations: list[Invitation]
+    invitations: list[Invitation]  # of the sessions listed
     events: list[Event]
-    opinions: list[Opinion] = Field(default_factory=list)
-    snapshots: list[Snapshot] = Field(default_factory=list)
+    opinions: list[Opinion] = Field(default_factory=list)  # of the sessions listed
+    snapshots: list[Snapshot] = Field(default_factory=list)  # of the sessions listed
+    # More events: GET /api/cases/{case}/events?cursor=...; more sessions (with their
+    # invitations): GET /api/cases/{case}/sessions?cursor=... . None: nothing more.
+    events_next_cursor: str | None = None
+    sessions_next_cursor: str | None = None
+
+
+class EventPage(BaseModel):
+    case_id: str
+    events: list[Event]
+    next_cursor: str | None = None
+
+
+class CaseSessionPage(BaseModel):
+    case_id: str
+    sessions: list[Session]
+    invitations: list[Invitation]  # of the sessions listed
+    next_cursor: str | None = None
 
 
 # -- request bodies -------------------------------------------------------------------
@@ -268,3 +287,4 @@ class TokenResponse(BaseModel):
 
 class SessionList(BaseModel):
     sessions: list[Session]
+    next_cursor: str | None = None

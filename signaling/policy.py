@@ -1,11 +1,18 @@
-"""Who may do what: pure rules over an identity and records (no I/O, table-tested)."""
+"""Who may do what: pure rules over an identity and records (no I/O, table-tested).
+
+Reading comes first: a thing the caller may not read answers exactly as a thing that
+does not exist (``NotFound``, the same code and message), so nobody learns whether a
+session, invitation or case they may not see exists. Only then does an action's own
+rule answer 403 (``Forbidden``). Refusals that do not depend on the thing (the role a
+route admits, a token's case scope when creating) stay 403 whatever the id.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 
 from .auth import Identity
-from .errors import Forbidden
+from .errors import Forbidden, NotFound
 from .models import Invitation, Session
 
 STAFF = frozenset({"clerk", "admin"})
@@ -38,37 +45,98 @@ def invitation_targets(who: Identity, inv: Invitation) -> bool:
     return inv.level is None or who.level is None or inv.level == who.level
 
 
+def session_missing(session_id: str) -> NotFound:
+    """What an unknown session answers, and so what an unreadable one answers."""
+    return NotFound("session_not_found", f"no session {session_id}")
+
+
+def case_missing(case_id: str) -> NotFound:
+    return NotFound("case_not_found", f"no joint review was ever held for case {case_id}")
+
+
+def invitation_missing(invitation_id: str) -> NotFound:
+    return NotFound("invitation_not_found", f"no invitation {invitation_id}")
+
+
+def in_scope(who: Identity, case_id: str, session_id: str | None) -> bool:
+    """Does the token's case/session scope admit this case (and session)?"""
+    if who.case is not None and who.case != case_id:
+        return False
+    return who.session is None or who.session == session_id
+
+
+def may_read_session(who: Identity, session: Session, invitations: Iterable[Invitation]) -> bool:
+    if not in_scope(who, session.case_id, session.session_id):
+        return False
+    if who.role in READERS:
+        return True
+    if who.role == "applicant":
+        return who.session == session.session_id
+    if who.role == "reviewer":
+        return any(invitation_targets(who, i) for i in invitations)
+    return False
+
+
+def check_readable(who: Identity, session: Session, invitations: Iterable[Invitation]) -> None:
+    """Raise the unknown session's 404 unless the caller may read this one."""
+    if not may_read_session(who, session, invitations):
+        raise session_missing(session.session_id)
+
+
+def readable_sessions(
+    who: Identity,
+    sessions: Sequence[Session],
+    invitations_by_session: Mapping[str, Sequence[Invitation]],
+) -> list[Session]:
+    """The sessions (in their order) the caller may read: a reviewer those an invitation
+    of theirs names, an applicant their own, staff and supervisors all in their scope."""
+    return [
+        s
+        for s in sessions
+        if may_read_session(who, s, invitations_by_session.get(s.session_id, ()))
+    ]
+
+
+def can_see_invitation(who: Identity, inv: Invitation) -> bool:
+    """May this reviewer see the invitation in their inbox (and answer it)?"""
+    return invitation_targets(who, inv) and in_scope(who, inv.case_id, inv.session_id)
+
+
+def can_read_event(who: Identity, session_id: str | None, readable: frozenset[str]) -> bool:
+    """An event of the case timeline: one of a readable session; an event of no session
+    (the case's own) only for those who read every session."""
+    if session_id is None:
+        return who.role in READERS and who.session is None
+    return session_id in readable
+
+
 def can_manage_session(who: Identity, session: Session) -> None:
     """Create invitations, applicant links, end the session: the counter's staff."""
     if who.role not in STAFF:
         raise _deny(f"a {who.role} cannot manage a joint review")
-    check_session_scope(who, session)
+    if not in_scope(who, session.case_id, session.session_id):
+        raise session_missing(session.session_id)
 
 
 def can_read_session(who: Identity, session: Session, invitations: Iterable[Invitation]) -> None:
-    check_session_scope(who, session)
-    if who.role in READERS:
-        return
-    if who.role == "applicant" and who.session == session.session_id:
-        return
-    if who.role == "reviewer" and any(invitation_targets(who, i) for i in invitations):
-        return
-    raise _deny("you are not invited to this session")
+    check_readable(who, session, invitations)
 
 
 def can_read_case(who: Identity, case_id: str, invitations: Iterable[Invitation]) -> None:
-    check_case_scope(who, case_id)
-    if who.session is not None:
-        raise _deny("this token is limited to one session")
-    if who.role in READERS:
-        return
-    if who.role == "reviewer" and any(invitation_targets(who, i) for i in invitations):
-        return
-    raise _deny(f"a {who.role} cannot read this case")
+    """Read the case as a whole (its view lists only what ``readable_sessions`` keeps):
+    staff and supervisors in scope, and a reviewer an invitation of the case names. A
+    token limited to one session reads that session, not the case."""
+    if who.session is None and in_scope(who, case_id, None):
+        if who.role in READERS:
+            return
+        if who.role == "reviewer" and any(invitation_targets(who, i) for i in invitations):
+            return
+    raise case_missing(case_id)
 
 
 def can_join(who: Identity, session: Session, invitations: Iterable[Invitation]) -> None:
-    check_session_scope(who, session)
+    invitations = list(invitations)
+    check_readable(who, session, invitations)
     if who.role in STAFF:
         return
     if who.role == "applicant":
@@ -89,16 +157,14 @@ def can_join(who: Identity, session: Session, invitations: Iterable[Invitation])
 def can_respond(who: Identity, inv: Invitation) -> None:
     if who.role != "reviewer":
         raise _deny("only reviewers answer invitations")
-    check_case_scope(who, inv.case_id)
-    if who.session is not None and who.session != inv.session_id:
-        raise _deny("this token is limited to another session")
-    if not invitation_targets(who, inv):
-        raise _deny("this invitation is for another reviewer or department")
+    if not can_see_invitation(who, inv):
+        raise invitation_missing(inv.invitation_id)
 
 
 def can_file_opinion(who: Identity, session: Session, invitations: Iterable[Invitation]) -> None:
     """Reviewers who took part (they accepted, or joined, which accepts) file opinions."""
-    check_session_scope(who, session)
+    invitations = list(invitations)
+    check_readable(who, session, invitations)
     if who.role != "reviewer":
         raise _deny("only reviewers file opinions")
     for inv in invitations:
@@ -111,4 +177,5 @@ def can_file_opinion(who: Identity, session: Session, invitations: Iterable[Invi
 def can_take_snapshot(who: Identity, session: Session) -> None:
     if who.role not in STAFF:
         raise _deny("the counter's staff take document stills")
-    check_session_scope(who, session)
+    if not in_scope(who, session.case_id, session.session_id):
+        raise session_missing(session.session_id)

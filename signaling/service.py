@@ -4,18 +4,20 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from typing import Any
 
-from . import policy
+from . import paging, policy
 from .auth import Identity
 from .casefile import CaseFileMixin
 from .core import OPEN, UNSEALED, _new_id, actor_of
-from .errors import Conflict, Forbidden, NotFound, Unprocessable
+from .errors import Conflict, Forbidden, Unprocessable
 from .models import (
     Actor,
     CaseView,
     CreateInvitationBody,
     CreateSessionBody,
+    Event,
     Invitation,
     Session,
 )
@@ -24,7 +26,7 @@ from .participants import IDLE, ParticipantsMixin
 
 class ReviewService(ParticipantsMixin, CaseFileMixin):
     async def create_session(self, who: Identity, case_id: str, body: CreateSessionBody) -> Session:
-        policy.check_case_scope(who, case_id)
+        policy.check_case_scope(who, case_id)  # 403 whether the case exists or not
         if who.role not in policy.STAFF:
             raise Forbidden("forbidden", f"a {who.role} cannot start a joint review")
         now = self.clock()
@@ -64,32 +66,154 @@ class ReviewService(ParticipantsMixin, CaseFileMixin):
         return [Session.model_validate(d) for d in docs if d is not None]
 
     async def list_sessions(
-        self, who: Identity, since: float | None, until: float | None, limit: int
-    ) -> list[Session]:
+        self,
+        who: Identity,
+        since: float | None,
+        until: float | None,
+        limit: int,
+        cursor: str | None = None,
+    ) -> tuple[list[Session], str | None]:
+        """Newest first; a page of ``limit`` and the cursor of the next one (or None)."""
         if who.role not in policy.READERS:
             raise Forbidden("forbidden", f"a {who.role} cannot list sessions")
+        at = paging.decode(paging.SESSIONS, cursor, {"t": float, "i": str})
+        if who.session is not None:  # a token limited to one session lists that one
+            doc = await self.store.get(f"session:{who.session}")
+            one = [Session.model_validate(doc)] if doc is not None else []
+            return [
+                s
+                for s in one
+                if policy.in_scope(who, s.case_id, s.session_id)
+                and (since is None or s.created_at >= since)
+                and (until is None or s.created_at <= until)
+                and (at is None or (s.created_at, s.session_id) < (at["t"], at["i"]))
+            ], None
         # A case-scoped token reads its case's own index, so the limit counts its sessions.
         index = "sessions" if who.case is None else f"case:{who.case}:sessions"
-        ids = await self.store.index_range(
-            index, min_score=since, max_score=until, limit=limit, reverse=True
+        top = until if at is None else (at["t"] if until is None else min(until, at["t"]))
+        out: list[Session] = []
+        want = limit + 1
+        while True:
+            ids = await self.store.index_range(
+                index, min_score=since, max_score=top, limit=want, reverse=True
+            )
+            docs = await self.store.get_many([f"session:{i}" for i in ids])
+            out = [
+                s
+                for s in (Session.model_validate(d) for d in docs if d is not None)
+                if (at is None or (s.created_at, s.session_id) < (at["t"], at["i"]))
+                and policy.in_scope(who, s.case_id, s.session_id)
+            ]
+            # Sessions at the cursor's own time (or out of scope) took places: read more.
+            if len(ids) < want or len(out) > limit:
+                break
+            want *= 2
+        page = out[:limit]
+        more = len(out) > limit
+        last = page[-1] if page else None
+        next_cursor = (
+            paging.encode(paging.SESSIONS, t=last.created_at, i=last.session_id)
+            if more and last is not None
+            else None
         )
-        docs = await self.store.get_many([f"session:{i}" for i in ids])
-        return [Session.model_validate(d) for d in docs if d is not None]
+        return page, next_cursor
 
-    async def case_view(self, who: Identity, case_id: str) -> CaseView:
+    # -- what of a case the caller may read -------------------------------------------
+    async def readable_case(
+        self, who: Identity, case_id: str
+    ) -> tuple[list[Session], dict[str, list[Invitation]]]:
+        """The case's sessions the caller may read (oldest first) and every session's
+        invitations. A case the caller may not read answers as an unknown one."""
         if await self.store.get(f"case:{case_id}") is None:
-            policy.check_case_scope(who, case_id)
-            raise NotFound("case_not_found", f"no joint review was ever held for case {case_id}")
+            raise policy.case_missing(case_id)
         sessions = await self.sessions_of_case(case_id)
-        invitations: list[Invitation] = []
-        for s in sessions:
-            invitations += await self.invitations(s.session_id)
-        policy.can_read_case(who, case_id, invitations)
+        by_session = {s.session_id: await self.invitations(s.session_id) for s in sessions}
+        policy.can_read_case(who, case_id, [i for v in by_session.values() for i in v])
+        return policy.readable_sessions(who, sessions, by_session), by_session
+
+    async def case_sessions(
+        self, who: Identity, case_id: str, limit: int, cursor: str | None = None
+    ) -> tuple[list[Session], list[Invitation], str | None]:
+        """A page of the case's readable sessions (oldest first) with their invitations."""
+        at = paging.decode(paging.CASE_SESSIONS, cursor, {"t": float, "i": str})
+        readable, by_session = await self.readable_case(who, case_id)
+        after = [
+            s for s in readable if at is None or (s.created_at, s.session_id) > (at["t"], at["i"])
+        ]
+        page = after[:limit]
+        next_cursor = None
+        if len(after) > limit:
+            next_cursor = paging.encode(
+                paging.CASE_SESSIONS, t=page[-1].created_at, i=page[-1].session_id
+            )
+        invitations = [i for s in page for i in by_session[s.session_id]]
+        return page, invitations, next_cursor
+
+    async def case_events(
+        self,
+        who: Identity,
+        case_id: str,
+        limit: int,
+        cursor: str | None = None,
+        session_id: str | None = None,
+    ) -> tuple[list[Event], str | None]:
+        """A page of the case's timeline, in order, only of sessions the caller may read
+        (and of ``session_id`` only, if given)."""
+        at = paging.decode(paging.EVENTS, cursor, {"q": int})
+        readable, _ = await self.readable_case(who, case_id)
+        ids = frozenset(s.session_id for s in readable)
+        if session_id is not None:
+            ids = ids & {session_id}
+
+        def keep(sid: str | None) -> bool:
+            if session_id is not None and sid != session_id:
+                return False
+            return policy.can_read_event(who, sid, ids)
+
+        return await self.events_page(case_id, 0 if at is None else at["q"], limit, keep)
+
+    async def events_page(
+        self, case_id: str, after_seq: int, limit: int, keep: Callable[[str | None], bool]
+    ) -> tuple[list[Event], str | None]:
+        """The next ``limit`` events after ``after_seq`` that ``keep`` (by session id)
+        accepts, reading at most ``SCAN_PAGES`` pages' worth of the log; the cursor of
+        where it stopped, None at the end."""
+        key = f"case:{case_id}:events"
+        out: list[Event] = []
+        pos = after_seq
+        budget = paging.SCAN_PAGES * limit
+        while len(out) < limit and budget > 0:
+            chunk = min(limit, budget)
+            docs = await self.store.read_log(key, start=pos, limit=chunk)
+            read = 0
+            for d in docs:
+                pos = int(d.get("seq") or pos + 1)
+                read += 1
+                if keep(d.get("session_id")):
+                    out.append(Event.model_validate(d))
+                    if len(out) == limit:
+                        break
+            budget -= read
+            if len(docs) < chunk and read == len(docs):
+                return out, None  # the end of the log
+        # Stopped at the page's size or its reading budget: more may follow.
+        if not await self.store.read_log(key, start=pos, limit=1):
+            return out, None
+        return out, paging.encode(paging.EVENTS, q=pos)
+
+    async def case_view(self, who: Identity, case_id: str, limit: int = 100) -> CaseView:
+        """The first page of the case: its readable sessions with their invitations,
+        opinions and stills, and the first page of their events. Nothing of a session
+        the caller may not read (another department's) appears."""
+        sessions, invitations, sessions_next = await self.case_sessions(who, case_id, limit)
+        events, events_next = await self.case_events(who, case_id, limit)
         return CaseView(
             case_id=case_id,
             sessions=sessions,
             invitations=invitations,
-            events=await self.events(case_id),
+            events=events,
+            events_next_cursor=events_next,
+            sessions_next_cursor=sessions_next,
             **await self.case_extras([s.session_id for s in sessions]),
         )
 
@@ -215,13 +339,7 @@ class ReviewService(ParticipantsMixin, CaseFileMixin):
         docs = await self.store.get_many([f"invitation:{i}" for i in ids])
         open_ = [Invitation.model_validate(d) for d in docs if d is not None]
         return sorted(
-            (
-                i
-                for i in open_
-                if i.status in OPEN
-                and policy.invitation_targets(who, i)
-                and (who.case is None or who.case == i.case_id)
-            ),
+            (i for i in open_ if i.status in OPEN and policy.can_see_invitation(who, i)),
             key=lambda i: i.created_at,
         )
 

@@ -202,16 +202,30 @@ class Webhooks:
     async def delivery(self, delivery_id: str) -> dict[str, Any] | None:
         return await self.store.get(_key(delivery_id))
 
-    async def deliveries(self, status: str | None, limit: int) -> list[dict[str, Any]]:
-        """Newest first, optionally of one status."""
+    async def deliveries(
+        self, status: str | None, limit: int, before: tuple[float, str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Newest first, optionally of one status, older than ``before`` (the
+        ``(created_at, delivery_id)`` of the previous page's last one: a cursor)."""
         index = ALL if status is None else _by_status(status)
-        # A status index may hold a few stale members (a crash between two writes):
-        # read a little more than asked and keep those whose document agrees.
-        want = limit if status is None else 2 * limit + 20
-        ids = await self.store.index_range(index, reverse=True, limit=want)
-        docs = await self.store.get_many([_key(i) for i in ids])
-        found = [d for d in docs if d is not None and status in (None, d["status"])]
-        return found[:limit]
+        # A status index may hold a few stale members (a crash between two writes), and
+        # deliveries made at the cursor's very time come again: read a little more than
+        # asked and keep those whose document agrees.
+        want = limit if status is None and before is None else 2 * limit + 20
+        while True:
+            top = None if before is None else before[0]
+            ids = await self.store.index_range(index, max_score=top, reverse=True, limit=want)
+            docs = await self.store.get_many([_key(i) for i in ids])
+            found = [
+                d
+                for d in docs
+                if d is not None
+                and status in (None, d["status"])
+                and (before is None or (float(d["created_at"]), d["delivery_id"]) < before)
+            ]
+            if len(ids) < want or len(found) >= limit:
+                return found[:limit]
+            want *= 2
 
     async def retry(self, delivery_id: str, by: str) -> tuple[dict[str, Any] | None, bool]:
         """Send again now, with a fresh budget. Returns the delivery and whether it was

@@ -99,9 +99,7 @@ class Connection:
                 self.send(msg)
 
     def _for_me(self, inv: Invitation) -> bool:
-        return policy.invitation_targets(self.who, inv) and (
-            self.who.case is None or self.who.case == inv.case_id
-        )
+        return policy.can_see_invitation(self.who, inv)
 
     async def _mark_rang(self, invitation_id: str) -> None:
         try:

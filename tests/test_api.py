@@ -181,6 +181,30 @@ def _snapshot_added(b: Json, w: World, role: str) -> None:
 
 def _session_list(b: Json, w: World, role: str) -> None:
     assert [s["session_id"] for s in b["sessions"]] == [w.session_id]
+    assert b["next_cursor"] is None
+
+
+def _case_events(b: Json, w: World, role: str) -> None:
+    assert [e["type"] for e in b["events"]] == [
+        "session.created",
+        "invitation.created",
+        "snapshot.taken",
+    ]
+    assert b["next_cursor"] is None
+
+
+def _case_sessions(b: Json, w: World, role: str) -> None:
+    assert [s["session_id"] for s in b["sessions"]] == [w.session_id]
+    assert [i["invitation_id"] for i in b["invitations"]] == [w.invitation_id]
+    assert b["next_cursor"] is None
+
+
+def _markers(b: Json, w: World, role: str) -> None:
+    assert [(m["type"], m["event"]) for m in b["markers"]] == [
+        ("invitation", "invitation.created"),
+        ("snapshot", "snapshot.taken"),
+    ]
+    assert b["next_cursor"] is None
 
 
 def _session(b: Json, w: World, role: str) -> None:
@@ -286,6 +310,11 @@ class Expect:
     mutates: bool = False
     raw: tuple[str, bytes] | None = None  # an upload instead of a JSON body
     binary: bool = False  # the answer is a file, not JSON
+    # What a caller the route admits but who may not read the thing gets: the unknown
+    # thing's 404 (policy: an unreadable thing is as an unknown one). None: 403.
+    hidden: str | None = None
+    # Who may read the thing at all (the world's session: all but the other department).
+    readers: frozenset[str] = frozenset({"clerk", "admin", "supervisor", "reviewer", "applicant"})
 
 
 def _roles(*names: str) -> frozenset[str]:
@@ -296,54 +325,82 @@ STAFF = _roles("clerk", "admin")
 READERS = _roles("clerk", "admin", "supervisor")
 INVITED = READERS | {"reviewer"}
 
-# (method, path) → who succeeds. Everyone else gets 403 forbidden.
+# (method, path) → who succeeds. Everyone else gets 403 forbidden, except those the route
+# admits who may not read the thing: they get ``hidden``'s 404, as for an unknown thing.
+SNF = "session_not_found"
 MATRIX: dict[tuple[str, str], Expect] = {
     ("GET", "/api/me"): Expect(200, frozenset(ROLES), _me),
     ("GET", "/api/directory"): Expect(200, READERS | {"reviewer", "other_reviewer"}, _directory),
     ("POST", "/api/cases/{case_id}/sessions"): Expect(
         201, STAFF, _created_session, {"applicant_name": "李四"}, True
     ),
-    ("GET", "/api/cases/{case_id}"): Expect(200, INVITED, _case),
+    ("GET", "/api/cases/{case_id}"): Expect(
+        200, INVITED, _case, hidden="case_not_found", readers=INVITED
+    ),
+    ("GET", "/api/cases/{case_id}/events"): Expect(
+        200, INVITED, _case_events, hidden="case_not_found", readers=INVITED
+    ),
+    ("GET", "/api/cases/{case_id}/sessions"): Expect(
+        200, INVITED, _case_sessions, hidden="case_not_found", readers=INVITED
+    ),
     ("GET", "/api/sessions"): Expect(200, READERS, _session_list),
-    ("GET", "/api/sessions/{session_id}"): Expect(200, INVITED | {"applicant"}, _session),
+    ("GET", "/api/sessions/{session_id}"): Expect(
+        200, INVITED | {"applicant"}, _session, hidden=SNF
+    ),
     ("POST", "/api/sessions/{session_id}/end"): Expect(200, STAFF, _ended, None, True),
     ("POST", "/api/sessions/{session_id}/invitations"): Expect(
         201, STAFF, _invited, {"dept": "city-customs", "note": "加急"}, True
     ),
     ("GET", "/api/sessions/{session_id}/invitations"): Expect(
-        200, INVITED | {"applicant"}, _invitations
+        200, INVITED | {"applicant"}, _invitations, hidden=SNF
     ),
     ("POST", "/api/sessions/{session_id}/applicant-link"): Expect(
         201, STAFF, _applicant_link, {"name": "张三"}, True
     ),
     ("GET", "/api/invitations"): Expect(200, _roles("reviewer", "other_reviewer"), _inbox),
     ("POST", "/api/invitations/{invitation_id}/accept"): Expect(
-        200, _roles("reviewer"), _answered("accepted"), None, True
+        200, _roles("reviewer"), _answered("accepted"), None, True, hidden="invitation_not_found"
     ),
     ("POST", "/api/invitations/{invitation_id}/decline"): Expect(
-        200, _roles("reviewer"), _answered("declined"), {"reason": "不在职责范围"}, True
+        200,
+        _roles("reviewer"),
+        _answered("declined"),
+        {"reason": "不在职责范围"},
+        True,
+        hidden="invitation_not_found",
     ),
     # Nobody has accepted in this world: not even the invited reviewer may file yet.
     ("POST", "/api/sessions/{session_id}/opinions"): Expect(
-        201, frozenset(), _no_opinions, {"decision": "approve"}, True
+        201, frozenset(), _no_opinions, {"decision": "approve"}, True, hidden=SNF
     ),
     ("GET", "/api/sessions/{session_id}/opinions"): Expect(
-        200, INVITED | {"applicant"}, _no_opinions
+        200, INVITED | {"applicant"}, _no_opinions, hidden=SNF
     ),
     ("POST", "/api/sessions/{session_id}/snapshots"): Expect(
         201, STAFF, _snapshot_added, None, True, raw=("image/png", PNG)
     ),
     ("GET", "/api/sessions/{session_id}/snapshots"): Expect(
-        200, INVITED | {"applicant"}, _snapshot_list
+        200, INVITED | {"applicant"}, _snapshot_list, hidden=SNF
     ),
     ("GET", "/api/snapshots/{snapshot_id}"): Expect(
-        200, INVITED | {"applicant"}, lambda b, w, r: None, binary=True
+        200,
+        INVITED | {"applicant"},
+        lambda b, w, r: None,
+        binary=True,
+        hidden="snapshot_not_found",
     ),
-    ("GET", "/api/sessions/{session_id}/recording"): Expect(200, INVITED, _replay),
+    ("GET", "/api/sessions/{session_id}/recording"): Expect(200, INVITED, _replay, hidden=SNF),
+    ("GET", "/api/sessions/{session_id}/recording/markers"): Expect(
+        200, INVITED, _markers, hidden=SNF
+    ),
     # Nothing is recorded in this world: those allowed learn that, the others nothing.
-    ("GET", "/api/sessions/{session_id}/tracks/{track_id}"): Expect(404, INVITED, _no_track),
-    ("GET", "/api/sessions/{session_id}/casefile"): Expect(409, INVITED, _still_live),
-    ("GET", "/api/sessions/{session_id}/casefile/files/{path}"): Expect(409, INVITED, _still_live),
+    ("GET", "/api/sessions/{session_id}/tracks/{track_id}"): Expect(
+        404, INVITED, _no_track, hidden=SNF
+    ),
+    ("GET", "/api/sessions/{session_id}/casefile"): Expect(409, INVITED, _still_live, hidden=SNF),
+    ("GET", "/api/sessions/{session_id}/casefile/files/{path}"): Expect(
+        409, INVITED, _still_live, hidden=SNF
+    ),
     ("GET", "/api/webhooks/deliveries"): Expect(200, _roles("supervisor", "admin"), _deliveries),
     ("GET", "/api/webhooks/deliveries/{delivery_id}"): Expect(
         200, _roles("supervisor", "admin"), _delivery
@@ -369,13 +426,22 @@ def test_matrix_covers_every_route() -> None:
     }
 
 
+ROUTE_ROLES = {(r.method, r.path): r.roles for r in ROUTES}
+
+
+def _expected(method: str, path: str, role: str) -> int:
+    """The status: the route's own, 403 for a role the route refuses, and 4040 (404 with
+    ``hidden``) for a role it admits who may not read the thing."""
+    expect = MATRIX[method, path]
+    if role in expect.allowed:
+        return expect.ok
+    admitted = ROLE_CLAIM[role] in (ROUTE_ROLES[method, path] or ())
+    return 4040 if admitted and expect.hidden and role not in expect.readers else 403
+
+
 @pytest.mark.parametrize(
     ("method", "path", "role", "status"),
-    [
-        (m, p, role, MATRIX[m, p].ok if role in MATRIX[m, p].allowed else 403)
-        for (m, p) in PROTECTED
-        for role in ROLES
-    ],
+    [(m, p, role, _expected(m, p, role)) for (m, p) in PROTECTED for role in ROLES],
 )
 async def test_route_by_role(
     client: Client, tok: Tokens, world: World, method: str, path: str, role: str, status: int
@@ -391,8 +457,11 @@ async def test_route_by_role(
         )
     else:
         r = await client.request(method, world.fill(path), json=expect.body, headers=headers)
-    if status == 403:
-        await expect_error(r, 403, "forbidden")
+    if status in (403, 4040):
+        if status == 403:
+            await expect_error(r, 403, "forbidden")
+        else:
+            await expect_error(r, 404, expect.hidden or "")
         # A refused change changed nothing.
         r = await client.get(f"/api/sessions/{world.session_id}", headers=auth(tok.clerk()))
         _session(await r.json(), world, "clerk")
@@ -452,17 +521,19 @@ async def test_public_routes_need_no_token(client: Client) -> None:
 async def test_reviewer_of_another_department_stays_out(
     client: Client, tok: Tokens, world: World
 ) -> None:
+    # What another department may not read answers as what does not exist (no oracle).
     other = auth(tok.other_reviewer())
-    for path in (
-        f"/api/sessions/{world.session_id}",
-        f"/api/sessions/{world.session_id}/invitations",
-        f"/api/cases/{world.case_id}",
+    for path, code in (
+        (f"/api/sessions/{world.session_id}", "session_not_found"),
+        (f"/api/sessions/{world.session_id}/invitations", "session_not_found"),
+        (f"/api/cases/{world.case_id}", "case_not_found"),
     ):
-        await expect_error(await client.get(path, headers=other), 403, "forbidden")
+        await expect_error(await client.get(path, headers=other), 404, code)
     inv = f"/api/invitations/{world.invitation_id}"
-    await expect_error(await client.post(f"{inv}/accept", headers=other), 403, "forbidden")
+    missing = "invitation_not_found"
+    await expect_error(await client.post(f"{inv}/accept", headers=other), 404, missing)
     r = await client.post(f"{inv}/decline", json={"reason": "no"}, headers=other)
-    await expect_error(r, 403, "forbidden")
+    await expect_error(r, 404, missing)
     r = await client.get("/api/invitations", headers=other)
     assert (await r.json())["invitations"] == []
 
@@ -470,7 +541,7 @@ async def test_reviewer_of_another_department_stays_out(
     assert (await ws.receive_json(timeout=3))["type"] == "welcome"
     await ws.send_json({"type": "join", "session_id": world.session_id, "ref": "j"})
     msg = await ws.receive_json(timeout=3)
-    assert (msg["type"], msg["code"], msg["ref"]) == ("error", "forbidden", "j")
+    assert (msg["type"], msg["code"], msg["ref"]) == ("error", "session_not_found", "j")
     await ws.close()
 
     # The invitation is still open for the department it was meant for.
@@ -484,7 +555,7 @@ async def test_reviewer_of_the_department_but_another_level_stays_out(
 ) -> None:
     district = auth(tok.reviewer("rev-x", "city-amr", "district"))
     r = await client.post(f"/api/invitations/{world.invitation_id}/accept", headers=district)
-    await expect_error(r, 403, "forbidden")
+    await expect_error(r, 404, "invitation_not_found")
 
 
 async def test_applicant_token_opens_its_own_session_only(
@@ -496,11 +567,11 @@ async def test_applicant_token_opens_its_own_session_only(
     assert r.status == 200
     assert (await r.json())["session"]["session_id"] == world.session_id
     r = await client.get(f"/api/sessions/{other}", headers=mine)
-    await expect_error(r, 403, "forbidden")
+    await expect_error(r, 404, "session_not_found")
     r = await client.get(f"/api/sessions/{other}/invitations", headers=mine)
-    await expect_error(r, 403, "forbidden")
+    await expect_error(r, 404, "session_not_found")
     r = await client.get(f"/api/cases/{world.case_id}", headers=mine)
-    await expect_error(r, 403, "forbidden")
+    await expect_error(r, 404, "case_not_found")
     r = await client.get("/api/sessions", headers=mine)
     await expect_error(r, 403, "forbidden")
 
@@ -515,19 +586,19 @@ async def test_case_scoped_token_stays_in_its_case(client: Client, tok: Tokens) 
     in_a = await r.json()
 
     sup_a = auth(tok.supervisor(case="A"))
-    await expect_error(await client.get("/api/cases/B", headers=sup_a), 403, "forbidden")
-    # Not even whether case Z exists leaks out of the scope.
-    await expect_error(await client.get("/api/cases/Z", headers=sup_a), 403, "forbidden")
+    # Out of the scope, case B answers as case Z that does not exist: nothing leaks.
+    await expect_error(await client.get("/api/cases/B", headers=sup_a), 404, "case_not_found")
+    await expect_error(await client.get("/api/cases/Z", headers=sup_a), 404, "case_not_found")
     r = await client.get(f"/api/sessions/{in_b['session_id']}", headers=sup_a)
-    await expect_error(r, 403, "forbidden")
+    await expect_error(r, 404, "session_not_found")
     r = await client.post(f"/api/sessions/{in_b['session_id']}/end", headers=clerk_a)
-    await expect_error(r, 403, "forbidden")
+    await expect_error(r, 404, "session_not_found")
     r = await client.post(
         f"/api/sessions/{in_b['session_id']}/invitations",
         json={"dept": "city-amr"},
         headers=clerk_a,
     )
-    await expect_error(r, 403, "forbidden")
+    await expect_error(r, 404, "session_not_found")
     r = await client.get("/api/cases/A", headers=sup_a)
     assert r.status == 200
     assert [s["session_id"] for s in (await r.json())["sessions"]] == [in_a["session_id"]]
@@ -535,7 +606,7 @@ async def test_case_scoped_token_stays_in_its_case(client: Client, tok: Tokens) 
     inv_b = await invite(client, tok.clerk(), in_b["session_id"], dept="city-amr")
     reviewer_a = auth(tok.reviewer(case="A"))
     r = await client.post(f"/api/invitations/{inv_b['invitation_id']}/accept", headers=reviewer_a)
-    await expect_error(r, 403, "forbidden")
+    await expect_error(r, 404, "invitation_not_found")
     r = await client.get("/api/invitations", headers=reviewer_a)
     assert (await r.json())["invitations"] == []
 
@@ -884,7 +955,7 @@ async def test_applicant_link(
     assert r.status == 200
     other = (await create_session(client, tok.clerk()))["session_id"]
     await expect_error(
-        await client.get(f"/api/sessions/{other}", headers=auth(token)), 403, "forbidden"
+        await client.get(f"/api/sessions/{other}", headers=auth(token)), 404, "session_not_found"
     )
     await expect_error(
         await client.post(f"/api/sessions/{world.session_id}/end", headers=auth(token)),

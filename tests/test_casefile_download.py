@@ -92,13 +92,16 @@ async def test_only_those_who_may_replay_take_files(rec: Recorded) -> None:  # n
     for path in (f"/api/sessions/{rec.sid}/casefile", manifest["url"]):
         r = await rec.get(path, None)
         assert r.status == 401 and (await r.json())["error"]["code"] == "missing_token"
+        r = await rec.get(path, tok.applicant(rec.sid, CASE))  # the role: 403
+        assert r.status == 403 and (await r.json())["error"]["code"] == "forbidden"
         for token in (
             tok.other_reviewer(),  # another department: not invited
-            tok.applicant(rec.sid, CASE),
             tok.supervisor(case="ANOTHER-CASE"),
         ):
+            # As an unknown session: who may not read it learns nothing of it.
             r = await rec.get(path, token)
-            assert r.status == 403 and (await r.json())["error"]["code"] == "forbidden"
+            assert r.status == 404
+            assert (await r.json())["error"]["code"] == "session_not_found"
     r = await rec.get("/api/casefile/not-a-grant.x", None)
     assert r.status == 401 and (await r.json())["error"]["code"] == "invalid_grant"
     # A grant opens what it was minted for only: a track's is no case-file grant, and a

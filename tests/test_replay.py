@@ -304,15 +304,18 @@ async def test_only_those_allowed_replay(rec: Recorded) -> None:
         assert r.status == 401 and (await r.json())["error"]["code"] == "missing_token"
         r = await rec.get(path, "not.a.jwt")
         assert r.status == 401 and (await r.json())["error"]["code"] == "invalid_token"
+        r = await rec.get(path, tok.applicant(rec.sid, CASE))  # applicants do not replay
+        assert r.status == 403, (path, await r.text())
+        assert (await r.json())["error"]["code"] == "forbidden"
         for token in (
             tok.other_reviewer(),  # another department: not invited
-            tok.applicant(rec.sid, CASE),  # applicants do not replay
             tok.supervisor(case="ANOTHER-CASE"),  # scoped to another case
             tok.reviewer(case="ANOTHER-CASE"),
         ):
+            # As an unknown session: who may not read it learns nothing of it.
             r = await rec.get(path, token)
-            assert r.status == 403, (path, await r.text())
-            assert (await r.json())["error"]["code"] == "forbidden"
+            assert r.status == 404, (path, await r.text())
+            assert (await r.json())["error"]["code"] == "session_not_found"
         for token in (tok.clerk(), tok.admin(), tok.reviewer()):  # the invited department
             r = await rec.get(path, token, Range="bytes=0-9")
             assert r.status in (200, 206), await r.text()

@@ -170,7 +170,7 @@ async def test_uninvited_department_cannot_join(client: Client, tok: Tokens) -> 
     await invite(client, tok, sid, dept="city-amr")
     outsider = await connect(client, tok.other_reviewer())
     err = await outsider.request("join", "error", session_id=sid)
-    assert err["code"] == "forbidden"
+    assert err["code"] == "session_not_found"  # as an unknown session: no oracle
     assert "city-tax" not in await events(client, tok)  # nothing recorded for them
     await outsider.close()
 
@@ -188,7 +188,7 @@ async def test_applicant_joins_by_link(client: Client, tok: Tokens) -> None:
     other = await start_session(client, tok, case="GZ-2026-0002")
     second_tab = await connect(client, link["token"])
     err = await second_tab.request("join", "error", session_id=other)
-    assert err["code"] == "forbidden"
+    assert err["code"] == "session_not_found"
     await second_tab.close()
     await applicant.close()
 

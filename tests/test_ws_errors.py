@@ -185,7 +185,7 @@ async def test_join_refusal_keeps_the_socket(client: Client, tok: Tokens) -> Non
     ws = await connect(client, tok.other_reviewer())
     await ws.send_json({"type": "join", "session_id": sid, "ref": "j"})
     err = await next_json(ws)
-    assert (err["code"], err["ref"]) == ("forbidden", "j")
+    assert (err["code"], err["ref"]) == ("session_not_found", "j")  # as an unknown one
     await assert_alive(ws)
     await ws.close()
 

@@ -335,7 +335,8 @@ function stopped(code) {
 function refuse(err) {
   cleanup();
   signal.close();
-  const reviewer = ctx.me.role === "reviewer" && err.code === "forbidden";
+  // Another department's session answers as an unknown one (no oracle): say both.
+  const reviewer = ctx.me.role === "reviewer" && ["forbidden", "session_not_found"].includes(err.code);
   const props = reviewer ? { i18n: "error.not_invited" } : errorI18n(err);
   const box = fatal(app, "error.generic", { testid: "join-error", link: homeLink() });
   box.dataset.code = err.code;

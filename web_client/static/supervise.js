@@ -2,11 +2,14 @@
 // range and department, open one and replay it at once from its per-track recordings
 // (replay.js). `?session=<sid>` opens a replay directly; Back returns to the list.
 //
-// HTTP: GET /api/sessions?since&until&limit (newest first), GET /api/cases/{case}
-// (sessions and invitations of one case), GET /api/sessions/{sid}/invitations (the
+// HTTP: GET /api/sessions?since&until&limit (newest first; the first page of LIMIT is the
+// search's answer: narrow the dates for older ones), GET /api/cases/{case}/sessions (the
+// case's sessions and their invitations, every page, following `next_cursor`), GET
+// /api/sessions/{sid}/invitations (the
 // departments of each listed session: the list API has no department filter, so it is
 // applied here), GET /api/sessions/{sid}/recording (the replay description; the server
-// writes each opening into the case timeline as `replay.viewed`). A session in progress
+// writes each opening into the case timeline as `replay.viewed`; its markers come a page at
+// a time: the rest from GET /api/sessions/{sid}/recording/markers). A session in progress
 // comes with its timeline so far and no tracks (nothing is sealed yet); one that has just
 // ended answers 409 `recording_sealing` until its case file is sealed: retried here.
 // Beside the replay, the case file to take away (casefile.js: GET
@@ -81,7 +84,7 @@ async function search() {
   let rows;
   try {
     if (caseId) {
-      const view = await api(`/api/cases/${encodeURIComponent(caseId)}`);
+      const view = await caseSessions(caseId);
       rows = view.sessions
         .filter((s) => (since === null || s.created_at >= since) && (until === null || s.created_at <= until))
         .sort((a, b) => b.created_at - a.created_at)
@@ -142,9 +145,34 @@ function renderResults(rows) {
   }
 }
 
+// Every session of a case (and their invitations), page after page.
+async function caseSessions(caseId) {
+  const path = `/api/cases/${encodeURIComponent(caseId)}/sessions`;
+  const view = { sessions: [], invitations: [] };
+  let cursor = null;
+  do {
+    // The server's own page size (page_default): no limit here can exceed its page_max.
+    const page = await api(cursor ? `${path}?${new URLSearchParams({ cursor })}` : path);
+    view.sessions.push(...page.sessions);
+    view.invitations.push(...page.invitations);
+    cursor = page.next_cursor;
+  } while (cursor);
+  return view;
+}
+
 // -- replay -------------------------------------------------------------------------------
-function describe(sid) {
-  return api(`/api/sessions/${encodeURIComponent(sid)}/recording`);
+// The description; with `markers`, every page of its timeline markers (a renewal of the
+// media grants needs its tracks only).
+async function describe(sid, { markers = false } = {}) {
+  const base = `/api/sessions/${encodeURIComponent(sid)}/recording`;
+  const desc = await api(base);
+  let cursor = markers ? desc.markers_next_cursor : null;
+  while (cursor) {
+    const page = await api(`${base}/markers?${new URLSearchParams({ cursor })}`);
+    desc.markers.push(...page.markers);
+    cursor = page.next_cursor;
+  }
+  return desc;
 }
 
 async function openReplay(sid, push, tries = 0) {
@@ -159,7 +187,7 @@ async function openReplay(sid, push, tries = 0) {
   caseFile = panel;
   let desc;
   try {
-    desc = await describe(sid);
+    desc = await describe(sid, { markers: true });
   } catch (err) {
     if (caseFile !== panel) return; // closed, or another replay opened, meanwhile
     const sealing = err.code === "recording_sealing" && tries < SEALING_TRIES;

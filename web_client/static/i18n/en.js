@@ -356,7 +356,7 @@ export default {
   "error.missing_token": "You are not signed in.",
   "error.wrong_screen": "This screen is not for a {role}.",
   "error.forbidden": "You are not allowed to do that.",
-  "error.not_invited": "Your department was not invited to this joint review, so you cannot join. Ask the window to invite your department.",
+  "error.not_invited": "This joint review does not exist, or your department was not invited to it, so you cannot join. Ask the window to invite your department.",
   "error.session_not_found": "This joint review does not exist; check the link.",
   "error.session_ended": "This joint review has ended.",
   "error.session_live": "This joint review is still in progress; its recording can be replayed once it has ended and its case file is sealed.",

@@ -356,7 +356,7 @@ export default {
   "error.missing_token": "您尚未登录。",
   "error.wrong_screen": "此页面不适用于{role}。",
   "error.forbidden": "您没有权限进行此操作。",
-  "error.not_invited": "您所在的部门没有收到本次会办的邀请，无法加入。如需参加，请联系发起窗口邀请您的部门。",
+  "error.not_invited": "找不到这次会办，或您所在的部门没有收到本次会办的邀请，无法加入。如需参加，请联系发起窗口邀请您的部门。",
   "error.session_not_found": "找不到这次会办，请确认链接是否正确。",
   "error.session_ended": "本次会办已结束。",
   "error.session_live": "本场会办仍在进行中，结束并封存案卷后方可回放录像。",

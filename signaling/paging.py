@@ -1,0 +1,92 @@
+"""Pages of the lists that grow (case events, sessions, replay markers, webhook
+deliveries): a ``limit`` and an opaque ``cursor`` (pure; no I/O).
+
+A cursor is base64url of compact JSON ``{"k": kind, ...position}``: the position of the
+last item a page covered (a log's ``seq``; an index's ``(score, id)``). It is opaque to
+clients: they pass back the ``next_cursor`` a page carried, which is null at the end. A
+cursor of another list, or one that does not decode, answers 400 ``invalid_cursor``.
+
+A filtered list (a reviewer's part of a case timeline) reads at most ``scan`` entries
+per page, so one request's cost is bounded by the page size whatever the case holds; a
+page may then hold fewer than ``limit`` items, even none, with a ``next_cursor`` still
+to follow.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from .config import Config
+from .errors import BadRequest
+
+# The defaults of the settings, for the route table (documented before any config is read).
+PAGE_DEFAULT: int = Config.model_fields["page_default"].default
+PAGE_MAX: int = Config.model_fields["page_max"].default
+
+EVENTS = "ev"
+SESSIONS = "ss"
+CASE_SESSIONS = "cs"
+MARKERS = "mk"
+DELIVERIES = "wd"
+SCAN_PAGES = 4  # a filtered page reads at most this many pages' worth of entries
+
+
+def encode(kind: str, **position: Any) -> str:
+    raw = json.dumps({"k": kind, **position}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _bad(message: str) -> BadRequest:
+    return BadRequest("invalid_cursor", message)
+
+
+def decode(kind: str, text: str | None, fields: Mapping[str, type]) -> dict[str, Any] | None:
+    """The position a cursor of list ``kind`` names (``fields``: name -> type), None
+    for no cursor (the first page)."""
+    if text is None or text == "":
+        return None
+    if len(text) > 512:
+        raise _bad("this cursor is not one the server gave")
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        body = json.loads(raw)
+    except (ValueError, binascii.Error, UnicodeDecodeError, RecursionError):
+        raise _bad("this cursor is not one the server gave") from None
+    if not isinstance(body, dict) or body.get("k") != kind:
+        raise _bad("this cursor belongs to another list")
+    out: dict[str, Any] = {}
+    for name, typ in fields.items():
+        value = body.get(name)
+        if typ is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, typ) or isinstance(value, bool):
+            raise _bad("this cursor is not one the server gave")
+        if isinstance(value, int) and value < 0:
+            raise _bad("this cursor is not one the server gave")
+        out[name] = value
+    return out
+
+
+def limit_of(raw: str | None, default: int, maximum: int) -> int:
+    """The page size asked for (``limit`` in the query), checked against ``page_max``."""
+    if raw is None or raw == "":
+        return default
+    try:
+        limit = int(raw)
+    except ValueError:
+        raise BadRequest("invalid_query", "limit is an integer") from None
+    if not 1 <= limit <= maximum:
+        raise BadRequest("invalid_query", f"limit must be between 1 and {maximum}")
+    return limit
+
+
+def query_doc(default: int, maximum: int) -> dict[str, str]:
+    """The OpenAPI route table's entries for a paginated list."""
+    return {
+        "limit": f"1..{maximum} (default {default})",
+        "cursor": "the next_cursor of the previous page (opaque); absent for the first",
+    }
