@@ -228,10 +228,17 @@ def _fill(directory: Path) -> Path:
 
 
 async def _case_chats(http: aiohttp.ClientSession, url: str, token: str, case: str) -> list[str]:
-    async with http.get(f"{url}/api/cases/{case}?limit=1000", headers=auth(token)) as res:
-        assert res.status == 200, await res.text()
-        body = await res.json()
-    return [e["data"]["text"] for e in body["events"] if e["type"] == "chat.message"]
+    texts: list[str] = []
+    cursor = ""
+    while True:  # the whole timeline, a page at a time
+        query = f"?limit=500&cursor={cursor}" if cursor else "?limit=500"
+        async with http.get(f"{url}/api/cases/{case}/events{query}", headers=auth(token)) as res:
+            assert res.status == 200, await res.text()
+            body = await res.json()
+        texts += [e["data"]["text"] for e in body["events"] if e["type"] == "chat.message"]
+        cursor = body["next_cursor"]
+        if not cursor:
+            return texts
 
 
 async def test_a_full_disk_refuses_writes_and_keeps_memory_and_disk_the_same(
