@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .auth import Level, Role
+from .auth import MAX_NAME, Level, Role
 from .config import ConfigError
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}$"
@@ -18,17 +18,19 @@ class Department(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     id: str = Field(pattern=ID_PATTERN)
     level: Level
-    name: str
-    name_en: str = ""
+    name: str = Field(min_length=1, max_length=MAX_NAME)
+    name_en: str = Field("", max_length=MAX_NAME)
 
 
 class DirectoryUser(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     sub: str = Field(pattern=ID_PATTERN)
-    name: str
+    # Within what a token may carry (auth.MAX_NAME): a sign-in must not mint a token
+    # that verification then refuses.
+    name: str = Field(min_length=1, max_length=MAX_NAME)
     role: Role
     dept: str | None = None
-    window: str | None = None
+    window: str | None = Field(None, max_length=MAX_NAME)
 
 
 class Directory(BaseModel):

@@ -530,6 +530,18 @@ def test_directory_reviewer_with_unknown_dept_names_directory_file(tmp_path: Pat
     assert "rev-1" in msg
 
 
+def test_directory_user_name_longer_than_a_token_may_carry_is_refused_at_start(
+    tmp_path: Path,
+) -> None:
+    # Before: loaded, and that user's demo sign-in minted a token verify() refused (500).
+    f = write(
+        tmp_path / "dir.toml",
+        '[[users]]\nsub = "clerk-9"\nname = "' + "名" * 101 + '"\nrole = "clerk"\n',
+    )
+    with pytest.raises(ConfigError, match="directory_file"):
+        load_directory(f)
+
+
 def test_directory_reviewer_without_dept_names_directory_file(tmp_path: Path) -> None:
     f = write(tmp_path / "dir.toml", '[[users]]\nsub = "rev-1"\nname = "R"\nrole = "reviewer"\n')
     with pytest.raises(ConfigError, match="directory_file"):
