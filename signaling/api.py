@@ -40,6 +40,7 @@ from .models import (
     SessionResponse,
     TokenResponse,
 )
+from .socketcaps import signin_limited
 
 ALL = frozenset(ROLES)
 STAFF = frozenset({"clerk", "admin"})
@@ -206,6 +207,8 @@ async def demo_users(ctx: Ctx) -> Any:
 )
 async def demo_login(ctx: Ctx) -> Any:
     _demo_only(ctx)
+    if (limited := signin_limited(ctx.request)) is not None:
+        return limited  # 429 rate_limited: signin_per_minute from this address
     _can_sign(ctx)
     app = ctx.request.app
     user = app[DIRECTORY].user(ctx.body.sub)

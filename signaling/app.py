@@ -24,11 +24,12 @@ from .auth import TokenService
 from .config import Config
 from .directory import load_directory
 from .exports import EXPORTS, ExportWorker, hold_data_dir, options_from
-from .keys import CONFIG, DIRECTORY, MEDIA, NODE_ID, SERVICE, SOCKETS, STORE, TASKS, TOKENS
+from .keys import CONFIG, DIRECTORY, GUARDS, MEDIA, NODE_ID, SERVICE, SOCKETS, STORE, TASKS, TOKENS
 from .media_bridge import MediaBridge, media_settings
 from .openapi import build_openapi
 from .recording import RecordingControl
 from .service import ReviewService
+from .socketcaps import Guards
 from .state import open_store
 from .webhooks import WEBHOOKS, Webhooks
 from .ws import websocket_handler
@@ -49,6 +50,8 @@ async def _state_ctx(app: web.Application) -> AsyncIterator[None]:
         ring_timeout_s=config.ring_timeout_s,
         archive_dir=config.data_dir / "archive",
     )
+    app[SERVICE].chat_max_chars = config.chat_max_chars
+    app[SERVICE].chat_per_minute = config.chat_per_minute_per_session
     log.info("state: %s", store.kind)
     yield
     await store.close()
@@ -160,6 +163,7 @@ def create_app(config: Config) -> web.Application:
     app[DIRECTORY] = load_directory(config.directory_file)
     app[NODE_ID] = config.node_id or f"{socket.gethostname()}-{os.getpid()}"
     app[SOCKETS] = weakref.WeakSet()
+    app[GUARDS] = Guards(config)  # socket caps and rate buckets (signaling/socketcaps.py)
     # Cleanup runs in reverse: timers are cancelled before the store they use closes.
     app.cleanup_ctx.append(_state_ctx)
     app.cleanup_ctx.append(_webhooks_ctx)

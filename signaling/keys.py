@@ -13,6 +13,7 @@ from .config import Config
 from .directory import Directory
 from .media_bridge import MediaBridge
 from .service import ReviewService
+from .socketcaps import Guards
 from .state import Store
 
 CONFIG = web.AppKey("config", Config)
@@ -25,3 +26,5 @@ MEDIA = web.AppKey("media", MediaBridge)
 # Background timers that outlive one request or socket (resume grace periods).
 TASKS: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("tasks")
 SOCKETS: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("sockets")
+# Socket caps and the rate buckets that outlive one socket (signaling/socketcaps.py).
+GUARDS = web.AppKey("guards", Guards)

@@ -16,10 +16,11 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from . import policy, protocol
+from . import policy, protocol, socketcaps
 from .auth import AuthError, Identity
 from .errors import ServiceError
-from .keys import CONFIG, MEDIA, NODE_ID, SERVICE, SOCKETS, TASKS, TOKENS
+from .keys import CONFIG, GUARDS, MEDIA, NODE_ID, SERVICE, SOCKETS, TASKS, TOKENS
+from .limits import RateLimited, TokenBucket, retry_ms
 from .models import Invitation, Participant, Session
 from .participants import chat_message
 from .recording import SUPERVISORS
@@ -31,6 +32,11 @@ OUTBOX_LIMIT = 512
 CLOSE_SUPERSEDED = 4409
 CLOSE_TOKEN_EXPIRED = 4401
 CLOSE_SLOW = 4429
+CLOSE_FLOOD = 4428  # kept sending far over its rate after being told (rate_limited)
+# Refusals a socket may collect, as a bucket of this many times ws_burst refilled at
+# ws_rate_per_s: a client that honours retry_after_ms never comes near it; one sending
+# at 20 times the rate empties it in about a second and a half.
+FLOOD_STRIKES = 10
 CHAT_HISTORY = 500  # the newest chat messages of the session that ``joined`` carries
 
 
@@ -48,6 +54,12 @@ class Connection:
         self.held: list[dict[str, Any]] | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
         self.closing = False
+        self.guards = self.app[GUARDS]
+        now = self.guards.clock()
+        self.bucket = TokenBucket(self.config.ws_burst, self.config.ws_rate_per_s, stamp=now)
+        self.strikes = TokenBucket(
+            FLOOD_STRIKES * self.config.ws_burst, self.config.ws_rate_per_s, stamp=now
+        )
 
     # -- outgoing ---------------------------------------------------------------------
     def send(self, msg: dict[str, Any]) -> None:
@@ -138,8 +150,53 @@ class Connection:
         for sub in subs:
             await sub.close()
 
+    def evict(self) -> None:
+        """This is its identity's oldest socket over max_sockets_per_identity."""
+        self.send(
+            protocol.error(
+                "too_many_sockets",
+                f"this identity opened more than {self.config.max_sockets_per_identity} "
+                "sockets on this node; the oldest is closed",
+            )
+        )
+        self.close(socketcaps.CLOSE_TOO_MANY_SOCKETS, "too_many_sockets")
+
     # -- incoming ---------------------------------------------------------------------
+    def throttled(self, text: str | None) -> bool:
+        """Spend one message of this socket's rate and of its identity's on this node.
+        Every frame counts, pings and invalid ones too: each costs a parse and a reply,
+        and a flood of cheap messages is still a flood (a page pings far below the rate).
+        Refused: the message is not processed and the answer says when to retry."""
+        if self.closing:
+            return True
+        now = self.guards.clock()
+        wait = self.bucket.take(now)
+        if wait is None:
+            wait = self.guards.identities.take(self.who.sub, now)
+            if wait is None:
+                return False
+        ref = protocol.ref_of(text, self.config.max_message_bytes) if text else None
+        if self.strikes.take(now) is not None:
+            self.send(
+                protocol.error("rate_limited", "still far over the message rate: closing", ref)
+            )
+            self.close(CLOSE_FLOOD, "rate_limited")
+            return True
+        self.send(
+            protocol.error(
+                "rate_limited",
+                f"too many messages (ws_rate_per_s={self.config.ws_rate_per_s:g} per socket, "
+                f"identity_rate_per_s={self.config.identity_rate_per_s:g} per identity); "
+                "this one was not processed",
+                ref,
+                retry_after_ms=retry_ms(wait),
+            )
+        )
+        return True
+
     async def handle(self, text: str) -> None:
+        if self.throttled(text):
+            return
         try:
             msg = protocol.parse(text, self.config.max_message_bytes)
         except protocol.ProtocolError as exc:
@@ -147,6 +204,10 @@ class Connection:
             return
         try:
             await getattr(self, "on_" + msg.type.replace(".", "_"))(msg)
+        except RateLimited as exc:
+            self.send(
+                protocol.error(exc.code, exc.message, msg.ref, retry_after_ms=exc.retry_after_ms)
+            )
         except ServiceError as exc:
             self.send(protocol.error(exc.code, exc.message, msg.ref, exc.details))
         except AuthError as exc:
@@ -386,6 +447,18 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         who = request.app[TOKENS].verify(request.query.get("token"))
     except AuthError as exc:
         return json_error(401, exc.code, exc.message)
+    slot = socketcaps.admit(request, who.sub)
+    if isinstance(slot, web.Response):
+        return slot  # 429 too_many_sockets: this client address holds its cap
+    try:
+        return await _serve(request, who, slot)
+    finally:
+        slot.release()  # counted from admission to here, whatever happened between
+
+
+async def _serve(
+    request: web.Request, who: Identity, slot: socketcaps.Slot
+) -> web.WebSocketResponse:
     config = request.app[CONFIG]
     # aiohttp drops a frame above max_msg_size by closing the socket (1009). Our own,
     # smaller limit answers with an error and keeps the socket; only absurd frames close.
@@ -394,6 +467,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     )
     await ws.prepare(request)
     conn = Connection(request, ws, who)
+    slot.attach(conn)  # the identity's oldest socket over its cap is closed
     sockets = request.app[SOCKETS]
     sockets.add(ws)
     writer = asyncio.create_task(conn.writer())
@@ -403,7 +477,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         async for frame in ws:
             if frame.type == WSMsgType.TEXT:
                 await conn.handle(frame.data)
-            elif frame.type == WSMsgType.BINARY:
+            elif frame.type == WSMsgType.BINARY and not conn.throttled(None):
                 conn.send(protocol.error("binary_not_supported", "send JSON text frames"))
             elif frame.type == WSMsgType.ERROR:
                 break
