@@ -37,6 +37,7 @@ CLOSE_FLOOD = 4428  # kept sending far over its rate after being told (rate_limi
 # ws_rate_per_s: a client that honours retry_after_ms never comes near it; one sending
 # at 20 times the rate empties it in about a second and a half.
 FLOOD_STRIKES = 10
+CLOSE_FLUSH_S = 1.0  # how long a closing socket waits for its queued messages to go out
 CHAT_HISTORY = 500  # the newest chat messages of the session that ``joined`` carries
 
 
@@ -74,7 +75,14 @@ class Connection:
     def close(self, code: int, reason: str) -> None:
         if not self.closing:
             self.closing = True
-            self.spawn(self.ws.close(code=code, message=reason.encode()))
+            self.spawn(self._close(code, reason))
+
+    async def _close(self, code: int, reason: str) -> None:
+        # What was queued before (the error that says why) goes out first, if it can soon:
+        # the writer may be busy while a flood is read.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.outbox.join(), CLOSE_FLUSH_S)
+        await self.ws.close(code=code, message=reason.encode())
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -84,12 +92,14 @@ class Connection:
     async def writer(self) -> None:
         while True:
             msg = await self.outbox.get()
-            if msg is None:
-                return
             try:
+                if msg is None:
+                    return
                 await self.ws.send_str(json.dumps(msg, ensure_ascii=False))
             except (ConnectionError, RuntimeError):
                 return
+            finally:
+                self.outbox.task_done()
 
     # -- bus handlers -----------------------------------------------------------------
     def on_inbox(self, msg: dict[str, Any]) -> None:
