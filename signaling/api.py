@@ -203,7 +203,7 @@ async def demo_users(ctx: Ctx) -> Any:
     body=DemoLoginBody,
     response=TokenResponse,
     tag="auth",
-    errors=("404", "503"),
+    errors=("404", "429", "503"),
 )
 async def demo_login(ctx: Ctx) -> Any:
     _demo_only(ctx)

@@ -20,6 +20,7 @@ _ERRORS = {
     "409": "Conflicting state (code: session_ended, invitation_closed)",
     "413": "Body larger than the limit (code: payload_too_large)",
     "422": "Well-formed but refers to what does not exist (unknown_department, not_a_reviewer)",
+    "429": "Too many attempts from this address (code: rate_limited; retry_after_ms, Retry-After)",
     "503": "Not available on this server (signing_unavailable) or state store down",
 }
 
