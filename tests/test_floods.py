@@ -239,3 +239,29 @@ async def test_session_chat_cap_holds_across_nodes(
         assert await chat_events(http, a, clerk, "FL-5") == 5
         await on_a.close()
         await on_b.close()
+
+
+async def test_identity_rate_spans_its_sockets(server_factory: Factory, tmp_path: Path) -> None:
+    env = {"JR_WS_BURST": "100", "JR_IDENTITY_BURST": "10", "JR_IDENTITY_RATE_PER_S": "0.5"}
+    server = server_factory(env=env)
+    clerk = tokens(tmp_path).issue(sub="clerk-01", role="clerk")
+    async with aiohttp.ClientSession() as http:
+        socks = [await Signal.connect(http, ws_url(server, clerk)) for _ in range(2)]
+        refs = [{f"s{k}p{i}" for i in range(20)} for k in range(2)]
+        for sig, mine in zip(socks, refs, strict=True):
+            for ref in sorted(mine):
+                await sig.send(type="ping", ref=ref)
+        for sig, mine in zip(socks, refs, strict=True):
+            for _ in range(100):
+                if len(replies(sig, mine)) == len(mine):
+                    break
+                await asyncio.sleep(0.05)
+        answers = [m for sig, mine in zip(socks, refs, strict=True) for m in replies(sig, mine)]
+        pongs = [m for m in answers if m["type"] == "pong"]
+        limited = [m for m in answers if m.get("code") == "rate_limited"]
+        # Each socket alone is far under its own burst of 100; together they share 10.
+        assert len(pongs) <= 12
+        assert len(pongs) + len(limited) == 40
+        assert all(m["retry_after_ms"] > 0 for m in limited)
+        for s in socks:
+            await s.close()
