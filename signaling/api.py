@@ -42,6 +42,7 @@ from .models import (
     SessionResponse,
     TokenResponse,
 )
+from .socketcaps import signin_limited
 from .state import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -224,10 +225,12 @@ async def demo_users(ctx: Ctx) -> Any:
     body=DemoLoginBody,
     response=TokenResponse,
     tag="auth",
-    errors=("404", "503"),
+    errors=("404", "429", "503"),
 )
 async def demo_login(ctx: Ctx) -> Any:
     _demo_only(ctx)
+    if (limited := signin_limited(ctx.request)) is not None:
+        return limited  # 429 rate_limited: signin_per_minute from this address
     _can_sign(ctx)
     app = ctx.request.app
     user = app[DIRECTORY].user(ctx.body.sub)

@@ -29,11 +29,23 @@ from .auth import TokenService
 from .config import Config
 from .directory import load_directory
 from .exports import EXPORTS, ExportWorker, options_from
-from .keys import CONFIG, DIRECTORY, MEDIA, NODE_ID, SERVICE, SOCKETS, STORE, TASKS, TOKENS
+from .keys import (
+    CONFIG,
+    DIRECTORY,
+    GUARDS,
+    MEDIA,
+    NODE_ID,
+    SERVICE,
+    SOCKETS,
+    STORE,
+    TASKS,
+    TOKENS,
+)
 from .media_bridge import MediaBridge, media_settings
 from .openapi import build_openapi
 from .recording import RecordingControl
 from .service import ReviewService
+from .socketcaps import Guards
 from .state import Outage, StoreUnavailable, open_store
 from .web_security import install as install_web_security
 from .webhooks import WEBHOOKS, Webhooks
@@ -79,6 +91,8 @@ async def _state_ctx(app: web.Application) -> AsyncIterator[None]:
     service.session_idle_end_s = config.session_idle_end_s
     app[SERVICE] = service
     api_audit.hook_events(app)  # replays and downloads mirrored into the audit trail
+    service.chat_max_chars = config.chat_max_chars
+    service.chat_per_minute = config.chat_per_minute_per_session
     log.info("state: %s", store.kind)
     yield
     await store.close()
@@ -212,6 +226,7 @@ def create_app(config: Config) -> web.Application:
     app[NODE_ID] = config.node_id or f"{socket.gethostname()}-{os.getpid()}"
     app[SOCKETS] = weakref.WeakSet()
     app.middlewares.insert(0, api_audit.audit_middleware)  # outermost: sees every answer
+    app[GUARDS] = Guards(config)  # socket caps and rate buckets (signaling/socketcaps.py)
     # Cleanup runs in reverse: timers are cancelled before the store they use closes.
     app.cleanup_ctx.append(api_audit.audit_ctx)  # first: every other context can record
     app.cleanup_ctx.append(_state_ctx)

@@ -14,6 +14,7 @@ from .config import Config
 from .directory import Directory
 from .media_bridge import MediaBridge
 from .service import ReviewService
+from .socketcaps import Guards
 from .state import Store
 
 CONFIG = web.AppKey("config", Config)
@@ -30,3 +31,5 @@ SOCKETS: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("socket
 AUDIT = web.AppKey("audit", AuditTrail)
 # The request's verified identity (set where the token is checked): the audit's actor.
 WHO = web.RequestKey("who", Identity)
+# Socket caps and the rate buckets that outlive one socket (signaling/socketcaps.py).
+GUARDS = web.AppKey("guards", Guards)

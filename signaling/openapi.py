@@ -20,6 +20,7 @@ _ERRORS = {
     "409": "Conflicting state (code: session_ended, invitation_closed)",
     "413": "Body larger than the limit (code: payload_too_large)",
     "422": "Well-formed but refers to what does not exist (unknown_department, not_a_reviewer)",
+    "429": "Too many attempts or messages (code: rate_limited; retry_after_ms, Retry-After)",
     "503": "Not available now (code: store_unavailable: the state store is down or its disk "
     "cannot be written, retry later; signing_unavailable; storage_unavailable)",
     "507": "The case file's disk is full (code: insufficient_storage)",

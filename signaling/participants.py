@@ -13,6 +13,7 @@ from . import policy
 from .auth import Identity
 from .core import OPEN, ServiceCore, _hash, _new_id, actor_of
 from .errors import BadRequest, Conflict, Forbidden, NotFound
+from .limits import RateLimited, window_retry, window_take
 from .models import Event, Participant
 from .state import StoreUnavailable
 
@@ -25,6 +26,14 @@ IDLE = "sessions:idle"
 
 def chat_log(session_id: str) -> str:
     return f"session:{session_id}:chat"
+
+
+def chat_rate(session_id: str) -> str:
+    """The session's chat counter (a fixed window shared by every node)."""
+    return f"session:{session_id}:chat_rate"
+
+
+CHAT_WINDOW_S = 60.0
 
 
 def chat_message(event: Event) -> dict[str, Any]:
@@ -45,6 +54,9 @@ class ParticipantsMixin(ServiceCore):
     # how long a session everyone left stays open (0: for ever). Set by the app.
     node_id: str = ""
     session_idle_end_s: float = 0.0
+    # Chat limits (settings chat_max_chars, chat_per_minute_per_session; app.py sets them).
+    chat_max_chars = 2000
+    chat_per_minute = 120
 
     # -- participants -----------------------------------------------------------------
     async def participants(self, session_id: str) -> list[Participant]:
@@ -272,7 +284,15 @@ class ParticipantsMixin(ServiceCore):
 
     # -- chat -------------------------------------------------------------------------
     async def chat(self, p: Participant, text: str) -> Event:
+        if len(text) > self.chat_max_chars:
+            raise BadRequest(
+                "chat_too_long",
+                f"a chat message may have at most {self.chat_max_chars} characters, "
+                f"this one has {len(text)}",
+                [{"field": "text", "problem": "too long", "max_chars": self.chat_max_chars}],
+            )
         session = await self.require_active(p.session_id)
+        await self._chat_rate(p.session_id)
         event = await self.record(
             session.case_id,
             "chat.message",
@@ -293,6 +313,26 @@ class ParticipantsMixin(ServiceCore):
         except StoreUnavailable as exc:
             log.warning("chat %s of %s filed, not copied: %s", event.seq, p.session_id, exc)
         return event
+
+    async def _chat_rate(self, session_id: str) -> None:
+        """Count one message against the session's cap for this minute (all senders, all
+        nodes: the counter is a store document changed atomically). Over the cap, nothing
+        is written anywhere and RateLimited says when the minute ends."""
+        now, cap, key = self.clock(), self.chat_per_minute, chat_rate(session_id)
+
+        def take(doc: dict[str, Any]) -> dict[str, Any] | None:
+            return window_take(doc, now, cap, CHAT_WINDOW_S)
+
+        doc, changed = await self.store.update(key, take)
+        if doc is None:  # the session's first message: make the counter, then count
+            await self.store.create(key, {"w": -1, "n": 0})
+            doc, changed = await self.store.update(key, take)
+        if not changed:
+            raise RateLimited(
+                f"this session's chat is at its cap of {cap} messages a minute "
+                "(chat_per_minute_per_session); the message was not sent",
+                window_retry(now, CHAT_WINDOW_S),
+            )
 
     async def session_chat(self, session_id: str, newest: int) -> list[Event]:
         """The session's ``newest`` chat messages, oldest first."""

@@ -67,7 +67,9 @@ class DeclineInvitation(_Msg):
 
 class Chat(_Msg):
     type: Literal["chat"]
-    text: str = Field(min_length=1, max_length=4000)
+    # The setting chat_max_chars governs (signaling/participants.py); this is only the
+    # largest value that setting may take.
+    text: str = Field(min_length=1, max_length=20_000)
 
 
 class PublishItem(BaseModel):
@@ -196,12 +198,32 @@ def parse(text: str, max_bytes: int) -> Any:
         ) from None
 
 
+def ref_of(text: str, max_bytes: int) -> str | None:
+    """The ``ref`` of a frame that will not be processed (refused by a rate limit), so
+    the client can match the refusal to its request; None when there is none to read."""
+    if len(text) > max_bytes:
+        return None
+    try:
+        raw = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        return None
+    ref = raw.get("ref") if isinstance(raw, dict) else None
+    return ref if isinstance(ref, str) and len(ref) <= 64 else None
+
+
 def error(
-    code: str, message: str, ref: str | None = None, details: list[dict[str, Any]] | None = None
+    code: str,
+    message: str,
+    ref: str | None = None,
+    details: list[dict[str, Any]] | None = None,
+    *,
+    retry_after_ms: int | None = None,
 ) -> dict[str, Any]:
     msg: dict[str, Any] = {"type": "error", "v": VERSION, "code": code, "message": message}
     if ref is not None:
         msg["ref"] = ref
     if details:
         msg["details"] = details
+    if retry_after_ms is not None:
+        msg["retry_after_ms"] = retry_after_ms  # rate_limited: when to try again
     return msg

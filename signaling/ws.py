@@ -16,10 +16,11 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from . import policy, protocol
+from . import policy, protocol, socketcaps
 from .auth import AuthError, Identity
 from .errors import ServiceError
-from .keys import CONFIG, MEDIA, NODE_ID, SERVICE, SOCKETS, TASKS, TOKENS, WHO
+from .keys import CONFIG, GUARDS, MEDIA, NODE_ID, SERVICE, SOCKETS, TASKS, TOKENS, WHO
+from .limits import RateLimited, TokenBucket, retry_ms
 from .models import Invitation, Participant, Session
 from .participants import chat_message
 from .recording import SUPERVISORS
@@ -32,6 +33,12 @@ OUTBOX_LIMIT = 512
 CLOSE_SUPERSEDED = 4409
 CLOSE_TOKEN_EXPIRED = 4401
 CLOSE_SLOW = 4429
+CLOSE_FLOOD = 4428  # kept sending far over its rate after being told (rate_limited)
+# Refusals a socket may collect, as a bucket of this many times ws_burst refilled at
+# ws_rate_per_s: a client that honours retry_after_ms never comes near it; one sending
+# at 20 times the rate empties it in about a second and a half.
+FLOOD_STRIKES = 10
+CLOSE_FLUSH_S = 1.0  # how long a closing socket waits for its queued messages to go out
 CHAT_HISTORY = 500  # the newest chat messages of the session that ``joined`` carries
 STORE_RETRY_S = 1.0  # how often a closed socket's slot retries the store during an outage
 
@@ -50,6 +57,12 @@ class Connection:
         self.held: list[dict[str, Any]] | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
         self.closing = False
+        self.guards = self.app[GUARDS]
+        now = self.guards.clock()
+        self.bucket = TokenBucket(self.config.ws_burst, self.config.ws_rate_per_s, stamp=now)
+        self.strikes = TokenBucket(
+            FLOOD_STRIKES * self.config.ws_burst, self.config.ws_rate_per_s, stamp=now
+        )
 
     # -- outgoing ---------------------------------------------------------------------
     def send(self, msg: dict[str, Any]) -> None:
@@ -64,7 +77,14 @@ class Connection:
     def close(self, code: int, reason: str) -> None:
         if not self.closing:
             self.closing = True
-            self.spawn(self.ws.close(code=code, message=reason.encode()))
+            self.spawn(self._close(code, reason))
+
+    async def _close(self, code: int, reason: str) -> None:
+        # What was queued before (the error that says why) goes out first, if it can soon:
+        # the writer may be busy while a flood is read.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.outbox.join(), CLOSE_FLUSH_S)
+        await self.ws.close(code=code, message=reason.encode())
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -74,12 +94,14 @@ class Connection:
     async def writer(self) -> None:
         while True:
             msg = await self.outbox.get()
-            if msg is None:
-                return
             try:
+                if msg is None:
+                    return
                 await self.ws.send_str(json.dumps(msg, ensure_ascii=False))
             except (ConnectionError, RuntimeError):
                 return
+            finally:
+                self.outbox.task_done()
 
     # -- bus handlers -----------------------------------------------------------------
     def on_inbox(self, msg: dict[str, Any]) -> None:
@@ -138,8 +160,53 @@ class Connection:
         for sub in subs:
             await sub.close()
 
+    def evict(self) -> None:
+        """This is its identity's oldest socket over max_sockets_per_identity."""
+        self.send(
+            protocol.error(
+                "too_many_sockets",
+                f"this identity opened more than {self.config.max_sockets_per_identity} "
+                "sockets on this node; the oldest is closed",
+            )
+        )
+        self.close(socketcaps.CLOSE_TOO_MANY_SOCKETS, "too_many_sockets")
+
     # -- incoming ---------------------------------------------------------------------
+    def throttled(self, text: str | None) -> bool:
+        """Spend one message of this socket's rate and of its identity's on this node.
+        Every frame counts, pings and invalid ones too: each costs a parse and a reply,
+        and a flood of cheap messages is still a flood (a page pings far below the rate).
+        Refused: the message is not processed and the answer says when to retry."""
+        if self.closing:
+            return True
+        now = self.guards.clock()
+        wait = self.bucket.take(now)
+        if wait is None:
+            wait = self.guards.identities.take(self.who.sub, now)
+            if wait is None:
+                return False
+        ref = protocol.ref_of(text, self.config.max_message_bytes) if text else None
+        if self.strikes.take(now) is not None:
+            self.send(
+                protocol.error("rate_limited", "still far over the message rate: closing", ref)
+            )
+            self.close(CLOSE_FLOOD, "rate_limited")
+            return True
+        self.send(
+            protocol.error(
+                "rate_limited",
+                f"too many messages (ws_rate_per_s={self.config.ws_rate_per_s:g} per socket, "
+                f"identity_rate_per_s={self.config.identity_rate_per_s:g} per identity); "
+                "this one was not processed",
+                ref,
+                retry_after_ms=retry_ms(wait),
+            )
+        )
+        return True
+
     async def handle(self, text: str) -> None:
+        if self.throttled(text):
+            return
         try:
             msg = protocol.parse(text, self.config.max_message_bytes)
         except protocol.ProtocolError as exc:
@@ -147,6 +214,10 @@ class Connection:
             return
         try:
             await getattr(self, "on_" + msg.type.replace(".", "_"))(msg)
+        except RateLimited as exc:
+            self.send(
+                protocol.error(exc.code, exc.message, msg.ref, retry_after_ms=exc.retry_after_ms)
+            )
         except ServiceError as exc:
             self.send(protocol.error(exc.code, exc.message, msg.ref, exc.details))
         except AuthError as exc:
@@ -405,6 +476,18 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     except AuthError as exc:
         return json_error(401, exc.code, exc.message)
     request[WHO] = who  # the audit trail's actor (and its auth.connect below)
+    slot = socketcaps.admit(request, who.sub)
+    if isinstance(slot, web.Response):
+        return slot  # 429 too_many_sockets: this client address holds its cap
+    try:
+        return await _serve(request, who, slot)
+    finally:
+        slot.release()  # counted from admission to here, whatever happened between
+
+
+async def _serve(
+    request: web.Request, who: Identity, slot: socketcaps.Slot
+) -> web.WebSocketResponse:
     config = request.app[CONFIG]
     # aiohttp drops a frame above max_msg_size by closing the socket (1009). Our own,
     # smaller limit answers with an error and keeps the socket; only absurd frames close.
@@ -416,6 +499,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     connected(request, who)  # a sign-in, in the audit trail
     conn = Connection(request, ws, who)
+    slot.attach(conn)  # the identity's oldest socket over its cap is closed
     sockets = request.app[SOCKETS]
     sockets.add(ws)
     writer = asyncio.create_task(conn.writer())
@@ -433,7 +517,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
             async for frame in ws:
                 if frame.type == WSMsgType.TEXT:
                     await conn.handle(frame.data)
-                elif frame.type == WSMsgType.BINARY:
+                elif frame.type == WSMsgType.BINARY and not conn.throttled(None):
                     conn.send(protocol.error("binary_not_supported", "send JSON text frames"))
                 elif frame.type == WSMsgType.ERROR:
                     break

@@ -327,8 +327,8 @@ async function endSession() {
 function stopped(code) {
   if (ctx.over) return;
   cleanup();
-  const key = code === "superseded" ? "error.superseded" : "error.token_expired";
-  const link = code === "superseded" ? homeLink() : loginLink();
+  const key = code === "token_expired" ? "error.token_expired" : `error.${code}`;
+  const link = code === "token_expired" ? loginLink() : homeLink();
   fatal(app, key, { testid: "page-error", link }).dataset.code = code;
 }
 

@@ -3,16 +3,22 @@
 import { currentToken, tokenExpired } from "/static/auth.js";
 
 export class SignalError extends Error {
-  constructor(code, message) {
+  constructor(code, message, retryAfterMs = null) {
     super(message || code);
     this.code = code;
+    this.retryAfterMs = retryAfterMs; // rate_limited: when the server would take it
   }
 }
 
 const PROTOCOL = "jointreview.v1";
 const BACKOFF_MS = [500, 1000, 2000, 4000, 8000, 10000];
-// Close codes after which reconnecting would not help.
-const FINAL = { 4401: "token_expired", 4409: "superseded" };
+// Close codes after which reconnecting would not help. too_many_sockets: this identity
+// opened more sockets elsewhere (other tabs); reconnecting would close one of those.
+const FINAL = { 4401: "token_expired", 4409: "superseded", 4408: "too_many_sockets" };
+// A request refused with rate_limited was not processed: retried by itself when the
+// server says it will take it soon; otherwise the caller shows the error.
+const RATE_RETRIES = 2;
+const RATE_RETRY_MAX_MS = 3000;
 
 export class Signal {
   constructor() {
@@ -122,12 +128,12 @@ export class Signal {
     if (msg.ref && this.waiters.has(msg.ref)) {
       const w = this.waiters.get(msg.ref);
       this.waiters.delete(msg.ref);
-      if (msg.type === "error") w.reject(new SignalError(msg.code, msg.message));
+      if (msg.type === "error") w.reject(new SignalError(msg.code, msg.message, msg.retry_after_ms ?? null));
       else w.resolve(msg);
       return;
     }
     if (msg.type === "error") {
-      if (msg.code === "superseded" || msg.code === "token_expired") this.finalCode = msg.code;
+      if (["superseded", "token_expired", "too_many_sockets"].includes(msg.code)) this.finalCode = msg.code;
       this.emit("error", msg);
       return;
     }
@@ -142,7 +148,20 @@ export class Signal {
   }
 
   // Send and wait for the direct reply (matched by ref). Rejects with SignalError.
-  request(msg, timeoutMs = 15000) {
+  async request(msg, timeoutMs = 15000) {
+    for (let tries = 0; ; tries++) {
+      try {
+        return await this.requestOnce(msg, timeoutMs);
+      } catch (err) {
+        const wait = err.code === "rate_limited" ? err.retryAfterMs : null;
+        if (wait === null || wait > RATE_RETRY_MAX_MS || tries >= RATE_RETRIES) throw err;
+        console.warn(`${msg.type}: rate limited, retrying in ${wait} ms`);
+        await new Promise((r) => setTimeout(r, wait));
+      }
+    }
+  }
+
+  requestOnce(msg, timeoutMs) {
     const ref = `r${++this.refs}`;
     return new Promise((resolve, reject) => {
       if (!this.send({ ...msg, ref })) {
