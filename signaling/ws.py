@@ -469,7 +469,6 @@ class Connection:
 
 async def websocket_handler(request: web.Request) -> web.StreamResponse:
     from .api import json_error
-    from .api_audit import connected
 
     try:
         who = request.app[TOKENS].verify(ws_token(request))
@@ -488,6 +487,8 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
 async def _serve(
     request: web.Request, who: Identity, slot: socketcaps.Slot
 ) -> web.WebSocketResponse:
+    from .api_audit import connected
+
     config = request.app[CONFIG]
     # aiohttp drops a frame above max_msg_size by closing the socket (1009). Our own,
     # smaller limit answers with an error and keeps the socket; only absurd frames close.
