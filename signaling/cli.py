@@ -107,9 +107,6 @@ def _serve(args: argparse.Namespace) -> int:
     from .app import create_app
     from .datadir import DataDirBusy
 
-    # Everything the server writes (journal, secrets, case files) is its own: no other
-    # local user reads a grant key or a recording.
-    os.umask(0o077)
     config = _load(args, {"host": args.host, "port": args.port})
     logging.basicConfig(
         level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -279,6 +276,9 @@ async def _store_events(config: Config, case_id: str) -> list[dict[str, Any]] | 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # What any command writes (the server's state and case files, an operator's export
+    # into the archive, the audit trail) is the service's alone.
+    os.umask(0o077)
     try:
         if args.command == "serve":
             return _serve(args)
