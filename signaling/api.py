@@ -295,8 +295,12 @@ async def directory(ctx: Ctx) -> Any:
     body=CreateSessionBody,
     response=CreatedSession,
     status=201,
+    errors=("507",),
 )
 async def create_session(ctx: Ctx) -> Any:
+    recording = ctx.request.app[MEDIA].recording
+    if recording is not None and recording.policy == "always" and ctx.identity.role in STAFF:
+        await recording.check_room()  # recorded from its first media: the disk must hold it
     session = await ctx.service.create_session(ctx.identity, ctx.path("case_id"), ctx.body)
     return CreatedSession(
         session_id=session.session_id,

@@ -118,6 +118,7 @@ async def _media_ctx(app: web.Application) -> AsyncIterator[None]:
     # A node without media records nothing (and says so); it still seals case files.
     policy = config.recording_policy if config.media_enabled else "off"
     recording = RecordingControl(app[SERVICE], policy)
+    recording.min_free_bytes = config.disk_min_free_bytes
     bridge = MediaBridge(
         app[STORE],
         app[NODE_ID],

@@ -18,14 +18,10 @@ from typing import Any
 from . import policy
 from .auth import Identity
 from .core import ServiceCore, _new_id, actor_of
-from .errors import BadRequest, NotFound, ServiceError, Unavailable
+from .errors import BadRequest, InsufficientStorage, NotFound, ServiceError, Unavailable
 from .models import Opinion, OpinionBody, Snapshot
 
 log = logging.getLogger(__name__)
-
-
-class InsufficientStorage(ServiceError):
-    status = 507
 
 
 IMAGE_TYPES = {

@@ -47,3 +47,7 @@ class Unprocessable(ServiceError):
 
 class Unavailable(ServiceError):
     status = 503
+
+
+class InsufficientStorage(ServiceError):
+    status = 507

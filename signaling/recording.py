@@ -25,7 +25,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from media_server import journal
@@ -34,7 +36,7 @@ from recording import archive
 from . import policy
 from .auth import Identity
 from .core import UNSEALED, ServiceCore, actor_of
-from .errors import Conflict, Forbidden, ServiceError
+from .errors import Conflict, Forbidden, InsufficientStorage, ServiceError
 from .models import Actor, Event
 from .state import Outage, StoreUnavailable
 
@@ -45,6 +47,17 @@ SEALING_CLAIM_S = 600.0  # one sealer per session; a sealer that died is replace
 SWEEP_EVERY_S = 5.0
 # The sweeper leaves a session this long to the nodes that seal it normally.
 SWEEP_GRACE_S = 10.0
+
+
+def _free_bytes(path: Path) -> int | None:
+    """Free space where the case files go (the nearest existing folder), or None."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
 
 
 class RecordingControl:
@@ -58,6 +71,23 @@ class RecordingControl:
         self.after_seal: list[Callable[[str, str, dict[str, Any]], Awaitable[None]]] = []
         self.node_id = "?"
         self._sweeper: asyncio.Task[None] | None = None
+        # Below this much free space in the archive no recording starts (a full disk
+        # would silently end it halfway); set by the app from disk_min_free_bytes.
+        self.min_free_bytes = 0
+
+    async def check_room(self) -> None:
+        """Refuse to start a recording the archive's disk has no room for (507)."""
+        if self.policy == "off" or self.min_free_bytes <= 0:
+            return
+        free = await asyncio.to_thread(_free_bytes, self.archive_dir)
+        if free is not None and free < self.min_free_bytes:
+            log.error("recording refused: %d bytes free in %s", free, self.archive_dir)
+            raise InsufficientStorage(
+                "insufficient_storage",
+                f"the case file's disk has {free // (1024 * 1024)} MiB free, below "
+                f"disk_min_free_bytes ({self.min_free_bytes // (1024 * 1024)} MiB): a "
+                "recorded joint review cannot start; ask the operator to free space",
+            )
 
     # -- lifecycle (MediaBridge.start / close) ------------------------------------------
     def start(self, node_id: str) -> None:
@@ -133,6 +163,8 @@ class RecordingControl:
                     "recording_required", "joint reviews are always recorded here; it can't stop"
                 )
             return True
+        if active:
+            await self.check_room()
         await self._set(session_id, session.case_id, active, actor_of(who), "clerk")
         return active
 

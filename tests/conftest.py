@@ -101,6 +101,9 @@ def make_config(tmp_path: Path, **overrides: Any) -> Config:
         "jwt_secret": SECRET,
         "port": 0,
         "heartbeat_s": 5.0,
+        # The suite must run on a machine with little free disk: the default (512 MiB)
+        # would turn healthz and recorded sessions away there (tests of it set their own).
+        "disk_min_free_bytes": 16 * 1024 * 1024,
     }
     values.update(overrides)
     return Config(**values)
@@ -166,7 +169,13 @@ class ServerProcess:
         self.port = free_port()
         self.data_dir = data_dir
         self.redis_url = redis_url
-        self.env = {**os.environ, "JR_JWT_SECRET": SECRET, "JR_LOG_LEVEL": "warning", **(env or {})}
+        self.env = {
+            **os.environ,
+            "JR_JWT_SECRET": SECRET,
+            "JR_LOG_LEVEL": "warning",
+            "JR_DISK_MIN_FREE_BYTES": str(16 * 1024 * 1024),  # as make_config, for small disks
+            **(env or {}),
+        }
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = data_dir.parent / f"server-{self.port}.log"
 
