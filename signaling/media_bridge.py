@@ -215,6 +215,11 @@ class MediaBridge:
             reply["result"] = await self._local(str(msg.get("op")), dict(msg.get("args", {})))
         except ServiceError as exc:
             reply["error"] = {"code": exc.code, "message": exc.message}
+        except Exception:
+            # Answer anyway: an unanswered request would stall the asker until its timeout
+            # and then blame an unreachable node.
+            log.exception("media operation %r failed", msg.get("op"))
+            reply["error"] = {"code": "internal_error", "message": "the media node failed"}
         await self.store.publish(f"reply:{msg.get('reply_to')}", reply)
 
     async def _local(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
