@@ -19,6 +19,8 @@ _ERRORS = {
     "404": "Unknown case, session or invitation",
     "409": "Conflicting state (code: session_ended, invitation_closed)",
     "413": "Body larger than the limit (code: payload_too_large)",
+    "415": "Body of a type the route does not take: JSON routes need application/json"
+    " (code: unsupported_media_type)",
     "422": "Well-formed but refers to what does not exist (unknown_department, not_a_reviewer)",
     "503": "Not available on this server (signing_unavailable) or state store down",
 }
@@ -89,7 +91,8 @@ def build_openapi() -> dict[str, Any]:
         if any("id}" in p["name"] + "}" for p in params if p["in"] == "path"):
             codes += ["404", "409"]
         if r.body is not None:
-            codes.append("413")
+            codes += ["413", "415"]
+        codes += [c for c in r.errors if c not in codes]  # what the route declares beyond
         for code in codes:
             op["responses"][code] = {"description": _ERRORS[code], **error}
         paths.setdefault(r.path, {})[r.method.lower()] = op

@@ -231,3 +231,14 @@ async def test_frames_that_broke_the_socket(
     reply = await ws.receive_json(timeout=5)
     assert (reply["type"], reply.get("ref")) == ("pong", "after")
     await ws.close()
+
+
+async def test_the_openapi_document_names_the_415(client: tuple[Client, Tokens]) -> None:
+    c, _ = client
+    doc = await (await c.get("/api/openapi.json")).json()
+    for r in ROUTES:
+        responses = doc["paths"][r.path][r.method.lower()]["responses"]
+        if r.body is not None or r.upload:
+            assert "unsupported_media_type" in responses["415"]["description"], r.path
+        for status in r.errors:
+            assert status in responses, (r.path, status)
