@@ -488,4 +488,11 @@ class Peer:
         self.closed = True
         for sub in self.subscriptions.values():
             self.drop_subscription(sub)
-        await self.pc.close()
+        try:
+            await self.pc.close()
+        except AIORTC_PARSE_ERRORS:
+            # aiortc's close() trips over a transceiver that a refused offer half-made
+            # (a receiver without a transport): the connection is gone all the same.
+            log.warning(
+                "closing the media connection of %s failed", self.participant_id, exc_info=True
+            )

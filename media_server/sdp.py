@@ -18,7 +18,15 @@ MEDIA_KINDS = ("audio", "video", "application")
 CANDIDATE_TYPES = ("host", "srflx", "prflx", "relay")
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 # fmtp parameters aiortc reads as integers
-FMTP_INT_PARAMETERS = ("apt", "max-fr", "max-fs", "maxplaybackrate", "minptime", "stereo")
+FMTP_INT_PARAMETERS = (
+    "apt",
+    "max-fr",
+    "max-fs",
+    "maxplaybackrate",
+    "minptime",
+    "stereo",
+    "packetization-mode",  # int() when H.264 offers are matched
+)
 _U32 = 2**32 - 1
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`{|}~0-9A-Za-z]+")
@@ -50,6 +58,8 @@ class _Section:
         self.mids: list[str] = []
         self.candidates = 0
         self.fmtp: list[tuple[int, str]] = []  # checked once every rtpmap is known
+        self.attrs: set[str] = set()  # the a= attribute names seen
+        self.bundles: list[list[str]] = []  # a=group:BUNDLE mids (session level)
 
 
 def check_offer(sdp: str) -> None:
@@ -77,6 +87,8 @@ def check_offer(sdp: str) -> None:
                     raise SdpError(f"more than {MAX_MEDIA_SECTIONS} media sections")
                 continue
             attr, value = _line(line, number)
+            if attr is not None:
+                current.attrs.add(attr)
             if attr == "fingerprint":
                 fingerprints.append(_fingerprint(value))
             elif attr == "ice-ufrag":
@@ -97,7 +109,7 @@ def check_offer(sdp: str) -> None:
         raise SdpError(f"SDP has no DTLS fingerprint of {', '.join(DTLS_CHECKED)}")
     if not ufrags or not pwds:
         raise SdpError("SDP has no ICE credentials")
-    _sections(sections)
+    _sections(session, sections)
 
 
 def _line(line: str, number: int) -> tuple[str | None, str]:
@@ -161,6 +173,7 @@ _VALUED = {
     "ice-ufrag",
     "max-message-size",
     "mid",
+    "msid-semantic",
     "rtcp",
     "rtcp-fb",
     "rtpmap",
@@ -241,10 +254,18 @@ def _attribute(section: _Section, attr: str, value: str) -> None:
         for ssrc in parts[1:]:
             _uint(ssrc, "ssrc-group ssrc", 0, _U32)
     elif attr == "rtcp":
-        port, _, address = value.partition(" ")
+        port, sep, address = value.partition(" ")
         _uint(port, "rtcp port", 0, 65535)
-        if address:
+        if sep:
             _connection(address)
+    elif attr == "msid":
+        parts = value.split(" ")
+        if not 1 <= len(parts) <= 2 or not all(parts):
+            raise SdpError("a=msid must be '<stream id> [<track id>]', one space apart")
+    elif attr == "group":
+        parts = value.split()
+        if parts and parts[0] == "BUNDLE":
+            section.bundles.append(parts[1:])
     elif attr in ("sctp-port", "max-message-size"):
         _uint(value, attr, 0, _U32)
     elif attr == "sctpmap":
@@ -288,11 +309,30 @@ def _candidate(value: str) -> None:
             _uint(val, "candidate rport", 0, 65535)
 
 
-def _sections(sections: list[_Section]) -> None:
-    """Rules across lines: one unique mid per m-line, fmtp after its rtpmap."""
+# Needed in every media section, given there or at the session level (aiortc's parser
+# copies the session's values into each section and fails later on one without them).
+_INHERITED = {
+    "ice-ufrag": "ICE credentials (a=ice-ufrag)",
+    "ice-pwd": "ICE credentials (a=ice-pwd)",
+    "fingerprint": "a DTLS fingerprint",
+    "setup": "a DTLS role (a=setup)",
+}
+
+
+def _sections(session: _Section, sections: list[_Section]) -> None:
+    """Rules across lines: what each section needs, one unique mid per m-line, fmtp
+    after its rtpmap, BUNDLE groups naming sections that exist."""
     seen: set[str] = set()
     for index, section in enumerate(sections):
         where = f"media section {index + 1}"
+        for attr, what in _INHERITED.items():
+            if attr not in section.attrs and attr not in session.attrs:
+                raise SdpError(f"{where} has no {what}")
+        if section.kind in ("audio", "video"):
+            if "rtcp-mux" not in section.attrs:
+                raise SdpError(f"{where} has no a=rtcp-mux (RTP and RTCP share one port)")
+            if not section.attrs & set(DIRECTIONS):
+                raise SdpError(f"{where} has no direction ({', '.join(DIRECTIONS)})")
         if len(section.mids) != 1:
             raise SdpError(f"{where} needs exactly one a=mid (it has {len(section.mids)})")
         mid = section.mids[0]
@@ -303,11 +343,15 @@ def _sections(sections: list[_Section]) -> None:
             if pt not in section.rtpmap:
                 raise SdpError(f"{where}: fmtp for payload type {pt} that has no rtpmap")
             for param in params.split(";"):
-                key, sep, val = param.strip().partition("=")
-                if sep and key in FMTP_INT_PARAMETERS:
+                key, _, val = param.strip().partition("=")
+                if key in FMTP_INT_PARAMETERS:
                     _uint(val, f"{where}: fmtp {key}", 0, _U32)
-                if sep and key == "profile-level-id" and not re.fullmatch(r"[0-9A-Fa-f]{6}", val):
+                if key == "profile-level-id" and not re.fullmatch(r"[0-9A-Fa-f]{6}", val):
                     raise SdpError(f"{where}: profile-level-id must be 6 hex digits")
+    for group in session.bundles:
+        for mid in group:
+            if mid not in seen:
+                raise SdpError(f"a=group:BUNDLE names mid {mid[:40]!r}, which no m-line has")
 
 
 def media_kinds(sdp: str) -> dict[str, str]:

@@ -178,13 +178,21 @@ def _has_lone_surrogate(value: Any) -> bool:
     return False
 
 
+LONE_SURROGATE = "a string holds a lone UTF-16 surrogate escape (\\ud800-\\udfff)"
+
+
+def lone_surrogate(text: str, value: Any) -> bool:
+    """Whether ``value`` (decoded from ``text``) holds a string that is not valid UTF-8."""
+    return bool(_ESCAPED_SURROGATE.search(text)) and _has_lone_surrogate(value)
+
+
 def loads(text: str) -> Any:
     """Strict JSON: NaN/Infinity and lone surrogates (\\ud800) refused. Every failure is
     a ValueError (a number past Python's 4300-digit limit raises a plain ValueError, not
     a JSONDecodeError) or a RecursionError (nesting too deep)."""
     value = json.loads(text, parse_constant=_no_constant)
-    if _ESCAPED_SURROGATE.search(text) and _has_lone_surrogate(value):
-        raise ValueError("a string holds a lone UTF-16 surrogate escape (\\ud800-\\udfff)")
+    if lone_surrogate(text, value):
+        raise ValueError(LONE_SURROGATE)
     return value
 
 
@@ -196,14 +204,18 @@ def parse(text: str, max_bytes: int) -> Any:
             "message_too_large", f"a message may be at most {max_bytes} bytes, this one is {size}"
         )
     try:
-        raw = loads(text)
+        raw = json.loads(text, parse_constant=_no_constant)
     except (ValueError, RecursionError) as exc:
         raise ProtocolError("bad_json", f"not valid JSON: {exc}") from None
     if not isinstance(raw, dict):
         raise ProtocolError("not_an_object", "a message must be a JSON object")
     ref = raw.get("ref") if isinstance(raw.get("ref"), str) else None
-    if ref is not None and len(ref) > 64:
-        ref = None  # not echoed: a reply stays small whatever the request carried
+    if ref is not None and (len(ref) > 64 or _has_lone_surrogate(ref)):
+        ref = None  # not echoed: a reply stays small and encodable whatever came in
+    if lone_surrogate(text, raw):
+        # Valid JSON syntax, but echoing such a string would fail to encode and kill the
+        # socket; pydantic refuses them too, this catches them in keys and extra fields.
+        raise ProtocolError("invalid_message", LONE_SURROGATE, ref)
     kind = raw.get("type")
     if not isinstance(kind, str):
         raise ProtocolError("missing_type", "a message needs a string field 'type'", ref)

@@ -208,10 +208,15 @@ FRAMES = [
         '{"type": "ping", "ref": "a", "x": ' + "9" * 5000 + "}", "bad_json", id="huge-int"
     ),
     pytest.param('{"type": "ping", "ref": "a", "x": NaN}', "bad_json", id="nan"),
-    pytest.param('{"type": "ping", "ref": "\\ud800"}', "bad_json", id="surrogate-ref"),
-    pytest.param('{"type": "\\udc00"}', "bad_json", id="surrogate-type"),
-    pytest.param('{"type": "chat", "text": "\\ud800"}', "bad_json", id="surrogate-text"),
-    pytest.param('{"\\ud800": 1, "type": "ping"}', "bad_json", id="surrogate-key"),
+    pytest.param('{"type": "ping", "ref": "\\ud800"}', "invalid_message", id="surrogate-ref"),
+    pytest.param('{"type": "\\udc00"}', "invalid_message", id="surrogate-type"),
+    pytest.param('{"type": "chat", "text": "\\ud800"}', "invalid_message", id="surrogate-text"),
+    pytest.param('{"\\ud800": 1, "type": "ping"}', "invalid_message", id="surrogate-key"),
+    pytest.param(
+        '{"type": "chat", "ref": "r1", "text": "x\\udfffy"}',
+        "invalid_message",
+        id="surrogate-ref-kept",
+    ),
     pytest.param('{"type": "ping", "ref": "' + "r" * 5000 + '"}', "invalid_message", id="long-ref"),
 ]
 
@@ -227,6 +232,8 @@ async def test_frames_that_broke_the_socket(
     reply = await ws.receive_json(timeout=5)
     assert (reply["type"], reply["code"]) == ("error", code)
     assert "ref" not in reply or len(reply["ref"]) <= 64
+    if '"ref": "r1"' in frame:
+        assert reply["ref"] == "r1"  # the client can tell which request failed
     await ws.send_str('{"type": "ping", "ref": "after"}')
     reply = await ws.receive_json(timeout=5)
     assert (reply["type"], reply.get("ref")) == ("pong", "after")

@@ -84,7 +84,7 @@ BAD: dict[str, tuple[Callable[[str], str], str, str]] = {
     "garbage port": (sub(r"^m=video \d+", "m=video abc"), "bad_sdp", "port"),
     "port out of range": (sub(r"^m=video \d+", "m=video 99999"), "bad_sdp", "port"),
     "control character": (sub(r"^a=mid:0", "a=mid:0\x00\x07"), "bad_sdp", "control"),
-    "lone surrogate": (sub(r"^s=-", "s=\ud800"), "invalid_message", "string"),
+    "lone surrogate": (sub(r"^s=-", "s=\ud800"), "invalid_message", "surrogate"),
     "very long line": (sub(r"^s=-", "s=" + "x" * 20_000), "bad_sdp", "line"),
     "duplicate mid": (duplicate_video, "bad_sdp", "mid"),
     "no ice-ufrag": (drop("a=ice-ufrag:"), "bad_sdp", "ICE"),

@@ -38,6 +38,7 @@ BROWSER_OFFER = "\r\n".join(
         "a=setup:actpass",
         "a=mid:0",
         "a=sendrecv",
+        "a=rtcp-mux",
         "a=rtpmap:111 opus/48000/2",
         "m=video 9 UDP/TLS/RTP/SAVPF 96",
         "c=IN IP4 0.0.0.0",
@@ -46,7 +47,10 @@ BROWSER_OFFER = "\r\n".join(
         "a=ice-ufrag:Ab3d",
         "a=ice-pwd:0123456789abcdefghijklmn",
         "a=fingerprint:sha-256 " + ":".join(["AB"] * 32),
+        "a=setup:actpass",
         "a=mid:1",
+        "a=recvonly",
+        "a=rtcp-mux",
         "a=rtpmap:96 VP8/90000",
         "",
     ]
@@ -279,6 +283,26 @@ MALFORMED = [
     ),
     pytest.param(
         line_swapped("a=sendrecv", "a=sendrecv\r\na=fingerprint"), "needs a value", id="no-value"
+    ),
+    pytest.param(line_swapped("a=rtcp-mux\r\n", ""), "a=rtcp-mux", id="no-rtcp-mux"),
+    pytest.param(
+        line_swapped(
+            "a=rtpmap:96 VP8/90000", "a=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode"
+        ),
+        "packetization-mode",
+        id="fmtp-no-value",
+    ),
+    pytest.param(
+        line_swapped("a=msid-semantic: WMS", "a=msid-semantic"), "needs a value", id="msid-semantic"
+    ),
+    pytest.param(line_swapped("a=sendrecv", "a=sendrecv\r\na=msid:stream "), "a=msid", id="msid"),
+    pytest.param(line_swapped("a=sendrecv\r\n", ""), "no direction", id="no-direction"),
+    pytest.param(BROWSER_OFFER.replace("a=setup:actpass\r\n", ""), "DTLS role", id="no-setup"),
+    pytest.param(
+        line_swapped("a=rtcp:9 IN IP4 0.0.0.0", "a=rtcp:9 "), "c= must be", id="rtcp-no-address"
+    ),
+    pytest.param(
+        line_swapped("a=group:BUNDLE 0 1", "a=group:BUNDLE 0 1 2"), "BUNDLE", id="bundle-mid"
     ),
     pytest.param(
         line_swapped(
