@@ -58,6 +58,17 @@ log = logging.getLogger(__name__)
 
 SOURCES = {"microphone": "audio", "camera": "video", "document": "video", "screen": "video"}
 # A gap in a publisher's sequence: NACK it this soon (a reordered packet may still come)
+# What aiortc's SDP parser and answer raise on input it cannot use (its parser indexes,
+# int()s and asserts; a StopIteration inside a coroutine surfaces as RuntimeError).
+AIORTC_PARSE_ERRORS = (
+    ValueError,
+    AssertionError,
+    KeyError,
+    IndexError,
+    AttributeError,
+    TypeError,
+    RuntimeError,
+)
 NACK_DELAY = 0.02
 
 
@@ -173,8 +184,10 @@ class Peer:
                 await self.pc.setRemoteDescription(
                     RTCSessionDescription(sdp=sdp.drop_mdns_candidates(offer), type="offer")
                 )
-            except (ValueError, AssertionError) as exc:
-                raise MediaError("bad_sdp", f"the offer is not usable SDP: {exc}") from None
+            except AIORTC_PARSE_ERRORS as exc:
+                # A backstop: sdp.check_offer refuses what we know aiortc chokes on.
+                log.warning("aiortc refused an offer that passed check_offer: %r", exc)
+                raise MediaError("bad_sdp", f"the offer is not usable SDP: {exc!r}") from None
             self.remote_ufrag = sdp.ice_ufrag(offer)
             by_mid = {t.mid: t for t in self.pc.getTransceivers() if t.mid is not None}
             for mid in list(publish) + list(subscribe):
@@ -187,8 +200,12 @@ class Peer:
                     self._subscribe(transceiver, subscribe[mid])
                 else:
                     self._deactivate(transceiver)
-            answer = await self.pc.createAnswer()
-            await self.pc.setLocalDescription(answer)
+            try:
+                answer = await self.pc.createAnswer()
+                await self.pc.setLocalDescription(answer)
+            except AIORTC_PARSE_ERRORS as exc:
+                log.warning("aiortc cannot answer an offer that passed check_offer: %r", exc)
+                raise MediaError("bad_sdp", f"the offer cannot be answered: {exc!r}") from None
             self.generation += 1
             dtls = adapter.dtls_transport(self.pc)
             if dtls is not None and self.egress is None and not self.transcoding:
@@ -471,4 +488,11 @@ class Peer:
         self.closed = True
         for sub in self.subscriptions.values():
             self.drop_subscription(sub)
-        await self.pc.close()
+        try:
+            await self.pc.close()
+        except AIORTC_PARSE_ERRORS:
+            # aiortc's close() trips over a transceiver that a refused offer half-made
+            # (a receiver without a transport): the connection is gone all the same.
+            log.warning(
+                "closing the media connection of %s failed", self.participant_id, exc_info=True
+            )

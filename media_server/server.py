@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import aiortc_adapter
+from . import sdp as sdp_check
 from .errors import MediaError
 from .peer import SOURCES
 from .recorder import Recorder
@@ -115,9 +116,21 @@ class MediaServer:
                     "bad_source", f"unknown source {source!r}; use {', '.join(SOURCES)}"
                 )
         sub = _mapping(subscribe, "track_id", "subscribe")
+        # A malformed offer is refused before it opens a room, replaces a live
+        # connection (a new ICE ufrag does) or reaches aiortc's parser.
+        try:
+            sdp_check.check_offer(sdp)
+        except ValueError as exc:
+            raise MediaError("bad_sdp", f"the offer is not usable SDP: {exc}") from None
         room = self.room(session_id)
+        known = room.peers.get(participant_id)
         peer = await room.peer_for(participant_id, owner, sdp)
-        answer = await peer.negotiate(sdp, pub, sub)
+        try:
+            answer = await peer.negotiate(sdp, pub, sub)
+        except MediaError:
+            if peer is not known and room.peers.get(participant_id) is peer:
+                await room.remove(participant_id)  # no half-made connection stays behind
+            raise
         return {"sdp": answer, "tracks": room.describe()}
 
     def ready(self, session_id: str, participant_id: str) -> None:

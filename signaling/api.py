@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -19,10 +20,17 @@ import segno
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from . import __version__, health, paging
+from . import __version__, health, paging, protocol
 from .auth import ROLES, AuthError, Identity
 from .config import is_loopback
-from .errors import BadRequest, Forbidden, NotFound, ServiceError, Unavailable
+from .errors import (
+    BadRequest,
+    Forbidden,
+    NotFound,
+    ServiceError,
+    Unavailable,
+    UnsupportedMediaType,
+)
 from .keys import CONFIG, DIRECTORY, MEDIA, NODE_ID, SERVICE, STORE, TOKENS, WHO
 from .models import (
     CASE_ID_PATTERN,
@@ -164,13 +172,48 @@ def store_unavailable(exc: StoreUnavailable) -> web.Response:
     return response
 
 
+# A JSON body must say so: "text/plain" and form types are what a foreign page may send
+# cross-origin without a preflight. The +json suffix (RFC 6839) is JSON as well.
+_JSON_TYPE = re.compile(r"application/(?:[\w.+-]+\+)?json")
+
+
+def _check_json_type(request: web.Request) -> None:
+    header = request.headers.get("Content-Type")
+    if header is None:
+        raise UnsupportedMediaType(
+            "unsupported_media_type", "a request body needs Content-Type: application/json"
+        )
+    mime, _, params = header.partition(";")
+    if not _JSON_TYPE.fullmatch(mime.strip().lower()):
+        raise UnsupportedMediaType(
+            "unsupported_media_type",
+            f"the body must be application/json, not {mime.strip()[:60]!r}",
+        )
+    for param in params.split(";"):
+        key, _, value = param.partition("=")
+        if key.strip().lower() == "charset" and value.strip().strip('"').lower() not in (
+            "utf-8",
+            "utf8",
+        ):
+            raise UnsupportedMediaType(
+                "unsupported_media_type", "JSON bodies are UTF-8 (RFC 8259): charset=utf-8"
+            )
+
+
 async def _read_body(request: web.Request, model: type[BaseModel]) -> BaseModel:
     raw = await request.read()
-    try:
-        data = json.loads(raw) if raw.strip() else {}
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-        # RecursionError: nesting too deep for the decoder ("[[[[..."), not a server fault.
-        raise BadRequest("bad_json", f"the body is not valid JSON: {exc}") from None
+    if not raw.strip():
+        # No body (or only whitespace) is an empty object whatever it is labelled: clients
+        # POST without one where every field is optional (fetch without body, curl -X POST).
+        data: Any = {}
+    else:
+        _check_json_type(request)
+        try:
+            data = protocol.loads(raw.decode("utf-8"))  # RFC 8259: UTF-8, no sniffing
+        except (ValueError, RecursionError) as exc:
+            # ValueError: not JSON, not UTF-8, NaN, a 5000-digit number, a lone surrogate;
+            # RecursionError: nesting too deep for the decoder ("[[[[..."). Not our fault.
+            raise BadRequest("bad_json", f"the body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise BadRequest("invalid_body", "the body must be a JSON object")
     try:
@@ -352,6 +395,8 @@ async def list_sessions(ctx: Ctx) -> Any:
         until = float(q["until"]) if "until" in q else None
     except ValueError:
         raise BadRequest("invalid_query", "since/until are numbers, limit an integer") from None
+    if not all(math.isfinite(t) for t in (since, until) if t is not None):
+        raise BadRequest("invalid_query", "since/until are finite numbers (not nan or inf)")
     limit, cursor = page(ctx)
     sessions, next_cursor = await ctx.service.list_sessions(
         ctx.identity, since, until, limit, cursor

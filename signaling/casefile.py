@@ -10,25 +10,79 @@ from __future__ import annotations
 import asyncio
 import errno
 import hashlib
+import io
 import logging
 import os
+import struct
 from pathlib import Path
 from typing import Any
+
+from PIL import Image
 
 from . import policy
 from .auth import Identity
 from .core import ServiceCore, _new_id, actor_of
-from .errors import BadRequest, InsufficientStorage, NotFound, ServiceError, Unavailable
+from .errors import (
+    BadRequest,
+    InsufficientStorage,
+    NotFound,
+    ServiceError,
+    Unavailable,
+    UnsupportedMediaType,
+)
 from .models import Opinion, OpinionBody, Snapshot
 
 log = logging.getLogger(__name__)
 
 
 IMAGE_TYPES = {
-    "image/jpeg": (b"\xff\xd8\xff", "jpg"),
-    "image/png": (b"\x89PNG\r\n\x1a\n", "png"),
-    "image/webp": (b"RIFF", "webp"),
+    "image/jpeg": ("JPEG", "jpg"),
+    "image/png": ("PNG", "png"),
+    "image/webp": ("WEBP", "webp"),
 }
+# A still is a photo of a document: a phone camera gives 12 MP. The bounds keep one
+# upload's decoded size (width × height × 4 bytes) near 128 MB at worst.
+STILL_MAX_SIDE = 8192
+STILL_MAX_PIXELS = 32 * 1024 * 1024
+# Pillow refuses (DecompressionBombError) an image of more than twice this many pixels
+# before decoding anything; process-wide, which suits every image this server opens.
+Image.MAX_IMAGE_PIXELS = STILL_MAX_PIXELS
+
+
+def check_image(content_type: str, data: bytes) -> tuple[int, int]:
+    """(width, height) of a still that really is an image of its declared type, whole
+    and within the bounds; BadRequest("invalid_image") otherwise. Blocking (decodes)."""
+    expected, _ = IMAGE_TYPES[content_type]
+    formats = [fmt for fmt, _ in IMAGE_TYPES.values()]
+    try:
+        with Image.open(io.BytesIO(data), formats=formats) as im:
+            found, (width, height) = im.format, im.size
+            if found != expected:
+                raise BadRequest(
+                    "invalid_image", f"the body is a {found} image, not {content_type}"
+                )
+            if max(width, height) > STILL_MAX_SIDE or width * height > STILL_MAX_PIXELS:
+                raise BadRequest(
+                    "invalid_image",
+                    f"a still may be at most {STILL_MAX_SIDE} pixels a side and "
+                    f"{STILL_MAX_PIXELS} pixels in all, this one is {width}×{height}",
+                )
+            im.verify()  # structure and checksums (PNG CRCs), without decoding
+        with Image.open(io.BytesIO(data), formats=[expected]) as im:
+            im.load()  # every pixel decodes: a truncated or corrupt body fails here
+    except BadRequest:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise BadRequest(
+            "invalid_image", f"a still may be at most {STILL_MAX_PIXELS} pixels in all"
+        ) from None
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as exc:
+        # What Pillow raises on bodies it cannot read (UnidentifiedImageError is an
+        # OSError; a truncated stream is OSError or SyntaxError depending on format).
+        raise BadRequest(
+            "invalid_image", f"the body is not a readable {content_type} image: {exc}"
+        ) from None
+    return width, height
 
 
 def _write_file(path: Path, data: bytes) -> None:
@@ -99,15 +153,15 @@ class CaseFileMixin(ServiceCore):
         session = await self.session(session_id)
         policy.can_take_snapshot(who, session)
         await self.require_active(session_id)
-        kind = IMAGE_TYPES.get(content_type.split(";")[0].strip().lower())
+        content_type = content_type.split(";")[0].strip().lower()
+        kind = IMAGE_TYPES.get(content_type)
         if kind is None:
-            raise BadRequest(
+            raise UnsupportedMediaType(
                 "unsupported_media_type",
-                f"send one of {', '.join(IMAGE_TYPES)}, not {content_type}",
+                f"send one of {', '.join(IMAGE_TYPES)}, not {content_type[:60]!r}",
             )
-        magic, ext = kind
-        if not data.startswith(magic):
-            raise BadRequest("invalid_image", f"the body is not a {content_type} image")
+        _, ext = kind
+        await asyncio.to_thread(check_image, content_type, data)
         snapshot_id = _new_id("f_")
         relative = f"{session.case_id}/{session_id}/snapshots/{snapshot_id}.{ext}"
         # The file first, then the record: a still that is not on disk is never filed.

@@ -41,6 +41,10 @@ class Conflict(ServiceError):
     status = 409
 
 
+class UnsupportedMediaType(ServiceError):
+    status = 415
+
+
 class Unprocessable(ServiceError):
     status = 422
 

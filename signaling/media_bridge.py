@@ -217,6 +217,11 @@ class MediaBridge:
             reply["result"] = await self._local(str(msg.get("op")), dict(msg.get("args", {})))
         except (ServiceError, StoreUnavailable) as exc:
             reply["error"] = {"code": exc.code, "message": exc.message}
+        except Exception:
+            # Answer anyway: an unanswered request would stall the asker until its timeout
+            # and then blame an unreachable node.
+            log.exception("media operation %r failed", msg.get("op"))
+            reply["error"] = {"code": "internal_error", "message": "the media node failed"}
         try:
             await self.store.publish(f"reply:{msg.get('reply_to')}", reply)
         except StoreUnavailable as exc:  # the asker times out with media_unavailable

@@ -19,6 +19,8 @@ _ERRORS = {
     "404": "Unknown case, session or invitation",
     "409": "Conflicting state (code: session_ended, invitation_closed)",
     "413": "Body larger than the limit (code: payload_too_large)",
+    "415": "Body of a type the route does not take: JSON routes need application/json"
+    " (code: unsupported_media_type)",
     "422": "Well-formed but refers to what does not exist (unknown_department, not_a_reviewer)",
     "429": "Too many attempts or messages (code: rate_limited; retry_after_ms, Retry-After)",
     "503": "Not available now (code: store_unavailable: the state store is down or its disk "
@@ -92,7 +94,7 @@ def build_openapi() -> dict[str, Any]:
         if any("id}" in p["name"] + "}" for p in params if p["in"] == "path"):
             codes += ["404", "409"]
         if r.body is not None:
-            codes.append("413")
+            codes += ["413", "415"]
         # Every route may meet a store outage; some routes have statuses of their own.
         codes += [c for c in (*r.errors, "503") if c in _ERRORS and c not in codes]
         for code in codes:

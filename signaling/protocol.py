@@ -7,6 +7,7 @@ typed message or a ``ProtocolError`` with a precise code; docs/protocol.md lists
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -156,6 +157,47 @@ CLIENT_TYPES: tuple[str, ...] = (
 _adapter: TypeAdapter[Any] = TypeAdapter(ClientMessage)
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON (RFC 8259 has no NaN or Infinity)")
+
+
+# An escaped high or low surrogate: "\\ud83d\\ude00" is a fine emoji once decoded, but a
+# lone one decodes to a str that cannot be encoded back to UTF-8 (echoing it would crash).
+_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_lone_surrogate(v) for v in value)
+    return False
+
+
+LONE_SURROGATE = "a string holds a lone UTF-16 surrogate escape (\\ud800-\\udfff)"
+
+
+def lone_surrogate(text: str, value: Any) -> bool:
+    """Whether ``value`` (decoded from ``text``) holds a string that is not valid UTF-8."""
+    return bool(_ESCAPED_SURROGATE.search(text)) and _has_lone_surrogate(value)
+
+
+def loads(text: str) -> Any:
+    """Strict JSON: NaN/Infinity and lone surrogates (\\ud800) refused. Every failure is
+    a ValueError (a number past Python's 4300-digit limit raises a plain ValueError, not
+    a JSONDecodeError) or a RecursionError (nesting too deep)."""
+    value = json.loads(text, parse_constant=_no_constant)
+    if lone_surrogate(text, value):
+        raise ValueError(LONE_SURROGATE)
+    return value
+
+
 def parse(text: str, max_bytes: int) -> Any:
     """One text frame → one client message, or ProtocolError."""
     size = len(text.encode("utf-8")) if len(text) * 4 > max_bytes else len(text)
@@ -164,12 +206,18 @@ def parse(text: str, max_bytes: int) -> Any:
             "message_too_large", f"a message may be at most {max_bytes} bytes, this one is {size}"
         )
     try:
-        raw = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
+        raw = json.loads(text, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:
         raise ProtocolError("bad_json", f"not valid JSON: {exc}") from None
     if not isinstance(raw, dict):
         raise ProtocolError("not_an_object", "a message must be a JSON object")
     ref = raw.get("ref") if isinstance(raw.get("ref"), str) else None
+    if ref is not None and (len(ref) > 64 or _has_lone_surrogate(ref)):
+        ref = None  # not echoed: a reply stays small and encodable whatever came in
+    if lone_surrogate(text, raw):
+        # Valid JSON syntax, but echoing such a string would fail to encode and kill the
+        # socket; pydantic refuses them too, this catches them in keys and extra fields.
+        raise ProtocolError("invalid_message", LONE_SURROGATE, ref)
     kind = raw.get("type")
     if not isinstance(kind, str):
         raise ProtocolError("missing_type", "a message needs a string field 'type'", ref)

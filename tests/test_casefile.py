@@ -11,10 +11,11 @@ from aiohttp.test_utils import TestClient, TestServer
 from signaling.app import create_app
 
 from .conftest import Tokens, auth, make_config
+from .images import tiny
 from .test_signaling_flow import connect, invite, start_session
 
 Client = TestClient[Any, Any]
-JPEG = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 40
+JPEG = tiny("JPEG")
 
 
 async def test_an_opinion_is_filed_pushed_and_kept(client: Client, tok: Tokens) -> None:

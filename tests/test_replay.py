@@ -30,12 +30,13 @@ from signaling.auth import TokenService
 from signaling.keys import SERVICE, STORE
 
 from .conftest import Tokens, auth, make_config
+from .images import tiny
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 CASE = "RPL-2024-001"
 LATE_S = 1.5  # the reviewer publishes this long after the clerk
-PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+PNG = tiny("PNG")
 MISSING = ["股东会决议原件", "法定代表人身份证复印件"]
 
 

@@ -26,10 +26,11 @@ from signaling.service import ReviewService
 from signaling.state import open_store
 
 from .conftest import Tokens, auth, flush_redis, make_config
+from .images import tiny
 
 Client = TestClient[Any, Any]
 CASE = "SEAL-2026-0001"
-PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8
+PNG = tiny("PNG")
 
 
 async def _verify(config: Config, capsys: pytest.CaptureFixture[str], sid: str) -> tuple[int, str]:

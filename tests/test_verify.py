@@ -17,11 +17,12 @@ from signaling import cli
 from signaling.config import Config
 
 from .conftest import Tokens, auth
+from .images import tiny
 from .test_signaling_flow import connect, invite, start_session
 
 Client = TestClient[Any, Any]
 CASE = "GZ-2026-0001"
-JPEG = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 40
+JPEG = tiny("JPEG")
 
 
 async def _sealed_session(client: Client, tok: Tokens, config: Config) -> Path:
