@@ -73,10 +73,10 @@ def decode(kind: str, text: str | None, fields: Mapping[str, type]) -> dict[str,
 
 def limit_of(raw: str | None, default: int, maximum: int) -> int:
     """The page size asked for (``limit`` in the query), checked against ``page_max``."""
-    if raw is None or raw == "":
+    if raw is None:
         return default
     try:
-        limit = int(raw)
+        limit = int(raw)  # "" (limit=) is refused like any other non-integer
     except ValueError:
         raise BadRequest("invalid_query", "limit is an integer") from None
     if not 1 <= limit <= maximum:
