@@ -209,11 +209,15 @@ def _verify(args: argparse.Namespace) -> int:
         else:
             failed += 1
             print(f"FAIL {where}: {len(report.problems)} difference(s)")
-        for line in report.problems:
-            print(f"  - {line}")
-        for line in report.notes:
-            print(f"  note: {line}")
+        _details(report.problems, report.notes)
     return 1 if failed else 0
+
+
+def _details(problems: list[str], notes: list[str]) -> None:
+    for line in problems:
+        print(f"  - {line}")
+    for line in notes:
+        print(f"  note: {line}")
 
 
 def _verify_audit(config: Config, node: str | None) -> int:
@@ -237,10 +241,7 @@ def _verify_audit(config: Config, node: str | None) -> int:
         else:
             failed += 1
             print(f"FAIL {where}: {len(report.problems)} problem(s)")
-        for line in report.problems:
-            print(f"  - {line}")
-        for line in report.notes:
-            print(f"  note: {line}")
+        _details(report.problems, report.notes)
     return 1 if failed else 0
 
 
