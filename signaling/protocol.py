@@ -165,6 +165,10 @@ def parse(text: str, max_bytes: int) -> Any:
         raw = json.loads(text)
     except (json.JSONDecodeError, RecursionError) as exc:
         raise ProtocolError("bad_json", f"not valid JSON: {exc}") from None
+    # JSON lets a \u escape name half a surrogate pair; no UTF-8 file or frame can hold
+    # that string, so it would break the journal or the reply that echoes it.
+    if "\\u" in text and _has_lone_surrogate(raw):
+        raise ProtocolError("bad_json", "not valid JSON text: a \\u escape is a lone surrogate")
     if not isinstance(raw, dict):
         raise ProtocolError("not_an_object", "a message must be a JSON object")
     ref = raw.get("ref") if isinstance(raw.get("ref"), str) else None
@@ -194,6 +198,16 @@ def parse(text: str, max_bytes: int) -> Any:
         raise ProtocolError(
             "invalid_message", f"{kind}: {first['field']}: {first['problem']}", ref, details
         ) from None
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    except (ValueError, RecursionError):
+        return False  # NaN and deep nesting are judged by the validation that follows
+    return False
 
 
 def error(
