@@ -88,11 +88,15 @@ class Tally:
     barriers: int = 0
     sealed_verified: int = 0
     errors: dict[str, int] = field(default_factory=dict)  # error codes seen, ws and HTTP
+    replies: dict[str, int] = field(default_factory=dict)  # socket messages by type
     started: float = field(default_factory=time.monotonic)
     last_report: float = 0.0
 
     def error(self, code: str) -> None:
         self.errors[code] = self.errors.get(code, 0) + 1
+
+    def reply(self, kind: str) -> None:
+        self.replies[kind] = self.replies.get(kind, 0) + 1
 
     def progress(self, label: str) -> None:
         """A line now and then on stderr for the long run (pytest -s shows it)."""
@@ -172,31 +176,42 @@ def forged(claims: dict[str, Any], key: str = SECRET, alg: str = "HS256") -> str
 
 def token_variants(valid: str, identity: dict[str, Any]) -> st.SearchStrategy[str]:
     """A token for ``auth.refresh`` / Authorization: the valid one, expired, foreign,
-    forged with odd claims, and not a token at all."""
-    now = int(time.time())
+    forged with odd claims, and not a token at all. (Times are taken when drawn, as
+    offsets: the choices hypothesis makes must not depend on the clock.)"""
     claims = {k: v for k, v in identity.items() if v is not None}
+
+    def at(offset: int, extra: dict[str, Any] | None = None, key: str = SECRET) -> str:
+        now = int(time.time())
+        extra = dict(extra or {})
+        for name in ("exp", "iat"):
+            if isinstance(extra.get(name), int):
+                extra[name] += now
+        return forged({**claims, "exp": now + offset, **extra}, key=key)
+
     odd_claims = st.fixed_dictionaries(
         {},
         optional={
             "sub": st.one_of(st.just(""), st.text(max_size=300), st.integers()),
             "role": st.sampled_from(["clerk", "reviewer", "admin", "applicant", "god", ""]),
-            "name": st.one_of(st.text(max_size=50), st.just("x" * 5000), st.none()),
+            "name": st.one_of(
+                st.text(max_size=50), st.integers(0, 5000).map(lambda n: "x" * n), st.none()
+            ),
             "dept": st.one_of(st.sampled_from(["city-amr", "nope"]), st.integers(), st.none()),
             "level": st.sampled_from(["city", "district", "galaxy"]),
             "case": st.one_of(st.text(max_size=80), st.lists(st.integers(), max_size=2)),
             "session": st.text(max_size=80),
-            "exp": st.one_of(
-                st.integers(now - 10**9, now + 10**10), st.just("tomorrow"), st.floats()
+            "exp": st.one_of(  # relative to now
+                st.integers(-(10**9), 10**10), st.just("tomorrow"), st.floats()
             ),
-            "iat": st.integers(now - 10**9, now + 10**9),
+            "iat": st.integers(-(10**9), 10**9),  # relative to now
         },
     )
     return st.one_of(
         st.just(valid),
-        st.just(forged({**claims, "exp": now - 5})),  # expired
-        st.just(forged({**claims, "exp": now + 3600}, key="another-secret-" + "y" * 40)),
-        st.just(forged({**claims, "exp": now + 100 * 365 * 86400})),  # a century
-        odd_claims.map(lambda extra: forged({**claims, "exp": now + 3600, **extra})),
+        st.just(-5).map(at),  # expired
+        st.just(3600).map(lambda o: at(o, key="another-secret-" + "y" * 40)),
+        st.just(100 * 365 * 86400).map(at),  # a century
+        odd_claims.map(lambda extra: at(3600, extra)),
         st.text(max_size=200),
         st.sampled_from(["a.b.c", "eyJhbGciOiJub25lIn0.e30.", "Bearer x", valid[:-3] + "abc"]),
     )

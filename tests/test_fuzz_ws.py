@@ -30,6 +30,7 @@ from hypothesis.stateful import (
     RuleBasedStateMachine,
     initialize,
     multiple,
+    precondition,
     rule,
     run_state_machine_as_test,
 )
@@ -80,6 +81,24 @@ STAFF = ("clerk", "admin")
 CASES = st.one_of(
     st.sampled_from(["FZ-2026-0001", "FZ-2026-0002"]),
     st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,20}\Z"),
+)
+FIELDS = [
+    "v", "ref", "session_id", "resume_token", "invitation_id", "reason", "text", "token",
+    "sdp", "publish", "subscribe", "extra",
+]  # fmt: skip
+# A message of a known (or nearly known) type, its fields of any JSON type, or no type.
+MUTATED = st.builds(
+    lambda kind, fields, drop: fields if drop else {"type": kind, **fields},
+    st.sampled_from([*CLIENT_TYPES, "welcome", "", "PING", "join "]),
+    st.dictionaries(st.sampled_from(FIELDS), json_values(5), max_size=4),
+    st.booleans(),
+)
+NOT_JSON = st.one_of(
+    st.text(max_size=100),
+    st.sampled_from(["", "{", "}", '{"type":"ping"' * 3, "nul\x00", "\ufeff{}"]),
+    st.integers(1, 100_000).map(lambda n: "[" * n),
+    st.integers(1, 200).map(lambda n: '{"a":' * n + "1" + "}" * n),
+    st.integers(1, 5000).map(lambda n: '{"type":"ping","x":' + "[" * n + "]" * n + "}"),
 )
 # Codes a socket may be closed with, and when (docs/protocol.md, "Closes"):
 # 4409 superseded (always possible: a person's slot moved to another socket).
@@ -137,6 +156,7 @@ class Sock:
 
     def _on(self, msg: Msg) -> None:
         kind = msg.get("type")
+        self.m.tally.reply(str(kind))
         if kind == "error":
             code = msg.get("code")
             if not isinstance(code, str) or not isinstance(msg.get("message"), str):
@@ -245,6 +265,7 @@ class SocketMachine(RuleBasedStateMachine):
         self.tokens = TokenService(self.config)
         self.serial = 0
         self.steps = 0
+        self.links = 0
         self.touched: set[str] = set()
         self.resume_tokens: list[tuple[str, str]] = []
         self.seen_invitations: list[str] = []
@@ -381,8 +402,12 @@ class SocketMachine(RuleBasedStateMachine):
 
         self.step(go())
 
+    # A link draws a QR code (~80 ms here): a few per example.
+    @precondition(lambda self: self.links < 3)
     @rule(session=sessions, name=st.one_of(st.none(), TEXT), join=st.booleans())
     def applicant_link(self, session: str, name: str | None, join: bool) -> None:
+        self.links += 1
+
         async def go() -> None:
             status, out = await self.http(
                 "POST", f"/api/sessions/{session}/applicant-link", "clerk", json={"name": name}
@@ -591,32 +616,24 @@ class SocketMachine(RuleBasedStateMachine):
 
     @rule(
         who=st.sampled_from(list(ROSTER)),
-        kind=st.sampled_from([*CLIENT_TYPES, "welcome", "", "PING", "join "]),
-        fields=st.dictionaries(
-            st.sampled_from(
-                ["v", "ref", "session_id", "resume_token", "invitation_id", "reason", "text",
-                 "token", "sdp", "publish", "subscribe", "extra"]
-            ),
-            json_values(5),
-            max_size=4,
-        ),
-        drop_type=st.booleans(),
+        messages=st.lists(MUTATED, min_size=1, max_size=10),
     )
-    def mutated(self, who: str, kind: str, fields: Msg, drop_type: bool) -> None:
-        msg = {**fields} if drop_type else {"type": kind, **fields}
-        self.step(self.sock(who).send_text(dumps(msg)))
+    def mutated(self, who: str, messages: list[Msg]) -> None:
+        """Messages of a known (or nearly known) type with fields of any type."""
 
-    @rule(
-        who=st.sampled_from(list(ROSTER)),
-        text=st.one_of(
-            st.text(max_size=100),
-            st.sampled_from(["", "{", "}", "[" * 100_000, '{"type":"ping"' * 3, "nul\x00", "\ufeff{}"]),
-            st.integers(1, 200).map(lambda n: '{"a":' * n + "1" + "}" * n),
-            st.integers(1, 5000).map(lambda n: '{"type":"ping","x":' + "[" * n + "]" * n + "}"),
-        ),
-    )
-    def not_json(self, who: str, text: str) -> None:
-        self.step(self.sock(who).send_text(text))
+        async def go() -> None:
+            for msg in messages:
+                await self.sock(who).send_text(dumps(msg))
+
+        self.step(go())
+
+    @rule(who=st.sampled_from(list(ROSTER)), texts=st.lists(NOT_JSON, min_size=1, max_size=6))
+    def not_json(self, who: str, texts: list[str]) -> None:
+        async def go() -> None:
+            for text in texts:
+                await self.sock(who).send_text(text)
+
+        self.step(go())
 
     @rule(
         who=st.sampled_from(list(ROSTER)),
@@ -738,7 +755,8 @@ def run_machine(machine: type[SocketMachine], examples: int, steps: int) -> Tall
             f"\n{machine.__name__}: {tally.ws} frames + {tally.http} HTTP requests "
             f"(+{tally.barriers} barrier pings) in {time.monotonic() - tally.started:.0f} s, "
             f"{tally.sealed_verified} sealed case files verified; "
-            f"codes: {dict(sorted(tally.errors.items()))}"
+            f"codes: {dict(sorted(tally.errors.items()))}; "
+            f"messages received: {dict(sorted(tally.replies.items()))}"
         )
     return tally
 
