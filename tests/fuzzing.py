@@ -157,6 +157,9 @@ async def check_response(resp: ClientResponse, what: str, tally: Tally) -> Any:
     assert resp.content_type == "application/json", (
         f"{what}: error {resp.status} as {resp.content_type}: {raw[:300]!r}"
     )
+    if resp.method == "HEAD":  # no body, by definition
+        tally.error(f"http {resp.status} (HEAD)")
+        return None
     body = json.loads(raw)
     err = body.get("error") if isinstance(body, dict) else None
     assert isinstance(err, dict), f"{what}: error body {body!r}"

@@ -266,6 +266,7 @@ class SocketMachine(RuleBasedStateMachine):
         self.serial = 0
         self.steps = 0
         self.links = 0
+        self.refresh_tokens: dict[str, st.SearchStrategy[str]] = {}
         self.touched: set[str] = set()
         self.resume_tokens: list[tuple[str, str]] = []
         self.seen_invitations: list[str] = []
@@ -569,14 +570,15 @@ class SocketMachine(RuleBasedStateMachine):
         sock = self.socks.get(who)
         if sock is None or who == "applicant":
             return
-        identity = ROSTER[who]
-        variants = st.one_of(
-            token_variants(self.tokens.issue(**identity), identity),
-            st.sampled_from(list(ROSTER)).map(lambda n: self.tokens.issue(**ROSTER[n])),
-            # Valid but short: the socket is closed with 4401 when it runs out.
-            st.integers(1, 3).map(lambda s: self.tokens.issue(ttl=s, **identity)),
-        )
-        token = data.draw(variants, label="token")
+        if who not in self.refresh_tokens:  # built once: building costs more than drawing
+            identity = ROSTER[who]
+            self.refresh_tokens[who] = st.one_of(
+                token_variants(self.tokens.issue(**identity), identity),
+                st.sampled_from(list(ROSTER)).map(lambda n: self.tokens.issue(**ROSTER[n])),
+                # Valid but short: the socket is closed with 4401 when it runs out.
+                st.integers(1, 3).map(lambda s: self.tokens.issue(ttl=s, **identity)),
+            )
+        token = data.draw(self.refresh_tokens[who], label="token")
         self.step(sock.send(type="auth.refresh", token=token))
 
     @rule(
