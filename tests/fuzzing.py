@@ -365,15 +365,19 @@ SDP_LINES = st.one_of(
 
 
 @st.composite
-def _mangled(draw: st.DrawFn) -> str:
+def _mangled(draw: st.DrawFn, lines_: st.SearchStrategy[str], keep: tuple[str, ...] = ()) -> str:
+    """The browser's offer with 1-4 lines replaced, inserted, deleted or doubled
+    (lines starting with one of ``keep`` are left alone)."""
     lines = list(BROWSER_OFFER_LINES)
     for _ in range(draw(st.integers(1, 4))):
         op = draw(st.sampled_from(["replace", "insert", "delete", "duplicate"]))
         i = draw(st.integers(0, len(lines) - 1))
+        if op != "insert" and lines[i].startswith(keep):
+            continue
         if op == "replace":
-            lines[i] = draw(SDP_LINES)
+            lines[i] = draw(lines_)
         elif op == "insert":
-            lines.insert(i, draw(SDP_LINES))
+            lines.insert(i, draw(lines_))
         elif op == "delete" and len(lines) > 1:
             del lines[i]
         else:
@@ -382,9 +386,24 @@ def _mangled(draw: st.DrawFn) -> str:
     return sep.join(lines) + sep
 
 
-SDP = st.one_of(
-    st.just("\r\n".join(BROWSER_OFFER_LINES) + "\r\n"),
-    _mangled(),
-    st.text(min_size=10, max_size=300),
-    st.text(max_size=200).map(lambda s: "v=0\r\n" + s),
+def _sdp(mangled: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    return st.one_of(
+        st.just("\r\n".join(BROWSER_OFFER_LINES) + "\r\n"),
+        mangled,
+        st.text(min_size=10, max_size=300),
+        st.text(max_size=200).map(lambda s: "v=0\r\n" + s),
+    )
+
+
+# Every kind of offer: what the media node must answer with media.answer or bad_sdp.
+SDP = _sdp(_mangled(SDP_LINES))
+# FIXME(lead): widen to SDP when the bad-SDP fix lands (the offers left out here raise
+# internal errors in aiortc on today's main; the list is in the fuzz helper's notes):
+# no line deleted or doubled that sets up DTLS, a direction, a codec or an m-section;
+# no a= lines added (a=setup:bogus, a=fmtp garbage, ...).
+SDP_TODAY = _sdp(
+    _mangled(
+        SDP_LINES.filter(lambda line: not line.startswith(("a=setup", "a=fmtp", "a="))),
+        keep=("a=setup", "a=sendrecv", "a=rtpmap", "m=", "a=fmtp", "a=mid", "v=", "a=group"),
+    )
 )

@@ -278,14 +278,14 @@ def requests(fuzz: HttpFuzz) -> st.SearchStrategy[Request]:
             method = draw(METHODS)
         if draw(st.integers(0, 19)) == 0:  # a path that is no route
             path = "/api/" + draw(ODD_SEGMENTS) + draw(st.sampled_from(["", "/x", "/" + path[5:]]))
-        path = re.sub(
-            r"{(\w+)}", lambda m: draw(params.get(m.group(1), ODD_SEGMENTS)), path
-        )
+        path = re.sub(r"{(\w+)}", lambda m: draw(params.get(m.group(1), ODD_SEGMENTS)), path)
         query = draw(queries[tuple(query_names)])
         query_text = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in query.items())
         authorization = draw(headers) if draw(st.integers(0, 4)) == 0 else None
         body = draw(BODIES)
-        content_type = draw(CONTENT_TYPES if body is not None else st.sampled_from([None, "text/plain"]))
+        content_type = draw(
+            CONTENT_TYPES if body is not None else st.sampled_from([None, "text/plain"])
+        )
         return Request(method, path, draw(whos), authorization, content_type, body, query_text)
 
     return one()
