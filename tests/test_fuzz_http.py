@@ -297,7 +297,7 @@ def test_http_api() -> None:
 
     batches = st.lists(requests(fuzz), min_size=1, max_size=8)
 
-    @fuzz_settings(examples=800)
+    @fuzz_settings(examples=1000)
     @given(data=st.data())
     def one(data: st.DataObject) -> None:
         batch = data.draw(batches, label="requests")
