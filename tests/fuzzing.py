@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from recording.verify import verify_session
 from signaling.config import Config
 from signaling.models import Event
-from signaling.state import MemoryStore
+from signaling.state import MemoryStore, Store
 
 from .conftest import SECRET, make_config
 
@@ -124,7 +124,7 @@ class ErrorLog(logging.Handler):
         text = record.getMessage()
         if record.levelno >= logging.ERROR or "slow socket" in text:
             if record.exc_info and record.exc_info[1] is not None:
-                text += f": {record.exc_info[0].__name__}: {record.exc_info[1]}"  # type: ignore[union-attr]
+                text += f": {type(record.exc_info[1]).__name__}: {record.exc_info[1]}"
             self.records.append(f"{record.name}: {text}")
 
     def __enter__(self) -> ErrorLog:
@@ -262,11 +262,11 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
-def check_journal(data_dir: Path, live: MemoryStore | None) -> MemoryStore:
+def check_journal(data_dir: Path, live: Store | None) -> MemoryStore:
     """The journal loads into a fresh store that holds what the live store held, and
     every case timeline is a run of valid events numbered 1..n."""
     fresh = MemoryStore(data_dir / "state")
-    if live is not None:
+    if isinstance(live, MemoryStore):
         assert _plain(fresh._docs) == _plain(live._docs), "documents differ after reload"
         assert _plain(fresh._logs) == _plain(live._logs), "logs differ after reload"
         for key, (_, scores) in live._indexes.items():
@@ -276,6 +276,9 @@ def check_journal(data_dir: Path, live: MemoryStore | None) -> MemoryStore:
             for n, entry in enumerate(entries, start=1):
                 event = Event.model_validate(entry)
                 assert event.seq == n, f"{key}: event {n} has seq {event.seq}"
+    if fresh._journal is not None:  # read only: nothing is written through it
+        fresh._journal.close()
+        fresh._journal = None
     return fresh
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 import uvloop
 from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import note
@@ -36,6 +37,7 @@ from hypothesis.stateful import (
 )
 
 from recording.archive import MANIFEST, session_dir
+from signaling import protocol
 from signaling.app import create_app
 from signaling.auth import TokenService
 from signaling.keys import STORE
@@ -122,7 +124,7 @@ ALWAYS_ALLOWED = {4409}
 class Sock:
     """One socket of the machine: reads in the background, records what it must."""
 
-    def __init__(self, m: SocketMachine, name: str, token: str, identity: Msg) -> None:
+    def __init__(self, m: Machine, name: str, token: str, identity: Msg) -> None:
         self.m, self.name, self.token, self.identity = m, name, token, identity
         self.ws: aiohttp.ClientWebSocketResponse | None = None
         self.reader: asyncio.Task[None] | None = None
@@ -807,7 +809,28 @@ class MediaMachine(Machine):
         self.step(go())
 
 
-def run_machine(machine: type[SocketMachine], examples: int, steps: int) -> Tally:
+@pytest.mark.parametrize(
+    ("frame", "ref"),
+    [
+        ('{"type": "ping", "ref": "\\ud83d\\ude00"}', "\U0001f600"),  # an escaped pair: fine
+        ('{"type": "ping", "ref": "\\ud83d"}', None),
+        ('{"type": "chat", "text": "\\udfff\\ud83d"}', None),  # low before high: two halves
+        ('{"type": "ping", "\\udc00": 1}', None),  # in a key
+    ],
+)
+def test_lone_surrogates_are_refused_at_parsing(frame: str, ref: str | None) -> None:
+    """Found by the fuzz run: a \\u escape of half a surrogate pair parsed into a string
+    that no UTF-8 frame can carry, so the reply echoing its ``ref`` killed the socket's
+    writer (every later message went unanswered)."""
+    if ref is not None:
+        assert protocol.parse(frame, MAX_MESSAGE_BYTES).ref == ref
+        return
+    with pytest.raises(protocol.ProtocolError) as err:
+        protocol.parse(frame, MAX_MESSAGE_BYTES)
+    assert (err.value.code, err.value.ref) == ("bad_json", None)
+
+
+def run_machine(machine: type[Machine], examples: int, steps: int) -> Tally:
     tally = Tally()
     machine.tally = tally
     try:
