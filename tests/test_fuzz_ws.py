@@ -37,7 +37,7 @@ from hypothesis.stateful import (
 )
 
 from recording.archive import MANIFEST, session_dir
-from signaling import protocol
+from signaling import protocol, recording
 from signaling.app import create_app
 from signaling.auth import TokenService
 from signaling.keys import STORE
@@ -847,12 +847,17 @@ def run_machine(machine: type[Machine], examples: int, steps: int) -> Tally:
 
 
 def test_socket_protocol() -> None:
-    tally = run_machine(SocketMachine, examples=80, steps=60)
+    tally = run_machine(SocketMachine, examples=100, steps=60)
     # Tens of thousands of messages, not counting the pings that end each step.
     assert tally.ws + tally.http >= scaled(20_000)
     assert tally.sealed_verified > 0
 
 
-def test_media_offers() -> None:
+def test_media_offers(monkeypatch: pytest.MonkeyPatch) -> None:
+    # FIXME(lead): drop these two lines when a session ended after its room closed (a
+    # `leave`, or an offer refused with bad_sdp) is sealed at its end, not ~15 s later by
+    # the sweeper (fuzz helper's notes, finding 3). Until then each such example waits.
+    monkeypatch.setattr(recording, "SWEEP_EVERY_S", 0.5)
+    monkeypatch.setattr(recording, "SWEEP_GRACE_S", 1.0)
     tally = run_machine(MediaMachine, examples=5, steps=30)
     assert tally.ws >= scaled(50)
