@@ -349,23 +349,28 @@ class Machine(RuleBasedStateMachine):
 
     # -- the end ---------------------------------------------------------------------
     def teardown(self) -> None:
+        stopped = False
+
+        async def stop() -> None:
+            for sock in self.socks.values():
+                sock.closed_by_us = True
+            await self.client.close()
+            for sock in self.socks.values():
+                await sock.close()
+
         try:
             self.check()
             live = self.client.app[STORE] if self.client.app is not None else None
-
-            async def stop() -> None:
-                await self.sealed()
-                for sock in self.socks.values():
-                    sock.closed_by_us = True
-                await self.client.close()
-                for sock in self.socks.values():
-                    await sock.close()
-
+            self.run(self.sealed())
             self.run(stop())
+            stopped = True
             self.check()
             fresh = check_journal(self.config.data_dir, live)
             self.tally.sealed_verified += verify_sealed(self.config.data_dir, fresh, self.ended)
         finally:
+            if not stopped:  # a failed example (shrinking runs many) must not leak the app
+                with contextlib.suppress(Exception):
+                    self.run(stop())
             self.log.__exit__()
             self.loop.close()
             shutil.rmtree(self.tmp, ignore_errors=True)
