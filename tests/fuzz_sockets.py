@@ -223,9 +223,9 @@ class Sock:
         except (ConnectionError, RuntimeError):
             return
         try:
-            await asyncio.wait_for(fut, 5)
+            await asyncio.wait_for(fut, 3)
         except TimeoutError:
-            self.m.problems.append(f"{self.name}: no pong within 5 s after {self.last_sent[-3:]}")
+            self.m.problems.append(f"{self.name}: no pong within 3 s after {self.last_sent[-3:]}")
 
     async def close(self) -> None:
         if self.ws is not None:

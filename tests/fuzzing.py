@@ -59,6 +59,18 @@ def fuzz_settings(examples: int, steps: int | None = None) -> settings:
     )
 
 
+SHRINK_S = 60  # at most this long shrinking a failure (hypothesis' own bound is 300 s)
+
+
+def bound_shrinking(monkeypatch: Any) -> None:
+    """A failing example replays a whole app run per attempt, and a hang costs the
+    barrier's wait each time: bound shrinking so the failure is reported (shrunk as far
+    as it got) well inside the test's timeout instead of the timeout killing it."""
+    from hypothesis.internal.conjecture import engine
+
+    monkeypatch.setattr(engine, "MAX_SHRINKING_SECONDS", SHRINK_S)
+
+
 def fuzz_config(tmp: Path, **overrides: Any) -> Config:
     """Limits high enough that the fuzzer exercises the handlers, not the limiter."""
     values: dict[str, Any] = {

@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+import pytest
 import uvloop
 from aiohttp.test_utils import TestServer
 from hypothesis import given
@@ -39,6 +40,7 @@ from .fuzzing import (
     MAX_MESSAGE_BYTES,
     ErrorLog,
     Tally,
+    bound_shrinking,
     check_journal,
     check_response,
     dumps,
@@ -291,7 +293,8 @@ def requests(fuzz: HttpFuzz) -> st.SearchStrategy[Request]:
     return one()
 
 
-def test_http_api() -> None:
+def test_http_api(monkeypatch: pytest.MonkeyPatch) -> None:
+    bound_shrinking(monkeypatch)
     fuzz = HttpFuzz()
     fuzz.run(fuzz.start())
 

@@ -51,6 +51,7 @@ from .fuzzing import (
     SDP_TODAY,
     TEXT,
     Tally,
+    bound_shrinking,
     dumps,
     fuzz_settings,
     json_values,
@@ -510,7 +511,8 @@ def run_machine(machine: type[Machine], examples: int, steps: int) -> Tally:
     return tally
 
 
-def test_socket_protocol() -> None:
+def test_socket_protocol(monkeypatch: pytest.MonkeyPatch) -> None:
+    bound_shrinking(monkeypatch)
     tally = run_machine(SocketMachine, examples=100, steps=60)
     # Tens of thousands of messages, not counting the pings that end each step.
     assert tally.ws + tally.http >= scaled(20_000)
@@ -518,6 +520,7 @@ def test_socket_protocol() -> None:
 
 
 def test_media_offers(monkeypatch: pytest.MonkeyPatch) -> None:
+    bound_shrinking(monkeypatch)
     # FIXME(lead): drop these two lines when a session ended after its room closed (a
     # `leave`, or an offer refused with bad_sdp) is sealed at its end, not ~15 s later by
     # the sweeper (fuzz helper's notes, finding 3). Until then each such example waits.
