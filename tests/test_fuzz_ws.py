@@ -224,14 +224,35 @@ class SocketMachine(Machine):
 
     @rule(
         who=st.sampled_from([*ROSTER, "applicant"]),
-        msg=st.sampled_from(
-            ["leave", "ping", "media.sync", "media.ready", "recording.start", "recording.stop"]
+        messages=st.lists(
+            st.tuples(
+                st.sampled_from(
+                    [
+                        "leave",
+                        "ping",
+                        "media.sync",
+                        "media.ready",
+                        "recording.start",
+                        "recording.stop",
+                    ]
+                ),
+                st.one_of(st.none(), TEXT),
+            ),
+            min_size=1,
+            max_size=6,
         ),
-        ref=st.one_of(st.none(), TEXT),
     )
-    def simple(self, who: str, msg: str, ref: str | None) -> None:
-        if who in self.socks:
-            self.step(self.sock(who).send(type=msg, ref=ref))
+    def simple(self, who: str, messages: list[tuple[str, str | None]]) -> None:
+        """The messages without fields, each with or without a ``ref``."""
+
+        async def go() -> None:
+            sock = self.socks.get(who)
+            if sock is None:
+                return
+            for kind, ref in messages:
+                await sock.send(type=kind, ref=ref)
+
+        self.step(go())
 
     @rule(who=st.sampled_from([*ROSTER, "applicant"]), texts=st.lists(TEXT, min_size=1, max_size=6))
     def chat(self, who: str, texts: list[str]) -> None:
@@ -397,7 +418,7 @@ class SocketMachine(Machine):
 
         self.step(go())
 
-    @rule(who=st.sampled_from(list(ROSTER)), n=st.integers(20, 300))
+    @rule(who=st.sampled_from(list(ROSTER)), n=st.integers(50, 300))
     def flood(self, who: str, n: int) -> None:
         """Many messages at once: each answered (``rate_limited`` is an answer when the
         limiter is on; the socket stays open either way)."""
@@ -513,7 +534,7 @@ def run_machine(machine: type[Machine], examples: int, steps: int) -> Tally:
 
 def test_socket_protocol(monkeypatch: pytest.MonkeyPatch) -> None:
     bound_shrinking(monkeypatch)
-    tally = run_machine(SocketMachine, examples=100, steps=60)
+    tally = run_machine(SocketMachine, examples=120, steps=60)
     # Tens of thousands of messages, not counting the pings that end each step.
     assert tally.ws + tally.http >= scaled(20_000)
     assert tally.sealed_verified > 0
