@@ -19,7 +19,6 @@ import pytest
 from hypothesis import note
 from hypothesis import strategies as st
 from hypothesis.stateful import (
-    initialize,
     multiple,
     precondition,
     rule,
@@ -40,15 +39,14 @@ from .fuzz_sockets import (
     STAFF,
     SUBSCRIBE,
     Machine,
+    MediaMachine,
     Msg,
     Sock,
 )
 from .fuzzing import (
-    BROWSER_OFFER_LINES,
     HARD_LIMIT,
     MAX_MESSAGE_BYTES,
     SDP,
-    SDP_TODAY,
     TEXT,
     Tally,
     bound_shrinking,
@@ -431,66 +429,6 @@ class SocketMachine(Machine):
                     if i % 2 and sock.session_id
                     else dumps({"type": "ping", "ref": f"f{i}"})
                 )
-
-        self.step(go())
-
-
-class MediaMachine(Machine):
-    """Media on: offers (real-looking, mangled and garbage SDP, odd publish and
-    subscribe lists) reach the SFU from people who joined; bad ones must give
-    ``bad_sdp`` (or another precise code), never ``internal_error``."""
-
-    media = True
-
-    @initialize(session=SESSIONS)
-    def clerk_offers(self, session: str) -> None:
-        """A browser's offer gets an answer: the offers below reach a real SFU."""
-
-        async def go() -> None:
-            sock = self.sock("clerk")
-            await sock.send(type="join", session_id=session)
-            await sock.send(type="media.offer", sdp="\r\n".join(BROWSER_OFFER_LINES) + "\r\n")
-
-        answers = self.tally.replies.get("media.answer", 0)
-        self.step(go())
-        assert self.tally.replies.get("media.answer", 0) == answers + 1
-
-    @rule(who=st.sampled_from(["clerk", "admin", "amr", "district"]), session=SESSIONS)
-    def join(self, who: str, session: str) -> None:
-        self.step(self.sock(who).send(type="join", session_id=session))
-
-    @rule(
-        who=st.sampled_from(["clerk", "admin", "amr", "district"]),
-        session=SESSIONS,
-        sdp=SDP_TODAY,  # FIXME(lead): widen to SDP when the bad-SDP fix lands
-        publish=st.lists(PUBLISH, max_size=3),
-        subscribe=st.lists(SUBSCRIBE, max_size=2),
-    )
-    def offer(
-        self, who: str, session: str, sdp: str, publish: list[Msg], subscribe: list[Msg]
-    ) -> None:
-        async def go() -> None:
-            sock = self.sock(who)
-            if sock.session_id is None:
-                await sock.send(type="join", session_id=session)
-            await sock.send(type="media.offer", sdp=sdp, publish=publish, subscribe=subscribe)
-
-        self.step(go())
-
-    @rule(
-        who=st.sampled_from(["clerk", "admin", "amr", "district"]),
-        msg=st.sampled_from(["media.sync", "media.ready", "leave", "recording.start"]),
-    )
-    def other(self, who: str, msg: str) -> None:
-        self.step(self.sock(who).send(type=msg))
-
-    @precondition(lambda self: self.steps > 20)
-    @rule(session=SESSIONS)
-    def end(self, session: str) -> None:
-        async def go() -> None:
-            status, _ = await self.http("POST", f"/api/sessions/{session}/end", "clerk")
-            if status == 200:
-                self.ended.add(session)
 
         self.step(go())
 
