@@ -256,7 +256,9 @@ def ref_of(text: str, max_bytes: int) -> str | None:
     except (json.JSONDecodeError, RecursionError):
         return None
     ref = raw.get("ref") if isinstance(raw, dict) else None
-    return ref if isinstance(ref, str) and len(ref) <= 64 else None
+    if not isinstance(ref, str) or len(ref) > 64 or _has_lone_surrogate(ref):
+        return None  # echoed in the refusal: it must encode
+    return ref
 
 
 def error(

@@ -81,6 +81,14 @@ BAD_FRAMES: dict[str, tuple[str | bytes, str, str | None, str | None]] = {
         "a8",
         "admin",
     ),
+    # A \u escape of a lone surrogate: no UTF-8 frame can carry it back (the reply died).
+    "lone surrogate in ref": ('{"type": "ping", "ref": "\\ud800"}', "invalid_message", None, None),
+    "lone surrogate in text": (
+        '{"type": "chat", "text": "a\\udfff"}',
+        "invalid_message",
+        None,
+        None,
+    ),
     "ref not a string": ('{"type": "ping", "ref": 5}', "invalid_message", None, "ref"),
     "version 2": ('{"type": "ping", "v": 2, "ref": "a9"}', "unsupported_version", "a9", None),
     "version as string": (
