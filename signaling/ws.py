@@ -94,10 +94,18 @@ class Connection:
     async def writer(self) -> None:
         while True:
             msg = await self.outbox.get()
+            if msg is None:
+                self.outbox.task_done()
+                return
             try:
-                if msg is None:
-                    return
-                await self.ws.send_str(json.dumps(msg, ensure_ascii=False))
+                text = json.dumps(msg, ensure_ascii=False)
+                text.encode("utf-8")  # a string no frame can carry must not end the writer
+            except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
+                log.error("dropped a %s message to %s: %s", msg.get("type"), self.who.sub, exc)
+                self.outbox.task_done()
+                continue
+            try:
+                await self.ws.send_str(text)
             except (ConnectionError, RuntimeError):
                 return
             finally:
