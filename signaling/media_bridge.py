@@ -284,6 +284,11 @@ class MediaBridge:
             # The room closed: another node may host it next. We keep following the
             # session so that its end is sealed into the case file.
             await self._release(session_id)
+            if self.recording is not None:
+                # The session may have ended while the room was closing: its end found
+                # our lease and the recording still being written, and left the case file
+                # to us. The files are final now (media.leave waited for them).
+                await self.recording.seal_once(session_id, files_final=True)
 
     async def watch(self, session_id: str) -> None:
         """Someone joined through this node: follow the session so that its case file

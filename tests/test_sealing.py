@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from recording import archive
 from signaling import cli
 from signaling.app import create_app
+from signaling.auth import TokenService
 from signaling.config import Config
 from signaling.directory import load_directory
 from signaling.keys import MEDIA
@@ -201,3 +202,39 @@ async def test_the_sweeper_leaves_a_recent_end_to_its_node(tmp_path: Path, tok: 
         assert recording is not None
         assert await recording.sweep_unsealed() == 0
         assert not (config.data_dir / "archive" / CASE / sid / "manifest.json").exists()
+
+
+async def test_a_session_ended_while_its_room_closes_is_sealed_at_its_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last person leaves (the room closes, its recording is being finished) and the
+    clerk ends the session at once: the end found the room's lease and the files still
+    open and left the case file to the closing room, which must seal it (the fuzz run
+    found it sealed only by the sweeper, ~15 s later). The sweeper is held off here."""
+    from signaling import recording
+
+    from .fuzzing import BROWSER_OFFER_LINES
+    from .wsclient import Signal
+
+    monkeypatch.setattr(recording, "SWEEP_GRACE_S", 3600.0)
+    config = make_config(tmp_path, media_listen_ips=["127.0.0.1"])
+    tok = Tokens(TokenService(config))
+    async with TestClient(TestServer(create_app(config))) as c:
+        res = await c.post(f"/api/cases/{CASE}/sessions", json={}, headers=auth(tok.clerk()))
+        sid = (await res.json())["session_id"]
+        sig = await Signal.connect(c, f"/ws?token={tok.clerk()}")
+        await sig.request("join", "joined", session_id=sid)
+        offer = "\r\n".join(BROWSER_OFFER_LINES) + "\r\n"
+        await sig.request("media.offer", "media.answer", sdp=offer, publish=[], subscribe=[])
+        await sig.request("leave", "left")
+        res = await c.post(f"/api/sessions/{sid}/end", headers=auth(tok.clerk()))
+        assert res.status == 200
+        types: list[str] = []
+        for _ in range(100):  # the room's close takes a moment; the sweeper never comes
+            res = await c.get(f"/api/cases/{CASE}/events?limit=500", headers=auth(tok.admin()))
+            types = [e["type"] for e in (await res.json())["events"]]
+            if "archive.sealed" in types:
+                break
+            await asyncio.sleep(0.1)
+        assert "archive.sealed" in types
+        await sig.close()
