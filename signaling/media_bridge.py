@@ -287,8 +287,9 @@ class MediaBridge:
             if self.recording is not None:
                 # The session may have ended while the room was closing: its end found
                 # our lease and the recording still being written, and left the case file
-                # to us. The files are final now (media.leave waited for them).
-                await self.recording.seal_once(session_id, files_final=True)
+                # to us. Not files_final: an end that closed the room under us may still
+                # be finishing the files (it seals them itself, then).
+                await self.recording.seal_once(session_id)
 
     async def watch(self, session_id: str) -> None:
         """Someone joined through this node: follow the session so that its case file
