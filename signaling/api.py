@@ -7,6 +7,7 @@ Finer rules (scope, invitations) live in ``policy`` and are applied by the servi
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -20,18 +21,16 @@ import segno
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from . import __version__, health, paging, protocol
+from . import paging, protocol
 from .auth import ROLES, AuthError, Identity
-from .config import is_loopback
 from .errors import (
     BadRequest,
     Forbidden,
-    NotFound,
     ServiceError,
     Unavailable,
     UnsupportedMediaType,
 )
-from .keys import CONFIG, DIRECTORY, MEDIA, NODE_ID, SERVICE, STORE, TOKENS, WHO
+from .keys import CONFIG, MEDIA, SERVICE, TOKENS, WHO
 from .models import (
     CASE_ID_PATTERN,
     ApplicantLink,
@@ -41,16 +40,12 @@ from .models import (
     CreateInvitationBody,
     CreateSessionBody,
     DeclineBody,
-    DemoLoginBody,
-    Health,
     Invitation,
     InvitationList,
     Session,
     SessionList,
     SessionResponse,
-    TokenResponse,
 )
-from .socketcaps import signin_limited
 from .state import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -227,104 +222,13 @@ async def _read_body(request: web.Request, model: type[BaseModel]) -> BaseModel:
         raise BadRequest("invalid_body", f"{first['field']}: {first['problem']}", details) from None
 
 
-# -- public ---------------------------------------------------------------------------
-
-
-@route("GET", "/healthz", "Check the node", None, response=Health, tag="system", errors=("503",))
-async def healthz(ctx: Ctx) -> Any:
-    app = ctx.request.app
-    config = app[CONFIG]
-    store = app[STORE]
-    checks = await health.checks(store, config.data_dir, config.disk_min_free_bytes, app.get(MEDIA))
-    ok = checks.store.ok and checks.data_dir.ok and checks.media.ok
-    body = Health(
-        status="ok" if ok else "degraded",
-        node=app[NODE_ID],
-        state=store.kind,
-        version=__version__,
-        checks=checks,
-    )
-    return web.json_response(body.model_dump(), status=200 if ok else 503)
-
-
-@route("GET", "/api/auth/demo-users", "List the demo users", None, tag="auth")
-async def demo_users(ctx: Ctx) -> Any:
-    _demo_only(ctx)
-    directory = ctx.request.app[DIRECTORY]
-    config = ctx.request.app[CONFIG]
-    return {
-        "users": [u.model_dump() for u in directory.users],
-        "departments": [d.model_dump() for d in directory.departments],
-        # Reachable beyond this machine: the sign-in page says so, loudly.
-        "exposed": not is_loopback(config.host),
-    }
-
-
-@route(
-    "POST",
-    "/api/auth/demo-login",
-    "Sign in as a demo user",
-    None,
-    body=DemoLoginBody,
-    response=TokenResponse,
-    tag="auth",
-    errors=("404", "429", "503"),
-)
-async def demo_login(ctx: Ctx) -> Any:
-    _demo_only(ctx)
-    if (limited := signin_limited(ctx.request)) is not None:
-        return limited  # 429 rate_limited: signin_per_minute from this address
-    _can_sign(ctx)
-    app = ctx.request.app
-    user = app[DIRECTORY].user(ctx.body.sub)
-    if user is None:
-        raise NotFound("user_not_found", f"no demo user {ctx.body.sub}")
-    tokens = app[TOKENS]
-    level = app[DIRECTORY].level_of(user.dept)
-    token = tokens.issue(sub=user.sub, role=user.role, name=user.name, dept=user.dept, level=level)
-    who = tokens.verify(token)
-    return TokenResponse(token=token, expires_at=who.exp or 0, identity=who.as_dict())
-
-
-def _demo_only(ctx: Ctx) -> None:
-    if not ctx.request.app[CONFIG].demo_on:
-        raise NotFound("demo_disabled", "the demo directory is turned off on this server")
-
-
-def _can_sign(ctx: Ctx) -> None:
+def require_signing(ctx: Ctx) -> None:
     if not ctx.request.app[TOKENS].can_sign:
         raise Unavailable(
             "signing_unavailable",
             "this server verifies tokens with a public key only; configure "
             "jwt_private_key_file to let it issue tokens",
         )
-
-
-# -- identity and directory -----------------------------------------------------------
-
-
-@route("GET", "/api/me", "Tell who the token is for", ALL, tag="auth")
-async def me(ctx: Ctx) -> Any:
-    return {"identity": ctx.identity.as_dict()}
-
-
-@route(
-    "GET",
-    "/api/directory",
-    "List departments and reviewers",
-    frozenset({"clerk", "reviewer", "supervisor", "admin"}),
-    tag="directory",
-)
-async def directory(ctx: Ctx) -> Any:
-    d = ctx.request.app[DIRECTORY]
-    return {
-        "departments": [x.model_dump() for x in d.departments],
-        "reviewers": [
-            {"sub": u.sub, "name": u.name, "dept": u.dept, "level": d.level_of(u.dept)}
-            for u in d.users
-            if u.role == "reviewer"
-        ],
-    }
 
 
 # -- cases and sessions ---------------------------------------------------------------
@@ -470,12 +374,13 @@ async def session_invitations(ctx: Ctx) -> Any:
 async def applicant_link(ctx: Ctx) -> Any:
     app = ctx.request.app
     sid = ctx.path("session_id")
-    _can_sign(ctx)
+    require_signing(ctx)
     claims = await ctx.service.applicant_token_claims(ctx.identity, sid, ctx.body.name)
     ttl = app[CONFIG].applicant_link_ttl_s
     token = app[TOKENS].issue(ttl=ttl, **claims)
     url = f"{ctx.service.join_url(sid)}?token={token}"
-    qr = segno.make(url, error="m").svg_inline(scale=4, border=2)
+    # ~80 ms of drawing: off the event loop that forwards media and answers sockets.
+    qr = await asyncio.to_thread(_qr_svg, url)
     return ApplicantLink(url=url, token=token, expires_at=int(time.time()) + ttl, qr_svg=qr)
 
 
@@ -519,6 +424,10 @@ async def decline(ctx: Ctx) -> Any:
     return await ctx.service.respond(
         ctx.identity, ctx.path("invitation_id"), False, ctx.body.reason
     )
+
+
+def _qr_svg(url: str) -> str:
+    return str(segno.make(url, error="m").svg_inline(scale=4, border=2))
 
 
 def add_routes(app: web.Application) -> None:

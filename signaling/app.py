@@ -17,6 +17,7 @@ from aiohttp import WSCloseCode, web
 from . import (
     api_archive,  # noqa: F401  (registers the case-file download routes)
     api_audit,  # (registers the audit trail's route)
+    api_auth,  # noqa: F401  (registers health, demo sign-in, identity and directory)
     api_casefile,  # noqa: F401  (registers the case-file routes)
     api_cases,  # noqa: F401  (registers the case's paginated timeline and sessions)
     api_replay,  # noqa: F401  (registers the replay routes)

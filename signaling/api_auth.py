@@ -1,0 +1,106 @@
+"""The node's public routes (health, demo sign-in) and who the caller is: the identity
+and the department directory. Registered into ``api.ROUTES`` when imported (app.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from . import __version__, health
+from .api import ALL, Ctx, require_signing, route
+from .config import is_loopback
+from .errors import NotFound
+from .keys import CONFIG, DIRECTORY, MEDIA, NODE_ID, STORE, TOKENS
+from .models import DemoLoginBody, Health, TokenResponse
+from .socketcaps import signin_limited
+
+# -- public ---------------------------------------------------------------------------
+
+
+@route("GET", "/healthz", "Check the node", None, response=Health, tag="system", errors=("503",))
+async def healthz(ctx: Ctx) -> Any:
+    app = ctx.request.app
+    config = app[CONFIG]
+    store = app[STORE]
+    checks = await health.checks(store, config.data_dir, config.disk_min_free_bytes, app.get(MEDIA))
+    ok = checks.store.ok and checks.data_dir.ok and checks.media.ok
+    body = Health(
+        status="ok" if ok else "degraded",
+        node=app[NODE_ID],
+        state=store.kind,
+        version=__version__,
+        checks=checks,
+    )
+    return web.json_response(body.model_dump(), status=200 if ok else 503)
+
+
+@route("GET", "/api/auth/demo-users", "List the demo users", None, tag="auth")
+async def demo_users(ctx: Ctx) -> Any:
+    _demo_only(ctx)
+    directory = ctx.request.app[DIRECTORY]
+    config = ctx.request.app[CONFIG]
+    return {
+        "users": [u.model_dump() for u in directory.users],
+        "departments": [d.model_dump() for d in directory.departments],
+        # Reachable beyond this machine: the sign-in page says so, loudly.
+        "exposed": not is_loopback(config.host),
+    }
+
+
+@route(
+    "POST",
+    "/api/auth/demo-login",
+    "Sign in as a demo user",
+    None,
+    body=DemoLoginBody,
+    response=TokenResponse,
+    tag="auth",
+    errors=("404", "429", "503"),
+)
+async def demo_login(ctx: Ctx) -> Any:
+    _demo_only(ctx)
+    if (limited := signin_limited(ctx.request)) is not None:
+        return limited  # 429 rate_limited: signin_per_minute from this address
+    require_signing(ctx)
+    app = ctx.request.app
+    user = app[DIRECTORY].user(ctx.body.sub)
+    if user is None:
+        raise NotFound("user_not_found", f"no demo user {ctx.body.sub}")
+    tokens = app[TOKENS]
+    level = app[DIRECTORY].level_of(user.dept)
+    token = tokens.issue(sub=user.sub, role=user.role, name=user.name, dept=user.dept, level=level)
+    who = tokens.verify(token)
+    return TokenResponse(token=token, expires_at=who.exp or 0, identity=who.as_dict())
+
+
+def _demo_only(ctx: Ctx) -> None:
+    if not ctx.request.app[CONFIG].demo_on:
+        raise NotFound("demo_disabled", "the demo directory is turned off on this server")
+
+
+# -- identity and directory -----------------------------------------------------------
+
+
+@route("GET", "/api/me", "Tell who the token is for", ALL, tag="auth")
+async def me(ctx: Ctx) -> Any:
+    return {"identity": ctx.identity.as_dict()}
+
+
+@route(
+    "GET",
+    "/api/directory",
+    "List departments and reviewers",
+    frozenset({"clerk", "reviewer", "supervisor", "admin"}),
+    tag="directory",
+)
+async def directory(ctx: Ctx) -> Any:
+    d = ctx.request.app[DIRECTORY]
+    return {
+        "departments": [x.model_dump() for x in d.departments],
+        "reviewers": [
+            {"sub": u.sub, "name": u.name, "dept": u.dept, "level": d.level_of(u.dept)}
+            for u in d.users
+            if u.role == "reviewer"
+        ],
+    }
