@@ -16,10 +16,11 @@ from signaling.app import create_app
 from signaling.web_security import HEADERS, normalize, origin_allowed, own_origin
 
 from .conftest import Tokens, auth, make_config
+from .images import tiny
 
 Client = TestClient[Any, Any]
 CASE = "WEB-2026-0001"
-PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8
+PNG = tiny("PNG")  # a still must really be an image
 UPGRADE = {
     "Upgrade": "websocket",
     "Connection": "Upgrade",
