@@ -25,6 +25,8 @@ DIRECTORY = web.AppKey("directory", Directory)
 STORE = web.AppKey("store", Store)
 SERVICE = web.AppKey("service", ReviewService)
 NODE_ID = web.AppKey("node_id", str)
+# The bridge is named for typing only: importing it loads the SFU (aiortc), which the
+# handlers that only read the archive (replay, case file) must not pull in.
 MEDIA: web.AppKey[MediaBridge] = web.AppKey("media")
 # Background timers that outlive one request or socket (resume grace periods).
 TASKS: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("tasks")
