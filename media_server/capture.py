@@ -11,15 +11,14 @@ they were encoded (pts = unwrapped RTP timestamp, time base 1/clock rate).
 Containers: VP8 and Opus in WebM, written live by ``webm.LiveWebm`` (one cluster per
 batch of the recorder's writer, one ``write``); H.264 in fragmented MP4, one fragment per
 frame, muxed by PyAV (the mp4 muxer refuses VP8). Either way what was written stays
-playable after a ``kill -9``; ``repair`` (a no-decode remux by FFmpeg) then restores the
-duration and the index, and makes every closed file final.
+playable after a ``kill -9``; ``recording.repair`` (a no-decode remux by FFmpeg) then
+restores the duration and the index, and makes every closed file final.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-import os
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
@@ -28,12 +27,11 @@ from typing import Any
 import av
 from aiortc.codecs.h264 import h264_depayload
 
-from . import rtp
-from .bitstream import annexb_nals, opus_head, sps_dimensions, vp8_payload
-from .reorder import GAP, Reorder
-from .webm import LiveWebm, webm_header
+from recording.bitstream import annexb_nals, sps_dimensions, vp8_payload
+from recording.webm import LiveWebm, webm_header
 
-__all__ = ["annexb_nals", "opus_head", "sps_dimensions", "vp8_payload"]
+from . import rtp
+from .reorder import GAP, Reorder
 
 # A fragment per frame; each reaches the OS as it is written. The last frame waits for
 # the next one (its duration), so a kill loses about one frame interval.
@@ -41,8 +39,6 @@ FMP4_OPTIONS = {
     "movflags": "empty_moov+default_base_moof+frag_every_frame",
     "flush_packets": "1",
 }
-# What a closed or repaired file is remuxed into: indexed, with its duration.
-FINAL_OPTIONS = {"webm": {}, "mp4": {"movflags": "+faststart"}}
 
 # codec (lower-case mime type) -> (file extension, container format)
 CONTAINERS = {
@@ -406,7 +402,7 @@ class TrackCapture:
 
     def close(self) -> None:
         """Write what is still held and close the file (an MP4's muxer writes its
-        index; ``repair`` makes either final)."""
+        index; ``recording.repair`` makes either final)."""
         drained: list[Any] = []
         self.reorder.drain(drained)
         self._run(drained)
@@ -426,43 +422,3 @@ class TrackCapture:
                     out.abandon()
                 else:
                     out.close()
-
-
-# -- after the fact ----------------------------------------------------------------------
-
-
-def repair(path: Path) -> dict[str, Any]:
-    """Remux a track file without decoding: restores duration and index (cues, moov)
-    after a crash cut it off, or turns a fragmented MP4 into an ordinary one. The
-    original is replaced only once the copy is complete. Returns what it found."""
-    fmt = "mp4" if path.suffix == ".mp4" else "webm"
-    tmp = path.with_name(path.name + ".repair")
-    packets = 0
-    last_end = 0.0
-    with av.open(str(path)) as src:
-        if not src.streams:
-            raise ValueError(f"{path.name}: no stream")
-        ins = src.streams[0]
-        with av.open(str(tmp), "w", format=fmt, options=FINAL_OPTIONS[fmt]) as dst:
-            outs = dst.add_stream_from_template(ins)
-            try:
-                for packet in src.demux(ins):
-                    if packet.dts is None or packet.size == 0:
-                        continue  # the demuxer's flush packet
-                    tb = packet.time_base
-                    end = packet.pts + (packet.duration or 0) if packet.pts is not None else 0
-                    last_end = max(last_end, float(end * tb) if tb else 0.0)
-                    packet.stream = outs
-                    dst.mux_one(packet)
-                    packets += 1
-            except (av.error.InvalidDataError, av.error.EOFError):
-                pass  # cut off mid-packet by the crash: keep what came before
-    os.replace(tmp, path)
-    return {"packets": packets, "duration_s": round(last_end, 3), "size": path.stat().st_size}
-
-
-def probe(path: Path) -> dict[str, Any]:
-    """Duration and packet count of a closed track file (demux only)."""
-    with av.open(str(path)) as src:
-        duration = (src.duration or 0) / 1_000_000
-        return {"duration_s": round(duration, 3)}

@@ -11,9 +11,9 @@ Nothing on the loop ever wakes the writer for a packet. ONE writer thread per no
 on its own clock, every ``BATCH_S``, takes everything queued, hands each packet to its
 track's capture (``capture.TrackCapture``: depacketize, write the frames), then gives each
 track's new frames to the OS in one ``write`` and keeps each session's ``recording.json``
-(``journal``). With nothing to record it sleeps until a control message (a recording
-starting) wakes it. Closed files are remuxed (``capture.repair``) on a second thread so a
-long track's repair never stalls the live ones.
+(``recording.track_journal``). With nothing to record it sleeps until a control message
+(a recording starting) wakes it. Closed files are remuxed (``recording.repair``) on a
+second thread so a long track's repair never stalls the live ones.
 
 A write error (full disk, I/O error, an unwritable directory) fails that track only: it
 is reported at once through ``on_event`` (on the event loop) and forwarding goes on.
@@ -35,10 +35,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import capture, journal
-from .room_recording import ID_RE, RoomRecording, TrackRef, session_dir
+from recording import track_journal
+from recording.paths import session_dir
+from recording.repair import repair
 
-__all__ = ["ID_RE", "RoomRecording", "TrackRef", "session_dir"]
+from . import capture
+from .room_recording import RoomRecording, TrackRef
+
+__all__ = ["RoomRecording", "TrackRef"]
 
 if TYPE_CHECKING:
     from .room import Room
@@ -245,10 +249,10 @@ class Recorder:
             doc = None
             try:
                 rec.directory.mkdir(parents=True, exist_ok=True)
-                doc = journal.load(rec.directory)
+                doc = track_journal.load(rec.directory)
             except (OSError, ValueError) as exc:
                 self._report(rec, "journal_failed", None, None, exc)
-            session = _Session(rec.directory, doc or journal.new(rec.case_id, rec.session_id))
+            session = _Session(rec.directory, doc or track_journal.new(rec.case_id, rec.session_id))
             self._sessions[rec.directory] = session
         return session
 
@@ -272,7 +276,7 @@ class Recorder:
         session = self._session(rec)
         found = capture.container_for(ref.codec)
         ext = found[0] if found else "bin"
-        name = journal.file_name(session.doc, ref.track_id, ext)
+        name = track_journal.file_name(session.doc, ref.track_id, ext)
         entry: dict[str, Any] = {
             "file": name,
             "track_id": ref.track_id,
@@ -411,7 +415,7 @@ class Recorder:
 
     def _repair_job(self, track: _Track, path: Path) -> None:
         try:
-            result: dict[str, Any] | BaseException = capture.repair(path)
+            result: dict[str, Any] | BaseException = repair(path)
         except Exception as exc:
             result = exc
         self.control(("repaired", track, result))
@@ -498,14 +502,14 @@ class Recorder:
             return
         session.soon = 0.0
         try:
-            journal.save(session.directory, session.doc)
+            track_journal.save(session.directory, session.doc)
         except OSError as exc:
             if not session.save_failed:
                 session.save_failed = True
-                log.error("writing %s failed: %s", session.directory / journal.NAME, exc)
+                log.error("writing %s failed: %s", session.directory / track_journal.NAME, exc)
                 rec = next(iter(session.runs), None)
                 if rec is not None:
-                    self._report(rec, "journal_failed", None, journal.NAME, exc)
+                    self._report(rec, "journal_failed", None, track_journal.NAME, exc)
             return
         session.dirty = False
         session.saved_at = now

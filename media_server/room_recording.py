@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,19 +27,6 @@ log = logging.getLogger(__name__)
 
 OVERLOAD_REPORT_EVERY_S = 10.0
 _now = time.time
-ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-
-
-def session_dir(archive: Path, case_id: str, session_id: str) -> Path:
-    """<archive>/<case>/<session>, refusing any id that could leave the archive."""
-    for what, value in (("case id", case_id), ("session id", session_id)):
-        if not ID_RE.match(value) or value in (".", ".."):
-            raise ValueError(f"unusable {what} {value!r}")
-    root = archive.resolve()
-    path = (root / case_id / session_id).resolve()
-    if not path.is_relative_to(root) or path == root:
-        raise ValueError(f"{case_id}/{session_id} is outside the archive")
-    return path
 
 
 @dataclass(eq=False)

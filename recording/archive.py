@@ -1,11 +1,11 @@
 """The case file on disk: a session's manifest, its hash-chained timeline, and the
 recovery of recordings a crash left open.
 
-``<archive>/<case>/<session>/``::
+``<archive>/<case>/<session>/`` (``paths.session_dir``)::
 
     tracks/<name>.webm|mp4   per-track recordings (media_server.recorder)
     snapshots/<id>.jpg|png   document stills (signaling.casefile)
-    recording.json           the recording journal (media_server.journal)
+    recording.json           the recording journal (recording.track_journal)
     timeline.jsonl           the session's events, one canonical JSON object a line
     manifest.json            participants, times, files with SHA-256, chat, opinions,
                              and the timeline's hash chain
@@ -27,10 +27,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from media_server import capture, journal
-from media_server.recorder import ID_RE, session_dir
-
-__all__ = ["ID_RE", "session_dir"]
+from . import track_journal
+from .paths import ID_RE, session_dir
+from .repair import repair
 
 MANIFEST = "manifest.json"
 TIMELINE = "timeline.jsonl"
@@ -38,7 +37,13 @@ VERSION = 1
 # Never listed as content: they describe the content, or are a writer's scratch files.
 # exports.json (``addendum``) vouches for what was made after sealing, and is checked
 # on its own.
-NOT_CONTENT = {MANIFEST, TIMELINE, f".{journal.NAME}.tmp", "exports.json", ".exports.json.tmp"}
+NOT_CONTENT = {
+    MANIFEST,
+    TIMELINE,
+    f".{track_journal.NAME}.tmp",
+    "exports.json",
+    ".exports.json.tmp",
+}
 
 
 def canonical(event: dict[str, Any]) -> str:
@@ -151,7 +156,7 @@ def _opinions(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _recording_summary(directory: Path) -> dict[str, Any]:
     """The recording as the journal describes it; nothing recorded (nobody joined, no
     media, recording off) is an empty summary, so every manifest has a track list."""
-    doc = journal.load(directory) or {}
+    doc = track_journal.load(directory) or {}
     keep = (
         "file",
         "track_id",
@@ -254,15 +259,15 @@ def open_journals(archive: Path) -> list[tuple[Path, dict[str, Any]]]:
     out: list[tuple[Path, dict[str, Any]]] = []
     if not archive.is_dir():
         return out
-    for path in sorted(archive.glob(f"*/*/{journal.NAME}")):
+    for path in sorted(archive.glob(f"*/*/{track_journal.NAME}")):
         directory = path.parent
         if not ID_RE.match(directory.name) or not ID_RE.match(directory.parent.name):
             continue
         try:
-            doc = journal.load(directory)
+            doc = track_journal.load(directory)
         except (OSError, ValueError):
             continue
-        if doc is not None and journal.is_open(doc):
+        if doc is not None and track_journal.is_open(doc):
             out.append((directory, doc))
     return out
 
@@ -287,7 +292,7 @@ def recover_session(directory: Path, doc: dict[str, Any]) -> dict[str, Any]:
             failed.append(track.get("file"))
             continue
         try:
-            result = capture.repair(path)
+            result = repair(path)
         except Exception as exc:  # a file cut before its header: nothing to save
             track["state"] = "failed"
             track["error"] = f"not repairable after the crash: {exc}"
@@ -298,7 +303,7 @@ def recover_session(directory: Path, doc: dict[str, Any]) -> dict[str, Any]:
             # The crash time is unknown; the file says how far it got.
             track["ended_at"] = track["started_at"] + result["duration_s"]
         recovered.append(track.get("file"))
-    journal.save(directory, doc)
+    track_journal.save(directory, doc)
     return {
         "case_id": doc.get("case_id"),
         "session_id": doc.get("session_id"),

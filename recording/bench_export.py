@@ -52,12 +52,11 @@ def _cache_root(explicit: str | None) -> Path:
 
 def session(root: Path, participants: int, seconds: float, say: Any) -> Path:
     """The synthesized session (made on first use, then reused)."""
-    from media_server import journal
-
+    from . import track_journal
     from .synth_session import Party, synthesize
 
     directory = root / f"v{CACHE_VERSION}-p{participants}-s{seconds:g}"
-    doc = journal.load(directory) if directory.is_dir() else None
+    doc = track_journal.load(directory) if directory.is_dir() else None
     if doc is not None and all((directory / t["file"]).is_file() for t in doc["tracks"]):
         say(f"synthesized session: {directory} (cached)")
         return directory

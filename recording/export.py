@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from . import addendum
-from .archive import ID_RE, session_dir, sha256_file
+from .archive import sha256_file
 from .compose import Options, Progress, render
+from .paths import ID_RE, session_dir
 
 COMPOSITE = "exports/composite.mp4"
 GENERATOR = "jointreview composite export"

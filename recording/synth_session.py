@@ -21,9 +21,11 @@ from typing import Any
 import av
 import numpy as np
 
-from media_server import capture, journal
+from media_server import capture
 from media_server.synthetic import pattern_planes
 
+from . import track_journal
+from .repair import repair
 from .synth import RtpSender
 
 NET_DELAY_S = 0.02  # every packet arrives this long after it was sent
@@ -187,7 +189,7 @@ def _record(
     track_id = f"p{n}.{0 if kind == 'video' else 1}"
     ext = capture.container_for(codec)
     assert ext is not None
-    name = journal.file_name(doc, track_id, ext[0])
+    name = track_journal.file_name(doc, track_id, ext[0])
     path = directory / name
     path.parent.mkdir(parents=True, exist_ok=True)
     cap = capture.TrackCapture(path, codec, clock)
@@ -230,7 +232,7 @@ def _record(
         "error": None,
     }
     if cap.frames:
-        entry.update(capture.repair(path))
+        entry.update(repair(path))
     doc["tracks"].append(entry)
 
 
@@ -247,7 +249,7 @@ def synthesize(
     """Write ``tracks/*`` and ``recording.json`` of a session into ``directory``
     (``on_party(n)``: party ``n`` is done, for a progress display)."""
     directory.mkdir(parents=True, exist_ok=True)
-    doc = journal.new(case_id, session_id)
+    doc = track_journal.new(case_id, session_id)
     doc["runs"].append(
         {
             "started_at": t0,
@@ -268,5 +270,5 @@ def synthesize(
             _record(directory, doc, party, n, "audio", packets, t0, end_s)
         if on_party is not None:
             on_party(n)
-    journal.save(directory, doc)
+    track_journal.save(directory, doc)
     return doc

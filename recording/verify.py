@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from . import addendum
-from .archive import MANIFEST, TIMELINE, chain, content_files, session_dir, sha256_file
+from .archive import MANIFEST, TIMELINE, chain, content_files, sha256_file
+from .paths import session_dir
 
 
 @dataclass

@@ -33,9 +33,9 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel
 
-from media_server import journal
-from media_server.recorder import session_dir
+from recording import track_journal
 from recording.archive import MANIFEST
+from recording.paths import session_dir
 
 from . import paging, replay
 from .api import PAGE_DEFAULT, PAGE_MAX, Ctx, page, readable_session, route
@@ -144,7 +144,7 @@ class Recording:
 
 def _load(directory: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     try:
-        doc = journal.load(directory)
+        doc = track_journal.load(directory)
     except (OSError, ValueError):
         doc = None
     try:
@@ -230,7 +230,13 @@ async def describe(ctx: Ctx) -> Any:
         )
         for s in await service.snapshots(sid)
     ]
-    state = "none" if origin is None else "recording" if journal.is_open(doc or {}) else "complete"
+    state = (
+        "none"
+        if origin is None
+        else "recording"
+        if track_journal.is_open(doc or {})
+        else "complete"
+    )
     description = ReplayDescription(
         case_id=session.case_id,
         session_id=sid,

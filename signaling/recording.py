@@ -30,8 +30,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from media_server import journal
-from recording import archive
+from recording import archive, track_journal
+from recording.paths import session_dir
 
 from . import policy
 from .auth import Identity
@@ -259,10 +259,10 @@ class RecordingControl:
 
     def _being_written(self, case_id: str, session_id: str) -> bool:
         try:
-            doc = journal.load(archive.session_dir(self.archive_dir, case_id, session_id))
+            doc = track_journal.load(session_dir(self.archive_dir, case_id, session_id))
         except (OSError, ValueError):
             return False  # no readable journal: nothing is being recorded here
-        return doc is not None and journal.is_open(doc)
+        return doc is not None and track_journal.is_open(doc)
 
     async def sweep_unsealed(self) -> int:
         """Seal the ended sessions that nobody sealed (their node died, or they ended while

@@ -18,7 +18,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, precondition, rule
 
-from recording.archive import MANIFEST, session_dir
+from recording.archive import MANIFEST
+from recording.paths import session_dir
 from signaling.app import create_app
 from signaling.auth import TokenService
 from signaling.keys import STORE

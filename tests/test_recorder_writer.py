@@ -21,9 +21,11 @@ from typing import Any
 
 import av
 
-from media_server import capture, recorder, webm
+from media_server import capture, recorder
 from media_server.forwarder import Upstream
 from media_server.synthetic import read_pattern
+from recording import webm
+from recording.repair import repair
 from recording.synth import RtpSender, encode_audio, encode_video
 
 
@@ -67,11 +69,11 @@ def test_live_webm_is_whole_after_every_flush_and_repairs_from_any_cut(tmp_path:
     for cut in (sizes[0] - 1, sizes[2] + 100, len(data) - 3):
         cutfile = tmp_path / f"cut{cut}.webm"
         cutfile.write_bytes(data[:cut])
-        info = capture.repair(cutfile)
+        info = repair(cutfile)
         counters = [read_pattern(f)[1] for f in _frames(cutfile)]
         assert counters == list(range(len(counters))) and info["packets"] == len(counters)
         assert len(counters) >= sum(1 for s in sizes if s <= cut) * 7 - 1
-    info = capture.repair(path)
+    info = repair(path)
     assert [read_pattern(f)[1] for f in _frames(path)] == list(range(60))
     assert abs(info["duration_s"] - 59 / 30) < 0.05
     with av.open(str(path)) as c:  # final: duration and size in the container
@@ -104,7 +106,7 @@ def test_opus_in_live_webm(tmp_path: Path) -> None:
             cap.flush()
     cap.close()
     assert [ms for ms, _ in _packets(path)] == [20 * n for n in range(100)]
-    capture.repair(path)
+    repair(path)
     assert sum(f.samples for f in _frames(path)) >= 99 * 960
     with av.open(str(path)) as c:
         assert c.streams[0].codec_context.extradata[:8] == b"OpusHead"
@@ -326,8 +328,8 @@ def test_kill_9_loses_at_most_a_batch_of_what_was_received(tmp_path: Path) -> No
             break
     proc.wait(10)
     tracks = tmp_path / "K-1" / "s_k" / "tracks"
-    capture.repair(tracks / "p0_0.webm")
-    capture.repair(tracks / "p0_1.webm")
+    repair(tracks / "p0_0.webm")
+    repair(tracks / "p0_1.webm")
     video_lost = received[0] - 1 - max(read_pattern(f)[1] for f in _frames(tracks / "p0_0.webm"))
     audio_lost = received[1] - sum(f.samples for f in _frames(tracks / "p0_1.webm")) // 960
     print(f"lost at SIGKILL: {video_lost} video frames, {audio_lost} audio packets")

@@ -22,6 +22,8 @@ from aiortc.codecs.vpx import vp8_depayload
 from media_server import capture
 from media_server.participant import Participant
 from media_server.synthetic import PatternVideoTrack, ToneAudioTrack, read_pattern
+from recording.bitstream import annexb_nals, sps_dimensions, vp8_payload
+from recording.repair import repair
 from recording.synth import RtpSender, encode_audio, encode_video
 from signaling import cli
 from signaling.auth import TokenService
@@ -77,7 +79,7 @@ def test_video_through_loss_reordering_retransmission_and_wrap(tmp_path: Path, c
     assert {ident for ident, _ in seen} == {1}
     assert [c for _, c in seen] == list(range(90))  # every frame, in order
     assert cap.gaps == 0 and cap.started_at is not None
-    info = capture.repair(path)
+    info = repair(path)
     assert abs(info["duration_s"] - 3.0) < 0.1
 
 
@@ -118,13 +120,13 @@ def test_vp8_payload_matches_aiortc() -> None:
     sender = RtpSender("video/VP8")
     for data, _, _ in encode_video("video/VP8", 3):
         for payload in sender.payloads(data):
-            assert capture.vp8_payload(payload) == vp8_depayload(payload)
+            assert vp8_payload(payload) == vp8_depayload(payload)
 
 
 def test_sps_dimensions() -> None:
     data = next(d for d, _, key in encode_video("video/H264", 1, width=640, height=360) if key)
-    sps = next(n for n in capture.annexb_nals(data) if n[0] & 0x1F == 7)
-    assert capture.sps_dimensions(sps) == (640, 360)  # 360 is coded as 368, cropped
+    sps = next(n for n in annexb_nals(data) if n[0] & 0x1F == 7)
+    assert sps_dimensions(sps) == (640, 360)  # 360 is coded as 368, cropped
 
 
 # -- through the SFU ---------------------------------------------------------------------

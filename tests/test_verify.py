@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from recording import archive
+from recording import archive, paths
 from signaling import cli
 from signaling.config import Config
 
@@ -167,4 +167,4 @@ async def test_names_from_input_stay_in_the_archive(
         )
         assert code == 1
     with pytest.raises(ValueError):
-        archive.session_dir(config.data_dir / "archive", CASE, "../x")
+        paths.session_dir(config.data_dir / "archive", CASE, "../x")

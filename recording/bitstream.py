@@ -1,6 +1,6 @@
-"""Bits of codec syntax the recorder needs without decoding: the VP8 payload descriptor
-(RFC 7741), H.264 parameter sets (SPS size, RFC 6184 / ITU-T H.264) and the Opus
-identification header (RFC 7845)."""
+"""Bits of codec syntax the recorder and the WebM writer need without decoding: the VP8
+payload descriptor (RFC 7741), H.264 parameter sets (SPS size, RFC 6184 / ITU-T H.264)
+and the Opus identification header (RFC 7845)."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ per packet (an ``av.Packet``, the muxer, a ``write`` per 40 ms cluster with
 8.4-9.8 µs a packet against 6.1-7.4 µs), and it held up to two frames back, which a
 ``kill -9`` lost. A SimpleBlock is 8 bytes before the frame; FFmpeg still writes the
 header (EBML, Segment, Tracks with the codec's private data), and the no-decode remux of
-``capture.repair`` adds the duration and the index when a track closes.
+``repair.repair`` adds the duration and the index when a track closes.
 """
 
 from __future__ import annotations
