@@ -50,7 +50,7 @@ from .socketcaps import Guards
 from .state import Outage, StoreUnavailable, open_store
 from .web_security import install as install_web_security
 from .webhooks import WEBHOOKS, Webhooks
-from .ws import websocket_handler
+from .ws_endpoint import websocket_handler
 
 log = logging.getLogger(__name__)
 
