@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -47,6 +48,9 @@ class MediaServer:
         self.rooms: dict[str, Room] = {}
         self.recorder = recorder
         self._recording: dict[str, str] = {}  # session id -> case id, while recording
+        # Rooms being closed (their recordings finishing): an end that comes meanwhile
+        # waits for the files, so that whoever seals the case file finds them final.
+        self._closing: dict[str, asyncio.Event] = {}
 
     def room(self, session_id: str) -> Room:
         room = self.rooms.get(session_id)
@@ -156,11 +160,20 @@ class MediaServer:
         self._recording.pop(session_id, None)
         room = self.rooms.pop(session_id, None)
         if room is None:
+            closing = self._closing.get(session_id)
+            if closing is not None:
+                await closing.wait()  # the last leave is closing it: files final after
             return None
-        rec = room.recorder
-        await room.close()  # every track ends (and tells the recorder)
-        room.recorder = None
-        return await rec.stop() if rec is not None else None
+        done = self._closing[session_id] = asyncio.Event()
+        try:
+            rec = room.recorder
+            await room.close()  # every track ends (and tells the recorder)
+            room.recorder = None
+            return await rec.stop() if rec is not None else None
+        finally:
+            done.set()
+            if self._closing.get(session_id) is done:
+                del self._closing[session_id]
 
     async def close(self) -> None:
         for session_id in list(self.rooms):

@@ -279,20 +279,11 @@ class MediaBridge:
 
     async def _leave(self, session_id: str, participant_id: str) -> None:
         assert self.media is not None
-        had_room = session_id in self.media.rooms
         await self.media.leave(session_id, participant_id)
         if session_id not in self.media.rooms:
             # The room closed: another node may host it next. We keep following the
             # session so that its end is sealed into the case file.
             await self._release(session_id)
-            # Only a room this leave closed: a session without media is sealed by its
-            # end, before the end is answered (a seal here would race it and win).
-            if had_room and self.recording is not None:
-                # The session may have ended while the room was closing: its end found
-                # our lease and the recording still being written, and left the case file
-                # to us. Not files_final: an end that closed the room under us may still
-                # be finishing the files (it seals them itself, then).
-                await self.recording.seal_once(session_id)
 
     async def watch(self, session_id: str) -> None:
         """Someone joined through this node: follow the session so that its case file
