@@ -59,6 +59,10 @@ def hold_data_dir(data_dir: Path) -> IO[str] | None:
     return fh
 
 
+# In archive/: its tree was made private once (files and folders 0600/0700).
+PRIVATE_MARKER = ".private"
+
+
 def holder_of(data_dir: Path) -> str:
     """Who holds the data directory's lock, as the lock file says (for a message)."""
     try:
@@ -113,7 +117,12 @@ def secure_data_dir(data_dir: Path, single_node: bool = True) -> None:
     for name in SECRET_FILES:
         _tighten(data_dir / name, 0o600)
     tighten_tree(data_dir / "state")
-    tighten_tree(data_dir / "archive")
+    # The archive grows for years (and is shared by nodes): walk it once, the first start
+    # after an upgrade. Everything written since is private already (umask 077).
+    marker = data_dir / "archive" / PRIVATE_MARKER
+    if not marker.exists():
+        tighten_tree(data_dir / "archive")
+        marker.touch(mode=0o600)
 
 
 def ensure_grant_key(data_dir: Path) -> bytes:
