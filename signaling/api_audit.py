@@ -229,10 +229,7 @@ def _after(
     route_ = {"method": request.method, "route": obj, "status": status}
     code, message = _error(response) if status >= 400 else (None, None)
     if obj == "/api/auth/demo-login" and request.method == "POST":
-        actor = None
-        if status == 200 and response is not None:
-            body = json.loads(getattr(response, "body", b"") or b"{}")
-            actor = actor_dict(Identity(**body["identity"]))
+        actor = actor_dict(who) if status == 200 and who is not None else None
         result = "ok" if status == 200 else "refused"
         trail.put(
             "auth.signin.demo",

@@ -11,7 +11,7 @@ from . import __version__, health
 from .api import ALL, Ctx, require_signing, route
 from .config import is_loopback
 from .errors import NotFound
-from .keys import CONFIG, DIRECTORY, MEDIA, NODE_ID, STORE, TOKENS
+from .keys import CONFIG, DIRECTORY, MEDIA, NODE_ID, STORE, TOKENS, WHO
 from .models import DemoLoginBody, Health, TokenResponse
 from .socketcaps import signin_limited
 
@@ -70,7 +70,7 @@ async def demo_login(ctx: Ctx) -> Any:
     tokens = app[TOKENS]
     level = app[DIRECTORY].level_of(user.dept)
     token = tokens.issue(sub=user.sub, role=user.role, name=user.name, dept=user.dept, level=level)
-    who = tokens.verify(token)
+    who = ctx.request[WHO] = tokens.verify(token)  # the audit trail's actor
     return TokenResponse(token=token, expires_at=who.exp or 0, identity=who.as_dict())
 
 
