@@ -125,13 +125,7 @@ async def test_redis_outage_answers_json_503s_and_the_node_recovers(
         code, body = await _health(http, node.url)
         assert code == 200 and body["status"] == "ok", body["checks"]
         assert body["checks"]["store"]["ok"] is True
-        async with http.post(
-            f"{node.url}/api/cases/RD-1/sessions", json={"matter": "m"}, headers=auth(clerk)
-        ) as res:
-            assert res.status == 201
-            sid = (await res.json())["session_id"]
-        sock = await Signal.connect(http, _ws(node.url, clerk))
-        await sock.request("join", "joined", session_id=sid)
+        sock = await _clerk_in_session(http, node.url, clerk, "RD-1")
 
         own_redis.stop()
 
@@ -184,6 +178,18 @@ async def test_redis_outage_answers_json_503s_and_the_node_recovers(
     for loop in ("sweeper", "webhooks"):
         assert text.count(f"{loop}: the store is unavailable") == 1, text[-3000:]
         assert text.count(f"{loop}: the store is back") == 1, text[-3000:]
+
+
+async def _clerk_in_session(http: aiohttp.ClientSession, url: str, clerk: str, case: str) -> Signal:
+    """The clerk's socket, joined to a new session of ``case``."""
+    async with http.post(
+        f"{url}/api/cases/{case}/sessions", json={"matter": "m"}, headers=auth(clerk)
+    ) as res:
+        assert res.status == 201
+        sid = str((await res.json())["session_id"])
+    sock = await Signal.connect(http, _ws(url, clerk))
+    await sock.request("join", "joined", session_id=sid)
+    return sock
 
 
 # -- a full disk ------------------------------------------------------------------------
@@ -255,13 +261,7 @@ async def test_a_full_disk_refuses_writes_and_keeps_memory_and_disk_the_same(
     acked: list[str] = []
     refused: list[dict[str, Any]] = []
     async with aiohttp.ClientSession() as http:
-        async with http.post(
-            f"{node.url}/api/cases/DF-1/sessions", json={"matter": "m"}, headers=auth(clerk)
-        ) as res:
-            assert res.status == 201
-            sid = (await res.json())["session_id"]
-        sock = await Signal.connect(http, _ws(node.url, clerk))
-        await sock.request("join", "joined", session_id=sid)
+        sock = await _clerk_in_session(http, node.url, clerk, "DF-1")
         for i in range(5):
             await sock.request("chat", "ack", text=f"before {i}")
             acked.append(f"before {i}")
