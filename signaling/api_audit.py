@@ -30,6 +30,7 @@ import jwt
 from aiohttp import web
 from pydantic import BaseModel
 
+from . import paging
 from .api import Ctx, route
 from .audit import (
     CURRENT,
@@ -301,7 +302,7 @@ class AuditPage(BaseModel):
     chain: str  # the chain read (a node's directory under <data_dir>/audit)
     chains: list[str]  # every chain in this data dir
     entries: list[AuditEntry]  # newest first
-    next_cursor: int | None = None  # pass as ``cursor`` for the next (older) page
+    next_cursor: str | None = None  # pass as ``cursor`` for the next (older) page
 
 
 def read_page(
@@ -367,14 +368,12 @@ async def read_audit(ctx: Ctx) -> Any:
     try:
         since = float(q["since"]) if "since" in q else None
         until = float(q["until"]) if "until" in q else None
-        limit = int(q.get("limit", str(config.page_default)))
-        cursor = int(q["cursor"]) if "cursor" in q else None
     except ValueError:
-        raise BadRequest(
-            "invalid_query", "since/until are numbers, limit and cursor integers"
-        ) from None
-    if not 1 <= limit <= config.page_max:
-        raise BadRequest("invalid_query", f"limit must be between 1 and {config.page_max}")
+        raise BadRequest("invalid_query", "since/until are numbers") from None
+    # The same pages as every other list: limit checked, the cursor opaque.
+    limit = paging.limit_of(q.get("limit"), config.page_default, config.page_max)
+    position = paging.decode(paging.AUDIT, q.get("cursor"), {"q": int})
+    cursor = position["q"] if position is not None else None
     chains = sorted(p.name for p in trail.root.iterdir() if p.is_dir())
     chain = q.get("node") or trail.chain_name
     if chain not in chains:
@@ -406,5 +405,5 @@ async def read_audit(ctx: Ctx) -> Any:
         chain=chain,
         chains=chains,
         entries=[AuditEntry.model_validate(e) for e in entries],
-        next_cursor=next_cursor,
+        next_cursor=None if next_cursor is None else paging.encode(paging.AUDIT, q=next_cursor),
     )

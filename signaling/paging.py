@@ -32,6 +32,7 @@ SESSIONS = "ss"
 CASE_SESSIONS = "cs"
 MARKERS = "mk"
 DELIVERIES = "wd"
+AUDIT = "au"
 SCAN_PAGES = 4  # a filtered page reads at most this many pages' worth of entries
 
 
