@@ -83,24 +83,28 @@ export class Signal {
         }
         this.dispatch(msg);
       };
-      ws.onclose = (ev) => {
-        if (this.ws !== ws) return;
-        this.ws = null;
-        for (const [, w] of this.waiters) w.reject(new SignalError("disconnected", "the connection closed"));
-        this.waiters.clear();
-        const final = FINAL[ev.code];
-        if (!greeted) reject(new SignalError(final || "connect_failed", ev.reason));
-        if (final) {
-          this.finalCode = final;
-          this.setState("closed");
-          this.emit("closed", { code: final });
-        } else if (!this.stopped) {
-          this.scheduleReconnect();
-        } else {
-          this.setState("closed");
-        }
-      };
+      // Also kept for dropForTest, which loses the socket at once as a dead network does.
+      this.lose = (ev) => this.closed(ws, ev, greeted, reject);
+      ws.onclose = this.lose;
     });
+  }
+
+  closed(ws, ev, greeted, reject) {
+    if (this.ws !== ws) return;
+    this.ws = null;
+    for (const [, w] of this.waiters) w.reject(new SignalError("disconnected", "the connection closed"));
+    this.waiters.clear();
+    const final = FINAL[ev.code];
+    if (!greeted) reject(new SignalError(final || "connect_failed", ev.reason));
+    if (final) {
+      this.finalCode = final;
+      this.setState("closed");
+      this.emit("closed", { code: final });
+    } else if (!this.stopped) {
+      this.scheduleReconnect();
+    } else {
+      this.setState("closed");
+    }
   }
 
   scheduleReconnect() {
@@ -113,15 +117,23 @@ export class Signal {
     this.setState("reconnecting");
     const delay = BACKOFF_MS[Math.min(this.attempt, BACKOFF_MS.length - 1)];
     this.attempt += 1;
-    this.retryTimer = setTimeout(async () => {
-      if (this.stopped) return;
-      try {
-        const welcome = await this.connect();
-        this.emit("reconnected", welcome);
-      } catch {
-        // onclose has scheduled the next attempt (or given up for good)
-      }
-    }, delay);
+    this.retryTimer = setTimeout(() => this.retry(), delay);
+  }
+
+  async retry() {
+    if (this.stopped) return;
+    if (navigator.onLine === false) {
+      // No network at all: an attempt would fail; the browser says when it is back,
+      // and the page reconnects at that moment instead of at the next backoff step.
+      window.addEventListener("online", () => this.retry(), { once: true });
+      return;
+    }
+    try {
+      const welcome = await this.connect();
+      this.emit("reconnected", welcome);
+    } catch {
+      // closed() has scheduled the next attempt (or given up for good)
+    }
   }
 
   dispatch(msg) {
@@ -188,6 +200,11 @@ export class Signal {
 
   // For tests and diagnostics: drop the connection as a network failure would.
   dropForTest() {
-    if (this.ws) this.ws.close(4000, "test drop");
+    const ws = this.ws;
+    if (!ws) return;
+    ws.close(4000, "test drop");
+    // Without the network the close handshake may never finish: the page counts the
+    // socket lost now, as it would on a dead link, and ignores its late close event.
+    this.lose({ code: 4000, reason: "test drop" });
   }
 }
