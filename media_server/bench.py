@@ -286,7 +286,7 @@ class Bench:
                 "JR_DEMO_ENABLED": "false",
             }
         )
-        argv = [sys.executable, "-m", "signaling.cli", "serve", "--port", str(port)]
+        argv = [sys.executable, "-m", "jointreview.cli", "serve", "--port", str(port)]
         argv += ["--data-dir", str(run / "data")]
         log = run / "server.log"
         proc = await self.spawn(argv, env, log)

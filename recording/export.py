@@ -1,5 +1,5 @@
 """Export one session: render its composite into the case file and list it in the
-addendum (``exports.json``). Used by the background job (``signaling.exports``) and by
+addendum (``exports.json``). Used by the background job (``signaling.export_jobs``) and by
 ``jointreview export``; nothing here touches the store.
 
 The MP4 is rendered into ``exports/composite.mp4.part`` (never listed as content, like

@@ -22,6 +22,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from . import paging, protocol
+from .appkeys import CONFIG, MEDIA, SERVICE, TOKENS, WHO
 from .auth import ROLES, AuthError, Identity
 from .errors import (
     BadRequest,
@@ -30,7 +31,6 @@ from .errors import (
     Unavailable,
     UnsupportedMediaType,
 )
-from .keys import CONFIG, MEDIA, SERVICE, TOKENS, WHO
 from .models import (
     CASE_ID_PATTERN,
     ApplicantLink,

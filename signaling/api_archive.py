@@ -43,9 +43,9 @@ from .api_replay import (
     granted,
     load_recording,
 )
+from .appkeys import CONFIG, STORE
 from .core import actor_of
 from .errors import Conflict, NotFound
-from .keys import CONFIG, STORE
 from .models import Actor, Session
 
 log = logging.getLogger(__name__)

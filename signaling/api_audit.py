@@ -32,6 +32,7 @@ from pydantic import BaseModel
 
 from . import paging
 from .api import Ctx, route
+from .appkeys import AUDIT, CONFIG, NODE_ID, SERVICE, WHO
 from .audit import (
     CURRENT,
     AuditTrail,
@@ -44,7 +45,6 @@ from .auth import Identity
 from .clientaddr import client_address
 from .config import Config
 from .errors import BadRequest, Forbidden
-from .keys import AUDIT, CONFIG, NODE_ID, SERVICE, WHO
 
 log = logging.getLogger(__name__)
 

@@ -3,15 +3,16 @@ and the department directory. Registered into ``api.ROUTES`` when imported (app.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from aiohttp import web
 
 from . import __version__, health
 from .api import ALL, Ctx, require_signing, route
+from .appkeys import CONFIG, DIRECTORY, MEDIA, NODE_ID, STORE, TOKENS, WHO
 from .config import is_loopback
 from .errors import NotFound
-from .keys import CONFIG, DIRECTORY, MEDIA, NODE_ID, STORE, TOKENS, WHO
 from .models import DemoLoginBody, Health, TokenResponse
 from .socketcaps import signin_limited
 
@@ -72,6 +73,22 @@ async def demo_login(ctx: Ctx) -> Any:
     token = tokens.issue(sub=user.sub, role=user.role, name=user.name, dept=user.dept, level=level)
     who = ctx.request[WHO] = tokens.verify(token)  # the audit trail's actor
     return TokenResponse(token=token, expires_at=who.exp or 0, identity=who.as_dict())
+
+
+@route("GET", "/ui/departments.json", "List departments for the pages", None, tag="system")
+async def departments(ctx: Ctx) -> Any:
+    # Department names for display on every screen (the applicant's too): public
+    # information, unlike the directory's people (GET /api/directory, staff only).
+    app = ctx.request.app
+    return web.json_response(
+        {
+            "departments": [d.model_dump() for d in app[DIRECTORY].departments],
+            # Whether /login exists: pages link to it only then.
+            "demo": app[CONFIG].demo_on,
+        },
+        headers={"Cache-Control": "no-cache"},
+        dumps=lambda obj: json.dumps(obj, ensure_ascii=False),
+    )
 
 
 def _demo_only(ctx: Ctx) -> None:

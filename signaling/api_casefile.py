@@ -7,8 +7,8 @@ from typing import Any
 from aiohttp import web
 
 from .api import ALL, STAFF, Ctx, readable_session, route
+from .appkeys import CONFIG
 from .errors import ServiceError
-from .keys import CONFIG
 from .models import Opinion, OpinionBody, OpinionList, Snapshot, SnapshotList
 
 

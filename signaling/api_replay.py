@@ -39,9 +39,9 @@ from recording.paths import session_dir
 
 from . import paging, replay
 from .api import PAGE_DEFAULT, PAGE_MAX, Ctx, page, readable_session, route
+from .appkeys import CONFIG, STORE
 from .core import actor_of
 from .errors import Conflict, NotFound, ServiceError, Unauthorized
-from .keys import CONFIG, STORE
 from .models import Actor, Invitation, Session
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ from .models import Actor, Event, Invitation, Session
 from .state import Store
 
 OPEN = ("pending", "ringing", "unanswered")
-# Ended sessions whose case file is not sealed yet, by end time (signaling.recording).
+# Ended sessions whose case file is not sealed yet, by end time (signaling.recording_control).
 UNSEALED = "unsealed"
 
 log = logging.getLogger(__name__)

@@ -10,9 +10,8 @@ import asyncio
 import os
 import secrets
 from pathlib import Path
-from typing import Literal
 
-from .media_bridge import MediaBridge
+from .media_port import MediaPort
 from .models import DataDirCheck, HealthChecks, MediaCheck, StoreCheck
 from .state import Store
 
@@ -65,26 +64,9 @@ async def data_dir_check(data_dir: Path, min_free: int) -> DataDirCheck:
         )
 
 
-def media_check(bridge: MediaBridge | None) -> MediaCheck:
-    media = bridge.media if bridge is not None else None
-    if media is None:
-        return MediaCheck(ok=True, enabled=False)  # turned off: nothing to be unwell
-    recorder = media.recorder
-    state: Literal["off", "idle", "running", "stopped"] = "off"
-    if recorder is not None:
-        # The writer thread starts with the first recording and must live on after it.
-        thread = recorder._thread
-        state = "idle" if thread is None else "running" if thread.is_alive() else "stopped"
-    error = None
-    if state == "stopped":
-        error = "the recorder's writer thread has stopped: sessions are not being recorded"
-    return MediaCheck(
-        ok=error is None, enabled=True, rooms=len(media.rooms), recorder=state, error=error
-    )
-
-
 async def checks(
-    store: Store, data_dir: Path, min_free: int, bridge: MediaBridge | None
+    store: Store, data_dir: Path, min_free: int, media: MediaPort | None
 ) -> HealthChecks:
     s, d = await asyncio.gather(store_check(store), data_dir_check(data_dir, min_free))
-    return HealthChecks(store=s, data_dir=d, media=media_check(bridge))
+    m = media.health() if media is not None else MediaCheck(ok=True, enabled=False)
+    return HealthChecks(store=s, data_dir=d, media=m)

@@ -105,7 +105,7 @@ def admit(request: web.Request, sub: str) -> Slot | web.Response:
     """A slot for a new socket of ``sub``, or a 429 (before the upgrade) when the client's
     address holds ``max_sockets_per_address`` already."""
     from .api import json_error
-    from .keys import GUARDS
+    from .appkeys import GUARDS
 
     guards = request.app[GUARDS]
     address = client_address(request, tuple(guards.config.trusted_proxies))
@@ -122,7 +122,7 @@ def admit(request: web.Request, sub: str) -> Slot | web.Response:
 
 def signin_limited(request: web.Request) -> web.Response | None:
     """A 429 when the client's address has used its sign-in attempts of the minute."""
-    from .keys import GUARDS
+    from .appkeys import GUARDS
 
     guards = request.app[GUARDS]
     address = client_address(request, tuple(guards.config.trusted_proxies))

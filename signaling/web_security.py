@@ -22,8 +22,8 @@ from urllib.parse import urlsplit
 
 from aiohttp import hdrs, web
 
+from .appkeys import CONFIG
 from .clientaddr import networks
-from .keys import CONFIG
 
 # No inline script or style anywhere (web_client/static has none); blob: images are
 # document stills fetched with the token; data: covers small inline images. Camera and

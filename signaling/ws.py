@@ -18,13 +18,13 @@ from typing import Any
 from aiohttp import web
 
 from . import policy, protocol, socketcaps
+from .appkeys import CONFIG, GUARDS, MEDIA, NODE_ID, SERVICE, TASKS, TOKENS
 from .auth import AuthError, Identity
 from .errors import ServiceError
-from .keys import CONFIG, GUARDS, MEDIA, NODE_ID, SERVICE, TASKS, TOKENS
 from .limits import RateLimited, TokenBucket, retry_ms
 from .models import Invitation, Participant, Session
 from .participants import chat_message
-from .recording import SUPERVISORS
+from .recording_control import SUPERVISORS
 from .state import StoreUnavailable, Subscription
 
 log = logging.getLogger(__name__)

@@ -10,8 +10,8 @@ import logging
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from . import protocol, socketcaps
+from .appkeys import CONFIG, SOCKETS, TOKENS, WHO
 from .auth import AuthError, Identity
-from .keys import CONFIG, SOCKETS, TOKENS, WHO
 from .state import StoreUnavailable
 from .web_security import WS_PROTOCOLS, ws_token
 from .ws import Connection

@@ -13,9 +13,9 @@ import aiohttp
 from aiohttp.test_utils import TestServer
 
 from media_server.participant import Participant
-from signaling.app import create_app
+from jointreview.app import create_app
 from signaling.auth import TokenService
-from signaling.keys import MEDIA
+from signaling.appkeys import MEDIA
 
 from .conftest import auth, make_config
 

@@ -19,7 +19,7 @@ import pytest
 import redis
 from aiohttp.test_utils import TestClient, TestServer
 
-from signaling.app import create_app
+from jointreview.app import create_app
 from signaling.auth import TokenService
 from signaling.config import Config
 from signaling.state import MemoryStore, Store
@@ -187,7 +187,7 @@ class ServerProcess:
         args = [
             sys.executable,
             "-m",
-            "signaling.cli",
+            "jointreview.cli",
             "serve",
             "--port",
             str(self.port),

@@ -20,9 +20,9 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, preco
 
 from recording.archive import MANIFEST
 from recording.paths import session_dir
-from signaling.app import create_app
+from jointreview.app import create_app
 from signaling.auth import TokenService
-from signaling.keys import STORE
+from signaling.appkeys import STORE
 from signaling.protocol import CLIENT_TYPES
 
 from .conftest import auth

@@ -18,9 +18,9 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from signaling.api import ROUTES
-from signaling.app import create_app
+from jointreview.app import create_app
 from signaling.auth import TokenService
-from signaling.keys import SERVICE
+from signaling.appkeys import SERVICE
 from signaling.webhooks import WEBHOOKS
 
 from .conftest import Tokens, auth, make_config
@@ -422,6 +422,7 @@ def test_matrix_covers_every_route() -> None:
         ("GET", "/healthz"),
         ("GET", "/api/auth/demo-users"),
         ("POST", "/api/auth/demo-login"),
+        ("GET", "/ui/departments.json"),  # names for every page (the applicant's too)
         ("GET", "/api/replay/{grant}"),  # the grant is the credential (tests/test_replay.py)
         ("GET", "/api/casefile/{grant}"),  # likewise (tests/test_replay.py)
     }

@@ -14,7 +14,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from signaling.api import ROUTES
-from signaling.app import create_app
+from jointreview.app import create_app
 from signaling.auth import TokenService
 
 from .conftest import Tokens, auth, flush_redis, make_config

@@ -21,12 +21,12 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from signaling.app import create_app
+from jointreview.app import create_app
 from signaling.audit import AuditTrail, day_files
 from signaling.auth import TokenService
-from signaling.cli import main as cli
+from jointreview.cli import main as cli
 from signaling.config import Config
-from signaling.keys import AUDIT, CONFIG
+from signaling.appkeys import AUDIT, CONFIG
 
 from .conftest import SECRET, Tokens, auth, make_config
 

@@ -555,7 +555,7 @@ def test_issue_refuses_a_lifetime_beyond_the_maximum(hs: TokenService) -> None:
 def test_the_token_command_refuses_a_long_ttl(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from signaling.cli import main
+    from jointreview.cli import main
 
     base = ["token", "--role", "clerk", "--user", "clerk-01", "--data-dir", str(tmp_path)]
     assert main([*base, "--ttl", str(100 * 365 * DAY)]) == 2

@@ -32,7 +32,7 @@ ROW_KEYS = {
 def test_bench_sfu_smallest_sizes() -> None:
     argv = ["bench", "sfu", "--seconds", "3", "--subscribers", "1", "--sessions", "1", "--json"]
     proc = subprocess.run(
-        [sys.executable, "-m", "signaling.cli", *argv],
+        [sys.executable, "-m", "jointreview.cli", *argv],
         cwd=ROOT,
         capture_output=True,
         text=True,

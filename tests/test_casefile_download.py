@@ -15,7 +15,7 @@ import pytest
 from recording.compose import Options
 from recording.export import COMPOSITE, export_session
 from recording.verify import verify_session
-from signaling.keys import SERVICE
+from signaling.appkeys import SERVICE
 
 from .test_replay import CASE, Recorded, rec  # noqa: F401  (the recorded-session fixture)
 

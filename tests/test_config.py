@@ -1,7 +1,7 @@
 """Configuration: defaults < TOML file < JR_* environment < flags; every bad setting is named.
 
 Every ``load_config`` call passes an explicit ``environ`` so the real environment of the
-test run never leaks in. The CLI tests run the real ``python -m signaling.cli`` with an
+test run never leaks in. The CLI tests run the real ``python -m jointreview.cli`` with an
 environment stripped of ``JR_*`` variables.
 """
 
@@ -391,7 +391,7 @@ def run_cli(
     clean["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), clean.get("PYTHONPATH")]))
     clean.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", "signaling.cli", *args],
+        [sys.executable, "-m", "jointreview.cli", *args],
         cwd=cwd,
         env=clean,
         capture_output=True,

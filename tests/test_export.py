@@ -37,7 +37,7 @@ from recording.parallel import parts
 from recording.sources import TrackClock, VideoReader, usable_tracks
 from recording.synth_session import Party, synthesize
 from signaling import cli
-from signaling.exports import QUEUE, ExportWorker
+from signaling.export_jobs import QUEUE, ExportWorker
 from signaling.state import MemoryStore, Store
 from signaling.state.redis_store import RedisStore
 
@@ -474,7 +474,7 @@ def test_a_long_session_exports_in_parts_from_the_command_line(
     out = tmp_path / "long.mp4"
     argv = ["export", "s_long", "-o", str(out), "--threads", "2", "--data-dir", str(data)]
     proc = subprocess.run(
-        [sys.executable, "-m", "signaling.cli", *argv, "--width", "640", "--height", "360"],
+        [sys.executable, "-m", "jointreview.cli", *argv, "--width", "640", "--height", "360"],
         cwd=Path(__file__).resolve().parent.parent,
         capture_output=True,
         text=True,

@@ -23,11 +23,11 @@ from aiohttp.test_utils import TestClient, TestServer
 from PIL import Image
 
 from signaling import datadir, replay
-from signaling.app import create_app
+from jointreview.app import create_app
 from signaling.auth import TokenService
 from signaling.config import Config
-from signaling.exports import data_dir_free
-from signaling.keys import STORE
+from signaling.export_jobs import data_dir_free
+from signaling.appkeys import STORE
 
 from .conftest import SECRET, ServerProcess, auth, free_port, make_config
 from .wsclient import Signal
@@ -287,7 +287,7 @@ def test_grants_minted_fit_the_maximum() -> None:
 
 
 def serve(data: Path, port: int, **env: str) -> subprocess.CompletedProcess[str]:
-    args = [sys.executable, "-m", "signaling.cli", "serve", "--port", str(port)]
+    args = [sys.executable, "-m", "jointreview.cli", "serve", "--port", str(port)]
     return subprocess.run(
         [*args, "--data-dir", str(data)],
         env={**os.environ, "JR_JWT_SECRET": SECRET, "JR_LOG_LEVEL": "warning", **env},

@@ -23,7 +23,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from signaling.app import create_app
+from jointreview.app import create_app
 from signaling.auth import TokenService
 from signaling.config import Config
 from signaling.state import StoreUnavailable

@@ -31,9 +31,9 @@ from PIL import Image
 from yarl import URL
 
 from signaling.api import ROUTES
-from signaling.app import create_app
+from jointreview.app import create_app
 from signaling.auth import TokenService
-from signaling.keys import STORE
+from signaling.appkeys import STORE
 
 from .conftest import auth
 from .fuzzing import (

@@ -16,10 +16,10 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from signaling import outbox
-from signaling.app import create_app
+from jointreview.app import create_app
 from signaling.config import Config
 from signaling.core import append_event
-from signaling.keys import STORE
+from signaling.appkeys import STORE
 from signaling.models import Actor, Event
 from signaling.state import Store, open_store
 from signaling.webhooks import Webhooks

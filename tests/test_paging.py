@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from signaling.app import create_app
-from signaling.keys import SERVICE
+from jointreview.app import create_app
+from signaling.appkeys import SERVICE
 from signaling.models import Actor
 
 from .conftest import Tokens, auth, make_config

@@ -27,7 +27,7 @@ from recording.repair import repair
 from recording.synth import RtpSender, encode_audio, encode_video
 from signaling import cli
 from signaling.auth import TokenService
-from signaling.keys import MEDIA
+from signaling.appkeys import MEDIA
 
 from .calls import Call, until
 from .conftest import ServerProcess, auth, make_config

@@ -25,9 +25,9 @@ from media_server.participant import Participant
 from media_server.synthetic import PatternVideoTrack, ToneAudioTrack, read_pattern
 from recording.verify import verify_session
 from signaling import replay
-from signaling.app import create_app
+from jointreview.app import create_app
 from signaling.auth import TokenService
-from signaling.keys import SERVICE, STORE
+from signaling.appkeys import SERVICE, STORE
 
 from .conftest import Tokens, auth, make_config
 from .images import tiny

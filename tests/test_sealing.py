@@ -17,11 +17,11 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from recording import archive
 from signaling import cli
-from signaling.app import create_app
+from jointreview.app import create_app
 from signaling.auth import TokenService
 from signaling.config import Config
 from signaling.directory import load_directory
-from signaling.keys import MEDIA
+from signaling.appkeys import MEDIA
 from signaling.models import CreateSessionBody
 from signaling.service import ReviewService
 from signaling.state import open_store

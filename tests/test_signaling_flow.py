@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from signaling.app import create_app
+from jointreview.app import create_app
 from signaling.auth import TokenService
-from signaling.keys import SERVICE, TOKENS
+from signaling.appkeys import SERVICE, TOKENS
 
 from .conftest import Tokens, auth, make_config
 from .wsclient import Signal

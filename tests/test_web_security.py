@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from signaling.app import create_app
+from jointreview.app import create_app
 from signaling.web_security import HEADERS, normalize, origin_allowed, own_origin
 
 from .conftest import Tokens, auth, make_config

@@ -25,9 +25,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from signaling.app import create_app
+from jointreview.app import create_app
 from signaling.config import Config, ConfigError, load_config
-from signaling.keys import SERVICE
+from signaling.appkeys import SERVICE
 from signaling.models import Event
 from signaling.state import MemoryStore, Store
 from signaling.state.redis_store import RedisStore

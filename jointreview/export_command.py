@@ -18,10 +18,9 @@ from typing import Any
 
 from recording.compose import Options
 from recording.export import export_session, find_session
-
-from .config import Config
-from .directory import load_directory
-from .exports import hold_data_dir, options_from, record_ready
+from signaling.config import Config
+from signaling.directory import load_directory
+from signaling.export_jobs import hold_data_dir, options_from, record_ready
 
 
 def add_parser(sub: Any, config_flags: Any) -> None:
@@ -63,7 +62,7 @@ async def _announce(config: Config, case_id: str, session_id: str, made: dict[st
     if lock is None:
         return "not recorded: a server runs on this data directory (its export job will)"
     try:
-        from .state import MemoryStore
+        from signaling.state import MemoryStore
 
         memory = MemoryStore(config.data_dir / "state")
         try:

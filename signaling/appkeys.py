@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
@@ -12,12 +12,10 @@ from .audit import AuditTrail
 from .auth import Identity, TokenService
 from .config import Config
 from .directory import Directory
+from .media_port import MediaPort
 from .service import ReviewService
 from .socketcaps import Guards
 from .state import Store
-
-if TYPE_CHECKING:
-    from .media_bridge import MediaBridge
 
 CONFIG = web.AppKey("config", Config)
 TOKENS = web.AppKey("tokens", TokenService)
@@ -25,9 +23,8 @@ DIRECTORY = web.AppKey("directory", Directory)
 STORE = web.AppKey("store", Store)
 SERVICE = web.AppKey("service", ReviewService)
 NODE_ID = web.AppKey("node_id", str)
-# The bridge is named for typing only: importing it loads the SFU (aiortc), which the
-# handlers that only read the archive (replay, case file) must not pull in.
-MEDIA: web.AppKey[MediaBridge] = web.AppKey("media")
+# The media layer, behind its Protocol (the bridge itself is the composition root's).
+MEDIA: web.AppKey[MediaPort] = web.AppKey("media")
 # Background timers that outlive one request or socket (resume grace periods).
 TASKS: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("tasks")
 SOCKETS: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("sockets")

@@ -1,4 +1,6 @@
-"""The aiohttp application factory: every resource opened in a cleanup context."""
+"""The aiohttp application factory: the control plane's routes, the media bridge, the
+export worker and the UI's files, wired together; every resource opened in a cleanup
+context."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from typing import Any
 
 from aiohttp import WSCloseCode, web
 
-from . import (
+from signaling import (
     api_archive,  # noqa: F401  (registers the case-file download routes)
     api_audit,  # (registers the audit trail's route)
     api_auth,  # noqa: F401  (registers health, demo sign-in, identity and directory)
@@ -25,12 +27,8 @@ from . import (
     datadir,
     replay,
 )
-from .api import add_routes, error_middleware
-from .auth import TokenService
-from .config import Config
-from .directory import load_directory
-from .exports import EXPORTS, ExportWorker, options_from
-from .keys import (
+from signaling.api import add_routes, error_middleware
+from signaling.appkeys import (
     CONFIG,
     DIRECTORY,
     GUARDS,
@@ -42,15 +40,21 @@ from .keys import (
     TASKS,
     TOKENS,
 )
+from signaling.auth import TokenService
+from signaling.config import Config
+from signaling.directory import load_directory
+from signaling.export_jobs import EXPORTS, ExportWorker, options_from
+from signaling.openapi import build_openapi
+from signaling.recording_control import RecordingControl
+from signaling.service import ReviewService
+from signaling.socketcaps import Guards
+from signaling.state import Outage, StoreUnavailable, open_store
+from signaling.web_security import install as install_web_security
+from signaling.webhooks import WEBHOOKS, Webhooks
+from signaling.ws_endpoint import websocket_handler
+from web_client import add_static_routes
+
 from .media_bridge import MediaBridge, media_settings
-from .openapi import build_openapi
-from .recording import RecordingControl
-from .service import ReviewService
-from .socketcaps import Guards
-from .state import Outage, StoreUnavailable, open_store
-from .web_security import install as install_web_security
-from .webhooks import WEBHOOKS, Webhooks
-from .ws_endpoint import websocket_handler
 
 log = logging.getLogger(__name__)
 
@@ -218,8 +222,6 @@ async def _close_sockets(app: web.Application) -> None:
 
 
 def create_app(config: Config) -> web.Application:
-    from web_client import add_static_routes
-
     app = web.Application(middlewares=[error_middleware], client_max_size=config.max_message_bytes)
     app[CONFIG] = config
     install_web_security(app)  # security headers, Origin allow-list
@@ -246,5 +248,5 @@ def create_app(config: Config) -> web.Application:
     app.router.add_get("/api/openapi.json", openapi_handler)
     app.router.add_get("/ws", websocket_handler)
     add_routes(app)
-    add_static_routes(app)
+    add_static_routes(app, login_page=config.demo_on)
     return app

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from .accesslog import access_logger, install_log_redaction
-from .config import Config, ConfigError, is_loopback, load_config
+from signaling.accesslog import access_logger, install_log_redaction
+from signaling.config import Config, ConfigError, is_loopback, load_config
 
 
 def _config_flags(p: argparse.ArgumentParser) -> None:
@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--node", help="with --audit: one chain (default: every chain)")
     _config_flags(verify)
 
-    from .export_cli import add_parser as add_export
+    from .export_command import add_parser as add_export
 
     add_export(sub, _config_flags)
 
@@ -104,8 +104,9 @@ def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
 def _serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
+    from signaling.datadir import DataDirBusy
+
     from .app import create_app
-    from .datadir import DataDirBusy
 
     config = _load(args, {"host": args.host, "port": args.port})
     logging.basicConfig(
@@ -160,7 +161,7 @@ def redact(url: str) -> str:
 
 
 def _token(args: argparse.Namespace) -> int:
-    from .auth import TokenService
+    from signaling.auth import TokenService
 
     tokens = TokenService(_load(args))
     try:
@@ -221,7 +222,7 @@ def _details(problems: list[str], notes: list[str]) -> None:
 
 
 def _verify_audit(config: Config, node: str | None) -> int:
-    from .audit_verify import chains, verify_root
+    from signaling.audit_verify import chains, verify_root
 
     root = config.data_dir / "audit"
     names = [node] if node else chains(root)
@@ -286,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "verify":
             return _verify(args)
         if args.command == "export":
-            from .export_cli import main as export
+            from .export_command import main as export
 
             return export(args, _load(args))
         if args.command == "bench" and args.target == "export":

@@ -67,7 +67,7 @@ class RecordingControl:
         self.policy = policy_name
         self.archive_dir = service.archive_dir
         # Called with (case id, session id, manifest) once a case file is sealed: the
-        # composite export queues itself here (signaling.exports).
+        # composite export queues itself here (signaling.export_jobs).
         self.after_seal: list[Callable[[str, str, dict[str, Any]], Awaitable[None]]] = []
         self.node_id = "?"
         self._sweeper: asyncio.Task[None] | None = None

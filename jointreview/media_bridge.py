@@ -16,18 +16,18 @@ import logging
 import os
 import secrets
 import socket
-from typing import Any
+from typing import Any, Literal
 
 from media_server.errors import MediaError
 from media_server.recorder import Recorder
 from media_server.server import MediaServer
 from media_server.settings import MediaSettings
 from recording import archive
-
-from .config import Config
-from .errors import ServiceError, Unavailable
-from .recording import RecordingControl
-from .state import Outage, Store, StoreUnavailable, Subscription
+from signaling.config import Config
+from signaling.errors import ServiceError, Unavailable
+from signaling.models import MediaCheck
+from signaling.recording_control import RecordingControl
+from signaling.state import Outage, Store, StoreUnavailable, Subscription
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +112,23 @@ class MediaBridge:
             for session_id in list(self.media.rooms):
                 await self.store.delete_ephemeral(f"media-owner:{session_id}")
             await self.media.close()
+
+    def health(self) -> MediaCheck:
+        media = self.media
+        if media is None:
+            return MediaCheck(ok=True, enabled=False)  # turned off: nothing to be unwell
+        recorder = media.recorder
+        state: Literal["off", "idle", "running", "stopped"] = "off"
+        if recorder is not None:
+            # The writer thread starts with the first recording and must live on after it.
+            thread = recorder._thread
+            state = "idle" if thread is None else "running" if thread.is_alive() else "stopped"
+        error = None
+        if state == "stopped":
+            error = "the recorder's writer thread has stopped: sessions are not being recorded"
+        return MediaCheck(
+            ok=error is None, enabled=True, rooms=len(media.rooms), recorder=state, error=error
+        )
 
     def ice_servers(self, user: str) -> list[dict[str, Any]]:
         return self.settings.client_ice_servers(user) if self.settings else []

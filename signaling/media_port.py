@@ -1,0 +1,52 @@
+"""What the control plane asks of the media layer, as a Protocol.
+
+The implementation is ``jointreview.media_bridge.MediaBridge`` (it owns the SFU and the
+recorder, both aiortc-based); signaling only knows this interface, so nothing in
+``signaling`` imports aiortc, not even for typing.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from .models import MediaCheck
+from .recording_control import RecordingControl
+
+
+class MediaPort(Protocol):
+    # Recording policy and sealing (None: this node records nothing).
+    recording: RecordingControl | None
+
+    def ice_servers(self, user: str) -> list[dict[str, Any]]:
+        """The ICE servers (STUN, TURN with short-lived credentials) for this user."""
+        ...
+
+    async def negotiate(
+        self,
+        session_id: str,
+        participant_id: str,
+        owner: dict[str, Any],
+        sdp: str,
+        publish: list[dict[str, Any]],
+        subscribe: list[dict[str, Any]],
+    ) -> dict[str, Any]:
+        """Answer a participant's offer, on whichever node hosts the session's media."""
+        ...
+
+    async def tracks(self, session_id: str) -> list[dict[str, Any]]:
+        """What is published in the session now (empty if no media node hosts it yet)."""
+        ...
+
+    async def ready(self, session_id: str, participant_id: str) -> None:
+        """The participant applied the answer: its subscriptions may flow."""
+        ...
+
+    async def watch(self, session_id: str) -> None:
+        """Follow the session so its case file is sealed when it ends."""
+        ...
+
+    async def recording_active(self, session_id: str) -> bool: ...
+
+    def health(self) -> MediaCheck:
+        """``/healthz``'s media part: rooms, and whether the recorder's writer lives."""
+        ...
