@@ -1,8 +1,9 @@
 """The HTTP API: one route table drives both the aiohttp routes and the OpenAPI document.
 
-Each route names the roles that may call it; the wrapper authenticates (401), checks
-the role (403), validates the body (400) and turns ``ServiceError`` into its status.
-Finer rules (scope, invitations) live in ``policy`` and are applied by the service.
+Each route names the roles that may call it (a role set of ``policy``); the wrapper
+authenticates (401), checks the role (403), validates the body (400) and turns
+``ServiceError`` into its status. Finer rules (scope, invitations) live in ``policy``
+too and are applied by the service.
 """
 
 from __future__ import annotations
