@@ -1,8 +1,9 @@
 """The HTTP API: one route table drives both the aiohttp routes and the OpenAPI document.
 
-Each route names the roles that may call it; the wrapper authenticates (401), checks
-the role (403), validates the body (400) and turns ``ServiceError`` into its status.
-Finer rules (scope, invitations) live in ``policy`` and are applied by the service.
+Each route names the roles that may call it (a role set of ``policy``); the wrapper
+authenticates (401), checks the role (403), validates the body (400) and turns
+``ServiceError`` into its status. Finer rules (scope, invitations) live in ``policy``
+too and are applied by the service.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ import segno
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from . import paging, protocol
+from . import paging, policy, protocol
 from .appkeys import CONFIG, MEDIA, SERVICE, TOKENS, WHO
-from .auth import ROLES, AuthError, Identity
+from .auth import AuthError, Identity
 from .errors import (
     BadRequest,
     Forbidden,
@@ -49,10 +50,6 @@ from .models import (
 from .state import StoreUnavailable
 
 log = logging.getLogger(__name__)
-
-ALL = frozenset(ROLES)
-STAFF = frozenset({"clerk", "admin"})
-READERS = frozenset({"clerk", "supervisor", "admin"})
 
 
 @dataclass
@@ -238,7 +235,7 @@ def require_signing(ctx: Ctx) -> None:
     "POST",
     "/api/cases/{case_id}/sessions",
     "Start a joint review for a case",
-    STAFF,
+    policy.STAFF,
     body=CreateSessionBody,
     response=CreatedSession,
     status=201,
@@ -246,7 +243,7 @@ def require_signing(ctx: Ctx) -> None:
 )
 async def create_session(ctx: Ctx) -> Any:
     recording = ctx.request.app[MEDIA].recording
-    if recording is not None and recording.policy == "always" and ctx.identity.role in STAFF:
+    if recording is not None and recording.policy == "always" and policy.is_staff(ctx.identity):
         await recording.check_room()  # recorded from its first media: the disk must hold it
     session = await ctx.service.create_session(ctx.identity, ctx.path("case_id"), ctx.body)
     return CreatedSession(
@@ -270,7 +267,7 @@ def page(ctx: Ctx) -> tuple[int, str | None]:
     "GET",
     "/api/cases/{case_id}",
     "Read a case's sessions, invitations and events (first page)",
-    ALL,
+    policy.EVERYONE,
     response=CaseView,
     tag="cases",
     query={"limit": f"1..{PAGE_MAX} (default {PAGE_DEFAULT}): sessions and events each"},
@@ -284,7 +281,7 @@ async def get_case(ctx: Ctx) -> Any:
     "GET",
     "/api/sessions",
     "List sessions, newest first",
-    READERS,
+    policy.READERS,
     response=SessionList,
     query={
         "since": "epoch seconds",
@@ -311,8 +308,6 @@ async def list_sessions(ctx: Ctx) -> Any:
 async def readable_session(ctx: Ctx) -> tuple[Session, list[Invitation]]:
     """The session in the path, if the caller may read it; else the unknown session's
     404 (an unreadable session is as an unknown one: policy)."""
-    from . import policy
-
     sid = ctx.path("session_id")
     session = await ctx.service.session(sid)
     invitations = await ctx.service.invitations(sid)
@@ -320,14 +315,16 @@ async def readable_session(ctx: Ctx) -> tuple[Session, list[Invitation]]:
     return session, invitations
 
 
-@route("GET", "/api/sessions/{session_id}", "Read a session", ALL, response=SessionResponse)
+@route(
+    "GET", "/api/sessions/{session_id}", "Read a session", policy.EVERYONE, response=SessionResponse
+)
 async def get_session(ctx: Ctx) -> Any:
     session, invitations = await readable_session(ctx)
     participants = await ctx.service.participants(session.session_id)
     return SessionResponse(session=session, invitations=invitations, participants=participants)
 
 
-@route("POST", "/api/sessions/{session_id}/end", "End a session", STAFF, response=Session)
+@route("POST", "/api/sessions/{session_id}/end", "End a session", policy.STAFF, response=Session)
 async def end_session(ctx: Ctx) -> Any:
     return await ctx.service.end_session(ctx.identity, ctx.path("session_id"))
 
@@ -336,7 +333,7 @@ async def end_session(ctx: Ctx) -> Any:
     "POST",
     "/api/sessions/{session_id}/invitations",
     "Invite a department or reviewer",
-    STAFF,
+    policy.STAFF,
     body=CreateInvitationBody,
     response=Invitation,
     status=201,
@@ -351,7 +348,7 @@ async def invite(ctx: Ctx) -> Any:
     "GET",
     "/api/sessions/{session_id}/invitations",
     "List a session's invitations",
-    ALL,
+    policy.EVERYONE,
     response=InvitationList,
     tag="invitations",
 )
@@ -364,7 +361,7 @@ async def session_invitations(ctx: Ctx) -> Any:
     "POST",
     "/api/sessions/{session_id}/applicant-link",
     "Make an applicant join link",
-    STAFF,
+    policy.STAFF,
     body=ApplicantLinkBody,
     response=ApplicantLink,
     status=201,
@@ -391,7 +388,7 @@ async def applicant_link(ctx: Ctx) -> Any:
     "GET",
     "/api/invitations",
     "List my open invitations",
-    frozenset({"reviewer"}),
+    policy.REVIEWERS,
     response=InvitationList,
     tag="invitations",
 )
@@ -403,7 +400,7 @@ async def inbox(ctx: Ctx) -> Any:
     "POST",
     "/api/invitations/{invitation_id}/accept",
     "Accept an invitation",
-    frozenset({"reviewer"}),
+    policy.REVIEWERS,
     response=Invitation,
     tag="invitations",
 )
@@ -415,7 +412,7 @@ async def accept(ctx: Ctx) -> Any:
     "POST",
     "/api/invitations/{invitation_id}/decline",
     "Decline an invitation",
-    frozenset({"reviewer"}),
+    policy.REVIEWERS,
     body=DeclineBody,
     response=Invitation,
     tag="invitations",

@@ -32,12 +32,11 @@ from recording import addendum
 from recording.archive import MANIFEST, TIMELINE
 from recording.export import COMPOSITE
 
-from . import replay
+from . import policy, replay
 from .api import Ctx, readable_session, route
 from .api_replay import (
     AUDIT_DEDUP_S,
     LIVE,
-    REPLAYERS,
     SEALING,
     file_response,
     granted,
@@ -171,7 +170,7 @@ async def _sealed(ctx: Ctx, session: Session) -> tuple[Path, dict[str, Any]]:
     "GET",
     "/api/sessions/{session_id}/casefile",
     "List a session's case file",
-    REPLAYERS,
+    policy.REPLAYERS,
     response=CaseFileIndex,
     tag="replay",
 )
@@ -245,7 +244,7 @@ async def _serve(ctx: Ctx, session: Session, name: str, viewer: Actor) -> web.St
     "GET",
     "/api/sessions/{session_id}/casefile/files/{path}",
     "Fetch one file of a session's case file (Range requests)",
-    REPLAYERS,
+    policy.REPLAYERS,
     tag="replay",
     produces=FILE_TYPES,
 )

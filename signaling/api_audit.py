@@ -30,7 +30,7 @@ import jwt
 from aiohttp import web
 from pydantic import BaseModel
 
-from . import paging
+from . import paging, policy
 from .api import Ctx, route
 from .appkeys import AUDIT, CONFIG, NODE_ID, SERVICE, WHO
 from .audit import (
@@ -44,13 +44,11 @@ from .audit import (
 from .auth import Identity
 from .clientaddr import client_address
 from .config import Config
-from .errors import BadRequest, Forbidden
+from .errors import BadRequest
 
 log = logging.getLogger(__name__)
 
-PRIVILEGED = frozenset({"admin", "supervisor"})
 SECRET_PARAMS = frozenset({"grant"})  # path parameters that are credentials
-AUDITORS = frozenset({"admin"})
 SECRET_SETTINGS = ("jwt_secret", "webhook_secret", "turn_secret")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -267,7 +265,7 @@ def _after(
         trail.put(
             "auth.signin.token", actor=actor_dict(who), address=address, obj=obj, detail=detail
         )
-    if who.role in PRIVILEGED and not scope.get("audited"):
+    if policy.is_audited(who) and not scope.get("audited"):
         trail.put(
             f"{who.role}.request",
             actor=actor_dict(who),
@@ -346,7 +344,7 @@ def read_page(
     "GET",
     "/api/audit",
     "Read the audit trail, newest first",
-    AUDITORS,
+    policy.AUDITORS,
     response=AuditPage,
     tag="audit",
     query={
@@ -361,8 +359,7 @@ def read_page(
 )
 async def read_audit(ctx: Ctx) -> Any:
     who = ctx.identity
-    if who.case is not None or who.session is not None:
-        raise Forbidden("forbidden", "the audit trail is not readable with a case-limited token")
+    policy.check_unscoped(who, "the audit trail")
     app, q = ctx.request.app, ctx.request.query
     config, trail = app[CONFIG], app[AUDIT]
     try:

@@ -8,8 +8,8 @@ from typing import Any
 
 from aiohttp import web
 
-from . import __version__, health
-from .api import ALL, Ctx, require_signing, route
+from . import __version__, health, policy
+from .api import Ctx, require_signing, route
 from .appkeys import CONFIG, DIRECTORY, MEDIA, NODE_ID, STORE, TOKENS, WHO
 from .config import is_loopback
 from .errors import NotFound
@@ -99,7 +99,7 @@ def _demo_only(ctx: Ctx) -> None:
 # -- identity and directory -----------------------------------------------------------
 
 
-@route("GET", "/api/me", "Tell who the token is for", ALL, tag="auth")
+@route("GET", "/api/me", "Tell who the token is for", policy.EVERYONE, tag="auth")
 async def me(ctx: Ctx) -> Any:
     return {"identity": ctx.identity.as_dict()}
 
@@ -108,7 +108,7 @@ async def me(ctx: Ctx) -> Any:
     "GET",
     "/api/directory",
     "List departments and reviewers",
-    frozenset({"clerk", "reviewer", "supervisor", "admin"}),
+    policy.DIRECTORY_READERS,
     tag="directory",
 )
 async def directory(ctx: Ctx) -> Any:
@@ -118,6 +118,6 @@ async def directory(ctx: Ctx) -> Any:
         "reviewers": [
             {"sub": u.sub, "name": u.name, "dept": u.dept, "level": d.level_of(u.dept)}
             for u in d.users
-            if u.role == "reviewer"
+            if policy.may_be_invited(u.role)
         ],
     }

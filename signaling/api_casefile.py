@@ -6,7 +6,8 @@ from typing import Any
 
 from aiohttp import web
 
-from .api import ALL, STAFF, Ctx, readable_session, route
+from . import policy
+from .api import Ctx, readable_session, route
 from .appkeys import CONFIG
 from .errors import ServiceError
 from .models import Opinion, OpinionBody, OpinionList, Snapshot, SnapshotList
@@ -20,7 +21,7 @@ class PayloadTooLarge(ServiceError):
     "POST",
     "/api/sessions/{session_id}/opinions",
     "File an opinion",
-    frozenset({"reviewer"}),
+    policy.REVIEWERS,
     body=OpinionBody,
     response=Opinion,
     status=201,
@@ -34,7 +35,7 @@ async def file_opinion(ctx: Ctx) -> Any:
     "GET",
     "/api/sessions/{session_id}/opinions",
     "List a session's opinions",
-    ALL,
+    policy.EVERYONE,
     response=OpinionList,
     tag="case file",
 )
@@ -47,7 +48,7 @@ async def list_opinions(ctx: Ctx) -> Any:
     "POST",
     "/api/sessions/{session_id}/snapshots",
     "Share a still of a document",
-    STAFF,
+    policy.STAFF,
     response=Snapshot,
     status=201,
     tag="case file",
@@ -75,7 +76,7 @@ async def add_snapshot(ctx: Ctx) -> Any:
     "GET",
     "/api/sessions/{session_id}/snapshots",
     "List a session's stills",
-    ALL,
+    policy.EVERYONE,
     response=SnapshotList,
     tag="case file",
 )
@@ -88,7 +89,7 @@ async def list_snapshots(ctx: Ctx) -> Any:
     "GET",
     "/api/snapshots/{snapshot_id}",
     "Fetch a still (the image itself)",
-    ALL,
+    policy.EVERYONE,
     tag="case file",
     produces=("image/jpeg", "image/png", "image/webp"),
 )

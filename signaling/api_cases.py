@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import paging
-from .api import ALL, PAGE_DEFAULT, PAGE_MAX, Ctx, page, route
+from . import paging, policy
+from .api import PAGE_DEFAULT, PAGE_MAX, Ctx, page, route
 from .models import CaseSessionPage, EventPage
 
 
@@ -14,7 +14,7 @@ from .models import CaseSessionPage, EventPage
     "GET",
     "/api/cases/{case_id}/events",
     "Read a case's timeline, a page at a time",
-    ALL,
+    policy.EVERYONE,
     response=EventPage,
     tag="cases",
     query={
@@ -35,7 +35,7 @@ async def case_events(ctx: Ctx) -> Any:
     "GET",
     "/api/cases/{case_id}/sessions",
     "List a case's sessions with their invitations, a page at a time",
-    ALL,
+    policy.EVERYONE,
     response=CaseSessionPage,
     tag="cases",
     query=paging.query_doc(PAGE_DEFAULT, PAGE_MAX),

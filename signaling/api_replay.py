@@ -37,7 +37,7 @@ from recording import track_journal
 from recording.archive import MANIFEST
 from recording.paths import session_dir
 
-from . import paging, replay
+from . import paging, policy, replay
 from .api import PAGE_DEFAULT, PAGE_MAX, Ctx, page, readable_session, route
 from .appkeys import CONFIG, STORE
 from .core import actor_of
@@ -46,7 +46,6 @@ from .models import Actor, Invitation, Session
 
 log = logging.getLogger(__name__)
 
-REPLAYERS = frozenset({"clerk", "supervisor", "admin", "reviewer"})
 MEDIA_TYPES = tuple(sorted(set(replay.CONTENT_TYPES.values())))
 AUDIT_DEDUP_S = 600.0
 
@@ -172,7 +171,7 @@ async def load_recording(service: Any, session: Session) -> Recording:
     "GET",
     "/api/sessions/{session_id}/recording",
     "Describe a session's recording for replay",
-    REPLAYERS,
+    policy.REPLAYERS,
     response=ReplayDescription,
     tag="replay",
     query={"limit": f"1..{PAGE_MAX} (default {PAGE_DEFAULT}): markers"},
@@ -295,7 +294,7 @@ async def _markers(
     "GET",
     "/api/sessions/{session_id}/recording/markers",
     "Read a replay's timeline markers, a page at a time",
-    REPLAYERS,
+    policy.REPLAYERS,
     response=ReplayMarkerPage,
     tag="replay",
     query=paging.query_doc(PAGE_DEFAULT, PAGE_MAX),
@@ -372,7 +371,7 @@ async def granted(ctx: Ctx, kind: str, missing: ServiceError) -> tuple[dict[str,
     "GET",
     "/api/sessions/{session_id}/tracks/{track_id}",
     "Fetch one recorded track (Range requests)",
-    REPLAYERS,
+    policy.REPLAYERS,
     tag="replay",
     produces=MEDIA_TYPES,
 )

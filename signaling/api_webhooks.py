@@ -9,13 +9,11 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from . import paging
+from . import paging, policy
 from .api import PAGE_DEFAULT, PAGE_MAX, Ctx, page, route
-from .errors import BadRequest, Conflict, Forbidden, NotFound
+from .errors import BadRequest, Conflict, NotFound
 from .webhooks import STATUSES, WEBHOOKS, Status, redact
 
-WATCHERS = frozenset({"supervisor", "admin"})
-ADMIN = frozenset({"admin"})
 DELIVERY_ID = re.compile(r"wd_[0-9a-f]{24}")
 
 
@@ -85,10 +83,7 @@ def _detail(doc: dict[str, Any]) -> WebhookDeliveryDetail:
 
 
 def _unscoped(ctx: Ctx) -> None:
-    # The delivery log spans every case: a token limited to one case or session
-    # would read beyond its scope.
-    if ctx.identity.case is not None or ctx.identity.session is not None:
-        raise Forbidden("forbidden", "the webhook log is not readable with a case-limited token")
+    policy.check_unscoped(ctx.identity, "the webhook log")
 
 
 async def _doc(ctx: Ctx) -> dict[str, Any]:
@@ -106,7 +101,7 @@ async def _doc(ctx: Ctx) -> dict[str, Any]:
     "GET",
     "/api/webhooks/deliveries",
     "List webhook deliveries, newest first",
-    WATCHERS,
+    policy.WATCHERS,
     response=WebhookDeliveryList,
     tag="webhooks",
     query={"status": " | ".join(STATUSES), **paging.query_doc(PAGE_DEFAULT, PAGE_MAX)},
@@ -136,7 +131,7 @@ async def list_webhook_deliveries(ctx: Ctx) -> Any:
     "GET",
     "/api/webhooks/deliveries/{delivery_id}",
     "Read a webhook delivery with its attempts",
-    WATCHERS,
+    policy.WATCHERS,
     response=WebhookDeliveryDetail,
     tag="webhooks",
 )
@@ -148,7 +143,7 @@ async def get_webhook_delivery(ctx: Ctx) -> Any:
     "POST",
     "/api/webhooks/deliveries/{delivery_id}/retry",
     "Send a webhook delivery again now",
-    ADMIN,
+    policy.WEBHOOK_ADMINS,
     response=WebhookDeliveryDetail,
     tag="webhooks",
 )

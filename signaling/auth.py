@@ -17,6 +17,8 @@ Role = Literal["clerk", "reviewer", "applicant", "supervisor", "admin"]
 Level = Literal["city", "district"]
 ROLES: tuple[str, ...] = get_args(Role)
 LEVELS: tuple[str, ...] = get_args(Level)
+# Roles whose identity names a department (a token's ``dept`` claim, a directory user's).
+DEPARTMENTAL: frozenset[str] = frozenset({"reviewer"})
 # Longest claims accepted: a name is shown to everyone in the session and written into
 # the case file; ids are keys and scopes. A token is checked, never trusted for sizes.
 MAX_NAME = 100
@@ -137,7 +139,7 @@ class TokenService:
             raise ValueError(f"role must be one of {', '.join(ROLES)}")
         if level is not None and level not in LEVELS:
             raise ValueError(f"level must be one of {', '.join(LEVELS)}")
-        if role == "reviewer" and not dept:
+        if role in DEPARTMENTAL and not dept:
             raise ValueError("a reviewer needs a dept")
         lifetime = ttl if ttl is not None else self.default_ttl
         if not 0 < lifetime <= self.max_ttl:
@@ -188,7 +190,7 @@ class TokenService:
         level = claims.get("level")
         if level is not None and level not in LEVELS:
             raise AuthError("invalid_token", f"unknown level {level!r} in token")
-        if role == "reviewer" and not claims.get("dept"):
+        if role in DEPARTMENTAL and not claims.get("dept"):
             raise AuthError("invalid_token", "a reviewer token needs a dept claim")
         strs = {k: claims.get(k) for k in ("dept", "case", "session")}
         if not all(v is None or isinstance(v, str) for v in strs.values()):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .auth import MAX_NAME, Level, Role
+from .auth import DEPARTMENTAL, MAX_NAME, Level, Role
 from .config import ConfigError
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}$"
@@ -42,7 +42,7 @@ class Directory(BaseModel):
     def _consistent(self) -> Directory:
         ids = {d.id for d in self.departments}
         for user in self.users:
-            if user.role == "reviewer" and user.dept not in ids:
+            if user.role in DEPARTMENTAL and user.dept not in ids:
                 raise ValueError(f"user {user.sub}: reviewer needs a dept from departments")
         return self
 

@@ -80,11 +80,9 @@ class ParticipantsMixin(ServiceCore):
         invitations = await self.invitations(session_id)
         policy.can_join(who, session, invitations)
         await self.require_active(session_id)
-        if who.role == "reviewer":
-            for inv in invitations:
-                if inv.status in OPEN and policy.invitation_targets(who, inv):
-                    await self._set_invitation(inv, "accepted", actor_of(who), None, OPEN)
-                    break
+        accepted = policy.accepted_by_joining(who, invitations)
+        if accepted is not None:
+            await self._set_invitation(accepted, "accepted", actor_of(who), None, OPEN)
         existing = next(
             (
                 p

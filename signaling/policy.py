@@ -5,18 +5,36 @@ does not exist (``NotFound``, the same code and message), so nobody learns wheth
 session, invitation or case they may not see exists. Only then does an action's own
 rule answer 403 (``Forbidden``). Refusals that do not depend on the thing (the role a
 route admits, a token's case scope when creating) stay 403 whatever the id.
+
+This is the one home of role rules: the route table admits the named role sets below,
+and the services, sockets and middlewares call the named rules; no other module of
+``signaling`` compares a role with a role's name (tests/test_policy.py scans for it).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from .auth import Identity
+from .auth import ROLES, Identity, Role
 from .errors import Forbidden, NotFound
 from .models import Invitation, Session
 
-STAFF = frozenset({"clerk", "admin"})
-READERS = frozenset({"clerk", "supervisor", "admin"})
+# -- the roles each rule and route admits, by name ------------------------------------------
+
+EVERYONE = frozenset(ROLES)  # any valid token; the finer rule is the record's
+STAFF = frozenset({"clerk", "admin"})  # the counter: start and manage sessions, stills
+READERS = frozenset({"clerk", "supervisor", "admin"})  # every session in their scope
+REVIEWERS = frozenset({"reviewer"})  # an inbox; answer invitations, file opinions
+MEMBERS = EVERYONE - {"applicant"}  # the service's own people (an applicant is a guest)
+DIRECTORY_READERS = MEMBERS  # the departments and reviewers one may invite
+REPLAYERS = MEMBERS  # replay and case file downloads (of a session they may read)
+WATCHERS = frozenset({"supervisor", "admin"})  # the supervision feed, the webhook log
+AUDITED = frozenset({"supervisor", "admin"})  # every request of theirs is audited
+AUDITORS = frozenset({"admin"})  # read the audit trail
+WEBHOOK_ADMINS = frozenset({"admin"})  # retry a webhook delivery
+APPLICANT: Role = "applicant"  # the role of an applicant link's token
+# An invitation still waiting for an answer: its reviewers may join (joining accepts it).
+ANSWERABLE = ("pending", "ringing", "unanswered")
 
 
 def _deny(message: str) -> Forbidden:
@@ -36,7 +54,7 @@ def check_session_scope(who: Identity, session: Session) -> None:
 
 def invitation_targets(who: Identity, inv: Invitation) -> bool:
     """Is this reviewer one the invitation is for (by name, or by department+level)?"""
-    if who.role != "reviewer":
+    if who.role not in REVIEWERS:
         return False
     if inv.reviewer is not None:
         return inv.reviewer == who.sub
@@ -70,9 +88,9 @@ def may_read_session(who: Identity, session: Session, invitations: Iterable[Invi
         return False
     if who.role in READERS:
         return True
-    if who.role == "applicant":
+    if who.role == APPLICANT:
         return who.session == session.session_id
-    if who.role == "reviewer":
+    if who.role in REVIEWERS:
         return any(invitation_targets(who, i) for i in invitations)
     return False
 
@@ -129,7 +147,7 @@ def can_read_case(who: Identity, case_id: str, invitations: Iterable[Invitation]
     if who.session is None and in_scope(who, case_id, None):
         if who.role in READERS:
             return
-        if who.role == "reviewer" and any(invitation_targets(who, i) for i in invitations):
+        if who.role in REVIEWERS and any(invitation_targets(who, i) for i in invitations):
             return
     raise case_missing(case_id)
 
@@ -139,13 +157,13 @@ def can_join(who: Identity, session: Session, invitations: Iterable[Invitation])
     check_readable(who, session, invitations)
     if who.role in STAFF:
         return
-    if who.role == "applicant":
+    if who.role == APPLICANT:
         if who.session == session.session_id:
             return
         raise _deny("an applicant link opens its own session only")
-    if who.role == "reviewer":
+    if who.role in REVIEWERS:
         for inv in invitations:
-            if invitation_targets(who, inv) and inv.status in ("pending", "ringing", "unanswered"):
+            if invitation_targets(who, inv) and inv.status in ANSWERABLE:
                 return
             if inv.status == "accepted" and inv.responded_by is not None:
                 if inv.responded_by.sub == who.sub:
@@ -155,7 +173,7 @@ def can_join(who: Identity, session: Session, invitations: Iterable[Invitation])
 
 
 def can_respond(who: Identity, inv: Invitation) -> None:
-    if who.role != "reviewer":
+    if who.role not in REVIEWERS:
         raise _deny("only reviewers answer invitations")
     if not can_see_invitation(who, inv):
         raise invitation_missing(inv.invitation_id)
@@ -165,7 +183,7 @@ def can_file_opinion(who: Identity, session: Session, invitations: Iterable[Invi
     """Reviewers who took part (they accepted, or joined, which accepts) file opinions."""
     invitations = list(invitations)
     check_readable(who, session, invitations)
-    if who.role != "reviewer":
+    if who.role not in REVIEWERS:
         raise _deny("only reviewers file opinions")
     for inv in invitations:
         if inv.status == "accepted" and inv.responded_by is not None:
@@ -179,3 +197,64 @@ def can_take_snapshot(who: Identity, session: Session) -> None:
         raise _deny("the counter's staff take document stills")
     if not in_scope(who, session.case_id, session.session_id):
         raise session_missing(session.session_id)
+
+
+# -- rules by role (and scope) alone ----------------------------------------------------
+
+
+def is_staff(who: Identity) -> bool:
+    """The counter's staff, by role alone (``can_start_session`` adds the case scope)."""
+    return who.role in STAFF
+
+
+def can_start_session(who: Identity, case_id: str) -> None:
+    """Staff start joint reviews, within their token's case: 403 whether the case exists
+    or not (the scope first, then the role)."""
+    check_case_scope(who, case_id)
+    if not is_staff(who):
+        raise _deny(f"a {who.role} cannot start a joint review")
+
+
+def can_list_sessions(who: Identity) -> None:
+    if who.role not in READERS:
+        raise _deny(f"a {who.role} cannot list sessions")
+
+
+def has_inbox(who: Identity) -> bool:
+    """Reviewers have an invitation inbox (their department's and their own)."""
+    return who.role in REVIEWERS
+
+
+def can_read_inbox(who: Identity) -> None:
+    if not has_inbox(who):
+        raise _deny("only reviewers have an invitation inbox")
+
+
+def may_be_invited(role: str) -> bool:
+    """May a directory user of this role be invited by name (and so be listed to pick)?"""
+    return role in REVIEWERS
+
+
+def accepted_by_joining(who: Identity, invitations: Iterable[Invitation]) -> Invitation | None:
+    """The invitation a reviewer's joining accepts: the first still waiting for an answer
+    that is for them; None for everyone else (staff, an applicant, who answered)."""
+    return next(
+        (i for i in invitations if i.status in ANSWERABLE and invitation_targets(who, i)), None
+    )
+
+
+def watches_supervision(who: Identity) -> bool:
+    """Supervisors and admins receive the supervision feed (every ``recording.error``)."""
+    return who.role in WATCHERS
+
+
+def is_audited(who: Identity) -> bool:
+    """Is every request of this caller written to the audit trail (``<role>.request``)?"""
+    return who.role in AUDITED
+
+
+def check_unscoped(who: Identity, what: str) -> None:
+    """What spans every case (the audit trail, the webhook log) is not for a token
+    limited to one case or session: it would read beyond its scope."""
+    if who.case is not None or who.session is not None:
+        raise _deny(f"{what} is not readable with a case-limited token")

@@ -11,7 +11,7 @@ from . import paging, policy
 from .auth import Identity
 from .casefile import CaseFileMixin
 from .core import OPEN, UNSEALED, _new_id, actor_of
-from .errors import Conflict, Forbidden, Unprocessable
+from .errors import Conflict, Unprocessable
 from .models import (
     Actor,
     CaseView,
@@ -26,9 +26,7 @@ from .participants import IDLE, ParticipantsMixin
 
 class ReviewService(ParticipantsMixin, CaseFileMixin):
     async def create_session(self, who: Identity, case_id: str, body: CreateSessionBody) -> Session:
-        policy.check_case_scope(who, case_id)  # 403 whether the case exists or not
-        if who.role not in policy.STAFF:
-            raise Forbidden("forbidden", f"a {who.role} cannot start a joint review")
+        policy.can_start_session(who, case_id)  # 403 whether the case exists or not
         now = self.clock()
         actor = actor_of(who)
         await self.store.create(f"case:{case_id}", {"case_id": case_id, "created_at": now})
@@ -74,8 +72,7 @@ class ReviewService(ParticipantsMixin, CaseFileMixin):
         cursor: str | None = None,
     ) -> tuple[list[Session], str | None]:
         """Newest first; a page of ``limit`` and the cursor of the next one (or None)."""
-        if who.role not in policy.READERS:
-            raise Forbidden("forbidden", f"a {who.role} cannot list sessions")
+        policy.can_list_sessions(who)
         at = paging.decode(paging.SESSIONS, cursor, {"t": float, "i": str})
         if who.session is not None:  # a token limited to one session lists that one
             doc = await self.store.get(f"session:{who.session}")
@@ -288,7 +285,7 @@ class ReviewService(ParticipantsMixin, CaseFileMixin):
         else:
             assert body.reviewer is not None
             user = self.directory.user(body.reviewer)
-            if user is not None and user.role != "reviewer":
+            if user is not None and not policy.may_be_invited(user.role):
                 raise Unprocessable("not_a_reviewer", f"{body.reviewer} is not a reviewer")
             reviewer_name = user.name if user else None
         actor = actor_of(who)
@@ -332,8 +329,7 @@ class ReviewService(ParticipantsMixin, CaseFileMixin):
 
     async def inbox(self, who: Identity) -> list[Invitation]:
         """The reviewer's invitations still waiting for an answer."""
-        if who.role != "reviewer":
-            raise Forbidden("forbidden", "only reviewers have an invitation inbox")
+        policy.can_read_inbox(who)
         ids = await self.store.index_range(f"inbox:user:{who.sub}")
         ids += await self.store.index_range(f"inbox:dept:{who.dept}")
         docs = await self.store.get_many([f"invitation:{i}" for i in ids])
@@ -389,7 +385,7 @@ class ReviewService(ParticipantsMixin, CaseFileMixin):
         await self.require_active(session_id)
         claims = {
             "sub": f"applicant-{secrets.token_hex(6)}",
-            "role": "applicant",
+            "role": policy.APPLICANT,
             "name": name or session.applicant_name or "申请人",
             "case": session.case_id,
             "session": session_id,

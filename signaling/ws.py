@@ -411,9 +411,9 @@ class Connection:
     async def greet(self) -> None:
         store = self.service.store
         self.subs.append(await store.subscribe(f"user:{self.who.sub}", self.on_inbox))
-        if self.who.role == "reviewer":
+        if policy.has_inbox(self.who):
             self.subs.append(await store.subscribe(f"dept:{self.who.dept}", self.on_inbox))
-        if self.who.role in ("supervisor", "admin"):
+        if policy.watches_supervision(self.who):
             self.subs.append(await store.subscribe(SUPERVISORS, self.on_supervision))
         self.send(
             {
@@ -429,7 +429,7 @@ class Connection:
                 "ice_servers": self.app[MEDIA].ice_servers(self.who.sub),
             }
         )
-        if self.who.role == "reviewer":
+        if policy.has_inbox(self.who):
             for inv in await self.service.inbox(self.who):
                 session = await self.service.session(inv.session_id)
                 self.on_inbox(

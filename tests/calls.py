@@ -12,10 +12,10 @@ from typing import Any
 import aiohttp
 from aiohttp.test_utils import TestServer
 
-from media_server.participant import Participant
 from jointreview.app import create_app
-from signaling.auth import TokenService
+from media_server.participant import Participant
 from signaling.appkeys import MEDIA
+from signaling.auth import TokenService
 
 from .conftest import auth, make_config
 

@@ -18,11 +18,11 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, precondition, rule
 
+from jointreview.app import create_app
 from recording.archive import MANIFEST
 from recording.paths import session_dir
-from jointreview.app import create_app
-from signaling.auth import TokenService
 from signaling.appkeys import STORE
+from signaling.auth import TokenService
 from signaling.protocol import CLIENT_TYPES
 
 from .conftest import auth

@@ -17,10 +17,10 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from signaling.api import ROUTES
 from jointreview.app import create_app
-from signaling.auth import TokenService
+from signaling.api import ROUTES
 from signaling.appkeys import SERVICE
+from signaling.auth import TokenService
 from signaling.webhooks import WEBHOOKS
 
 from .conftest import Tokens, auth, make_config

@@ -13,8 +13,8 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from signaling.api import ROUTES
 from jointreview.app import create_app
+from signaling.api import ROUTES
 from signaling.auth import TokenService
 
 from .conftest import Tokens, auth, flush_redis, make_config

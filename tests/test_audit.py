@@ -22,11 +22,11 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from jointreview.app import create_app
+from jointreview.cli import main as cli
+from signaling.appkeys import AUDIT, CONFIG
 from signaling.audit import AuditTrail, day_files
 from signaling.auth import TokenService
-from jointreview.cli import main as cli
 from signaling.config import Config
-from signaling.appkeys import AUDIT, CONFIG
 
 from .conftest import SECRET, Tokens, auth, make_config
 

@@ -22,12 +22,12 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from PIL import Image
 
-from signaling import datadir, replay
 from jointreview.app import create_app
+from signaling import datadir, replay
+from signaling.appkeys import STORE
 from signaling.auth import TokenService
 from signaling.config import Config
 from signaling.export_jobs import data_dir_free
-from signaling.appkeys import STORE
 
 from .conftest import SECRET, ServerProcess, auth, free_port, make_config
 from .wsclient import Signal

@@ -30,10 +30,10 @@ from hypothesis import strategies as st
 from PIL import Image
 from yarl import URL
 
-from signaling.api import ROUTES
 from jointreview.app import create_app
-from signaling.auth import TokenService
+from signaling.api import ROUTES
 from signaling.appkeys import STORE
+from signaling.auth import TokenService
 
 from .conftest import auth
 from .fuzzing import (

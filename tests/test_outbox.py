@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from signaling import outbox
 from jointreview.app import create_app
+from signaling import outbox
+from signaling.appkeys import STORE
 from signaling.config import Config
 from signaling.core import append_event
-from signaling.appkeys import STORE
 from signaling.models import Actor, Event
 from signaling.state import Store, open_store
 from signaling.webhooks import Webhooks

@@ -7,13 +7,15 @@ signaling.models; no service, store or token is involved.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import ast
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from signaling import policy
-from signaling.auth import Identity
+from signaling import core, policy
+from signaling.auth import ROLES, Identity
 from signaling.errors import Forbidden, NotFound
 from signaling.models import Actor, Invitation, Session
 
@@ -529,3 +531,217 @@ def test_unreadable_answers_as_unknown() -> None:
     with pytest.raises(NotFound) as hidden:
         policy.can_read_case(REV_TAX, "C1", [INV_DEPT])
     assert hidden.value.body() == policy.case_missing("C1").body()
+
+
+# -- every rule by role alone: a row per role x rule ---------------------------------------
+
+ONE_OF_EACH = {
+    "clerk": CLERK,
+    "reviewer": REV_AMR,
+    "applicant": APPLICANT_UNSCOPED,
+    "supervisor": SUPERVISOR,
+    "admin": ADMIN,
+}
+Y, N = ALLOW, DENY
+# The verdict for each role, in the order of ONE_OF_EACH: clerk, reviewer, applicant,
+# supervisor, admin. Upper case: the role sets routes admit; lower case: the rules.
+BY_ROLE: dict[str, tuple[bool, bool, bool, bool, bool]] = {
+    "EVERYONE": (Y, Y, Y, Y, Y),
+    "STAFF": (Y, N, N, N, Y),
+    "READERS": (Y, N, N, Y, Y),
+    "REVIEWERS": (N, Y, N, N, N),
+    "MEMBERS": (Y, Y, N, Y, Y),
+    "DIRECTORY_READERS": (Y, Y, N, Y, Y),
+    "REPLAYERS": (Y, Y, N, Y, Y),
+    "WATCHERS": (N, N, N, Y, Y),
+    "AUDITED": (N, N, N, Y, Y),
+    "AUDITORS": (N, N, N, N, Y),
+    "WEBHOOK_ADMINS": (N, N, N, N, Y),
+    "is_staff": (Y, N, N, N, Y),
+    "can_start_session": (Y, N, N, N, Y),
+    "can_list_sessions": (Y, N, N, Y, Y),
+    "has_inbox": (N, Y, N, N, N),
+    "can_read_inbox": (N, Y, N, N, N),
+    "may_be_invited": (N, Y, N, N, N),
+    "watches_supervision": (N, N, N, Y, Y),
+    "is_audited": (N, N, N, Y, Y),
+    "check_unscoped": (Y, Y, Y, Y, Y),
+    "can_take_snapshot": (Y, N, N, N, Y),
+}
+
+
+def verdict(rule: str, who: Identity) -> bool | str:
+    """The rule's answer for this person, as ALLOW/DENY (HIDE for a hidden thing)."""
+    if rule.isupper():
+        roles: frozenset[str] = getattr(policy, rule)
+        return who.role in roles
+    checks: dict[str, Callable[[], Any]] = {
+        "is_staff": lambda: policy.is_staff(who),
+        "can_start_session": lambda: outcome(policy.can_start_session, who, "C1"),
+        "can_list_sessions": lambda: outcome(policy.can_list_sessions, who),
+        "has_inbox": lambda: policy.has_inbox(who),
+        "can_read_inbox": lambda: outcome(policy.can_read_inbox, who),
+        "may_be_invited": lambda: policy.may_be_invited(who.role),
+        "watches_supervision": lambda: policy.watches_supervision(who),
+        "is_audited": lambda: policy.is_audited(who),
+        "check_unscoped": lambda: outcome(policy.check_unscoped, who, "the audit trail"),
+        "can_take_snapshot": lambda: outcome(policy.can_take_snapshot, who, S1),
+    }
+    result: bool | str = checks[rule]()
+    return result
+
+
+@pytest.mark.parametrize(
+    ("rule", "role", "expected"),
+    [
+        pytest.param(rule, role, expected, id=f"{rule}-{role}")
+        for rule, row in BY_ROLE.items()
+        for role, expected in zip(ONE_OF_EACH, row, strict=True)
+    ],
+)
+def test_rules_by_role(rule: str, role: str, expected: bool) -> None:
+    assert verdict(rule, ONE_OF_EACH[role]) is expected
+
+
+def test_the_table_covers_every_role() -> None:
+    assert tuple(ONE_OF_EACH) == ROLES
+    assert {who.role for who in ONE_OF_EACH.values()} == set(ROLES)
+
+
+@pytest.mark.parametrize(
+    ("rule", "who", "expected"),
+    [
+        pytest.param("can_start_session", CLERK_CASE_C1, ALLOW, id="start-clerk-this-case"),
+        pytest.param("can_start_session", CLERK_CASE_C2, DENY, id="start-clerk-other-case"),
+        pytest.param("can_start_session", ADMIN_CASE_C2, DENY, id="start-admin-other-case"),
+        pytest.param("can_start_session", CLERK_SESSION_S1, ALLOW, id="start-clerk-one-session"),
+        pytest.param("check_unscoped", CLERK_CASE_C1, DENY, id="unscoped-case-token"),
+        pytest.param("check_unscoped", CLERK_SESSION_S1, DENY, id="unscoped-session-token"),
+        pytest.param("check_unscoped", ADMIN_CASE_C2, DENY, id="unscoped-admin-case-token"),
+        pytest.param("check_unscoped", APPLICANT_S1, DENY, id="unscoped-applicant-link"),
+        pytest.param("can_list_sessions", SUPERVISOR_CASE_C1, ALLOW, id="list-scoped-reader"),
+    ],
+)
+def test_rules_by_scope(rule: str, who: Identity, expected: bool) -> None:
+    assert verdict(rule, who) is expected
+
+
+def test_rules_by_role_explain_themselves() -> None:
+    with pytest.raises(Forbidden, match="a supervisor cannot start a joint review"):
+        policy.can_start_session(SUPERVISOR, "C1")
+    with pytest.raises(Forbidden, match="case C2"):  # the scope answers first
+        policy.can_start_session(REV_AMR_OTHER_CASE, "C1")
+    with pytest.raises(Forbidden, match="a reviewer cannot list sessions"):
+        policy.can_list_sessions(REV_AMR)
+    with pytest.raises(Forbidden, match="only reviewers have an invitation inbox"):
+        policy.can_read_inbox(CLERK)
+    with pytest.raises(Forbidden, match="the webhook log is not readable"):
+        policy.check_unscoped(CLERK_CASE_C1, "the webhook log")
+    assert policy.APPLICANT in ROLES
+
+
+INV_UNANSWERED = invitation("unanswered")
+
+
+@pytest.mark.parametrize(
+    ("who", "invs", "expected"),
+    [
+        pytest.param(REV_AMR, [INV_DEPT], INV_DEPT, id="pending"),
+        pytest.param(REV_AMR, [INV_UNANSWERED], INV_UNANSWERED, id="unanswered"),
+        pytest.param(REV_AMR, [INV_CANCELLED, INV_DEPT_RINGING], INV_DEPT_RINGING, id="reinvited"),
+        pytest.param(REV_AMR, [INV_TAX, INV_DEPT], INV_DEPT, id="among-several"),
+        pytest.param(REV_NAMED, [INV_NAMED], INV_NAMED, id="named"),
+        pytest.param(REV_AMR, [INV_ACCEPTED_BY_AMR], None, id="accepted-before"),
+        pytest.param(REV_AMR, [INV_DECLINED_BY_AMR], None, id="declined"),
+        pytest.param(REV_TAX, [INV_DEPT], None, id="other-dept"),
+        pytest.param(CLERK, [INV_DEPT], None, id="clerk"),
+        pytest.param(ADMIN, [INV_NAMED], None, id="admin"),
+        pytest.param(SUPERVISOR, [INV_DEPT], None, id="supervisor"),
+        pytest.param(APPLICANT_S1, [INV_DEPT], None, id="applicant"),
+    ],
+)
+def test_accepted_by_joining(
+    who: Identity, invs: Sequence[Invitation], expected: Invitation | None
+) -> None:
+    assert policy.accepted_by_joining(who, invs) is expected
+
+
+def test_answerable_is_what_the_service_calls_open() -> None:
+    assert policy.ANSWERABLE == core.OPEN
+
+
+# -- no role decision outside policy.py -------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+# Where a role's name may be spelled in a decision: the rules, and the enumerations (the
+# Role type and token claims validation, the models, the CLI's choices).
+ROLE_LITERALS_ALLOWED = frozenset(
+    {"signaling/policy.py", "signaling/auth.py", "signaling/models.py", "signaling/cli.py"}
+)
+_SETS = ("frozenset", "set", "tuple", "list")
+
+
+def _role_literals(node: ast.AST) -> Iterator[ast.Constant]:
+    """The roles' names an expression spells: a name, or a display or set of names."""
+    if isinstance(node, ast.Constant) and node.value in ROLES:
+        yield node
+    elif isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        for elt in node.elts:
+            yield from _role_literals(elt)
+    elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _SETS:
+        for arg in node.args:
+            yield from _role_literals(arg)
+
+
+def role_decisions(source: str, filename: str) -> list[str]:
+    """``file:line`` of each decision spelled with a role's name: a comparison or a
+    membership test against one, a set of them, a ``case`` on one."""
+    found: dict[tuple[int, int], str] = {}
+    for node in ast.walk(ast.parse(source, filename)):
+        operands: list[ast.AST] = []
+        if isinstance(node, ast.Compare):
+            operands = [node.left, *node.comparators]
+        elif isinstance(node, ast.Set):
+            operands = [node]
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            operands = [node] if node.func.id in ("frozenset", "set") else []
+        elif isinstance(node, ast.MatchValue):
+            operands = [node.value]
+        for operand in operands:
+            for lit in _role_literals(operand):
+                found[(lit.lineno, lit.col_offset)] = f"{filename}:{lit.lineno}: {lit.value!r}"
+    return [found[k] for k in sorted(found)]
+
+
+def test_the_scan_finds_role_decisions() -> None:
+    source = """\
+if who.role == "clerk": pass
+if "admin" != role: pass
+if role in ("supervisor", "admin"): pass
+WATCH = frozenset({"reviewer"})
+match role:
+    case "applicant": pass
+claims = {"role": policy.APPLICANT, "sub": "admin-1"}
+for key in ("dept", "level", "reviewer"): pass
+control.set(session_id, "clerk")
+if role in policy.STAFF: pass
+"""
+    assert role_decisions(source, "x.py") == [
+        "x.py:1: 'clerk'",
+        "x.py:2: 'admin'",
+        "x.py:3: 'supervisor'",
+        "x.py:3: 'admin'",
+        "x.py:4: 'reviewer'",
+        "x.py:6: 'applicant'",
+    ]
+
+
+def test_role_rules_live_in_policy() -> None:
+    """Outside policy.py (and the enumerations), ``signaling`` names roles only through
+    policy's rules and sets: no ``role == "clerk"`` or ``role in (...)`` of its own."""
+    found = []
+    for path in sorted((ROOT / "signaling").rglob("*.py")):
+        name = path.relative_to(ROOT).as_posix()
+        if name not in ROLE_LITERALS_ALLOWED:
+            found += role_decisions(path.read_text(encoding="utf-8"), name)
+    assert not found, "role decisions outside signaling/policy.py:\n" + "\n".join(found)

@@ -26,8 +26,8 @@ from recording.bitstream import annexb_nals, sps_dimensions, vp8_payload
 from recording.repair import repair
 from recording.synth import RtpSender, encode_audio, encode_video
 from signaling import cli
-from signaling.auth import TokenService
 from signaling.appkeys import MEDIA
+from signaling.auth import TokenService
 
 from .calls import Call, until
 from .conftest import ServerProcess, auth, make_config

@@ -21,13 +21,13 @@ import pytest_asyncio
 from aiohttp.test_utils import TestServer
 from yarl import URL
 
+from jointreview.app import create_app
 from media_server.participant import Participant
 from media_server.synthetic import PatternVideoTrack, ToneAudioTrack, read_pattern
 from recording.verify import verify_session
 from signaling import replay
-from jointreview.app import create_app
-from signaling.auth import TokenService
 from signaling.appkeys import SERVICE, STORE
+from signaling.auth import TokenService
 
 from .conftest import Tokens, auth, make_config
 from .images import tiny

@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from jointreview.app import create_app
 from recording import archive
 from signaling import cli
-from jointreview.app import create_app
+from signaling.appkeys import MEDIA
 from signaling.auth import TokenService
 from signaling.config import Config
 from signaling.directory import load_directory
-from signaling.appkeys import MEDIA
 from signaling.models import CreateSessionBody
 from signaling.service import ReviewService
 from signaling.state import open_store

@@ -12,8 +12,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from jointreview.app import create_app
-from signaling.auth import TokenService
 from signaling.appkeys import SERVICE, TOKENS
+from signaling.auth import TokenService
 
 from .conftest import Tokens, auth, make_config
 from .wsclient import Signal

@@ -26,8 +26,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from jointreview.app import create_app
-from signaling.config import Config, ConfigError, load_config
 from signaling.appkeys import SERVICE
+from signaling.config import Config, ConfigError, load_config
 from signaling.models import Event
 from signaling.state import MemoryStore, Store
 from signaling.state.redis_store import RedisStore
