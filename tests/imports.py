@@ -306,8 +306,13 @@ def private_registry(source: str, names: Iterable[str]) -> list[tuple[str, str]]
             target, value = node.target, node.value
         else:
             continue
-        if isinstance(target, ast.Name) and (target.id in wanted or target.id in seen):
+        if not isinstance(target, ast.Name):
+            continue
+        try:
             seen[target.id] = _pairs(value, seen)
+        except ValueError:
+            if target.id in wanted:
+                raise  # (another constant, not a registry, is none of our business)
     return [pair for name in sorted(wanted & seen.keys()) for pair in seen[name]]
 
 
