@@ -350,7 +350,7 @@ def private_access(
     - an attribute, import or getattr/setattr/hasattr/delattr string of a private name
       that ``registry`` lists (the adapter's own record of what it touches)."""
     subs = {package: set(names) for package, names in submodules.items()}
-    registered = {p for _, dotted in registry for p in dotted.split(".") if _private(p)}
+    registered = _registered(registry)
     findings = []
     for imp in tree.imports:
         if imp.importer == adapter or top(imp.target) not in subs:
@@ -366,9 +366,39 @@ def private_access(
     return sorted(set(findings), key=lambda f: (f.path, f.line, f.text))
 
 
+def _registered(registry: Iterable[tuple[str, str]]) -> set[str]:
+    """The private names in the registry's dotted attributes, and, for ``Owner.__x``,
+    the mangled ``_Owner__x`` that code outside the class has to write."""
+    names = set()
+    for _, dotted in registry:
+        parts = dotted.split(".")
+        for owner, part in zip(["", *parts], parts, strict=False):
+            if _private(part):
+                names.add(part)
+                if part.startswith("__") and owner:
+                    names.add(f"_{owner.lstrip('_')}{part}")
+    return names
+
+
+def _own_attributes(tree: ast.Module) -> set[str]:
+    """Attributes the module's classes define: methods and ``self.x = ...`` targets.
+    ``self._closing`` is then our own, whatever name aiortc also uses."""
+    own = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef):
+            own |= {
+                n.name for n in node.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)
+            }
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            if isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"):
+                own.add(node.attr)
+    return own
+
+
 def _private_attributes(
     module: Module, subs: Mapping[str, set[str]], registered: set[str]
 ) -> list[Finding]:
+    own = _own_attributes(module.tree)
     aliases: dict[str, str] = {}  # local name → the package it is bound to
     for node in ast.walk(module.tree):
         if isinstance(node, ast.Import):
@@ -376,14 +406,39 @@ def _private_attributes(
                 if top(alias.name) in subs:
                     local = alias.asname or top(alias.name)
                     aliases[local] = alias.name if alias.asname else top(alias.name)
+    wrapped = set(aliases)  # local names of the wrapped packages and their classes
+    for node in ast.walk(module.tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and top(node.module or "") in subs:
+            wrapped |= {alias.asname or alias.name for alias in node.names}
     lines = module.source.splitlines()
     found = []
     for node in ast.walk(module.tree):
+        if isinstance(node, ast.ClassDef) and any(_root(b) in wrapped for b in node.bases):
+            # A subclass of theirs overriding a private method of theirs.
+            found += [
+                Finding(module.path, n.lineno, lines[n.lineno - 1].strip())
+                for n in node.body
+                if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n.name in registered
+            ]
         if isinstance(node, ast.Attribute | ast.Call) and _reaches_in(
-            node, aliases, subs, registered
+            node, aliases, subs, registered - own if _on_self(node) else registered
         ):
             found.append(Finding(module.path, node.lineno, lines[node.lineno - 1].strip()))
     return found
+
+
+def _root(node: ast.expr) -> str:
+    while isinstance(node, ast.Attribute):
+        node = node.value
+    return node.id if isinstance(node, ast.Name) else ""
+
+
+def _on_self(node: ast.Attribute | ast.Call) -> bool:
+    return (
+        isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Name)
+        and node.value.id in ("self", "cls")
+    )
 
 
 def _reaches_in(

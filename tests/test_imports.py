@@ -269,7 +269,10 @@ def test_the_registry_is_read_from_the_adapters_source() -> None:
 
 
 SUBMODULES = {"aiortc": ["rtp", "codecs"], "aioice": ["ice", "turn"]}
-REGISTRY = [("aiortc.codecs.vpx", "Vp8Encoder._packetize")]
+REGISTRY = [
+    ("aiortc.codecs.vpx", "Vp8Encoder._packetize"),
+    ("aiortc", "RTCRtpSender.__rtcp_started"),
+]
 
 PRIVATE_CASES = [
     (
@@ -296,6 +299,35 @@ PRIVATE_CASES = [
         "a registered private name",
         "def f(enc):\n    return enc._packetize(b'')\n",
         ["return enc._packetize(b'')"],
+    ),
+    (
+        "a registered private name of ours, on self",
+        "class A:\n"
+        "    def __init__(self):\n"
+        "        self._packetize = 1\n"
+        "        self._packetize += 1\n",
+        [],
+    ),
+    (
+        "a registered private method overridden in a subclass of theirs",
+        "from aiortc.codecs import vpx\n"
+        "class Mine(vpx.Vp8Encoder):\n"
+        "    def _packetize(self):\n"
+        "        return self._packetize()\n",
+        ["from aiortc.codecs import vpx", "def _packetize(self):"],
+    ),
+    (
+        "an inherited private method of theirs, on self",
+        "from aiortc.codecs import vpx\n"
+        "class Mine(vpx.Vp8Encoder):\n"
+        "    def go(self):\n"
+        "        return self._packetize()\n",
+        ["from aiortc.codecs import vpx", "return self._packetize()"],
+    ),
+    (
+        "a registered name-mangled attribute",
+        "def f(sender):\n    return sender._RTCRtpSender__rtcp_started\n",
+        ["return sender._RTCRtpSender__rtcp_started"],
     ),
     (
         "a registered private name as a string",
