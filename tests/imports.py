@@ -292,12 +292,12 @@ def importers(
     ]
 
 
-def private_registry(source: str, names: Iterable[str]) -> list[tuple[str, str]]:
-    """The (module, dotted attribute) pairs of the module-level tuples ``names`` in
-    ``source`` (the adapter's registries of the private names it touches); [] for a
-    name not there. Each is a literal: a tuple or list of pairs, or of calls with two
-    string arguments (a NamedTuple), or a sum of those and earlier registries."""
-    wanted = set(names)
+def private_registry(source: str, suffix: str = "PRIVATE_NAMES") -> list[tuple[str, str]]:
+    """The (module, dotted attribute) pairs of the module-level tuples named ``*suffix``
+    in ``source`` (the adapter's registries of the private names it touches, one per
+    section: ``PRIVATE_NAMES``, ``BENCH_PRIVATE_NAMES``, ...); [] when there is none.
+    Each is a literal: a tuple or list of pairs, or of calls with two string arguments
+    (a NamedTuple), or a sum of those and earlier module-level tuples."""
     seen: dict[str, list[tuple[str, str]]] = {}
     for node in ast.parse(source).body:
         if isinstance(node, ast.Assign) and len(node.targets) == 1:
@@ -311,9 +311,9 @@ def private_registry(source: str, names: Iterable[str]) -> list[tuple[str, str]]
         try:
             seen[target.id] = _pairs(value, seen)
         except ValueError:
-            if target.id in wanted:
+            if target.id.endswith(suffix):
                 raise  # (another constant, not a registry, is none of our business)
-    return [pair for name in sorted(wanted & seen.keys()) for pair in seen[name]]
+    return [pair for name in sorted(seen) if name.endswith(suffix) for pair in seen[name]]
 
 
 def _pairs(node: ast.expr, seen: Mapping[str, list[tuple[str, str]]]) -> list[tuple[str, str]]:
