@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 from aiohttp.test_utils import TestServer
 
-from media_server.participant import Participant
+from bench.bot import Participant
 from signaling.app import create_app
 from signaling.auth import TokenService
 from signaling.keys import MEDIA

@@ -31,9 +31,9 @@ from aiortc import (
 )
 from aiortc.rtp import RTCP_PSFB_PLI, RtcpPacket, RtcpPsfbPacket, RtcpSrPacket
 
+from bench.pattern_media import PatternVideoTrack
 from media_server import aiortc_adapter as adapter
 from media_server import rtp
-from media_server.synthetic import PatternVideoTrack
 
 # -- the pin and the private API, statically ---------------------------------------------------
 

@@ -12,8 +12,8 @@ import aiohttp
 import pytest
 from aiortc import RTCPeerConnection
 
-from media_server.participant import Participant, SignalingError
-from media_server.synthetic import PatternVideoTrack, ToneAudioTrack
+from bench.bot import Participant, SignalingError
+from bench.pattern_media import PatternVideoTrack, ToneAudioTrack
 from signaling.auth import TokenService
 from signaling.config import Config
 

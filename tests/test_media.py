@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from media_server.participant import Participant, Remote, SignalingError
-from media_server.synthetic import PatternVideoTrack, ToneAudioTrack, read_pattern
+from bench.bot import Participant, Remote, SignalingError
+from bench.pattern_media import PatternVideoTrack, ToneAudioTrack, read_pattern
 
 from .calls import Call, until
 

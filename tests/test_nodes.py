@@ -167,8 +167,8 @@ async def test_media_of_a_session_is_hosted_once_whichever_node_people_use(
     node (a lease in Redis) and the others relay the negotiation to it."""
     import asyncio
 
-    from media_server.participant import Participant
-    from media_server.synthetic import PatternVideoTrack, read_pattern
+    from bench.bot import Participant
+    from bench.pattern_media import PatternVideoTrack, read_pattern
 
     env = {"JR_MEDIA_LISTEN_IPS": '["127.0.0.1"]'}
     a = server_factory(redis_url=redis_url, env=env)

@@ -19,12 +19,12 @@ import av
 import pytest
 from aiortc.codecs.vpx import vp8_depayload
 
+from bench.bot import Participant
+from bench.pattern_media import PatternVideoTrack, ToneAudioTrack, read_pattern
+from bench.rtp_streams import RtpSender, encode_audio, encode_video
 from media_server import capture
-from media_server.participant import Participant
-from media_server.synthetic import PatternVideoTrack, ToneAudioTrack, read_pattern
 from recording.bitstream import annexb_nals, sps_dimensions, vp8_payload
 from recording.repair import repair
-from recording.synth import RtpSender, encode_audio, encode_video
 from signaling import cli
 from signaling.auth import TokenService
 from signaling.keys import MEDIA

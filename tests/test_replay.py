@@ -21,8 +21,8 @@ import pytest_asyncio
 from aiohttp.test_utils import TestServer
 from yarl import URL
 
-from media_server.participant import Participant
-from media_server.synthetic import PatternVideoTrack, ToneAudioTrack, read_pattern
+from bench.bot import Participant
+from bench.pattern_media import PatternVideoTrack, ToneAudioTrack, read_pattern
 from recording.verify import verify_session
 from signaling import replay
 from signaling.app import create_app

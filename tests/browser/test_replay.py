@@ -24,8 +24,8 @@ from av import VideoFrame
 from PIL import Image, ImageDraw
 from playwright.sync_api import expect
 
-from media_server.participant import Participant
-from media_server.synthetic import PatternVideoTrack, ToneAudioTrack
+from bench.bot import Participant
+from bench.pattern_media import PatternVideoTrack, ToneAudioTrack
 from signaling.auth import TokenService
 from tests.conftest import ServerProcess
 

@@ -28,7 +28,7 @@ import av
 import numpy as np
 from aiortc import MediaStreamTrack
 
-from .synthetic import pattern_planes, read_pattern
+from .pattern_media import pattern_planes, read_pattern
 
 WIDTH, HEIGHT, FPS = 640, 480, 30
 VIDEO_BITRATE = 1_000_000

@@ -36,8 +36,8 @@ from typing import Any, BinaryIO, TextIO
 
 import aiohttp
 
-from . import bench_machine
-from .bench_report import (
+from . import machine as bench_machine
+from .sfu_report import (
     MEETING_SIZE,
     Case,
     Row,
@@ -250,7 +250,7 @@ class Bench:
 
     # -- media ----------------------------------------------------------------------------
     def prepare_media(self, idents: int) -> None:
-        from . import encoded
+        from . import preencoded as encoded
 
         for directory in (encoded.cache_dir(), self.tmp / "media"):
             try:
@@ -386,7 +386,7 @@ class Bench:
                     "probe_tracks": PROBE_TRACKS,
                     "participants": share,
                 }
-                argv = [sys.executable, "-m", "media_server.bench_load"]
+                argv = [sys.executable, "-m", "bench.sfu_load"]
                 log = run / f"generator{n}.log"
                 proc = await self.spawn(argv, self.env({}), log, events=True)
                 gen = Generator(proc, log)

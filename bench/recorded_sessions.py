@@ -22,11 +22,11 @@ import av
 import numpy as np
 
 from media_server import capture
-from media_server.synthetic import pattern_planes
+from recording import track_journal
+from recording.repair import repair
 
-from . import track_journal
-from .repair import repair
-from .synth import RtpSender
+from .pattern_media import pattern_planes
+from .rtp_streams import RtpSender
 
 NET_DELAY_S = 0.02  # every packet arrives this long after it was sent
 AUDIO_RATE = 48_000

@@ -17,7 +17,8 @@ from aiortc.codecs.h264 import H264Encoder
 from aiortc.codecs.vpx import Vp8Encoder
 
 from media_server import rtp
-from media_server.synthetic import pattern_planes
+
+from .pattern_media import pattern_planes
 
 PAYLOAD_TYPES = {"video/vp8": 96, "video/h264": 102, "audio/opus": 111}
 _HDR = struct.Struct("!BBHII")

@@ -41,10 +41,12 @@ from aiortc import RTCRtpReceiver, RTCRtpTransceiver
 from aiortc.codecs import CODECS
 from aiortc.rtp import RtpPacket
 
-from . import aiortc_adapter, encoded
-from .framer import Vp8Frame, Vp8Framer
-from .participant import Participant
-from .synthetic import read_pattern
+from media_server import aiortc_adapter
+
+from . import preencoded as encoded
+from .bot import Participant
+from .pattern_media import read_pattern
+from .vp8_framer import Vp8Frame, Vp8Framer
 
 log = logging.getLogger("jointreview.bench")
 
