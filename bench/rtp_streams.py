@@ -13,10 +13,8 @@ from typing import Any
 
 import av
 import numpy as np
-from aiortc.codecs.h264 import H264Encoder
-from aiortc.codecs.vpx import Vp8Encoder
 
-from media_server import rtp
+from media_server import aiortc_adapter, rtp
 
 from .pattern_media import pattern_planes
 
@@ -86,11 +84,11 @@ class RtpSender:
 
     def payloads(self, frame: bytes) -> list[bytes]:
         if self.codec == "video/vp8":
-            out = Vp8Encoder._packetize(frame, self.picture_id)
+            out = aiortc_adapter.packetize_vp8(frame, self.picture_id)
             self.picture_id = (self.picture_id + 1) % (1 << 15)
-            return list(out)
+            return out
         if self.codec == "video/h264":
-            return list(H264Encoder._packetize(H264Encoder._split_bitstream(frame)))
+            return aiortc_adapter.packetize_h264(frame)
         return [frame]
 
     def packets(self, payloads: list[bytes], timestamp: int) -> list[tuple[bytes, rtp.Header]]:

@@ -34,14 +34,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import aioice.turn
 import av
 import uvloop
 from aiortc import RTCRtpReceiver, RTCRtpTransceiver
-from aiortc.codecs import CODECS
-from aiortc.rtp import RtpPacket
 
 from media_server import aiortc_adapter
+from media_server.aiortc_adapter import ReceivedRtpPacket
 
 from . import preencoded as encoded
 from .bot import Participant
@@ -50,9 +48,7 @@ from .vp8_framer import Vp8Frame, Vp8Framer
 
 log = logging.getLogger("jointreview.bench")
 
-RTX_PAYLOAD_TYPES = frozenset(
-    c.payloadType for c in CODECS["video"] if c.mimeType.lower().endswith("/rtx")
-)
+RTX_PAYLOAD_TYPES = aiortc_adapter.rtx_payload_types()
 KEYFRAME_ASK_INTERVAL = 0.5  # seconds between a probe's keyframe requests after a loss
 RECEIVE_BUFFER = 2 * 1024 * 1024  # bytes (the kernel caps it at net.core.rmem_max)
 # Encoded frames waiting for a probe's decoder: 1 s of video. A decoder further behind
@@ -100,7 +96,7 @@ class TrackStats:
         self.unqueued = 0  # frames a probe's decoder had no room for
         self._i0 = self._s0 = 0
 
-    def on_packet(self, packet: RtpPacket, arrival_time_ms: int = 0) -> None:
+    def on_packet(self, packet: ReceivedRtpPacket, arrival_time_ms: int = 0) -> None:
         self.packets += 1
         if packet.marker and self.kind == "video" and not self.decoded:
             if packet.payload_type not in RTX_PAYLOAD_TYPES:
@@ -193,7 +189,7 @@ class ProbeDecoder:
         self.thread = threading.Thread(target=self._run, name="probe-decoder", daemon=True)
         self.thread.start()
 
-    def on_packet(self, packet: RtpPacket, arrival_time_ms: int) -> None:
+    def on_packet(self, packet: ReceivedRtpPacket, arrival_time_ms: int) -> None:
         self.stats.packets += 1
         if packet.payload_type in RTX_PAYLOAD_TYPES:
             return  # nobody asked for retransmissions; aiortc would not depacketise these
@@ -387,10 +383,10 @@ class Generator:
 
 
 def big_socket_buffers(size: int = RECEIVE_BUFFER) -> None:
-    """A larger receive buffer for every ICE socket this process opens (aioice sets
-    ``turn.UDP_SOCKET_BUFFER_SIZE``, 256 KB, on each): the generators share the machine
-    with the server they measure, and a scheduling hiccup should not overflow them."""
-    aioice.turn.UDP_SOCKET_BUFFER_SIZE = size
+    """A larger receive buffer for every ICE socket this process opens (aioice's is
+    256 KB): the generators share the machine with the server they measure, and a
+    scheduling hiccup should not overflow them."""
+    aiortc_adapter.set_turn_socket_buffer(size)
 
 
 async def _stdin() -> asyncio.StreamReader:
