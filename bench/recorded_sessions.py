@@ -6,7 +6,7 @@ times, then closed and repaired as the recorder does; the journal entries are th
 the recorder writes. So the composite export (and its tests and benchmark) reads exactly
 what a recorded session leaves, with the timing known: party frame ``i`` was sent at
 ``t0 + join_s + i / fps`` (plus a constant network delay), and its picture carries ``i``
-(``media_server.synthetic.pattern_planes``), so a composite can be checked frame by frame.
+(``bench.pattern_media.pattern_planes``), so a composite can be checked frame by frame.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """RTP streams made in-process, for the recorder's tests and benchmark: real encoded
-frames (the pattern of ``media_server.synthetic``, so a recording can be checked frame by
+frames (the pattern of ``bench.pattern_media``, so a recording can be checked frame by
 frame) or frames of the right size and structure only (the benchmark: the recorder
 never decodes), packetized as aiortc sends them."""
 

@@ -27,7 +27,7 @@ import av
 import numpy as np
 import pytest
 
-from bench.bot import Participant
+from bench.bot import Bot
 from bench.pattern_media import PatternVideoTrack, ToneAudioTrack, read_pattern
 from bench.recorded_sessions import Party, synthesize
 from recording import archive
@@ -404,7 +404,7 @@ async def test_sealing_a_recorded_session_queues_its_export(tmp_path: Path) -> N
         webhook_secret="s" * 32,
         webhook_events=["export.ready"],
     )
-    people: list[Participant] = []
+    people: list[Bot] = []
     try:
         a = await rec.person(1)
         people.append(a)
