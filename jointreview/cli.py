@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     record.add_argument("--seconds", type=float, default=20.0, help="how long to record")
     record.add_argument("--parties", type=int, default=6, help="participants (video + audio)")
     record.add_argument("--json", action="store_true", help="a JSON summary as the last line")
-    from recording.bench_export import add_parser as add_bench_export
+    from bench.export import add_parser as add_bench_export
 
     add_bench_export(targets)
     sfu = targets.add_parser(
@@ -291,15 +291,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return export(args, _load(args))
         if args.command == "bench" and args.target == "export":
-            from recording.bench_export import main as bench_export
+            from bench.export import main as bench_export
 
             return bench_export(args)
         if args.command == "bench" and args.target == "record":
-            from recording.bench import main as bench_record
+            from bench.record import main as bench_record
 
             return bench_record(args)
         if args.command == "bench":
-            from media_server.bench import main as bench
+            from bench.sfu import main as bench
 
             return bench(args)
         return _token(args)

@@ -455,3 +455,64 @@ def local_ports(pc: RTCPeerConnection) -> list[int]:
         if sock is not None:
             ports.append(sock.getsockname()[1])
     return ports
+
+
+# -- for bench/: load generation and synthetic media -------------------------------------------
+# The server calls none of these. bench/ (synthetic RTP streams, the load generator and its
+# VP8 framer) reaches into aiortc and aioice only through them, so an upgrade has this one
+# file to re-check. BENCH_PRIVATE_NAMES lists the internals they touch;
+# tests/test_aiortc_adapter.py fails when any of them is gone.
+# (Imported here, not at the top, to keep this section apart; module level, not per call,
+# since the framer and the packetizers run per packet in the load generator.)
+
+import aioice.turn  # noqa: E402
+from aiortc.codecs import CODECS  # noqa: E402
+from aiortc.codecs.h264 import H264Encoder  # noqa: E402
+from aiortc.codecs.vpx import Vp8Encoder, VpxPayloadDescriptor  # noqa: E402
+
+BENCH_PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
+    ("aiortc.codecs.vpx", "Vp8Encoder._packetize"),
+    ("aiortc.codecs.h264", "H264Encoder._packetize"),
+    ("aiortc.codecs.h264", "H264Encoder._split_bitstream"),
+    # Not underscored, but set from outside: aioice reads it each time it opens a socket.
+    ("aioice.turn", "UDP_SOCKET_BUFFER_SIZE"),
+)
+
+# The packet on_received_packets hands its callback (aiortc.rtp's), for annotations.
+ReceivedRtpPacket = RtpPacket
+
+
+def packetize_vp8(frame: bytes, picture_id: int) -> list[bytes]:
+    """RTP payloads of one VP8 frame, as aiortc's sender cuts them (picture id 15 bits)."""
+    return list(Vp8Encoder._packetize(frame, picture_id))
+
+
+def packetize_h264(access_unit: bytes) -> list[bytes]:
+    """RTP payloads of one H.264 access unit (Annex B), as aiortc's sender cuts them:
+    single NAL units, STAP-A aggregates and FU-A fragments."""
+    return list(H264Encoder._packetize(H264Encoder._split_bitstream(access_unit)))
+
+
+def parse_vp8_payload(payload: bytes) -> tuple[bool, bytes]:
+    """(does this packet start a VP8 frame, the VP8 data after the payload descriptor).
+
+    A frame starts at the start of partition 0 (RFC 7741 4.2). Raises ``ValueError`` on a
+    malformed descriptor."""
+    descriptor, data = VpxPayloadDescriptor.parse(payload)
+    return descriptor.partition_start == 1 and descriptor.partition_id == 0, data
+
+
+def rtx_payload_types() -> frozenset[int]:
+    """The payload types aiortc offers for video retransmission (RTX)."""
+    return frozenset(
+        c.payloadType
+        for c in CODECS["video"]
+        if c.payloadType is not None and c.mimeType.lower().endswith("/rtx")
+    )
+
+
+def set_turn_socket_buffer(size: int) -> None:
+    """The receive buffer (bytes) of every ICE socket this process opens from now on
+    (aioice sets ``SO_RCVBUF`` to ``turn.UDP_SOCKET_BUFFER_SIZE``, 256 KB, on each).
+    Process-wide."""
+    aioice.turn.UDP_SOCKET_BUFFER_SIZE = size

@@ -12,8 +12,8 @@ from typing import Any
 import aiohttp
 from aiohttp.test_utils import TestServer
 
+from bench.bot import Bot
 from jointreview.app import create_app
-from media_server.participant import Participant
 from signaling.appkeys import MEDIA
 from signaling.auth import TokenService
 
@@ -31,7 +31,7 @@ class Call:
         self.server, self.tokens, self.case_id, self.sid = server, tokens, case_id, sid
         self.root = root  # the test's tmp_path: the server's data is in root / "data"
         self.url = str(server.make_url("")).rstrip("/")
-        self.people: list[Participant] = []
+        self.people: list[Bot] = []
 
     @classmethod
     async def start(cls, tmp_path: Path, case_id: str, **overrides: Any) -> Any:
@@ -50,7 +50,7 @@ class Call:
             sid = (await res.json())["session_id"]
         return cls(server, tokens, case_id, sid, tmp_path)
 
-    async def person(self, n: int, role: str = "clerk", **kw: Any) -> Participant:
+    async def person(self, n: int, role: str = "clerk", **kw: Any) -> Bot:
         """Participant ``n`` joined (a reviewer's department is invited first)."""
         if role == "reviewer":
             async with (
@@ -63,7 +63,7 @@ class Call:
             ):
                 assert res.status == 201
         token = self.tokens.issue(sub=f"user-{n}", name=f"用户{n}", role=role, **kw)
-        p = Participant(self.url, token)
+        p = Bot(self.url, token)
         self.people.append(p)
         await p.connect()
         await p.join(self.sid)

@@ -6,6 +6,7 @@ themselves on two real aiortc peers over loopback.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import inspect
 import random
 import re
@@ -31,9 +32,9 @@ from aiortc import (
 )
 from aiortc.rtp import RTCP_PSFB_PLI, RtcpPacket, RtcpPsfbPacket, RtcpSrPacket
 
+from bench.pattern_media import PatternVideoTrack
 from media_server import aiortc_adapter as adapter
 from media_server import rtp
-from media_server.synthetic import PatternVideoTrack
 
 # -- the pin and the private API, statically ---------------------------------------------------
 
@@ -467,3 +468,29 @@ async def test_quiet_rtcp_keeps_stop_working(kind: str) -> None:
     task.cancel()
     await asyncio.wait_for(getattr(obj, f"_{owner}__rtcp_exited").wait(), 1)
     await pc.close()
+
+
+# -- for bench/ ---------------------------------------------------------------------------------
+
+
+def test_every_internal_bench_uses_is_there() -> None:
+    missing = []
+    for module_name, dotted in adapter.BENCH_PRIVATE_NAMES:
+        obj: Any = importlib.import_module(module_name)
+        for part in dotted.split("."):
+            obj = getattr(obj, part, None)
+            if obj is None:
+                missing.append(f"{module_name}.{dotted}")
+                break
+    assert not missing, (
+        f"aiortc/aioice no longer have {missing}: the bench/ section of "
+        "media_server/aiortc_adapter.py uses them (synthetic RTP, the load generator)"
+    )
+    # The buffer size is set on aioice.turn and must be read from there per socket.
+    assert "turn.UDP_SOCKET_BUFFER_SIZE" in inspect.getsource(aioice.ice), (
+        "aioice.ice no longer reads turn.UDP_SOCKET_BUFFER_SIZE when it opens a socket: "
+        "set_turn_socket_buffer would silently do nothing"
+    )
+    # And the packetizers still cut frames as the callers expect: a list of payloads.
+    assert adapter.packetize_vp8(bytes(3000), 7)[0][:1] == b"\x90"  # X=1, S=1, PID=0
+    assert len(adapter.packetize_h264(b"\x00\x00\x00\x01\x65" + bytes(3000))) > 1

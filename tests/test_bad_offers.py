@@ -12,8 +12,8 @@ import aiohttp
 import pytest
 from aiortc import RTCPeerConnection
 
-from media_server.participant import Participant, SignalingError
-from media_server.synthetic import PatternVideoTrack, ToneAudioTrack
+from bench.bot import Bot, SignalingError
+from bench.pattern_media import PatternVideoTrack, ToneAudioTrack
 from signaling.auth import TokenService
 from signaling.config import Config
 
@@ -177,8 +177,8 @@ async def test_a_participant_on_another_node_gets_the_same_code(
         ) as res,
     ):
         sid = (await res.json())["session_id"]
-    host = Participant(a.url, t.issue(sub="u1", role="clerk"))
-    far = Participant(b.url, t.issue(sub="u2", role="clerk"))
+    host = Bot(a.url, t.issue(sub="u1", role="clerk"))
+    far = Bot(b.url, t.issue(sub="u2", role="clerk"))
     offer = await real_offer()
     try:
         for p in (host, far):

@@ -4,7 +4,7 @@ and after a leave, held through a gap), audio in sync, as a job that survives a
 restart and is shared by workers on Redis without running twice, and by hand with
 ``jointreview export``.
 
-Sessions are synthesized with the recorder's own capture code (``recording.synth_session``:
+Sessions are synthesized with the recorder's own capture code (``bench.recorded_sessions``:
 real track files and journal, with known send times); one test records a real session
 through the server and lets the sealing hook queue its export."""
 
@@ -27,15 +27,15 @@ import av
 import numpy as np
 import pytest
 
-from media_server.participant import Participant
-from media_server.synthetic import PatternVideoTrack, ToneAudioTrack, read_pattern
+from bench.bot import Bot
+from bench.pattern_media import PatternVideoTrack, ToneAudioTrack, read_pattern
+from bench.recorded_sessions import Party, synthesize
 from recording import archive
 from recording.compose import Cancelled, Options, load, render
 from recording.export import COMPOSITE, export_session
 from recording.layout import Labeler, fit, plan
 from recording.parallel import parts
 from recording.sources import TrackClock, VideoReader, usable_tracks
-from recording.synth_session import Party, synthesize
 from signaling import cli
 from signaling.export_jobs import QUEUE, ExportWorker
 from signaling.state import MemoryStore, Store
@@ -404,7 +404,7 @@ async def test_sealing_a_recorded_session_queues_its_export(tmp_path: Path) -> N
         webhook_secret="s" * 32,
         webhook_events=["export.ready"],
     )
-    people: list[Participant] = []
+    people: list[Bot] = []
     try:
         a = await rec.person(1)
         people.append(a)

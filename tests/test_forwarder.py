@@ -35,10 +35,10 @@ from aiortc.rtp import (
     unpack_remb_fci,
 )
 
+from bench.pattern_media import read_pattern
 from media_server import forwarder as fw
 from media_server import rtp
 from media_server.forwarder import Bitrate, Leg, Upstream
-from media_server.synthetic import read_pattern
 
 DATA = Path(__file__).parent / "data"
 T0 = 5000.0  # a monotonic clock well past zero

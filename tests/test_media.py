@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from media_server.participant import Participant, Remote, SignalingError
-from media_server.synthetic import PatternVideoTrack, ToneAudioTrack, read_pattern
+from bench.bot import Bot, Remote, SignalingError
+from bench.pattern_media import PatternVideoTrack, ToneAudioTrack, read_pattern
 
 from .calls import Call, until
 
@@ -32,7 +32,7 @@ async def frames(remote: Remote, n: int, timeout: float = 10.0) -> list[tuple[in
     return out
 
 
-def remote_of(p: Participant, other: Participant, source: str = "camera") -> Remote:
+def remote_of(p: Bot, other: Bot, source: str = "camera") -> Remote:
     for remote in p.remotes.values():
         if remote.info["participant_id"] == other.participant_id and (
             remote.info["source"] == source
@@ -198,7 +198,7 @@ async def test_bad_offers_get_precise_errors(call: Call) -> None:
         )
     assert err.value.code == "invalid_message"
     await p.publish("camera", PatternVideoTrack(1))  # the connection still works
-    outsider = Participant(call.url, call.tokens.issue(sub="x", role="clerk"))
+    outsider = Bot(call.url, call.tokens.issue(sub="x", role="clerk"))
     await outsider.connect()
     call.people.append(outsider)
     with pytest.raises(SignalingError) as err:

@@ -167,8 +167,8 @@ async def test_media_of_a_session_is_hosted_once_whichever_node_people_use(
     node (a lease in Redis) and the others relay the negotiation to it."""
     import asyncio
 
-    from media_server.participant import Participant
-    from media_server.synthetic import PatternVideoTrack, read_pattern
+    from bench.bot import Bot
+    from bench.pattern_media import PatternVideoTrack, read_pattern
 
     env = {"JR_MEDIA_LISTEN_IPS": '["127.0.0.1"]'}
     a = server_factory(redis_url=redis_url, env=env)
@@ -178,8 +178,8 @@ async def test_media_of_a_session_is_hosted_once_whichever_node_people_use(
     async with aiohttp.ClientSession() as http:
         created = await _post(http, f"{a.url}/api/cases/MN-2/sessions", clerk, {})
     sid = created["session_id"]
-    one = Participant(a.url, t.issue(sub="u1", role="clerk"))
-    two = Participant(b.url, t.issue(sub="u2", role="clerk"))
+    one = Bot(a.url, t.issue(sub="u1", role="clerk"))
+    two = Bot(b.url, t.issue(sub="u2", role="clerk"))
     try:
         for p in (one, two):
             await p.connect()

@@ -21,12 +21,12 @@ from typing import Any
 
 import av
 
+from bench.pattern_media import read_pattern
+from bench.rtp_streams import RtpSender, encode_audio, encode_video
 from media_server import capture, recorder
 from media_server.forwarder import Upstream
-from media_server.synthetic import read_pattern
 from recording import webm
 from recording.repair import repair
-from recording.synth import RtpSender, encode_audio, encode_video
 
 
 def _frames(path: Path) -> list[Any]:
@@ -275,7 +275,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from media_server.forwarder import Upstream
 from media_server.recorder import Recorder
-from recording.synth import RtpSender, encode_audio, encode_video
+from bench.rtp_streams import RtpSender, encode_audio, encode_video
 
 async def main():
     video, audio = encode_video("video/VP8", 150), encode_audio(250)

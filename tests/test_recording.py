@@ -19,12 +19,12 @@ import av
 import pytest
 from aiortc.codecs.vpx import vp8_depayload
 
+from bench.bot import Bot
+from bench.pattern_media import PatternVideoTrack, ToneAudioTrack, read_pattern
+from bench.rtp_streams import RtpSender, encode_audio, encode_video
 from media_server import capture
-from media_server.participant import Participant
-from media_server.synthetic import PatternVideoTrack, ToneAudioTrack, read_pattern
 from recording.bitstream import annexb_nals, sps_dimensions, vp8_payload
 from recording.repair import repair
-from recording.synth import RtpSender, encode_audio, encode_video
 from signaling import cli
 from signaling.appkeys import MEDIA
 from signaling.auth import TokenService
@@ -265,7 +265,7 @@ async def test_clerk_policy_starts_and_stops_on_request(clerk_rec: Rec) -> None:
 async def test_a_full_disk_is_reported_and_forwarding_goes_on(rec: Rec) -> None:
     clerk = await rec.person(1)
     other = await rec.person(2)
-    sup = Participant(rec.url, rec.tokens.issue(sub="sup-01", role="supervisor"))
+    sup = Bot(rec.url, rec.tokens.issue(sub="sup-01", role="supervisor"))
     rec.people.append(sup)
     await sup.connect()
     # The clerk's camera file will be written to /dev/full: every write fails (ENOSPC).
@@ -304,8 +304,8 @@ async def test_kill_9_keeps_what_was_received_and_recovers_at_start(
         ) as res,
     ):
         sid = (await res.json())["session_id"]
-    a = Participant(server.url, tokens.issue(sub="u1", role="clerk"))
-    b = Participant(server.url, tokens.issue(sub="u2", role="clerk"))
+    a = Bot(server.url, tokens.issue(sub="u1", role="clerk"))
+    b = Bot(server.url, tokens.issue(sub="u2", role="clerk"))
     vp8, h264 = PatternVideoTrack(1), PatternVideoTrack(2)
     try:
         for p in (a, b):

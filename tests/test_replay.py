@@ -21,9 +21,9 @@ import pytest_asyncio
 from aiohttp.test_utils import TestServer
 from yarl import URL
 
+from bench.bot import Bot
+from bench.pattern_media import PatternVideoTrack, ToneAudioTrack, read_pattern
 from jointreview.app import create_app
-from media_server.participant import Participant
-from media_server.synthetic import PatternVideoTrack, ToneAudioTrack, read_pattern
 from recording.verify import verify_session
 from signaling import replay
 from signaling.appkeys import SERVICE, STORE
@@ -148,8 +148,8 @@ async def rec(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Recorde
         http, f"{base}/api/sessions/{sid}/invitations", tok.clerk(), json={"dept": "city-amr"}
     )
     none = lambda info: False  # noqa: E731  (receive nothing: spare the CPU)
-    clerk = Participant(base, tok.clerk(), subscribe_filter=none)
-    reviewer = Participant(base, tok.reviewer(), subscribe_filter=none)
+    clerk = Bot(base, tok.clerk(), subscribe_filter=none)
+    reviewer = Bot(base, tok.reviewer(), subscribe_filter=none)
     try:
         await clerk.connect()
         await clerk.join(sid)

@@ -24,8 +24,8 @@ from av import VideoFrame
 from PIL import Image, ImageDraw
 from playwright.sync_api import expect
 
-from media_server.participant import Participant
-from media_server.synthetic import PatternVideoTrack, ToneAudioTrack
+from bench.bot import Bot
+from bench.pattern_media import PatternVideoTrack, ToneAudioTrack
 from signaling.auth import TokenService
 from tests.conftest import ServerProcess
 
@@ -107,8 +107,8 @@ async def _record(base: str, tokens: TokenService) -> dict[str, Any]:
     )
     tracks = {"cam": Pattern(1), "doc": Pattern(3), "late": Pattern(2)}
     none = lambda info: False  # noqa: E731  (receive nothing: spare the CPU)
-    clerk = Participant(base, clerk_token, subscribe_filter=none)
-    reviewer = Participant(base, reviewer_token, subscribe_filter=none)
+    clerk = Bot(base, clerk_token, subscribe_filter=none)
+    reviewer = Bot(base, reviewer_token, subscribe_filter=none)
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {clerk_token}"}) as http:
         body = {"applicant_name": "广州琶洲示例贸易有限公司", "matter": "营业执照变更登记"}
         async with http.post(f"{base}/api/cases/{CASE}/sessions", json=body) as r:

@@ -1,7 +1,7 @@
 """Capture real, SRTP-decrypted RTP from aiortc as test fixtures.
 
 Two aiortc peer connections talk over loopback in this one process; the sender publishes
-``media_server.synthetic.PatternVideoTrack`` (VP8 or H.264, with a band of noise so frames
+``bench.pattern_media.PatternVideoTrack`` (VP8 or H.264, with a band of noise so frames
 span several packets) and ``ToneAudioTrack`` (Opus), the receiving
 side's DTLS transport is hooked where aiortc hands it decrypted RTP
 (``RTCDtlsTransport._handle_rtp_data``), and every packet is recorded with its arrival
@@ -32,8 +32,8 @@ import numpy as np  # noqa: E402
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender  # noqa: E402
 from av import VideoFrame  # noqa: E402
 
+from bench.pattern_media import PatternVideoTrack, ToneAudioTrack  # noqa: E402
 from media_server import aiortc_adapter  # noqa: E402
-from media_server.synthetic import PatternVideoTrack, ToneAudioTrack  # noqa: E402
 
 CAPTURES = {
     # name: (video codec mime, with audio)

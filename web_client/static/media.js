@@ -1,5 +1,5 @@
 // The media connection to the SFU: ONE RTCPeerConnection per participant, and the client
-// always offers (no glare). It mirrors media_server/participant.py:
+// always offers (no glare). It mirrors bench/bot.py:
 //   publish   -> addTransceiver(track, {direction: "sendonly"})
 //   subscribe -> addTransceiver(kind, {direction: "recvonly"}) per remote track (mid -> track_id)
 //   removed   -> that transceiver goes "inactive" (never reused)

@@ -1,4 +1,4 @@
-"""``media_server.framer``: real VP8 frames (libvpx through PyAV), packetised by aiortc's
+"""``bench.vp8_framer``: real VP8 frames (libvpx through PyAV), packetised by aiortc's
 own VP8 packetiser, fed in the orders, losses and repeats a network produces."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from aiortc.codecs.vpx import Vp8Encoder
 
-from media_server.framer import SEQ_MOD, Vp8Framer, seq_ahead
+from bench.vp8_framer import SEQ_MOD, Vp8Framer, seq_ahead
 
 FRAMES = 8
 GOP = 4  # keyframes: 0 and 4

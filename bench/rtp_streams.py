@@ -1,5 +1,5 @@
 """RTP streams made in-process, for the recorder's tests and benchmark: real encoded
-frames (the pattern of ``media_server.synthetic``, so a recording can be checked frame by
+frames (the pattern of ``bench.pattern_media``, so a recording can be checked frame by
 frame) or frames of the right size and structure only (the benchmark: the recorder
 never decodes), packetized as aiortc sends them."""
 
@@ -13,11 +13,10 @@ from typing import Any
 
 import av
 import numpy as np
-from aiortc.codecs.h264 import H264Encoder
-from aiortc.codecs.vpx import Vp8Encoder
 
-from media_server import rtp
-from media_server.synthetic import pattern_planes
+from media_server import aiortc_adapter, rtp
+
+from .pattern_media import pattern_planes
 
 PAYLOAD_TYPES = {"video/vp8": 96, "video/h264": 102, "audio/opus": 111}
 _HDR = struct.Struct("!BBHII")
@@ -85,11 +84,11 @@ class RtpSender:
 
     def payloads(self, frame: bytes) -> list[bytes]:
         if self.codec == "video/vp8":
-            out = Vp8Encoder._packetize(frame, self.picture_id)
+            out = aiortc_adapter.packetize_vp8(frame, self.picture_id)
             self.picture_id = (self.picture_id + 1) % (1 << 15)
-            return list(out)
+            return out
         if self.codec == "video/h264":
-            return list(H264Encoder._packetize(H264Encoder._split_bitstream(frame)))
+            return aiortc_adapter.packetize_h264(frame)
         return [frame]
 
     def packets(self, payloads: list[bytes], timestamp: int) -> list[tuple[bytes, rtp.Header]]:

@@ -6,7 +6,7 @@ times, then closed and repaired as the recorder does; the journal entries are th
 the recorder writes. So the composite export (and its tests and benchmark) reads exactly
 what a recorded session leaves, with the timing known: party frame ``i`` was sent at
 ``t0 + join_s + i / fps`` (plus a constant network delay), and its picture carries ``i``
-(``media_server.synthetic.pattern_planes``), so a composite can be checked frame by frame.
+(``bench.pattern_media.pattern_planes``), so a composite can be checked frame by frame.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ import av
 import numpy as np
 
 from media_server import capture
-from media_server.synthetic import pattern_planes
+from recording import track_journal
+from recording.repair import repair
 
-from . import track_journal
-from .repair import repair
-from .synth import RtpSender
+from .pattern_media import pattern_planes
+from .rtp_streams import RtpSender
 
 NET_DELAY_S = 0.02  # every packet arrives this long after it was sent
 AUDIO_RATE = 48_000

@@ -1,18 +1,17 @@
 """``jointreview bench sfu``: the SFU against the transcoding relay, on this machine.
 
 Every size runs a real server process (``jointreview serve``, ``media_mode`` forward or
-transcode) and up to two load-generator processes (``media_server.bench_load``, see
-``Bench.split``) that
-join its sessions as aiortc participants sending pre-encoded VP8 + Opus
-(``media_server.encoded``). After a warm-up (until every subscriber receives every video
-track it should), it measures a steady window: the server process's CPU (from
-/proc/<pid>/stat), RTP packets in (sent by publishers) and out (received by
-subscribers), the lowest subscriber frame rate, frozen video tracks, and, from a few
-probe subscribers that decode, picture errors and end-to-end latency.
+transcode) and up to two load-generator processes (``bench.sfu_load``, see
+``Bench.split``; ``bench.sfu_processes`` talks to them) that join its sessions as aiortc
+participants sending pre-encoded VP8 + Opus (``bench.preencoded``). After a warm-up (until
+every subscriber receives every video track it should), it measures a steady window: the
+server process's CPU (from /proc/<pid>/stat), RTP packets in (sent by publishers) and out
+(received by subscribers), the lowest subscriber frame rate, frozen video tracks, and,
+from a few probe subscribers that decode, picture errors and end-to-end latency.
 
 Scenarios: ``fanout`` (one publisher, K subscribers) and ``meeting`` (S six-party
-sessions, everyone publishing and receiving the other five). ``bench_report`` turns the
-rows into the table, the CPU ratio against the baseline and sessions per core.
+sessions, everyone publishing and receiving the other five). ``bench.sfu_report`` turns
+the rows into the table, the CPU ratio against the baseline and sessions per core.
 """
 
 from __future__ import annotations
@@ -20,24 +19,32 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import json
 import os
 import secrets
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, BinaryIO, TextIO
+from typing import Any, TextIO
 
 import aiohttp
 
-from . import bench_machine
-from .bench_report import (
+from . import machine
+from .sfu_processes import (
+    BenchError,
+    Generator,
+    cpu_seconds,
+    die_with_parent,
+    free_port,
+    open_log,
+    tail,
+    udp_drops,
+)
+from .sfu_report import (
     MEETING_SIZE,
     Case,
     Row,
@@ -61,10 +68,6 @@ FROZEN_S = 1.0
 ROOT = Path(__file__).resolve().parent.parent  # where the signaling and media_server packages are
 
 
-class BenchError(Exception):
-    pass
-
-
 def parse_sizes(text: str, what: str) -> list[int]:
     try:
         sizes = [int(x) for x in text.split(",") if x.strip()]
@@ -73,116 +76,6 @@ def parse_sizes(text: str, what: str) -> list[int]:
     if not sizes or any(n < 1 for n in sizes):
         raise BenchError(f"{what}: give at least one size, each at least 1")
     return sorted(set(sizes))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system, with reaped children) of a process and its live
-    descendants."""
-    tick = os.sysconf("SC_CLK_TCK")
-    stats: dict[int, list[str]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError):
-                text = Path(f"/proc/{entry}/stat").read_text()
-                stats[int(entry)] = text[text.rindex(")") + 2 :].split()
-    total = 0.0
-    todo = [pid]
-    seen = set()
-    while todo:
-        p = todo.pop()
-        if p in seen or p not in stats:
-            continue
-        seen.add(p)
-        f = stats[p]  # fields from the 3rd (state) on
-        total += sum(int(x) for x in f[11:15]) / tick  # utime stime cutime cstime
-        todo.extend(q for q, g in stats.items() if int(g[1]) == p)  # children (ppid)
-    return total
-
-
-def udp_drops(pid: int) -> int:
-    """Datagrams the kernel dropped (receive buffer full) on the UDP sockets of a process."""
-    inodes = set()
-    with contextlib.suppress(OSError):
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            with contextlib.suppress(OSError):
-                link = os.readlink(f"/proc/{pid}/fd/{fd}")
-                if link.startswith("socket:["):
-                    inodes.add(link[8:-1])
-    total = 0
-    for table in ("/proc/net/udp", "/proc/net/udp6"):
-        with contextlib.suppress(OSError):
-            for line in Path(table).read_text().splitlines()[1:]:
-                f = line.split()
-                if len(f) > 12 and f[9] in inodes:
-                    total += int(f[12])
-    return total
-
-
-def _die_with_parent() -> None:
-    """In a child before exec: get SIGTERM if the benchmark dies (even by SIGKILL)."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def _open_log(path: Path) -> BinaryIO:
-    return open(path, "wb")
-
-
-def _tail(path: Path, lines: int = 15) -> str:
-    with contextlib.suppress(OSError):
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    return ""
-
-
-# -- processes -----------------------------------------------------------------------------
-
-
-class Generator:
-    """One load-generator process: send it commands, read its events."""
-
-    def __init__(self, proc: asyncio.subprocess.Process, log: Path) -> None:
-        self.proc = proc
-        self.log = log
-        self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self.ready = 0
-        self.total = 0
-        self.reported = False  # has said how many of its subscribers receive video
-        self._reader = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        assert self.proc.stdout is not None
-        while line := await self.proc.stdout.readline():
-            with contextlib.suppress(json.JSONDecodeError):
-                event = json.loads(line)
-                if event.get("event") == "progress":
-                    self.ready, self.total = int(event["ready"]), int(event["total"])
-                    self.reported = True
-                else:
-                    await self.events.put(event)
-        await self.events.put({"event": "exit"})
-
-    def send(self, msg: dict[str, Any]) -> None:
-        assert self.proc.stdin is not None
-        with contextlib.suppress(Exception):
-            self.proc.stdin.write((json.dumps(msg) + "\n").encode())
-
-    async def expect(self, kind: str, timeout: float) -> dict[str, Any]:
-        try:
-            event = await asyncio.wait_for(self.events.get(), timeout)
-        except TimeoutError:
-            raise BenchError(f"a load generator did not say {kind!r} in {timeout:.0f}s") from None
-        if event.get("event") != kind:
-            detail = event.get("message") or f"it said {event.get('event')!r}"
-            raise BenchError(
-                f"a load generator failed ({detail}); its log ends:\n{_tail(self.log)}"
-            )
-        return event
 
 
 class Bench:
@@ -211,7 +104,7 @@ class Bench:
         self, argv: list[str], env: dict[str, str], log: Path, events: bool = False
     ) -> Any:
         """Start a child; its stderr (and stdout unless it speaks ``events``) go to log."""
-        with _open_log(log) as fh:
+        with open_log(log) as fh:
             proc = await asyncio.create_subprocess_exec(
                 *argv,
                 stdin=asyncio.subprocess.PIPE,
@@ -219,7 +112,7 @@ class Bench:
                 stderr=fh,
                 env=env,
                 start_new_session=True,  # Ctrl-C reaches us only; we stop them in order
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         self.procs.append(proc)
         self.pids.append(proc.pid)
@@ -250,23 +143,23 @@ class Bench:
 
     # -- media ----------------------------------------------------------------------------
     def prepare_media(self, idents: int) -> None:
-        from . import encoded
+        from . import preencoded
 
-        for directory in (encoded.cache_dir(), self.tmp / "media"):
+        for directory in (preencoded.cache_dir(), self.tmp / "media"):
             try:
                 took = time.monotonic()
                 fresh = 0
                 for ident in range(idents):
-                    _, cached = encoded.load_video(ident, directory)
+                    _, cached = preencoded.load_video(ident, directory)
                     fresh += not cached
-                encoded.load_audio(directory)
+                preencoded.load_audio(directory)
             except OSError as exc:
                 self.say(f"cannot cache media in {directory} ({exc}); trying elsewhere")
                 continue
             self.media_dir = directory
             how = f"encoded {fresh} in {time.monotonic() - took:.1f}s" if fresh else "cached"
             self.say(
-                f"media: {idents} VP8 {encoded.WIDTH}x{encoded.HEIGHT} {encoded.FPS} fps "
+                f"media: {idents} VP8 {preencoded.WIDTH}x{preencoded.HEIGHT} {preencoded.FPS} fps "
                 f"~1 Mbps loops + Opus tone ({how}, {directory})"
             )
             return
@@ -295,13 +188,13 @@ class Bench:
         async with aiohttp.ClientSession() as http:
             while True:
                 if proc.returncode is not None:
-                    raise BenchError(f"the server exited at start; its log ends:\n{_tail(log)}")
+                    raise BenchError(f"the server exited at start; its log ends:\n{tail(log)}")
                 with contextlib.suppress(aiohttp.ClientError, OSError):
                     async with http.get(f"{url}/healthz") as res:
                         if res.status == 200:
                             return proc, url
                 if time.monotonic() > deadline:
-                    raise BenchError(f"the server did not answer in 30s:\n{_tail(log)}")
+                    raise BenchError(f"the server did not answer in 30s:\n{tail(log)}")
                 await asyncio.sleep(0.1)
 
     def plan(self, case: Case, sessions: list[str], tokens: Any) -> list[dict[str, Any]]:
@@ -338,7 +231,7 @@ class Bench:
         """Participants per load-generator process (two at most).
 
         A generator process the server's ``sendto`` wakes costs the server ~30-40 µs of
-        CPU here (``bench_machine``), against ~3 µs when it is awake; real subscribers sit
+        CPU here (``bench.machine``), against ~3 µs when it is awake; real subscribers sit
         on other machines and cost it no wakeup. Fanout therefore puts every subscriber in
         one process (each packet wakes one, not two: 17 against 18-19 µs per copy out at
         K=16, measured alternately on a quiet machine) and the publisher in the other.
@@ -386,7 +279,7 @@ class Bench:
                     "probe_tracks": PROBE_TRACKS,
                     "participants": share,
                 }
-                argv = [sys.executable, "-m", "media_server.bench_load"]
+                argv = [sys.executable, "-m", "bench.sfu_load"]
                 log = run / f"generator{n}.log"
                 proc = await self.spawn(argv, self.env({}), log, events=True)
                 gen = Generator(proc, log)
@@ -404,7 +297,7 @@ class Bench:
                 raise BenchError("the server died during the window")
             return row
         except BenchError as exc:
-            said = _tail(run / "server.log", 25)
+            said = tail(run / "server.log", 25)
             if said:
                 raise BenchError(f"{exc}\nthe server's log ends:\n{said}") from None
             raise
@@ -579,9 +472,9 @@ def main(args: argparse.Namespace) -> int:
             print(f"jointreview bench: {exc}", file=sys.stderr)
             return 2
         bench.say("measuring what this machine charges for a wakeup and a sendto")
-        machine = bench_machine.measure()
+        costs = machine.measure()
         summary = asyncio.run(bench.run())
-        summary["machine"].update(machine)
+        summary["machine"].update(costs)
     except BenchError as exc:
         print(f"jointreview bench: {exc}", file=sys.stderr)
         return 1

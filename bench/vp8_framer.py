@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aiortc.codecs.vpx import VpxPayloadDescriptor
+from media_server.aiortc_adapter import parse_vp8_payload
 
 SEQ_MOD = 1 << 16
 HALF = 1 << 15  # sequence numbers within half the space ahead count as newer (RFC 3550)
@@ -105,11 +105,10 @@ class Vp8Framer:
             self.duplicates += 1
             return None
         try:
-            descriptor, data = VpxPayloadDescriptor.parse(payload)
+            start, data = parse_vp8_payload(payload)
         except ValueError:
             self.malformed += 1  # its frame cannot complete; it is dropped as incomplete
             return None
-        start = descriptor.partition_start == 1 and descriptor.partition_id == 0
         # VP8 payload header (RFC 7741 4.3), first octet of partition 0: P=0 is a keyframe.
         keyframe = start and len(data) > 0 and not (data[0] & 0x01)
         if len(self._packets) >= self.max_packets:

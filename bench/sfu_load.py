@@ -1,17 +1,17 @@
-"""A load-generator process for ``jointreview bench sfu`` (``python -m
-media_server.bench_load``): some of the benchmark's participants, in their own process.
+"""A load-generator process for ``jointreview bench sfu`` (``python -m bench.sfu_load``):
+some of the benchmark's participants, in their own process.
 
-The orchestrator (``media_server.bench``) writes a JSON spec as the first line of stdin,
+The orchestrator (``bench.sfu``) writes a JSON spec as the first line of stdin,
 then commands, one JSON object a line: ``publish``, ``window`` (wall-clock start and end
 of the measurement), ``stop``. The process answers with events on stdout, one JSON object
 a line: ``joined``, ``published``, ``progress`` (how many subscribers receive every
 video track they should), ``result``. End of stdin means the orchestrator is gone: stop.
 
-Publishers send pre-encoded media (``media_server.encoded``). Every subscriber takes the
+Publishers send pre-encoded media (``bench.preencoded``). Every subscriber takes the
 RTP packets aiortc has parsed through ``aiortc_adapter.on_received_packets``, in place of
 aiortc's own receiver (no jitter buffer, no NACK, PLI or receiver reports). Most only
 count what arrives (RTP packets; a video frame completes on the marker bit). Probes
-decode a few video tracks as a browser would: ``framer.Vp8Framer`` completes each VP8
+decode a few video tracks as a browser would: ``vp8_framer.Vp8Framer`` completes each VP8
 frame on its marker packet (aiortc's jitter buffer would hold it until the next frame's
 first packet, one frame interval more) and drops damaged frames until the next keyframe;
 a thread per probe track decodes with PyAV, stamps the wall clock as each picture comes
@@ -34,23 +34,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import aioice.turn
 import av
 import uvloop
 from aiortc import RTCRtpReceiver, RTCRtpTransceiver
-from aiortc.codecs import CODECS
-from aiortc.rtp import RtpPacket
 
-from . import aiortc_adapter, encoded
-from .framer import Vp8Frame, Vp8Framer
-from .participant import Participant
-from .synthetic import read_pattern
+from media_server import aiortc_adapter
+from media_server.aiortc_adapter import ReceivedRtpPacket
+
+from . import preencoded
+from .bot import Bot
+from .pattern_media import read_pattern
+from .vp8_framer import Vp8Frame, Vp8Framer
 
 log = logging.getLogger("jointreview.bench")
 
-RTX_PAYLOAD_TYPES = frozenset(
-    c.payloadType for c in CODECS["video"] if c.mimeType.lower().endswith("/rtx")
-)
+RTX_PAYLOAD_TYPES = aiortc_adapter.rtx_payload_types()
 KEYFRAME_ASK_INTERVAL = 0.5  # seconds between a probe's keyframe requests after a loss
 RECEIVE_BUFFER = 2 * 1024 * 1024  # bytes (the kernel caps it at net.core.rmem_max)
 # Encoded frames waiting for a probe's decoder: 1 s of video. A decoder further behind
@@ -98,7 +96,7 @@ class TrackStats:
         self.unqueued = 0  # frames a probe's decoder had no room for
         self._i0 = self._s0 = 0
 
-    def on_packet(self, packet: RtpPacket, arrival_time_ms: int = 0) -> None:
+    def on_packet(self, packet: ReceivedRtpPacket, arrival_time_ms: int = 0) -> None:
         self.packets += 1
         if packet.marker and self.kind == "video" and not self.decoded:
             if packet.payload_type not in RTX_PAYLOAD_TYPES:
@@ -131,18 +129,18 @@ class TrackStats:
     def on_picture(self, ident: int, counter: int, now: float, t0: float) -> None:
         """A decoded picture: check it and measure its latency."""
         inside = self.window.within(now)
-        bad = ident != self.ident or counter >= encoded.LOOP_FRAMES
+        bad = ident != self.ident or counter >= preencoded.LOOP_FRAMES
         if not bad and self._prev is not None:
-            step = (counter - self._prev) % encoded.LOOP_FRAMES
-            bad = step == 0 or step > encoded.LOOP_FRAMES // 2  # repeated or went back
+            step = (counter - self._prev) % preencoded.LOOP_FRAMES
+            bad = step == 0 or step > preencoded.LOOP_FRAMES // 2  # repeated or went back
         if bad:
             if inside:
                 self.errors += 1
             return
         self._prev = counter
         if inside:
-            n = encoded.frame_index(counter, now, t0)
-            self.latencies.append((now - (t0 + n / encoded.FPS)) * 1000)
+            n = preencoded.frame_index(counter, now, t0)
+            self.latencies.append((now - (t0 + n / preencoded.FPS)) * 1000)
 
     def open_window(self, start: float) -> None:
         self.p0, self.f0 = self.packets, self.frames
@@ -191,7 +189,7 @@ class ProbeDecoder:
         self.thread = threading.Thread(target=self._run, name="probe-decoder", daemon=True)
         self.thread.start()
 
-    def on_packet(self, packet: RtpPacket, arrival_time_ms: int) -> None:
+    def on_packet(self, packet: ReceivedRtpPacket, arrival_time_ms: int) -> None:
         self.stats.packets += 1
         if packet.payload_type in RTX_PAYLOAD_TYPES:
             return  # nobody asked for retransmissions; aiortc would not depacketise these
@@ -256,9 +254,9 @@ class Member:
         self.expect_video = int(spec.get("expect_video", 0))
         self.tracks: dict[str, TrackStats] = {}
         self.decoders: list[ProbeDecoder] = []
-        self.video_track: encoded.EncodedVideoTrack | None = None
-        self.audio_track: encoded.EncodedAudioTrack | None = None
-        self.p = Participant(
+        self.video_track: preencoded.EncodedVideoTrack | None = None
+        self.audio_track: preencoded.EncodedAudioTrack | None = None
+        self.p = Bot(
             gen.url,
             spec["token"],
             configure_receiver=self._configure,
@@ -292,10 +290,10 @@ class Member:
     async def publish(self) -> None:
         if not self.spec.get("publish"):
             return
-        video, _ = encoded.load_video(int(self.spec["ident"]), self.gen.media_dir)
-        audio, _ = encoded.load_audio(self.gen.media_dir)
-        self.video_track = encoded.EncodedVideoTrack(video, self.gen.t0)
-        self.audio_track = encoded.EncodedAudioTrack(audio, self.gen.t0)
+        video, _ = preencoded.load_video(int(self.spec["ident"]), self.gen.media_dir)
+        audio, _ = preencoded.load_audio(self.gen.media_dir)
+        self.video_track = preencoded.EncodedVideoTrack(video, self.gen.t0)
+        self.audio_track = preencoded.EncodedAudioTrack(audio, self.gen.t0)
         await self.p.publish("camera", self.video_track)
         await self.p.publish("microphone", self.audio_track)
 
@@ -385,10 +383,10 @@ class Generator:
 
 
 def big_socket_buffers(size: int = RECEIVE_BUFFER) -> None:
-    """A larger receive buffer for every ICE socket this process opens (aioice sets
-    ``turn.UDP_SOCKET_BUFFER_SIZE``, 256 KB, on each): the generators share the machine
-    with the server they measure, and a scheduling hiccup should not overflow them."""
-    aioice.turn.UDP_SOCKET_BUFFER_SIZE = size
+    """A larger receive buffer for every ICE socket this process opens (aioice's is
+    256 KB): the generators share the machine with the server they measure, and a
+    scheduling hiccup should not overflow them."""
+    aiortc_adapter.set_turn_socket_buffer(size)
 
 
 async def _stdin() -> asyncio.StreamReader:

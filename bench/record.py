@@ -23,7 +23,7 @@ from typing import Any
 from media_server.forwarder import Upstream
 from media_server.recorder import Recorder
 
-from .synth import RtpSender, encode_video, fake_vp8_frames
+from .rtp_streams import RtpSender, encode_video, fake_vp8_frames
 
 VIDEO_BPS = 1_000_000
 FPS = 30

@@ -250,6 +250,6 @@ def report(summary: dict[str, Any], skipped: list[Case], limit: int, out: TextIO
             f"This machine's costs outside the SFU's own work (CPU µs): an event-loop wakeup "
             f"{m['loop_wakeup_us']}, a sendto on loopback {m['sendto_waking_us']} when it "
             f"wakes the receiving process, {m['sendto_awake_us']} when not "
-            "(media_server/bench_machine.py)",
+            "(bench/machine.py)",
             file=out,
         )

@@ -52,8 +52,9 @@ def _cache_root(explicit: str | None) -> Path:
 
 def session(root: Path, participants: int, seconds: float, say: Any) -> Path:
     """The synthesized session (made on first use, then reused)."""
-    from . import track_journal
-    from .synth_session import Party, synthesize
+    from recording import track_journal
+
+    from .recorded_sessions import Party, synthesize
 
     directory = root / f"v{CACHE_VERSION}-p{participants}-s{seconds:g}"
     doc = track_journal.load(directory) if directory.is_dir() else None
@@ -92,7 +93,7 @@ def session(root: Path, participants: int, seconds: float, say: Any) -> Path:
 def _run(directory: Path, options: Any, cpus: set[int] | None, label: str) -> dict[str, Any]:
     from tqdm import tqdm
 
-    from .compose import render
+    from recording.compose import render
 
     before = os.sched_getaffinity(0)
     bar: Any = None
@@ -124,7 +125,7 @@ def _median_profile(results: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def main(args: argparse.Namespace) -> int:
-    from .compose import Options
+    from recording.compose import Options
 
     def say(text: str) -> None:
         print(text, file=sys.stderr if args.json else sys.stdout, flush=True)

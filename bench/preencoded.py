@@ -1,7 +1,7 @@
 """Pre-encoded media for load generation: publishers that cost almost nothing to run.
 
 A looped VP8 sequence (640x480, 30 fps, ~1 Mbps, a keyframe every second) whose picture
-carries the publisher id and the frame's index in the loop (``synthetic.pattern_planes``;
+carries the publisher id and the frame's index in the loop (``pattern_media.pattern_planes``;
 noise above and below the bands gives the encoder real work, so the bitrate is real),
 and a looped Opus tone. Each is encoded once and cached in a file; a second run reads it.
 
@@ -28,7 +28,7 @@ import av
 import numpy as np
 from aiortc import MediaStreamTrack
 
-from .synthetic import pattern_planes, read_pattern
+from .pattern_media import pattern_planes, read_pattern
 
 WIDTH, HEIGHT, FPS = 640, 480, 30
 VIDEO_BITRATE = 1_000_000

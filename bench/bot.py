@@ -1,6 +1,8 @@
-"""A participant written in Python (aiortc): what a browser does, for tests, the benchmark
-and headless bots. It signs in with a token, joins a session, publishes tracks and
-receives every other participant's tracks, renegotiating as they come and go.
+"""``Bot``: a session participant written in Python (aiortc), doing what a browser does, for
+tests, the benchmark's load generators and headless bots. It signs in with a token, joins a
+session, publishes tracks and receives every other participant's tracks, renegotiating as
+they come and go. (The domain's participants, who may join what, are
+``signaling/participants.py``.)
 """
 
 from __future__ import annotations
@@ -50,7 +52,9 @@ class Remote:
 
 
 @dataclass
-class Participant:
+class Bot:
+    """One client connection to a node: signaling socket plus one aiortc peer connection."""
+
     url: str  # http(s)://host:port of any jointreview node
     token: str
     subscribe_filter: Callable[[dict[str, Any]], bool] = lambda info: True
