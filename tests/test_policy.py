@@ -676,7 +676,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Where a role's name may be spelled in a decision: the rules, and the enumerations (the
 # Role type and token claims validation, the models, the CLI's choices).
 ROLE_LITERALS_ALLOWED = frozenset(
-    {"signaling/policy.py", "signaling/auth.py", "signaling/models.py", "signaling/cli.py"}
+    {"signaling/policy.py", "signaling/auth.py", "signaling/models.py"}
 )
 _SETS = ("frozenset", "set", "tuple", "list")
 
