@@ -17,23 +17,22 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aiortc import (
+    MediaStreamError,
     MediaStreamTrack,
     RTCBundlePolicy,
     RTCConfiguration,
     RTCIceServer,
     RTCPeerConnection,
+    RTCRtpCodecCapability,
+    RTCRtpCodecParameters,
     RTCRtpReceiver,
     RTCRtpTransceiver,
     RTCSessionDescription,
 )
-from aiortc.mediastreams import MediaStreamError
-from aiortc.rtcrtpparameters import (
-    RTCRtpCodecCapability,
-    RTCRtpCodecParameters,
-    RTCRtpReceiveParameters,
-    RTCRtpSendParameters,
-)
-from aiortc.rtp import (
+
+from . import aiortc_adapter as adapter
+from . import rtp, sdp
+from .aiortc_adapter import (
     RTCP_PSFB_APP,
     RTCP_PSFB_FIR,
     RTCP_PSFB_PLI,
@@ -43,11 +42,10 @@ from aiortc.rtp import (
     RtcpRrPacket,
     RtcpRtpfbPacket,
     RtcpSrPacket,
+    RTCRtpReceiveParameters,
+    RTCRtpSendParameters,
     unpack_remb_fci,
 )
-
-from . import aiortc_adapter as adapter
-from . import rtp, sdp
 from .errors import MediaError
 from .forwarder import Leg, Upstream
 

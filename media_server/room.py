@@ -8,9 +8,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from aiortc.contrib.media import MediaRelay
-
 from . import sdp
+from .aiortc_adapter import MediaRelay
 from .forwarder import Upstream
 from .peer import Peer, Publication
 from .rtp import Header
