@@ -29,49 +29,23 @@ import aioice.ice
 import aiortc
 import pylibsrtp
 from aiortc import RTCDtlsTransport, RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
-from aiortc.contrib.media import MediaRelay as MediaRelay
+from aiortc.contrib.media import MediaRelay  # noqa: F401  (re-exported: room.py)
 from aiortc.rtcrtpparameters import RTCRtpReceiveParameters, RTCRtpSendParameters
-from aiortc.rtp import (  # RTCP on the wire, for the forwarding core and the peer
-    RTCP_PSFB_APP as RTCP_PSFB_APP,
-)
-from aiortc.rtp import (
-    RTCP_PSFB_FIR as RTCP_PSFB_FIR,
-)
-from aiortc.rtp import (
-    RTCP_PSFB_PLI as RTCP_PSFB_PLI,
-)
-from aiortc.rtp import (
-    RTCP_RTPFB_NACK as RTCP_RTPFB_NACK,
-)
-from aiortc.rtp import (
-    RtcpPacket as RtcpPacket,
-)
-from aiortc.rtp import (
-    RtcpPsfbPacket as RtcpPsfbPacket,
-)
-from aiortc.rtp import (
-    RtcpReceiverInfo as RtcpReceiverInfo,
-)
-from aiortc.rtp import (
-    RtcpRrPacket as RtcpRrPacket,
-)
-from aiortc.rtp import (
-    RtcpRtpfbPacket as RtcpRtpfbPacket,
-)
-from aiortc.rtp import (
-    RtcpSenderInfo as RtcpSenderInfo,
-)
-from aiortc.rtp import (
-    RtcpSrPacket as RtcpSrPacket,
-)
-from aiortc.rtp import (
+from aiortc.rtp import (  # noqa: F401  (re-exported: RTCP on the wire, for forwarder and peer)
+    RTCP_PSFB_APP,
+    RTCP_PSFB_FIR,
+    RTCP_PSFB_PLI,
+    RTCP_RTPFB_NACK,
+    RtcpPacket,
+    RtcpPsfbPacket,
+    RtcpReceiverInfo,
+    RtcpRrPacket,
+    RtcpRtpfbPacket,
+    RtcpSenderInfo,
+    RtcpSrPacket,
     RtpPacket,
-)
-from aiortc.rtp import (
-    pack_remb_fci as pack_remb_fci,
-)
-from aiortc.rtp import (
-    unpack_remb_fci as unpack_remb_fci,
+    pack_remb_fci,
+    unpack_remb_fci,
 )
 from pylibsrtp._binding import ffi as _srtp_ffi
 from pylibsrtp._binding import lib as _srtp_lib
