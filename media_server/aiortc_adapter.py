@@ -1,4 +1,5 @@
-"""The one place that touches aiortc's and aioice's private internals.
+"""The one place that touches aiortc's and aioice's private internals (``PRIVATE_NAMES``),
+and that imports their submodules (RTCP's wire classes, ``MediaRelay``: re-exported).
 
 aiortc keeps ICE, DTLS, SRTP and SDP; the SFU replaces its per-packet media path:
 

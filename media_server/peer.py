@@ -4,7 +4,8 @@ The participant always offers (so there is never glare on the one connection): i
 offer names which of its transceivers publish (and what: microphone, camera, document,
 screen) and which receive which published track. The server answers, then runs the
 packets: received RTP goes through ``Upstream.on_rtp`` and the resulting bytes are sent
-as they come back; RTCP feedback goes to the core in the same way.
+as they come back; RTCP feedback goes to the core in the same way. A peer reaches its
+room only through ``PeerRoom`` (what it needs of ``room.Room``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,10 @@
-"""A session's media: its peers, the tracks they publish, active speaker, timers."""
+"""A session's media: its peers, the tracks they publish, active speaker, RTCP timers.
+
+Each ``Peer`` negotiates and forwards its own packets; the room is what they share: which
+tracks are published by whom (a subscriber finds its upstream here), the timer that sends
+RTCP and NACKs, the active speaker, and the recorder. Peers reach it through
+``peer.PeerRoom``.
+"""
 
 from __future__ import annotations
 
