@@ -14,8 +14,10 @@ import re
 import socket
 import struct
 import time
+import tomllib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aioice
@@ -46,6 +48,15 @@ def test_aiortc_version_is_the_pinned_one() -> None:
         f"for {adapter.PINNED_AIORTC}: re-check every internal it touches, then move the pin"
     )
     adapter.check_versions()
+
+
+def test_pyproject_pins_the_version_the_adapter_is_written_for() -> None:
+    project = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
+    pins = [d for d in project["project"]["dependencies"] if re.match(r"aiortc\b", d)]
+    assert pins == [f"aiortc=={adapter.PINNED_AIORTC}"], (
+        f"pyproject.toml has {pins}; media_server.aiortc_adapter.PINNED_AIORTC is "
+        f"{adapter.PINNED_AIORTC}: an exact pin, the same in both"
+    )
 
 
 def registered_private_names() -> list[tuple[str, str]]:
