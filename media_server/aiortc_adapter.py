@@ -1,4 +1,5 @@
-"""The one place that touches aiortc's and aioice's private internals.
+"""The one place that touches aiortc's and aioice's private internals (``PRIVATE_NAMES``),
+and that imports their submodules (RTCP's wire classes, ``MediaRelay``: re-exported).
 
 aiortc keeps ICE, DTLS, SRTP and SDP; the SFU replaces its per-packet media path:
 
@@ -29,18 +30,65 @@ import aioice.ice
 import aiortc
 import pylibsrtp
 from aiortc import RTCDtlsTransport, RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
+from aiortc.contrib.media import MediaRelay  # noqa: F401  (re-exported: room.py)
 from aiortc.rtcrtpparameters import RTCRtpReceiveParameters, RTCRtpSendParameters
-from aiortc.rtp import RtpPacket
+from aiortc.rtp import (  # noqa: F401  (re-exported: RTCP on the wire, for forwarder and peer)
+    RTCP_PSFB_APP,
+    RTCP_PSFB_FIR,
+    RTCP_PSFB_PLI,
+    RTCP_RTPFB_NACK,
+    RtcpPacket,
+    RtcpPsfbPacket,
+    RtcpReceiverInfo,
+    RtcpRrPacket,
+    RtcpRtpfbPacket,
+    RtcpSenderInfo,
+    RtcpSrPacket,
+    RtpPacket,
+    pack_remb_fci,
+    unpack_remb_fci,
+)
 from pylibsrtp._binding import ffi as _srtp_ffi
 from pylibsrtp._binding import lib as _srtp_lib
+
+from . import udp
 
 log = logging.getLogger(__name__)
 
 PINNED_AIORTC = "1.16.0"
+# Every private name of aiortc, aioice and pylibsrtp used below, as (module, attribute
+# path): tests/test_aiortc_adapter.py checks each against the installed packages (an
+# attribute an instance gets in ``__init__`` counts), and that no other private name
+# appears in this file. A section added below keeps its own ``*_PRIVATE_NAMES`` tuple.
+PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
+    ("aioice.ice", "Connection._nominated"),
+    ("aioice.ice", "Connection._protocols"),
+    ("aiortc.rtcicetransport", "RTCIceTransport._connection"),
+    ("aiortc.rtcdtlstransport", "RTCDtlsTransport._tx_srtp"),
+    ("aiortc.rtcdtlstransport", "RTCDtlsTransport._rx_srtp"),
+    ("aiortc.rtcdtlstransport", "RTCDtlsTransport._handle_rtp_data"),
+    ("aiortc.rtcdtlstransport", "RTCDtlsTransport._handle_rtcp_data"),
+    ("aiortc.rtcrtpsender", "RTCRtpSender._ssrc"),
+    ("aiortc.rtcrtpsender", "RTCRtpSender._rtx_ssrc"),
+    ("aiortc.rtcrtpsender", "RTCRtpSender._send_rtcp"),
+    ("aiortc.rtcrtpsender", "RTCRtpSender._run_rtcp"),
+    ("aiortc.rtcrtpsender", "RTCRtpSender.__rtcp_started"),
+    ("aiortc.rtcrtpsender", "RTCRtpSender.__rtcp_exited"),
+    ("aiortc.rtcrtpreceiver", "RTCRtpReceiver._run_rtcp"),
+    ("aiortc.rtcrtpreceiver", "RTCRtpReceiver.__rtcp_started"),
+    ("aiortc.rtcrtpreceiver", "RTCRtpReceiver.__rtcp_exited"),
+    ("aiortc.rtcrtpreceiver", "RTCRtpReceiver._handle_rtp_packet"),
+    ("aiortc.rtcrtpreceiver", "RTCRtpReceiver._send_rtcp_pli"),
+    ("pylibsrtp", "Session._srtp"),
+    ("pylibsrtp", "Session._cdata"),
+    ("pylibsrtp", "Session._buffer"),
+    ("pylibsrtp._binding", "ffi"),
+    ("pylibsrtp._binding", "lib.srtp_protect"),
+    ("pylibsrtp._binding", "lib.srtp_unprotect"),
+)
 # Drop rather than queue when a subscriber's socket buffer is this full: a slow or
 # vanished subscriber must never grow memory or delay anyone else.
 MAX_SOCKET_BACKLOG = 256 * 1024
-RECEIVE_BUFFER = 4 * 1024 * 1024
 MAX_PROTECTED = 1500 - 144  # libsrtp appends up to 144 bytes of tag and MKI
 
 RtpHandler = Callable[[bytes], None]
@@ -79,20 +127,7 @@ def configure_host_candidates(addresses: list[str], port_range: tuple[int, int] 
         aioice.ice.get_host_addresses = every_interface
     if port_range is None:
         return
-    low, high = port_range
-    state = {"next": low}
-
-    async def bind(address: str, loop: asyncio.AbstractEventLoop, factory: Any) -> Any:
-        span = high - low + 1
-        for _ in range(span):
-            port = state["next"]
-            state["next"] = low + (port - low + 1) % span
-            try:
-                return await loop.create_datagram_endpoint(factory, local_addr=(address, port))
-            except OSError:
-                continue
-        raise OSError(f"no free UDP port in {low}-{high} on {address}")
-
+    ports = udp.PortRange(*port_range)
     lock = asyncio.Lock()
 
     async def get_component_candidates(
@@ -110,7 +145,7 @@ def configure_host_candidates(addresses: list[str], port_range: tuple[int, int] 
 
         async def in_range(factory: Any, local_addr: Any = None, **kw: Any) -> Any:
             if local_addr is not None and local_addr[1] == 0 and not kw:
-                return await bind(local_addr[0], loop, factory)
+                return await ports.bind(local_addr[0], loop, factory)
             return await original(factory, local_addr=local_addr, **kw)
 
         # aioice binds through the running loop; route only this call through the range.
@@ -262,12 +297,8 @@ def install_ingress(dtls: RTCDtlsTransport, on_rtp: RtpHandler, on_rtcp: RtcpHan
 
         protocol.datagram_received = datagram_received
         protocol._jr_wrapped = True
-        # aioice asks for 256 KiB; a busy loop (a burst of keyframes, a GC pause)
-        # overflows that and the kernel drops media. Ask for more (capped at rmem_max).
-        sock = protocol.transport.get_extra_info("socket")
-        with contextlib.suppress(OSError, AttributeError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
-        _read_until_empty(protocol)
+        udp.enlarge_receive_buffer(protocol.transport)
+        udp.read_until_empty(protocol)
 
     for protocol in connection._protocols:
         wrap(protocol)
@@ -275,40 +306,6 @@ def install_ingress(dtls: RTCDtlsTransport, on_rtp: RtpHandler, on_rtcp: RtcpHan
     # (a packet queued before the wrap) must not hit aiortc's receivers.
     dtls._handle_rtp_data = _ignore_rtp  # type: ignore[method-assign]
     dtls._handle_rtcp_data = _ignore_rtcp  # type: ignore[method-assign]
-
-
-def _read_until_empty(protocol: Any) -> None:
-    """asyncio's selector loop reads one datagram per wakeup; a media socket receives
-    bursts (a video frame is several packets). Read until the socket is empty instead, so
-    one wakeup serves the whole burst. (uvloop, the default loop, already reads up to 32
-    datagrams per wakeup: its transports have no ``_sock`` and are left alone.) The
-    transport keeps its own reader registration semantics: pausing or closing it removes
-    ours, as it would its own."""
-    transport = protocol.transport
-    raw = getattr(transport, "_sock", None)  # asyncio's selector transport: the socket
-    loop = getattr(transport, "_loop", None)
-    if raw is None or loop is None or getattr(transport, "_closing", True):
-        return
-    fd = raw.fileno()
-
-    def read_ready() -> None:
-        for _ in range(64):  # bounded: other sockets get their turn
-            try:
-                data, addr = raw.recvfrom(2048)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                protocol.error_received(exc)
-                return
-            protocol.datagram_received(data, addr)  # looked up: wrappers may stack
-
-    # The transport's own (private) registration calls: the public ones refuse an fd
-    # that a transport owns. Without them (another loop), keep asyncio's reader.
-    remove, add = getattr(loop, "_remove_reader", None), getattr(loop, "_add_reader", None)
-    if remove is None or add is None:
-        return
-    remove(fd)
-    add(fd, read_ready)
 
 
 async def _ignore_rtp(data: bytes, arrival_time_ms: int) -> None:
@@ -362,9 +359,8 @@ def quiet_rtcp(obj: RTCRtpSender | RTCRtpReceiver) -> None:
     """No RTCP timer task for a forwarded stream: aiortc's wakes every 0.5-1.5 s per
     sender and receiver to build reports the SFU does not send (it sends its own), and a
     wakeup costs more than the report. ``stop()`` still finds the events it waits for."""
-    prefix = f"_{type(obj).__name__}__"
-    started: asyncio.Event = getattr(obj, prefix + "rtcp_started")
-    exited: asyncio.Event = getattr(obj, prefix + "rtcp_exited")
+    started: asyncio.Event = _mangled(obj, "__rtcp_started")
+    exited: asyncio.Event = _mangled(obj, "__rtcp_exited")
 
     async def idle() -> None:
         started.set()
@@ -373,6 +369,11 @@ def quiet_rtcp(obj: RTCRtpSender | RTCRtpReceiver) -> None:
         exited.set()
 
     obj._run_rtcp = idle  # type: ignore[method-assign]
+
+
+def _mangled(obj: Any, name: str) -> Any:
+    """``obj.__name`` as its class's code sees it (Python mangles it to ``_Class__name``)."""
+    return getattr(obj, f"_{type(obj).__name__}{name}")
 
 
 def on_receive_parameters(

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aiortc.rtp import (
+from . import rtp
+from .aiortc_adapter import (  # RTCP's wire classes (building RTCP has no I/O)
     RTCP_PSFB_APP,
     RTCP_PSFB_PLI,
     RTCP_RTPFB_NACK,
@@ -27,8 +28,6 @@ from aiortc.rtp import (
     RtcpSrPacket,
     pack_remb_fci,
 )
-
-from . import rtp
 
 KEYFRAME_MIN_INTERVAL = 0.3  # at most one upstream keyframe request per 300 ms...
 KEYFRAME_RETRY = 1.0  # ...and again while a leg still waits for one

@@ -4,7 +4,8 @@ The participant always offers (so there is never glare on the one connection): i
 offer names which of its transceivers publish (and what: microphone, camera, document,
 screen) and which receive which published track. The server answers, then runs the
 packets: received RTP goes through ``Upstream.on_rtp`` and the resulting bytes are sent
-as they come back; RTCP feedback goes to the core in the same way.
+as they come back; RTCP feedback goes to the core in the same way. A peer reaches its
+room only through ``PeerRoom`` (what it needs of ``room.Room``).
 """
 
 from __future__ import annotations
@@ -13,27 +14,25 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiortc import (
+    MediaStreamError,
     MediaStreamTrack,
     RTCBundlePolicy,
     RTCConfiguration,
     RTCIceServer,
     RTCPeerConnection,
+    RTCRtpCodecCapability,
+    RTCRtpCodecParameters,
     RTCRtpReceiver,
     RTCRtpTransceiver,
     RTCSessionDescription,
 )
-from aiortc.mediastreams import MediaStreamError
-from aiortc.rtcrtpparameters import (
-    RTCRtpCodecCapability,
-    RTCRtpCodecParameters,
-    RTCRtpReceiveParameters,
-    RTCRtpSendParameters,
-)
-from aiortc.rtp import (
+
+from . import aiortc_adapter as adapter
+from . import rtp, sdp
+from .aiortc_adapter import (
     RTCP_PSFB_APP,
     RTCP_PSFB_FIR,
     RTCP_PSFB_PLI,
@@ -43,21 +42,17 @@ from aiortc.rtp import (
     RtcpRrPacket,
     RtcpRtpfbPacket,
     RtcpSrPacket,
+    RTCRtpReceiveParameters,
+    RTCRtpSendParameters,
     unpack_remb_fci,
 )
-
-from . import aiortc_adapter as adapter
-from . import rtp, sdp
 from .errors import MediaError
 from .forwarder import Leg, Upstream
-
-if TYPE_CHECKING:
-    from .room import Room
+from .settings import MediaSettings
+from .tracks import SOURCES, Publication, Subscription
 
 log = logging.getLogger(__name__)
 
-SOURCES = {"microphone": "audio", "camera": "video", "document": "video", "screen": "video"}
-# A gap in a publisher's sequence: NACK it this soon (a reordered packet may still come)
 # What aiortc's SDP parser and answer raise on input it cannot use (its parser indexes,
 # int()s and asserts; a StopIteration inside a coroutine surfaces as RuntimeError).
 AIORTC_PARSE_ERRORS = (
@@ -69,7 +64,6 @@ AIORTC_PARSE_ERRORS = (
     TypeError,
     RuntimeError,
 )
-NACK_DELAY = 0.02
 
 
 class SilentTrack(MediaStreamTrack):
@@ -90,37 +84,6 @@ class SilentTrack(MediaStreamTrack):
             self._never.set_result(None)
 
 
-@dataclass
-class Publication:
-    track_id: str
-    mid: str
-    kind: str
-    source: str
-    upstream: Upstream | None = None
-    mid_ext_id: int = 0
-    rtx_payload_type: int | None = None
-    remote_track: MediaStreamTrack | None = None  # transcode mode only
-
-    def describe(self, owner: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "track_id": self.track_id,
-            "kind": self.kind,
-            "source": self.source,
-            "codec": self.upstream.codec if self.upstream else None,
-            **owner,
-        }
-
-
-@dataclass
-class Subscription:
-    mid: str
-    track_id: str
-    upstream: Upstream
-    generation: int  # the negotiation that created it
-    leg: Leg | None = None
-    flowing: bool = False
-
-
 def _codec_preferences(kind: str, mime: list[str]) -> list[RTCRtpCodecCapability]:
     caps = RTCRtpReceiver.getCapabilities(kind)
     assert caps is not None
@@ -139,12 +102,51 @@ def _rtx_payload_type(codecs: list[RTCRtpCodecParameters], apt: int) -> int | No
     return None
 
 
+class PeerRoom(Protocol):
+    """The room a peer belongs to, as the peer sees it (``room.Room``): where tracks are
+    published and found, the timers RTCP feedback wakes, the active speaker's ears, and
+    where a connection that died underneath reports it."""
+
+    def upstream(self, track_id: str) -> tuple[Upstream, Peer] | None: ...
+
+    def publish(self, peer: Peer, pub: Publication) -> None: ...
+
+    def unpublish(self, peer: Peer, pub: Publication) -> None: ...
+
+    def tracks_changed(self) -> None: ...
+
+    def relayed(self, track_id: str) -> MediaStreamTrack | None:
+        """Transcode mode: a subscriber's own copy of a published track."""
+
+    def wake(self) -> None:
+        """Run the timers now (a keyframe request, a new leg)."""
+
+    def wake_for_nacks(self) -> None:
+        """A publisher's packets are missing: run the timers soon enough to NACK them."""
+
+    def heard(self, participant_id: str, level: int, now: float) -> None:
+        """An audio level (RFC 6464) a participant's microphone packet carries."""
+
+    async def peer_gone(self, peer: Peer, reason: str) -> None: ...
+
+    @property
+    def recorder(self) -> Callable[[Upstream, bytes, rtp.Header], None] | None: ...
+
+
 class Peer:
-    def __init__(self, room: Room, participant_id: str, owner: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        room: PeerRoom,
+        participant_id: str,
+        owner: dict[str, Any],
+        settings: MediaSettings,
+        serial: int,
+    ) -> None:
         self.room = room
         self.participant_id = participant_id
         self.owner = owner  # who this is, as other participants see it
-        ice = [RTCIceServer(**s) for s in room.settings.server_ice_servers()]
+        self.settings = settings
+        ice = [RTCIceServer(**s) for s in settings.server_ice_servers()]
         # One transport for every m-line: with aiortc's default ("balanced"), a first
         # offer with two video m-lines leaves the second on a transport it then stops.
         self.pc = RTCPeerConnection(
@@ -152,7 +154,7 @@ class Peer:
         )
         # Track ids are unique per connection: a rebuilt connection (a reloaded page)
         # publishes new tracks, never the old ids again.
-        self.serial = room.connection_number(participant_id)
+        self.serial = serial
         self.egress: adapter.Egress | None = None
         self.publications: dict[str, Publication] = {}
         self.subscriptions: dict[str, Subscription] = {}
@@ -167,7 +169,7 @@ class Peer:
         self.ready_generation = 0
         self._lock = asyncio.Lock()
         self._clock: Callable[[], float] = time.monotonic
-        self.transcoding = room.settings.mode == "transcode"
+        self.transcoding = settings.mode == "transcode"
         self.pc.on("connectionstatechange", self._state_changed)
 
     # -- negotiation ------------------------------------------------------------------
@@ -211,9 +213,7 @@ class Peer:
             if dtls is not None and self.egress is None and not self.transcoding:
                 self.egress = adapter.Egress(dtls)
                 adapter.install_ingress(dtls, self.on_rtp, self.on_rtcp)
-            return sdp.announce_address(
-                self.pc.localDescription.sdp, self.room.settings.announced_ip
-            )
+            return sdp.announce_address(self.pc.localDescription.sdp, self.settings.announced_ip)
 
     def _check(self, offer: str, publish: dict[str, str], subscribe: dict[str, str]) -> None:
         try:
@@ -260,7 +260,7 @@ class Peer:
                 pub.source = source
                 self.room.tracks_changed()
             return
-        mimes = self.room.settings.video_codecs if kind == "video" else ["audio/opus"]
+        mimes = self.settings.video_codecs if kind == "video" else ["audio/opus"]
         transceiver.setCodecPreferences(_codec_preferences(kind, mimes))
         pub = Publication(f"{self.participant_id}.{self.serial}.{mid}", mid, kind, source)
         self.publications[mid] = pub
@@ -283,7 +283,7 @@ class Peer:
             audio_level_id=_ext_id(params, rtp.URI_AUDIO_LEVEL),
             abs_send_time_id=_ext_id(params, rtp.URI_ABS_SEND_TIME),
             nack=any(fb.type == "nack" for fb in codec.rtcpFeedback),
-            bitrate=self.room.settings.bitrate(),
+            bitrate=self.settings.bitrate(),
         )
         pub.mid_ext_id = _ext_id(params, rtp.URI_MID)
         pub.rtx_payload_type = (
@@ -316,9 +316,9 @@ class Peer:
         sub = Subscription(mid, track_id, upstream, self.generation + 1)
         self.subscriptions[mid] = sub
         if self.transcoding:
-            source = self.room.remote_track(track_id)
-            assert source is not None and self.room.relay is not None
-            transceiver.sender.replaceTrack(self.room.relay.subscribe(source, buffered=False))
+            relayed = self.room.relayed(track_id)
+            assert relayed is not None
+            transceiver.sender.replaceTrack(relayed)
             return
         if transceiver.sender.track is None:
             transceiver.sender.replaceTrack(SilentTrack(transceiver.kind))
@@ -404,10 +404,10 @@ class Peer:
         out = upstream.on_rtx(data, h, now) if is_rtx else upstream.on_rtp(data, h, now)
         for leg, packet in out:
             leg.sink.send(packet)
-        if upstream.missing and not self.room.ticking_fast:
-            self.room.wake(NACK_DELAY)  # the timer is on its slow pace
+        if upstream.missing:
+            self.room.wake_for_nacks()
         if upstream.audio_level is not None and not is_rtx:
-            self.room.speaker.observe(self.participant_id, upstream.audio_level[1], now)
+            self.room.heard(self.participant_id, upstream.audio_level[1], now)
         if self.room.recorder is not None:
             self.room.recorder(upstream, data, h)
 

@@ -1,4 +1,10 @@
-"""A session's media: its peers, the tracks they publish, active speaker, timers."""
+"""A session's media: its peers, the tracks they publish, active speaker, RTCP timers.
+
+Each ``Peer`` negotiates and forwards its own packets; the room is what they share: which
+tracks are published by whom (a subscriber finds its upstream here), the timer that sends
+RTCP and NACKs, the active speaker, and the recorder. Peers reach it through
+``peer.PeerRoom``.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +14,16 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from aiortc.contrib.media import MediaRelay
+from aiortc import MediaStreamTrack
 
 from . import sdp
+from .aiortc_adapter import MediaRelay
 from .forwarder import Upstream
-from .peer import Peer, Publication
+from .peer import Peer
 from .rtp import Header
 from .settings import MediaSettings
 from .speaker import SpeakerDetector
+from .tracks import Publication
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +35,8 @@ log = logging.getLogger(__name__)
 TICK = 0.05
 SPEAKER_EVERY = 0.2
 IDLE_TICK = SPEAKER_EVERY
+# A gap in a publisher's sequence: NACK it this soon (a reordered packet may still come).
+NACK_DELAY = 0.02
 
 # (target participant id or None for everyone, message)
 Emit = Callable[[str | None, dict[str, Any]], None]
@@ -46,6 +56,8 @@ class Recorder(Protocol):
 
 
 class Room:
+    """Satisfies ``peer.PeerRoom``: what each of its peers reaches it through."""
+
     def __init__(self, session_id: str, settings: MediaSettings, emit: Emit) -> None:
         self.session_id = session_id
         self.settings = settings
@@ -78,7 +90,9 @@ class Room:
             await self.remove(participant_id)
             peer = None
         if peer is None or peer.closed:
-            peer = self.peers[participant_id] = Peer(self, participant_id, owner)
+            serial = self.connection_number(participant_id)
+            peer = Peer(self, participant_id, owner, self.settings, serial)
+            self.peers[participant_id] = peer
             if self._timer is None:
                 self._schedule(TICK)
         return peer
@@ -158,9 +172,14 @@ class Room:
         entry = self.tracks.get(track_id)
         return (entry[0], entry[1]) if entry else None
 
-    def remote_track(self, track_id: str) -> Any:
+    def relayed(self, track_id: str) -> MediaStreamTrack | None:
+        """Transcode mode: a subscriber's own copy of a published track (decoded and
+        re-encoded by aiortc's relay)."""
         entry = self.tracks.get(track_id)
-        return entry[2].remote_track if entry else None
+        source = entry[2].remote_track if entry else None
+        if source is None or self.relay is None:
+            return None
+        return self.relay.subscribe(source, buffered=False)
 
     def describe(self) -> list[dict[str, Any]]:
         return [
@@ -173,7 +192,14 @@ class Room:
             None, {"type": "media.tracks", "session_id": self.session_id, "tracks": self.describe()}
         )
 
+    def heard(self, participant_id: str, level: int, now: float) -> None:
+        self.speaker.observe(participant_id, level, now)
+
     # -- timers -----------------------------------------------------------------------
+    def wake_for_nacks(self) -> None:
+        if not self.ticking_fast:  # on the slow pace: NACK soon (on the fast one it will)
+            self.wake(NACK_DELAY)
+
     def wake(self, within: float = 0.0) -> None:
         """Tick within this many seconds (at once by default)."""
         if not self.closed and asyncio.get_running_loop().time() + within < self._due:

@@ -2,7 +2,7 @@
 
 No asyncio, no objects per packet beyond what the caller keeps: the hot path reads a few
 fields with ``struct`` and writes a new header into a reused ``bytearray``. RTCP is rare
-enough that aiortc's own RTCP classes (``aiortc.rtp``) serve for it.
+enough that aiortc's own RTCP classes serve for it (through ``aiortc_adapter``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""SDP text adjustments the SFU makes around aiortc (no asyncio, no parsing beyond lines)."""
+"""SDP as text, around aiortc: an offer checked line by line before aiortc parses it
+(``check_offer`` refuses what aiortc would choke on or misread), the few fields the SFU
+reads from it (m-line kinds, ICE ufrag), and the edits made to offers and answers (mDNS
+candidates dropped, the announced address written in). No asyncio, no aiortc."""
 
 from __future__ import annotations
 

@@ -10,10 +10,10 @@ from typing import Any
 from . import aiortc_adapter
 from . import sdp as sdp_check
 from .errors import MediaError
-from .peer import SOURCES
 from .recorder import Recorder
 from .room import Room
 from .settings import MediaSettings
+from .tracks import SOURCES
 
 log = logging.getLogger(__name__)
 

@@ -5,6 +5,7 @@ themselves on two real aiortc peers over loopback.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import importlib
 import inspect
@@ -13,8 +14,10 @@ import re
 import socket
 import struct
 import time
+import tomllib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aioice
@@ -34,7 +37,7 @@ from aiortc.rtp import RTCP_PSFB_PLI, RtcpPacket, RtcpPsfbPacket, RtcpSrPacket
 
 from bench.pattern_media import PatternVideoTrack
 from media_server import aiortc_adapter as adapter
-from media_server import rtp
+from media_server import rtp, udp
 
 # -- the pin and the private API, statically ---------------------------------------------------
 
@@ -45,6 +48,131 @@ def test_aiortc_version_is_the_pinned_one() -> None:
         f"for {adapter.PINNED_AIORTC}: re-check every internal it touches, then move the pin"
     )
     adapter.check_versions()
+
+
+def test_pyproject_pins_the_version_the_adapter_is_written_for() -> None:
+    project = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
+    pins = [d for d in project["project"]["dependencies"] if re.match(r"aiortc\b", d)]
+    assert pins == [f"aiortc=={adapter.PINNED_AIORTC}"], (
+        f"pyproject.toml has {pins}; media_server.aiortc_adapter.PINNED_AIORTC is "
+        f"{adapter.PINNED_AIORTC}: an exact pin, the same in both"
+    )
+
+
+def registered_private_names() -> list[tuple[str, str]]:
+    """Every section's registry: ``PRIVATE_NAMES`` and any other ``*_PRIVATE_NAMES``."""
+    return [
+        entry
+        for name, names in vars(adapter).items()
+        if name.endswith("PRIVATE_NAMES")
+        for entry in names
+    ]
+
+
+def _assigned_in(cls: type, name: str) -> bool:
+    """An attribute an instance gets in the code of its class (``self._x = ...``)."""
+    pattern = re.compile(rf"\bself\.{re.escape(name)}\s*(:[^=\n]*)?=[^=]")
+    for klass in cls.__mro__:
+        try:
+            source = inspect.getsource(klass)
+        except (OSError, TypeError):
+            continue
+        if pattern.search(source):
+            return True
+    return False
+
+
+def _exists(module: str, path: str) -> bool:
+    obj: Any = importlib.import_module(module)
+    parts = path.split(".")
+    for i, part in enumerate(parts):
+        mangled = part
+        if part.startswith("__") and isinstance(obj, type):  # as the class's code spells it
+            mangled = f"_{obj.__name__}{part}"
+        if hasattr(obj, mangled):
+            obj = getattr(obj, mangled)
+        elif isinstance(obj, type) and i == len(parts) - 1:
+            return _assigned_in(obj, part)
+        else:
+            return False
+    return True
+
+
+def test_every_registered_private_name_still_exists() -> None:
+    """An upgrade that moves any private name the adapter touches fails here, by name."""
+    registry = registered_private_names()
+    assert registry, "media_server.aiortc_adapter.PRIVATE_NAMES is empty"
+    gone = [f"{module}.{path}" for module, path in registry if not _exists(module, path)]
+    assert not gone, (
+        f"aiortc {aiortc.__version__}: private names media_server/aiortc_adapter.py relies on "
+        "are gone:\n  " + "\n  ".join(gone)
+    )
+
+
+# Underscore names the adapter gives itself (its classes' slots and fields are found in
+# its source); a mark it leaves on aioice's objects starts with ``_jr_``.
+OWN_MARK = "_jr_"
+
+
+def _private(name: str) -> bool:
+    dunder = name.startswith("__") and name.endswith("__")
+    return len(name) > 1 and name.startswith("_") and not dunder
+
+
+def _adapter_private_uses(tree: ast.Module) -> tuple[set[str], set[tuple[str, str]]]:
+    """Underscore attributes (``x._y``, ``getattr(x, "_y")``, a mangled ``"__y"``) and
+    imports of private modules or names, each with the line it is on."""
+    attrs: set[str] = set()
+    imports: set[tuple[str, str]] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and _private(node.attr):
+            attrs.add(node.attr)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if node.value.isidentifier() and _private(node.value):
+                attrs.add(node.value)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            private_module = any(_private(part) for part in node.module.split("."))
+            for alias in node.names:
+                if private_module or _private(alias.name):
+                    imports.add((node.module, alias.name))
+    return attrs, imports
+
+
+def _own_attributes(tree: ast.Module) -> set[str]:
+    """What the adapter's own classes have: methods, ``__slots__``, ``self.x = ...``."""
+    own: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef):
+            methods = (ast.FunctionDef, ast.AsyncFunctionDef)
+            own |= {f.name for f in node.body if isinstance(f, methods)}
+        if isinstance(node, ast.Assign):
+            for target in node.targets:
+                if isinstance(target, ast.Name) and target.id == "__slots__":
+                    own |= {e.value for e in ast.walk(node.value) if isinstance(e, ast.Constant)}
+                if (
+                    isinstance(target, ast.Attribute)
+                    and isinstance(target.value, ast.Name)
+                    and target.value.id == "self"
+                ):
+                    own.add(target.attr)
+    return own
+
+
+def test_the_registry_covers_every_private_name_in_the_adapter() -> None:
+    tree = ast.parse(inspect.getsource(adapter))
+    attrs, imports = _adapter_private_uses(tree)
+    registry = registered_private_names()
+    registered_attrs = {path.rsplit(".", 1)[-1] for _, path in registry}
+    registered_imports = {(module, path.split(".")[0]) for module, path in registry}
+    own = _own_attributes(tree)
+    missing = sorted(
+        name for name in attrs - own - registered_attrs if not name.startswith(OWN_MARK)
+    )
+    missing += sorted(f"from {m} import {n}" for m, n in imports - registered_imports)
+    assert not missing, (
+        "media_server/aiortc_adapter.py uses private names its *_PRIVATE_NAMES registry "
+        "does not list (add them, as (module, attribute path)): " + ", ".join(missing)
+    )
 
 
 CORO, FUNC = "coroutine function", "function"
@@ -339,7 +467,7 @@ async def test_ingress_raises_the_receive_buffer(pair: Pair) -> None:
     before = [s.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) for s in sockets]
     tap(pair, pair.receiver)
     cap = 2 * rmem_max()
-    wanted = min(2 * adapter.RECEIVE_BUFFER, cap)
+    wanted = min(2 * udp.RECEIVE_BUFFER, cap)
     after = [s.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) for s in sockets]
     assert all(a >= wanted for a in after), f"receive buffers {before} -> {after}"
 
