@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import aiortc_adapter
 from . import sdp as sdp_check
 from .errors import MediaError
 from .peer import SOURCES
-from .recorder import Recorder
 from .room import Room
 from .settings import MediaSettings
+
+if TYPE_CHECKING:
+    from recording.live.recorder import Recorder
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ from typing import Any
 import av
 import numpy as np
 
-from media_server import capture
 from media_server.synthetic import pattern_planes
+from recording.live import track_capture as capture
 
 from . import track_journal
 from .repair import repair

@@ -19,10 +19,10 @@ import socket
 from typing import Any
 
 from media_server.errors import MediaError
-from media_server.recorder import Recorder
 from media_server.server import MediaServer
 from media_server.settings import MediaSettings
 from recording import archive
+from recording.live.recorder import Recorder
 
 from .config import Config
 from .errors import ServiceError, Unavailable

@@ -21,10 +21,11 @@ from typing import Any
 
 import av
 
-from media_server import capture, recorder
 from media_server.forwarder import Upstream
 from media_server.synthetic import read_pattern
 from recording import webm
+from recording.live import recorder
+from recording.live import track_capture as capture
 from recording.repair import repair
 from recording.synth import RtpSender, encode_audio, encode_video
 
@@ -274,7 +275,7 @@ import asyncio, sys, time
 from pathlib import Path
 from types import SimpleNamespace
 from media_server.forwarder import Upstream
-from media_server.recorder import Recorder
+from recording.live.recorder import Recorder
 from recording.synth import RtpSender, encode_audio, encode_video
 
 async def main():

@@ -19,10 +19,10 @@ import av
 import pytest
 from aiortc.codecs.vpx import vp8_depayload
 
-from media_server import capture
 from media_server.participant import Participant
 from media_server.synthetic import PatternVideoTrack, ToneAudioTrack, read_pattern
 from recording.bitstream import annexb_nals, sps_dimensions, vp8_payload
+from recording.live import track_capture as capture
 from recording.repair import repair
 from recording.synth import RtpSender, encode_audio, encode_video
 from signaling import cli

@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .forwarder import Upstream
-from .rtp import Header
+from media_server.forwarder import Upstream
+from media_server.rtp import Header
 
 if TYPE_CHECKING:
+    from media_server.room import Room
+
     from .recorder import Recorder
-    from .room import Room
 
 log = logging.getLogger(__name__)
 

@@ -39,13 +39,13 @@ from recording import track_journal
 from recording.paths import session_dir
 from recording.repair import repair
 
-from . import capture
-from .room_recording import RoomRecording, TrackRef
+from . import track_capture as capture
+from .room_tap import RoomRecording, TrackRef
 
 __all__ = ["RoomRecording", "TrackRef"]
 
 if TYPE_CHECKING:
-    from .room import Room
+    from media_server.room import Room
 
 log = logging.getLogger(__name__)
 

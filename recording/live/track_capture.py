@@ -27,10 +27,10 @@ from typing import Any
 import av
 from aiortc.codecs.h264 import h264_depayload
 
+from media_server import rtp
 from recording.bitstream import annexb_nals, sps_dimensions, vp8_payload
 from recording.webm import LiveWebm, webm_header
 
-from . import rtp
 from .reorder import GAP, Reorder
 
 # A fragment per frame; each reaches the OS as it is written. The last frame waits for
