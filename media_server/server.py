@@ -1,11 +1,12 @@
-"""The media server of one node: rooms by session. Imports nothing from signaling."""
+"""The media server of one node: rooms by session. Imports nothing from signaling, and
+nothing of recording: it records through the taps of ``tap`` it is handed."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import aiortc_adapter
 from . import sdp as sdp_check
@@ -13,9 +14,7 @@ from .errors import MediaError
 from .peer import SOURCES
 from .room import Room
 from .settings import MediaSettings
-
-if TYPE_CHECKING:
-    from recording.live.recorder import Recorder
+from .tap import RecorderTap
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +40,7 @@ def _mapping(items: Any, field: str, what: str) -> dict[str, str]:
 
 class MediaServer:
     def __init__(
-        self, settings: MediaSettings, emit: Emit, recorder: Recorder | None = None
+        self, settings: MediaSettings, emit: Emit, recorder: RecorderTap | None = None
     ) -> None:
         aiortc_adapter.check_versions()
         aiortc_adapter.configure_host_candidates(settings.listen_ips, settings.port_range)

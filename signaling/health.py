@@ -72,9 +72,7 @@ def media_check(bridge: MediaBridge | None) -> MediaCheck:
     recorder = media.recorder
     state: Literal["off", "idle", "running", "stopped"] = "off"
     if recorder is not None:
-        # The writer thread starts with the first recording and must live on after it.
-        thread = recorder._thread
-        state = "idle" if thread is None else "running" if thread.is_alive() else "stopped"
+        state = recorder.writer_state()  # its writer thread must live on once started
     error = None
     if state == "stopped":
         error = "the recorder's writer thread has stopped: sessions are not being recorded"

@@ -30,11 +30,11 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from media_server.tap import OnEvent, WriterState
 from recording import track_journal
 from recording.paths import session_dir
 from recording.repair import repair
@@ -64,9 +64,6 @@ IDLE_WAIT_S = 1.0  # nothing to record: sleep until woken (this is only a safety
 SR_KEEP_EVERY_S = 5.0  # sender reports kept in the journal: enough to re-anchor drift
 SR_SAVE_EVERY_S = 5.0
 SOON_S = 0.2  # a track's start reaches recording.json within this (coalesced across tracks)
-
-# (session id, message) — called on the event loop
-OnEvent = Callable[[str, dict[str, Any]], None]
 
 
 @dataclass(eq=False)
@@ -161,6 +158,11 @@ class Recorder:
             "open_tracks": len(self._tracks),
             "writer_cpu_s": round(self.writer_cpu_s, 4),
         }
+
+    def writer_state(self) -> WriterState:
+        """The writer thread starts with the first recording and must live on after it."""
+        thread = self._thread
+        return "idle" if thread is None else "running" if thread.is_alive() else "stopped"
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop the writer once everything queued is written (rooms stopped first)."""
