@@ -455,3 +455,13 @@ def local_ports(pc: RTCPeerConnection) -> list[int]:
         if sock is not None:
             ports.append(sock.getsockname()[1])
     return ports
+
+
+# -- for recording.live -------------------------------------------------------------------
+# Live capture (``recording.live.track_capture``, on the recorder's writer thread) joins an
+# H.264 frame's packets with aiortc's own depayloader (RFC 6184: single NAL units, STAP-A,
+# FU-A), so an upgrade of aiortc has this one file to re-check. Public in aiortc, but in a
+# submodule. (Imported here, not at the top, to keep this section apart.)
+
+# (``as``: a re-export)
+from aiortc.codecs.h264 import h264_depayload as h264_depayload  # noqa: E402

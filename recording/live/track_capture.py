@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import av
-from aiortc.codecs.h264 import h264_depayload
 
 from media_server import rtp
+from media_server.aiortc_adapter import h264_depayload
 from recording.bitstream import annexb_nals, sps_dimensions, vp8_payload
 from recording.webm import LiveWebm, webm_header
 
