@@ -229,8 +229,8 @@ async def test_a_disk_filling_up_mid_track_fails_that_track_and_is_reported(
                 rec(ua, raw, h)
             await asyncio.sleep(1 / 30)
             if i == 10:  # the disk is full from now on, for the camera's file
-                await _until(lambda: len(rec_._tracks) == 2)
-                cap = rec_._tracks[rec.refs[uv]].capture
+                await _until(lambda: len(rec_.writer.tracks) == 2)
+                cap = rec_.writer.tracks[rec.refs[uv]].capture
                 assert cap is not None and cap.webm is not None
                 full = os.open("/dev/full", os.O_WRONLY)
                 os.dup2(full, cap.webm.fd)
