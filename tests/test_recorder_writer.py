@@ -179,7 +179,9 @@ async def test_frames_reach_the_file_while_the_track_is_live(tmp_path: Path) -> 
     )
     events: list[dict[str, Any]] = []
     rec_ = recorder.Recorder(tmp_path, lambda sid, msg: events.append(msg))
+    assert rec_.writer_state() == "idle"  # (what /health reports) no thread before a recording
     rec = rec_.record(room, "W-1")
+    assert rec_.writer_state() == "running"
     path = tmp_path / "W-1" / "s_w" / "tracks" / "p0_0.webm"
     try:
         for i, (d, pts, _) in enumerate(encoded):
@@ -194,6 +196,7 @@ async def test_frames_reach_the_file_while_the_track_is_live(tmp_path: Path) -> 
         await _until(lambda: rec_._idle)  # asleep until woken, not ticking
     finally:
         rec_.close()
+    assert rec_.writer_state() == "stopped"
     assert summary["files"] == ["tracks/p0_0.webm"] and not events
     assert [read_pattern(f)[1] for f in _frames(path)] == list(range(45))
     stats = rec_.stats()
