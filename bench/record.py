@@ -21,7 +21,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from media_server.forwarder import Upstream
-from media_server.recorder import Recorder
+from recording.live.recorder import Recorder
 
 from .rtp_streams import RtpSender, encode_video, fake_vp8_frames
 

@@ -21,8 +21,8 @@ from typing import Any
 import av
 import numpy as np
 
-from media_server import capture
 from recording import track_journal
+from recording.live import track_capture as capture
 from recording.repair import repair
 
 from .pattern_media import pattern_planes

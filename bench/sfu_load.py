@@ -39,7 +39,7 @@ import uvloop
 from aiortc import RTCRtpReceiver, RTCRtpTransceiver
 
 from media_server import aiortc_adapter
-from media_server.aiortc_adapter import ReceivedRtpPacket
+from media_server.aiortc_adapter import RtpPacket
 
 from . import preencoded
 from .bot import Bot
@@ -96,7 +96,7 @@ class TrackStats:
         self.unqueued = 0  # frames a probe's decoder had no room for
         self._i0 = self._s0 = 0
 
-    def on_packet(self, packet: ReceivedRtpPacket, arrival_time_ms: int = 0) -> None:
+    def on_packet(self, packet: RtpPacket, arrival_time_ms: int = 0) -> None:
         self.packets += 1
         if packet.marker and self.kind == "video" and not self.decoded:
             if packet.payload_type not in RTX_PAYLOAD_TYPES:
@@ -189,7 +189,7 @@ class ProbeDecoder:
         self.thread = threading.Thread(target=self._run, name="probe-decoder", daemon=True)
         self.thread.start()
 
-    def on_packet(self, packet: ReceivedRtpPacket, arrival_time_ms: int) -> None:
+    def on_packet(self, packet: RtpPacket, arrival_time_ms: int) -> None:
         self.stats.packets += 1
         if packet.payload_type in RTX_PAYLOAD_TYPES:
             return  # nobody asked for retransmissions; aiortc would not depacketise these

@@ -19,10 +19,10 @@ import socket
 from typing import Any, Literal
 
 from media_server.errors import MediaError
-from media_server.recorder import Recorder
 from media_server.server import MediaServer
 from media_server.settings import MediaSettings
 from recording import archive
+from recording.live.recorder import Recorder
 from signaling.config import Config
 from signaling.errors import ServiceError, Unavailable
 from signaling.models import MediaCheck
@@ -64,7 +64,8 @@ class MediaBridge:
         self.store = store
         self.node_id = node_id
         self.settings = settings
-        # Recording: the policy lives with signaling, the writer with the media server.
+        # Recording: the policy is signaling's; the writer (recording.live) runs on this
+        # node and the media server feeds it through its tap (media_server/tap.py).
         self.recording = recording
         recorder = None
         if settings is not None and recording is not None and recording.policy != "off":
@@ -120,9 +121,7 @@ class MediaBridge:
         recorder = media.recorder
         state: Literal["off", "idle", "running", "stopped"] = "off"
         if recorder is not None:
-            # The writer thread starts with the first recording and must live on after it.
-            thread = recorder._thread
-            state = "idle" if thread is None else "running" if thread.is_alive() else "stopped"
+            state = recorder.writer_state()  # its writer thread must live on once started
         error = None
         if state == "stopped":
             error = "the recorder's writer thread has stopped: sessions are not being recorded"

@@ -22,14 +22,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aioice.ice
+import aioice.turn
 import aiortc
 import pylibsrtp
 from aiortc import RTCDtlsTransport, RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
+from aiortc.codecs import CODECS
+from aiortc.codecs.h264 import H264Encoder
+from aiortc.codecs.h264 import h264_depayload as h264_depayload  # re-exported: recording.live
+from aiortc.codecs.vpx import Vp8Encoder, VpxPayloadDescriptor
 from aiortc.contrib.media import MediaRelay  # noqa: F401  (re-exported: room.py)
 from aiortc.rtcrtpparameters import RTCRtpReceiveParameters, RTCRtpSendParameters
 from aiortc.rtp import (  # noqa: F401  (re-exported: RTCP on the wire, for forwarder and peer)
@@ -410,6 +414,11 @@ def request_keyframe(receiver: RTCRtpReceiver, media_ssrc: int) -> None:
 _pending: set[asyncio.Future[None]] = set()  # keep the tasks referenced until done
 
 
+def _ice_protocols(pc: RTCPeerConnection) -> list[Any]:
+    dtls = dtls_transport(pc)
+    return list(dtls.transport._connection._protocols) if dtls is not None else []
+
+
 def impair_incoming(pc: RTCPeerConnection, loss: float, seed: int = 0) -> Callable[[], int]:
     """Drop this share of the RTP a connection receives (a lossy network, for tests and
     soak runs). Returns a function telling how many were dropped so far."""
@@ -417,9 +426,7 @@ def impair_incoming(pc: RTCPeerConnection, loss: float, seed: int = 0) -> Callab
 
     rng = random.Random(seed)
     dropped = 0
-    dtls = dtls_transport(pc)
-    assert dtls is not None
-    for protocol in dtls.transport._connection._protocols:
+    for protocol in _ice_protocols(pc):
         original = protocol.datagram_received
 
         def datagram_received(data: bytes, addr: Any, original: Any = original) -> None:
@@ -435,41 +442,16 @@ def impair_incoming(pc: RTCPeerConnection, loss: float, seed: int = 0) -> Callab
 
 def stop_reading(pc: RTCPeerConnection) -> None:
     """Stop reading a connection's sockets: a frozen client (for tests)."""
-    dtls = dtls_transport(pc)
-    assert dtls is not None
-    for protocol in dtls.transport._connection._protocols:
+    for protocol in _ice_protocols(pc):
         transport: Any = protocol.transport
         if hasattr(transport, "pause_reading"):  # asyncio's selector loop
             transport.pause_reading()
         else:  # uvloop's UDP transport cannot pause: read and drop everything instead
-            protocol.datagram_received = lambda data, addr: None  # type: ignore[method-assign]
+            protocol.datagram_received = lambda data, addr: None
 
 
-def local_ports(pc: RTCPeerConnection) -> list[int]:
-    """The UDP ports a connection's ICE sockets are bound to (for tests and diagnostics)."""
-    dtls = dtls_transport(pc)
-    if dtls is None:
-        return []
-    ports = []
-    for protocol in dtls.transport._connection._protocols:
-        sock: socket.socket | None = protocol.transport.get_extra_info("socket")
-        if sock is not None:
-            ports.append(sock.getsockname()[1])
-    return ports
-
-
-# -- for bench/: load generation and synthetic media -------------------------------------------
-# The server calls none of these. bench/ (synthetic RTP streams, the load generator and its
-# VP8 framer) reaches into aiortc and aioice only through them, so an upgrade has this one
-# file to re-check. BENCH_PRIVATE_NAMES lists the internals they touch;
-# tests/test_aiortc_adapter.py fails when any of them is gone.
-# (Imported here, not at the top, to keep this section apart; module level, not per call,
-# since the framer and the packetizers run per packet in the load generator.)
-
-import aioice.turn  # noqa: E402
-from aiortc.codecs import CODECS  # noqa: E402
-from aiortc.codecs.h264 import H264Encoder  # noqa: E402
-from aiortc.codecs.vpx import Vp8Encoder, VpxPayloadDescriptor  # noqa: E402
+# -- for bench/: load generation and synthetic media ---------------------------------------
+# The server calls none of these; bench/ reaches into aiortc and aioice only through them.
 
 BENCH_PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
     ("aiortc.codecs.vpx", "Vp8Encoder._packetize"),
@@ -478,9 +460,6 @@ BENCH_PRIVATE_NAMES: tuple[tuple[str, str], ...] = (
     # Not underscored, but set from outside: aioice reads it each time it opens a socket.
     ("aioice.turn", "UDP_SOCKET_BUFFER_SIZE"),
 )
-
-# The packet on_received_packets hands its callback (aiortc.rtp's), for annotations.
-ReceivedRtpPacket = RtpPacket
 
 
 def packetize_vp8(frame: bytes, picture_id: int) -> list[bytes]:

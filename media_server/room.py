@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from aiortc import MediaStreamTrack
 
@@ -20,9 +20,9 @@ from . import sdp
 from .aiortc_adapter import MediaRelay
 from .forwarder import Upstream
 from .peer import Peer
-from .rtp import Header
 from .settings import MediaSettings
 from .speaker import SpeakerDetector
+from .tap import RoomTap
 from .tracks import Publication
 
 log = logging.getLogger(__name__)
@@ -42,19 +42,6 @@ NACK_DELAY = 0.02
 Emit = Callable[[str | None, dict[str, Any]], None]
 
 
-class Recorder(Protocol):
-    """What records a room's tracks (``recorder.RoomRecording``). ``__call__`` runs on
-    the event loop for every received RTP packet (RTX included): it must only enqueue."""
-
-    def __call__(self, upstream: Upstream, data: bytes, h: Header) -> None: ...
-
-    def sender_report(self, upstream: Upstream, ntp: int, rtp_ts: int) -> None: ...
-
-    def track_ended(self, upstream: Upstream) -> None: ...
-
-    def stop(self) -> asyncio.Future[dict[str, Any]]: ...
-
-
 class Room:
     """Satisfies ``peer.PeerRoom``: what each of its peers reaches it through."""
 
@@ -65,7 +52,7 @@ class Room:
         self.peers: dict[str, Peer] = {}
         self.tracks: dict[str, tuple[Upstream, Peer, Publication]] = {}
         self.speaker = SpeakerDetector()
-        self.recorder: Recorder | None = None
+        self.recorder: RoomTap | None = None  # while the room is recorded
         self.relay = MediaRelay() if settings.mode == "transcode" else None
         self._timer: asyncio.TimerHandle | None = None
         self._due = float("inf")  # loop time the timer fires at

@@ -1,4 +1,5 @@
-"""The media server of one node: rooms by session. Imports nothing from signaling."""
+"""The media server of one node: rooms by session. Imports nothing from signaling, and
+nothing of recording: it records through the taps of ``tap`` it is handed."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from typing import Any
 from . import aiortc_adapter
 from . import sdp as sdp_check
 from .errors import MediaError
-from .recorder import Recorder
 from .room import Room
 from .settings import MediaSettings
+from .tap import RecorderTap
 from .tracks import SOURCES
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ def _mapping(items: Any, field: str, what: str) -> dict[str, str]:
 
 class MediaServer:
     def __init__(
-        self, settings: MediaSettings, emit: Emit, recorder: Recorder | None = None
+        self, settings: MediaSettings, emit: Emit, recorder: RecorderTap | None = None
     ) -> None:
         aiortc_adapter.check_versions()
         aiortc_adapter.configure_host_candidates(settings.listen_ips, settings.port_range)

@@ -3,7 +3,7 @@ recovery of recordings a crash left open.
 
 ``<archive>/<case>/<session>/`` (``paths.session_dir``)::
 
-    tracks/<name>.webm|mp4   per-track recordings (media_server.recorder)
+    tracks/<name>.webm|mp4   per-track recordings (recording.live)
     snapshots/<id>.jpg|png   document stills (signaling.casefile)
     recording.json           the recording journal (recording.track_journal)
     timeline.jsonl           the session's events, one canonical JSON object a line

@@ -4,7 +4,7 @@ plays at each instant.
 Time 0 of the session is its first track's first frame. A frame (or audio sample) of a
 track is at: the track's start (``started_at``, the wall-clock arrival of its first frame)
 + its file timestamp (the recorder's pts are the RTP timestamps since that frame, see
-``media_server.capture``). Over long sessions a sender's RTP clock drifts from real time
+``recording.live.track_capture``). Over long sessions a sender's RTP clock drifts from real time
 (a sound card's sample clock by up to a few hundred ppm, ~0.4 s an hour); where the
 journal has RTCP sender reports, the RTP → sender-NTP map they give replaces the nominal
 clock rate, anchored at the segment's start, so audio and video of a sender stay

@@ -23,9 +23,10 @@ import av
 
 from bench.pattern_media import read_pattern
 from bench.rtp_streams import RtpSender, encode_audio, encode_video
-from media_server import capture, recorder
 from media_server.forwarder import Upstream
 from recording import webm
+from recording.live import recorder
+from recording.live import track_capture as capture
 from recording.repair import repair
 
 
@@ -178,7 +179,9 @@ async def test_frames_reach_the_file_while_the_track_is_live(tmp_path: Path) -> 
     )
     events: list[dict[str, Any]] = []
     rec_ = recorder.Recorder(tmp_path, lambda sid, msg: events.append(msg))
+    assert rec_.writer_state() == "idle"  # (what /health reports) no thread before a recording
     rec = rec_.record(room, "W-1")
+    assert rec_.writer_state() == "running"
     path = tmp_path / "W-1" / "s_w" / "tracks" / "p0_0.webm"
     try:
         for i, (d, pts, _) in enumerate(encoded):
@@ -193,6 +196,7 @@ async def test_frames_reach_the_file_while_the_track_is_live(tmp_path: Path) -> 
         await _until(lambda: rec_._idle)  # asleep until woken, not ticking
     finally:
         rec_.close()
+    assert rec_.writer_state() == "stopped"
     assert summary["files"] == ["tracks/p0_0.webm"] and not events
     assert [read_pattern(f)[1] for f in _frames(path)] == list(range(45))
     stats = rec_.stats()
@@ -228,8 +232,8 @@ async def test_a_disk_filling_up_mid_track_fails_that_track_and_is_reported(
                 rec(ua, raw, h)
             await asyncio.sleep(1 / 30)
             if i == 10:  # the disk is full from now on, for the camera's file
-                await _until(lambda: len(rec_._tracks) == 2)
-                cap = rec_._tracks[rec.refs[uv]].capture
+                await _until(lambda: len(rec_.writer.tracks) == 2)
+                cap = rec_.writer.tracks[rec.refs[uv]].capture
                 assert cap is not None and cap.webm is not None
                 full = os.open("/dev/full", os.O_WRONLY)
                 os.dup2(full, cap.webm.fd)
@@ -274,8 +278,8 @@ import asyncio, sys, time
 from pathlib import Path
 from types import SimpleNamespace
 from media_server.forwarder import Upstream
-from media_server.recorder import Recorder
 from bench.rtp_streams import RtpSender, encode_audio, encode_video
+from recording.live.recorder import Recorder
 
 async def main():
     video, audio = encode_video("video/VP8", 150), encode_audio(250)

@@ -1,4 +1,4 @@
-"""``media_server.reorder``: sequence order back from arrival order, table-tested with
+"""``recording.live.reorder``: sequence order back from arrival order, table-tested with
 time passed in (what the recorder's capture relies on for every track)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from media_server.reorder import GAP, MAX_HELD, Reorder
+from recording.live.reorder import GAP, MAX_HELD, Reorder
 
 G = GAP  # shorter in the tables
 

@@ -1,9 +1,11 @@
-"""The event-loop side of recording: ``Room.recorder`` for one session.
+"""The event-loop side of one room's recording: ``Room.recorder`` while it is recorded
+(a ``media_server.tap.RoomTap``).
 
-Called for every received RTP packet, it only appends a tuple to the node recorder's
-bounded queue (when full: counted, dropped and reported) and never wakes anyone: the
-writer thread (``recorder.Recorder``) takes the queue on its own clock and does
-everything else.
+Called for every received RTP packet, it only appends a tuple (a ``commands.Packet``) to
+the node recorder's bounded queue (when full: counted, dropped and reported) and never
+wakes anyone: the writer thread (``recorder.Recorder``) takes the queue on its own clock
+and does everything else. A sender report, a track's end, the start and the stop are
+commands on the same queue, in the order they happened.
 """
 
 from __future__ import annotations
@@ -16,12 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .forwarder import Upstream
-from .rtp import Header
+from media_server.forwarder import Upstream
+from media_server.rtp import Header
+
+from .commands import End, SenderReport, Start, Stop
 
 if TYPE_CHECKING:
+    from media_server.room import Room
+
+    from .commands import Packet
     from .recorder import Recorder
-    from .room import Room
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +50,11 @@ class TrackRef:
     source: str
     dropped: int = 0
     # Set by the writer once the track's file is open: where its packets go.
-    sink: Callable[[tuple[Any, ...]], None] | None = None
+    sink: Callable[[Packet], None] | None = None
 
 
 class RoomRecording:
-    """``Room.recorder``: the event-loop side of one session's recording."""
+    """``Room.recorder``: the event-loop side of one room's recording."""
 
     def __init__(self, recorder: Recorder, room: Room, case_id: str, directory: Path) -> None:
         self.recorder = recorder
@@ -63,7 +69,7 @@ class RoomRecording:
         self._queue = recorder.queue
         self._put = recorder.queue.append
         self._limit = recorder.limit
-        recorder.control(("start", self))
+        recorder.control(Start(self))
 
     # -- hot path (event loop, every received RTP packet) ------------------------------
     def __call__(self, upstream: Upstream, data: bytes, h: Header) -> None:
@@ -73,7 +79,7 @@ class RoomRecording:
             if ref is None:
                 return
         if len(self._queue) < self._limit:
-            self._put((ref, data, h, _now(), upstream.ssrc))
+            self._put((ref, data, h, _now(), upstream.ssrc))  # a commands.Packet
         else:
             ref.dropped += 1
             self.recorder.dropped += 1
@@ -122,12 +128,12 @@ class RoomRecording:
     def sender_report(self, upstream: Upstream, ntp: int, rtp_ts: int) -> None:
         ref = self.refs.get(upstream)
         if ref is not None:
-            self.recorder.control(("sr", ref, ntp, rtp_ts, time.time()))
+            self.recorder.control(SenderReport(ref, ntp, rtp_ts, time.time()))
 
     def track_ended(self, upstream: Upstream) -> None:
         ref = self.refs.pop(upstream, None)
         if ref is not None:
-            self.recorder.control(("end", ref))
+            self.recorder.control(End(ref))
 
     def stop(self) -> asyncio.Future[dict[str, Any]]:
         """End every track; the future resolves once the files are closed and repaired
@@ -137,7 +143,7 @@ class RoomRecording:
             self.stopped = True
             for upstream in list(self.refs):
                 self.track_ended(upstream)
-            self.recorder.control(("stop", self, fut))
+            self.recorder.control(Stop(self, fut))
         else:
             fut.set_result({})
         return fut

@@ -22,16 +22,19 @@ import io
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import av
-from aiortc.codecs.h264 import h264_depayload
 
+from media_server import rtp
+from media_server.aiortc_adapter import h264_depayload
 from recording.bitstream import annexb_nals, sps_dimensions, vp8_payload
 from recording.webm import LiveWebm, webm_header
 
-from . import rtp
 from .reorder import GAP, Reorder
+
+if TYPE_CHECKING:
+    from .commands import Packet
 
 # A fragment per frame; each reaches the OS as it is written. The last frame waits for
 # the next one (its duration), so a kill loses about one frame interval.
@@ -54,10 +57,6 @@ KEYFRAME_ASK_EVERY_S = 0.5
 # splits (parallel export) only at its start. 0: never ask unprompted.
 KEYFRAME_EVERY_S = 10.0
 KEYFRAME_REASK_S = 2.0  # such an ask is no emergency: repeated this often if unanswered
-
-
-# What the recorder queues per packet: (track, data, parsed header, arrival, media ssrc)
-Queued = tuple[Any, bytes, rtp.Header, float, int | None]
 
 
 def container_for(codec: str) -> tuple[str, str] | None:
@@ -94,7 +93,7 @@ class TrackCapture:
         # recorder's writer takes it off its queue. The usual packet (in order, from the
         # source being written, not RTX) takes a short path; any other goes through
         # ``feed``. On the writer's cold caches every bytecode counts.
-        self.push: Callable[[Queued], None] = (
+        self.push: Callable[[Packet], None] = (
             self._push_vp8
             if self.codec == "video/vp8"
             else self._push_audio
@@ -179,7 +178,7 @@ class TrackCapture:
         r.next = nxt + 1
         return True
 
-    def _push_audio(self, item: Queued) -> None:
+    def _push_audio(self, item: Packet) -> None:
         """``push`` for audio: a packet is a frame."""
         _, data, h, arrival, media_ssrc = item
         _, _, seq, ts, ssrc, start, end, _, _, _ = h
@@ -189,7 +188,7 @@ class TrackCapture:
         if end > start:
             self._write(data[start:end], ts, True, arrival)
 
-    def _push_vp8(self, item: Queued) -> None:
+    def _push_vp8(self, item: Packet) -> None:
         """``push`` for VP8: the next packet of the frame being put together costs a few
         lines and no call (its data after the payload descriptor, RFC 7741 4.2: what
         ``vp8_payload`` returns); a frame's first packet goes through ``_video_packet``."""
@@ -216,10 +215,10 @@ class TrackCapture:
         if marker:
             self._finish()
 
-    def _push_other(self, item: Queued) -> None:
+    def _push_other(self, item: Packet) -> None:
         self.feed(item[1], item[2], item[3], item[4])
 
-    def feed_batch(self, items: list[Queued]) -> None:
+    def feed_batch(self, items: list[Packet]) -> None:
         """``push`` each of ``items`` (in arrival order)."""
         push = self.push
         for item in items:

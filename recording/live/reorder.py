@@ -1,5 +1,5 @@
 """Sequence order back from arrival order, for one recorded track (the writer thread's
-``capture.TrackCapture``): packets held behind a gap until it is filled (a
+``track_capture.TrackCapture``): packets held behind a gap until it is filled (a
 retransmission) or given up (``GAP`` in the output), with time passed in. No I/O."""
 
 from __future__ import annotations
