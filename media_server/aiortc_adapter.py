@@ -308,15 +308,11 @@ def install_ingress(dtls: RTCDtlsTransport, on_rtp: RtpHandler, on_rtcp: RtcpHan
         wrap(protocol)
     # Also neutralise the transport's own handlers: anything that still reaches them
     # (a packet queued before the wrap) must not hit aiortc's receivers.
-    dtls._handle_rtp_data = _ignore_rtp  # type: ignore[method-assign]
-    dtls._handle_rtcp_data = _ignore_rtcp  # type: ignore[method-assign]
+    dtls._handle_rtp_data = _ignore  # type: ignore[method-assign, assignment]
+    dtls._handle_rtcp_data = _ignore  # type: ignore[method-assign, assignment]
 
 
-async def _ignore_rtp(data: bytes, arrival_time_ms: int) -> None:
-    return None
-
-
-async def _ignore_rtcp(data: bytes) -> None:
+async def _ignore(*packet: Any) -> None:
     return None
 
 
@@ -448,6 +444,12 @@ def stop_reading(pc: RTCPeerConnection) -> None:
             transport.pause_reading()
         else:  # uvloop's UDP transport cannot pause: read and drop everything instead
             protocol.datagram_received = lambda data, addr: None
+
+
+def local_ports(pc: RTCPeerConnection) -> list[int]:
+    """The UDP ports a connection's ICE sockets are bound to (for tests and diagnostics)."""
+    socks = (p.transport.get_extra_info("socket") for p in _ice_protocols(pc))
+    return [sock.getsockname()[1] for sock in socks if sock is not None]
 
 
 # -- for bench/: load generation and synthetic media ---------------------------------------
