@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from jointreview import cli
 from jointreview.app import create_app
 from recording import archive
-from signaling import cli
 from signaling.appkeys import MEDIA
 from signaling.auth import TokenService
 from signaling.config import Config
@@ -211,7 +211,7 @@ async def test_a_session_ended_while_its_room_closes_is_sealed_at_its_end(
     clerk ends the session at once: the end found the room's lease and the files still
     open and left the case file to the closing room, which must seal it (the fuzz run
     found it sealed only by the sweeper, ~15 s later). The sweeper is held off here."""
-    from signaling import recording
+    from signaling import recording_control as recording
 
     from .fuzzing import BROWSER_OFFER_LINES
     from .wsclient import Signal
