@@ -49,6 +49,7 @@ from .aiortc_adapter import (
 from .errors import MediaError
 from .forwarder import Leg, Upstream
 from .settings import MediaSettings
+from .tap import RoomTap
 from .tracks import SOURCES, Publication, Subscription
 
 log = logging.getLogger(__name__)
@@ -130,7 +131,8 @@ class PeerRoom(Protocol):
     async def peer_gone(self, peer: Peer, reason: str) -> None: ...
 
     @property
-    def recorder(self) -> Callable[[Upstream, bytes, rtp.Header], None] | None: ...
+    def tap(self) -> RoomTap | None:
+        """The room's recording while it is recorded: each received packet goes to it."""
 
 
 class Peer:
@@ -408,8 +410,8 @@ class Peer:
             self.room.wake_for_nacks()
         if upstream.audio_level is not None and not is_rtx:
             self.room.heard(self.participant_id, upstream.audio_level[1], now)
-        if self.room.recorder is not None:
-            self.room.recorder(upstream, data, h)
+        if self.room.tap is not None:
+            self.room.tap(upstream, data, h)
 
     def _learn(self, data: bytes, h: rtp.Header) -> tuple[Upstream, bool] | None:
         """An SSRC the SDP did not announce: find its track by the mid extension."""

@@ -52,7 +52,7 @@ class Room:
         self.peers: dict[str, Peer] = {}
         self.tracks: dict[str, tuple[Upstream, Peer, Publication]] = {}
         self.speaker = SpeakerDetector()
-        self.recorder: RoomTap | None = None  # while the room is recorded
+        self.tap: RoomTap | None = None  # while the room is recorded
         self.relay = MediaRelay() if settings.mode == "transcode" else None
         self._timer: asyncio.TimerHandle | None = None
         self._due = float("inf")  # loop time the timer fires at
@@ -139,8 +139,8 @@ class Room:
             self.tracks_changed()
 
     def _track_ended(self, upstream: Upstream) -> None:
-        if self.recorder is not None:
-            self.recorder.track_ended(upstream)
+        if self.tap is not None:
+            self.tap.track_ended(upstream)
 
     def _observe_sender_reports(self, upstream: Upstream) -> None:
         """The recorder keeps (NTP, RTP) pairs for later sync. The peer hands sender
@@ -149,8 +149,8 @@ class Room:
         original = upstream.on_sender_report
 
         def on_sender_report(ntp: int, rtp_ts: int, now: float) -> Any:
-            if self.recorder is not None:
-                self.recorder.sender_report(upstream, ntp, rtp_ts)
+            if self.tap is not None:
+                self.tap.sender_report(upstream, ntp, rtp_ts)
             return original(ntp, rtp_ts, now)
 
         upstream.on_sender_report = on_sender_report  # type: ignore[method-assign]

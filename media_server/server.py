@@ -66,10 +66,10 @@ class MediaServer:
 
     def _attach(self, room: Room, case_id: str) -> None:
         """Recording problems never stop the media: they are reported instead."""
-        if self.recorder is None or room.recorder is not None:
+        if self.recorder is None or room.tap is not None:
             return
         try:
-            room.recorder = self.recorder.record(room, case_id)
+            room.tap = self.recorder.record(room, case_id)
         except (OSError, ValueError) as exc:
             log.error("cannot record %s: %s", room.session_id, exc)
             self.recorder.on_event(
@@ -96,10 +96,10 @@ class MediaServer:
         """Stop; returns once the files are closed and repaired (None: was not recording)."""
         self._recording.pop(session_id, None)
         room = self.rooms.get(session_id)
-        rec = room.recorder if room is not None else None
+        rec = room.tap if room is not None else None
         if room is None or rec is None:
             return None
-        room.recorder = None
+        room.tap = None
         return await rec.stop()
 
     def recording(self, session_id: str) -> bool:
@@ -167,9 +167,9 @@ class MediaServer:
             return None
         done = self._closing[session_id] = asyncio.Event()
         try:
-            rec = room.recorder
+            rec = room.tap
             await room.close()  # every track ends (and tells the recorder)
-            room.recorder = None
+            room.tap = None
             return await rec.stop() if rec is not None else None
         finally:
             done.set()

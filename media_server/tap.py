@@ -27,7 +27,7 @@ WriterState = Literal["idle", "running", "stopped"]
 
 
 class RoomTap(Protocol):
-    """The recording of one room (``Room.recorder`` while it is recorded).
+    """The recording of one room (``Room.tap`` while it is recorded).
 
     ``__call__`` runs on the event loop for every received RTP packet (RTX included):
     it must only enqueue, never wait or write.

@@ -1,6 +1,6 @@
 """Per-track recording of a node's sessions, without transcoding.
 
-The event loop forwards packets; recording must cost it almost nothing. ``Room.recorder``
+The event loop forwards packets; recording must cost it almost nothing. ``Room.tap``
 (a ``room_tap.RoomRecording``) is called for every received RTP packet and only appends
 a tuple to one bounded queue (when full the packet is counted and dropped, and the overload
 reported). The queue is a ``collections.deque`` bounded by a ``len()`` check: the event

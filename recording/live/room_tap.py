@@ -1,4 +1,4 @@
-"""The event-loop side of one room's recording: ``Room.recorder`` while it is recorded
+"""The event-loop side of one room's recording: ``Room.tap`` while it is recorded
 (a ``media_server.tap.RoomTap``).
 
 Called for every received RTP packet, it only appends a tuple (a ``commands.Packet``) to
@@ -54,7 +54,7 @@ class TrackRef:
 
 
 class RoomRecording:
-    """``Room.recorder``: the event-loop side of one room's recording."""
+    """``Room.tap``: the event-loop side of one room's recording."""
 
     def __init__(self, recorder: Recorder, room: Room, case_id: str, directory: Path) -> None:
         self.recorder = recorder
