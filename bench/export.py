@@ -52,12 +52,12 @@ def _cache_root(explicit: str | None) -> Path:
 
 def session(root: Path, participants: int, seconds: float, say: Any) -> Path:
     """The synthesized session (made on first use, then reused)."""
-    from recording import track_journal
+    from recording import track_index
 
     from .recorded_sessions import Party, synthesize
 
     directory = root / f"v{CACHE_VERSION}-p{participants}-s{seconds:g}"
-    doc = track_journal.load(directory) if directory.is_dir() else None
+    doc = track_index.load(directory) if directory.is_dir() else None
     if doc is not None and all((directory / t["file"]).is_file() for t in doc["tracks"]):
         say(f"synthesized session: {directory} (cached)")
         return directory

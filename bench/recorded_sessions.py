@@ -21,7 +21,7 @@ from typing import Any
 import av
 import numpy as np
 
-from recording import track_journal
+from recording import track_index
 from recording.live import track_capture as capture
 from recording.repair import repair
 
@@ -189,7 +189,7 @@ def _record(
     track_id = f"p{n}.{0 if kind == 'video' else 1}"
     ext = capture.container_for(codec)
     assert ext is not None
-    name = track_journal.file_name(doc, track_id, ext[0])
+    name = track_index.file_name(doc, track_id, ext[0])
     path = directory / name
     path.parent.mkdir(parents=True, exist_ok=True)
     cap = capture.TrackCapture(path, codec, clock)
@@ -249,7 +249,7 @@ def synthesize(
     """Write ``tracks/*`` and ``recording.json`` of a session into ``directory``
     (``on_party(n)``: party ``n`` is done, for a progress display)."""
     directory.mkdir(parents=True, exist_ok=True)
-    doc = track_journal.new(case_id, session_id)
+    doc = track_index.new(case_id, session_id)
     doc["runs"].append(
         {
             "started_at": t0,
@@ -270,5 +270,5 @@ def synthesize(
             _record(directory, doc, party, n, "audio", packets, t0, end_s)
         if on_party is not None:
             on_party(n)
-    track_journal.save(directory, doc)
+    track_index.save(directory, doc)
     return doc

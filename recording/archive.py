@@ -5,7 +5,7 @@ recovery of recordings a crash left open.
 
     tracks/<name>.webm|mp4   per-track recordings (recording.live)
     snapshots/<id>.jpg|png   document stills (signaling.casefile)
-    recording.json           the recording journal (recording.track_journal)
+    recording.json           the recording journal (recording.track_index)
     timeline.jsonl           the session's events, one canonical JSON object a line
     manifest.json            participants, times, files with SHA-256, chat, opinions,
                              and the timeline's hash chain
@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from . import track_journal
+from . import track_index
 from .paths import ID_RE, session_dir
 from .repair import repair
 
@@ -40,7 +40,7 @@ VERSION = 1
 NOT_CONTENT = {
     MANIFEST,
     TIMELINE,
-    f".{track_journal.NAME}.tmp",
+    f".{track_index.NAME}.tmp",
     "exports.json",
     ".exports.json.tmp",
 }
@@ -156,7 +156,7 @@ def _opinions(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _recording_summary(directory: Path) -> dict[str, Any]:
     """The recording as the journal describes it; nothing recorded (nobody joined, no
     media, recording off) is an empty summary, so every manifest has a track list."""
-    doc = track_journal.load(directory) or {}
+    doc = track_index.load(directory) or {}
     keep = (
         "file",
         "track_id",
@@ -259,15 +259,15 @@ def open_journals(archive: Path) -> list[tuple[Path, dict[str, Any]]]:
     out: list[tuple[Path, dict[str, Any]]] = []
     if not archive.is_dir():
         return out
-    for path in sorted(archive.glob(f"*/*/{track_journal.NAME}")):
+    for path in sorted(archive.glob(f"*/*/{track_index.NAME}")):
         directory = path.parent
         if not ID_RE.match(directory.name) or not ID_RE.match(directory.parent.name):
             continue
         try:
-            doc = track_journal.load(directory)
+            doc = track_index.load(directory)
         except (OSError, ValueError):
             continue
-        if doc is not None and track_journal.is_open(doc):
+        if doc is not None and track_index.is_open(doc):
             out.append((directory, doc))
     return out
 
@@ -303,7 +303,7 @@ def recover_session(directory: Path, doc: dict[str, Any]) -> dict[str, Any]:
             # The crash time is unknown; the file says how far it got.
             track["ended_at"] = track["started_at"] + result["duration_s"]
         recovered.append(track.get("file"))
-    track_journal.save(directory, doc)
+    track_index.save(directory, doc)
     return {
         "case_id": doc.get("case_id"),
         "session_id": doc.get("session_id"),

@@ -33,7 +33,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel
 
-from recording import track_journal
+from recording import track_index
 from recording.archive import MANIFEST
 from recording.paths import session_dir
 
@@ -143,7 +143,7 @@ class Recording:
 
 def _load(directory: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     try:
-        doc = track_journal.load(directory)
+        doc = track_index.load(directory)
     except (OSError, ValueError):
         doc = None
     try:
@@ -230,11 +230,7 @@ async def describe(ctx: Ctx) -> Any:
         for s in await service.snapshots(sid)
     ]
     state = (
-        "none"
-        if origin is None
-        else "recording"
-        if track_journal.is_open(doc or {})
-        else "complete"
+        "none" if origin is None else "recording" if track_index.is_open(doc or {}) else "complete"
     )
     description = ReplayDescription(
         case_id=session.case_id,

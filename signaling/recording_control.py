@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from recording import archive, track_journal
+from recording import archive, track_index
 from recording.paths import session_dir
 
 from . import policy
@@ -259,10 +259,10 @@ class RecordingControl:
 
     def _being_written(self, case_id: str, session_id: str) -> bool:
         try:
-            doc = track_journal.load(session_dir(self.archive_dir, case_id, session_id))
+            doc = track_index.load(session_dir(self.archive_dir, case_id, session_id))
         except (OSError, ValueError):
             return False  # no readable journal: nothing is being recorded here
-        return doc is not None and track_journal.is_open(doc)
+        return doc is not None and track_index.is_open(doc)
 
     async def sweep_unsealed(self) -> int:
         """Seal the ended sessions that nobody sealed (their node died, or they ended while

@@ -1,5 +1,5 @@
 """Replay at once: a recorded session described for a player, from its recording journal
-(``recording.track_journal``) and the case timeline, plus the short-lived grants that let a
+(``recording.track_index``) and the case timeline, plus the short-lived grants that let a
 ``<video>`` element fetch one recorded file (no export needed).
 
 Time: ``t`` = 0 is the session's recording start, the earliest wall-clock start of its

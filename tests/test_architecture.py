@@ -102,7 +102,7 @@ def _explain(module: str, loaded: dict[str, list[str]]) -> str:
 # WebM writer, the repair remux, codec bitstream syntax): what the media server, the
 # control plane and the exporter all import, so they import none of those parts.
 FORMATS = (
-    "recording.track_journal",
+    "recording.track_index",
     "recording.paths",
     "recording.webm",
     "recording.repair",

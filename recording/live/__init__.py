@@ -7,7 +7,7 @@ wait), ``commands`` (what goes through the queue), ``recorder`` (the node's queu
 writer thread and its repair thread), ``writer`` (what the writer thread does: journals
 and track files), ``track_capture`` (one track's RTP to frames to file, no transcoding),
 ``reorder`` (sequence order back from arrival order). It writes through the formats of
-``recording`` (``track_journal``, ``paths``, ``webm``, ``repair``, ``bitstream``).
+``recording`` (``track_index``, ``paths``, ``webm``, ``repair``, ``bitstream``).
 
 This is the only part of ``recording`` allowed to import ``media_server`` (its RTP wire
 format, its types, aiortc through its adapter). The case file and the exporter

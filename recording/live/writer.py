@@ -1,5 +1,5 @@
 """What the recorder's writer thread does with what it takes off the queue: each session
-directory's ``recording.json`` (``recording.track_journal``) and each track's file (a
+directory's ``recording.json`` (``recording.track_index``) and each track's file (a
 ``track_capture.TrackCapture``), from a track's first packet to its repaired file.
 
 Writer thread only, except where a method says otherwise: nothing here is locked. The
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from recording import track_journal
+from recording import track_index
 
 from . import track_capture
 from .room_tap import RoomRecording, TrackRef
@@ -101,11 +101,11 @@ class Writer:
             doc = None
             try:
                 rec.directory.mkdir(parents=True, exist_ok=True)
-                doc = track_journal.load(rec.directory)
+                doc = track_index.load(rec.directory)
             except (OSError, ValueError) as exc:
                 self.report(rec, "journal_failed", None, None, exc)
             session = WrittenSession(
-                rec.directory, doc or track_journal.new(rec.case_id, rec.session_id)
+                rec.directory, doc or track_index.new(rec.case_id, rec.session_id)
             )
             self.sessions[rec.directory] = session
         return session
@@ -227,7 +227,7 @@ class Writer:
         session = self.session(rec)
         found = track_capture.container_for(ref.codec)
         ext = found[0] if found else "bin"
-        name = track_journal.file_name(session.doc, ref.track_id, ext)
+        name = track_index.file_name(session.doc, ref.track_id, ext)
         entry: dict[str, Any] = {
             "file": name,
             "track_id": ref.track_id,
@@ -365,14 +365,14 @@ class Writer:
             return
         session.soon = 0.0
         try:
-            track_journal.save(session.directory, session.doc)
+            track_index.save(session.directory, session.doc)
         except OSError as exc:
             if not session.save_failed:
                 session.save_failed = True
-                log.error("writing %s failed: %s", session.directory / track_journal.NAME, exc)
+                log.error("writing %s failed: %s", session.directory / track_index.NAME, exc)
                 rec = next(iter(session.runs), None)
                 if rec is not None:
-                    self.report(rec, "journal_failed", None, track_journal.NAME, exc)
+                    self.report(rec, "journal_failed", None, track_index.NAME, exc)
             return
         session.dirty = False
         session.saved_at = now
