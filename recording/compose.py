@@ -291,10 +291,10 @@ class Session:
 def load(directory: Path, options: Options) -> Session:
     if options.width % 2 or options.height % 2:
         raise ValueError("the output width and height must be even")
-    doc = track_index.load(directory)
-    if doc is None:
+    index = track_index.load(directory)
+    if index is None:
         raise FileNotFoundError(f"{directory}: no {track_index.NAME}")
-    tracks, zero = usable_tracks(directory, doc)
+    tracks, zero = usable_tracks(directory, index)
     if not tracks:
         raise ValueError(f"{directory}: no recorded track to export")
     duration = max(t.end_s for t in tracks)

@@ -367,7 +367,7 @@ def _asks(keyframe_every_s: float, tmp_path: Path) -> tuple[list[float], list[fl
         for raw, hdr in sender.packets(sender.payloads(d), pts):
             cap.feed(raw, hdr, now[0], sender.ssrc)
     cap.close()
-    assert cap.frames == 400 and cap.keyframes == 2  # in the journal: the export splits
+    assert cap.frames == 400 and cap.keyframes == 2  # in the track index: the export splits
     return asks, keys
 
 
