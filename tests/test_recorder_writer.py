@@ -244,8 +244,8 @@ async def test_a_disk_filling_up_mid_track_fails_that_track_and_is_reported(
         rec_.close()
     assert [(e["code"], e["track_id"]) for e in events] == [("disk_full", "p0.0")]
     assert summary["failed"] == 1 and summary["files"] == ["tracks/p0_1.webm"]
-    doc = json.loads((tmp_path / "F-1" / "s_f" / "recording.json").read_text())
-    states = {t["track_id"]: (t["state"], bool(t["error"])) for t in doc["tracks"]}
+    index = json.loads((tmp_path / "F-1" / "s_f" / "recording.json").read_text())
+    states = {t["track_id"]: (t["state"], bool(t["error"])) for t in index["tracks"]}
     assert states == {"p0.0": ("failed", True), "p0.1": ("closed", False)}
 
 
