@@ -30,13 +30,13 @@ import pytest
 from bench.bot import Bot
 from bench.pattern_media import PatternVideoTrack, ToneAudioTrack, read_pattern
 from bench.recorded_sessions import Party, synthesize
+from jointreview import cli
 from recording import archive
 from recording.compose import Cancelled, Options, load, render
 from recording.export import COMPOSITE, export_session
 from recording.layout import Labeler, fit, plan
 from recording.parallel import parts
 from recording.sources import TrackClock, VideoReader, usable_tracks
-from signaling import cli
 from signaling.export_jobs import QUEUE, ExportWorker
 from signaling.state import MemoryStore, Store
 from signaling.state.redis_store import RedisStore

@@ -22,10 +22,10 @@ from aiortc.codecs.vpx import vp8_depayload
 from bench.bot import Bot
 from bench.pattern_media import PatternVideoTrack, ToneAudioTrack, read_pattern
 from bench.rtp_streams import RtpSender, encode_audio, encode_video
+from jointreview import cli
 from recording.bitstream import annexb_nals, sps_dimensions, vp8_payload
 from recording.live import track_capture as capture
 from recording.repair import repair
-from signaling import cli
 from signaling.appkeys import MEDIA
 from signaling.auth import TokenService
 

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from jointreview import cli
 from jointreview.app import create_app
 from recording import archive
-from signaling import cli
 from signaling.appkeys import MEDIA
 from signaling.auth import TokenService
 from signaling.config import Config

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from jointreview import cli
 from recording import archive, paths
-from signaling import cli
 from signaling.config import Config
 
 from .conftest import Tokens, auth
