@@ -3,7 +3,7 @@
 A recorded session is synthesized once and cached: each participant a real VP8 640x480
 30 fps track at ~1 Mbps of webcam-like pictures (a textured background, a moving head,
 sensor noise) and an Opus track, written by the recorder's own capture code with its
-journal. It is then exported with the configured output (default: what a server uses)
+track index. It is then exported with the configured output (default: what a server uses)
 pinned to one CPU with one thread, then with every core, ``--runs`` times each.
 
 Reported: seconds of content per second of CPU on one core (pinned, so CPU time and
@@ -52,13 +52,13 @@ def _cache_root(explicit: str | None) -> Path:
 
 def session(root: Path, participants: int, seconds: float, say: Any) -> Path:
     """The synthesized session (made on first use, then reused)."""
-    from recording import track_journal
+    from recording import track_index
 
     from .recorded_sessions import Party, synthesize
 
     directory = root / f"v{CACHE_VERSION}-p{participants}-s{seconds:g}"
-    doc = track_journal.load(directory) if directory.is_dir() else None
-    if doc is not None and all((directory / t["file"]).is_file() for t in doc["tracks"]):
+    index = track_index.load(directory) if directory.is_dir() else None
+    if index is not None and all((directory / t["file"]).is_file() for t in index["tracks"]):
         say(f"synthesized session: {directory} (cached)")
         return directory
     names = ["陈晓", "李明", "王芳", "张伟", "刘洋", "赵敏", "孙丽", "周杰"]

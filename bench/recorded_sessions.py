@@ -2,7 +2,7 @@
 
 Each party's media is encoded (VP8 or H.264 video, Opus audio), packetized as aiortc
 sends it and fed to the recorder's own ``capture.TrackCapture`` with simulated arrival
-times, then closed and repaired as the recorder does; the journal entries are the ones
+times, then closed and repaired as the recorder does; the track index entries are the ones
 the recorder writes. So the composite export (and its tests and benchmark) reads exactly
 what a recorded session leaves, with the timing known: party frame ``i`` was sent at
 ``t0 + join_s + i / fps`` (plus a constant network delay), and its picture carries ``i``
@@ -21,7 +21,7 @@ from typing import Any
 import av
 import numpy as np
 
-from recording import track_journal
+from recording import track_index
 from recording.live import track_capture as capture
 from recording.repair import repair
 
@@ -176,7 +176,7 @@ def _audio_packets(party: Party, seconds: float) -> Iterator[tuple[bytes, float]
 
 def _record(
     directory: Path,
-    doc: dict[str, Any],
+    index: dict[str, Any],
     party: Party,
     n: int,
     kind: str,
@@ -189,7 +189,7 @@ def _record(
     track_id = f"p{n}.{0 if kind == 'video' else 1}"
     ext = capture.container_for(codec)
     assert ext is not None
-    name = track_journal.file_name(doc, track_id, ext[0])
+    name = track_index.file_name(index, track_id, ext[0])
     path = directory / name
     path.parent.mkdir(parents=True, exist_ok=True)
     cap = capture.TrackCapture(path, codec, clock)
@@ -233,7 +233,7 @@ def _record(
     }
     if cap.frames:
         entry.update(repair(path))
-    doc["tracks"].append(entry)
+    index["tracks"].append(entry)
 
 
 def synthesize(
@@ -249,8 +249,8 @@ def synthesize(
     """Write ``tracks/*`` and ``recording.json`` of a session into ``directory``
     (``on_party(n)``: party ``n`` is done, for a progress display)."""
     directory.mkdir(parents=True, exist_ok=True)
-    doc = track_journal.new(case_id, session_id)
-    doc["runs"].append(
+    index = track_index.new(case_id, session_id)
+    index["runs"].append(
         {
             "started_at": t0,
             "stopped_at": t0 + seconds + 1,
@@ -264,11 +264,11 @@ def synthesize(
         end_s = min(seconds, party.leave_s if party.leave_s is not None else seconds)
         if party.video:
             frames = _video_frames(party, seconds)
-            _record(directory, doc, party, n, "video", frames, t0, end_s)
+            _record(directory, index, party, n, "video", frames, t0, end_s)
         if party.audio:
             packets = ((d, t, True) for d, t in _audio_packets(party, seconds))
-            _record(directory, doc, party, n, "audio", packets, t0, end_s)
+            _record(directory, index, party, n, "audio", packets, t0, end_s)
         if on_party is not None:
             on_party(n)
-    track_journal.save(directory, doc)
-    return doc
+    track_index.save(directory, index)
+    return index

@@ -251,7 +251,7 @@ async def _store_events(config: Config, case_id: str) -> list[dict[str, Any]] | 
     (the server may be running); None when the store can't be read."""
     key = f"case:{case_id}:events"
     if config.redis_url:
-        from .state.redis_store import RedisStore
+        from signaling.state.redis_store import RedisStore
 
         try:
             store = await RedisStore.connect(config.redis_url)

@@ -50,7 +50,7 @@ def _options(args: argparse.Namespace, config: Config) -> Options:
 
 async def _announce(config: Config, case_id: str, session_id: str, made: dict[str, Any]) -> str:
     if config.redis_url:
-        from .state.redis_store import RedisStore
+        from signaling.state.redis_store import RedisStore
 
         store = await RedisStore.connect(config.redis_url)
         try:

@@ -343,11 +343,11 @@ class MediaBridge:
     async def _recover(self) -> None:
         """Recordings a crash left open: repair them before this node records again."""
         assert self.recording is not None
-        found = await asyncio.to_thread(archive.open_journals, self.recording.archive_dir)
-        for directory, doc in found:
-            if await self._written_elsewhere(doc):
+        found = await asyncio.to_thread(archive.open_track_indexes, self.recording.archive_dir)
+        for directory, index in found:
+            if await self._written_elsewhere(index):
                 continue
-            result = await asyncio.to_thread(archive.recover_session, directory, doc)
+            result = await asyncio.to_thread(archive.recover_session, directory, index)
             log.warning("recovered the recording of %s after a crash", result["session_id"])
             with contextlib.suppress(ServiceError):
                 await self.recording.recovered(result)
@@ -357,10 +357,10 @@ class MediaBridge:
                 if await self.recording.seal_once(session_id) is None:
                     await self._follow(session_id)
 
-    async def _written_elsewhere(self, doc: dict[str, Any]) -> bool:
+    async def _written_elsewhere(self, index: dict[str, Any]) -> bool:
         """Is a live process still writing this recording (shared archive, many nodes)?"""
         host = socket.gethostname()
-        for run in doc.get("runs", []):
+        for run in index.get("runs", []):
             if run.get("state") != "open":
                 continue
             if run.get("host") == host:
@@ -368,7 +368,7 @@ class MediaBridge:
                 if pid and pid != os.getpid() and _alive(pid):
                     return True
             else:
-                lease = await self.store.get_ephemeral(f"media-owner:{doc.get('session_id')}")
+                lease = await self.store.get_ephemeral(f"media-owner:{index.get('session_id')}")
                 if lease is not None and lease.get("node") != self.node_id:
                     return True
         return False

@@ -5,7 +5,7 @@ recovery of recordings a crash left open.
 
     tracks/<name>.webm|mp4   per-track recordings (recording.live)
     snapshots/<id>.jpg|png   document stills (signaling.casefile)
-    recording.json           the recording journal (recording.track_journal)
+    recording.json           the track index: runs and tracks (recording.track_index)
     timeline.jsonl           the session's events, one canonical JSON object a line
     manifest.json            participants, times, files with SHA-256, chat, opinions,
                              and the timeline's hash chain
@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from . import track_journal
+from . import track_index
 from .paths import ID_RE, session_dir
 from .repair import repair
 
@@ -40,7 +40,7 @@ VERSION = 1
 NOT_CONTENT = {
     MANIFEST,
     TIMELINE,
-    f".{track_journal.NAME}.tmp",
+    f".{track_index.NAME}.tmp",
     "exports.json",
     ".exports.json.tmp",
 }
@@ -154,9 +154,9 @@ def _opinions(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _recording_summary(directory: Path) -> dict[str, Any]:
-    """The recording as the journal describes it; nothing recorded (nobody joined, no
+    """The recording as its track index describes it; nothing recorded (nobody joined, no
     media, recording off) is an empty summary, so every manifest has a track list."""
-    doc = track_journal.load(directory) or {}
+    index = track_index.load(directory) or {}
     keep = (
         "file",
         "track_id",
@@ -171,8 +171,8 @@ def _recording_summary(directory: Path) -> dict[str, Any]:
         "duration_s",
         "error",
     )
-    tracks = [{k: t.get(k) for k in keep} for t in doc.get("tracks", [])]
-    runs = doc.get("runs", [])
+    tracks = [{k: t.get(k) for k in keep} for t in index.get("tracks", [])]
+    runs = index.get("runs", [])
     return {
         "runs": runs,
         "tracks": tracks,
@@ -254,34 +254,34 @@ def _atomic_write(path: Path, data: bytes) -> None:
 # -- after a crash ------------------------------------------------------------------------
 
 
-def open_journals(archive: Path) -> list[tuple[Path, dict[str, Any]]]:
+def open_track_indexes(archive: Path) -> list[tuple[Path, dict[str, Any]]]:
     """Session directories whose recording.json still says something is being written."""
     out: list[tuple[Path, dict[str, Any]]] = []
     if not archive.is_dir():
         return out
-    for path in sorted(archive.glob(f"*/*/{track_journal.NAME}")):
+    for path in sorted(archive.glob(f"*/*/{track_index.NAME}")):
         directory = path.parent
         if not ID_RE.match(directory.name) or not ID_RE.match(directory.parent.name):
             continue
         try:
-            doc = track_journal.load(directory)
+            index = track_index.load(directory)
         except (OSError, ValueError):
             continue
-        if doc is not None and track_journal.is_open(doc):
-            out.append((directory, doc))
+        if index is not None and track_index.is_open(index):
+            out.append((directory, index))
     return out
 
 
-def recover_session(directory: Path, doc: dict[str, Any]) -> dict[str, Any]:
+def recover_session(directory: Path, index: dict[str, Any]) -> dict[str, Any]:
     """Repair every track a crash left open and mark it (and its run) recovered.
     Runs on a worker thread at start, before this node records anything."""
     now = time.time()
-    for run in doc.get("runs", []):
+    for run in index.get("runs", []):
         if run.get("state") == "open":
             run["state"] = "recovered_after_crash"
             run["recovered_at"] = now
     recovered, failed = [], []
-    for track in doc.get("tracks", []):
+    for track in index.get("tracks", []):
         if track.get("state") != "open":
             continue
         path = (directory / str(track.get("file", ""))).resolve()
@@ -303,10 +303,10 @@ def recover_session(directory: Path, doc: dict[str, Any]) -> dict[str, Any]:
             # The crash time is unknown; the file says how far it got.
             track["ended_at"] = track["started_at"] + result["duration_s"]
         recovered.append(track.get("file"))
-    track_journal.save(directory, doc)
+    track_index.save(directory, index)
     return {
-        "case_id": doc.get("case_id"),
-        "session_id": doc.get("session_id"),
+        "case_id": index.get("case_id"),
+        "session_id": index.get("session_id"),
         "recovered": recovered,
         "failed": failed,
     }

@@ -29,7 +29,7 @@ import av
 import numpy as np
 from av.video.reformatter import Interpolation, VideoReformatter
 
-from . import track_journal
+from . import track_index
 from .layout import DOCUMENT_SOURCES, Label, Labeler, Rect, find_font, fit, plan
 from .sources import AUDIO_RATE, EPS_S, AudioMix, Track, VideoReader, usable_tracks
 
@@ -291,10 +291,10 @@ class Session:
 def load(directory: Path, options: Options) -> Session:
     if options.width % 2 or options.height % 2:
         raise ValueError("the output width and height must be even")
-    doc = track_journal.load(directory)
-    if doc is None:
-        raise FileNotFoundError(f"{directory}: no {track_journal.NAME}")
-    tracks, zero = usable_tracks(directory, doc)
+    index = track_index.load(directory)
+    if index is None:
+        raise FileNotFoundError(f"{directory}: no {track_index.NAME}")
+    tracks, zero = usable_tracks(directory, index)
     if not tracks:
         raise ValueError(f"{directory}: no recorded track to export")
     duration = max(t.end_s for t in tracks)

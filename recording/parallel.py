@@ -76,7 +76,7 @@ def parts(session: Session, options: Options) -> list[tuple[int, int]]:
 
 def _keyframes_every(session: Session, interval_s: float) -> bool:
     """Whether every video track longer than ``interval_s`` has a keyframe every
-    ``interval_s`` on average (``keyframes`` in the journal: counted by the recorder)."""
+    ``interval_s`` on average (``keyframes`` in the track index: counted by the recorder)."""
     for track in session.tracks:
         span = track.end_s - track.start_s
         if track.kind != "video" or span <= interval_s:

@@ -6,7 +6,7 @@ track is at: the track's start (``started_at``, the wall-clock arrival of its fi
 + its file timestamp (the recorder's pts are the RTP timestamps since that frame, see
 ``recording.live.track_capture``). Over long sessions a sender's RTP clock drifts from real time
 (a sound card's sample clock by up to a few hundred ppm, ~0.4 s an hour); where the
-journal has RTCP sender reports, the RTP → sender-NTP map they give replaces the nominal
+track index has RTCP sender reports, the RTP → sender-NTP map they give replaces the nominal
 clock rate, anchored at the segment's start, so audio and video of a sender stay
 together.
 """
@@ -130,10 +130,10 @@ class Track:
         return str(self.entry.get("kind"))
 
 
-def usable_tracks(directory: Path, doc: dict[str, Any]) -> tuple[list[Track], float]:
-    """The journal's tracks that have a file to read, and the session's time 0."""
+def usable_tracks(directory: Path, index: dict[str, Any]) -> tuple[list[Track], float]:
+    """The track index's tracks that have a file to read, and the session's time 0."""
     entries = []
-    for e in doc.get("tracks", []):
+    for e in index.get("tracks", []):
         if e.get("state") not in ("closed", "recovered_after_crash") or not e.get("frames"):
             continue
         if e.get("started_at") is None or e.get("kind") not in ("audio", "video"):
@@ -150,7 +150,7 @@ def usable_tracks(directory: Path, doc: dict[str, Any]) -> tuple[list[Track], fl
         duration = float(e.get("duration_s") or 0.0)
         ended = e.get("ended_at")
         end = float(ended) - zero if ended is not None else clock.start_s + duration
-        # A file longer than the journal says (a crash, a clock step) still plays out.
+        # A file longer than the track index says (a crash, a clock step) still plays out.
         end = max(end, clock.at(duration)) if duration else end
         tracks.append(Track(e, path, clock, clock.start_s, end))
     return tracks, zero

@@ -11,7 +11,7 @@ invitation of that session was for; never an applicant.
   the timeline as ``replay.downloaded``.
 - ``GET /api/replay/{grant}``: the same file by its grant (see ``signaling.replay``).
 
-A track id is only ever looked up among the journal's tracks, never joined into a path,
+A track id is only ever looked up among the track index's tracks, never joined into a path,
 and the file it names must resolve inside the session's ``tracks/`` folder.
 
 A session still in progress is described with its timeline so far and no tracks; its
@@ -33,7 +33,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel
 
-from recording import track_journal
+from recording import track_index
 from recording.archive import MANIFEST
 from recording.paths import session_dir
 
@@ -137,20 +137,20 @@ SEALING = (
 @dataclass
 class Recording:
     directory: Path  # the session's case-file folder
-    journal: dict[str, Any] | None  # recording.json (None: nothing recorded)
+    index: dict[str, Any] | None  # the track index, recording.json (None: nothing recorded)
     manifest: dict[str, Any] | None  # manifest.json (None: not sealed yet)
 
 
 def _load(directory: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     try:
-        doc = track_journal.load(directory)
+        index = track_index.load(directory)
     except (OSError, ValueError):
-        doc = None
+        index = None
     try:
         manifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         manifest = None
-    return doc, manifest if isinstance(manifest, dict) else None
+    return index, manifest if isinstance(manifest, dict) else None
 
 
 async def load_recording(service: Any, session: Session) -> Recording:
@@ -158,10 +158,10 @@ async def load_recording(service: Any, session: Session) -> Recording:
         directory = session_dir(service.archive_dir, session.case_id, session.session_id)
     except ValueError:  # ids that could not name a folder: never recorded either
         return Recording(service.archive_dir, None, None)
-    doc, manifest = await asyncio.to_thread(_load, directory)
+    index, manifest = await asyncio.to_thread(_load, directory)
     if session.status != "ended":
         manifest = None  # (a stale file cannot vouch for a session still running)
-    return Recording(directory, doc, manifest)
+    return Recording(directory, index, manifest)
 
 
 # -- the description ----------------------------------------------------------------------
@@ -181,18 +181,18 @@ async def describe(ctx: Ctx) -> Any:
     service, who = ctx.service, ctx.identity
     sid = session.session_id
     rec = await load_recording(service, session)
-    directory, doc = rec.directory, rec.journal
-    if session.status == "ended" and rec.manifest is None and replay.playable(doc):
+    directory, index = rec.directory, rec.index
+    if session.status == "ended" and rec.manifest is None and replay.playable(index):
         raise Conflict(*SEALING)  # files being closed: no replay shows half of one
     now = service.clock()
-    origin = replay.origin_of(doc)
-    end = replay.end_of(doc, now) if origin is not None else None
+    origin = replay.origin_of(index)
+    end = replay.end_of(index, now) if origin is not None else None
     duration = max(0.0, (end or 0.0) - (origin or 0.0))
     max_s = ctx.request.app[CONFIG].grant_max_ttl_s
     expires = replay.grant_expiry(now, duration, who.exp, max_s)
     key = await replay.grant_key(ctx.request.app[STORE])
     tracks = []
-    for track_id, entry in replay.playable(doc):
+    for track_id, entry in replay.playable(index):
         if await asyncio.to_thread(replay.sealed_file, directory, entry, rec.manifest) is None:
             continue  # live, or not vouched for by the manifest
         tracks.append(
@@ -233,7 +233,7 @@ async def describe(ctx: Ctx) -> Any:
         "none"
         if origin is None
         else "recording"
-        if track_journal.is_open(doc or {})
+        if track_index.is_open(index or {})
         else "complete"
     )
     description = ReplayDescription(
@@ -303,7 +303,7 @@ async def describe_markers(ctx: Ctx) -> Any:
     session, invitations = await readable_session(ctx)
     limit, cursor = page(ctx)
     rec = await load_recording(ctx.service, session)
-    origin = replay.origin_of(rec.journal)
+    origin = replay.origin_of(rec.index)
     zero = origin if origin is not None else session.created_at
     marks, next_cursor = await _markers(ctx.service, session, invitations, zero, limit, cursor)
     return ReplayMarkerPage(session_id=session.session_id, markers=marks, next_cursor=next_cursor)
@@ -317,7 +317,7 @@ async def _track(service: Any, session: Session, track_id: str) -> tuple[Path, s
     if not replay.TRACK_ID_RE.match(track_id):
         raise missing
     rec = await load_recording(service, session)
-    for tid, entry in replay.playable(rec.journal):
+    for tid, entry in replay.playable(rec.index):
         if tid != track_id:
             continue
         if session.status != "ended":

@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from recording import archive, track_journal
+from recording import archive, track_index
 from recording.paths import session_dir
 
 from . import policy
@@ -240,7 +240,7 @@ class RecordingControl:
         has it, or the session is not ended, or a recording of it is still being written.
 
         ``files_final``: the caller has just closed the session's recording itself.
-        Otherwise an open recording journal means a writer is still at it (or died: the
+        Otherwise an open track index means a writer is still at it (or died: the
         crash repair seals after repairing), and sealing now would vouch for half a file.
         """
         try:
@@ -259,10 +259,10 @@ class RecordingControl:
 
     def _being_written(self, case_id: str, session_id: str) -> bool:
         try:
-            doc = track_journal.load(session_dir(self.archive_dir, case_id, session_id))
+            index = track_index.load(session_dir(self.archive_dir, case_id, session_id))
         except (OSError, ValueError):
-            return False  # no readable journal: nothing is being recorded here
-        return doc is not None and track_journal.is_open(doc)
+            return False  # no readable track index: nothing is being recorded here
+        return index is not None and track_index.is_open(index)
 
     async def sweep_unsealed(self) -> int:
         """Seal the ended sessions that nobody sealed (their node died, or they ended while

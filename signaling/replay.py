@@ -1,5 +1,5 @@
-"""Replay at once: a recorded session described for a player, from its recording journal
-(``recording.track_journal``) and the case timeline, plus the short-lived grants that let a
+"""Replay at once: a recorded session described for a player, from its track index
+(``recording.track_index``) and the case timeline, plus the short-lived grants that let a
 ``<video>`` element fetch one recorded file (no export needed).
 
 Time: ``t`` = 0 is the session's recording start, the earliest wall-clock start of its
@@ -96,13 +96,13 @@ def content_type(entry: dict[str, Any]) -> str | None:
     return CONTENT_TYPES.get((str(entry.get("container")), str(entry.get("kind"))))
 
 
-def playable(doc: dict[str, Any] | None) -> list[tuple[str, dict[str, Any]]]:
-    """The journal's tracks that have a file to play, each with its replay track id:
-    the journal's ``track_id``, and ``<track_id>~<n>`` for its n-th recording (a track
+def playable(index: dict[str, Any] | None) -> list[tuple[str, dict[str, Any]]]:
+    """The track index's tracks that have a file to play, each with its replay track id:
+    the index's ``track_id``, and ``<track_id>~<n>`` for its n-th recording (a track
     recorded again after a stop/start or a restart)."""
     out: list[tuple[str, dict[str, Any]]] = []
     seen: dict[str, int] = {}
-    for entry in (doc or {}).get("tracks") or []:
+    for entry in (index or {}).get("tracks") or []:
         if not isinstance(entry, dict):
             continue
         base = str(entry.get("track_id") or "")
@@ -117,11 +117,11 @@ def playable(doc: dict[str, Any] | None) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-def origin_of(doc: dict[str, Any] | None) -> float | None:
+def origin_of(index: dict[str, Any] | None) -> float | None:
     """When the session's recording started (Unix seconds), or None if it never did."""
     starts = [
         float(x["started_at"])
-        for x in [*((doc or {}).get("runs") or []), *((doc or {}).get("tracks") or [])]
+        for x in [*((index or {}).get("runs") or []), *((index or {}).get("tracks") or [])]
         if isinstance(x, dict) and isinstance(x.get("started_at"), int | float)
     ]
     return min(starts) if starts else None
@@ -135,13 +135,13 @@ def track_duration(entry: dict[str, Any]) -> float | None:
     return None  # still being written
 
 
-def end_of(doc: dict[str, Any] | None, now: float) -> float | None:
+def end_of(index: dict[str, Any] | None, now: float) -> float | None:
     """When the recording ended: the last track's or run's end; ``now`` while open."""
     ends: list[float] = []
-    for _, entry in playable(doc):
+    for _, entry in playable(index):
         duration = track_duration(entry)
         ends.append(now if duration is None else float(entry["started_at"]) + duration)
-    for run in (doc or {}).get("runs") or []:
+    for run in (index or {}).get("runs") or []:
         if isinstance(run, dict):
             stopped = run.get("stopped_at")
             if run.get("state") == "open":
@@ -153,7 +153,7 @@ def end_of(doc: dict[str, Any] | None, now: float) -> float | None:
 
 def track_file(directory: Path, entry: dict[str, Any]) -> Path | None:
     """The track's file, only if it really lies in the session's ``tracks/`` folder
-    (the journal's name is resolved, symbolic links included, and checked)."""
+    (the track index's name is resolved, symbolic links included, and checked)."""
     folder = (directory / "tracks").resolve()
     try:
         path = (directory / str(entry.get("file"))).resolve()

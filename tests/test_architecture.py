@@ -98,11 +98,11 @@ def _explain(module: str, loaded: dict[str, list[str]]) -> str:
     return "\n".join(lines)
 
 
-# The recording formats (a recording's journal, the session directory and its ids, the
+# The recording formats (a recording's track index, the session directory and its ids, the
 # WebM writer, the repair remux, codec bitstream syntax): what the media server, the
 # control plane and the exporter all import, so they import none of those parts.
 FORMATS = (
-    "recording.track_journal",
+    "recording.track_index",
     "recording.paths",
     "recording.webm",
     "recording.repair",

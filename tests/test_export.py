@@ -5,7 +5,7 @@ restart and is shared by workers on Redis without running twice, and by hand wit
 ``jointreview export``.
 
 Sessions are synthesized with the recorder's own capture code (``bench.recorded_sessions``:
-real track files and journal, with known send times); one test records a real session
+real track files and track index, with known send times); one test records a real session
 through the server and lets the sealing hook queue its export."""
 
 from __future__ import annotations
@@ -187,7 +187,7 @@ def test_a_cancelled_export_in_parts_stops_its_processes_and_leaves_nothing(
 
 def test_an_export_splits_only_where_keyframes_allow(recorded: Path) -> None:
     """A recording made before the recorder asked for keyframes (one at the start, or
-    none counted in its journal) is rendered in one process: each part would decode its
+    none counted in its track index) is rendered in one process: each part would decode its
     tracks from the start."""
     options = _options("parts")
     session = load(recorded, options)
@@ -203,8 +203,8 @@ def test_an_export_splits_only_where_keyframes_allow(recorded: Path) -> None:
 def test_a_reader_starting_mid_track_decodes_from_the_keyframe_before(recorded: Path) -> None:
     """What makes the parts cheap: a part starting at 3.7 s decodes from the keyframe at
     3.5 s, not from the track's start, and shows the same picture."""
-    doc = json.loads((recorded / "recording.json").read_text())
-    tracks, _ = usable_tracks(recorded, doc)
+    index = json.loads((recorded / "recording.json").read_text())
+    tracks, _ = usable_tracks(recorded, index)
     track = next(t for t in tracks if t.kind == "video" and t.start_s < 0.1)
     late = VideoReader(track, 1, 3.7)
     whole = VideoReader(track, 1)

@@ -244,8 +244,8 @@ async def test_a_disk_filling_up_mid_track_fails_that_track_and_is_reported(
         rec_.close()
     assert [(e["code"], e["track_id"]) for e in events] == [("disk_full", "p0.0")]
     assert summary["failed"] == 1 and summary["files"] == ["tracks/p0_1.webm"]
-    doc = json.loads((tmp_path / "F-1" / "s_f" / "recording.json").read_text())
-    states = {t["track_id"]: (t["state"], bool(t["error"])) for t in doc["tracks"]}
+    index = json.loads((tmp_path / "F-1" / "s_f" / "recording.json").read_text())
+    states = {t["track_id"]: (t["state"], bool(t["error"])) for t in index["tracks"]}
     assert states == {"p0.0": ("failed", True), "p0.1": ("closed", False)}
 
 
@@ -367,7 +367,7 @@ def _asks(keyframe_every_s: float, tmp_path: Path) -> tuple[list[float], list[fl
         for raw, hdr in sender.packets(sender.payloads(d), pts):
             cap.feed(raw, hdr, now[0], sender.ssrc)
     cap.close()
-    assert cap.frames == 400 and cap.keyframes == 2  # in the journal: the export splits
+    assert cap.frames == 400 and cap.keyframes == 2  # in the track index: the export splits
     return asks, keys
 
 

@@ -144,7 +144,7 @@ class Rec(Call):
         await until(lambda: (self.dir / "manifest.json").exists(), 15, "manifest")
         return dict(json.loads((self.dir / "manifest.json").read_text()))
 
-    def journal(self) -> dict[str, Any]:
+    def track_index(self) -> dict[str, Any]:
         return dict(json.loads((self.dir / "recording.json").read_text()))
 
     async def events(self) -> list[str]:
@@ -171,8 +171,8 @@ async def clerk_rec(tmp_path: Path) -> AsyncIterator[Rec]:
     await r.close()
 
 
-def _track(journal: dict[str, Any], source: str, codec: str) -> dict[str, Any]:
-    return next(t for t in journal["tracks"] if t["source"] == source and t["codec"] == codec)
+def _track(index: dict[str, Any], source: str, codec: str) -> dict[str, Any]:
+    return next(t for t in index["tracks"] if t["source"] == source and t["codec"] == codec)
 
 
 async def test_every_track_is_recorded_as_sent(rec: Rec) -> None:
@@ -193,14 +193,14 @@ async def test_every_track_is_recorded_as_sent(rec: Rec) -> None:
     counter_at_end = cam.counter
     t1 = time.time()
     manifest = await rec.end()
-    journal = rec.journal()
+    index = rec.track_index()
     checks = [
         ("camera", "video/VP8", 3),
         ("camera", "video/H264", 4),
         ("microphone", "audio/opus", 0),
     ]
     for source, codec, ident in checks:
-        entry = _track(journal, source, codec)
+        entry = _track(index, source, codec)
         assert entry["state"] == "closed", entry
         decoded, duration = _decode(rec.dir / entry["file"])
         # Recorded: from its first frame's arrival to the end of the session.
@@ -218,7 +218,7 @@ async def test_every_track_is_recorded_as_sent(rec: Rec) -> None:
             assert sum(f.samples for f in decoded) / 48_000 >= duration - 0.2
     assert manifest["recording"]["crashes"] == 0
     listed = {f["path"] for f in manifest["files"]}
-    assert {t["file"] for t in journal["tracks"]} <= listed
+    assert {t["file"] for t in index["tracks"]} <= listed
     events = await rec.events()
     assert "recording.started" in events and "recording.stopped" in events
     assert events[-1] == "archive.sealed"
@@ -226,7 +226,7 @@ async def test_every_track_is_recorded_as_sent(rec: Rec) -> None:
     verify = ["verify", "REC-1", rec.sid, "--data-dir", str(data_dir)]
     assert await asyncio.to_thread(cli.main, verify) == 0
     # A single byte changed in a recording is caught.
-    track = rec.dir / journal["tracks"][0]["file"]
+    track = rec.dir / index["tracks"][0]["file"]
     raw = bytearray(track.read_bytes())
     raw[len(raw) // 2] ^= 0x01
     track.write_bytes(bytes(raw))
@@ -253,8 +253,8 @@ async def test_clerk_policy_starts_and_stops_on_request(clerk_rec: Rec) -> None:
     off = await reviewer.wait_for("recording", lambda m: m["active"] is False)
     assert off["by"]["sub"] == "user-1"
     stopped_at = cam.counter
-    await until(lambda: clerk_rec.journal()["runs"][-1]["state"] == "closed", what="closed")
-    entry = _track(clerk_rec.journal(), "camera", "video/VP8")
+    await until(lambda: clerk_rec.track_index()["runs"][-1]["state"] == "closed", what="closed")
+    entry = _track(clerk_rec.track_index(), "camera", "video/VP8")
     decoded, _ = _decode(clerk_rec.dir / entry["file"])
     counters = [read_pattern(f)[1] for f in decoded]
     assert started_at <= counters[0] <= started_at + 15 and counters[-1] <= stopped_at
@@ -283,7 +283,7 @@ async def test_a_full_disk_is_reported_and_forwarding_goes_on(rec: Rec) -> None:
     seen = [read_pattern(await asyncio.wait_for(remote.track.recv(), 5)) for _ in range(30)]
     assert {i for i, _ in seen} == {7}  # the other participant still sees the clerk
     assert "recording.failed" in await rec.events()
-    assert _track(rec.journal(), "camera", "video/VP8")["state"] == "failed"
+    assert _track(rec.track_index(), "camera", "video/VP8")["state"] == "failed"
 
 
 # -- a real process, killed --------------------------------------------------------------
@@ -324,10 +324,10 @@ async def test_kill_9_keeps_what_was_received_and_recovers_at_start(
     directory = data / "archive" / "KILL-1" / sid
     assert json.loads((directory / "recording.json").read_text())["runs"][0]["state"] == "open"
     server.start()  # repairs what the crash left open, before it records again
-    journal = json.loads((directory / "recording.json").read_text())
-    assert journal["runs"][0]["state"] == "recovered_after_crash"
+    index = json.loads((directory / "recording.json").read_text())
+    assert index["runs"][0]["state"] == "recovered_after_crash"
     losses = {}
-    for entry in journal["tracks"]:
+    for entry in index["tracks"]:
         assert entry["state"] == "recovered_after_crash", entry
         decoded, duration = _decode(directory / entry["file"])
         assert duration > 1.0 and abs(duration - entry["duration_s"]) < 0.1

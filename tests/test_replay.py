@@ -45,7 +45,7 @@ class Live:
     """What a supervisor got while the session was still running, and right after."""
 
     description: dict[str, Any]  # GET .../recording during the session
-    open_tracks: dict[str, tuple[int, str]]  # journal track id -> (status, error code)
+    open_tracks: dict[str, tuple[int, str]]  # track id in the track index -> (status, error code)
     after_end: list[tuple[int, str | None]]  # each GET .../recording from the end on
     first_replay: dict[str, Any]  # the first description after the end that succeeded
 
@@ -96,15 +96,15 @@ async def _while_live(
     http: aiohttp.ClientSession, base: str, tok: Tokens, sid: str, directory: Path
 ) -> tuple[dict[str, Any], dict[str, tuple[int, str]]]:
     """A supervisor opens the replay of the session while it runs, and asks for the
-    files being written (their ids from the journal, as an insider would know them)."""
+    files being written (their ids from the track index, as an insider would know them)."""
     async with http.get(
         f"{base}/api/sessions/{sid}/recording", headers=auth(tok.supervisor())
     ) as r:
         assert r.status == 200, await r.text()
         description = dict(await r.json())
-    journal = json.loads((directory / "recording.json").read_text(encoding="utf-8"))
+    index = json.loads((directory / "recording.json").read_text(encoding="utf-8"))
     tracks: dict[str, tuple[int, str]] = {}
-    for entry in journal["tracks"]:
+    for entry in index["tracks"]:
         url = f"{base}/api/sessions/{sid}/tracks/{entry['track_id']}"
         async with http.get(url, headers={**auth(tok.supervisor()), "Range": "bytes=0-99"}) as r:
             json_error = r.content_type == "application/json"
@@ -343,20 +343,20 @@ async def test_path_tricks_find_nothing(rec: Recorded, bad: str) -> None:
     assert r.content_type == "application/json"
 
 
-async def test_a_journal_naming_a_file_elsewhere_serves_nothing(rec: Recorded) -> None:
-    """Even the journal is not trusted with paths: a file outside tracks/ (by name or by
+async def test_a_track_index_naming_a_file_elsewhere_serves_nothing(rec: Recorded) -> None:
+    """Even the track index is not trusted with paths: a file outside tracks/ (by name or by
     a symbolic link) is never served."""
     saved = (rec.dir / "recording.json").read_bytes()
-    doc = json.loads(saved)
-    entry = dict(doc["tracks"][0])
+    index = json.loads(saved)
+    entry = dict(index["tracks"][0])
     outside = rec.dir / "tracks" / "link.webm"
     outside.symlink_to(rec.dir / "manifest.json")
     tricks = {"evil.1.0": "../manifest.json", "evil.2.0": "/etc/passwd"}
     tricks["evil.3.0"] = "tracks/link.webm"
     for track_id, name in tricks.items():
-        doc["tracks"].append(dict(entry, track_id=track_id, file=name))
+        index["tracks"].append(dict(entry, track_id=track_id, file=name))
     try:
-        (rec.dir / "recording.json").write_text(json.dumps(doc))
+        (rec.dir / "recording.json").write_text(json.dumps(index))
         d = await rec.description(rec.tok.supervisor())
         assert not {t["track_id"] for t in d["tracks"]} & set(tricks)
         for track_id in tricks:
@@ -424,8 +424,8 @@ async def test_replay_opens_right_after_the_end_with_the_sealed_files(rec: Recor
     assert d["recording"]["state"] == "complete" and len(d["tracks"]) == 3
     manifest = json.loads((rec.dir / "manifest.json").read_text(encoding="utf-8"))
     sealed = {f["path"]: f["sha256"] for f in manifest["files"]}
-    journal = json.loads((rec.dir / "recording.json").read_text(encoding="utf-8"))
-    files = {t["track_id"]: t["file"] for t in journal["tracks"]}
+    index = json.loads((rec.dir / "recording.json").read_text(encoding="utf-8"))
+    files = {t["track_id"]: t["file"] for t in index["tracks"]}
     for track in d["tracks"]:
         assert track["state"] == "closed" and track["duration_s"]
         r = await rec.get(track["src"], None)
@@ -437,10 +437,8 @@ async def test_replay_opens_right_after_the_end_with_the_sealed_files(rec: Recor
 async def test_a_file_changed_after_sealing_is_not_served(rec: Recorded) -> None:
     d = await rec.description(rec.tok.supervisor())
     track = d["tracks"][0]
-    journal = json.loads((rec.dir / "recording.json").read_text(encoding="utf-8"))
-    path = rec.dir / next(
-        t["file"] for t in journal["tracks"] if t["track_id"] == track["track_id"]
-    )
+    index = json.loads((rec.dir / "recording.json").read_text(encoding="utf-8"))
+    path = rec.dir / next(t["file"] for t in index["tracks"] if t["track_id"] == track["track_id"])
     saved = path.read_bytes()
     try:
         path.write_bytes(saved + b"appended after sealing")

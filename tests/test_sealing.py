@@ -211,12 +211,12 @@ async def test_a_session_ended_while_its_room_closes_is_sealed_at_its_end(
     clerk ends the session at once: the end found the room's lease and the files still
     open and left the case file to the closing room, which must seal it (the fuzz run
     found it sealed only by the sweeper, ~15 s later). The sweeper is held off here."""
-    from signaling import recording_control as recording
+    from signaling import recording_control
 
     from .fuzzing import BROWSER_OFFER_LINES
     from .wsclient import Signal
 
-    monkeypatch.setattr(recording, "SWEEP_GRACE_S", 3600.0)
+    monkeypatch.setattr(recording_control, "SWEEP_GRACE_S", 3600.0)
     config = make_config(tmp_path, media_listen_ips=["127.0.0.1"])
     tok = Tokens(TokenService(config))
     async with TestClient(TestServer(create_app(config))) as c:

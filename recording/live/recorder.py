@@ -12,7 +12,7 @@ on its own clock, every ``BATCH_S``, takes everything queued, hands each packet 
 track's capture (``track_capture.TrackCapture``: depacketize, write the frames) and each
 command (``commands``) to the ``writer.Writer``, then gives each track's new frames to
 the OS in one ``write`` and keeps each session's ``recording.json``
-(``recording.track_journal``). With nothing to record it sleeps until a control message
+(``recording.track_index``). With nothing to record it sleeps until a control message
 (a recording starting) wakes it. Closed files are remuxed (``recording.repair``) on a
 second thread so a long track's repair never stalls the live ones.
 

@@ -113,7 +113,7 @@ class TrackCapture:
         self.stream: Any = None
         self._half = clock_rate // 2  # rounding pts to the nearest millisecond
         self.ssrc: int | None = None
-        # journal facts
+        # track index facts
         self.started_at: float | None = None  # arrival of the first written frame
         self.first_rtp_ts: int | None = None
         self.segments: list[dict[str, Any]] = []  # one per source (SSRC) written
@@ -121,7 +121,7 @@ class TrackCapture:
         self.frames = 0
         self.keyframes = 0  # video frames that start a picture (the export splits there)
         self.gaps = 0
-        self.changed = False  # something the journal should know
+        self.changed = False  # something the track index should know
         # timestamps
         self._ext_ts = 0
         self._raw_ts: int | None = None

@@ -1,5 +1,5 @@
 """What the recorder's writer thread does with what it takes off the queue: each session
-directory's ``recording.json`` (``recording.track_journal``) and each track's file (a
+directory's ``recording.json`` (``recording.track_index``) and each track's file (a
 ``track_capture.TrackCapture``), from a track's first packet to its repaired file.
 
 Writer thread only, except where a method says otherwise: nothing here is locked. The
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from recording import track_journal
+from recording import track_index
 
 from . import track_capture
 from .room_tap import RoomRecording, TrackRef
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SR_KEEP_EVERY_S = 5.0  # sender reports kept in the journal: enough to re-anchor drift
+SR_KEEP_EVERY_S = 5.0  # sender reports kept in the track index: enough to re-anchor drift
 SR_SAVE_EVERY_S = 5.0
 SOON_S = 0.2  # a track's start reaches recording.json within this (coalesced across tracks)
 
@@ -43,7 +43,7 @@ Emit = Callable[[RoomRecording, dict[str, Any]], None]
 
 @dataclass(eq=False)
 class WrittenTrack:
-    """Writer side of one recorded track: its journal entry and its capture."""
+    """Writer side of one recorded track: its track index entry and its capture."""
 
     ref: TrackRef
     entry: dict[str, Any]
@@ -55,10 +55,10 @@ class WrittenTrack:
 
 @dataclass(eq=False)
 class WrittenSession:
-    """Writer side of one session directory: its journal and what is being written."""
+    """Writer side of one session directory: its track index and what is being written."""
 
     directory: Path
-    doc: dict[str, Any]
+    index: dict[str, Any]  # recording.json
     runs: dict[RoomRecording, int] = field(default_factory=dict)
     pending: dict[RoomRecording, int] = field(default_factory=dict)  # repairs in flight
     stopping: dict[RoomRecording, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
@@ -98,14 +98,15 @@ class Writer:
     def session(self, rec: RoomRecording) -> WrittenSession:
         session = self.sessions.get(rec.directory)
         if session is None:
-            doc = None
+            index = None
             try:
                 rec.directory.mkdir(parents=True, exist_ok=True)
-                doc = track_journal.load(rec.directory)
+                index = track_index.load(rec.directory)
             except (OSError, ValueError) as exc:
+                # "journal_failed": the wire code (protocol.md) keeps the track index's old name
                 self.report(rec, "journal_failed", None, None, exc)
             session = WrittenSession(
-                rec.directory, doc or track_journal.new(rec.case_id, rec.session_id)
+                rec.directory, index or track_index.new(rec.case_id, rec.session_id)
             )
             self.sessions[rec.directory] = session
         return session
@@ -121,8 +122,8 @@ class Writer:
             "node": self.node,
             "state": "open",
         }
-        session.doc["runs"].append(run)
-        session.runs[rec] = len(session.doc["runs"]) - 1
+        session.index["runs"].append(run)
+        session.runs[rec] = len(session.index["runs"]) - 1
         session.pending.setdefault(rec, 0)
         self.save(session, force=True)
 
@@ -186,11 +187,11 @@ class Writer:
         if rec not in session.stopping or session.pending.get(rec, 0) > 0:
             return
         fut = session.stopping.pop(rec)
-        index = session.runs.pop(rec, None)
+        run_no = session.runs.pop(rec, None)
         session.pending.pop(rec, None)
-        tracks = [t for t in session.doc["tracks"] if t.get("run") == index]
-        if index is not None:
-            run = session.doc["runs"][index]
+        tracks = [t for t in session.index["tracks"] if t.get("run") == run_no]
+        if run_no is not None:
+            run = session.index["runs"][run_no]
             run["stopped_at"] = time.time()
             run["state"] = "closed"
         self.save(session, force=True)
@@ -227,7 +228,7 @@ class Writer:
         session = self.session(rec)
         found = track_capture.container_for(ref.codec)
         ext = found[0] if found else "bin"
-        name = track_journal.file_name(session.doc, ref.track_id, ext)
+        name = track_index.file_name(session.index, ref.track_id, ext)
         entry: dict[str, Any] = {
             "file": name,
             "track_id": ref.track_id,
@@ -248,7 +249,7 @@ class Writer:
             "sender_reports": [],
             "error": None,
         }
-        session.doc["tracks"].append(entry)
+        session.index["tracks"].append(entry)
         track = WrittenTrack(ref, entry, session)
         self.tracks[ref] = track
         track.holds = found is not None and found[1] == "mp4"  # PyAV's MP4 muxer
@@ -276,7 +277,7 @@ class Writer:
         path.parent.mkdir(parents=True, exist_ok=True)
         return track_capture.TrackCapture(path, ref.codec, ref.clock_rate, ask, self.keyframe_s)
 
-    # -- journal facts and failures ---------------------------------------------------
+    # -- track index facts and failures -----------------------------------------------
     def describe(self, track: WrittenTrack) -> None:
         cap, entry = track.capture, track.entry
         if cap is None:
@@ -330,7 +331,7 @@ class Writer:
     # -- after each batch -------------------------------------------------------------
     def tick(self, now: float) -> None:
         """Gaps that waited long enough are given up, and every track's new frames go
-        to the OS (one write per track: what a kill -9 keeps); journals due are saved."""
+        to the OS (one write per track: what a kill -9 keeps); track indexes due are saved."""
         for track in list(self.tracks.values()):
             cap = track.capture
             if cap is None or track.failed:
@@ -365,14 +366,14 @@ class Writer:
             return
         session.soon = 0.0
         try:
-            track_journal.save(session.directory, session.doc)
+            track_index.save(session.directory, session.index)
         except OSError as exc:
             if not session.save_failed:
                 session.save_failed = True
-                log.error("writing %s failed: %s", session.directory / track_journal.NAME, exc)
+                log.error("writing %s failed: %s", session.directory / track_index.NAME, exc)
                 rec = next(iter(session.runs), None)
                 if rec is not None:
-                    self.report(rec, "journal_failed", None, track_journal.NAME, exc)
+                    self.report(rec, "journal_failed", None, track_index.NAME, exc)
             return
         session.dirty = False
         session.saved_at = now

@@ -1,4 +1,5 @@
-"""``recording.json``: what a session's recording is, written as it happens.
+"""The track index, ``recording.json``: what a session's recording is, written as it
+happens (which runs, which tracks, in which state, in which file).
 
 One document per session directory, replaced atomically (write a temporary file, then
 rename) whenever a track starts, stops or fails, and every few seconds while sender
@@ -51,22 +52,22 @@ def new(case_id: str, session_id: str) -> dict[str, Any]:
 
 def load(session_dir: Path) -> dict[str, Any] | None:
     try:
-        doc = json.loads((session_dir / NAME).read_text(encoding="utf-8"))
+        index = json.loads((session_dir / NAME).read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
-    return doc if isinstance(doc, dict) else None
+    return index if isinstance(index, dict) else None
 
 
-def save(session_dir: Path, doc: dict[str, Any]) -> None:
+def save(session_dir: Path, index: dict[str, Any]) -> None:
     """Whole or not at all: a crash mid-write leaves the previous version."""
     path = session_dir / NAME
     tmp = session_dir / f".{NAME}.tmp"
     # One write of a compact document: it is rewritten while media flows.
-    tmp.write_text(json.dumps(doc, ensure_ascii=False, separators=(",", ":")), encoding="utf-8")
+    tmp.write_text(json.dumps(index, ensure_ascii=False, separators=(",", ":")), encoding="utf-8")
     os.replace(tmp, path)
 
 
-def file_name(doc: dict[str, Any], track_id: str, ext: str) -> str:
+def file_name(index: dict[str, Any], track_id: str, ext: str) -> str:
     """A file name for a new recording of this track, unique in the session.
 
     Track ids are built by the server from the participant id and the SDP mid; the mid
@@ -75,7 +76,7 @@ def file_name(doc: dict[str, Any], track_id: str, ext: str) -> str:
     from overwriting the first.
     """
     base = _UNSAFE.sub("_", track_id)[:80] or "track"
-    used = {t.get("file") for t in doc.get("tracks", [])}
+    used = {t.get("file") for t in index.get("tracks", [])}
     name = f"tracks/{base}.{ext}"
     n = 1
     while name in used:
@@ -84,7 +85,7 @@ def file_name(doc: dict[str, Any], track_id: str, ext: str) -> str:
     return name
 
 
-def is_open(doc: dict[str, Any]) -> bool:
-    return any(r.get("state") == "open" for r in doc.get("runs", [])) or any(
-        t.get("state") == "open" for t in doc.get("tracks", [])
+def is_open(index: dict[str, Any]) -> bool:
+    return any(r.get("state") == "open" for r in index.get("runs", [])) or any(
+        t.get("state") == "open" for t in index.get("tracks", [])
     )
