@@ -281,6 +281,31 @@ def test_cli_export_is_faststart_and_verified(recorded: Path, tmp_path: Path) ->
     assert cli.main(verify) == 1
 
 
+async def test_cli_export_announces_in_redis_when_the_nodes_share_it(
+    recorded: Path, tmp_path: Path, redis_url: str
+) -> None:
+    """With many nodes the case timeline is in Redis: ``jointreview export --redis-url``
+    announces the composite there (once), where every node's API reads it."""
+    data = tmp_path / "data"
+    directory = _copy(recorded, data / "archive", "s_one")
+    store = await RedisStore.connect(redis_url)
+
+    async def ready() -> list[dict[str, Any]]:
+        events = await store.read_log(f"case:{CASE}:events")
+        return [e for e in events if e["type"] == "export.ready"]
+
+    try:
+        before = len(await ready())  # the Redis server is shared by the whole run
+        argv = ["export", "s_one", "--data-dir", str(data), "--redis-url", redis_url]
+        argv += ["--width", "320", "--height", "180"]
+        assert await asyncio.to_thread(cli.main, argv) == 0
+        assert (directory / COMPOSITE).is_file()
+        after = await ready()
+        assert len(after) == before + 1 and after[-1]["data"]["path"] == COMPOSITE
+    finally:
+        await store.close()
+
+
 def await_log(store: MemoryStore) -> list[dict[str, Any]]:
     async def read() -> list[dict[str, Any]]:
         try:

@@ -10,13 +10,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
+import redis.asyncio
+from aiohttp.test_utils import TestClient, TestServer
 
 from jointreview import cli
+from jointreview.app import create_app
 from recording import archive, paths
+from signaling.appkeys import TOKENS
 from signaling.config import Config
 
-from .conftest import Tokens, auth
+from .conftest import Tokens, auth, make_config
 from .images import tiny
 from .test_signaling_flow import connect, invite, start_session
 
@@ -25,9 +28,9 @@ CASE = "GZ-2026-0001"
 JPEG = tiny("JPEG")
 
 
-async def _sealed_session(client: Client, tok: Tokens, config: Config) -> Path:
+async def _sealed_session(client: Client, tok: Tokens, config: Config, case: str = CASE) -> Path:
     """A session with chat, an opinion and a document still, ended and sealed."""
-    sid = await start_session(client, tok, CASE)
+    sid = await start_session(client, tok, case)
     await invite(client, tok, sid, dept="city-amr")
     clerk = await connect(client, tok.clerk())
     await clerk.request("join", "joined", session_id=sid)
@@ -48,7 +51,7 @@ async def _sealed_session(client: Client, tok: Tokens, config: Config) -> Path:
     assert res.status == 201
     res = await client.post(f"/api/sessions/{sid}/end", headers=auth(tok.clerk()))
     assert res.status == 200
-    directory = config.data_dir / "archive" / CASE / sid
+    directory = config.data_dir / "archive" / case / sid
     deadline = time.monotonic() + 10
     while not (directory / "manifest.json").exists():
         assert time.monotonic() < deadline, "the session was never sealed"
@@ -168,3 +171,34 @@ async def test_names_from_input_stay_in_the_archive(
         assert code == 1
     with pytest.raises(ValueError):
         paths.session_dir(config.data_dir / "archive", CASE, "../x")
+
+
+async def test_verify_reads_the_timeline_from_redis_where_the_nodes_keep_it(
+    tmp_path: Path, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With many nodes the case's events live in Redis: ``verify --redis-url`` compares
+    the sealed timeline with them (and fails when they differ), not only the files."""
+    case = f"GZ-REDIS-{time.time_ns()}"  # the Redis server is shared by the whole run
+    config = make_config(tmp_path, redis_url=redis_url)
+    async with TestClient(TestServer(create_app(config))) as client:
+        tok = Tokens(client.app[TOKENS])
+        directory = await _sealed_session(client, tok, config, case)
+    argv = ["verify", case, "--data-dir", str(config.data_dir), "--redis-url", redis_url]
+    capsys.readouterr()
+    code = await asyncio.to_thread(cli.main, argv)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert out.startswith("OK")
+    # Someone rewrites the chat in Redis: the store no longer matches the case file.
+    r = redis.asyncio.from_url(redis_url)
+    try:
+        [key] = [k async for k in r.scan_iter(match=f"*case:{case}:events")]
+        entries = await r.lrange(key, 0, -1)
+        at = next(i for i, e in enumerate(entries) if "请看营业执照".encode() in e)
+        await r.lset(key, at, entries[at].decode().replace("请看营业执照", "无需材料"))
+    finally:
+        await r.aclose()
+    code = await asyncio.to_thread(cli.main, argv)
+    out = capsys.readouterr().out
+    assert code == 1, out
+    assert directory.name in out and "store" in out
