@@ -49,7 +49,8 @@ from .imports import (
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Runs in the child: argv[1] the module, argv[2] the forbidden top-level packages.
+# Runs in the child: argv[1] the modules (comma-separated), argv[2] the forbidden
+# top-level packages.
 _PROBE = r"""
 import importlib, json, os, sys, traceback
 root = os.getcwd() + os.sep
@@ -68,7 +69,8 @@ class Watch:
         return None
 
 sys.meta_path.insert(0, Watch())
-importlib.import_module(sys.argv[1])
+for name in sys.argv[1].split(","):
+    importlib.import_module(name)
 loaded = sorted({m.partition(".")[0] for m in sys.modules} & banned)
 print(json.dumps({"loaded": loaded, "chains": chains}))
 """
@@ -133,6 +135,16 @@ NO_AIORTC = (
 def test_export_and_replay_never_load_aiortc(module: str) -> None:
     loaded = _loads(module, ("aiortc", "aioice", "media_server"))
     assert not loaded, _explain(module, loaded)
+
+
+def test_no_module_of_signaling_loads_the_live_path() -> None:
+    """The whole control plane, every module imported in one interpreter: no aiortc."""
+    import signaling
+
+    modules = sorted(m.name for m in pkgutil.walk_packages(signaling.__path__, "signaling."))
+    assert len(modules) > 40  # the walk found the package's modules, state/ included
+    loaded = _loads(",".join(modules), ("aiortc", "aioice", "pylibsrtp", "media_server"))
+    assert not loaded, _explain("every module of signaling", loaded)
 
 
 # -- the static walls ------------------------------------------------------------------
