@@ -41,6 +41,7 @@ from signaling.appkeys import (
     TOKENS,
 )
 from signaling.auth import TokenService
+from signaling.background import stopping
 from signaling.config import Config
 from signaling.directory import load_directory
 from signaling.export_jobs import EXPORTS, ExportWorker, options_from
@@ -183,7 +184,7 @@ async def _sweeper_ctx(app: web.Application) -> AsyncIterator[None]:
     async def sweep() -> None:
         service = app[SERVICE]
         outage = Outage("sweeper", log)  # once per outage, not a traceback per sweep
-        while True:
+        while not stopping():
             await asyncio.sleep(every)
             try:
                 await service.sweep_disconnected()

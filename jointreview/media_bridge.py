@@ -23,6 +23,7 @@ from media_server.server import MediaServer
 from media_server.settings import MediaSettings
 from recording import archive
 from recording.live.recorder import Recorder
+from signaling.background import stopping
 from signaling.config import Config
 from signaling.errors import ServiceError, Unavailable
 from signaling.models import MediaCheck
@@ -393,7 +394,7 @@ class MediaBridge:
         task.add_done_callback(self._tasks.discard)
 
     async def _renew_leases(self) -> None:
-        while True:
+        while not stopping():
             await asyncio.sleep(LEASE_S / 3)
             if self.media is None:
                 continue
@@ -413,7 +414,7 @@ class MediaBridge:
 
     async def _publish_events(self) -> None:
         outage = Outage("media events", log)
-        while True:
+        while not stopping():
             topic, msg = await self._out.get()
             try:
                 await self.store.publish(topic, msg)

@@ -35,6 +35,7 @@ from recording.paths import session_dir
 
 from . import policy
 from .auth import Identity
+from .background import stopping
 from .core import UNSEALED, ServiceCore, actor_of
 from .errors import Conflict, Forbidden, InsufficientStorage, ServiceError
 from .models import Actor, Event
@@ -289,7 +290,7 @@ class RecordingControl:
 
     async def _sweep(self) -> None:
         outage = Outage("sealing sweeper", log)
-        while True:
+        while not stopping():
             await asyncio.sleep(SWEEP_EVERY_S)
             try:
                 if count := await self.sweep_unsealed():

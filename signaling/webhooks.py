@@ -47,6 +47,7 @@ import aiohttp
 from aiohttp import web
 
 from . import __version__, outbox
+from .background import stopping
 from .config import Config
 from .models import Event
 from .outbox import TRIGGERS
@@ -293,7 +294,7 @@ class Webhooks:
     async def _run(self) -> None:
         catch_up_at = 0.0
         outage = Outage("webhooks", log)
-        while True:
+        while not stopping():
             self._wake.clear()
             try:
                 if time.monotonic() >= catch_up_at:
