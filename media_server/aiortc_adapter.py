@@ -308,11 +308,11 @@ def install_ingress(dtls: RTCDtlsTransport, on_rtp: RtpHandler, on_rtcp: RtcpHan
         wrap(protocol)
     # Also neutralise the transport's own handlers: anything that still reaches them
     # (a packet queued before the wrap) must not hit aiortc's receivers.
-    dtls._handle_rtp_data = _ignore  # type: ignore[method-assign, assignment]
-    dtls._handle_rtcp_data = _ignore  # type: ignore[method-assign, assignment]
+    dtls._handle_rtp_data = _ignore  # type: ignore[method-assign]
+    dtls._handle_rtcp_data = _ignore  # type: ignore[method-assign]
 
 
-async def _ignore(*packet: Any) -> None:
+async def _ignore(*args: Any, **kwargs: Any) -> None:  # aiortc passes arrival_time_ms=
     return None
 
 

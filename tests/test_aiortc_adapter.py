@@ -489,6 +489,21 @@ async def test_ingress_survives_runt_datagrams(pair: Pair) -> None:
     assert len(taps.rtp) > before, "media still flows"
 
 
+async def test_what_still_reaches_aiortcs_own_handlers_is_dropped(pair: Pair) -> None:
+    """A packet aiortc read before the wrap reaches the transport's own handlers, called
+    as aiortc calls them (rtcdtlstransport.py, ``_recv_next``): ignored, and the DTLS
+    transport lives on (a handler that raised there closed the connection)."""
+    taps = tap(pair, pair.receiver)
+    dtls = pair.dtls(pair.receiver)
+    rtp = struct.pack("!BBHII", 0x80, 97, 1, 0, 0x0DDBA11) + bytes(20)
+    await dtls._handle_rtp_data(rtp, arrival_time_ms=0)
+    await dtls._handle_rtcp_data(b"\x81\xc9" + bytes(6))
+    before = len(taps.rtp)
+    await asyncio.sleep(0.5)
+    assert pair.connected(), pair.states
+    assert len(taps.rtp) > before, "media still flows"
+
+
 async def test_egress_delivers_to_the_other_side(pair: Pair) -> None:
     received = tap(pair, pair.sender)  # the sender side's own ingress sees what we send
     egress = adapter.Egress(pair.dtls(pair.receiver))
