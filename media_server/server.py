@@ -8,6 +8,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from aiortc import InvalidStateError
+
 from . import aiortc_adapter
 from . import sdp as sdp_check
 from .errors import MediaError
@@ -132,6 +134,14 @@ class MediaServer:
         peer = await room.peer_for(participant_id, owner, sdp)
         try:
             answer = await peer.negotiate(sdp, pub, sub)
+        except InvalidStateError:
+            if not peer.closed:
+                raise
+            # Closed underneath the offer (ICE failed, the room ended): the client offers
+            # anew on a new connection, as it does after media.state "closed".
+            raise MediaError(
+                "media_closed", "this media connection closed while the offer was handled"
+            ) from None
         except MediaError:
             if peer is not known and room.peers.get(participant_id) is peer:
                 await room.remove(participant_id)  # no half-made connection stays behind
