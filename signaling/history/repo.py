@@ -1,0 +1,255 @@
+"""The record's one repository: ``History`` files case events into SQL and answers the
+supervisors' queries, page by page.
+
+``record`` applies ``projection.project`` in one transaction, and nothing when the event
+(its ``(case_id, seq)``) is already there, so filing an event twice changes nothing.
+Every statement is a SQLAlchemy Core expression with bound parameters. Lists are newest
+first (sessions, invitations) or in log order (events), cut by ``limit`` with an opaque
+cursor (``signaling.paging``) naming the last row of the page: rows inserted meanwhile
+never shift a later page (keyset pagination, not offsets).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from .. import paging
+from . import schema as s
+from .db import make_engine
+from .projection import Increment, Insert, Projection, Update, project
+
+EVENTS = "he"
+SESSIONS = "hs"
+INVITATIONS = "hi"
+BATCH = 1000  # events per transaction in record_many
+# Inserts of one batch go table by table in this order (a row's parents first).
+INSERT_ORDER = ("sessions", "invitations", "participants", "chat", "opinions", "snapshots")
+
+
+@dataclass
+class Page:
+    items: list[dict[str, Any]]
+    next_cursor: str | None = None
+
+
+def _keyset_before(time_col: Any, id_col: Any, t: float, i: str) -> Any:
+    """Rows strictly after ``(t, i)`` in newest-first order."""
+    return sa.or_(time_col < t, sa.and_(time_col == t, id_col < i))
+
+
+class History:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.kind = engine.dialect.name
+
+    @classmethod
+    async def open(cls, url: str) -> History:
+        """The record at ``url`` (its schema must be current: ``migrate.check``)."""
+        return cls(make_engine(url))
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    # -- writing ------------------------------------------------------------------------
+    async def record(self, event: Mapping[str, Any]) -> None:
+        """File one case event and its rows, in one transaction (idempotent)."""
+        await self.record_many([event])
+
+    async def record_many(self, events: Iterable[Mapping[str, Any]]) -> int:
+        """File events in batches (one transaction each); how many were new."""
+        new = 0
+        batch: list[Projection] = []
+        for event in events:
+            batch.append(project(event))
+            if len(batch) >= BATCH:
+                new += await self._apply(batch)
+                batch = []
+        if batch:
+            new += await self._apply(batch)
+        return new
+
+    def _insert(self, table: sa.Table) -> Any:
+        dialect = postgresql if self.kind == "postgresql" else sqlite
+        return dialect.insert(table).on_conflict_do_nothing()
+
+    async def _apply(self, batch: list[Projection]) -> int:
+        unique = {(p.event["case_id"], p.event["seq"]): p for p in batch}
+        async with self.engine.begin() as conn:
+            cases = {p.case["case_id"]: p.case for p in unique.values()}
+            await conn.execute(self._insert(s.cases), list(cases.values()))
+            stmt = self._insert(s.events).returning(s.events.c.case_id, s.events.c.seq)
+            result = await conn.execute(stmt, [p.event for p in unique.values()])
+            inserted = {(r.case_id, r.seq) for r in result}
+            fresh = [p for key, p in unique.items() if key in inserted]
+            changes = [c for p in fresh for c in p.changes]
+            for name in INSERT_ORDER:
+                rows = [c.row for c in changes if isinstance(c, Insert) and c.table == name]
+                if rows:
+                    await conn.execute(self._insert(s.TABLES[name]), rows)
+            for change in changes:
+                if isinstance(change, Update):
+                    await conn.execute(_update(change))
+        return len(fresh)
+
+    # -- reading ------------------------------------------------------------------------
+    async def _rows(self, stmt: Any) -> list[dict[str, Any]]:
+        async with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in await conn.execute(stmt)]
+
+    async def case_events(
+        self,
+        case_id: str,
+        session_id: str | None = None,
+        after_seq: int | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page:
+        """The case's timeline (or one session's part of it) in log order."""
+        at = paging.decode(EVENTS, cursor, {"q": int})
+        after = at["q"] if at is not None else (after_seq or 0)
+        t = s.events
+        stmt = sa.select(t).where(t.c.case_id == case_id, t.c.seq > after)
+        if session_id is not None:
+            stmt = stmt.where(t.c.session_id == session_id)
+        rows = await self._rows(stmt.order_by(t.c.seq).limit(limit + 1))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        nxt = paging.encode(EVENTS, q=rows[-1]["seq"]) if more else None
+        return Page(rows, nxt)
+
+    async def sessions(
+        self,
+        case_id: str | None = None,
+        dept: str | None = None,
+        window: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
+    ) -> Page:
+        """Sessions newest first: of a case, a department (invited), a window, a period."""
+        t = s.sessions
+        stmt = sa.select(t)
+        if case_id is not None:
+            stmt = stmt.where(t.c.case_id == case_id)
+        if dept is not None:
+            invited = sa.select(s.invitations.c.session_id).where(s.invitations.c.dept == dept)
+            stmt = stmt.where(t.c.session_id.in_(invited))
+        if window is not None:
+            stmt = stmt.where(t.c.window == window)
+        return await self._newest_first(
+            stmt, SESSIONS, t.c.created_at, t.c.session_id, since, until, cursor, limit
+        )
+
+    async def invitations(
+        self,
+        dept: str | None = None,
+        status: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
+        session_id: str | None = None,
+    ) -> Page:
+        """Invitations newest first, with when they rang and were answered, by whom."""
+        t = s.invitations
+        stmt = sa.select(t)
+        for column, value in (("dept", dept), ("status", status), ("session_id", session_id)):
+            if value is not None:
+                stmt = stmt.where(t.c[column] == value)
+        return await self._newest_first(
+            stmt, INVITATIONS, t.c.created_at, t.c.invitation_id, since, until, cursor, limit
+        )
+
+    async def _newest_first(
+        self,
+        stmt: Any,
+        kind: str,
+        time_col: Any,
+        id_col: Any,
+        since: float | None,
+        until: float | None,
+        cursor: str | None,
+        limit: int,
+    ) -> Page:
+        at = paging.decode(kind, cursor, {"t": float, "i": str})
+        if since is not None:
+            stmt = stmt.where(time_col >= since)
+        if until is not None:
+            stmt = stmt.where(time_col <= until)
+        if at is not None:
+            stmt = stmt.where(_keyset_before(time_col, id_col, at["t"], at["i"]))
+        stmt = stmt.order_by(time_col.desc(), id_col.desc()).limit(limit + 1)
+        rows = await self._rows(stmt)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        nxt = None
+        if more:
+            last = rows[-1]
+            nxt = paging.encode(kind, t=last[time_col.name], i=last[id_col.name])
+        return Page(rows, nxt)
+
+    async def session(self, session_id: str) -> dict[str, Any] | None:
+        rows = await self._rows(sa.select(s.sessions).where(s.sessions.c.session_id == session_id))
+        return rows[0] if rows else None
+
+    async def participants(self, session_id: str) -> list[dict[str, Any]]:
+        t = s.participants
+        stmt = sa.select(t).where(t.c.session_id == session_id)
+        rows = await self._rows(stmt.order_by(t.c.joined_at, t.c.participant_id))
+        return [_participant(r) for r in rows]
+
+    async def chat(self, session_id: str) -> list[dict[str, Any]]:
+        t = s.chat
+        return await self._rows(sa.select(t).where(t.c.session_id == session_id).order_by(t.c.seq))
+
+    async def opinions(self, session_id: str) -> list[dict[str, Any]]:
+        t = s.opinions
+        stmt = sa.select(t).where(t.c.session_id == session_id)
+        rows = await self._rows(stmt.order_by(t.c.created_at, t.c.opinion_id))
+        for r in rows:
+            r.pop("author_dept")
+        return rows
+
+    async def snapshots(self, session_id: str) -> list[dict[str, Any]]:
+        t = s.snapshots
+        stmt = sa.select(t).where(t.c.session_id == session_id)
+        rows = await self._rows(stmt.order_by(t.c.created_at, t.c.snapshot_id))
+        return [dict(r, url=f"/api/snapshots/{r['snapshot_id']}") for r in rows]
+
+    async def counts(self) -> dict[str, int]:
+        """Rows per table (to check a migration of existing data)."""
+        async with self.engine.connect() as conn:
+            return {
+                name: int(await conn.scalar(sa.select(sa.func.count()).select_from(table)) or 0)
+                for name, table in s.TABLES.items()
+            }
+
+
+def _update(change: Update) -> Any:
+    table = s.TABLES[change.table]
+    values = {
+        k: table.c[k] + v.by if isinstance(v, Increment) else v for k, v in change.values.items()
+    }
+    stmt = sa.update(table).values(values)
+    for column, value in change.key.items():
+        stmt = stmt.where(table.c[column] == value)
+    for column, allowed in change.when.items():
+        stmt = stmt.where(table.c[column].in_(allowed))
+    return stmt
+
+
+IDENTITY = ("sub", "name", "role", "dept", "level")
+
+
+def _participant(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A participant row shaped as ``signaling.models.Participant`` (plus its leave)."""
+    out = {k: v for k, v in row.items() if k not in IDENTITY}
+    out["identity"] = {k: row[k] for k in IDENTITY}
+    return out
