@@ -291,14 +291,15 @@ async def test_the_start_check(history_url: str) -> None:
     if history_url.startswith("sqlite"):  # embedded: migrated at start, nothing by hand
         assert await migrate.check(history_url) == migrate.head()
     else:
-        with pytest.raises(migrate.SchemaError, match="has no schema yet.*jointreview migrate"):
+        with pytest.raises(migrate.SchemaError, match=r"has no schema yet.*jointreview migrate"):
             await migrate.check(history_url)
         await migrate.upgrade(history_url)
         assert await migrate.check(history_url) == migrate.head()
     engine = make_engine(history_url)
     try:
         async with engine.begin() as conn:
-            await conn.execute(sa.text("UPDATE alembic_version SET version_num = :v"), {"v": "0099"})
+            newer = sa.text("UPDATE alembic_version SET version_num = :v")
+            await conn.execute(newer, {"v": "0099"})
     finally:
         await engine.dispose()
     for step in (migrate.check, migrate.upgrade):

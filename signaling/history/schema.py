@@ -27,7 +27,7 @@ metadata = sa.MetaData(
 
 JSON = sa.JSON(none_as_null=True)  # None is SQL NULL, not the JSON text "null"
 ID = sa.String(64)  # case, session, invitation... ids (the id patterns allow at most 64)
-TIME = sa.Double()
+TIME: sa.Double[float] = sa.Double()
 
 
 def _session_fk() -> sa.ForeignKey:
