@@ -11,13 +11,15 @@ never shift a later page (keyset pagination, not offsets).
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .. import paging
 from . import schema as s
@@ -27,6 +29,7 @@ from .projection import Increment, Insert, Projection, Update, project
 EVENTS = "he"
 SESSIONS = "hs"
 INVITATIONS = "hi"
+CREATED = "session.created"
 BATCH = 1000  # events per transaction in record_many
 # Inserts of one batch go table by table in this order (a row's parents first).
 INSERT_ORDER = ("sessions", "invitations", "participants", "chat", "opinions", "snapshots")
@@ -47,6 +50,9 @@ class History:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.kind = engine.dialect.name
+        # SQLite has one writer at a time anyway: queue this node's writers here rather
+        # than on the file's lock (busy timeout).
+        self._lock = asyncio.Lock() if self.kind == "sqlite" else None
 
     @classmethod
     async def open(cls, url: str) -> History:
@@ -79,23 +85,81 @@ class History:
         return dialect.insert(table).on_conflict_do_nothing()
 
     async def _apply(self, batch: list[Projection]) -> int:
+        if self._lock is None:
+            return await self._transaction(batch)
+        async with self._lock:
+            return await self._transaction(batch)
+
+    async def _transaction(self, batch: list[Projection]) -> int:
         unique = {(p.event["case_id"], p.event["seq"]): p for p in batch}
         async with self.engine.begin() as conn:
-            cases = {p.case["case_id"]: p.case for p in unique.values()}
-            await conn.execute(self._insert(s.cases), list(cases.values()))
+            if self.kind == "postgresql":
+                # One writer per case at a time, across nodes: what a transaction reads
+                # (the session's last event, whether its row exists) stays true until it
+                # commits. In one order (by key), so two batches never wait on each other.
+                for key in sorted({_lock_key(c) for c, _ in unique}):
+                    await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
+            await self._cases(conn, unique.values())
+            sids = {p.event["session_id"] for p in unique.values()} - {None}
+            known = await _last_seqs(conn, sids)
             stmt = self._insert(s.events).returning(s.events.c.case_id, s.events.c.seq)
             result = await conn.execute(stmt, [p.event for p in unique.values()])
             inserted = {(r.case_id, r.seq) for r in result}
-            fresh = [p for key, p in unique.items() if key in inserted]
-            changes = [c for p in fresh for c in p.changes]
-            for name in INSERT_ORDER:
-                rows = [c.row for c in changes if isinstance(c, Insert) and c.table == name]
-                if rows:
-                    await conn.execute(self._insert(s.TABLES[name]), rows)
-            for change in changes:
-                if isinstance(change, Update):
-                    await conn.execute(_update(change))
-        return len(fresh)
+            fresh = sorted((k, p) for k, p in unique.items() if k in inserted)
+            # An event older than one already recorded for its session (two nodes, or two
+            # tasks, filed in one order and recorded in the other): its session's rows are
+            # rebuilt from its events in log order, so recording order never matters.
+            late = {
+                p.event["session_id"]
+                for _, p in fresh
+                if p.event["seq"] < known.get(p.event["session_id"], 0)
+            }
+            # Events of a session whose session.created is not recorded yet make no rows:
+            # when it comes (an older event), the session is rebuilt, as above.
+            born = {p.event["session_id"] for _, p in fresh if p.event["type"] == CREATED}
+            waiting = sids - born - await _existing(conn, sids)
+            now = [p for _, p in fresh if p.event["session_id"] not in late | waiting]
+            await self._changes(conn, now)
+            for sid in sorted(late):
+                await self._rebuild(conn, sid)
+        return len(inserted)
+
+    async def _cases(self, conn: AsyncConnection, batch: Iterable[Projection]) -> None:
+        first: dict[str, float] = {}
+        for p in batch:
+            case_id, ts = p.case["case_id"], p.case["created_at"]
+            first[case_id] = min(ts, first.get(case_id, ts))
+        rows = [{"case_id": c, "created_at": t} for c, t in first.items()]
+        await conn.execute(self._insert(s.cases), rows)
+        c = s.cases.c
+        earlier = sa.update(s.cases).where(
+            c.case_id == sa.bindparam("c"), c.created_at > sa.bindparam("t")
+        )
+        await conn.execute(
+            earlier.values(created_at=sa.bindparam("t")),
+            [{"c": r["case_id"], "t": r["created_at"]} for r in rows],
+        )
+
+    async def _changes(self, conn: AsyncConnection, batch: list[Projection]) -> None:
+        """The rows of these events (in log order): creations first, then changes."""
+        changes = [c for p in batch for c in p.changes]
+        for name in INSERT_ORDER:
+            rows = [c.row for c in changes if isinstance(c, Insert) and c.table == name]
+            if rows:
+                await conn.execute(self._insert(s.TABLES[name]), rows)
+        for change in changes:
+            if isinstance(change, Update):
+                await conn.execute(_update(change))
+
+    async def _rebuild(self, conn: AsyncConnection, session_id: str) -> None:
+        for name in reversed(INSERT_ORDER):  # children before the session's own row
+            table = s.TABLES[name]
+            await conn.execute(sa.delete(table).where(table.c.session_id == session_id))
+        t = s.events
+        stmt = sa.select(t).where(t.c.session_id == session_id).order_by(t.c.seq)
+        events = [dict(r._mapping) for r in await conn.execute(stmt)]
+        if any(e["type"] == CREATED for e in events):  # else: rebuilt when it comes
+            await self._changes(conn, [project(e) for e in events])
 
     # -- reading ------------------------------------------------------------------------
     async def _rows(self, stmt: Any) -> list[dict[str, Any]]:
@@ -230,6 +294,34 @@ class History:
                 name: int(await conn.scalar(sa.select(sa.func.count()).select_from(table)) or 0)
                 for name, table in s.TABLES.items()
             }
+
+
+def _lock_key(case_id: str) -> int:
+    """A case's advisory lock on PostgreSQL (a signed 64-bit key)."""
+    digest = hashlib.sha256(f"jointreview-history:{case_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+async def _existing(conn: AsyncConnection, session_ids: set[str]) -> set[str]:
+    """Which of these sessions have their row."""
+    if not session_ids:
+        return set()
+    t = s.sessions
+    stmt = sa.select(t.c.session_id).where(t.c.session_id.in_(sorted(session_ids)))
+    return set((await conn.execute(stmt)).scalars())
+
+
+async def _last_seqs(conn: AsyncConnection, session_ids: set[str]) -> dict[str, int]:
+    """The last recorded event of each session."""
+    if not session_ids:
+        return {}
+    t = s.events
+    stmt = (
+        sa.select(t.c.session_id, sa.func.max(t.c.seq))
+        .where(t.c.session_id.in_(sorted(session_ids)))
+        .group_by(t.c.session_id)
+    )
+    return {sid: int(seq) for sid, seq in await conn.execute(stmt)}
 
 
 def _update(change: Update) -> Any:
