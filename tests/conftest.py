@@ -25,9 +25,11 @@ from signaling.config import Config
 from signaling.state import MemoryStore, Store
 from signaling.state.redis_store import RedisStore
 
+from .postgres import fresh_postgres_url, postgres_cluster, postgres_url
 from .timeouts import new_asyncio_loop, new_uvloop, pytest_timeout_set_timer
 
-__all__ = ["pytest_timeout_set_timer"]  # a hook: pytest finds it in this module
+# A hook and fixtures: pytest finds them in this module.
+__all__ = ["fresh_postgres_url", "postgres_cluster", "postgres_url", "pytest_timeout_set_timer"]
 
 SECRET = "test-secret-" + "x" * 40
 
