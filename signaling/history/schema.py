@@ -26,7 +26,7 @@ metadata = sa.MetaData(
 )
 
 JSON = sa.JSON(none_as_null=True)  # None is SQL NULL, not the JSON text "null"
-ID = sa.String(64)  # case, session, invitation... ids (the id patterns allow at most 64)
+ID = sa.String(128)  # ids, subs and departments (a token's claims allow at most 128)
 TIME: sa.Double[float] = sa.Double()
 
 

@@ -24,17 +24,17 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     op.create_table(
         "cases",
-        sa.Column("case_id", sa.String(length=64), nullable=False),
+        sa.Column("case_id", sa.String(length=128), nullable=False),
         sa.Column("created_at", sa.Double(), nullable=False),
         sa.PrimaryKeyConstraint("case_id", name=op.f("pk_cases")),
     )
     op.create_table(
         "events",
-        sa.Column("case_id", sa.String(length=64), nullable=False),
+        sa.Column("case_id", sa.String(length=128), nullable=False),
         sa.Column("seq", sa.BigInteger(), autoincrement=False, nullable=False),
         sa.Column("ts", sa.Double(), nullable=False),
         sa.Column("type", sa.String(length=64), nullable=False),
-        sa.Column("session_id", sa.String(length=64), nullable=True),
+        sa.Column("session_id", sa.String(length=128), nullable=True),
         sa.Column("actor", sa.JSON(none_as_null=True), nullable=True),
         sa.Column("data", sa.JSON(none_as_null=True), nullable=False),
         sa.ForeignKeyConstraint(
@@ -46,12 +46,12 @@ def upgrade() -> None:
 
     op.create_table(
         "sessions",
-        sa.Column("session_id", sa.String(length=64), nullable=False),
-        sa.Column("case_id", sa.String(length=64), nullable=False),
+        sa.Column("session_id", sa.String(length=128), nullable=False),
+        sa.Column("case_id", sa.String(length=128), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("created_at", sa.Double(), nullable=False),
         sa.Column("created_by", sa.JSON(none_as_null=True), nullable=False),
-        sa.Column("creator_sub", sa.String(length=64), nullable=False),
+        sa.Column("creator_sub", sa.String(length=128), nullable=False),
         sa.Column("applicant_name", sa.Text(), nullable=True),
         sa.Column("matter", sa.Text(), nullable=True),
         sa.Column("window", sa.String(length=100), nullable=True),
@@ -82,10 +82,10 @@ def upgrade() -> None:
 
     op.create_table(
         "chat",
-        sa.Column("case_id", sa.String(length=64), nullable=False),
+        sa.Column("case_id", sa.String(length=128), nullable=False),
         sa.Column("seq", sa.BigInteger(), autoincrement=False, nullable=False),
-        sa.Column("session_id", sa.String(length=64), nullable=False),
-        sa.Column("participant_id", sa.String(length=64), nullable=True),
+        sa.Column("session_id", sa.String(length=128), nullable=False),
+        sa.Column("participant_id", sa.String(length=128), nullable=True),
         sa.Column("sender", sa.JSON(none_as_null=True), nullable=True),
         sa.Column("text", sa.Text(), nullable=False),
         sa.Column("ts", sa.Double(), nullable=False),
@@ -103,12 +103,12 @@ def upgrade() -> None:
 
     op.create_table(
         "invitations",
-        sa.Column("invitation_id", sa.String(length=64), nullable=False),
-        sa.Column("session_id", sa.String(length=64), nullable=False),
-        sa.Column("case_id", sa.String(length=64), nullable=False),
-        sa.Column("dept", sa.String(length=64), nullable=True),
+        sa.Column("invitation_id", sa.String(length=128), nullable=False),
+        sa.Column("session_id", sa.String(length=128), nullable=False),
+        sa.Column("case_id", sa.String(length=128), nullable=False),
+        sa.Column("dept", sa.String(length=128), nullable=True),
         sa.Column("level", sa.String(length=16), nullable=True),
-        sa.Column("reviewer", sa.String(length=64), nullable=True),
+        sa.Column("reviewer", sa.String(length=128), nullable=True),
         sa.Column("reviewer_name", sa.Text(), nullable=True),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("created_at", sa.Double(), nullable=False),
@@ -117,7 +117,7 @@ def upgrade() -> None:
         sa.Column("unanswered_at", sa.Double(), nullable=True),
         sa.Column("responded_at", sa.Double(), nullable=True),
         sa.Column("responded_by", sa.JSON(none_as_null=True), nullable=True),
-        sa.Column("answerer_sub", sa.String(length=64), nullable=True),
+        sa.Column("answerer_sub", sa.String(length=128), nullable=True),
         sa.Column("reason", sa.Text(), nullable=True),
         sa.Column("note", sa.Text(), nullable=True),
         sa.ForeignKeyConstraint(
@@ -151,14 +151,14 @@ def upgrade() -> None:
 
     op.create_table(
         "opinions",
-        sa.Column("opinion_id", sa.String(length=64), nullable=False),
-        sa.Column("session_id", sa.String(length=64), nullable=False),
-        sa.Column("case_id", sa.String(length=64), nullable=False),
+        sa.Column("opinion_id", sa.String(length=128), nullable=False),
+        sa.Column("session_id", sa.String(length=128), nullable=False),
+        sa.Column("case_id", sa.String(length=128), nullable=False),
         sa.Column("author", sa.JSON(none_as_null=True), nullable=False),
-        sa.Column("author_dept", sa.String(length=64), nullable=True),
+        sa.Column("author_dept", sa.String(length=128), nullable=True),
         sa.Column("decision", sa.String(length=32), nullable=False),
         sa.Column("missing", sa.JSON(none_as_null=True), nullable=False),
-        sa.Column("refer_to", sa.String(length=64), nullable=True),
+        sa.Column("refer_to", sa.String(length=128), nullable=True),
         sa.Column("note", sa.Text(), nullable=True),
         sa.Column("created_at", sa.Double(), nullable=False),
         sa.ForeignKeyConstraint(
@@ -172,12 +172,12 @@ def upgrade() -> None:
 
     op.create_table(
         "participants",
-        sa.Column("participant_id", sa.String(length=64), nullable=False),
-        sa.Column("session_id", sa.String(length=64), nullable=False),
-        sa.Column("sub", sa.String(length=64), nullable=False),
+        sa.Column("participant_id", sa.String(length=128), nullable=False),
+        sa.Column("session_id", sa.String(length=128), nullable=False),
+        sa.Column("sub", sa.String(length=128), nullable=False),
         sa.Column("name", sa.Text(), nullable=False),
         sa.Column("role", sa.String(length=16), nullable=False),
-        sa.Column("dept", sa.String(length=64), nullable=True),
+        sa.Column("dept", sa.String(length=128), nullable=True),
         sa.Column("level", sa.String(length=16), nullable=True),
         sa.Column("state", sa.String(length=16), nullable=False),
         sa.Column("joined_at", sa.Double(), nullable=False),
@@ -198,9 +198,9 @@ def upgrade() -> None:
 
     op.create_table(
         "snapshots",
-        sa.Column("snapshot_id", sa.String(length=64), nullable=False),
-        sa.Column("session_id", sa.String(length=64), nullable=False),
-        sa.Column("case_id", sa.String(length=64), nullable=False),
+        sa.Column("snapshot_id", sa.String(length=128), nullable=False),
+        sa.Column("session_id", sa.String(length=128), nullable=False),
+        sa.Column("case_id", sa.String(length=128), nullable=False),
         sa.Column("taken_by", sa.JSON(none_as_null=True), nullable=False),
         sa.Column("content_type", sa.String(length=64), nullable=False),
         sa.Column("size", sa.BigInteger(), nullable=False),
