@@ -361,3 +361,16 @@ async def test_concurrent_records_all_land(history: History) -> None:
     for n in range(20):
         [p] = await history.participants(f"s{100 + n}")
         assert p["state"] == "left"
+
+
+async def test_the_longest_identities_fit(history: History) -> None:
+    """A token may carry a sub and a department of 128 characters (signaling.auth)."""
+    long = {**REV, "sub": "u" * 128, "dept": "d" * 128, "name": "名" * 100}
+    events = a_session(1, "s" * 64, 1.0, "d" * 128, case="c" * 64)
+    events.append(
+        ev(3, "participant.joined", "s" * 64, 2.0, "c" * 64, participant_id="p", actor=long)
+    )
+    await history.record_many(events)
+    [p] = await history.participants("s" * 64)
+    assert p["identity"] == long
+    assert [i["dept"] for i in (await history.invitations(dept="d" * 128)).items] == ["d" * 128]
