@@ -374,3 +374,18 @@ async def test_the_longest_identities_fit(history: History) -> None:
     [p] = await history.participants("s" * 64)
     assert p["identity"] == long
     assert [i["dept"] for i in (await history.invitations(dept="d" * 128)).items] == ["d" * 128]
+
+
+async def test_one_bad_event_fails_only_its_own_record(history: History) -> None:
+    """Events recorded together share a transaction; one the database refuses (here a
+    participant without a name) fails its caller alone."""
+    good = story(300)[:5]
+    bad = ev(6, "participant.joined", "s300", 14.0, "C300", participant_id="px")
+    bad["actor"] = {"sub": "x", "name": None, "role": "reviewer"}
+    results = await asyncio.gather(
+        *(history.record(e) for e in [*good, bad]), return_exceptions=True
+    )
+    assert results[:5] == [None] * 5
+    assert isinstance(results[5], sa.exc.IntegrityError)
+    page = await history.case_events("C300")
+    assert [e["seq"] for e in page.items] == [1, 2, 3, 4, 5]

@@ -13,6 +13,7 @@ from signaling.history.projection import (
     Increment,
     Insert,
     Update,
+    fold,
     project,
 )
 
@@ -135,3 +136,38 @@ def test_each_event_type_makes_its_rows(event: dict[str, Any], changes: list[Any
 def test_every_type_with_rows_is_tested() -> None:
     assert set(RULES) - {c[0]["type"] for c in CASES} == {"participant.rejoined"}
     assert RULES["participant.rejoined"] is RULES["participant.resumed"]
+
+
+def test_a_batch_folds_the_changes_of_rows_it_creates() -> None:
+    events = [
+        ev("session.created", applicant_name="甲"),
+        ev("invitation.created", invitation_id="i1", dept="city-amr"),
+        ev("invitation.rang", invitation_id="i1"),
+        ev("invitation.accepted", invitation_id="i1"),
+        ev("invitation.rang", invitation_id="i1"),  # too late: accepted already
+        ev("participant.joined", participant_id="p1"),
+        ev("participant.resumed", participant_id="p1"),
+        ev("participant.joined", participant_id="p1"),  # the same key again: dropped
+        ev("invitation.declined", invitation_id="i0"),  # a row of an earlier batch
+        ev("session.ended", actor=None),
+    ]
+    inserts, updates = fold([c for e in events for c in project(e).changes])
+    [session] = inserts["sessions"]
+    assert (session["status"], session["ended_at"], session["applicant_name"]) == (
+        "ended",
+        50.0,
+        "甲",
+    )
+    [inv] = inserts["invitations"]
+    assert (inv["status"], inv["rang_at"], inv["answerer_sub"]) == ("accepted", 50.0, "rev-1")
+    [p] = inserts["participants"]
+    assert (p["state"], p["connections"]) == ("joined", 2)
+    assert [(u.table, u.key) for u in updates] == [("invitations", {"invitation_id": "i0"})]
+    # Every row of a table has the same columns (one statement for all of them).
+    assert len({tuple(sorted(r)) for rows in inserts.values() for r in rows if "status" in r}) == 2
+
+
+def test_fold_leaves_the_projection_untouched() -> None:
+    made = project(ev("participant.joined", participant_id="p1"))
+    fold([*made.changes, *project(ev("participant.left", participant_id="p1")).changes])
+    assert made.changes[0].row["state"] == "joined"  # type: ignore[union-attr]

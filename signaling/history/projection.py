@@ -252,3 +252,49 @@ RULES: dict[str, Callable[[Row], list[Change]]] = {
     "opinion.filed": _opinion,
     "snapshot.taken": _snapshot,
 }
+
+
+# -- a batch's changes, folded: what is left for SQL --------------------------------------
+
+KEYS = {  # the key of each table a change names
+    "sessions": ("session_id",),
+    "invitations": ("invitation_id",),
+    "participants": ("participant_id",),
+    "chat": ("case_id", "seq"),
+    "opinions": ("opinion_id",),
+    "snapshots": ("snapshot_id",),
+}
+
+
+def _applies(row: Row, update: Update) -> bool:
+    return all(row.get(column) in allowed for column, allowed in update.when.items())
+
+
+def fold(changes: list[Change]) -> tuple[dict[str, list[Row]], list[Update]]:
+    """The rows to insert, by table, and the updates still to run, in order.
+
+    An update of a row that the same batch creates is applied to that row here (a batch
+    of a day's events is then mostly inserts); the others are left for the database.
+    A second insert of one key is dropped, as the database would ignore it. The rows of a
+    table all have the same columns (those missing are None), to be sent in one go.
+    """
+    born: dict[tuple[str, tuple[Any, ...]], Row] = {}
+    inserts: dict[str, list[Row]] = {}
+    updates: list[Update] = []
+    for change in changes:
+        if isinstance(change, Insert):
+            key = (change.table, tuple(change.row[k] for k in KEYS[change.table]))
+            if key not in born:
+                born[key] = dict(change.row)
+                inserts.setdefault(change.table, []).append(born[key])
+            continue
+        row = born.get((change.table, tuple(change.key[k] for k in KEYS[change.table])))
+        if row is None:
+            updates.append(change)
+        elif _applies(row, change):
+            for column, value in change.values.items():
+                row[column] = row[column] + value.by if isinstance(value, Increment) else value
+    for table, rows in inserts.items():
+        columns = {c: None for r in rows for c in r}
+        inserts[table] = [{**columns, **r} for r in rows]
+    return inserts, updates

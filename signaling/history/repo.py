@@ -24,7 +24,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from .. import paging
 from . import schema as s
 from .db import make_engine
-from .projection import Increment, Insert, Projection, Update, project
+from .group import GroupCommit
+from .projection import Increment, Projection, Row, Update, fold, project
 
 EVENTS = "he"
 SESSIONS = "hs"
@@ -53,6 +54,7 @@ class History:
         # SQLite has one writer at a time anyway: queue this node's writers here rather
         # than on the file's lock (busy timeout).
         self._lock = asyncio.Lock() if self.kind == "sqlite" else None
+        self._group: GroupCommit[Projection] = GroupCommit(self._apply, BATCH)
 
     @classmethod
     async def open(cls, url: str) -> History:
@@ -60,12 +62,14 @@ class History:
         return cls(make_engine(url))
 
     async def close(self) -> None:
+        await self._group.drain()
         await self.engine.dispose()
 
     # -- writing ------------------------------------------------------------------------
     async def record(self, event: Mapping[str, Any]) -> None:
-        """File one case event and its rows, in one transaction (idempotent)."""
-        await self.record_many([event])
+        """File one case event and its rows (idempotent); returns once committed. Events
+        recorded meanwhile by other tasks share the transaction (``group.GroupCommit``)."""
+        await self._group.submit(project(event))
 
     async def record_many(self, events: Iterable[Mapping[str, Any]]) -> int:
         """File events in batches (one transaction each); how many were new."""
@@ -81,6 +85,8 @@ class History:
         return new
 
     def _insert(self, table: sa.Table) -> Any:
+        """Insert, doing nothing for a row whose key is there (only then: SQLite's
+        ``INSERT OR IGNORE`` would also drop a row that breaks NOT NULL)."""
         dialect = postgresql if self.kind == "postgresql" else sqlite
         return dialect.insert(table).on_conflict_do_nothing()
 
@@ -99,57 +105,50 @@ class History:
                 # commits. In one order (by key), so two batches never wait on each other.
                 for key in sorted({_lock_key(c) for c, _ in unique}):
                     await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
-            await self._cases(conn, unique.values())
+            cases = await self._cases(conn, unique.values())
             sids = {p.event["session_id"] for p in unique.values()} - {None}
-            known = await _last_seqs(conn, sids)
+            known = await _known(conn, sids, {c for c, _ in unique})
             stmt = self._insert(s.events).returning(s.events.c.case_id, s.events.c.seq)
             result = await conn.execute(stmt, [p.event for p in unique.values()])
             inserted = {(r.case_id, r.seq) for r in result}
-            fresh = sorted((k, p) for k, p in unique.items() if k in inserted)
+            fresh = [p for k, p in sorted(unique.items()) if k in inserted]
             # An event older than one already recorded for its session (two nodes, or two
             # tasks, filed in one order and recorded in the other): its session's rows are
             # rebuilt from its events in log order, so recording order never matters.
             late = {
                 p.event["session_id"]
-                for _, p in fresh
-                if p.event["seq"] < known.get(p.event["session_id"], 0)
+                for p in fresh
+                if p.event["seq"] < known.last.get(p.event["session_id"], 0)
             }
             # Events of a session whose session.created is not recorded yet make no rows:
             # when it comes (an older event), the session is rebuilt, as above.
-            born = {p.event["session_id"] for _, p in fresh if p.event["type"] == CREATED}
-            waiting = sids - born - await _existing(conn, sids)
-            now = [p for _, p in fresh if p.event["session_id"] not in late | waiting]
+            born = {p.event["session_id"] for p in fresh if p.event["type"] == CREATED}
+            waiting = sids - born - known.sessions
+            now = [p for p in fresh if p.event["session_id"] not in late | waiting]
             await self._changes(conn, now)
             for sid in sorted(late):
                 await self._rebuild(conn, sid)
+            if any(p.event["seq"] < known.cases.get(p.event["case_id"], 0) for p in fresh):
+                await _earlier(conn, cases)  # a case's first event may be late too
         return len(inserted)
 
-    async def _cases(self, conn: AsyncConnection, batch: Iterable[Projection]) -> None:
+    async def _cases(self, conn: AsyncConnection, batch: Iterable[Projection]) -> list[Row]:
         first: dict[str, float] = {}
         for p in batch:
             case_id, ts = p.case["case_id"], p.case["created_at"]
             first[case_id] = min(ts, first.get(case_id, ts))
         rows = [{"case_id": c, "created_at": t} for c, t in first.items()]
         await conn.execute(self._insert(s.cases), rows)
-        c = s.cases.c
-        earlier = sa.update(s.cases).where(
-            c.case_id == sa.bindparam("c"), c.created_at > sa.bindparam("t")
-        )
-        await conn.execute(
-            earlier.values(created_at=sa.bindparam("t")),
-            [{"c": r["case_id"], "t": r["created_at"]} for r in rows],
-        )
+        return rows
 
     async def _changes(self, conn: AsyncConnection, batch: list[Projection]) -> None:
         """The rows of these events (in log order): creations first, then changes."""
-        changes = [c for p in batch for c in p.changes]
+        inserts, updates = fold([c for p in batch for c in p.changes])
         for name in INSERT_ORDER:
-            rows = [c.row for c in changes if isinstance(c, Insert) and c.table == name]
-            if rows:
-                await conn.execute(self._insert(s.TABLES[name]), rows)
-        for change in changes:
-            if isinstance(change, Update):
-                await conn.execute(_update(change))
+            if name in inserts:
+                await conn.execute(self._insert(s.TABLES[name]), inserts[name])
+        for change in updates:
+            await conn.execute(_update(change))
 
     async def _rebuild(self, conn: AsyncConnection, session_id: str) -> None:
         for name in reversed(INSERT_ORDER):  # children before the session's own row
@@ -302,26 +301,42 @@ def _lock_key(case_id: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-async def _existing(conn: AsyncConnection, session_ids: set[str]) -> set[str]:
-    """Which of these sessions have their row."""
-    if not session_ids:
-        return set()
-    t = s.sessions
-    stmt = sa.select(t.c.session_id).where(t.c.session_id.in_(sorted(session_ids)))
-    return set((await conn.execute(stmt)).scalars())
+@dataclass
+class Known:
+    """What the record holds already of a batch's sessions and cases."""
+
+    last: dict[str, int]  # session -> its last recorded event's seq
+    sessions: set[str]  # sessions with their row
+    cases: dict[str, int]  # case -> its last recorded event's seq
 
 
-async def _last_seqs(conn: AsyncConnection, session_ids: set[str]) -> dict[str, int]:
-    """The last recorded event of each session."""
-    if not session_ids:
-        return {}
-    t = s.events
-    stmt = (
-        sa.select(t.c.session_id, sa.func.max(t.c.seq))
-        .where(t.c.session_id.in_(sorted(session_ids)))
-        .group_by(t.c.session_id)
+async def _known(conn: AsyncConnection, session_ids: set[str], case_ids: set[str]) -> Known:
+    e, t = s.events, s.sessions
+    sids, cids = sorted(session_ids), sorted(case_ids)
+    last = sa.select(sa.literal("e"), e.c.session_id, sa.func.max(e.c.seq))
+    last = last.where(e.c.session_id.in_(sids)).group_by(e.c.session_id)
+    rows = sa.select(sa.literal("s"), t.c.session_id, sa.literal(0)).where(t.c.session_id.in_(sids))
+    case = sa.select(sa.literal("c"), e.c.case_id, sa.func.max(e.c.seq))
+    case = case.where(e.c.case_id.in_(cids)).group_by(e.c.case_id)
+    known = Known({}, set(), {})
+    for kind, key, seq in await conn.execute(sa.union_all(last, rows, case)):
+        if kind == "e":
+            known.last[key] = int(seq)
+        elif kind == "s":
+            known.sessions.add(key)
+        else:
+            known.cases[key] = int(seq)
+    return known
+
+
+async def _earlier(conn: AsyncConnection, cases: list[Row]) -> None:
+    """A case's time is its first event's, whatever the order they were recorded in."""
+    c = s.cases.c
+    stmt = sa.update(s.cases).where(
+        c.case_id == sa.bindparam("c"), c.created_at > sa.bindparam("t")
     )
-    return {sid: int(seq) for sid, seq in await conn.execute(stmt)}
+    params = [{"c": r["case_id"], "t": r["created_at"]} for r in cases]
+    await conn.execute(stmt.values(created_at=sa.bindparam("t")), params)
 
 
 def _update(change: Update) -> Any:
