@@ -7,6 +7,10 @@ creates (``Insert``, ignored when the key exists) or changes (``Update``, only w
 row is in one of the states the live store changes it from: so an event recorded late,
 or twice, never undoes a later answer). ``repo.History`` applies them in one
 transaction, and none at all when the event is already recorded.
+
+A row's time is the event's ``ts``, unless the event's data carries the live document's
+own (``created_at``, ``ended_at``): the store takes its time a moment before filing the
+event.
 """
 
 from __future__ import annotations
@@ -87,7 +91,7 @@ def _session_created(e: Row) -> list[Change]:
 def _session_ended(e: Row) -> list[Change]:
     values = {
         "status": "ended",
-        "ended_at": e["ts"],
+        "ended_at": e["data"].get("ended_at", e["ts"]),
         "ended_by": e["actor"],
         "end_reason": e["data"].get("reason"),
     }

@@ -42,6 +42,11 @@ class Page:
     next_cursor: str | None = None
 
 
+def _check(limit: int) -> None:
+    if limit < 1:
+        raise ValueError(f"a page has at least one row, not {limit}")
+
+
 def _keyset_before(time_col: Any, id_col: Any, t: float, i: str) -> Any:
     """Rows strictly after ``(t, i)`` in newest-first order."""
     return sa.or_(time_col < t, sa.and_(time_col == t, id_col < i))
@@ -173,7 +178,9 @@ class History:
         limit: int = 100,
         cursor: str | None = None,
     ) -> Page:
-        """The case's timeline (or one session's part of it) in log order."""
+        """The case's timeline (or one session's part of it) in log order, after
+        ``after_seq`` (or where ``cursor``, the previous page's, says)."""
+        _check(limit)
         at = paging.decode(EVENTS, cursor, {"q": int})
         after = at["q"] if at is not None else (after_seq or 0)
         t = s.events
@@ -241,6 +248,7 @@ class History:
         cursor: str | None,
         limit: int,
     ) -> Page:
+        _check(limit)
         at = paging.decode(kind, cursor, {"t": float, "i": str})
         if since is not None:
             stmt = stmt.where(time_col >= since)
