@@ -8,11 +8,10 @@ import asyncio
 import sys
 from typing import Any
 
-import sqlalchemy as sa
-
 from signaling.config import Config, load_config
-from signaling.history import migrate
-from signaling.history.db import url_of
+
+# SQLAlchemy and Alembic are imported when the command runs: building the parser (every
+# `jointreview` command does) must not pay for them.
 
 
 def add_parser(sub: Any) -> None:
@@ -30,10 +29,17 @@ def add_parser(sub: Any) -> None:
 
 def shown(url: str) -> str:
     """The URL without its password, for the terminal."""
+    import sqlalchemy as sa
+
     return sa.make_url(url).render_as_string(hide_password=True)
 
 
 def run(config: Config) -> int:
+    import sqlalchemy as sa
+
+    from signaling.history import migrate
+    from signaling.history.db import url_of
+
     url = url_of(config.database_url, config.data_dir)
     try:
         before, after = asyncio.run(migrate.upgrade(url))
