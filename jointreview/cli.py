@@ -1,4 +1,5 @@
-"""The ``jointreview`` command: ``serve``, ``token``, ``verify``, ``export`` and ``bench``."""
+"""The ``jointreview`` command: ``serve``, ``token``, ``verify``, ``export``, ``migrate`` and
+``bench``."""
 
 from __future__ import annotations
 
@@ -59,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .export_command import add_parser as add_export
 
     add_export(sub, _config_flags)
+
+    from .migrate_command import add_parser as add_migrate
+
+    add_migrate(sub)
 
     bench = sub.add_parser("bench", help="measure this machine")
     targets = bench.add_subparsers(dest="target", required=True)
@@ -290,6 +295,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .export_command import main as export
 
             return export(args, _load(args))
+        if args.command == "migrate":
+            from .migrate_command import main as migrate
+
+            return migrate(args)
         if args.command == "bench" and args.target == "export":
             from bench.export import main as bench_export
 

@@ -63,6 +63,9 @@ class Config(BaseModel):
     data_dir: Path = Path("jointreview-data")
     # Empty: in-memory state journaled to data_dir (single node). Set: Redis (many nodes).
     redis_url: str = ""
+    # The record (signaling/history): empty, SQLite at <data_dir>/history.sqlite3 (one
+    # node); postgresql+asyncpg://... when several nodes share the service.
+    database_url: str = ""
     node_id: str = ""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # uvloop wakes up for a packet at a fraction of asyncio's own loop's cost, and a media
@@ -200,6 +203,13 @@ class Config(BaseModel):
     def _redis_scheme(cls, v: str) -> str:
         if v and not v.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
+        return v
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_scheme(cls, v: str) -> str:
+        if v and not v.startswith(("sqlite+aiosqlite:///", "postgresql+asyncpg://")):
+            raise ValueError("must start with sqlite+aiosqlite:/// or postgresql+asyncpg://")
         return v
 
     @field_validator("trusted_proxies")

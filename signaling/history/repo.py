@@ -1,0 +1,370 @@
+"""The record's one repository: ``History`` files case events into SQL and answers the
+supervisors' queries, page by page.
+
+``record`` applies ``projection.project`` in one transaction, and nothing when the event
+(its ``(case_id, seq)``) is already there, so filing an event twice changes nothing.
+Every statement is a SQLAlchemy Core expression with bound parameters. Lists are newest
+first (sessions, invitations) or in log order (events), cut by ``limit`` with an opaque
+cursor (``signaling.paging``) naming the last row of the page: rows inserted meanwhile
+never shift a later page (keyset pagination, not offsets).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from .. import paging
+from . import schema as s
+from .db import make_engine
+from .group import GroupCommit
+from .projection import Increment, Projection, Row, Update, fold, project
+
+EVENTS = "he"
+SESSIONS = "hs"
+INVITATIONS = "hi"
+CREATED = "session.created"
+BATCH = 1000  # events per transaction in record_many
+# Inserts of one batch go table by table in this order (a row's parents first).
+INSERT_ORDER = ("sessions", "invitations", "participants", "chat", "opinions", "snapshots")
+
+
+@dataclass
+class Page:
+    items: list[dict[str, Any]]
+    next_cursor: str | None = None
+
+
+def _check(limit: int) -> None:
+    if limit < 1:
+        raise ValueError(f"a page has at least one row, not {limit}")
+
+
+def _keyset_before(time_col: Any, id_col: Any, t: float, i: str) -> Any:
+    """Rows strictly after ``(t, i)`` in newest-first order."""
+    return sa.or_(time_col < t, sa.and_(time_col == t, id_col < i))
+
+
+class History:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.kind = engine.dialect.name
+        # SQLite has one writer at a time anyway: queue this node's writers here rather
+        # than on the file's lock (busy timeout).
+        self._lock = asyncio.Lock() if self.kind == "sqlite" else None
+        self._group: GroupCommit[Projection] = GroupCommit(self._apply, BATCH)
+
+    @classmethod
+    async def open(cls, url: str) -> History:
+        """The record at ``url`` (its schema must be current: ``migrate.check``)."""
+        return cls(make_engine(url))
+
+    async def close(self) -> None:
+        await self._group.drain()
+        await self.engine.dispose()
+
+    # -- writing ------------------------------------------------------------------------
+    async def record(self, event: Mapping[str, Any]) -> None:
+        """File one case event and its rows (idempotent); returns once committed. Events
+        recorded meanwhile by other tasks share the transaction (``group.GroupCommit``)."""
+        await self._group.submit(project(event))
+
+    async def record_many(self, events: Iterable[Mapping[str, Any]]) -> int:
+        """File events in batches (one transaction each); how many were new."""
+        new = 0
+        batch: list[Projection] = []
+        for event in events:
+            batch.append(project(event))
+            if len(batch) >= BATCH:
+                new += await self._apply(batch)
+                batch = []
+        if batch:
+            new += await self._apply(batch)
+        return new
+
+    def _insert(self, table: sa.Table) -> Any:
+        """Insert, doing nothing for a row whose key is there (only then: SQLite's
+        ``INSERT OR IGNORE`` would also drop a row that breaks NOT NULL)."""
+        dialect = postgresql if self.kind == "postgresql" else sqlite
+        return dialect.insert(table).on_conflict_do_nothing()
+
+    async def _apply(self, batch: list[Projection]) -> int:
+        if self._lock is None:
+            return await self._transaction(batch)
+        async with self._lock:
+            return await self._transaction(batch)
+
+    async def _transaction(self, batch: list[Projection]) -> int:
+        unique = {(p.event["case_id"], p.event["seq"]): p for p in batch}
+        async with self.engine.begin() as conn:
+            if self.kind == "postgresql":
+                # One writer per case at a time, across nodes: what a transaction reads
+                # (the session's last event, whether its row exists) stays true until it
+                # commits. In one order (by key), so two batches never wait on each other.
+                for key in sorted({_lock_key(c) for c, _ in unique}):
+                    await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
+            cases = await self._cases(conn, unique.values())
+            sids = {p.event["session_id"] for p in unique.values()} - {None}
+            known = await _known(conn, sids, {c for c, _ in unique})
+            stmt = self._insert(s.events).returning(s.events.c.case_id, s.events.c.seq)
+            result = await conn.execute(stmt, [p.event for p in unique.values()])
+            inserted = {(r.case_id, r.seq) for r in result}
+            fresh = [p for k, p in sorted(unique.items()) if k in inserted]
+            # An event older than one already recorded for its session (two nodes, or two
+            # tasks, filed in one order and recorded in the other): its session's rows are
+            # rebuilt from its events in log order, so recording order never matters.
+            late = {
+                p.event["session_id"]
+                for p in fresh
+                if p.event["seq"] < known.last.get(p.event["session_id"], 0)
+            }
+            # Events of a session whose session.created is not recorded yet make no rows:
+            # when it comes (an older event), the session is rebuilt, as above.
+            born = {p.event["session_id"] for p in fresh if p.event["type"] == CREATED}
+            waiting = sids - born - known.sessions
+            now = [p for p in fresh if p.event["session_id"] not in late | waiting]
+            await self._changes(conn, now)
+            for sid in sorted(late):
+                await self._rebuild(conn, sid)
+            if any(p.event["seq"] < known.cases.get(p.event["case_id"], 0) for p in fresh):
+                await _earlier(conn, cases)  # a case's first event may be late too
+        return len(inserted)
+
+    async def _cases(self, conn: AsyncConnection, batch: Iterable[Projection]) -> list[Row]:
+        first: dict[str, float] = {}
+        for p in batch:
+            case_id, ts = p.case["case_id"], p.case["created_at"]
+            first[case_id] = min(ts, first.get(case_id, ts))
+        rows = [{"case_id": c, "created_at": t} for c, t in first.items()]
+        await conn.execute(self._insert(s.cases), rows)
+        return rows
+
+    async def _changes(self, conn: AsyncConnection, batch: list[Projection]) -> None:
+        """The rows of these events (in log order): creations first, then changes."""
+        inserts, updates = fold([c for p in batch for c in p.changes])
+        for name in INSERT_ORDER:
+            if name in inserts:
+                await conn.execute(self._insert(s.TABLES[name]), inserts[name])
+        for change in updates:
+            await conn.execute(_update(change))
+
+    async def _rebuild(self, conn: AsyncConnection, session_id: str) -> None:
+        for name in reversed(INSERT_ORDER):  # children before the session's own row
+            table = s.TABLES[name]
+            await conn.execute(sa.delete(table).where(table.c.session_id == session_id))
+        t = s.events
+        stmt = sa.select(t).where(t.c.session_id == session_id).order_by(t.c.seq)
+        events = [dict(r._mapping) for r in await conn.execute(stmt)]
+        if any(e["type"] == CREATED for e in events):  # else: rebuilt when it comes
+            await self._changes(conn, [project(e) for e in events])
+
+    # -- reading ------------------------------------------------------------------------
+    async def _rows(self, stmt: Any) -> list[dict[str, Any]]:
+        async with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in await conn.execute(stmt)]
+
+    async def case_events(
+        self,
+        case_id: str,
+        session_id: str | None = None,
+        after_seq: int | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page:
+        """The case's timeline (or one session's part of it) in log order, after
+        ``after_seq`` (or where ``cursor``, the previous page's, says)."""
+        _check(limit)
+        at = paging.decode(EVENTS, cursor, {"q": int})
+        after = at["q"] if at is not None else (after_seq or 0)
+        t = s.events
+        stmt = sa.select(t).where(t.c.case_id == case_id, t.c.seq > after)
+        if session_id is not None:
+            stmt = stmt.where(t.c.session_id == session_id)
+        rows = await self._rows(stmt.order_by(t.c.seq).limit(limit + 1))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        nxt = paging.encode(EVENTS, q=rows[-1]["seq"]) if more else None
+        return Page(rows, nxt)
+
+    async def sessions(
+        self,
+        case_id: str | None = None,
+        dept: str | None = None,
+        window: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
+    ) -> Page:
+        """Sessions newest first: of a case, a department (invited), a window, a period."""
+        t = s.sessions
+        stmt = sa.select(t)
+        if case_id is not None:
+            stmt = stmt.where(t.c.case_id == case_id)
+        if dept is not None:
+            invited = sa.select(s.invitations.c.session_id).where(s.invitations.c.dept == dept)
+            stmt = stmt.where(t.c.session_id.in_(invited))
+        if window is not None:
+            stmt = stmt.where(t.c.window == window)
+        return await self._newest_first(
+            stmt, SESSIONS, t.c.created_at, t.c.session_id, since, until, cursor, limit
+        )
+
+    async def invitations(
+        self,
+        dept: str | None = None,
+        status: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
+        session_id: str | None = None,
+    ) -> Page:
+        """Invitations newest first, with when they rang and were answered, by whom."""
+        t = s.invitations
+        stmt = sa.select(t)
+        for column, value in (("dept", dept), ("status", status), ("session_id", session_id)):
+            if value is not None:
+                stmt = stmt.where(t.c[column] == value)
+        return await self._newest_first(
+            stmt, INVITATIONS, t.c.created_at, t.c.invitation_id, since, until, cursor, limit
+        )
+
+    async def _newest_first(
+        self,
+        stmt: Any,
+        kind: str,
+        time_col: Any,
+        id_col: Any,
+        since: float | None,
+        until: float | None,
+        cursor: str | None,
+        limit: int,
+    ) -> Page:
+        _check(limit)
+        at = paging.decode(kind, cursor, {"t": float, "i": str})
+        if since is not None:
+            stmt = stmt.where(time_col >= since)
+        if until is not None:
+            stmt = stmt.where(time_col <= until)
+        if at is not None:
+            stmt = stmt.where(_keyset_before(time_col, id_col, at["t"], at["i"]))
+        stmt = stmt.order_by(time_col.desc(), id_col.desc()).limit(limit + 1)
+        rows = await self._rows(stmt)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        nxt = None
+        if more:
+            last = rows[-1]
+            nxt = paging.encode(kind, t=last[time_col.name], i=last[id_col.name])
+        return Page(rows, nxt)
+
+    async def session(self, session_id: str) -> dict[str, Any] | None:
+        rows = await self._rows(sa.select(s.sessions).where(s.sessions.c.session_id == session_id))
+        return rows[0] if rows else None
+
+    async def participants(self, session_id: str) -> list[dict[str, Any]]:
+        t = s.participants
+        stmt = sa.select(t).where(t.c.session_id == session_id)
+        rows = await self._rows(stmt.order_by(t.c.joined_at, t.c.participant_id))
+        return [_participant(r) for r in rows]
+
+    async def chat(self, session_id: str) -> list[dict[str, Any]]:
+        t = s.chat
+        return await self._rows(sa.select(t).where(t.c.session_id == session_id).order_by(t.c.seq))
+
+    async def opinions(self, session_id: str) -> list[dict[str, Any]]:
+        t = s.opinions
+        stmt = sa.select(t).where(t.c.session_id == session_id)
+        rows = await self._rows(stmt.order_by(t.c.created_at, t.c.opinion_id))
+        for r in rows:
+            r.pop("author_dept")
+        return rows
+
+    async def snapshots(self, session_id: str) -> list[dict[str, Any]]:
+        t = s.snapshots
+        stmt = sa.select(t).where(t.c.session_id == session_id)
+        rows = await self._rows(stmt.order_by(t.c.created_at, t.c.snapshot_id))
+        return [dict(r, url=f"/api/snapshots/{r['snapshot_id']}") for r in rows]
+
+    async def counts(self) -> dict[str, int]:
+        """Rows per table (to check a migration of existing data)."""
+        async with self.engine.connect() as conn:
+            return {
+                name: int(await conn.scalar(sa.select(sa.func.count()).select_from(table)) or 0)
+                for name, table in s.TABLES.items()
+            }
+
+
+def _lock_key(case_id: str) -> int:
+    """A case's advisory lock on PostgreSQL (a signed 64-bit key)."""
+    digest = hashlib.sha256(f"jointreview-history:{case_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+@dataclass
+class Known:
+    """What the record holds already of a batch's sessions and cases."""
+
+    last: dict[str, int]  # session -> its last recorded event's seq
+    sessions: set[str]  # sessions with their row
+    cases: dict[str, int]  # case -> its last recorded event's seq
+
+
+async def _known(conn: AsyncConnection, session_ids: set[str], case_ids: set[str]) -> Known:
+    e, t = s.events, s.sessions
+    sids, cids = sorted(session_ids), sorted(case_ids)
+    last = sa.select(sa.literal("e"), e.c.session_id, sa.func.max(e.c.seq))
+    last = last.where(e.c.session_id.in_(sids)).group_by(e.c.session_id)
+    rows = sa.select(sa.literal("s"), t.c.session_id, sa.literal(0)).where(t.c.session_id.in_(sids))
+    case = sa.select(sa.literal("c"), e.c.case_id, sa.func.max(e.c.seq))
+    case = case.where(e.c.case_id.in_(cids)).group_by(e.c.case_id)
+    known = Known({}, set(), {})
+    for kind, key, seq in await conn.execute(sa.union_all(last, rows, case)):
+        if kind == "e":
+            known.last[key] = int(seq)
+        elif kind == "s":
+            known.sessions.add(key)
+        else:
+            known.cases[key] = int(seq)
+    return known
+
+
+async def _earlier(conn: AsyncConnection, cases: list[Row]) -> None:
+    """A case's time is its first event's, whatever the order they were recorded in."""
+    c = s.cases.c
+    stmt = sa.update(s.cases).where(
+        c.case_id == sa.bindparam("c"), c.created_at > sa.bindparam("t")
+    )
+    params = [{"c": r["case_id"], "t": r["created_at"]} for r in cases]
+    await conn.execute(stmt.values(created_at=sa.bindparam("t")), params)
+
+
+def _update(change: Update) -> Any:
+    table = s.TABLES[change.table]
+    values = {
+        k: table.c[k] + v.by if isinstance(v, Increment) else v for k, v in change.values.items()
+    }
+    stmt = sa.update(table).values(values)
+    for column, value in change.key.items():
+        stmt = stmt.where(table.c[column] == value)
+    for column, allowed in change.when.items():
+        stmt = stmt.where(table.c[column].in_(allowed))
+    return stmt
+
+
+IDENTITY = ("sub", "name", "role", "dept", "level")
+
+
+def _participant(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A participant row shaped as ``signaling.models.Participant`` (plus its leave)."""
+    out = {k: v for k, v in row.items() if k not in IDENTITY}
+    out["identity"] = {k: row[k] for k in IDENTITY}
+    return out
