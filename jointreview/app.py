@@ -32,6 +32,7 @@ from signaling.appkeys import (
     CONFIG,
     DIRECTORY,
     GUARDS,
+    HISTORY,
     MEDIA,
     NODE_ID,
     SERVICE,
@@ -45,6 +46,8 @@ from signaling.background import stopping
 from signaling.config import Config
 from signaling.directory import load_directory
 from signaling.export_jobs import EXPORTS, ExportWorker, options_from
+from signaling.history import db, migrate
+from signaling.history.repo import History
 from signaling.openapi import build_openapi
 from signaling.recording_control import RecordingControl
 from signaling.service import ReviewService
@@ -104,6 +107,20 @@ async def _state_ctx(app: web.Application) -> AsyncIterator[None]:
     await store.close()
     if lock is not None:
         lock.close()
+
+
+async def _history_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The record in SQL (SQLite in data_dir, or database_url), checked against this
+    code's schema before anything is written (a newer database is refused)."""
+    url = db.url_of(app[CONFIG].database_url, app[CONFIG].data_dir)
+    rev = await migrate.check(url)
+    history = await History.open(url)
+    log.info("record: %s at revision %s", db.kind_of(url), rev)
+    app[HISTORY] = history
+    # First of the hooks: every event is in the record before webhooks or exports see it.
+    app[SERVICE].event_hooks.insert(0, history.hook)
+    yield
+    await history.close()  # after every context that may still file events
 
 
 async def _webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -235,6 +252,7 @@ def create_app(config: Config) -> web.Application:
     # Cleanup runs in reverse: timers are cancelled before the store they use closes.
     app.cleanup_ctx.append(api_audit.audit_ctx)  # first: every other context can record
     app.cleanup_ctx.append(_state_ctx)
+    app.cleanup_ctx.append(_history_ctx)
     app.cleanup_ctx.append(_webhooks_ctx)
     app.cleanup_ctx.append(_media_ctx)
     app.cleanup_ctx.append(_exports_ctx)

@@ -21,6 +21,9 @@ from recording.export import export_session, find_session
 from signaling.config import Config
 from signaling.directory import load_directory
 from signaling.export_jobs import hold_data_dir, options_from, record_ready
+from signaling.history import db, migrate
+from signaling.history.repo import History
+from signaling.models import Event
 
 
 def add_parser(sub: Any, config_flags: Any) -> None:
@@ -57,6 +60,7 @@ async def _announce(config: Config, case_id: str, session_id: str, made: dict[st
             recorded = await record_ready(store, case_id, session_id, made)
         finally:
             await store.close()
+        await _file(config, recorded)
         return "recorded" if recorded else "already recorded"
     lock = hold_data_dir(config)
     if lock is None:
@@ -69,9 +73,23 @@ async def _announce(config: Config, case_id: str, session_id: str, made: dict[st
             recorded = await record_ready(memory, case_id, session_id, made)
         finally:
             await memory.close()
+        await _file(config, recorded)
     finally:
         lock.close()
     return "recorded" if recorded else "already recorded"
+
+
+async def _file(config: Config, event: Event | None) -> None:
+    """The event into the record too, as a node files every event (docs/history.md)."""
+    if event is None:
+        return
+    url = db.url_of(config.database_url, config.data_dir)
+    await migrate.check(url)
+    history = await History.open(url)
+    try:
+        await history.hook(event)
+    finally:
+        await history.close()
 
 
 def main(args: argparse.Namespace, config: Config) -> int:

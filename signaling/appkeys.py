@@ -12,6 +12,7 @@ from .audit import AuditTrail
 from .auth import Identity, TokenService
 from .config import Config
 from .directory import Directory
+from .history.repo import History
 from .media_port import MediaPort
 from .service import ReviewService
 from .socketcaps import Guards
@@ -34,3 +35,5 @@ AUDIT = web.AppKey("audit", AuditTrail)
 WHO = web.RequestKey("who", Identity)
 # Socket caps and the rate buckets that outlive one socket (signaling/socketcaps.py).
 GUARDS = web.AppKey("guards", Guards)
+# The record (signaling/history/): every case event and the rows it implies, in SQL.
+HISTORY = web.AppKey("history", History)

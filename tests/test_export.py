@@ -38,6 +38,8 @@ from recording.layout import Labeler, fit, plan
 from recording.parallel import parts
 from recording.sources import TrackClock, VideoReader, usable_tracks
 from signaling.export_jobs import QUEUE, ExportWorker
+from signaling.history.db import default_url
+from signaling.history.repo import History
 from signaling.state import MemoryStore, Store
 from signaling.state.redis_store import RedisStore
 
@@ -275,6 +277,8 @@ def test_cli_export_is_faststart_and_verified(recorded: Path, tmp_path: Path) ->
     assert len(ready) == 1 and ready[0]["data"]["path"] == COMPOSITE
     # where the approval system fetches it (tests/test_casefile_download.py)
     assert ready[0]["data"]["url"] == "/api/sessions/s_one/casefile/files/exports%2Fcomposite.mp4"
+    # ... and in the record, as a node files it (docs/history.md).
+    assert [e["type"] for e in record_of(data)] == ["export.ready"]
     raw = bytearray((directory / COMPOSITE).read_bytes())
     raw[len(raw) // 2] ^= 0x01
     (directory / COMPOSITE).write_bytes(bytes(raw))
@@ -304,6 +308,17 @@ async def test_cli_export_announces_in_redis_when_the_nodes_share_it(
         assert len(after) == before + 1 and after[-1]["data"]["path"] == COMPOSITE
     finally:
         await store.close()
+
+
+def record_of(data: Path) -> list[dict[str, Any]]:
+    async def read() -> list[dict[str, Any]]:
+        history = await History.open(default_url(data))
+        try:
+            return (await history.case_events(CASE, limit=100)).items
+        finally:
+            await history.close()
+
+    return asyncio.run(read())
 
 
 def await_log(store: MemoryStore) -> list[dict[str, Any]]:

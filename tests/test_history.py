@@ -78,9 +78,9 @@ def a_session(seq: int, sid: str, ts: float, dept: str, case: str = CASE) -> lis
 # -- a real session, through the real service -------------------------------------------
 
 
-async def play_a_session(tmp_path: Path) -> tuple[str, list[dict[str, Any]]]:
+async def play_a_session(tmp_path: Path, **config_kw: Any) -> tuple[str, list[dict[str, Any]]]:
     """Run a joint review on the real app; its session id and the case's whole log."""
-    config = make_config(tmp_path, media_enabled=False)
+    config = make_config(tmp_path, media_enabled=False, **config_kw)
     async with TestClient(TestServer(create_app(config))) as client:
         tok = Tokens(TokenService(config))
         sid = await start_session(client, tok, CASE)

@@ -22,6 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .. import paging
+from ..models import Event
 from . import schema as s
 from .db import make_engine
 from .group import GroupCommit
@@ -75,6 +76,10 @@ class History:
         """File one case event and its rows (idempotent); returns once committed. Events
         recorded meanwhile by other tasks share the transaction (``group.GroupCommit``)."""
         await self._group.submit(project(event))
+
+    async def hook(self, event: Event) -> None:
+        """``ServiceCore.event_hooks``: every event the node files, as it is filed."""
+        await self.record(event.model_dump())
 
     async def record_many(self, events: Iterable[Mapping[str, Any]]) -> int:
         """File events in batches (one transaction each); how many were new."""

@@ -1,0 +1,64 @@
+"""The node files the record as events happen: every event of a real joint review is in
+the SQL database (SQLite by default, PostgreSQL with ``database_url``) by the time the
+action that caused it is answered, with the rows it implies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from aiohttp.test_utils import TestClient, TestServer
+
+from jointreview.app import create_app
+from signaling.history import migrate
+from signaling.history.db import default_url, make_engine
+from signaling.history.repo import History
+
+from .conftest import make_config
+from .test_history import CASE, play_a_session
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def database_url(request: pytest.FixtureRequest) -> str:
+    """'' (the embedded default: SQLite in data_dir, migrated at start) or a PostgreSQL
+    database, migrated first as its operator does (``jointreview migrate``)."""
+    if request.param == "sqlite":
+        return ""
+    url = str(request.getfixturevalue("fresh_postgres_url"))
+    await migrate.upgrade(url)
+    return url
+
+
+async def test_every_event_of_a_joint_review_is_in_the_record(
+    database_url: str, tmp_path: Path
+) -> None:
+    sid, log = await play_a_session(tmp_path, database_url=database_url)
+    url = database_url or default_url(tmp_path / "data")
+    history = await History.open(url)
+    try:
+        page = await history.case_events(CASE, limit=500)
+        filed = [(e["seq"], e["type"], e["data"]) for e in page.items]
+        assert filed[: len(log)] == [(e["seq"], e["type"], e["data"]) for e in log]
+        session = await history.session(sid)
+        assert session is not None and session["status"] == "ended"
+        chat = await history.chat(sid)
+        assert [c["text"] for c in chat] == ["请补充营业场所证明"]
+        opinions = await history.opinions(sid)
+        assert [o["decision"] for o in opinions] == ["materials_missing"]
+        assert len(await history.snapshots(sid)) == 1
+    finally:
+        await history.close()
+
+
+async def test_a_node_refuses_a_record_newer_than_itself(tmp_path: Path) -> None:
+    config = make_config(tmp_path, media_enabled=False)
+    url = default_url(config.data_dir)
+    await migrate.upgrade(url)
+    engine = make_engine(url)
+    async with engine.begin() as conn:  # as a newer jointreview would leave it
+        await conn.execute(sa.text("UPDATE alembic_version SET version_num = 'f00dfacefeed'"))
+    await engine.dispose()
+    with pytest.raises(migrate.SchemaError, match="f00dfacefeed"):
+        async with TestClient(TestServer(create_app(config))):
+            pass
