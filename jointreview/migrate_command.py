@@ -1,5 +1,7 @@
 """``jointreview migrate``: bring the record's database (``database_url``, or SQLite in
-the data directory) to the schema this version needs, and say from which revision."""
+the data directory) to the schema this version needs, and say from which revision. With
+``--from-store``: then copy the records the live store already holds (the single node's
+journal, or Redis) into it, verified (``signaling.history.backfill``)."""
 
 from __future__ import annotations
 
@@ -24,6 +26,12 @@ def add_parser(sub: Any) -> None:
         "--database-url",
         dest="database_url",
         help="postgresql+asyncpg://... (default: the setting; empty: SQLite in the data dir)",
+    )
+    p.add_argument("--redis-url", dest="redis_url", help="the live store, when nodes share Redis")
+    p.add_argument(
+        "--from-store",
+        action="store_true",
+        help="also copy every case's events from the live store (journal or Redis) into it",
     )
 
 
@@ -55,6 +63,54 @@ def run(config: Config) -> int:
     return 0
 
 
+def copy(config: Config) -> int:
+    from signaling.datadir import hold_data_dir
+
+    if config.redis_url:
+        return asyncio.run(_copy(config, url_of_store=config.redis_url))
+    lock = hold_data_dir(config.data_dir)
+    if lock is None:
+        print("jointreview: a server runs on this data directory: stop it first", file=sys.stderr)
+        return 1
+    try:
+        return asyncio.run(_copy(config, url_of_store=""))
+    finally:
+        lock.close()
+
+
+async def _copy(config: Config, url_of_store: str) -> int:
+    from tqdm import tqdm
+
+    from signaling.history import backfill
+    from signaling.history.db import url_of
+    from signaling.history.repo import History
+    from signaling.state import open_store
+
+    store = await open_store(url_of_store, config.data_dir)
+    history = await History.open(url_of(config.database_url, config.data_dir))
+    try:
+        cases = len(await backfill.cases_in(store))
+        with tqdm(total=cases, unit="case", desc="copying", file=sys.stderr) as bar:
+            report = await backfill.copy_store(
+                store, history, config.data_dir / "archive", bar.update
+            )
+    finally:
+        await history.close()
+        await store.close()
+    print(
+        f"jointreview: {report.cases} cases, {report.events} events in the store; "
+        f"{report.new} filed now; {report.sealed} sealed case files match their manifests"
+    )
+    for problem in report.problems:
+        print(f"  problem: {problem}")
+    return 1 if report.problems else 0
+
+
 def main(args: argparse.Namespace) -> int:
     flags = {"data_dir": args.data_dir, "database_url": args.database_url}
-    return run(load_config(flags=flags, config_file=args.config))
+    flags["redis_url"] = args.redis_url
+    config = load_config(flags=flags, config_file=args.config)
+    code = run(config)
+    if code == 0 and args.from_store:
+        code = copy(config)
+    return code

@@ -4,12 +4,15 @@ action that caused it is answered, with the rows it implies."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
+import redis.asyncio
 import sqlalchemy as sa
 from aiohttp.test_utils import TestClient, TestServer
 
+from jointreview import cli
 from jointreview.app import create_app
 from signaling.history import migrate
 from signaling.history.db import default_url, make_engine
@@ -62,3 +65,64 @@ async def test_a_node_refuses_a_record_newer_than_itself(tmp_path: Path) -> None
     with pytest.raises(migrate.SchemaError, match="f00dfacefeed"):
         async with TestClient(TestServer(create_app(config))):
             pass
+
+
+# -- moving existing data: jointreview migrate --from-store ------------------------------
+
+
+def _forget_the_record(data: Path) -> None:
+    """As before the upgrade: the node's records are only in its live store."""
+    for name in ("history.sqlite3", "history.sqlite3-wal", "history.sqlite3-shm"):
+        (data / name).unlink(missing_ok=True)
+
+
+async def _filed(url: str) -> list[tuple[int, str]]:
+    history = await History.open(url)
+    try:
+        page = await history.case_events(CASE, limit=500)
+        return [(e["seq"], e["type"]) for e in page.items]
+    finally:
+        await history.close()
+
+
+@pytest.mark.parametrize("store", ["journal", "redis"])
+async def test_migrate_from_store_copies_and_verifies_every_case(
+    store: str,
+    database_url: str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    shared = ""
+    if store == "redis":  # a database of its own: the Redis server is shared by the run
+        shared = str(request.getfixturevalue("redis_url"))[:-1] + "9"
+        await _flush(shared)
+    sid, log = await play_a_session(tmp_path, redis_url=shared)
+    data = tmp_path / "data"
+    _forget_the_record(data)
+    argv = ["migrate", "--from-store", "--data-dir", str(data)]
+    argv += ["--database-url", database_url] if database_url else []
+    argv += ["--redis-url", shared] if shared else []
+    capsys.readouterr()
+    assert await asyncio.to_thread(cli.main, argv) == 0, capsys.readouterr()
+    out = capsys.readouterr().out
+    assert f"1 cases, {len(log)} events in the store; {len(log)} filed now" in out
+    assert "1 sealed case files match" in out
+    url = database_url or default_url(data)
+    assert (await _filed(url))[: len(log)] == [(e["seq"], e["type"]) for e in log]
+    # Again: nothing new, nothing lost (a copy can be re-run or resumed).
+    assert await asyncio.to_thread(cli.main, argv) == 0
+    assert f"{len(log)} events in the store; 0 filed now" in capsys.readouterr().out
+    # A case file changed since it was sealed: said, and the command fails.
+    manifest = data / "archive" / CASE / sid / "manifest.json"
+    manifest.write_bytes(manifest.read_bytes().replace(b"}", b" }", 1))
+    assert await asyncio.to_thread(cli.main, argv) == 1
+    assert "manifest.json differs from the one sealed" in capsys.readouterr().out
+
+
+async def _flush(url: str) -> None:
+    r = redis.asyncio.from_url(url)
+    try:
+        await r.flushdb()
+    finally:
+        await r.aclose()

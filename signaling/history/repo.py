@@ -299,6 +299,13 @@ class History:
         rows = await self._rows(stmt.order_by(t.c.created_at, t.c.snapshot_id))
         return [dict(r, url=f"/api/snapshots/{r['snapshot_id']}") for r in rows]
 
+    async def event_count(self, case_id: str) -> int:
+        """How many of the case's events are filed (to check a copy of existing data)."""
+        t = s.events
+        stmt = sa.select(sa.func.count()).select_from(t).where(t.c.case_id == case_id)
+        async with self.engine.connect() as conn:
+            return int(await conn.scalar(stmt) or 0)
+
     async def counts(self) -> dict[str, int]:
         """Rows per table (to check a migration of existing data)."""
         async with self.engine.connect() as conn:
