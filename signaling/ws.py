@@ -449,22 +449,20 @@ class Connection:
         p = self.participant
         if p is None:
             return
-        try:
-            marked: bool | None = await self.service.disconnected(p.participant_id, p.epoch)
-        except StoreUnavailable:
-            marked = None  # the store is away: mark the slot once it is back
-        if marked is not False:
-            # Hold the slot for a reconnect; the timer is the app's, not this socket's.
-            timers = self.app[TASKS]
-            task = asyncio.create_task(self._grace(p, marked is None))
-            timers.add(task)
-            task.add_done_callback(timers.discard)
+        # Marking the slot and holding it for a reconnect are the app's work, not this
+        # socket's: the socket's task may be cancelled as it closes, and a mark cut off
+        # between its steps (the event filed, "reconnecting" not yet said) left the
+        # others thinking the participant had gone.
+        timers = self.app[TASKS]
+        task = asyncio.create_task(self._grace(p, mark=True))
+        timers.add(task)
+        task.add_done_callback(timers.discard)
 
     async def _grace(self, p: Participant, mark: bool = False) -> None:
         while mark:
             try:
                 if not await self.service.disconnected(p.participant_id, p.epoch):
-                    return
+                    return  # resumed, left or superseded meanwhile: nothing to hold
                 mark = False
             except StoreUnavailable:
                 await asyncio.sleep(STORE_RETRY_S)  # never leave a ghost slot joined

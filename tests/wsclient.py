@@ -52,7 +52,7 @@ class Signal:
                 raise AssertionError(f"socket closed ({self.close_code}) before {type_}")
             remaining = deadline - loop.time()
             if remaining <= 0:
-                seen = [m.get("type") for m in self.received]
+                seen = [(m.get("type"), m.get("state")) for m in self.received]
                 raise AssertionError(f"no {type_} within {timeout}s; have {seen}")
             self._new.clear()
             try:
