@@ -1,0 +1,244 @@
+"""The record as a user would notice it: real ``jointreview serve`` processes, a real
+PostgreSQL and Redis; kill -9 mid-session, two nodes, a database never migrated, a
+database that goes away mid-session. What was acknowledged is in the record, once."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from signaling.auth import TokenService
+from signaling.config import Config
+from signaling.history import migrate
+from signaling.history.repo import History
+
+from .conftest import SECRET, ServerProcess, auth
+from .wsclient import Signal
+
+Factory = Callable[..., ServerProcess]
+REVIEWERS = (("rev-city-amr-1", "city-amr"), ("rev-city-tax-1", "city-tax"))
+# Chat as fast as it is acknowledged: the per-session and per-socket limits would refuse
+# most of it.
+FAST = {
+    "JR_CHAT_PER_MINUTE_PER_SESSION": "1000000",
+    "JR_WS_RATE_PER_S": "100000",
+    "JR_WS_BURST": "100000",
+    "JR_IDENTITY_RATE_PER_S": "100000",
+    "JR_IDENTITY_BURST": "100000",
+}
+BUSY = 150  # chat messages acknowledged before the kill
+
+
+def tokens(tmp_path: Path) -> TokenService:
+    return TokenService(Config(data_dir=tmp_path, jwt_secret=SECRET))
+
+
+def ws_url(base: str, token: str) -> str:
+    return f"{base.replace('http', 'ws')}/ws?token={token}"
+
+
+async def post(http: aiohttp.ClientSession, url: str, token: str, body: Any) -> dict[str, Any]:
+    async with http.post(url, json=body, headers=auth(token)) as res:
+        assert res.status == 201, await res.text()
+        return dict(await res.json())
+
+
+async def record_of(url: str, case_id: str) -> list[dict[str, Any]]:
+    """The case's events as the record holds them, read directly."""
+    history = await History.open(url)
+    try:
+        page = await history.case_events(case_id, limit=100_000)
+    finally:
+        await history.close()
+    return page.items
+
+
+async def timeline(base: str, t: TokenService, case_id: str) -> list[dict[str, Any]]:
+    """The case's whole timeline as a node's API gives it, page by page."""
+    sup = t.issue(sub="sup-01", role="supervisor")
+    events: list[dict[str, Any]] = []
+    cursor: str | None = None
+    async with aiohttp.ClientSession() as http:
+        while True:
+            params = {"limit": "500", **({"cursor": cursor} if cursor else {})}
+            url = f"{base}/api/cases/{case_id}/events"
+            async with http.get(url, params=params, headers=auth(sup)) as res:
+                assert res.status == 200, await res.text()
+                body = await res.json()
+            events += body["events"]
+            cursor = body["next_cursor"]
+            if cursor is None:
+                return events
+
+
+@dataclass
+class Meeting:
+    """A session with a clerk and two reviewers (invited, accepted, joined) on sockets."""
+
+    session_id: str
+    sockets: dict[str, Signal]
+    invitations: list[str] = field(default_factory=list)
+
+
+async def meet(
+    http: aiohttp.ClientSession, t: TokenService, case_id: str, clerk_at: str, reviewers_at: str
+) -> Meeting:
+    clerk = t.issue(sub="clerk-01", role="clerk")
+    created = await post(http, f"{clerk_at}/api/cases/{case_id}/sessions", clerk, {"matter": "m"})
+    sid = created["session_id"]
+    meeting = Meeting(sid, {"clerk-01": await Signal.connect(http, ws_url(clerk_at, clerk))})
+    await meeting.sockets["clerk-01"].request("join", "joined", session_id=sid)
+    for sub, dept in REVIEWERS:
+        inv = await post(http, f"{clerk_at}/api/sessions/{sid}/invitations", clerk, {"dept": dept})
+        meeting.invitations.append(inv["invitation_id"])
+        token = t.issue(sub=sub, role="reviewer", dept=dept, level="city")
+        ws = await Signal.connect(http, ws_url(reviewers_at, token))
+        await ws.request("invitation.accept", "ack", invitation_id=inv["invitation_id"])
+        await ws.request("join", "joined", session_id=sid)
+        meeting.sockets[sub] = ws
+    return meeting
+
+
+async def close_all(meeting: Meeting) -> None:
+    await asyncio.gather(*(ws.close() for ws in meeting.sockets.values()), return_exceptions=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[str, dict[str, str]]]:
+    """The record's URL and the node's environment for it: SQLite in the data dir (the
+    default), or a migrated PostgreSQL database of its own."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{(tmp_path / 'node' / 'history.sqlite3').resolve()}", {}
+        return
+    url = request.getfixturevalue("fresh_postgres_url")
+    asyncio.run(migrate.upgrade(url))
+    yield url, {"JR_DATABASE_URL": url}
+
+
+# -- 1. kill -9 during a busy session -------------------------------------------------
+
+
+@dataclass
+class Acked:
+    chat: dict[int, str] = field(default_factory=dict)  # seq -> text
+    opinions: list[str] = field(default_factory=list)
+    invitations: list[str] = field(default_factory=list)
+    busy: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def note(self) -> None:
+        if len(self.chat) >= BUSY and self.opinions:
+            self.busy.set()
+
+
+async def chatter(ws: Signal, who: str, acked: Acked, stop: asyncio.Event) -> None:
+    n = 0
+    while not stop.is_set():
+        n += 1
+        text = f"{who} {n}"
+        try:
+            ack = await ws.request("chat", "ack", text=text)
+        except (AssertionError, ConnectionError, aiohttp.ClientError):
+            if stop.is_set():
+                return  # the server is gone: this one was never acknowledged
+            errors = [m for m in ws.received if m.get("type") == "error"]
+            raise AssertionError(f"chat {text!r} not acknowledged: {errors}") from None
+        acked.chat[int(ack["seq"])] = text
+        acked.note()
+
+
+async def paperwork(
+    http: aiohttp.ClientSession,
+    base: str,
+    t: TokenService,
+    sid: str,
+    acked: Acked,
+    stop: asyncio.Event,
+) -> None:
+    """Opinions from the reviewers and invitations from the clerk, over HTTP."""
+    clerk = t.issue(sub="clerk-01", role="clerk")
+    reviewers = [t.issue(sub=s, role="reviewer", dept=d, level="city") for s, d in REVIEWERS]
+    n = 0
+    while not stop.is_set():
+        n += 1
+        try:
+            body = {"decision": "note", "note": f"note {n}"}
+            url = f"{base}/api/sessions/{sid}/opinions"
+            async with http.post(url, json=body, headers=auth(reviewers[n % 2])) as res:
+                assert res.status == 201, await res.text()
+                acked.opinions.append((await res.json())["opinion_id"])
+            acked.note()
+            body = {"dept": "district-planning"}
+            url = f"{base}/api/sessions/{sid}/invitations"
+            async with http.post(url, json=body, headers=auth(clerk)) as res:
+                assert res.status == 201, await res.text()
+                acked.invitations.append((await res.json())["invitation_id"])
+        except (AssertionError, aiohttp.ClientError, ConnectionError):
+            if stop.is_set():
+                return
+            raise
+
+
+async def test_kill_9_during_a_busy_session_loses_no_acknowledged_event(
+    server_factory: Factory, database: tuple[str, dict[str, str]], tmp_path: Path
+) -> None:
+    url, env = database
+    data_dir = tmp_path / "node"
+    server = server_factory(data_dir=data_dir, env={**env, **FAST})
+    t = tokens(tmp_path)
+    case_id = "KILL-1"
+    acked = Acked()
+    stop = asyncio.Event()
+    async with aiohttp.ClientSession() as http:
+        meeting = await meet(http, t, case_id, server.url, server.url)
+        sid = meeting.session_id
+        flood = [
+            asyncio.create_task(chatter(ws, who, acked, stop))
+            for who, ws in meeting.sockets.items()
+        ]
+        flood.append(asyncio.create_task(paperwork(http, server.url, t, sid, acked, stop)))
+        busy = asyncio.create_task(acked.busy.wait())
+        await asyncio.wait([busy, *flood], timeout=30, return_when=asyncio.FIRST_COMPLETED)
+        for task in flood:
+            if task.done():
+                task.result()  # a failure before the kill: the test fails with it
+        assert busy.done(), f"only {len(acked.chat)} chat messages in 30 s"
+        assert server.proc is not None
+        stop.set()  # from now on, failures are the kill's
+        server.proc.send_signal(signal.SIGKILL)  # mid-flood
+        server.proc.wait(10)
+        server.proc = None
+        await asyncio.wait_for(asyncio.gather(*flood), 15)
+        await close_all(meeting)
+    if url.startswith("sqlite"):
+        wal = data_dir / "history.sqlite3-wal"
+        assert wal.exists() and wal.stat().st_size > 0
+
+    events = await record_of(url, case_id)
+    seqs = [e["seq"] for e in events]
+    assert seqs == sorted(set(seqs))  # in order, each once
+    by_seq = {e["seq"]: e for e in events}
+    for seq, text in acked.chat.items():
+        assert by_seq[seq]["type"] == "chat.message" and by_seq[seq]["data"]["text"] == text
+    # Filed one after the other: the acknowledged ones, then perhaps the one in flight.
+    opinions = [e["data"]["opinion_id"] for e in events if e["type"] == "opinion.filed"]
+    assert opinions[: len(acked.opinions)] == acked.opinions
+    invited = [e["data"]["invitation_id"] for e in events if e["type"] == "invitation.created"]
+    expected = meeting.invitations + acked.invitations
+    assert invited[: len(expected)] == expected
+
+    # The node starts again on the same data_dir and shows the case; every event of the
+    # record is the store's own (same seq, type and data).
+    server.start()
+    journal = {e["seq"]: e for e in await timeline(server.url, t, case_id)}
+    for e in events:
+        assert (journal[e["seq"]]["type"], journal[e["seq"]]["data"]) == (e["type"], e["data"])
+    assert max(acked.chat) <= max(journal)
