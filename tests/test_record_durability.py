@@ -5,7 +5,11 @@ database that goes away mid-session. What was acknowledged is in the record, onc
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import subprocess
+import sys
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +23,7 @@ from signaling.config import Config
 from signaling.history import migrate
 from signaling.history.repo import History
 
-from .conftest import SECRET, ServerProcess, auth
+from .conftest import SECRET, ServerProcess, auth, free_port
 from .wsclient import Signal
 
 Factory = Callable[..., ServerProcess]
@@ -242,3 +246,91 @@ async def test_kill_9_during_a_busy_session_loses_no_acknowledged_event(
     for e in events:
         assert (journal[e["seq"]]["type"], journal[e["seq"]]["data"]) == (e["type"], e["data"])
     assert max(acked.chat) <= max(journal)
+
+
+# -- 2. two nodes, one Redis, one PostgreSQL ------------------------------------------
+
+
+async def test_two_nodes_on_redis_and_postgres_see_the_same_history(
+    server_factory: Factory, redis_url: str, fresh_postgres_url: str, tmp_path: Path
+) -> None:
+    url = fresh_postgres_url
+    await migrate.upgrade(url)
+    env = {"JR_DATABASE_URL": url, **FAST}
+    a = server_factory(redis_url=redis_url, env=env)
+    b = server_factory(redis_url=redis_url, env=env)
+    t = tokens(tmp_path)
+    case_id = f"TWO-{uuid.uuid4().hex[:8]}"  # the Redis is shared with other tests
+    async with aiohttp.ClientSession() as http:
+        meeting = await meet(http, t, case_id, a.url, b.url)
+        acked: dict[int, str] = {}
+
+        async def talk(who: str, ws: Signal) -> None:
+            for n in range(15):
+                ack = await ws.request("chat", "ack", text=f"{who} {n}")
+                acked[int(ack["seq"])] = f"{who} {n}"
+
+        await asyncio.gather(*(talk(who, ws) for who, ws in meeting.sockets.items()))
+        await close_all(meeting)
+
+    # Leaving (the sockets closed) is filed as it happens on either node: wait until
+    # both nodes' timelines stop growing and agree with the record.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while True:
+        record = await record_of(url, case_id)
+        on_a, on_b = await timeline(a.url, t, case_id), await timeline(b.url, t, case_id)
+        seqs = [e["seq"] for e in record]
+        same = [e["seq"] for e in on_a] == [e["seq"] for e in on_b] == seqs
+        if same or loop.time() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    assert seqs == list(range(1, len(seqs) + 1))  # every event once, in order, no gap
+    assert [e["seq"] for e in on_a] == seqs and [e["seq"] for e in on_b] == seqs
+    for mine, theirs in zip(record, on_a, strict=True):
+        assert (mine["type"], mine["data"], mine["session_id"]) == (
+            theirs["type"],
+            theirs["data"],
+            theirs["session_id"],
+        )
+    by_seq = {e["seq"]: e for e in record}
+    assert {s: by_seq[s]["data"]["text"] for s in acked} == acked
+    types = [e["type"] for e in record]
+    assert types.count("participant.joined") == 3 and types.count("chat.message") == 45
+
+
+# -- 3. the start check, as an operator meets it ---------------------------------------
+
+
+def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "jointreview.cli", *args],
+        env={**os.environ, "JR_JWT_SECRET": SECRET, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+async def test_a_node_on_a_postgres_never_migrated_says_to_migrate_and_exits(
+    server_factory: Factory, fresh_postgres_url: str, tmp_path: Path
+) -> None:
+    url = fresh_postgres_url
+    data_dir = tmp_path / "node"
+    env = {"JR_DATABASE_URL": url}
+    port = str(free_port())
+    refused = await asyncio.to_thread(
+        cli, "serve", "--port", port, "--data-dir", str(data_dir), env=env
+    )
+    assert refused.returncode != 0
+    assert "jointreview migrate" in refused.stderr, refused.stderr
+    assert "Traceback" not in refused.stderr  # a message for the operator, not a crash
+
+    migrated = await asyncio.to_thread(
+        cli, "migrate", "--database-url", url, "--data-dir", str(data_dir), env={}
+    )
+    assert migrated.returncode == 0, migrated.stderr
+    server = server_factory(data_dir=data_dir, env=env)
+    async with aiohttp.ClientSession() as http, http.get(f"{server.url}/healthz") as res:
+        assert res.status == 200, await res.text()
