@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from signaling.history import migrate
 from signaling.history.repo import History
 
 from .conftest import SECRET, ServerProcess, auth, free_port
+from .postgres import FAST_SETTINGS, Cluster, start_cluster
 from .wsclient import Signal
 
 Factory = Callable[..., ServerProcess]
@@ -334,3 +336,92 @@ async def test_a_node_on_a_postgres_never_migrated_says_to_migrate_and_exits(
     server = server_factory(data_dir=data_dir, env=env)
     async with aiohttp.ClientSession() as http, http.get(f"{server.url}/healthz") as res:
         assert res.status == 200, await res.text()
+
+
+# -- 4. the database goes away mid-session --------------------------------------------
+
+
+def stop(cluster: Cluster) -> None:
+    """Stop the server as an operator does (``-m fast``: what it committed stays; the
+    test cluster's ``synchronous_commit=off`` would lose its last commits in a crash)."""
+    assert cluster.proc is not None
+    done = cluster.run("pg_ctl", "stop", "-D", str(cluster.data), "-m", "fast", "-w")
+    assert done.returncode == 0, done.stderr
+    cluster.proc.wait(15)
+    cluster.proc = None
+
+
+def restart(cluster: Cluster) -> None:
+    """Start a stopped cluster again on its own data (``Cluster.start`` makes a new one)."""
+    args = [str(cluster.bindir / "postgres"), "-D", str(cluster.data), "-p", str(cluster.port)]
+    args += ["-k", str(cluster.sockets)]
+    for name, value in FAST_SETTINGS.items():
+        args += ["-c", f"{name}={value}"]
+    with cluster.log.open("ab") as log:
+        cluster.proc = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, **cluster._as_server_user()
+        )
+    cluster._wait_ready()
+
+
+@pytest.fixture
+def own_cluster() -> Iterator[Cluster]:
+    """A PostgreSQL of this test's own: it is stopped and started mid-test."""
+    cluster = start_cluster(free_port())
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(cluster.root, ignore_errors=True)
+
+
+async def test_an_action_while_postgres_is_down_is_acknowledged_and_recorded_when_it_returns(
+    server_factory: Factory, own_cluster: Cluster, tmp_path: Path
+) -> None:
+    own_cluster.create_database("jointreview")
+    url = own_cluster.url("jointreview")
+    await migrate.upgrade(url)
+    server = server_factory(data_dir=tmp_path / "node", env={"JR_DATABASE_URL": url, **FAST})
+    t = tokens(tmp_path)
+    case_id = "DOWN-1"
+    chat: dict[int, str] = {}
+    opinions: list[str] = []
+    reviewer = t.issue(sub=REVIEWERS[0][0], role="reviewer", dept=REVIEWERS[0][1], level="city")
+    async with aiohttp.ClientSession() as http:
+        meeting = await meet(http, t, case_id, server.url, server.url)
+        clerk = meeting.sockets["clerk-01"]
+
+        async def act(n: int) -> None:
+            ack = await clerk.request("chat", "ack", text=f"m{n}")
+            chat[int(ack["seq"])] = f"m{n}"
+            body = {"decision": "note", "note": f"n{n}"}
+            url_ = f"{server.url}/api/sessions/{meeting.session_id}/opinions"
+            async with http.post(url_, json=body, headers=auth(reviewer)) as res:
+                assert res.status == 201, await res.text()
+                opinions.append((await res.json())["opinion_id"])
+
+        await act(0)
+        await asyncio.to_thread(stop, own_cluster)
+        for n in range(1, 4):
+            await act(n)  # acknowledged: the event is in the store's log, its case behind
+        await asyncio.to_thread(restart, own_cluster)
+        await act(4)
+        await close_all(meeting)
+
+    # Caught up from the store's log once the database is back (a retry every second).
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 15
+    while True:
+        record = await record_of(url, case_id)
+        journal = await timeline(server.url, t, case_id)
+        if len(record) == len(journal) or loop.time() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    by_seq = {e["seq"]: e for e in record}
+    assert {s: by_seq[s]["data"]["text"] for s in chat if s in by_seq} == chat
+    filed = [e["data"]["opinion_id"] for e in record if e["type"] == "opinion.filed"]
+    assert filed == opinions
+    # Every event of the case, once, as the store's log has it.
+    assert [(e["seq"], e["type"], e["data"]) for e in record] == [
+        (e["seq"], e["type"], e["data"]) for e in journal
+    ]
