@@ -375,9 +375,13 @@ def own_cluster() -> Iterator[Cluster]:
         shutil.rmtree(cluster.root, ignore_errors=True)
 
 
+@pytest.mark.parametrize("node", ["lives_on", "killed_while_behind"])
 async def test_an_action_while_postgres_is_down_is_acknowledged_and_recorded_when_it_returns(
-    server_factory: Factory, own_cluster: Cluster, tmp_path: Path
+    server_factory: Factory, own_cluster: Cluster, tmp_path: Path, node: str
 ) -> None:
+    """Chat and opinions while the database is stopped are acknowledged (they are in the
+    store's log) and reach the record when it returns; also when the node itself is
+    killed meanwhile (the case's mark is in the store: the next start catches up)."""
     own_cluster.create_database("jointreview")
     url = own_cluster.url("jointreview")
     await migrate.upgrade(url)
@@ -404,9 +408,15 @@ async def test_an_action_while_postgres_is_down_is_acknowledged_and_recorded_whe
         await asyncio.to_thread(stop, own_cluster)
         for n in range(1, 4):
             await act(n)  # acknowledged: the event is in the store's log, its case behind
-        await asyncio.to_thread(restart, own_cluster)
-        await act(4)
-        await close_all(meeting)
+        if node == "killed_while_behind":
+            server.stop(signal.SIGKILL)
+            await close_all(meeting)
+            await asyncio.to_thread(restart, own_cluster)
+            server.start()
+        else:
+            await asyncio.to_thread(restart, own_cluster)
+            await act(4)
+            await close_all(meeting)
 
     # Caught up from the store's log once the database is back (a retry every second).
     loop = asyncio.get_running_loop()

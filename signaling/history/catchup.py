@@ -22,6 +22,9 @@ from .repo import History
 
 BEHIND = "history:behind"  # cases whose log may hold events the record lacks
 RETRY_S = 1.0  # between two attempts while the database is away
+# An action waits this long for its event's commit, then goes on with its case marked
+# behind (a database that hangs rather than refuses must not hang every action).
+WAIT_S = 5.0
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +32,13 @@ log = logging.getLogger(__name__)
 class CatchUp:
     """``ServiceCore.event_hooks``' record hook, and the task that catches up after it."""
 
-    def __init__(self, store: Store, history: History, retry_s: float = RETRY_S) -> None:
+    def __init__(
+        self, store: Store, history: History, retry_s: float = RETRY_S, wait_s: float = WAIT_S
+    ) -> None:
         self.store = store
         self.history = history
         self.retry_s = retry_s
+        self.wait_s = wait_s
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.down = False  # one warning per outage, not a traceback per event
@@ -41,7 +47,8 @@ class CatchUp:
         """File the event in the record; when the database refuses, mark its case behind
         (the event is in the store's log already) instead of failing the action."""
         try:
-            await self.history.hook(event)
+            # Given up on, the event is still written when the database can (group commit).
+            await asyncio.wait_for(self.history.hook(event), self.wait_s)
         except Exception as exc:
             self._failed(exc)
             # The score orders marks oldest first; a case marked again keeps one mark.
