@@ -26,6 +26,7 @@ from signaling.history.repo import History
 
 from .conftest import SECRET, ServerProcess, auth, free_port
 from .postgres import FAST_SETTINGS, Cluster, start_cluster
+from .test_faults import RedisProcess
 from .wsclient import Signal
 
 Factory = Callable[..., ServerProcess]
@@ -435,3 +436,57 @@ async def test_an_action_while_postgres_is_down_is_acknowledged_and_recorded_whe
     assert [(e["seq"], e["type"], e["data"]) for e in record] == [
         (e["seq"], e["type"], e["data"]) for e in journal
     ]
+
+
+@pytest.fixture
+def stoppable_redis(tmp_path: Path) -> Iterator[RedisProcess]:
+    """A persistent redis-server of this test's own, stopped and started mid-test."""
+    workdir = tmp_path / "redis"
+    workdir.mkdir()
+    server = RedisProcess(workdir)
+    server.start()
+    yield server
+    server.stop()
+
+
+async def test_an_action_while_redis_is_down_is_refused_and_never_in_the_record(
+    server_factory: Factory, stoppable_redis: RedisProcess, fresh_postgres_url: str, tmp_path: Path
+) -> None:
+    """Redis holds the log: without it an action is refused (503 store_unavailable), is
+    in neither the log nor the record, and what was acknowledged around it is in both."""
+    url = fresh_postgres_url
+    await migrate.upgrade(url)
+    env = {"JR_DATABASE_URL": url, **FAST}
+    server = server_factory(redis_url=stoppable_redis.url, env=env)
+    t = tokens(tmp_path)
+    case_id = f"REDIS-{uuid.uuid4().hex[:8]}"
+    clerk = t.issue(sub="clerk-01", role="clerk")
+    async with aiohttp.ClientSession() as http:
+        meeting = await meet(http, t, case_id, server.url, server.url)
+        sock = meeting.sockets["clerk-01"]
+        before = await sock.request("chat", "ack", text="before")
+        await asyncio.to_thread(stoppable_redis.stop)
+        err = await sock.request("chat", "error", text="while Redis is down")
+        assert err["code"] == "store_unavailable"
+        url_ = f"{server.url}/api/sessions/{meeting.session_id}/invitations"
+        async with http.post(url_, json={"dept": "city-customs"}, headers=auth(clerk)) as res:
+            assert res.status == 503
+            assert (await res.json())["error"]["code"] == "store_unavailable"
+        await asyncio.to_thread(stoppable_redis.start)
+        for _ in range(100):  # the node notices Redis is back within a moment
+            async with http.get(f"{server.url}/healthz") as res:
+                if res.status == 200:
+                    break
+            await asyncio.sleep(0.1)
+        after = await sock.request("chat", "ack", text="after")
+        await close_all(meeting)
+
+    record = await record_of(url, case_id)
+    journal = await timeline(server.url, t, case_id)
+    assert [(e["seq"], e["type"], e["data"]) for e in record] == [
+        (e["seq"], e["type"], e["data"]) for e in journal
+    ][: len(record)]  # the sockets' leaving may still be on its way
+    texts = {e["seq"]: e["data"]["text"] for e in record if e["type"] == "chat.message"}
+    assert texts == {before["seq"]: "before", after["seq"]: "after"}
+    invited = [e for e in record if e["type"] == "invitation.created"]
+    assert [e["data"]["invitation_id"] for e in invited] == meeting.invitations

@@ -25,6 +25,8 @@ RETRY_S = 1.0  # between two attempts while the database is away
 # An action waits this long for its event's commit, then goes on with its case marked
 # behind (a database that hangs rather than refuses must not hang every action).
 WAIT_S = 5.0
+# Marks left by another node (killed while behind) are looked for this often.
+SCAN_S = 30.0
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +74,8 @@ class CatchUp:
 
     async def _run(self) -> None:
         while True:
-            await self._wake.wait()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), SCAN_S)
             self._wake.clear()
             try:
                 for case_id in await self.behind():
