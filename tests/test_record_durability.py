@@ -245,6 +245,13 @@ async def test_kill_9_during_a_busy_session_loses_no_acknowledged_event(
     # The node starts again on the same data_dir and shows the case; every event of the
     # record is the store's own (same seq, type and data).
     server.start()
+    sup = t.issue(sub="sup-01", role="supervisor")
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{server.url}/api/cases/{case_id}", headers=auth(sup)) as res,
+    ):
+        assert res.status == 200, await res.text()
+        assert [x["session_id"] for x in (await res.json())["sessions"]] == [sid]
     journal = {e["seq"]: e for e in await timeline(server.url, t, case_id)}
     for e in events:
         assert (journal[e["seq"]]["type"], journal[e["seq"]]["data"]) == (e["type"], e["data"])
