@@ -47,6 +47,7 @@ from signaling.config import Config
 from signaling.directory import load_directory
 from signaling.export_jobs import EXPORTS, ExportWorker, options_from
 from signaling.history import db, migrate
+from signaling.history.catchup import CatchUp
 from signaling.history.repo import History
 from signaling.openapi import build_openapi
 from signaling.recording_control import RecordingControl
@@ -117,9 +118,13 @@ async def _history_ctx(app: web.Application) -> AsyncIterator[None]:
     history = await History.open(url)
     log.info("record: %s at revision %s", db.kind_of(url), rev)
     app[HISTORY] = history
-    # First of the hooks: every event is in the record before webhooks or exports see it.
-    app[SERVICE].event_hooks.insert(0, history.hook)
+    # First of the hooks: every event is in the record before webhooks or exports see it;
+    # while the database is away, its case is marked behind and caught up later.
+    catch_up = CatchUp(app[STORE], history)
+    app[SERVICE].event_hooks.insert(0, catch_up.hook)
+    catch_up.start()
     yield
+    await catch_up.close()
     await history.close()  # after every context that may still file events
 
 

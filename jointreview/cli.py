@@ -110,6 +110,7 @@ def _serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from signaling.datadir import DataDirBusy
+    from signaling.history.migrate import SchemaError
 
     from .app import create_app
 
@@ -150,7 +151,7 @@ def _serve(args: argparse.Namespace) -> int:
             access_log_class=access_logger(config.trusted_proxies),
             loop=new_event_loop(config.event_loop),
         )
-    except DataDirBusy as exc:
+    except (DataDirBusy, SchemaError) as exc:  # the operator's to fix: a message, no trace
         print(f"jointreview serve: {exc}", file=sys.stderr, flush=True)
         return 2
     return 0

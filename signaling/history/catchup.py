@@ -1,0 +1,117 @@
+"""Recording through an unreachable database: the action goes on, the record catches up.
+
+The node files each case event in the store's log first (``signaling.core.append_event``)
+and then in the record (the first event hook). When the database cannot take it (stopped,
+restarting, unreachable), the action is still answered: the case is marked *behind* in the
+store (the index ``history:behind``, as durable as the log itself), and a background task
+copies every marked case's log into the record (idempotent on ``(case_id, seq)``) until the
+database takes it, then drops the mark. A node that stops meanwhile leaves the marks in the
+store: the next one to start (or any other node) catches up. See docs/history.md, "When the
+database is unreachable".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from ..models import Event
+from ..state import Store
+from .repo import History
+
+BEHIND = "history:behind"  # cases whose log may hold events the record lacks
+RETRY_S = 1.0  # between two attempts while the database is away
+# An action waits this long for its event's commit, then goes on with its case marked
+# behind (a database that hangs rather than refuses must not hang every action).
+WAIT_S = 5.0
+# Marks left by another node (killed while behind) are looked for this often.
+SCAN_S = 30.0
+
+log = logging.getLogger(__name__)
+
+
+class CatchUp:
+    """``ServiceCore.event_hooks``' record hook, and the task that catches up after it."""
+
+    def __init__(
+        self, store: Store, history: History, retry_s: float = RETRY_S, wait_s: float = WAIT_S
+    ) -> None:
+        self.store = store
+        self.history = history
+        self.retry_s = retry_s
+        self.wait_s = wait_s
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.down = False  # one warning per outage, not a traceback per event
+
+    async def hook(self, event: Event) -> None:
+        """File the event in the record; when the database refuses, mark its case behind
+        (the event is in the store's log already) instead of failing the action."""
+        try:
+            # Given up on, the event is still written when the database can (group commit).
+            await asyncio.wait_for(self.history.hook(event), self.wait_s)
+        except Exception as exc:
+            self._failed(exc)
+            # The score orders marks oldest first; a case marked again keeps one mark.
+            await self.store.index_add(BEHIND, event.case_id, event.ts)
+            self._wake.set()
+
+    def start(self) -> None:
+        self._wake.set()  # marks a previous run left behind are caught up at once
+        self._task = asyncio.create_task(self._run(), name="history-catch-up")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def behind(self) -> list[str]:
+        """The cases whose record may lack events of their log."""
+        return await self.store.index_range(BEHIND)
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), SCAN_S)
+            self._wake.clear()
+            try:
+                for case_id in await self.behind():
+                    await self.catch_up(case_id)
+            except Exception as exc:
+                self._failed(exc)
+                self._wake.set()  # try again after a pause
+                await asyncio.sleep(self.retry_s)
+            else:
+                if self.down:
+                    self.down = False
+                    log.warning("record: the database is back and the record caught up")
+
+    def _failed(self, exc: BaseException) -> None:
+        if not self.down:
+            self.down = True
+            log.warning(
+                "record: the database is unavailable (%s); events stay in the store's log "
+                "and are recorded when it returns",
+                exc,
+            )
+
+    async def catch_up(self, case_id: str) -> None:
+        """Copy the case's log into the record, then drop its mark.
+
+        Copied again after the mark is dropped: an event whose recording failed while the
+        first copy ran (its mark then dropped with the others) is in the log by then,
+        since the log is written before the record. Should that copy fail, the case is
+        marked again.
+        """
+        key = f"case:{case_id}:events"
+        new = await self.history.record_many(await self.store.read_log(key))
+        await self.store.index_remove(BEHIND, case_id)
+        try:
+            new += await self.history.record_many(await self.store.read_log(key))
+        except BaseException:
+            await self.store.index_add(BEHIND, case_id, 0.0)
+            raise
+        log.info("record caught up with case %s (%d late event(s))", case_id, new)
