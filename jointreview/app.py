@@ -23,6 +23,7 @@ from signaling import (
     api_casefile,  # noqa: F401  (registers the case-file routes)
     api_cases,  # noqa: F401  (registers the case's paginated timeline and sessions)
     api_replay,  # noqa: F401  (registers the replay routes)
+    api_reports,  # noqa: F401  (registers the supervisors' reports over the record)
     api_webhooks,  # noqa: F401  (registers the webhook delivery routes)
     datadir,
     replay,

@@ -23,7 +23,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from . import paging, policy, protocol
-from .appkeys import CONFIG, MEDIA, SERVICE, TOKENS, WHO
+from .appkeys import CONFIG, HISTORY, MEDIA, SERVICE, TOKENS, WHO
 from .auth import AuthError, Identity
 from .errors import (
     BadRequest,
@@ -47,6 +47,7 @@ from .models import (
     SessionList,
     SessionResponse,
 )
+from .record_views import RecordViews
 from .state import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,13 @@ class Ctx:
     @property
     def service(self) -> Any:
         return self.request.app[SERVICE]
+
+    @property
+    def record(self) -> RecordViews:
+        """What happened, read from the record (SQL), not from the live store."""
+        app = self.request.app
+        service = app[SERVICE]
+        return RecordViews(app[HISTORY], service.join_url, service.archive_dir)
 
     @property
     def identity(self) -> Identity:
@@ -274,7 +282,7 @@ def page(ctx: Ctx) -> tuple[int, str | None]:
 )
 async def get_case(ctx: Ctx) -> Any:
     limit, _ = page(ctx)
-    return await ctx.service.case_view(ctx.identity, ctx.path("case_id"), limit)
+    return await ctx.record.case_view(ctx.identity, ctx.path("case_id"), limit)
 
 
 @route(
@@ -284,12 +292,30 @@ async def get_case(ctx: Ctx) -> Any:
     policy.READERS,
     response=SessionList,
     query={
-        "since": "epoch seconds",
-        "until": "epoch seconds",
+        "dept": "only sessions this department was invited to",
+        "window": "only sessions of this service window",
+        "since": "epoch seconds (created at or after)",
+        "until": "epoch seconds (created at or before)",
         **paging.query_doc(PAGE_DEFAULT, PAGE_MAX),
     },
 )
 async def list_sessions(ctx: Ctx) -> Any:
+    since, until = period(ctx)
+    limit, cursor = page(ctx)
+    sessions, next_cursor = await ctx.record.list_sessions(
+        ctx.identity,
+        since,
+        until,
+        limit,
+        cursor,
+        dept=text_filter(ctx, "dept"),
+        window=text_filter(ctx, "window"),
+    )
+    return SessionList(sessions=sessions, next_cursor=next_cursor)
+
+
+def period(ctx: Ctx) -> tuple[float | None, float | None]:
+    """``since`` and ``until`` of the query (epoch seconds, finite), or None."""
     q = ctx.request.query
     try:
         since = float(q["since"]) if "since" in q else None
@@ -298,21 +324,23 @@ async def list_sessions(ctx: Ctx) -> Any:
         raise BadRequest("invalid_query", "since/until are numbers, limit an integer") from None
     if not all(math.isfinite(t) for t in (since, until) if t is not None):
         raise BadRequest("invalid_query", "since/until are finite numbers (not nan or inf)")
-    limit, cursor = page(ctx)
-    sessions, next_cursor = await ctx.service.list_sessions(
-        ctx.identity, since, until, limit, cursor
-    )
-    return SessionList(sessions=sessions, next_cursor=next_cursor)
+    return since, until
+
+
+def text_filter(ctx: Ctx, name: str) -> str | None:
+    """A filter of the query by value (a department, a window), or None when absent."""
+    value = ctx.request.query.get(name)
+    if value is None or value == "":
+        return None
+    if len(value) > 128:  # no id, department or window is longer
+        raise BadRequest("invalid_query", f"{name} is at most 128 characters")
+    return value
 
 
 async def readable_session(ctx: Ctx) -> tuple[Session, list[Invitation]]:
-    """The session in the path, if the caller may read it; else the unknown session's
-    404 (an unreadable session is as an unknown one: policy)."""
-    sid = ctx.path("session_id")
-    session = await ctx.service.session(sid)
-    invitations = await ctx.service.invitations(sid)
-    policy.check_readable(ctx.identity, session, invitations)
-    return session, invitations
+    """The session in the path (from the record), if the caller may read it; else the
+    unknown session's 404 (an unreadable session is as an unknown one: policy)."""
+    return await ctx.record.readable_session(ctx.identity, ctx.path("session_id"))
 
 
 @route(
@@ -320,7 +348,7 @@ async def readable_session(ctx: Ctx) -> tuple[Session, list[Invitation]]:
 )
 async def get_session(ctx: Ctx) -> Any:
     session, invitations = await readable_session(ctx)
-    participants = await ctx.service.participants(session.session_id)
+    participants = await ctx.record.participants(session.session_id)
     return SessionResponse(session=session, invitations=invitations, participants=participants)
 
 

@@ -55,6 +55,7 @@ class ReviewService(ParticipantsMixin, CaseFileMixin):
             applicant_name=body.applicant_name,
             matter=body.matter,
             window=window,
+            created_at=now,  # the session's own time (the record's, to the µs)
         )
         return session
 
@@ -246,7 +247,12 @@ class ReviewService(ParticipantsMixin, CaseFileMixin):
             if p.state != "left":
                 await self._mark_left(p, "session_ended")
         await self.record(
-            session.case_id, "session.ended", session_id=session_id, actor=actor, **data
+            session.case_id,
+            "session.ended",
+            session_id=session_id,
+            actor=actor,
+            ended_at=now,
+            **data,
         )
         await self._announce(f"session:{session_id}", "session.ended", session=session.model_dump())
         return session, True
@@ -319,6 +325,9 @@ class ReviewService(ParticipantsMixin, CaseFileMixin):
             dept=inv.dept,
             level=inv.level,
             reviewer=inv.reviewer,
+            reviewer_name=inv.reviewer_name,
+            note=inv.note,
+            created_at=inv.created_at,
         )
         message = {"invitation": inv.model_dump(), "session": session.model_dump()}
         await self._announce(inbox, "invitation", **message)
