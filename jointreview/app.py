@@ -41,6 +41,7 @@ from signaling.appkeys import (
     STORE,
     TASKS,
     TOKENS,
+    VIEWS_FROM_RECORD,
 )
 from signaling.auth import TokenService
 from signaling.background import stopping
@@ -113,11 +114,21 @@ async def _state_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _history_ctx(app: web.Application) -> AsyncIterator[None]:
     """The record in SQL (SQLite in data_dir, or database_url), checked against this
     code's schema before anything is written (a newer database is refused)."""
-    url = db.url_of(app[CONFIG].database_url, app[CONFIG].data_dir)
+    config = app[CONFIG]
+    url = db.url_of(config.database_url, config.data_dir)
     rev = await migrate.check(url)
     history = await History.open(url)
     log.info("record: %s at revision %s", db.kind_of(url), rev)
     app[HISTORY] = history
+    # Several nodes on Redis each with its own SQLite file: each record holds only its
+    # node's events, so the API's views read the (shared) live store, as before.
+    app[VIEWS_FROM_RECORD] = not config.redis_url or bool(config.database_url)
+    if not app[VIEWS_FROM_RECORD]:
+        log.warning(
+            "the record is this node's own SQLite file while the live state is shared "
+            "(redis_url): set database_url (PostgreSQL) on every node, so they file one "
+            "record and the views read it; until then they read the live store"
+        )
     # First of the hooks: every event is in the record before webhooks or exports see it.
     app[SERVICE].event_hooks.insert(0, history.hook)
     yield

@@ -23,7 +23,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from . import paging, policy, protocol
-from .appkeys import CONFIG, HISTORY, MEDIA, SERVICE, TOKENS, WHO
+from .appkeys import CONFIG, HISTORY, MEDIA, SERVICE, TOKENS, VIEWS_FROM_RECORD, WHO
 from .auth import AuthError, Identity
 from .errors import (
     BadRequest,
@@ -32,6 +32,7 @@ from .errors import (
     Unavailable,
     UnsupportedMediaType,
 )
+from .live_views import LiveViews
 from .models import (
     CASE_ID_PATTERN,
     ApplicantLink,
@@ -65,9 +66,12 @@ class Ctx:
 
     @property
     def record(self) -> RecordViews:
-        """What happened, read from the record (SQL), not from the live store."""
+        """What happened, read from the record (SQL), not from the live store; from the
+        store when this node's record is not every node's (``live_views``)."""
         app = self.request.app
         service = app[SERVICE]
+        if not app[VIEWS_FROM_RECORD]:
+            return LiveViews(app[HISTORY], service)
         return RecordViews(app[HISTORY], service.join_url, service.archive_dir)
 
     @property

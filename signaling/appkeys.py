@@ -37,3 +37,6 @@ WHO = web.RequestKey("who", Identity)
 GUARDS = web.AppKey("guards", Guards)
 # The record (signaling/history/): every case event and the rows it implies, in SQL.
 HISTORY = web.AppKey("history", History)
+# Whether the API's record views read the record (every node's events: one node, or a
+# shared database_url) or, several nodes each with its own SQLite file, the live store.
+VIEWS_FROM_RECORD = web.AppKey("views_from_record", bool)

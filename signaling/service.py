@@ -71,8 +71,11 @@ class ReviewService(ParticipantsMixin, CaseFileMixin):
         until: float | None,
         limit: int,
         cursor: str | None = None,
+        dept: str | None = None,
+        window: str | None = None,
     ) -> tuple[list[Session], str | None]:
-        """Newest first; a page of ``limit`` and the cursor of the next one (or None)."""
+        """Newest first; a page of ``limit`` and the cursor of the next one (or None);
+        only of a window, or of sessions a department was invited to, if given."""
         policy.can_list_sessions(who)
         at = paging.decode(paging.SESSIONS, cursor, {"t": float, "i": str})
         if who.session is not None:  # a token limited to one session lists that one
@@ -85,6 +88,7 @@ class ReviewService(ParticipantsMixin, CaseFileMixin):
                 and (since is None or s.created_at >= since)
                 and (until is None or s.created_at <= until)
                 and (at is None or (s.created_at, s.session_id) < (at["t"], at["i"]))
+                and await self._matches(s, dept, window)
             ], None
         # A case-scoped token reads its case's own index, so the limit counts its sessions.
         index = "sessions" if who.case is None else f"case:{who.case}:sessions"
@@ -101,6 +105,7 @@ class ReviewService(ParticipantsMixin, CaseFileMixin):
                 for s in (Session.model_validate(d) for d in docs if d is not None)
                 if (at is None or (s.created_at, s.session_id) < (at["t"], at["i"]))
                 and policy.in_scope(who, s.case_id, s.session_id)
+                and await self._matches(s, dept, window)
             ]
             # Sessions at the cursor's own time (or out of scope) took places: read more.
             if len(ids) < want or len(out) > limit:
@@ -115,6 +120,11 @@ class ReviewService(ParticipantsMixin, CaseFileMixin):
             else None
         )
         return page, next_cursor
+
+    async def _matches(self, s: Session, dept: str | None, window: str | None) -> bool:
+        if window is not None and s.window != window:
+            return False
+        return dept is None or any(i.dept == dept for i in await self.invitations(s.session_id))
 
     # -- what of a case the caller may read -------------------------------------------
     async def readable_case(
