@@ -9,14 +9,18 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from jointreview.app import create_app
-from signaling.appkeys import SERVICE, STORE, TOKENS
+from signaling.appkeys import SERVICE, STORE, TOKENS, VIEWS_FROM_RECORD
+from signaling.history import migrate
 from signaling.state import Store
 
-from .conftest import Tokens, auth, make_config
+from .conftest import Tokens, auth, flush_redis, make_config
 from .images import tiny
+from .test_api import expect_error
+from .test_paging import walk
 from .test_record import database_url
 
 __all__ = ["database_url"]  # the fixture: '' (SQLite in data_dir) or a migrated PostgreSQL
@@ -143,55 +147,134 @@ async def _forget(store: Store, case_id: str, session_id: str) -> int:
     return gone
 
 
+async def _before_and_after(client: Client) -> None:
+    """Play the case, read every view as five callers, make the store forget S1, read
+    again: the same answers."""
+    tok = Tokens(client.app[TOKENS])
+    s1, s2 = await _play(client, tok)
+    readers = {
+        "supervisor": tok.supervisor(),
+        "admin": tok.admin(),
+        "reviewer": tok.reviewer(),
+        "other reviewer": tok.other_reviewer(),
+        "applicant": tok.applicant(s1, CASE),
+    }
+    before = {who: await _views(client, t, s1, s2) for who, t in readers.items()}
+
+    # The record's JSON is the live documents' JSON, to the microsecond.
+    live = await _live(client, s1)
+    session = before["supervisor"][f"/api/sessions/{s1}"][1]
+    assert session["session"] == live["session"]
+    assert session["invitations"] == live["invitations"]
+    assert session["participants"] == live["participants"]
+    assert [p["epoch"] for p in session["participants"]] == [2, 1]  # resumed once
+    opinions = before["supervisor"][f"/api/sessions/{s1}/opinions"][1]["opinions"]
+    assert opinions == live["opinions"]
+    snapshots = before["supervisor"][f"/api/sessions/{s1}/snapshots"][1]["snapshots"]
+    assert snapshots == live["snapshots"] and len(snapshots) == 1
+    events = before["supervisor"][f"/api/cases/{CASE}/events?limit=500"][1]["events"]
+    assert events == live["events"]
+    statuses = [i["status"] for i in live["invitations"]]
+    assert statuses == ["accepted", "declined", "cancelled"]
+
+    # Least privilege, as before: city-amr's reviewer reads S1 only.
+    mine = before["reviewer"]
+    assert [s["session_id"] for s in mine[f"/api/cases/{CASE}"][1]["sessions"]] == [s1]
+    timeline = mine[f"/api/cases/{CASE}/events?limit=500"][1]["events"]
+    assert {e["session_id"] for e in timeline} == {s1}
+    assert mine[f"/api/sessions/{s2}"][0] == 404
+    assert mine["/api/sessions"][0] == mine["/api/reports/invitations"][0] == 403
+    assert before["applicant"][f"/api/cases/{CASE}"][0] == 404
+    report = before["supervisor"]["/api/reports/invitations?dept=city-amr&status=accepted"]
+    [accepted] = report[1]["invitations"]
+    assert accepted["responded_by"]["sub"] == "rev-city-amr-1" and accepted["note"] == "加急"
+    windows = before["supervisor"]["/api/sessions?window=琶洲 3 号窗口"][1]["sessions"]
+    assert [s["session_id"] for s in windows] == [s2, s1]
+
+    assert await _forget(client.app[STORE], CASE, s1) == 1 + 3 + 1 + 1 + 2
+    assert await client.app[STORE].get(f"session:{s1}") is None
+    after = {who: await _views(client, t, s1, s2) for who, t in readers.items()}
+    for who in readers:
+        assert after[who] == before[who], who
+
+
 async def test_the_views_answer_from_the_record_once_the_store_forgot(
     database_url: str, tmp_path: Path
 ) -> None:
     config = make_config(tmp_path, media_enabled=False, database_url=database_url)
     async with TestClient(TestServer(create_app(config))) as client:
+        assert client.app[VIEWS_FROM_RECORD]
+        await _before_and_after(client)
+
+
+async def test_with_redis_and_postgresql_the_views_read_the_record(
+    tmp_path: Path, redis_url: str, request: pytest.FixtureRequest
+) -> None:
+    """Several nodes' configuration: the live state in Redis, one record in PostgreSQL."""
+    database = str(request.getfixturevalue("fresh_postgres_url"))
+    await migrate.upgrade(database)
+    shared = redis_url[:-1] + "8"  # a database of its own: the server is the run's
+    flush_redis(shared)
+    config = make_config(tmp_path, media_enabled=False, redis_url=shared, database_url=database)
+    async with TestClient(TestServer(create_app(config))) as client:
+        assert client.app[VIEWS_FROM_RECORD]
+        await _before_and_after(client)
+
+
+async def test_nodes_each_with_their_own_sqlite_read_the_live_store(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """Redis without database_url: each node's record holds only its own events, so the
+    views read the shared store (tests/test_nodes.py walks two such nodes)."""
+    shared = redis_url[:-1] + "8"
+    flush_redis(shared)
+    config = make_config(tmp_path, media_enabled=False, redis_url=shared)
+    async with TestClient(TestServer(create_app(config))) as client:
+        assert not client.app[VIEWS_FROM_RECORD]
         tok = Tokens(client.app[TOKENS])
         s1, s2 = await _play(client, tok)
-        readers = {
-            "supervisor": tok.supervisor(),
-            "admin": tok.admin(),
-            "reviewer": tok.reviewer(),
-            "other reviewer": tok.other_reviewer(),
-            "applicant": tok.applicant(s1, CASE),
-        }
-        before = {who: await _views(client, t, s1, s2) for who, t in readers.items()}
+        views = await _views(client, tok.supervisor(), s1, s2)
+        session = views[f"/api/sessions/{s1}"][1]
+        assert session["participants"] == (await _live(client, s1))["participants"]
+        amr = views["/api/sessions?dept=city-amr"][1]["sessions"]
+        assert [s["session_id"] for s in amr] == [s1]
 
-        # The record's JSON is the live documents' JSON, to the microsecond.
-        live = await _live(client, s1)
-        session = before["supervisor"][f"/api/sessions/{s1}"][1]
-        assert session["session"] == live["session"]
-        assert session["invitations"] == live["invitations"]
-        assert session["participants"] == live["participants"]
-        assert [p["epoch"] for p in session["participants"]] == [2, 1]  # resumed once
-        opinions = before["supervisor"][f"/api/sessions/{s1}/opinions"][1]["opinions"]
-        assert opinions == live["opinions"]
-        snapshots = before["supervisor"][f"/api/sessions/{s1}/snapshots"][1]["snapshots"]
-        assert snapshots == live["snapshots"] and len(snapshots) == 1
-        events = before["supervisor"][f"/api/cases/{CASE}/events?limit=500"][1]["events"]
-        assert events == live["events"]
-        statuses = [i["status"] for i in live["invitations"]]
-        assert statuses == ["accepted", "declined", "cancelled"]
 
-        # Least privilege, as before: city-amr's reviewer reads S1 only.
-        mine = before["reviewer"]
-        assert [s["session_id"] for s in mine[f"/api/cases/{CASE}"][1]["sessions"]] == [s1]
-        assert {
-            e["session_id"] for e in mine[f"/api/cases/{CASE}/events?limit=500"][1]["events"]
-        } == {s1}
-        assert mine[f"/api/sessions/{s2}"][0] == 404
-        assert mine["/api/sessions"][0] == mine["/api/reports/invitations"][0] == 403
-        assert before["applicant"][f"/api/cases/{CASE}"][0] == 404
-        report = before["supervisor"]["/api/reports/invitations?dept=city-amr&status=accepted"]
-        [accepted] = report[1]["invitations"]
-        assert accepted["responded_by"]["sub"] == "rev-city-amr-1" and accepted["note"] == "加急"
-        windows = before["supervisor"]["/api/sessions?window=琶洲 3 号窗口"][1]["sessions"]
-        assert {s["session_id"] for s in windows} == {s1, s2}
-
-        assert await _forget(client.app[STORE], CASE, s1) == 1 + 3 + 1 + 1 + 2
-        assert await client.app[STORE].get(f"session:{s1}") is None
-        after = {who: await _views(client, t, s1, s2) for who, t in readers.items()}
-        for who in readers:
-            assert after[who] == before[who], who
+async def test_the_invitation_report_filters_and_pages(tmp_path: Path) -> None:
+    config = make_config(tmp_path, media_enabled=False)
+    async with TestClient(TestServer(create_app(config))) as client:
+        tok = Tokens(client.app[TOKENS])
+        s1, s2 = await _play(client, tok)
+        sup = tok.supervisor()
+        path = "/api/reports/invitations"
+        every = (await _call(client, sup, "GET", path, params={"limit": "500"}))["invitations"]
+        assert [i["session_id"] for i in every] == [s2, s1, s1, s1]  # newest first
+        times = [i["created_at"] for i in every]
+        assert times == sorted(times, reverse=True)
+        assert await walk(client, path, "invitations", sup, limit=1) == every
+        tax = await walk(client, path, "invitations", sup, dept="city-tax")
+        assert [(i["session_id"], i["status"]) for i in tax] == [(s2, "pending"), (s1, "declined")]
+        [declined] = await walk(client, path, "invitations", sup, status="declined")
+        assert (
+            declined["reason"] == "非本局事项"
+            and declined["responded_at"] >= declined["created_at"]
+        )
+        newest = every[0]["created_at"]
+        assert await walk(client, path, "invitations", sup, since=newest) == every[:1]
+        assert await walk(client, path, "invitations", sup, until=newest - 1e-6) == every[1:]
+        # A token limited to a session or a case reads within it.
+        one = tok.supervisor(session=s2, case=CASE)
+        assert await walk(client, path, "invitations", one) == every[:1]
+        other = tok.supervisor(case="ANOTHER-1")
+        assert await walk(client, path, "invitations", other) == []
+        for query in ({"status": "maybe"}, {"since": "nan"}, {"until": "soon"}, {"limit": "0"}):
+            r = await client.get(path, params=query, headers=auth(sup))
+            await expect_error(r, 400, "invalid_query")
+        r = await client.get(path, params={"cursor": "bnVsbA"}, headers=auth(sup))
+        await expect_error(r, 400, "invalid_cursor")
+        # The session list's filters, likewise.
+        lists = "/api/sessions"
+        got = await walk(client, lists, "sessions", sup, dept="city-tax")
+        assert [s["session_id"] for s in got] == [s2, s1]
+        got = await walk(client, lists, "sessions", sup, window="no such window")
+        assert got == []
