@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -304,7 +303,8 @@ async def get_case(ctx: Ctx) -> Any:
     },
 )
 async def list_sessions(ctx: Ctx) -> Any:
-    since, until = period(ctx)
+    q = ctx.request.query
+    since, until = paging.period_of(q)
     limit, cursor = page(ctx)
     sessions, next_cursor = await ctx.record.list_sessions(
         ctx.identity,
@@ -312,33 +312,10 @@ async def list_sessions(ctx: Ctx) -> Any:
         until,
         limit,
         cursor,
-        dept=text_filter(ctx, "dept"),
-        window=text_filter(ctx, "window"),
+        dept=paging.filter_of(q, "dept"),
+        window=paging.filter_of(q, "window"),
     )
     return SessionList(sessions=sessions, next_cursor=next_cursor)
-
-
-def period(ctx: Ctx) -> tuple[float | None, float | None]:
-    """``since`` and ``until`` of the query (epoch seconds, finite), or None."""
-    q = ctx.request.query
-    try:
-        since = float(q["since"]) if "since" in q else None
-        until = float(q["until"]) if "until" in q else None
-    except ValueError:
-        raise BadRequest("invalid_query", "since/until are numbers, limit an integer") from None
-    if not all(math.isfinite(t) for t in (since, until) if t is not None):
-        raise BadRequest("invalid_query", "since/until are finite numbers (not nan or inf)")
-    return since, until
-
-
-def text_filter(ctx: Ctx, name: str) -> str | None:
-    """A filter of the query by value (a department, a window), or None when absent."""
-    value = ctx.request.query.get(name)
-    if value is None or value == "":
-        return None
-    if len(value) > 128:  # no id, department or window is longer
-        raise BadRequest("invalid_query", f"{name} is at most 128 characters")
-    return value
 
 
 async def readable_session(ctx: Ctx) -> tuple[Session, list[Invitation]]:

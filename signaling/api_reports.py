@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any, get_args
 
 from . import paging, policy
-from .api import PAGE_DEFAULT, PAGE_MAX, Ctx, page, period, route, text_filter
+from .api import PAGE_DEFAULT, PAGE_MAX, Ctx, page, route
 from .errors import BadRequest
 from .models import InvitationPage, InvitationStatus
 
@@ -29,12 +29,13 @@ STATUSES = get_args(InvitationStatus)
     },
 )
 async def invitation_report(ctx: Ctx) -> Any:
-    status = text_filter(ctx, "status")
+    q = ctx.request.query
+    status = paging.filter_of(q, "status")
     if status is not None and status not in STATUSES:
         raise BadRequest("invalid_query", f"status is one of {', '.join(STATUSES)}")
-    since, until = period(ctx)
+    since, until = paging.period_of(q)
     limit, cursor = page(ctx)
     invitations, next_cursor = await ctx.record.invitation_report(
-        ctx.identity, text_filter(ctx, "dept"), status, since, until, limit, cursor
+        ctx.identity, paging.filter_of(q, "dept"), status, since, until, limit, cursor
     )
     return InvitationPage(invitations=invitations, next_cursor=next_cursor)
