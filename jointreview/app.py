@@ -26,6 +26,7 @@ from signaling import (
     api_reports,  # noqa: F401  (registers the supervisors' reports over the record)
     api_webhooks,  # noqa: F401  (registers the webhook delivery routes)
     datadir,
+    record_catchup,
     replay,
 )
 from signaling.api import add_routes, error_middleware
@@ -131,6 +132,11 @@ async def _history_ctx(app: web.Application) -> AsyncIterator[None]:
         )
     # First of the hooks: every event is in the record before webhooks or exports see it.
     app[SERVICE].event_hooks.insert(0, history.hook)
+    # Events a node filed in the store but not in the record (it died in between, or the
+    # record refused them): into the record as their session's case file is sealed.
+    catch_up = record_catchup.CatchUp(app[STORE], history)
+    await catch_up.unsealed()  # before the sweeper seals anything
+    app[SERVICE].event_hooks.insert(1, catch_up.hook)
     yield
     await history.close()  # after every context that may still file events
 
@@ -210,6 +216,8 @@ async def _sweeper_ctx(app: web.Application) -> AsyncIterator[None]:
     if config.session_idle_end_s > 0:
         every = max(0.05, min(every, config.session_idle_end_s / 4))
 
+    catch_up = record_catchup.CatchUp(app[STORE], app[HISTORY])
+
     async def sweep() -> None:
         service = app[SERVICE]
         outage = Outage("sweeper", log)  # once per outage, not a traceback per sweep
@@ -219,6 +227,7 @@ async def _sweeper_ctx(app: web.Application) -> AsyncIterator[None]:
                 await service.sweep_disconnected()
                 await service.sweep_unanswered()
                 await service.sweep_idle()
+                await catch_up.unsealed()  # a dead node's sessions, before they are sealed
             except StoreUnavailable as exc:
                 outage.failed(exc)
                 continue

@@ -20,6 +20,7 @@ from . import outbox
 from .auth import Identity
 from .directory import Directory
 from .errors import Conflict, NotFound
+from .history.repo import RecordUnavailable
 from .models import Actor, Event, Invitation, Session
 from .state import Store
 
@@ -80,6 +81,8 @@ async def run_event_hooks(hooks: list[EventHook], event: Event) -> None:
     for hook in hooks:
         try:
             await hook(event)
+        except RecordUnavailable:
+            raise  # not in the record: the action is refused rather than acknowledged
         except Exception:
             # The event happened and is filed; a hook's failure must not undo the
             # caller's change or hide it behind an error.

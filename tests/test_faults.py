@@ -302,7 +302,9 @@ async def test_a_full_disk_refuses_writes_and_keeps_memory_and_disk_the_same(
     node.start()
     async with aiohttp.ClientSession() as http:
         assert await _case_chats(http, node.url, sup, "DF-1") == acked
-    assert len(acked) > 6  # some went through after the filler, until the page was full
+    # The journal's last page may take a few more after the filler; the record (SQLite,
+    # on this disk too) may refuse them first: then none of them was acknowledged.
+    assert len(acked) >= 6
     text = node.log.read_text(errors="replace")
     assert "Traceback" not in text, text[-3000:]
 

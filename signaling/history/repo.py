@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .. import paging
 from ..models import Event
+from ..state.base import StoreUnavailable
 from . import schema as s
 from .db import make_engine
 from .group import GroupCommit
@@ -33,8 +35,16 @@ SESSIONS = "hs"
 INVITATIONS = "hi"
 CREATED = "session.created"
 BATCH = 1000  # events per transaction in record_many
+
+log = logging.getLogger(__name__)
 # Inserts of one batch go table by table in this order (a row's parents first).
 INSERT_ORDER = ("sessions", "invitations", "participants", "chat", "opinions", "snapshots")
+
+
+class RecordUnavailable(StoreUnavailable):
+    """The record could not file an event: answered as a store outage (503
+    ``store_unavailable``), and ``core.run_event_hooks`` lets it through, so the action
+    is not acknowledged without its record."""
 
 
 @dataclass
@@ -78,8 +88,18 @@ class History:
         await self._group.submit(project(event))
 
     async def hook(self, event: Event) -> None:
-        """``ServiceCore.event_hooks``: every event the node files, as it is filed."""
-        await self.record(event.model_dump())
+        """``ServiceCore.event_hooks``: every event the node files, as it is filed. When
+        the record cannot file it (its disk full, the database away), the action that
+        caused it is refused (``RecordUnavailable``), not acknowledged without it."""
+        try:
+            await self.record(event.model_dump())
+        except (sa.exc.SQLAlchemyError, OSError) as exc:
+            log.warning(
+                "the record could not file %s of case %s: %s", event.type, event.case_id, exc
+            )
+            raise RecordUnavailable(
+                f"the record cannot be written now ({type(exc).__name__}); nothing was done"
+            ) from None
 
     async def record_many(self, events: Iterable[Mapping[str, Any]]) -> int:
         """File events in batches (one transaction each); how many were new."""
