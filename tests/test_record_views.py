@@ -6,6 +6,7 @@ and for a reviewer (only what their department may read); on SQLite and PostgreS
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from jointreview.app import create_app
 from signaling.appkeys import SERVICE, STORE, TOKENS, VIEWS_FROM_RECORD
+from signaling.core import append_event
 from signaling.history import migrate
 from signaling.state import Store
 
@@ -278,3 +280,32 @@ async def test_the_invitation_report_filters_and_pages(tmp_path: Path) -> None:
         assert [s["session_id"] for s in got] == [s2, s1]
         got = await walk(client, lists, "sessions", sup, window="no such window")
         assert got == []
+
+
+async def test_an_event_the_record_missed_is_filed_as_its_session_ends(tmp_path: Path) -> None:
+    """A node that died between the store's append and the record (the event was never
+    acknowledged, but the store and so the sealed case file hold it): the record takes it
+    from the case's log when the session ends."""
+    config = make_config(tmp_path, media_enabled=False)
+    async with TestClient(TestServer(create_app(config))) as client:
+        tok = Tokens(client.app[TOKENS])
+        clerk = tok.clerk()
+        sid = (await _call(client, clerk, "POST", f"/api/cases/{CASE}/sessions", json={}))[
+            "session_id"
+        ]
+        # Filed in the store only, as by a node that died before its hooks ran.
+        missed = await append_event(
+            client.app[STORE],
+            CASE,
+            "chat.message",
+            ts=time.time(),
+            session_id=sid,
+            data={"participant_id": None, "text": "filed, then the node died"},
+        )
+        path = f"/api/cases/{CASE}/events"
+        seqs = [e["seq"] for e in (await _call(client, clerk, "GET", path))["events"]]
+        assert missed.seq not in seqs
+        await _call(client, clerk, "POST", f"/api/sessions/{sid}/end")
+        events = (await _call(client, clerk, "GET", path))["events"]
+        assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+        assert events[missed.seq - 1]["data"]["text"] == "filed, then the node died"
