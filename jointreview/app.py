@@ -23,12 +23,14 @@ from signaling import (
     api_casefile,  # noqa: F401  (registers the case-file routes)
     api_cases,  # noqa: F401  (registers the case's paginated timeline and sessions)
     api_replay,  # noqa: F401  (registers the replay routes)
+    api_reports,  # noqa: F401  (registers the supervisors' reports over the record)
     api_webhooks,  # noqa: F401  (registers the webhook delivery routes)
     datadir,
     replay,
 )
 from signaling.api import add_routes, error_middleware
 from signaling.appkeys import (
+    CATCH_UP,
     CONFIG,
     DIRECTORY,
     GUARDS,
@@ -40,6 +42,7 @@ from signaling.appkeys import (
     STORE,
     TASKS,
     TOKENS,
+    VIEWS_FROM_RECORD,
 )
 from signaling.auth import TokenService
 from signaling.background import stopping
@@ -113,15 +116,29 @@ async def _state_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _history_ctx(app: web.Application) -> AsyncIterator[None]:
     """The record in SQL (SQLite in data_dir, or database_url), checked against this
     code's schema before anything is written (a newer database is refused)."""
-    url = db.url_of(app[CONFIG].database_url, app[CONFIG].data_dir)
+    config = app[CONFIG]
+    url = db.url_of(config.database_url, config.data_dir)
     rev = await migrate.check(url)
     history = await History.open(url)
     log.info("record: %s at revision %s", db.kind_of(url), rev)
     app[HISTORY] = history
+    # Several nodes on Redis each with its own SQLite file: each record holds only its
+    # node's events, so the API's views read the (shared) live store, as before.
+    app[VIEWS_FROM_RECORD] = not config.redis_url or bool(config.database_url)
+    if not app[VIEWS_FROM_RECORD]:
+        log.warning(
+            "the record is this node's own SQLite file while the live state is shared "
+            "(redis_url): set database_url (PostgreSQL) on every node, so they file one "
+            "record and the views read it; until then they read the live store"
+        )
     # First of the hooks: every event is in the record before webhooks or exports see it;
-    # while the database is away, its case is marked behind and caught up later.
-    catch_up = CatchUp(app[STORE], history)
+    # while the database is away, its case is marked behind and caught up later. Events a
+    # node filed in the store but not in the record (it died in between) are caught up by
+    # the time their session is sealed: the unsealed sessions' cases now, and a case again
+    # when one of its sessions ends.
+    catch_up = app[CATCH_UP] = CatchUp(app[STORE], history)
     app[SERVICE].event_hooks.insert(0, catch_up.hook)
+    await catch_up.mark_unsealed()
     catch_up.start()
     yield
     await catch_up.close()
@@ -212,6 +229,7 @@ async def _sweeper_ctx(app: web.Application) -> AsyncIterator[None]:
                 await service.sweep_disconnected()
                 await service.sweep_unanswered()
                 await service.sweep_idle()
+                await app[CATCH_UP].mark_unsealed()  # a dead node's, before they are sealed
             except StoreUnavailable as exc:
                 outage.failed(exc)
                 continue

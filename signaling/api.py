@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -23,7 +22,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from . import paging, policy, protocol
-from .appkeys import CONFIG, MEDIA, SERVICE, TOKENS, WHO
+from .appkeys import CONFIG, HISTORY, MEDIA, SERVICE, TOKENS, VIEWS_FROM_RECORD, WHO
 from .auth import AuthError, Identity
 from .errors import (
     BadRequest,
@@ -32,6 +31,7 @@ from .errors import (
     Unavailable,
     UnsupportedMediaType,
 )
+from .live_views import LiveViews
 from .models import (
     CASE_ID_PATTERN,
     ApplicantLink,
@@ -47,6 +47,7 @@ from .models import (
     SessionList,
     SessionResponse,
 )
+from .record_views import RecordViews
 from .state import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,16 @@ class Ctx:
     @property
     def service(self) -> Any:
         return self.request.app[SERVICE]
+
+    @property
+    def record(self) -> RecordViews:
+        """What happened, read from the record (SQL), not from the live store; from the
+        store when this node's record is not every node's (``live_views``)."""
+        app = self.request.app
+        service = app[SERVICE]
+        if not app[VIEWS_FROM_RECORD]:
+            return LiveViews(app[HISTORY], service)
+        return RecordViews(app[HISTORY], service.join_url, service.archive_dir)
 
     @property
     def identity(self) -> Identity:
@@ -274,7 +285,7 @@ def page(ctx: Ctx) -> tuple[int, str | None]:
 )
 async def get_case(ctx: Ctx) -> Any:
     limit, _ = page(ctx)
-    return await ctx.service.case_view(ctx.identity, ctx.path("case_id"), limit)
+    return await ctx.record.case_view(ctx.identity, ctx.path("case_id"), limit)
 
 
 @route(
@@ -284,35 +295,33 @@ async def get_case(ctx: Ctx) -> Any:
     policy.READERS,
     response=SessionList,
     query={
-        "since": "epoch seconds",
-        "until": "epoch seconds",
+        "dept": "only sessions this department was invited to",
+        "window": "only sessions of this service window",
+        "since": "epoch seconds (created at or after)",
+        "until": "epoch seconds (created at or before)",
         **paging.query_doc(PAGE_DEFAULT, PAGE_MAX),
     },
 )
 async def list_sessions(ctx: Ctx) -> Any:
     q = ctx.request.query
-    try:
-        since = float(q["since"]) if "since" in q else None
-        until = float(q["until"]) if "until" in q else None
-    except ValueError:
-        raise BadRequest("invalid_query", "since/until are numbers, limit an integer") from None
-    if not all(math.isfinite(t) for t in (since, until) if t is not None):
-        raise BadRequest("invalid_query", "since/until are finite numbers (not nan or inf)")
+    since, until = paging.period_of(q)
     limit, cursor = page(ctx)
-    sessions, next_cursor = await ctx.service.list_sessions(
-        ctx.identity, since, until, limit, cursor
+    sessions, next_cursor = await ctx.record.list_sessions(
+        ctx.identity,
+        since,
+        until,
+        limit,
+        cursor,
+        dept=paging.filter_of(q, "dept"),
+        window=paging.filter_of(q, "window"),
     )
     return SessionList(sessions=sessions, next_cursor=next_cursor)
 
 
 async def readable_session(ctx: Ctx) -> tuple[Session, list[Invitation]]:
-    """The session in the path, if the caller may read it; else the unknown session's
-    404 (an unreadable session is as an unknown one: policy)."""
-    sid = ctx.path("session_id")
-    session = await ctx.service.session(sid)
-    invitations = await ctx.service.invitations(sid)
-    policy.check_readable(ctx.identity, session, invitations)
-    return session, invitations
+    """The session in the path (from the record), if the caller may read it; else the
+    unknown session's 404 (an unreadable session is as an unknown one: policy)."""
+    return await ctx.record.readable_session(ctx.identity, ctx.path("session_id"))
 
 
 @route(
@@ -320,7 +329,7 @@ async def readable_session(ctx: Ctx) -> tuple[Session, list[Invitation]]:
 )
 async def get_session(ctx: Ctx) -> Any:
     session, invitations = await readable_session(ctx)
-    participants = await ctx.service.participants(session.session_id)
+    participants = await ctx.record.participants(session.session_id)
     return SessionResponse(session=session, invitations=invitations, participants=participants)
 
 

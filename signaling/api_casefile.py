@@ -41,7 +41,7 @@ async def file_opinion(ctx: Ctx) -> Any:
 )
 async def list_opinions(ctx: Ctx) -> Any:
     session, _ = await readable_session(ctx)
-    return OpinionList(opinions=await ctx.service.opinions(session.session_id))
+    return OpinionList(opinions=await ctx.record.opinions([session.session_id]))
 
 
 @route(
@@ -82,7 +82,7 @@ async def add_snapshot(ctx: Ctx) -> Any:
 )
 async def list_snapshots(ctx: Ctx) -> Any:
     session, _ = await readable_session(ctx)
-    return SnapshotList(snapshots=await ctx.service.snapshots(session.session_id))
+    return SnapshotList(snapshots=await ctx.record.snapshots([session.session_id]))
 
 
 @route(
@@ -94,7 +94,7 @@ async def list_snapshots(ctx: Ctx) -> Any:
     produces=("image/jpeg", "image/png", "image/webp"),
 )
 async def get_snapshot(ctx: Ctx) -> Any:
-    snap, path = await ctx.service.snapshot_file(ctx.identity, ctx.path("snapshot_id"))
+    snap, path = await ctx.record.snapshot_file(ctx.identity, ctx.path("snapshot_id"))
     return web.FileResponse(
         path,
         headers={

@@ -25,7 +25,7 @@ from .models import CaseSessionPage, EventPage
 async def case_events(ctx: Ctx) -> Any:
     limit, cursor = page(ctx)
     case_id = ctx.path("case_id")
-    events, next_cursor = await ctx.service.case_events(
+    events, next_cursor = await ctx.record.case_events(
         ctx.identity, case_id, limit, cursor, ctx.request.query.get("session") or None
     )
     return EventPage(case_id=case_id, events=events, next_cursor=next_cursor)
@@ -43,7 +43,7 @@ async def case_events(ctx: Ctx) -> Any:
 async def case_sessions(ctx: Ctx) -> Any:
     limit, cursor = page(ctx)
     case_id = ctx.path("case_id")
-    sessions, invitations, next_cursor = await ctx.service.case_sessions(
+    sessions, invitations, next_cursor = await ctx.record.case_sessions(
         ctx.identity, case_id, limit, cursor
     )
     return CaseSessionPage(

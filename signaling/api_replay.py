@@ -227,7 +227,7 @@ async def describe(ctx: Ctx) -> Any:
             taken_by=s.taken_by,
             content_type=s.content_type,
         )
-        for s in await service.snapshots(sid)
+        for s in await ctx.record.snapshots([sid])
     ]
     state = (
         "none"

@@ -12,6 +12,7 @@ from .audit import AuditTrail
 from .auth import Identity, TokenService
 from .config import Config
 from .directory import Directory
+from .history.catchup import CatchUp
 from .history.repo import History
 from .media_port import MediaPort
 from .service import ReviewService
@@ -37,3 +38,8 @@ WHO = web.RequestKey("who", Identity)
 GUARDS = web.AppKey("guards", Guards)
 # The record (signaling/history/): every case event and the rows it implies, in SQL.
 HISTORY = web.AppKey("history", History)
+# Whether the API's record views read the record (every node's events: one node, or a
+# shared database_url) or, several nodes each with its own SQLite file, the live store.
+VIEWS_FROM_RECORD = web.AppKey("views_from_record", bool)
+# The record's catch-up (signaling/history/catchup.py): its event hook and its task.
+CATCH_UP = web.AppKey("catch_up", CatchUp)

@@ -194,6 +194,7 @@ class CaseFileMixin(ServiceCore):
             sha256=snap.sha256,
             size=snap.size,
             content_type=content_type,
+            created_at=snap.created_at,
         )
         await self._announce(f"session:{session_id}", "snapshot", snapshot=public)
         return snap

@@ -26,6 +26,9 @@ from .state import Store
 OPEN = ("pending", "ringing", "unanswered")
 # Ended sessions whose case file is not sealed yet, by end time (signaling.recording_control).
 UNSEALED = "unsealed"
+# The invitation's time each status change sets (any other: ``responded_at``); the event
+# carries it, so the record holds the live document's own time.
+STATUS_TIME = {"ringing": "rang_at", "unanswered": "unanswered_at"}
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +207,7 @@ class ServiceCore:
                 actor=actor,
                 invitation_id=new.invitation_id,
                 reason=reason,
+                **{STATUS_TIME.get(status, "responded_at"): now},
             )
             payload = new.model_dump()
             await self._announce(

@@ -288,3 +288,10 @@ class TokenResponse(BaseModel):
 class SessionList(BaseModel):
     sessions: list[Session]
     next_cursor: str | None = None
+
+
+class InvitationPage(BaseModel):
+    """Invitations newest first, with when they rang and were answered, and by whom."""
+
+    invitations: list[Invitation]
+    next_cursor: str | None = None

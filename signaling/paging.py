@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -83,6 +84,28 @@ def limit_of(raw: str | None, default: int, maximum: int) -> int:
     if not 1 <= limit <= maximum:
         raise BadRequest("invalid_query", f"limit must be between 1 and {maximum}")
     return limit
+
+
+def period_of(query: Mapping[str, str]) -> tuple[float | None, float | None]:
+    """``since`` and ``until`` of a list's query (epoch seconds, finite), or None."""
+    try:
+        since = float(query["since"]) if "since" in query else None
+        until = float(query["until"]) if "until" in query else None
+    except ValueError:
+        raise BadRequest("invalid_query", "since/until are numbers, limit an integer") from None
+    if not all(math.isfinite(t) for t in (since, until) if t is not None):
+        raise BadRequest("invalid_query", "since/until are finite numbers (not nan or inf)")
+    return since, until
+
+
+def filter_of(query: Mapping[str, str], name: str) -> str | None:
+    """A list's filter by value (a department, a window, a status), or None if absent."""
+    value = query.get(name)
+    if value is None or value == "":
+        return None
+    if len(value) > 128:  # no id, department or window is longer
+        raise BadRequest("invalid_query", f"{name} is at most 128 characters")
+    return value
 
 
 def query_doc(default: int, maximum: int) -> dict[str, str]:

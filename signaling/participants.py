@@ -115,6 +115,7 @@ class ParticipantsMixin(ServiceCore):
             session_id=session_id,
             actor=p.identity,
             participant_id=p.participant_id,
+            joined_at=p.joined_at,
         )
         await self._presence(p, "joined")
         return p, f"{p.participant_id}.{secret}"
@@ -186,6 +187,7 @@ class ParticipantsMixin(ServiceCore):
                 session_id=p.session_id,
                 actor=p.identity,
                 participant_id=participant_id,
+                disconnected_at=now,
             )
             await self._presence(p, "reconnecting")
         return changed
@@ -235,6 +237,7 @@ class ParticipantsMixin(ServiceCore):
                 actor=p.identity,
                 participant_id=p.participant_id,
                 reason=reason,
+                left_at=now,
             )
             await self._presence(new, "left", reason=reason)
             if reason != "session_ended" and all(

@@ -29,6 +29,7 @@ MEMBERS = EVERYONE - {"applicant"}  # the service's own people (an applicant is 
 DIRECTORY_READERS = MEMBERS  # the departments and reviewers one may invite
 REPLAYERS = MEMBERS  # replay and case file downloads (of a session they may read)
 WATCHERS = frozenset({"supervisor", "admin"})  # the supervision feed, the webhook log
+REPORTERS = frozenset({"supervisor", "admin"})  # the supervisors' reports over the record
 AUDITED = frozenset({"supervisor", "admin"})  # every request of theirs is audited
 AUDITORS = frozenset({"admin"})  # read the audit trail
 WEBHOOK_ADMINS = frozenset({"admin"})  # retry a webhook delivery

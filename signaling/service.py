@@ -55,6 +55,7 @@ class ReviewService(ParticipantsMixin, CaseFileMixin):
             applicant_name=body.applicant_name,
             matter=body.matter,
             window=window,
+            created_at=now,  # the session's own time (the record's, to the µs)
         )
         return session
 
@@ -70,8 +71,11 @@ class ReviewService(ParticipantsMixin, CaseFileMixin):
         until: float | None,
         limit: int,
         cursor: str | None = None,
+        dept: str | None = None,
+        window: str | None = None,
     ) -> tuple[list[Session], str | None]:
-        """Newest first; a page of ``limit`` and the cursor of the next one (or None)."""
+        """Newest first; a page of ``limit`` and the cursor of the next one (or None);
+        only of a window, or of sessions a department was invited to, if given."""
         policy.can_list_sessions(who)
         at = paging.decode(paging.SESSIONS, cursor, {"t": float, "i": str})
         if who.session is not None:  # a token limited to one session lists that one
@@ -84,6 +88,7 @@ class ReviewService(ParticipantsMixin, CaseFileMixin):
                 and (since is None or s.created_at >= since)
                 and (until is None or s.created_at <= until)
                 and (at is None or (s.created_at, s.session_id) < (at["t"], at["i"]))
+                and await self._matches(s, dept, window)
             ], None
         # A case-scoped token reads its case's own index, so the limit counts its sessions.
         index = "sessions" if who.case is None else f"case:{who.case}:sessions"
@@ -100,6 +105,7 @@ class ReviewService(ParticipantsMixin, CaseFileMixin):
                 for s in (Session.model_validate(d) for d in docs if d is not None)
                 if (at is None or (s.created_at, s.session_id) < (at["t"], at["i"]))
                 and policy.in_scope(who, s.case_id, s.session_id)
+                and await self._matches(s, dept, window)
             ]
             # Sessions at the cursor's own time (or out of scope) took places: read more.
             if len(ids) < want or len(out) > limit:
@@ -114,6 +120,11 @@ class ReviewService(ParticipantsMixin, CaseFileMixin):
             else None
         )
         return page, next_cursor
+
+    async def _matches(self, s: Session, dept: str | None, window: str | None) -> bool:
+        if window is not None and s.window != window:
+            return False
+        return dept is None or any(i.dept == dept for i in await self.invitations(s.session_id))
 
     # -- what of a case the caller may read -------------------------------------------
     async def readable_case(
@@ -246,7 +257,12 @@ class ReviewService(ParticipantsMixin, CaseFileMixin):
             if p.state != "left":
                 await self._mark_left(p, "session_ended")
         await self.record(
-            session.case_id, "session.ended", session_id=session_id, actor=actor, **data
+            session.case_id,
+            "session.ended",
+            session_id=session_id,
+            actor=actor,
+            ended_at=now,
+            **data,
         )
         await self._announce(f"session:{session_id}", "session.ended", session=session.model_dump())
         return session, True
@@ -319,6 +335,9 @@ class ReviewService(ParticipantsMixin, CaseFileMixin):
             dept=inv.dept,
             level=inv.level,
             reviewer=inv.reviewer,
+            reviewer_name=inv.reviewer_name,
+            note=inv.note,
+            created_at=inv.created_at,
         )
         message = {"invitation": inv.model_dump(), "session": session.model_dump()}
         await self._announce(inbox, "invitation", **message)

@@ -218,6 +218,16 @@ def _session(b: Json, w: World, role: str) -> None:
     assert b["participants"] == []
 
 
+def _report(b: Json, w: World) -> None:
+    [inv] = b["invitations"]
+    assert (inv["invitation_id"], inv["dept"], inv["status"]) == (
+        w.invitation_id,
+        "city-amr",
+        "pending",
+    )
+    assert inv["note"] == "请核对营业执照" and b["next_cursor"] is None
+
+
 def _ended(b: Json, w: World, role: str) -> None:
     assert b["session_id"] == w.session_id and b["status"] == "ended"
     assert b["ended_by"]["sub"] == SUB[role] and b["ended_at"] >= b["created_at"]
@@ -408,6 +418,10 @@ MATRIX: dict[tuple[str, str], Expect] = {
     ),
     ("POST", "/api/webhooks/deliveries/{delivery_id}/retry"): Expect(
         200, _roles("admin"), _retried, None, True
+    ),
+    # The supervisors' report over the record (tests/test_record_views.py).
+    ("GET", "/api/reports/invitations"): Expect(
+        200, _roles("supervisor", "admin"), lambda b, w, r: _report(b, w)
     ),
     # The audit trail (tests/test_audit.py): admins only, newest first.
     ("GET", "/api/audit"): Expect(200, _roles("admin"), lambda b, w, r: b["entries"][0]["seq"]),

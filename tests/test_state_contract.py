@@ -24,6 +24,24 @@ async def test_create_is_once_only(store: Store) -> None:
     assert await store.get("missing") is None
 
 
+async def test_delete_forgets_a_document(store: Store) -> None:
+    await store.create("gone", {"n": 1})
+    assert await store.delete("gone")
+    assert await store.get("gone") is None and not await store.delete("gone")
+    assert await store.create("gone", {"n": 2})  # the key is free again
+
+
+async def test_a_deleted_document_stays_deleted_after_a_restart(tmp_path: Path) -> None:
+    store = MemoryStore(tmp_path / "state")
+    await store.create("kept", {"n": 1})
+    await store.create("gone", {"n": 2})
+    await store.delete("gone")
+    await store.close()
+    store = MemoryStore(tmp_path / "state")
+    assert await store.get_many(["kept", "gone"]) == [{"n": 1}, None]
+    await store.close()
+
+
 async def test_get_many_keeps_order_and_gaps(store: Store) -> None:
     await store.create("x", {"v": "x"})
     await store.create("z", {"v": "z"})

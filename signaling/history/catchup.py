@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 
+from ..core import UNSEALED
 from ..models import Event
 from ..state import Store
 from .repo import History
@@ -27,6 +28,7 @@ RETRY_S = 1.0  # between two attempts while the database is away
 WAIT_S = 5.0
 # Marks left by another node (killed while behind) are looked for this often.
 SCAN_S = 30.0
+CHUNK = 500  # session documents read at once
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +55,42 @@ class CatchUp:
             await asyncio.wait_for(self.history.hook(event), self.wait_s)
         except Exception as exc:
             self._failed(exc)
-            # The score orders marks oldest first; a case marked again keeps one mark.
-            await self.store.index_add(BEHIND, event.case_id, event.ts)
-            self._wake.set()
+            await self._mark(event.case_id, event.ts)
+            return
+        if event.type == "session.ended" and await self._lacks(event.case_id):
+            # A node died between filing an event in the log and in the record: caught
+            # up before the session's case file is sealed.
+            await self._mark(event.case_id, event.ts)
+
+    async def mark_unsealed(self) -> int:
+        """Mark behind the cases of ended sessions not sealed yet whose log is longer than
+        their record (at start, and at each sweep: a dead node's sessions are sealed by
+        the sweepers); how many were marked."""
+        sids = await self.store.index_range(UNSEALED)
+        cases: set[str] = set()
+        for i in range(0, len(sids), CHUNK):
+            docs = await self.store.get_many([f"session:{s}" for s in sids[i : i + CHUNK]])
+            cases |= {str(d["case_id"]) for d in docs if d is not None}
+        marked = 0
+        for case_id in sorted(cases):
+            if await self._lacks(case_id):
+                await self._mark(case_id, 0.0)
+                marked += 1
+        return marked
+
+    async def _lacks(self, case_id: str) -> bool:
+        """Whether the case's log holds events past those in the record."""
+        try:
+            have = await self.history.event_count(case_id)
+        except Exception as exc:
+            self._failed(exc)
+            return True
+        return bool(await self.store.read_log(f"case:{case_id}:events", start=have, limit=1))
+
+    async def _mark(self, case_id: str, ts: float) -> None:
+        # The score orders marks oldest first; a case marked again keeps one mark.
+        await self.store.index_add(BEHIND, case_id, ts)
+        self._wake.set()
 
     def start(self) -> None:
         self._wake.set()  # marks a previous run left behind are caught up at once

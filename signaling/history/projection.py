@@ -9,8 +9,9 @@ or twice, never undoes a later answer). ``repo.History`` applies them in one
 transaction, and none at all when the event is already recorded.
 
 A row's time is the event's ``ts``, unless the event's data carries the live document's
-own (``created_at``, ``ended_at``): the store takes its time a moment before filing the
-event.
+own (``created_at``, ``ended_at``, ``rang_at``, ``unanswered_at``, ``responded_at``,
+``joined_at``, ``disconnected_at``, ``left_at``): the store takes its time a moment before
+filing the event, and the record's views answer with the live document's time.
 """
 
 from __future__ import annotations
@@ -131,14 +132,15 @@ def _invitation_status(status: str, allowed: tuple[str, ...]) -> Callable[[Row],
 
     def change(e: Row) -> list[Change]:
         values: Row = {"status": status}
+        d = e["data"]
         if status == "ringing":
-            values["rang_at"] = e["ts"]
+            values["rang_at"] = d.get("rang_at", e["ts"])
         elif status == "unanswered":
-            values["unanswered_at"] = e["ts"]
+            values["unanswered_at"] = d.get("unanswered_at", e["ts"])
         else:
             actor = e["actor"]
             values.update(
-                responded_at=e["ts"],
+                responded_at=d.get("responded_at", e["ts"]),
                 responded_by=actor,
                 answerer_sub=actor.get("sub") if actor else None,
                 reason=e["data"].get("reason"),
@@ -160,7 +162,7 @@ def _participant_joined(e: Row) -> list[Change]:
         "dept": who.get("dept"),
         "level": who.get("level"),
         "state": "joined",
-        "joined_at": e["ts"],
+        "joined_at": e["data"].get("joined_at", e["ts"]),
         "connections": 1,
     }
     return [Insert("participants", row)]
@@ -175,13 +177,14 @@ def _participant_back(e: Row) -> list[Change]:
 
 def _participant_disconnected(e: Row) -> list[Change]:
     key = {"participant_id": e["data"]["participant_id"]}
-    values = {"state": "disconnected", "disconnected_at": e["ts"]}
+    values = {"state": "disconnected", "disconnected_at": e["data"].get("disconnected_at", e["ts"])}
     return [Update("participants", key, values, {"state": ("joined",)})]
 
 
 def _participant_left(e: Row) -> list[Change]:
     key = {"participant_id": e["data"]["participant_id"]}
-    values = {"state": "left", "left_at": e["ts"], "left_reason": e["data"].get("reason")}
+    d = e["data"]
+    values = {"state": "left", "left_at": d.get("left_at", e["ts"]), "left_reason": d.get("reason")}
     return [Update("participants", key, values, {"state": NOT_LEFT})]
 
 

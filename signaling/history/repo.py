@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Iterable, Mapping
+import logging
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +34,8 @@ SESSIONS = "hs"
 INVITATIONS = "hi"
 CREATED = "session.created"
 BATCH = 1000  # events per transaction in record_many
+
+log = logging.getLogger(__name__)
 # Inserts of one batch go table by table in this order (a row's parents first).
 INSERT_ORDER = ("sessions", "invitations", "participants", "chat", "opinions", "snapshots")
 
@@ -78,7 +81,8 @@ class History:
         await self._group.submit(project(event))
 
     async def hook(self, event: Event) -> None:
-        """``ServiceCore.event_hooks``: every event the node files, as it is filed."""
+        """File one event the node filed in its store (``catchup.CatchUp.hook`` calls this:
+        when the record cannot take it, the case is marked behind and caught up later)."""
         await self.record(event.model_dump())
 
     async def record_many(self, events: Iterable[Mapping[str, Any]]) -> int:
@@ -207,12 +211,16 @@ class History:
         until: float | None = None,
         cursor: str | None = None,
         limit: int = 100,
+        session_id: str | None = None,
     ) -> Page:
-        """Sessions newest first: of a case, a department (invited), a window, a period."""
+        """Sessions newest first: of a case, a department (invited), a window, a period
+        (``session_id``: that one only, for a token limited to it)."""
         t = s.sessions
         stmt = sa.select(t)
         if case_id is not None:
             stmt = stmt.where(t.c.case_id == case_id)
+        if session_id is not None:
+            stmt = stmt.where(t.c.session_id == session_id)
         if dept is not None:
             invited = sa.select(s.invitations.c.session_id).where(s.invitations.c.dept == dept)
             stmt = stmt.where(t.c.session_id.in_(invited))
@@ -231,6 +239,7 @@ class History:
         cursor: str | None = None,
         limit: int = 100,
         session_id: str | None = None,
+        case_id: str | None = None,
     ) -> Page:
         """Invitations newest first, with when they rang and were answered, by whom."""
         t = s.invitations
@@ -238,6 +247,9 @@ class History:
         for column, value in (("dept", dept), ("status", status), ("session_id", session_id)):
             if value is not None:
                 stmt = stmt.where(t.c[column] == value)
+        if case_id is not None:  # through the case's sessions: both indexed
+            of_case = sa.select(s.sessions.c.session_id).where(s.sessions.c.case_id == case_id)
+            stmt = stmt.where(t.c.session_id.in_(of_case))
         return await self._newest_first(
             stmt, INVITATIONS, t.c.created_at, t.c.invitation_id, since, until, cursor, limit
         )
@@ -298,6 +310,68 @@ class History:
         stmt = sa.select(t).where(t.c.session_id == session_id)
         rows = await self._rows(stmt.order_by(t.c.created_at, t.c.snapshot_id))
         return [dict(r, url=f"/api/snapshots/{r['snapshot_id']}") for r in rows]
+
+    # -- the API's views (signaling/record_views.py) ------------------------------------
+    async def case(self, case_id: str) -> dict[str, Any] | None:
+        rows = await self._rows(sa.select(s.cases).where(s.cases.c.case_id == case_id))
+        return rows[0] if rows else None
+
+    async def case_sessions(self, case_id: str) -> list[dict[str, Any]]:
+        """Every session of the case, oldest first (a case holds a few)."""
+        t = s.sessions
+        stmt = sa.select(t).where(t.c.case_id == case_id)
+        return await self._rows(stmt.order_by(t.c.created_at, t.c.session_id))
+
+    async def session_invitations(self, session_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """The invitations of these sessions, each session's oldest first."""
+        t = s.invitations
+        stmt = sa.select(t).where(t.c.session_id.in_(sorted(session_ids)))
+        return await self._rows(stmt.order_by(t.c.session_id, t.c.created_at, t.c.invitation_id))
+
+    async def session_opinions(self, session_ids: Sequence[str]) -> list[dict[str, Any]]:
+        t = s.opinions
+        stmt = sa.select(t).where(t.c.session_id.in_(sorted(session_ids)))
+        rows = await self._rows(stmt.order_by(t.c.session_id, t.c.created_at, t.c.opinion_id))
+        for r in rows:
+            r.pop("author_dept")
+        return rows
+
+    async def session_snapshots(self, session_ids: Sequence[str]) -> list[dict[str, Any]]:
+        t = s.snapshots
+        stmt = sa.select(t).where(t.c.session_id.in_(sorted(session_ids)))
+        rows = await self._rows(stmt.order_by(t.c.session_id, t.c.created_at, t.c.snapshot_id))
+        return [dict(r, url=f"/api/snapshots/{r['snapshot_id']}") for r in rows]
+
+    async def snapshot(self, snapshot_id: str) -> dict[str, Any] | None:
+        t = s.snapshots
+        rows = await self._rows(sa.select(t).where(t.c.snapshot_id == snapshot_id))
+        return dict(rows[0], url=f"/api/snapshots/{snapshot_id}") if rows else None
+
+    async def timeline(
+        self,
+        case_id: str,
+        session_ids: Sequence[str],
+        case_own: bool,
+        cursor: str | None = None,
+        limit: int = 100,
+    ) -> Page:
+        """The case's events of these sessions (and, ``case_own``, those of no session),
+        in log order: one reader's part of the timeline (primary key range)."""
+        _check(limit)
+        at = paging.decode(EVENTS, cursor, {"q": int})
+        t = s.events
+        which = [t.c.session_id.in_(sorted(session_ids))] if session_ids else []
+        if case_own:
+            which.append(t.c.session_id.is_(None))
+        if not which:
+            return Page([], None)
+        stmt = sa.select(t).where(t.c.case_id == case_id, sa.or_(*which))
+        if at is not None:
+            stmt = stmt.where(t.c.seq > at["q"])
+        rows = await self._rows(stmt.order_by(t.c.seq).limit(limit + 1))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return Page(rows, paging.encode(EVENTS, q=rows[-1]["seq"]) if more else None)
 
     async def event_count(self, case_id: str) -> int:
         """How many of the case's events are filed (to check a copy of existing data)."""

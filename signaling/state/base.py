@@ -101,6 +101,11 @@ class Store(abc.ABC):
         does not exist) and whether it changed; ``fn`` returning None leaves it unchanged.
         """
 
+    @abc.abstractmethod
+    async def delete(self, key: str) -> bool:
+        """Forget the document (what the record keeps need not stay live); whether it
+        was there."""
+
     # -- logs -------------------------------------------------------------------------
     @abc.abstractmethod
     async def append(self, key: str, doc: Doc) -> int:

@@ -129,6 +129,8 @@ class MemoryStore(Store):
         kind, key = op["op"], op["k"]
         if kind == "put":
             self._docs[key] = op["d"]
+        elif kind == "del":
+            self._docs.pop(key, None)
         elif kind == "append":
             self._logs.setdefault(key, []).append(op["d"])
         elif kind == "index":
@@ -217,6 +219,13 @@ class MemoryStore(Store):
         self._write({"op": "put", "k": key, "d": stored})
         self._docs[key] = stored
         return copy.deepcopy(stored), True
+
+    async def delete(self, key: str) -> bool:
+        if key not in self._docs:
+            return False
+        self._write({"op": "del", "k": key})
+        del self._docs[key]
+        return True
 
     # -- logs -------------------------------------------------------------------------
     async def append(self, key: str, doc: Doc) -> int:

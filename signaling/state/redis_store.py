@@ -144,6 +144,10 @@ class RedisStore(Store):
         return bool(await self._r.set(self._k("doc", key), _dumps(doc), nx=True))
 
     @_guarded
+    async def delete(self, key: str) -> bool:
+        return bool(await self._r.delete(self._k("doc", key)))
+
+    @_guarded
     async def update(self, key: str, fn: Updater) -> tuple[Doc | None, bool]:
         rkey = self._k("doc", key)
         async with self._r.pipeline(transaction=True) as pipe:
