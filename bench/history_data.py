@@ -18,8 +18,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from signaling.directory import load_directory
-
 YEAR_START = 1735689600.0  # 2025-01-01 00:00 UTC
 DAY = 86_400.0
 WINDOWS = [f"琶洲 {n} 号窗口" for n in range(1, 9)]
@@ -84,6 +82,8 @@ class Year:
     """``sessions`` sessions over a year: ``cases()`` yields each case's events."""
 
     def __init__(self, sessions: int, seed: int = 1) -> None:
+        from signaling.directory import load_directory
+
         self.sessions = sessions
         self.seed = seed
         directory = load_directory(None)
