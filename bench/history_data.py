@@ -48,6 +48,13 @@ def _name(rng: random.Random) -> str:
     return rng.choice(SURNAMES) + rng.choice(GIVEN)
 
 
+Actor = dict[str, Any]  # as signaling.models.Actor dumps it
+
+
+def _actor(sub: str, name: str, role: str) -> Actor:
+    return {"sub": sub, "name": name, "role": role, "dept": None, "level": None}
+
+
 def _hex(rng: random.Random, bits: int = 48) -> str:
     return f"{rng.getrandbits(bits):0{bits // 4}x}"
 
@@ -88,13 +95,11 @@ class Year:
         self.seed = seed
         directory = load_directory(None)
         self.depts = [(d.id, d.level) for d in directory.departments]
-        self.clerks = [
-            ({"sub": f"clerk-{n + 1:02d}", "name": _name(random.Random(n)), "role": "clerk"}, w)
-            for n, w in enumerate(WINDOWS)
+        self.clerks: list[tuple[Actor, str]] = [
+            (_actor(f"clerk-{n + 1:02d}", _name(random.Random(n)), "clerk"), window)
+            for n, window in enumerate(WINDOWS)
         ]
-        for clerk, _ in self.clerks:
-            clerk.update(dept=None, level=None)
-        self.reviewers = {
+        self.reviewers: dict[str, list[Actor]] = {
             dept: [
                 {
                     "sub": f"rev-{dept}-{k}",
@@ -142,18 +147,12 @@ class Year:
             matter=rng.choice(MATTERS),
             window=window,
         )
-        applicant = {
-            "sub": f"applicant-{_hex(rng)}",
-            "name": applicant_name,
-            "role": "applicant",
-            "dept": None,
-            "level": None,
-        }
+        applicant = _actor(f"applicant-{_hex(rng)}", applicant_name, "applicant")
         present = [(clerk, f"p_{_hex(rng)}"), (applicant, f"p_{_hex(rng)}")]
         for who, pid in present:
             s.add("participant.joined", who, rng.uniform(5, 60), participant_id=pid)
         depts = rng.sample(self.depts, rng.randint(1, min(4, len(self.depts))))
-        accepted = []
+        accepted: list[Actor] = []
         for n, (dept, level) in enumerate(depts):
             inv = f"inv_{_hex(rng)}"
             s.add(
