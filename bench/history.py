@@ -91,8 +91,8 @@ class _Fill:
     def __init__(self, history: Any, year: Year, live: int, bar: Any) -> None:
         self.history = history
         self.year = year
-        # Every n-th case is filed live (a case has 1.4 sessions on average)
-        self.live_every = max(1, round(year.sessions / live / 1.4)) if live else 0
+        # Every n-th case is filed live: about ``live`` sessions
+        self.live_every = max(1, round(year.sessions / live)) if live else 0
         self.bar = bar
         self.batched_s = self.live_s = 0.0
         self.batched_events = self.live_events = self.live_sessions = self.new = 0
