@@ -98,6 +98,7 @@ class _Fill:
         self.batched_events = self.live_events = self.live_sessions = self.new = 0
         self.live_latency_ms: list[float] = []
         self.cases = 0
+        self.rss_quarters: list[float] = []
         self.picks: list[tuple[str, str]] = []  # (case, session): a reservoir for queries
         self._seen = 0
         self._rng = random.Random(year.seed + 1)
@@ -140,6 +141,13 @@ class _Fill:
         self.batched_s += time.perf_counter() - t0
         self.batched_events += len(events)
         self.bar.update(sessions)
+        self._rss()
+
+    def _rss(self) -> None:
+        """RSS when each quarter of the year is filed: flat, not growing with it."""
+        now = round(rss_mb(), 1)
+        while self.bar.n >= (len(self.rss_quarters) + 1) * self.year.sessions / 4:
+            self.rss_quarters.append(now)
 
     async def _live(self, cases: list[list[dict[str, Any]]]) -> None:
         """Each case's events in order, the cases at once: the node's many sessions."""
@@ -159,6 +167,7 @@ class _Fill:
         sessions = len({e["session_id"] for events in cases for e in events})
         self.live_sessions += sessions
         self.bar.update(sessions)
+        self._rss()
 
 
 async def _timed(calls: int, call: Callable[[random.Random], Awaitable[Any]]) -> dict[str, Any]:
@@ -295,6 +304,7 @@ async def bench(args: argparse.Namespace, url: str) -> dict[str, Any]:
         "rss_mb_before": round(rss_before, 1),
         "rss_mb_after": round(rss_after, 1),
         "rss_growth_mb": round(rss_after - rss_before, 1),
+        "rss_mb_quarters": fill.rss_quarters,  # when 1/4, 2/4, 3/4, all of it was filed
         "queries": queries,
         "restart_s_empty": round(restart_empty, 3),
         "restart_s_filled": round(restart_filled, 3),
@@ -327,7 +337,8 @@ def _report(r: dict[str, Any], say: Callable[[str], None]) -> None:
     )
     say(
         f"RSS: {r['rss_mb_before']} MB before filling, {r['rss_mb_after']} MB after: "
-        f"{r['rss_growth_mb']:+} MB " + mark("rss_growth_mb")
+        f"{r['rss_growth_mb']:+} MB " + mark("rss_growth_mb") + "; as each quarter "
+        f"of the year was filed: {r['rss_mb_quarters']} MB"
     )
     for name, q in r["queries"].items():
         say(f"{name}: p50 {q['p50_ms']} ms, p95 {q['p95_ms']} ms " + mark(f"{name}_p95_ms"))

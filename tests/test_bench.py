@@ -115,6 +115,7 @@ def _bench_history(*extra: str) -> dict:
     for key in ("insert_us_per_event_batched", "insert_us_per_event_live", "rss_mb_before"):
         assert summary[key] > 0, key
     assert summary["restart_s_empty"] > 0 and summary["restart_s_filled"] > 0
+    assert len(summary["rss_mb_quarters"]) == 4 and min(summary["rss_mb_quarters"]) > 0
     assert set(summary["queries"]) == QUERIES
     for name, q in summary["queries"].items():
         assert q["calls"] == 20 and q["rows"] > 0, (name, q)
