@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     from bench.export import add_parser as add_bench_export
 
     add_bench_export(targets)
+    from bench.history import add_parser as add_bench_history
+
+    add_bench_history(targets)
     sfu = targets.add_parser(
         "sfu", help="the SFU against the transcoding relay: CPU, frame rate, latency"
     )
@@ -304,6 +307,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from bench.export import main as bench_export
 
             return bench_export(args)
+        if args.command == "bench" and args.target == "history":
+            from bench.history import main as bench_history
+
+            return bench_history(args)
         if args.command == "bench" and args.target == "record":
             from bench.record import main as bench_record
 

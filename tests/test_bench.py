@@ -1,7 +1,8 @@
-"""``jointreview bench sfu`` end to end, at its smallest sizes and a short window."""
+"""``jointreview bench sfu`` and ``bench history`` end to end, at their smallest sizes."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -65,3 +66,77 @@ def test_bench_sfu_smallest_sizes() -> None:
     # What the machine charges per wakeup and per sendto, measured, to read the rows by
     assert 0 < machine["sendto_awake_us"] < machine["loop_wakeup_us"], machine
     assert "baseline" in proc.stderr.lower() and "skipped" in proc.stderr.lower()
+
+
+HISTORY_KEYS = {
+    "database",
+    "sessions",
+    "cases",
+    "events",
+    "events_new",
+    "filed",
+    "batched",
+    "live",
+    "insert_us_per_event_batched",
+    "insert_us_per_event_live",
+    "rss_mb_before",
+    "rss_mb_after",
+    "rss_growth_mb",
+    "queries",
+    "restart_s_empty",
+    "restart_s_filled",
+    "targets",
+}
+QUERIES = {"case_view", "session_timeline", "dept_invitations_month", "window_sessions_week"}
+
+
+def _bench_history(*extra: str) -> dict:
+    argv = ["bench", "history", "--sessions", "200", "--queries", "20", "--json", *extra]
+    proc = subprocess.run(
+        [sys.executable, "-m", "jointreview.cli", *argv],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert HISTORY_KEYS <= set(summary), HISTORY_KEYS - set(summary)
+    # Every session and event generated is in the record, each once.
+    assert summary["sessions"] == summary["filed"]["sessions"] == 200
+    assert summary["events"] == summary["events_new"] == summary["filed"]["events"]
+    assert summary["cases"] == summary["filed"]["cases"] > 0
+    assert summary["batched"]["events"] + summary["live"]["events"] == summary["events"]
+    assert summary["live"]["sessions"] > 0 and summary["live"]["events"] > 0
+    # Each session brings its invitations, participants, chat, opinions and a still.
+    for table in ("invitations", "participants", "chat", "opinions"):
+        assert summary["filed"][table] >= 200, (table, summary["filed"])
+    assert summary["filed"]["snapshots"] == 200
+    for key in ("insert_us_per_event_batched", "insert_us_per_event_live", "rss_mb_before"):
+        assert summary[key] > 0, key
+    assert summary["restart_s_empty"] > 0 and summary["restart_s_filled"] > 0
+    assert len(summary["rss_mb_quarters"]) == 4 and min(summary["rss_mb_quarters"]) > 0
+    assert set(summary["queries"]) == QUERIES
+    for name, q in summary["queries"].items():
+        assert q["calls"] == 20 and q["rows"] > 0, (name, q)
+        assert 0 < q["p50_ms"] <= q["p95_ms"], (name, q)
+        assert summary["targets"][f"{name}_p95_ms"]["met"] in (True, False)
+    assert "restart" in proc.stderr and "p95" in proc.stderr
+    return summary
+
+
+@pytest.mark.timeout(180)
+def test_bench_history_sqlite() -> None:
+    summary = _bench_history()
+    assert summary["database"] == "sqlite"
+    assert summary["targets"]["insert_us_per_event_batched"]["target"] == 200
+
+
+@pytest.mark.timeout(180)
+async def test_bench_history_postgres(fresh_postgres_url: str) -> None:
+    from signaling.history import migrate
+
+    await migrate.upgrade(fresh_postgres_url)
+    summary = await asyncio.to_thread(_bench_history, "--database-url", fresh_postgres_url)
+    assert summary["database"] == "postgresql"
+    assert summary["db_bytes"] is None
