@@ -45,6 +45,7 @@ from signaling.auth import TokenService
 from signaling.background import stopping
 from signaling.config import Config
 from signaling.directory import load_directory
+from signaling.evict import Evictor
 from signaling.export_jobs import EXPORTS, ExportWorker, options_from
 from signaling.history import db, migrate
 from signaling.history.catchup import CatchUp
@@ -122,6 +123,7 @@ async def _history_ctx(app: web.Application) -> AsyncIterator[None]:
     # while the database is away, its case is marked behind and caught up later.
     catch_up = CatchUp(app[STORE], history)
     app[SERVICE].event_hooks.insert(0, catch_up.hook)
+    app[SERVICE].archived = history  # sessions gone from the store (signaling/evict.py)
     catch_up.start()
     yield
     await catch_up.close()
@@ -181,6 +183,18 @@ async def _exports_ctx(app: web.Application) -> AsyncIterator[None]:
     app[EXPORTS] = worker
     yield
     await worker.close()
+
+
+async def _evict_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Sealed sessions leave the live store once the record holds them (after the
+    export is queued: the last sealing hook), and a sweeper catches the rest."""
+    evictor = Evictor(app[SERVICE], app[HISTORY])
+    recording = app[MEDIA].recording
+    if recording is not None:
+        recording.after_seal.append(evictor.sealed)
+    evictor.start()
+    yield
+    await evictor.close()
 
 
 async def _tasks_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -261,6 +275,7 @@ def create_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(_webhooks_ctx)
     app.cleanup_ctx.append(_media_ctx)
     app.cleanup_ctx.append(_exports_ctx)
+    app.cleanup_ctx.append(_evict_ctx)
     app.cleanup_ctx.append(_tasks_ctx)
     app.cleanup_ctx.append(_sweeper_ctx)
     app.on_shutdown.append(_close_sockets)

@@ -14,7 +14,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from . import outbox
 from .auth import Identity
@@ -43,6 +43,23 @@ def _hash(secret: str) -> str:
 
 
 EventHook = Callable[[Event], Awaitable[None]]
+
+
+class Archived(Protocol):
+    """The record's answers about a session the live store has forgotten (sealed and
+    evicted: signaling/evict.py), shaped as the store had them (``History``)."""
+
+    async def session_doc(self, session_id: str) -> dict[str, Any] | None: ...
+
+    async def invitation_docs(self, session_id: str) -> list[dict[str, Any]]: ...
+
+    async def participant_doc(self, participant_id: str) -> dict[str, Any] | None: ...
+
+    async def snapshot_docs(
+        self, session_id: str | None = None, snapshot_id: str | None = None
+    ) -> list[dict[str, Any]]: ...
+
+    async def opinion_docs(self, session_id: str) -> list[dict[str, Any]]: ...
 
 
 async def append_event(
@@ -107,6 +124,8 @@ class ServiceCore:
         # Called with every recorded event once it is in the log: webhooks queue their
         # deliveries here, before the action that caused the event is answered.
         self.event_hooks: list[EventHook] = []
+        # Where an evicted session is still known (the record); None: nowhere else.
+        self.archived: Archived | None = None
 
     # -- events -----------------------------------------------------------------------
     async def record(
@@ -148,6 +167,10 @@ class ServiceCore:
 
     async def session(self, session_id: str) -> Session:
         doc = await self.store.get(f"session:{session_id}")
+        if doc is None and self.archived is not None:
+            doc = await self.archived.session_doc(session_id)
+            if doc is not None and doc.get("status") != "ended":
+                doc = None  # the record is ahead of the store only for a sealed session
         if doc is None:
             raise NotFound("session_not_found", f"no session {session_id}")
         return Session.model_validate(doc)
@@ -167,7 +190,11 @@ class ServiceCore:
 
     async def invitations(self, session_id: str) -> list[Invitation]:
         ids = await self.store.index_range(f"session:{session_id}:invitations")
-        docs = await self.store.get_many([f"invitation:{i}" for i in ids])
+        docs: list[dict[str, Any] | None] = []
+        if ids:
+            docs = await self.store.get_many([f"invitation:{i}" for i in ids])
+        elif self.archived is not None and await self.store.get(f"session:{session_id}") is None:
+            docs = list(await self.archived.invitation_docs(session_id))  # evicted
         return [Invitation.model_validate(d) for d in docs if d is not None]
 
     async def _set_invitation(

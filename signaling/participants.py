@@ -122,6 +122,11 @@ class ParticipantsMixin(ServiceCore):
     async def resume(self, who: Identity, resume_token: str) -> tuple[Participant, str]:
         pid, _, secret = resume_token.partition(".")
         doc = await self.store.get(f"participant:{pid}") if pid and secret else None
+        if doc is None and pid and secret and self.archived is not None:
+            # Its session was sealed and left the store: ended, as the record says.
+            gone = await self.archived.participant_doc(pid)
+            if gone is not None and gone["identity"]["sub"] == who.sub:
+                await self.require_active(gone["session_id"])
         if doc is None or not hmac.compare_digest(doc.get("resume_hash", ""), _hash(secret)):
             raise BadRequest("invalid_resume_token", "this resume token is not known")
         p = Participant.model_validate(doc)
