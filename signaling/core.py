@@ -61,6 +61,10 @@ class Archived(Protocol):
 
     async def opinion_docs(self, session_id: str) -> list[dict[str, Any]]: ...
 
+    async def event_docs(
+        self, case_id: str, after_seq: int, limit: int
+    ) -> list[dict[str, Any]]: ...
+
 
 async def append_event(
     store: Store,
@@ -158,6 +162,21 @@ class ServiceCore:
             for d in docs
             if session_id is None or d.get("session_id") == session_id
         ]
+
+    async def read_events(self, case_id: str, start: int, limit: int) -> list[dict[str, Any]]:
+        """Up to ``limit`` of the case's events after seq ``start``, in order: from the
+        record for the part of the log the store has forgotten (signaling/evict.py),
+        then from the store's log."""
+        key = f"case:{case_id}:events"
+        trimmed = await self.store.log_trimmed(key) if self.archived is not None else 0
+        docs: list[dict[str, Any]] = []
+        if self.archived is not None and start < trimmed:
+            docs = await self.archived.event_docs(case_id, start, limit)
+            docs = [d for d in docs if int(d["seq"]) <= trimmed]
+            start = int(docs[-1]["seq"]) if docs else trimmed
+        if len(docs) < limit:
+            docs += await self.store.read_log(key, start=start, limit=limit - len(docs))
+        return docs
 
     async def _announce(self, topic: str, type_: str, **fields: Any) -> None:
         await self.store.publish(topic, {"type": type_, "v": 1, **fields})

@@ -175,13 +175,12 @@ class ReviewService(ParticipantsMixin, CaseFileMixin):
         """The next ``limit`` events after ``after_seq`` that ``keep`` (by session id)
         accepts, reading at most ``SCAN_PAGES`` pages' worth of the log; the cursor of
         where it stopped, None at the end."""
-        key = f"case:{case_id}:events"
         out: list[Event] = []
         pos = after_seq
         budget = paging.SCAN_PAGES * limit
         while len(out) < limit and budget > 0:
             chunk = min(limit, budget)
-            docs = await self.store.read_log(key, start=pos, limit=chunk)
+            docs = await self.read_events(case_id, pos, chunk)
             read = 0
             for d in docs:
                 pos = int(d.get("seq") or pos + 1)
@@ -194,7 +193,7 @@ class ReviewService(ParticipantsMixin, CaseFileMixin):
             if len(docs) < chunk and read == len(docs):
                 return out, None  # the end of the log
         # Stopped at the page's size or its reading budget: more may follow.
-        if not await self.store.read_log(key, start=pos, limit=1):
+        if not await self.read_events(case_id, pos, 1):
             return out, None
         return out, paging.encode(paging.EVENTS, q=pos)
 

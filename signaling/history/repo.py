@@ -369,6 +369,10 @@ class History:
     async def opinion_docs(self, session_id: str) -> list[dict[str, Any]]:
         return await self.opinions(session_id)
 
+    async def event_docs(self, case_id: str, after_seq: int, limit: int) -> list[dict[str, Any]]:
+        """Up to ``limit`` of the case's events after ``after_seq``, as the log had them."""
+        return (await self.case_events(case_id, after_seq=after_seq, limit=limit)).items
+
 
 def _lock_key(case_id: str) -> int:
     """A case's advisory lock on PostgreSQL (a signed 64-bit key)."""
