@@ -45,7 +45,7 @@ from signaling.auth import TokenService
 from signaling.background import stopping
 from signaling.config import Config
 from signaling.directory import load_directory
-from signaling.evict import Evictor
+from signaling.evict import EVICTOR, Evictor
 from signaling.export_jobs import EXPORTS, ExportWorker, options_from
 from signaling.history import db, migrate
 from signaling.history.catchup import CatchUp
@@ -192,6 +192,7 @@ async def _evict_ctx(app: web.Application) -> AsyncIterator[None]:
     recording = app[MEDIA].recording
     if recording is not None:
         recording.after_seal.append(evictor.sealed)
+    app[EVICTOR] = evictor
     evictor.start()
     yield
     await evictor.close()

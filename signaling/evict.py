@@ -10,9 +10,11 @@ event too (its numbering goes on: ``Store.trim_log``). From then on the record a
 for the session (``ServiceCore.archived``): a join or resume says ``session_ended``, and
 replays, downloads and the case view read the record and the case file.
 
-Eviction runs right after sealing (``RecordingControl.after_seal``) and from a sweeper
-that every node runs: it catches sessions sealed while the record was behind, and those
-whose sealing node died before evicting. Every step is idempotent, and the session's
+A session stays ``grace_s`` (a minute) after its end, for the sockets and media still
+winding down in it; then the sweeper that every node runs evicts it, and so catches as
+well the sessions sealed while the record was behind, or by a node that died. A session
+sealed later than that (a long recording being closed) is evicted as it is sealed
+(``RecordingControl.after_seal``). Every step is idempotent, and the session's
 document goes last, so a node that dies midway leaves the session to be evicted again.
 See docs/history.md, "What the live store keeps".
 """
@@ -24,6 +26,8 @@ import contextlib
 import logging
 from typing import Any, Protocol
 
+from aiohttp import web
+
 from . import outbox
 from .background import stopping
 from .core import UNSEALED, ServiceCore
@@ -33,7 +37,8 @@ from .state import Outage, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
-SWEEP_EVERY_S = 30.0
+SWEEP_EVERY_S = 10.0
+GRACE_S = 60.0  # after its end, a session stays this long
 
 
 class Record(Protocol):
@@ -43,10 +48,11 @@ class Record(Protocol):
 
 
 class Evictor:
-    def __init__(self, service: ServiceCore, record: Record) -> None:
+    def __init__(self, service: ServiceCore, record: Record, grace_s: float = GRACE_S) -> None:
         self.service = service
         self.store = service.store
         self.record = record
+        self.grace_s = grace_s
         self._task: asyncio.Task[None] | None = None
 
     # -- after sealing ------------------------------------------------------------------
@@ -62,7 +68,11 @@ class Evictor:
             await self.store.index_remove("sessions", session_id)  # a death midway
             return False
         case_id = str(doc["case_id"])
-        if doc.get("status") != "ended" or not await self._recorded(case_id, session_id):
+        if doc.get("status") != "ended":
+            return False
+        if float(doc.get("ended_at") or 0.0) > self.service.clock() - self.grace_s:
+            return False
+        if not await self._recorded(case_id, session_id):
             return False
         await self._forget(session_id, case_id)
         await self.trim_case(case_id)
@@ -102,7 +112,7 @@ class Evictor:
             + [f"participant:{p}" for p in participants]
             + [f"opinion:{o}" for o in opinions]
             + [f"snapshot:{x}" for x in snapshots]
-            + [f"recording:{session_id}"]
+            + [f"recording:{session_id}", f"{prefix}:chat_rate"]
         )
         await store.delete_log(chat_log(session_id))
         for kind in ("invitations", "participants", "opinions", "snapshots"):
@@ -169,3 +179,6 @@ class Evictor:
             except Exception:
                 log.exception("evicting sealed sessions failed")
             outage.ok()
+
+
+EVICTOR = web.AppKey("evictor", Evictor)

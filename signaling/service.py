@@ -61,7 +61,17 @@ class ReviewService(ParticipantsMixin, CaseFileMixin):
     async def sessions_of_case(self, case_id: str) -> list[Session]:
         ids = await self.store.index_range(f"case:{case_id}:sessions")
         docs = await self.store.get_many([f"session:{i}" for i in ids])
-        return [Session.model_validate(d) for d in docs if d is not None]
+        live = [Session.model_validate(d) for d in docs if d is not None]
+        if self.archived is None:
+            return live
+        # Sessions sealed and gone from the store (signaling/evict.py) are the record's.
+        known = {s.session_id for s in live}
+        gone = [
+            Session.model_validate(d)
+            for d in await self.archived.case_session_docs(case_id)
+            if d["session_id"] not in known and d["status"] == "ended"
+        ]
+        return sorted(gone + live, key=lambda s: (s.created_at, s.session_id))
 
     async def list_sessions(
         self,

@@ -347,6 +347,14 @@ class History:
         rows = await self._rows(stmt.order_by(t.c.created_at, t.c.invitation_id))
         return [{k: v for k, v in r.items() if k != "answerer_sub"} for r in rows]
 
+    async def case_session_docs(self, case_id: str) -> list[dict[str, Any]]:
+        """The case's sessions, as ``session_doc`` gives them, oldest first."""
+        t = s.sessions
+        stmt = sa.select(t.c.session_id).where(t.c.case_id == case_id)
+        ids = await self._rows(stmt.order_by(t.c.created_at, t.c.session_id))
+        docs = [await self.session_doc(r["session_id"]) for r in ids]
+        return [d for d in docs if d is not None]
+
     async def participant_doc(self, participant_id: str) -> dict[str, Any] | None:
         """The participant slot as ``signaling.models.Participant`` (None: unknown)."""
         t = s.participants
