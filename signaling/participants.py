@@ -61,7 +61,11 @@ class ParticipantsMixin(ServiceCore):
     # -- participants -----------------------------------------------------------------
     async def participants(self, session_id: str) -> list[Participant]:
         ids = await self.store.index_range(f"session:{session_id}:participants")
-        docs = await self.store.get_many([f"participant:{i}" for i in ids])
+        docs: list[dict[str, Any] | None] = []
+        if ids:
+            docs = await self.store.get_many([f"participant:{i}" for i in ids])
+        elif self.archived is not None and await self.store.get(f"session:{session_id}") is None:
+            docs = list(await self.archived.participant_docs(session_id))  # evicted
         return [Participant.model_validate(d) for d in docs if d is not None]
 
     async def participant(self, participant_id: str) -> Participant:

@@ -140,6 +140,10 @@ async def test_a_sealed_session_leaves_the_store(
         assert res.status == 200, await res.text()
         body = await res.json()
         assert body["session"]["status"] == "ended" and len(body["invitations"]) == 2
+        assert {p["identity"]["sub"] for p in body["participants"]} == {
+            "clerk-01",
+            "rev-city-amr-1",
+        }
         res = await client.get(f"/api/sessions/{sid}/recording/markers", headers=auth(sup))
         assert res.status == 200, await res.text()
         res = await client.get(f"/api/sessions/{sid}/snapshots", headers=auth(sup))

@@ -361,6 +361,9 @@ class History:
         rows = await self._rows(sa.select(t).where(t.c.participant_id == participant_id))
         return _participant(rows[0]) if rows else None
 
+    async def participant_docs(self, session_id: str) -> list[dict[str, Any]]:
+        return await self.participants(session_id)
+
     async def snapshot_docs(
         self, session_id: str | None = None, snapshot_id: str | None = None
     ) -> list[dict[str, Any]]:
