@@ -193,8 +193,10 @@ async def _evict_ctx(app: web.Application) -> AsyncIterator[None]:
     if recording is not None:
         recording.after_seal.append(evictor.sealed)
     app[EVICTOR] = evictor
+    app[SERVICE].event_hooks.append(evictor.on_event)
     evictor.start()
     yield
+    app[SERVICE].event_hooks.remove(evictor.on_event)
     await evictor.close()
 
 

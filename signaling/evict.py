@@ -32,12 +32,21 @@ from . import outbox
 from .background import stopping
 from .core import UNSEALED, ServiceCore
 from .history.catchup import BEHIND
+from .models import Event
 from .participants import IDLE, chat_log
 from .state import Outage, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
 SWEEP_EVERY_S = 10.0
+# Cases whose log had events filed after their last session left the store (a replay,
+# a download, an export): the sweeper trims them again. Index: case -> time.
+RETRIM = "evict:retrim"
+# Events that happen to sealed sessions (those of sessions being evicted do not matter:
+# the case is trimmed as the last one leaves).
+LATE = frozenset(
+    {"replay.viewed", "replay.downloaded", "casefile.downloaded", "export.ready", "export.failed"}
+)
 GRACE_S = 60.0  # after its end, a session stays this long
 
 
@@ -56,6 +65,13 @@ class Evictor:
         self._task: asyncio.Task[None] | None = None
 
     # -- after sealing ------------------------------------------------------------------
+    async def on_event(self, event: Event) -> None:
+        """The event hook: an event filed for a session already gone from the store
+        leaves an entry in its case's log; the sweeper trims it again."""
+        if event.type in LATE and event.session_id is not None:
+            if await self.store.get(f"session:{event.session_id}") is None:
+                await self.store.index_add(RETRIM, event.case_id, event.ts)
+
     async def sealed(self, case_id: str, session_id: str, manifest: dict[str, Any]) -> None:
         """The sealing hook: evict the session now if the record is complete."""
         await self.evict(session_id)
@@ -154,6 +170,10 @@ class Evictor:
             if stopping():
                 break
             evicted += await self.evict(sid)
+        for case_id in await self.store.index_range(RETRIM):
+            await self.trim_case(case_id)
+            if not await self.store.read_log(f"case:{case_id}:events", limit=1):
+                await self.store.index_remove(RETRIM, case_id)
         return evicted
 
     def start(self) -> None:

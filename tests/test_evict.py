@@ -22,7 +22,7 @@ from jointreview import cli
 from jointreview.app import create_app
 from signaling.appkeys import HISTORY, STORE
 from signaling.auth import TokenService
-from signaling.evict import EVICTOR
+from signaling.evict import EVICTOR, RETRIM
 from signaling.history import migrate
 from signaling.state import MemoryStore, Store
 
@@ -171,6 +171,14 @@ async def test_a_sealed_session_leaves_the_store(
         assert res.status == 200
         assert not [k for k in await keys_of(store) if sid2 in k]
         assert await store.read_log(LOG) == []
+
+        # An event filed for an evicted session (a download) is trimmed by the sweeper.
+        got = await client.get(files[0]["url"], headers=auth(tok.clerk()))
+        assert got.status == 200, await got.text()
+        assert [e["type"] for e in await store.read_log(LOG)] == ["casefile.downloaded"]
+        await evict_now(client)
+        assert await store.read_log(LOG) == []
+        assert await store.index_range(RETRIM) == []
     # verify compares the sealed files with the record's events where the log forgot.
     if config.database_url:
         monkeypatch.setenv("JR_DATABASE_URL", config.database_url)
