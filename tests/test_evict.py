@@ -24,6 +24,7 @@ from signaling.appkeys import HISTORY, STORE
 from signaling.auth import TokenService
 from signaling.evict import EVICTOR, RETRIM
 from signaling.history import migrate
+from signaling.history.catchup import BEHIND
 from signaling.state import MemoryStore, Store
 
 from .conftest import Tokens, auth, make_config
@@ -230,3 +231,37 @@ async def history_kw(request: pytest.FixtureRequest) -> dict[str, Any]:
     url = str(request.getfixturevalue("fresh_postgres_url"))
     await migrate.upgrade(url)
     return {"database_url": url}
+
+
+async def test_a_session_stays_while_the_record_is_behind(
+    config_kw: dict[str, Any], tmp_path: Path
+) -> None:
+    config = make_config(tmp_path, media_enabled=False, **config_kw)
+    async with TestClient(TestServer(create_app(config))) as client:
+        tok = Tokens(TokenService(config))
+        store = client.app[STORE]
+        sid, _ = await play(client, tok)
+        # As the catch-up marks a case whose events the database refused.
+        await store.index_add(BEHIND, CASE, 0.0)
+        assert await evict_now(client) == 0
+        assert await store.get(f"session:{sid}") is not None
+        assert await store.log_trimmed(LOG) == 0
+        await store.index_remove(BEHIND, CASE)  # caught up
+        assert await evict_now(client) == 1
+        assert await store.get(f"session:{sid}") is None
+
+
+async def test_a_trimmed_log_goes_on_counting_after_a_restart(tmp_path: Path) -> None:
+    config = make_config(tmp_path, media_enabled=False)
+    async with TestClient(TestServer(create_app(config))) as client:
+        tok = Tokens(TokenService(config))
+        await play(client, tok)
+        await evict_now(client)
+        last = await client.app[STORE].log_trimmed(LOG)
+        assert last > 0 and await client.app[STORE].read_log(LOG) == []
+    async with TestClient(TestServer(create_app(config))) as client:
+        store = client.app[STORE]
+        assert await store.log_trimmed(LOG) == last
+        await start_session(client, Tokens(TokenService(config)))
+        assert [e["seq"] for e in await store.read_log(LOG)] == [last + 1]
+        assert await client.app[HISTORY].event_count(CASE) == last + 1
