@@ -130,10 +130,11 @@ class CaseFileMixin(ServiceCore):
             note=body.note,
             created_at=self.clock(),
         )
-        await self.store.create(f"opinion:{opinion.opinion_id}", opinion.model_dump())
-        await self.store.index_add(
-            f"session:{session_id}:opinions", opinion.opinion_id, opinion.created_at
-        )
+        if await self._evicted(session_id) is None:  # else: the record's alone
+            await self.store.create(f"opinion:{opinion.opinion_id}", opinion.model_dump())
+            await self.store.index_add(
+                f"session:{session_id}:opinions", opinion.opinion_id, opinion.created_at
+            )
         data = opinion.model_dump(exclude={"author", "case_id", "session_id"})
         await self.record(
             session.case_id, "opinion.filed", session_id=session_id, actor=opinion.author, **data
@@ -144,10 +145,10 @@ class CaseFileMixin(ServiceCore):
     async def opinions(self, session_id: str) -> list[Opinion]:
         ids = await self.store.index_range(f"session:{session_id}:opinions")
         docs: list[dict[str, Any] | None] = []
-        if ids:
-            docs = await self.store.get_many([f"opinion:{i}" for i in ids])
-        elif (record := await self._evicted(session_id)) is not None:
+        if (record := await self._evicted(session_id)) is not None:
             docs = list(await record.opinion_docs(session_id))
+        elif ids:
+            docs = await self.store.get_many([f"opinion:{i}" for i in ids])
         return [Opinion.model_validate(d) for d in docs if d is not None]
 
     async def _evicted(self, session_id: str) -> Archived | None:

@@ -42,10 +42,20 @@ SWEEP_EVERY_S = 10.0
 # Cases whose log had events filed after their last session left the store (a replay,
 # a download, an export): the sweeper trims them again. Index: case -> time.
 RETRIM = "evict:retrim"
+# Sessions that got live keys again after they left (an opinion filed as they were being
+# evicted): the sweeper deletes those. Index: session -> time.
+AGAIN = "evict:again"
 # Events that happen to sealed sessions (those of sessions being evicted do not matter:
 # the case is trimmed as the last one leaves).
 LATE = frozenset(
-    {"replay.viewed", "replay.downloaded", "casefile.downloaded", "export.ready", "export.failed"}
+    {
+        "replay.viewed",
+        "replay.downloaded",
+        "casefile.downloaded",
+        "export.ready",
+        "export.failed",
+        "opinion.filed",  # (after the end too; not kept in the store for an evicted session)
+    }
 )
 GRACE_S = 60.0  # after its end, a session stays this long
 
@@ -71,6 +81,8 @@ class Evictor:
         if event.type in LATE and event.session_id is not None:
             if await self.store.get(f"session:{event.session_id}") is None:
                 await self.store.index_add(RETRIM, event.case_id, event.ts)
+                if event.type == "opinion.filed":
+                    await self.store.index_add(AGAIN, event.session_id, event.ts)
 
     async def sealed(self, case_id: str, session_id: str, manifest: dict[str, Any]) -> None:
         """The sealing hook: evict the session now if the record is complete."""
@@ -108,7 +120,7 @@ class Evictor:
             return False
         return await self.record.events_upto(case_id, sealed[0]) >= sealed[0]
 
-    async def _forget(self, session_id: str, case_id: str) -> None:
+    async def _forget(self, session_id: str, case_id: str | None) -> None:
         store = self.store
         prefix = f"session:{session_id}"
         invitations = await store.index_range(f"{prefix}:invitations")
@@ -133,8 +145,9 @@ class Evictor:
         await store.delete_log(chat_log(session_id))
         for kind in ("invitations", "participants", "opinions", "snapshots"):
             await store.index_delete(f"{prefix}:{kind}")
-        for index in (IDLE, UNSEALED, f"case:{case_id}:sessions"):
-            await store.index_remove(index, session_id)
+        for index in (IDLE, UNSEALED, f"case:{case_id}:sessions" if case_id else ""):
+            if index:
+                await store.index_remove(index, session_id)
         # Last: while the document is there, the sweeper finds the session again.
         await store.delete([prefix])
         await store.index_remove("sessions", session_id)
@@ -170,6 +183,10 @@ class Evictor:
             if stopping():
                 break
             evicted += await self.evict(sid)
+        for sid in await self.store.index_range(AGAIN):
+            if await self.store.get(f"session:{sid}") is None:
+                await self._forget(sid, None)
+            await self.store.index_remove(AGAIN, sid)
         for case_id in await self.store.index_range(RETRIM):
             await self.trim_case(case_id)
             if not await self.store.read_log(f"case:{case_id}:events", limit=1):

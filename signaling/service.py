@@ -245,6 +245,8 @@ class ReviewService(ParticipantsMixin, CaseFileMixin):
             return dict(doc, status="ended", ended_at=now, ended_by=by)
 
         doc, changed = await self.store.update(f"session:{session_id}", end)
+        if doc is None:  # sealed and gone from the store (signaling/evict.py): ended
+            return session, False
         session = Session.model_validate(doc)
         if not changed:
             return session, False

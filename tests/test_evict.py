@@ -20,9 +20,9 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from jointreview import cli
 from jointreview.app import create_app
-from signaling.appkeys import HISTORY, STORE
+from signaling.appkeys import HISTORY, SERVICE, STORE
 from signaling.auth import TokenService
-from signaling.evict import EVICTOR, RETRIM
+from signaling.evict import AGAIN, EVICTOR, RETRIM
 from signaling.history import migrate
 from signaling.history.catchup import BEHIND
 from signaling.state import MemoryStore, Store
@@ -134,6 +134,29 @@ async def test_a_sealed_session_leaves_the_store(
         assert err["code"] == "session_ended", err
         await rev.close()
 
+        # Actions on it answer as for an ended session (never a server error).
+        res = await client.post(f"/api/sessions/{sid}/end", headers=auth(tok.clerk()))
+        assert res.status == 200, await res.text()
+        assert (await res.json())["status"] == "ended"
+        res = await client.post(
+            f"/api/sessions/{sid}/invitations", json={"dept": "city-amr"}, headers=auth(tok.clerk())
+        )
+        assert (res.status, (await res.json())["error"]["code"]) == (409, "session_ended")
+        # An opinion may follow the end: into the record (and the log) only.
+        res = await client.post(
+            f"/api/sessions/{sid}/opinions",
+            json={"decision": "approve"},
+            headers=auth(tok.reviewer()),
+        )
+        assert res.status == 201, await res.text()
+        res = await client.post(
+            f"/api/sessions/{sid}/snapshots",
+            data=tiny("JPEG"),
+            headers={**auth(tok.clerk()), "Content-Type": "image/jpeg"},
+        )
+        assert res.status < 500, await res.text()
+        assert not [k for k in await keys_of(store) if sid in k]
+
         # Read from the record and the case file: the session, its timeline (replay
         # markers), its stills and opinions, its case file.
         sup = tok.supervisor()
@@ -154,7 +177,11 @@ async def test_a_sealed_session_leaves_the_store(
         res = await client.get(stills[0]["url"], headers=auth(sup))
         assert res.status == 200 and await res.read() == tiny("JPEG")
         res = await client.get(f"/api/sessions/{sid}/opinions", headers=auth(sup))
-        assert res.status == 200 and len((await res.json())["opinions"]) == 1
+        assert res.status == 200
+        assert [o["decision"] for o in (await res.json())["opinions"]] == [
+            "materials_missing",
+            "approve",
+        ]
         res = await client.get(f"/api/sessions/{sid}/casefile", headers=auth(sup))
         assert res.status == 200, await res.text()
         files = (await res.json())["files"]
@@ -265,3 +292,24 @@ async def test_a_trimmed_log_goes_on_counting_after_a_restart(tmp_path: Path) ->
         await start_session(client, Tokens(TokenService(config)))
         assert [e["seq"] for e in await store.read_log(LOG)] == [last + 1]
         assert await client.app[HISTORY].event_count(CASE) == last + 1
+
+
+async def test_keys_written_as_a_session_left_are_swept(tmp_path: Path) -> None:
+    """An opinion filed while its session was being evicted left live keys behind: the
+    opinion.filed hook lists the session, the sweeper deletes them."""
+    config = make_config(tmp_path, media_enabled=False)
+    async with TestClient(TestServer(create_app(config))) as client:
+        tok = Tokens(TokenService(config))
+        store = client.app[STORE]
+        sid, _ = await play(client, tok)
+        await evict_now(client)
+        # As file_opinion would have written them had the session been there a moment ago.
+        await store.create("opinion:o_late", {"opinion_id": "o_late"})
+        await store.index_add(f"session:{sid}:opinions", "o_late", 1.0)
+        event = await client.app[SERVICE].record(
+            CASE, "opinion.filed", session_id=sid, opinion_id="o_late", decision="approve"
+        )
+        assert event.seq > await store.log_trimmed(LOG)
+        await evict_now(client)
+        assert not [k for k in await keys_of(store) if sid in k or "o_late" in k]
+        assert await store.read_log(LOG) == [] and await store.index_range(AGAIN) == []
