@@ -53,6 +53,8 @@ class Archived(Protocol):
 
     async def invitation_docs(self, session_id: str) -> list[dict[str, Any]]: ...
 
+    async def invitation_doc(self, invitation_id: str) -> dict[str, Any] | None: ...
+
     async def participant_doc(self, participant_id: str) -> dict[str, Any] | None: ...
 
     async def participant_docs(self, session_id: str) -> list[dict[str, Any]]: ...
@@ -207,6 +209,10 @@ class ServiceCore:
     # -- invitations ------------------------------------------------------------------
     async def invitation(self, invitation_id: str) -> Invitation:
         doc = await self.store.get(f"invitation:{invitation_id}")
+        if doc is None and self.archived is not None:
+            doc = await self.archived.invitation_doc(invitation_id)
+            if doc is not None and await self.store.get(f"session:{doc['session_id']}"):
+                doc = None  # the store's word while the session is live
         if doc is None:
             raise NotFound("invitation_not_found", f"no invitation {invitation_id}")
         return Invitation.model_validate(doc)
@@ -245,7 +251,8 @@ class ServiceCore:
             return doc
 
         doc, changed = await self.store.update(f"invitation:{inv.invitation_id}", change)
-        new = Invitation.model_validate(doc)
+        # No document: its session left the store (signaling/evict.py), it is as it was.
+        new = Invitation.model_validate(doc) if doc is not None else inv
         if changed:
             await self.record(
                 new.case_id,

@@ -142,6 +142,16 @@ async def test_a_sealed_session_leaves_the_store(
             f"/api/sessions/{sid}/invitations", json={"dept": "city-amr"}, headers=auth(tok.clerk())
         )
         assert (res.status, (await res.json())["error"]["code"]) == (409, "session_ended")
+        # Its invitations are closed: cancelled at the end, accepted before.
+        res = await client.get(f"/api/sessions/{sid}", headers=auth(tok.supervisor()))
+        tax = next(i for i in (await res.json())["invitations"] if i["dept"] == "city-tax")
+        assert tax["status"] == "cancelled"
+        res = await client.post(
+            f"/api/invitations/{tax['invitation_id']}/decline",
+            json={"reason": "不负责"},
+            headers=auth(tok.other_reviewer()),
+        )
+        assert (res.status, (await res.json())["error"]["code"]) == (409, "invitation_closed")
         # An opinion may follow the end: into the record (and the log) only.
         res = await client.post(
             f"/api/sessions/{sid}/opinions",

@@ -355,6 +355,12 @@ class History:
         docs = [await self.session_doc(r["session_id"]) for r in ids]
         return [d for d in docs if d is not None]
 
+    async def invitation_doc(self, invitation_id: str) -> dict[str, Any] | None:
+        """One invitation as ``signaling.models.Invitation`` (None: unknown)."""
+        t = s.invitations
+        rows = await self._rows(sa.select(t).where(t.c.invitation_id == invitation_id))
+        return {k: v for k, v in rows[0].items() if k != "answerer_sub"} if rows else None
+
     async def participant_doc(self, participant_id: str) -> dict[str, Any] | None:
         """The participant slot as ``signaling.models.Participant`` (None: unknown)."""
         t = s.participants
