@@ -48,6 +48,7 @@ from signaling.auth import TokenService
 from signaling.background import stopping
 from signaling.config import Config
 from signaling.directory import load_directory
+from signaling.evict import EVICTOR, Evictor
 from signaling.export_jobs import EXPORTS, ExportWorker, options_from
 from signaling.history import db, migrate
 from signaling.history.catchup import CatchUp
@@ -139,6 +140,7 @@ async def _history_ctx(app: web.Application) -> AsyncIterator[None]:
     catch_up = app[CATCH_UP] = CatchUp(app[STORE], history)
     app[SERVICE].event_hooks.insert(0, catch_up.hook)
     await catch_up.mark_unsealed()
+    app[SERVICE].archived = history  # sessions gone from the store (signaling/evict.py)
     catch_up.start()
     yield
     await catch_up.close()
@@ -198,6 +200,25 @@ async def _exports_ctx(app: web.Application) -> AsyncIterator[None]:
     app[EXPORTS] = worker
     yield
     await worker.close()
+
+
+async def _evict_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Sealed sessions leave the live store once the record holds them (after the
+    export is queued: the last sealing hook), and a sweeper catches the rest."""
+    evictor = app[EVICTOR] = Evictor(app[SERVICE], app[HISTORY])
+    if not app[VIEWS_FROM_RECORD]:
+        # Nodes sharing Redis, each with its own SQLite record: the views read the live
+        # store, which must then keep every session (set database_url to evict).
+        yield
+        return
+    recording = app[MEDIA].recording
+    if recording is not None:
+        recording.after_seal.append(evictor.sealed)
+    app[SERVICE].event_hooks.append(evictor.on_event)
+    evictor.start()
+    yield
+    app[SERVICE].event_hooks.remove(evictor.on_event)
+    await evictor.close()
 
 
 async def _tasks_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -279,6 +300,7 @@ def create_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(_webhooks_ctx)
     app.cleanup_ctx.append(_media_ctx)
     app.cleanup_ctx.append(_exports_ctx)
+    app.cleanup_ctx.append(_evict_ctx)
     app.cleanup_ctx.append(_tasks_ctx)
     app.cleanup_ctx.append(_sweeper_ctx)
     app.on_shutdown.append(_close_sockets)

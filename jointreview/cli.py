@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -257,7 +258,9 @@ def _verify_audit(config: Config, node: str | None) -> int:
 
 async def _store_events(config: Config, case_id: str) -> list[dict[str, Any]] | None:
     """The case's events as the store has them now, read without changing anything
-    (the server may be running); None when the store can't be read."""
+    (the server may be running); None when the store can't be read. The part of the log
+    the store has forgotten (sealed sessions leave it: signaling/evict.py) is the
+    record's."""
     key = f"case:{case_id}:events"
     if config.redis_url:
         from signaling.state.redis_store import RedisStore
@@ -267,22 +270,66 @@ async def _store_events(config: Config, case_id: str) -> list[dict[str, Any]] | 
         except Exception:
             return None
         try:
-            return await store.read_log(key)
+            events, trimmed = await store.read_log(key), await store.log_trimmed(key)
         finally:
             await store.close()
-    journal = config.data_dir / "state" / "journal.jsonl"
-    if not journal.is_file():
-        return None
+    else:
+        journal = config.data_dir / "state" / "journal.jsonl"
+        if not journal.is_file():
+            return None
+        events, trimmed = _journal_log(journal, key)
+    if trimmed:
+        earlier = await _record_events(config, case_id, trimmed)
+        if earlier is None:
+            return None
+        events = earlier + events
+    return events
+
+
+def _journal_log(journal: Path, key: str) -> tuple[list[dict[str, Any]], int]:
+    """One log of ``MemoryStore``'s journal (one JSON operation a line), and how far it
+    was trimmed."""
     events: list[dict[str, Any]] = []
-    with journal.open("rb") as fh:  # MemoryStore's journal: one JSON operation a line
+    trimmed = 0
+    with journal.open("rb") as fh:
         for line in fh:
             try:
                 op = json.loads(line)
             except ValueError:
                 break  # a torn last line
-            if op.get("op") == "append" and op.get("k") == key:
+            if op.get("k") != key:
+                continue
+            if op.get("op") == "append":
                 events.append(op["d"])
-    return events
+            elif op.get("op") == "trim":
+                trimmed = max(trimmed, int(op["n"]))
+                events = [e for e in events if int(e.get("seq") or 0) > trimmed]
+            elif op.get("op") == "unlog":
+                events, trimmed = [], 0
+    return events, trimmed
+
+
+async def _record_events(config: Config, case_id: str, upto: int) -> list[dict[str, Any]] | None:
+    """The case's events up to seq ``upto`` from the record; None if it can't be read."""
+    from signaling.history.db import url_of
+    from signaling.history.repo import History
+
+    try:
+        history = await History.open(url_of(config.database_url, config.data_dir))
+    except Exception:
+        return None
+    out: list[dict[str, Any]] = []
+    try:
+        while True:
+            after = int(out[-1]["seq"]) if out else 0
+            page = await history.event_docs(case_id, after, 1000)
+            out += [e for e in page if int(e["seq"]) <= upto]
+            if len(page) < 1000 or int(page[-1]["seq"]) >= upto:
+                return out
+    except Exception:
+        return None
+    finally:
+        await history.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

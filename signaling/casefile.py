@@ -21,7 +21,7 @@ from PIL import Image
 
 from . import policy
 from .auth import Identity
-from .core import ServiceCore, _new_id, actor_of
+from .core import Archived, ServiceCore, _new_id, actor_of
 from .errors import (
     BadRequest,
     InsufficientStorage,
@@ -130,10 +130,11 @@ class CaseFileMixin(ServiceCore):
             note=body.note,
             created_at=self.clock(),
         )
-        await self.store.create(f"opinion:{opinion.opinion_id}", opinion.model_dump())
-        await self.store.index_add(
-            f"session:{session_id}:opinions", opinion.opinion_id, opinion.created_at
-        )
+        if await self._evicted(session_id) is None:  # else: the record's alone
+            await self.store.create(f"opinion:{opinion.opinion_id}", opinion.model_dump())
+            await self.store.index_add(
+                f"session:{session_id}:opinions", opinion.opinion_id, opinion.created_at
+            )
         data = opinion.model_dump(exclude={"author", "case_id", "session_id"})
         await self.record(
             session.case_id, "opinion.filed", session_id=session_id, actor=opinion.author, **data
@@ -143,8 +144,18 @@ class CaseFileMixin(ServiceCore):
 
     async def opinions(self, session_id: str) -> list[Opinion]:
         ids = await self.store.index_range(f"session:{session_id}:opinions")
-        docs = await self.store.get_many([f"opinion:{i}" for i in ids])
+        docs: list[dict[str, Any] | None] = []
+        if (record := await self._evicted(session_id)) is not None:
+            docs = list(await record.opinion_docs(session_id))
+        elif ids:
+            docs = await self.store.get_many([f"opinion:{i}" for i in ids])
         return [Opinion.model_validate(d) for d in docs if d is not None]
+
+    async def _evicted(self, session_id: str) -> Archived | None:
+        """The record, when the session left the live store (sealed: signaling/evict.py)."""
+        if self.archived is None or await self.store.get(f"session:{session_id}") is not None:
+            return None
+        return self.archived
 
     # -- document stills --------------------------------------------------------------
     async def add_snapshot(
@@ -201,11 +212,20 @@ class CaseFileMixin(ServiceCore):
 
     async def snapshots(self, session_id: str) -> list[Snapshot]:
         ids = await self.store.index_range(f"session:{session_id}:snapshots")
-        docs = await self.store.get_many([f"snapshot:{i}" for i in ids])
+        docs: list[dict[str, Any] | None] = []
+        if ids:
+            docs = await self.store.get_many([f"snapshot:{i}" for i in ids])
+        elif (record := await self._evicted(session_id)) is not None:
+            rows = await record.snapshot_docs(session_id)
+            docs = [_with_path(r) for r in rows]
         return [Snapshot.model_validate(d) for d in docs if d is not None]
 
     async def snapshot_file(self, who: Identity, snapshot_id: str) -> tuple[Snapshot, Path]:
         doc = await self.store.get(f"snapshot:{snapshot_id}")
+        if doc is None and self.archived is not None:
+            rows = await self.archived.snapshot_docs(snapshot_id=snapshot_id)
+            if rows and await self._evicted(rows[0]["session_id"]) is not None:
+                doc = _with_path(rows[0])
         if doc is None:
             raise NotFound("snapshot_not_found", f"no snapshot {snapshot_id}")
         snap = Snapshot.model_validate(doc)
@@ -224,3 +244,10 @@ class CaseFileMixin(ServiceCore):
             opinions += await self.opinions(sid)
             snapshots += await self.snapshots(sid)
         return {"opinions": opinions, "snapshots": snapshots}
+
+
+def _with_path(row: dict[str, Any]) -> dict[str, Any]:
+    """A still from the record, with where ``snapshot`` put its file."""
+    ext = IMAGE_TYPES.get(row["content_type"], ("", "bin"))[1]
+    path = f"{row['case_id']}/{row['session_id']}/snapshots/{row['snapshot_id']}.{ext}"
+    return dict(row, path=path)

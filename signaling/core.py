@@ -14,7 +14,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from . import outbox
 from .auth import Identity
@@ -46,6 +46,33 @@ def _hash(secret: str) -> str:
 
 
 EventHook = Callable[[Event], Awaitable[None]]
+
+
+class Archived(Protocol):
+    """The record's answers about a session the live store has forgotten (sealed and
+    evicted: signaling/evict.py), shaped as the store had them (``History``)."""
+
+    async def session_doc(self, session_id: str) -> dict[str, Any] | None: ...
+
+    async def invitation_docs(self, session_id: str) -> list[dict[str, Any]]: ...
+
+    async def invitation_doc(self, invitation_id: str) -> dict[str, Any] | None: ...
+
+    async def participant_doc(self, participant_id: str) -> dict[str, Any] | None: ...
+
+    async def participant_docs(self, session_id: str) -> list[dict[str, Any]]: ...
+
+    async def case_session_docs(self, case_id: str) -> list[dict[str, Any]]: ...
+
+    async def snapshot_docs(
+        self, session_id: str | None = None, snapshot_id: str | None = None
+    ) -> list[dict[str, Any]]: ...
+
+    async def opinion_docs(self, session_id: str) -> list[dict[str, Any]]: ...
+
+    async def event_docs(
+        self, case_id: str, after_seq: int, limit: int
+    ) -> list[dict[str, Any]]: ...
 
 
 async def append_event(
@@ -110,6 +137,8 @@ class ServiceCore:
         # Called with every recorded event once it is in the log: webhooks queue their
         # deliveries here, before the action that caused the event is answered.
         self.event_hooks: list[EventHook] = []
+        # Where an evicted session is still known (the record); None: nowhere else.
+        self.archived: Archived | None = None
 
     # -- events -----------------------------------------------------------------------
     async def record(
@@ -143,6 +172,21 @@ class ServiceCore:
             if session_id is None or d.get("session_id") == session_id
         ]
 
+    async def read_events(self, case_id: str, start: int, limit: int) -> list[dict[str, Any]]:
+        """Up to ``limit`` of the case's events after seq ``start``, in order: from the
+        record for the part of the log the store has forgotten (signaling/evict.py),
+        then from the store's log."""
+        key = f"case:{case_id}:events"
+        trimmed = await self.store.log_trimmed(key) if self.archived is not None else 0
+        docs: list[dict[str, Any]] = []
+        if self.archived is not None and start < trimmed:
+            docs = await self.archived.event_docs(case_id, start, limit)
+            docs = [d for d in docs if int(d["seq"]) <= trimmed]
+            start = int(docs[-1]["seq"]) if docs else trimmed
+        if len(docs) < limit:
+            docs += await self.store.read_log(key, start=start, limit=limit - len(docs))
+        return docs
+
     async def _announce(self, topic: str, type_: str, **fields: Any) -> None:
         await self.store.publish(topic, {"type": type_, "v": 1, **fields})
 
@@ -151,6 +195,10 @@ class ServiceCore:
 
     async def session(self, session_id: str) -> Session:
         doc = await self.store.get(f"session:{session_id}")
+        if doc is None and self.archived is not None:
+            doc = await self.archived.session_doc(session_id)
+            if doc is not None and doc.get("status") != "ended":
+                doc = None  # the record is ahead of the store only for a sealed session
         if doc is None:
             raise NotFound("session_not_found", f"no session {session_id}")
         return Session.model_validate(doc)
@@ -164,13 +212,21 @@ class ServiceCore:
     # -- invitations ------------------------------------------------------------------
     async def invitation(self, invitation_id: str) -> Invitation:
         doc = await self.store.get(f"invitation:{invitation_id}")
+        if doc is None and self.archived is not None:
+            doc = await self.archived.invitation_doc(invitation_id)
+            if doc is not None and await self.store.get(f"session:{doc['session_id']}"):
+                doc = None  # the store's word while the session is live
         if doc is None:
             raise NotFound("invitation_not_found", f"no invitation {invitation_id}")
         return Invitation.model_validate(doc)
 
     async def invitations(self, session_id: str) -> list[Invitation]:
         ids = await self.store.index_range(f"session:{session_id}:invitations")
-        docs = await self.store.get_many([f"invitation:{i}" for i in ids])
+        docs: list[dict[str, Any] | None] = []
+        if ids:
+            docs = await self.store.get_many([f"invitation:{i}" for i in ids])
+        elif self.archived is not None and await self.store.get(f"session:{session_id}") is None:
+            docs = list(await self.archived.invitation_docs(session_id))  # evicted
         return [Invitation.model_validate(d) for d in docs if d is not None]
 
     async def _set_invitation(
@@ -198,7 +254,8 @@ class ServiceCore:
             return doc
 
         doc, changed = await self.store.update(f"invitation:{inv.invitation_id}", change)
-        new = Invitation.model_validate(doc)
+        # No document: its session left the store (signaling/evict.py), it is as it was.
+        new = Invitation.model_validate(doc) if doc is not None else inv
         if changed:
             await self.record(
                 new.case_id,

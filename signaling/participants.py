@@ -61,7 +61,11 @@ class ParticipantsMixin(ServiceCore):
     # -- participants -----------------------------------------------------------------
     async def participants(self, session_id: str) -> list[Participant]:
         ids = await self.store.index_range(f"session:{session_id}:participants")
-        docs = await self.store.get_many([f"participant:{i}" for i in ids])
+        docs: list[dict[str, Any] | None] = []
+        if ids:
+            docs = await self.store.get_many([f"participant:{i}" for i in ids])
+        elif self.archived is not None and await self.store.get(f"session:{session_id}") is None:
+            docs = list(await self.archived.participant_docs(session_id))  # evicted
         return [Participant.model_validate(d) for d in docs if d is not None]
 
     async def participant(self, participant_id: str) -> Participant:
@@ -123,6 +127,11 @@ class ParticipantsMixin(ServiceCore):
     async def resume(self, who: Identity, resume_token: str) -> tuple[Participant, str]:
         pid, _, secret = resume_token.partition(".")
         doc = await self.store.get(f"participant:{pid}") if pid and secret else None
+        if doc is None and pid and secret and self.archived is not None:
+            # Its session was sealed and left the store: ended, as the record says.
+            gone = await self.archived.participant_doc(pid)
+            if gone is not None and gone["identity"]["sub"] == who.sub:
+                await self.require_active(gone["session_id"])
         if doc is None or not hmac.compare_digest(doc.get("resume_hash", ""), _hash(secret)):
             raise BadRequest("invalid_resume_token", "this resume token is not known")
         p = Participant.model_validate(doc)

@@ -62,7 +62,17 @@ class ReviewService(ParticipantsMixin, CaseFileMixin):
     async def sessions_of_case(self, case_id: str) -> list[Session]:
         ids = await self.store.index_range(f"case:{case_id}:sessions")
         docs = await self.store.get_many([f"session:{i}" for i in ids])
-        return [Session.model_validate(d) for d in docs if d is not None]
+        live = [Session.model_validate(d) for d in docs if d is not None]
+        if self.archived is None:
+            return live
+        # Sessions sealed and gone from the store (signaling/evict.py) are the record's.
+        known = {s.session_id for s in live}
+        gone = [
+            Session.model_validate(d)
+            for d in await self.archived.case_session_docs(case_id)
+            if d["session_id"] not in known and d["status"] == "ended"
+        ]
+        return sorted(gone + live, key=lambda s: (s.created_at, s.session_id))
 
     async def list_sessions(
         self,
@@ -186,13 +196,12 @@ class ReviewService(ParticipantsMixin, CaseFileMixin):
         """The next ``limit`` events after ``after_seq`` that ``keep`` (by session id)
         accepts, reading at most ``SCAN_PAGES`` pages' worth of the log; the cursor of
         where it stopped, None at the end."""
-        key = f"case:{case_id}:events"
         out: list[Event] = []
         pos = after_seq
         budget = paging.SCAN_PAGES * limit
         while len(out) < limit and budget > 0:
             chunk = min(limit, budget)
-            docs = await self.store.read_log(key, start=pos, limit=chunk)
+            docs = await self.read_events(case_id, pos, chunk)
             read = 0
             for d in docs:
                 pos = int(d.get("seq") or pos + 1)
@@ -205,7 +214,7 @@ class ReviewService(ParticipantsMixin, CaseFileMixin):
             if len(docs) < chunk and read == len(docs):
                 return out, None  # the end of the log
         # Stopped at the page's size or its reading budget: more may follow.
-        if not await self.store.read_log(key, start=pos, limit=1):
+        if not await self.read_events(case_id, pos, 1):
             return out, None
         return out, paging.encode(paging.EVENTS, q=pos)
 
@@ -247,6 +256,8 @@ class ReviewService(ParticipantsMixin, CaseFileMixin):
             return dict(doc, status="ended", ended_at=now, ended_by=by)
 
         doc, changed = await self.store.update(f"session:{session_id}", end)
+        if doc is None:  # sealed and gone from the store (signaling/evict.py): ended
+            return session, False
         session = Session.model_validate(doc)
         if not changed:
             return session, False

@@ -141,9 +141,11 @@ async def _forget(store: Store, case_id: str, session_id: str) -> int:
     for kind in ("invitation", "opinion", "snapshot", "participant"):
         index = f"session:{session_id}:{kind}s"
         for member in await store.index_range(index):
-            gone += await store.delete(f"{kind}:{member}")
+            gone += await store.get(f"{kind}:{member}") is not None
+            await store.delete([f"{kind}:{member}"])
             await store.index_remove(index, member)
-    gone += await store.delete(f"session:{session_id}")
+    gone += await store.get(f"session:{session_id}") is not None
+    await store.delete([f"session:{session_id}"])
     await store.index_remove(f"case:{case_id}:sessions", session_id)
     await store.index_remove("sessions", session_id)
     return gone

@@ -26,8 +26,9 @@ async def test_create_is_once_only(store: Store) -> None:
 
 async def test_delete_forgets_a_document(store: Store) -> None:
     await store.create("gone", {"n": 1})
-    assert await store.delete("gone")
-    assert await store.get("gone") is None and not await store.delete("gone")
+    await store.delete(["gone"])
+    assert await store.get("gone") is None
+    await store.delete(["gone"])  # already gone: nothing to do
     assert await store.create("gone", {"n": 2})  # the key is free again
 
 
@@ -35,7 +36,7 @@ async def test_a_deleted_document_stays_deleted_after_a_restart(tmp_path: Path) 
     store = MemoryStore(tmp_path / "state")
     await store.create("kept", {"n": 1})
     await store.create("gone", {"n": 2})
-    await store.delete("gone")
+    await store.delete(["gone"])
     await store.close()
     store = MemoryStore(tmp_path / "state")
     assert await store.get_many(["kept", "gone"]) == [{"n": 1}, None]
@@ -98,6 +99,85 @@ async def test_log_appends_in_order_with_seq(store: Store) -> None:
     assert [e["i"] for e in await store.read_log("log", start=3)] == [3, 4]
     assert [e["i"] for e in await store.read_log("log", start=1, limit=2)] == [1, 2]
     assert await store.read_log("empty") == []
+
+
+async def test_a_trimmed_log_keeps_counting(store: Store) -> None:
+    for i in range(5):
+        await store.append("log", {"i": i})
+    assert await store.trim_log("log", 3) == 3
+    assert await store.trim_log("log", 3) == 0  # idempotent
+    assert await store.log_trimmed("log") == 3
+    assert [e["seq"] for e in await store.read_log("log")] == [4, 5]
+    # ``start`` is a seq already seen, whether or not it was trimmed.
+    assert [e["seq"] for e in await store.read_log("log", start=1)] == [4, 5]
+    assert [e["seq"] for e in await store.read_log("log", start=4)] == [5]
+    assert [e["seq"] for e in await store.read_log("log", start=0, limit=1)] == [4]
+    assert await store.read_log("log", start=5) == []
+    assert await store.append("log", {"i": 5}) == 6
+    # Trimming past the end drops what is there; the numbering is never given twice.
+    assert await store.trim_log("log", 100) == 3
+    assert await store.read_log("log") == []
+    assert await store.log_trimmed("log") == 6
+    assert await store.append("log", {"i": 6}) == 7
+    assert await store.read_log("log") == [{"i": 6, "seq": 7}]
+    assert await store.trim_log("never", 10) == 0 and await store.log_trimmed("never") == 0
+
+
+async def test_concurrent_appends_and_a_trim_lose_no_number(store: Store) -> None:
+    for i in range(10):
+        await store.append("log", {"i": i})
+    results = await asyncio.gather(
+        store.trim_log("log", 10), *(store.append("log", {"i": i}) for i in range(10, 30))
+    )
+    assert sorted(results[1:]) == list(range(11, 31))
+    assert [e["seq"] for e in await store.read_log("log")] == list(range(11, 31))
+
+
+async def test_deletes(store: Store) -> None:
+    await store.create("a", {"v": 1})
+    await store.create("b", {"v": 2})
+    await store.delete(["a", "missing"])
+    await store.delete([])
+    assert await store.get_many(["a", "b"]) == [None, {"v": 2}]
+    assert await store.create("a", {"v": 3})
+    await store.append("log", {"i": 0})
+    await store.trim_log("log", 1)
+    await store.append("log", {"i": 1})
+    await store.delete_log("log")
+    assert await store.read_log("log") == [] and await store.log_trimmed("log") == 0
+    assert await store.append("log", {"i": 2}) == 1  # a new log
+    await store.index_add("idx", "m", 1.0)
+    await store.index_add("idx", "n", 2.0)
+    await store.index_delete("idx")
+    assert await store.index_range("idx") == []
+
+
+async def test_memory_store_keeps_trims_and_deletes_across_a_restart(tmp_path: Path) -> None:
+    s = MemoryStore(tmp_path / "state")
+    for i in range(2000):
+        await s.append("log", {"i": i, "pad": "x" * 50})
+    await s.trim_log("log", 1998)
+    await s.create("gone", {"v": 1})
+    await s.delete(["gone"])
+    await s.index_add("idx", "m", 1.0)
+    await s.index_delete("idx")
+    await s.append("old", {"i": 0})
+    await s.delete_log("old")
+    await s.close()
+    journal = tmp_path / "state" / "journal.jsonl"
+    before = journal.stat().st_size
+    again = MemoryStore(tmp_path / "state")  # replayed, then compacted (mostly dead)
+    assert [e["seq"] for e in await again.read_log("log")] == [1999, 2000]
+    assert await again.get("gone") is None and await again.index_range("idx") == []
+    assert await again.read_log("old") == []
+    assert await again.append("log", {"i": 2000}) == 2001
+    await again.close()
+    assert journal.stat().st_size < before / 100  # the trimmed entries left the journal
+    third = MemoryStore(tmp_path / "state")
+    assert [e["seq"] for e in await third.read_log("log")] == [1999, 2000, 2001]
+    assert await third.log_trimmed("log") == 1998
+    assert await third.append("log", {}) == 2002
+    await third.close()
 
 
 async def test_concurrent_appends_get_distinct_seqs(store: Store) -> None:

@@ -388,6 +388,82 @@ class History:
                 for name, table in s.TABLES.items()
             }
 
+    # -- for the live store's eviction (signaling/evict.py) ------------------------------
+    # A session gone from the live store is read from here, shaped as the store had it.
+    async def events_upto(self, case_id: str, seq: int) -> int:
+        """How many of the case's events with ``seq`` ≤ ``seq`` are filed: ``seq`` when
+        the record holds every one of them."""
+        t = s.events
+        stmt = sa.select(sa.func.count()).select_from(t)
+        stmt = stmt.where(t.c.case_id == case_id, t.c.seq <= seq)
+        async with self.engine.connect() as conn:
+            return int(await conn.scalar(stmt) or 0)
+
+    async def session_doc(self, session_id: str) -> dict[str, Any] | None:
+        """The session as ``signaling.models.Session`` (None: not in the record)."""
+        row = await self.session(session_id)
+        if row is None:
+            return None
+        keep = ("session_id", "case_id", "status", "created_at", "created_by", "ended_at")
+        doc = {k: row[k] for k in keep}
+        doc.update(
+            ended_by=row["ended_by"],
+            applicant_name=row["applicant_name"],
+            matter=row["matter"],
+            window=row["window"],
+        )
+        return doc
+
+    async def invitation_docs(self, session_id: str) -> list[dict[str, Any]]:
+        """The session's invitations as ``signaling.models.Invitation``, oldest first."""
+        t = s.invitations
+        stmt = sa.select(t).where(t.c.session_id == session_id)
+        rows = await self._rows(stmt.order_by(t.c.created_at, t.c.invitation_id))
+        return [{k: v for k, v in r.items() if k != "answerer_sub"} for r in rows]
+
+    async def case_session_docs(self, case_id: str) -> list[dict[str, Any]]:
+        """The case's sessions, as ``session_doc`` gives them, oldest first."""
+        t = s.sessions
+        stmt = sa.select(t.c.session_id).where(t.c.case_id == case_id)
+        ids = await self._rows(stmt.order_by(t.c.created_at, t.c.session_id))
+        docs = [await self.session_doc(r["session_id"]) for r in ids]
+        return [d for d in docs if d is not None]
+
+    async def invitation_doc(self, invitation_id: str) -> dict[str, Any] | None:
+        """One invitation as ``signaling.models.Invitation`` (None: unknown)."""
+        t = s.invitations
+        rows = await self._rows(sa.select(t).where(t.c.invitation_id == invitation_id))
+        return {k: v for k, v in rows[0].items() if k != "answerer_sub"} if rows else None
+
+    async def participant_doc(self, participant_id: str) -> dict[str, Any] | None:
+        """The participant slot as ``signaling.models.Participant`` (None: unknown)."""
+        t = s.participants
+        rows = await self._rows(sa.select(t).where(t.c.participant_id == participant_id))
+        return _participant(rows[0]) if rows else None
+
+    async def participant_docs(self, session_id: str) -> list[dict[str, Any]]:
+        return await self.participants(session_id)
+
+    async def snapshot_docs(
+        self, session_id: str | None = None, snapshot_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """A session's stills (or one still), as ``snapshots`` gives them."""
+        t = s.snapshots
+        stmt = sa.select(t)
+        if session_id is not None:
+            stmt = stmt.where(t.c.session_id == session_id)
+        if snapshot_id is not None:
+            stmt = stmt.where(t.c.snapshot_id == snapshot_id)
+        rows = await self._rows(stmt.order_by(t.c.created_at, t.c.snapshot_id))
+        return [dict(r, url=f"/api/snapshots/{r['snapshot_id']}") for r in rows]
+
+    async def opinion_docs(self, session_id: str) -> list[dict[str, Any]]:
+        return await self.opinions(session_id)
+
+    async def event_docs(self, case_id: str, after_seq: int, limit: int) -> list[dict[str, Any]]:
+        """Up to ``limit`` of the case's events after ``after_seq``, as the log had them."""
+        return (await self.case_events(case_id, after_seq=after_seq, limit=limit)).items
+
 
 def _lock_key(case_id: str) -> int:
     """A case's advisory lock on PostgreSQL (a signed 64-bit key)."""

@@ -6,7 +6,8 @@ run against both. The primitives are deliberately few; the domain lives above th
 ``signaling.service``.
 
 - documents: JSON objects under a key, created once, changed by atomic read-modify-write;
-- logs: append-only lists of JSON objects whose position is their sequence number;
+- logs: append-only lists of JSON objects, each stamped with its sequence number; the
+  oldest entries can be dropped (``trim_log``) and the numbering goes on where it was;
 - indexes: members ordered by a score (time), for listings;
 - ephemeral values: JSON objects that vanish after a TTL (resume tokens, presence);
 - a bus: fire-and-forget messages to every subscriber of a topic on every node;
@@ -102,17 +103,39 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def delete(self, key: str) -> bool:
-        """Forget the document (what the record keeps need not stay live); whether it
-        was there."""
+    async def delete(self, keys: list[str]) -> None:
+        """Remove these documents (missing ones are ignored)."""
 
     # -- logs -------------------------------------------------------------------------
     @abc.abstractmethod
     async def append(self, key: str, doc: Doc) -> int:
-        """Append and return the 1-based position, which is also stored as ``seq``."""
+        """Append and return its sequence number, also stored as ``seq``: 1 for a new
+        log, one more than the last entry's otherwise, even when that entry was trimmed
+        (a number is never given twice)."""
 
     @abc.abstractmethod
-    async def read_log(self, key: str, start: int = 0, limit: int | None = None) -> list[Doc]: ...
+    async def read_log(self, key: str, start: int = 0, limit: int | None = None) -> list[Doc]:
+        """Up to ``limit`` entries whose ``seq`` is above ``start``, in order.
+
+        ``start`` is a sequence number already seen (0: from the beginning), not a
+        position: before any trim the two are the same; after ``trim_log(key, n)``,
+        entries up to ``n`` are gone and a read from any ``start`` < ``n`` begins with
+        ``n + 1``."""
+
+    @abc.abstractmethod
+    async def trim_log(self, key: str, upto_seq: int) -> int:
+        """Drop the entries with ``seq`` ≤ ``upto_seq`` (at most up to the last one);
+        later appends go on numbering from where the log was. Returns how many were
+        dropped. Atomic, durable, idempotent."""
+
+    @abc.abstractmethod
+    async def log_trimmed(self, key: str) -> int:
+        """The highest sequence number trimmed from the log so far (0: none)."""
+
+    @abc.abstractmethod
+    async def delete_log(self, key: str) -> None:
+        """Remove the log and its numbering (a log that will never be appended again:
+        a new one under this key would start at 1)."""
 
     # -- indexes ----------------------------------------------------------------------
     @abc.abstractmethod
@@ -120,6 +143,10 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def index_remove(self, key: str, member: str) -> None: ...
+
+    @abc.abstractmethod
+    async def index_delete(self, key: str) -> None:
+        """Remove the whole index."""
 
     @abc.abstractmethod
     async def index_range(

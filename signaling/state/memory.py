@@ -1,6 +1,7 @@
 """Single-process store: dictionaries in memory, durable through an append-only journal.
 
-Every durable change (document write, log append, index add) is one JSON line in
+Every durable change (document write or delete, log append or trim, index change) is
+one JSON line in
 ``<dir>/journal.jsonl``, written before memory changes and before the call returns, so a
 crash of the process loses nothing the OS has; an fsync follows within
 ``fsync_interval`` for power loss. A write that fails (a full disk, an I/O error) is cut
@@ -43,6 +44,8 @@ class MemoryStore(Store):
     def __init__(self, directory: Path | None, fsync_interval: float = 0.5) -> None:
         self._docs: dict[str, Doc] = {}
         self._logs: dict[str, list[Doc]] = {}
+        # log -> the highest seq trimmed from it: the numbering goes on from there.
+        self._trimmed: dict[str, int] = {}
         # key -> sorted list of (score, member) plus member -> score
         self._indexes: dict[str, tuple[list[tuple[float, str]], dict[str, float]]] = {}
         self._ephemeral: dict[str, tuple[float, Doc]] = {}
@@ -87,7 +90,7 @@ class MemoryStore(Store):
                     self._apply(op)
                     ops += 1
                     good += len(line)
-        live = len(self._docs) + sum(len(v) for v in self._logs.values())
+        live = len(self._docs) + sum(len(v) for v in self._logs.values()) + len(self._trimmed)
         live += sum(len(v[1]) for v in self._indexes.values())
         live += sum(len(q) for q in self._jobs.values())
         if not path.exists():
@@ -109,6 +112,9 @@ class MemoryStore(Store):
         with tmp.open("w", encoding="utf-8") as fh:
             for key, doc in self._docs.items():
                 fh.write(json.dumps({"op": "put", "k": key, "d": doc}, ensure_ascii=False) + "\n")
+            # Only what is left of a trimmed log, after its numbering: the journal shrinks.
+            for key, upto in self._trimmed.items():
+                fh.write(json.dumps({"op": "trim", "k": key, "n": upto}) + "\n")
             for key, entries in self._logs.items():
                 for doc in entries:
                     fh.write(
@@ -135,6 +141,15 @@ class MemoryStore(Store):
             self._logs.setdefault(key, []).append(op["d"])
         elif kind == "index":
             self._index_set(key, op["m"], op["s"])
+        elif kind == "del":
+            self._docs.pop(key, None)
+        elif kind == "trim":
+            self._trim(key, int(op["n"]))
+        elif kind == "unlog":
+            self._logs.pop(key, None)
+            self._trimmed.pop(key, None)
+        elif kind == "unindexall":
+            self._indexes.pop(key, None)
         elif kind == "job":
             self._jobs.setdefault(key, {})[op["id"]] = {
                 "data": op["d"],
@@ -153,6 +168,8 @@ class MemoryStore(Store):
             ordered, scores = self._indexes.get(key, ([], {}))
             if op["m"] in scores:
                 ordered.remove((scores.pop(op["m"]), op["m"]))
+                if not scores:
+                    self._indexes.pop(key, None)
 
     def _write(self, op: dict[str, Any]) -> None:
         """Append one line, whole, before memory changes; or raise and leave no trace."""
@@ -220,24 +237,57 @@ class MemoryStore(Store):
         self._docs[key] = stored
         return copy.deepcopy(stored), True
 
-    async def delete(self, key: str) -> bool:
-        if key not in self._docs:
-            return False
-        self._write({"op": "del", "k": key})
-        del self._docs[key]
-        return True
+    async def delete(self, keys: list[str]) -> None:
+        for key in keys:
+            if key in self._docs:
+                self._write({"op": "del", "k": key})
+                del self._docs[key]
 
     # -- logs -------------------------------------------------------------------------
+    def _last_seq(self, key: str) -> int:
+        return self._trimmed.get(key, 0) + len(self._logs.get(key, ()))
+
     async def append(self, key: str, doc: Doc) -> int:
-        stored = dict(copy.deepcopy(doc), seq=len(self._logs.get(key, ())) + 1)
+        stored = dict(copy.deepcopy(doc), seq=self._last_seq(key) + 1)
         self._write({"op": "append", "k": key, "d": stored})
         self._logs.setdefault(key, []).append(stored)
         return int(stored["seq"])
 
     async def read_log(self, key: str, start: int = 0, limit: int | None = None) -> list[Doc]:
         entries = self._logs.get(key, [])
-        end = None if limit is None else start + limit
-        return copy.deepcopy(entries[start:end])
+        first = max(0, start - self._trimmed.get(key, 0))
+        end = None if limit is None else first + limit
+        return copy.deepcopy(entries[first:end])
+
+    def _trim(self, key: str, upto: int) -> int:
+        """Entries up to ``upto`` dropped; the numbering goes on after ``upto`` (a
+        compacted journal names it before the entries that are left)."""
+        base = self._trimmed.get(key, 0)
+        if upto <= base:
+            return 0
+        entries = self._logs.get(key, [])
+        drop = min(upto - base, len(entries))
+        del entries[:drop]
+        if not entries:
+            self._logs.pop(key, None)
+        self._trimmed[key] = upto
+        return drop
+
+    async def trim_log(self, key: str, upto_seq: int) -> int:
+        upto = min(upto_seq, self._last_seq(key))
+        if upto <= self._trimmed.get(key, 0):
+            return 0
+        self._write({"op": "trim", "k": key, "n": upto})
+        return self._trim(key, upto)
+
+    async def log_trimmed(self, key: str) -> int:
+        return self._trimmed.get(key, 0)
+
+    async def delete_log(self, key: str) -> None:
+        if key in self._logs or key in self._trimmed:
+            self._write({"op": "unlog", "k": key})
+            self._logs.pop(key, None)
+            self._trimmed.pop(key, None)
 
     # -- indexes ----------------------------------------------------------------------
     def _index_set(self, key: str, member: str, score: float) -> None:
@@ -257,6 +307,13 @@ class MemoryStore(Store):
         if member in scores:
             self._write({"op": "unindex", "k": key, "m": member})
             ordered.remove((scores.pop(member), member))
+            if not scores:
+                self._indexes.pop(key, None)  # as Redis: an empty index takes no room
+
+    async def index_delete(self, key: str) -> None:
+        if key in self._indexes:
+            self._write({"op": "unindexall", "k": key})
+            del self._indexes[key]
 
     async def index_range(
         self,

@@ -1,8 +1,9 @@
 """Redis store: the same contract as ``MemoryStore``, shared by every node.
 
 Keys live under a prefix (``jr:`` by default): documents are JSON strings changed with
-WATCH/MULTI, logs are lists (RPUSH's reply is the sequence number), indexes are sorted
-sets, ephemeral values are strings with an expiry. The bus is Redis pub/sub: one
+WATCH/MULTI, logs are lists, indexes are sorted sets, ephemeral values are strings with
+an expiry. How far each trimmed log was trimmed is a field of one hash (``jr:trimmed``):
+a log's next sequence number is that plus its length. The bus is Redis pub/sub: one
 connection per node subscribes to the topics that local handlers want, and one reader
 task hands each message to the local fan-out.
 
@@ -74,6 +75,30 @@ def _dumps(doc: Any) -> str:
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
 
 
+# Logs: KEYS[1] the list, KEYS[2] the hash of trimmed counts, ARGV[1] the list's name.
+_APPEND = """
+local n = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0') + redis.call('LLEN', KEYS[1]) + 1
+local sep = ','
+if ARGV[2] == '}' then sep = '' end
+redis.call('RPUSH', KEYS[1], '{"seq":' .. n .. sep .. ARGV[2])
+return n
+"""
+_READ = """
+local first = tonumber(ARGV[2]) - tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+if first < 0 then first = 0 end
+local last = -1
+if tonumber(ARGV[3]) >= 0 then last = first + tonumber(ARGV[3]) - 1 end
+if last ~= -1 and last < first then return {} end
+return redis.call('LRANGE', KEYS[1], first, last)
+"""
+_TRIM = """
+local base = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+local drop = math.min(tonumber(ARGV[2]) - base, redis.call('LLEN', KEYS[1]))
+if drop <= 0 then return 0 end
+redis.call('LTRIM', KEYS[1], drop, -1)
+redis.call('HSET', KEYS[2], ARGV[1], base + drop)
+return drop
+"""
 GROUP = "workers"
 SOCKET_TIMEOUT_S = 15.0
 # Touch only a job this consumer still holds (XCLAIM alone would take it from another).
@@ -144,10 +169,6 @@ class RedisStore(Store):
         return bool(await self._r.set(self._k("doc", key), _dumps(doc), nx=True))
 
     @_guarded
-    async def delete(self, key: str) -> bool:
-        return bool(await self._r.delete(self._k("doc", key)))
-
-    @_guarded
     async def update(self, key: str, fn: Updater) -> tuple[Doc | None, bool]:
         rkey = self._k("doc", key)
         async with self._r.pipeline(transaction=True) as pipe:
@@ -173,29 +194,49 @@ class RedisStore(Store):
 
     # -- logs -------------------------------------------------------------------------
     @_guarded
+    async def delete(self, keys: list[str]) -> None:
+        if keys:
+            await self._r.delete(*(self._k("doc", k) for k in keys))
+
+    # -- logs -------------------------------------------------------------------------
+    def _trimmed(self) -> str:
+        return f"{self._p}trimmed"
+
+    @_guarded
     async def append(self, key: str, doc: Doc) -> int:
         # The sequence number must be inside the stored entry, and only Redis knows it
         # atomically: a tiny script pushes and stamps in one step.
         # Splice the sequence number into the JSON text: decoding and re-encoding in
         # Lua (cjson) would round floats such as timestamps.
         body = _dumps({k: v for k, v in doc.items() if k != "seq"})[1:]
-        seq = await self._r.eval(
-            "local n = redis.call('LLEN', KEYS[1]) + 1\n"
-            "local sep = ','\n"
-            "if ARGV[1] == '}' then sep = '' end\n"
-            "redis.call('RPUSH', KEYS[1], '{\"seq\":' .. n .. sep .. ARGV[1])\n"
-            "return n",
-            1,
-            self._k("log", key),
-            body,
-        )
+        seq = await self._r.eval(_APPEND, 2, self._k("log", key), self._trimmed(), key, body)
         return int(seq)
 
     @_guarded
     async def read_log(self, key: str, start: int = 0, limit: int | None = None) -> list[Doc]:
-        end = -1 if limit is None else start + limit - 1
-        raws = await self._r.lrange(self._k("log", key), start, end)
+        if limit is not None and limit <= 0:
+            return []
+        # One script: a trim between reading the count and the entries would shift them.
+        raws = await self._r.eval(
+            _READ, 2, self._k("log", key), self._trimmed(), key, max(0, start), limit or -1
+        )
         return [json.loads(r) for r in raws]
+
+    @_guarded
+    async def trim_log(self, key: str, upto_seq: int) -> int:
+        dropped = await self._r.eval(_TRIM, 2, self._k("log", key), self._trimmed(), key, upto_seq)
+        return int(dropped)
+
+    @_guarded
+    async def log_trimmed(self, key: str) -> int:
+        return int(await self._r.hget(self._trimmed(), key) or 0)
+
+    @_guarded
+    async def delete_log(self, key: str) -> None:
+        async with self._r.pipeline(transaction=True) as pipe:
+            pipe.delete(self._k("log", key))
+            pipe.hdel(self._trimmed(), key)
+            await pipe.execute()
 
     # -- indexes ----------------------------------------------------------------------
     @_guarded
@@ -205,6 +246,10 @@ class RedisStore(Store):
     @_guarded
     async def index_remove(self, key: str, member: str) -> None:
         await self._r.zrem(self._k("idx", key), member)
+
+    @_guarded
+    async def index_delete(self, key: str) -> None:
+        await self._r.delete(self._k("idx", key))
 
     @_guarded
     async def index_range(
