@@ -12,7 +12,6 @@ never shift a later page (keyset pagination, not offsets).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,7 +26,8 @@ from ..models import Event
 from . import schema as s
 from .db import make_engine
 from .group import GroupCommit
-from .projection import Increment, Projection, Row, Update, fold, project
+from .projection import Projection, Row, fold, project
+from .write_steps import earlier, known_of, lock_key, update_of
 
 EVENTS = "he"
 SESSIONS = "hs"
@@ -117,11 +117,11 @@ class History:
                 # One writer per case at a time, across nodes: what a transaction reads
                 # (the session's last event, whether its row exists) stays true until it
                 # commits. In one order (by key), so two batches never wait on each other.
-                for key in sorted({_lock_key(c) for c, _ in unique}):
+                for key in sorted({lock_key(c) for c, _ in unique}):
                     await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
             cases = await self._cases(conn, unique.values())
             sids = {p.event["session_id"] for p in unique.values()} - {None}
-            known = await _known(conn, sids, {c for c, _ in unique})
+            known = await known_of(conn, sids, {c for c, _ in unique})
             stmt = self._insert(s.events).returning(s.events.c.case_id, s.events.c.seq)
             result = await conn.execute(stmt, [p.event for p in unique.values()])
             inserted = {(r.case_id, r.seq) for r in result}
@@ -143,7 +143,7 @@ class History:
             for sid in sorted(late):
                 await self._rebuild(conn, sid)
             if any(p.event["seq"] < known.cases.get(p.event["case_id"], 0) for p in fresh):
-                await _earlier(conn, cases)  # a case's first event may be late too
+                await earlier(conn, cases)  # a case's first event may be late too
         return len(inserted)
 
     async def _cases(self, conn: AsyncConnection, batch: Iterable[Projection]) -> list[Row]:
@@ -162,7 +162,7 @@ class History:
             if name in inserts:
                 await conn.execute(self._insert(s.TABLES[name]), inserts[name])
         for change in updates:
-            await conn.execute(_update(change))
+            await conn.execute(update_of(change))
 
     async def _rebuild(self, conn: AsyncConnection, session_id: str) -> None:
         for name in reversed(INSERT_ORDER):  # children before the session's own row
@@ -463,63 +463,6 @@ class History:
     async def event_docs(self, case_id: str, after_seq: int, limit: int) -> list[dict[str, Any]]:
         """Up to ``limit`` of the case's events after ``after_seq``, as the log had them."""
         return (await self.case_events(case_id, after_seq=after_seq, limit=limit)).items
-
-
-def _lock_key(case_id: str) -> int:
-    """A case's advisory lock on PostgreSQL (a signed 64-bit key)."""
-    digest = hashlib.sha256(f"jointreview-history:{case_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
-
-
-@dataclass
-class Known:
-    """What the record holds already of a batch's sessions and cases."""
-
-    last: dict[str, int]  # session -> its last recorded event's seq
-    sessions: set[str]  # sessions with their row
-    cases: dict[str, int]  # case -> its last recorded event's seq
-
-
-async def _known(conn: AsyncConnection, session_ids: set[str], case_ids: set[str]) -> Known:
-    e, t = s.events, s.sessions
-    sids, cids = sorted(session_ids), sorted(case_ids)
-    last = sa.select(sa.literal("e"), e.c.session_id, sa.func.max(e.c.seq))
-    last = last.where(e.c.session_id.in_(sids)).group_by(e.c.session_id)
-    rows = sa.select(sa.literal("s"), t.c.session_id, sa.literal(0)).where(t.c.session_id.in_(sids))
-    case = sa.select(sa.literal("c"), e.c.case_id, sa.func.max(e.c.seq))
-    case = case.where(e.c.case_id.in_(cids)).group_by(e.c.case_id)
-    known = Known({}, set(), {})
-    for kind, key, seq in await conn.execute(sa.union_all(last, rows, case)):
-        if kind == "e":
-            known.last[key] = int(seq)
-        elif kind == "s":
-            known.sessions.add(key)
-        else:
-            known.cases[key] = int(seq)
-    return known
-
-
-async def _earlier(conn: AsyncConnection, cases: list[Row]) -> None:
-    """A case's time is its first event's, whatever the order they were recorded in."""
-    c = s.cases.c
-    stmt = sa.update(s.cases).where(
-        c.case_id == sa.bindparam("c"), c.created_at > sa.bindparam("t")
-    )
-    params = [{"c": r["case_id"], "t": r["created_at"]} for r in cases]
-    await conn.execute(stmt.values(created_at=sa.bindparam("t")), params)
-
-
-def _update(change: Update) -> Any:
-    table = s.TABLES[change.table]
-    values = {
-        k: table.c[k] + v.by if isinstance(v, Increment) else v for k, v in change.values.items()
-    }
-    stmt = sa.update(table).values(values)
-    for column, value in change.key.items():
-        stmt = stmt.where(table.c[column] == value)
-    for column, allowed in change.when.items():
-        stmt = stmt.where(table.c[column].in_(allowed))
-    return stmt
 
 
 IDENTITY = ("sub", "name", "role", "dept", "level")
