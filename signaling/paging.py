@@ -18,8 +18,8 @@ import base64
 import binascii
 import json
 import math
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, TypeVar
 
 from .config import Config
 from .errors import BadRequest
@@ -71,6 +71,27 @@ def decode(kind: str, text: str | None, fields: Mapping[str, type]) -> dict[str,
             raise _bad("this cursor is not one the server gave")
         out[name] = value
     return out
+
+
+class _Dated(Protocol):
+    created_at: float
+    session_id: str
+
+
+D = TypeVar("D", bound=_Dated)
+
+
+def sessions_page(
+    sessions: Sequence[D], cursor: str | None, limit: int
+) -> tuple[list[D], str | None]:
+    """A page of sessions in (created_at, session_id) order after the cursor's, and the
+    next page's cursor (None at the end)."""
+    at = decode(CASE_SESSIONS, cursor, {"t": float, "i": str})
+    after = [s for s in sessions if at is None or (s.created_at, s.session_id) > (at["t"], at["i"])]
+    page = after[:limit]
+    if len(after) <= limit:
+        return page, None
+    return page, encode(CASE_SESSIONS, t=page[-1].created_at, i=page[-1].session_id)
 
 
 def limit_of(raw: str | None, default: int, maximum: int) -> int:

@@ -180,18 +180,8 @@ class RecordViews:
         self, who: Identity, case_id: str, limit: int, cursor: str | None = None
     ) -> tuple[list[Session], list[Invitation], str | None]:
         """A page of the case's readable sessions (oldest first) with their invitations."""
-        at = paging.decode(paging.CASE_SESSIONS, cursor, {"t": float, "i": str})
         case = await self.readable_case(who, case_id)
-        after = [
-            s
-            for s in case.sessions
-            if at is None or (s.created_at, s.session_id) > (at["t"], at["i"])
-        ]
-        page = after[:limit]
-        next_cursor = None
-        if len(after) > limit:
-            last = page[-1]
-            next_cursor = paging.encode(paging.CASE_SESSIONS, t=last.created_at, i=last.session_id)
+        page, next_cursor = paging.sessions_page(case.sessions, cursor, limit)
         invitations = [i for s in page for i in case.invitations[s.session_id]]
         return page, invitations, next_cursor
 

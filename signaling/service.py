@@ -153,17 +153,8 @@ class ReviewService(ParticipantsMixin, CaseFileMixin):
         self, who: Identity, case_id: str, limit: int, cursor: str | None = None
     ) -> tuple[list[Session], list[Invitation], str | None]:
         """A page of the case's readable sessions (oldest first) with their invitations."""
-        at = paging.decode(paging.CASE_SESSIONS, cursor, {"t": float, "i": str})
         readable, by_session = await self.readable_case(who, case_id)
-        after = [
-            s for s in readable if at is None or (s.created_at, s.session_id) > (at["t"], at["i"])
-        ]
-        page = after[:limit]
-        next_cursor = None
-        if len(after) > limit:
-            next_cursor = paging.encode(
-                paging.CASE_SESSIONS, t=page[-1].created_at, i=page[-1].session_id
-            )
+        page, next_cursor = paging.sessions_page(readable, cursor, limit)
         invitations = [i for s in page for i in by_session[s.session_id]]
         return page, invitations, next_cursor
 
