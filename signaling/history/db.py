@@ -1,4 +1,5 @@
-"""Opening the record's database: one async engine per URL, set up for its kind.
+"""Opening the record's database: one async engine per URL, set up for its kind (and,
+on SQLite, a plain engine for the writer's thread).
 
 ``sqlite+aiosqlite:///<path>`` (the embedded default: one file in ``data_dir``, in WAL
 mode so readers never wait for the writer) or ``postgresql+asyncpg://...`` (several nodes).
@@ -71,3 +72,17 @@ def make_engine(url: str) -> AsyncEngine:
     if kind == "sqlite":
         sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     return engine
+
+
+def make_writer_engine(engine: AsyncEngine) -> sa.Engine:
+    """SQLite's writer: the same file through the plain ``sqlite3`` driver, used by one
+    thread only (``writer.Writer``). A transaction runs there whole, instead of one hop
+    to aiosqlite's thread and back per statement."""
+    url = engine.url.set(drivername="sqlite+pysqlite")
+    # One writer thread, but not the one that made the connection pool (any thread may
+    # dispose of it): the connection is never used by two threads at once.
+    writer = sa.create_engine(
+        url, json_serializer=_dumps, connect_args={"check_same_thread": False}
+    )
+    sa.event.listen(writer, "connect", _sqlite_pragmas)
+    return writer

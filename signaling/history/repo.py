@@ -11,33 +11,28 @@ never shift a later page (keyset pagination, not offsets).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .. import paging
 from ..models import Event
 from . import schema as s
 from .db import make_engine
 from .group import GroupCommit
-from .projection import Projection, Row, fold, project
-from .write_steps import earlier, known_of, lock_key, update_of
+from .projection import Projection, project
+from .writer import Writer
 
 EVENTS = "he"
 SESSIONS = "hs"
 INVITATIONS = "hi"
-CREATED = "session.created"
 BATCH = 1000  # events per transaction in record_many
 
 log = logging.getLogger(__name__)
-# Inserts of one batch go table by table in this order (a row's parents first).
-INSERT_ORDER = ("sessions", "invitations", "participants", "chat", "opinions", "snapshots")
 
 
 @dataclass
@@ -60,10 +55,8 @@ class History:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.kind = engine.dialect.name
-        # SQLite has one writer at a time anyway: queue this node's writers here rather
-        # than on the file's lock (busy timeout).
-        self._lock = asyncio.Lock() if self.kind == "sqlite" else None
-        self._group: GroupCommit[Projection] = GroupCommit(self._apply, BATCH)
+        self._writer = Writer(engine)
+        self._group: GroupCommit[Projection] = GroupCommit(self._writer.apply, BATCH)
 
     @classmethod
     async def open(cls, url: str) -> History:
@@ -72,6 +65,7 @@ class History:
 
     async def close(self) -> None:
         await self._group.drain()
+        await self._writer.close()
         await self.engine.dispose()
 
     # -- writing ------------------------------------------------------------------------
@@ -92,87 +86,11 @@ class History:
         for event in events:
             batch.append(project(event))
             if len(batch) >= BATCH:
-                new += await self._apply(batch)
+                new += await self._writer.apply(batch)
                 batch = []
         if batch:
-            new += await self._apply(batch)
+            new += await self._writer.apply(batch)
         return new
-
-    def _insert(self, table: sa.Table) -> Any:
-        """Insert, doing nothing for a row whose key is there (only then: SQLite's
-        ``INSERT OR IGNORE`` would also drop a row that breaks NOT NULL)."""
-        dialect = postgresql if self.kind == "postgresql" else sqlite
-        return dialect.insert(table).on_conflict_do_nothing()
-
-    async def _apply(self, batch: list[Projection]) -> int:
-        if self._lock is None:
-            return await self._transaction(batch)
-        async with self._lock:
-            return await self._transaction(batch)
-
-    async def _transaction(self, batch: list[Projection]) -> int:
-        unique = {(p.event["case_id"], p.event["seq"]): p for p in batch}
-        async with self.engine.begin() as conn:
-            if self.kind == "postgresql":
-                # One writer per case at a time, across nodes: what a transaction reads
-                # (the session's last event, whether its row exists) stays true until it
-                # commits. In one order (by key), so two batches never wait on each other.
-                for key in sorted({lock_key(c) for c, _ in unique}):
-                    await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
-            cases = await self._cases(conn, unique.values())
-            sids = {p.event["session_id"] for p in unique.values()} - {None}
-            known = await known_of(conn, sids, {c for c, _ in unique})
-            stmt = self._insert(s.events).returning(s.events.c.case_id, s.events.c.seq)
-            result = await conn.execute(stmt, [p.event for p in unique.values()])
-            inserted = {(r.case_id, r.seq) for r in result}
-            fresh = [p for k, p in sorted(unique.items()) if k in inserted]
-            # An event older than one already recorded for its session (two nodes, or two
-            # tasks, filed in one order and recorded in the other): its session's rows are
-            # rebuilt from its events in log order, so recording order never matters.
-            late = {
-                p.event["session_id"]
-                for p in fresh
-                if p.event["seq"] < known.last.get(p.event["session_id"], 0)
-            }
-            # Events of a session whose session.created is not recorded yet make no rows:
-            # when it comes (an older event), the session is rebuilt, as above.
-            born = {p.event["session_id"] for p in fresh if p.event["type"] == CREATED}
-            waiting = sids - born - known.sessions
-            now = [p for p in fresh if p.event["session_id"] not in late | waiting]
-            await self._changes(conn, now)
-            for sid in sorted(late):
-                await self._rebuild(conn, sid)
-            if any(p.event["seq"] < known.cases.get(p.event["case_id"], 0) for p in fresh):
-                await earlier(conn, cases)  # a case's first event may be late too
-        return len(inserted)
-
-    async def _cases(self, conn: AsyncConnection, batch: Iterable[Projection]) -> list[Row]:
-        first: dict[str, float] = {}
-        for p in batch:
-            case_id, ts = p.case["case_id"], p.case["created_at"]
-            first[case_id] = min(ts, first.get(case_id, ts))
-        rows = [{"case_id": c, "created_at": t} for c, t in first.items()]
-        await conn.execute(self._insert(s.cases), rows)
-        return rows
-
-    async def _changes(self, conn: AsyncConnection, batch: list[Projection]) -> None:
-        """The rows of these events (in log order): creations first, then changes."""
-        inserts, updates = fold([c for p in batch for c in p.changes])
-        for name in INSERT_ORDER:
-            if name in inserts:
-                await conn.execute(self._insert(s.TABLES[name]), inserts[name])
-        for change in updates:
-            await conn.execute(update_of(change))
-
-    async def _rebuild(self, conn: AsyncConnection, session_id: str) -> None:
-        for name in reversed(INSERT_ORDER):  # children before the session's own row
-            table = s.TABLES[name]
-            await conn.execute(sa.delete(table).where(table.c.session_id == session_id))
-        t = s.events
-        stmt = sa.select(t).where(t.c.session_id == session_id).order_by(t.c.seq)
-        events = [dict(r._mapping) for r in await conn.execute(stmt)]
-        if any(e["type"] == CREATED for e in events):  # else: rebuilt when it comes
-            await self._changes(conn, [project(e) for e in events])
 
     # -- reading ------------------------------------------------------------------------
     async def _rows(self, stmt: Any) -> list[dict[str, Any]]:
