@@ -4,7 +4,9 @@ Each ``submit`` waits until its item is committed (or failed). One writer task p
 ``GroupCommit`` takes every item queued so far and applies them in one call (one
 transaction); items submitted while it writes make the next batch. Alone, an item costs
 one transaction; under load, a transaction carries many (on SQLite a few tens of µs per
-event instead of a few ms). If a batch fails, its items are applied one by one, so one
+event instead of a few ms). Before each batch the writer lets the loop run once, so that
+callers its last batch released, who often file their next event at once, join the next
+batch: a wait of one turn of the loop, no timer. If a batch fails, its items are applied one by one, so one
 bad item fails only its own caller. A caller that stops waiting (cancelled) does not
 withdraw its item: it is still written.
 """
@@ -40,7 +42,13 @@ class GroupCommit(Generic[T]):
                 await asyncio.shield(self._writer)
 
     async def _write(self) -> None:
-        while self._queue:
+        while True:
+            # One turn of the loop first: callers woken by the previous batch (and tasks
+            # started with this one) file what they have next into this batch, instead
+            # of each batch carrying only what arrived while the last one was written.
+            await asyncio.sleep(0)
+            if not self._queue:
+                return
             batch, self._queue = self._queue[: self._most], self._queue[self._most :]
             try:
                 await self._apply([item for item, _ in batch])
