@@ -6,9 +6,9 @@ transaction); items submitted while it writes make the next batch. Alone, an ite
 one transaction; under load, a transaction carries many (on SQLite a few tens of µs per
 event instead of a few ms). Before each batch the writer lets the loop run once, so that
 callers its last batch released, who often file their next event at once, join the next
-batch: a wait of one turn of the loop, no timer. If a batch fails, its items are applied one by one, so one
-bad item fails only its own caller. A caller that stops waiting (cancelled) does not
-withdraw its item: it is still written.
+batch: a wait of one turn of the loop, no timer. If a batch fails, its items are applied
+one by one, so one bad item fails only its own caller. A caller that stops waiting
+(cancelled) does not withdraw its item: it is still written.
 """
 
 from __future__ import annotations

@@ -46,16 +46,25 @@ class Known:
     cases: dict[str, int]  # case -> its last recorded event's seq
 
 
-def known_of(conn: sa.Connection, session_ids: set[str], case_ids: set[str]) -> Known:
+def _known() -> sa.CompoundSelect:
     e, t = s.events, s.sessions
-    sids, cids = sorted(session_ids), sorted(case_ids)
+    sids = sa.bindparam("sids", type_=s.ID, expanding=True)
     last = sa.select(sa.literal("e"), e.c.session_id, sa.func.max(e.c.seq))
     last = last.where(e.c.session_id.in_(sids)).group_by(e.c.session_id)
     rows = sa.select(sa.literal("s"), t.c.session_id, sa.literal(0)).where(t.c.session_id.in_(sids))
     case = sa.select(sa.literal("c"), e.c.case_id, sa.func.max(e.c.seq))
-    case = case.where(e.c.case_id.in_(cids)).group_by(e.c.case_id)
+    case = case.where(e.c.case_id.in_(sa.bindparam("cids", type_=s.ID, expanding=True)))
+    return sa.union_all(last, rows, case.group_by(e.c.case_id))
+
+
+# Built once: a statement's cache key is computed once, not at each transaction.
+_KNOWN = _known()
+
+
+def known_of(conn: sa.Connection, session_ids: set[str], case_ids: set[str]) -> Known:
     known = Known({}, set(), {})
-    for kind, key, seq in conn.execute(sa.union_all(last, rows, case)):
+    params = {"sids": sorted(session_ids), "cids": sorted(case_ids)}
+    for kind, key, seq in conn.execute(_KNOWN, params):
         if kind == "e":
             known.last[key] = int(seq)
         elif kind == "s":

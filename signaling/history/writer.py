@@ -19,6 +19,7 @@ not depend on the order the events were recorded in.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -108,17 +109,23 @@ class _PostgresInsertIgnoring(postgresql.Insert):
         self._post_values_clause = _PostgresDoNothing()
 
 
-def _insert(conn: sa.Connection, table: sa.Table) -> sa.Insert:
+@functools.cache
+def _insert_of(kind: str, table: str, returning: bool = False) -> sa.Insert:
     """``INSERT ... ON CONFLICT DO NOTHING``: nothing for a row whose key is there (only
     then: SQLite's ``INSERT OR IGNORE`` would also drop a row that breaks NOT NULL).
 
     The dialects' ``insert().on_conflict_do_nothing()`` is never cached: compiled again at
     each execution, a fifth of the writer's time. These subclasses are cached: each of
     their instances has exactly this clause (no target), so their cache key (the class,
-    the table, the columns, ``RETURNING``) says all there is."""
-    if conn.dialect.name == "postgresql":
-        return _PostgresInsertIgnoring(table)
-    return _SQLiteInsertIgnoring(table)
+    the table, the columns, ``RETURNING``) says all there is. One statement per table,
+    made once: its cache key is computed once too."""
+    t = s.TABLES[table]
+    stmt = _PostgresInsertIgnoring(t) if kind == "postgresql" else _SQLiteInsertIgnoring(t)
+    return stmt.returning(t.c.case_id, t.c.seq) if returning else stmt
+
+
+def _insert(conn: sa.Connection, table: str) -> sa.Insert:
+    return _insert_of(conn.dialect.name, table)
 
 
 def transaction(conn: sa.Connection, batch: list[Projection]) -> int:
@@ -131,7 +138,7 @@ def transaction(conn: sa.Connection, batch: list[Projection]) -> int:
     cases = _cases(conn, unique.values())
     sids = {p.event["session_id"] for p in unique.values()} - {None}
     known = known_of(conn, sids, {c for c, _ in unique})
-    stmt = _insert(conn, s.events).returning(s.events.c.case_id, s.events.c.seq)
+    stmt = _insert_of(conn.dialect.name, "events", returning=True)
     result = conn.execute(stmt, [p.event for p in unique.values()])
     inserted = {(r.case_id, r.seq) for r in result}
     fresh = [p for k, p in sorted(unique.items()) if k in inserted]
@@ -161,7 +168,7 @@ def _cases(conn: sa.Connection, batch: Iterable[Projection]) -> list[Row]:
         case_id, ts = p.case["case_id"], p.case["created_at"]
         first[case_id] = min(ts, first.get(case_id, ts))
     rows = [{"case_id": c, "created_at": t} for c, t in first.items()]
-    conn.execute(_insert(conn, s.cases), rows)
+    conn.execute(_insert(conn, "cases"), rows)
     return rows
 
 
@@ -170,7 +177,7 @@ def _changes(conn: sa.Connection, batch: list[Projection]) -> None:
     inserts, updates = fold([c for p in batch for c in p.changes])
     for name in INSERT_ORDER:
         if name in inserts:
-            conn.execute(_insert(conn, s.TABLES[name]), inserts[name])
+            conn.execute(_insert(conn, name), inserts[name])
     run_updates(conn, updates)
 
 
