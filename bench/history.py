@@ -50,6 +50,11 @@ def add_parser(targets: Any) -> None:
     )
     p.add_argument("--queries", type=int, default=300, help="random calls per query")
     p.add_argument("--live", type=int, default=0, help="sessions filed by record() (default 2%%)")
+    p.add_argument(
+        "--only-live",
+        action="store_true",
+        help="file every session by record(), none batched: the live figure alone, quicker",
+    )
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", action="store_true", help="a JSON summary as stdout's last line")
 
@@ -255,6 +260,8 @@ async def bench(args: argparse.Namespace, url: str) -> dict[str, Any]:
     year = Year(args.sessions, args.seed)
     # 2% of the year (at least one round of concurrent sessions, at most a quarter)
     live = args.live or min(max(LIVE_CONCURRENCY, args.sessions // 50), args.sessions // 4)
+    if args.only_live:
+        live = args.sessions
     history = await History.open(url)
     bar = tqdm(total=args.sessions, unit="session", desc="filing", file=sys.stderr)
     fill = _Fill(history, year, live, bar)
@@ -275,13 +282,14 @@ async def bench(args: argparse.Namespace, url: str) -> dict[str, Any]:
     live_us = round(fill.live_s / max(1, fill.live_events) * 1e6, 1)
     insert_limit = INSERT_US if kind == "sqlite" else None
     targets = {
-        "insert_us_per_event_batched": _target(batched_us, insert_limit),
         "insert_us_per_event_live": _target(live_us, insert_limit),
         "rss_growth_mb": _target(round(rss_after - rss_before, 1), RSS_GROWTH_MB),
         "restart_s": _target(round(restart_filled, 3), RESTART_S),
     }
     for name, q in queries.items():
         targets[f"{name}_p95_ms"] = _target(q["p95_ms"], QUERY_P95_MS)
+    if fill.batched_events:  # none with --only-live
+        targets["insert_us_per_event_batched"] = _target(batched_us, insert_limit)
     return {
         "database": kind,
         "seed": args.seed,
@@ -299,7 +307,7 @@ async def bench(args: argparse.Namespace, url: str) -> dict[str, Any]:
             "record_ms_p50": round(_pct(fill.live_latency_ms or [0.0], 0.5), 3),
             "record_ms_p95": round(_pct(fill.live_latency_ms or [0.0], 0.95), 3),
         },
-        "insert_us_per_event_batched": batched_us,
+        "insert_us_per_event_batched": batched_us if fill.batched_events else None,
         "insert_us_per_event_live": live_us,
         "rss_mb_before": round(rss_before, 1),
         "rss_mb_after": round(rss_after, 1),
@@ -325,10 +333,11 @@ def _report(r: dict[str, Any], say: Callable[[str], None]) -> None:
         f"{r['database']}: {r['sessions']} sessions in {r['cases']} cases, {r['events']} "
         f"events filed (record: {r['filed']['sessions']} sessions, {r['filed']['events']} events)"
     )
-    say(
-        f"insert, batched: {r['insert_us_per_event_batched']} µs/event "
-        + mark("insert_us_per_event_batched")
-    )
+    if r["insert_us_per_event_batched"] is not None:
+        say(
+            f"insert, batched: {r['insert_us_per_event_batched']} µs/event "
+            + mark("insert_us_per_event_batched")
+        )
     live = r["live"]
     say(
         f"insert, live (record(), {live['concurrency']} sessions at once): "
