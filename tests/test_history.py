@@ -389,3 +389,37 @@ async def test_one_bad_event_fails_only_its_own_record(history: History) -> None
     assert isinstance(results[5], sa.exc.IntegrityError)
     page = await history.case_events("C300")
     assert [e["seq"] for e in page.items] == [1, 2, 3, 4, 5]
+
+
+async def test_one_batch_changes_a_row_several_times_in_order(history: History) -> None:
+    """A batch's changes of rows an earlier batch made go as few statements as can be
+    (one per kind of change): each row still gets its own changes in log order."""
+    await history.record_many(
+        [
+            *a_session(1, "s1", 1.0, "city-amr"),
+            ev(3, "invitation.created", "s1", 1.0, invitation_id="i-b", dept="city-tax"),
+            ev(4, "participant.joined", "s1", 2.0, participant_id="p1"),
+            ev(5, "participant.joined", "s1", 2.0, participant_id="p2", actor=REV),
+        ]
+    )
+    later = [
+        ev(6, "invitation.rang", "s1", 3.0, invitation_id="i-s1"),
+        ev(7, "invitation.rang", "s1", 3.0, invitation_id="i-b"),
+        ev(8, "invitation.accepted", "s1", 4.0, invitation_id="i-s1", actor=REV),
+        ev(9, "participant.disconnected", "s1", 5.0, participant_id="p1"),
+        ev(10, "participant.resumed", "s1", 6.0, participant_id="p1"),
+        ev(11, "participant.disconnected", "s1", 7.0, participant_id="p1"),
+        ev(12, "participant.resumed", "s1", 8.0, participant_id="p1"),
+        ev(13, "invitation.declined", "s1", 9.0, invitation_id="i-b", reason="不负责"),
+        ev(14, "invitation.rang", "s1", 9.5, invitation_id="i-s1"),  # too late: no change
+        ev(15, "participant.left", "s1", 10.0, participant_id="p2", actor=REV),
+        ev(16, "participant.resumed", "s1", 11.0, participant_id="p2"),  # left: no change
+    ]
+    assert await history.record_many(later) == len(later)
+    invitations = {i["invitation_id"]: i for i in (await history.invitations()).items}
+    amr, tax = invitations["i-s1"], invitations["i-b"]
+    assert (amr["status"], amr["rang_at"], amr["responded_at"]) == ("accepted", 3.0, 4.0)
+    assert (tax["status"], tax["rang_at"], tax["reason"]) == ("declined", 3.0, "不负责")
+    p1, p2 = await history.participants("s1")
+    assert (p1["state"], p1["connections"], p1["disconnected_at"]) == ("joined", 3, 7.0)
+    assert (p2["state"], p2["connections"], p2["left_at"]) == ("left", 1, 10.0)

@@ -16,6 +16,7 @@ from signaling.history.projection import (
     fold,
     project,
 )
+from signaling.history.write_steps import group_updates
 
 REV = {"sub": "rev-1", "name": "李四", "role": "reviewer", "dept": "city-amr", "level": "city"}
 
@@ -171,3 +172,24 @@ def test_fold_leaves_the_projection_untouched() -> None:
     made = project(ev("participant.joined", participant_id="p1"))
     fold([*made.changes, *project(ev("participant.left", participant_id="p1")).changes])
     assert made.changes[0].row["state"] == "joined"  # type: ignore[union-attr]
+
+
+def test_updates_go_in_runs_of_one_shape_each_row_in_order() -> None:
+    events = [
+        ev("invitation.rang", invitation_id="i1"),
+        ev("invitation.rang", invitation_id="i2"),
+        ev("invitation.accepted", invitation_id="i1"),
+        ev("invitation.rang", invitation_id="i3"),  # joins the first run: i3 has no other
+        ev("invitation.declined", invitation_id="i2", reason="no"),  # as accepted: one shape
+        ev("invitation.rang", invitation_id="i1"),  # i1 was accepted in run 2: a new run
+        ev("participant.resumed", participant_id="p1"),
+        ev("participant.resumed", participant_id="p1"),  # same shape, same row: in order
+    ]
+    updates = [c for e in events for c in project(e).changes]
+    assert all(isinstance(u, Update) for u in updates)
+    runs = group_updates(updates)  # type: ignore[arg-type]
+    keys = [[p.get("k_invitation_id", p.get("k_participant_id")) for p in ps] for _, ps in runs]
+    assert keys == [["i1", "i2", "i3"], ["i1", "i2"], ["i1"], ["p1", "p1"]]
+    states = [ps[0].get("v_status", ps[0].get("v_state")) for _, ps in runs]
+    assert states == ["ringing", "accepted", "ringing", "joined"]
+    assert runs[1][1][1]["v_reason"] == "no" and runs[3][1][0]["v_connections"] == 1
