@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     from bench.history import add_parser as add_bench_history
 
     add_bench_history(targets)
+    from bench.inbox import add_parser as add_bench_inbox
+
+    add_bench_inbox(targets)
     sfu = targets.add_parser(
         "sfu", help="the SFU against the transcoding relay: CPU, frame rate, latency"
     )
@@ -358,6 +361,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from bench.history import main as bench_history
 
             return bench_history(args)
+        if args.command == "bench" and args.target == "inbox":
+            from bench.inbox import main as bench_inbox
+
+            return bench_inbox(args)
         if args.command == "bench" and args.target == "record":
             from bench.record import main as bench_record
 
