@@ -282,7 +282,7 @@ async def run_mode(args: argparse.Namespace, mode: str, workdir: Path) -> dict[s
         # Baseline: the POST alone on this node, before any socket listens.
         baseline: list[float] = []
         async with aiohttp.ClientSession() as http:
-            st, body = await post(http, f"{url}/api/cases/BENCH-BASE/sessions", clerk, {})
+            _, body = await post(http, f"{url}/api/cases/BENCH-BASE/sessions", clerk, {})
             for _ in range(5):
                 t0 = time.perf_counter()
                 await post(

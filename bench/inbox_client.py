@@ -46,9 +46,7 @@ class Holder:
         else:
             self.errors[-1] = f"... and more: {what}"
 
-    async def hold(
-        self, http: aiohttp.ClientSession, token: str, gate: asyncio.Semaphore
-    ) -> None:
+    async def hold(self, http: aiohttp.ClientSession, token: str, gate: asyncio.Semaphore) -> None:
         async with gate:
             try:
                 ws = await http.ws_connect(
