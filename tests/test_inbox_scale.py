@@ -10,6 +10,7 @@ import asyncio
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from signaling.auth import TokenService
 from signaling.config import Config
 
 from .conftest import SECRET, ServerProcess, auth
-from .test_faults import Factory, RedisProcess, own_redis  # noqa: F401  (fixture)
+from .test_faults import Factory, RedisProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,6 +49,16 @@ def test_bench_inbox_rings_every_socket_in_both_modes() -> None:
         assert row["node_log_problems"] == 0, row["node_log_samples"]
         for key in ("ring_ms_p50", "ring_ms_p95", "ring_ms_max", "kb_per_socket"):
             assert row[key] is not None and row[key] > 0, (key, row)
+
+
+@pytest.fixture
+def node_redis(tmp_path: Path) -> Iterator[RedisProcess]:
+    workdir = tmp_path / "redis"
+    workdir.mkdir()
+    server = RedisProcess(workdir)
+    server.start()
+    yield server
+    server.stop()
 
 
 def _tokens(tmp_path: Path) -> TokenService:
@@ -86,10 +97,10 @@ async def _invitations(ws: Any, want: int) -> list[dict[str, Any]]:
 
 
 async def test_sockets_hold_no_redis_connections_and_a_held_pool_answers_json_503(
-    server_factory: Factory, own_redis: RedisProcess, tmp_path: Path
+    server_factory: Factory, node_redis: RedisProcess, tmp_path: Path
 ) -> None:
     env = {"JR_REDIS_POOL_SIZE": "4", "JR_REDIS_POOL_TIMEOUT_S": "0.3"}
-    node: ServerProcess = server_factory(redis_url=own_redis.url, env=env)
+    node: ServerProcess = server_factory(redis_url=node_redis.url, env=env)
     t = _tokens(tmp_path)
     clerk = t.issue(sub="clerk-01", role="clerk")
     reviewers = [
@@ -99,7 +110,7 @@ async def test_sockets_hold_no_redis_connections_and_a_held_pool_answers_json_50
         sockets = await _open(http, node.url, reviewers)
         # 60 sockets, one pub/sub connection: the node's connections stay in its pool
         # (4 command connections, one pub/sub, a few spare for health checks).
-        assert _node_connections(own_redis.url) <= 4 + 4
+        assert _node_connections(node_redis.url) <= 4 + 4
         async with http.post(
             f"{node.url}/api/cases/POOL-1/sessions", json={}, headers=auth(clerk)
         ) as res:
@@ -115,18 +126,16 @@ async def test_sockets_hold_no_redis_connections_and_a_held_pool_answers_json_50
         for ws in sockets:
             (msg,) = await _invitations(ws, 1)
             assert msg["invitation"]["invitation_id"] == iid
-        assert _node_connections(own_redis.url) <= 4 + 4
+        assert _node_connections(node_redis.url) <= 4 + 4
 
         # Redis holds every command for 2 s: the pool's four connections wait, the
         # requests beyond them wait 0.3 s for one and are refused, as JSON.
-        pauser = redis.Redis.from_url(own_redis.url)
+        pauser = redis.Redis.from_url(node_redis.url)
         pauser.execute_command("CLIENT", "PAUSE", "2000", "ALL")
         try:
 
             async def one() -> tuple[int, str, Any]:
-                async with http.get(
-                    f"{node.url}/api/sessions/{sid}", headers=auth(clerk)
-                ) as res:
+                async with http.get(f"{node.url}/api/sessions/{sid}", headers=auth(clerk)) as res:
                     return res.status, res.content_type, await res.json(content_type=None)
 
             answers = await asyncio.gather(*(one() for _ in range(20)))
