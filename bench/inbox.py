@@ -293,6 +293,7 @@ async def run_mode(args: argparse.Namespace, mode: str, workdir: Path) -> dict[s
                 )
                 baseline.append((time.perf_counter() - t0) * 1000)
         await asyncio.sleep(1.0)
+        log_from = (workdir / "node.log").stat().st_size  # the start's own warnings aside
         rss0 = rss_kb(node.pid)
         say(f"{mode}: opening {args.sockets} sockets ({args.dept_sockets} in one department)")
         t_open = time.monotonic()
@@ -309,7 +310,9 @@ async def run_mode(args: argparse.Namespace, mode: str, workdir: Path) -> dict[s
         errors += ring_errors + late_errors
         if still_open < ready:
             errors.append(f"{ready - still_open} socket(s) closed during the run")
-        node_log = (workdir / "node.log").read_text(errors="replace").splitlines()
+        with (workdir / "node.log").open("rb") as f:
+            f.seek(log_from)
+            node_log = f.read().decode(errors="replace").splitlines()
         logged = [x for x in node_log if "ERROR" in x or "Error:" in x or "WARNING" in x]
         post_ms = statistics.median(baseline)
         p50 = pct(latencies, 0.5)

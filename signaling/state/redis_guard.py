@@ -72,6 +72,23 @@ def guarded(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[An
     return call
 
 
+def unslotted(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
+    """An outage as ``StoreUnavailable``, without a command slot: for the bus, whose
+    SUBSCRIBE goes on the node's one pub/sub connection (a burst of sockets waiting for
+    their subscriptions must not hold the pool's connections meanwhile)."""
+
+    @functools.wraps(fn)
+    async def call(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await fn(*args, **kwargs)
+        except (RedisError, OSError) as exc:
+            if is_outage(exc):
+                raise StoreUnavailable(f"Redis is unavailable: {exc}") from exc
+            raise
+
+    return call
+
+
 def durable(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
     """With ``redis_wait_replicas`` > 0: the write, then WAIT on its connection; fewer
     replicas than asked within ``redis_wait_ms`` is an outage (503), though the primary

@@ -32,7 +32,7 @@ from redis.exceptions import RedisError, ResponseError, WatchError
 from .base import Doc, Handler, Job, Outage, Store, Subscription, Updater
 from .local_bus import LocalBus
 from .redis_connect import RedisOptions, client_for
-from .redis_guard import PINNED, durable, guarded, is_outage
+from .redis_guard import PINNED, durable, guarded, is_outage, unslotted
 
 log = logging.getLogger(__name__)
 
@@ -342,7 +342,7 @@ class RedisStore(Store):
     async def publish(self, topic: str, message: Doc) -> None:
         await self._r.publish(self._channel(topic), _dumps(message))
 
-    @guarded
+    @unslotted
     async def subscribe(self, topic: str, handler: Handler) -> Subscription:
         return await self._bus.add(topic, handler)
 
