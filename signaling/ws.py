@@ -60,6 +60,11 @@ class Connection:
         self.held: list[dict[str, Any]] | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
         self.closing = False
+        # Started when there is something to send and gone when the outbox is empty, and
+        # the token's expiry a timer: an idle socket (thousands of idle inboxes) holds no
+        # task of its own beyond its reader.
+        self._writer: asyncio.Task[None] | None = None
+        self._expiry: asyncio.TimerHandle | None = None
         self.guards = self.app[GUARDS]
         now = self.guards.clock()
         self.bucket = TokenBucket(self.config.ws_burst, self.config.ws_rate_per_s, stamp=now)
@@ -76,6 +81,9 @@ class Connection:
         except asyncio.QueueFull:
             log.warning("closing slow socket of %s", self.who.sub)
             self.close(CLOSE_SLOW, "slow_consumer")
+            return
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._drain())
 
     def send_text(self, text: str) -> None:
         self.send(text)
@@ -97,26 +105,38 @@ class Connection:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def writer(self) -> None:
-        while True:
-            msg = await self.outbox.get()
-            if msg is None:
-                self.outbox.task_done()
-                return
+    async def _drain(self) -> None:
+        """Send what the outbox holds, then end (``send`` starts another when needed)."""
+        dead = False
+        while not self.outbox.empty():
+            msg = self.outbox.get_nowait()
             try:
-                text = msg if isinstance(msg, str) else json.dumps(msg, ensure_ascii=False)
-                text.encode("utf-8")  # a string no frame can carry must not end the writer
-            except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
-                kind = "text" if isinstance(msg, str) else msg.get("type")
-                log.error("dropped a %s message to %s: %s", kind, self.who.sub, exc)
-                self.outbox.task_done()
-                continue
-            try:
-                await self.ws.send_str(text)
-            except (ConnectionError, RuntimeError):
-                return
+                if msg is None or dead:
+                    continue
+                try:
+                    text = msg if isinstance(msg, str) else json.dumps(msg, ensure_ascii=False)
+                    text.encode("utf-8")  # a string no frame can carry must not end the writer
+                except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
+                    kind = "text" if isinstance(msg, str) else msg.get("type")
+                    log.error("dropped a %s message to %s: %s", kind, self.who.sub, exc)
+                    continue
+                try:
+                    await self.ws.send_str(text)
+                except (ConnectionError, RuntimeError):
+                    dead = True  # the socket is gone: the rest is dropped, not waited on
             finally:
                 self.outbox.task_done()
+
+    async def stop_writer(self) -> None:
+        """The socket ends: what is queued goes out, unless the queue is full (a client
+        that does not read is not waited for)."""
+        task = self._writer
+        if task is None:
+            return
+        if self.outbox.full():
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
     # -- bus handlers -----------------------------------------------------------------
     # Inbox messages (``user:``/``dept:`` topics) come through the node's inbox fan-out,
@@ -387,14 +407,21 @@ class Connection:
         self.who = new
         self.send({"type": "ack", "v": 1, "ref": msg.ref, "token_expires_at": new.exp})
 
-    async def expiry_watch(self) -> None:
-        while True:
-            exp = self.who.exp or 0
-            await asyncio.sleep(max(0.0, exp - time.time()))
-            if (self.who.exp or 0) <= time.time():
-                self.send(protocol.error("token_expired", "the token expired; sign in again"))
-                self.close(CLOSE_TOKEN_EXPIRED, "token_expired")
-                return
+    def watch_expiry(self) -> None:
+        """Close the socket when its token expires (later, if ``auth.refresh`` came)."""
+        delay = max(0.0, (self.who.exp or 0) - time.time())
+        self._expiry = asyncio.get_running_loop().call_later(delay, self._expiry_due)
+
+    def _expiry_due(self) -> None:
+        if (self.who.exp or 0) > time.time():
+            self.watch_expiry()  # refreshed meanwhile
+            return
+        self.send(protocol.error("token_expired", "the token expired; sign in again"))
+        self.close(CLOSE_TOKEN_EXPIRED, "token_expired")
+
+    def stop_expiry(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
 
     # -- lifetime ---------------------------------------------------------------------
     async def greet(self) -> None:
