@@ -67,7 +67,7 @@ class Config(BaseModel):
     # commands at once, whatever the number of sockets; a call waiting longer than
     # redis_pool_timeout_s for a free connection answers 503 store_unavailable.
     redis_pool_size: int = Field(32, ge=2, le=1024)
-    redis_pool_timeout_s: float = Field(1.0, gt=0, le=60)
+    redis_pool_timeout_s: float = Field(5.0, gt=0, le=60)
     # A Redis that does not answer within this is an outage for that call (503).
     redis_timeout_s: float = Field(5.0, gt=0, le=60)
     # >0: a filed write (case events, new documents) is acknowledged only once this many

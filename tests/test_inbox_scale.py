@@ -20,6 +20,7 @@ import redis
 
 from signaling.auth import TokenService
 from signaling.config import Config
+from signaling.state import Store
 
 from .conftest import SECRET, ServerProcess, auth
 from .test_faults import Factory, RedisProcess
@@ -163,3 +164,10 @@ async def test_sockets_hold_no_redis_connections_and_a_held_pool_answers_json_50
             await ws.close()
     text = node.log.read_text(errors="replace")
     assert "Traceback" not in text, text[-3000:]
+
+
+async def test_index_ranges_reads_several_whole_indexes_in_one_call(store: Store) -> None:
+    await store.index_add("a", "a2", 2.0)
+    await store.index_add("a", "a1", 1.0)
+    await store.index_add("b", "b1", 5.0)
+    assert await store.index_ranges(["a", "missing", "b"]) == [["a1", "a2"], [], ["b1"]]

@@ -36,7 +36,7 @@ class RedisOptions:
     """The node's Redis settings (``redis_*`` in signaling/config.py)."""
 
     pool_size: int = 32
-    pool_timeout_s: float = 1.0
+    pool_timeout_s: float = 5.0
     timeout_s: float = 5.0
     wait_replicas: int = 0  # >0: a filed write is acknowledged once on this many replicas
     wait_ms: int = 1000

@@ -242,6 +242,14 @@ class RedisStore(Store):
             return [str(m) for m in await self._r.zrevrangebyscore(rkey, hi, lo, **kw)]
         return [str(m) for m in await self._r.zrangebyscore(rkey, lo, hi, **kw)]
 
+    @guarded
+    async def index_ranges(self, keys: list[str]) -> list[list[str]]:
+        async with self._r.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.zrangebyscore(self._k("idx", key), "-inf", "+inf")
+            got = await pipe.execute()
+        return [[str(m) for m in members] for members in got]
+
     # -- ephemeral --------------------------------------------------------------------
     @guarded
     async def put_ephemeral(self, key: str, doc: Doc, ttl_s: float) -> None:
