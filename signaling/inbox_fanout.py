@@ -74,21 +74,18 @@ class InboxFanout:
             while topic not in self._subs:
                 pending = self._pending.get(topic)
                 if pending is not None:
-                    await asyncio.shield(pending)
+                    # Whatever its outcome: subscribed, or failed (then this one tries).
+                    await asyncio.wait([pending])
                     continue
-                done = asyncio.get_running_loop().create_future()
+                done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
                 self._pending[topic] = done
                 try:
                     self._subs[topic] = await self.service.store.subscribe(
                         topic, self._handler(topic)
                     )
-                    done.set_result(None)
-                except BaseException as exc:
-                    done.set_exception(exc)
-                    done.exception()  # retrieved: the waiters see it through shield
-                    raise
                 finally:
                     del self._pending[topic]
+                    done.set_result(None)
         except BaseException:
             await self.unfollow(topic, follower)
             raise
