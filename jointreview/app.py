@@ -53,11 +53,13 @@ from signaling.export_jobs import EXPORTS, ExportWorker, options_from
 from signaling.history import db, migrate
 from signaling.history.catchup import CatchUp
 from signaling.history.repo import History
+from signaling.inbox_fanout import INBOXES, InboxFanout
 from signaling.openapi import build_openapi
 from signaling.recording_control import RecordingControl
 from signaling.service import ReviewService
 from signaling.socketcaps import Guards
 from signaling.state import Outage, StoreUnavailable, open_store
+from signaling.state.redis_connect import redis_options
 from signaling.web_security import install as install_web_security
 from signaling.webhooks import WEBHOOKS, Webhooks
 from signaling.ws_endpoint import websocket_handler
@@ -83,7 +85,7 @@ async def _state_ctx(app: web.Application) -> AsyncIterator[None]:
         datadir.secure_data_dir(config.data_dir, single_node=lock is not None)
         log.info("data dir secured in %.3f s", time.perf_counter() - started)
         # The local/Redis choice is made here, once.
-        store = await open_store(config.redis_url, config.data_dir)
+        store = await open_store(config.redis_url, config.data_dir, redis_options(config))
     except BaseException:
         if lock is not None:
             lock.close()
@@ -104,11 +106,13 @@ async def _state_ctx(app: web.Application) -> AsyncIterator[None]:
     service.node_id = app[NODE_ID]
     service.session_idle_end_s = config.session_idle_end_s
     app[SERVICE] = service
+    app[INBOXES] = InboxFanout(service)  # one bus subscription per inbox topic per node
     api_audit.hook_events(app)  # replays and downloads mirrored into the audit trail
     service.chat_max_chars = config.chat_max_chars
     service.chat_per_minute = config.chat_per_minute_per_session
     log.info("state: %s", store.kind)
     yield
+    await app[INBOXES].close()
     await store.close()
     if lock is not None:
         lock.close()

@@ -63,6 +63,17 @@ class Config(BaseModel):
     data_dir: Path = Path("jointreview-data")
     # Empty: in-memory state journaled to data_dir (single node). Set: Redis (many nodes).
     redis_url: str = ""
+    # Redis connections of this node (signaling/state/redis_connect.py): at most this many
+    # commands at once, whatever the number of sockets; a call waiting longer than
+    # redis_pool_timeout_s for a free connection answers 503 store_unavailable.
+    redis_pool_size: int = Field(32, ge=2, le=1024)
+    redis_pool_timeout_s: float = Field(5.0, gt=0, le=60)
+    # A Redis that does not answer within this is an outage for that call (503).
+    redis_timeout_s: float = Field(5.0, gt=0, le=60)
+    # >0: a filed write (case events, new documents) is acknowledged only once this many
+    # replicas have it (WAIT, at most redis_wait_ms): it survives a Sentinel failover.
+    redis_wait_replicas: int = Field(0, ge=0, le=16)
+    redis_wait_ms: int = Field(1000, ge=1, le=60_000)
     # The record (signaling/history): empty, SQLite at <data_dir>/history.sqlite3 (one
     # node); postgresql+asyncpg://... when several nodes share the service.
     database_url: str = ""
@@ -201,8 +212,12 @@ class Config(BaseModel):
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, v: str) -> str:
-        if v and not v.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must start with redis://, rediss:// or unix://")
+        if v and not v.startswith(("redis://", "rediss://", "unix://", "redis+sentinel://")):
+            raise ValueError("must start with redis://, rediss://, unix:// or redis+sentinel://")
+        if v.startswith("redis+sentinel://"):
+            from .state.redis_connect import parse_sentinel_url
+
+            parse_sentinel_url(v)  # ValueError: says what is wrong with it
         return v
 
     @field_validator("database_url")

@@ -351,8 +351,10 @@ class ReviewService(ParticipantsMixin, CaseFileMixin):
     async def inbox(self, who: Identity) -> list[Invitation]:
         """The reviewer's invitations still waiting for an answer."""
         policy.can_read_inbox(who)
-        ids = await self.store.index_range(f"inbox:user:{who.sub}")
-        ids += await self.store.index_range(f"inbox:dept:{who.dept}")
+        mine, dept = await self.store.index_ranges(
+            [f"inbox:user:{who.sub}", f"inbox:dept:{who.dept}"]
+        )
+        ids = mine + dept
         docs = await self.store.get_many([f"invitation:{i}" for i in ids])
         open_ = [Invitation.model_validate(d) for d in docs if d is not None]
         return sorted(

@@ -21,6 +21,7 @@ from . import policy, protocol, socketcaps
 from .appkeys import CONFIG, GUARDS, MEDIA, NODE_ID, SERVICE, TASKS, TOKENS
 from .auth import AuthError, Identity
 from .errors import ServiceError
+from .inbox_fanout import INBOXES
 from .limits import RateLimited, TokenBucket, retry_ms
 from .models import Invitation, Participant, Session
 from .participants import chat_message
@@ -50,13 +51,20 @@ class Connection:
         self.who = who
         self.service = self.app[SERVICE]
         self.config = self.app[CONFIG]
-        self.outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(OUTBOX_LIMIT)
+        # A dict is serialised by the writer; a str (one text for many sockets, the
+        # inbox fan-out's) goes out as it is.
+        self.outbox: asyncio.Queue[dict[str, Any] | str | None] = asyncio.Queue(OUTBOX_LIMIT)
         self.subs: list[Subscription] = []
         self.session_subs: list[Subscription] = []
         self.participant: Participant | None = None
         self.held: list[dict[str, Any]] | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
         self.closing = False
+        # Started when there is something to send and gone when the outbox is empty, and
+        # the token's expiry a timer: an idle socket (thousands of idle inboxes) holds no
+        # task of its own beyond its reader.
+        self._writer: asyncio.Task[None] | None = None
+        self._expiry: asyncio.TimerHandle | None = None
         self.guards = self.app[GUARDS]
         now = self.guards.clock()
         self.bucket = TokenBucket(self.config.ws_burst, self.config.ws_rate_per_s, stamp=now)
@@ -65,7 +73,7 @@ class Connection:
         )
 
     # -- outgoing ---------------------------------------------------------------------
-    def send(self, msg: dict[str, Any]) -> None:
+    def send(self, msg: dict[str, Any] | str) -> None:
         if self.closing:
             return
         try:
@@ -73,6 +81,12 @@ class Connection:
         except asyncio.QueueFull:
             log.warning("closing slow socket of %s", self.who.sub)
             self.close(CLOSE_SLOW, "slow_consumer")
+            return
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._drain())
+
+    def send_text(self, text: str) -> None:
+        self.send(text)
 
     def close(self, code: int, reason: str) -> None:
         if not self.closing:
@@ -91,51 +105,46 @@ class Connection:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def writer(self) -> None:
-        while True:
-            msg = await self.outbox.get()
-            if msg is None:
-                self.outbox.task_done()
-                return
+    async def _drain(self) -> None:
+        """Send what the outbox holds, then end (``send`` starts another when needed)."""
+        dead = False
+        while not self.outbox.empty():
+            msg = self.outbox.get_nowait()
             try:
-                text = json.dumps(msg, ensure_ascii=False)
-                text.encode("utf-8")  # a string no frame can carry must not end the writer
-            except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
-                log.error("dropped a %s message to %s: %s", msg.get("type"), self.who.sub, exc)
-                self.outbox.task_done()
-                continue
-            try:
-                await self.ws.send_str(text)
-            except (ConnectionError, RuntimeError):
-                return
+                if msg is None or dead:
+                    continue
+                try:
+                    text = msg if isinstance(msg, str) else json.dumps(msg, ensure_ascii=False)
+                    text.encode("utf-8")  # a string no frame can carry must not end the writer
+                except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
+                    kind = "text" if isinstance(msg, str) else msg.get("type")
+                    log.error("dropped a %s message to %s: %s", kind, self.who.sub, exc)
+                    continue
+                try:
+                    await self.ws.send_str(text)
+                except (ConnectionError, RuntimeError):
+                    dead = True  # the socket is gone: the rest is dropped, not waited on
             finally:
                 self.outbox.task_done()
 
+    async def stop_writer(self) -> None:
+        """The socket ends: what is queued goes out, unless the queue is full (a client
+        that does not read is not waited for)."""
+        task = self._writer
+        if task is None:
+            return
+        if self.outbox.full():
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
     # -- bus handlers -----------------------------------------------------------------
-    def on_inbox(self, msg: dict[str, Any]) -> None:
-        if msg.get("type") == "invitation":
-            inv = Invitation.model_validate(msg["invitation"])
-            if not self._for_me(inv):
-                return
-            self.send(msg)
-            self.spawn(self._mark_rang(inv.invitation_id))
-        elif msg.get("type") == "invitation.updated":
-            inv = Invitation.model_validate(msg["invitation"])
-            in_session = self.participant is not None and (
-                self.participant.session_id == inv.session_id
-            )
-            # Someone in the session hears it on the session topic already.
-            if self._for_me(inv) and not in_session:
-                self.send(msg)
-
-    def _for_me(self, inv: Invitation) -> bool:
-        return policy.can_see_invitation(self.who, inv)
-
-    async def _mark_rang(self, invitation_id: str) -> None:
-        try:
-            await self.service.mark_rang(invitation_id, self.who)
-        except (ServiceError, StoreUnavailable):
-            pass
+    # Inbox messages (``user:``/``dept:`` topics) come through the node's inbox fan-out,
+    # which decides who sees them (signaling/inbox_fanout.py).
+    def wants_update(self, inv: Invitation) -> bool:
+        # Someone in the session hears it on the session topic already.
+        p = self.participant
+        return p is None or p.session_id != inv.session_id
 
     def on_session(self, msg: dict[str, Any]) -> None:
         if self.held is not None:
@@ -398,21 +407,29 @@ class Connection:
         self.who = new
         self.send({"type": "ack", "v": 1, "ref": msg.ref, "token_expires_at": new.exp})
 
-    async def expiry_watch(self) -> None:
-        while True:
-            exp = self.who.exp or 0
-            await asyncio.sleep(max(0.0, exp - time.time()))
-            if (self.who.exp or 0) <= time.time():
-                self.send(protocol.error("token_expired", "the token expired; sign in again"))
-                self.close(CLOSE_TOKEN_EXPIRED, "token_expired")
-                return
+    def watch_expiry(self) -> None:
+        """Close the socket when its token expires (later, if ``auth.refresh`` came)."""
+        delay = max(0.0, (self.who.exp or 0) - time.time())
+        self._expiry = asyncio.get_running_loop().call_later(delay, self._expiry_due)
+
+    def _expiry_due(self) -> None:
+        if (self.who.exp or 0) > time.time():
+            self.watch_expiry()  # refreshed meanwhile
+            return
+        self.send(protocol.error("token_expired", "the token expired; sign in again"))
+        self.close(CLOSE_TOKEN_EXPIRED, "token_expired")
+
+    def stop_expiry(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
 
     # -- lifetime ---------------------------------------------------------------------
     async def greet(self) -> None:
         store = self.service.store
-        self.subs.append(await store.subscribe(f"user:{self.who.sub}", self.on_inbox))
+        inboxes = self.app[INBOXES]
+        self.subs.append(await inboxes.follow(f"user:{self.who.sub}", self))
         if policy.has_inbox(self.who):
-            self.subs.append(await store.subscribe(f"dept:{self.who.dept}", self.on_inbox))
+            self.subs.append(await inboxes.follow(f"dept:{self.who.dept}", self))
         if policy.watches_supervision(self.who):
             self.subs.append(await store.subscribe(SUPERVISORS, self.on_supervision))
         self.send(
@@ -430,15 +447,19 @@ class Connection:
             }
         )
         if policy.has_inbox(self.who):
-            for inv in await self.service.inbox(self.who):
-                session = await self.service.session(inv.session_id)
-                self.on_inbox(
+            invitations = await self.service.inbox(self.who)
+            sessions: dict[str, Session] = {}
+            for inv in invitations:
+                session = sessions.get(inv.session_id) or await self.service.session(inv.session_id)
+                sessions[inv.session_id] = session
+                self.send(
                     {
                         "type": "invitation",
                         "invitation": inv.model_dump(),
                         "session": session.model_dump(),
                     }
                 )
+                inboxes.mark_from_inbox(inv, self.who)
 
     async def finish(self) -> None:
         self.closing = True

@@ -3,8 +3,6 @@ the reader loop, the writer and the token-expiry tasks around its ``Connection``
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -55,8 +53,7 @@ async def _serve(
     slot.attach(conn)  # the identity's oldest socket over its cap is closed
     sockets = request.app[SOCKETS]
     sockets.add(ws)
-    writer = asyncio.create_task(conn.writer())
-    expiry = asyncio.create_task(conn.expiry_watch())
+    conn.watch_expiry()
     close_code, close_reason = int(WSCloseCode.GOING_AWAY), b""
     try:
         try:
@@ -76,11 +73,9 @@ async def _serve(
                     break
     finally:
         sockets.discard(ws)
-        expiry.cancel()
+        conn.stop_expiry()
         await conn.finish()
-        conn.outbox.put_nowait(None) if not conn.outbox.full() else writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await writer
+        await conn.stop_writer()
         if not ws.closed:
             await ws.close(code=close_code, message=close_reason)
     return ws

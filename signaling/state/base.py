@@ -159,6 +159,11 @@ class Store(abc.ABC):
         reverse: bool = False,
     ) -> list[str]: ...
 
+    async def index_ranges(self, keys: list[str]) -> list[list[str]]:
+        """Several whole indexes, each ascending: one round trip where the store can (a
+        socket's greeting reads two)."""
+        return [await self.index_range(k) for k in keys]
+
     # -- ephemeral --------------------------------------------------------------------
     @abc.abstractmethod
     async def put_ephemeral(self, key: str, doc: Doc, ttl_s: float) -> None: ...

@@ -5,7 +5,12 @@ WATCH/MULTI, logs are lists, indexes are sorted sets, ephemeral values are strin
 an expiry. How far each trimmed log was trimmed is a field of one hash (``jr:trimmed``):
 a log's next sequence number is that plus its length. The bus is Redis pub/sub: one
 connection per node subscribes to the topics that local handlers want, and one reader
-task hands each message to the local fan-out.
+task hands each message to the local fan-out. Subscriptions asked for at once (a burst of
+sockets arriving) go upstream as one SUBSCRIBE.
+
+Connections: at most ``redis_pool_size`` commands run at once (``_guarded`` takes a slot;
+a call that waits longer than ``redis_pool_timeout_s`` for one is refused as an outage,
+503 ``store_unavailable``); the pool is built in ``redis_connect.py`` (plain or Sentinel).
 
 Job queues are Redis Streams with one consumer group (``workers``): XREADGROUP hands a
 new job to exactly one consumer, the group's pending list remembers who holds what,
@@ -17,58 +22,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import logging
-from collections.abc import Callable, Coroutine
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import redis.asyncio as aioredis
-from redis import exceptions as rx
 from redis.exceptions import RedisError, ResponseError, WatchError
 
-from .base import Doc, Handler, Job, Outage, Store, StoreUnavailable, Subscription, Updater
+from .base import Doc, Handler, Job, Outage, Store, Subscription, Updater
 from .local_bus import LocalBus
+from .redis_connect import RedisOptions, client_for
+from .redis_guard import PINNED, durable, guarded, is_outage, unslotted
 
 log = logging.getLogger(__name__)
-
-# Redis cannot serve now (down, unreachable, loading, out of memory, unable to persist):
-# an outage, answered 503. Other Redis errors (a wrong type, a script error) are bugs.
-_OUTAGE = (
-    rx.ConnectionError,
-    rx.TimeoutError,
-    rx.OutOfMemoryError,
-    rx.ReadOnlyError,
-    rx.ClusterDownError,
-    rx.TryAgainError,
-    OSError,  # builtin TimeoutError (a subscription's confirmation) included
-)
-_OUTAGE_REPLIES = ("MISCONF", "LOADING", "MASTERDOWN", "NOREPLICAS", "BUSY ")
-
-
-def is_outage(exc: BaseException) -> bool:
-    if isinstance(exc, _OUTAGE):
-        return True
-    return isinstance(exc, ResponseError) and str(exc).startswith(_OUTAGE_REPLIES)
-
-
-P = ParamSpec("P")
-T = TypeVar("T")
-
-
-def _guarded(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
-    """One store error type for every outage, whichever call met it."""
-
-    @functools.wraps(fn)
-    async def call(*args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return await fn(*args, **kwargs)
-        except (RedisError, OSError) as exc:
-            if is_outage(exc):
-                raise StoreUnavailable(f"Redis is unavailable: {exc}") from exc
-            raise
-
-    return call
 
 
 def _dumps(doc: Any) -> str:
@@ -100,7 +66,6 @@ redis.call('HSET', KEYS[2], ARGV[1], base + drop)
 return drop
 """
 GROUP = "workers"
-SOCKET_TIMEOUT_S = 15.0
 # Touch only a job this consumer still holds (XCLAIM alone would take it from another).
 _TOUCH = """
 local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
@@ -121,11 +86,16 @@ return 1
 class RedisStore(Store):
     kind = "redis"
 
-    def __init__(self, client: aioredis.Redis, prefix: str = "jr:") -> None:
-        self._r = client
+    def __init__(
+        self, client: aioredis.Redis, prefix: str = "jr:", opts: RedisOptions | None = None
+    ) -> None:
+        self._client = client
+        self.opts = opts or RedisOptions()
+        self._slots = asyncio.Semaphore(self.opts.pool_size)
         self._p = prefix
         self._pubsub = client.pubsub()
         self._confirm: dict[str, asyncio.Future[None]] = {}
+        self._to_subscribe: list[str] = []
         self._bus = LocalBus(on_first=self._sub_upstream, on_last=self._unsub_upstream)
         self._reader: asyncio.Task[None] | None = None
         self._sub_lock = asyncio.Lock()
@@ -135,40 +105,40 @@ class RedisStore(Store):
         self._bus_error: str | None = None
 
     @classmethod
-    async def connect(cls, url: str, prefix: str = "jr:") -> RedisStore:
-        # Timeouts: a Redis that stops answering becomes an error on that request, never
-        # a request (or a shutdown) that waits forever. Longer than any BLOCK we send.
-        client = aioredis.from_url(
-            url,
-            decode_responses=True,
-            health_check_interval=30,
-            socket_connect_timeout=5.0,
-            socket_timeout=SOCKET_TIMEOUT_S,
-        )
+    async def connect(
+        cls, url: str, prefix: str = "jr:", opts: RedisOptions | None = None
+    ) -> RedisStore:
+        opts = opts or RedisOptions()
+        client = client_for(url, opts)
         await client.ping()
-        return cls(client, prefix)
+        return cls(client, prefix, opts)
+
+    @property
+    def _r(self) -> aioredis.Redis:
+        return PINNED.get() or self._client
 
     def _k(self, kind: str, key: str) -> str:
         return f"{self._p}{kind}:{key}"
 
     # -- documents --------------------------------------------------------------------
-    @_guarded
+    @guarded
     async def get(self, key: str) -> Doc | None:
         raw = await self._r.get(self._k("doc", key))
         return json.loads(raw) if raw is not None else None
 
-    @_guarded
+    @guarded
     async def get_many(self, keys: list[str]) -> list[Doc | None]:
         if not keys:
             return []
         raws = await self._r.mget([self._k("doc", k) for k in keys])
         return [json.loads(r) if r is not None else None for r in raws]
 
-    @_guarded
+    @guarded
+    @durable
     async def create(self, key: str, doc: Doc) -> bool:
         return bool(await self._r.set(self._k("doc", key), _dumps(doc), nx=True))
 
-    @_guarded
+    @guarded
     async def update(self, key: str, fn: Updater) -> tuple[Doc | None, bool]:
         rkey = self._k("doc", key)
         async with self._r.pipeline(transaction=True) as pipe:
@@ -193,7 +163,7 @@ class RedisStore(Store):
                     continue
 
     # -- logs -------------------------------------------------------------------------
-    @_guarded
+    @guarded
     async def delete(self, keys: list[str]) -> None:
         if keys:
             await self._r.delete(*(self._k("doc", k) for k in keys))
@@ -202,7 +172,8 @@ class RedisStore(Store):
     def _trimmed(self) -> str:
         return f"{self._p}trimmed"
 
-    @_guarded
+    @guarded
+    @durable
     async def append(self, key: str, doc: Doc) -> int:
         # The sequence number must be inside the stored entry, and only Redis knows it
         # atomically: a tiny script pushes and stamps in one step.
@@ -212,7 +183,7 @@ class RedisStore(Store):
         seq = await self._r.eval(_APPEND, 2, self._k("log", key), self._trimmed(), key, body)
         return int(seq)
 
-    @_guarded
+    @guarded
     async def read_log(self, key: str, start: int = 0, limit: int | None = None) -> list[Doc]:
         if limit is not None and limit <= 0:
             return []
@@ -222,16 +193,16 @@ class RedisStore(Store):
         )
         return [json.loads(r) for r in raws]
 
-    @_guarded
+    @guarded
     async def trim_log(self, key: str, upto_seq: int) -> int:
         dropped = await self._r.eval(_TRIM, 2, self._k("log", key), self._trimmed(), key, upto_seq)
         return int(dropped)
 
-    @_guarded
+    @guarded
     async def log_trimmed(self, key: str) -> int:
         return int(await self._r.hget(self._trimmed(), key) or 0)
 
-    @_guarded
+    @guarded
     async def delete_log(self, key: str) -> None:
         async with self._r.pipeline(transaction=True) as pipe:
             pipe.delete(self._k("log", key))
@@ -239,19 +210,19 @@ class RedisStore(Store):
             await pipe.execute()
 
     # -- indexes ----------------------------------------------------------------------
-    @_guarded
+    @guarded
     async def index_add(self, key: str, member: str, score: float) -> None:
         await self._r.zadd(self._k("idx", key), {member: score})
 
-    @_guarded
+    @guarded
     async def index_remove(self, key: str, member: str) -> None:
         await self._r.zrem(self._k("idx", key), member)
 
-    @_guarded
+    @guarded
     async def index_delete(self, key: str) -> None:
         await self._r.delete(self._k("idx", key))
 
-    @_guarded
+    @guarded
     async def index_range(
         self,
         key: str,
@@ -271,24 +242,32 @@ class RedisStore(Store):
             return [str(m) for m in await self._r.zrevrangebyscore(rkey, hi, lo, **kw)]
         return [str(m) for m in await self._r.zrangebyscore(rkey, lo, hi, **kw)]
 
+    @guarded
+    async def index_ranges(self, keys: list[str]) -> list[list[str]]:
+        async with self._r.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.zrangebyscore(self._k("idx", key), "-inf", "+inf")
+            got = await pipe.execute()
+        return [[str(m) for m in members] for members in got]
+
     # -- ephemeral --------------------------------------------------------------------
-    @_guarded
+    @guarded
     async def put_ephemeral(self, key: str, doc: Doc, ttl_s: float) -> None:
         await self._r.set(self._k("eph", key), _dumps(doc), px=max(1, int(ttl_s * 1000)))
 
-    @_guarded
+    @guarded
     async def create_ephemeral(self, key: str, doc: Doc, ttl_s: float) -> bool:
         ok = await self._r.set(
             self._k("eph", key), _dumps(doc), px=max(1, int(ttl_s * 1000)), nx=True
         )
         return bool(ok)
 
-    @_guarded
+    @guarded
     async def get_ephemeral(self, key: str) -> Doc | None:
         raw = await self._r.get(self._k("eph", key))
         return json.loads(raw) if raw is not None else None
 
-    @_guarded
+    @guarded
     async def delete_ephemeral(self, key: str) -> None:
         await self._r.delete(self._k("eph", key))
 
@@ -307,7 +286,7 @@ class RedisStore(Store):
             self._groups.add(key)
         return key
 
-    @_guarded
+    @guarded
     async def job_enqueue(self, queue: str, data: Doc) -> str:
         key = await self._stream(queue)
         return str(await self._r.xadd(key, {"d": _dumps(data)}))
@@ -316,7 +295,7 @@ class RedisStore(Store):
         info = await self._r.xpending_range(key, GROUP, min=job_id, max=job_id, count=1)
         return int(info[0]["times_delivered"]) if info else 1
 
-    @_guarded
+    @guarded
     async def job_claim(
         self, queue: str, consumer: str, *, block_s: float = 0.0, reclaim_idle_s: float = 60.0
     ) -> Job | None:
@@ -334,24 +313,24 @@ class RedisStore(Store):
             if fields:  # None: deleted meanwhile
                 deliveries = await self._deliveries(key, job_id)
                 return Job(str(job_id), json.loads(fields["d"]), deliveries)
-        block = int(min(block_s, SOCKET_TIMEOUT_S / 2) * 1000) if block_s > 0 else None
+        block = int(min(block_s, self.opts.timeout_s / 2) * 1000) if block_s > 0 else None
         got: Any = await self._r.xreadgroup(GROUP, consumer, {key: ">"}, count=1, block=block)
         for _, entries in got or []:
             for job_id, fields in entries:
                 return Job(str(job_id), json.loads(fields["d"]), 1)
         return None
 
-    @_guarded
+    @guarded
     async def job_touch(self, queue: str, consumer: str, job_id: str) -> bool:
         key = await self._stream(queue)
         return bool(await self._r.eval(_TOUCH, 1, key, GROUP, consumer, job_id))
 
-    @_guarded
+    @guarded
     async def job_release(self, queue: str, consumer: str, job_id: str) -> None:
         key = await self._stream(queue)
         await self._r.eval(_RELEASE, 1, key, GROUP, consumer, job_id)
 
-    @_guarded
+    @guarded
     async def job_ack(self, queue: str, job_id: str) -> None:
         key = await self._stream(queue)
         async with self._r.pipeline(transaction=True) as pipe:
@@ -359,7 +338,7 @@ class RedisStore(Store):
             pipe.xdel(key, job_id)
             await pipe.execute()
 
-    @_guarded
+    @guarded
     async def job_count(self, queue: str) -> int:
         return int(await self._r.xlen(self._k("jobs", queue)))
 
@@ -367,29 +346,44 @@ class RedisStore(Store):
     def _channel(self, topic: str) -> str:
         return f"{self._p}bus:{topic}"
 
-    @_guarded
+    @guarded
     async def publish(self, topic: str, message: Doc) -> None:
         await self._r.publish(self._channel(topic), _dumps(message))
 
-    @_guarded
+    @unslotted
     async def subscribe(self, topic: str, handler: Handler) -> Subscription:
         return await self._bus.add(topic, handler)
 
     async def _sub_upstream(self, topic: str) -> None:
         channel = self._channel(topic)
-        async with self._sub_lock:
-            # redis-py sends SUBSCRIBE and returns at once; the confirmation arrives
-            # through the reader. Waiting for it makes the contract hold: once we return,
-            # a message published anywhere reaches us.
+        # redis-py sends SUBSCRIBE and returns at once; the confirmation arrives through
+        # the reader. Waiting for it makes the contract hold: once we return, a message
+        # published anywhere reaches us. Channels asked for while a SUBSCRIBE is on its
+        # way go together in the next one (a burst of sockets: a few round trips).
+        confirmed = self._confirm.get(channel)
+        if confirmed is None:
             confirmed = asyncio.get_running_loop().create_future()
             self._confirm[channel] = confirmed
-            try:
-                await self._pubsub.subscribe(channel)
-                if self._reader is None or self._reader.done():
-                    self._reader = asyncio.create_task(self._read(), name="redis-bus-reader")
-                await asyncio.wait_for(confirmed, timeout=5.0)
-            finally:
-                self._confirm.pop(channel, None)
+            self._to_subscribe.append(channel)
+        try:
+            async with self._sub_lock:
+                batch, self._to_subscribe = self._to_subscribe, []
+                if batch:
+                    try:
+                        await self._pubsub.subscribe(*batch)
+                    except BaseException as exc:
+                        for other in batch:
+                            fut = self._confirm.get(other)
+                            if fut is not None and other != channel and not fut.done():
+                                fut.set_exception(exc)
+                                fut.exception()
+                        raise
+                    if self._reader is None or self._reader.done():
+                        self._reader = asyncio.create_task(self._read(), name="redis-bus-reader")
+            await asyncio.wait_for(asyncio.shield(confirmed), timeout=self.opts.timeout_s)
+        finally:
+            if self._confirm.get(channel) is confirmed:
+                del self._confirm[channel]
 
     async def _unsub_upstream(self, topic: str) -> None:
         async with self._sub_lock:
@@ -441,7 +435,7 @@ class RedisStore(Store):
 
     async def health(self) -> Doc:
         try:
-            ok = bool(await self._r.ping())
+            ok = bool(await self._client.ping())
             if ok and self._bus_error is not None:
                 return {"ok": False, "kind": self.kind, "error": self._bus_error}
             return {"ok": ok, "kind": self.kind}
@@ -456,4 +450,4 @@ class RedisStore(Store):
                 await self._reader
         with contextlib.suppress(Exception):
             await self._pubsub.aclose()
-        await self._r.aclose()
+        await self._client.aclose()
