@@ -20,6 +20,7 @@ from . import outbox
 from .auth import Identity
 from .directory import Directory
 from .errors import Conflict, NotFound
+from .inflight import InFlight
 from .models import Actor, Event, Invitation, Session
 from .state import Store
 
@@ -139,6 +140,8 @@ class ServiceCore:
         self.event_hooks: list[EventHook] = []
         # Where an evicted session is still known (the record); None: nowhere else.
         self.archived: Archived | None = None
+        # This node's events filed in the log but maybe not yet in the record.
+        self.in_flight = InFlight()
 
     # -- events -----------------------------------------------------------------------
     async def record(
@@ -150,16 +153,20 @@ class ServiceCore:
         actor: Actor | None = None,
         **data: Any,
     ) -> Event:
-        event = await append_event(
-            self.store,
-            case_id,
-            type_,
-            ts=self.clock(),
-            session_id=session_id,
-            actor=actor,
-            data=data,
-        )
-        await run_event_hooks(self.event_hooks, event)
+        # In flight from before the append (its number may be given before the append
+        # returns) until the record has it: the catch-up's checks discount it.
+        with self.in_flight.filing(case_id) as ticket:
+            event = await append_event(
+                self.store,
+                case_id,
+                type_,
+                ts=self.clock(),
+                session_id=session_id,
+                actor=actor,
+                data=data,
+            )
+            ticket.seq = event.seq
+            await run_event_hooks(self.event_hooks, event)
         return event
 
     async def events(self, case_id: str, session_id: str | None = None) -> list[Event]:

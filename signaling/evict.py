@@ -31,7 +31,7 @@ from aiohttp import web
 from . import outbox
 from .background import stopping
 from .core import UNSEALED, ServiceCore
-from .history.catchup import BEHIND
+from .history.catchup import BEHIND, WAIT_S
 from .models import Event
 from .participants import IDLE, chat_log
 from .state import Outage, StoreUnavailable
@@ -58,6 +58,10 @@ LATE = frozenset(
     }
 )
 GRACE_S = 60.0  # after its end, a session stays this long
+# A seal this old whose case's record still lacks an event up to it: no commit of it is
+# pending any more (the hook gives up after WAIT_S and marks the case itself), so the
+# node that filed it died in between; the case is marked behind to be caught up.
+STALE_S = 2 * WAIT_S
 
 
 class Record(Protocol):
@@ -88,6 +92,13 @@ class Evictor:
         """The sealing hook: evict the session now if the record is complete."""
         await self.evict(session_id)
 
+    async def caught_up(self, case_id: str) -> None:
+        """The catch-up hook: the case's record is complete again, so its sealed sessions
+        leave now rather than at the next sweep."""
+        for sid in await self.store.index_range(f"case:{case_id}:sessions"):
+            await self.evict(sid)
+        await self.trim_case(case_id)
+
     async def evict(self, session_id: str) -> bool:
         """Delete the sealed session from the live store if the record holds all of it;
         False when it must stay (still live, not sealed, the record behind)."""
@@ -110,7 +121,7 @@ class Evictor:
         """Sealed, and every event of the case up to the seal is in the record."""
         log_key = f"case:{case_id}:events"
         sealed = [
-            int(d["seq"])
+            d
             for d in await self.store.read_log(log_key)
             if d.get("type") == "archive.sealed" and d.get("session_id") == session_id
         ]
@@ -118,7 +129,12 @@ class Evictor:
             return False
         if case_id in await self.store.index_range(BEHIND):
             return False
-        return await self.record.events_upto(case_id, sealed[0]) >= sealed[0]
+        seq = int(sealed[0]["seq"])
+        if await self.record.events_upto(case_id, seq) >= seq:
+            return True
+        if float(sealed[0]["ts"]) < self.service.clock() - STALE_S:
+            await self.store.index_add(BEHIND, case_id, 0.0)  # the catch-up's scan finds it
+        return False
 
     async def _forget(self, session_id: str, case_id: str | None) -> None:
         store = self.store
