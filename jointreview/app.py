@@ -193,6 +193,7 @@ async def _exports_ctx(app: web.Application) -> AsyncIterator[None]:
         delay_s=config.export_delay_s,
     )
     worker.event_hooks = app[SERVICE].event_hooks  # one list: webhooks see exports too
+    worker.floor = app[HISTORY].last_seq
     recording = app[MEDIA].recording
     if recording is not None:
         recording.after_seal.append(worker.sealed)

@@ -233,6 +233,41 @@ async def test_a_sealed_session_leaves_the_store(
     assert await asyncio.to_thread(cli.main, argv) == 0
 
 
+async def test_a_case_forgotten_whole_numbers_on_for_a_new_session(
+    config_kw: dict[str, Any], tmp_path: Path
+) -> None:
+    """Nothing of a sealed case stays in the live store (not its document, nor its log's
+    numbering); a second joint review of it, months later, numbers its events on from
+    the record's last, and the case view shows both sessions."""
+    config = make_config(tmp_path, media_enabled=False, **config_kw)
+    async with TestClient(TestServer(create_app(config))) as client:
+        tok = Tokens(TokenService(config))
+        store = client.app[STORE]
+        sid, _ = await play(client, tok)
+        last = (await store.read_log(LOG))[-1]["seq"]
+        client.app[EVICTOR].forget_after_s = 0.0  # (a minute after its last event)
+        assert await evict_now(client) == 1
+        assert not [k for k in await keys_of(store) if CASE in k], await keys_of(store)
+        assert await store.get(f"case:{CASE}") is None and await store.log_trimmed(LOG) == 0
+
+        sid2 = await start_session(client, tok)
+        assert [e["seq"] for e in await store.read_log(LOG)] == [last + 1]
+        assert await store.get(f"case:{CASE}") is not None
+        await client.post(f"/api/sessions/{sid2}/end", headers=auth(tok.clerk()))
+        # (no grace left: evicted as it is sealed, just after the answer)
+        await evict_now(client)
+        assert not [k for k in await keys_of(store) if CASE in k]
+        seqs = [e["seq"] for e in (await client.app[HISTORY].case_events(CASE, limit=500)).items]
+        assert seqs == list(range(1, seqs[-1] + 1)) and seqs[-1] > last + 1
+
+        res = await client.get(f"/api/cases/{CASE}?limit=500", headers=auth(tok.supervisor()))
+        assert res.status == 200, await res.text()
+        view = await res.json()
+        assert [s["session_id"] for s in view["sessions"]] == [sid, sid2]
+        assert [e["seq"] for e in view["events"]] == list(range(1, seqs[-1] + 1))
+        assert await client.app[HISTORY].last_seq(CASE) == seqs[-1]
+
+
 def _cli(config: Any) -> list[str]:
     return ["--redis-url", config.redis_url] if config.redis_url else []
 

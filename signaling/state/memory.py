@@ -138,6 +138,8 @@ class MemoryStore(Store):
         elif kind == "del":
             self._docs.pop(key, None)
         elif kind == "append":
+            if "b" in op:  # a forgotten log numbered again from its floor
+                self._trim(key, int(op["b"]))
             self._logs.setdefault(key, []).append(op["d"])
         elif kind == "index":
             self._index_set(key, op["m"], op["s"])
@@ -247,9 +249,18 @@ class MemoryStore(Store):
     def _last_seq(self, key: str) -> int:
         return self._trimmed.get(key, 0) + len(self._logs.get(key, ()))
 
-    async def append(self, key: str, doc: Doc) -> int:
-        stored = dict(copy.deepcopy(doc), seq=self._last_seq(key) + 1)
-        self._write({"op": "append", "k": key, "d": stored})
+    async def append(self, key: str, doc: Doc, floor: int | None = 0) -> int:
+        op: dict[str, Any] = {"op": "append", "k": key}
+        if key not in self._logs and key not in self._trimmed:  # no numbering
+            if floor is None:
+                return 0
+            if floor > 0:
+                op["b"] = floor  # one line: the numbering's start and the entry
+        base = int(op.get("b", 0)) or self._last_seq(key)
+        op["d"] = stored = dict(copy.deepcopy(doc), seq=base + 1)
+        self._write(op)
+        if "b" in op:
+            self._trim(key, int(op["b"]))
         self._logs.setdefault(key, []).append(stored)
         return int(stored["seq"])
 
@@ -282,6 +293,13 @@ class MemoryStore(Store):
 
     async def log_trimmed(self, key: str) -> int:
         return self._trimmed.get(key, 0)
+
+    async def forget_log(self, key: str, upto_seq: int) -> bool:
+        if self._logs.get(key) or self._trimmed.get(key) != upto_seq:
+            return False
+        self._write({"op": "unlog", "k": key})
+        self._trimmed.pop(key, None)
+        return True
 
     async def delete_log(self, key: str) -> None:
         if key in self._logs or key in self._trimmed:
