@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from aiohttp.test_utils import TestClient, TestServer
+import aiohttp
+from aiohttp.test_utils import TestServer
 
 from jointreview.app import create_app
 from signaling.appkeys import STORE
@@ -43,38 +44,40 @@ def rss_mb() -> float:
     return 0.0
 
 
-async def one(client: TestClient[Any, Any], tokens: TokenService, n: int) -> None:
-    clerk = {"Authorization": "Bearer " + tokens.issue(sub="clerk-01", role="clerk", name="陈晓")}
+async def post(
+    client: aiohttp.ClientSession, path: str, token: str, body: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {token}"}
+    async with client.post(path, json=body, headers=headers) as res:
+        assert res.status < 300, await res.text()
+        return dict(await res.json())
+
+
+async def one(client: aiohttp.ClientSession, tokens: TokenService, n: int) -> None:
+    clerk = tokens.issue(sub="clerk-01", role="clerk", name="陈晓")
     rev = tokens.issue(
         sub="rev-city-amr-1", role="reviewer", name="r", dept="city-amr", level="city"
     )
-    res = await client.post(
-        f"/api/cases/GZ-2025-{n:06d}/sessions",
-        json={"applicant_name": "广州某贸易有限公司", "matter": "食品经营许可"},
-        headers=clerk,
-    )
-    sid = (await res.json())["session_id"]
-    res = await client.post(
-        f"/api/sessions/{sid}/invitations", json={"dept": "city-amr"}, headers=clerk
-    )
-    inv = (await res.json())["invitation_id"]
-    await client.post(f"/api/sessions/{sid}/invitations", json={"dept": "city-tax"}, headers=clerk)
-    await client.post(f"/api/invitations/{inv}/accept", headers={"Authorization": f"Bearer {rev}"})
-    await client.post(
-        f"/api/sessions/{sid}/opinions",
-        json={"decision": "materials_missing", "missing": ["营业场所证明"]},
-        headers={"Authorization": f"Bearer {rev}"},
-    )
-    res = await client.post(f"/api/sessions/{sid}/end", headers=clerk)
-    assert res.status == 200, await res.text()
+    body = {"applicant_name": "广州某贸易有限公司", "matter": "食品经营许可"}
+    sid = (await post(client, f"/api/cases/GZ-2025-{n:06d}/sessions", clerk, body))["session_id"]
+    inv = await post(client, f"/api/sessions/{sid}/invitations", clerk, {"dept": "city-amr"})
+    await post(client, f"/api/sessions/{sid}/invitations", clerk, {"dept": "city-tax"})
+    await post(client, f"/api/invitations/{inv['invitation_id']}/accept", rev)
+    opinion = {"decision": "materials_missing", "missing": ["营业场所证明"]}
+    await post(client, f"/api/sessions/{sid}/opinions", rev, opinion)
+    await post(client, f"/api/sessions/{sid}/end", clerk)
 
 
 async def run(sessions: int, data_dir: Path) -> dict[str, Any]:
     config = Config(data_dir=data_dir, jwt_secret=SECRET, port=0, media_enabled=False)
     tokens = TokenService(config)
     journal = data_dir / "state" / "journal.jsonl"
-    async with TestClient(TestServer(create_app(config))) as client:
-        evictor = client.app[EVICTOR]
+    server = TestServer(create_app(config))
+    await server.start_server()
+    app = server.app
+    # A plain client: the test client keeps every response it gave (for its cleanup).
+    async with aiohttp.ClientSession(base_url=str(server.make_url("/"))) as client:
+        evictor = app[EVICTOR]
         evictor.grace_s = 0.0
         if hasattr(evictor, "forget_after_s"):
             evictor.forget_after_s = 0.0
@@ -96,9 +99,10 @@ async def run(sessions: int, data_dir: Path) -> dict[str, Any]:
         await evictor.sweep()
         await asyncio.sleep(1.0)  # a compaction under way ends
         gc.collect()
-        store = client.app[STORE]
+        store = app[STORE]
         keys = len(store._docs) + len(store._logs) + len(store._indexes) + len(store._trimmed)  # type: ignore[attr-defined]
         after = {"rss_mb": rss_mb(), "journal_bytes": journal.stat().st_size, "keys": keys}
+    await server.close()
     print(file=sys.stderr)
     began = time.perf_counter()
     reopened = MemoryStore(data_dir / "state")

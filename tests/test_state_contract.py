@@ -249,6 +249,19 @@ async def test_ephemeral_values_expire(store: Store) -> None:
     assert await store.get_ephemeral("f") is None
 
 
+async def test_memory_store_drops_expired_ephemeral_values_nobody_reads(
+    tmp_path: Path,
+) -> None:
+    """One sealing claim a session, never read again once it expired: a year of them
+    must not stay in memory."""
+    s = MemoryStore(tmp_path / "state")
+    for i in range(5000):
+        await s.put_ephemeral(f"sealing:{i}", {"node": "n"}, 0.0 if i < 4990 else 60.0)
+    assert len(s._ephemeral) < 2048
+    assert await s.get_ephemeral("sealing:4999") == {"node": "n"}
+    await s.close()
+
+
 async def test_bus_delivers_to_every_subscriber_of_the_topic(store: Store) -> None:
     a: list[dict[str, Any]] = []
     b: list[dict[str, Any]] = []

@@ -38,6 +38,7 @@ from .local_bus import LocalBus
 from .memory_jobs import JobQueues
 
 JOURNAL = "journal.jsonl"
+EPH_PURGE_MIN = 1024  # ephemeral values held before the expired ones are looked for
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class MemoryStore(JobQueues, Store):
         # key -> sorted list of (score, member) plus member -> score
         self._indexes: dict[str, tuple[list[tuple[float, str]], dict[str, float]]] = {}
         self._ephemeral: dict[str, tuple[float, Doc]] = {}
+        self._eph_purge_at = EPH_PURGE_MIN
         # queue -> job id -> {"data", "n" (deliveries), "by" (holder), "at" (last touch)}
         self._jobs: dict[str, dict[str, dict[str, Any]]] = {}
         self._job_serial = 0
@@ -424,7 +426,13 @@ class MemoryStore(JobQueues, Store):
 
     # -- ephemeral --------------------------------------------------------------------
     async def put_ephemeral(self, key: str, doc: Doc, ttl_s: float) -> None:
-        self._ephemeral[key] = (time.monotonic() + ttl_s, copy.deepcopy(doc))
+        now = time.monotonic()
+        self._ephemeral[key] = (now + ttl_s, copy.deepcopy(doc))
+        if len(self._ephemeral) >= self._eph_purge_at:
+            # An expired value nobody reads again (a session's sealing claim) would stay
+            # for good: dropped each time their number doubles (amortised O(1)).
+            self._ephemeral = {k: v for k, v in self._ephemeral.items() if v[0] > now}
+            self._eph_purge_at = max(EPH_PURGE_MIN, 2 * len(self._ephemeral))
 
     async def create_ephemeral(self, key: str, doc: Doc, ttl_s: float) -> bool:
         if await self.get_ephemeral(key) is not None:
