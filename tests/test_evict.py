@@ -234,7 +234,7 @@ async def test_a_sealed_session_leaves_the_store(
 
 
 async def test_a_case_forgotten_whole_numbers_on_for_a_new_session(
-    config_kw: dict[str, Any], tmp_path: Path
+    config_kw: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Nothing of a sealed case stays in the live store (not its document, nor its log's
     numbering); a second joint review of it, months later, numbers its events on from
@@ -266,6 +266,11 @@ async def test_a_case_forgotten_whole_numbers_on_for_a_new_session(
         assert [s["session_id"] for s in view["sessions"]] == [sid, sid2]
         assert [e["seq"] for e in view["events"]] == list(range(1, seqs[-1] + 1))
         assert await client.app[HISTORY].last_seq(CASE) == seqs[-1]
+    # verify finds both sessions' events in the record.
+    if config.database_url:
+        monkeypatch.setenv("JR_DATABASE_URL", config.database_url)
+    argv = ["verify", CASE, "--data-dir", str(config.data_dir), *_cli(config)]
+    assert await asyncio.to_thread(cli.main, argv) == 0
 
 
 def _cli(config: Any) -> list[str]:
