@@ -8,7 +8,7 @@ forgets their cases. Reports the node's RSS and the journal's size before and af
 then the time to open the store again (a restart's replay). Run it on another checkout
 (``PYTHONPATH=/path/to/other``) for a baseline.
 
-    python -m bench.live_memory --sessions 5000 --json
+    PYTHONPATH=. python scripts/live_memory.py --sessions 5000 --json
 """
 
 from __future__ import annotations
