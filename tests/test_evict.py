@@ -343,6 +343,28 @@ async def test_a_session_stays_while_the_record_is_behind(
         assert await store.get(f"session:{sid}") is None
 
 
+async def test_a_case_caught_up_lets_its_sealed_sessions_go_at_once(
+    config_kw: dict[str, Any], tmp_path: Path
+) -> None:
+    """A mark made for nothing (another node's commit pending as this one checked) is
+    dropped by the catch-up, and the sealed session leaves then, not at the next sweep."""
+    config = make_config(tmp_path, media_enabled=False, **config_kw)
+    async with TestClient(TestServer(create_app(config))) as client:
+        tok = Tokens(TokenService(config))
+        store = client.app[STORE]
+        client.app[EVICTOR].grace_s = 0.0
+        await client.app[CATCH_UP].close()  # its background task: caught up by hand here
+        sid = await start_session(client, tok, CASE)
+        await store.index_add(BEHIND, CASE, 0.0)
+        res = await client.post(f"/api/sessions/{sid}/end", headers=auth(tok.clerk()))
+        assert res.status == 200
+        assert await store.get(f"session:{sid}") is not None  # sealed, held by the mark
+        await client.app[CATCH_UP].catch_up(CASE)
+        assert await store.index_range(BEHIND) == []
+        assert await store.get(f"session:{sid}") is None
+        assert await store.read_log(LOG) == []
+
+
 async def test_a_trimmed_log_goes_on_counting_after_a_restart(tmp_path: Path) -> None:
     config = make_config(tmp_path, media_enabled=False)
     async with TestClient(TestServer(create_app(config))) as client:
