@@ -136,3 +136,4 @@ async def test_a_kill_during_compaction_loses_no_acknowledged_write(
     acked = [int(x) for x in out.split()]
     assert acked and acked == list(range(1, len(acked) + 1))
     await check(directory, acked[-1])
+    assert not (directory / "journal.compact").exists()

@@ -89,6 +89,8 @@ class MemoryStore(JobQueues, Store):
 
     # -- journal ----------------------------------------------------------------------
     def _replay(self, path: Path) -> None:
+        # A compaction cut short by a kill: the journal is whole without it.
+        path.with_suffix(".compact").unlink(missing_ok=True)
         ops = 0
         good = 0  # bytes of whole lines replayed
         torn = False
