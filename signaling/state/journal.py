@@ -96,6 +96,13 @@ def write(snap: Snapshot, tmp: Path) -> int:
         return size
     finally:
         os.close(fd)
+        release(snap)
+
+
+def release(snap: Snapshot) -> None:
+    """Drop the snapshot's copies here (in the thread), not on the loop."""
+    for part in (snap.docs, snap.trimmed, snap.logs, snap.indexes, snap.jobs):
+        part.clear()
 
 
 def write_all(fd: int, data: bytes) -> int:
