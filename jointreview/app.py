@@ -141,7 +141,7 @@ async def _history_ctx(app: web.Application) -> AsyncIterator[None]:
     # node filed in the store but not in the record (it died in between) are caught up by
     # the time their session is sealed: the unsealed sessions' cases now, and a case again
     # when one of its sessions ends.
-    catch_up = app[CATCH_UP] = CatchUp(app[STORE], history)
+    catch_up = app[CATCH_UP] = CatchUp(app[STORE], history, in_flight=app[SERVICE].in_flight)
     app[SERVICE].event_hooks.insert(0, catch_up.hook)
     await catch_up.mark_unsealed()
     app[SERVICE].archived = history  # sessions gone from the store (signaling/evict.py)
@@ -197,6 +197,7 @@ async def _exports_ctx(app: web.Application) -> AsyncIterator[None]:
         delay_s=config.export_delay_s,
     )
     worker.event_hooks = app[SERVICE].event_hooks  # one list: webhooks see exports too
+    worker.floor = app[HISTORY].last_seq
     recording = app[MEDIA].recording
     if recording is not None:
         recording.after_seal.append(worker.sealed)
@@ -219,9 +220,11 @@ async def _evict_ctx(app: web.Application) -> AsyncIterator[None]:
     if recording is not None:
         recording.after_seal.append(evictor.sealed)
     app[SERVICE].event_hooks.append(evictor.on_event)
+    app[CATCH_UP].caught_up.append(evictor.caught_up)
     evictor.start()
     yield
     app[SERVICE].event_hooks.remove(evictor.on_event)
+    app[CATCH_UP].caught_up.remove(evictor.caught_up)
     await evictor.close()
 
 

@@ -295,12 +295,18 @@ async def _store_events(config: Config, case_id: str) -> list[dict[str, Any]] | 
         if not journal.is_file():
             return None
         events, trimmed = _journal_log(journal, key)
-    if trimmed:
-        earlier = await _record_events(config, case_id, trimmed)
+    # What the store no longer has is the record's: up to the trim, or all of it when
+    # the store forgot the case whole (its numbering too: signaling/evict.py).
+    upto = int(events[0]["seq"]) - 1 if events else (trimmed or ALL)
+    if upto:
+        earlier = await _record_events(config, case_id, upto)
         if earlier is None:
             return None
         events = earlier + events
     return events
+
+
+ALL = 2**62  # every seq
 
 
 def _journal_log(journal: Path, key: str) -> tuple[list[dict[str, Any]], int]:
@@ -317,6 +323,7 @@ def _journal_log(journal: Path, key: str) -> tuple[list[dict[str, Any]], int]:
             if op.get("k") != key:
                 continue
             if op.get("op") == "append":
+                trimmed = max(trimmed, int(op.get("b", 0)))  # numbered on from a floor
                 events.append(op["d"])
             elif op.get("op") == "trim":
                 trimmed = max(trimmed, int(op["n"]))

@@ -52,15 +52,29 @@ def _options(args: argparse.Namespace, config: Config) -> Options:
 
 
 async def _announce(config: Config, case_id: str, session_id: str, made: dict[str, Any]) -> str:
+    url = db.url_of(config.database_url, config.data_dir)
+    await migrate.check(url)
+    history = await History.open(url)
+    try:
+        return await _announce_in(config, history, case_id, session_id, made)
+    finally:
+        await history.close()
+
+
+async def _announce_in(
+    config: Config, history: History, case_id: str, session_id: str, made: dict[str, Any]
+) -> str:
+    # A case the live store forgot whole numbers on from the record's last seq.
+    floor = history.last_seq
     if config.redis_url:
         from signaling.state.redis_store import RedisStore
 
         store = await RedisStore.connect(config.redis_url)
         try:
-            recorded = await record_ready(store, case_id, session_id, made)
+            recorded = await record_ready(store, case_id, session_id, made, floor)
         finally:
             await store.close()
-        await _file(config, recorded)
+        await _file(history, recorded)
         return "recorded" if recorded else "already recorded"
     lock = hold_data_dir(config)
     if lock is None:
@@ -70,26 +84,19 @@ async def _announce(config: Config, case_id: str, session_id: str, made: dict[st
 
         memory = MemoryStore(config.data_dir / "state")
         try:
-            recorded = await record_ready(memory, case_id, session_id, made)
+            recorded = await record_ready(memory, case_id, session_id, made, floor)
         finally:
             await memory.close()
-        await _file(config, recorded)
+        await _file(history, recorded)
     finally:
         lock.close()
     return "recorded" if recorded else "already recorded"
 
 
-async def _file(config: Config, event: Event | None) -> None:
+async def _file(history: History, event: Event | None) -> None:
     """The event into the record too, as a node files every event (docs/history.md)."""
-    if event is None:
-        return
-    url = db.url_of(config.database_url, config.data_dir)
-    await migrate.check(url)
-    history = await History.open(url)
-    try:
+    if event is not None:
         await history.hook(event)
-    finally:
-        await history.close()
 
 
 def main(args: argparse.Namespace, config: Config) -> int:

@@ -20,6 +20,7 @@ from . import outbox
 from .auth import Identity
 from .directory import Directory
 from .errors import Conflict, NotFound
+from .inflight import InFlight
 from .models import Actor, Event, Invitation, Session
 from .state import Store
 
@@ -46,6 +47,13 @@ def _hash(secret: str) -> str:
 
 
 EventHook = Callable[[Event], Awaitable[None]]
+# The record's last seq of a case (``History.last_seq``): where a case's log the live
+# store forgot whole (signaling/evict.py) goes on numbering.
+Floor = Callable[[str], Awaitable[int]]
+# A floor older than this is looked up again before it is used: the store forgets a
+# case only once its last event is much older than that (evict.FORGET_AFTER_S), so a
+# floor this fresh cannot predate numbers given (and forgotten) meanwhile.
+FLOOR_FRESH_S = 10.0
 
 
 class Archived(Protocol):
@@ -74,6 +82,8 @@ class Archived(Protocol):
         self, case_id: str, after_seq: int, limit: int
     ) -> list[dict[str, Any]]: ...
 
+    async def last_seq(self, case_id: str) -> int: ...
+
 
 async def append_event(
     store: Store,
@@ -84,6 +94,7 @@ async def append_event(
     session_id: str | None = None,
     actor: Actor | None = None,
     data: dict[str, Any],
+    floor: Floor | None = None,
 ) -> Event:
     """File one event in the case's timeline (every writer uses this one shape).
 
@@ -99,8 +110,22 @@ async def append_event(
         "actor": actor.model_dump() if actor else None,
         "data": data,
     }
-    seq = await store.append(f"case:{case_id}:events", doc)
+    seq = await _append(store, f"case:{case_id}:events", doc, floor)
     return Event.model_validate(dict(doc, seq=seq))
+
+
+async def _append(store: Store, key: str, doc: dict[str, Any], floor: Floor | None) -> int:
+    """Append to the case's log; one the store forgot whole (or a new one) numbers on
+    from the record's last ``seq`` (``floor``), so that no number is given twice."""
+    if floor is None:
+        return await store.append(key, doc)
+    seq = await store.append(key, doc, floor=None)
+    while seq == 0:
+        began = time.monotonic()
+        last = await floor(str(doc["case_id"]))
+        if time.monotonic() - began <= FLOOR_FRESH_S:
+            seq = await store.append(key, doc, floor=last)
+    return seq
 
 
 async def run_event_hooks(hooks: list[EventHook], event: Event) -> None:
@@ -139,6 +164,8 @@ class ServiceCore:
         self.event_hooks: list[EventHook] = []
         # Where an evicted session is still known (the record); None: nowhere else.
         self.archived: Archived | None = None
+        # This node's events filed in the log but maybe not yet in the record.
+        self.in_flight = InFlight()
 
     # -- events -----------------------------------------------------------------------
     async def record(
@@ -150,16 +177,21 @@ class ServiceCore:
         actor: Actor | None = None,
         **data: Any,
     ) -> Event:
-        event = await append_event(
-            self.store,
-            case_id,
-            type_,
-            ts=self.clock(),
-            session_id=session_id,
-            actor=actor,
-            data=data,
-        )
-        await run_event_hooks(self.event_hooks, event)
+        # In flight from before the append (its number may be given before the append
+        # returns) until the record has it: the catch-up's checks discount it.
+        with self.in_flight.filing(case_id) as ticket:
+            event = await append_event(
+                self.store,
+                case_id,
+                type_,
+                ts=self.clock(),
+                session_id=session_id,
+                actor=actor,
+                data=data,
+                floor=self.archived.last_seq if self.archived is not None else None,
+            )
+            ticket.seq = event.seq
+            await run_event_hooks(self.event_hooks, event)
         return event
 
     async def events(self, case_id: str, session_id: str | None = None) -> list[Event]:

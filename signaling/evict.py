@@ -31,7 +31,7 @@ from aiohttp import web
 from . import outbox
 from .background import stopping
 from .core import UNSEALED, ServiceCore
-from .history.catchup import BEHIND
+from .history.catchup import BEHIND, WAIT_S
 from .models import Event
 from .participants import IDLE, chat_log
 from .state import Outage, StoreUnavailable
@@ -58,6 +58,16 @@ LATE = frozenset(
     }
 )
 GRACE_S = 60.0  # after its end, a session stays this long
+# Cases whose log is trimmed whole, by the time of their last event: once that is
+# FORGET_AFTER_S old, the sweeper forgets the case (its document and its log's numbering).
+FORGET = "evict:forget"
+# Well above core.FLOOR_FRESH_S: a floor looked up for a forgotten case's next event is
+# never older than numbers given after it (and the case forgotten again meanwhile).
+FORGET_AFTER_S = 60.0
+# A seal this old whose case's record still lacks an event up to it: no commit of it is
+# pending any more (the hook gives up after WAIT_S and marks the case itself), so the
+# node that filed it died in between; the case is marked behind to be caught up.
+STALE_S = 2 * WAIT_S
 
 
 class Record(Protocol):
@@ -72,6 +82,7 @@ class Evictor:
         self.store = service.store
         self.record = record
         self.grace_s = grace_s
+        self.forget_after_s = FORGET_AFTER_S
         self._task: asyncio.Task[None] | None = None
 
     # -- after sealing ------------------------------------------------------------------
@@ -87,6 +98,13 @@ class Evictor:
     async def sealed(self, case_id: str, session_id: str, manifest: dict[str, Any]) -> None:
         """The sealing hook: evict the session now if the record is complete."""
         await self.evict(session_id)
+
+    async def caught_up(self, case_id: str) -> None:
+        """The catch-up hook: the case's record is complete again, so its sealed sessions
+        leave now rather than at the next sweep."""
+        for sid in await self.store.index_range(f"case:{case_id}:sessions"):
+            await self.evict(sid)
+        await self.trim_case(case_id)
 
     async def evict(self, session_id: str) -> bool:
         """Delete the sealed session from the live store if the record holds all of it;
@@ -110,7 +128,7 @@ class Evictor:
         """Sealed, and every event of the case up to the seal is in the record."""
         log_key = f"case:{case_id}:events"
         sealed = [
-            int(d["seq"])
+            d
             for d in await self.store.read_log(log_key)
             if d.get("type") == "archive.sealed" and d.get("session_id") == session_id
         ]
@@ -118,7 +136,12 @@ class Evictor:
             return False
         if case_id in await self.store.index_range(BEHIND):
             return False
-        return await self.record.events_upto(case_id, sealed[0]) >= sealed[0]
+        seq = int(sealed[0]["seq"])
+        if await self.record.events_upto(case_id, seq) >= seq:
+            return True
+        if float(sealed[0]["ts"]) < self.service.clock() - STALE_S:
+            await self.store.index_add(BEHIND, case_id, 0.0)  # the catch-up's scan finds it
+        return False
 
     async def _forget(self, session_id: str, case_id: str | None) -> None:
         store = self.store
@@ -156,14 +179,8 @@ class Evictor:
     async def trim_case(self, case_id: str) -> int:
         """With no session of the case live, drop its log's entries the record holds
         (every one up to the last); how many were dropped."""
-        if await self.store.index_range(f"case:{case_id}:sessions", limit=1):
+        if not await self._settled(case_id):
             return 0
-        if case_id in await self.store.index_range(BEHIND):
-            return 0
-        # A webhook intent still to be matched with its event (outbox.catch_up) reads it.
-        for member in await self.store.index_range(outbox.OUTBOX):
-            if member.startswith(f'["{case_id}",'):
-                return 0
         key = f"case:{case_id}:events"
         tail = await self.store.read_log(key)
         if not tail:
@@ -171,7 +188,41 @@ class Evictor:
         last = int(tail[-1]["seq"])
         if await self.record.events_upto(case_id, last) < last:
             return 0
-        return await self.store.trim_log(key, last)
+        dropped = await self.store.trim_log(key, last)
+        await self.store.index_add(FORGET, case_id, float(tail[-1]["ts"]))
+        return dropped
+
+    async def _settled(self, case_id: str) -> bool:
+        """No session of the case is live, nor its record behind, nor a webhook intent
+        of it waiting for its event (``outbox.catch_up`` reads the log)."""
+        if await self.store.index_range(f"case:{case_id}:sessions", limit=1):
+            return False
+        if case_id in await self.store.index_range(BEHIND):
+            return False
+        return not any(
+            m.startswith(f'["{case_id}",') for m in await self.store.index_range(outbox.OUTBOX)
+        )
+
+    async def forget_case(self, case_id: str) -> bool:
+        """Nothing of a settled case whose log is trimmed whole stays in the store: its
+        ``case:`` document and its log's numbering go; its next event (a new session on
+        it, a replay) numbers on from the record's last ``seq`` (``core.append_event``).
+        False if it must stay (a new session, events since)."""
+        key = f"case:{case_id}:events"
+        if not await self._settled(case_id) or await self.store.read_log(key, limit=1):
+            return False
+        upto = await self.store.log_trimmed(key)
+        if await self.record.events_upto(case_id, upto) < upto:
+            return False
+        # Atomic: nothing was appended since the checks, or nothing is forgotten.
+        if not await self.store.forget_log(key, upto):
+            return False
+        await self.store.delete([f"case:{case_id}"])
+        if await self.store.index_range(f"case:{case_id}:sessions", limit=1):
+            # A session was started on it just now: its case document stays.
+            await self.store.create(f"case:{case_id}", {"case_id": case_id, "created_at": 0.0})
+        log.info("case %s left the live store (every event of it is in the record)", case_id)
+        return True
 
     # -- the sweeper ----------------------------------------------------------------------
     async def sweep(self) -> int:
@@ -191,6 +242,18 @@ class Evictor:
             await self.trim_case(case_id)
             if not await self.store.read_log(f"case:{case_id}:events", limit=1):
                 await self.store.index_remove(RETRIM, case_id)
+        quiet = self.service.clock() - self.forget_after_s
+        for case_id in await self.store.index_range(FORGET, max_score=quiet):
+            if stopping():
+                break
+            # A case kept for a live session or later events is added again as it is
+            # trimmed again; one kept for its record (behind) is tried at each sweep.
+            if (
+                await self.forget_case(case_id)
+                or await self.store.index_range(f"case:{case_id}:sessions", limit=1)
+                or await self.store.read_log(f"case:{case_id}:events", limit=1)
+            ):
+                await self.store.index_remove(FORGET, case_id)
         return evicted
 
     def start(self) -> None:

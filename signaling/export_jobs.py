@@ -30,7 +30,7 @@ from recording.export import COMPOSITE, export_session
 
 from . import datadir
 from .config import Config
-from .core import EventHook, append_event, run_event_hooks
+from .core import EventHook, Floor, append_event, run_event_hooks
 from .models import Event
 from .replay import casefile_url
 from .state import Job, Outage, Store, StoreUnavailable
@@ -83,7 +83,7 @@ def has_media(manifest: dict[str, Any]) -> bool:
 
 
 async def record_ready(
-    store: Store, case_id: str, session_id: str, made: dict[str, Any]
+    store: Store, case_id: str, session_id: str, made: dict[str, Any], floor: Floor | None = None
 ) -> Event | None:
     """Append ``export.ready`` to the case timeline unless this very file is there already
     (same shape as ``ServiceCore.record``). The event if it was recorded now."""
@@ -101,7 +101,13 @@ async def record_ready(
     # Where the approval system (or anyone who may replay) fetches it: api_archive.
     data["url"] = casefile_url(session_id, str(data["path"]))
     return await append_event(
-        store, case_id, "export.ready", ts=time.time(), session_id=session_id, data=data
+        store,
+        case_id,
+        "export.ready",
+        ts=time.time(),
+        session_id=session_id,
+        data=data,
+        floor=floor,
     )
 
 
@@ -132,6 +138,8 @@ class ExportWorker:
         self.archive = archive
         self.node_id = node_id
         self.event_hooks: list[EventHook] = []
+        # Where a case's log the live store forgot goes on numbering (the record's).
+        self.floor: Floor | None = None
         self.options = options
         self.workers = workers
         # Why wait after sealing: the node has just closed a session and its neighbours
@@ -244,7 +252,7 @@ class ExportWorker:
                     self.archive, case_id, session_id, self.options, cancelled=stop.is_set
                 ),
             )
-            event = await record_ready(self.store, case_id, session_id, made)
+            event = await record_ready(self.store, case_id, session_id, made, self.floor)
             if event is not None:
                 # The same hooks as every recorded event (the export.ready webhook).
                 await run_event_hooks(self.event_hooks, event)
@@ -275,6 +283,7 @@ class ExportWorker:
             ts=time.time(),
             session_id=session_id,
             data={"path": COMPOSITE, "message": message},
+            floor=self.floor,
         )
 
 

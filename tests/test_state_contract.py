@@ -180,6 +180,49 @@ async def test_memory_store_keeps_trims_and_deletes_across_a_restart(tmp_path: P
     await third.close()
 
 
+async def test_a_forgotten_log_numbers_again_from_the_floor_it_is_given(store: Store) -> None:
+    """A case the live store forgot whole (signaling/evict.py) goes on after the record's
+    last number, which its next appender finds and passes."""
+    assert await store.append("log", {"i": 0}, floor=None) == 0  # no numbering: say so
+    assert await store.read_log("log") == []
+    for i in range(3):
+        await store.append("log", {"i": i}, floor=None if i else 0)
+    assert not await store.forget_log("log", 3)  # entries left
+    await store.trim_log("log", 3)
+    assert not await store.forget_log("log", 2)  # not its last number: appended meanwhile
+    assert await store.forget_log("log", 3)
+    assert await store.log_trimmed("log") == 0 and await store.read_log("log") == []
+    assert await store.append("log", {"i": 3}, floor=None) == 0
+    # Two appenders found the floor at once: one starts the numbering, the other follows.
+    seqs = await asyncio.gather(*(store.append("log", {"i": i}, floor=3) for i in (3, 4)))
+    assert sorted(seqs) == [4, 5]
+    assert [e["seq"] for e in await store.read_log("log")] == [4, 5]
+    assert await store.append("log", {"i": 5}, floor=1) == 6  # numbered: the floor is moot
+    assert await store.append("log", {"i": 6}, floor=None) == 7
+    assert await store.log_trimmed("log") == 3
+    assert [e["seq"] for e in await store.read_log("log", start=5)] == [6, 7]
+
+
+async def test_memory_store_keeps_a_forgotten_logs_new_numbering_across_restarts(
+    tmp_path: Path,
+) -> None:
+    s = MemoryStore(tmp_path / "state")
+    for i in range(3):
+        await s.append("log", {"i": i})
+    await s.trim_log("log", 3)
+    assert await s.forget_log("log", 3)
+    await s.close()
+    again = MemoryStore(tmp_path / "state")
+    assert await again.append("log", {"i": 3}, floor=None) == 0  # forgotten, after a restart
+    assert await again.append("log", {"i": 3}, floor=3) == 4
+    await again.close()
+    third = MemoryStore(tmp_path / "state")
+    assert await third.read_log("log") == [{"i": 3, "seq": 4}]
+    assert await third.log_trimmed("log") == 3
+    assert await third.append("log", {"i": 4}, floor=None) == 5
+    await third.close()
+
+
 async def test_concurrent_appends_get_distinct_seqs(store: Store) -> None:
     seqs = await asyncio.gather(*(store.append("log", {"i": i}) for i in range(30)))
     assert sorted(seqs) == list(range(1, 31))
@@ -204,6 +247,19 @@ async def test_ephemeral_values_expire(store: Store) -> None:
     await store.put_ephemeral("f", {"v": 2}, ttl_s=10)
     await store.delete_ephemeral("f")
     assert await store.get_ephemeral("f") is None
+
+
+async def test_memory_store_drops_expired_ephemeral_values_nobody_reads(
+    tmp_path: Path,
+) -> None:
+    """One sealing claim a session, never read again once it expired: a year of them
+    must not stay in memory."""
+    s = MemoryStore(tmp_path / "state")
+    for i in range(5000):
+        await s.put_ephemeral(f"sealing:{i}", {"node": "n"}, 0.0 if i < 4990 else 60.0)
+    assert len(s._ephemeral) < 2048
+    assert await s.get_ephemeral("sealing:4999") == {"node": "n"}
+    await s.close()
 
 
 async def test_bus_delivers_to_every_subscriber_of_the_topic(store: Store) -> None:

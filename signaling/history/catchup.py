@@ -15,8 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 
 from ..core import UNSEALED
+from ..inflight import InFlight
 from ..models import Event
 from ..state import Store
 from .repo import History
@@ -37,10 +39,20 @@ class CatchUp:
     """``ServiceCore.event_hooks``' record hook, and the task that catches up after it."""
 
     def __init__(
-        self, store: Store, history: History, retry_s: float = RETRY_S, wait_s: float = WAIT_S
+        self,
+        store: Store,
+        history: History,
+        retry_s: float = RETRY_S,
+        wait_s: float = WAIT_S,
+        in_flight: InFlight | None = None,
     ) -> None:
         self.store = store
         self.history = history
+        # The node's events whose commit is pending (``ServiceCore.in_flight``).
+        self.in_flight = in_flight or InFlight()
+        # Called with a case once its mark is dropped (its sealed sessions can leave the
+        # live store now, rather than at the next sweep: signaling/evict.py).
+        self.caught_up: list[Callable[[str], Awaitable[None]]] = []
         self.retry_s = retry_s
         self.wait_s = wait_s
         self._wake = asyncio.Event()
@@ -57,6 +69,8 @@ class CatchUp:
             self._failed(exc)
             await self._mark(event.case_id, event.ts)
             return
+        finally:
+            self.in_flight.recorded(event.case_id, event.seq)
         if event.type == "session.ended" and await self._lacks(event.case_id):
             # A node died between filing an event in the log and in the record: caught
             # up before the session's case file is sealed.
@@ -79,13 +93,20 @@ class CatchUp:
         return marked
 
     async def _lacks(self, case_id: str) -> bool:
-        """Whether the case's log holds events past those in the record."""
-        try:
-            have = await self.history.event_count(case_id)
-        except Exception as exc:
-            self._failed(exc)
-            return True
-        return bool(await self.store.read_log(f"case:{case_id}:events", start=have, limit=1))
+        """Whether the case's log holds events that the record lacks and that are not on
+        their way there from this node: the log is longer than the record by more events
+        than this node has in flight for the case (``signaling.inflight``) at some moment
+        of the check. An event whose commit is pending is not the record falling behind
+        (if its commit fails, its own hook marks the case)."""
+        with self.in_flight.watching(case_id) as pending:
+            try:
+                have = await self.history.event_count(case_id)
+            except Exception as exc:
+                self._failed(exc)
+                return True
+            key = f"case:{case_id}:events"
+            tail = await self.store.read_log(key, start=have, limit=pending() + 1)
+            return len(tail) > pending()
 
     async def _mark(self, case_id: str, ts: float) -> None:
         # The score orders marks oldest first; a case marked again keeps one mark.
@@ -150,3 +171,8 @@ class CatchUp:
             await self.store.index_add(BEHIND, case_id, 0.0)
             raise
         log.info("record caught up with case %s (%d late event(s))", case_id, new)
+        for hook in self.caught_up:
+            try:
+                await hook(case_id)
+            except Exception:  # the sweeper tries again
+                log.exception("after catching up case %s", case_id)

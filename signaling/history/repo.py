@@ -317,6 +317,14 @@ class History:
         async with self.engine.connect() as conn:
             return int(await conn.scalar(stmt) or 0)
 
+    async def last_seq(self, case_id: str) -> int:
+        """The case's highest ``seq`` filed (0: none): where a case the live store forgot
+        whole goes on numbering (``signaling.core.append_event``)."""
+        t = s.events
+        stmt = sa.select(sa.func.max(t.c.seq)).where(t.c.case_id == case_id)
+        async with self.engine.connect() as conn:
+            return int(await conn.scalar(stmt) or 0)
+
     async def session_doc(self, session_id: str) -> dict[str, Any] | None:
         """The session as ``signaling.models.Session`` (None: not in the record)."""
         row = await self.session(session_id)

@@ -108,10 +108,14 @@ class Store(abc.ABC):
 
     # -- logs -------------------------------------------------------------------------
     @abc.abstractmethod
-    async def append(self, key: str, doc: Doc) -> int:
-        """Append and return its sequence number, also stored as ``seq``: 1 for a new
-        log, one more than the last entry's otherwise, even when that entry was trimmed
-        (a number is never given twice)."""
+    async def append(self, key: str, doc: Doc, floor: int | None = 0) -> int:
+        """Append and return its sequence number, also stored as ``seq``: one more than
+        the last entry's, even when that entry was trimmed (a number is never given
+        twice). A log with no numbering (new, or forgotten: ``forget_log``) starts after
+        ``floor`` (1 by default); with ``floor`` None nothing is appended there and 0 is
+        returned, for the caller to find the floor (the record's last number) and append
+        again with it. Which call starts the numbering is decided atomically: a
+        second caller's floor is ignored."""
 
     @abc.abstractmethod
     async def read_log(self, key: str, start: int = 0, limit: int | None = None) -> list[Doc]:
@@ -131,6 +135,13 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def log_trimmed(self, key: str) -> int:
         """The highest sequence number trimmed from the log so far (0: none)."""
+
+    @abc.abstractmethod
+    async def forget_log(self, key: str, upto_seq: int) -> bool:
+        """If the log holds no entry and its last number is ``upto_seq``, remove its
+        numbering too: nothing of it stays, and its next append starts after the floor
+        its caller passes. False (nothing changed) if anything was appended meanwhile.
+        Atomic, durable."""
 
     @abc.abstractmethod
     async def delete_log(self, key: str) -> None:

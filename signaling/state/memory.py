@@ -9,8 +9,10 @@ back to the last whole line and raised as ``StoreUnavailable``, memory untouched
 the node shows and what it replays after a restart stay the same.
 
 At open, the journal is replayed (a torn last line cut off) and, when it has grown well
-beyond the live data, compacted (written anew and renamed into place). Ephemeral values
-and the bus are in memory only, as they are meant to be.
+beyond the live data, compacted (written anew and renamed into place); while the store
+serves, it is compacted again each time it has grown a few times past the live data,
+without holding the loop for the writing (``journal``). Ephemeral values and the bus are
+in memory only, as they are meant to be.
 
 Job queues are journaled too (added, handed out, acknowledged); who holds a job is not:
 after a restart no worker of the old process is alive, so every unfinished job can be
@@ -30,18 +32,26 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .base import Doc, Handler, Job, Store, StoreUnavailable, Subscription, Updater
+from . import journal
+from .base import Doc, Handler, Store, StoreUnavailable, Subscription, Updater
 from .local_bus import LocalBus
+from .memory_jobs import JobQueues
 
 JOURNAL = "journal.jsonl"
+EPH_PURGE_MIN = 1024  # ephemeral values held before the expired ones are looked for
 
 log = logging.getLogger(__name__)
 
 
-class MemoryStore(Store):
+class MemoryStore(JobQueues, Store):
     kind = "memory"
 
-    def __init__(self, directory: Path | None, fsync_interval: float = 0.5) -> None:
+    def __init__(
+        self,
+        directory: Path | None,
+        fsync_interval: float = 0.5,
+        compact_min_bytes: int = journal.COMPACT_MIN_BYTES,
+    ) -> None:
         self._docs: dict[str, Doc] = {}
         self._logs: dict[str, list[Doc]] = {}
         # log -> the highest seq trimmed from it: the numbering goes on from there.
@@ -49,6 +59,7 @@ class MemoryStore(Store):
         # key -> sorted list of (score, member) plus member -> score
         self._indexes: dict[str, tuple[list[tuple[float, str]], dict[str, float]]] = {}
         self._ephemeral: dict[str, tuple[float, Doc]] = {}
+        self._eph_purge_at = EPH_PURGE_MIN
         # queue -> job id -> {"data", "n" (deliveries), "by" (holder), "at" (last touch)}
         self._jobs: dict[str, dict[str, dict[str, Any]]] = {}
         self._job_serial = 0
@@ -64,12 +75,22 @@ class MemoryStore(Store):
         self._dirty = False
         self._fsync_interval = fsync_interval
         self._fsync_task: asyncio.Task[None] | None = None
+        self._syncing = False  # an fsync of the journal is under way in a thread
+        self._retired: list[int] = []  # a replaced journal's descriptor, closed after it
+        # Online compaction: when the journal passes _compact_at bytes; the lines
+        # written while it runs, to carry over (None: not running).
+        self._compact_min = compact_min_bytes
+        self._compact_at = compact_min_bytes
+        self._carry: list[bytes] | None = None
+        self._compaction: asyncio.Task[None] | None = None
         if directory is not None:
             directory.mkdir(parents=True, exist_ok=True)
             self._replay(directory / JOURNAL)
 
     # -- journal ----------------------------------------------------------------------
     def _replay(self, path: Path) -> None:
+        # A compaction cut short by a kill: the journal is whole without it.
+        path.with_suffix(".compact").unlink(missing_ok=True)
         ops = 0
         good = 0  # bytes of whole lines replayed
         torn = False
@@ -106,30 +127,63 @@ class MemoryStore(Store):
                 path.with_suffix(".compact").unlink(missing_ok=True)
         self._journal = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         self._size = os.fstat(self._journal).st_size
+        self._compact_at = max(journal.COMPACT_FACTOR * self._size, self._compact_min)
+
+    def _snapshot(self) -> journal.Snapshot:
+        return journal.snapshot(self._docs, self._trimmed, self._logs, self._indexes, self._jobs)
 
     def _compact(self, path: Path) -> None:
         tmp = path.with_suffix(".compact")
-        with tmp.open("w", encoding="utf-8") as fh:
-            for key, doc in self._docs.items():
-                fh.write(json.dumps({"op": "put", "k": key, "d": doc}, ensure_ascii=False) + "\n")
-            # Only what is left of a trimmed log, after its numbering: the journal shrinks.
-            for key, upto in self._trimmed.items():
-                fh.write(json.dumps({"op": "trim", "k": key, "n": upto}) + "\n")
-            for key, entries in self._logs.items():
-                for doc in entries:
-                    fh.write(
-                        json.dumps({"op": "append", "k": key, "d": doc}, ensure_ascii=False) + "\n"
-                    )
-            for key, (_, scores) in self._indexes.items():
-                for member, score in scores.items():
-                    fh.write(json.dumps({"op": "index", "k": key, "m": member, "s": score}) + "\n")
-            for key, jobs in self._jobs.items():
-                for job_id, job in jobs.items():
-                    op = {"op": "job", "k": key, "id": job_id, "d": job["data"], "n": job["n"]}
-                    fh.write(json.dumps(op, ensure_ascii=False) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        journal.write(self._snapshot(), tmp)
         os.replace(tmp, path)
+
+    async def _compact_online(self) -> None:
+        """Write the journal anew while serving (see ``journal``); on failure the old
+        one stays, and the next try waits until it has grown as much again."""
+        assert self._dir is not None
+        path = self._dir / JOURNAL
+        tmp = path.with_suffix(".compact")
+        began = time.monotonic()
+        snap = self._snapshot()
+        self._carry = []  # from now on, every line written is kept to be carried over
+        log.debug("journal compaction: snapshot taken")
+        fd: int | None = None
+        try:
+            size = await asyncio.to_thread(journal.write, snap, tmp)
+            del snap
+            log.debug("journal compaction: new journal written")
+            fd = os.open(tmp, os.O_WRONLY | os.O_APPEND)
+            # The lines written meanwhile: in the thread while there are many, the last
+            # few on the loop, where nothing else is written before the rename.
+            while sum(len(b) for b in self._carry) > journal.CHUNK:
+                chunk, self._carry = b"".join(self._carry), []
+                size += await asyncio.to_thread(journal.write_all, fd, chunk)
+            size += journal.write_all(fd, b"".join(self._carry))
+            log.debug("journal compaction: carried over, renaming")
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.warning("the state journal could not be compacted (%s); it stays", exc)
+            if fd is not None:
+                os.close(fd)
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            self._compact_at = journal.COMPACT_FACTOR * self._size
+            return
+        finally:
+            self._carry = None
+        old, self._journal, self._size = self._journal, fd, size
+        if old is not None:
+            if self._syncing:
+                self._retired.append(old)  # the fsync under way uses it
+            else:
+                os.close(old)
+        self._compact_at = max(journal.COMPACT_FACTOR * size, self._compact_min)
+        log.debug("journal compaction: renamed")
+        self._dirty = True  # the lines carried on the loop: synced as any others
+        self._sync_soon()
+        with contextlib.suppress(OSError):
+            await asyncio.to_thread(journal.sync_dir, path)
+        log.info("state journal compacted to %d bytes in %.2f s", size, time.monotonic() - began)
 
     def _apply(self, op: dict[str, Any]) -> None:
         kind, key = op["op"], op["k"]
@@ -138,6 +192,8 @@ class MemoryStore(Store):
         elif kind == "del":
             self._docs.pop(key, None)
         elif kind == "append":
+            if "b" in op:  # a forgotten log numbered again from its floor
+                self._trim(key, int(op["b"]))
             self._logs.setdefault(key, []).append(op["d"])
         elif kind == "index":
             self._index_set(key, op["m"], op["s"])
@@ -194,6 +250,21 @@ class MemoryStore(Store):
         self._size += len(data)
         self._fault = None
         self._dirty = True
+        if self._carry is not None:
+            self._carry.append(data)
+        elif self._size > self._compact_at and self._compaction is None:
+            with contextlib.suppress(RuntimeError):
+                loop = asyncio.get_running_loop()
+                self._compaction = loop.create_task(self._compact_online())
+                self._compaction.add_done_callback(self._compacted)
+        self._sync_soon()
+
+    def _compacted(self, task: asyncio.Task[None]) -> None:
+        self._compaction = None
+        if not task.cancelled() and task.exception() is not None:
+            log.error("compacting the state journal failed", exc_info=task.exception())
+
+    def _sync_soon(self) -> None:
         if self._fsync_task is None or self._fsync_task.done():
             with contextlib.suppress(RuntimeError):
                 self._fsync_task = asyncio.get_running_loop().create_task(self._fsync_later())
@@ -202,12 +273,19 @@ class MemoryStore(Store):
         await asyncio.sleep(self._fsync_interval)
         if self._dirty and self._journal is not None:
             self._dirty = False
+            self._syncing = True
             try:
                 await asyncio.to_thread(os.fsync, self._journal)
             except OSError as exc:
                 # The lines are with the OS; the disk refused them. Say so in healthz.
                 self._fault = f"the state journal cannot be synced: {exc.strerror or exc}"
                 log.error("%s", self._fault)
+            finally:
+                self._syncing = False
+                for fd in self._retired:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+                self._retired.clear()
 
     # -- documents --------------------------------------------------------------------
     async def get(self, key: str) -> Doc | None:
@@ -247,9 +325,18 @@ class MemoryStore(Store):
     def _last_seq(self, key: str) -> int:
         return self._trimmed.get(key, 0) + len(self._logs.get(key, ()))
 
-    async def append(self, key: str, doc: Doc) -> int:
-        stored = dict(copy.deepcopy(doc), seq=self._last_seq(key) + 1)
-        self._write({"op": "append", "k": key, "d": stored})
+    async def append(self, key: str, doc: Doc, floor: int | None = 0) -> int:
+        op: dict[str, Any] = {"op": "append", "k": key}
+        if key not in self._logs and key not in self._trimmed:  # no numbering
+            if floor is None:
+                return 0
+            if floor > 0:
+                op["b"] = floor  # one line: the numbering's start and the entry
+        base = int(op.get("b", 0)) or self._last_seq(key)
+        op["d"] = stored = dict(copy.deepcopy(doc), seq=base + 1)
+        self._write(op)
+        if "b" in op:
+            self._trim(key, int(op["b"]))
         self._logs.setdefault(key, []).append(stored)
         return int(stored["seq"])
 
@@ -282,6 +369,13 @@ class MemoryStore(Store):
 
     async def log_trimmed(self, key: str) -> int:
         return self._trimmed.get(key, 0)
+
+    async def forget_log(self, key: str, upto_seq: int) -> bool:
+        if self._logs.get(key) or self._trimmed.get(key) != upto_seq:
+            return False
+        self._write({"op": "unlog", "k": key})
+        self._trimmed.pop(key, None)
+        return True
 
     async def delete_log(self, key: str) -> None:
         if key in self._logs or key in self._trimmed:
@@ -334,7 +428,13 @@ class MemoryStore(Store):
 
     # -- ephemeral --------------------------------------------------------------------
     async def put_ephemeral(self, key: str, doc: Doc, ttl_s: float) -> None:
-        self._ephemeral[key] = (time.monotonic() + ttl_s, copy.deepcopy(doc))
+        now = time.monotonic()
+        self._ephemeral[key] = (now + ttl_s, copy.deepcopy(doc))
+        if len(self._ephemeral) >= self._eph_purge_at:
+            # An expired value nobody reads again (a session's sealing claim) would stay
+            # for good: dropped each time their number doubles (amortised O(1)).
+            self._ephemeral = {k: v for k, v in self._ephemeral.items() if v[0] > now}
+            self._eph_purge_at = max(EPH_PURGE_MIN, 2 * len(self._ephemeral))
 
     async def create_ephemeral(self, key: str, doc: Doc, ttl_s: float) -> bool:
         if await self.get_ephemeral(key) is not None:
@@ -353,76 +453,6 @@ class MemoryStore(Store):
 
     async def delete_ephemeral(self, key: str) -> None:
         self._ephemeral.pop(key, None)
-
-    # -- job queues -------------------------------------------------------------------
-    def _wake(self, queue: str) -> asyncio.Event:
-        event = self._job_wake.get(queue)
-        if event is None:
-            event = self._job_wake[queue] = asyncio.Event()
-        return event
-
-    async def job_enqueue(self, queue: str, data: Doc) -> str:
-        self._job_serial += 1
-        job_id = f"{int(time.time() * 1000)}-{self._job_serial}"
-        stored = copy.deepcopy(data)
-        self._write({"op": "job", "k": queue, "id": job_id, "d": stored})
-        self._jobs.setdefault(queue, {})[job_id] = {"data": stored, "n": 0, "by": None, "at": 0.0}
-        self._wake(queue).set()
-        return job_id
-
-    def _take(self, queue: str, consumer: str, reclaim_idle_s: float) -> Job | None:
-        jobs = self._jobs.get(queue, {})
-        now = time.monotonic()
-        # A silent holder's job first (as Redis' XAUTOCLAIM), then new ones in order.
-        picked = next(
-            (i for i, j in jobs.items() if j["by"] is not None and now - j["at"] >= reclaim_idle_s),
-            None,
-        )
-        if picked is None:
-            picked = next((i for i, j in jobs.items() if j["by"] is None), None)
-        if picked is None:
-            return None
-        job = jobs[picked]
-        self._write({"op": "jobtry", "k": queue, "id": picked})
-        job.update(by=consumer, at=now, n=job["n"] + 1)
-        return Job(picked, copy.deepcopy(job["data"]), job["n"])
-
-    async def job_claim(
-        self, queue: str, consumer: str, *, block_s: float = 0.0, reclaim_idle_s: float = 60.0
-    ) -> Job | None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + block_s
-        while True:
-            job = self._take(queue, consumer, reclaim_idle_s)
-            left = deadline - loop.time()
-            if job is not None or left <= 0:
-                return job
-            wake = self._wake(queue)
-            wake.clear()
-            # Woken by a new or released job; a silent holder's job needs time to pass.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), min(left, max(0.05, reclaim_idle_s / 2)))
-
-    async def job_touch(self, queue: str, consumer: str, job_id: str) -> bool:
-        job = self._jobs.get(queue, {}).get(job_id)
-        if job is None or job["by"] != consumer:
-            return False
-        job["at"] = time.monotonic()
-        return True
-
-    async def job_release(self, queue: str, consumer: str, job_id: str) -> None:
-        job = self._jobs.get(queue, {}).get(job_id)
-        if job is not None and job["by"] == consumer:
-            job["by"] = None
-            self._wake(queue).set()
-
-    async def job_ack(self, queue: str, job_id: str) -> None:
-        if job_id in self._jobs.get(queue, {}):
-            self._write({"op": "jobdone", "k": queue, "id": job_id})
-            self._jobs[queue].pop(job_id, None)
-
-    async def job_count(self, queue: str) -> int:
-        return len(self._jobs.get(queue, {}))
 
     # -- bus --------------------------------------------------------------------------
     async def publish(self, topic: str, message: Doc) -> None:
@@ -450,6 +480,9 @@ class MemoryStore(Store):
         )
 
     async def close(self) -> None:
+        if self._compaction is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._compaction)  # the thread writes on anyway
         if self._fsync_task is not None:
             self._fsync_task.cancel()
         if self._journal is not None:

@@ -8,7 +8,7 @@ connection per node subscribes to the topics that local handlers want, and one r
 task hands each message to the local fan-out. Subscriptions asked for at once (a burst of
 sockets arriving) go upstream as one SUBSCRIBE.
 
-Connections: at most ``redis_pool_size`` commands run at once (``_guarded`` takes a slot;
+Connections: at most ``redis_pool_size`` commands run at once (``guarded`` takes a slot;
 a call that waits longer than ``redis_pool_timeout_s`` for one is refused as an outage,
 503 ``store_unavailable``); the pool is built in ``redis_connect.py`` (plain or Sentinel).
 
@@ -42,8 +42,19 @@ def _dumps(doc: Any) -> str:
 
 
 # Logs: KEYS[1] the list, KEYS[2] the hash of trimmed counts, ARGV[1] the list's name.
+# ARGV[3]: the floor a log with no numbering starts after ('' : append nothing, say 0).
 _APPEND = """
-local n = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0') + redis.call('LLEN', KEYS[1]) + 1
+local base = redis.call('HGET', KEYS[2], ARGV[1])
+local len = redis.call('LLEN', KEYS[1])
+if not base then
+  base = 0
+  if len == 0 then
+    if ARGV[3] == '' then return 0 end
+    base = tonumber(ARGV[3])
+    if base > 0 then redis.call('HSET', KEYS[2], ARGV[1], base) end
+  end
+end
+local n = tonumber(base) + len + 1
 local sep = ','
 if ARGV[2] == '}' then sep = '' end
 redis.call('RPUSH', KEYS[1], '{"seq":' .. n .. sep .. ARGV[2])
@@ -64,6 +75,12 @@ if drop <= 0 then return 0 end
 redis.call('LTRIM', KEYS[1], drop, -1)
 redis.call('HSET', KEYS[2], ARGV[1], base + drop)
 return drop
+"""
+_FORGET = """
+if redis.call('LLEN', KEYS[1]) > 0 then return 0 end
+if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HDEL', KEYS[2], ARGV[1])
+return 1
 """
 GROUP = "workers"
 # Touch only a job this consumer still holds (XCLAIM alone would take it from another).
@@ -174,13 +191,15 @@ class RedisStore(Store):
 
     @guarded
     @durable
-    async def append(self, key: str, doc: Doc) -> int:
+    async def append(self, key: str, doc: Doc, floor: int | None = 0) -> int:
         # The sequence number must be inside the stored entry, and only Redis knows it
         # atomically: a tiny script pushes and stamps in one step.
         # Splice the sequence number into the JSON text: decoding and re-encoding in
         # Lua (cjson) would round floats such as timestamps.
         body = _dumps({k: v for k, v in doc.items() if k != "seq"})[1:]
-        seq = await self._r.eval(_APPEND, 2, self._k("log", key), self._trimmed(), key, body)
+        start = "" if floor is None else str(floor)
+        log = self._k("log", key)
+        seq = await self._r.eval(_APPEND, 2, log, self._trimmed(), key, body, start)
         return int(seq)
 
     @guarded
@@ -201,6 +220,11 @@ class RedisStore(Store):
     @guarded
     async def log_trimmed(self, key: str) -> int:
         return int(await self._r.hget(self._trimmed(), key) or 0)
+
+    @guarded
+    async def forget_log(self, key: str, upto_seq: int) -> bool:
+        log = self._k("log", key)
+        return bool(await self._r.eval(_FORGET, 2, log, self._trimmed(), key, str(upto_seq)))
 
     @guarded
     async def delete_log(self, key: str) -> None:
