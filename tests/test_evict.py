@@ -406,8 +406,9 @@ async def test_keys_written_as_a_session_left_are_swept(tmp_path: Path) -> None:
 async def record_held(history: History, case_id: str) -> AsyncIterator[None]:
     """While the block runs, the record's writer waits: for this node's writer lock on
     SQLite, for the case's advisory lock on PostgreSQL (the locks its commits take)."""
-    if history._lock is not None:
-        async with history._lock:
+    writer_lock = history._writer._lock  # taken around every batch on SQLite
+    if writer_lock is not None:
+        async with writer_lock:
             yield
         return
     async with history.engine.connect() as conn:
