@@ -276,7 +276,9 @@ class ExportWorker:
             stop.set()
 
     async def _failed(self, case_id: str, session_id: str, message: str) -> None:
-        await append_event(
+        # Through the hooks like export.ready: into the record (else the case's log is
+        # never trimmed) and to the webhooks.
+        event = await append_event(
             self.store,
             case_id,
             "export.failed",
@@ -285,6 +287,7 @@ class ExportWorker:
             data={"path": COMPOSITE, "message": message},
             floor=self.floor,
         )
+        await run_event_hooks(self.event_hooks, event)
 
 
 EXPORTS = web.AppKey("exports", ExportWorker)

@@ -537,3 +537,26 @@ def test_a_long_session_exports_in_parts_from_the_command_line(
                     assert ident == party.ident, (party.name, t)
                     assert abs(counter - (_sent(party, t) or -9)) <= 1, (party.name, t)
     assert times == list(range(42 * 15))
+
+
+async def test_a_failed_export_reaches_the_hooks_like_a_ready_one(tmp_path: Path) -> None:
+    """``export.failed`` goes through the event hooks (the record, the webhooks): else
+    the record never holds it and the case's log can never be trimmed."""
+    archive_dir = tmp_path / "archive"
+    (archive_dir / CASE / "s_gone").mkdir(parents=True)  # nothing recorded in it
+    store = MemoryStore(tmp_path / "state")
+    worker = _worker(store, archive_dir, "node-a")
+    heard: list[str] = []
+
+    async def hook(event: Any) -> None:
+        heard.append(event.type)
+
+    worker.event_hooks = [hook]
+    await worker.enqueue(CASE, "s_gone")
+    await worker.start()
+    await until(lambda: bool(heard), 30, "the export to fail")
+    await worker.close()
+    events = await store.read_log(f"case:{CASE}:events")
+    await store.close()
+    assert heard == ["export.failed"] == [e["type"] for e in events]
+    assert events[0]["session_id"] == "s_gone" and events[0]["data"]["message"]
