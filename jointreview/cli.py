@@ -58,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--node", help="with --audit: one chain (default: every chain)")
     _config_flags(verify)
 
+    from .drain_command import add_parser as add_drain
+
+    add_drain(sub, _config_flags)
+
     from .export_command import add_parser as add_export
 
     add_export(sub, _config_flags)
@@ -342,6 +346,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args)
         if args.command == "verify":
             return _verify(args)
+        if args.command == "drain":
+            from .drain_command import main as drain
+
+            return drain(args, _load(args))
         if args.command == "export":
             from .export_command import main as export
 
