@@ -374,14 +374,15 @@ class MediaBridge:
             await self._follow(session_id)
 
     async def _end(self, session_id: str) -> None:
-        host = self._hosting(session_id)
-        hosted = host is not None
-        if host is not None:
+        hosted = False
+        # Every live host: the one running the room, or one closing it just now (its last
+        # participant left), whose files are final only once that close is done.
+        for host in [h for h in self.hosts if h.alive]:
             try:
-                await host.call("end", {"session_id": session_id})  # track files final
+                result = await host.call("end", {"session_id": session_id})
+                hosted = hosted or bool(result.get("hosted"))
             except ServiceError as exc:  # its worker died: the crash repair has its files
                 log.warning("ending the media of %s: %s", session_id, exc.message)
-                hosted = False
         await self._unfollow(session_id)
         if self.recording is None:
             return

@@ -32,8 +32,9 @@ async def apply(media: MediaServer, op: str, args: dict[str, Any]) -> dict[str, 
         await media.leave(sid, args["participant_id"])
         return {"hosted": sid in media.rooms}
     if op == "end":
-        await media.end(sid)  # returns once the track files are final
-        return {}
+        hosted = sid in media.rooms
+        await media.end(sid)  # returns once the track files are final (a closing room's too)
+        return {"hosted": hosted}
     if op == "start_recording":
         if media.recorder is not None:
             media.start_recording(sid, str(args["case_id"]))
