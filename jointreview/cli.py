@@ -93,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
     sfu.add_argument("--sessions", default="1,2,4", help="meeting sizes (six-party sessions)")
     sfu.add_argument("--scenarios", default="fanout,meeting", help="fanout, meeting or both")
     sfu.add_argument(
+        "--media-workers",
+        type=int,
+        default=1,
+        help="the server's media_workers (1: the SFU in the server's process; 0: per core)",
+    )
+    sfu.add_argument(
         "--baseline-max-streams",
         type=int,
         default=8,
