@@ -6,8 +6,8 @@ Started by the node's control process (``media_hosts.WorkerHost``) as
 then answers the operations of ``media_ops`` and pushes its media events, recording
 events and, every ``LOAD_EVERY_S``, its load. It holds no store and no HTTP: the control
 process keeps those. It ends when the channel closes (the control process stopped or
-died: nothing is left behind) or on a ``close`` request, ending its rooms first so that
-their recordings are final.
+died: nothing is left behind), on a ``close`` request or on SIGTERM, ending its rooms
+first so that their recordings are final.
 """
 
 from __future__ import annotations
@@ -104,13 +104,24 @@ async def serve(fd: int) -> None:
     worker = Worker(writer, init)
     worker.send({"event": "ready", "pid": os.getpid()})
     reporter = asyncio.create_task(worker.report())
+    # SIGTERM (systemd stops the whole control group at once): end the rooms so that
+    # their recordings are final, as the control process's own shutdown would.
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    stopped = asyncio.create_task(stop.wait())
     try:
         while True:
-            msg = await read_msg(reader)
+            reading = asyncio.create_task(read_msg(reader))
+            await asyncio.wait({reading, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if not reading.done():
+                reading.cancel()
+                break
+            msg = reading.result()
             if msg is None or msg.get("op") == "close":
                 break
             worker.handle(msg)
     finally:
+        stopped.cancel()
         reporter.cancel()
         for task in list(worker.tasks):
             task.cancel()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from jointreview.media_hosts import split_ports
 from jointreview.placement import CPU_HIGH, HostLoad, choose
 
 NOW = 1000.0
@@ -72,3 +73,23 @@ def test_a_burst_spreads_over_workers() -> None:
         pending[chosen.host] = pending.get(chosen.host, 0) + 1
         order.append(chosen.host)
     assert sorted(order) == ["a/0", "a/0", "a/1", "a/1", "b/0", "b/0"]
+
+
+@pytest.mark.parametrize(
+    ("ports", "count", "expected"),
+    [
+        (None, 2, [None, None]),
+        ((40000, 40099), 1, [(40000, 40099)]),
+        ((40000, 40099), 2, [(40000, 40049), (40050, 40099)]),
+        ((40000, 40100), 3, [(40000, 40032), (40033, 40065), (40066, 40100)]),
+    ],
+)
+def test_workers_share_the_port_range(
+    ports: tuple[int, int] | None, count: int, expected: list[tuple[int, int] | None]
+) -> None:
+    assert [split_ports(ports, count, i) for i in range(count)] == expected
+
+
+def test_a_port_range_smaller_than_the_workers_is_refused() -> None:
+    with pytest.raises(ValueError, match="fewer ports"):
+        split_ports((40000, 40000), 2, 0)
