@@ -197,12 +197,17 @@ class MediaBridge:
         return self._loads() + others  # this node's own: fresh, not a second old
 
     async def _place(self) -> HostLoad | None:
+        hosts = await self._all_hosts()
+        # From here to the choice counted, no await: sessions placed at once spread.
         now = time.time()
         pending = {}
         for host, times in self._placed.items():
             times[:] = [t for t in times if now - t < PENDING_S]
             pending[host] = len(times)
-        return choose(await self._all_hosts(), now, HOST_TTL_S, pending)
+        chosen = choose(hosts, now, HOST_TTL_S, pending)
+        if chosen is not None:
+            self._placed[chosen.host].append(now)
+        return chosen
 
     async def _heartbeat(self) -> None:
         """Register this node's hosts (load, draining) and renew its sessions' leases."""
@@ -288,9 +293,11 @@ class MediaBridge:
                 break
             doc = {"node": choice.node, "worker": choice.worker}
             if await self.store.create_ephemeral(key, doc, LEASE_S):
-                self._placed[choice.host].append(time.time())
                 log.info("session %s placed on %s", session_id, choice.host)
                 return choice.node, choice.worker
+            placed = self._placed[choice.host]  # another node placed it first
+            if placed:
+                placed.pop()
         raise Unavailable("media_unavailable", "no media server hosts this session")
 
     # -- answering --------------------------------------------------------------------

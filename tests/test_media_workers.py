@@ -105,8 +105,11 @@ async def test_sessions_spread_over_workers_exchange_media_and_are_recorded(
             for n in (1, 2)
         ]
         try:
-            bots += await _pair(node.url, t, sids[0], (1, 2))
-            bots += await _pair(node.url, t, sids[1], (3, 4))
+            # At the same moment: placements not yet in any load report still spread.
+            pairs = await asyncio.gather(
+                _pair(node.url, t, sids[0], (1, 2)), _pair(node.url, t, sids[1], (3, 4))
+            )
+            bots += [bot for pair in pairs for bot in pair]
             placed = await _placement(http, node.url, admin)
             assert {placed[s]["worker"] for s in sids} == {0, 1}, placed
             assert len(placed["_hosts"]) == 2
