@@ -225,3 +225,45 @@ async def test_a_drained_node_places_no_new_session(
             return not (await _health(http, a.url))["draining"]
 
         await _until("SIGUSR2 ends the drain", taking)
+
+
+async def test_a_clerk_starts_and_stops_the_recording_of_a_session_on_a_worker(
+    server_factory: Factory, tmp_path: Path
+) -> None:
+    """recording_policy = "clerk": the start and the stop reach the session's worker,
+    whose recorder writes the run and closes it."""
+    node = server_factory(env={**WORKERS, "JR_RECORDING_POLICY": "clerk"})
+    t = tokens(tmp_path)
+    clerk = t.issue(sub="clerk-01", role="clerk")
+    bots: list[Bot] = []
+    async with aiohttp.ClientSession() as http:
+        sid = (await _json(http, "POST", f"{node.url}/api/cases/MW-R/sessions", clerk))[
+            "session_id"
+        ]
+        index_path = node.data_dir / "archive" / "MW-R" / sid / "recording.json"
+        try:
+            bots += await _pair(node.url, t, sid, (1, 2))
+            assert not await asyncio.to_thread(index_path.exists)  # nothing before consent
+            ack = await bots[0].request({"type": "recording.start"})
+            assert ack["recording"] is True
+
+            async def run_state() -> Any:
+                index = await asyncio.to_thread(_read_json, index_path)
+                return index["runs"][-1]["state"] if index and index["runs"] else None
+
+            await _until("the worker records", run_state)
+            await asyncio.sleep(1.0)
+            await bots[0].request({"type": "recording.stop"})
+
+            async def closed() -> bool:
+                return await run_state() == "closed"
+
+            await _until("the worker closes the run", closed)
+            index = await asyncio.to_thread(_read_json, index_path)
+            [run] = index["runs"]
+            health = await _health(http, node.url)
+            assert run["pid"] in {w["pid"] for w in health["workers"]}  # written by a worker
+            assert sorted(t["source"] for t in index["tracks"]) == ["camera", "camera"]
+        finally:
+            for bot in bots:
+                await bot.close()
