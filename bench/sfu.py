@@ -173,6 +173,7 @@ class Bench:
                 "JR_JWT_SECRET": self.secret,
                 "JR_MEDIA_LISTEN_IPS": '["127.0.0.1"]',
                 "JR_MEDIA_MODE": mode,
+                "JR_MEDIA_WORKERS": str(getattr(self.args, "media_workers", 1)),
                 # Forwarding alone: the recorder has its own benchmark (bench record).
                 "JR_RECORDING_POLICY": "off",
                 "JR_LOG_LEVEL": "warning",

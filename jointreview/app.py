@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import socket
 import time
 import weakref
@@ -22,6 +23,7 @@ from signaling import (
     api_auth,  # noqa: F401  (registers health, demo sign-in, identity and directory)
     api_casefile,  # noqa: F401  (registers the case-file routes)
     api_cases,  # noqa: F401  (registers the case's paginated timeline and sessions)
+    api_media,  # noqa: F401  (registers the media placement and drain routes)
     api_replay,  # noqa: F401  (registers the replay routes)
     api_reports,  # noqa: F401  (registers the supervisors' reports over the record)
     api_webhooks,  # noqa: F401  (registers the webhook delivery routes)
@@ -177,11 +179,34 @@ async def _media_ctx(app: web.Application) -> AsyncIterator[None]:
         recording,
         config.recording_queue_packets,
         config.recording_keyframe_s,
+        workers=media_workers(config),
+        loop_kind=config.event_loop,
+        log_level=config.log_level,
     )
     await bridge.start()
     app[MEDIA] = bridge
+    # SIGUSR1 drains the node (no new sessions), SIGUSR2 ends the drain.
+    loop = asyncio.get_running_loop()
+    signals = {signal.SIGUSR1: True, signal.SIGUSR2: False}
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+        for signum, on in signals.items():
+            loop.add_signal_handler(signum, bridge.set_draining, on)
     yield
+    for signum in signals:
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.remove_signal_handler(signum)
     await bridge.close()
+
+
+def media_workers(config: Config) -> int:
+    """media_workers, or one per core this process may run on (its affinity, which
+    containers and taskset narrow)."""
+    if config.media_workers:
+        return config.media_workers
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 async def _exports_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -61,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--node", help="with --audit: one chain (default: every chain)")
     _config_flags(verify)
 
+    from .drain_command import add_parser as add_drain
+
+    add_drain(sub, _config_flags)
+
     from .export_command import add_parser as add_export
 
     add_export(sub, _config_flags)
@@ -94,6 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     sfu.add_argument("--subscribers", default="1,4,16,32", help="fanout sizes (subscribers)")
     sfu.add_argument("--sessions", default="1,2,4", help="meeting sizes (six-party sessions)")
     sfu.add_argument("--scenarios", default="fanout,meeting", help="fanout, meeting or both")
+    sfu.add_argument(
+        "--media-workers",
+        type=int,
+        default=1,
+        help="the server's media_workers (1: the SFU in the server's process; 0: per core)",
+    )
     sfu.add_argument(
         "--baseline-max-streams",
         type=int,
@@ -366,6 +376,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args)
         if args.command == "verify":
             return _verify(args)
+        if args.command == "drain":
+            from .drain_command import main as drain
+
+            return drain(args, _load(args))
         if args.command == "export":
             from .export_command import main as export
 

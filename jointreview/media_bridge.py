@@ -1,11 +1,17 @@
-"""Between signaling and the media server: which node hosts a session's media, and how to
-reach it from any node.
+"""Between signaling and the media server: which media host runs a session's media, and
+how to reach it from any node.
 
-A session's media lives on one node, the holder of the ``media-owner:<session>`` lease
-in the store (taken by the first node that negotiates for it, renewed while the room
-lives). A participant connected elsewhere reaches it through the bus: a request on
-``node:<owner>``, the answer on ``reply:<asker>``. The owner follows the session's
-topic to drop the media of those who left and to close the room when the session ends.
+A media host is one media worker process of a node (``media_hosts``; with
+``media_workers = 1`` the node's own process). Every host registers in the store with its
+load and a heartbeat (``media_registry``); a new session goes to the least-loaded live
+host of any node that is not draining (``placement``), named by the
+``media-owner:<session>`` lease ``{node, worker}`` (renewed while the room lives). A
+participant connected elsewhere reaches it through the bus: a request on
+``node:<owner>``, the answer on ``reply:<asker>``; the owner node hands it to the worker.
+The owner follows the session's topic to drop the media of those who left and to close
+the room when the session ends. A worker that dies loses its sessions' media: their
+leases go (the next offer places them again), their pages are told (``media.state``
+closed) and a new worker takes its place.
 """
 
 from __future__ import annotations
@@ -13,15 +19,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import secrets
-import socket
-from typing import Any, Literal
+import time
+from collections import defaultdict
+from typing import Any
 
-from media_server.errors import MediaError
 from media_server.server import MediaServer
 from media_server.settings import MediaSettings
-from recording import archive
 from recording.live.recorder import Recorder
 from signaling.background import stopping
 from signaling.config import Config
@@ -30,10 +33,16 @@ from signaling.models import MediaCheck
 from signaling.recording_control import RecordingControl
 from signaling.state import Outage, Store, StoreUnavailable, Subscription
 
+from .media_hosts import LocalHost, MediaHost, WorkerHost, WorkerPool, health_of, loads_of
+from .media_recovery import recover
+from .media_registry import BEAT_S, HOST_TTL_S, Registry
+from .media_rpc import NodeRpc
+from .placement import HostLoad, choose
+
 log = logging.getLogger(__name__)
 
 LEASE_S = 30.0
-RPC_TIMEOUT_S = 15.0
+PENDING_S = 3.0  # a placement counts against its host until its load reports show it
 
 
 def media_settings(config: Config) -> MediaSettings:
@@ -61,24 +70,49 @@ class MediaBridge:
         recording: RecordingControl | None = None,
         recorder_queue: int = 8192,
         recorder_keyframe_s: float = 10.0,
+        workers: int = 1,
+        loop_kind: str = "asyncio",
+        log_level: str = "info",
     ) -> None:
         self.store = store
         self.node_id = node_id
         self.settings = settings
-        # Recording: the policy is signaling's; the writer (recording.live) runs on this
-        # node and the media server feeds it through its tap (media_server/tap.py).
+        # Recording: the policy is signaling's; the writer (recording.live) runs where the
+        # session's media runs and the media server feeds it through its tap.
         self.recording = recording
-        recorder = None
-        if settings is not None and recording is not None and recording.policy != "off":
-            recorder = Recorder(
-                recording.archive_dir,
-                self._recording_event,
-                queue_packets=recorder_queue,
-                keyframe_s=recorder_keyframe_s,
-                node=node_id,
+        self.records = settings is not None and recording is not None and recording.policy != "off"
+        self.media: MediaServer | None = None  # the in-process SFU (media_workers = 1)
+        self.pool: WorkerPool | None = None
+        self.hosts: list[MediaHost] = []
+        if settings is not None and workers <= 1:
+            recorder = None
+            if self.records:
+                assert recording is not None
+                recorder = Recorder(
+                    recording.archive_dir,
+                    self._recording_event,
+                    queue_packets=recorder_queue,
+                    keyframe_s=recorder_keyframe_s,
+                    node=node_id,
+                )
+            self.media = MediaServer(settings, self._emit, recorder)
+            self.hosts = [LocalHost(self.media)]
+        elif settings is not None:
+            init = {
+                "node": node_id,
+                "log_level": log_level,
+                "archive": str(recording.archive_dir) if self.records and recording else None,
+                "recorder_queue": recorder_queue,
+                "recorder_keyframe_s": recorder_keyframe_s,
+            }
+            self.pool = WorkerPool(
+                workers, settings, init, loop_kind, self._worker_event, self._worker_lost
             )
-        self.media = MediaServer(settings, self._emit, recorder) if settings is not None else None
-        self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+            self.hosts = list(self.pool.hosts)
+        self.draining = False
+        self.registry = Registry(store, node_id)
+        self._placed: dict[str, list[float]] = defaultdict(list)
+        self.rpc = NodeRpc(store, node_id)
         self._subs: list[Subscription] = []
         self._rooms: dict[str, Subscription] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -87,17 +121,23 @@ class MediaBridge:
         self._out: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue(4096)
         self._publisher: asyncio.Task[None] | None = None
 
+    @property
+    def enabled(self) -> bool:
+        return bool(self.hosts)
+
     async def start(self) -> None:
+        if self.pool is not None:
+            await self.pool.start()
         self._subs.append(await self.store.subscribe(f"node:{self.node_id}", self._on_request))
-        self._subs.append(await self.store.subscribe(f"reply:{self.node_id}", self._on_reply))
-        self._renew = asyncio.create_task(self._renew_leases(), name="media-leases")
+        self._subs.append(await self.store.subscribe(f"reply:{self.node_id}", self.rpc.on_reply))
+        self._renew = asyncio.create_task(self._heartbeat(), name="media-heartbeat")
         self._publisher = asyncio.create_task(self._publish_events(), name="media-events")
         if self.recording is not None:
             # Every node seals what ends without a media node, and sweeps for what a
             # dead node left unsealed (never a recording still open: the crash repair
             # below closes those first, then seals them itself).
             self.recording.start(self.node_id)
-        if self.media is not None and self.media.recorder is not None:
+        if self.records:
             await self._recover()
 
     async def close(self) -> None:
@@ -110,25 +150,88 @@ class MediaBridge:
             await sub.close()
         for task in list(self._tasks):
             task.cancel()
+        for host in self.hosts:
+            for session_id in list(host.rooms):
+                with contextlib.suppress(StoreUnavailable):
+                    await self.store.delete_ephemeral(f"media-owner:{session_id}")
+        with contextlib.suppress(StoreUnavailable):
+            await self.registry.withdraw([h.index for h in self.hosts])
+        if self.pool is not None:
+            await self.pool.close()
         if self.media is not None:
-            for session_id in list(self.media.rooms):
-                await self.store.delete_ephemeral(f"media-owner:{session_id}")
             await self.media.close()
 
+    # -- health, load, drain ----------------------------------------------------------
     def health(self) -> MediaCheck:
-        media = self.media
-        if media is None:
+        if not self.enabled:
             return MediaCheck(ok=True, enabled=False)  # turned off: nothing to be unwell
-        recorder = media.recorder
-        state: Literal["off", "idle", "running", "stopped"] = "off"
-        if recorder is not None:
-            state = recorder.writer_state()  # its writer thread must live on once started
-        error = None
-        if state == "stopped":
-            error = "the recorder's writer thread has stopped: sessions are not being recorded"
-        return MediaCheck(
-            ok=error is None, enabled=True, rooms=len(media.rooms), recorder=state, error=error
-        )
+        return health_of(self.hosts, self.pool is not None, self.draining)
+
+    def set_draining(self, on: bool) -> None:
+        """Draining: no new session is placed on this node; those it hosts go on."""
+        if on != self.draining:
+            log.warning("media: %s", "draining (no new sessions)" if on else "taking sessions")
+        self.draining = on
+
+    def _loads(self) -> list[HostLoad]:
+        return loads_of(self.hosts, self.node_id, self.draining)
+
+    async def placement(self) -> dict[str, Any]:
+        """The admin's view: every media host of every node, and where this node's
+        sessions run."""
+        hosts = await self._all_hosts()
+        sessions = [
+            {"session_id": sid, "node": self.node_id, "worker": h.index}
+            for h in self.hosts
+            for sid in sorted(h.rooms)
+        ]
+        return {
+            "node": self.node_id,
+            "draining": self.draining,
+            "hosts": [{"host": h.host, **h.__dict__} for h in hosts],
+            "sessions": sessions,
+        }
+
+    async def _all_hosts(self) -> list[HostLoad]:
+        others = [h for h in await self.registry.hosts() if h.node != self.node_id]
+        return self._loads() + others  # this node's own: fresh, not a second old
+
+    async def _place(self) -> HostLoad | None:
+        hosts = await self._all_hosts()
+        # From here to the choice counted, no await: sessions placed at once spread.
+        now = time.time()
+        pending = {}
+        for host, times in self._placed.items():
+            times[:] = [t for t in times if now - t < PENDING_S]
+            pending[host] = len(times)
+        chosen = choose(hosts, now, HOST_TTL_S, pending)
+        if chosen is not None:
+            self._placed[chosen.host].append(now)
+        return chosen
+
+    async def _heartbeat(self) -> None:
+        """Register this node's hosts (load, draining) and renew its sessions' leases."""
+        outage = Outage("media heartbeat", log)
+        renewed = 0.0
+        while not stopping():
+            await asyncio.sleep(BEAT_S)
+            try:
+                await self.registry.beat(self._loads())
+                if time.monotonic() - renewed >= LEASE_S / 3:
+                    renewed = time.monotonic()
+                    for h in self.hosts:
+                        for session_id in list(h.rooms):
+                            await self.store.put_ephemeral(
+                                f"media-owner:{session_id}",
+                                {"node": self.node_id, "worker": h.index},
+                                LEASE_S,
+                            )
+            except StoreUnavailable as exc:
+                outage.failed(exc)
+                continue
+            except Exception:
+                log.exception("media heartbeat failed")
+            outage.ok()
 
     def ice_servers(self, user: str) -> list[dict[str, Any]]:
         return self.settings.client_ice_servers(user) if self.settings else []
@@ -151,82 +254,55 @@ class MediaBridge:
             "publish": publish,
             "subscribe": subscribe,
         }
-        node = await self._owner(session_id)
-        if node == self.node_id:
-            return await self._local("negotiate", args)
-        return await self._remote(node, "negotiate", args)
+        node, worker = await self._owner(session_id)
+        return await self._ask(node, "negotiate", {**args, "worker": worker})
 
     async def tracks(self, session_id: str) -> list[dict[str, Any]]:
-        """What is published in the session now (empty if no media node hosts it yet)."""
+        """What is published in the session now (empty if no media host runs it yet)."""
         lease = await self.store.get_ephemeral(f"media-owner:{session_id}")
         if lease is None:
             return []
-        args = {"session_id": session_id}
-        node = str(lease["node"])
-        result = (
-            await self._local("tracks", args)
-            if node == self.node_id
-            else await self._remote(node, "tracks", args)
-        )
+        args = {"session_id": session_id, "worker": int(lease.get("worker", 0))}
+        result = await self._ask(str(lease["node"]), "tracks", args)
         return list(result["tracks"])
 
     async def ready(self, session_id: str, participant_id: str) -> None:
         lease = await self.store.get_ephemeral(f"media-owner:{session_id}")
         if lease is None:
             raise ServiceError("no_media", "no media connection to confirm: offer first")
-        args = {"session_id": session_id, "participant_id": participant_id}
-        node = str(lease["node"])
-        if node == self.node_id:
-            await self._local("ready", args)
-        else:
-            await self._remote(node, "ready", args)
+        args = {
+            "session_id": session_id,
+            "participant_id": participant_id,
+            "worker": int(lease.get("worker", 0)),
+        }
+        await self._ask(str(lease["node"]), "ready", args)
 
-    async def _owner(self, session_id: str) -> str:
+    async def _ask(self, node: str, op: str, args: dict[str, Any]) -> dict[str, Any]:
+        if node == self.node_id:
+            return await self._local(op, args)
+        return await self.rpc.ask(node, op, args)
+
+    async def _owner(self, session_id: str) -> tuple[str, int]:
         key = f"media-owner:{session_id}"
         for _ in range(3):
             lease = await self.store.get_ephemeral(key)
             if lease is not None:
-                return str(lease["node"])
-            if self.media is not None and await self.store.create_ephemeral(
-                key, {"node": self.node_id}, LEASE_S
-            ):
-                return self.node_id
-            if self.media is None:
+                return str(lease["node"]), int(lease.get("worker", 0))
+            choice = await self._place()
+            if choice is None:
                 break
+            doc = {"node": choice.node, "worker": choice.worker}
+            if await self.store.create_ephemeral(key, doc, LEASE_S):
+                log.info("session %s placed on %s", session_id, choice.host)
+                return choice.node, choice.worker
+            placed = self._placed[choice.host]  # another node placed it first
+            if placed:
+                placed.pop()
         raise Unavailable("media_unavailable", "no media server hosts this session")
-
-    async def _remote(self, node: str, op: str, args: dict[str, Any]) -> dict[str, Any]:
-        rid = secrets.token_hex(8)
-        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._pending[rid] = fut
-        try:
-            await self.store.publish(
-                f"node:{node}",
-                {"type": "media.rpc", "id": rid, "op": op, "args": args, "reply_to": self.node_id},
-            )
-            reply = await asyncio.wait_for(fut, RPC_TIMEOUT_S)
-        except TimeoutError:
-            raise Unavailable(
-                "media_unavailable", f"the media node {node} of this session did not answer"
-            ) from None
-        finally:
-            self._pending.pop(rid, None)
-        if "error" in reply:
-            if reply["error"]["code"] == StoreUnavailable.code:
-                raise StoreUnavailable(reply["error"]["message"])  # 503 here too
-            raise ServiceError(reply["error"]["code"], reply["error"]["message"])
-        return dict(reply["result"])
-
-    def _on_reply(self, msg: dict[str, Any]) -> None:
-        fut = self._pending.get(str(msg.get("id")))
-        if fut is not None and not fut.done():
-            fut.set_result(msg)
 
     # -- answering --------------------------------------------------------------------
     def _on_request(self, msg: dict[str, Any]) -> None:
-        task = asyncio.create_task(self._answer(msg))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self._answer(msg))
 
     async def _answer(self, msg: dict[str, Any]) -> None:
         reply: dict[str, Any] = {"type": "media.rpc.result", "id": msg.get("id")}
@@ -244,37 +320,30 @@ class MediaBridge:
         except StoreUnavailable as exc:  # the asker times out with media_unavailable
             log.warning("media answer to %s lost: %s", msg.get("reply_to"), exc)
 
-    async def _local(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
-        if self.media is None:
+    def _host(self, worker: int) -> MediaHost:
+        if not self.enabled:
             raise Unavailable("media_unavailable", "media is turned off on this node")
-        session_id = args["session_id"]
-        try:
-            if op == "tracks":
-                return {"tracks": self.media.tracks(session_id)}
-            if op == "ready":
-                self.media.ready(session_id, args["participant_id"])
-                return {}
-        except MediaError as exc:
-            raise ServiceError(exc.code, exc.message) from None
+        if not 0 <= worker < len(self.hosts):
+            raise Unavailable("media_unavailable", f"this node has no media worker {worker}")
+        return self.hosts[worker]
+
+    def _hosting(self, session_id: str) -> MediaHost | None:
+        return next((h for h in self.hosts if session_id in h.rooms), None)
+
+    async def _local(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
+        host = self._host(int(args.pop("worker", 0)))
+        if op in ("tracks", "ready"):
+            return await host.call(op, args)
         if op != "negotiate":
             raise ServiceError("unknown_operation", f"no media operation {op!r}")
+        session_id = str(args["session_id"])
         await self._follow(session_id)
-        if session_id not in self.media.rooms and self.recording is not None:
+        if session_id not in host.rooms and self.recording is not None:
             # The room opens here now: record it if the policy (or a clerk) says so.
             case_id = await self.recording.room_opening(session_id)
-            if case_id is not None and self.media.recorder is not None:
-                self.media.start_recording(session_id, case_id)
-        try:
-            return await self.media.negotiate(
-                session_id,
-                args["participant_id"],
-                args["owner"],
-                args["sdp"],
-                args["publish"],
-                args["subscribe"],
-            )
-        except MediaError as exc:
-            raise ServiceError(exc.code, exc.message) from None
+            if case_id is not None and self.records:
+                await host.call("start_recording", {"session_id": session_id, "case_id": case_id})
+        return await host.call("negotiate", args)
 
     async def _follow(self, session_id: str) -> None:
         """Watch the session: media goes when its participant leaves or the session ends."""
@@ -289,16 +358,19 @@ class MediaBridge:
                 self._spawn(self._recording_changed(session_id, msg))
             elif kind == "presence" and msg.get("state") == "left":
                 pid = (msg.get("participant") or {}).get("participant_id")
-                if pid and self.media is not None:
+                if pid and self.enabled:
                     self._spawn(self._leave(session_id, pid))
 
         self._rooms[session_id] = await self.store.subscribe(f"session:{session_id}", on_event)
 
     async def _leave(self, session_id: str, participant_id: str) -> None:
-        assert self.media is not None
-        await self.media.leave(session_id, participant_id)
-        if session_id not in self.media.rooms:
-            # The room closed: another node may host it next. We keep following the
+        host = self._hosting(session_id)
+        if host is None:
+            return
+        args = {"session_id": session_id, "participant_id": participant_id}
+        result = await host.call("leave", args)
+        if not result.get("hosted", True):
+            # The room closed: another host may run it next. We keep following the
             # session so that its end is sealed into the case file.
             await self._release(session_id)
 
@@ -309,9 +381,15 @@ class MediaBridge:
             await self._follow(session_id)
 
     async def _end(self, session_id: str) -> None:
-        hosted = self.media is not None and session_id in self.media.rooms
-        if self.media is not None:
-            await self.media.end(session_id)  # returns once the track files are final
+        hosted = False
+        # Every live host: the one running the room, or one closing it just now (its last
+        # participant left), whose files are final only once that close is done.
+        for host in [h for h in self.hosts if h.alive]:
+            try:
+                result = await host.call("end", {"session_id": session_id})
+                hosted = hosted or bool(result.get("hosted"))
+            except ServiceError as exc:  # its worker died: the crash repair has its files
+                log.warning("ending the media of %s: %s", session_id, exc.message)
         await self._unfollow(session_id)
         if self.recording is None:
             return
@@ -328,12 +406,14 @@ class MediaBridge:
 
     async def _recording_changed(self, session_id: str, msg: dict[str, Any]) -> None:
         """A clerk started or stopped recording (any node): act on the room hosted here."""
-        if self.media is None or self.media.recorder is None:
+        host = self._hosting(session_id)
+        if host is None or not self.records:
             return
         if msg.get("active") and msg.get("case_id"):
-            self.media.start_recording(session_id, str(msg["case_id"]))
+            args = {"session_id": session_id, "case_id": str(msg["case_id"])}
+            await host.call("start_recording", args)
         elif not msg.get("active"):
-            await self.media.stop_recording(session_id)
+            await host.call("stop_recording", {"session_id": session_id})
 
     def _recording_event(self, session_id: str, msg: dict[str, Any]) -> None:
         """From the recorder, on the loop: a recording error goes to the clerk, the
@@ -342,37 +422,37 @@ class MediaBridge:
             self._spawn(self.recording.failed(session_id, msg))
 
     async def _recover(self) -> None:
-        """Recordings a crash left open: repair them before this node records again."""
+        """Recordings a crash left open: repair them before they are recorded again."""
         assert self.recording is not None
-        found = await asyncio.to_thread(archive.open_track_indexes, self.recording.archive_dir)
-        for directory, index in found:
-            if await self._written_elsewhere(index):
-                continue
-            result = await asyncio.to_thread(archive.recover_session, directory, index)
-            log.warning("recovered the recording of %s after a crash", result["session_id"])
-            with contextlib.suppress(ServiceError):
-                await self.recording.recovered(result)
-                session_id = str(result["session_id"])
-                # Seal it if it ended meanwhile (claimed: another node's sweeper may
-                # find it at the same moment); else seal it here when it ends.
-                if await self.recording.seal_once(session_id) is None:
-                    await self._follow(session_id)
+        await recover(self.store, self.node_id, self.recording, self._follow)
 
-    async def _written_elsewhere(self, index: dict[str, Any]) -> bool:
-        """Is a live process still writing this recording (shared archive, many nodes)?"""
-        host = socket.gethostname()
-        for run in index.get("runs", []):
-            if run.get("state") != "open":
-                continue
-            if run.get("host") == host:
-                pid = int(run.get("pid") or 0)
-                if pid and pid != os.getpid() and _alive(pid):
-                    return True
-            else:
-                lease = await self.store.get_ephemeral(f"media-owner:{index.get('session_id')}")
-                if lease is not None and lease.get("node") != self.node_id:
-                    return True
-        return False
+    # -- media workers ------------------------------------------------------------------
+    def _worker_event(self, host: WorkerHost, msg: dict[str, Any]) -> None:
+        kind = msg.get("event")
+        if kind == "emit":
+            self._emit(str(msg["session_id"]), msg.get("participant_id"), dict(msg["msg"]))
+        elif kind == "recording":
+            self._recording_event(str(msg["session_id"]), dict(msg["msg"]))
+
+    def _worker_lost(self, host: WorkerHost, sessions: set[str]) -> None:
+        """Its sessions are placed again at their next offer; their pages are told now."""
+        for session_id in sessions:
+            self._spawn(self._lost(session_id, host.index))
+        if self.records and sessions:
+            self._spawn(self._recover())  # its open recordings: repaired, kept
+
+    async def _lost(self, session_id: str, worker: int) -> None:
+        key = f"media-owner:{session_id}"
+        lease = await self.store.get_ephemeral(key)
+        if lease is not None and (lease.get("node"), lease.get("worker", 0)) == (
+            self.node_id,
+            worker,
+        ):
+            await self.store.delete_ephemeral(key)
+        msg = {"type": "media.state", "state": "closed", "session_id": session_id}
+        self._emit(session_id, None, {**msg, "reason": "media_worker_lost"})
+        none = {"type": "media.tracks", "session_id": session_id, "tracks": []}
+        self._emit(session_id, None, none)
 
     async def _unfollow(self, session_id: str) -> None:
         sub = self._rooms.pop(session_id, None)
@@ -392,17 +472,6 @@ class MediaBridge:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    async def _renew_leases(self) -> None:
-        while not stopping():
-            await asyncio.sleep(LEASE_S / 3)
-            if self.media is None:
-                continue
-            for session_id in list(self.media.rooms):
-                with contextlib.suppress(Exception):
-                    await self.store.put_ephemeral(
-                        f"media-owner:{session_id}", {"node": self.node_id}, LEASE_S
-                    )
 
     # -- media events out to the session's sockets ------------------------------------
     def _emit(self, session_id: str, participant_id: str | None, msg: dict[str, Any]) -> None:
@@ -424,13 +493,3 @@ class MediaBridge:
             except Exception:
                 log.exception("publishing a media event failed")
             outage.ok()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

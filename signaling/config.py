@@ -112,6 +112,9 @@ class Config(BaseModel):
     media_video_codecs: list[VideoCodec] = Field(default_factory=lambda: list(VIDEO_CODECS))
     # "forward" (the SFU) or "transcode" (aiortc MediaRelay: the benchmark's baseline only)
     media_mode: Literal["forward", "transcode"] = "forward"
+    # Media worker processes (each an SFU with its own UDP ports and recorder); 0: one
+    # per core this process may use; 1: the SFU runs in the node's own process.
+    media_workers: int = Field(0, ge=0, le=256)
     media_min_bitrate: int = Field(150_000, ge=30_000)
     media_max_bitrate: int = Field(2_500_000, ge=100_000)
     # Recording of joint reviews, per track and without transcoding, into

@@ -16,6 +16,15 @@ from .recording_control import RecordingControl
 class MediaPort(Protocol):
     # Recording policy and sealing (None: this node records nothing).
     recording: RecordingControl | None
+    node_id: str
+    draining: bool  # no new session is placed on this node's media hosts
+
+    def set_draining(self, on: bool) -> None: ...
+
+    async def placement(self) -> dict[str, Any]:
+        """Every media host of every node with its load, and this node's sessions'
+        placement (``api_media.MediaPlacement``)."""
+        ...
 
     def ice_servers(self, user: str) -> list[dict[str, Any]]:
         """The ICE servers (STUN, TURN with short-lived credentials) for this user."""

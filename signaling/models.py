@@ -234,12 +234,25 @@ class DataDirCheck(BaseModel):
     error: str | None = None
 
 
+class MediaWorkerCheck(BaseModel):
+    worker: int  # its index on the node (media_workers)
+    pid: int
+    alive: bool  # false between its death and its restart
+    rooms: int = 0  # sessions whose media it hosts
+    streams: int = 0  # forwarded streams (published track x subscriber)
+    cpu: float = 0.0  # its process's CPU, a fraction of one core, over the last seconds
+    restarts: int = 0  # times it died and was started again
+    recorder: Literal["off", "idle", "running", "stopped"] = "off"
+
+
 class MediaCheck(BaseModel):
     ok: bool
     enabled: bool  # media_enabled: this node runs the SFU
     rooms: int = 0  # sessions whose media this node hosts now
     recorder: Literal["off", "idle", "running", "stopped"] = "off"
     error: str | None = None
+    draining: bool = False  # no new session is placed on this node (jointreview drain)
+    workers: list[MediaWorkerCheck] = []  # media_workers > 1: each worker process
 
 
 class HealthChecks(BaseModel):

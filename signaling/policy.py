@@ -32,6 +32,7 @@ WATCHERS = frozenset({"supervisor", "admin"})  # the supervision feed, the webho
 REPORTERS = frozenset({"supervisor", "admin"})  # the supervisors' reports over the record
 AUDITED = frozenset({"supervisor", "admin"})  # every request of theirs is audited
 AUDITORS = frozenset({"admin"})  # read the audit trail
+OPERATORS = frozenset({"admin"})  # see where media runs, drain a node
 WEBHOOK_ADMINS = frozenset({"admin"})  # retry a webhook delivery
 APPLICANT: Role = "applicant"  # the role of an applicant link's token
 # An invitation still waiting for an answer: its reviewers may join (joining accepts it).

@@ -106,6 +106,9 @@ def make_config(tmp_path: Path, **overrides: Any) -> Config:
         # The suite must run on a machine with little free disk: the default (512 MiB)
         # would turn healthz and recorded sessions away there (tests of it set their own).
         "disk_min_free_bytes": 16 * 1024 * 1024,
+        # The SFU in the test's process, as before media workers: the suite's timing and
+        # its reach into app[MEDIA].media stay (tests/test_media_workers.py sets 2).
+        "media_workers": 1,
     }
     values.update(overrides)
     return Config(**values)
@@ -176,6 +179,7 @@ class ServerProcess:
             "JR_JWT_SECRET": SECRET,
             "JR_LOG_LEVEL": "warning",
             "JR_DISK_MIN_FREE_BYTES": str(16 * 1024 * 1024),  # as make_config, for small disks
+            "JR_MEDIA_WORKERS": "1",  # as make_config
             **(env or {}),
         }
         self.proc: subprocess.Popen[bytes] | None = None

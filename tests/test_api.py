@@ -425,6 +425,11 @@ MATRIX: dict[tuple[str, str], Expect] = {
     ),
     # The audit trail (tests/test_audit.py): admins only, newest first.
     ("GET", "/api/audit"): Expect(200, _roles("admin"), lambda b, w, r: b["entries"][0]["seq"]),
+    # Where media runs, and the drain (tests/test_media_workers.py).
+    ("GET", "/api/admin/media"): Expect(200, _roles("admin"), lambda b, w, r: b["hosts"]),
+    ("POST", "/api/admin/drain"): Expect(
+        200, _roles("admin"), lambda b, w, r: b["draining"] is False, {"draining": False}, True
+    ),
 }
 PROTECTED = [(r.method, r.path) for r in ROUTES if r.roles is not None]
 PUBLIC = [(r.method, r.path) for r in ROUTES if r.roles is None]

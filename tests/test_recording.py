@@ -142,6 +142,11 @@ class Rec(Call):
     async def end(self) -> dict[str, Any]:
         await self.end_session()
         await until(lambda: (self.dir / "manifest.json").exists(), 15, "manifest")
+        # The manifest is written before its archive.sealed event is filed: wait for both.
+        for _ in range(250):
+            if "archive.sealed" in await self.events():
+                break
+            await asyncio.sleep(0.02)
         return dict(json.loads((self.dir / "manifest.json").read_text()))
 
     def track_index(self) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 // The clerk's console at the counter: the case in hand, start a joint review in one
 // click (optionally inviting departments at once), and the sessions still running.
 import { api } from "/static/auth.js";
+import { showHosts } from "/static/hosts.js";
 import { inviteAll, TargetPicker } from "/static/picker.js";
 import { bootPage, chip, clear, el, errorI18n } from "/static/ui.js";
 
@@ -54,6 +55,7 @@ async function main() {
   const button = form.querySelector("[data-testid=start-review]");
   await Promise.all([picker.load().catch((err) => showError(error, errorI18n(err))), loadSessions(claims)]);
   caseInput.focus();
+  if (claims.role === "admin") showHosts(document.getElementById("hosts"));
 
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
@@ -62,6 +64,7 @@ async function main() {
     if (!CASE_ID.test(caseId)) {
       showError(error, { i18n: caseId ? "counter.case_invalid" : "counter.case_required" });
       caseInput.focus();
+  if (claims.role === "admin") showHosts(document.getElementById("hosts"));
       return;
     }
     clear(error);

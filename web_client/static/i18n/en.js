@@ -68,6 +68,11 @@ export default {
   "counter.invite_now": "Invite departments right away (optional)",
   "counter.active_heading": "My active sessions",
   "counter.none_active": "No active sessions.",
+  "counter.hosts_heading": "Media hosts",
+  "counter.hosts_hint": "Each node's media workers: CPU of one core · sessions · forwarded streams. A draining node takes no new sessions.",
+  "counter.hosts_none": "No media host is running.",
+  "counter.hosts_draining": "draining",
+  "counter.hosts_taking": "taking sessions",
   "counter.return": "Return",
 
   "picker.heading": "Invite departments (choose any)",

@@ -68,6 +68,11 @@ export default {
   "counter.invite_now": "发起时同时邀请部门（可选）",
   "counter.active_heading": "我发起的进行中会办",
   "counter.none_active": "暂无进行中的会办。",
+  "counter.hosts_heading": "媒体主机",
+  "counter.hosts_hint": "各节点的媒体工作进程：单核 CPU · 会办数 · 转发流数。排空中的节点不再接收新会办。",
+  "counter.hosts_none": "没有运行中的媒体主机。",
+  "counter.hosts_draining": "排空中",
+  "counter.hosts_taking": "接收新会办",
   "counter.return": "返回会办",
 
   "picker.heading": "邀请部门（可多选）",

@@ -1,0 +1,51 @@
+"""``jointreview drain``: stop (or, with ``--undo``, resume) placing new sessions' media
+on a running node, through its admin API (``POST /api/admin/drain``) with a short-lived
+admin token signed with the node's own key. The sessions it hosts go on to their end.
+The same from the process itself: ``kill -USR1 <pid>`` drains, ``kill -USR2`` resumes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+from signaling.auth import TokenService
+from signaling.config import Config
+
+
+def add_parser(sub: Any, config_flags: Callable[[argparse.ArgumentParser], None]) -> None:
+    p = sub.add_parser("drain", help="stop placing new sessions on a running node")
+    p.add_argument(
+        "--url", help="the node's address (default: http://127.0.0.1:<port> of the config)"
+    )
+    p.add_argument("--undo", action="store_true", help="take new sessions again")
+    config_flags(p)
+
+
+def main(args: argparse.Namespace, config: Config) -> int:
+    url = (args.url or f"http://127.0.0.1:{config.port}").rstrip("/")
+    token = TokenService(config).issue(sub="jointreview-drain", role="admin", ttl=60)
+    body = json.dumps({"draining": not args.undo}).encode()
+    req = urllib.request.Request(
+        f"{url}/api/admin/drain",
+        data=body,
+        method="POST",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as res:
+            answer = json.loads(res.read())
+    except urllib.error.HTTPError as exc:
+        said = exc.read().decode(errors="replace")
+        print(f"jointreview drain: {exc.code} {said}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"jointreview drain: cannot reach {url}: {exc}", file=sys.stderr)
+        return 1
+    state = "draining: no new sessions" if answer["draining"] else "taking new sessions"
+    print(f"node {answer['node']}: {state}")
+    return 0
