@@ -25,7 +25,8 @@ from signaling.config import Config
 from signaling.state import MemoryStore, Store
 from signaling.state.redis_store import RedisStore
 
-from .postgres import fresh_postgres_url, postgres_cluster, postgres_url
+from . import databases
+from .postgres import fresh_postgres_url, postgres_cluster, postgres_url, stop_shared_cluster
 from .timeouts import new_asyncio_loop, new_uvloop, pytest_timeout_set_timer
 
 # A hook and fixtures: pytest finds them in this module.
@@ -108,6 +109,9 @@ def make_config(tmp_path: Path, **overrides: Any) -> Config:
         "disk_min_free_bytes": 16 * 1024 * 1024,
     }
     values.update(overrides)
+    if "database_url" not in overrides:  # given (even ''): the test's own choice
+        redis_url = str(values.get("redis_url", ""))
+        values["database_url"] = databases.database_url(values["data_dir"], redis_url)
     return Config(**values)
 
 
@@ -178,6 +182,8 @@ class ServerProcess:
             "JR_DISK_MIN_FREE_BYTES": str(16 * 1024 * 1024),  # as make_config, for small disks
             **(env or {}),
         }
+        if "JR_DATABASE_URL" not in self.env:  # given (even ''): the test's own choice
+            self.env["JR_DATABASE_URL"] = databases.database_url(data_dir, redis_url)
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = data_dir.parent / f"server-{self.port}.log"
 
@@ -224,6 +230,23 @@ def server_factory(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     for server in started:
         if server.proc is not None:
             server.stop(signal.SIGKILL)
+
+
+@pytest.fixture(autouse=True)
+def _test_databases() -> Iterator[None]:
+    """With JR_TEST_DATABASE=postgres, the databases a test made are dropped after it."""
+    if databases.on_postgres():
+        yield from databases.per_test()
+    else:
+        yield
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    stop_shared_cluster()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"record database: {databases.MODE} (JR_TEST_DATABASE)"
 
 
 def flush_redis(url: str) -> None:
