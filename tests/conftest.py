@@ -242,6 +242,7 @@ def _test_databases() -> Iterator[None]:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    databases.stop()
     stop_shared_cluster()
 
 

@@ -22,11 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import queue
 import threading
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import asyncpg
 
 from signaling.history import migrate
 
@@ -37,11 +40,10 @@ MODE = os.environ.get("JR_TEST_DATABASE", "sqlite").strip().lower() or "sqlite"
 if MODE not in MODES:
     raise RuntimeError(f"JR_TEST_DATABASE={MODE!r}: must be one of {', '.join(MODES)}")
 TEMPLATE = "jr_migrated"
-
-_lock = threading.Lock()
-_template_ready = False
-_by_key: dict[str, str] = {}  # deployment -> database name
-_test_made: list[str] | None = None  # databases made while a test runs (None: between tests)
+# Databases made ahead by a worker thread: making one (a copy of the template) takes
+# 0.1-0.5 s on a busy machine, which a test then does not wait for; drops go there too.
+SPARES = 2
+WAIT_S = 120.0
 
 
 def on_postgres() -> bool:
@@ -53,24 +55,68 @@ def deployment(data_dir: Path, redis_url: str) -> str:
     return f"redis:{redis_url}" if redis_url else f"dir:{Path(data_dir).resolve()}"
 
 
-def _run(coro: object) -> object:
-    # The helpers are called from sync code and from inside running event loops alike.
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, coro).result()  # type: ignore[arg-type]
+class _Maker:
+    """The worker thread that makes (and drops) the tests' databases, over one
+    connection of its own."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self.jobs: queue.Queue[list[str] | None] = queue.Queue()  # []: make one
+        self.spares: queue.Queue[str | BaseException] = queue.Queue()
+        cluster.create_database(TEMPLATE)
+        with ThreadPoolExecutor(1) as pool:  # callers may be inside a running event loop
+            # jointreview migrate's own code; it disposes of its engine: a template
+            # must have no one connected when it is copied.
+            pool.submit(asyncio.run, migrate.upgrade(cluster.url(TEMPLATE))).result()
+        self.thread = threading.Thread(target=self._work, name="test-databases", daemon=True)
+        self.thread.start()
+        for _ in range(SPARES):
+            self.jobs.put([])
+
+    def _work(self) -> None:
+        loop = asyncio.new_event_loop()
+        url = self.cluster.url("postgres").replace("postgresql+asyncpg", "postgresql")
+        conn = loop.run_until_complete(asyncpg.connect(url))
+        while (job := self.jobs.get()) is not None:
+            try:
+                if job:  # FORCE: an engine a test forgot must not keep it alive
+                    for name in job:
+                        loop.run_until_complete(
+                            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                        )
+                else:
+                    # FILE_COPY: copies the files (the default writes them all to WAL).
+                    name = f"t_{uuid.uuid4().hex[:12]}"
+                    sql = f'CREATE DATABASE "{name}" TEMPLATE {TEMPLATE} STRATEGY FILE_COPY'
+                    loop.run_until_complete(conn.execute(sql))
+                    self.spares.put(name)
+            except BaseException as exc:  # handed to the test that waits for a database
+                self.spares.put(exc)
+        loop.run_until_complete(conn.close())
+        loop.close()
+
+    def take(self) -> str:
+        self.jobs.put([])  # the next one
+        got = self.spares.get(timeout=WAIT_S)
+        if isinstance(got, BaseException):
+            raise RuntimeError("making a test database failed") from got
+        return got
+
+    def stop(self) -> None:
+        self.jobs.put(None)
+        self.thread.join(WAIT_S)
 
 
-def _ensure_template(cluster: Cluster) -> None:
-    global _template_ready
-    if _template_ready:
-        return
-    cluster.create_database(TEMPLATE)
-    _run(migrate.upgrade(cluster.url(TEMPLATE)))  # disposes its engine: no one connected
-    _template_ready = True
+_lock = threading.Lock()
+_maker: _Maker | None = None
+_by_key: dict[str, str] = {}  # deployment -> database name
+_test_made: list[str] | None = None  # databases made while a test runs (None: between tests)
 
 
 def database_url(data_dir: Path, redis_url: str = "") -> str:
     """The record's URL for a node of this deployment: '' (SQLite in ``data_dir``) unless
     the tests run on PostgreSQL, then the deployment's database, made on first use."""
+    global _maker
     if not on_postgres():
         return ""
     key = deployment(data_dir, redis_url)
@@ -78,32 +124,33 @@ def database_url(data_dir: Path, redis_url: str = "") -> str:
     with _lock:
         name = _by_key.get(key)
         if name is None:
-            _ensure_template(cluster)
-            name = f"t_{uuid.uuid4().hex[:12]}"
-            done = cluster.client("createdb", "-T", TEMPLATE, "-E", "UTF8", name)
-            if done.returncode != 0:
-                raise RuntimeError(f"createdb {name} failed:\n{done.stderr}")
-            _by_key[key] = name
+            if _maker is None:
+                _maker = _Maker(cluster)
+            name = _by_key[key] = _maker.take()
             if _test_made is not None:
                 _test_made.append(name)
     return cluster.url(name)
 
 
 def per_test() -> Iterator[None]:
-    """Around each test (an autouse fixture): drop the databases it made."""
+    """Around each test (an autouse fixture): its databases are dropped after it."""
     global _test_made
     _test_made = []
     try:
         yield
     finally:
         made, _test_made = _test_made, None
-        if made:
-            with _lock:
-                for key in [k for k, name in _by_key.items() if name in made]:
-                    del _by_key[key]
-            args: list[str] = []
-            for name in made:  # FORCE: an engine a test forgot must not keep it
-                args += ["-c", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)']
-            done = shared_cluster().client("psql", "-d", "postgres", "-q", *args)
-            if done.returncode != 0:
-                raise RuntimeError(f"dropping {made} failed:\n{done.stderr}")
+        with _lock:
+            for key in [k for k, name in _by_key.items() if name in made]:
+                del _by_key[key]
+            if made and _maker is not None:
+                _maker.jobs.put(made)
+
+
+def stop() -> None:
+    """At the end of the session, before the cluster stops."""
+    global _maker
+    with _lock:
+        maker, _maker = _maker, None
+    if maker is not None:
+        maker.stop()
