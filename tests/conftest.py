@@ -241,6 +241,16 @@ def _test_databases() -> Iterator[None]:
         yield
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "record: builds an app or a server (JR_TEST_DATABASE chooses its record)"
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    databases.mark_record_tests(items)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     databases.stop()
     stop_shared_cluster()

@@ -20,16 +20,22 @@ sets ``JR_DATABASE_URL`` for its server gets exactly that.
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import functools
+import inspect
 import os
 import queue
+import re
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import asyncpg
+import pytest
 
 from signaling.history import migrate
 
@@ -154,3 +160,70 @@ def stop() -> None:
         maker, _maker = _maker, None
     if maker is not None:
         maker.stop()
+
+
+# -- which tests build an app or a server (the ``record`` marker) ------------------------
+
+# A test module that names one of these builds apps or servers; so does one that imports
+# from a helper module (tests/calls.py, ...) a function or class that names one, and a
+# test that uses a fixture (directly or through others) whose function names one.
+BUILDERS = re.compile(r"\b(make_config|ServerProcess|create_app|server_factory)\b")
+DEFINES_THEM = Path(__file__).with_name("conftest.py")  # where make_config lives
+
+
+@functools.cache
+def _parsed(module: Path) -> tuple[str, ast.Module]:
+    text = module.read_text(encoding="utf-8")
+    return text, ast.parse(text)
+
+
+def _helper_imports(module: Path, tree: ast.Module) -> Iterator[tuple[Path, str]]:
+    """(helper module, name) for each ``from .helper import name`` of the tests."""
+    for node in tree.body:
+        if not isinstance(node, ast.ImportFrom) or node.module is None:
+            continue
+        if node.level == 1:
+            helper = module.parent / f"{node.module}.py"
+        elif node.level == 0 and node.module.startswith("tests."):
+            helper = DEFINES_THEM.parent.joinpath(*node.module.split(".")[1:]).with_suffix(".py")
+        else:
+            continue
+        if helper.is_file() and helper != DEFINES_THEM:
+            yield from ((helper, alias.name) for alias in node.names)
+
+
+@functools.cache
+def builds_apps(module: Path, name: str = "") -> bool:
+    """Whether ``module`` (or only its top-level ``name``) builds an app or a server."""
+    text, tree = _parsed(module)
+    if not name:
+        if BUILDERS.search(text):
+            return True
+        return any(builds_apps(h, n) for h, n in _helper_imports(module, tree))
+    for node in tree.body:
+        defines = getattr(node, "name", None) == name
+        if defines and BUILDERS.search(ast.get_source_segment(text, node) or ""):
+            return True
+    return any(n == name and builds_apps(h, n) for h, n in _helper_imports(module, tree))
+
+
+@functools.cache
+def _function_builds(func: Callable[..., Any]) -> bool:
+    try:
+        return bool(BUILDERS.search(inspect.getsource(func)))
+    except (OSError, TypeError):
+        return False
+
+
+def _fixtures_build(item: pytest.Item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)  # the item's whole fixture closure
+    defs = info.name2fixturedefs.values() if info is not None else ()
+    return any(_function_builds(d.func) for group in defs for d in group)
+
+
+def mark_record_tests(items: list[pytest.Item]) -> None:
+    """Mark ``record`` every test that builds an app or a server: those whose record
+    JR_TEST_DATABASE moves (scripts/test runs them on PostgreSQL too)."""
+    for item in items:
+        if builds_apps(Path(item.path)) or _fixtures_build(item):
+            item.add_marker(pytest.mark.record)
