@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from jointreview import cli
 from jointreview.app import create_app
 from signaling.history import migrate
-from signaling.history.db import default_url, make_engine
+from signaling.history.db import default_url, make_engine, url_of
 from signaling.history.repo import History
 
 from .conftest import make_config
@@ -56,7 +56,7 @@ async def test_every_event_of_a_joint_review_is_in_the_record(
 
 async def test_a_node_refuses_a_record_newer_than_itself(tmp_path: Path) -> None:
     config = make_config(tmp_path, media_enabled=False)
-    url = default_url(config.data_dir)
+    url = url_of(config.database_url, config.data_dir)  # SQLite, or JR_TEST_DATABASE's
     await migrate.upgrade(url)
     engine = make_engine(url)
     async with engine.begin() as conn:  # as a newer jointreview would leave it
