@@ -140,6 +140,10 @@ def bearer_token(request: web.Request) -> str | None:
 def _wrap(r: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handler(request: web.Request) -> web.StreamResponse:
         try:
+            # No id or filter holds U+0000, and PostgreSQL (the record) refuses it in a
+            # query: an error of the client's, on either database.
+            if "\x00" in request.path or "\x00" in request.query_string:
+                raise BadRequest("bad_request", "the URL holds a NUL character (%00)")
             who = None
             if r.roles is not None:
                 try:

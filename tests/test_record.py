@@ -14,12 +14,16 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from jointreview import cli
 from jointreview.app import create_app
+from signaling.appkeys import HISTORY, STORE
+from signaling.auth import TokenService
 from signaling.history import migrate
+from signaling.history.catchup import BEHIND
 from signaling.history.db import default_url, make_engine, url_of
 from signaling.history.repo import History
 
-from .conftest import make_config
+from .conftest import Tokens, auth, make_config
 from .test_history import CASE, play_a_session
+from .test_signaling_flow import connect, start_session
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -52,6 +56,36 @@ async def test_every_event_of_a_joint_review_is_in_the_record(
         assert len(await history.snapshots(sid)) == 1
     finally:
         await history.close()
+
+
+async def test_nul_characters_are_refused_before_they_reach_the_record(
+    database_url: str, tmp_path: Path
+) -> None:
+    """PostgreSQL's text refuses U+0000 (SQLite keeps it): a NUL in a URL, a body, a
+    socket message (a token's claims: test_auth.py) is the client's error on both databases, never a
+    500 or an event that the record can't take (its case left behind for ever)."""
+    config = make_config(tmp_path, media_enabled=False, database_url=database_url)
+    async with TestClient(TestServer(create_app(config))) as client:
+        tok = Tokens(TokenService(config))
+        sid = await start_session(client, tok, CASE)
+        for path in (f"/api/sessions/{sid}%00", f"/api/sessions?dept=city-amr%00"):
+            res = await client.get(path, headers=auth(tok.supervisor()))
+            assert res.status == 400, (path, await res.text())
+        res = await client.post(
+            f"/api/cases/{CASE}/sessions",
+            data=b'{"applicant_name": "a\\u0000b"}',
+            headers={**auth(tok.clerk()), "Content-Type": "application/json"},
+        )
+        assert (res.status, (await res.json())["error"]["code"]) == (400, "bad_json")
+        clerk = await connect(client, tok.clerk())
+        await clerk.request("join", "joined", session_id=sid)
+        err = await clerk.request("chat", "error", text="a\x00b")
+        assert err["code"] == "invalid_message"
+        await clerk.request("chat", "ack", text="ab")
+        await clerk.close()
+        history = client.app[HISTORY]
+        assert [c["text"] for c in await history.chat(sid)] == ["ab"]
+        assert await client.app[STORE].index_range(BEHIND) == []
 
 
 async def test_a_node_refuses_a_record_newer_than_itself(tmp_path: Path) -> None:
