@@ -499,7 +499,8 @@ def hs_token(**overrides: Any) -> str:
     [
         pytest.param({"exp": int(time.time()) + 100 * 365 * DAY}, "lifetime", id="exp-100-years"),
         pytest.param(
-            {"iat": int(time.time()) - 2 * DAY, "exp": int(time.time()) + 600},
+            # exp an hour on from collection: a slow run must not meet the expiry first.
+            {"iat": int(time.time()) - 2 * DAY, "exp": int(time.time()) + 3600},
             "lifetime",
             id="issued-days-ago",
         ),
