@@ -68,9 +68,9 @@ async def test_nul_characters_are_refused_before_they_reach_the_record(
     async with TestClient(TestServer(create_app(config))) as client:
         tok = Tokens(TokenService(config))
         sid = await start_session(client, tok, CASE)
-        for path in (f"/api/sessions/{sid}%00", f"/api/sessions?dept=city-amr%00"):
+        for path, code in ((f"/api/sessions/{sid}%00", 404), ("/api/sessions?dept=a%00", 400)):
             res = await client.get(path, headers=auth(tok.supervisor()))
-            assert res.status == 400, (path, await res.text())
+            assert res.status == code, (path, await res.text())
         res = await client.post(
             f"/api/cases/{CASE}/sessions",
             data=b'{"applicant_name": "a\\u0000b"}',
