@@ -27,6 +27,7 @@ from .auth import AuthError, Identity
 from .errors import (
     BadRequest,
     Forbidden,
+    NotFound,
     ServiceError,
     Unavailable,
     UnsupportedMediaType,
@@ -140,6 +141,12 @@ def bearer_token(request: web.Request) -> str | None:
 def _wrap(r: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handler(request: web.Request) -> web.StreamResponse:
         try:
+            # No id or filter holds U+0000, and PostgreSQL (the record) refuses it in a
+            # query: the same answer on either database, before any query.
+            if "\x00" in request.path:
+                raise NotFound("not_found", "nothing is named with a NUL character (%00)")
+            if "\x00" in request.query_string:
+                raise BadRequest("invalid_query", "a query parameter holds a NUL (%00)")
             who = None
             if r.roles is not None:
                 try:

@@ -235,4 +235,7 @@ def _claims_problem(sub: str, name: str | None, ids: dict[str, str | None]) -> s
     for key, value in ids.items():
         if value is not None and len(value) > MAX_ID:
             return f"{key} is longer than {MAX_ID} characters"
+    # The record's text columns (PostgreSQL) refuse U+0000, and a name goes there.
+    if any("\x00" in v for v in (sub, name, *ids.values()) if v is not None):
+        return "a claim holds a NUL character (U+0000)"
     return None

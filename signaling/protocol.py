@@ -168,6 +168,10 @@ _ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
 
 def _has_lone_surrogate(value: Any) -> bool:
     if isinstance(value, str):
+        # U+0000 too: text that PostgreSQL (the record) refuses as much as UTF-8 does a
+        # lone surrogate; on SQLite alone it would pass, and fail a node on PostgreSQL.
+        if "\x00" in value:
+            return True
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
@@ -180,12 +184,16 @@ def _has_lone_surrogate(value: Any) -> bool:
     return False
 
 
-LONE_SURROGATE = "a string holds a lone UTF-16 surrogate escape (\\ud800-\\udfff)"
+LONE_SURROGATE = (
+    "a string holds a lone UTF-16 surrogate escape (\\ud800-\\udfff) or a NUL (\\u0000)"
+)
 
 
 def lone_surrogate(text: str, value: Any) -> bool:
-    """Whether ``value`` (decoded from ``text``) holds a string that is not valid UTF-8."""
-    return bool(_ESCAPED_SURROGATE.search(text)) and _has_lone_surrogate(value)
+    """Whether ``value`` (decoded from ``text``) holds a string that is not valid UTF-8
+    or holds U+0000 (JSON can only carry either escaped)."""
+    escaped = _ESCAPED_SURROGATE.search(text) or "\\u0000" in text
+    return bool(escaped) and _has_lone_surrogate(value)
 
 
 def loads(text: str) -> Any:

@@ -25,7 +25,8 @@ from signaling.config import Config
 from signaling.state import MemoryStore, Store
 from signaling.state.redis_store import RedisStore
 
-from .postgres import fresh_postgres_url, postgres_cluster, postgres_url
+from . import databases
+from .postgres import fresh_postgres_url, postgres_cluster, postgres_url, stop_shared_cluster
 from .timeouts import new_asyncio_loop, new_uvloop, pytest_timeout_set_timer
 
 # A hook and fixtures: pytest finds them in this module.
@@ -111,6 +112,9 @@ def make_config(tmp_path: Path, **overrides: Any) -> Config:
         "media_workers": 1,
     }
     values.update(overrides)
+    if "database_url" not in overrides:  # given (even ''): the test's own choice
+        redis_url = str(values.get("redis_url", ""))
+        values["database_url"] = databases.database_url(values["data_dir"], redis_url)
     return Config(**values)
 
 
@@ -182,6 +186,8 @@ class ServerProcess:
             "JR_MEDIA_WORKERS": "1",  # as make_config
             **(env or {}),
         }
+        if "JR_DATABASE_URL" not in self.env:  # given (even ''): the test's own choice
+            self.env["JR_DATABASE_URL"] = databases.database_url(data_dir, redis_url)
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = data_dir.parent / f"server-{self.port}.log"
 
@@ -228,6 +234,34 @@ def server_factory(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     for server in started:
         if server.proc is not None:
             server.stop(signal.SIGKILL)
+
+
+@pytest.fixture(autouse=True)
+def _test_databases() -> Iterator[None]:
+    """With JR_TEST_DATABASE=postgres, the databases a test made are dropped after it."""
+    if databases.on_postgres():
+        yield from databases.per_test()
+    else:
+        yield
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "record: builds an app or a server (JR_TEST_DATABASE chooses its record)"
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    databases.mark_record_tests(items)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    databases.stop()
+    stop_shared_cluster()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"record database: {databases.MODE} (JR_TEST_DATABASE)"
 
 
 def flush_redis(url: str) -> None:

@@ -218,17 +218,33 @@ def start_cluster(port: int) -> Cluster:
     return cluster
 
 
-@pytest.fixture(scope="session")
-def postgres_cluster() -> Iterator[Cluster]:
-    """The session's PostgreSQL server, started by the tests themselves."""
-    from .conftest import free_port  # conftest imports this module: import late
+_shared: Cluster | None = None
 
-    cluster = start_cluster(free_port())
-    try:
-        yield cluster
-    finally:
+
+def shared_cluster() -> Cluster:
+    """The session's PostgreSQL server, started on first use (by the contract tests'
+    fixtures or, with JR_TEST_DATABASE=postgres, the first app a test builds)."""
+    global _shared
+    if _shared is None:
+        from .conftest import free_port  # conftest imports this module: import late
+
+        _shared = start_cluster(free_port())
+    return _shared
+
+
+def stop_shared_cluster() -> None:
+    """At the end of the session (conftest's ``pytest_sessionfinish``)."""
+    global _shared
+    cluster, _shared = _shared, None
+    if cluster is not None:
         cluster.stop()
         shutil.rmtree(cluster.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Cluster:
+    """The session's PostgreSQL server, started by the tests themselves."""
+    return shared_cluster()
 
 
 @pytest.fixture(scope="session")

@@ -83,7 +83,9 @@ BAD: dict[str, tuple[Callable[[str], str], str, str]] = {
     ),
     "garbage port": (sub(r"^m=video \d+", "m=video abc"), "bad_sdp", "port"),
     "port out of range": (sub(r"^m=video \d+", "m=video 99999"), "bad_sdp", "port"),
-    "control character": (sub(r"^a=mid:0", "a=mid:0\x00\x07"), "bad_sdp", "control"),
+    "control character": (sub(r"^a=mid:0", "a=mid:0\x07"), "bad_sdp", "control"),
+    # Refused with lone surrogates before any message is read (PostgreSQL refuses it).
+    "NUL character": (sub(r"^a=mid:0", "a=mid:0\x00"), "invalid_message", "NUL"),
     "lone surrogate": (sub(r"^s=-", "s=\ud800"), "invalid_message", "surrogate"),
     "very long line": (sub(r"^s=-", "s=" + "x" * 20_000), "bad_sdp", "line"),
     "duplicate mid": (duplicate_video, "bad_sdp", "mid"),

@@ -115,7 +115,7 @@ async def test_a_sealed_session_leaves_the_store(
     history_kw: dict[str, Any],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    config = make_config(tmp_path, media_enabled=False, **{**config_kw, **history_kw})
+    config = make_config(tmp_path, media_enabled=False, **{**history_kw, **config_kw})
     async with TestClient(TestServer(create_app(config))) as client:
         tok = Tokens(TokenService(config))
         store = client.app[STORE]
@@ -319,7 +319,7 @@ def _others(store: MemoryStore) -> set[str]:
 async def history_kw(request: pytest.FixtureRequest) -> dict[str, Any]:
     """The record: SQLite in data_dir, or a fresh PostgreSQL database (migrated)."""
     if request.param == "sqlite":
-        return {}
+        return {"database_url": ""}  # whatever JR_TEST_DATABASE says (Redis: its own)
     url = str(request.getfixturevalue("fresh_postgres_url"))
     await migrate.upgrade(url)
     return {"database_url": url}

@@ -14,12 +14,16 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from jointreview import cli
 from jointreview.app import create_app
+from signaling.appkeys import HISTORY, STORE
+from signaling.auth import TokenService
 from signaling.history import migrate
-from signaling.history.db import default_url, make_engine
+from signaling.history.catchup import BEHIND
+from signaling.history.db import default_url, make_engine, url_of
 from signaling.history.repo import History
 
-from .conftest import make_config
+from .conftest import Tokens, auth, make_config
 from .test_history import CASE, play_a_session
+from .test_signaling_flow import connect, start_session
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -54,9 +58,39 @@ async def test_every_event_of_a_joint_review_is_in_the_record(
         await history.close()
 
 
+async def test_nul_characters_are_refused_before_they_reach_the_record(
+    database_url: str, tmp_path: Path
+) -> None:
+    """PostgreSQL's text refuses U+0000 (SQLite keeps it): a NUL in a URL, a body, a
+    socket message (a token's claims: test_auth.py) is the client's error on both databases, never a
+    500 or an event that the record can't take (its case left behind for ever)."""
+    config = make_config(tmp_path, media_enabled=False, database_url=database_url)
+    async with TestClient(TestServer(create_app(config))) as client:
+        tok = Tokens(TokenService(config))
+        sid = await start_session(client, tok, CASE)
+        for path, code in ((f"/api/sessions/{sid}%00", 404), ("/api/sessions?dept=a%00", 400)):
+            res = await client.get(path, headers=auth(tok.supervisor()))
+            assert res.status == code, (path, await res.text())
+        res = await client.post(
+            f"/api/cases/{CASE}/sessions",
+            data=b'{"applicant_name": "a\\u0000b"}',
+            headers={**auth(tok.clerk()), "Content-Type": "application/json"},
+        )
+        assert (res.status, (await res.json())["error"]["code"]) == (400, "bad_json")
+        clerk = await connect(client, tok.clerk())
+        await clerk.request("join", "joined", session_id=sid)
+        err = await clerk.request("chat", "error", text="a\x00b")
+        assert err["code"] == "invalid_message"
+        await clerk.request("chat", "ack", text="ab")
+        await clerk.close()
+        history = client.app[HISTORY]
+        assert [c["text"] for c in await history.chat(sid)] == ["ab"]
+        assert await client.app[STORE].index_range(BEHIND) == []
+
+
 async def test_a_node_refuses_a_record_newer_than_itself(tmp_path: Path) -> None:
     config = make_config(tmp_path, media_enabled=False)
-    url = default_url(config.data_dir)
+    url = url_of(config.database_url, config.data_dir)  # SQLite, or JR_TEST_DATABASE's
     await migrate.upgrade(url)
     engine = make_engine(url)
     async with engine.begin() as conn:  # as a newer jointreview would leave it

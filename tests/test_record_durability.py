@@ -141,7 +141,8 @@ def database(
     """The record's URL and the node's environment for it: SQLite in the data dir (the
     default), or a migrated PostgreSQL database of its own."""
     if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{(tmp_path / 'node' / 'history.sqlite3').resolve()}", {}
+        url = f"sqlite+aiosqlite:///{(tmp_path / 'node' / 'history.sqlite3').resolve()}"
+        yield url, {"JR_DATABASE_URL": ""}  # whatever JR_TEST_DATABASE says
         return
     url = request.getfixturevalue("fresh_postgres_url")
     asyncio.run(migrate.upgrade(url))

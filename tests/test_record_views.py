@@ -232,7 +232,8 @@ async def test_nodes_each_with_their_own_sqlite_read_the_live_store(
     views read the shared store (tests/test_nodes.py walks two such nodes)."""
     shared = redis_url[:-1] + "8"
     flush_redis(shared)
-    config = make_config(tmp_path, media_enabled=False, redis_url=shared)
+    # database_url="": the SQLite file in data_dir, whatever JR_TEST_DATABASE says.
+    config = make_config(tmp_path, media_enabled=False, redis_url=shared, database_url="")
     async with TestClient(TestServer(create_app(config))) as client:
         assert not client.app[VIEWS_FROM_RECORD]
         tok = Tokens(client.app[TOKENS])
