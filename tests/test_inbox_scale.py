@@ -100,7 +100,9 @@ async def _invitations(ws: Any, want: int) -> list[dict[str, Any]]:
 async def test_sockets_hold_no_redis_connections_and_a_held_pool_answers_json_503(
     server_factory: Factory, node_redis: RedisProcess, tmp_path: Path
 ) -> None:
-    env = {"JR_REDIS_POOL_SIZE": "4", "JR_REDIS_POOL_TIMEOUT_S": "0.3"}
+    # No shared database: the session view then reads Redis, the pool under test (with
+    # PostgreSQL it is answered from the record and never waits for the pool).
+    env = {"JR_REDIS_POOL_SIZE": "4", "JR_REDIS_POOL_TIMEOUT_S": "0.3", "JR_DATABASE_URL": ""}
     node: ServerProcess = server_factory(redis_url=node_redis.url, env=env)
     t = _tokens(tmp_path)
     clerk = t.issue(sub="clerk-01", role="clerk")
