@@ -92,6 +92,7 @@ class Bench:
         self.procs: list[asyncio.subprocess.Process] = []
         self.media_dir: Path | None = None
         self.runs = 0
+        self.url = ""  # the server of the run under way
 
     def say(self, msg: str) -> None:
         print(f"[{time.monotonic() - self.began:6.1f}s] {msg}", file=sys.stderr, flush=True)
@@ -253,6 +254,7 @@ class Bench:
         run.mkdir()
         self.say(f"{case.label}: starting the server")
         server, url = await self.start_server(case.mode, run)
+        self.url = url
         gens: list[Generator] = []
         try:
             tokens = TokenService(Config(data_dir=run / "data", jwt_secret=self.secret))

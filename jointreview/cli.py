@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     from bench.history import add_parser as add_bench_history
 
     add_bench_history(targets)
+    from bench.soak import add_parser as add_bench_soak
+
+    add_bench_soak(targets)
     sfu = targets.add_parser(
         "sfu", help="the SFU against the transcoding relay: CPU, frame rate, latency"
     )
@@ -358,6 +361,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from bench.history import main as bench_history
 
             return bench_history(args)
+        if args.command == "bench" and args.target == "soak":
+            from bench.soak import main as bench_soak
+
+            return bench_soak(args)
         if args.command == "bench" and args.target == "record":
             from bench.record import main as bench_record
 
