@@ -1,5 +1,5 @@
-"""The ``jointreview`` command: ``serve``, ``token``, ``verify``, ``export``, ``migrate`` and
-``bench``."""
+"""The ``jointreview`` command: ``serve``, ``token``, ``verify``, ``export``, ``migrate``,
+``bench`` and ``loadtest``."""
 
 from __future__ import annotations
 
@@ -65,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .migrate_command import add_parser as add_migrate
 
     add_migrate(sub)
+
+    from bench.loadtest import add_parser as add_loadtest
+
+    add_loadtest(sub)
 
     bench = sub.add_parser("bench", help="measure this machine")
     targets = bench.add_subparsers(dest="target", required=True)
@@ -353,6 +357,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .migrate_command import main as migrate
 
             return migrate(args)
+        if args.command == "loadtest":
+            from bench.loadtest import main as loadtest
+
+            return loadtest(args)
         if args.command == "bench" and args.target == "export":
             from bench.export import main as bench_export
 
