@@ -243,7 +243,7 @@ class LoadTest:
         for g in self.gens:
             g.send({"cmd": "window", "start": start, "end": end})
         self.say(f"measuring {self.args.seconds:g}s")
-        while (left := end - time.time()) > 0:
+        while (left := end - time.time()) > 0.5:
             await asyncio.sleep(min(5.0, left))
             self.say(
                 f"window {min(self.args.seconds, time.time() - start):5.0f}s/"
@@ -280,6 +280,7 @@ class LoadTest:
                 await self.warm_up()
                 tracks = await self.window(idle)
                 await idle.wait_rings(5.0)
+                sockets = idle.figures()
                 after = await self.server_figures(http, ids)
             finally:
                 await self.stop_participants()
@@ -300,7 +301,7 @@ class LoadTest:
             members=self.members,
             tracks=tracks,
             rings=idle.latencies,
-            sockets=idle.figures(),
+            sockets=sockets,
             errors=self.errors,
             server=self.server,
             session_members={sid: joined.get(sid, 0) for sid in self.sessions},
@@ -353,6 +354,9 @@ def main(args: argparse.Namespace) -> int:
     except BenchError as exc:
         print(f"jointreview loadtest: {exc}", file=sys.stderr)
         return 1
+    except TokenError as exc:  # a token file short of some kind, found before any load
+        print(f"jointreview loadtest: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("jointreview loadtest: interrupted; stopped everything", file=sys.stderr)
         return 130
