@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import uvloop
 from aiortc import RTCRtpTransceiver
 
@@ -160,6 +161,9 @@ class Member:
         except SignalingError as exc:
             emit("member", sub=sub, ok=False, kind=f"join_{exc.code}", message=str(exc))
             return
+        except aiohttp.WSServerHandshakeError as exc:  # 429: the address's socket cap
+            emit("member", sub=sub, ok=False, kind=f"join_ws_{exc.status}", message=str(exc))
+            return
         except TimeoutError:
             emit("member", sub=sub, ok=False, kind="join_timeout", message="no join in 60 s")
             return
@@ -227,7 +231,8 @@ async def run() -> int:
     try:
         await asyncio.gather(*(m.start() for m in members))
         emit("joined")
-        tasks.append(asyncio.create_task(progress(members)))
+        joined = [m for m in members if m.timings["join_ms"] is not None]
+        tasks.append(asyncio.create_task(progress(joined)))
         while line := await reader.readline():
             cmd = json.loads(line)
             if cmd.get("cmd") == "window":
