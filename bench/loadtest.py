@@ -51,6 +51,7 @@ PER_PROCESS = 12  # participants per participant process
 JOIN_TIMEOUT = 90.0
 WARMUP_MAX = 20.0
 RESULT_TIMEOUT = 30.0
+SETTLE_S = 3.0  # after the teardown, before the server's figures are read again
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -113,6 +114,7 @@ class LoadTest:
         self.sessions: list[str] = []
         self.members: list[dict[str, Any]] = []
         self.server: dict[str, Any] = {}
+        self.loadavg_start = round(os.getloadavg()[0], 2)
 
     def say(self, msg: str) -> None:
         print(f"[{time.monotonic() - self.began:6.1f}s] {msg}", file=sys.stderr, flush=True)
@@ -286,7 +288,11 @@ class LoadTest:
                 await self.stop_participants()
                 await self.end_sessions(http, ids)
                 await idle.close_all()
-        self.server = {"before": before, "after": after}
+            # What the load left behind once it is gone (a leak stays): the sessions'
+            # ends settle in the background, give them a moment.
+            await asyncio.sleep(SETTLE_S)
+            settled = await self.server_figures(http, ids)
+        self.server = {"before": before, "after": after, "settled": settled}
         session_of = {p["sub"]: self.sessions[p["session"]] for p in ids.participants()}
         joined = Counter(session_of[m["sub"]] for m in self.members if m["ok"])
         return summarise(
@@ -297,6 +303,12 @@ class LoadTest:
                 "participants": self.args.sessions * PARTY,
                 "idle_sockets": self.args.idle_sockets,
                 "seconds": float(self.args.seconds),
+                # The load generators share this machine: read the figures by its load.
+                "machine": {
+                    "cores": os.cpu_count(),
+                    "loadavg_start": self.loadavg_start,
+                    "loadavg_end": round(os.getloadavg()[0], 2),
+                },
             },
             members=self.members,
             tracks=tracks,

@@ -155,6 +155,17 @@ def report(s: dict[str, Any], out: TextIO) -> None:
             f"fds {b['fds']} → {e['fds']}, tasks {b['tasks']} → {e['tasks']}, "
             f"threads {b['threads']} → {e['threads']} (before the load → at its end)"
         )
+    if server.get("settled"):
+        t = server["settled"]
+        say(
+            f"server process after the teardown: RSS {t['rss_bytes'] / 1e6:.1f} MB, "
+            f"fds {t['fds']}, tasks {t['tasks']}, threads {t['threads']}"
+        )
+    m = s["machine"]
+    say(
+        f"this machine: {m['cores']} cores, load average {m['loadavg_start']} at the start, "
+        f"{m['loadavg_end']} at the end (the participants run here too)"
+    )
     if s["errors"]:
         say("errors: " + ", ".join(f"{k} {n}" for k, n in s["errors"].items()))
     else:

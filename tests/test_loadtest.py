@@ -55,6 +55,8 @@ def test_loadtest_one_session_and_idle_sockets(
     assert rings["ms_max"] >= rings["ms_p95"] >= rings["ms_p50"] > 0
     before, after = s["server"]["before"], s["server"]["after"]
     assert after["tasks"] > before["tasks"]  # the server's own figures, as its admin sees them
+    # Once the sessions are ended and the sockets closed, their tasks are gone.
+    assert s["server"]["settled"]["tasks"] < after["tasks"]
     assert "idle sockets" in proc.stderr and "window" in proc.stderr  # progress
 
 
