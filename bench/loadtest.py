@@ -218,6 +218,8 @@ class LoadTest:
                 return
             if event["event"] == "member":
                 self.members.append(event)
+                if len(self.members) % PER_PROCESS == 0:
+                    self.say(f"{len(self.members)} participants have tried to join")
                 if not event["ok"]:
                     self.errors[str(event["kind"])] += 1
                     self.say(f"{event['sub']} did not join: {event['message']}")
@@ -271,9 +273,9 @@ class LoadTest:
                 raise BenchError(f"{self.url} does not answer: {exc}") from None
             ids.set_departments(await self.departments(http))
             media_dir = preencoded.cache_dir()
-            for ident in range(PARTY):
-                preencoded.load_video(ident, media_dir)
+            fresh = sum(not preencoded.load_video(i, media_dir)[1] for i in range(PARTY))
             preencoded.load_audio(media_dir)
+            self.say(f"media: {PARTY} VP8 loops + Opus in {media_dir} ({fresh} encoded now)")
             idle = IdleSockets(self.url, ids.idle(), self.args, self.say, self.errors)
             try:
                 await idle.open_all()
