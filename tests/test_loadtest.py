@@ -95,3 +95,25 @@ def test_loadtest_says_when_a_token_file_is_short(
     # One department's reviewers: a session needs five of them, the file has three.
     assert proc.returncode == 2, proc.stderr
     assert "not enough city-amr reviewer tokens" in proc.stderr, proc.stderr
+
+
+def test_a_received_track_counts_loss_across_the_wrap_and_freezes() -> None:
+    from bench.loadtest_media import Received, Window
+    from media_server.aiortc_adapter import RtpPacket
+
+    window = Window()
+    window.start, window.end = 0.0, float("inf")
+    track = Received("video", window)
+    for seq in [65530 + k for k in range(6)] + [0, 1, 3, 4]:  # seq 2 lost, past the wrap
+        track.on_packet(RtpPacket(payload_type=96, sequence_number=seq % 65536, payload=b"x"))
+    assert (track.packets, track.highest - track.first_seq + 1) == (10, 11)
+
+    frames = Received("video", Window())
+    frames.window.start, frames.window.end = 0.0, 10.0
+    for k in range(30):  # 30 fps for a second, then nothing for half a second
+        frames.on_frame(k / 30)
+    frames.on_frame(29 / 30 + 0.5)
+    frames.on_frame(29 / 30 + 0.5 + 1 / 30)
+    assert frames.freezes == 1 and 0.49 < frames.frozen_s < 0.51
+    figures = frames.figures()
+    assert figures["lost"] == 0 and figures["freezes"] == 2  # and frozen when the window closed
