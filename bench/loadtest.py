@@ -260,6 +260,9 @@ class LoadTest:
         for m in self.members:  # the time to every video, known by the window's end
             if m["ok"] and m["sub"] in timings:
                 m["media_ms"] = timings[m["sub"]].get("media_ms")
+                state = timings[m["sub"]].get("pc")
+                if state != "connected":  # its media ended before the window did
+                    self.errors[f"peer_{state}"] += 1
         return tracks
 
     # -- the whole run ---------------------------------------------------------------------

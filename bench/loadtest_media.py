@@ -43,6 +43,7 @@ from .bot import Bot, SignalingError
 log = logging.getLogger("jointreview.loadtest")
 RTX_PAYLOAD_TYPES = aiortc_adapter.rtx_payload_types()
 JOIN_TIMEOUT = 60.0
+STOPPED_S = 3.0
 
 
 def emit(event: str, **fields: Any) -> None:
@@ -119,6 +120,9 @@ class Received:
             "kbps": round(self.bytes * 8 / window / 1000, 1),
             "lost": max(0, expected - self.packets),
             "expected": expected,
+            # Nothing for the window's last STOPPED_S: the track had stopped (a peer
+            # connection closed: ICE consent expired, DTLS ended), not just stuttered.
+            "stopped": self.kind == "video" and tail > STOPPED_S,
             "freezes": freezes if self.kind == "video" else 0,
             "frozen_s": round(frozen, 2) if self.kind == "video" else 0.0,
         }
@@ -207,7 +211,10 @@ async def measure(members: list[Member], window: Window, start: float, end: floa
     await asyncio.sleep(max(0.0, end - time.time()) + 0.05)
     emit(
         "result",
-        members=[{"sub": m.spec["sub"], **m.timings} for m in members],
+        members=[
+            {"sub": m.spec["sub"], "pc": m.bot.pc and m.bot.pc.connectionState, **m.timings}
+            for m in members
+        ],
         tracks=[
             {"sub": m.spec["sub"], "session_id": m.spec["session_id"], **t.figures()}
             for m in members

@@ -37,6 +37,7 @@ def media_summary(tracks: list[dict[str, Any]], kind: str) -> dict[str, Any]:
             freezes=sum(int(t["freezes"]) for t in mine),
             frozen_s=round(sum(float(t["frozen_s"]) for t in mine), 2),
             tracks_frozen=sum(1 for t in mine if t["freezes"]),
+            tracks_stopped=sum(1 for t in mine if t.get("stopped")),
         )
     return out
 
@@ -84,6 +85,8 @@ def summarise(
     video = media_summary(tracks, "video")
     if video["tracks"] < expected_video and ok:
         errors["video_track_missing"] += expected_video - video["tracks"]
+    if video.get("tracks_stopped"):
+        errors["video_stopped"] += video["tracks_stopped"]
     return {
         **plan,
         "joined": len(ok),
@@ -136,7 +139,8 @@ def report(s: dict[str, Any], out: TextIO) -> None:
     say(
         f"video: {v['tracks']} tracks, fps p50 {_v(v['fps_p50'])} min {_v(v['fps_min'])}, "
         f"kbps p50 {_v(v['kbps_p50'])} min {_v(v['kbps_min'])}, loss {_v(v['loss_pct'], ' %')}, "
-        f"{v['freezes']} freezes ({v['frozen_s']} s) on {v['tracks_frozen']} tracks"
+        f"{v['freezes']} freezes ({v['frozen_s']} s) on {v['tracks_frozen']} tracks, "
+        f"{v['tracks_stopped']} stopped before the window's end"
     )
     say(
         f"audio: {a['tracks']} tracks, kbps p50 {_v(a['kbps_p50'])}, loss {_v(a['loss_pct'], ' %')}"

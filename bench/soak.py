@@ -208,6 +208,13 @@ def report(summary: dict[str, Any], out: TextIO) -> None:
             file=out,
         )
     media = summary["media"]
+    if media["delivered"] < 0.9:
+        print(
+            f"NOTE: only {media['delivered']:.0%} of the packets that should have been forwarded "
+            "were: peer connections ended during the soak (the server's log says why; on a "
+            "machine too loaded for the load generators, ICE consent expires)",
+            file=out,
+        )
     print(
         f"media over the soak: server {media['cpu_pct']}% of a core, fps min {media['fps_min']}, "
         f"frozen streams {media['frozen_streams']}, decode errors {media['decode_errors']}",

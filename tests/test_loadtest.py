@@ -117,3 +117,4 @@ def test_a_received_track_counts_loss_across_the_wrap_and_freezes() -> None:
     assert frames.freezes == 1 and 0.49 < frames.frozen_s < 0.51
     figures = frames.figures()
     assert figures["lost"] == 0 and figures["freezes"] == 2  # and frozen when the window closed
+    assert figures["stopped"]  # for the window's last 8.5 s
