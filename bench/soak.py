@@ -113,6 +113,8 @@ def trend(samples: list[dict[str, Any]], key: str) -> dict[str, Any]:
         "slope_per_hour": None if slope is None else round(slope, 2),
         "settled_slope_per_hour": None if settled is None else round(settled, 2),
         "flat": settled is not None and abs(settled) <= bound,
+        # Only growth is a leak; a fall is load that went away (peers that ended).
+        "grows": settled is not None and settled > bound,
     }
 
 
@@ -198,7 +200,7 @@ def report(summary: dict[str, Any], out: TextIO) -> None:
     for key, t in summary["trends"].items():
         if t["start"] is None:
             continue
-        verdict = "flat" if t["flat"] else "GROWS"
+        verdict = "flat" if t["flat"] else "GROWS" if t["grows"] else "falls"
         scale, name = (1e6, key.replace("bytes", "MB")) if key.endswith("bytes") else (1, key)
         slope, settled = t["slope_per_hour"], t["settled_slope_per_hour"]
         print(

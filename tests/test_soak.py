@@ -45,6 +45,8 @@ def test_slope_per_hour_is_least_squares() -> None:
     figures = trend(samples, "rss_bytes")
     assert figures["slope_per_hour"] > 0 and figures["settled_slope_per_hour"] == 0
     assert figures["flat"] and (figures["start"], figures["end"]) == (100, 150)
+    falling = [{"t": t, "tasks": 700.0 if t < 400 else 200.0} for t in range(0, 600, 10)]
+    assert not trend(falling, "tasks")["grows"] and not trend(falling, "tasks")["flat"]
 
 
 @pytest.mark.timeout(150)
