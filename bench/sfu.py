@@ -40,7 +40,9 @@ from .sfu_processes import (
     cpu_seconds,
     die_with_parent,
     free_port,
+    from_histogram,
     open_log,
+    spawn_speaking,
     tail,
     udp_drops,
 )
@@ -90,6 +92,7 @@ class Bench:
         self.procs: list[asyncio.subprocess.Process] = []
         self.media_dir: Path | None = None
         self.runs = 0
+        self.url = ""  # the server of the run under way
 
     def say(self, msg: str) -> None:
         print(f"[{time.monotonic() - self.began:6.1f}s] {msg}", file=sys.stderr, flush=True)
@@ -104,16 +107,15 @@ class Bench:
         self, argv: list[str], env: dict[str, str], log: Path, events: bool = False
     ) -> Any:
         """Start a child; its stderr (and stdout unless it speaks ``events``) go to log."""
+        # start_new_session: Ctrl-C reaches us only; we stop them in order
+        kw: dict[str, Any] = {"start_new_session": True, "preexec_fn": die_with_parent}
         with open_log(log) as fh:
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE if events else fh,
-                stderr=fh,
-                env=env,
-                start_new_session=True,  # Ctrl-C reaches us only; we stop them in order
-                preexec_fn=die_with_parent,
-            )
+            if events:
+                proc = await spawn_speaking(argv, env, fh, **kw)
+            else:
+                proc = await asyncio.create_subprocess_exec(
+                    *argv, stdin=asyncio.subprocess.PIPE, stdout=fh, stderr=fh, env=env, **kw
+                )
         self.procs.append(proc)
         self.pids.append(proc.pid)
         return proc
@@ -253,6 +255,7 @@ class Bench:
         run.mkdir()
         self.say(f"{case.label}: starting the server")
         server, url = await self.start_server(case.mode, run)
+        self.url = url
         gens: list[Generator] = []
         try:
             tokens = TokenService(Config(data_dir=run / "data", jwt_secret=self.secret))
@@ -359,7 +362,7 @@ class Bench:
         missing = max(0, expected - len(video))
         if missing:
             notes.append(f"{missing} video subscriptions never negotiated")
-        latencies = [x for r in results for x in r["latencies_ms"]]
+        latencies = [x for r in results for x in from_histogram(r["latency_hist_ms"])]
         packets_in = sum(int(r["packets_sent"]) for r in results)
         packets_out = sum(int(t["packets"]) for t in tracks)
         fps = [t["frames"] / window for t in video] + [0.0] * missing

@@ -19,6 +19,14 @@ class BenchError(Exception):
     pass
 
 
+# The longest event line a load generator may write. asyncio's default (64 KiB) was too
+# short: a window's result holds every subscribed track (a six-party session alone has
+# 60), and its latencies grew with the window until ``bench sfu --seconds 240`` failed with
+# "Separator is found, but chunk is longer than limit". The latencies are now a histogram
+# (``sfu_load.latency_histogram``): the line grows with the tracks, not with time.
+EVENT_LINE_LIMIT = 64 * 1024 * 1024
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -78,6 +86,27 @@ def open_log(path: Path) -> BinaryIO:
     return open(path, "wb")
 
 
+async def spawn_speaking(
+    argv: list[str], env: dict[str, str], log: BinaryIO, **kw: Any
+) -> asyncio.subprocess.Process:
+    """A child whose stdout is a pipe of JSON event lines (up to ``EVENT_LINE_LIMIT``
+    bytes each) and whose stderr goes to ``log``."""
+    return await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=log,
+        env=env,
+        limit=EVENT_LINE_LIMIT,
+        **kw,
+    )
+
+
+def from_histogram(hist: dict[str, int]) -> list[float]:
+    """The values of a ``sfu_load.latency_histogram``, each as often as counted."""
+    return [float(k) for k, n in hist.items() for _ in range(int(n))]
+
+
 def tail(path: Path, lines: int = 15) -> str:
     with contextlib.suppress(OSError):
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -98,7 +127,14 @@ class Generator:
 
     async def _read(self) -> None:
         assert self.proc.stdout is not None
-        while line := await self.proc.stdout.readline():
+        while True:
+            try:
+                line = await self.proc.stdout.readline()
+            except ValueError as exc:  # a line beyond the stream's limit: say so, not hang
+                await self.events.put({"event": "error", "message": f"an event line: {exc}"})
+                return
+            if not line:
+                break
             with contextlib.suppress(json.JSONDecodeError):
                 event = json.loads(line)
                 if event.get("event") == "progress":

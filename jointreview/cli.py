@@ -1,5 +1,5 @@
-"""The ``jointreview`` command: ``serve``, ``token``, ``verify``, ``export``, ``migrate`` and
-``bench``."""
+"""The ``jointreview`` command: ``serve``, ``token``, ``verify``, ``export``, ``migrate``,
+``bench`` and ``loadtest``."""
 
 from __future__ import annotations
 
@@ -73,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_migrate(sub)
 
+    from bench.loadtest import add_parser as add_loadtest
+
+    add_loadtest(sub)
+
     bench = sub.add_parser("bench", help="measure this machine")
     targets = bench.add_subparsers(dest="target", required=True)
     record = targets.add_parser(
@@ -90,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     from bench.inbox import add_parser as add_bench_inbox
 
     add_bench_inbox(targets)
+    from bench.soak import add_parser as add_bench_soak
+
+    add_bench_soak(targets)
     sfu = targets.add_parser(
         "sfu", help="the SFU against the transcoding relay: CPU, frame rate, latency"
     )
@@ -388,6 +395,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .migrate_command import main as migrate
 
             return migrate(args)
+        if args.command == "loadtest":
+            from bench.loadtest import main as loadtest
+
+            return loadtest(args)
         if args.command == "bench" and args.target == "export":
             from bench.export import main as bench_export
 
@@ -400,6 +411,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from bench.inbox import main as bench_inbox
 
             return bench_inbox(args)
+        if args.command == "bench" and args.target == "soak":
+            from bench.soak import main as bench_soak
+
+            return bench_soak(args)
         if args.command == "bench" and args.target == "record":
             from bench.record import main as bench_record
 

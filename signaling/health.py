@@ -1,4 +1,5 @@
-"""What ``/healthz`` checks: the state store, the data dir (writable, free space), media.
+"""What ``/healthz`` checks: the state store, the data dir (writable, free space), media;
+and, for an admin, the process's figures (memory, descriptors, threads, tasks).
 
 A node that cannot write says so: a full or read-only data dir, or a store that does not
 answer, makes the node ``degraded`` (503), with the failing part named.
@@ -7,12 +8,13 @@ answer, makes the node ``degraded`` (503), with the failing part named.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 from pathlib import Path
 
 from .media_port import MediaPort
-from .models import DataDirCheck, HealthChecks, MediaCheck, StoreCheck
+from .models import DataDirCheck, HealthChecks, MediaCheck, ProcessFigures, StoreCheck
 from .state import Store
 
 # A check that does not answer within this is a failed check, not a hung healthz.
@@ -70,3 +72,20 @@ async def checks(
     s, d = await asyncio.gather(store_check(store), data_dir_check(data_dir, min_free))
     m = media.health() if media is not None else MediaCheck(ok=True, enabled=False)
     return HealthChecks(store=s, data_dir=d, media=m)
+
+
+def process_figures() -> ProcessFigures:
+    """This process's resident memory, open descriptors and threads (/proc/self) and the
+    running loop's tasks. Cheap: a soak reads it every 10 s."""
+    rss = threads = fds = None
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key == "VmRSS":
+                rss = int(value.split()[0]) * 1024  # kB
+            elif key == "Threads":
+                threads = int(value)
+    with contextlib.suppress(OSError):
+        fds = len(os.listdir("/proc/self/fd")) - 1  # less the one listdir opened
+    tasks = len(asyncio.all_tasks())
+    return ProcessFigures(pid=os.getpid(), rss_bytes=rss, fds=fds, threads=threads, tasks=tasks)

@@ -261,12 +261,24 @@ class HealthChecks(BaseModel):
     media: MediaCheck
 
 
+class ProcessFigures(BaseModel):
+    """The node process's resources now (Linux /proc; None where unreadable): what a soak
+    watches for growth."""
+
+    pid: int
+    rss_bytes: int | None
+    fds: int | None  # open file descriptors
+    threads: int | None
+    tasks: int  # asyncio tasks of the event loop
+
+
 class Health(BaseModel):
     status: Literal["ok", "degraded"]  # ok: every check ok (200); else degraded (503)
     node: str
     state: str
     version: str
     checks: HealthChecks
+    process: ProcessFigures | None = None  # with an admin's bearer token only
 
 
 class SessionResponse(BaseModel):

@@ -34,6 +34,7 @@ AUDITED = frozenset({"supervisor", "admin"})  # every request of theirs is audit
 AUDITORS = frozenset({"admin"})  # read the audit trail
 OPERATORS = frozenset({"admin"})  # see where media runs, drain a node
 WEBHOOK_ADMINS = frozenset({"admin"})  # retry a webhook delivery
+OPERATORS = frozenset({"admin"})  # the node's process figures in /healthz (soak, load tests)
 APPLICANT: Role = "applicant"  # the role of an applicant link's token
 # An invitation still waiting for an answer: its reviewers may join (joining accepts it).
 ANSWERABLE = ("pending", "ringing", "unanswered")
@@ -41,6 +42,12 @@ ANSWERABLE = ("pending", "ringing", "unanswered")
 
 def _deny(message: str) -> Forbidden:
     return Forbidden("forbidden", message)
+
+
+def may_read_process(who: Identity | None) -> bool:
+    """May this caller of ``/healthz`` see the node process's figures (memory, file
+    descriptors, tasks, threads)? They tell how loaded the node is: operators only."""
+    return who is not None and who.role in OPERATORS
 
 
 def check_case_scope(who: Identity, case_id: str) -> None:

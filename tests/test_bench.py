@@ -140,3 +140,44 @@ async def test_bench_history_postgres(fresh_postgres_url: str) -> None:
     summary = await asyncio.to_thread(_bench_history, "--database-url", fresh_postgres_url)
     assert summary["database"] == "postgresql"
     assert summary["db_bytes"] is None
+
+
+async def test_a_generator_event_line_longer_than_64_kib_is_read(tmp_path: Path) -> None:
+    """``bench sfu --seconds 240`` failed on a result line over asyncio's 64 KiB limit."""
+    from bench.sfu_processes import Generator, open_log, spawn_speaking
+
+    script = (
+        "import json, sys\n"
+        "tracks = [{'kind': 'video', 'packets': 12345, 'note': 'x' * 100}] * 2000\n"
+        "sys.stdout.write(json.dumps({'event': 'result', 'tracks': tracks}) + '\\n')\n"
+        "sys.stdout.flush()\n"
+        "sys.stdin.read()\n"
+    )
+    log = tmp_path / "generator.log"
+    with open_log(log) as fh:
+        proc = await spawn_speaking([sys.executable, "-c", script], {}, fh)
+    gen = Generator(proc, log)
+    try:
+        result = await gen.expect("result", 30)
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        await proc.wait()
+    assert len(result["tracks"]) == 2000  # a line of ~250 KB
+
+
+def test_a_long_window_latencies_fit_a_short_line() -> None:
+    """The latencies travel as a histogram: a 240 s window of four decoded tracks (28,800
+    pictures) is a line of a few KB, and the percentiles read back are the same."""
+    from bench.sfu_load import latency_histogram
+    from bench.sfu_processes import from_histogram
+    from bench.sfu_report import percentile
+
+    values = [20 + (i * 7919 % 6000) / 100 for i in range(240 * 30 * 4)]  # 20..80 ms
+    hist = latency_histogram(values)
+    assert len(json.dumps(hist)) < 64 * 1024
+    back = from_histogram(hist)
+    assert len(back) == len(values)
+    rounded = [round(x, 1) for x in values]
+    for q in (0.5, 0.95):
+        assert percentile(back, q) == pytest.approx(percentile(rounded, q), abs=0.051)
