@@ -343,6 +343,7 @@ class MediaBridge:
             case_id = await self.recording.room_opening(session_id)
             if case_id is not None and self.records:
                 await host.call("start_recording", {"session_id": session_id, "case_id": case_id})
+                await self.recording.resumed(session_id, case_id)
         return await host.call("negotiate", args)
 
     async def _follow(self, session_id: str) -> None:
@@ -449,6 +450,8 @@ class MediaBridge:
             worker,
         ):
             await self.store.delete_ephemeral(key)
+        if self.recording is not None:
+            await self.recording.interrupted(session_id, "media_worker_lost")
         msg = {"type": "media.state", "state": "closed", "session_id": session_id}
         self._emit(session_id, None, {**msg, "reason": "media_worker_lost"})
         none = {"type": "media.tracks", "session_id": session_id, "tracks": []}

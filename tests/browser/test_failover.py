@@ -3,7 +3,9 @@ while a clerk and a reviewer (real Chromium, fake camera) talk; each page rebuil
 media connection by itself (``media.state`` closed, reason ``media_worker_lost``), the
 session is placed on a live worker, and both decode each other's video again, in the
 same participant slot, with the chat intact. Three kills in a row; the recovery times
-are printed (``FAILOVER {...}``) for the issue note, not asserted."""
+are printed (``FAILOVER {...}``) for the issue note, not asserted. The recording goes on
+in a new run after each kill; the case timeline has a ``recording.gap`` per kill, the
+sealed case file verifies, and the composite export spans the segments."""
 
 from __future__ import annotations
 
@@ -11,15 +13,19 @@ import json
 import os
 import signal
 import statistics
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import av
 import pytest
 from playwright.sync_api import expect
 
+from recording.paths import session_dir
 from signaling.auth import TokenService
 from tests.conftest import ServerProcess
 
@@ -27,6 +33,7 @@ from .conftest import Api, Person
 from .helpers import open_review, participant_id, wait_joined, wait_video_from
 
 KILLS = 3
+CASE = "GZ-FAILOVER-1"
 
 # In the page: remember the media connection of now, then note the time (Date.now(), the
 # same clock as the test's time.time()) when a NEW connection decodes video from every
@@ -66,7 +73,13 @@ WATCH_JS = """(pids) => {
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    env = {"JR_MEDIA_LISTEN_IPS": '["127.0.0.1"]', "JR_MEDIA_WORKERS": "2"}
+    env = {
+        "JR_MEDIA_LISTEN_IPS": '["127.0.0.1"]',
+        "JR_MEDIA_WORKERS": "2",
+        "JR_EXPORT_DELAY_S": "0",  # the composite at once, small
+        "JR_EXPORT_WIDTH": "320",
+        "JR_EXPORT_HEIGHT": "180",
+    }
     proc = ServerProcess(tmp_path_factory.mktemp("jr") / "data", env=env).start()
     yield proc
     if proc.proc is not None:
@@ -102,7 +115,7 @@ def send_chat(person: Person, text: str) -> None:
 def test_pages_get_their_video_back_when_the_sessions_worker_is_killed(
     people: Callable[..., Person], server: ServerProcess, tokens: TokenService, http: Api
 ) -> None:
-    sid, clerk_token, reviewer_token = open_review(http, tokens, "GZ-FAILOVER-1")
+    sid, clerk_token, reviewer_token = open_review(http, tokens, CASE)
     admin = tokens.issue(sub="admin", role="admin", name="管理员")
     clerk, reviewer = people("clerk"), people("reviewer")
     clerk.open(f"/session/{sid}", clerk_token)
@@ -146,6 +159,15 @@ def test_pages_get_their_video_back_when_the_sessions_worker_is_killed(
     expect(clerk.by("chat-message")).to_have_count(2)
     wait_video_from(reviewer.page, [pid_clerk])
     wait_video_from(clerk.page, [pid_reviewer])
+    for person in sees:
+        person.context.close()  # first: no page asks for the case file while it is sealed
+    _check_the_record(server, http, sid, clerk_token)
+    server.stop()  # the store is the CLI's now
+    argv = [sys.executable, "-m", "jointreview.cli", "verify", CASE, "--data-dir"]
+    done = subprocess.run(
+        [*argv, str(server.data_dir)], env=server.env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
     ordered = sorted(times)
     p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
     print(
@@ -159,3 +181,42 @@ def test_pages_get_their_video_back_when_the_sessions_worker_is_killed(
             }
         ),
     )
+
+
+def _check_the_record(server: ServerProcess, http: Api, sid: str, token: str) -> None:
+    """After the end: a gap per kill in the timeline, a run per worker, the composite
+    across the segments, and ``jointreview verify`` content."""
+    http.call("POST", f"/api/sessions/{sid}/end", token, {})
+    directory = session_dir(server.data_dir / "archive", CASE, sid)
+    manifest = _until("the case file is sealed", lambda: _read(directory / "manifest.json"), 60)
+    runs = manifest["recording"]["runs"]
+    assert len(runs) == KILLS + 1, runs
+    assert manifest["recording"]["crashes"] == KILLS, runs
+    assert len({r["pid"] for r in runs}) == KILLS + 1  # each on the worker of its time
+
+    def events() -> list[dict[str, Any]]:
+        return list(http.call("GET", f"/api/cases/{CASE}", token)["events"])
+
+    gaps = [e for e in events() if e["type"] == "recording.gap"]
+    assert len(gaps) == KILLS, gaps
+    for gap in gaps:
+        data = gap["data"]
+        assert data["start"] <= data["end"] <= gap["ts"] and data["resumed"] is True, gap
+        assert data["reason"] == "media_worker_lost"
+        # Nothing was recorded in between: the run before ended, the next began, around it.
+        assert any(r["started_at"] >= data["start"] for r in runs)
+    ready = _until(
+        "the composite export",
+        lambda: [e for e in events() if e["type"] in ("export.ready", "export.failed")],
+        120,
+    )
+    assert ready[0]["type"] == "export.ready", ready
+    with av.open(str(directory / ready[0]["data"]["path"])) as composite:
+        duration = float(composite.duration or 0) / av.time_base
+    # The composite plays across the segments: it reaches past the last gap.
+    first = min(float(r["started_at"]) for r in runs)
+    assert duration >= float(gaps[-1]["data"]["end"]) - first, (duration, runs, gaps)
+
+
+def _read(path: Any) -> Any:
+    return json.loads(path.read_text()) if path.exists() else None
