@@ -33,6 +33,7 @@ from signaling.models import MediaCheck
 from signaling.recording_control import RecordingControl
 from signaling.state import Outage, Store, StoreUnavailable, Subscription
 
+from .media_failover import Failover
 from .media_hosts import LocalHost, MediaHost, WorkerHost, WorkerPool, health_of, loads_of
 from .media_recovery import recover
 from .media_registry import BEAT_S, HOST_TTL_S, Registry
@@ -113,6 +114,9 @@ class MediaBridge:
         self.registry = Registry(store, node_id)
         self._placed: dict[str, list[float]] = defaultdict(list)
         self.rpc = NodeRpc(store, node_id)
+        self.failover = Failover(
+            store, node_id, self.hosts, recording, self._emit, HOST_TTL_S, LEASE_S
+        )
         self._subs: list[Subscription] = []
         self._rooms: dict[str, Subscription] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -217,6 +221,7 @@ class MediaBridge:
             await asyncio.sleep(BEAT_S)
             try:
                 await self.registry.beat(self._loads())
+                await self.failover.sweep(list(self._rooms))  # dead nodes' sessions
                 if time.monotonic() - renewed >= LEASE_S / 3:
                     renewed = time.monotonic()
                     for h in self.hosts:
@@ -286,8 +291,10 @@ class MediaBridge:
         key = f"media-owner:{session_id}"
         for _ in range(3):
             lease = await self.store.get_ephemeral(key)
-            if lease is not None:
+            if lease is not None and not await self.failover.take_over(session_id, lease):
                 return str(lease["node"]), int(lease.get("worker", 0))
+            if lease is not None:
+                continue  # its host was gone: the lease is free now
             choice = await self._place()
             if choice is None:
                 break
@@ -438,24 +445,9 @@ class MediaBridge:
     def _worker_lost(self, host: WorkerHost, sessions: set[str]) -> None:
         """Its sessions are placed again at their next offer; their pages are told now."""
         for session_id in sessions:
-            self._spawn(self._lost(session_id, host.index))
+            self._spawn(self.failover.worker_lost(session_id, host.index))
         if self.records and sessions:
             self._spawn(self._recover())  # its open recordings: repaired, kept
-
-    async def _lost(self, session_id: str, worker: int) -> None:
-        key = f"media-owner:{session_id}"
-        lease = await self.store.get_ephemeral(key)
-        if lease is not None and (lease.get("node"), lease.get("worker", 0)) == (
-            self.node_id,
-            worker,
-        ):
-            await self.store.delete_ephemeral(key)
-        if self.recording is not None:
-            await self.recording.interrupted(session_id, "media_worker_lost")
-        msg = {"type": "media.state", "state": "closed", "session_id": session_id}
-        self._emit(session_id, None, {**msg, "reason": "media_worker_lost"})
-        none = {"type": "media.tracks", "session_id": session_id, "tracks": []}
-        self._emit(session_id, None, none)
 
     async def _unfollow(self, session_id: str) -> None:
         sub = self._rooms.pop(session_id, None)

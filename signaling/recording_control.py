@@ -208,10 +208,12 @@ class RecordingControl:
                 message=msg.get("message"),
             )
 
-    async def interrupted(self, session_id: str, reason: str) -> None:
-        """The session's media host died: if it was recording, a gap opens now."""
+    async def interrupted(self, session_id: str, reason: str, since: float | None = None) -> None:
+        """The session's media host died (at ``since``, default now): if it was
+        recording, a gap opens."""
         if await self.active(session_id):
-            await recording_gaps.open_gap(self.service, session_id, self.service.clock(), reason)
+            start = self.service.clock() if since is None else since
+            await recording_gaps.open_gap(self.service, session_id, start, reason)
 
     async def resumed(self, session_id: str, case_id: str) -> None:
         """A recorder started on the session's new host: its gap (if any) is filed."""
