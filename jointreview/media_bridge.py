@@ -36,13 +36,12 @@ from signaling.state import Outage, Store, StoreUnavailable, Subscription
 from .media_failover import Failover
 from .media_hosts import LocalHost, MediaHost, WorkerHost, WorkerPool, health_of, loads_of
 from .media_recovery import recover
-from .media_registry import BEAT_S, HOST_TTL_S, Registry
+from .media_registry import MediaTimings, Registry
 from .media_rpc import NodeRpc
 from .placement import HostLoad, choose
 
 log = logging.getLogger(__name__)
 
-LEASE_S = 30.0
 PENDING_S = 3.0  # a placement counts against its host until its load reports show it
 
 
@@ -74,8 +73,10 @@ class MediaBridge:
         workers: int = 1,
         loop_kind: str = "asyncio",
         log_level: str = "info",
+        timings: MediaTimings | None = None,
     ) -> None:
         self.store = store
+        self.timings = t = timings or MediaTimings()
         self.node_id = node_id
         self.settings = settings
         # Recording: the policy is signaling's; the writer (recording.live) runs where the
@@ -107,15 +108,21 @@ class MediaBridge:
                 "recorder_keyframe_s": recorder_keyframe_s,
             }
             self.pool = WorkerPool(
-                workers, settings, init, loop_kind, self._worker_event, self._worker_lost
+                workers,
+                settings,
+                init,
+                loop_kind,
+                self._worker_event,
+                self._worker_lost,
+                (t.restart_min_s, t.restart_max_s),
             )
             self.hosts = list(self.pool.hosts)
         self.draining = False
-        self.registry = Registry(store, node_id)
+        self.registry = Registry(store, node_id, t.host_ttl_s)
         self._placed: dict[str, list[float]] = defaultdict(list)
         self.rpc = NodeRpc(store, node_id)
         self.failover = Failover(
-            store, node_id, self.hosts, recording, self._emit, HOST_TTL_S, LEASE_S
+            store, node_id, self.hosts, recording, self._emit, t.host_ttl_s, t.lease_s
         )
         self._subs: list[Subscription] = []
         self._rooms: dict[str, Subscription] = {}
@@ -208,7 +215,7 @@ class MediaBridge:
         for host, times in self._placed.items():
             times[:] = [t for t in times if now - t < PENDING_S]
             pending[host] = len(times)
-        chosen = choose(hosts, now, HOST_TTL_S, pending)
+        chosen = choose(hosts, now, self.timings.host_ttl_s, pending)
         if chosen is not None:
             self._placed[chosen.host].append(now)
         return chosen
@@ -218,18 +225,18 @@ class MediaBridge:
         outage = Outage("media heartbeat", log)
         renewed = 0.0
         while not stopping():
-            await asyncio.sleep(BEAT_S)
+            await asyncio.sleep(self.timings.heartbeat_s)
             try:
                 await self.registry.beat(self._loads())
                 await self.failover.sweep(list(self._rooms))  # dead nodes' sessions
-                if time.monotonic() - renewed >= LEASE_S / 3:
+                if time.monotonic() - renewed >= self.timings.lease_s / 3:
                     renewed = time.monotonic()
                     for h in self.hosts:
                         for session_id in list(h.rooms):
                             await self.store.put_ephemeral(
                                 f"media-owner:{session_id}",
                                 {"node": self.node_id, "worker": h.index},
-                                LEASE_S,
+                                self.timings.lease_s,
                             )
             except StoreUnavailable as exc:
                 outage.failed(exc)
@@ -299,7 +306,7 @@ class MediaBridge:
             if choice is None:
                 break
             doc = {"node": choice.node, "worker": choice.worker}
-            if await self.store.create_ephemeral(key, doc, LEASE_S):
+            if await self.store.create_ephemeral(key, doc, self.timings.lease_s):
                 log.info("session %s placed on %s", session_id, choice.host)
                 return choice.node, choice.worker
             placed = self._placed[choice.host]  # another node placed it first
