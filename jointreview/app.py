@@ -67,7 +67,8 @@ from signaling.webhooks import WEBHOOKS, Webhooks
 from signaling.ws_endpoint import websocket_handler
 from web_client import add_static_routes
 
-from .media_bridge import MediaBridge, media_settings
+from .media_bridge import MediaBridge
+from .media_hosts import media_settings
 from .media_registry import MediaTimings
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,6 @@ from media_server.server import MediaServer
 from media_server.settings import MediaSettings
 from recording.live.recorder import Recorder
 from signaling.background import stopping
-from signaling.config import Config
 from signaling.errors import ServiceError, Unavailable
 from signaling.models import MediaCheck
 from signaling.recording_control import RecordingControl
@@ -43,22 +42,6 @@ from .placement import HostLoad, choose
 log = logging.getLogger(__name__)
 
 PENDING_S = 3.0  # a placement counts against its host until its load reports show it
-
-
-def media_settings(config: Config) -> MediaSettings:
-    ports = (config.media_port_min, config.media_port_max) if config.media_port_min else None
-    return MediaSettings(
-        listen_ips=list(config.media_listen_ips),
-        announced_ip=config.media_announced_ip,
-        port_range=ports,
-        ice_servers=[s.model_dump(exclude_none=True) for s in config.ice_servers],
-        turn_secret=config.turn_secret,
-        turn_ttl_s=config.turn_ttl_s,
-        video_codecs=[f"video/{c}" for c in config.media_video_codecs],
-        min_bitrate=config.media_min_bitrate,
-        max_bitrate=config.media_max_bitrate,
-        mode=config.media_mode,
-    )
 
 
 class MediaBridge:
@@ -128,6 +111,7 @@ class MediaBridge:
         self._rooms: dict[str, Subscription] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._renew: asyncio.Task[None] | None = None
+        self._repair: asyncio.Task[None] | None = None  # of a dead worker's recordings
         # Media events leave in the order they happened (one publisher task).
         self._out: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue(4096)
         self._publisher: asyncio.Task[None] | None = None
@@ -356,9 +340,26 @@ class MediaBridge:
             # The room opens here now: record it if the policy (or a clerk) says so.
             case_id = await self.recording.room_opening(session_id)
             if case_id is not None and self.records:
-                await host.call("start_recording", {"session_id": session_id, "case_id": case_id})
-                await self.recording.resumed(session_id, case_id)
+                start = self._start_recording(host, session_id, case_id)
+                if self._repair is None or self._repair.done():
+                    await start
+                else:  # media first; the recorder once a dead worker's files are repaired
+                    self._spawn(start)
         return await host.call("negotiate", args)
+
+    async def _start_recording(self, host: MediaHost, session_id: str, case_id: str) -> None:
+        """(A new run in the session's track index: never while the crash repair of a
+        dead worker rewrites that index.)"""
+        if self._repair is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._repair)
+        try:
+            await host.call("start_recording", {"session_id": session_id, "case_id": case_id})
+        except ServiceError as exc:
+            log.warning("recording %s did not start: %s", session_id, exc.message)
+            return
+        assert self.recording is not None
+        await self.recording.resumed(session_id, case_id)
 
     async def _follow(self, session_id: str) -> None:
         """Watch the session: media goes when its participant leaves or the session ends."""
@@ -454,7 +455,9 @@ class MediaBridge:
         for session_id in sessions:
             self._spawn(self.failover.worker_lost(session_id, host.index))
         if self.records and sessions:
-            self._spawn(self._recover())  # its open recordings: repaired, kept
+            self._repair = asyncio.create_task(self._recover())  # its open recordings
+            self._tasks.add(self._repair)
+            self._repair.add_done_callback(self._tasks.discard)
 
     async def _unfollow(self, session_id: str) -> None:
         sub = self._rooms.pop(session_id, None)

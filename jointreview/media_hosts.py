@@ -26,6 +26,7 @@ import jointreview
 from media_server.errors import MediaError
 from media_server.server import MediaServer
 from media_server.settings import MediaSettings
+from signaling.config import Config
 from signaling.errors import ServiceError, Unavailable
 from signaling.models import MediaCheck, MediaWorkerCheck
 
@@ -348,3 +349,19 @@ def loads_of(hosts: list[MediaHost], node: str, draining: bool) -> list[HostLoad
             )
         )
     return out
+
+
+def media_settings(config: Config) -> MediaSettings:
+    ports = (config.media_port_min, config.media_port_max) if config.media_port_min else None
+    return MediaSettings(
+        listen_ips=list(config.media_listen_ips),
+        announced_ip=config.media_announced_ip,
+        port_range=ports,
+        ice_servers=[s.model_dump(exclude_none=True) for s in config.ice_servers],
+        turn_secret=config.turn_secret,
+        turn_ttl_s=config.turn_ttl_s,
+        video_codecs=[f"video/{c}" for c in config.media_video_codecs],
+        min_bitrate=config.media_min_bitrate,
+        max_bitrate=config.media_max_bitrate,
+        mode=config.media_mode,
+    )
