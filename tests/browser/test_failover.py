@@ -205,6 +205,12 @@ def _check_the_record(server: ServerProcess, http: Api, sid: str, token: str) ->
         assert data["reason"] == "media_worker_lost"
         # Nothing was recorded in between: the run before ended, the next began, around it.
         assert any(r["started_at"] >= data["start"] for r in runs)
+    # The replay: every run's files as tracks of their own (<id>~<n>), a gap marker each.
+    desc = http.call("GET", f"/api/sessions/{sid}/recording", token)
+    videos = [t for t in desc["tracks"] if t["kind"] == "video"]
+    assert len(videos) >= 2 * (KILLS + 1), [t["track_id"] for t in desc["tracks"]]
+    marks = [m for m in desc["markers"] if m["type"] == "recording"]
+    assert sum(m["data"].get("state") == "gap" for m in marks) == KILLS, marks
     ready = _until(
         "the composite export",
         lambda: [e for e in events() if e["type"] in ("export.ready", "export.failed")],
