@@ -30,6 +30,7 @@ from aiortc import (
 
 log = logging.getLogger(__name__)
 Msg = dict[str, Any]
+LOST = ("media_worker_lost", "media_node_lost")  # media.state reasons: the host died
 
 
 class SignalingError(Exception):
@@ -61,6 +62,8 @@ class Bot:
     on_remote: Callable[[Remote], None] | None = None
     configure_receiver: Callable[[RTCRtpTransceiver, dict[str, Any]], None] | None = None
     messages: list[Msg] = field(default_factory=list)
+    # As a page does: a fresh peer connection when the session's media host died.
+    restart_on_loss: bool = False
 
     def __post_init__(self) -> None:
         self.pc: RTCPeerConnection | None = None
@@ -81,6 +84,8 @@ class Bot:
         self._dirty = False
         self._renegotiate: asyncio.Task[None] | None = None
         self.speaking: str | None = None
+        self._restart: asyncio.Task[None] | None = None
+        self.restarts = 0  # fresh connections after a lost media host
 
     # -- signaling --------------------------------------------------------------------
     async def connect(self) -> None:
@@ -107,6 +112,9 @@ class Bot:
                 self._tracks_update(msg["tracks"])
             elif kind == "speaking":
                 self.speaking = msg.get("participant_id")
+            elif kind == "media.state" and msg.get("reason") in LOST and self.restart_on_loss:
+                old, self.pc = self.pc, None  # no renegotiation on the dead one meanwhile
+                self._restart = asyncio.create_task(self._restart_media(old))
 
     async def request(self, msg: Msg, timeout: float = 15.0) -> Msg:
         assert self.ws is not None
@@ -138,15 +146,34 @@ class Bot:
     async def join(self, session_id: str) -> Msg:
         self.joined = await self.request({"type": "join", "session_id": session_id})
         self.participant_id = self.joined["participant"]["participant_id"]
+        self.pc = self._new_pc()
+        return self.joined
+
+    def _new_pc(self) -> RTCPeerConnection:
         ice = [RTCIceServer(**s) for s in self.welcome.get("ice_servers", [])]
         # max-bundle, as the server. With aiortc's default (balanced), a receiver added by a
         # later negotiation sometimes kept a transport of its own that never connected, and
         # its packets went to another receiver of the same payload type (seen in about one
         # run in three of test_three_people_see_and_hear_each_other).
-        self.pc = RTCPeerConnection(
+        return RTCPeerConnection(
             RTCConfiguration(iceServers=ice, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
         )
-        return self.joined
+
+    async def _restart_media(self, old: RTCPeerConnection | None) -> None:
+        """Same slot, a new connection: publish the same tracks again, subscribe anew."""
+        try:
+            async with self._negotiating:
+                keep = [(source, track, None) for source, track in self.published.values()]
+                self.published.clear()
+                self.remotes.clear()
+                self._pending_publish[:0] = keep
+                self.pc = self._new_pc()
+            if old is not None:
+                await old.close()
+            self.restarts += 1
+            await self.negotiate()
+        except (SignalingError, TimeoutError, ConnectionError) as exc:
+            log.warning("restarting the media connection failed: %s", exc)
 
     # -- media ------------------------------------------------------------------------
     async def publish(self, source: str, track: MediaStreamTrack, codec: str | None = None) -> None:
@@ -266,6 +293,10 @@ class Bot:
             await self.request({"type": "leave"}, timeout=5)
 
     async def close(self) -> None:
+        if self._restart is not None:
+            self._restart.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._restart
         if self._renegotiate is not None:
             self._renegotiate.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -67,7 +67,9 @@ from signaling.webhooks import WEBHOOKS, Webhooks
 from signaling.ws_endpoint import websocket_handler
 from web_client import add_static_routes
 
-from .media_bridge import MediaBridge, media_settings
+from .media_bridge import MediaBridge
+from .media_hosts import media_settings
+from .media_registry import MediaTimings
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +184,7 @@ async def _media_ctx(app: web.Application) -> AsyncIterator[None]:
         workers=media_workers(config),
         loop_kind=config.event_loop,
         log_level=config.log_level,
+        timings=MediaTimings.of(config),
     )
     await bridge.start()
     app[MEDIA] = bridge

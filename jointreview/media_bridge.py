@@ -27,38 +27,21 @@ from media_server.server import MediaServer
 from media_server.settings import MediaSettings
 from recording.live.recorder import Recorder
 from signaling.background import stopping
-from signaling.config import Config
 from signaling.errors import ServiceError, Unavailable
 from signaling.models import MediaCheck
 from signaling.recording_control import RecordingControl
 from signaling.state import Outage, Store, StoreUnavailable, Subscription
 
+from .media_failover import Failover
 from .media_hosts import LocalHost, MediaHost, WorkerHost, WorkerPool, health_of, loads_of
 from .media_recovery import recover
-from .media_registry import BEAT_S, HOST_TTL_S, Registry
+from .media_registry import MediaTimings, Registry
 from .media_rpc import NodeRpc
 from .placement import HostLoad, choose
 
 log = logging.getLogger(__name__)
 
-LEASE_S = 30.0
 PENDING_S = 3.0  # a placement counts against its host until its load reports show it
-
-
-def media_settings(config: Config) -> MediaSettings:
-    ports = (config.media_port_min, config.media_port_max) if config.media_port_min else None
-    return MediaSettings(
-        listen_ips=list(config.media_listen_ips),
-        announced_ip=config.media_announced_ip,
-        port_range=ports,
-        ice_servers=[s.model_dump(exclude_none=True) for s in config.ice_servers],
-        turn_secret=config.turn_secret,
-        turn_ttl_s=config.turn_ttl_s,
-        video_codecs=[f"video/{c}" for c in config.media_video_codecs],
-        min_bitrate=config.media_min_bitrate,
-        max_bitrate=config.media_max_bitrate,
-        mode=config.media_mode,
-    )
 
 
 class MediaBridge:
@@ -73,8 +56,10 @@ class MediaBridge:
         workers: int = 1,
         loop_kind: str = "asyncio",
         log_level: str = "info",
+        timings: MediaTimings | None = None,
     ) -> None:
         self.store = store
+        self.timings = t = timings or MediaTimings()
         self.node_id = node_id
         self.settings = settings
         # Recording: the policy is signaling's; the writer (recording.live) runs where the
@@ -106,17 +91,27 @@ class MediaBridge:
                 "recorder_keyframe_s": recorder_keyframe_s,
             }
             self.pool = WorkerPool(
-                workers, settings, init, loop_kind, self._worker_event, self._worker_lost
+                workers,
+                settings,
+                init,
+                loop_kind,
+                self._worker_event,
+                self._worker_lost,
+                (t.restart_min_s, t.restart_max_s),
             )
             self.hosts = list(self.pool.hosts)
         self.draining = False
-        self.registry = Registry(store, node_id)
+        self.registry = Registry(store, node_id, t.host_ttl_s)
         self._placed: dict[str, list[float]] = defaultdict(list)
         self.rpc = NodeRpc(store, node_id)
+        self.failover = Failover(
+            store, node_id, self.hosts, recording, self._emit, t.host_ttl_s, t.lease_s
+        )
         self._subs: list[Subscription] = []
         self._rooms: dict[str, Subscription] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._renew: asyncio.Task[None] | None = None
+        self._repair: asyncio.Task[None] | None = None  # of a dead worker's recordings
         # Media events leave in the order they happened (one publisher task).
         self._out: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue(4096)
         self._publisher: asyncio.Task[None] | None = None
@@ -204,7 +199,7 @@ class MediaBridge:
         for host, times in self._placed.items():
             times[:] = [t for t in times if now - t < PENDING_S]
             pending[host] = len(times)
-        chosen = choose(hosts, now, HOST_TTL_S, pending)
+        chosen = choose(hosts, now, self.timings.host_ttl_s, pending)
         if chosen is not None:
             self._placed[chosen.host].append(now)
         return chosen
@@ -214,17 +209,18 @@ class MediaBridge:
         outage = Outage("media heartbeat", log)
         renewed = 0.0
         while not stopping():
-            await asyncio.sleep(BEAT_S)
+            await asyncio.sleep(self.timings.heartbeat_s)
             try:
                 await self.registry.beat(self._loads())
-                if time.monotonic() - renewed >= LEASE_S / 3:
+                await self.failover.sweep(list(self._rooms))  # dead nodes' sessions
+                if time.monotonic() - renewed >= self.timings.lease_s / 3:
                     renewed = time.monotonic()
                     for h in self.hosts:
                         for session_id in list(h.rooms):
                             await self.store.put_ephemeral(
                                 f"media-owner:{session_id}",
                                 {"node": self.node_id, "worker": h.index},
-                                LEASE_S,
+                                self.timings.lease_s,
                             )
             except StoreUnavailable as exc:
                 outage.failed(exc)
@@ -286,13 +282,15 @@ class MediaBridge:
         key = f"media-owner:{session_id}"
         for _ in range(3):
             lease = await self.store.get_ephemeral(key)
-            if lease is not None:
+            if lease is not None and not await self.failover.take_over(session_id, lease):
                 return str(lease["node"]), int(lease.get("worker", 0))
+            if lease is not None:
+                continue  # its host was gone: the lease is free now
             choice = await self._place()
             if choice is None:
                 break
             doc = {"node": choice.node, "worker": choice.worker}
-            if await self.store.create_ephemeral(key, doc, LEASE_S):
+            if await self.store.create_ephemeral(key, doc, self.timings.lease_s):
                 log.info("session %s placed on %s", session_id, choice.host)
                 return choice.node, choice.worker
             placed = self._placed[choice.host]  # another node placed it first
@@ -342,8 +340,26 @@ class MediaBridge:
             # The room opens here now: record it if the policy (or a clerk) says so.
             case_id = await self.recording.room_opening(session_id)
             if case_id is not None and self.records:
-                await host.call("start_recording", {"session_id": session_id, "case_id": case_id})
+                start = self._start_recording(host, session_id, case_id)
+                if self._repair is None or self._repair.done():
+                    await start
+                else:  # media first; the recorder once a dead worker's files are repaired
+                    self._spawn(start)
         return await host.call("negotiate", args)
+
+    async def _start_recording(self, host: MediaHost, session_id: str, case_id: str) -> None:
+        """(A new run in the session's track index: never while the crash repair of a
+        dead worker rewrites that index.)"""
+        if self._repair is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._repair)
+        try:
+            await host.call("start_recording", {"session_id": session_id, "case_id": case_id})
+        except ServiceError as exc:
+            log.warning("recording %s did not start: %s", session_id, exc.message)
+            return
+        assert self.recording is not None
+        await self.recording.resumed(session_id, case_id)
 
     async def _follow(self, session_id: str) -> None:
         """Watch the session: media goes when its participant leaves or the session ends."""
@@ -437,22 +453,11 @@ class MediaBridge:
     def _worker_lost(self, host: WorkerHost, sessions: set[str]) -> None:
         """Its sessions are placed again at their next offer; their pages are told now."""
         for session_id in sessions:
-            self._spawn(self._lost(session_id, host.index))
+            self._spawn(self.failover.worker_lost(session_id, host.index))
         if self.records and sessions:
-            self._spawn(self._recover())  # its open recordings: repaired, kept
-
-    async def _lost(self, session_id: str, worker: int) -> None:
-        key = f"media-owner:{session_id}"
-        lease = await self.store.get_ephemeral(key)
-        if lease is not None and (lease.get("node"), lease.get("worker", 0)) == (
-            self.node_id,
-            worker,
-        ):
-            await self.store.delete_ephemeral(key)
-        msg = {"type": "media.state", "state": "closed", "session_id": session_id}
-        self._emit(session_id, None, {**msg, "reason": "media_worker_lost"})
-        none = {"type": "media.tracks", "session_id": session_id, "tracks": []}
-        self._emit(session_id, None, none)
+            self._repair = asyncio.create_task(self._recover())  # its open recordings
+            self._tasks.add(self._repair)
+            self._repair.add_done_callback(self._tasks.discard)
 
     async def _unfollow(self, session_id: str) -> None:
         sub = self._rooms.pop(session_id, None)

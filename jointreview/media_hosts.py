@@ -26,6 +26,7 @@ import jointreview
 from media_server.errors import MediaError
 from media_server.server import MediaServer
 from media_server.settings import MediaSettings
+from signaling.config import Config
 from signaling.errors import ServiceError, Unavailable
 from signaling.models import MediaCheck, MediaWorkerCheck
 
@@ -38,8 +39,6 @@ log = logging.getLogger(__name__)
 RPC_TIMEOUT_S = 15.0
 ROOT = str(Path(jointreview.__file__).resolve().parent.parent)  # where our packages are
 START_TIMEOUT_S = 30.0
-RESTART_MIN_S = 0.2  # a worker that died is started again after this, doubling to MAX
-RESTART_MAX_S = 10.0
 
 
 class MediaHost(Protocol):
@@ -241,8 +240,11 @@ class WorkerPool:
         loop_kind: str,
         on_event: OnEvent,
         on_lost: OnLost,
+        restart_s: tuple[float, float] = (0.2, 10.0),
     ) -> None:
         self.on_lost = on_lost
+        # A worker that died is started again after restart_s[0], doubling to [1].
+        self.restart_min_s, self.restart_max_s = restart_s
         self.hosts: list[WorkerHost] = []
         for i in range(count):
             ports = split_ports(settings.port_range, count, i)
@@ -259,7 +261,7 @@ class WorkerPool:
         self._watchers = [asyncio.create_task(self._watch(h)) for h in self.hosts]
 
     async def _watch(self, host: WorkerHost) -> None:
-        delay = RESTART_MIN_S
+        delay = self.restart_min_s
         while not self._closing:
             await host.exited.wait()
             if self._closing:
@@ -275,14 +277,14 @@ class WorkerPool:
             self.on_lost(host, lost)
             while not self._closing:
                 await asyncio.sleep(delay)
-                delay = min(RESTART_MAX_S, delay * 2)
+                delay = min(self.restart_max_s, delay * 2)
                 try:
                     await host.start()
                 except Exception:
                     log.exception("media worker %d did not start again", host.index)
                     continue
                 host.restarts += 1
-                delay = RESTART_MIN_S
+                delay = self.restart_min_s
                 break
 
     async def close(self) -> None:
@@ -347,3 +349,19 @@ def loads_of(hosts: list[MediaHost], node: str, draining: bool) -> list[HostLoad
             )
         )
     return out
+
+
+def media_settings(config: Config) -> MediaSettings:
+    ports = (config.media_port_min, config.media_port_max) if config.media_port_min else None
+    return MediaSettings(
+        listen_ips=list(config.media_listen_ips),
+        announced_ip=config.media_announced_ip,
+        port_range=ports,
+        ice_servers=[s.model_dump(exclude_none=True) for s in config.ice_servers],
+        turn_secret=config.turn_secret,
+        turn_ttl_s=config.turn_ttl_s,
+        video_codecs=[f"video/{c}" for c in config.media_video_codecs],
+        min_bitrate=config.media_min_bitrate,
+        max_bitrate=config.media_max_bitrate,
+        mode=config.media_mode,
+    )

@@ -1,8 +1,9 @@
 """Media hosts in the shared store: each node's workers, their load and a heartbeat, so
 that any node can place a new session on the least-loaded host of any node.
 
-A host is ``media-host:<node>:<worker>``, an ephemeral document (TTL ``HOST_TTL_S``,
-renewed every ``BEAT_S``): a node that dies drops out within the TTL. The index
+A host is ``media-host:<node>:<worker>``, an ephemeral document (TTL
+``media_host_ttl_s``, renewed every ``media_heartbeat_s``: ``MediaTimings``): a node that
+dies drops out within the TTL. The index
 ``media-hosts`` lists the hosts ever registered so that they can be found (the store has
 no key scan); a member whose document is gone for long is removed by whoever reads it.
 """
@@ -18,11 +19,30 @@ from signaling.state import Store
 
 from .placement import HostLoad
 
-HOST_TTL_S = 5.0
-BEAT_S = 1.0
 INDEX = "media-hosts"
 REINDEX_S = 60.0  # a host renews its index entry this often (the entry is journaled)
 FORGET_S = 600.0  # an index entry without its document this long is removed
+
+
+@dataclasses.dataclass(frozen=True)
+class MediaTimings:
+    """What bounds failover (settings ``media_heartbeat_s`` etc., signaling/config.py)."""
+
+    heartbeat_s: float = 1.0  # a host's registry entry (and load) is renewed this often
+    host_ttl_s: float = 5.0  # an entry not renewed this long: the host is dead
+    lease_s: float = 30.0  # a session's media lease (renewed every third of it)
+    restart_min_s: float = 0.2  # a dead worker starts again after this, doubling to max
+    restart_max_s: float = 10.0
+
+    @classmethod
+    def of(cls, config: Any) -> MediaTimings:
+        return cls(
+            config.media_heartbeat_s,
+            config.media_host_ttl_s,
+            config.media_lease_s,
+            config.media_restart_min_s,
+            config.media_restart_max_s,
+        )
 
 
 def host_key(node: str, worker: int) -> str:
@@ -30,16 +50,17 @@ def host_key(node: str, worker: int) -> str:
 
 
 class Registry:
-    def __init__(self, store: Store, node_id: str) -> None:
+    def __init__(self, store: Store, node_id: str, host_ttl_s: float = 5.0) -> None:
         self.store = store
         self.node_id = node_id
+        self.host_ttl_s = host_ttl_s
         self._indexed: dict[int, float] = {}
 
     async def beat(self, loads: list[HostLoad]) -> None:
         now = time.time()
         for h in loads:
             await self.store.put_ephemeral(
-                host_key(h.node, h.worker), dataclasses.asdict(h), HOST_TTL_S
+                host_key(h.node, h.worker), dataclasses.asdict(h), self.host_ttl_s
             )
             if now - self._indexed.get(h.worker, 0.0) >= REINDEX_S:
                 await self.store.index_add(INDEX, f"{h.node}:{h.worker}", now)

@@ -115,6 +115,16 @@ class Config(BaseModel):
     # Media worker processes (each an SFU with its own UDP ports and recorder); 0: one
     # per core this process may use; 1: the SFU runs in the node's own process.
     media_workers: int = Field(0, ge=0, le=256)
+    # Failover timings: a media host renews its registry entry every media_heartbeat_s;
+    # one silent for media_host_ttl_s is dead and its sessions are placed again (a dead
+    # node's sessions come back after about this long); a session's media lease lasts
+    # media_lease_s (renewed every third of it; the bound when nobody checks the host);
+    # a dead worker starts again after media_restart_min_s, doubling to ..._max_s.
+    media_heartbeat_s: float = Field(1.0, gt=0, le=60)
+    media_host_ttl_s: float = Field(5.0, gt=0, le=600)
+    media_lease_s: float = Field(30.0, gt=0, le=3600)
+    media_restart_min_s: float = Field(0.2, gt=0, le=60)
+    media_restart_max_s: float = Field(10.0, gt=0, le=600)
     media_min_bitrate: int = Field(150_000, ge=30_000)
     media_max_bitrate: int = Field(2_500_000, ge=100_000)
     # Recording of joint reviews, per track and without transcoding, into
@@ -265,6 +275,17 @@ class Config(BaseModel):
         if self.webhook_lease_s <= self.webhook_timeout_s:
             # Shorter, and a slow attempt's delivery could be claimed and sent twice.
             raise ValueError("webhook_lease_s must be longer than webhook_timeout_s")
+        return self
+
+    @model_validator(mode="after")
+    def _media_timings(self) -> Config:
+        if self.media_host_ttl_s <= self.media_heartbeat_s:
+            # Not longer, and a living host's entry would lapse between two heartbeats.
+            raise ValueError("media_host_ttl_s must be longer than media_heartbeat_s")
+        if self.media_lease_s < 3 * self.media_heartbeat_s:
+            raise ValueError("media_lease_s must be at least 3 × media_heartbeat_s")
+        if self.media_restart_max_s < self.media_restart_min_s:
+            raise ValueError("media_restart_max_s must not be below media_restart_min_s")
         return self
 
     @model_validator(mode="after")

@@ -33,7 +33,7 @@ from typing import Any
 from recording import archive, track_index
 from recording.paths import session_dir
 
-from . import policy
+from . import policy, recording_gaps
 from .auth import Identity
 from .background import stopping
 from .core import UNSEALED, ServiceCore, actor_of
@@ -208,6 +208,17 @@ class RecordingControl:
                 message=msg.get("message"),
             )
 
+    async def interrupted(self, session_id: str, reason: str, since: float | None = None) -> None:
+        """The session's media host died (at ``since``, default now): if it was
+        recording, a gap opens."""
+        if await self.active(session_id):
+            start = self.service.clock() if since is None else since
+            await recording_gaps.open_gap(self.service, session_id, start, reason)
+
+    async def resumed(self, session_id: str, case_id: str) -> None:
+        """A recorder started on the session's new host: its gap (if any) is filed."""
+        await recording_gaps.close_gap(self.service, case_id, session_id, resumed=True)
+
     async def recovered(self, result: dict[str, Any]) -> None:
         """At start: recordings a crash left open were repaired; say so in the timeline."""
         case_id, session_id = result.get("case_id"), result.get("session_id")
@@ -307,6 +318,8 @@ class RecordingControl:
         case_id = await self.case_of(session_id)
         if case_id is None:
             return None
+        # A gap still open: the media never came back before the end.
+        await recording_gaps.close_gap(self.service, case_id, session_id, resumed=False)
         doc = await self.store.get(f"recording:{session_id}")
         if doc is not None and doc.get("active"):
             await self._set(session_id, case_id, False, None, "session_ended")

@@ -69,6 +69,7 @@ MARKERS: dict[str, tuple[str, str | None]] = {
     "recording.started": ("recording", "started"),
     "recording.stopped": ("recording", "stopped"),
     "recording.failed": ("recording", "failed"),
+    "recording.gap": ("recording", "gap"),  # at its end: when the recording resumed
 }
 # What of an event's data a marker shows, by marker type.
 MARKER_DATA = {
@@ -78,7 +79,7 @@ MARKER_DATA = {
     "snapshot": ("snapshot_id", "content_type", "size"),
     "chat": ("participant_id", "text"),
     "opinion": ("opinion_id", "decision", "missing", "refer_to", "note"),
-    "recording": ("reason", "policy", "code", "track_id", "message"),
+    "recording": ("reason", "policy", "code", "track_id", "message", "start", "end", "resumed"),
 }
 
 

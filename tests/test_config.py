@@ -592,3 +592,26 @@ def test_an_empty_secret_file_is_replaced(tmp_path: Path) -> None:
     assert len(secret) >= 32
     assert (tmp_path / "jwt_secret").read_text().strip() == secret
     assert ensure_jwt_secret(Config(data_dir=tmp_path)) == secret
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"JR_MEDIA_HOST_TTL_S": "1"}, "media_host_ttl_s must be longer than media_heartbeat_s"),
+        ({"JR_MEDIA_LEASE_S": "2"}, "media_lease_s must be at least 3"),
+        ({"JR_MEDIA_RESTART_MAX_S": "0.1"}, "media_restart_max_s must not be below"),
+        ({"JR_MEDIA_HEARTBEAT_S": "0"}, "media_heartbeat_s"),
+    ],
+)
+def test_bad_failover_timings(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(environ=env)
+
+
+def test_failover_timings_from_the_environment() -> None:
+    from jointreview.media_registry import MediaTimings
+
+    env = {"JR_MEDIA_HEARTBEAT_S": "0.5", "JR_MEDIA_HOST_TTL_S": "2", "JR_MEDIA_LEASE_S": "9"}
+    timings = MediaTimings.of(load_config(environ=env))
+    assert timings == MediaTimings(0.5, 2.0, 9.0, 0.2, 10.0)
+    assert MediaTimings.of(load_config(environ={})) == MediaTimings()

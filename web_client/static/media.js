@@ -254,9 +254,15 @@ export class MediaLink {
 
   // The server says the media connection failed or closed. That may be about one we
   // already replaced (closing a connection tells the server too): act only when ours is
-  // not up either.
-  serverState(state) {
+  // not up either. A lost media worker (or node) is different: our connection still looks
+  // up (its ICE consent fails only seconds later) but its far end is gone, so rebuild now;
+  // the new offer is placed on a live worker, in the same participant slot.
+  serverState(state, reason) {
     if (!["failed", "closed"].includes(state) || !this.pc) return;
+    if (reason === "media_worker_lost" || reason === "media_node_lost") {
+      this.restart();
+      return;
+    }
     if (["disconnected", "failed", "closed"].includes(this.pc.connectionState)) this.restart();
   }
 

@@ -230,7 +230,7 @@ function listen() {
   signal.on("chat", (msg) => chat.add(msg, isMine(msg)));
   signal.on("media.tracks", (msg) => media.setTracks(msg.tracks));
   signal.on("speaking", (msg) => grid.speaking(msg.participant_id));
-  signal.on("media.state", (msg) => !ctx.over && media.serverState(msg.state));
+  signal.on("media.state", (msg) => !ctx.over && media.serverState(msg.state, msg.reason));
   signal.on("snapshot", (msg) => gallery.add(msg.snapshot));
   signal.on("opinion.filed", (msg) => opinions?.add(msg.opinion));
   signal.on("recording", (msg) => setRecording(Boolean(msg.active)));

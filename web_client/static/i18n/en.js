@@ -334,6 +334,7 @@ export default {
   "replay.recording_started": "Recording started",
   "replay.recording_stopped": "Recording stopped",
   "replay.recording_failed": "Recording failed",
+  "replay.recording_gap": "Recording interrupted (a media server was lost)",
 
   "casefile.heading": "Case file",
   "casefile.sealed_at": "Sealed",

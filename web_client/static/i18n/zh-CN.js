@@ -334,6 +334,7 @@ export default {
   "replay.recording_started": "开始录制",
   "replay.recording_stopped": "停止录制",
   "replay.recording_failed": "录制出错",
+  "replay.recording_gap": "录制中断（媒体服务器失联）",
 
   "casefile.heading": "案卷文件",
   "casefile.sealed_at": "封存于",

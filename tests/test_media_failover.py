@@ -1,0 +1,179 @@
+"""Failover with real processes and real aiortc participants (bench/bot.py, which rebuild
+their media connection on a lost host as the pages do): a media worker killed with
+SIGKILL, and a whole node killed with SIGKILL in Redis mode. Every participant receives
+the other's video again, in the same slot; recovery times are printed (``FAILOVER``),
+not asserted."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench.bot import Bot
+from bench.pattern_media import PatternVideoTrack, read_pattern
+from signaling.auth import TokenService
+from signaling.config import Config
+
+from .conftest import SECRET, ServerProcess, auth
+
+Factory = Callable[..., ServerProcess]
+ENV = {"JR_MEDIA_LISTEN_IPS": '["127.0.0.1"]'}
+
+
+def tokens(tmp_path: Path) -> TokenService:
+    return TokenService(Config(data_dir=tmp_path, jwt_secret=SECRET))
+
+
+async def _json(http: aiohttp.ClientSession, method: str, url: str, token: str) -> Any:
+    async with http.request(method, url, json={}, headers=auth(token)) as res:
+        assert res.status in (200, 201), await res.text()
+        return await res.json()
+
+
+async def _media(http: aiohttp.ClientSession, url: str) -> dict[str, Any]:
+    async with http.get(f"{url}/healthz") as res:
+        return dict((await res.json())["checks"]["media"])
+
+
+async def _until(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        assert asyncio.get_running_loop().time() < deadline, f"not within {timeout}s: {what}"
+        await asyncio.sleep(0.05)
+
+
+async def _sees(bot: Bot, ident: int, timeout: float = 30.0) -> None:
+    """The bot decodes a frame of participant ``ident``'s pattern on its current
+    connection."""
+
+    async def flowing() -> bool:
+        return bot.pc is not None and bot.receiving(1)
+
+    await _until("a remote track", flowing, timeout)
+    remote = next(iter(bot.remotes.values()))
+    assert remote.track is not None
+    frame = await asyncio.wait_for(remote.track.recv(), timeout)
+    assert read_pattern(frame)[0] == ident
+
+
+async def _pair(url: str, t: TokenService, sid: str) -> list[Bot]:
+    """Participants 1 and 2 in the session, each receiving the other's pattern."""
+    bots = [Bot(url, t.issue(sub=f"u{i}", role="clerk"), restart_on_loss=True) for i in (1, 2)]
+    for ident, bot in enumerate(bots, 1):
+        await bot.connect()
+        await bot.join(sid)
+        await bot.publish("camera", PatternVideoTrack(ident))
+    await asyncio.gather(_sees(bots[0], 2), _sees(bots[1], 1))
+    return bots
+
+
+async def _recovered(bots: list[Bot], killed: float) -> list[float]:
+    """Seconds from the kill until each bot decodes the other's video on a new
+    connection."""
+
+    async def one(bot: Bot, other: int) -> float:
+        await _until("a new connection", lambda: _true(bot.restarts > 0), 30)
+        await _sees(bot, other)
+        return time.time() - killed
+
+    return list(await asyncio.gather(one(bots[0], 2), one(bots[1], 1)))
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+def _report(what: str, times: list[float]) -> None:
+    print("FAILOVER", json.dumps({"what": what, "recovery_s": [round(t, 2) for t in times]}))
+
+
+async def test_participants_get_media_back_when_their_worker_is_killed(
+    server_factory: Factory, tmp_path: Path
+) -> None:
+    node = server_factory(env={**ENV, "JR_MEDIA_WORKERS": "2"})
+    t = tokens(tmp_path)
+    clerk, admin = t.issue(sub="clerk-01", role="clerk"), t.issue(sub="admin", role="admin")
+    bots: list[Bot] = []
+    async with aiohttp.ClientSession() as http:
+        sid = (await _json(http, "POST", f"{node.url}/api/cases/FO-1/sessions", clerk))[
+            "session_id"
+        ]
+        try:
+            bots += await _pair(node.url, t, sid)
+            slots = [b.participant_id for b in bots]
+            placed = await _json(http, "GET", f"{node.url}/api/admin/media", admin)
+            worker = next(s["worker"] for s in placed["sessions"] if s["session_id"] == sid)
+            pid = (await _media(http, node.url))["workers"][worker]["pid"]
+            killed = time.time()
+            os.kill(pid, signal.SIGKILL)
+            times = await _recovered(bots, killed)
+            _report("worker", times)
+            assert [b.participant_id for b in bots] == slots
+            placed = await _json(http, "GET", f"{node.url}/api/admin/media", admin)
+            now = next(s["worker"] for s in placed["sessions"] if s["session_id"] == sid)
+            assert now != worker  # the other worker: the killed one was still starting
+        finally:
+            for bot in bots:
+                await bot.close()
+        events = (await _json(http, "GET", f"{node.url}/api/cases/FO-1", clerk))["events"]
+        gaps = [e["data"] for e in events if e["type"] == "recording.gap"]
+        assert len(gaps) == 1 and gaps[0]["start"] <= gaps[0]["end"], gaps
+        assert gaps[0]["reason"] == "media_worker_lost" and gaps[0]["resumed"] is True
+
+
+async def test_participants_on_another_node_get_media_back_when_the_media_node_is_killed(
+    server_factory: Factory, redis_url: str, tmp_path: Path
+) -> None:
+    """Two nodes on one Redis; the session's media on A, its participants connected to B.
+    kill -9 of A: B sees A's hosts gone from the registry and frees the session's lease at
+    once (not after the 30-s lease), the participants rebuild their connections and the
+    session is placed on B."""
+    a = server_factory(redis_url=redis_url, env={**ENV, "JR_NODE_ID": "node-a"})
+    b = server_factory(redis_url=redis_url, env={**ENV, "JR_NODE_ID": "node-b"})
+    t = tokens(tmp_path)
+    clerk, admin = t.issue(sub="clerk-01", role="clerk"), t.issue(sub="admin", role="admin")
+    bots: list[Bot] = []
+    assert a.proc is not None and b.proc is not None
+    async with aiohttp.ClientSession() as http:
+        b.proc.send_signal(signal.SIGUSR1)  # B drains: the session's media goes to A
+
+        async def b_drains() -> bool:
+            return bool((await _media(http, b.url))["draining"])
+
+        await _until("B drains", b_drains)
+        sid = (await _json(http, "POST", f"{b.url}/api/cases/FO-2/sessions", clerk))["session_id"]
+        try:
+            bots += await _pair(b.url, t, sid)
+            placed = await _json(http, "GET", f"{a.url}/api/admin/media", admin)
+            assert sid in {s["session_id"] for s in placed["sessions"]}, placed
+            b.proc.send_signal(signal.SIGUSR2)
+
+            async def b_takes() -> bool:
+                return not (await _media(http, b.url))["draining"]
+
+            await _until("B takes sessions again", b_takes)
+            killed = time.time()
+            a.proc.kill()
+            a.proc.wait(10)
+            a.proc = None
+            times = await _recovered(bots, killed)
+            _report("node", times)
+            placed = await _json(http, "GET", f"{b.url}/api/admin/media", admin)
+            assert sid in {s["session_id"] for s in placed["sessions"]}, placed
+        finally:
+            for bot in bots:
+                await bot.close()
+        events = (await _json(http, "GET", f"{b.url}/api/cases/FO-2", clerk))["events"]
+        gaps = [e["data"] for e in events if e["type"] == "recording.gap"]
+        assert len(gaps) == 1 and gaps[0]["reason"] == "media_node_lost", gaps
