@@ -35,7 +35,7 @@ from signaling.state import Outage, Store, StoreUnavailable, Subscription
 from .media_failover import Failover
 from .media_hosts import LocalHost, MediaHost, WorkerHost, WorkerPool, health_of, loads_of
 from .media_recovery import recover
-from .media_registry import MediaTimings, Registry
+from .media_registry import MediaTimings, Registry, sessions_of
 from .media_rpc import NodeRpc
 from .placement import HostLoad, choose
 
@@ -125,6 +125,8 @@ class MediaBridge:
             await self.pool.start()
         self._subs.append(await self.store.subscribe(f"node:{self.node_id}", self._on_request))
         self._subs.append(await self.store.subscribe(f"reply:{self.node_id}", self.rpc.on_reply))
+        with contextlib.suppress(StoreUnavailable):  # a host already when the node serves
+            await self.registry.beat(self._loads())
         self._renew = asyncio.create_task(self._heartbeat(), name="media-heartbeat")
         self._publisher = asyncio.create_task(self._publish_events(), name="media-events")
         if self.recording is not None:
@@ -175,16 +177,11 @@ class MediaBridge:
         """The admin's view: every media host of every node, and where this node's
         sessions run."""
         hosts = await self._all_hosts()
-        sessions = [
-            {"session_id": sid, "node": self.node_id, "worker": h.index}
-            for h in self.hosts
-            for sid in sorted(h.rooms)
-        ]
         return {
             "node": self.node_id,
             "draining": self.draining,
             "hosts": [{"host": h.host, **h.__dict__} for h in hosts],
-            "sessions": sessions,
+            "sessions": sessions_of(self.hosts, self.node_id),
         }
 
     async def _all_hosts(self) -> list[HostLoad]:

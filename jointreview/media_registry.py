@@ -13,11 +13,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from signaling.state import Store
 
 from .placement import HostLoad
+
+if TYPE_CHECKING:
+    from .media_hosts import MediaHost
 
 INDEX = "media-hosts"
 REINDEX_S = 60.0  # a host renews its index entry this often (the entry is journaled)
@@ -94,3 +97,10 @@ def _key(member: str) -> str:
 def _load(doc: dict[str, Any]) -> HostLoad:
     fields = {f.name for f in dataclasses.fields(HostLoad)}
     return HostLoad(**{k: v for k, v in doc.items() if k in fields})
+
+
+def sessions_of(hosts: list[MediaHost], node: str) -> list[dict[str, Any]]:
+    """Where this node's sessions run (the admin's placement view)."""
+    return [
+        {"session_id": s, "node": node, "worker": h.index} for h in hosts for s in sorted(h.rooms)
+    ]

@@ -76,6 +76,7 @@ CALLS: dict[str, tuple[str, str | None, dict[str, Any]]] = {
         "reviewer",
         {"decision": "note", "note": "x"},
     ),
+    "/api/admin/drain": ("/api/admin/drain", "admin", {"draining": False}),
 }
 
 NOT_JSON = [

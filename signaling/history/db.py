@@ -7,7 +7,9 @@ mode so readers never wait for the writer) or ``postgresql+asyncpg://...`` (seve
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -62,12 +64,22 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _private_file(path: Path) -> None:
+    """The record is the service's alone, whatever the umask of whoever starts it:
+    SQLite gives its -wal and -shm files the database file's mode."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for each in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            each.chmod(0o600)
+
+
 def make_engine(url: str) -> AsyncEngine:
     kind = kind_of(url)
     if kind == "sqlite":
         database = sa.make_url(url).database
         if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+            _private_file(Path(database))
     engine = create_async_engine(url, json_serializer=_dumps, pool_pre_ping=kind != "sqlite")
     if kind == "sqlite":
         sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
