@@ -13,44 +13,19 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 
 from bench.bot import Bot
 from bench.pattern_media import PatternVideoTrack, read_pattern
 from signaling.auth import TokenService
-from signaling.config import Config
 
-from .conftest import SECRET, ServerProcess, auth
+from .conftest import ServerProcess
+from .test_media_workers import _health as _media
+from .test_media_workers import _json, _until, tokens
 
 Factory = Callable[..., ServerProcess]
 ENV = {"JR_MEDIA_LISTEN_IPS": '["127.0.0.1"]'}
-
-
-def tokens(tmp_path: Path) -> TokenService:
-    return TokenService(Config(data_dir=tmp_path, jwt_secret=SECRET))
-
-
-async def _json(http: aiohttp.ClientSession, method: str, url: str, token: str) -> Any:
-    async with http.request(method, url, json={}, headers=auth(token)) as res:
-        assert res.status in (200, 201), await res.text()
-        return await res.json()
-
-
-async def _media(http: aiohttp.ClientSession, url: str) -> dict[str, Any]:
-    async with http.get(f"{url}/healthz") as res:
-        return dict((await res.json())["checks"]["media"])
-
-
-async def _until(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        assert asyncio.get_running_loop().time() < deadline, f"not within {timeout}s: {what}"
-        await asyncio.sleep(0.05)
 
 
 async def _sees(bot: Bot, ident: int, timeout: float = 30.0) -> None:
@@ -151,7 +126,7 @@ async def test_participants_on_another_node_get_media_back_when_the_media_node_i
         async def b_drains() -> bool:
             return bool((await _media(http, b.url))["draining"])
 
-        await _until("B drains", b_drains)
+        await _until("B drains", b_drains, 30)
         sid = (await _json(http, "POST", f"{b.url}/api/cases/FO-2/sessions", clerk))["session_id"]
         try:
             bots += await _pair(b.url, t, sid)
@@ -162,7 +137,7 @@ async def test_participants_on_another_node_get_media_back_when_the_media_node_i
             async def b_takes() -> bool:
                 return not (await _media(http, b.url))["draining"]
 
-            await _until("B takes sessions again", b_takes)
+            await _until("B takes sessions again", b_takes, 30)
             killed = time.time()
             a.proc.kill()
             a.proc.wait(10)
