@@ -71,10 +71,15 @@ class Failover:
     async def host_gone(self, lease: dict[str, Any]) -> bool:
         """Does the lease name another node's host whose heartbeat is gone? (This node's
         own workers are watched directly: their loss frees their leases at once.)"""
+        key = self._host_of(lease)
+        return key is not None and self._dead(await self.store.get_ephemeral(key))
+
+    def _host_of(self, lease: dict[str, Any]) -> str | None:
+        """The registry key of the lease's host; None for this node's own workers."""
         node, worker = str(lease.get("node")), int(lease.get("worker", 0))
-        if node == self.node_id:
-            return False
-        doc = await self.store.get_ephemeral(host_key(node, worker))
+        return None if node == self.node_id else host_key(node, worker)
+
+    def _dead(self, doc: dict[str, Any] | None) -> bool:
         if doc is None or not doc.get("alive", True):
             return True
         return time.time() - float(doc.get("seen_at", 0.0)) > self.host_ttl_s
@@ -85,6 +90,10 @@ class Failover:
         host lives."""
         if not await self.host_gone(lease):
             return False
+        await self._free(session_id, lease)
+        return True
+
+    async def _free(self, session_id: str, lease: dict[str, Any]) -> None:
         node, worker = str(lease.get("node")), int(lease.get("worker", 0))
         current = await self.store.get_ephemeral(lease_key(session_id))
         if current is not None and (current.get("node"), current.get("worker", 0)) == (
@@ -98,17 +107,28 @@ class Failover:
                         session_id, node, worker)  # fmt: skip
             # Its last heartbeat was at least a TTL ago: the recording stopped about then.
             await self._tell(session_id, "media_node_lost", time.time() - self.host_ttl_s)
-        return True
 
     async def sweep(self, sessions: Iterable[str]) -> None:
-        """Check the leases of these sessions (those this node follows) for dead hosts."""
+        """Check the leases of these sessions (those this node follows) for dead hosts.
+        Two store reads a beat however many sessions: their leases in one call, then the
+        registry documents of the distinct hosts those leases name in one more."""
         hosted = {sid for h in self.hosts for sid in h.rooms}
-        for session_id in sessions:
-            if session_id in hosted:
-                continue
-            lease = await self.store.get_ephemeral(lease_key(session_id))
-            if lease is not None:
-                await self.take_over(session_id, lease)
+        followed = [sid for sid in sessions if sid not in hosted]
+        if not followed:
+            return
+        leases = await self.store.get_ephemeral_many([lease_key(s) for s in followed])
+        named: dict[str, tuple[dict[str, Any], str]] = {}
+        for session_id, lease in zip(followed, leases, strict=True):
+            key = None if lease is None else self._host_of(lease)
+            if lease is not None and key is not None:  # this node's own: watched directly
+                named[session_id] = (lease, key)
+        keys = sorted({key for _, key in named.values()})
+        if not keys:
+            return
+        docs = dict(zip(keys, await self.store.get_ephemeral_many(keys), strict=True))
+        for session_id, (lease, key) in named.items():
+            if self._dead(docs[key]):
+                await self._free(session_id, lease)
 
     async def _tell(self, session_id: str, reason: str, since: float) -> None:
         """The pages rebuild their media connections; the recording's gap opens."""
