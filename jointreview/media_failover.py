@@ -15,6 +15,10 @@ Two ways a host dies:
   to expire (``media_lease_s``). The first node to claim the takeover tells the pages
   (reason ``media_node_lost``) and opens the gap, dated at the dead host's last possible
   heartbeat.
+
+A third way a session leaves its host, on purpose: ``jointreview drain --move`` (``move``)
+closes the draining node's rooms and tells their pages (reason ``media_host_draining``) to
+rebuild the same way, so that a rolling upgrade need not wait for its sessions to end.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from signaling.errors import ServiceError
 from signaling.recording_control import RecordingControl
 from signaling.state import Store
 
@@ -107,6 +112,36 @@ class Failover:
                         session_id, node, worker)  # fmt: skip
             # Its last heartbeat was at least a TTL ago: the recording stopped about then.
             await self._tell(session_id, "media_node_lost", time.time() - self.host_ttl_s)
+
+    async def renew(self) -> None:
+        """Renew the leases of the sessions hosted here (every third of their span)."""
+        for h in self.hosts:
+            for session_id in list(h.rooms):
+                doc = {"node": self.node_id, "worker": h.index}
+                await self.store.put_ephemeral(lease_key(session_id), doc, self.lease_s)
+
+    async def move_all(self) -> list[str]:
+        """Drain that moves: each session hosted here goes to another host at its pages'
+        next offer; a rolling upgrade need not wait for them to end."""
+        moved = [(h, sid) for h in self.hosts if h.alive for sid in sorted(h.rooms)]
+        for host, session_id in moved:
+            await self.move(host, session_id)
+        return [sid for _, sid in moved]
+
+    async def move(self, host: MediaHost, session_id: str) -> None:
+        """Drain that moves: free the lease (the next offer places the session on a node
+        that is not draining), close the room here (its recording run ends cleanly), and
+        tell the pages (reason ``media_host_draining``: they rebuild as on a lost host);
+        the recording's gap runs until the new host records."""
+        since = time.time()
+        await self.store.delete_ephemeral(lease_key(session_id))
+        try:
+            await host.call("end", {"session_id": session_id})
+        except ServiceError as exc:  # its worker died meanwhile: worker_lost tells them
+            log.warning("moving %s: %s", session_id, exc.message)
+            return
+        log.warning("session %s: moved off this draining node", session_id)
+        await self._tell(session_id, "media_host_draining", since)
 
     async def sweep(self, sessions: Iterable[str]) -> None:
         """Check the leases of these sessions (those this node follows) for dead hosts.
