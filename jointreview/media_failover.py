@@ -133,7 +133,10 @@ class Failover:
         that is not draining), close the room here (its recording run ends cleanly), and
         tell the pages (reason ``media_host_draining``: they rebuild as on a lost host);
         the recording's gap runs until the new host records."""
-        since = time.time()
+        # The gap first: a page whose connection closes with the room offers again at
+        # once, and the new host's recorder may start (and close the gap) before we tell.
+        if self.recording is not None:
+            await self.recording.interrupted(session_id, "media_host_draining", time.time())
         await self.store.delete_ephemeral(lease_key(session_id))
         try:
             await host.call("end", {"session_id": session_id})
@@ -141,7 +144,7 @@ class Failover:
             log.warning("moving %s: %s", session_id, exc.message)
             return
         log.warning("session %s: moved off this draining node", session_id)
-        await self._tell(session_id, "media_host_draining", since)
+        self._say(session_id, "media_host_draining")
 
     async def sweep(self, sessions: Iterable[str]) -> None:
         """Check the leases of these sessions (those this node follows) for dead hosts.
@@ -169,6 +172,9 @@ class Failover:
         """The pages rebuild their media connections; the recording's gap opens."""
         if self.recording is not None:
             await self.recording.interrupted(session_id, reason, since)
+        self._say(session_id, reason)
+
+    def _say(self, session_id: str, reason: str) -> None:
         msg = {"type": "media.state", "state": "closed", "session_id": session_id}
         self.emit(session_id, None, {**msg, "reason": reason})
         none = {"type": "media.tracks", "session_id": session_id, "tracks": []}
