@@ -30,7 +30,8 @@ from aiortc import (
 
 log = logging.getLogger(__name__)
 Msg = dict[str, Any]
-LOST = ("media_worker_lost", "media_node_lost")  # media.state reasons: the host died
+# media.state reasons: the host died, or its node drains and moves its sessions
+LOST = ("media_worker_lost", "media_node_lost", "media_host_draining")
 
 
 class SignalingError(Exception):

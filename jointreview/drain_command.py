@@ -1,6 +1,7 @@
 """``jointreview drain``: stop (or, with ``--undo``, resume) placing new sessions' media
 on a running node, through its admin API (``POST /api/admin/drain``) with a short-lived
-admin token signed with the node's own key. The sessions it hosts go on to their end.
+admin token signed with the node's own key. The sessions it hosts go on to their end, or
+with ``--move`` are placed again on other nodes at once (their pages reconnect).
 The same from the process itself: ``kill -USR1 <pid>`` drains, ``kill -USR2`` resumes."""
 
 from __future__ import annotations
@@ -23,13 +24,18 @@ def add_parser(sub: Any, config_flags: Callable[[argparse.ArgumentParser], None]
         "--url", help="the node's address (default: http://127.0.0.1:<port> of the config)"
     )
     p.add_argument("--undo", action="store_true", help="take new sessions again")
+    p.add_argument(
+        "--move",
+        action="store_true",
+        help="also move the sessions it hosts now to other nodes (pages reconnect by themselves)",
+    )
     config_flags(p)
 
 
 def main(args: argparse.Namespace, config: Config) -> int:
     url = (args.url or f"http://127.0.0.1:{config.port}").rstrip("/")
     token = TokenService(config).issue(sub="jointreview-drain", role="admin", ttl=60)
-    body = json.dumps({"draining": not args.undo}).encode()
+    body = json.dumps({"draining": not args.undo, "move": bool(args.move)}).encode()
     req = urllib.request.Request(
         f"{url}/api/admin/drain",
         data=body,
@@ -47,5 +53,6 @@ def main(args: argparse.Namespace, config: Config) -> int:
         print(f"jointreview drain: cannot reach {url}: {exc}", file=sys.stderr)
         return 1
     state = "draining: no new sessions" if answer["draining"] else "taking new sessions"
-    print(f"node {answer['node']}: {state}")
+    moved = f"; {answer['moved']} sessions moved" if args.move and not args.undo else ""
+    print(f"node {answer['node']}: {state}{moved}")
     return 0

@@ -170,6 +170,10 @@ class MediaBridge:
             log.warning("media: %s", "draining (no new sessions)" if on else "taking sessions")
         self.draining = on
 
+    async def move_sessions(self) -> list[str]:
+        """Drain that moves: the sessions hosted here go elsewhere (``Failover.move``)."""
+        return await self.failover.move_all()
+
     def _loads(self) -> list[HostLoad]:
         return loads_of(self.hosts, self.node_id, self.draining)
 
@@ -212,13 +216,7 @@ class MediaBridge:
                 await self.failover.sweep(list(self._rooms))  # dead nodes' sessions
                 if time.monotonic() - renewed >= self.timings.lease_s / 3:
                     renewed = time.monotonic()
-                    for h in self.hosts:
-                        for session_id in list(h.rooms):
-                            await self.store.put_ephemeral(
-                                f"media-owner:{session_id}",
-                                {"node": self.node_id, "worker": h.index},
-                                self.timings.lease_s,
-                            )
+                    await self.failover.renew()
             except StoreUnavailable as exc:
                 outage.failed(exc)
                 continue

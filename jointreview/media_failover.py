@@ -15,6 +15,10 @@ Two ways a host dies:
   to expire (``media_lease_s``). The first node to claim the takeover tells the pages
   (reason ``media_node_lost``) and opens the gap, dated at the dead host's last possible
   heartbeat.
+
+A third way a session leaves its host, on purpose: ``jointreview drain --move`` (``move``)
+closes the draining node's rooms and tells their pages (reason ``media_host_draining``) to
+rebuild the same way, so that a rolling upgrade need not wait for its sessions to end.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from signaling.errors import ServiceError
 from signaling.recording_control import RecordingControl
 from signaling.state import Store
 
@@ -71,10 +76,15 @@ class Failover:
     async def host_gone(self, lease: dict[str, Any]) -> bool:
         """Does the lease name another node's host whose heartbeat is gone? (This node's
         own workers are watched directly: their loss frees their leases at once.)"""
+        key = self._host_of(lease)
+        return key is not None and self._dead(await self.store.get_ephemeral(key))
+
+    def _host_of(self, lease: dict[str, Any]) -> str | None:
+        """The registry key of the lease's host; None for this node's own workers."""
         node, worker = str(lease.get("node")), int(lease.get("worker", 0))
-        if node == self.node_id:
-            return False
-        doc = await self.store.get_ephemeral(host_key(node, worker))
+        return None if node == self.node_id else host_key(node, worker)
+
+    def _dead(self, doc: dict[str, Any] | None) -> bool:
         if doc is None or not doc.get("alive", True):
             return True
         return time.time() - float(doc.get("seen_at", 0.0)) > self.host_ttl_s
@@ -85,6 +95,10 @@ class Failover:
         host lives."""
         if not await self.host_gone(lease):
             return False
+        await self._free(session_id, lease)
+        return True
+
+    async def _free(self, session_id: str, lease: dict[str, Any]) -> None:
         node, worker = str(lease.get("node")), int(lease.get("worker", 0))
         current = await self.store.get_ephemeral(lease_key(session_id))
         if current is not None and (current.get("node"), current.get("worker", 0)) == (
@@ -98,22 +112,69 @@ class Failover:
                         session_id, node, worker)  # fmt: skip
             # Its last heartbeat was at least a TTL ago: the recording stopped about then.
             await self._tell(session_id, "media_node_lost", time.time() - self.host_ttl_s)
-        return True
+
+    async def renew(self) -> None:
+        """Renew the leases of the sessions hosted here (every third of their span)."""
+        for h in self.hosts:
+            for session_id in list(h.rooms):
+                doc = {"node": self.node_id, "worker": h.index}
+                await self.store.put_ephemeral(lease_key(session_id), doc, self.lease_s)
+
+    async def move_all(self) -> list[str]:
+        """Drain that moves: each session hosted here goes to another host at its pages'
+        next offer; a rolling upgrade need not wait for them to end."""
+        moved = [(h, sid) for h in self.hosts if h.alive for sid in sorted(h.rooms)]
+        for host, session_id in moved:
+            await self.move(host, session_id)
+        return [sid for _, sid in moved]
+
+    async def move(self, host: MediaHost, session_id: str) -> None:
+        """Drain that moves: free the lease (the next offer places the session on a node
+        that is not draining), close the room here (its recording run ends cleanly), and
+        tell the pages (reason ``media_host_draining``: they rebuild as on a lost host);
+        the recording's gap runs until the new host records."""
+        # The gap first: a page whose connection closes with the room offers again at
+        # once, and the new host's recorder may start (and close the gap) before we tell.
+        if self.recording is not None:
+            await self.recording.interrupted(session_id, "media_host_draining", time.time())
+        await self.store.delete_ephemeral(lease_key(session_id))
+        try:
+            await host.call("end", {"session_id": session_id})
+        except ServiceError as exc:  # its worker died meanwhile: worker_lost tells them
+            log.warning("moving %s: %s", session_id, exc.message)
+            return
+        log.warning("session %s: moved off this draining node", session_id)
+        self._say(session_id, "media_host_draining")
 
     async def sweep(self, sessions: Iterable[str]) -> None:
-        """Check the leases of these sessions (those this node follows) for dead hosts."""
+        """Check the leases of these sessions (those this node follows) for dead hosts.
+        Two store reads a beat however many sessions: their leases in one call, then the
+        registry documents of the distinct hosts those leases name in one more."""
         hosted = {sid for h in self.hosts for sid in h.rooms}
-        for session_id in sessions:
-            if session_id in hosted:
-                continue
-            lease = await self.store.get_ephemeral(lease_key(session_id))
-            if lease is not None:
-                await self.take_over(session_id, lease)
+        followed = [sid for sid in sessions if sid not in hosted]
+        if not followed:
+            return
+        leases = await self.store.get_ephemeral_many([lease_key(s) for s in followed])
+        named: dict[str, tuple[dict[str, Any], str]] = {}
+        for session_id, lease in zip(followed, leases, strict=True):
+            key = None if lease is None else self._host_of(lease)
+            if lease is not None and key is not None:  # this node's own: watched directly
+                named[session_id] = (lease, key)
+        keys = sorted({key for _, key in named.values()})
+        if not keys:
+            return
+        docs = dict(zip(keys, await self.store.get_ephemeral_many(keys), strict=True))
+        for session_id, (lease, key) in named.items():
+            if self._dead(docs[key]):
+                await self._free(session_id, lease)
 
     async def _tell(self, session_id: str, reason: str, since: float) -> None:
         """The pages rebuild their media connections; the recording's gap opens."""
         if self.recording is not None:
             await self.recording.interrupted(session_id, reason, since)
+        self._say(session_id, reason)
+
+    def _say(self, session_id: str, reason: str) -> None:
         msg = {"type": "media.state", "state": "closed", "session_id": session_id}
         self.emit(session_id, None, {**msg, "reason": reason})
         none = {"type": "media.tracks", "session_id": session_id, "tracks": []}

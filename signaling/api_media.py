@@ -41,11 +41,15 @@ class MediaPlacement(BaseModel):
 
 class DrainBody(BaseModel):
     draining: bool = True  # false: take new sessions again
+    # With draining: also move the sessions hosted here (their pages rebuild their media
+    # connections on another node; the recording goes on after a gap).
+    move: bool = False
 
 
 class DrainState(BaseModel):
     node: str
     draining: bool
+    moved: int = 0  # sessions asked to move (``move``)
 
 
 def _media(ctx: Ctx) -> Any:
@@ -79,4 +83,5 @@ async def media_placement(ctx: Ctx) -> Any:
 async def drain(ctx: Ctx) -> Any:
     media = _media(ctx)
     media.set_draining(bool(ctx.body.draining))
-    return DrainState(node=media.node_id, draining=media.draining)
+    moved = await media.move_sessions() if ctx.body.draining and ctx.body.move else []
+    return DrainState(node=media.node_id, draining=media.draining, moved=len(moved))

@@ -21,6 +21,10 @@ class MediaPort(Protocol):
 
     def set_draining(self, on: bool) -> None: ...
 
+    async def move_sessions(self) -> list[str]:
+        """The sessions hosted here are placed again elsewhere (drain that moves)."""
+        ...
+
     async def placement(self) -> dict[str, Any]:
         """Every media host of every node with its load, and this node's sessions'
         placement (``api_media.MediaPlacement``)."""

@@ -10,6 +10,8 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -152,3 +154,66 @@ async def test_participants_on_another_node_get_media_back_when_the_media_node_i
         events = (await _json(http, "GET", f"{b.url}/api/cases/FO-2", clerk))["events"]
         gaps = [e["data"] for e in events if e["type"] == "recording.gap"]
         assert len(gaps) == 1 and gaps[0]["reason"] == "media_node_lost", gaps
+
+
+async def test_drain_with_move_places_the_sessions_on_another_node(
+    server_factory: Factory, redis_url: str, tmp_path: Path
+) -> None:
+    """``jointreview drain --move`` of the node hosting a session's media: the session is
+    placed on the other node at once (not when it ends), its participants rebuild their
+    connections by themselves in the same slots, and the recording goes on after a gap
+    (``media_host_draining``)."""
+    a = server_factory(redis_url=redis_url, env={**ENV, "JR_NODE_ID": "node-a"})
+    b = server_factory(redis_url=redis_url, env={**ENV, "JR_NODE_ID": "node-b"})
+    t = tokens(tmp_path)
+    clerk, admin = t.issue(sub="clerk-01", role="clerk"), t.issue(sub="admin", role="admin")
+    bots: list[Bot] = []
+    assert a.proc is not None and b.proc is not None
+    async with aiohttp.ClientSession() as http:
+        b.proc.send_signal(signal.SIGUSR1)  # the session's media goes to A
+
+        async def b_drains() -> bool:
+            return bool((await _media(http, b.url))["draining"])
+
+        async def a_sees_b_drain() -> bool:  # in the registry: B's next heartbeat
+            hosts = (await _json(http, "GET", f"{a.url}/api/admin/media", admin))["hosts"]
+            return any(h["node"] == "node-b" and h["draining"] for h in hosts)
+
+        await _until("B drains", b_drains, 30)
+        await _until("A sees B drain", a_sees_b_drain, 30)
+        sid = (await _json(http, "POST", f"{a.url}/api/cases/FO-3/sessions", clerk))["session_id"]
+        try:
+            bots += await _pair(a.url, t, sid)
+            slots = [b.participant_id for b in bots]
+            placed = await _json(http, "GET", f"{a.url}/api/admin/media", admin)
+            assert sid in {s["session_id"] for s in placed["sessions"]}, placed
+            b.proc.send_signal(signal.SIGUSR2)
+
+            async def b_takes() -> bool:
+                return not (await _media(http, b.url))["draining"]
+
+            await _until("B takes sessions again", b_takes, 30)
+            argv = [sys.executable, "-m", "jointreview.cli", "drain", "--move", "--url", a.url]
+            moved = time.time()
+            done = await asyncio.to_thread(
+                subprocess.run,
+                [*argv, "--data-dir", str(a.data_dir)],
+                env=a.env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert done.returncode == 0 and "1 sessions moved" in done.stdout, done
+            times = await _recovered(bots, moved)
+            _report("drain --move", times)
+            assert [b.participant_id for b in bots] == slots
+            placed = await _json(http, "GET", f"{b.url}/api/admin/media", admin)
+            assert sid in {s["session_id"] for s in placed["sessions"]}, placed
+            assert (await _media(http, a.url))["draining"] is True
+        finally:
+            for bot in bots:
+                await bot.close()
+        events = (await _json(http, "GET", f"{a.url}/api/cases/FO-3", clerk))["events"]
+        gaps = [e["data"] for e in events if e["type"] == "recording.gap"]
+        assert len(gaps) == 1 and gaps[0]["reason"] == "media_host_draining", gaps
+        assert gaps[0]["start"] <= gaps[0]["end"] and gaps[0]["resumed"] is True, gaps

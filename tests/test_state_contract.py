@@ -50,6 +50,16 @@ async def test_get_many_keeps_order_and_gaps(store: Store) -> None:
     assert await store.get_many([]) == []
 
 
+async def test_get_ephemeral_many_keeps_order_and_gaps(store: Store) -> None:
+    await store.put_ephemeral("x", {"v": "x"}, 30)
+    await store.put_ephemeral("z", {"v": "z"}, 30)
+    await store.put_ephemeral("short", {"v": "s"}, 0.05)
+    await asyncio.sleep(0.2)
+    got = await store.get_ephemeral_many(["z", "y", "x", "short"])
+    assert got == [{"v": "z"}, None, {"v": "x"}, None]
+    assert await store.get_ephemeral_many([]) == []
+
+
 async def test_update_applies_and_reports(store: Store) -> None:
     await store.create("doc", {"count": 0, "text": "中文"})
     doc, changed = await store.update("doc", lambda d: dict(d, count=d["count"] + 1))

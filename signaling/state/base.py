@@ -186,6 +186,12 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def get_ephemeral(self, key: str) -> Doc | None: ...
 
+    async def get_ephemeral_many(self, keys: list[str]) -> list[Doc | None]:
+        """Several ephemeral values, in order, None where absent or expired: one round
+        trip where the store has them (the failover sweep reads thousands of leases a
+        beat)."""
+        return [await self.get_ephemeral(k) for k in keys]
+
     @abc.abstractmethod
     async def delete_ephemeral(self, key: str) -> None: ...
 

@@ -292,6 +292,13 @@ class RedisStore(Store):
         return json.loads(raw) if raw is not None else None
 
     @guarded
+    async def get_ephemeral_many(self, keys: list[str]) -> list[Doc | None]:
+        if not keys:
+            return []
+        raws = await self._r.mget([self._k("eph", k) for k in keys])
+        return [json.loads(r) if r is not None else None for r in raws]
+
+    @guarded
     async def delete_ephemeral(self, key: str) -> None:
         await self._r.delete(self._k("eph", key))
 

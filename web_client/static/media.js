@@ -259,7 +259,7 @@ export class MediaLink {
   // the new offer is placed on a live worker, in the same participant slot.
   serverState(state, reason) {
     if (!["failed", "closed"].includes(state) || !this.pc) return;
-    if (reason === "media_worker_lost" || reason === "media_node_lost") {
+    if (["media_worker_lost", "media_node_lost", "media_host_draining"].includes(reason)) {
       this.restart();
       return;
     }
