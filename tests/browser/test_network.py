@@ -1,0 +1,166 @@
+"""Networks as they are (issue #14): the reviewer's Chromium runs in a network namespace
+behind the impairment relay (tests/netns.py); the clerk's page is on the host.
+
+A 5 s cut: the reviewer's page says "reconnecting" soon after the cut starts and shows
+the clerk's video again after the link returns; a 5 s cut with an address change
+(.2 → .3): the page recovers by itself. The times are printed (``NETWORK {...}``) for
+the issue's note, not asserted; recovery is asserted within a generous bound.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+from playwright.sync_api import Browser, Playwright, expect
+
+from signaling.auth import TokenService
+from tests.conftest import ServerProcess
+from tests.netns import Netns, usable
+
+from .conftest import FLAGS, Api, Person
+from .helpers import open_review, wait_joined, wait_video_from
+
+CUT_S = 5.0
+RECOVERY_BOUND_MS = 60_000
+PORTS = 12
+
+# Note (Date.now()) when the connection chip first leaves "open", and when every remote
+# video of the given participants decodes again (framesDecoded rising) after a mark.
+WATCH_JS = """(pids) => {
+  window.jrNet = {left: null, back: null};
+  const chip = document.querySelector("[data-testid=connection-state]");
+  const seen = {};
+  const tick = async () => {
+    if (window.jrNet.left === null && chip.dataset.state !== "open") window.jrNet.left = Date.now();
+    const m = window.jr.media;
+    if (window.jrNet.mark && window.jrNet.back === null && m.pc) {
+      const stats = await m.pc.getStats();
+      const decoded = {};
+      stats.forEach((s) => {
+        if (s.type === "inbound-rtp" && s.kind === "video") decoded[s.mid] = s.framesDecoded || 0;
+      });
+      const remotes = [...m.remotes.values()];
+      const ok = pids.every((pid) => {
+        const videos = remotes.filter((r) => r.info.participant_id === pid && r.info.kind === "video");
+        return videos.length > 0 && videos.every((r) => {
+          const mid = r.transceiver.mid;
+          const key = `${mid}:${m.pc._jrId || (m.pc._jrId = Math.random())}`;
+          const now = decoded[mid] || 0;
+          const rising = now > 0 && seen[key] !== undefined && now > seen[key];
+          seen[key] = now;
+          return rising;
+        });
+      });
+      if (ok) window.jrNet.back = Date.now();
+    }
+    if (window.jrNet.back === null) setTimeout(tick, 50);
+  };
+  tick();
+}"""
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, Netns]]:
+    why = usable()
+    if why:
+        pytest.fail(why)
+    base = random.randrange(30_000, 60_000 - PORTS)
+    ports = range(base, base + PORTS)
+    root = tmp_path_factory.mktemp("jrnet")
+    server = ServerProcess(root / "data", env={})
+    with Netns(root, ports, server.port) as ns:
+        server.env.update(
+            {
+                "JR_MEDIA_LISTEN_IPS": '["127.0.0.1"]',
+                "JR_MEDIA_ANNOUNCED_IP": ns.host_ip,
+                "JR_MEDIA_PORT_MIN": str(ports.start),
+                "JR_MEDIA_PORT_MAX": str(ports.stop - 1),
+            }
+        )
+        server.start()
+        try:
+            yield server, ns
+        finally:
+            if server.proc is not None:
+                server.stop()
+
+
+@pytest.fixture(scope="module")
+def ns_browser(playwright: Playwright, net: tuple[ServerProcess, Netns]) -> Iterator[Browser]:
+    _, ns = net
+    flags = [*FLAGS, f"--unsafely-treat-insecure-origin-as-secure={ns.url}"]
+    b = playwright.chromium.launch(
+        executable_path=ns.chromium(),
+        args=flags,
+        env=playwright._jr_env,  # type: ignore[attr-defined]
+        headless=True,
+    )
+    yield b
+    b.close()
+
+
+@pytest.fixture(scope="module")
+def server(net: tuple[ServerProcess, Netns]) -> ServerProcess:
+    return net[0]
+
+
+def _reviewer(people: Callable[..., Person], ns_browser: Browser, ns: Netns) -> Person:
+    person = people("reviewer", browser_=ns_browser)
+    person.base = ns.url
+    return person
+
+
+def _cut(ns: Netns, page: Person, pids: list[str], move: bool) -> dict[str, float]:
+    page.page.evaluate(WATCH_JS, pids)
+    assert ns.relay is not None
+    start = time.time()
+    ns.relay.cut(True)
+    if move:
+        ns.move()
+    time.sleep(CUT_S)
+    ns.relay.cut(False)
+    returned = time.time()
+    page.page.evaluate("() => { window.jrNet.mark = true; }")
+    page.page.wait_for_function(
+        "() => window.jrNet.back", timeout=RECOVERY_BOUND_MS, polling=200
+    )
+    got = page.page.evaluate("() => window.jrNet")
+    left = got["left"] / 1000 - start if got["left"] else None
+    return {
+        "reconnecting_after_cut_s": round(left, 2) if left is not None else -1,
+        "video_after_return_s": round(got["back"] / 1000 - returned, 2),
+    }
+
+
+def test_cuts_and_an_address_change(
+    people: Callable[..., Person],
+    ns_browser: Browser,
+    net: tuple[ServerProcess, Netns],
+    tokens: TokenService,
+    http: Api,
+) -> None:
+    server, ns = net
+    sid, clerk_token, reviewer_token = open_review(http, tokens, "GZ-NET-1")
+    clerk = people("clerk")
+    reviewer = _reviewer(people, ns_browser, ns)
+    clerk.open(f"/session/{sid}", clerk_token)
+    pid_clerk = wait_joined(clerk.page)
+    reviewer.open(f"/session/{sid}", reviewer_token)
+    pid_reviewer = wait_joined(reviewer.page)
+    wait_video_from(reviewer.page, [pid_clerk])
+    wait_video_from(clerk.page, [pid_reviewer])
+
+    results = {"cut_5s": _cut(ns, reviewer, [pid_clerk], move=False)}
+    wait_video_from(clerk.page, [pid_reviewer], timeout=RECOVERY_BOUND_MS)
+    results["cut_5s_new_address"] = _cut(ns, reviewer, [pid_clerk], move=True)
+    wait_video_from(clerk.page, [pid_reviewer], timeout=RECOVERY_BOUND_MS)
+    expect(reviewer.by("connection-state")).to_have_attribute("data-state", "open")
+    # One reviewer in the session, not two.
+    session = http.call("GET", f"/api/sessions/{sid}", clerk_token)
+    joined = [p for p in session["participants"] if p["state"] == "joined"]
+    assert len(joined) == 2, session["participants"]
+    print("NETWORK", json.dumps(results))
