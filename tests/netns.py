@@ -99,8 +99,9 @@ class Netns:
         """The namespace's address changes (.2 → .3, or back): its old flows die."""
         old = self.ns_ip
         new = f"{self.prefix}.3" if old.endswith(".2") else f"{self.prefix}.2"
-        self._ns("ip", "addr", "add", f"{new}/24", "dev", self.ns_if)
+        # Old first: deleting a primary address deletes its secondaries with it.
         self._ns("ip", "addr", "del", f"{old}/24", "dev", self.ns_if)
+        self._ns("ip", "addr", "add", f"{new}/24", "dev", self.ns_if)
         self.ns_ip = new
         assert self.relay is not None
         self.relay.forget(old)

@@ -199,7 +199,7 @@ async function applyJoined(joined) {
     media.iceServers = iceServers;
     media.restart(pid);
   } else {
-    media.resumeAfterReconnect().catch(() => {});
+    media.healAfterReconnect().catch(() => {});
   }
 }
 
