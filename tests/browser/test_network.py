@@ -31,11 +31,15 @@ PORTS = 12
 # Note (Date.now()) when the connection chip first leaves "open", and when every remote
 # video of the given participants decodes again (framesDecoded rising) after a mark.
 WATCH_JS = """(pids) => {
-  window.jrNet = {left: null, back: null};
+  window.jrNet = {left: null, stalled: null, back: null};
   const chip = document.querySelector("[data-testid=connection-state]");
+  const meter = document.querySelector("[data-testid=connection-quality]");
   const seen = {};
   const tick = async () => {
     if (window.jrNet.left === null && chip.dataset.state !== "open") window.jrNet.left = Date.now();
+    if (window.jrNet.stalled === null && meter.dataset.grade === "stalled") {
+      window.jrNet.stalled = Date.now();
+    }
     const m = window.jr.media;
     if (window.jrNet.mark && window.jrNet.back === null && m.pc) {
       const stats = await m.pc.getStats();
@@ -129,10 +133,13 @@ def _cut(ns: Netns, page: Person, pids: list[str], move: bool) -> dict[str, floa
         "() => window.jrNet.back", timeout=RECOVERY_BOUND_MS, polling=200
     )
     got = page.page.evaluate("() => window.jrNet")
-    left = got["left"] / 1000 - start if got["left"] else None
+    def since(key: str, t0: float) -> float:
+        return round(got[key] / 1000 - t0, 2) if got[key] else -1  # -1: never seen
+
     return {
-        "reconnecting_after_cut_s": round(left, 2) if left is not None else -1,
-        "video_after_return_s": round(got["back"] / 1000 - returned, 2),
+        "reconnecting_after_cut_s": since("left", start),
+        "stalled_shown_after_cut_s": since("stalled", start),
+        "video_after_return_s": since("back", returned),
     }
 
 
@@ -159,6 +166,7 @@ def test_cuts_and_an_address_change(
     results["cut_5s_new_address"] = _cut(ns, reviewer, [pid_clerk], move=True)
     wait_video_from(clerk.page, [pid_reviewer], timeout=RECOVERY_BOUND_MS)
     expect(reviewer.by("connection-state")).to_have_attribute("data-state", "open")
+    expect(reviewer.by("connection-quality")).not_to_have_attribute("data-grade", "stalled")
     # One reviewer in the session, not two.
     session = http.call("GET", f"/api/sessions/{sid}", clerk_token)
     joined = [p for p in session["participants"] if p["state"] == "joined"]
