@@ -20,12 +20,12 @@ import ipaddress
 import random
 import threading
 from collections.abc import Callable
-from typing import cast
 from dataclasses import dataclass, field, replace
+from typing import cast
 
 # Bounds: a queue longer than this is tail-dropped (UDP) or stalls (TCP).
 QUEUE_LIMIT_S = 0.5
-TCP_HOLD_LIMIT = 4 * 1024 * 1024
+TCP_HOLD_S = 120.0  # a cut longer than this: the held data is let through
 UDP_MAX = 65_535
 
 
@@ -121,7 +121,7 @@ class Relay:
 
     def tcp(self, target_port: int) -> int:
         """A TCP relay to ``target_port``; its listening port (any free one)."""
-        return int(self._call(self._tcp, target_port))
+        return cast(int, self._call(self._tcp, target_port))
 
     def close(self) -> None:
         if not self._thread.is_alive():
@@ -171,7 +171,9 @@ class Relay:
                 if not relay._is_impaired(self.client[0]):
                     self.front.sendto(data, self.client)
                     return
-                relay._later(relay.down, len(data), lambda: self.front.sendto(data, self.client), False)
+                relay._later(
+                    relay.down, len(data), lambda: self.front.sendto(data, self.client), False
+                )
 
         class Front(asyncio.DatagramProtocol):
             def __init__(self) -> None:
@@ -188,7 +190,9 @@ class Relay:
                     return
                 self._send(flow, data, addr)
 
-            def _send(self, flow: asyncio.DatagramTransport, data: bytes, addr: tuple[str, int]) -> None:
+            def _send(
+                self, flow: asyncio.DatagramTransport, data: bytes, addr: tuple[str, int]
+            ) -> None:
                 if relay._is_impaired(addr[0]):
                     relay._later(relay.up, len(data), lambda: flow.sendto(data), False)
                 else:
@@ -230,11 +234,14 @@ class Relay:
                     if link is None:
                         writer.write(data)
                         continue
-                    held = 0
-                    while link.impairment.cut and held < TCP_HOLD_LIMIT:
-                        held += len(data)
+                    until = self.loop.time() + TCP_HOLD_S
+                    while link.impairment.cut and self.loop.time() < until:  # noqa: ASYNC110
                         await asyncio.sleep(0.05)  # a cut: TCP retransmits until it returns
-                    self._later(link, len(data), lambda d=data: writer.write(d), True)
+
+                    def write(d: bytes = data) -> None:
+                        writer.write(d)
+
+                    self._later(link, len(data), write, True)
                     backlog = link.busy_until - self.loop.time()
                     if backlog > 0.1:
                         await asyncio.sleep(backlog - 0.1)  # back-pressure, bounded queue

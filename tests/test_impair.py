@@ -3,7 +3,6 @@ and the relay itself over loopback (UDP and TCP, a cut, a dead address)."""
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import time
 

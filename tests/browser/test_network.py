@@ -49,7 +49,8 @@ WATCH_JS = """(pids) => {
       });
       const remotes = [...m.remotes.values()];
       const ok = pids.every((pid) => {
-        const videos = remotes.filter((r) => r.info.participant_id === pid && r.info.kind === "video");
+        const videos = remotes.filter(
+          (r) => r.info.participant_id === pid && r.info.kind === "video");
         return videos.length > 0 && videos.every((r) => {
           const mid = r.transceiver.mid;
           const key = `${mid}:${m.pc._jrId || (m.pc._jrId = Math.random())}`;
@@ -129,10 +130,9 @@ def _cut(ns: Netns, page: Person, pids: list[str], move: bool) -> dict[str, floa
     ns.relay.cut(False)
     returned = time.time()
     page.page.evaluate("() => { window.jrNet.mark = true; }")
-    page.page.wait_for_function(
-        "() => window.jrNet.back", timeout=RECOVERY_BOUND_MS, polling=200
-    )
+    page.page.wait_for_function("() => window.jrNet.back", timeout=RECOVERY_BOUND_MS, polling=200)
     got = page.page.evaluate("() => window.jrNet")
+
     def since(key: str, t0: float) -> float:
         return round(got[key] / 1000 - t0, 2) if got[key] else -1  # -1: never seen
 
@@ -150,7 +150,7 @@ def test_cuts_and_an_address_change(
     tokens: TokenService,
     http: Api,
 ) -> None:
-    server, ns = net
+    _, ns = net
     sid, clerk_token, reviewer_token = open_review(http, tokens, "GZ-NET-1")
     clerk = people("clerk")
     reviewer = _reviewer(people, ns_browser, ns)
