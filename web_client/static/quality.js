@@ -54,7 +54,7 @@ export function stalledMids(inbound, live, seen, now) {
   for (const mid of live) {
     const count = frames.get(mid) || 0;
     const last = seen.get(mid);
-    if (!last || count > last.count) seen.set(mid, { count, at: now });
+    if (!last || count !== last.count) seen.set(mid, { count, at: now }); // a new connection counts from 0
     else if (now - last.at >= STALL_MS) out.push(mid);
   }
   for (const mid of seen.keys()) if (!live.has(mid)) seen.delete(mid);
@@ -79,6 +79,8 @@ export class QualityMeter {
       return;
     }
     try {
+      if (pc !== this.pc) this.seen.clear(); // a rebuilt connection: its mids start afresh
+      this.pc = pc;
       const live = this.getLive();
       const q = await measure(pc, this.prev);
       q.watching = live.size > 0;
