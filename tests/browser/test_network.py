@@ -25,8 +25,21 @@ from .conftest import FLAGS, Api, Person
 from .helpers import open_review, participant_id, tile, wait_joined, wait_video_from
 
 CUT_S = 5.0
+GRACE_S = 8.0  # the server's resume grace, short: a cut longer than it means a new slot
+LONG_CUT_S = GRACE_S + 6
 RECOVERY_BOUND_MS = 60_000
 PORTS = 12
+
+# On the others' page: when the given participant's tile says "reconnecting".
+PRESENCE_JS = """(pid) => {
+  window.jrAway = null;
+  const tick = () => {
+    const t = document.querySelector(`[data-testid=video-tile][data-participant-id='${pid}']`);
+    if (t && t.dataset.presence === "disconnected") { window.jrAway = Date.now(); return; }
+    setTimeout(tick, 50);
+  };
+  tick();
+}"""
 
 # Note (Date.now()) when the connection chip first leaves "open", and when every remote
 # video of the given participants decodes again (framesDecoded rising) after a mark.
@@ -84,6 +97,7 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProces
                 "JR_MEDIA_ANNOUNCED_IP": ns.host_ip,
                 "JR_MEDIA_PORT_MIN": str(ports.start),
                 "JR_MEDIA_PORT_MAX": str(ports.stop - 1),
+                "JR_RESUME_GRACE_S": str(GRACE_S),
             }
         )
         server.start()
@@ -119,7 +133,9 @@ def _reviewer(people: Callable[..., Person], ns_browser: Browser, ns: Netns) -> 
     return person
 
 
-def _cut(ns: Netns, page: Person, pids: list[str], move: bool) -> dict[str, float]:
+def _cut(
+    ns: Netns, page: Person, pids: list[str], move: bool, length: float = CUT_S
+) -> dict[str, float]:
     # The chip shows frames again (it lags the video by one tick at most) before a cut.
     expect(page.by("connection-quality")).not_to_have_attribute("data-grade", "stalled")
     page.page.evaluate(WATCH_JS, pids)
@@ -128,7 +144,7 @@ def _cut(ns: Netns, page: Person, pids: list[str], move: bool) -> dict[str, floa
     ns.relay.cut(True)
     if move:
         ns.move()
-    time.sleep(CUT_S)
+    time.sleep(length)
     ns.relay.cut(False)
     returned = time.time()
     page.page.evaluate("() => { window.jrNet.mark = true; }")
@@ -189,3 +205,42 @@ def test_cuts_and_an_address_change(
 
 def _network_noise(error: str) -> bool:
     return "WebSocket connection to" in error and "net::ERR_" in error
+
+
+def test_a_cut_longer_than_the_grace_period_joins_afresh(
+    people: Callable[..., Person],
+    ns_browser: Browser,
+    net: tuple[ServerProcess, Netns],
+    tokens: TokenService,
+    http: Api,
+) -> None:
+    """The server gives the slot up while the link is down; the page takes a new one by
+    itself when it returns, and the clerk sees one reviewer (the new slot), not two."""
+    _, ns = net
+    sid, clerk_token, reviewer_token = open_review(http, tokens, "GZ-NET-2")
+    clerk = people("clerk")
+    reviewer = _reviewer(people, ns_browser, ns)
+    clerk.open(f"/session/{sid}", clerk_token)
+    pid_clerk = wait_joined(clerk.page)
+    reviewer.open(f"/session/{sid}", reviewer_token)
+    old = wait_joined(reviewer.page)
+    wait_video_from(reviewer.page, [pid_clerk])
+    wait_video_from(clerk.page, [old])
+    tiles = clerk.page.locator("[data-testid=video-tile]")
+    before = tiles.count()
+    clerk.page.evaluate(PRESENCE_JS, old)
+    started = time.time()
+    result = _cut(ns, reviewer, [pid_clerk], move=False, length=LONG_CUT_S)
+    away = clerk.page.evaluate("() => window.jrAway")
+    result["others_see_reconnecting_s"] = round(away / 1000 - started, 2) if away else -1
+    new = participant_id(reviewer.page)
+    assert new != old  # the grace had passed: a fresh join
+    wait_video_from(clerk.page, [new], timeout=RECOVERY_BOUND_MS)
+    expect(tile(reviewer.page, new)).to_have_attribute("data-state", "playing")
+    expect(tiles).to_have_count(before)
+    expect(tile(clerk.page, old)).to_have_count(0)
+    session = http.call("GET", f"/api/sessions/{sid}", clerk_token)
+    joined = [p for p in session["participants"] if p["state"] == "joined"]
+    assert sorted(p["participant_id"] for p in joined) == sorted([pid_clerk, new])
+    print("NETWORK", json.dumps({f"cut_{LONG_CUT_S:.0f}s_past_grace": result}))
+    reviewer.errors[:] = [e for e in reviewer.errors if not _network_noise(e)]
