@@ -28,7 +28,11 @@ const DEAD_AFTER_MS = 2500;
 const CONNECT_DEADLINE_MS = 5000;
 
 export class Signal {
-  constructor() {
+  // heartbeat: {pingMs, deadAfterMs}; in a call the defaults (a dead link noticed in
+  // ~2.5 s); a page that only waits (the inbox) may ping less often.
+  constructor({ pingMs = PING_MS, deadAfterMs = DEAD_AFTER_MS } = {}) {
+    this.pingMs = pingMs;
+    this.deadAfterMs = deadAfterMs;
     this.ws = null;
     this.welcome = null;
     this.state = "idle"; // idle | connecting | open | reconnecting | closed
@@ -39,6 +43,7 @@ export class Signal {
     this.stopped = false;
     this.finalCode = null;
     this.heardAt = 0;
+    this.pingedAt = 0;
     this.beat = null;
   }
 
@@ -108,14 +113,16 @@ export class Signal {
       if (this.ws !== ws) return clearInterval(this.beat);
       const silent = Date.now() - this.heardAt;
       const open = greeted();
-      if (silent > (open ? DEAD_AFTER_MS : CONNECT_DEADLINE_MS)) {
+      if (silent > (open ? this.deadAfterMs : CONNECT_DEADLINE_MS)) {
         try {
           ws.close(4000, "no heartbeat");
         } catch {
           // already closing
         }
         this.lose({ code: 4000, reason: "no heartbeat" });
-      } else if (open && ws.readyState === WebSocket.OPEN && silent >= PING_MS - 100) {
+      } else if (open && ws.readyState === WebSocket.OPEN && silent >= this.pingMs - 100) {
+        if (Date.now() - this.pingedAt < this.pingMs - 100) return; // one ping in flight at a time
+        this.pingedAt = Date.now();
         ws.send(JSON.stringify({ type: "ping", v: 1 }));
       }
     }, 250);
