@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from playwright.sync_api import Browser, Playwright, expect
 
+from bench.impair import Impairment
 from signaling.auth import TokenService
 from tests.conftest import ServerProcess
 from tests.netns import Netns, usable
@@ -243,4 +244,75 @@ def test_a_cut_longer_than_the_grace_period_joins_afresh(
     joined = [p for p in session["participants"] if p["state"] == "joined"]
     assert sorted(p["participant_id"] for p in joined) == sorted([pid_clerk, new])
     print("NETWORK", json.dumps({f"cut_{LONG_CUT_S:.0f}s_past_grace": result}))
+    reviewer.errors[:] = [e for e in reviewer.errors if not _network_noise(e)]
+
+
+# The clerk's camera as the reviewer receives it: cumulative counters, to diff.
+INBOUND_JS = """async () => {
+  const m = window.jr.media;
+  const stats = await m.pc.getStats();
+  let out = null;
+  stats.forEach((s) => {
+    if (s.type !== "inbound-rtp" || s.kind !== "video") return;
+    out = {frames: s.framesDecoded || 0, freezes: s.freezeCount || 0,
+      frozen: s.totalFreezesDuration || 0, lost: s.packetsLost || 0,
+      received: s.packetsReceived || 0, jb: s.jitterBufferDelay || 0,
+      jbCount: s.jitterBufferEmittedCount || 0};
+  });
+  return out;
+}"""
+ROWS = {
+    "clean": Impairment(),
+    "2% loss, 50 ms": Impairment(loss=0.02, delay_ms=25),
+    "10% loss, 100 ms": Impairment(loss=0.10, delay_ms=50),
+}
+WINDOW_S = 10
+
+
+def test_impaired_rows_are_measured(
+    people: Callable[..., Person],
+    ns_browser: Browser,
+    net: tuple[ServerProcess, Netns],
+    tokens: TokenService,
+    http: Api,
+) -> None:
+    """A few rows of the issue's table at 10 s windows (delay each way: half the RTT).
+    Measured and printed, not asserted beyond: the video keeps moving."""
+    _, ns = net
+    assert ns.relay is not None
+    sid, clerk_token, reviewer_token = open_review(http, tokens, "GZ-NET-3")
+    clerk = people("clerk")
+    reviewer = _reviewer(people, ns_browser, ns)
+    clerk.open(f"/session/{sid}", clerk_token)
+    pid_clerk = wait_joined(clerk.page)
+    reviewer.open(f"/session/{sid}", reviewer_token)
+    wait_joined(reviewer.page)
+    wait_video_from(reviewer.page, [pid_clerk])
+    table = {}
+    try:
+        for name, row in ROWS.items():
+            ns.relay.set(row)
+            time.sleep(2)  # settle
+            first = reviewer.page.evaluate(INBOUND_JS)
+            fps = []
+            prev = first
+            for _ in range(WINDOW_S):
+                time.sleep(1)
+                now = reviewer.page.evaluate(INBOUND_JS)
+                fps.append(now["frames"] - prev["frames"])
+                prev = now
+            d = {k: prev[k] - first[k] for k in first}
+            packets = d["lost"] + d["received"]
+            table[name] = {
+                "fps_avg": round(sum(fps) / len(fps), 1),
+                "fps_worst_1s": min(fps),
+                "freezes": d["freezes"],
+                "frozen_s": round(d["frozen"], 1),
+                "loss_pct": round(100 * d["lost"] / packets, 1) if packets else 0,
+                "jitter_buffer_ms": round(1000 * d["jb"] / d["jbCount"]) if d["jbCount"] else -1,
+            }
+            assert sum(fps) > 0, (name, table)
+    finally:
+        ns.relay.set(Impairment())
+    print("NETWORK", json.dumps({"rows": table}, ensure_ascii=False))
     reviewer.errors[:] = [e for e in reviewer.errors if not _network_noise(e)]
