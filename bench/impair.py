@@ -26,7 +26,7 @@ from typing import cast
 # Bounds: a queue longer than this is tail-dropped (UDP) or stalls (TCP).
 QUEUE_LIMIT_S = 0.5
 TCP_HOLD_S = 120.0  # a cut longer than this: the held data is let through
-UDP_MAX = 65_535
+MAX_UDP_FLOWS = 256  # per port: a test's browser opens a handful
 
 
 @dataclass
@@ -178,6 +178,9 @@ class Relay:
         class Front(asyncio.DatagramProtocol):
             def __init__(self) -> None:
                 self.flows: dict[tuple[str, int], asyncio.DatagramTransport] = {}
+                # Datagrams of a flow whose upstream socket is being opened: one socket
+                # per client address and port, whatever arrives meanwhile.
+                self.opening: dict[tuple[str, int], list[bytes]] = {}
                 self.transport: asyncio.DatagramTransport | None = None
 
             def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -185,10 +188,13 @@ class Relay:
 
             def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
                 flow = self.flows.get(addr)
-                if flow is None:
-                    relay.loop.create_task(self._open(addr, data))
-                    return
-                self._send(flow, data, addr)
+                if flow is not None:
+                    self._send(flow, data, addr)
+                elif addr in self.opening:
+                    self.opening[addr].append(data)
+                elif len(self.flows) + len(self.opening) < MAX_UDP_FLOWS:
+                    self.opening[addr] = [data]
+                    relay.loop.create_task(self._open(addr))
 
             def _send(
                 self, flow: asyncio.DatagramTransport, data: bytes, addr: tuple[str, int]
@@ -198,12 +204,16 @@ class Relay:
                 else:
                     flow.sendto(data)
 
-            async def _open(self, addr: tuple[str, int], first: bytes) -> None:
+            async def _open(self, addr: tuple[str, int]) -> None:
                 assert self.transport is not None
-                flow, _ = await relay.loop.create_datagram_endpoint(
-                    lambda: Upstream(addr, self.transport),  # type: ignore[arg-type]
-                    remote_addr=(relay.target_ip, port),
-                )
+                try:
+                    flow, _ = await relay.loop.create_datagram_endpoint(
+                        lambda: Upstream(addr, self.transport),  # type: ignore[arg-type]
+                        remote_addr=(relay.target_ip, port),
+                    )
+                except OSError:
+                    self.opening.pop(addr, None)
+                    return
                 self.flows[addr] = flow
                 relay._transports.append(flow)
 
@@ -213,7 +223,8 @@ class Relay:
                         dead.close()
 
                 relay._flows.setdefault(addr[0], []).append(kill)
-                self._send(flow, first, addr)
+                for data in self.opening.pop(addr, []):
+                    self._send(flow, data, addr)
 
         transport, _ = await self.loop.create_datagram_endpoint(
             Front, local_addr=(self.listen_ip, port)
