@@ -226,7 +226,9 @@ function connState(state) {
   chipNode.textContent = t(`conn.${state}`);
 }
 
-const signal = new Signal();
+// Waiting for invitations, not in a call: a slower heartbeat (the server's own still
+// notices a dead socket within seconds).
+const signal = new Signal({ pingMs: 10000, deadAfterMs: 25000 });
 
 async function main() {
   me = await bootPage(app, { roles: ["reviewer"] });

@@ -213,6 +213,34 @@ export class MediaLink {
   }
 
   // After the socket came back: learn the tracks again and finish what was cut short.
+  // Bytes received on every inbound stream, summed: rising means media flows.
+  async inboundBytes() {
+    const pc = this.pc;
+    if (!pc) return 0;
+    let bytes = 0;
+    (await pc.getStats()).forEach((s) => {
+      if (s.type === "inbound-rtp") bytes += s.bytesReceived || 0;
+    });
+    return bytes;
+  }
+
+  // After the socket was lost (a cut, a new address): keep the connection if media
+  // flows again within a moment (the same path came back), else rebuild it in the same
+  // slot at once rather than waiting for ICE consent to fail (which after an address
+  // change takes tens of seconds).
+  async healAfterReconnect(waitMs = 1500) {
+    const pc = this.pc;
+    if (!pc || ["failed", "closed"].includes(pc.connectionState)) return this.restart();
+    if (!this.remotes.size) return this.resumeAfterReconnect();
+    const before = await this.inboundBytes();
+    for (let waited = 0; waited < waitMs; waited += 250) {
+      await new Promise((r) => setTimeout(r, 250));
+      if (this.pc !== pc) return undefined; // replaced meanwhile
+      if ((await this.inboundBytes()) > before) return this.resumeAfterReconnect();
+    }
+    return this.restart();
+  }
+
   async resumeAfterReconnect() {
     const sync = await this.signal.request({ type: "media.sync" });
     const pending = this.dirty;

@@ -1,6 +1,7 @@
 // Connection quality from RTCPeerConnection.getStats(): packet loss and frame rate of
 // what we receive, round-trip time of the selected candidate pair. Shown as a calm chip
-// (good / fair / poor) with the numbers.
+// (good / fair / poor) with the numbers; "stalled" when a video the server says is
+// published has decoded no frame for STALL_MS (a cut link: never "good … 0 fps").
 import { clear, el } from "/static/ui.js";
 
 export async function measure(pc, prev = {}) {
@@ -33,31 +34,59 @@ export async function measure(pc, prev = {}) {
   return { lost, received, loss, rtt, fps: videos ? fps / videos : sentFps, inbound };
 }
 
+const STALL_MS = 2000;
+const TICK_MS = 500;
+
 export function grade(q) {
   if (!q) return "unknown";
-  if (q.loss > 8 || (q.rtt !== null && q.rtt > 400)) return "poor";
-  if (q.loss > 2 || (q.rtt !== null && q.rtt > 150)) return "fair";
+  if (q.stalled) return "stalled";
+  const slow = q.watching && q.fps !== null; // frames count only where video is expected
+  if (q.loss > 8 || (q.rtt !== null && q.rtt > 400) || (slow && q.fps < 5)) return "poor";
+  if (q.loss > 2 || (q.rtt !== null && q.rtt > 150) || (slow && q.fps < 10)) return "fair";
   return "good";
 }
 
+// Which of the live videos (mids) decoded no new frame for STALL_MS; `seen` keeps, per
+// mid, the last count and when it last rose.
+export function stalledMids(inbound, live, seen, now) {
+  const out = [];
+  const frames = new Map(inbound.map((s) => [s.mid, s.framesDecoded]));
+  for (const mid of live) {
+    const count = frames.get(mid) || 0;
+    const last = seen.get(mid);
+    if (!last || count !== last.count) seen.set(mid, { count, at: now }); // a new connection counts from 0
+    else if (now - last.at >= STALL_MS) out.push(mid);
+  }
+  for (const mid of seen.keys()) if (!live.has(mid)) seen.delete(mid);
+  return out;
+}
+
 export class QualityMeter {
-  constructor(node, getPc) {
+  // getLive: the mids of the remote videos the server says are published now.
+  constructor(node, getPc, getLive = () => new Set()) {
     this.node = node;
     this.getPc = getPc;
+    this.getLive = getLive;
     this.prev = {};
-    this.timer = setInterval(() => this.tick(), 2000);
+    this.seen = new Map();
+    this.timer = setInterval(() => this.tick(), TICK_MS);
   }
 
   async tick() {
     const pc = this.getPc();
-    if (!pc || pc.connectionState !== "connected") {
+    if (!pc || pc.connectionState === "closed") {
       this.show(null);
       return;
     }
     try {
+      if (pc !== this.pc) this.seen.clear(); // a rebuilt connection: its mids start afresh
+      this.pc = pc;
+      const live = this.getLive();
       const q = await measure(pc, this.prev);
+      q.watching = live.size > 0;
+      q.stalled = stalledMids(q.inbound, live, this.seen, Date.now()).length > 0;
       this.prev = q;
-      this.show(q);
+      this.show(pc.connectionState === "connected" || q.stalled ? q : null);
     } catch {
       this.show(null);
     }
@@ -66,7 +95,7 @@ export class QualityMeter {
   show(q) {
     const level = grade(q);
     this.node.dataset.grade = level;
-    const tone = { good: "ok", fair: "warn", poor: "bad", unknown: "muted" }[level];
+    const tone = { good: "ok", fair: "warn", poor: "bad", unknown: "muted", stalled: "bad" }[level];
     clear(this.node).append(el("span", { class: `chip chip-${tone}`, i18n: `quality.${level}` }));
     if (!q) return;
     this.node.dataset.loss = q.loss.toFixed(1);

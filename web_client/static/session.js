@@ -47,7 +47,7 @@ function build() {
     },
   });
   local = new LocalMedia({ media, grid, notice: $("stage-notice") });
-  quality = new QualityMeter($("quality"), () => media.pc);
+  quality = new QualityMeter($("quality"), () => media.pc, () => liveVideoMids());
   const defs = tabsFor(role).map(([id, key]) => ({ id, key }));
   panels = makeTabs($("tabs"), $("panels"), defs, { stacked: role === "applicant" });
   chat = new ChatPanel(panels.panel("chat"), signal, { onUnread: () => panels.notify("chat") });
@@ -132,6 +132,14 @@ function isMine(msg) {
   return msg.participant_id === ctx.participantId || (msg.sender?.sub != null && msg.sender.sub === ctx.me.sub);
 }
 
+// The remote cameras the server says are published, by mid (the quality chip's
+// "stalled"; a shared screen may legitimately send no frame for seconds).
+function liveVideoMids() {
+  const cams = [...media.remotes.values()].filter((r) => r.info.kind === "video" && r.info.source === "camera" && r.track);
+  const mids = cams.map((r) => r.transceiver.mid);
+  return new Set(mids.filter(Boolean));
+}
+
 function connState(state) {
   const node = $("conn");
   const tone = { open: "chip-ok", reconnecting: "chip-warn", closed: "chip-muted" }[state] || "chip-muted";
@@ -199,7 +207,7 @@ async function applyJoined(joined) {
     media.iceServers = iceServers;
     media.restart(pid);
   } else {
-    media.resumeAfterReconnect().catch(() => {});
+    media.healAfterReconnect().catch(() => {});
   }
 }
 

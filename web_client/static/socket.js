@@ -19,9 +19,20 @@ const FINAL = { 4401: "token_expired", 4409: "superseded", 4408: "too_many_socke
 // server says it will take it soon; otherwise the caller shows the error.
 const RATE_RETRIES = 2;
 const RATE_RETRY_MAX_MS = 3000;
+// A dead socket (a cut link, a new address) closes nothing and says nothing: the page
+// pings every PING_MS and counts the socket lost when nothing at all has come for
+// DEAD_AFTER_MS (the server's WebSocket heartbeat does the same on its side); a socket
+// not greeted within CONNECT_DEADLINE_MS is given up and tried again.
+const PING_MS = 1000;
+const DEAD_AFTER_MS = 2500;
+const CONNECT_DEADLINE_MS = 5000;
 
 export class Signal {
-  constructor() {
+  // heartbeat: {pingMs, deadAfterMs}; in a call the defaults (a dead link noticed in
+  // ~2.5 s); a page that only waits (the inbox) may ping less often.
+  constructor({ pingMs = PING_MS, deadAfterMs = DEAD_AFTER_MS } = {}) {
+    this.pingMs = pingMs;
+    this.deadAfterMs = deadAfterMs;
     this.ws = null;
     this.welcome = null;
     this.state = "idle"; // idle | connecting | open | reconnecting | closed
@@ -31,6 +42,9 @@ export class Signal {
     this.attempt = 0;
     this.stopped = false;
     this.finalCode = null;
+    this.heardAt = 0;
+    this.pingedAt = 0;
+    this.beat = null;
   }
 
   on(type, fn) {
@@ -67,7 +81,10 @@ export class Signal {
       const ws = new WebSocket(`${proto}//${location.host}/ws`, [PROTOCOL, `bearer.${currentToken()}`]);
       this.ws = ws;
       let greeted = false;
+      this.heardAt = Date.now();
+      this.watch(ws, () => greeted);
       ws.onmessage = (ev) => {
+        this.heardAt = Date.now();
         let msg;
         try {
           msg = JSON.parse(ev.data);
@@ -89,9 +106,32 @@ export class Signal {
     });
   }
 
+  // The heartbeat: a ping a second while open; lost when silent past the deadline.
+  watch(ws, greeted) {
+    clearInterval(this.beat);
+    this.beat = setInterval(() => {
+      if (this.ws !== ws) return clearInterval(this.beat);
+      const silent = Date.now() - this.heardAt;
+      const open = greeted();
+      if (silent > (open ? this.deadAfterMs : CONNECT_DEADLINE_MS)) {
+        try {
+          ws.close(4000, "no heartbeat");
+        } catch {
+          // already closing
+        }
+        this.lose({ code: 4000, reason: "no heartbeat" });
+      } else if (open && ws.readyState === WebSocket.OPEN && silent >= this.pingMs - 100) {
+        if (Date.now() - this.pingedAt < this.pingMs - 100) return; // one ping in flight at a time
+        this.pingedAt = Date.now();
+        ws.send(JSON.stringify({ type: "ping", v: 1 }));
+      }
+    }, 250);
+  }
+
   closed(ws, ev, greeted, reject) {
     if (this.ws !== ws) return;
     this.ws = null;
+    clearInterval(this.beat);
     for (const [, w] of this.waiters) w.reject(new SignalError("disconnected", "the connection closed"));
     this.waiters.clear();
     const final = FINAL[ev.code];
@@ -194,6 +234,7 @@ export class Signal {
   close() {
     this.stopped = true;
     clearTimeout(this.retryTimer);
+    clearInterval(this.beat);
     if (this.ws) this.ws.close(1000, "bye");
     this.setState("closed");
   }

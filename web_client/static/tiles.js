@@ -142,9 +142,13 @@ export class VideoGrid {
   }
 
   setSelf(pid, identity) {
-    if (this.selfId && this.selfId !== pid) this.remove(this.selfId);
+    const moved = this.selfId && this.selfId !== pid;
+    if (moved) this.remove(this.selfId);
     this.selfId = pid;
-    this.tile(pid, identity, true);
+    const tile = this.tile(pid, identity, true);
+    // A new slot (the old one lapsed during a long cut): the camera goes on, so does the
+    // self-view (it used to stay an avatar).
+    if (moved && this.localCamera) tile.setVideo(this.localCamera);
   }
 
   upsertParticipant(p) {
@@ -166,6 +170,7 @@ export class VideoGrid {
   }
 
   setLocal(source, track) {
+    if (source === "camera") this.localCamera = track;
     if (source === "camera" && this.selfId) this.tile(this.selfId).setVideo(track);
     if (source === "document") {
       this.localDoc = track ? { track, owner: this.tiles.get(this.selfId)?.identity } : null;

@@ -269,6 +269,7 @@ export default {
   "quality.fair": "Fair connection",
   "quality.poor": "Poor connection",
   "quality.unknown": "Measuring",
+  "quality.stalled": "No video coming in",
   "quality.loss": "loss {v}%",
   "quality.rtt": "RTT {v} ms",
   "quality.fps": "{v} fps",

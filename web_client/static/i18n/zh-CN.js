@@ -269,6 +269,7 @@ export default {
   "quality.fair": "网络一般",
   "quality.poor": "网络较差",
   "quality.unknown": "网络检测中",
+  "quality.stalled": "画面中断",
   "quality.loss": "丢包 {v}%",
   "quality.rtt": "延迟 {v} 毫秒",
   "quality.fps": "{v} 帧/秒",
