@@ -177,9 +177,11 @@ class Config(BaseModel):
 
     max_message_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
     snapshot_max_bytes: int = Field(20 * 1024 * 1024, ge=64 * 1024)
-    # A dead socket (a cut, a new address) is noticed within about 1.5 × this: short, so
-    # that others see "reconnecting" at once; pages ping every second, so it costs nothing.
-    heartbeat_s: float = Field(2.0, gt=0)
+    # The server notices a dead socket (a cut, a new address) within about 1.5 × this;
+    # the page notices by itself in 2.5 s (its own pings). Not shorter by default: aiohttp
+    # pings each socket silent this long, and a node holds thousands of idle inbox sockets
+    # whose pages ping only every 10 s.
+    heartbeat_s: float = Field(5.0, gt=0)
     resume_grace_s: float = Field(30.0, gt=0)
     ring_timeout_s: float = Field(120.0, gt=0)
     # A session that everyone has left (no slot joined or in its grace period) is ended by
