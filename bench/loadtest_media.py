@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import uvloop
 from aiortc import RTCRtpTransceiver
 
 from media_server import aiortc_adapter
@@ -39,16 +38,12 @@ from media_server.aiortc_adapter import RtpPacket
 
 from . import preencoded
 from .bot import Bot, SignalingError
+from .sfu_load import emit, run_child
 
 log = logging.getLogger("jointreview.loadtest")
 RTX_PAYLOAD_TYPES = aiortc_adapter.rtx_payload_types()
 JOIN_TIMEOUT = 60.0
 STOPPED_S = 3.0
-
-
-def emit(event: str, **fields: Any) -> None:
-    sys.stdout.write(json.dumps({"event": event, **fields}) + "\n")
-    sys.stdout.flush()
 
 
 class Window:
@@ -257,17 +252,7 @@ async def run() -> int:
 
 
 def main() -> int:
-    logging.basicConfig(
-        level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s"
-    )
-    try:
-        return uvloop.run(run())
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:
-        log.exception("loadtest participants failed")
-        emit("error", message=f"{type(exc).__name__}: {exc}")
-        return 1
+    return run_child(run, log)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -439,19 +439,24 @@ async def run() -> int:
     return 0
 
 
-def main() -> int:
+def run_child(run: Callable[[], Coroutine[Any, Any, int]], logger: logging.Logger) -> int:
+    """A load process's entry: ``run`` on uvloop, as the server (the generators share the
+    machine with what they measure); a failure ends as an ``error`` event line."""
     logging.basicConfig(
         level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s"
     )
     try:
-        # uvloop, as the server: the generators share the machine with what they measure
         return uvloop.run(run())
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
-        log.exception("load generator failed")
+        logger.exception("failed")
         emit("error", message=f"{type(exc).__name__}: {exc}")
         return 1
+
+
+def main() -> int:
+    return run_child(run, log)
 
 
 if __name__ == "__main__":
