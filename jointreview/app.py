@@ -26,6 +26,8 @@ from signaling import (
     api_media,  # noqa: F401  (registers the media placement and drain routes)
     api_replay,  # noqa: F401  (registers the replay routes)
     api_reports,  # noqa: F401  (registers the supervisors' reports over the record)
+    api_sheet,  # noqa: F401  (registers the opinion sheet's download)
+    api_track,  # noqa: F401  (registers a case's process tracking)
     api_webhooks,  # noqa: F401  (registers the webhook delivery routes)
     datadir,
     replay,
@@ -57,6 +59,7 @@ from signaling.history.catchup import CatchUp
 from signaling.history.repo import History
 from signaling.inbox_fanout import INBOXES, InboxFanout
 from signaling.openapi import build_openapi
+from signaling.opinion_sheet import OpinionSheets
 from signaling.recording_control import RecordingControl
 from signaling.service import ReviewService
 from signaling.socketcaps import Guards
@@ -174,6 +177,8 @@ async def _media_ctx(app: web.Application) -> AsyncIterator[None]:
     policy = config.recording_policy if config.media_enabled else "off"
     recording = RecordingControl(app[SERVICE], policy)
     recording.min_free_bytes = config.disk_min_free_bytes
+    font = str(config.opinion_sheet_font) if config.opinion_sheet_font else None
+    recording.sheets = OpinionSheets(app[SERVICE], font, config.opinion_sheet_timezone)
     bridge = MediaBridge(
         app[STORE],
         app[NODE_ID],

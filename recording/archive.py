@@ -23,7 +23,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -188,11 +188,14 @@ def write_manifest(
     session: dict[str, Any],
     events: list[dict[str, Any]],
     generator: str = "jointreview",
+    before_listing: Callable[[Path, str], None] | None = None,
 ) -> dict[str, Any]:
     """Write timeline.jsonl and manifest.json for an ended session; returns the manifest.
 
     ``session`` is the stored session record; ``events`` the case's events of this
-    session, in log order, as stored.
+    session, in log order, as stored. ``before_listing(directory, chain_head)`` may add
+    files made from the sealed timeline (the opinion sheet, ``recording.sheet``): called
+    once the timeline is written, before the files are listed, so the manifest lists them.
     """
     case_id, session_id = str(session["case_id"]), str(session["session_id"])
     directory = session_dir(archive, case_id, session_id)
@@ -200,6 +203,9 @@ def write_manifest(
     hashes = chain(case_id, session_id, events)
     lines = "".join(canonical(e) + "\n" for e in events).encode("utf-8")
     _atomic_write(directory / TIMELINE, lines)
+    head = hashes[-1] if hashes else genesis(case_id, session_id)
+    if before_listing is not None:
+        before_listing(directory, head)
     manifest = {
         "version": VERSION,
         "case_id": case_id,
@@ -229,7 +235,7 @@ def write_manifest(
             "sha256": hashlib.sha256(lines).hexdigest(),
             "count": len(events),
             "genesis": genesis(case_id, session_id),
-            "head": hashes[-1] if hashes else genesis(case_id, session_id),
+            "head": head,
             "events": [
                 {"seq": e.get("seq"), "type": e.get("type"), "hash": h}
                 for e, h in zip(events, hashes, strict=True)

@@ -153,6 +153,11 @@ class Config(BaseModel):
     export_video_kbps: int = Field(900, ge=100, le=20_000)
     # Font for the names burned into the export (empty: a CJK font found on the system).
     export_font: Path | None = None
+    # The opinion sheet (联审会办意见单) in each case file: its CJK font (empty: Noto Sans
+    # CJK from fonts-noto-cjk) and the time zone its times are printed in (IANA name;
+    # empty: the server's own).
+    opinion_sheet_font: Path | None = None
+    opinion_sheet_timezone: str = ""
     # coturn use-auth-secret: TURN servers in ice_servers get time-limited credentials.
     turn_secret: str = ""
     turn_ttl_s: int = Field(6 * 3600, ge=60)
@@ -242,6 +247,15 @@ class Config(BaseModel):
     def _database_scheme(cls, v: str) -> str:
         if v and not v.startswith(("sqlite+aiosqlite:///", "postgresql+asyncpg://")):
             raise ValueError("must start with sqlite+aiosqlite:/// or postgresql+asyncpg://")
+        return v
+
+    @field_validator("opinion_sheet_timezone")
+    @classmethod
+    def _timezone(cls, v: str) -> str:
+        if v:
+            from recording.sheet import zone
+
+            zone(v)  # ValueError: unknown time zone
         return v
 
     @field_validator("trusted_proxies")

@@ -39,6 +39,7 @@ from .background import stopping
 from .core import UNSEALED, ServiceCore, actor_of
 from .errors import Conflict, Forbidden, InsufficientStorage, ServiceError
 from .models import Actor, Event
+from .opinion_sheet import OpinionSheets
 from .state import Outage, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,8 @@ class RecordingControl:
         # Below this much free space in the archive no recording starts (a full disk
         # would silently end it halfway); set by the app from disk_min_free_bytes.
         self.min_free_bytes = 0
+        # The opinion sheet made into each case file as it is sealed (None: none).
+        self.sheets: OpinionSheets | None = None
 
     async def check_room(self) -> None:
         """Refuse to start a recording the archive's disk has no room for (507)."""
@@ -334,9 +337,11 @@ class RecordingControl:
         docs = await self.store.read_log(f"case:{session.case_id}:events")
         events = [d for d in docs if d.get("session_id") == session_id]
         events = [e for e in events if e.get("type") != "archive.sealed"]
+        doc = session.model_dump()
+        sheet = self.sheets.for_sealing(doc, events) if self.sheets is not None else None
         try:
             manifest = await asyncio.to_thread(
-                archive.write_manifest, self.archive_dir, session.model_dump(), events
+                archive.write_manifest, self.archive_dir, doc, events, before_listing=sheet
             )
         except (OSError, ValueError) as exc:
             log.error("sealing the case file of %s failed: %s", session_id, exc)
@@ -355,6 +360,8 @@ class RecordingControl:
             events=manifest["timeline"]["count"],
         )
         await self.store.index_remove(UNSEALED, session_id)
+        if sheet is not None and self.sheets is not None:
+            await self.sheets.sealed(sheet)
         for hook in self.after_seal:
             try:
                 await hook(session.case_id, session_id, manifest)
