@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 from aiohttp import web
 from pydantic import BaseModel
 
-from recording import addendum
+from recording import addendum, sheet
 from recording.archive import MANIFEST, TIMELINE
 from recording.export import COMPOSITE
 
@@ -66,7 +66,7 @@ MISSING = ("file_not_found", "this case file has no such file")
 
 class CaseFileEntry(BaseModel):
     path: str  # inside the session's folder, as the manifest names it
-    kind: str  # manifest, timeline, track, still, export, addendum, other
+    kind: str  # manifest, timeline, track, still, sheet, export, addendum, other
     size: int
     sha256: str | None = None  # None: manifest.json, whose hash the store's timeline holds
     content_type: str
@@ -104,6 +104,8 @@ def _kind(path: str) -> str:
         return "timeline"
     if path == addendum.NAME:
         return "addendum"
+    if path == sheet.NAME:
+        return "sheet"
     top = path.split("/", 1)[0]
     return {"tracks": "track", "snapshots": "still", "exports": "export"}.get(top, "other")
 

@@ -200,6 +200,13 @@ def _case_sessions(b: Json, w: World, role: str) -> None:
     assert b["next_cursor"] is None
 
 
+def _track(b: Json, w: World, role: str) -> None:
+    (tracked,) = b["sessions"]
+    assert tracked["session"]["session_id"] == w.session_id
+    assert [i["invitation_id"] for i in tracked["invitations"]] == [w.invitation_id]
+    assert b["next_cursor"] is None
+
+
 def _markers(b: Json, w: World, role: str) -> None:
     assert [(m["type"], m["event"]) for m in b["markers"]] == [
         ("invitation", "invitation.created"),
@@ -354,6 +361,9 @@ MATRIX: dict[tuple[str, str], Expect] = {
     ("GET", "/api/cases/{case_id}/sessions"): Expect(
         200, INVITED, _case_sessions, hidden="case_not_found", readers=INVITED
     ),
+    ("GET", "/api/cases/{case_id}/track"): Expect(
+        200, INVITED, _track, hidden="case_not_found", readers=INVITED
+    ),
     ("GET", "/api/sessions"): Expect(200, READERS, _session_list),
     ("GET", "/api/sessions/{session_id}"): Expect(
         200, INVITED | {"applicant"}, _session, hidden=SNF
@@ -401,6 +411,9 @@ MATRIX: dict[tuple[str, str], Expect] = {
         hidden="snapshot_not_found",
     ),
     ("GET", "/api/sessions/{session_id}/recording"): Expect(200, INVITED, _replay, hidden=SNF),
+    ("GET", "/api/sessions/{session_id}/opinion-sheet"): Expect(  # a draft: in progress
+        200, INVITED, lambda b, w, r: None, binary=True, hidden=SNF
+    ),
     ("GET", "/api/sessions/{session_id}/recording/markers"): Expect(
         200, INVITED, _markers, hidden=SNF
     ),
@@ -488,7 +501,10 @@ async def test_route_by_role(
         _session(await r.json(), world, "clerk")
     elif expect.binary:
         assert r.status == status, await r.text()
-        assert await r.read() == PNG and r.content_type == "image/png"
+        if path.endswith("/opinion-sheet"):
+            assert (await r.read()).startswith(b"%PDF-") and r.content_type == "application/pdf"
+        else:
+            assert await r.read() == PNG and r.content_type == "image/png"
     else:
         assert r.status == status, await r.text()
         expect.check(await r.json(), world, role)

@@ -83,7 +83,8 @@ async def test_a_session_nobody_joined_is_sealed_when_it_ends(
     assert manifest["chat"] == [] and manifest["opinions"] == []
     assert manifest["session"]["status"] == "ended" and manifest["session"]["ended_at"]
     assert manifest["session"]["created_by"]["sub"] == "clerk-01"
-    [still] = manifest["files"]
+    [sheet, still] = manifest["files"]
+    assert sheet["path"] == "opinion_sheet.pdf"  # every case file has its opinion sheet
     assert still["path"].startswith("snapshots/") and still["size"] == len(PNG)
     assert still["sha256"] == hashlib.sha256(PNG).hexdigest()
     lines = (directory / "timeline.jsonl").read_text(encoding="utf-8").splitlines()

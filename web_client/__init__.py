@@ -17,6 +17,7 @@ PAGES = {
     "/counter": "counter.html",
     "/inbox": "inbox.html",
     "/supervise": "supervise.html",
+    "/case": "case.html",
 }
 
 

@@ -13,7 +13,7 @@ import { api } from "/static/auth.js";
 import { clear, el, fill } from "/static/ui.js";
 
 // Groups, in the order shown; an unknown kind counts as "other".
-const KINDS = ["export", "track", "still", "timeline", "manifest", "addendum", "other"];
+const KINDS = ["export", "sheet", "track", "still", "timeline", "manifest", "addendum", "other"];
 const QUIET = new Set(["session_live", "recording_sealing"]);
 // Renew a little before the grants end (the server's clock and ours differ a little).
 const EXPIRY_MARGIN_S = 30;
