@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,18 @@ log = logging.getLogger(__name__)
 
 FAILED = "opinion_sheet.failed"  # a case event: the sheet could not be made at sealing
 SUPERVISORS = "supervisors"  # the supervisors' bus topic (recording_control.SUPERVISORS)
-_one_at_a_time = asyncio.Semaphore(1)  # on-demand builds: bounded CPU per node
+# On-demand builds, one at a time per event loop (a node): bounded CPU whatever the asks.
+_limits: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _one_at_a_time() -> asyncio.Semaphore:
+    loop = asyncio.get_running_loop()
+    found = _limits.get(loop)
+    if found is None:
+        found = _limits[loop] = asyncio.Semaphore(1)
+    return found
 
 
 @dataclass
@@ -102,7 +114,7 @@ class OpinionSheets:
     ) -> bytes:
         """A sheet to print now (not a file of the case file); 503 without a font."""
         facts = sheet.facts(session, events, chain_head, self.dept_names(), mark=mark)
-        async with _one_at_a_time:
+        async with _one_at_a_time():
             try:
                 return await asyncio.to_thread(sheet.build, facts, self.font, self.timezone)
             except sheet.FontMissing as exc:

@@ -102,7 +102,7 @@ function seal(t) {
 }
 
 function part(key, ...children) {
-  return el("section", { class: "track-part" }, el("h4", { i18n: key }), children);
+  return el("section", { class: "track-part" }, el("h4", { i18n: key }), ...children);
 }
 
 function sessionCard(t, n, claims) {

@@ -39,6 +39,7 @@ async function loadSessions(claims) {
           el("div", { class: "muted" }, s.matter || "", s.matter ? " · " : "", el("time", { ts: s.created_at })),
         ),
         chip(s.status),
+        el("a", { class: "button quiet", href: `/case?${new URLSearchParams({ case: s.case_id })}`, i18n: "track.open", testid: "session-track" }),
         el("a", { class: "button", href: `/session/${s.session_id}`, i18n: "counter.return", testid: "resume-session" }),
       ),
     );

@@ -9,6 +9,7 @@ import { onLangChange, t } from "/static/i18n.js";
 import { InvitesPanel } from "/static/invites.js";
 import { MediaLink } from "/static/media.js";
 import { OpinionsPanel } from "/static/opinions.js";
+import { printButton, printSheet } from "/static/sheet.js";
 import { QualityMeter } from "/static/quality.js";
 import { Signal } from "/static/socket.js";
 import { makeTabs } from "/static/tabs.js";
@@ -37,6 +38,8 @@ function build() {
   const staff = STAFF.includes(role);
   document.body.classList.add(`role-${role}`);
   for (const node of document.querySelectorAll(".staff-only")) node.hidden = !staff;
+  // The opinion sheet (a draft until the case file is sealed): not for an applicant's link.
+  $("print-sheet").hidden = role === "applicant";
   grid = new VideoGrid($("tiles"), $("doc-stage"), { onAudioBlocked: () => ($("enable-audio").hidden = false) });
   media = new MediaLink(signal, {
     onRemotes: (list) => grid.setRemote(list),
@@ -66,6 +69,7 @@ function build() {
   }
   $("record").addEventListener("click", () => toggleRecording());
   $("leave").addEventListener("click", () => leave());
+  $("print-sheet").addEventListener("click", () => printSheet($("print-sheet"), sid, ctx.session?.case_id));
   $("enable-audio").addEventListener("click", () => {
     grid.resumeAudio();
     $("enable-audio").hidden = true;
@@ -300,6 +304,7 @@ async function showFiled(box, back, caseId) {
           el("p", {}, el("strong", { i18n: "session.filed", args: { case: ix.case_id || caseId } })),
           el("p", { class: "muted", i18n: "session.filed_counts", args: n }),
           el("p", { class: "muted" }, el("span", { i18n: "session.filed_at" }), " ", el("time", { ts: ix.sealed_at, tsStyle: "datetime" })),
+          el("p", { class: "filed-actions" }, printButton(sid, ix.case_id || caseId), " ", el("a", { class: "button quiet", href: `/case?${new URLSearchParams({ case: ix.case_id || caseId })}`, i18n: "track.open", testid: "open-track" })),
         ),
       );
       return;

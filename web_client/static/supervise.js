@@ -139,6 +139,7 @@ function renderResults(rows) {
           ),
           el("div", { class: "result-depts" }, deptsOf(invitations).map((d) => el("span", { class: "chip chip-muted", dept: d }))),
         ),
+        el("a", { class: "button quiet", href: `/case?${new URLSearchParams({ case: s.case_id })}`, testid: "session-track", i18n: "track.open" }),
         el("button", { type: "button", class: "primary", testid: "session-open", i18n: "supervise.open", on: { click: () => openReplay(s.session_id, true) } }),
       ),
     );
