@@ -87,6 +87,7 @@ def test_every_page_runs_under_the_policy(
         ("/", clerk_token, "[data-testid=start-review]"),  # home sends a clerk to /counter
         ("/counter", clerk_token, "[data-testid=start-review]"),
         ("/inbox", reviewer, "[data-testid=inbox-empty]"),
+        ("/case", clerk_token, "[data-testid=track-form]"),
         (
             "/supervise",
             tokens.issue(sub="sup-01", role="supervisor"),
