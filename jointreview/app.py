@@ -179,6 +179,7 @@ async def _media_ctx(app: web.Application) -> AsyncIterator[None]:
     recording.min_free_bytes = config.disk_min_free_bytes
     font = str(config.opinion_sheet_font) if config.opinion_sheet_font else None
     recording.sheets = OpinionSheets(app[SERVICE], font, config.opinion_sheet_timezone)
+    recording.sheets.check()
     bridge = MediaBridge(
         app[STORE],
         app[NODE_ID],

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from recording import sheet
+from recording import sheet, sheet_font
 
 from .core import ServiceCore
 from .errors import Unavailable
@@ -75,6 +75,16 @@ class OpinionSheets:
         self.service = service
         self.font = font or None
         self.timezone = timezone or None
+
+    def check(self) -> bool:
+        """At start: is there a font to make sheets with? A warning now, not a surprise
+        at the first sealing."""
+        try:
+            sheet_font.find_font(self.font)
+        except sheet.FontMissing as exc:
+            log.warning("case files will be sealed without their opinion sheet: %s", exc)
+            return False
+        return True
 
     def dept_names(self) -> dict[str, str]:
         return {d.id: d.name for d in self.service.directory.departments}
