@@ -54,6 +54,7 @@ SUFFIX_TYPES = {
     ".webm": "video/webm",
     ".json": "application/json",
     ".jsonl": "application/x-ndjson",
+    ".pdf": "application/pdf",  # the opinion sheet
     ".png": "image/png",
     ".jpg": "image/jpeg",
     ".jpeg": "image/jpeg",

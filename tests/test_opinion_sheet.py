@@ -125,6 +125,10 @@ async def test_the_sheet_is_sealed_into_the_case_file_and_verified(
     manifest = json.loads((directory / "manifest.json").read_text(encoding="utf-8"))
     listed = {f["path"]: f for f in manifest["files"]}
     assert sheet.NAME in listed  # hashed in the manifest like every file of the case file
+    r = await client.get(f"/api/sessions/{sid}/casefile", headers=auth(tok.supervisor()))
+    entry = next(f for f in (await r.json())["files"] if f["path"] == sheet.NAME)
+    assert entry["kind"] == "sheet" and entry["content_type"] == "application/pdf"
+    assert entry["sha256"] == listed[sheet.NAME]["sha256"]
     sealed = await _sheet(client, sid, tok.supervisor())
     assert sealed == (directory / sheet.NAME).read_bytes()
     text = pdf_text(sealed)
