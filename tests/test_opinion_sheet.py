@@ -174,6 +174,12 @@ async def test_without_a_font_the_case_file_is_sealed_and_says_so(
         assert failed["data"]["code"] == "font_unavailable"
         assert "fonts-noto-cjk" in failed["data"]["message"]
         assert tracked["sealed_at"] is not None and tracked["sheet_filed"] is False
+    # The font installed afterwards: the sheet is printed from the sealed timeline, marked
+    # as not part of the case file, with the seal's chain head.
+    async with TestClient(TestServer(create_app(make_config(tmp_path)))) as client:
+        text = pdf_text(await _sheet(client, sid, tok.clerk()))
+        _has_case_data(text)
+        assert "补打REPRINT" in text and manifest["timeline"]["head"] in text
 
 
 async def test_the_track_lists_every_session_in_order(client: Client, tok: Tokens) -> None:
