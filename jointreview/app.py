@@ -108,7 +108,7 @@ async def _state_ctx(app: web.Application) -> AsyncIterator[None]:
         archive_dir=config.data_dir / "archive",
     )
     service.node_id = app[NODE_ID]
-    service.session_idle_end_s = config.session_idle_end_s
+    service.session_idle_end_s = config.broken_off_after_s
     app[SERVICE] = service
     app[INBOXES] = InboxFanout(service)  # one bus subscription per inbox topic per node
     api_audit.hook_events(app)  # replays and downloads mirrored into the audit trail
@@ -273,8 +273,8 @@ async def _sweeper_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     every = max(0.05, min(2.0, config.resume_grace_s / 4, config.ring_timeout_s / 4))
 
-    if config.session_idle_end_s > 0:
-        every = max(0.05, min(every, config.session_idle_end_s / 4))
+    if config.broken_off_after_s > 0:
+        every = max(0.05, min(every, config.broken_off_after_s / 4))
 
     async def sweep() -> None:
         service = app[SERVICE]
