@@ -32,6 +32,7 @@ from signaling import (
 )
 from signaling.api import add_routes, error_middleware
 from signaling.appkeys import (
+    AUDIT,
     CATCH_UP,
     CONFIG,
     DIRECTORY,
@@ -56,6 +57,8 @@ from signaling.history import db, migrate
 from signaling.history.catchup import CatchUp
 from signaling.history.repo import History
 from signaling.inbox_fanout import INBOXES, InboxFanout
+from signaling.observation import Observations
+from signaling.observing import OBSERVATIONS
 from signaling.openapi import build_openapi
 from signaling.recording_control import RecordingControl
 from signaling.service import ReviewService
@@ -109,6 +112,7 @@ async def _state_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     service.node_id = app[NODE_ID]
     service.session_idle_end_s = config.broken_off_after_s
+    app[OBSERVATIONS] = Observations(service, config.observation, app[NODE_ID], app.get(AUDIT))
     app[SERVICE] = service
     app[INBOXES] = InboxFanout(service)  # one bus subscription per inbox topic per node
     api_audit.hook_events(app)  # replays and downloads mirrored into the audit trail
@@ -117,6 +121,7 @@ async def _state_ctx(app: web.Application) -> AsyncIterator[None]:
     log.info("state: %s", store.kind)
     yield
     await app[INBOXES].close()
+    await app[OBSERVATIONS].close()
     await store.close()
     if lock is not None:
         lock.close()
@@ -302,6 +307,7 @@ async def _sweeper_ctx(app: web.Application) -> AsyncIterator[None]:
             app[NODE_ID],
         )
     dropped = await app[SERVICE].recover_ghosts(alone=not config.redis_url)
+    await app[OBSERVATIONS].recover(alone=not config.redis_url)  # their sockets are gone
     if dropped:
         log.warning("%d participant slot(s) left joined by the last run: disconnected", dropped)
 

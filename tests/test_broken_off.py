@@ -61,8 +61,7 @@ async def test_sessions_everyone_left_or_nobody_joined_end_as_broken_off(
     )
     nodes = ["node-a", "node-b"] if redis_url else ["node-a"]
     clients = [
-        TestClient(TestServer(create_app(config.model_copy(update={"node_id": n}))))
-        for n in nodes
+        TestClient(TestServer(create_app(config.model_copy(update={"node_id": n})))) for n in nodes
     ]
     for c in clients:
         await c.start_server()
@@ -72,7 +71,9 @@ async def test_sessions_everyone_left_or_nobody_joined_end_as_broken_off(
         nobody = await _session(a, tok, "BO-2")
         normal = await _session(a, tok, "BO-3")
         res = await a.post(
-            f"/api/sessions/{left}/invitations", json={"dept": "city-amr"}, headers=auth(tok.clerk())
+            f"/api/sessions/{left}/invitations",
+            json={"dept": "city-amr"},
+            headers=auth(tok.clerk()),
         )
         assert res.status == 201
         clerk = await _join(a, tok.clerk(), left)  # on one node...
