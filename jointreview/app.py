@@ -23,6 +23,7 @@ from signaling import (
     api_auth,  # noqa: F401  (registers health, demo sign-in, identity and directory)
     api_casefile,  # noqa: F401  (registers the case-file routes)
     api_cases,  # noqa: F401  (registers the case's paginated timeline and sessions)
+    api_live,  # noqa: F401  (registers the supervisors' live overview)
     api_media,  # noqa: F401  (registers the media placement and drain routes)
     api_replay,  # noqa: F401  (registers the replay routes)
     api_reports,  # noqa: F401  (registers the supervisors' reports over the record)

@@ -49,8 +49,12 @@ class TrackHealth:
         self.last_frame_at = now
 
     def fps(self, now: float) -> float:
-        """Frames per second now: 0 while frozen."""
-        return 0.0 if now - self.last_frame_at > FREEZE_S else self.rate
+        """Frames per second now: 0 while frozen; in the first second, so far."""
+        if now - self.last_frame_at > FREEZE_S:
+            return 0.0
+        if self.rate == 0.0 and self._win_n > 1 and self.last_frame_at > self._win_at:
+            return (self._win_n - 1) / (self.last_frame_at - self._win_at)
+        return self.rate
 
 
 def lost_packets(up: Upstream) -> int:
