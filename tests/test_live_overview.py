@@ -9,11 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from aiohttp.test_utils import TestServer
 
+from bench.bot import Bot
 from bench.pattern_media import PatternVideoTrack, ToneAudioTrack
+from jointreview.app import create_app
+from signaling.auth import TokenService
 
 from .calls import CLERK, Call, until
-from .conftest import auth
+from .conftest import auth, flush_redis, make_config
 from .test_observation import _observer
 
 
@@ -108,3 +112,52 @@ async def test_the_live_overview_shows_who_is_in_their_media_and_what_rings(
             assert body["error"]["code"] == "forbidden"
     finally:
         await call.close()
+
+
+async def test_media_health_comes_from_the_node_hosting_the_media(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """Two nodes on one Redis: the session's media runs on node A (its participant's
+    offer placed it there); node B's overview asks node A over the bus."""
+    flush_redis(redis_url)
+    config = make_config(tmp_path, redis_url=redis_url, media_listen_ips=["127.0.0.1"])
+    servers = [
+        TestServer(create_app(config.model_copy(update={"node_id": n, "media_enabled": m})))
+        for n, m in (("node-a", True), ("node-b", False))
+    ]
+    for s in servers:
+        await s.start_server()
+    a, b = (str(s.make_url("")).rstrip("/") for s in servers)
+    tokens = TokenService(config)
+    clerk_token = tokens.issue(sub=CLERK, role="clerk")
+    bot = Bot(a, clerk_token)
+    try:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(f"{a}/api/cases/LIVE-N/sessions", json={}, headers=auth(clerk_token)) as r,
+        ):
+            sid = (await r.json())["session_id"]
+        await bot.connect()
+        await bot.join(sid)
+        await bot.publish("camera", PatternVideoTrack(1))
+        sup = tokens.issue(sub="sup-01", role="supervisor")
+        deadline = time.monotonic() + 10
+        while True:
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(f"{b}/api/live", headers=auth(sup)) as r,
+            ):
+                assert r.status == 200, await r.text()
+                [live] = (await r.json())["sessions"]
+            [me] = live["participants"]
+            if me["media"] and me["media"]["fps"]:
+                break
+            assert time.monotonic() < deadline, live
+            await asyncio.sleep(0.3)
+        assert me["participant_id"] == bot.participant_id
+        assert [t["source"] for t in me["media"]["tracks"]] == ["camera"]
+    finally:
+        await bot.leave()  # no grace period for the node's shutdown to wait out
+        await bot.close()
+        for s in servers:
+            await s.close()
