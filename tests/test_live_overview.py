@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp.test_utils import TestServer
 
 from bench.bot import Bot
@@ -40,10 +41,11 @@ async def _post(call: Call, path: str, body: Any = None, status: int = 201) -> A
         return await r.json()
 
 
+@pytest.mark.parametrize("workers", [1, 2])  # the SFU in the node's process, or in workers
 async def test_the_live_overview_shows_who_is_in_their_media_and_what_rings(
-    tmp_path: Path,
+    tmp_path: Path, workers: int
 ) -> None:
-    call = await Call.start(tmp_path, "LIVE-1")
+    call = await Call.start(tmp_path, "LIVE-1", media_workers=workers, resume_grace_s=1.0)
     try:
         sup = call.tokens.issue(sub="sup-01", role="supervisor")
         clerk = await call.person(1)

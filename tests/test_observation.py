@@ -10,12 +10,16 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
 from bench.bot import Bot, SignalingError
 from bench.pattern_media import PatternVideoTrack, read_pattern
+from jointreview.app import create_app
+from signaling.auth import TokenService
+from signaling.observing import OBSERVATIONS
 
 from .calls import CLERK, Call, until
-from .conftest import auth
+from .conftest import auth, make_config
 
 
 async def _get(call: Call, path: str, token: str) -> Any:
@@ -179,3 +183,24 @@ async def test_a_closed_observer_socket_ends_its_observation(tmp_path: Path) -> 
         assert gone["reason"] == "connection_lost"
     finally:
         await call.close()
+
+
+async def test_a_restart_ends_what_the_nodes_observers_left(tmp_path: Path) -> None:
+    """A node stopped without its sockets saying goodbye (a crash): at its next start the
+    observations it held end, so no page goes on showing a supervisor watching."""
+    config = make_config(tmp_path, media_enabled=False)
+    tokens = TokenService(config)
+    clerk = tokens.issue(sub=CLERK, role="clerk")
+    async with TestClient(TestServer(create_app(config))) as client:
+        r = await client.post("/api/cases/OBS-R/sessions", json={}, headers=auth(clerk))
+        sid = (await r.json())["session_id"]
+        who = tokens.verify(tokens.issue(sub="sup-01", role="supervisor"))
+        # As the socket does, minus the socket (whose goodbye a crash never sends).
+        obs = await client.app[OBSERVATIONS].start(who, sid)
+    async with TestClient(TestServer(create_app(config))) as client:
+        assert await client.app[OBSERVATIONS].of_session(sid) == []
+        r = await client.get("/api/cases/OBS-R/events", headers=auth(clerk))
+        events = [e for e in (await r.json())["events"] if e["type"] == "observation.ended"]
+        assert [(e["data"]["observation_id"], e["data"]["reason"]) for e in events] == [
+            (obs.observation_id, "node_restart")
+        ]
