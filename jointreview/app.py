@@ -122,7 +122,6 @@ async def _state_ctx(app: web.Application) -> AsyncIterator[None]:
     log.info("state: %s", store.kind)
     yield
     await app[INBOXES].close()
-    await app[OBSERVATIONS].close()
     await store.close()
     if lock is not None:
         lock.close()

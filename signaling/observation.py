@@ -21,7 +21,6 @@ the keys go with it.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any, Literal
 
@@ -31,7 +30,7 @@ from . import policy
 from .audit import AuditTrail
 from .auth import Identity
 from .core import ServiceCore, _new_id, actor_of
-from .models import Actor, Event
+from .models import Actor
 from .state import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -69,8 +68,7 @@ class Observations:
         self.store = service.store
         self.mode = mode
         self.node_id = node_id
-        self._tasks: set[asyncio.Task[Any]] = set()
-        service.event_hooks.append(self._on_event)
+        service.end_hooks.append(self._session_ending)
 
     async def start(
         self, who: Identity, session_id: str, address: str | None = None
@@ -184,21 +182,11 @@ class Observations:
             },
         )
 
-    async def _on_event(self, event: Event) -> None:
-        """The session ended (on any node): its observations end with it. Not inside the
-        hook (the end is being filed): a task of its own."""
-        if event.type == "session.ended" and event.session_id:
-            task = asyncio.create_task(self._end_all(event.session_id))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _end_all(self, session_id: str) -> None:
+    async def _session_ending(self, session_id: str) -> None:
+        """The session ends (on whichever node ends it): its observations end first, so
+        that their end is in the timeline the case file seals."""
         try:
             for obs in await self.of_session(session_id):
                 await self.end(obs.observation_id, "session_ended")
         except StoreUnavailable as exc:  # the observer's socket (or a restart) ends it
             log.warning("observations of %s not ended now: %s", session_id, exc.message)
-
-    async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()

@@ -259,6 +259,8 @@ class ReviewService(ParticipantsMixin, CaseFileMixin):
         for p in await self.participants(session_id):
             if p.state != "left":
                 await self._mark_left(p, "session_ended")
+        for hook in self.end_hooks:
+            await hook(session_id)
         await self.record(
             session.case_id,
             "session.ended",

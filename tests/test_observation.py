@@ -4,6 +4,7 @@ aiortc peers; announced, silent and off; the timeline, the audit trail, the rule
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -109,9 +110,14 @@ async def test_an_announced_observer_watches_and_is_told_to_everyone(tmp_path: P
         ]
         assert kinds == [
             ("observation.started", None),
-            ("session.ended", "broken_off"),
             ("observation.ended", "session_ended"),
+            ("session.ended", "broken_off"),
         ], kinds
+        # ...so in the sealed case file's timeline.
+        timeline = call.root / "data" / "archive" / call.case_id / call.sid / "timeline.jsonl"
+        await until(timeline.exists, what="the case file sealed")
+        sealed = [json.loads(line)["type"] for line in timeline.read_text().splitlines()]
+        assert {"observation.started", "observation.ended"} <= set(sealed)
         started = next(e for e in events if e["type"] == "observation.started")
         assert started["actor"]["sub"] == "sup-01" and started["data"]["mode"] == "announced"
         # ...and in the audit trail.
