@@ -103,8 +103,27 @@ async def test_the_live_overview_shows_who_is_in_their_media_and_what_rings(
         second = await _live(call, sup, f"?limit=1&cursor={first['next_cursor']}")
         assert [s["session_id"] for s in second["sessions"]] == [call.sid]
         assert second["next_cursor"] is None
+        # Polled every 2 s: audited once a minute per person, not at every poll.
+        admin = call.tokens.issue(sub="admin", role="admin")
+
+        async def polls_audited() -> list[Any]:
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(
+                    f"{call.url}/api/audit?action=supervisor.request&limit=500",
+                    headers=auth(admin),
+                ) as r,
+            ):
+                entries = (await r.json())["entries"]
+            return [e for e in entries if e["object"] == "/api/live"]
+
+        deadline = time.monotonic() + 5
+        await _live(call, admin)
+        while not (audited := await polls_audited()):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        assert len(audited) == 1, audited
         # Supervisors and admins only, and not with a token limited to one case.
-        await _live(call, call.tokens.issue(sub="admin", role="admin"))
         for token in (
             call.tokens.issue(sub=CLERK, role="clerk"),
             call.tokens.issue(sub="r", role="reviewer", dept="city-amr", level="city"),
