@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestServer
 from bench.bot import Bot
 from bench.pattern_media import PatternVideoTrack, ToneAudioTrack
 from jointreview.app import create_app
+from signaling.appkeys import MEDIA
 from signaling.auth import TokenService
 
 from .calls import CLERK, Call, until
@@ -135,11 +136,12 @@ async def test_the_live_overview_shows_who_is_in_their_media_and_what_rings(
         await call.close()
 
 
-async def test_media_health_comes_from_the_node_hosting_the_media(
+async def test_media_health_and_an_observer_across_two_nodes(
     tmp_path: Path, redis_url: str
 ) -> None:
     """Two nodes on one Redis: the session's media runs on node A (its participant's
-    offer placed it there); node B's overview asks node A over the bus."""
+    offer placed it there); node B's overview asks node A over the bus, and a supervisor
+    observing through node B receives from node A and lets go of it when leaving."""
     flush_redis(redis_url)
     config = make_config(tmp_path, redis_url=redis_url, media_listen_ips=["127.0.0.1"])
     servers = [
@@ -177,6 +179,18 @@ async def test_media_health_comes_from_the_node_hosting_the_media(
             await asyncio.sleep(0.3)
         assert me["participant_id"] == bot.participant_id
         assert [t["source"] for t in me["media"]["tracks"]] == ["camera"]
+        watcher = Bot(b, sup)
+        await watcher.connect()
+        oid = (await watcher.observe(sid))["observation"]["observation_id"]
+        told = await bot.wait_for("observation")  # announced across nodes
+        assert told["observation"]["observation_id"] == oid
+        await watcher.negotiate()
+        await until(lambda: watcher.receiving(1), what="the observer on B receiving from A")
+        room = servers[0].app[MEDIA].media.rooms[sid]
+        assert set(room.peers) == {bot.participant_id, oid}
+        await watcher.request({"type": "leave"})
+        await until(lambda: set(room.peers) == {bot.participant_id}, what="its media let go")
+        await watcher.close()
     finally:
         await bot.leave()  # no grace period for the node's shutdown to wait out
         await bot.close()
