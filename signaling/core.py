@@ -162,6 +162,9 @@ class ServiceCore:
         # Called with every recorded event once it is in the log: webhooks queue their
         # deliveries here, before the action that caused the event is answered.
         self.event_hooks: list[EventHook] = []
+        # Called with a session's id as it ends, before its ``session.ended`` is filed
+        # (observation.py: observers go first, so their end is in the sealed timeline).
+        self.end_hooks: list[Callable[[str], Awaitable[None]]] = []
         # Where an evicted session is still known (the record); None: nowhere else.
         self.archived: Archived | None = None
         # This node's events filed in the log but maybe not yet in the record.

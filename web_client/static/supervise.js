@@ -17,6 +17,7 @@
 import { api } from "/static/auth.js";
 import { CaseFilePanel } from "/static/casefile.js";
 import { onLangChange } from "/static/i18n.js";
+import { LiveCard } from "/static/live.js";
 import { ReplayPlayer } from "/static/replay.js";
 import { actorLine, bootPage, chip, clear, departmentList, el, errorI18n, fatal, fill } from "/static/ui.js";
 
@@ -250,6 +251,7 @@ async function main() {
     else showSearch();
   });
   onLangChange(() => player?.relabel());
+  new LiveCard($("live-sessions"), $("live-count")).refresh(); // sessions in progress now
   const sid = new URL(location.href).searchParams.get("session");
   if (sid) await openReplay(sid, false);
   await search();
