@@ -169,4 +169,3 @@ def main(args: argparse.Namespace) -> int:
         }
         print(json.dumps(out, ensure_ascii=False))
     return 0
-

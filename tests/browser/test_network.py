@@ -32,6 +32,7 @@ LONG_CUT_S = GRACE_S + 6
 RECOVERY_BOUND_MS = 60_000
 PORTS = 12
 
+
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, Netns]]:
     why = usable()
