@@ -60,10 +60,11 @@ OTHERS_JS = """(pid) => {
 }"""
 
 # Note (Date.now()) when the connection chip first leaves "open", when the quality chip
-# first says "stalled", and when every remote video of the given participants decodes
-# again (framesDecoded rising) after ``window.jrNet.mark`` is set.
+# first says "stalled", and, after ``window.jrNet.mark`` is set, when the socket is open
+# again and when every remote video of the given participants decodes again
+# (framesDecoded rising).
 WATCH_JS = """(pids) => {
-  window.jrNet = {left: null, stalled: null, back: null};
+  window.jrNet = {left: null, stalled: null, back: null, open: null};
   const chip = document.querySelector("[data-testid=connection-state]");
   const meter = document.querySelector("[data-testid=connection-quality]");
   const seen = {};
@@ -71,6 +72,9 @@ WATCH_JS = """(pids) => {
     if (window.jrNet.left === null && chip.dataset.state !== "open") window.jrNet.left = Date.now();
     if (window.jrNet.stalled === null && meter.dataset.grade === "stalled") {
       window.jrNet.stalled = Date.now();
+    }
+    if (window.jrNet.mark && window.jrNet.open === null && chip.dataset.state === "open") {
+      window.jrNet.open = Date.now();
     }
     const m = window.jr.media;
     if (window.jrNet.mark && window.jrNet.back === null && m.pc) {

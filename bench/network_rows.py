@@ -399,6 +399,7 @@ def _cut(call: Call, row: Row) -> dict[str, Any]:
     return {
         "reconnecting_after_cut_s": since(net["left"], start),
         "stalled_after_cut_s": since(net["stalled"], start),
+        "socket_after_return_s": since(net["open"], returned),
         "video_after_return_s": since(net["back"], returned),
         "slot": "same" if pid == call.pid_reviewer else "new",
         "others_see_reconnecting_s": since(others["away"], start),
