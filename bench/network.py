@@ -29,6 +29,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -116,6 +117,10 @@ def table(results: dict[str, dict[str, Any]]) -> str:
     return out
 
 
+def _interrupted(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(args: argparse.Namespace) -> int:
     why = usable()
     if why:
@@ -126,6 +131,8 @@ def main(args: argparse.Namespace) -> int:
     if unknown or not names:
         say(f"unknown rows {unknown}; rows are {','.join(ROWS)}")
         return 2
+    # SIGTERM unwinds like Ctrl-C: the namespace, its interfaces and the server go too.
+    signal.signal(signal.SIGTERM, _interrupted)
     scratch = Path(tempfile.mkdtemp(prefix="jr-bench-network-"))
     load_before = os.getloadavg()
     started = time.monotonic()
@@ -144,8 +151,10 @@ def main(args: argparse.Namespace) -> int:
                 runs.setdefault(name, []).append(result)
         failed = False
     finally:
-        if failed:
-            say(f"failed; the server's log: {scratch / 'server.log'}")
+        if failed:  # keep the server's log, not the camera file or the browsers' profiles
+            (scratch / "camera.y4m").unlink(missing_ok=True)
+            shutil.rmtree(scratch / "chromium", ignore_errors=True)
+            say(f"stopped; the server's log: {scratch / 'server.log'}")
         else:
             shutil.rmtree(scratch, ignore_errors=True)
     summary = {name: median_row(r) for name, r in runs.items()}
