@@ -59,14 +59,37 @@ OTHERS_JS = """(pid) => {
   tick();
 }"""
 
+# Whether every remote video of the given participants decodes: framesDecoded rising
+# since the last call with the same ``seen`` (counted per connection). For composing:
+# ``const rising = <this>;`` then ``await rising(window.jr.media, pids, seen)``.
+RISING_JS = """async (m, pids, seen) => {
+  const stats = await m.pc.getStats();
+  const decoded = {};
+  stats.forEach((s) => {
+    if (s.type === "inbound-rtp" && s.kind === "video") decoded[s.mid] = s.framesDecoded || 0;
+  });
+  const pcId = m.pc._jrId || (m.pc._jrId = Math.random());
+  return pids.every((pid) => {
+    const videos = [...m.remotes.values()].filter(
+      (r) => r.info.participant_id === pid && r.info.kind === "video");
+    return videos.length > 0 && videos.every((r) => {
+      const key = `${r.transceiver.mid}:${pcId}`;
+      const now = decoded[r.transceiver.mid] || 0;
+      const up = now > 0 && seen[key] !== undefined && now > seen[key];
+      seen[key] = now;
+      return up;
+    });
+  });
+}"""
+
 # Note (Date.now()) when the connection chip first leaves "open", when the quality chip
 # first says "stalled", and, after ``window.jrNet.mark`` is set, when the socket is open
-# again and when every remote video of the given participants decodes again
-# (framesDecoded rising).
+# again and when every remote video of the given participants decodes again.
 WATCH_JS = """(pids) => {
   window.jrNet = {left: null, stalled: null, back: null, open: null};
   const chip = document.querySelector("[data-testid=connection-state]");
   const meter = document.querySelector("[data-testid=connection-quality]");
+  const rising = @RISING@;
   const seen = {};
   const tick = async () => {
     if (window.jrNet.left === null && chip.dataset.state !== "open") window.jrNet.left = Date.now();
@@ -77,28 +100,10 @@ WATCH_JS = """(pids) => {
       window.jrNet.open = Date.now();
     }
     const m = window.jr.media;
-    if (window.jrNet.mark && window.jrNet.back === null && m.pc) {
-      const stats = await m.pc.getStats();
-      const decoded = {};
-      stats.forEach((s) => {
-        if (s.type === "inbound-rtp" && s.kind === "video") decoded[s.mid] = s.framesDecoded || 0;
-      });
-      const remotes = [...m.remotes.values()];
-      const ok = pids.every((pid) => {
-        const videos = remotes.filter(
-          (r) => r.info.participant_id === pid && r.info.kind === "video");
-        return videos.length > 0 && videos.every((r) => {
-          const mid = r.transceiver.mid;
-          const key = `${mid}:${m.pc._jrId || (m.pc._jrId = Math.random())}`;
-          const now = decoded[mid] || 0;
-          const rising = now > 0 && seen[key] !== undefined && now > seen[key];
-          seen[key] = now;
-          return rising;
-        });
-      });
-      if (ok) window.jrNet.back = Date.now();
+    if (window.jrNet.mark && window.jrNet.back === null && m.pc && (await rising(m, pids, seen))) {
+      window.jrNet.back = Date.now();
     }
     if (window.jrNet.back === null) setTimeout(tick, 50);
   };
   tick();
-}"""
+}""".replace("@RISING@", RISING_JS)
