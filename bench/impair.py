@@ -129,6 +129,7 @@ class Relay:
         if not self._thread.is_alive():
             return
         self._call(self._close)
+        self._call(self._cancel_tasks)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(5)
 
@@ -316,6 +317,13 @@ class Relay:
             if not data:
                 return None  # closed while the link was down
             sent += data
+
+    async def _cancel_tasks(self) -> None:
+        """The flows' tasks end before the loop stops (not "destroyed but pending")."""
+        tasks = [t for t in asyncio.all_tasks(self.loop) if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def _close(self) -> None:
         for flows in self._flows.values():

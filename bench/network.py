@@ -82,12 +82,12 @@ def _cell(value: Any, unit: str = "") -> str:
 def table(results: dict[str, dict[str, Any]]) -> str:
     lines = [
         "| link to the reviewer | fps avg (worst 1 s) | freezes / frozen | loss | jitter buffer"
-        " | received | clerk sends | other |",
+        " | received (of it resent) | clerk sends | other |",
         "|---|---|---|---|---|---|---|---|",
     ]
     cuts = [
-        "| cut | reconnecting after the cut starts | video after the link returns | slot"
-        " | clerk sees reconnecting | most tiles of others |",
+        "| cut | reconnecting after the cut starts | socket / video after the link returns"
+        " | slot | clerk sees reconnecting | most tiles of others |",
         "|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
@@ -95,7 +95,8 @@ def table(results: dict[str, dict[str, Any]]) -> str:
         if ROWS[name].kind == "cut":
             cuts.append(
                 f"| {label} | {_cell(r['reconnecting_after_cut_s'], ' s')}"
-                f" | {_cell(r['video_after_return_s'], ' s')} | {r['slot']}"
+                f" | {_cell(r['socket_after_return_s'], ' s')} / {_cell(r['video_after_return_s'], ' s')}"
+                f" | {r['slot']}"
                 f" | {_cell(r['others_see_reconnecting_s'], ' s')} | {r['most_tiles_of_others']} |"
             )
             continue
@@ -109,7 +110,8 @@ def table(results: dict[str, dict[str, Any]]) -> str:
         lines.append(
             f"| {label} | {r['fps_avg']} ({r['fps_worst_1s']}) | {r['freezes']} / {r['frozen_s']} s"
             f" | {r['loss_pct']} % | {_cell(r['jitter_buffer_ms'], ' ms')}"
-            f" | {r['rx_kbps']} kbps | {r['clerk_tx_kbps']} kbps | {'; '.join(other)} |"
+            f" | {r['rx_kbps']} ({r['rx_retransmitted_kbps']}) kbps | {r['clerk_tx_kbps']} kbps"
+            f" | {'; '.join(other)} |"
         )
     out = "\n".join(lines) if len(lines) > 2 else ""
     if len(cuts) > 2:

@@ -19,7 +19,8 @@ INBOUND_JS = """async () => {
     out = {frames: s.framesDecoded || 0, freezes: s.freezeCount || 0,
       frozen: s.totalFreezesDuration || 0, lost: s.packetsLost || 0,
       received: s.packetsReceived || 0, jb: s.jitterBufferDelay || 0,
-      jbCount: s.jitterBufferEmittedCount || 0, bytes: s.bytesReceived || 0};
+      jbCount: s.jitterBufferEmittedCount || 0, bytes: s.bytesReceived || 0,
+      rtx: s.retransmittedBytesReceived || 0};
   });
   return out;
 }"""
@@ -103,7 +104,7 @@ WATCH_JS = """(pids) => {
     if (window.jrNet.mark && window.jrNet.back === null && m.pc && (await rising(m, pids, seen))) {
       window.jrNet.back = Date.now();
     }
-    if (window.jrNet.back === null) setTimeout(tick, 50);
+    if (window.jrNet.back === null || window.jrNet.open === null) setTimeout(tick, 50);
   };
   tick();
 }""".replace("@RISING@", RISING_JS)
