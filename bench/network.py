@@ -95,7 +95,8 @@ def table(results: dict[str, dict[str, Any]]) -> str:
         if ROWS[name].kind == "cut":
             cuts.append(
                 f"| {label} | {_cell(r['reconnecting_after_cut_s'], ' s')}"
-                f" | {_cell(r['socket_after_return_s'], ' s')} / {_cell(r['video_after_return_s'], ' s')}"
+                f" | {_cell(r['socket_after_return_s'], ' s')}"
+                f" / {_cell(r['video_after_return_s'], ' s')}"
                 f" | {r['slot']}"
                 f" | {_cell(r['others_see_reconnecting_s'], ' s')} | {r['most_tiles_of_others']} |"
             )
