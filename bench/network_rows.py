@@ -381,8 +381,8 @@ def _cut(call: Call, row: Row) -> dict[str, Any]:
     returned = time.time()
     call.reviewer.evaluate("() => { window.jrNet.mark = true; }")
     deadline = time.monotonic() + RECOVERY_BOUND_S
-    while time.monotonic() < deadline:
-        if call.reviewer.evaluate("() => window.jrNet.back"):
+    while time.monotonic() < deadline:  # video and the socket back (either may lead)
+        if call.reviewer.evaluate("() => window.jrNet.back && window.jrNet.open"):
             break
         time.sleep(0.2)
     pid = str(call.reviewer.evaluate("document.body.dataset.participantId"))
