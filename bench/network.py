@@ -10,8 +10,9 @@ both pages join, the reviewer's received bitrate is let settle (its figure is th
 
 - steady rows (clean, loss with delay, thin links): a window of ``--window`` seconds from
   the moment the conditions apply: fps average (worst second), freezes and time frozen,
-  loss, jitter buffer, received bitrate, the clerk's sent bitrate, and whether the
-  reviewer's media connection was lost (consent expired: a new RTCPeerConnection);
+  loss, jitter buffer, received bitrate (and how much of it was resent), the clerk's sent
+  bitrate, and whether the reviewer's media connection left "connected" (consent
+  checks lost in a full queue, say) or was rebuilt;
 - ``1mbps``: also the time until the video moves steadily (3 s at ≥ 10 fps without a
   freeze) and, after lifting, until the received bitrate is back to 80 % of full rate;
 - ``jitter``: jitter with reordering for 10 s, then clean: the time back to full rate;
@@ -107,7 +108,7 @@ def table(results: dict[str, dict[str, Any]]) -> str:
         if "full_rate_after_s" in r:
             other.append(f"full rate {_cell(r['full_rate_after_s'], ' s')} after lifting")
         if r.get("connection_lost"):
-            other.append("media connection lost (consent)")
+            other.append("reviewer's media connection left 'connected'")
         lines.append(
             f"| {label} | {r['fps_avg']} ({r['fps_worst_1s']}) | {r['freezes']} / {r['frozen_s']} s"
             f" | {r['loss_pct']} % | {_cell(r['jitter_buffer_ms'], ' ms')}"
