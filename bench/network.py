@@ -59,14 +59,20 @@ def say(text: str) -> None:
 
 
 def median_row(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Numbers: the median of the runs; anything else: the values seen, joined."""
+    """Numbers: the median of the runs that saw it (-1: never), and how many never did;
+    anything else: the values seen, joined."""
     out: dict[str, Any] = {}
     for key in runs[0]:
         values = [r[key] for r in runs if key in r]
         if all(isinstance(v, bool) for v in values):
             out[key] = any(values)
+        elif key.startswith("most_"):
+            out[key] = max(values)  # the worst run: "never two" means in none of them
         elif all(isinstance(v, (int, float)) for v in values):
-            out[key] = round(statistics.median(values), 2)
+            seen = [v for v in values if v != -1]
+            out[key] = round(statistics.median(seen), 2) if seen else -1
+            if seen and len(seen) < len(values):
+                out[f"{key}_never"] = len(values) - len(seen)
         else:
             out[key] = "/".join(sorted({str(v) for v in values}))
     if len(runs) > 1:
@@ -74,10 +80,10 @@ def median_row(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _cell(value: Any, unit: str = "") -> str:
+def _cell(value: Any, unit: str = "", never: Any = 0) -> str:
     if value is None or value == -1:
         return "never"
-    return f"{value}{unit}"
+    return f"{value}{unit}" + (f" ({never}× never)" if never else "")
 
 
 def table(results: dict[str, dict[str, Any]]) -> str:
@@ -94,12 +100,14 @@ def table(results: dict[str, dict[str, Any]]) -> str:
     for name, r in results.items():
         label = ROWS[name].label
         if ROWS[name].kind == "cut":
+            away = "others_see_reconnecting_s"
             cuts.append(
                 f"| {label} | {_cell(r['reconnecting_after_cut_s'], ' s')}"
                 f" | {_cell(r['socket_after_return_s'], ' s')}"
                 f" / {_cell(r['video_after_return_s'], ' s')}"
                 f" | {r['slot']}"
-                f" | {_cell(r['others_see_reconnecting_s'], ' s')} | {r['most_tiles_of_others']} |"
+                f" | {_cell(r[away], ' s', r.get(f'{away}_never'))}"
+                f" | {r['most_tiles_of_others']} |"
             )
             continue
         other = []
