@@ -9,6 +9,8 @@ Flows from other addresses (a clerk on the host) pass unimpaired.
 
 TCP carries no loss (a real link's TCP turns loss into delay); a cut holds TCP data (up
 to a bound) and lets it through when the link returns, as retransmission would.
+A connection opened during a cut reaches the server only if the client still waits for
+it when the link returns (as a lost SYN would be retried), never if it gave up.
 ``forget(addr)`` kills every flow of an address: after an address change, the page's
 old flows die as they would on a real network (nothing tells the page).
 """
@@ -127,6 +129,7 @@ class Relay:
         if not self._thread.is_alive():
             return
         self._call(self._close)
+        self._call(self._cancel_tasks)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(5)
 
@@ -263,12 +266,19 @@ class Relay:
 
         async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             host = writer.get_extra_info("peername")[0]
+            impaired = self._is_impaired(host)
+            sent: bytes | None = b""
+            if impaired and self.up.impairment.cut:
+                sent = await self._born_in_a_cut(reader)
+            if sent is None:
+                writer.transport.abort()
+                return
             try:
                 up_r, up_w = await asyncio.open_connection(self.target_ip, target_port)
             except OSError:
                 writer.close()
                 return
-            impaired = self._is_impaired(host)
+            up_w.write(sent)
             alive = [True]
             self._writers += [writer, up_w]
 
@@ -288,6 +298,32 @@ class Relay:
         port = int(server.sockets[0].getsockname()[1])
         self.tcp_ports[target_port] = port
         return port
+
+    async def _born_in_a_cut(self, reader: asyncio.StreamReader) -> bytes | None:
+        """A connection opened during a cut: its SYN would have been lost, so it reaches
+        the server only if the client still tries when the link returns (a client that
+        gave up meanwhile never connected). What it sent so far, or None when it gave up."""
+        until = self.loop.time() + TCP_HOLD_S
+        while self.up.impairment.cut and self.loop.time() < until:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        sent = b""
+        while True:
+            try:
+                data = await asyncio.wait_for(reader.read(65_536), 0.05)
+            except TimeoutError:
+                return sent  # still there, waiting for an answer
+            except (ConnectionError, OSError):
+                return None
+            if not data:
+                return None  # closed while the link was down
+            sent += data
+
+    async def _cancel_tasks(self) -> None:
+        """The flows' tasks end before the loop stops (not "destroyed but pending")."""
+        tasks = [t for t in asyncio.all_tasks(self.loop) if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def _close(self) -> None:
         for flows in self._flows.values():

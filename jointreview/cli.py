@@ -94,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     from bench.inbox import add_parser as add_bench_inbox
 
     add_bench_inbox(targets)
+    from bench.network import add_parser as add_bench_network
+
+    add_bench_network(targets)
     from bench.soak import add_parser as add_bench_soak
 
     add_bench_soak(targets)
@@ -411,6 +414,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from bench.inbox import main as bench_inbox
 
             return bench_inbox(args)
+        if args.command == "bench" and args.target == "network":
+            from bench.network import main as bench_network
+
+            return bench_network(args)
         if args.command == "bench" and args.target == "soak":
             from bench.soak import main as bench_soak
 

@@ -131,3 +131,32 @@ def test_relay_over_loopback_passes_cuts_and_forgets() -> None:
         relay.close()
         echo_udp.close()
         echo_tcp.close()
+
+
+def test_a_connection_opened_during_a_cut_arrives_only_if_its_client_still_waits() -> None:
+    """As a lost SYN: one that gave up during the cut never reaches the server."""
+    target = socket.create_server(("127.0.0.1", 0))
+    relay = Relay("127.0.0.3", "127.0.0.1", "127.0.0.2/32").start()
+    try:
+        web = relay.tcp(target.getsockname()[1])
+        relay.cut(True)
+        gave_up = socket.create_connection(("127.0.0.3", web), source_address=("127.0.0.2", 0))
+        gave_up.sendall(b"abandoned")
+        waits = socket.create_connection(("127.0.0.3", web), source_address=("127.0.0.2", 0))
+        waits.sendall(b"still here")
+        time.sleep(0.2)
+        gave_up.close()
+        time.sleep(0.2)
+        relay.cut(False)
+        target.settimeout(3)
+        server_side, _ = target.accept()
+        server_side.settimeout(3)
+        assert server_side.recv(20) == b"still here"
+        target.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            target.accept()
+        waits.close()
+        server_side.close()
+    finally:
+        relay.close()
+        target.close()

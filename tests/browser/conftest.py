@@ -18,45 +18,18 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect, sync_playwright
 
+from bench.chromium import CHROMIUM, FLAGS
+from bench.chromium import scratch_env as _scratch_env
 from signaling.auth import TokenService
 from signaling.config import Config
 from tests.conftest import SECRET, ServerProcess
 
-CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
-FLAGS = [
-    # Three synthetic cameras: fake_device_2 is the clerk's document camera. (Chromium's
-    # fake_device_1 delivers Y16 "depth" frames, which a <video> shows but WebRTC never
-    # encodes: a sender of it sends nothing.)
-    "--use-fake-device-for-media-stream=device-count=3",
-    "--use-fake-ui-for-media-stream",
-    "--allow-loopback-in-peer-connection",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 # Without --use-fake-ui-for-media-stream: permissions are what the context grants.
 FLAGS_NO_FAKE_UI = [f for f in FLAGS if f != "--use-fake-ui-for-media-stream"]
 VIEWPORT = {"width": 1280, "height": 720}
 TIMEOUT_MS = 15_000
 expect.set_options(timeout=TIMEOUT_MS)
-
-
-def _scratch_env(root: Path) -> dict[str, str]:
-    """HOME, XDG_* and TMPDIR in a scratch folder: Chromium writes there, not in ~."""
-    for sub in ("home", "config", "cache", "data", "tmp"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    return {
-        **os.environ,
-        "HOME": str(root / "home"),
-        "XDG_CONFIG_HOME": str(root / "config"),
-        "XDG_CACHE_HOME": str(root / "cache"),
-        "XDG_DATA_HOME": str(root / "data"),
-        "TMPDIR": str(root / "tmp"),
-    }
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,7 @@ import av
 import pytest
 from playwright.sync_api import expect
 
+from bench.network_pages import RISING_JS
 from recording.paths import session_dir
 from signaling.auth import TokenService
 from tests.conftest import ServerProcess
@@ -42,33 +43,17 @@ WATCH_JS = """(pids) => {
   const m = window.jr.media;
   const old = m.pc;
   window.jrRecovered = null;
+  const rising = @RISING@;
   const seen = {};
   const tick = async () => {
-    const pc = m.pc;
-    if (pc && pc !== old) {
-      const stats = await pc.getStats();
-      const decoded = {};
-      stats.forEach((s) => {
-        if (s.type === "inbound-rtp" && s.kind === "video") decoded[s.mid] = s.framesDecoded || 0;
-      });
-      const remotes = [...m.remotes.values()];
-      const ok = pids.every((pid) => {
-        const videos = remotes.filter(
-          (r) => r.info.participant_id === pid && r.info.kind === "video");
-        return videos.length > 0 && videos.every((r) => {
-          const mid = r.transceiver.mid;
-          const now = decoded[mid] || 0;
-          const rising = now > 0 && seen[mid] !== undefined && now > seen[mid];
-          seen[mid] = now;
-          return rising;
-        });
-      });
-      if (ok) { window.jrRecovered = Date.now(); return; }
+    if (m.pc && m.pc !== old && (await rising(m, pids, seen))) {
+      window.jrRecovered = Date.now();
+      return;
     }
     setTimeout(tick, 50);
   };
   tick();
-}"""
+}""".replace("@RISING@", RISING_JS)
 
 
 @pytest.fixture(scope="module")

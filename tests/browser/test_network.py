@@ -1,5 +1,5 @@
 """Networks as they are (issue #14): the reviewer's Chromium runs in a network namespace
-behind the impairment relay (tests/netns.py); the clerk's page is on the host.
+behind the impairment relay (bench/netns.py); the clerk's page is on the host.
 
 A 5 s cut: the reviewer's page says "reconnecting" soon after the cut starts and shows
 the clerk's video again after the link returns; a 5 s cut with an address change
@@ -18,9 +18,10 @@ import pytest
 from playwright.sync_api import Browser, Playwright, expect
 
 from bench.impair import Impairment
+from bench.netns import Netns, usable
+from bench.network_pages import INBOUND_JS, OTHERS_JS, WATCH_JS
 from signaling.auth import TokenService
 from tests.conftest import ServerProcess
-from tests.netns import Netns, usable
 
 from .conftest import FLAGS, Api, Person
 from .helpers import open_review, participant_id, tile, wait_joined, wait_video_from
@@ -30,56 +31,6 @@ GRACE_S = 8.0  # the server's resume grace, short: a cut longer than it means a 
 LONG_CUT_S = GRACE_S + 6
 RECOVERY_BOUND_MS = 60_000
 PORTS = 12
-
-# On the others' page: when the given participant's tile says "reconnecting".
-PRESENCE_JS = """(pid) => {
-  window.jrAway = null;
-  const tick = () => {
-    const t = document.querySelector(`[data-testid=video-tile][data-participant-id='${pid}']`);
-    if (t && t.dataset.presence === "disconnected") { window.jrAway = Date.now(); return; }
-    setTimeout(tick, 50);
-  };
-  tick();
-}"""
-
-# Note (Date.now()) when the connection chip first leaves "open", and when every remote
-# video of the given participants decodes again (framesDecoded rising) after a mark.
-WATCH_JS = """(pids) => {
-  window.jrNet = {left: null, stalled: null, back: null};
-  const chip = document.querySelector("[data-testid=connection-state]");
-  const meter = document.querySelector("[data-testid=connection-quality]");
-  const seen = {};
-  const tick = async () => {
-    if (window.jrNet.left === null && chip.dataset.state !== "open") window.jrNet.left = Date.now();
-    if (window.jrNet.stalled === null && meter.dataset.grade === "stalled") {
-      window.jrNet.stalled = Date.now();
-    }
-    const m = window.jr.media;
-    if (window.jrNet.mark && window.jrNet.back === null && m.pc) {
-      const stats = await m.pc.getStats();
-      const decoded = {};
-      stats.forEach((s) => {
-        if (s.type === "inbound-rtp" && s.kind === "video") decoded[s.mid] = s.framesDecoded || 0;
-      });
-      const remotes = [...m.remotes.values()];
-      const ok = pids.every((pid) => {
-        const videos = remotes.filter(
-          (r) => r.info.participant_id === pid && r.info.kind === "video");
-        return videos.length > 0 && videos.every((r) => {
-          const mid = r.transceiver.mid;
-          const key = `${mid}:${m.pc._jrId || (m.pc._jrId = Math.random())}`;
-          const now = decoded[mid] || 0;
-          const rising = now > 0 && seen[key] !== undefined && now > seen[key];
-          seen[key] = now;
-          return rising;
-        });
-      });
-      if (ok) window.jrNet.back = Date.now();
-    }
-    if (window.jrNet.back === null) setTimeout(tick, 50);
-  };
-  tick();
-}"""
 
 
 @pytest.fixture(scope="module")
@@ -232,10 +183,10 @@ def test_a_cut_longer_than_the_grace_period_joins_afresh(
     wait_video_from(clerk.page, [old])
     tiles = clerk.page.locator("[data-testid=video-tile]")
     before = tiles.count()
-    clerk.page.evaluate(PRESENCE_JS, old)
+    clerk.page.evaluate(OTHERS_JS, old)
     started = time.time()
     result = _cut(ns, reviewer, [pid_clerk], move=False, length=LONG_CUT_S)
-    away = clerk.page.evaluate("() => window.jrAway")
+    away = clerk.page.evaluate("() => window.jrOthers.away")
     result["others_see_reconnecting_s"] = round(away / 1000 - started, 2) if away else -1
     new = participant_id(reviewer.page)
     assert new != old  # the grace had passed: a fresh join
@@ -250,20 +201,6 @@ def test_a_cut_longer_than_the_grace_period_joins_afresh(
     reviewer.errors[:] = [e for e in reviewer.errors if not _network_noise(e)]
 
 
-# The clerk's camera as the reviewer receives it: cumulative counters, to diff.
-INBOUND_JS = """async () => {
-  const m = window.jr.media;
-  const stats = await m.pc.getStats();
-  let out = null;
-  stats.forEach((s) => {
-    if (s.type !== "inbound-rtp" || s.kind !== "video") return;
-    out = {frames: s.framesDecoded || 0, freezes: s.freezeCount || 0,
-      frozen: s.totalFreezesDuration || 0, lost: s.packetsLost || 0,
-      received: s.packetsReceived || 0, jb: s.jitterBufferDelay || 0,
-      jbCount: s.jitterBufferEmittedCount || 0};
-  });
-  return out;
-}"""
 ROWS = {
     "clean": Impairment(),
     "2% loss, 50 ms": Impairment(loss=0.02, delay_ms=25),

@@ -26,6 +26,7 @@ const RATE_RETRY_MAX_MS = 3000;
 const PING_MS = 1000;
 const DEAD_AFTER_MS = 2500;
 const CONNECT_DEADLINE_MS = 5000;
+const UNANSWERED_RETRY_MS = 200;
 
 export class Signal {
   // heartbeat: {pingMs, deadAfterMs}; in a call the defaults (a dead link noticed in
@@ -141,13 +142,16 @@ export class Signal {
       this.setState("closed");
       this.emit("closed", { code: final });
     } else if (!this.stopped) {
-      this.scheduleReconnect();
+      this.scheduleReconnect(!greeted && ev.code === 4000);
     } else {
       this.setState("closed");
     }
   }
 
-  scheduleReconnect() {
+  // unanswered: the attempt got no greeting by its deadline (a dead link says nothing);
+  // it took CONNECT_DEADLINE_MS already, so the next one starts at once and an attempt is
+  // always under way when the link returns. A socket that was refused or closed backs off.
+  scheduleReconnect(unanswered = false) {
     if (tokenExpired()) {
       this.finalCode = "token_expired";
       this.setState("closed");
@@ -155,8 +159,11 @@ export class Signal {
       return;
     }
     this.setState("reconnecting");
-    const delay = BACKOFF_MS[Math.min(this.attempt, BACKOFF_MS.length - 1)];
-    this.attempt += 1;
+    let delay = UNANSWERED_RETRY_MS * (0.5 + Math.random());
+    if (!unanswered || !this.attempt) {
+      delay = BACKOFF_MS[Math.min(this.attempt, BACKOFF_MS.length - 1)];
+      this.attempt += 1;
+    }
     this.retryTimer = setTimeout(() => this.retry(), delay);
   }
 

@@ -1,4 +1,5 @@
-"""A Linux network namespace for one browser, behind the impairment relay (bench/impair.py).
+"""A Linux network namespace for one browser, behind the impairment relay (bench/impair.py),
+for the network tests (tests/browser/test_network.py) and ``jointreview bench network``.
 
 ``Netns`` makes a namespace and a veth pair in a private test range (10.213.N.0/24: the
 host side .1, the namespace .2), and removes both afterwards, even on failure. The
@@ -18,9 +19,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from bench.impair import Relay
-
-CHROMIUM_BIN = "/usr/lib/chromium/chromium"  # Debian's wrapper script prints noise
+from .chromium import CHROMIUM_BIN
+from .impair import Relay
 
 
 def _ip(*args: str, check: bool = True) -> None:
