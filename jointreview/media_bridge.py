@@ -80,7 +80,7 @@ class MediaBridge:
                     keyframe_s=recorder_keyframe_s,
                     node=node_id,
                 )
-            self.media = MediaServer(settings, self._emit, recorder)
+            self.media = MediaServer(settings, self._host_emit, recorder)
             self.hosts = [LocalHost(self.media)]
         elif settings is not None:
             init = {
@@ -105,7 +105,14 @@ class MediaBridge:
         self._placed: dict[str, list[float]] = defaultdict(list)
         self.rpc = NodeRpc(store, node_id)
         self.failover = Failover(
-            store, node_id, self.hosts, recording, self._emit, t.host_ttl_s, t.lease_s
+            store,
+            node_id,
+            self.hosts,
+            recording,
+            self._emit,
+            t.host_ttl_s,
+            t.lease_s,
+            t.heartbeat_s,
         )
         self._subs: list[Subscription] = []
         self._rooms: dict[str, Subscription] = {}
@@ -441,7 +448,7 @@ class MediaBridge:
     def _worker_event(self, host: WorkerHost, msg: dict[str, Any]) -> None:
         kind = msg.get("event")
         if kind == "emit":
-            self._emit(str(msg["session_id"]), msg.get("participant_id"), dict(msg["msg"]))
+            self._host_emit(str(msg["session_id"]), msg.get("participant_id"), dict(msg["msg"]))
         elif kind == "recording":
             self._recording_event(str(msg["session_id"]), dict(msg["msg"]))
 
@@ -474,6 +481,10 @@ class MediaBridge:
         task.add_done_callback(self._tasks.discard)
 
     # -- media events out to the session's sockets ------------------------------------
+    def _host_emit(self, session_id: str, participant_id: str | None, msg: dict[str, Any]) -> None:
+        if session_id not in self.failover.silenced:  # a room closing as it steps back
+            self._emit(session_id, participant_id, msg)
+
     def _emit(self, session_id: str, participant_id: str | None, msg: dict[str, Any]) -> None:
         topic = f"participant:{participant_id}" if participant_id else f"session:{session_id}"
         try:
