@@ -36,7 +36,7 @@ from .media_events import MediaEvents
 from .media_failover import Failover
 from .media_hosts import LocalHost, MediaHost, WorkerHost, WorkerPool, health_of
 from .media_owner import Owners
-from .media_recovery import recover
+from .media_recovery import recover, repair_key, repaired
 from .media_registry import MediaTimings, Registry
 from .media_rpc import NodeRpc
 
@@ -296,7 +296,8 @@ class MediaBridge:
             case_id = await self.recording.room_opening(session_id)
             if case_id is not None and self.records:
                 start = self._start_recording(host, session_id, case_id)
-                if self._repair is None or self._repair.done():
+                lost = await self.store.get_ephemeral(repair_key(session_id))
+                if lost is None and (self._repair is None or self._repair.done()):
                     await start
                 else:  # media first; the recorder once a dead worker's files are repaired
                     self._spawn(start)
@@ -308,6 +309,7 @@ class MediaBridge:
         if self._repair is not None:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._repair)
+        await repaired(self.store, session_id)  # a dead node's run, on a shared archive
         try:
             await host.call("start_recording", {"session_id": session_id, "case_id": case_id})
         except ServiceError as exc:

@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
 from signaling.errors import ServiceError
@@ -42,6 +42,7 @@ from signaling.state import Store
 
 from .liveness import Judgement, Verdict, judge
 from .media_hosts import MediaHost
+from .media_recovery import claim_repair, repair_lost
 from .media_registry import host_key
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ class Failover:
         self.grace_s = grace_s  # a silent host is lost only if still silent this much later
         self._suspects: dict[str, float] = {}  # registry key -> when first found silent
         self.silenced: set[str] = set()  # sessions whose room here is closing: no events
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def worker_lost(self, session_id: str, worker: int) -> None:
         """This node's worker ``worker`` died while hosting ``session_id``."""
@@ -127,8 +129,13 @@ class Failover:
         if await self.store.create_ephemeral(claim, {"node": self.node_id}, self.lease_s):
             log.warning("session %s: its media host %s/%s is gone; placing it again",
                         session_id, node, worker)  # fmt: skip
+            repair = None
+            if self.recording is not None:  # its open recording, on a shared archive
+                repair = await claim_repair(self.store, self.recording, session_id, node)
             # Its last heartbeat was at least a TTL ago: the recording stopped about then.
             await self._tell(session_id, "media_node_lost", time.time() - self.host_ttl_s)
+            if repair is not None and self.recording is not None:
+                self._spawn(repair_lost(self.store, self.recording, session_id, node, repair))
 
     async def renew(self) -> None:
         """Renew the leases of the sessions hosted here (every third of their span), each
@@ -232,6 +239,11 @@ class Failover:
         if self.recording is not None:
             await self.recording.interrupted(session_id, reason, since)
         self._say(session_id, reason)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _say(self, session_id: str, reason: str) -> None:
         msg = {"type": "media.state", "state": "closed", "session_id": session_id}
