@@ -192,6 +192,16 @@ async def test_a_dead_nodes_recording_is_repaired_by_the_node_taking_over_on_a_s
                 return not (await _media(http, b.url))["draining"]
 
             await _until("B takes sessions again", b_takes, 30)
+            index_path = shared / "FO-5" / sid / "recording.json"
+
+            async def a_records() -> bool:  # both cameras' files open in A's run
+                if not index_path.exists():
+                    return False
+                text = await asyncio.to_thread(index_path.read_text)
+                tracks = json.loads(text)["tracks"]
+                return [t["state"] for t in tracks] == ["open", "open"]
+
+            await _until("A records", a_records, 30)
             a.proc.kill()
             a.proc.wait(10)
             a.proc = None
