@@ -75,7 +75,8 @@ class Failover:
         self.lease_s = lease_s
         self.grace_s = grace_s  # a silent host is lost only if still silent this much later
         self._suspects: dict[str, float] = {}  # registry key -> when first found silent
-        self.silenced: set[str] = set()  # sessions whose room here is closing: no events
+        self.silenced: set[str] = set()  # sessions whose room steps back: no events
+        self._moving: set[str] = set()  # sessions being moved off this draining node
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def worker_lost(self, session_id: str, worker: int) -> None:
@@ -187,7 +188,10 @@ class Failover:
         # once, and the new host's recorder may start (and close the gap) before we tell.
         if self.recording is not None:
             await self.recording.interrupted(session_id, "media_host_draining", time.time())
-        self.silenced.add(session_id)  # (and the sweep does not take it for a step back)
+        # Not silenced: a page's new offer may open the session here again at once (the
+        # registry shows this node draining only from its next beat), and that room's
+        # events must reach the pages.
+        self._moving.add(session_id)  # the sweep must not take it for a step back
         try:
             await self.store.delete_ephemeral(lease_key(session_id))
             await host.call("end", {"session_id": session_id})
@@ -195,7 +199,7 @@ class Failover:
             log.warning("moving %s: %s", session_id, exc.message)
             return
         finally:
-            self.silenced.discard(session_id)
+            self._moving.discard(session_id)
         log.warning("session %s: moved off this draining node", session_id)
         self._say(session_id, "media_host_draining")
 
@@ -204,7 +208,8 @@ class Failover:
         and those of the sessions hosted here for another holder (this host then steps
         back). Two store reads a beat however many sessions: their leases in one call,
         then the registry documents of the distinct hosts those leases name in one more."""
-        hosted = {sid: h for h in self.hosts for sid in h.rooms if sid not in self.silenced}
+        busy = self.silenced | self._moving  # stepping back or moving already
+        hosted = {sid: h for h in self.hosts for sid in h.rooms if sid not in busy}
         followed = [sid for sid in sessions if sid not in hosted]
         checked = followed + sorted(hosted)
         if not checked:
