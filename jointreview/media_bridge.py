@@ -5,13 +5,14 @@ A media host is one media worker process of a node (``media_hosts``; with
 ``media_workers = 1`` the node's own process). Every host registers in the store with its
 load and a heartbeat (``media_registry``); a new session goes to the least-loaded live
 host of any node that is not draining (``placement``), named by the
-``media-owner:<session>`` lease ``{node, worker}`` (renewed while the room lives). A
-participant connected elsewhere reaches it through the bus: a request on
+``media-owner:<session>`` lease ``{node, worker}`` (``media_owner``; renewed while the
+room lives). A participant connected elsewhere reaches it through the bus: a request on
 ``node:<owner>``, the answer on ``reply:<asker>``; the owner node hands it to the worker.
 The owner follows the session's topic to drop the media of those who left and to close
 the room when the session ends. A worker that dies loses its sessions' media: their
 leases go (the next offer places them again), their pages are told (``media.state``
-closed) and a new worker takes its place.
+closed) and a new worker takes its place (``media_failover``). Media events go out to
+every node's sockets through ``media_events``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import defaultdict
 from typing import Any
 
 from media_server.server import MediaServer
@@ -32,17 +32,16 @@ from signaling.models import MediaCheck
 from signaling.recording_control import RecordingControl
 from signaling.state import Outage, Store, StoreUnavailable, Subscription
 
+from .media_events import MediaEvents
 from .media_failover import Failover
-from .media_hosts import LocalHost, MediaHost, WorkerHost, WorkerPool, health_of, loads_of
+from .media_hosts import LocalHost, MediaHost, WorkerHost, WorkerPool, health_of
 from .media_live import LiveMedia
-from .media_recovery import recover
-from .media_registry import MediaTimings, Registry, sessions_of
+from .media_owner import Owners
+from .media_recovery import recover, repair_key, repaired
+from .media_registry import MediaTimings, Registry
 from .media_rpc import NodeRpc
-from .placement import HostLoad, choose
 
 log = logging.getLogger(__name__)
-
-PENDING_S = 3.0  # a placement counts against its host until its load reports show it
 
 
 class MediaBridge(LiveMedia):
@@ -81,7 +80,7 @@ class MediaBridge(LiveMedia):
                     keyframe_s=recorder_keyframe_s,
                     node=node_id,
                 )
-            self.media = MediaServer(settings, self._emit, recorder)
+            self.media = MediaServer(settings, self._host_emit, recorder)
             self.hosts = [LocalHost(self.media)]
         elif settings is not None:
             init = {
@@ -102,20 +101,27 @@ class MediaBridge(LiveMedia):
             )
             self.hosts = list(self.pool.hosts)
         self.draining = False
+        self.events = MediaEvents(store)
         self.registry = Registry(store, node_id, t.host_ttl_s)
-        self._placed: dict[str, list[float]] = defaultdict(list)
         self.rpc = NodeRpc(store, node_id)
         self.failover = Failover(
-            store, node_id, self.hosts, recording, self._emit, t.host_ttl_s, t.lease_s
+            store,
+            node_id,
+            self.hosts,
+            recording,
+            self.events.emit,
+            t.host_ttl_s,
+            t.lease_s,
+            t.heartbeat_s,
+        )
+        self.owners = Owners(
+            store, node_id, self.hosts, self.registry, self.failover, t, lambda: self.draining
         )
         self._subs: list[Subscription] = []
         self._rooms: dict[str, Subscription] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._renew: asyncio.Task[None] | None = None
         self._repair: asyncio.Task[None] | None = None  # of a dead worker's recordings
-        # Media events leave in the order they happened (one publisher task).
-        self._out: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue(4096)
-        self._publisher: asyncio.Task[None] | None = None
 
     @property
     def enabled(self) -> bool:
@@ -127,9 +133,9 @@ class MediaBridge(LiveMedia):
         self._subs.append(await self.store.subscribe(f"node:{self.node_id}", self._on_request))
         self._subs.append(await self.store.subscribe(f"reply:{self.node_id}", self.rpc.on_reply))
         with contextlib.suppress(StoreUnavailable):  # a host already when the node serves
-            await self.registry.beat(self._loads())
+            await self.registry.beat(self.owners.loads())
         self._renew = asyncio.create_task(self._heartbeat(), name="media-heartbeat")
-        self._publisher = asyncio.create_task(self._publish_events(), name="media-events")
+        self.events.start()
         if self.recording is not None:
             # Every node seals what ends without a media node, and sweeps for what a
             # dead node left unsealed (never a recording still open: the crash repair
@@ -141,9 +147,9 @@ class MediaBridge(LiveMedia):
     async def close(self) -> None:
         if self.recording is not None:
             await self.recording.close()
-        for task in (self._renew, self._publisher):
-            if task is not None:
-                task.cancel()
+        if self._renew is not None:
+            self._renew.cancel()
+        self.events.close()
         for sub in self._subs + list(self._rooms.values()):
             await sub.close()
         for task in list(self._tasks):
@@ -175,36 +181,10 @@ class MediaBridge(LiveMedia):
         """Drain that moves: the sessions hosted here go elsewhere (``Failover.move``)."""
         return await self.failover.move_all()
 
-    def _loads(self) -> list[HostLoad]:
-        return loads_of(self.hosts, self.node_id, self.draining)
-
     async def placement(self) -> dict[str, Any]:
         """The admin's view: every media host of every node, and where this node's
         sessions run."""
-        hosts = await self._all_hosts()
-        return {
-            "node": self.node_id,
-            "draining": self.draining,
-            "hosts": [{"host": h.host, **h.__dict__} for h in hosts],
-            "sessions": sessions_of(self.hosts, self.node_id),
-        }
-
-    async def _all_hosts(self) -> list[HostLoad]:
-        others = [h for h in await self.registry.hosts() if h.node != self.node_id]
-        return self._loads() + others  # this node's own: fresh, not a second old
-
-    async def _place(self) -> HostLoad | None:
-        hosts = await self._all_hosts()
-        # From here to the choice counted, no await: sessions placed at once spread.
-        now = time.time()
-        pending = {}
-        for host, times in self._placed.items():
-            times[:] = [t for t in times if now - t < PENDING_S]
-            pending[host] = len(times)
-        chosen = choose(hosts, now, self.timings.host_ttl_s, pending)
-        if chosen is not None:
-            self._placed[chosen.host].append(now)
-        return chosen
+        return await self.owners.view()
 
     async def _heartbeat(self) -> None:
         """Register this node's hosts (load, draining) and renew its sessions' leases."""
@@ -213,7 +193,7 @@ class MediaBridge(LiveMedia):
         while not stopping():
             await asyncio.sleep(self.timings.heartbeat_s)
             try:
-                await self.registry.beat(self._loads())
+                await self.registry.beat(self.owners.loads())
                 await self.failover.sweep(list(self._rooms))  # dead nodes' sessions
                 if time.monotonic() - renewed >= self.timings.lease_s / 3:
                     renewed = time.monotonic()
@@ -246,7 +226,7 @@ class MediaBridge(LiveMedia):
             "publish": publish,
             "subscribe": subscribe,
         }
-        node, worker = await self._owner(session_id)
+        node, worker = await self.owners.owner(session_id)
         return await self._ask(node, "negotiate", {**args, "worker": worker})
 
     async def tracks(self, session_id: str) -> list[dict[str, Any]]:
@@ -273,26 +253,6 @@ class MediaBridge(LiveMedia):
         if node == self.node_id:
             return await self._local(op, args)
         return await self.rpc.ask(node, op, args)
-
-    async def _owner(self, session_id: str) -> tuple[str, int]:
-        key = f"media-owner:{session_id}"
-        for _ in range(3):
-            lease = await self.store.get_ephemeral(key)
-            if lease is not None and not await self.failover.take_over(session_id, lease):
-                return str(lease["node"]), int(lease.get("worker", 0))
-            if lease is not None:
-                continue  # its host was gone: the lease is free now
-            choice = await self._place()
-            if choice is None:
-                break
-            doc = {"node": choice.node, "worker": choice.worker}
-            if await self.store.create_ephemeral(key, doc, self.timings.lease_s):
-                log.info("session %s placed on %s", session_id, choice.host)
-                return choice.node, choice.worker
-            placed = self._placed[choice.host]  # another node placed it first
-            if placed:
-                placed.pop()
-        raise Unavailable("media_unavailable", "no media server hosts this session")
 
     # -- answering --------------------------------------------------------------------
     def _on_request(self, msg: dict[str, Any]) -> None:
@@ -340,7 +300,8 @@ class MediaBridge(LiveMedia):
             case_id = await self.recording.room_opening(session_id)
             if case_id is not None and self.records:
                 start = self._start_recording(host, session_id, case_id)
-                if self._repair is None or self._repair.done():
+                lost = await self.store.get_ephemeral(repair_key(session_id))
+                if lost is None and (self._repair is None or self._repair.done()):
                     await start
                 else:  # media first; the recorder once a dead worker's files are repaired
                     self._spawn(start)
@@ -352,6 +313,7 @@ class MediaBridge(LiveMedia):
         if self._repair is not None:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._repair)
+        await repaired(self.store, session_id)  # a dead node's run, on a shared archive
         try:
             await host.call("start_recording", {"session_id": session_id, "case_id": case_id})
         except ServiceError as exc:
@@ -445,7 +407,7 @@ class MediaBridge(LiveMedia):
     def _worker_event(self, host: WorkerHost, msg: dict[str, Any]) -> None:
         kind = msg.get("event")
         if kind == "emit":
-            self._emit(str(msg["session_id"]), msg.get("participant_id"), dict(msg["msg"]))
+            self._host_emit(str(msg["session_id"]), msg.get("participant_id"), dict(msg["msg"]))
         elif kind == "recording":
             self._recording_event(str(msg["session_id"]), dict(msg["msg"]))
 
@@ -478,22 +440,6 @@ class MediaBridge(LiveMedia):
         task.add_done_callback(self._tasks.discard)
 
     # -- media events out to the session's sockets ------------------------------------
-    def _emit(self, session_id: str, participant_id: str | None, msg: dict[str, Any]) -> None:
-        topic = f"participant:{participant_id}" if participant_id else f"session:{session_id}"
-        try:
-            self._out.put_nowait((topic, {"v": 1, **msg}))
-        except asyncio.QueueFull:
-            log.warning("media event dropped: the store is not keeping up")
-
-    async def _publish_events(self) -> None:
-        outage = Outage("media events", log)
-        while not stopping():
-            topic, msg = await self._out.get()
-            try:
-                await self.store.publish(topic, msg)
-            except StoreUnavailable as exc:
-                outage.failed(exc)  # dropped, as a bus message may be
-                continue
-            except Exception:
-                log.exception("publishing a media event failed")
-            outage.ok()
+    def _host_emit(self, session_id: str, participant_id: str | None, msg: dict[str, Any]) -> None:
+        if session_id not in self.failover.silenced:  # a room closing as it steps back
+            self.events.emit(session_id, participant_id, msg)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import itertools
 import logging
 import os
 import socket
@@ -31,6 +30,7 @@ from signaling.errors import ServiceError, Unavailable
 from signaling.models import MediaCheck, MediaWorkerCheck
 
 from .media_ops import CpuMeter, apply, load
+from .pending_calls import PendingCalls
 from .placement import HostLoad
 from .worker_channel import read_msg, write_msg
 
@@ -113,8 +113,7 @@ class WorkerHost:
         self.proc: asyncio.subprocess.Process | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._reader: asyncio.Task[None] | None = None
-        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
-        self._ids = itertools.count(1)
+        self._calls = PendingCalls(RPC_TIMEOUT_S)
         self.exited: asyncio.Event = asyncio.Event()
 
     @property
@@ -158,26 +157,18 @@ class WorkerHost:
     async def call(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
         if not self.alive or self._writer is None:
             raise Unavailable("media_unavailable", f"media worker {self.index} is not running")
-        rid = next(self._ids)
-        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._pending[rid] = fut
-        try:
-            write_msg(self._writer, {"id": rid, "op": op, "args": args})
-            reply = await asyncio.wait_for(fut, RPC_TIMEOUT_S)
-        except TimeoutError:
-            raise Unavailable(
-                "media_unavailable", f"media worker {self.index} did not answer"
-            ) from None
-        finally:
-            self._pending.pop(rid, None)
-        if "error" in reply:
-            raise ServiceError(reply["error"]["code"], reply["error"]["message"])
+        writer = self._writer
+
+        async def send(rid: str) -> None:
+            write_msg(writer, {"id": rid, "op": op, "args": args})
+
+        result = await self._calls.call(send, f"media worker {self.index} did not answer")
         sid = str(args.get("session_id"))
         if op == "negotiate":
             self._rooms.add(sid)  # before the next load report says so
-        elif op == "end" or (op == "leave" and not reply["result"].get("hosted")):
+        elif op == "end" or (op == "leave" and not result.get("hosted")):
             self._rooms.discard(sid)
-        return dict(reply["result"])
+        return result
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
         try:
@@ -186,9 +177,7 @@ class WorkerHost:
                 if msg is None:
                     break
                 if "id" in msg:
-                    fut = self._pending.get(int(msg["id"]))
-                    if fut is not None and not fut.done():
-                        fut.set_result(msg)
+                    self._calls.answer(msg)
                 elif msg.get("event") == "load":
                     self._rooms = set(msg.pop("rooms", []))
                     msg.pop("event")
@@ -199,11 +188,9 @@ class WorkerHost:
             log.exception("media worker %d sent what cannot be read", self.index)
         finally:
             self.alive = False
-            for fut in self._pending.values():
-                if not fut.done():
-                    fut.set_exception(
-                        Unavailable("media_unavailable", f"media worker {self.index} stopped")
-                    )
+            self._calls.fail_all(
+                Unavailable("media_unavailable", f"media worker {self.index} stopped")
+            )
             if self.proc is not None:
                 with contextlib.suppress(ProcessLookupError):
                     self.proc.kill()  # a worker that closed its channel is gone for us

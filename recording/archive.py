@@ -278,17 +278,25 @@ def open_track_indexes(archive: Path) -> list[tuple[Path, dict[str, Any]]]:
     return out
 
 
-def recover_session(directory: Path, index: dict[str, Any]) -> dict[str, Any]:
+def recover_session(
+    directory: Path, index: dict[str, Any], node: str | None = None
+) -> dict[str, Any]:
     """Repair every track a crash left open and mark it (and its run) recovered.
-    Runs on a worker thread at start, before this node records anything."""
+    Runs on a worker thread at start, before this node records anything. ``node``: only
+    the runs that node left open, and their tracks (a dead node's, repaired on a shared
+    archive by the node that took its session over, before anyone records it again)."""
     now = time.time()
-    for run in index.get("runs", []):
-        if run.get("state") == "open":
+    runs = set()
+    for number, run in enumerate(index.get("runs", [])):
+        if run.get("state") == "open" and node in (None, run.get("node")):
             run["state"] = "recovered_after_crash"
             run["recovered_at"] = now
+            runs.add(number)
     recovered, failed = [], []
     for track in index.get("tracks", []):
         if track.get("state") != "open":
+            continue
+        if node is not None and int(track.get("run", 0)) not in runs:
             continue
         path = (directory / str(track.get("file", ""))).resolve()
         track["recovered_at"] = now

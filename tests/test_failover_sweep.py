@@ -7,6 +7,7 @@ their pages told; the live ones are left alone. Counted on a real redis-server
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -23,6 +24,7 @@ from signaling.state.redis_store import RedisStore
 
 FOLLOWED = 2000
 DEAD = 3  # sessions whose lease names the dead node's host
+GRACE = 0.05  # a silent host is lost if still silent this much later (a heartbeat)
 
 
 async def _world(store: Store) -> tuple[Failover, list[dict[str, Any]], list[str]]:
@@ -42,7 +44,14 @@ async def _world(store: Store) -> tuple[Failover, list[dict[str, Any]], list[str
         await store.put_ephemeral(lease_key(sid), lease, 60)
     told: list[dict[str, Any]] = []
     failover = Failover(
-        store, "b", [], None, lambda s, _to, msg: told.append(msg), host_ttl_s=5, lease_s=30
+        store,
+        "b",
+        [],
+        None,
+        lambda s, _to, msg: told.append(msg),
+        host_ttl_s=5,
+        lease_s=30,
+        grace_s=GRACE,
     )
     return failover, told, sessions
 
@@ -54,6 +63,9 @@ def _closed(told: list[dict[str, Any]]) -> list[str]:
 async def test_the_sweep_frees_only_the_dead_hosts_sessions(store: Store) -> None:
     failover, told, sessions = await _world(store)
     await failover.sweep(sessions)
+    assert told == []  # silent at one check: suspect only (a starved node looks the same)
+    await asyncio.sleep(GRACE)
+    await failover.sweep(sessions)  # still silent a heartbeat later: lost
     assert _closed(told) == [f"s{i}" for i in range(DEAD)]
     assert all(m["reason"] == "media_node_lost" for m in told if m["type"] == "media.state")
     for i in range(DEAD):
@@ -63,6 +75,37 @@ async def test_the_sweep_frees_only_the_dead_hosts_sessions(store: Store) -> Non
     told.clear()
     await failover.sweep(sessions)  # freed already: nothing more to tell
     assert told == []
+
+
+async def test_a_host_silent_for_less_than_a_heartbeat_past_its_ttl_keeps_its_sessions(
+    store: Store,
+) -> None:
+    """Node ``z`` missed its renewal (its loop was starved) and beats again before the
+    second check: nothing is taken over. Silent again later, it is suspected anew."""
+    failover, told, sessions = await _world(store)
+    await failover.sweep(sessions)
+    doc = {"node": "z", "worker": 0, "alive": True, "seen_at": time.time()}
+    await store.put_ephemeral(host_key("z", 0), doc, 60)  # back
+    await asyncio.sleep(GRACE)
+    await failover.sweep(sessions)
+    assert told == []
+    await store.delete_ephemeral(host_key("z", 0))  # silent again: the count starts anew
+    await failover.sweep(sessions)
+    assert told == []
+    await asyncio.sleep(GRACE)
+    await failover.sweep(sessions)
+    assert _closed(told) == [f"s{i}" for i in range(DEAD)]
+
+
+async def test_asked_to_negotiate_a_node_checks_a_silent_host_again_a_heartbeat_later(
+    store: Store,
+) -> None:
+    failover, told, _sessions = await _world(store)
+    lease = await store.get_ephemeral(lease_key("s0"))
+    assert lease is not None and await failover.take_over("s0", lease)  # gone at both checks
+    assert _closed(told) == ["s0"] and await store.get_ephemeral(lease_key("s0")) is None
+    lease = await store.get_ephemeral(lease_key("s5"))
+    assert lease is not None and not await failover.take_over("s5", lease)  # alive
 
 
 @pytest.fixture
@@ -97,7 +140,9 @@ async def test_a_beat_costs_two_store_reads_however_many_sessions_are_followed(
             await failover.take_over(sid, lease)
     before_s = time.perf_counter() - started
     before = await _commands(admin)
-    # After: the batched sweep (its first beat frees DEAD sessions; the steady beat after).
+    # After: the batched sweep (its first two beats free DEAD sessions; the steady beat after).
+    await failover.sweep(sessions)
+    await asyncio.sleep(GRACE)
     await failover.sweep(sessions)
     await admin.config_resetstat()
     started = time.perf_counter()

@@ -1,8 +1,8 @@
 """Failover with real processes and real aiortc participants (bench/bot.py, which rebuild
 their media connection on a lost host as the pages do): a media worker killed with
-SIGKILL, and a whole node killed with SIGKILL in Redis mode. Every participant receives
-the other's video again, in the same slot; recovery times are printed (``FAILOVER``),
-not asserted."""
+SIGKILL, a whole node killed with SIGKILL in Redis mode, and a node frozen past its TTL
+that steps back when it wakes. Every participant receives the other's video again, in
+the same slot; recovery times are printed (``FAILOVER``), not asserted."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -154,6 +155,135 @@ async def test_participants_on_another_node_get_media_back_when_the_media_node_i
         events = (await _json(http, "GET", f"{b.url}/api/cases/FO-2", clerk))["events"]
         gaps = [e["data"] for e in events if e["type"] == "recording.gap"]
         assert len(gaps) == 1 and gaps[0]["reason"] == "media_node_lost", gaps
+
+
+async def test_a_dead_nodes_recording_is_repaired_by_the_node_taking_over_on_a_shared_archive(
+    server_factory: Factory, redis_url: str, tmp_path: Path
+) -> None:
+    """Two nodes share one archive. kill -9 of A, which hosted (and recorded) the session:
+    B takes it over and repairs the run A left open before its own recorder starts, so the
+    session, once ended, is sealed with both runs and A's tracks, A never coming back."""
+    shared = tmp_path / "shared-archive"
+    shared.mkdir(mode=0o700)
+    data = []
+    for name in ("data-a", "data-b"):
+        (tmp_path / name).mkdir(mode=0o700)
+        (tmp_path / name / "archive").symlink_to(shared)
+        data.append(tmp_path / name)
+    a = server_factory(data[0], redis_url=redis_url, env={**ENV, "JR_NODE_ID": "node-a"})
+    b = server_factory(data[1], redis_url=redis_url, env={**ENV, "JR_NODE_ID": "node-b"})
+    t = tokens(tmp_path)
+    clerk = t.issue(sub="clerk-01", role="clerk")
+    bots: list[Bot] = []
+    assert a.proc is not None and b.proc is not None
+    async with aiohttp.ClientSession() as http:
+        b.proc.send_signal(signal.SIGUSR1)  # the session's media (and recording) on A
+
+        async def b_drains() -> bool:
+            return bool((await _media(http, b.url))["draining"])
+
+        await _until("B drains", b_drains, 30)
+        sid = (await _json(http, "POST", f"{b.url}/api/cases/FO-5/sessions", clerk))["session_id"]
+        try:
+            bots += await _pair(b.url, t, sid)
+            b.proc.send_signal(signal.SIGUSR2)
+
+            async def b_takes() -> bool:
+                return not (await _media(http, b.url))["draining"]
+
+            await _until("B takes sessions again", b_takes, 30)
+            index_path = shared / "FO-5" / sid / "recording.json"
+
+            async def a_records() -> bool:  # both cameras' files open in A's run
+                if not index_path.exists():
+                    return False
+                text = await asyncio.to_thread(index_path.read_text)
+                tracks = json.loads(text)["tracks"]
+                return [t["state"] for t in tracks] == ["open", "open"]
+
+            await _until("A records", a_records, 30)
+            a.proc.kill()
+            a.proc.wait(10)
+            a.proc = None
+            await _recovered(bots, time.time())
+        finally:
+            for bot in bots:
+                await bot.close()
+        await _json(http, "POST", f"{b.url}/api/sessions/{sid}/end", clerk)
+        manifest_path = shared / "FO-5" / sid / "manifest.json"
+
+        async def sealed() -> Any:
+            if not manifest_path.exists():
+                return None
+            return json.loads(await asyncio.to_thread(manifest_path.read_text))
+
+        recorded = (await _until("the case file is sealed", sealed, 30))["recording"]
+        runs = [(r["node"], r["state"]) for r in recorded["runs"]]
+        assert runs == [("node-a", "recovered_after_crash"), ("node-b", "closed")], runs
+        states = [t["state"] for t in recorded["tracks"]]  # two cameras on A, then on B
+        assert states.count("recovered_after_crash") == 2, recorded["tracks"]
+        assert states.count("closed") == 2 and len(states) == 4, recorded["tracks"]
+        for track in recorded["tracks"]:
+            assert (manifest_path.parent / track["file"]).stat().st_size > 0
+        events = (await _json(http, "GET", f"{b.url}/api/cases/FO-5", clerk))["events"]
+        assert [e["type"] for e in events].count("recording.recovered") == 1
+
+
+async def test_a_node_taken_over_while_stalled_steps_back_when_it_wakes(
+    server_factory: Factory, redis_url: str, tmp_path: Path
+) -> None:
+    """Node A, hosting the session's media, is frozen (SIGSTOP: an event loop starved)
+    longer than its TTL and a heartbeat: B takes the session over and the participants
+    rebuild onto B. Woken, A finds the lease naming B and closes its own room (steps
+    back): the session's media runs on one host, and the participants are not disturbed
+    a second time."""
+    a = server_factory(redis_url=redis_url, env={**ENV, "JR_NODE_ID": "node-a"})
+    b = server_factory(redis_url=redis_url, env={**ENV, "JR_NODE_ID": "node-b"})
+    t = tokens(tmp_path)
+    clerk, admin = t.issue(sub="clerk-01", role="clerk"), t.issue(sub="admin", role="admin")
+    bots: list[Bot] = []
+    assert a.proc is not None and b.proc is not None
+    async with aiohttp.ClientSession() as http:
+
+        async def hosted(node: ServerProcess) -> set[str]:
+            placed = await _json(http, "GET", f"{node.url}/api/admin/media", admin)
+            return {s["session_id"] for s in placed["sessions"]}
+
+        b.proc.send_signal(signal.SIGUSR1)  # the session's media goes to A
+
+        async def b_drains() -> bool:
+            return bool((await _media(http, b.url))["draining"])
+
+        await _until("B drains", b_drains, 30)
+        sid = (await _json(http, "POST", f"{b.url}/api/cases/FO-4/sessions", clerk))["session_id"]
+        try:
+            bots += await _pair(b.url, t, sid)
+            assert sid in await hosted(a)
+            b.proc.send_signal(signal.SIGUSR2)
+
+            async def b_takes() -> bool:
+                return not (await _media(http, b.url))["draining"]
+
+            await _until("B takes sessions again", b_takes, 30)
+            stalled = time.time()
+            a.proc.send_signal(signal.SIGSTOP)
+            try:
+                _report("stalled node", await _recovered(bots, stalled))
+            finally:
+                a.proc.send_signal(signal.SIGCONT)
+            assert sid in await hosted(b)
+            restarts = [bot.restarts for bot in bots]
+
+            async def a_stepped_back() -> bool:
+                return sid not in await hosted(a)
+
+            await _until("A steps back", a_stepped_back, 30)
+            assert sid in await hosted(b)
+            await asyncio.gather(_sees(bots[0], 2), _sees(bots[1], 1))
+            assert [bot.restarts for bot in bots] == restarts
+        finally:
+            for bot in bots:
+                await bot.close()
 
 
 async def test_drain_with_move_places_the_sessions_on_another_node(

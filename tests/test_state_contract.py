@@ -390,6 +390,25 @@ async def test_create_ephemeral_is_a_lease(store: Store) -> None:
     assert await store.get_ephemeral("lease") == {"node": "b"}
 
 
+async def test_a_lease_is_renewed_only_while_it_names_its_holder(store: Store) -> None:
+    mine = {"node": "a", "worker": 1}
+    assert not await store.renew_ephemeral("lease", mine, ttl_s=5)  # none: not created
+    assert await store.get_ephemeral("lease") is None
+    assert await store.create_ephemeral("lease", mine, ttl_s=0.5)
+    assert await store.renew_ephemeral("lease", {"worker": 1, "node": "a"}, ttl_s=5)
+    await asyncio.sleep(0.7)  # past the first TTL: the renewal holds it
+    assert await store.get_ephemeral("lease") == mine
+    # Moved: the new holder's lease is never overwritten by the old holder's renewal.
+    await store.put_ephemeral("lease", {"node": "b", "worker": 0}, ttl_s=5)
+    for stale in (mine, {"node": "b"}, {"node": "b", "worker": 0, "x": 1}):
+        assert not await store.renew_ephemeral("lease", stale, ttl_s=5)
+    assert await store.get_ephemeral("lease") == {"node": "b", "worker": 0}
+    await store.put_ephemeral("short", mine, ttl_s=0.2)
+    await asyncio.sleep(0.35)
+    assert not await store.renew_ephemeral("short", mine, ttl_s=5)  # expired: gone for good
+    assert await store.get_ephemeral("short") is None
+
+
 async def test_logs_keep_numbers_exact(store: Store) -> None:
     ts = 1795844183.9541495
     await store.append("log", {"ts": ts, "big": 2**53 + 1, "empty": [], "obj": {}})

@@ -184,6 +184,13 @@ class Store(abc.ABC):
         """Store ``doc`` for ``ttl_s`` if ``key`` is free (a lease); False if taken."""
 
     @abc.abstractmethod
+    async def renew_ephemeral(self, key: str, doc: Doc, ttl_s: float) -> bool:
+        """Hold ``doc`` for ``ttl_s`` more if ``key`` still holds ``doc`` (a lease renewed
+        by its holder only, in one step); False if it is gone or holds another value,
+        which is then left as it is (a renewal after a move never overwrites the new
+        holder)."""
+
+    @abc.abstractmethod
     async def get_ephemeral(self, key: str) -> Doc | None: ...
 
     async def get_ephemeral_many(self, keys: list[str]) -> list[Doc | None]:

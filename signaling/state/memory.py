@@ -442,6 +442,12 @@ class MemoryStore(JobQueues, Store):
         await self.put_ephemeral(key, doc, ttl_s)
         return True
 
+    async def renew_ephemeral(self, key: str, doc: Doc, ttl_s: float) -> bool:
+        held = await self.get_ephemeral(key) == doc  # no await yields in between: one step
+        if held:
+            await self.put_ephemeral(key, doc, ttl_s)
+        return held
+
     async def get_ephemeral(self, key: str) -> Doc | None:
         item = self._ephemeral.get(key)
         if item is None:

@@ -82,6 +82,17 @@ if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return 0 end
 redis.call('HDEL', KEYS[2], ARGV[1])
 return 1
 """
+# Renew a value for ARGV[2] ms only while it holds ARGV[1] (flat JSON, fields in any order).
+_RENEW = """
+local cur = redis.call('GET', KEYS[1])
+if not cur then return 0 end
+if cur ~= ARGV[1] then
+  local a, b = cjson.decode(cur), cjson.decode(ARGV[1])
+  for k, v in pairs(b) do if a[k] ~= v then return 0 end end
+  for k, _ in pairs(a) do if b[k] == nil then return 0 end end
+end
+return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+"""
 GROUP = "workers"
 # Touch only a job this consumer still holds (XCLAIM alone would take it from another).
 _TOUCH = """
@@ -285,6 +296,11 @@ class RedisStore(Store):
             self._k("eph", key), _dumps(doc), px=max(1, int(ttl_s * 1000)), nx=True
         )
         return bool(ok)
+
+    @guarded
+    async def renew_ephemeral(self, key: str, doc: Doc, ttl_s: float) -> bool:
+        ms = str(max(1, int(ttl_s * 1000)))
+        return bool(await self._r.eval(_RENEW, 1, self._k("eph", key), _dumps(doc), ms))
 
     @guarded
     async def get_ephemeral(self, key: str) -> Doc | None:
