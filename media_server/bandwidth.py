@@ -1,0 +1,238 @@
+"""How much video one subscriber's link carries, and when its video is paused (sans-IO).
+
+aiortc offers no transport-wide congestion control, so a browser's only bitrate feedback
+is REMB from its delay-based receive-side estimator. That estimator ignores random loss
+and a tail-dropping rate limiter, and after a burst of jitter it falls to ~80 kbps and
+climbs back over a minute and a half (issue #14). A ``LinkEstimate`` is the SFU's own
+estimate of one subscriber leg, from what the subscriber tells us about that leg:
+
+- receiver reports (fraction lost, interarrival jitter, LSR/DLSR: the round-trip time
+  of the sender reports we forwarded on the leg), the NACKs it sends, and its REMB;
+- loss-based rules in the spirit of GCC: loss over 10 % that looks like congestion
+  (with queueing delay, or over 20 %) lowers the estimate in proportion, never below
+  what actually got through; 2-10 % (or many NACKs, or high jitter) holds it; under 2 %
+  raises it, fast (x1.5 a second) back to the level the leg carried before a drop, then
+  by 8 % a second;
+- the REMB is a cap only while the leg's own signals say congestion (loss or a grown
+  round-trip time); on a clean leg it can only raise the estimate. A jitter transient
+  therefore no longer drags the publisher down for a minute.
+
+The thin-link gate of the same object pauses the leg's video when its estimate stays
+under the floor (audio keeps flowing), then probes again after 5 s, 10 s, 20 s ... (up
+to a minute), pausing at once if a probe fails. Time is passed in; nothing here sends.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+LOSS_LOW = 0.02  # under this a leg is clean
+LOSS_HIGH = 0.10  # over this a leg loses too much...
+LOSS_SEVERE = 0.20  # ...and over this it is congested whatever the delay says
+RTT_GROWTH_S = 0.1  # the smoothed round trip this far over its minimum: a queue builds
+RTT_GROWTH_RATIO = 0.5  # (or half the minimum, on long paths)
+RTT_WINDOW_S = 30.0
+RTT_SMOOTHING = 0.3
+JITTER_HIGH_S = 0.03  # interarrival jitter over this: hold, don't raise
+FAST_UP = 1.5  # per second, back to the level before a drop
+SLOW_UP = 1.08  # per second, above it (GCC's rate)
+MIN_ESTIMATE = 30_000
+PACKET_OVERHEAD = 50  # IP, UDP, RTP header and extensions, SRTP tag: bytes per packet
+RATE_WINDOW_S = 0.5  # the sent rate is measured over at least this long
+PAUSE_AFTER_S = 2.0  # under the floor this long: the leg's video is paused
+PROBE_AFTER_S = 5.0  # first probe after a pause; doubled after each failed probe...
+PROBE_MAX_S = 60.0
+PROBE_TRIAL_S = 4.0  # ...a probe that stays over the floor this long has worked
+BACKOFF_RESET_S = 30.0  # flowing this long: the next pause probes after 5 s again
+
+
+class LinkEstimate:
+    """One subscriber leg's bandwidth estimate and thin-link gate."""
+
+    def __init__(self, floor_bps: int = 0, max_bps: int = 2_500_000) -> None:
+        self.floor = floor_bps
+        self.max = max_bps
+        self.estimate: float | None = None  # set by the first receiver report
+        self.remb: int | None = None
+        self.congested = False
+        self.reports = 0
+        self._last_update: float | None = None
+        self._last_decrease = -1e9
+        self._good = 0.0  # the level carried before the last drop: ramp back fast
+        self._fast = False  # the last raise was a fast one
+        self._sent: tuple[float, int, int] | None = None  # (time, bytes, packets) window start
+        self._sent_bps: float | None = None
+        self._nacked = 0
+        self._srs: dict[int, float] = {}  # middle 32 bits of a forwarded SR's NTP -> sent at
+        self._rtts: deque[tuple[float, float]] = deque()  # (time, smoothed RTT)
+        self.rtt: float | None = None
+        # the gate
+        self.paused = False
+        self.probing = False
+        self._below_since: float | None = None
+        self._resume_at = 0.0
+        self._flowing_since = 0.0
+        self._backoff = PROBE_AFTER_S
+
+    # -- what the estimate is ------------------------------------------------------------
+    @property
+    def bps(self) -> int | None:
+        """The leg's estimate; the REMB alone until its receiver reports start."""
+        if self.estimate is None:
+            return self.remb
+        if self.congested and self.remb is not None:
+            return int(min(self.estimate, self.remb))
+        return int(self.estimate)
+
+    def counts(self) -> bool:
+        """Whether the publisher's target should respect this leg (not thin, not on trial)."""
+        bps = self.bps
+        return bps is not None and not self.paused and not self.probing and bps >= self.floor
+
+    # -- what the subscriber tells us -----------------------------------------------------
+    def on_remb(self, bps: int) -> None:
+        self.remb = bps
+
+    def on_nack(self, count: int) -> None:
+        self._nacked += count
+
+    def sender_report_sent(self, ntp_middle: int, now: float) -> None:
+        """We forwarded a sender report on the leg: its RR will echo it (round trip)."""
+        self._srs[ntp_middle] = now
+        if len(self._srs) > 8:
+            del self._srs[next(iter(self._srs))]
+
+    def on_report(
+        self,
+        now: float,
+        fraction_lost: float,
+        jitter_s: float,
+        lsr: int,
+        dlsr: int,
+        sent_octets: int,
+        sent_packets: int,
+    ) -> None:
+        """A receiver report block about the leg (fraction 0..1; ``sent_*``: the leg's
+        running totals of payload bytes and packets)."""
+        if self.paused:
+            return  # no video flows: nothing to learn
+        self._round_trip(now, lsr, dlsr)
+        loss = fraction_lost
+        nack_ratio = self._rates(now, sent_octets, sent_packets)
+        self.reports += 1
+        if self.estimate is None:
+            self.estimate = float(self.remb or self.max)
+        growth = self._rtt_growth()
+        self.congested = loss >= LOSS_LOW or growth
+        dt = 1.0 if self._last_update is None else min(1.0, max(0.0, now - self._last_update))
+        self._last_update = now
+        if loss > LOSS_HIGH and (growth or loss > LOSS_SEVERE):
+            self._decrease(now, loss)
+        elif loss >= LOSS_LOW or nack_ratio > LOSS_HIGH or growth or jitter_s > JITTER_HIGH_S:
+            pass  # hold
+        else:
+            self._increase(dt)
+
+    def _decrease(self, now: float, loss: float) -> None:
+        assert self.estimate is not None
+        if now - self._last_decrease < 0.3 + (self.rtt or 0.0):
+            return  # the previous decrease has not shown yet
+        self._last_decrease = now
+        before = self.estimate
+        new = before * (1 - 0.5 * loss)
+        if loss > LOSS_SEVERE and self._sent_bps:
+            # Far over capacity: what got through is the best measure of the link.
+            new = min(new, self._sent_bps * (1 - loss))
+        self.estimate = max(float(MIN_ESTIMATE), new)
+        # A fast ramp that ran into loss found the link narrower: no fast ramp again.
+        self._good = 0.0 if self._fast else max(self._good, before)
+        self._fast = False
+
+    def _increase(self, dt: float) -> None:
+        assert self.estimate is not None
+        fast = self.estimate < self._good
+        raised = self.estimate * (FAST_UP if fast else SLOW_UP) ** dt
+        if fast:
+            raised = min(raised, self._good)
+        self._fast = fast
+        # A clean leg carries what it was sent (a probe proves the publisher's rate).
+        carried = max(float(self.remb or 0), self._sent_bps or 0.0)
+        self.estimate = min(float(self.max), max(raised, carried))
+
+    def _round_trip(self, now: float, lsr: int, dlsr: int) -> None:
+        sent = self._srs.get(lsr) if lsr else None
+        if sent is None:
+            return
+        sample = now - sent - dlsr / 65536
+        if not 0 <= sample < 10:
+            return
+        self.rtt = sample if self.rtt is None else self.rtt + RTT_SMOOTHING * (sample - self.rtt)
+        self._rtts.append((now, self.rtt))
+        while self._rtts and now - self._rtts[0][0] > RTT_WINDOW_S:
+            self._rtts.popleft()
+
+    def _rtt_growth(self) -> bool:
+        if self.rtt is None or not self._rtts:
+            return False
+        base = min(r for _, r in self._rtts)
+        return self.rtt - base > max(RTT_GROWTH_S, RTT_GROWTH_RATIO * base)
+
+    def _rates(self, now: float, octets: int, packets: int) -> float:
+        """Update the sent rate; the share of packets NACKed since the last report."""
+        sent = octets + PACKET_OVERHEAD * packets
+        nack_ratio = 0.0
+        if self._sent is None:
+            self._sent = (now, sent, packets)
+        else:
+            t0, bytes0, packets0 = self._sent
+            if packets > packets0:
+                nack_ratio = self._nacked / (packets - packets0)
+            if now - t0 >= RATE_WINDOW_S:
+                self._sent_bps = (sent - bytes0) * 8 / (now - t0)
+                self._sent = (now, sent, packets)
+        if self._sent[0] == now:
+            self._nacked = 0
+        return nack_ratio
+
+    # -- the thin-link gate -------------------------------------------------------------
+    def gate(self, now: float) -> bool | None:
+        """The leg's new paused state when it changes now, else None."""
+        if self.floor <= 0:
+            return None
+        if self.paused:
+            if now < self._resume_at:
+                return None
+            self._resume(now)
+            return False
+        bps = self.bps
+        if self.reports < 2 or bps is None or bps >= self.floor:
+            self._below_since = None
+            if self.probing and self.reports >= 2 and now - self._flowing_since >= PROBE_TRIAL_S:
+                self.probing = False
+            if now - self._flowing_since >= BACKOFF_RESET_S:
+                self._backoff = PROBE_AFTER_S
+            return None
+        if self._below_since is None:
+            self._below_since = now
+        if self.probing or now - self._below_since >= PAUSE_AFTER_S:
+            self._pause(now)
+            return True
+        return None
+
+    def _pause(self, now: float) -> None:
+        if self.probing:
+            self._backoff = min(PROBE_MAX_S, self._backoff * 2)
+        self.paused, self.probing = True, False
+        self._resume_at = now + self._backoff
+        self._below_since = None
+
+    def _resume(self, now: float) -> None:
+        """Probe: video again at the floor, judged afresh."""
+        self.paused, self.probing = False, True
+        self._flowing_since = now
+        self.estimate = float(self.floor)
+        self.congested = False
+        self.reports = 0
+        self._sent = None
+        self._nacked = 0
+        self._good, self._fast = 0.0, False
