@@ -155,9 +155,13 @@ class LinkEstimate:
         if fast:
             raised = min(raised, self._good)
         self._fast = fast
-        # A clean leg carries what it was sent (a probe proves the publisher's rate).
-        carried = max(float(self.remb or 0), self._sent_bps or 0.0)
-        self.estimate = min(float(self.max), max(raised, carried))
+        # A clean leg carries what it was sent (a probe proves the publisher's rate), and
+        # is not credited with much more than that (GCC's bound: 1.5 x what it got).
+        sent = self._sent_bps
+        if sent is not None:
+            raised = min(raised, max(1.5 * sent + 10_000, float(self.floor)))
+        carried = max(float(self.remb or 0), sent or 0.0)
+        self.estimate = min(float(self.max), max(raised, carried, self.estimate))
 
     def _round_trip(self, now: float, lsr: int, dlsr: int) -> None:
         sent = self._srs.get(lsr) if lsr else None
