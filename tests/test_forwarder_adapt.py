@@ -4,6 +4,8 @@ see it (the bytes the core returns, real captured VP8, time passed in)."""
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 
 from media_server import rtp
@@ -85,7 +87,7 @@ def test_a_thin_leg_is_paused_then_resumed_seamlessly() -> None:
     # One stream to the subscriber: no gap in its numbering (no loss to count) and the
     # same timestamp offset (its clock runs on through the pause).
     seqs = [rtp.parse(d).seq for _, d in got]
-    assert all((b - a) & 0xFFFF == 1 for a, b in zip(seqs, seqs[1:], strict=False))
+    assert all((b - a) & 0xFFFF == 1 for a, b in pairwise(seqs))
     before = [rtp.parse(d) for t, d in got if t <= paused][-1]
     assert (first.timestamp - before.timestamp) & 0xFFFFFFFF > 90_000 * 4  # ~the pause
     # While paused the leg did not hold the publisher to its thin estimate.
@@ -107,7 +109,7 @@ def test_nack_for_a_number_from_before_the_pause_is_not_answered() -> None:
 def test_a_link_that_stays_thin_stays_paused_between_probes() -> None:
     up = video_up(bitrate=Bitrate(150_000, 2_500_000, FLOOR))
     lg = leg()
-    got, events = _run(up, lg, thin_until=T0 + 100)
+    _, events = _run(up, lg, thin_until=T0 + 100)
     assert len(events["resumed"]) == 1 and len(events["paused"]) == 2, events
     # The probe failed: paused again, next probe in 10 s (beyond this stream).
     assert events["paused"][1] - events["resumed"][0] < 3
