@@ -10,7 +10,7 @@ estimate of one subscriber leg, from what the subscriber tells us about that leg
   of the sender reports we forwarded on the leg), the NACKs it sends, and its REMB;
 - loss-based rules in the spirit of GCC: loss over 10 % that looks like congestion
   (with queueing delay, or over 20 %) lowers the estimate in proportion, never below
-  what actually got through; 2-10 % (or many NACKs, or high jitter) holds it; under 2 %
+  what actually got through; 2-10 % (or many NACKs, or a jump in jitter) holds it; under 2 %
   raises it, fast (x1.5 a second) back to the level the leg carried before a drop, then
   by 8 % a second;
 - the REMB is a cap only while the leg's own signals say congestion (loss or a grown
@@ -33,7 +33,7 @@ RTT_GROWTH_S = 0.1  # the smoothed round trip this far over its minimum: a queue
 RTT_GROWTH_RATIO = 0.5  # (or half the minimum, on long paths)
 RTT_WINDOW_S = 30.0
 RTT_SMOOTHING = 0.3
-JITTER_HIGH_S = 0.03  # interarrival jitter over this: hold, don't raise
+JITTER_HIGH_S = 0.03  # interarrival jitter over this and twice its low: hold, don't raise
 FAST_UP = 1.5  # per second, back to the level before a drop
 SLOW_UP = 1.08  # per second, above it (GCC's rate)
 MIN_ESTIMATE = 30_000
@@ -66,6 +66,7 @@ class LinkEstimate:
         self._srs: dict[int, float] = {}  # middle 32 bits of a forwarded SR's NTP -> sent at
         self._rtts: deque[tuple[float, float]] = deque()  # (time, smoothed RTT)
         self.rtt: float | None = None
+        self._jitters: deque[tuple[float, float]] = deque()  # (time, jitter in s)
         # the gate
         self.paused = False
         self.probing = False
@@ -121,14 +122,16 @@ class LinkEstimate:
         nack_ratio = self._rates(now, sent_octets, sent_packets)
         self.reports += 1
         if self.estimate is None:
-            self.estimate = float(self.remb or self.max)
+            # No limit until the link shows one: a browser's first REMB is low (its
+            # estimator starts low) and would hold a fresh leg under the floor.
+            self.estimate = float(self.max)
         growth = self._rtt_growth()
         self.congested = loss >= LOSS_LOW or growth
         dt = 1.0 if self._last_update is None else min(1.0, max(0.0, now - self._last_update))
         self._last_update = now
         if loss > LOSS_HIGH and (growth or loss > LOSS_SEVERE):
             self._decrease(now, loss)
-        elif loss >= LOSS_LOW or nack_ratio > LOSS_HIGH or growth or jitter_s > JITTER_HIGH_S:
+        elif loss >= LOSS_LOW or nack_ratio > LOSS_HIGH or growth or self._jitter_grew(now, jitter_s):
             pass  # hold
         else:
             self._increase(dt)
@@ -174,6 +177,15 @@ class LinkEstimate:
         self._rtts.append((now, self.rtt))
         while self._rtts and now - self._rtts[0][0] > RTT_WINDOW_S:
             self._rtts.popleft()
+
+    def _jitter_grew(self, now: float, jitter_s: float) -> bool:
+        """Jitter well over its low of the last 30 s (its level depends on the frames and
+        the publisher's pacing, so only a rise says something)."""
+        self._jitters.append((now, jitter_s))
+        while now - self._jitters[0][0] > RTT_WINDOW_S:
+            self._jitters.popleft()
+        low = min(j for _, j in self._jitters)
+        return jitter_s > max(JITTER_HIGH_S, 2 * low)
 
     def _rtt_growth(self) -> bool:
         if self.rtt is None or not self._rtts:

@@ -237,3 +237,13 @@ def test_no_floor_no_gate() -> None:
     path = Path(limit_bps=20_000, remb=FULL)
     run(link, path, 30)
     assert not link.paused
+
+
+def test_a_fresh_leg_with_a_low_first_remb_is_not_held_down() -> None:
+    """A browser's estimator starts low: its first REMBs must not pause a fresh leg nor
+    hold the publisher at the floor."""
+    link = LinkEstimate(FLOOR, 2_500_000)
+    path = Path(remb=60_000)
+    run(link, path, 10)
+    assert not link.paused and link.counts()
+    assert link.bps is not None and link.bps >= FULL
