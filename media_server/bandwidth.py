@@ -13,8 +13,8 @@ estimate of one subscriber leg, from what the subscriber tells us about that leg
   what actually got through; 2-10 % (or many NACKs, or a jump in jitter) holds it; under 2 %
   raises it, fast (x1.5 a second) back to the level the leg carried before a drop, then
   by 8 % a second;
-- the REMB is a cap only while the leg's own signals say congestion (loss or a grown
-  round-trip time); on a clean leg it can only raise the estimate. A jitter transient
+- the REMB is a cap only while the leg's own signals say congestion (a grown round-trip
+  time, or loss over 20 %); otherwise it can only raise the estimate. A jitter transient
   therefore no longer drags the publisher down for a minute.
 
 The thin-link gate of the same object pauses the leg's video when its estimate stays
@@ -126,7 +126,9 @@ class LinkEstimate:
             # estimator starts low) and would hold a fresh leg under the floor.
             self.estimate = float(self.max)
         growth = self._rtt_growth()
-        self.congested = loss >= LOSS_LOW or growth
+        # The REMB (delay-based) is believed when our own round trip shows a queue, or
+        # the loss is heavy; random loss on a steady round trip is no reason.
+        self.congested = growth or loss > LOSS_SEVERE
         dt = 1.0 if self._last_update is None else min(1.0, max(0.0, now - self._last_update))
         self._last_update = now
         if loss > LOSS_HIGH and (growth or loss > LOSS_SEVERE):
@@ -143,9 +145,11 @@ class LinkEstimate:
         self._last_decrease = now
         before = self.estimate
         new = before * (1 - 0.5 * loss)
-        if loss > LOSS_SEVERE and self._sent_bps:
-            # Far over capacity: what got through is the best measure of the link.
-            new = min(new, self._sent_bps * (1 - loss))
+        sent = self._sent_bps
+        if loss > LOSS_SEVERE and sent and sent >= 0.5 * before:
+            # Sending near the estimate, far over capacity: what got through is the best
+            # measure of the link (not when the publisher sends much less, say a still).
+            new = min(new, sent * (1 - loss))
         self.estimate = max(float(MIN_ESTIMATE), new)
         # A fast ramp that ran into loss found the link narrower: no fast ramp again.
         self._good = 0.0 if self._fast else max(self._good, before)

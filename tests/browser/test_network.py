@@ -13,6 +13,7 @@ import json
 import random
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Playwright, expect
@@ -22,7 +23,7 @@ from signaling.auth import TokenService
 from tests.conftest import ServerProcess
 from tests.netns import Netns, usable
 
-from .conftest import FLAGS, Api, Person
+from .conftest import FLAGS, Api, Person, launch
 from .helpers import open_review, participant_id, tile, wait_joined, wait_video_from
 
 CUT_S = 5.0
@@ -382,14 +383,16 @@ def _until(check: Callable[[], bool], bound_s: float) -> float:
 
 def _call(
     people: Callable[..., Person],
-    ns_browser: Browser,
+    browsers: tuple[Browser, Browser],
     ns: Netns,
     tokens: TokenService,
     http: Api,
     case: str,
 ) -> tuple[Person, Person, str]:
+    """The clerk (busy camera, on the host) and the reviewer (in the namespace) in a call."""
+    busy_browser, ns_browser = browsers
     sid, clerk_token, reviewer_token = open_review(http, tokens, case)
-    clerk = people("clerk")
+    clerk = people("clerk", browser_=busy_browser)
     reviewer = _reviewer(people, ns_browser, ns)
     clerk.open(f"/session/{sid}", clerk_token)
     pid_clerk = wait_joined(clerk.page)
@@ -397,6 +400,39 @@ def _call(
     wait_joined(reviewer.page)
     wait_video_from(reviewer.page, [pid_clerk])
     return clerk, reviewer, pid_clerk
+
+
+def _busy_camera(path: Path, seconds: float = 4.0, fps: int = 15) -> str:
+    """A Y4M file for ``--use-file-for-fake-video-capture``: 640×360 of fine texture
+    panning with grain, on which the camera's encoder spends its full rate (~1.7 Mbps),
+    unlike the fake device's mostly still picture (~170 kbps, which fits a 300 kbps link
+    as it is). Chromium loops it. Returns the flag. (The same as netbench's
+    ``bench/chromium.busy_camera``.)"""
+    import numpy as np
+
+    width, height = 640, 360
+    rng = np.random.default_rng(14)
+    frames = round(seconds * fps)
+    texture = rng.integers(40, 216, (height, width + 4 * frames), dtype=np.uint8)
+    chroma = np.full((height // 2) * (width // 2), 128, dtype=np.uint8).tobytes()
+    with path.open("wb") as f:
+        f.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for i in range(frames):
+            grain = rng.integers(-12, 13, (height, width), dtype=np.int16)
+            y = np.clip(texture[:, 4 * i : 4 * i + width].astype(np.int16) + grain, 0, 255)
+            f.write(b"FRAME\n" + y.astype(np.uint8).tobytes() + chroma + chroma)
+    return f"--use-file-for-fake-video-capture={path}"
+
+
+@pytest.fixture(scope="module")
+def browsers(
+    playwright: Playwright, ns_browser: Browser, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Browser, Browser]]:
+    """(the clerk's browser with a busy camera, the reviewer's in the namespace)."""
+    flag = _busy_camera(tmp_path_factory.mktemp("camera") / "camera.y4m")
+    b = launch(playwright, [*FLAGS, flag])
+    yield b, ns_browser
+    b.close()
 
 
 def _full_rate(clerk: Person) -> float:
@@ -412,7 +448,7 @@ def _full_rate(clerk: Person) -> float:
 
 def test_random_loss_and_a_jitter_transient(
     people: Callable[..., Person],
-    ns_browser: Browser,
+    browsers: tuple[Browser, Browser],
     net: tuple[ServerProcess, Netns],
     tokens: TokenService,
     http: Api,
@@ -423,7 +459,7 @@ def test_random_loss_and_a_jitter_transient(
     within seconds (it took 96 s when the browser's REMB alone decided)."""
     _, ns = net
     assert ns.relay is not None
-    clerk, reviewer, _ = _call(people, ns_browser, ns, tokens, http, "GZ-NET-4")
+    clerk, reviewer, _ = _call(people, browsers, ns, tokens, http, "GZ-NET-4")
     out: dict[str, object] = {}
     try:
         full = _full_rate(clerk)
@@ -451,7 +487,7 @@ def test_random_loss_and_a_jitter_transient(
 @pytest.mark.parametrize("both_ways", [False, True], ids=["toward-reviewer", "both-ways"])
 def test_a_300_kbps_link(
     people: Callable[..., Person],
-    ns_browser: Browser,
+    browsers: tuple[Browser, Browser],
     net: tuple[ServerProcess, Netns],
     tokens: TokenService,
     http: Api,
@@ -463,7 +499,7 @@ def test_a_300_kbps_link(
     _, ns = net
     assert ns.relay is not None
     clerk, reviewer, pid_clerk = _call(
-        people, ns_browser, ns, tokens, http, f"GZ-NET-5{int(both_ways)}"
+        people, browsers, ns, tokens, http, f"GZ-NET-5{int(both_ways)}"
     )
     out: dict[str, object] = {}
     try:
