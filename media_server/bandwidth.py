@@ -29,7 +29,7 @@ from collections import deque
 LOSS_LOW = 0.02  # under this a leg is clean
 LOSS_HIGH = 0.10  # over this a leg loses too much...
 LOSS_SEVERE = 0.20  # ...and over this it is congested whatever the delay says
-RTT_GROWTH_S = 0.1  # the smoothed round trip this far over its minimum: a queue builds
+RTT_GROWTH_S = 0.15  # the smoothed round trip this far over its minimum: a queue builds
 RTT_GROWTH_RATIO = 0.5  # (or half the minimum, on long paths)
 RTT_WINDOW_S = 30.0
 RTT_SMOOTHING = 0.3
@@ -126,6 +126,7 @@ class LinkEstimate:
             # estimator starts low) and would hold a fresh leg under the floor.
             self.estimate = float(self.max)
         growth = self._rtt_growth()
+        jumpy = self._jitter_grew(now, jitter_s)
         # The REMB (delay-based) is believed when our own round trip shows a queue, or
         # the loss is heavy; random loss on a steady round trip is no reason.
         self.congested = growth or loss > LOSS_SEVERE
@@ -133,7 +134,7 @@ class LinkEstimate:
         self._last_update = now
         if loss > LOSS_HIGH and (growth or loss > LOSS_SEVERE):
             self._decrease(now, loss)
-        elif loss >= LOSS_LOW or nack_ratio > LOSS_HIGH or growth or self._jitter_grew(now, jitter_s):
+        elif loss >= LOSS_LOW or nack_ratio > LOSS_HIGH or growth or jumpy:
             pass  # hold
         else:
             self._increase(dt)
@@ -146,7 +147,12 @@ class LinkEstimate:
         before = self.estimate
         new = before * (1 - 0.5 * loss)
         sent = self._sent_bps
-        if loss > LOSS_SEVERE and sent and sent >= 0.5 * before:
+        if sent and sent > 1.1 * before:
+            # The publisher has not followed our last decrease yet: this loss measures
+            # its excess over what we asked, not our estimate. What got through is the
+            # link's measure; without heavy loss, wait for the publisher.
+            new = min(before, sent * (1 - loss)) if loss > LOSS_SEVERE else before
+        elif loss > LOSS_SEVERE and sent and sent >= 0.5 * before:
             # Sending near the estimate, far over capacity: what got through is the best
             # measure of the link (not when the publisher sends much less, say a still).
             new = min(new, sent * (1 - loss))
@@ -253,6 +259,10 @@ class LinkEstimate:
         self.estimate = float(self.floor)
         self.congested = False
         self.reports = 0
+        # What the subscriber measured while only audio came is stale.
+        self.remb, self.rtt = None, None
+        self._rtts.clear()
+        self._jitters.clear()
         self._sent = None
         self._nacked = 0
         self._good, self._fast = 0.0, False

@@ -32,6 +32,8 @@ class Path:
     rtt_s: float = 0.05
     jitter_s: float = 0.005
     remb: int | None = None
+    lag: bool = True  # the publisher follows the estimate a second late
+    sending: float = FULL
     octets: int = 0
     packets: int = 0
     srs: int = 0
@@ -39,7 +41,9 @@ class Path:
 
     def second(self, link: LinkEstimate, t: float) -> None:
         """One second on the leg, then the subscriber's receiver report."""
-        sending = 0 if link.paused else min(FULL, link.bps or FULL)
+        target = 0 if link.paused else min(FULL, link.bps or FULL)
+        sending = min(self.sending, target) if self.lag else target
+        self.sending = target
         packets = int(sending / 8 / 1100)
         self.packets += packets
         self.octets += packets * 1100
@@ -123,14 +127,14 @@ def test_loss_with_a_growing_round_trip_lowers_in_proportion() -> None:
     path.remb = None
     before = link.estimate
     assert before is not None
-    path.loss, path.rtt_s = 0.15, 0.3
+    path.loss, path.rtt_s = 0.15, 0.5
     run(link, path, 2, start=t)  # (the smoothed round trip shows the queue at the second)
     assert link.estimate == pytest.approx(before * (1 - 0.5 * 0.15), rel=0.01)
 
 
 @pytest.mark.parametrize(
     ("signal", "value"),
-    [("loss", 0.05), ("rtt_s", 0.4), ("jitter_s", 0.08)],
+    [("loss", 0.05), ("rtt_s", 0.6), ("jitter_s", 0.08)],
 )
 def test_moderate_trouble_holds(signal: str, value: float) -> None:
     link, path, t = warm()
@@ -220,7 +224,8 @@ def test_a_probe_that_holds_the_floor_ends_the_pause() -> None:
     path.limit_bps = 90_000
     t = run(link, path, 6, start=t)
     assert link.paused
-    path.limit_bps = 0  # the link is back
+    path.limit_bps = 0  # the link is back; the REMB is what audio alone gave
+    path.remb = 40_000
     t2 = t
     while link.paused:
         t2 += 0.5
