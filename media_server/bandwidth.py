@@ -32,13 +32,13 @@ LOSS_SEVERE = 0.20  # ...and over this it is congested whatever the delay says
 RTT_GROWTH_S = 0.15  # the smoothed round trip this far over its minimum: a queue builds
 RTT_GROWTH_RATIO = 0.5  # (or half the minimum, on long paths)
 RTT_WINDOW_S = 30.0
-RTT_SMOOTHING = 0.3
+RTT_SMOOTHING = 0.5  # per window
 JITTER_HIGH_S = 0.03  # interarrival jitter over this and twice its low: hold, don't raise
 FAST_UP = 1.5  # per second, back to the level before a drop
 SLOW_UP = 1.08  # per second, above it (GCC's rate)
 MIN_ESTIMATE = 30_000
 PACKET_OVERHEAD = 50  # IP, UDP, RTP header and extensions, SRTP tag: bytes per packet
-RATE_WINDOW_S = 0.5  # the sent rate is measured over at least this long
+WINDOW_S = 0.9  # the estimate moves once per window of reports (about a second)
 PAUSE_AFTER_S = 2.0  # under the floor this long: the leg's video is paused
 PROBE_AFTER_S = 5.0  # first probe after a pause; doubled after each failed probe...
 PROBE_MAX_S = 60.0
@@ -60,7 +60,11 @@ class LinkEstimate:
         self._last_decrease = -1e9
         self._good = 0.0  # the level carried before the last drop: ramp back fast
         self._fast = False  # the last raise was a fast one
-        self._sent: tuple[float, int, int] | None = None  # (time, bytes, packets) window start
+        # The window the estimate moves on: (start, lost, highest, upstream, sent, nacked)
+        self._win: tuple[float, int, int, tuple[int, int], tuple[int, int], int] | None = None
+        self._win_rtt: float | None = None
+        self._win_jitter = 0.0
+        self.loss = 0.0  # the subscriber link's own loss over the last window
         self._sent_bps: float | None = None
         self._nacked = 0
         self._srs: dict[int, float] = {}  # middle 32 bits of a forwarded SR's NTP -> sent at
@@ -106,32 +110,63 @@ class LinkEstimate:
     def on_report(
         self,
         now: float,
-        fraction_lost: float,
+        lost: int,
+        highest: int,
         jitter_s: float,
         lsr: int,
         dlsr: int,
-        sent_octets: int,
-        sent_packets: int,
+        sent: tuple[int, int],
+        upstream: tuple[int, int] = (0, 0),
     ) -> None:
-        """A receiver report block about the leg (fraction 0..1; ``sent_*``: the leg's
-        running totals of payload bytes and packets)."""
+        """A receiver report block about the leg: its cumulative ``lost`` and extended
+        ``highest`` sequence number, jitter, LSR/DLSR; ``sent``: the leg's running totals
+        (payload bytes, packets); ``upstream``: the publisher's (lost, expected) at the
+        SFU, whose unrepaired loss the subscriber sees too and is not its link's doing.
+
+        Browsers send a report with every feedback packet, many a second, each with a
+        fraction lost over a few packets: the estimate moves once per WINDOW_S, on the
+        loss over the window and the lowest round trip in it (a busy browser or server
+        delays some reports; a queue delays them all)."""
         if self.paused:
             return  # no video flows: nothing to learn
-        self._round_trip(now, lsr, dlsr)
-        loss = fraction_lost
-        nack_ratio = self._rates(now, sent_octets, sent_packets)
+        sample = self._round_trip(now, lsr, dlsr)
+        if sample is not None:
+            self._win_rtt = sample if self._win_rtt is None else min(self._win_rtt, sample)
+        self._win_jitter = max(self._win_jitter, jitter_s)
+        mark = (now, lost, highest, upstream, sent, self._nacked)
+        if self._win is None:
+            self._win = mark
+            return
+        t0, lost0, highest0, up0, sent0, nacked0 = self._win
+        if now - t0 < WINDOW_S:
+            return
+        self._win = mark
+        dt = now - t0
+        loss = max(
+            0.0,
+            _ratio(lost - lost0, highest - highest0)
+            - _ratio(upstream[0] - up0[0], upstream[1] - up0[1]),
+        )
+        packets = sent[1] - sent0[1]
+        self._sent_bps = max(0, sent[0] - sent0[0] + PACKET_OVERHEAD * packets) * 8 / dt
+        nack_ratio = (self._nacked - nacked0) / packets if packets > 0 else 0.0
+        if self._win_rtt is not None:
+            self._smooth_rtt(now, self._win_rtt)
+        jitter, self._win_rtt, self._win_jitter = self._win_jitter, None, 0.0
+        self._decide(now, min(1.0, dt), loss, nack_ratio, jitter)
+
+    def _decide(self, now: float, dt: float, loss: float, nack_ratio: float, jitter: float) -> None:
         self.reports += 1
+        self.loss = loss
         if self.estimate is None:
             # No limit until the link shows one: a browser's first REMB is low (its
             # estimator starts low) and would hold a fresh leg under the floor.
             self.estimate = float(self.max)
         growth = self._rtt_growth()
-        jumpy = self._jitter_grew(now, jitter_s)
+        jumpy = self._jitter_grew(now, jitter)
         # The REMB (delay-based) is believed when our own round trip shows a queue, or
         # the loss is heavy; random loss on a steady round trip is no reason.
         self.congested = growth or loss > LOSS_SEVERE
-        dt = 1.0 if self._last_update is None else min(1.0, max(0.0, now - self._last_update))
-        self._last_update = now
         if loss > LOSS_HIGH and (growth or loss > LOSS_SEVERE):
             self._decrease(now, loss)
         elif loss >= LOSS_LOW or nack_ratio > LOSS_HIGH or growth or jumpy:
@@ -176,13 +211,14 @@ class LinkEstimate:
         carried = max(float(self.remb or 0), sent or 0.0)
         self.estimate = min(float(self.max), max(raised, carried, self.estimate))
 
-    def _round_trip(self, now: float, lsr: int, dlsr: int) -> None:
+    def _round_trip(self, now: float, lsr: int, dlsr: int) -> float | None:
         sent = self._srs.get(lsr) if lsr else None
         if sent is None:
-            return
+            return None
         sample = now - sent - dlsr / 65536
-        if not 0 <= sample < 10:
-            return
+        return sample if 0 <= sample < 10 else None
+
+    def _smooth_rtt(self, now: float, sample: float) -> None:
         self.rtt = sample if self.rtt is None else self.rtt + RTT_SMOOTHING * (sample - self.rtt)
         self._rtts.append((now, self.rtt))
         while self._rtts and now - self._rtts[0][0] > RTT_WINDOW_S:
@@ -202,23 +238,6 @@ class LinkEstimate:
             return False
         base = min(r for _, r in self._rtts)
         return self.rtt - base > max(RTT_GROWTH_S, RTT_GROWTH_RATIO * base)
-
-    def _rates(self, now: float, octets: int, packets: int) -> float:
-        """Update the sent rate; the share of packets NACKed since the last report."""
-        sent = octets + PACKET_OVERHEAD * packets
-        nack_ratio = 0.0
-        if self._sent is None:
-            self._sent = (now, sent, packets)
-        else:
-            t0, bytes0, packets0 = self._sent
-            if packets > packets0:
-                nack_ratio = self._nacked / (packets - packets0)
-            if now - t0 >= RATE_WINDOW_S:
-                self._sent_bps = (sent - bytes0) * 8 / (now - t0)
-                self._sent = (now, sent, packets)
-        if self._sent[0] == now:
-            self._nacked = 0
-        return nack_ratio
 
     # -- the thin-link gate -------------------------------------------------------------
     def gate(self, now: float) -> bool | None:
@@ -259,10 +278,13 @@ class LinkEstimate:
         self.estimate = float(self.floor)
         self.congested = False
         self.reports = 0
+        self._win, self._win_rtt = None, None
         # What the subscriber measured while only audio came is stale.
         self.remb, self.rtt = None, None
         self._rtts.clear()
         self._jitters.clear()
-        self._sent = None
-        self._nacked = 0
         self._good, self._fast = 0.0, False
+
+
+def _ratio(part: int, whole: int) -> float:
+    return min(1.0, max(0.0, part / whole)) if whole > 0 else 0.0

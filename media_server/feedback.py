@@ -60,7 +60,13 @@ def _reports(peer: Peer, reports: list[RtcpReceiverInfo], now: float) -> None:
         found = peer.legs.get(block.ssrc)
         if found is not None:
             found[0].on_receiver_report(
-                found[1], block.fraction_lost, block.jitter, block.lsr, block.dlsr, now
+                found[1],
+                block.packets_lost,
+                block.highest_sequence,
+                block.jitter,
+                block.lsr,
+                block.dlsr,
+                now,
             )
 
 

@@ -36,6 +36,7 @@ class Path:
     sending: float = FULL
     octets: int = 0
     packets: int = 0
+    lost: int = 0
     srs: int = 0
     log: list[tuple[float, int]] = field(default_factory=list)
 
@@ -57,8 +58,15 @@ class Path:
         if self.remb is not None:
             link.on_remb(self.remb)
         link.on_nack(int(packets * lost))
+        self.lost += round(packets * lost)
         link.on_report(
-            t, lost, self.jitter_s, self.srs, int(65536 * (0.9 - rtt)), self.octets, self.packets
+            t,
+            self.lost,
+            self.packets,
+            self.jitter_s,
+            self.srs,
+            int(65536 * (0.9 - rtt)),
+            (self.octets, self.packets),
         )
         self.log.append((round(t - T0), link.bps or 0))
 
@@ -128,7 +136,7 @@ def test_loss_with_a_growing_round_trip_lowers_in_proportion() -> None:
     before = link.estimate
     assert before is not None
     path.loss, path.rtt_s = 0.15, 0.5
-    run(link, path, 2, start=t)  # (the smoothed round trip shows the queue at the second)
+    run(link, path, 1, start=t)
     assert link.estimate == pytest.approx(before * (1 - 0.5 * 0.15), rel=0.01)
 
 
@@ -252,3 +260,43 @@ def test_a_fresh_leg_with_a_low_first_remb_is_not_held_down() -> None:
     run(link, path, 10)
     assert not link.paused and link.counts()
     assert link.bps is not None and link.bps >= FULL
+
+
+def test_loss_upstream_of_the_sfu_is_not_the_subscribers_link() -> None:
+    """The publisher's own link loses 30 %: every subscriber sees that loss, but their
+    links carry what they are sent: no estimate comes down for it."""
+    link, path, t = warm()
+    before = link.estimate
+    lost = expected = 0
+    for k in range(1, 11):
+        expected += 150
+        lost += 45
+        path.lost += 45
+        path.packets += 150
+        path.octets += 150 * 1100
+        link.on_report(
+            t + k,
+            path.lost,
+            path.packets,
+            0.005,
+            0,
+            0,
+            (path.octets, path.packets),
+            (lost, expected),
+        )
+    assert link.loss == 0 and link.estimate == before
+
+
+def test_many_reports_a_second_move_the_estimate_once_a_window() -> None:
+    """Browsers attach a report to every NACK and REMB: a fraction lost over 2 packets
+    (50 %) is noise; the window's loss decides."""
+    link, path, t = warm()
+    before = link.estimate
+    for k in range(1, 41):  # 20 reports a second, 1 lost packet in 40
+        path.packets += 8
+        path.octets += 8 * 1100
+        path.lost += 1 if k % 5 == 0 else 0
+        link.on_report(
+            t + k * 0.05, path.lost, path.packets, 0.005, 0, 0, (path.octets, path.packets)
+        )
+    assert link.reports <= 5 + 2 and link.estimate == before
