@@ -37,6 +37,7 @@ JITTER_HIGH_S = 0.03  # interarrival jitter over this and twice its low: hold, d
 FAST_UP = 1.5  # per second, back to the level before a drop
 SLOW_UP = 1.08  # per second, above it (GCC's rate)
 MIN_ESTIMATE = 30_000
+RANDOM_LOSS_FLOOR = 3  # x the floor: where loss without a queue stops lowering it
 PACKET_OVERHEAD = 50  # IP, UDP, RTP header and extensions, SRTP tag: bytes per packet
 WINDOW_S = 0.9  # the estimate moves once per window of reports (about a second)
 PAUSE_AFTER_S = 2.0  # under the floor this long: the leg's video is paused
@@ -66,6 +67,7 @@ class LinkEstimate:
         self._win_jitter = 0.0
         self.loss = 0.0  # the subscriber link's own loss over the last window
         self._sent_bps: float | None = None
+        self._delivered_bps: float | None = None
         self._nacked = 0
         self._srs: dict[int, float] = {}  # middle 32 bits of a forwarded SR's NTP -> sent at
         self._rtts: deque[tuple[float, float]] = deque()  # (time, smoothed RTT)
@@ -148,7 +150,12 @@ class LinkEstimate:
             - _ratio(upstream[0] - up0[0], upstream[1] - up0[1]),
         )
         packets = sent[1] - sent0[1]
-        self._sent_bps = max(0, sent[0] - sent0[0] + PACKET_OVERHEAD * packets) * 8 / dt
+        sent_bytes = max(0, sent[0] - sent0[0] + PACKET_OVERHEAD * packets)
+        self._sent_bps = sent_bytes * 8 / dt
+        # What got through, as the subscriber counts it (a queue's drops show up a
+        # window later than the packets were sent: the sent rate would mislead).
+        received = max(0, (highest - highest0) - (lost - lost0))
+        self._delivered_bps = received * sent_bytes / packets * 8 / dt if packets > 0 else None
         nack_ratio = (self._nacked - nacked0) / packets if packets > 0 else 0.0
         if self._win_rtt is not None:
             self._smooth_rtt(now, self._win_rtt)
@@ -169,29 +176,41 @@ class LinkEstimate:
         self.congested = growth or loss > LOSS_SEVERE
         if loss > LOSS_HIGH and (growth or loss > LOSS_SEVERE):
             self._decrease(now, loss)
+        elif loss > LOSS_HIGH:
+            # Loss without a queue (radio, a bad cable): fewer packets per frame freeze
+            # less, but such loss does not go away with the rate: not below a level
+            # that still gives a good picture.
+            self._decrease(now, loss, bound=max(RANDOM_LOSS_FLOOR * self.floor, 300_000))
         elif loss >= LOSS_LOW or nack_ratio > LOSS_HIGH or growth or jumpy:
             pass  # hold
         else:
             self._increase(dt)
 
-    def _decrease(self, now: float, loss: float) -> None:
+    def _decrease(self, now: float, loss: float, bound: float = MIN_ESTIMATE) -> None:
         assert self.estimate is not None
         if now - self._last_decrease < 0.3 + (self.rtt or 0.0):
             return  # the previous decrease has not shown yet
-        self._last_decrease = now
         before = self.estimate
-        new = before * (1 - 0.5 * loss)
-        sent = self._sent_bps
+        if before <= bound:
+            return
+        self._last_decrease = now
+        sent, delivered = self._sent_bps, self._delivered_bps
+        # From what the publisher sends, when it sends less than the estimate allows
+        # (its encoder's own ceiling), unless much less (a still picture).
+        base = sent if sent and 0.5 * before <= sent < before else before
+        new = base * (1 - 0.5 * loss)
         if sent and sent > 1.1 * before:
             # The publisher has not followed our last decrease yet: this loss measures
             # its excess over what we asked, not our estimate. What got through is the
             # link's measure; without heavy loss, wait for the publisher.
-            new = min(before, sent * (1 - loss)) if loss > LOSS_SEVERE else before
-        elif loss > LOSS_SEVERE and sent and sent >= 0.5 * before:
+            new = before
+            if loss > LOSS_SEVERE and delivered:
+                new = min(before, delivered)
+        elif loss > LOSS_SEVERE and delivered and sent and sent >= 0.5 * before:
             # Sending near the estimate, far over capacity: what got through is the best
             # measure of the link (not when the publisher sends much less, say a still).
-            new = min(new, sent * (1 - loss))
-        self.estimate = max(float(MIN_ESTIMATE), new)
+            new = min(new, delivered)
+        self.estimate = max(float(bound), new)
         # A fast ramp that ran into loss found the link narrower: no fast ramp again.
         self._good = 0.0 if self._fast else max(self._good, before)
         self._fast = False
