@@ -37,6 +37,9 @@ JITTER_HIGH_S = 0.03  # interarrival jitter over this and twice its low: hold, d
 FAST_UP = 1.5  # per second, back to the level before a drop
 SLOW_UP = 1.08  # per second, above it (GCC's rate)
 MIN_ESTIMATE = 30_000
+RTX_SHARE = 0.25  # of the estimate, for retransmissions...
+RTX_PACKET_BYTES = 1200
+RTX_BURST = 10  # ...and at least this many packets at once
 RANDOM_LOSS_FLOOR = 3  # x the floor: where loss without a queue stops lowering it
 PACKET_OVERHEAD = 50  # IP, UDP, RTP header and extensions, SRTP tag: bytes per packet
 WINDOW_S = 0.9  # the estimate moves once per window of reports (about a second)
@@ -69,6 +72,7 @@ class LinkEstimate:
         self._sent_bps: float | None = None
         self._delivered_bps: float | None = None
         self._nacked = 0
+        self._rtx_tokens, self._rtx_at = float(RTX_BURST), 0.0
         self._srs: dict[int, float] = {}  # middle 32 bits of a forwarded SR's NTP -> sent at
         self._rtts: deque[tuple[float, float]] = deque()  # (time, smoothed RTT)
         self.rtt: float | None = None
@@ -100,8 +104,18 @@ class LinkEstimate:
     def on_remb(self, bps: int) -> None:
         self.remb = bps
 
-    def on_nack(self, count: int) -> None:
+    def on_nack(self, count: int, now: float) -> int:
+        """The subscriber asks for ``count`` packets again: how many of them to resend.
+        Retransmissions get RTX_SHARE of the estimate: on a congested link, answering
+        every NACK fills it with resent packets and loses yet more."""
         self._nacked += count
+        rate = RTX_SHARE * (self.bps or self.max) / (8 * RTX_PACKET_BYTES)  # packets/s
+        elapsed = max(0.0, now - self._rtx_at)
+        self._rtx_at = now
+        self._rtx_tokens = min(max(rate, RTX_BURST), self._rtx_tokens + elapsed * rate)
+        allowed = min(count, int(self._rtx_tokens))
+        self._rtx_tokens -= allowed
+        return allowed
 
     def sender_report_sent(self, ntp_middle: int, now: float) -> None:
         """We forwarded a sender report on the leg: its RR will echo it (round trip)."""
@@ -190,7 +204,7 @@ class LinkEstimate:
         assert self.estimate is not None
         if now - self._last_decrease < 0.3 + (self.rtt or 0.0):
             return  # the previous decrease has not shown yet
-        before = self.estimate
+        before = float(self.bps or self.estimate)  # (what was asked for: the REMB may cap)
         if before <= bound:
             return
         self._last_decrease = now
@@ -199,13 +213,11 @@ class LinkEstimate:
         # (its encoder's own ceiling), unless much less (a still picture).
         base = sent if sent and 0.5 * before <= sent < before else before
         new = base * (1 - 0.5 * loss)
-        if sent and sent > 1.1 * before:
-            # The publisher has not followed our last decrease yet: this loss measures
-            # its excess over what we asked, not our estimate. What got through is the
-            # link's measure; without heavy loss, wait for the publisher.
-            new = before
-            if loss > LOSS_SEVERE and delivered:
-                new = min(before, delivered)
+        if sent and sent > 1.1 * before and self.counts():
+            # The publisher has not followed our last decrease yet (it follows this leg:
+            # the leg counts): this loss measures its excess over what we asked and the
+            # queue it left, not our estimate.
+            return
         elif loss > LOSS_SEVERE and delivered and sent and sent >= 0.5 * before:
             # Sending near the estimate, far over capacity: what got through is the best
             # measure of the link (not when the publisher sends much less, say a still).

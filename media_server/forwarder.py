@@ -343,10 +343,10 @@ class Upstream(LegAdaptation):
         out: Out = []
         if not self.nack or not leg.started:
             return out
-        if leg.link is not None:
-            leg.link.on_nack(len(lost))
+        # (a video leg's retransmissions are bounded: a share of its link's estimate)
+        allowed = leg.link.on_nack(len(lost), now) if leg.link is not None else len(lost)
         before_start = (leg.start_seq - 1) & 0xFFFF
-        for out_seq in lost:
+        for out_seq in lost[:allowed]:
             in_seq = (out_seq - leg.seq_off) & 0xFFFF
             if not rtp.seq_newer(in_seq, before_start):
                 continue  # sent before a pause: another packet had that number

@@ -57,7 +57,7 @@ class Path:
         link.sender_report_sent(self.srs, t - 0.9)
         if self.remb is not None:
             link.on_remb(self.remb)
-        link.on_nack(int(packets * lost))
+        link.on_nack(int(packets * lost), t)
         self.lost += round(packets * lost)
         link.on_report(
             t,
@@ -137,10 +137,8 @@ def test_loss_with_a_growing_round_trip_lowers_in_proportion() -> None:
     assert before is not None
     path.loss, path.rtt_s = 0.15, 0.5
     run(link, path, 1, start=t)
-    # (from what the publisher sends: its encoder's ceiling is under the estimate)
-    sent = link._sent_bps
-    assert sent is not None and sent < before
-    assert link.estimate == pytest.approx(sent * (1 - 0.5 * 0.15), rel=0.01)
+    # (from what was asked: the browser's last REMB, FULL, caps it once congested)
+    assert link.estimate == pytest.approx(FULL * (1 - 0.5 * 0.15), rel=0.01)
 
 
 @pytest.mark.parametrize(
@@ -303,3 +301,13 @@ def test_many_reports_a_second_move_the_estimate_once_a_window() -> None:
             t + k * 0.05, path.lost, path.packets, 0.005, 0, 0, (path.octets, path.packets)
         )
     assert link.reports <= 5 + 2 and link.estimate == before
+
+
+def test_retransmissions_get_a_share_of_the_estimate() -> None:
+    """On a congested link, answering every NACK would fill it with resent packets."""
+    link, path, t = warm()
+    link.estimate = 300_000.0
+    link.congested = False
+    sent = sum(link.on_nack(50, t + k * 0.1) for k in range(1, 101))  # 10 s, 500/s asked
+    per_s = 0.25 * 300_000 / 8 / 1200
+    assert 8 * per_s <= sent <= 10 * per_s + 10
