@@ -305,7 +305,7 @@ def test_many_reports_a_second_move_the_estimate_once_a_window() -> None:
 
 def test_retransmissions_get_a_share_of_the_estimate() -> None:
     """On a congested link, answering every NACK would fill it with resent packets."""
-    link, path, t = warm()
+    link, _, t = warm()
     link.estimate = 300_000.0
     link.congested = False
     sent = sum(link.on_nack(50, t + k * 0.1) for k in range(1, 101))  # 10 s, 500/s asked
