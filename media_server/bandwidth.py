@@ -37,7 +37,9 @@ JITTER_HIGH_S = 0.03  # interarrival jitter over this and twice its low: hold, d
 FAST_UP = 1.5  # per second, back to the level before a drop
 SLOW_UP = 1.08  # per second, above it (GCC's rate)
 MIN_ESTIMATE = 30_000
-RTX_SHARE = 0.25  # of the estimate, for retransmissions...
+DECREASE_SETTLE_S = 1.8  # between decreases: the publisher follows and the queue drains
+DELIVERED_MIN_PACKETS = 20
+RTX_SHARE = 0.2  # of the estimate, for retransmissions...
 RTX_PACKET_BYTES = 1200
 RTX_BURST = 10  # ...and at least this many packets at once
 RANDOM_LOSS_FLOOR = 3  # x the floor: where loss without a queue stops lowering it
@@ -169,7 +171,9 @@ class LinkEstimate:
         # What got through, as the subscriber counts it (a queue's drops show up a
         # window later than the packets were sent: the sent rate would mislead).
         received = max(0, (highest - highest0) - (lost - lost0))
-        self._delivered_bps = received * sent_bytes / packets * 8 / dt if packets > 0 else None
+        self._delivered_bps = None
+        if packets >= DELIVERED_MIN_PACKETS:  # (a few packets say nothing of a rate)
+            self._delivered_bps = received * sent_bytes / packets * 8 / dt
         nack_ratio = (self._nacked - nacked0) / packets if packets > 0 else 0.0
         if self._win_rtt is not None:
             self._smooth_rtt(now, self._win_rtt)
@@ -202,8 +206,8 @@ class LinkEstimate:
 
     def _decrease(self, now: float, loss: float, bound: float = MIN_ESTIMATE) -> None:
         assert self.estimate is not None
-        if now - self._last_decrease < 0.3 + (self.rtt or 0.0):
-            return  # the previous decrease has not shown yet
+        if now - self._last_decrease < max(0.3 + (self.rtt or 0.0), DECREASE_SETTLE_S):
+            return  # the previous decrease has not shown yet (nor the queue drained)
         before = float(self.bps or self.estimate)  # (what was asked for: the REMB may cap)
         if before <= bound:
             return
@@ -216,7 +220,8 @@ class LinkEstimate:
         if sent and sent > 1.1 * before and self.counts():
             # The publisher has not followed our last decrease yet (it follows this leg:
             # the leg counts): this loss measures its excess over what we asked and the
-            # queue it left, not our estimate.
+            # queue it left, not our estimate (which comes down to what was asked).
+            self.estimate = min(self.estimate, before)
             return
         elif loss > LOSS_SEVERE and delivered and sent and sent >= 0.5 * before:
             # Sending near the estimate, far over capacity: what got through is the best

@@ -309,5 +309,5 @@ def test_retransmissions_get_a_share_of_the_estimate() -> None:
     link.estimate = 300_000.0
     link.congested = False
     sent = sum(link.on_nack(50, t + k * 0.1) for k in range(1, 101))  # 10 s, 500/s asked
-    per_s = 0.25 * 300_000 / 8 / 1200
+    per_s = 0.2 * 300_000 / 8 / 1200
     assert 8 * per_s <= sent <= 10 * per_s + 10
