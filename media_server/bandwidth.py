@@ -198,13 +198,16 @@ class LinkEstimate:
             # Loss without a queue (radio, a bad cable): fewer packets per frame freeze
             # less, but such loss does not go away with the rate: not below a level
             # that still gives a good picture.
-            self._decrease(now, loss, bound=max(RANDOM_LOSS_FLOOR * self.floor, 300_000))
+            bound = max(RANDOM_LOSS_FLOOR * self.floor, 300_000)
+            self._decrease(now, loss, bound, from_sent=True)
         elif loss >= LOSS_LOW or nack_ratio > LOSS_HIGH or growth or jumpy:
             pass  # hold
         else:
             self._increase(dt)
 
-    def _decrease(self, now: float, loss: float, bound: float = MIN_ESTIMATE) -> None:
+    def _decrease(
+        self, now: float, loss: float, bound: float = MIN_ESTIMATE, from_sent: bool = False
+    ) -> None:
         assert self.estimate is not None
         if now - self._last_decrease < max(0.3 + (self.rtt or 0.0), DECREASE_SETTLE_S):
             return  # the previous decrease has not shown yet (nor the queue drained)
@@ -213,9 +216,10 @@ class LinkEstimate:
             return
         self._last_decrease = now
         sent, delivered = self._sent_bps, self._delivered_bps
-        # From what the publisher sends, when it sends less than the estimate allows
-        # (its encoder's own ceiling), unless much less (a still picture).
-        base = sent if sent and 0.5 * before <= sent < before else before
+        # Random loss: from what the publisher sends when its encoder sends less than
+        # allowed (its own ceiling), unless much less (a still picture). (Under
+        # congestion the sent rate swings while the publisher adapts: not from it.)
+        base = sent if from_sent and sent and 0.5 * before <= sent < before else before
         new = base * (1 - 0.5 * loss)
         if sent and sent > 1.1 * before and self.counts():
             # The publisher has not followed our last decrease yet (it follows this leg:
