@@ -28,6 +28,9 @@ class LegAdaptation:
         clock_rate: int
         bitrate: Bitrate
         highest_seq: int | None
+        cycles: int
+        base_seq: int
+        received: int
         last_remb: float
 
         def request_keyframe(self, now: float) -> None: ...
@@ -39,17 +42,33 @@ class LegAdaptation:
             self._maybe_slower(before, leg.link.bps)
 
     def on_receiver_report(
-        self, leg: Leg, fraction_lost: int, jitter: int, lsr: int, dlsr: int, now: float
+        self, leg: Leg, lost: int, highest: int, jitter: int, lsr: int, dlsr: int, now: float
     ) -> None:
-        """A report block of the subscriber about this leg (RFC 3550 units)."""
+        """A report block of the subscriber about this leg (RFC 3550 fields: cumulative
+        packets lost, extended highest sequence number, jitter, LSR, DLSR)."""
         link = leg.link
         if link is None or not leg.started:
             return
         before = link.bps
         link.on_report(
-            now, fraction_lost / 256, jitter / self.clock_rate, lsr, dlsr, leg.octets, leg.packets
+            now,
+            lost,
+            highest,
+            jitter / self.clock_rate,
+            lsr,
+            dlsr,
+            (leg.octets, leg.packets),
+            self._unrepaired(),
         )
         self._maybe_slower(before, link.bps)
+
+    def _unrepaired(self) -> tuple[int, int]:
+        """(lost, expected) from the publisher so far: what the SFU could not repair
+        reaches every subscriber as loss too."""
+        if self.highest_seq is None:
+            return (0, 0)
+        expected = self.cycles + self.highest_seq - self.base_seq + 1
+        return (max(0, expected - self.received), expected)
 
     def _maybe_slower(self, before: int | None, after: int | None) -> None:
         if before is not None and after is not None and after < before * 0.9:
