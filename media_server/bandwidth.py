@@ -6,16 +6,20 @@ and a tail-dropping rate limiter, and after a burst of jitter it falls to ~80 kb
 climbs back over a minute and a half (issue #14). A ``LinkEstimate`` is the SFU's own
 estimate of one subscriber leg, from what the subscriber tells us about that leg:
 
-- receiver reports (fraction lost, interarrival jitter, LSR/DLSR: the round-trip time
-  of the sender reports we forwarded on the leg), the NACKs it sends, and its REMB;
+- receiver reports (cumulative loss, interarrival jitter, LSR/DLSR: the round-trip
+  time of the sender reports we forwarded on the leg), the NACKs it sends, its REMB;
+  taken once per ~1 s window (browsers send many tiny reports a second), less the loss
+  the SFU could not repair from the publisher (not the subscriber link's doing);
 - loss-based rules in the spirit of GCC: loss over 10 % that looks like congestion
-  (with queueing delay, or over 20 %) lowers the estimate in proportion, never below
-  what actually got through; 2-10 % (or many NACKs, or a jump in jitter) holds it; under 2 %
+  (a queue in the round trip, or over 20 %) lowers the estimate in proportion, and over
+  20 % to what got through; loss over 10 % on a steady round trip lowers it no further
+  than 3 x the floor; 2-10 % (or many NACKs, or a jump in jitter) holds it; under 2 %
   raises it, fast (x1.5 a second) back to the level the leg carried before a drop, then
   by 8 % a second;
 - the REMB is a cap only while the leg's own signals say congestion (a grown round-trip
   time, or loss over 20 %); otherwise it can only raise the estimate. A jitter transient
-  therefore no longer drags the publisher down for a minute.
+  therefore no longer drags the publisher down for a minute;
+- retransmissions get a fifth of the estimate.
 
 The thin-link gate of the same object pauses the leg's video when its estimate stays
 under the floor (audio keeps flowing), then probes again after 5 s, 10 s, 20 s ... (up
