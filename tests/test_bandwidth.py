@@ -311,3 +311,15 @@ def test_retransmissions_get_a_share_of_the_estimate() -> None:
     sent = sum(link.on_nack(50, t + k * 0.1) for k in range(1, 101))  # 10 s, 500/s asked
     per_s = 0.2 * 300_000 / 8 / 1200
     assert 8 * per_s <= sent <= 10 * per_s + 10
+
+
+def test_heavy_loss_believes_the_remb_within_the_window() -> None:
+    """A link far over capacity: the browser's REMB falls at once, and so does the
+    estimate, before the window ends (the publisher learns within a report)."""
+    link, path, t = warm()
+    link.on_remb(220_000)
+    path.packets += 100
+    path.lost += 80
+    path.octets += 100 * 1100
+    link.on_report(t + 0.3, path.lost, path.packets, 0.005, 0, 0, (path.octets, path.packets))
+    assert link.bps == 220_000
