@@ -161,10 +161,11 @@ class LinkEstimate:
             return
         t0, lost0, highest0, up0, sent0, nacked0 = self._win
         if now - t0 < WINDOW_S:
-            # Heavy loss already within the window: believe the REMB now (a link far
-            # over capacity; random loss and jitter never get here).
+            # Half lost already within the window: believe the REMB now (a link far over
+            # capacity; random loss and reordering, whose late packets count as lost
+            # until they come, stay well under it).
             expected = highest - highest0
-            if expected >= DELIVERED_MIN_PACKETS and _ratio(lost - lost0, expected) > LOSS_SEVERE:
+            if expected >= 2 * DELIVERED_MIN_PACKETS and _ratio(lost - lost0, expected) > 0.5:
                 self.congested = True
             return
         self._win = mark
