@@ -453,7 +453,7 @@ def test_random_loss_and_a_jitter_transient(
     tokens: TokenService,
     http: Api,
 ) -> None:
-    """After 8 s of jitter and reordering the clerk's camera is back near its full rate
+    """After 10 s of jitter and reordering the clerk's camera is back near its full rate
     within seconds (it took 96 s when the browser's REMB alone decided). 10 % loss with
     100 ms round trip: the picture keeps moving (target per 30 s: at most 3 s frozen,
     12 fps on average; here a 10 s window, asserted with margin)."""
@@ -463,8 +463,9 @@ def test_random_loss_and_a_jitter_transient(
     out: dict[str, object] = {}
     try:
         full = _full_rate(clerk)
-        ns.relay.set(Impairment(delay_ms=30, jitter_ms=30))
-        time.sleep(8)
+        # (as `jointreview bench network`'s jitter row: 40 ± 40 ms each way, reordering)
+        ns.relay.set(Impairment(delay_ms=40, jitter_ms=40))
+        time.sleep(10)
         ns.relay.set(Impairment())
         low = _clerk_kbps(clerk)
         back = _until(lambda: _clerk_kbps(clerk) >= 0.8 * full, 30)
