@@ -453,37 +453,40 @@ def test_random_loss_and_a_jitter_transient(
     tokens: TokenService,
     http: Api,
 ) -> None:
-    """After 10 s of jitter and reordering the clerk's camera is back near its full rate
-    within seconds (it took 96 s when the browser's REMB alone decided). 10 % loss with
-    100 ms round trip: the picture keeps moving (target per 30 s: at most 3 s frozen,
-    12 fps on average; here a 10 s window, asserted with margin)."""
+    """10 % loss with 100 ms round trip: the picture keeps moving (target per 30 s: at
+    most 3 s frozen, 12 fps on average; here a 10 s window, asserted with margin). Then
+    10 s of jitter and reordering: when the link is clean again the clerk's camera is back
+    near its full rate within seconds (96 s when the browser's REMB alone decided)."""
     _, ns = net
     assert ns.relay is not None
     clerk, reviewer, _ = _call(people, browsers, ns, tokens, http, "GZ-NET-4")
     out: dict[str, object] = {}
     try:
         full = _full_rate(clerk)
-        # (as `jointreview bench network`'s jitter row: 40 ± 40 ms each way, reordering)
+        ns.relay.set(Impairment(loss=0.10, delay_ms=50))
+        time.sleep(2)
+        row = out["10% loss, 100 ms"] = _window(reviewer, 10)
+        # Then jitter as `jointreview bench network`'s jitter row (40 ± 40 ms each way,
+        # reordering) for 10 s. (From a clean link the browser's REMB rode it out in
+        # either version; after the lossy stretch it collapsed and the base never came
+        # back within 30 s.)
         ns.relay.set(Impairment(delay_ms=40, jitter_ms=40))
         time.sleep(10)
         ns.relay.set(Impairment())
         low = _clerk_kbps(clerk)
         back = _until(lambda: _clerk_kbps(clerk) >= 0.8 * full, 30)
-        out["jitter transient"] = {
+        out["loss then jitter, then clean"] = {
             "full_kbps": round(full),
             "kbps_when_it_ends": round(low),
             "back_to_80pct_s": back,
         }
-        ns.relay.set(Impairment(loss=0.10, delay_ms=50))
-        time.sleep(2)
-        row = out["10% loss, 100 ms"] = _window(reviewer, 10)
     finally:
         ns.relay.set(Impairment())
         print("NETWORK", json.dumps(out, ensure_ascii=False))
     # Target: 1 s frozen per 10 s and 12 fps. On a loaded 2-core machine the frozen time
-    # swings 2-6 s per 10 s in either version; the frame rate is what stays (base: 10).
+    # swings 2-6 s per 10 s in either version; asserted: mostly moving video.
     assert row["frozen_s"] <= 6.5 and row["fps_avg"] >= 11, out
-    assert 0 <= back <= 10, out
+    assert 0 <= back <= 15, out
     reviewer.errors[:] = [e for e in reviewer.errors if not _network_noise(e)]
 
 
