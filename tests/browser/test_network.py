@@ -542,3 +542,43 @@ def test_a_300_kbps_link(
     else:
         assert 0 <= out["usable_after_s"] <= 12, out  # type: ignore[operator]
     reviewer.errors[:] = [e for e in reviewer.errors if not _network_noise(e)]
+
+
+def test_a_link_too_thin_for_video_pauses_it(
+    people: Callable[..., Person],
+    browsers: tuple[Browser, Browser],
+    net: tuple[ServerProcess, Netns],
+    tokens: TokenService,
+    http: Api,
+) -> None:
+    """100 kbps toward the reviewer carries the clerk's voice, not a picture: the SFU
+    pauses the clerk's video for the reviewer alone, the tile says so and the audio goes
+    on; when the link is back, a probe brings the picture back by itself."""
+    _, ns = net
+    assert ns.relay is not None
+    clerk, reviewer, pid_clerk = _call(people, browsers, ns, tokens, http, "GZ-NET-6")
+    out: dict[str, object] = {}
+    try:
+        ns.relay.set(up=Impairment(), down=Impairment(rate_kbps=100))
+        start = time.time()
+        label = tile(reviewer.page, pid_clerk).get_by_test_id("video-paused")
+        expect(label).to_be_visible(timeout=20_000)
+        out["paused_after_s"] = round(time.time() - start, 1)
+        before = reviewer.page.evaluate(AUDIO_JS, pid_clerk)
+        time.sleep(2)
+        after = reviewer.page.evaluate(AUDIO_JS, pid_clerk)
+        out["audio_packets_in_2s"] = after["audio"] - before["audio"]
+        grade = reviewer.by("connection-quality").get_attribute("data-grade")
+        out["chip"] = grade
+        ns.relay.set(Impairment())
+        start = time.time()
+        expect(label).to_be_hidden(timeout=70_000)
+        wait_video_from(reviewer.page, [pid_clerk], timeout=20_000)
+        out["video_back_after_s"] = round(time.time() - start, 1)
+    finally:
+        ns.relay.set(Impairment())
+        print("NETWORK", json.dumps({"100 kbps down": out}))
+    assert out["audio_packets_in_2s"] > 50, out  # type: ignore[operator]
+    assert grade == "paused", out
+    expect(tile(clerk.page, participant_id(reviewer.page))).to_have_count(1)
+    reviewer.errors[:] = [e for e in reviewer.errors if not _network_noise(e)]
