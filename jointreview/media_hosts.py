@@ -350,5 +350,6 @@ def media_settings(config: Config) -> MediaSettings:
         video_codecs=[f"video/{c}" for c in config.media_video_codecs],
         min_bitrate=config.media_min_bitrate,
         max_bitrate=config.media_max_bitrate,
+        video_floor_bitrate=config.media_video_floor_bitrate,
         mode=config.media_mode,
     )

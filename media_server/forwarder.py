@@ -1,10 +1,9 @@
 """The forwarding core: state and rules, time passed in, no I/O (sans-IO).
 
-An ``Upstream`` is one published track; a ``Leg`` is one subscriber's copy of it. The
-core turns each received packet into the bytes each leg must send (new SSRC, payload
-type, sequence number, timestamp and extension ids; payload untouched) and turns RTCP
-feedback into what must go back to the publisher (keyframe requests, NACKs, REMB,
-receiver reports). A thin shim executes these decisions; nothing here sends.
+An ``Upstream`` is one published track; a ``Leg`` is one subscriber's copy of it. Each
+received packet becomes the bytes each leg must send (new SSRC, payload type, sequence
+number, timestamp, extension ids; payload untouched), and RTCP feedback what goes back
+to the publisher (keyframe requests, NACKs, REMB, receiver reports). A thin shim sends.
 """
 
 from __future__ import annotations
@@ -16,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import rtp
+from .adaptation import LegAdaptation
 from .aiortc_adapter import (  # RTCP's wire classes (building RTCP has no I/O)
     RTCP_PSFB_APP,
     RTCP_PSFB_PLI,
@@ -28,6 +28,7 @@ from .aiortc_adapter import (  # RTCP's wire classes (building RTCP has no I/O)
     RtcpSrPacket,
     pack_remb_fci,
 )
+from .bandwidth import LinkEstimate
 from .health import TrackHealth
 
 KEYFRAME_MIN_INTERVAL = 0.3  # at most one upstream keyframe request per 300 ms...
@@ -51,6 +52,7 @@ Out = list[tuple["Leg", bytes]]
 class Bitrate:
     min_bps: int = 150_000
     max_bps: int = 2_500_000
+    floor_bps: int = 0  # a video leg whose estimate stays under it is paused (0: never)
 
 
 class Leg:
@@ -60,11 +62,13 @@ class Leg:
         "abs_send_time_id",
         "audio_level_id",
         "ext_key",
+        "keep_ts",
         "keyframe_wanted",
+        "link",
         "octets",
         "packets",
+        "paused",
         "payload_type",
-        "remb_bps",
         "resume_seq",
         "retransmitted",
         "rtx_guard",
@@ -106,15 +110,17 @@ class Leg:
         self.ts_off = 0
         self.start_seq = 0
         self.resume_seq: int | None = None
+        self.keep_ts = False  # resuming after a pause: the timestamps run on
+        self.paused = False  # video paused: the link is too thin (adaptation.py)
+        self.link: LinkEstimate | None = None  # video legs: the subscriber link's estimate
         self.rtx_seq = random.randrange(1 << 15)
         self.packets = 0
         self.octets = 0
         self.retransmitted = 0
-        self.remb_bps: int | None = None
         self.rtx_guard: dict[int, float] = {}
 
 
-class Upstream:
+class Upstream(LegAdaptation):
     """One published track and the legs that receive it."""
 
     def __init__(
@@ -168,6 +174,7 @@ class Upstream:
     def add_leg(self, leg: Leg, now: float) -> None:
         self.legs.append(leg)
         if self.kind == "video":
+            leg.link = LinkEstimate(self.bitrate.floor_bps, self.bitrate.max_bps)
             leg.keyframe_wanted = True
             self.request_keyframe(now)
 
@@ -232,6 +239,7 @@ class Upstream:
         if self.nack:
             self._cache = [None] * CACHE_SIZE
         for leg in self.legs:
+            leg.keep_ts = False  # a new source has a clock of its own
             if leg.started:
                 leg.started = False
                 leg.keyframe_wanted = self.kind == "video"
@@ -245,6 +253,8 @@ class Upstream:
         bodies: dict[tuple[int, int], tuple[int, bytes]] = {}
         is_key = None
         for leg in self.legs:
+            if leg.paused:
+                continue
             if not leg.started:
                 if self.kind == "video":
                     if retransmission:
@@ -286,7 +296,9 @@ class Upstream:
         # subscriber sees one stream whose next packet simply starts a keyframe.
         next_seq = leg.resume_seq if leg.resume_seq is not None else random.randrange(1 << 15)
         leg.seq_off = (next_seq - h.seq) & 0xFFFF
-        leg.ts_off = (random.randrange(1 << 32) - h.timestamp) & 0xFFFFFFFF
+        if not leg.keep_ts:  # (after a pause the same offset keeps the clock running)
+            leg.ts_off = (random.randrange(1 << 32) - h.timestamp) & 0xFFFFFFFF
+        leg.keep_ts = False
 
     def _body(self, data: bytes, h: rtp.Header, leg: Leg, now: float) -> tuple[int, bytes]:
         """(first header byte, extension block + payload) for this leg's extension ids."""
@@ -334,8 +346,13 @@ class Upstream:
         out: Out = []
         if not self.nack or not leg.started:
             return out
-        for out_seq in lost:
+        # (a video leg's retransmissions are bounded: a share of its link's estimate)
+        allowed = leg.link.on_nack(len(lost), now) if leg.link is not None else len(lost)
+        before_start = (leg.start_seq - 1) & 0xFFFF
+        for out_seq in lost[:allowed]:
             in_seq = (out_seq - leg.seq_off) & 0xFFFF
+            if not rtp.seq_newer(in_seq, before_start):
+                continue  # sent before a pause: another packet had that number
             entry = self._cache[in_seq % CACHE_SIZE]
             if entry is None or entry[0] != in_seq:
                 continue
@@ -374,22 +391,11 @@ class Upstream:
         if leg.started:
             self.request_keyframe(now)
 
-    def on_remb(self, leg: Leg, bps: int, now: float) -> None:
-        previous = leg.remb_bps
-        leg.remb_bps = bps
-        if previous is not None and bps < previous * 0.9:
-            self.last_remb = -1e9  # a subscriber got slower: tell the publisher now
-
     def request_keyframe(self, now: float) -> None:
         """Coalesced but deferred, never dropped: ``poll`` sends it when allowed."""
         self.keyframe_pending = True
 
     # -- what goes back to the publisher -----------------------------------------------
-    def target_bitrate(self) -> int:
-        estimates = [leg.remb_bps for leg in self.legs if leg.remb_bps]
-        target = min(estimates) if estimates else self.bitrate.max_bps
-        return max(self.bitrate.min_bps, min(self.bitrate.max_bps, target))
-
     def poll(self, now: float) -> list[bytes]:
         """RTCP for the publisher that is due now."""
         out: list[bytes] = []
@@ -479,6 +485,8 @@ class Upstream:
         out: Out = []
         for leg in self.legs:
             if leg.started:
+                if leg.link is not None:
+                    leg.link.sender_report_sent(self.last_sr[0], now)
                 sr = RtcpSrPacket(
                     ssrc=leg.ssrc,
                     sender_info=RtcpSenderInfo(

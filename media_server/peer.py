@@ -4,8 +4,8 @@ The participant always offers (so there is never glare on the one connection): i
 offer names which of its transceivers publish (and what: microphone, camera, document,
 screen) and which receive which published track. The server answers, then runs the
 packets: received RTP goes through ``Upstream.on_rtp`` and the resulting bytes are sent
-as they come back; RTCP feedback goes to the core in the same way. A peer reaches its
-room only through ``PeerRoom`` (what it needs of ``room.Room``).
+as they come back; RTCP feedback goes to the core in the same way (``feedback.py``).
+A peer reaches its room only through ``PeerRoom`` (what it needs of ``room.Room``).
 """
 
 from __future__ import annotations
@@ -31,21 +31,8 @@ from aiortc import (
 )
 
 from . import aiortc_adapter as adapter
-from . import rtp, sdp
-from .aiortc_adapter import (
-    RTCP_PSFB_APP,
-    RTCP_PSFB_FIR,
-    RTCP_PSFB_PLI,
-    RTCP_RTPFB_NACK,
-    RtcpPacket,
-    RtcpPsfbPacket,
-    RtcpRrPacket,
-    RtcpRtpfbPacket,
-    RtcpSrPacket,
-    RTCRtpReceiveParameters,
-    RTCRtpSendParameters,
-    unpack_remb_fci,
-)
+from . import feedback, rtp, sdp
+from .aiortc_adapter import RTCRtpReceiveParameters, RTCRtpSendParameters
 from .errors import MediaError
 from .forwarder import Leg, Upstream
 from .settings import MediaSettings
@@ -427,51 +414,7 @@ class Peer:
         return None
 
     def on_rtcp(self, data: bytes) -> None:
-        try:
-            packets = RtcpPacket.parse(data)
-        except ValueError:
-            return
-        now = self._clock()
-        for packet in packets:
-            if isinstance(packet, RtcpSrPacket):
-                entry = self.by_ssrc.get(packet.ssrc)
-                if entry is not None:
-                    info = packet.sender_info
-                    for leg, sr in entry[0].on_sender_report(
-                        info.ntp_timestamp, info.rtp_timestamp, now
-                    ):
-                        leg.sink.send_rtcp(sr)
-            elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
-                found = self.legs.get(packet.media_ssrc)
-                if found is not None:
-                    for leg, resend in found[0].on_nack(found[1], packet.lost, now):
-                        leg.sink.send(resend)
-            elif isinstance(packet, RtcpPsfbPacket):
-                self._psfb(packet, now)
-            elif isinstance(packet, RtcpRrPacket):
-                pass  # per-leg loss is visible in the subscriber's own stats
-
-    def _psfb(self, packet: RtcpPsfbPacket, now: float) -> None:
-        if packet.fmt == RTCP_PSFB_PLI:
-            found = self.legs.get(packet.media_ssrc)
-            if found is not None:
-                found[0].on_keyframe_request(found[1], now)
-                self.room.wake()
-        elif packet.fmt == RTCP_PSFB_FIR:
-            for i in range(0, len(packet.fci) - 7, 8):
-                found = self.legs.get(int.from_bytes(packet.fci[i : i + 4], "big"))
-                if found is not None:
-                    found[0].on_keyframe_request(found[1], now)
-                    self.room.wake()
-        elif packet.fmt == RTCP_PSFB_APP:
-            try:
-                bitrate, ssrcs = unpack_remb_fci(packet.fci)
-            except ValueError:
-                return
-            for ssrc in ssrcs:
-                found = self.legs.get(ssrc)
-                if found is not None:
-                    found[0].on_remb(found[1], bitrate, now)
+        feedback.on_rtcp(self, data, self._clock())
 
     def send_upstream_rtcp(self, packets: list[bytes]) -> None:
         if self.egress is not None:

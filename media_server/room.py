@@ -18,7 +18,7 @@ from aiortc import MediaStreamTrack
 
 from . import sdp
 from .aiortc_adapter import MediaRelay
-from .forwarder import Upstream
+from .forwarder import Leg, Upstream
 from .peer import Peer
 from .settings import MediaSettings
 from .speaker import SpeakerDetector
@@ -215,7 +215,9 @@ class Room:
     def _poll(self, now: float) -> bool:
         """Send what is due; True while packets are missing (NACKs need the fast tick)."""
         busy = False
-        for upstream, peer, _ in list(self.tracks.values()):
+        for upstream, peer, pub in list(self.tracks.values()):
+            for leg in upstream.adapt(now):
+                self._video_paused(peer, pub, leg)
             packets = upstream.poll(now)
             if packets:
                 peer.send_upstream_rtcp(packets)
@@ -234,6 +236,24 @@ class Room:
                     },
                 )
         return busy
+
+    def _video_paused(self, publisher: Peer, pub: Publication, leg: Leg) -> None:
+        """Tell the subscriber of ``leg`` that this video of the publisher is paused for
+        it (its link is too thin), or flows again."""
+        for peer in self.peers.values():
+            if any(other is leg for _, other in peer.legs.values()):
+                self.emit(
+                    peer.participant_id,
+                    {
+                        "type": "video_paused",
+                        "session_id": self.session_id,
+                        "participant_id": publisher.participant_id,
+                        "track_id": pub.track_id,
+                        "source": pub.source,
+                        "paused": leg.paused,
+                    },
+                )
+                return
 
     async def close(self) -> None:
         self.closed = True

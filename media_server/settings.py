@@ -28,12 +28,15 @@ class MediaSettings:
     video_codecs: list[str] = field(default_factory=lambda: ["video/VP8", "video/H264"])
     min_bitrate: int = 150_000
     max_bitrate: int = 2_500_000
+    # A subscriber whose link carries less video than this has it paused (audio goes
+    # on) rather than dragging the publisher, and everyone else, below it. 0: never.
+    video_floor_bitrate: int = 150_000
     # "forward": the SFU. "transcode": aiortc's MediaRelay, decoding and re-encoding for
     # every subscriber: the usual Python "SFU", kept only as the benchmark's baseline.
     mode: str = "forward"
 
     def bitrate(self) -> Bitrate:
-        return Bitrate(self.min_bitrate, self.max_bitrate)
+        return Bitrate(self.min_bitrate, self.max_bitrate, self.video_floor_bitrate)
 
     def client_ice_servers(self, user: str, now: float | None = None) -> list[dict[str, Any]]:
         return [self._with_credentials(s, user, now) for s in self.ice_servers]

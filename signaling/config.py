@@ -127,6 +127,9 @@ class Config(BaseModel):
     media_restart_max_s: float = Field(10.0, gt=0, le=600)
     media_min_bitrate: int = Field(150_000, ge=30_000)
     media_max_bitrate: int = Field(2_500_000, ge=100_000)
+    # A subscriber whose link carries less video than this gets that video paused (audio
+    # goes on; probed again later) instead of dragging everyone below it. 0: never.
+    media_video_floor_bitrate: int = Field(150_000, ge=0)
     # Recording of joint reviews, per track and without transcoding, into
     # <data_dir>/archive/<case>/<session>/: "always" (from the first media to the end,
     # nobody can stop it), "clerk" (staff start and stop it), "off".

@@ -22,7 +22,7 @@ DYNAMIC = {
     "media.error": ["denied", "missing", "busy", "other"],
     "media.title": ["denied", "missing", "busy", "other"],
     "opinion.decision": ["approve", "materials_missing", "refer", "note"],
-    "quality": ["good", "fair", "poor", "unknown", "stalled"],
+    "quality": ["good", "fair", "poor", "unknown", "stalled", "paused"],
     "error": [
         "token_expired",
         "superseded",

@@ -17,13 +17,14 @@ from collections.abc import Callable, Iterator
 import pytest
 from playwright.sync_api import Browser, Playwright, expect
 
+from bench.chromium import busy_camera
 from bench.impair import Impairment
 from bench.netns import Netns, usable
 from bench.network_pages import INBOUND_JS, OTHERS_JS, WATCH_JS
 from signaling.auth import TokenService
 from tests.conftest import ServerProcess
 
-from .conftest import FLAGS, Api, Person
+from .conftest import FLAGS, Api, Person, launch
 from .helpers import open_review, participant_id, tile, wait_joined, wait_video_from
 
 CUT_S = 5.0
@@ -201,58 +202,239 @@ def test_a_cut_longer_than_the_grace_period_joins_afresh(
     reviewer.errors[:] = [e for e in reviewer.errors if not _network_noise(e)]
 
 
-ROWS = {
-    "clean": Impairment(),
-    "2% loss, 50 ms": Impairment(loss=0.02, delay_ms=25),
-    "10% loss, 100 ms": Impairment(loss=0.10, delay_ms=50),
-}
-WINDOW_S = 10
+OUTBOUND_JS = """async () => {
+  const stats = await window.jr.media.pc.getStats();
+  let bytes = 0;
+  stats.forEach((s) => {
+    if (s.type === "outbound-rtp" && s.kind === "video") bytes += s.bytesSent || 0;
+  });
+  return bytes;
+}"""
+# The reviewer's page: the clerk's audio still arriving (packets), and whether the page
+# says the clerk's video is paused for it.
+AUDIO_JS = """async (pid) => {
+  const stats = await window.jr.media.pc.getStats();
+  let audio = 0;
+  stats.forEach((s) => {
+    if (s.type === "inbound-rtp" && s.kind === "audio") audio += s.packetsReceived || 0;
+  });
+  const t = document.querySelector(`[data-testid=video-tile][data-participant-id='${pid}']`);
+  return {audio, paused: Boolean(t && t.dataset.video === "paused")};
+}"""
 
 
-def test_impaired_rows_are_measured(
+def _window(page: Person, seconds: int) -> dict[str, float]:
+    """The clerk's video as the reviewer receives it over ``seconds``, per second."""
+    first = prev = page.page.evaluate(INBOUND_JS)
+    fps = []
+    for _ in range(seconds):
+        time.sleep(1)
+        now = page.page.evaluate(INBOUND_JS)
+        fps.append(now["frames"] - prev["frames"])
+        prev = now
+    d = {k: prev[k] - first[k] for k in first}
+    packets = d["lost"] + d["received"]
+    return {
+        "fps_avg": round(sum(fps) / len(fps), 1),
+        "fps_worst_1s": min(fps),
+        "freezes": d["freezes"],
+        "frozen_s": round(d["frozen"], 1),
+        "loss_pct": round(100 * d["lost"] / packets, 1) if packets else 0,
+        "jitter_buffer_ms": round(1000 * d["jb"] / d["jbCount"]) if d["jbCount"] else -1,
+    }
+
+
+def _clerk_kbps(clerk: Person, seconds: float = 1.0) -> float:
+    before = clerk.page.evaluate(OUTBOUND_JS)
+    time.sleep(seconds)
+    return (clerk.page.evaluate(OUTBOUND_JS) - before) * 8 / 1000 / seconds
+
+
+def _until(check: Callable[[], bool], bound_s: float) -> float:
+    """Seconds until ``check()`` holds (it paces itself), or -1 within ``bound_s``."""
+    start = time.time()
+    while time.time() - start < bound_s:
+        if check():
+            return round(time.time() - start, 1)
+    return -1.0
+
+
+def _call(
     people: Callable[..., Person],
-    ns_browser: Browser,
-    net: tuple[ServerProcess, Netns],
+    browsers: tuple[Browser, Browser],
+    ns: Netns,
     tokens: TokenService,
     http: Api,
-) -> None:
-    """A few rows of the issue's table at 10 s windows (delay each way: half the RTT).
-    Measured and printed, not asserted beyond: the video keeps moving."""
-    _, ns = net
-    assert ns.relay is not None
-    sid, clerk_token, reviewer_token = open_review(http, tokens, "GZ-NET-3")
-    clerk = people("clerk")
+    case: str,
+) -> tuple[Person, Person, str]:
+    """The clerk (busy camera, on the host) and the reviewer (in the namespace) in a call."""
+    busy_browser, ns_browser = browsers
+    sid, clerk_token, reviewer_token = open_review(http, tokens, case)
+    clerk = people("clerk", browser_=busy_browser)
     reviewer = _reviewer(people, ns_browser, ns)
     clerk.open(f"/session/{sid}", clerk_token)
     pid_clerk = wait_joined(clerk.page)
     reviewer.open(f"/session/{sid}", reviewer_token)
     wait_joined(reviewer.page)
     wait_video_from(reviewer.page, [pid_clerk])
-    table = {}
+    return clerk, reviewer, pid_clerk
+
+
+@pytest.fixture(scope="module")
+def browsers(
+    playwright: Playwright, ns_browser: Browser, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Browser, Browser]]:
+    """(the clerk's browser with a busy camera, the reviewer's in the namespace)."""
+    flag = busy_camera(tmp_path_factory.mktemp("camera") / "camera.y4m")
+    b = launch(playwright, [*FLAGS, flag])
+    yield b, ns_browser
+    b.close()
+
+
+def _full_rate(clerk: Person) -> float:
+    """The clerk's camera at its full rate (it ramps up over the first seconds)."""
+    best = 0.0
+    for _ in range(15):
+        kbps = _clerk_kbps(clerk)
+        if kbps > 1000 and kbps < best * 1.1:
+            return kbps
+        best = max(best, kbps)
+    return best
+
+
+def test_random_loss_and_a_jitter_transient(
+    people: Callable[..., Person],
+    browsers: tuple[Browser, Browser],
+    net: tuple[ServerProcess, Netns],
+    tokens: TokenService,
+    http: Api,
+) -> None:
+    """10 % loss with 100 ms round trip: the picture keeps moving (target per 30 s: at
+    most 3 s frozen, 12 fps on average; here a 10 s window, asserted with margin). Then
+    10 s of jitter and reordering: when the link is clean again the clerk's camera is back
+    near its full rate within seconds (96 s when the browser's REMB alone decided)."""
+    _, ns = net
+    assert ns.relay is not None
+    clerk, reviewer, _ = _call(people, browsers, ns, tokens, http, "GZ-NET-4")
+    out: dict[str, object] = {}
     try:
-        for name, row in ROWS.items():
-            ns.relay.set(row)
-            time.sleep(2)  # settle
-            first = reviewer.page.evaluate(INBOUND_JS)
-            fps = []
-            prev = first
-            for _ in range(WINDOW_S):
-                time.sleep(1)
-                now = reviewer.page.evaluate(INBOUND_JS)
-                fps.append(now["frames"] - prev["frames"])
-                prev = now
-            d = {k: prev[k] - first[k] for k in first}
-            packets = d["lost"] + d["received"]
-            table[name] = {
-                "fps_avg": round(sum(fps) / len(fps), 1),
-                "fps_worst_1s": min(fps),
-                "freezes": d["freezes"],
-                "frozen_s": round(d["frozen"], 1),
-                "loss_pct": round(100 * d["lost"] / packets, 1) if packets else 0,
-                "jitter_buffer_ms": round(1000 * d["jb"] / d["jbCount"]) if d["jbCount"] else -1,
-            }
-            assert sum(fps) > 0, (name, table)
+        full = _full_rate(clerk)
+        ns.relay.set(Impairment(loss=0.10, delay_ms=50))
+        time.sleep(2)
+        row = out["10% loss, 100 ms"] = _window(reviewer, 10)
+        # Then jitter as `jointreview bench network`'s jitter row (40 ± 40 ms each way,
+        # reordering) for 10 s. (From a clean link the browser's REMB rode it out in
+        # either version; after the lossy stretch it collapsed and the base never came
+        # back within 30 s.)
+        ns.relay.set(Impairment(delay_ms=40, jitter_ms=40))
+        time.sleep(10)
+        ns.relay.set(Impairment())
+        low = _clerk_kbps(clerk)
+        back = _until(lambda: _clerk_kbps(clerk) >= 0.8 * full, 30)
+        out["loss then jitter, then clean"] = {
+            "full_kbps": round(full),
+            "kbps_when_it_ends": round(low),
+            "back_to_80pct_s": back,
+        }
     finally:
         ns.relay.set(Impairment())
-    print("NETWORK", json.dumps({"rows": table}, ensure_ascii=False))
+        print("NETWORK", json.dumps(out, ensure_ascii=False))
+    # Target: 1 s frozen per 10 s and 12 fps. On a loaded 2-core machine the frozen time
+    # swings 2-6 s per 10 s in either version; asserted: mostly moving video.
+    assert row["frozen_s"] <= 6.5 and row["fps_avg"] >= 11, out
+    assert 0 <= back <= 15, out
+    reviewer.errors[:] = [e for e in reviewer.errors if not _network_noise(e)]
+
+
+@pytest.mark.parametrize("both_ways", [False, True], ids=["toward-reviewer", "both-ways"])
+def test_a_300_kbps_link(
+    people: Callable[..., Person],
+    browsers: tuple[Browser, Browser],
+    net: tuple[ServerProcess, Netns],
+    tokens: TokenService,
+    http: Api,
+    both_ways: bool,
+) -> None:
+    """300 kbps toward the reviewer: within 5 s moving video (8 fps or more) or "video
+    paused" with the audio still coming, and never a multi-second jitter buffer. Both
+    ways: the clerk's camera also comes down to what the link carries within 10 s."""
+    _, ns = net
+    assert ns.relay is not None
+    clerk, reviewer, pid_clerk = _call(
+        people, browsers, ns, tokens, http, f"GZ-NET-5{int(both_ways)}"
+    )
+    out: dict[str, object] = {}
+    try:
+        out["full_kbps"] = round(_full_rate(clerk))
+        thin = Impairment(rate_kbps=300)
+        ns.relay.set(up=thin if both_ways else Impairment(), down=thin)
+        if both_ways:
+            out["clerk_adapts_s"] = _until(lambda: _clerk_kbps(clerk) <= 330, 30)
+        else:
+            state = {"frames": reviewer.page.evaluate(INBOUND_JS)["frames"], "audio": 0}
+            state["audio"] = reviewer.page.evaluate(AUDIO_JS, pid_clerk)["audio"]
+
+            def usable() -> bool:
+                time.sleep(1)
+                frames = reviewer.page.evaluate(INBOUND_JS)["frames"]
+                seen = reviewer.page.evaluate(AUDIO_JS, pid_clerk)
+                moving = frames - state["frames"] >= 8
+                paused = seen["paused"] and seen["audio"] > state["audio"]
+                state["frames"], state["audio"] = frames, seen["audio"]
+                out["paused"] = seen["paused"]
+                return moving or paused
+
+            out["usable_after_s"] = _until(usable, 30)
+        out["window"] = _window(reviewer, 8)
+        out["clerk_kbps"] = round(_clerk_kbps(clerk))
+    finally:
+        ns.relay.set(Impairment())
+        print("NETWORK", json.dumps({f"300 kbps {'both ways' if both_ways else 'down'}": out}))
+    window = out["window"]
+    assert isinstance(window, dict)
+    assert window["jitter_buffer_ms"] <= 1000, out
+    if both_ways:
+        assert 0 <= out["clerk_adapts_s"] <= 12, out  # type: ignore[operator]
+    else:
+        assert 0 <= out["usable_after_s"] <= 12, out  # type: ignore[operator]
+    reviewer.errors[:] = [e for e in reviewer.errors if not _network_noise(e)]
+
+
+def test_a_link_too_thin_for_video_pauses_it(
+    people: Callable[..., Person],
+    browsers: tuple[Browser, Browser],
+    net: tuple[ServerProcess, Netns],
+    tokens: TokenService,
+    http: Api,
+) -> None:
+    """100 kbps toward the reviewer carries the clerk's voice, not a picture: the SFU
+    pauses the clerk's video for the reviewer alone, the tile says so and the audio goes
+    on; when the link is back, a probe brings the picture back by itself."""
+    _, ns = net
+    assert ns.relay is not None
+    clerk, reviewer, pid_clerk = _call(people, browsers, ns, tokens, http, "GZ-NET-6")
+    out: dict[str, object] = {}
+    try:
+        ns.relay.set(up=Impairment(), down=Impairment(rate_kbps=100))
+        start = time.time()
+        label = tile(reviewer.page, pid_clerk).get_by_test_id("video-paused")
+        expect(label).to_be_visible(timeout=20_000)
+        out["paused_after_s"] = round(time.time() - start, 1)
+        before = reviewer.page.evaluate(AUDIO_JS, pid_clerk)
+        time.sleep(2)
+        after = reviewer.page.evaluate(AUDIO_JS, pid_clerk)
+        out["audio_packets_in_2s"] = after["audio"] - before["audio"]
+        grade = reviewer.by("connection-quality").get_attribute("data-grade")
+        out["chip"] = grade
+        ns.relay.set(Impairment())
+        start = time.time()
+        expect(label).to_be_hidden(timeout=70_000)
+        wait_video_from(reviewer.page, [pid_clerk], timeout=20_000)
+        out["video_back_after_s"] = round(time.time() - start, 1)
+    finally:
+        ns.relay.set(Impairment())
+        print("NETWORK", json.dumps({"100 kbps down": out}))
+    assert out["audio_packets_in_2s"] > 50, out  # type: ignore[operator]
+    assert grade == "paused", out
+    expect(tile(clerk.page, participant_id(reviewer.page))).to_have_count(1)
     reviewer.errors[:] = [e for e in reviewer.errors if not _network_noise(e)]

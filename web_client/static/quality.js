@@ -1,7 +1,8 @@
 // Connection quality from RTCPeerConnection.getStats(): packet loss and frame rate of
 // what we receive, round-trip time of the selected candidate pair. Shown as a calm chip
 // (good / fair / poor) with the numbers; "stalled" when a video the server says is
-// published has decoded no frame for STALL_MS (a cut link: never "good … 0 fps").
+// published has decoded no frame for STALL_MS (a cut link: never "good … 0 fps");
+// "paused" when the SFU paused a video for us because our link is too thin.
 import { clear, el } from "/static/ui.js";
 
 export async function measure(pc, prev = {}) {
@@ -40,6 +41,7 @@ const TICK_MS = 500;
 export function grade(q) {
   if (!q) return "unknown";
   if (q.stalled) return "stalled";
+  if (q.paused) return "paused";
   const slow = q.watching && q.fps !== null; // frames count only where video is expected
   if (q.loss > 8 || (q.rtt !== null && q.rtt > 400) || (slow && q.fps < 5)) return "poor";
   if (q.loss > 2 || (q.rtt !== null && q.rtt > 150) || (slow && q.fps < 10)) return "fair";
@@ -63,10 +65,11 @@ export function stalledMids(inbound, live, seen, now) {
 
 export class QualityMeter {
   // getLive: the mids of the remote videos the server says are published now.
-  constructor(node, getPc, getLive = () => new Set()) {
+  constructor(node, getPc, getLive = () => new Set(), getPaused = () => 0) {
     this.node = node;
     this.getPc = getPc;
     this.getLive = getLive;
+    this.getPaused = getPaused;
     this.prev = {};
     this.seen = new Map();
     this.timer = setInterval(() => this.tick(), TICK_MS);
@@ -85,6 +88,7 @@ export class QualityMeter {
       const q = await measure(pc, this.prev);
       q.watching = live.size > 0;
       q.stalled = stalledMids(q.inbound, live, this.seen, Date.now()).length > 0;
+      q.paused = this.getPaused() > 0;
       this.prev = q;
       this.show(pc.connectionState === "connected" || q.stalled ? q : null);
     } catch {
@@ -95,7 +99,7 @@ export class QualityMeter {
   show(q) {
     const level = grade(q);
     this.node.dataset.grade = level;
-    const tone = { good: "ok", fair: "warn", poor: "bad", unknown: "muted", stalled: "bad" }[level];
+    const tone = { good: "ok", fair: "warn", poor: "bad", unknown: "muted", stalled: "bad", paused: "warn" }[level];
     clear(this.node).append(el("span", { class: `chip chip-${tone}`, i18n: `quality.${level}` }));
     if (!q) return;
     this.node.dataset.loss = q.loss.toFixed(1);

@@ -52,7 +52,7 @@ function build() {
   });
   local = new LocalMedia({ media, grid, notice: $("stage-notice") });
   watchers = new ObserverBanner($("observers"), signal);
-  quality = new QualityMeter($("quality"), () => media.pc, () => liveVideoMids());
+  quality = new QualityMeter($("quality"), () => media.pc, () => liveVideoMids(), () => pausedVideos().length);
   const defs = tabsFor(role).map(([id, key]) => ({ id, key }));
   panels = makeTabs($("tabs"), $("panels"), defs, { stacked: role === "applicant" });
   chat = new ChatPanel(panels.panel("chat"), signal, { onUnread: () => panels.notify("chat") });
@@ -139,11 +139,31 @@ function isMine(msg) {
 }
 
 // The remote cameras the server says are published, by mid (the quality chip's
-// "stalled"; a shared screen may legitimately send no frame for seconds).
+// "stalled"; a shared screen may legitimately send no frame for seconds). A camera the
+// server paused for us (our link is too thin) is expected to send nothing.
 function liveVideoMids() {
-  const cams = [...media.remotes.values()].filter((r) => r.info.kind === "video" && r.info.source === "camera" && r.track);
+  const paused = new Set(pausedVideos());
+  const cams = [...media.remotes.values()].filter(
+    (r) => r.info.kind === "video" && r.info.source === "camera" && r.track && !paused.has(r.info.track_id));
   const mids = cams.map((r) => r.transceiver.mid);
   return new Set(mids.filter(Boolean));
+}
+
+// Videos the SFU paused for this page (video_paused): track id -> {pid, source, pc}.
+// A new media connection starts with nothing paused; so does a track that went away.
+const PAUSED = new Map();
+
+function pausedVideos() {
+  const live = new Set([...media.remotes.values()].map((r) => r.info.track_id));
+  for (const [id, p] of PAUSED) if (p.pc !== media.pc || !live.has(id)) PAUSED.delete(id);
+  grid.videoPaused([...PAUSED.values()]);
+  return [...PAUSED.keys()];
+}
+
+function onVideoPaused(msg) {
+  if (msg.paused) PAUSED.set(msg.track_id, { pid: msg.participant_id, source: msg.source, pc: media.pc });
+  else PAUSED.delete(msg.track_id);
+  pausedVideos();
 }
 
 function connState(state) {
@@ -272,6 +292,7 @@ function listen() {
   signal.on("chat", (msg) => chat.add(msg, isMine(msg)));
   signal.on("media.tracks", (msg) => media.setTracks(msg.tracks));
   signal.on("speaking", (msg) => grid.speaking(msg.participant_id));
+  signal.on("video_paused", (msg) => !ctx.over && onVideoPaused(msg));
   signal.on("media.state", (msg) => !ctx.over && media.serverState(msg.state, msg.reason));
   signal.on("snapshot", (msg) => gallery.add(msg.snapshot));
   signal.on("opinion.filed", (msg) => opinions?.add(msg.opinion));

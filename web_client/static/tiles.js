@@ -40,6 +40,8 @@ class Tile {
     this.name = el("strong", { class: "tile-name" });
     this.meta = el("span", { class: "tile-meta" });
     this.status = el("div", { class: "tile-status", hidden: true });
+    // The SFU paused this video for us (our link is too thin); the audio goes on.
+    this.pausedTag = el("div", { class: "tile-paused", testid: "video-paused", i18n: "session.video_paused", hidden: true });
     this.speakingTag = el("span", { class: "tile-speaking", i18n: "session.speaking", hidden: true });
     this.node = el(
       "figure",
@@ -51,6 +53,7 @@ class Tile {
       this.video,
       this.avatar,
       this.status,
+      this.pausedTag,
       el("figcaption", { class: "tile-label" }, this.name, this.meta, this.speakingTag),
       this.audio,
     );
@@ -105,6 +108,11 @@ class Tile {
     }
   }
 
+  setPaused(on) {
+    this.node.dataset.video = on ? "paused" : "";
+    this.pausedTag.hidden = !on;
+  }
+
   setSpeaking(on) {
     this.node.classList.toggle("speaking", on);
     this.speakingTag.hidden = !on;
@@ -122,8 +130,9 @@ export class VideoGrid {
     this.remoteDoc = null;
     this.docVideo = el("video", { autoplay: true, muted: true, playsInline: true });
     this.docLabel = el("div", { class: "doc-label" });
+    this.docPaused = el("div", { class: "tile-paused", i18n: "session.video_paused", hidden: true });
     this.docFrames = watchFrames(this.docVideo, this.docEl);
-    this.docEl.append(this.docVideo, this.docLabel);
+    this.docEl.append(this.docVideo, this.docLabel, this.docPaused);
   }
 
   tile(pid, identity, self = false) {
@@ -227,6 +236,16 @@ export class VideoGrid {
       owner ? el("span", { class: "doc-owner", text: owner.name }) : null,
     );
     this.layout();
+  }
+
+  // Videos the SFU paused for us: [{pid, source}]; a camera marks its tile, a shared
+  // document or screen the document stage.
+  videoPaused(list) {
+    const cams = new Set(list.filter((p) => p.source === "camera").map((p) => p.pid));
+    for (const [pid, tile] of this.tiles) tile.setPaused(cams.has(pid));
+    const doc = list.some((p) => p.source !== "camera" && p.pid === this.remoteDoc?.participant_id);
+    this.docEl.dataset.video = doc ? "paused" : "";
+    this.docPaused.hidden = !doc;
   }
 
   speaking(pid) {

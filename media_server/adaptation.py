@@ -1,0 +1,126 @@
+"""Each video leg adapted to its subscriber's link (sans-IO, part of ``Upstream``).
+
+The subscriber's feedback about its leg (REMB, receiver reports; NACKs are counted in
+``Upstream.on_nack``) feeds the leg's ``bandwidth.LinkEstimate``. Out come the
+publisher's target bitrate, sent to it as REMB, and the legs whose video is paused or
+resumed, which the room tells the subscriber's page.
+
+Without simulcast the publisher sends one encoding to everyone: the target is the
+lowest estimate among the legs that can carry the floor (``Bitrate.floor_bps``). A leg
+under it is paused and probed again later, so one thin link never drags the others, nor
+the recording, below the floor; the legs above the floor still set the pace.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .forwarder import Bitrate, Leg
+
+
+class LegAdaptation:
+    """Mixed into ``forwarder.Upstream``: the bandwidth side of its legs."""
+
+    if TYPE_CHECKING:
+        legs: list[Leg]
+        kind: str
+        clock_rate: int
+        bitrate: Bitrate
+        highest_seq: int | None
+        cycles: int
+        base_seq: int
+        received: int
+        last_remb: float
+
+        def request_keyframe(self, now: float) -> None: ...
+
+    def on_remb(self, leg: Leg, bps: int, now: float) -> None:
+        if leg.link is not None:
+            before = leg.link.bps
+            leg.link.on_remb(bps)
+            self._maybe_slower(before, leg.link.bps)
+
+    def on_receiver_report(
+        self, leg: Leg, lost: int, highest: int, jitter: int, lsr: int, dlsr: int, now: float
+    ) -> None:
+        """A report block of the subscriber about this leg (RFC 3550 fields: cumulative
+        packets lost, extended highest sequence number, jitter, LSR, DLSR)."""
+        link = leg.link
+        if link is None or not leg.started:
+            return
+        before = link.bps
+        link.on_report(
+            now,
+            lost,
+            highest,
+            jitter / self.clock_rate,
+            lsr,
+            dlsr,
+            (leg.octets, leg.packets),
+            self._unrepaired(),
+        )
+        self._maybe_slower(before, link.bps)
+
+    def _unrepaired(self) -> tuple[int, int]:
+        """(lost, expected) from the publisher so far: what the SFU could not repair
+        reaches every subscriber as loss too."""
+        if self.highest_seq is None:
+            return (0, 0)
+        expected = self.cycles + self.highest_seq - self.base_seq + 1
+        return (max(0, expected - self.received), expected)
+
+    def _maybe_slower(self, before: int | None, after: int | None) -> None:
+        if before is not None and after is not None and after < before * 0.9:
+            self.last_remb = -1e9  # a subscriber got slower: tell the publisher now
+
+    def target_bitrate(self) -> int:
+        """The lowest estimate of the legs that carry the floor; the floor when every leg
+        is under it; the maximum when no leg has an estimate yet."""
+        estimates: list[int] = []
+        thin = False
+        for leg in self.legs:
+            link = leg.link
+            if link is None or link.bps is None:
+                continue
+            if link.counts():
+                estimates.append(link.bps)
+            else:
+                thin = True
+        b = self.bitrate
+        target = min(estimates) if estimates else b.floor_bps if thin else b.max_bps
+        return max(b.min_bps, min(b.max_bps, target))
+
+    def adapt(self, now: float) -> list[Leg]:
+        """Pause the video of legs that stay too thin, resume them to probe: the legs
+        whose state changed now (``leg.paused`` says which way)."""
+        changed: list[Leg] = []
+        for leg in self.legs:
+            if leg.link is None:
+                continue
+            paused = leg.link.gate(now)
+            if paused is None or paused == leg.paused:
+                continue
+            if paused:
+                self._pause(leg)
+            else:
+                self._resume(leg, now)
+            changed.append(leg)
+        return changed
+
+    def _pause(self, leg: Leg) -> None:
+        leg.paused = True
+        leg.keyframe_wanted = False  # (a paused leg asks the publisher for nothing)
+        self.last_remb = -1e9  # the target may change without it
+        if leg.started and self.highest_seq is not None:
+            # The next packet the subscriber gets follows the last one it got: the pause
+            # is no loss to it, and the same timestamp offset keeps its clock right.
+            leg.resume_seq = (self.highest_seq + leg.seq_off + 1) & 0xFFFF
+            leg.keep_ts = True
+        leg.started = False
+
+    def _resume(self, leg: Leg, now: float) -> None:
+        leg.paused = False
+        leg.keyframe_wanted = True  # it starts again on a keyframe, asked for now
+        self.request_keyframe(now)
+        self.last_remb = -1e9  # the target may change with it

@@ -1,0 +1,325 @@
+"""media_server/bandwidth.py: one subscriber leg's estimate and thin-link gate, driven by
+the receiver reports, NACKs and REMB a browser would send for links of the issue's table
+(#14), with time passed in. The leg's link is simulated: what the publisher sends at the
+leg's estimate, what gets through a rate limit, random loss, a queue's round trip."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pytest
+
+from media_server.bandwidth import (
+    PAUSE_AFTER_S,
+    PROBE_AFTER_S,
+    PROBE_MAX_S,
+    LinkEstimate,
+)
+
+T0 = 1000.0
+FULL = 1_700_000  # what the clerk's 640x360 camera sends at most
+FLOOR = 150_000
+
+
+@dataclass
+class Path:
+    """A subscriber's link: a rate limit (0: none), random loss, base round trip, a
+    queue (delay while over the limit), jitter; the publisher sends min(estimate, FULL)."""
+
+    limit_bps: float = 0.0
+    loss: float = 0.0
+    rtt_s: float = 0.05
+    jitter_s: float = 0.005
+    remb: int | None = None
+    lag: bool = True  # the publisher follows the estimate a second late
+    sending: float = FULL
+    octets: int = 0
+    packets: int = 0
+    lost: int = 0
+    srs: int = 0
+    log: list[tuple[float, int]] = field(default_factory=list)
+
+    def second(self, link: LinkEstimate, t: float) -> None:
+        """One second on the leg, then the subscriber's receiver report."""
+        target = 0 if link.paused else min(FULL, link.bps or FULL)
+        sending = min(self.sending, target) if self.lag else target
+        self.sending = target
+        packets = int(sending / 8 / 1100)
+        self.packets += packets
+        self.octets += packets * 1100
+        lost = self.loss
+        rtt = self.rtt_s
+        if self.limit_bps and sending > self.limit_bps:
+            lost = max(lost, 1 - self.limit_bps / sending)
+            rtt += 0.45  # the bottleneck's queue is full
+        self.srs += 1
+        link.sender_report_sent(self.srs, t - 0.9)
+        if self.remb is not None:
+            link.on_remb(self.remb)
+        link.on_nack(int(packets * lost), t)
+        self.lost += round(packets * lost)
+        link.on_report(
+            t,
+            self.lost,
+            self.packets,
+            self.jitter_s,
+            self.srs,
+            int(65536 * (0.9 - rtt)),
+            (self.octets, self.packets),
+        )
+        self.log.append((round(t - T0), link.bps or 0))
+
+
+def run(
+    link: LinkEstimate, path: Path, seconds: int, start: float = T0, change: Callable | None = None
+) -> float:
+    t = start
+    for k in range(seconds):
+        t = start + k + 1
+        if change is not None:
+            change(k, path)
+        path.second(link, t)
+        link.gate(t)
+    return t
+
+
+def warm(path: Path | None = None, seconds: int = 5) -> tuple[LinkEstimate, Path, float]:
+    link = LinkEstimate(FLOOR, 2_500_000)
+    path = path or Path()
+    path.remb = FULL
+    t = run(link, path, seconds)
+    return link, path, t
+
+
+def test_before_any_report_the_remb_is_the_estimate() -> None:
+    link = LinkEstimate(FLOOR)
+    assert link.bps is None
+    link.on_remb(800_000)
+    assert link.bps == 800_000
+
+
+def test_a_clean_leg_stays_at_full_rate() -> None:
+    link, _, _ = warm(seconds=20)
+    assert link.bps is not None and link.bps >= FULL
+    assert not link.congested and not link.paused
+
+
+@pytest.mark.parametrize("limit", [300_000, 1_000_000])
+def test_a_rate_limit_is_found_within_a_few_reports(limit: int) -> None:
+    link, path, t = warm()
+    path.limit_bps = limit
+    run(link, path, 4, start=t)
+    bps = link.bps
+    # (what got through, packet overhead included)
+    assert bps is not None and 0.7 * limit <= bps <= 1.1 * limit, path.log
+    # ...and it stays near the limit rather than overshooting into the queue for long.
+    run(link, path, 30, start=t + 4)
+    late = [bps for _, bps in path.log[-30:]]
+    assert sum(late) / len(late) <= 1.15 * limit, path.log
+    assert min(late) >= 0.5 * limit, path.log
+
+
+def test_random_loss_without_a_queue_lowers_it_to_a_good_picture_not_to_nothing() -> None:
+    """12 % random loss, round trip steady: fewer packets per frame freeze less, so it
+    comes down (GCC's rule) but stops at 3 x the floor: no drift to a pause."""
+    link, path, t = warm()
+    path.loss = 0.12
+    run(link, path, 60, start=t)
+    assert link.estimate == 3 * FLOOR, path.log
+    assert not link.paused and not link.congested  # (a low REMB would not cap it)
+
+
+def test_loss_with_a_growing_round_trip_lowers_in_proportion() -> None:
+    link, path, t = warm()
+    path.remb = None
+    before = link.estimate
+    assert before is not None
+    path.loss, path.rtt_s = 0.15, 0.5
+    run(link, path, 1, start=t)
+    # (from what was asked: the browser's last REMB, FULL, caps it once congested)
+    assert link.estimate == pytest.approx(FULL * (1 - 0.5 * 0.15), rel=0.01)
+
+
+@pytest.mark.parametrize(
+    ("signal", "value"),
+    [("loss", 0.05), ("rtt_s", 0.6), ("jitter_s", 0.08)],
+)
+def test_moderate_trouble_holds(signal: str, value: float) -> None:
+    link, path, t = warm()
+    link.estimate = 800_000.0
+    path.remb = None
+    setattr(path, signal, value)
+    run(link, path, 5, start=t)
+    assert link.estimate == 800_000.0
+
+
+def test_remb_caps_only_while_the_leg_is_congested() -> None:
+    link, path, t = warm()
+    path.remb = 200_000
+    run(link, path, 3, start=t)
+    assert link.bps is not None and link.bps >= FULL, "clean leg: a low REMB is ignored"
+    path.rtt_s = 0.4  # a queue builds: the browser's delay estimate now counts
+    run(link, path, 2, start=t + 3)
+    assert link.bps == 200_000
+
+
+def test_a_jitter_transient_does_not_drag_the_rate_down() -> None:
+    """The 96 s case: jitter and reordering make the browser's REMB fall to ~80 kbps
+    and climb back slowly. The leg itself lost nothing: the rate stays up."""
+    link, path, t = warm()
+    path.jitter_s, path.remb = 0.06, 80_000
+    t = run(link, path, 10, start=t)
+    assert link.bps is not None and link.bps >= FULL
+    path.jitter_s = 0.005
+    for k in range(60):
+        path.remb = min(FULL, 80_000 + 20_000 * k)  # the REMB's slow climb
+        path.second(link, t + k + 1)
+        link.gate(t + k + 1)
+    assert min(bps for _, bps in path.log[-70:]) >= FULL
+
+
+def test_after_a_drop_the_rate_comes_back_in_seconds() -> None:
+    link, path, t = warm()
+    path.limit_bps = 300_000
+    t = run(link, path, 5, start=t)
+    path.limit_bps = 0
+    path.remb = None  # (no help from the REMB)
+    run(link, path, 8, start=t)
+    back = next(s for s, bps in path.log[-8:] if bps >= 0.9 * FULL)
+    assert back - (t - T0) <= 6, path.log
+
+
+def test_a_failed_fast_ramp_ramps_slowly_after() -> None:
+    link, path, t = warm()
+    path.limit_bps = 500_000
+    run(link, path, 40, start=t)
+    # It found the limit: after the first failed fast ramp, at most 8 % a second above it.
+    late = [bps for _, bps in path.log[-20:]]
+    assert max(late) <= 1.2 * 500_000, path.log
+
+
+# -- the thin-link gate --------------------------------------------------------------------
+
+
+def test_a_thin_leg_is_paused_after_a_while_and_probed_with_back_off() -> None:
+    link, path, t = warm()
+    path.limit_bps = 90_000
+    events: list[tuple[float, bool]] = []
+
+    def tick(now: float) -> None:
+        changed = link.gate(now)
+        if changed is not None:
+            events.append((round(now - t, 1), changed))
+
+    # Reports every second, the gate every 0.2 s, for 3 minutes.
+    for k in range(1, 180 * 5 + 1):
+        now = t + k * 0.2
+        if k % 5 == 0:
+            path.second(link, now)
+        tick(now)
+    pauses = [at for at, paused in events if paused]
+    resumes = [at for at, paused in events if not paused]
+    assert pauses and pauses[0] <= 3 + PAUSE_AFTER_S + 1, events
+    # Each probe fails (the link cannot carry the floor) and waits twice as long again.
+    waits = [round(r - p) for p, r in zip(pauses, resumes, strict=False)]
+    assert waits[:4] == [5, 10, 20, 40], events
+    assert all(w <= PROBE_MAX_S for w in waits)
+    assert all(r - p < 3 for r, p in zip(resumes, pauses[1:], strict=False)), "probe fails fast"
+
+
+def test_a_probe_that_holds_the_floor_ends_the_pause() -> None:
+    link, path, t = warm()
+    path.limit_bps = 90_000
+    t = run(link, path, 6, start=t)
+    assert link.paused
+    path.limit_bps = 0  # the link is back; the REMB is what audio alone gave
+    path.remb = 40_000
+    t2 = t
+    while link.paused:
+        t2 += 0.5
+        link.gate(t2)
+    assert t2 - t <= PROBE_AFTER_S + 0.5
+    assert link.probing and not link.counts()
+    run(link, path, 6, start=t2)
+    assert not link.paused and not link.probing and link.counts()
+    assert link.bps is not None and link.bps >= FLOOR
+
+
+def test_no_floor_no_gate() -> None:
+    link = LinkEstimate(0)
+    path = Path(limit_bps=20_000, remb=FULL)
+    run(link, path, 30)
+    assert not link.paused
+
+
+def test_a_fresh_leg_with_a_low_first_remb_is_not_held_down() -> None:
+    """A browser's estimator starts low: its first REMBs must not pause a fresh leg nor
+    hold the publisher at the floor."""
+    link = LinkEstimate(FLOOR, 2_500_000)
+    path = Path(remb=60_000)
+    run(link, path, 10)
+    assert not link.paused and link.counts()
+    assert link.bps is not None and link.bps >= FULL
+
+
+def test_loss_upstream_of_the_sfu_is_not_the_subscribers_link() -> None:
+    """The publisher's own link loses 30 %: every subscriber sees that loss, but their
+    links carry what they are sent: no estimate comes down for it."""
+    link, path, t = warm()
+    before = link.estimate
+    lost = expected = 0
+    for k in range(1, 11):
+        expected += 150
+        lost += 45
+        path.lost += 45
+        path.packets += 150
+        path.octets += 150 * 1100
+        link.on_report(
+            t + k,
+            path.lost,
+            path.packets,
+            0.005,
+            0,
+            0,
+            (path.octets, path.packets),
+            (lost, expected),
+        )
+    assert link.loss == 0 and link.estimate == before
+
+
+def test_many_reports_a_second_move_the_estimate_once_a_window() -> None:
+    """Browsers attach a report to every NACK and REMB: a fraction lost over 2 packets
+    (50 %) is noise; the window's loss decides."""
+    link, path, t = warm()
+    before = link.estimate
+    for k in range(1, 41):  # 20 reports a second, 1 lost packet in 40
+        path.packets += 8
+        path.octets += 8 * 1100
+        path.lost += 1 if k % 5 == 0 else 0
+        link.on_report(
+            t + k * 0.05, path.lost, path.packets, 0.005, 0, 0, (path.octets, path.packets)
+        )
+    assert link.reports <= 5 + 2 and link.estimate == before
+
+
+def test_retransmissions_get_a_share_of_the_estimate() -> None:
+    """On a congested link, answering every NACK would fill it with resent packets."""
+    link, _, t = warm()
+    link.estimate = 300_000.0
+    link.congested = False
+    sent = sum(link.on_nack(50, t + k * 0.1) for k in range(1, 101))  # 10 s, 500/s asked
+    per_s = 0.2 * 300_000 / 8 / 1200
+    assert 8 * per_s <= sent <= 10 * per_s + 10
+
+
+def test_heavy_loss_believes_the_remb_within_the_window() -> None:
+    """A link far over capacity: the browser's REMB falls at once, and so does the
+    estimate, before the window ends (the publisher learns within a report)."""
+    link, path, t = warm()
+    link.on_remb(220_000)
+    path.packets += 100
+    path.lost += 80
+    path.octets += 100 * 1100
+    link.on_report(t + 0.3, path.lost, path.packets, 0.005, 0, 0, (path.octets, path.packets))
+    assert link.bps == 220_000

@@ -1,0 +1,118 @@
+"""media_server/adaptation.py through the forwarding core: the publisher's target over
+legs with a floor, and a thin leg's video paused and resumed as its subscriber would
+see it (the bytes the core returns, real captured VP8, time passed in)."""
+
+from __future__ import annotations
+
+from itertools import pairwise
+
+import pytest
+
+from media_server import rtp
+from media_server.forwarder import Bitrate, Leg, Upstream
+from tests.test_forwarder import (
+    T0,
+    feed,
+    leg,
+    looped,
+    only,
+    plis,
+    rembs,
+    video_up,
+    vp8,
+)
+
+FLOOR = 150_000
+
+
+@pytest.mark.parametrize(
+    ("rembs_", "floor", "expected"),
+    [
+        pytest.param([1_500_000, 100_000], FLOOR, 1_500_000, id="thin-leg-left-out"),
+        pytest.param([100_000, 90_000], FLOOR, FLOOR, id="all-thin-floor"),
+        pytest.param([1_500_000, 400_000], FLOOR, 400_000, id="slowest-above-floor"),
+        pytest.param([1_500_000, 100_000], 0, 120_000, id="no-floor-minimum"),
+    ],
+)
+def test_target_over_legs_above_the_floor(rembs_: list[int], floor: int, expected: int) -> None:
+    up = video_up(bitrate=Bitrate(120_000, 2_000_000, floor))
+    for bps in rembs_:
+        lg = leg()
+        up.add_leg(lg, T0)
+        up.on_remb(lg, bps, T0)
+    assert up.target_bitrate() == expected
+
+
+def _run(up: Upstream, lg: Leg, thin_until: float) -> tuple[list[tuple[float, bytes]], dict]:
+    """Feed 20 s of video; the subscriber reports heavy loss each second until
+    ``thin_until``, none after. Returns what the leg got (time, bytes) and events."""
+    packets = looped(vp8(), 8)
+    up.add_leg(lg, packets[0].t)
+    got: list[tuple[float, bytes]] = []
+    events: dict = {"paused": [], "resumed": [], "pli": [], "remb": []}
+    next_report = packets[0].t + 1
+    lost, counted = 0, 0
+    for p in packets:
+        got += [(p.t, data) for data in only(feed(up, [p]), lg)]
+        if p.t >= next_report:
+            if p.t < thin_until:  # 95 % of what was sent since the last report is lost
+                lost += round(0.95 * (lg.packets - counted))
+            counted = lg.packets
+            up.on_receiver_report(lg, lost, counted, 90, 0, 0, p.t)
+            next_report += 1
+        for changed in up.adapt(p.t):
+            assert changed is lg
+            events["paused" if lg.paused else "resumed"].append(p.t)
+        rtcp = up.poll(p.t)
+        if plis(rtcp):
+            events["pli"].append(p.t)
+        events["remb"] += [(p.t, bps) for bps, _ in rembs(rtcp)]
+    return got, events
+
+
+def test_a_thin_leg_is_paused_then_resumed_seamlessly() -> None:
+    up = video_up(bitrate=Bitrate(150_000, 2_500_000, FLOOR))
+    lg = leg()
+    got, events = _run(up, lg, thin_until=T0 + 12)
+    assert len(events["paused"]) == 1 and len(events["resumed"]) == 1, events
+    paused, resumed = events["paused"][0], events["resumed"][0]
+    assert paused <= T0 + 13
+    assert 4.5 <= resumed - paused <= 5.5  # the first probe after 5 s
+    # Nothing reaches the leg while it is paused; video comes back within ~a keyframe.
+    assert not [t for t, _ in got if paused < t < resumed]
+    after = [(t, d) for t, d in got if t >= resumed]
+    assert after and after[0][0] - resumed < 1.5
+    # Resuming asks the publisher for a keyframe at once, and starts on one.
+    assert any(abs(t - resumed) < 0.01 for t in events["pli"]), events["pli"]
+    first = rtp.parse(after[0][1])
+    assert up.is_keyframe is not None
+    assert up.is_keyframe(after[0][1][first.payload_start : first.payload_end])
+    # One stream to the subscriber: no gap in its numbering (no loss to count) and the
+    # same timestamp offset (its clock runs on through the pause).
+    seqs = [rtp.parse(d).seq for _, d in got]
+    assert all((b - a) & 0xFFFF == 1 for a, b in pairwise(seqs))
+    before = [rtp.parse(d) for t, d in got if t <= paused][-1]
+    assert (first.timestamp - before.timestamp) & 0xFFFFFFFF > 90_000 * 4  # ~the pause
+    # While paused the leg did not hold the publisher to its thin estimate.
+    during = [bps for t, bps in events["remb"] if paused < t < resumed]
+    assert during and all(bps >= FLOOR for bps in during)
+
+
+def test_nack_for_a_number_from_before_the_pause_is_not_answered() -> None:
+    up = video_up(bitrate=Bitrate(150_000, 2_500_000, FLOOR))
+    lg = leg()
+    got, events = _run(up, lg, thin_until=T0 + 12)
+    paused = events["paused"][0]
+    old = [rtp.parse(d).seq for t, d in got if t <= paused][-3:]
+    assert up.on_nack(lg, old, T0 + 20) == []
+    newest = rtp.parse(got[-1][1]).seq
+    assert len(up.on_nack(lg, [newest], T0 + 20)) == 1
+
+
+def test_a_link_that_stays_thin_stays_paused_between_probes() -> None:
+    up = video_up(bitrate=Bitrate(150_000, 2_500_000, FLOOR))
+    lg = leg()
+    _, events = _run(up, lg, thin_until=T0 + 100)
+    assert len(events["resumed"]) == 1 and len(events["paused"]) == 2, events
+    # The probe failed: paused again, next probe in 10 s (beyond this stream).
+    assert events["paused"][1] - events["resumed"][0] < 3
