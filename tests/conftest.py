@@ -41,7 +41,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_port(port: int, timeout: float = 10.0, proc: subprocess.Popen[Any] | None = None) -> None:
+# A server starts in ~2 s on a quiet machine; on a loaded one (a shared 2-core CI runner)
+# importing and migrating took 14-15 s, and a test failed before it began.
+def wait_port(port: int, timeout: float = 30.0, proc: subprocess.Popen[Any] | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
