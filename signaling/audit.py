@@ -67,13 +67,14 @@ MIRRORED = frozenset(
         "applicant_link.created",
         "recording.started",
         "recording.stopped",
+        "exception.handled",
     }
 )
 
 
 # Those that are the very act of the request that caused them: no second, generic entry.
 # (An admin's POST .../end that stops a recording keeps its admin.request.)
-ACTS = frozenset({"replay.viewed", "replay.downloaded", "casefile.downloaded"})
+ACTS = frozenset({"replay.viewed", "replay.downloaded", "casefile.downloaded", "exception.handled"})
 
 
 def genesis(chain: str) -> str:

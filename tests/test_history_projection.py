@@ -119,6 +119,11 @@ CASES: list[tuple[dict[str, Any], list[Any]]] = [
                 "taken_by": REV, "content_type": "image/png", "size": 10, "sha256": "a" * 64,
                 "created_at": 50.0})],
     ),
+    (
+        ev("exception.handled", exception_id="ex_1", kind="no_opinion", note="called them"),
+        [Update("exceptions", {"exception_id": "ex_1"}, {"status": "handled", "handled_by": REV,
+                "handled_at": 50.0, "note": "called them"}, {"status": ("open",)})],
+    ),
     (ev("recording.started", actor=None, policy="always", reason="policy"), []),
     (ev("replay.viewed", tracks=2, recording="sealed"), []),
     (ev("export.ready", actor=None, sid=None, path="exports/composite.mp4"), []),

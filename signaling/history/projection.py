@@ -233,6 +233,15 @@ def _snapshot(e: Row) -> list[Change]:
     return [Insert("snapshots", row)]
 
 
+def _exception_handled(e: Row) -> list[Change]:
+    """A supervisor handled an exception (raised by ``raising``): once, the first time."""
+    d = e["data"]
+    values = {"status": "handled", "handled_by": e["actor"], "handled_at": e["ts"]}
+    values["note"] = d.get("note")
+    key = {"exception_id": d["exception_id"]}
+    return [Update("exceptions", key, values, {"status": ("open",)})]
+
+
 @dataclass(frozen=True)
 class Increment:
     """An ``Update`` value: add this to the column's current value."""
@@ -258,6 +267,7 @@ RULES: dict[str, Callable[[Row], list[Change]]] = {
     "chat.message": _chat,
     "opinion.filed": _opinion,
     "snapshot.taken": _snapshot,
+    "exception.handled": _exception_handled,
 }
 
 
@@ -270,6 +280,7 @@ KEYS = {  # the key of each table a change names
     "chat": ("case_id", "seq"),
     "opinions": ("opinion_id",),
     "snapshots": ("snapshot_id",),
+    "exceptions": ("exception_id",),
 }
 
 

@@ -63,6 +63,8 @@ sessions = sa.Table(
     sa.Index(None, "case_id", "created_at", "session_id"),
     sa.Index(None, "created_at", "session_id"),
     sa.Index(None, "window", "created_at", "session_id"),
+    # Covering the statistics over a period (signaling/history/stats.py): no row lookups.
+    sa.Index("ix_sessions_stats", "created_at", "window", "matter", "end_reason", "ended_at"),
 )
 
 invitations = sa.Table(
@@ -90,6 +92,16 @@ invitations = sa.Table(
     sa.Index(None, "dept", "created_at", "invitation_id"),
     sa.Index(None, "status", "created_at", "invitation_id"),
     sa.Index(None, "created_at", "invitation_id"),
+    # Covering the statistics over a period (signaling/history/stats.py).
+    sa.Index(
+        "ix_invitations_stats",
+        "created_at",
+        "dept",
+        "level",
+        "status",
+        "responded_at",
+        "session_id",
+    ),
 )
 
 participants = sa.Table(
@@ -152,6 +164,8 @@ opinions = sa.Table(
     sa.Column("note", sa.Text),
     sa.Column("created_at", TIME, nullable=False),
     sa.Index(None, "session_id", "created_at"),
+    # Covering the statistics over a period (signaling/history/stats.py).
+    sa.Index("ix_opinions_stats", "created_at", "author_dept", "decision", "session_id"),
 )
 
 # A still's facts; its file stays in the case file (its path is never in the record).
@@ -167,6 +181,31 @@ snapshots = sa.Table(
     sa.Column("sha256", sa.String(64), nullable=False),
     sa.Column("created_at", TIME, nullable=False),
     sa.Index(None, "session_id", "created_at"),
+)
+
+# What went wrong, raised as the events that show it are filed (signaling/history/
+# raising.py) in the same transaction; handled by a supervisor (``exception.handled``).
+# No foreign key: a session's rows are rebuilt when events arrive late, its exceptions stay.
+exceptions = sa.Table(
+    "exceptions",
+    metadata,
+    sa.Column("exception_id", sa.String(64), primary_key=True),  # from the raising event
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("case_id", ID, nullable=False),
+    sa.Column("session_id", ID, nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),  # the event that raised it
+    sa.Column("dept", ID),
+    sa.Column("at", TIME, nullable=False),
+    sa.Column("detail", JSON, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # open, handled
+    sa.Column("handled_by", JSON),
+    sa.Column("handled_at", TIME),
+    sa.Column("note", sa.Text),
+    sa.Index(None, "at", "exception_id"),
+    sa.Index(None, "status", "at", "exception_id"),
+    sa.Index(None, "kind", "at", "exception_id"),
+    sa.Index(None, "dept", "at", "exception_id"),
+    sa.Index(None, "session_id", "at"),
 )
 
 TABLES = {t.name: t for t in metadata.sorted_tables}
