@@ -71,6 +71,7 @@ class Rules:
     long_wait_s: float = 60.0
     media_loss: float = 0.05
     media_frozen_s: float = 3.0
+    enabled: bool = True  # False: raise nothing (``bench stats``' baseline, the old schema)
 
 
 def exception_id(case_id: str, seq: int, kind: str, key: str = "") -> str:
@@ -182,7 +183,7 @@ def _pure(e: Row) -> list[Row]:
 def derive(conn: sa.Connection, events: list[Row], rules: Rules) -> list[Row]:
     """The exceptions these events (new in the record, their rows written) raise."""
     mine = [e for e in events if e["type"] in RAISING and e["session_id"]]
-    if not mine:
+    if not mine or not rules.enabled:
         return []
     invs = _by_id(
         conn,
