@@ -100,6 +100,7 @@ invitations = sa.Table(
         "level",
         "status",
         "responded_at",
+        "unanswered_at",
         "session_id",
     ),
 )

@@ -77,6 +77,17 @@ def _hour(col: Any, dialect: str) -> Any:
     return sa.cast(col / 3600, sa.Integer)
 
 
+def _outcome() -> Any:
+    """An invitation's outcome: answered (accepted, declined), else ``unanswered`` once it
+    rang out (even if its session's end then cancelled it), else its status."""
+    i = s.invitations.c
+    return sa.case(
+        (i.status.in_(ANSWERED), i.status),
+        (i.unanswered_at.is_not(None), sa.literal("unanswered")),
+        else_=i.status,
+    )
+
+
 def _count_if(cond: Any) -> Any:
     return sa.func.coalesce(sa.func.sum(sa.case((cond, 1), else_=0)), 0)
 
@@ -140,8 +151,9 @@ class Stats:
     async def _invitations(self, f: Filter) -> tuple[list[Any], list[Any]]:
         i = s.invitations.c
         where = self._invitations_where(f)
-        counts = sa.select(i.dept, i.level, i.status, sa.func.count().label("n")).where(*where)
-        counts = counts.group_by(i.dept, i.level, i.status)
+        outcome = _outcome().label("status")
+        counts = sa.select(i.dept, i.level, outcome, sa.func.count().label("n")).where(*where)
+        counts = counts.group_by(i.dept, i.level, outcome)
         answer = (i.responded_at - i.created_at).label("x")
         answered = [*where, i.status.in_(ANSWERED), i.dept.is_not(None)]
         ranks = _ranked(sa.select(i.dept.label("g"), answer).where(*answered))
@@ -165,7 +177,7 @@ class Stats:
             hi,
             sa.func.count().label("n"),
             _count_if(i.status == "accepted").label("accepted"),
-            _count_if(i.status == "unanswered").label("unanswered"),
+            _count_if(_outcome() == "unanswered").label("unanswered"),
         ).where(*self._invitations_where(f))
         return (
             await self._all(sessions.group_by(h)),

@@ -29,7 +29,7 @@ STATS_INDEXES = {
     ),
     "ix_invitations_stats": (
         "invitations",
-        ["created_at", "dept", "level", "status", "responded_at", "session_id"],
+        ["created_at", "dept", "level", "status", "responded_at", "unanswered_at", "session_id"],
     ),
     "ix_opinions_stats": ("opinions", ["created_at", "author_dept", "decision", "session_id"]),
 }
