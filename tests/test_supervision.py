@@ -32,7 +32,6 @@ from jointreview.app import create_app
 from signaling.appkeys import HISTORY, SERVICE, STORE, TOKENS
 from signaling.recording_control import RecordingControl
 
-from .calls import until
 from .conftest import Tokens, auth, make_config
 from .test_api import expect_error
 from .test_record import database_url
@@ -63,9 +62,11 @@ async def call(client: Client, token: str, method: str, path: str, **kw: Any) ->
 
 def p(values: list[float], q: int) -> float:
     """The exact percentile the API promises: linear between the closest ranks."""
-    return statistics.quantiles(values, n=10, method="inclusive")[q // 10 - 1] if len(
-        values
-    ) > 1 else values[0]
+    return (
+        statistics.quantiles(values, n=10, method="inclusive")[q // 10 - 1]
+        if len(values) > 1
+        else values[0]
+    )
 
 
 async def _play(client: Client, tok: Tokens, clock: Clock) -> dict[str, str]:
@@ -100,7 +101,9 @@ async def _play(client: Client, tok: Tokens, clock: Clock) -> dict[str, str]:
         await call(client, clerk, "POST", f"/api/sessions/{sid}/end")
 
     a = await session(T0, "1号窗口", "食品经营许可")
-    a_amr, a_tax, a_district = [await invite(a, d) for d in ("city-amr", "city-tax", "district-amr")]
+    a_amr, a_tax, a_district = [
+        await invite(a, d) for d in ("city-amr", "city-tax", "district-amr")
+    ]
     await answer(T0 + 10, amr, a_amr)
     await answer(T0 + 20, district, a_district, "decline")
     await answer(T0 + 50, tax, a_tax)
@@ -108,7 +111,8 @@ async def _play(client: Client, tok: Tokens, clock: Clock) -> dict[str, str]:
     await end(T0 + 100, a)
 
     b = await session(B0, "2号窗口", "税务登记变更")
-    b_amr, b_tax = await invite(b, "city-amr"), await invite(b, "city-tax")
+    await invite(b, "city-amr")  # rings out
+    b_tax = await invite(b, "city-tax")
     slot, _ = await service.join(tokens.verify(clerk), b)
     await answer(B0 + 40, tax, b_tax)
     await opinion(B0 + 45, tax, b, decision="materials_missing", missing=["租赁合同"])
@@ -125,7 +129,9 @@ async def _play(client: Client, tok: Tokens, clock: Clock) -> dict[str, str]:
     clock.now = B0 + 72  # everyone left 2 s ago (session_idle_end_s = 1): ended by the sweeper
 
     async def ended() -> bool:
-        return (await call(client, clerk, "GET", f"/api/sessions/{b}"))["session"]["status"] == "ended"
+        return (await call(client, clerk, "GET", f"/api/sessions/{b}"))["session"][
+            "status"
+        ] == "ended"
 
     await _eventually(ended, "B ended by the sweeper")
 
@@ -256,8 +262,8 @@ async def test_a_known_history_gives_exact_statistics_and_exceptions(
             "total": 6, "accepted": 4, "declined": 1, "unanswered": 1, "cancelled": 0
         }  # fmt: skip
         assert stats["departments"] == [
-            _department("city-amr", _name(client, "city-amr"), "city", [10, 5], invited=3, accepted=2,
-                        unanswered=1, opinions={"approve": 1, "refer": 1}),
+            _department("city-amr", _name(client, "city-amr"), "city", [10, 5], invited=3,
+                        accepted=2, unanswered=1, opinions={"approve": 1, "refer": 1}),
             _department("city-customs", _name(client, "city-customs"), "city", []),
             _department("city-tax", _name(client, "city-tax"), "city", [50, 40], invited=2,
                         accepted=2, opinions={"materials_missing": 1}),
@@ -282,11 +288,19 @@ async def test_a_known_history_gives_exact_statistics_and_exceptions(
             {"matter": "食品经营许可", "sessions": 2, "ended": 2, "broken_off": 0},
             {"matter": "税务登记变更", "sessions": 1, "ended": 1, "broken_off": 1},
         ]
+        # A long period reads the indexes in value order (signaling/history/stats.py): the
+        # same figures.
+        year = await call(client, sup, "GET", f"/api/stats?since={T0 - 300 * DAY}&until={C0 + DAY}")
+        for part in ("sessions", "invitations", "departments", "windows", "matters"):
+            assert year[part] == stats[part], part
+        assert len(year["by_day"]) == 303  # 300 days before the first, to the day after the last
         tax = await call(client, sup, "GET", f"/api/stats?{period}&dept=city-tax")
         assert tax["sessions"]["total"] == 2 and tax["sessions"]["broken_off"] == 1
         assert tax["sessions"]["duration_s_p50"] == 86.0
         assert tax["invitations"]["total"] == 2 and tax["invitations"]["accepted"] == 2
         assert [d["dept"] for d in tax["departments"]] == ["city-tax"]
+        long_tax = f"/api/stats?since={T0 - 300 * DAY}&until={C0 + DAY}&dept=city-tax"
+        assert (await call(client, sup, "GET", long_tax))["sessions"] == tax["sessions"]
         window = await call(client, sup, "GET", f"/api/stats?{period}&window=2号窗口")
         assert window["sessions"]["total"] == 1
         assert window["invitations"] == {

@@ -56,6 +56,7 @@ sessions = sa.Table(
     sa.Column("ended_at", TIME),
     sa.Column("ended_by", JSON),  # null: ended by the system (idle)
     sa.Column("end_reason", sa.String(32)),  # "idle" when the system ended it
+    sa.Column("duration_s", TIME),  # ended_at - created_at
     # From archive.sealed: the case file's manifest as the store vouched for it.
     sa.Column("sealed_at", TIME),
     sa.Column("manifest_sha256", sa.String(64)),
@@ -63,9 +64,13 @@ sessions = sa.Table(
     sa.Index(None, "case_id", "created_at", "session_id"),
     sa.Index(None, "created_at", "session_id"),
     sa.Index(None, "window", "created_at", "session_id"),
-    # Covering the statistics over a period (signaling/history/stats.py): no row lookups.
-    sa.Index("ix_sessions_stats", "created_at", "window", "matter", "end_reason", "ended_at"),
+    # The statistics (signaling/history/stats.py), each read in the index's order (no
+    # sort): counts by window and matter; the durations' ranks, overall and by window.
+    sa.Index("ix_sessions_stats", "window", "matter", "created_at", "ended_at", "end_reason"),
+    sa.Index("ix_sessions_duration", "duration_s", "created_at", "window"),
+    sa.Index("ix_sessions_window_duration", "window", "duration_s", "created_at"),
 )
+
 
 invitations = sa.Table(
     "invitations",
@@ -84,6 +89,7 @@ invitations = sa.Table(
     sa.Column("unanswered_at", TIME),
     sa.Column("responded_at", TIME),  # accepted, declined or cancelled
     sa.Column("responded_by", JSON),
+    sa.Column("answer_s", TIME),  # accepted or declined: responded_at - created_at
     sa.Column("answerer_sub", ID),
     sa.Column("reason", sa.Text),
     sa.Column("note", sa.Text),
@@ -92,18 +98,23 @@ invitations = sa.Table(
     sa.Index(None, "dept", "created_at", "invitation_id"),
     sa.Index(None, "status", "created_at", "invitation_id"),
     sa.Index(None, "created_at", "invitation_id"),
-    # Covering the statistics over a period (signaling/history/stats.py).
+    # The statistics (signaling/history/stats.py), each read in the index's order: counts
+    # by department and status; the answers' ranks by department; counts by hour.
     sa.Index(
         "ix_invitations_stats",
-        "created_at",
         "dept",
         "level",
         "status",
-        "responded_at",
+        "created_at",
         "unanswered_at",
         "session_id",
     ),
+    sa.Index("ix_invitations_answer", "dept", "answer_s", "created_at", "session_id"),
+    sa.Index(
+        "ix_invitations_hourly", "created_at", "status", "unanswered_at", "dept", "session_id"
+    ),
 )
+
 
 participants = sa.Table(
     "participants",
@@ -166,7 +177,7 @@ opinions = sa.Table(
     sa.Column("created_at", TIME, nullable=False),
     sa.Index(None, "session_id", "created_at"),
     # Covering the statistics over a period (signaling/history/stats.py).
-    sa.Index("ix_opinions_stats", "created_at", "author_dept", "decision", "session_id"),
+    sa.Index("ix_opinions_stats", "author_dept", "decision", "created_at", "session_id"),
 )
 
 # A still's facts; its file stays in the case file (its path is never in the record).

@@ -17,7 +17,6 @@ from hourly counts (so the zone's offset must be whole hours, as China's is).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -34,6 +33,7 @@ DECISIONS = ("approve", "materials_missing", "refer", "note")
 INVITATION_STATUSES = ("accepted", "declined", "unanswered", "cancelled")
 ANSWERED = ("accepted", "declined")
 PCTS = (5, 9)  # tenths: p50, p90
+LONG_S = 90 * 86400.0  # a period this long reads the indexes in value order (SQLite)
 
 
 @dataclass(frozen=True)
@@ -44,30 +44,16 @@ class Filter:
     window: str | None = None
 
 
-def _pcts(ranks: dict[int, float], n: int) -> tuple[float | None, float | None]:
-    """p50 and p90 from the values at the ranks ``_ranked`` kept (1-based)."""
-    if n == 0:
-        return None, None
-    out = []
-    for q in PCTS:
-        lo = (n - 1) * q // 10 + 1
-        frac = (n - 1) * q % 10 / 10
-        x = ranks[lo]
-        out.append(x + frac * (ranks[lo + 1] - x) if frac else x)
-    return out[0], out[1]
+def _rank_of(n: int, q: int) -> tuple[int, float]:
+    """Where the ``q``-tenths percentile of ``n`` sorted values lies: the 1-based rank of
+    the lower value and the weight of the next one (linear interpolation)."""
+    return (n - 1) * q // 10 + 1, (n - 1) * q % 10 / 10
 
 
-def _ranked(values: sa.Select[Any]) -> sa.Select[Any]:
-    """From ``(g, x)`` rows: ``(g, rn, n, x)`` for the ranks p50 and p90 need, per ``g``."""
-    v = values.subquery("v")
-    rn = sa.func.row_number().over(partition_by=v.c.g, order_by=v.c.x).label("rn")
-    n = sa.func.count().over(partition_by=v.c.g).label("n")
-    r = sa.select(v.c.g, v.c.x, rn, n).subquery("r")
-    wanted = []
-    for q in PCTS:
-        lo = (r.c.n - 1) * q // 10 + 1
-        wanted += [r.c.rn == lo, r.c.rn == lo + 1]
-    return sa.select(r.c.g, r.c.rn, r.c.n, r.c.x).where(sa.or_(*wanted))
+def _pct(values: list[float], weight: float) -> float:
+    """The percentile from the value at its rank and the next one (``weight`` of it)."""
+    values = sorted(values)
+    return values[0] + weight * (values[1] - values[0]) if weight else values[0]
 
 
 def _hour(col: Any, dialect: str) -> Any:
@@ -78,8 +64,7 @@ def _hour(col: Any, dialect: str) -> Any:
 
 
 def _outcome() -> Any:
-    """An invitation's outcome: answered (accepted, declined), else ``unanswered`` once it
-    rang out (even if its session's end then cancelled it), else its status."""
+    """An invitation's outcome in SQL, as ``_outcomes`` counts it."""
     i = s.invitations.c
     return sa.case(
         (i.status.in_(ANSWERED), i.status),
@@ -102,9 +87,19 @@ class Stats:
             return list(await conn.execute(stmt))
 
     # -- what the filter selects -----------------------------------------------------
+    def _time(self, col: Any, f: Filter) -> Any:
+        """The period's column. Over a long period, SQLite is steered off the time index
+        (``+ 0``: no index serves an expression) to the ones in value or group order, which
+        need no sort; over a short one the period's range is smaller. PostgreSQL plans
+        from its statistics."""
+        if self.dialect == "sqlite" and f.until - f.since > LONG_S:
+            return col + 0
+        return col
+
     def _sessions_where(self, f: Filter) -> list[Any]:
         t = s.sessions.c
-        where = [t.created_at >= f.since, t.created_at < f.until]
+        at = self._time(t.created_at, f)
+        where = [at >= f.since, at < f.until]
         if f.window is not None:
             where.append(t.window == f.window)
         if f.dept is not None:
@@ -118,50 +113,85 @@ class Stats:
         t = s.sessions.c
         return [col.in_(sa.select(t.session_id).where(t.window == f.window))]
 
-    def _invitations_where(self, f: Filter) -> list[Any]:
+    def _invitations_where(self, f: Filter, long: bool = True) -> list[Any]:
         i = s.invitations.c
-        where = [i.created_at >= f.since, i.created_at < f.until]
+        at = self._time(i.created_at, f) if long else i.created_at
+        where = [at >= f.since, at < f.until]
         if f.dept is not None:
             where.append(i.dept == f.dept)
         return where + self._of_window(i.session_id, f)
 
+    async def _ranks(
+        self, base: sa.Select[Any], col: Any, group: Any, wanted: dict[Any, int]
+    ) -> dict[Any, tuple[float | None, float | None]]:
+        """p50 and p90 of ``col`` per group (``wanted``: group -> how many values), each
+        read as the two values at its rank in the index's order (``LIMIT 2 OFFSET``),
+        all in one statement."""
+        parts = []
+        for g, n in wanted.items():
+            if n == 0:
+                continue
+            of_g = base.where(group.is_(None) if g is None else group == g)
+            for q in PCTS:
+                rank, _ = _rank_of(n, q)
+                one = of_g.add_columns(sa.literal(q).label("q"), col.label("x"))
+                one = one.where(col.is_not(None)).order_by(col).limit(2).offset(rank - 1)
+                sub = one.subquery()
+                parts.append(sa.select(sub.c.g, sub.c.q, sub.c.x))
+        found: dict[tuple[Any, int], list[float]] = {}
+        if parts:
+            for r in await self._all(sa.union_all(*parts)):
+                found.setdefault((r.g, int(r.q)), []).append(float(r.x))
+        out: dict[Any, tuple[float | None, float | None]] = {}
+        for g, n in wanted.items():
+            got = [_pct(found[g, q], _rank_of(n, q)[1]) if (g, q) in found else None for q in PCTS]
+            out[g] = (got[0], got[1])
+        return out
+
     # -- the queries -----------------------------------------------------------------
-    async def _sessions(self, f: Filter) -> tuple[list[Any], list[Any], list[Any]]:
+    async def _sessions(self, f: Filter) -> tuple[list[Any], dict[Any, Any], dict[Any, Any]]:
         t = s.sessions.c
         where = self._sessions_where(f)
-        broken = t.end_reason.in_(BROKEN_OFF)
         counts = sa.select(
             t.window,
             t.matter,
             sa.func.count().label("total"),
             _count_if(t.ended_at.is_not(None)).label("ended"),
-            _count_if(broken).label("broken_off"),
+            _count_if(t.end_reason.in_(BROKEN_OFF)).label("broken_off"),
         ).where(*where)
-        counts = counts.group_by(t.window, t.matter)
-        dur = (t.ended_at - t.created_at).label("x")
-        ended = [*where, t.ended_at.is_not(None)]
-        overall = _ranked(sa.select(sa.literal("").label("g"), dur).where(*ended))
-        per_window = _ranked(sa.select(t.window.label("g"), dur).where(*ended))
-        return (
-            await self._all(counts),
-            await self._all(overall),
-            await self._all(per_window),
-        )
+        rows = await self._all(counts.group_by(t.window, t.matter))
+        per_window: dict[Any, int] = {}
+        for r in rows:
+            per_window[r.window] = per_window.get(r.window, 0) + int(r.ended)
+        ended = sum(per_window.values())
+        base = sa.select(sa.literal("").label("g")).select_from(s.sessions).where(*where)
+        overall = await self._ranks(base, t.duration_s, sa.literal(""), {"": ended})
+        windows = sa.select(t.window.label("g")).where(*where)
+        by_window = await self._ranks(windows, t.duration_s, t.window, per_window)
+        return rows, overall, by_window
 
-    async def _invitations(self, f: Filter) -> tuple[list[Any], list[Any]]:
+    async def _invitations(self, f: Filter) -> tuple[list[Any], dict[Any, Any]]:
         i = s.invitations.c
         where = self._invitations_where(f)
-        outcome = _outcome().label("status")
-        counts = sa.select(i.dept, i.level, outcome, sa.func.count().label("n")).where(*where)
-        counts = counts.group_by(i.dept, i.level, outcome)
-        answer = (i.responded_at - i.created_at).label("x")
-        answered = [*where, i.status.in_(ANSWERED), i.dept.is_not(None)]
-        ranks = _ranked(sa.select(i.dept.label("g"), answer).where(*answered))
-        return await self._all(counts), await self._all(ranks)
+        counts = sa.select(
+            i.dept,
+            i.level,
+            i.status,
+            sa.func.count().label("n"),
+            _count_if(i.unanswered_at.is_not(None)).label("rang_out"),
+        ).where(*where)
+        rows = await self._all(counts.group_by(i.dept, i.level, i.status))
+        answered: dict[Any, int] = {}
+        for r in rows:
+            if r.dept is not None and r.status in ANSWERED:
+                answered[r.dept] = answered.get(r.dept, 0) + int(r.n)
+        base = sa.select(i.dept.label("g")).where(*where)
+        return rows, await self._ranks(base, i.answer_s, i.dept, answered)
 
     async def _opinions(self, f: Filter) -> list[Any]:
         o = s.opinions.c
-        where = [o.created_at >= f.since, o.created_at < f.until, o.author_dept.is_not(None)]
+        at = self._time(o.created_at, f)
+        where = [at >= f.since, at < f.until, o.author_dept.is_not(None)]
         if f.dept is not None:
             where.append(o.author_dept == f.dept)
         where += self._of_window(o.session_id, f)
@@ -171,14 +201,15 @@ class Stats:
     async def _hourly(self, f: Filter) -> tuple[list[Any], list[Any]]:
         t, i = s.sessions.c, s.invitations.c
         h = _hour(t.created_at, self.dialect).label("h")
-        sessions = sa.select(h, sa.func.count().label("n")).where(*self._sessions_where(f))
+        where = [t.created_at >= f.since, t.created_at < f.until, *self._sessions_where(f)[2:]]
+        sessions = sa.select(h, sa.func.count().label("n")).where(*where)
         hi = _hour(i.created_at, self.dialect).label("h")
         invitations = sa.select(
             hi,
             sa.func.count().label("n"),
             _count_if(i.status == "accepted").label("accepted"),
             _count_if(_outcome() == "unanswered").label("unanswered"),
-        ).where(*self._invitations_where(f))
+        ).where(*self._invitations_where(f, long=False))
         return (
             await self._all(sessions.group_by(h)),
             await self._all(invitations.group_by(hi)),
@@ -188,11 +219,10 @@ class Stats:
         """The figures of ``GET /api/stats`` (departments without their names: the
         caller adds them from the directory)."""
         counts, overall, per_window = await self._sessions(f)
-        inv_counts, answer_ranks = await self._invitations(f)
+        inv_counts, answers = await self._invitations(f)
         opinions = await self._opinions(f)
         s_hours, i_hours = await self._hourly(f)
-        ranks = _by_group(overall)
-        p50, p90 = _pcts(*ranks.get("", ({}, 0)))
+        p50, p90 = overall[""]
         sessions = {
             "total": sum(r.total for r in counts),
             "ended": sum(r.ended for r in counts),
@@ -200,13 +230,14 @@ class Stats:
             "duration_s_p50": p50,
             "duration_s_p90": p90,
         }
+        outcomes = _outcomes(inv_counts)
         return {
             "period": {"since": f.since, "until": f.until, "timezone": str(tz.key)},
             "sessions": sessions,
-            "invitations": _invitation_totals(inv_counts),
-            "departments": _departments(inv_counts, _by_group(answer_ranks), opinions),
+            "invitations": _invitation_totals(outcomes),
+            "departments": _departments(outcomes, answers, opinions),
             "by_day": _by_day(f, tz, s_hours, i_hours),
-            "windows": _breakdown(counts, "window", _by_group(per_window)),
+            "windows": _breakdown(counts, "window", per_window),
             "matters": _breakdown(counts, "matter", None),
         }
 
@@ -280,23 +311,33 @@ def _exception(r: Any) -> dict[str, Any]:
     return {k: row[k] for k in EXCEPTION_FIELDS}
 
 
-def _by_group(rows: Iterable[Any]) -> dict[Any, tuple[dict[int, float], int]]:
-    out: dict[Any, tuple[dict[int, float], int]] = {}
+def _outcomes(rows: list[Any]) -> list[tuple[str | None, str | None, str, int]]:
+    """(dept, level, outcome, count): answered, else ``unanswered`` once rung out (even if
+    the session's end cancelled it afterwards), else the status."""
+    out = []
     for r in rows:
-        ranks, _ = out.setdefault(r.g, ({}, int(r.n)))
-        ranks[int(r.rn)] = float(r.x)
+        n, rang_out = int(r.n), int(r.rang_out)
+        if r.status in ANSWERED:
+            out.append((r.dept, r.level, r.status, n))
+        else:
+            out += [
+                (r.dept, r.level, "unanswered", rang_out),
+                (r.dept, r.level, r.status, n - rang_out),
+            ]
     return out
 
 
-def _invitation_totals(rows: list[Any]) -> dict[str, int]:
-    out = {"total": sum(r.n for r in rows)}
+def _invitation_totals(rows: list[tuple[str | None, str | None, str, int]]) -> dict[str, int]:
+    out = {"total": sum(n for *_, n in rows)}
     for status in INVITATION_STATUSES:
-        out[status] = sum(r.n for r in rows if r.status == status)
+        out[status] = sum(n for _, _, s_, n in rows if s_ == status)
     return out
 
 
 def _departments(
-    counts: list[Any], ranks: dict[Any, tuple[dict[int, float], int]], opinions: list[Any]
+    counts: list[tuple[str | None, str | None, str, int]],
+    answers: dict[Any, tuple[float | None, float | None]],
+    opinions: list[Any],
 ) -> list[dict[str, Any]]:
     depts: dict[str, dict[str, Any]] = {}
 
@@ -313,16 +354,16 @@ def _departments(
             }
         return depts[name]
 
-    for r in counts:
-        if r.dept is None:  # a named reviewer's invitation: in the totals only
+    for name, level, outcome, n in counts:
+        if name is None:  # a named reviewer's invitation: in the totals only
             continue
-        d = dept(r.dept)
-        d["level"] = d["level"] or r.level
-        d["invited"] += r.n
-        if r.status in ("accepted", "declined", "unanswered"):
-            d[r.status] += r.n
-    for name, (got, n) in ranks.items():
-        dept(name)["answer_s_p50"], dept(name)["answer_s_p90"] = _pcts(got, n)
+        d = dept(name)
+        d["level"] = d["level"] or level
+        d["invited"] += n
+        if outcome in ("accepted", "declined", "unanswered"):
+            d[outcome] += n
+    for name, (p50, p90) in answers.items():
+        dept(name)["answer_s_p50"], dept(name)["answer_s_p90"] = p50, p90
     for r in opinions:
         if r.decision in DECISIONS:
             dept(r.author_dept)["opinions"][r.decision] += r.n
@@ -330,7 +371,7 @@ def _departments(
 
 
 def _breakdown(
-    counts: list[Any], key: str, ranks: dict[Any, tuple[dict[int, float], int]] | None
+    counts: list[Any], key: str, ranks: dict[Any, tuple[float | None, float | None]] | None
 ) -> list[dict[str, Any]]:
     """Sessions per window (with their durations' percentiles) or per matter, most first."""
     out: dict[Any, dict[str, Any]] = {}
@@ -342,7 +383,7 @@ def _breakdown(
         row["broken_off"] += r.broken_off
     if ranks is not None:
         for name, row in out.items():
-            row["duration_s_p50"], row["duration_s_p90"] = _pcts(*ranks.get(name, ({}, 0)))
+            row["duration_s_p50"], row["duration_s_p90"] = ranks.get(name, (None, None))
     return sorted(out.values(), key=lambda r: (-r["sessions"], str(r[key])))
 
 
