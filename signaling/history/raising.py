@@ -100,12 +100,20 @@ def _num(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
-def _by_id(conn: sa.Connection, table: sa.Table, key: str, ids: Iterable[str]) -> dict[str, Row]:
+def _by_id(
+    conn: sa.Connection, table: sa.Table, key: str, ids: Iterable[str], columns: tuple[str, ...]
+) -> dict[str, Row]:
+    """Only the columns needed (a JSON column costs a decode a row)."""
     wanted = sorted(set(ids))
     if not wanted:
         return {}
-    rows = conn.execute(sa.select(table).where(table.c[key].in_(wanted)))
-    return {r._mapping[key]: dict(r._mapping) for r in rows}
+    cols = [table.c[c] for c in (key, *columns)]
+    rows = conn.execute(sa.select(*cols).where(table.c[key].in_(wanted)))
+    return {r[0]: dict(zip((key, *columns), r, strict=True)) for r in rows}
+
+
+INVITATION = ("dept", "level", "reviewer", "created_at", "rang_at")
+ACCEPTED = ("invitation_id", "session_id", "dept", "level", "answerer_sub", "responded_by")
 
 
 def _invitation_kinds(e: Row, inv: Row, rules: Rules) -> list[Row]:
@@ -190,13 +198,15 @@ def derive(conn: sa.Connection, events: list[Row], rules: Rules) -> list[Row]:
         s.invitations,
         "invitation_id",
         (str(e["data"].get("invitation_id")) for e in mine if e["type"].startswith("invitation.")),
+        INVITATION,
     )
     ended = {e["session_id"] for e in mine if e["type"] == "session.ended"}
     accepted: dict[str, list[Row]] = {}
     opinions: dict[str, list[Row]] = {}
     if ended:
         t, o = s.invitations, s.opinions
-        stmt = sa.select(t).where(t.c.session_id.in_(sorted(ended)), t.c.status == "accepted")
+        cols = [t.c[c] for c in ACCEPTED]
+        stmt = sa.select(*cols).where(t.c.session_id.in_(sorted(ended)), t.c.status == "accepted")
         for r in conn.execute(stmt.order_by(t.c.created_at, t.c.invitation_id)):
             accepted.setdefault(r.session_id, []).append(dict(r._mapping))
         cols = (o.c.session_id, o.c.author_dept, o.c.author, o.c.created_at)
@@ -207,6 +217,7 @@ def derive(conn: sa.Connection, events: list[Row], rules: Rules) -> list[Row]:
         s.participants,
         "participant_id",
         (str(e["data"].get("participant_id")) for e in mine if e["type"] == "media.quality"),
+        ("sub", "name", "role", "dept"),
     )
     out: list[Row] = []
     for e in mine:

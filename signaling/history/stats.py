@@ -33,6 +33,7 @@ DECISIONS = ("approve", "materials_missing", "refer", "note")
 INVITATION_STATUSES = ("accepted", "declined", "unanswered", "cancelled")
 ANSWERED = ("accepted", "declined")
 PCTS = (5, 9)  # tenths: p50, p90
+EPOCH = dt.date(1970, 1, 1)
 LONG_S = 90 * 86400.0  # a period this long reads the indexes in value order (SQLite)
 
 
@@ -398,8 +399,23 @@ def _by_day(f: Filter, tz: ZoneInfo, sessions: list[Any], invitations: list[Any]
         days[day].update(accepted=0, unanswered=0)
         day += dt.timedelta(days=1)
 
+    offsets: dict[int, float] = {}  # UTC day -> the zone's offset (s) all day, or nan
+
     def at(hour: int) -> dict[str, Any]:
-        return days[dt.datetime.fromtimestamp(int(hour) * 3600, tz).date()]
+        """The local day of a UTC hour (by the offset of its UTC day when the zone keeps
+        one offset all that day, the common case: no datetime per hour)."""
+        hour = int(hour)
+        day = hour // 24
+        if day not in offsets:
+            first = dt.datetime.fromtimestamp(day * 86400, dt.UTC).astimezone(tz)
+            last = dt.datetime.fromtimestamp(day * 86400 + 86399, dt.UTC).astimezone(tz)
+            same = first.utcoffset() == last.utcoffset()
+            off = first.utcoffset()
+            offsets[day] = off.total_seconds() if same and off is not None else float("nan")
+        off = offsets[day]
+        if off != off:  # the offset changes that day (daylight saving)
+            return days[dt.datetime.fromtimestamp(hour * 3600, tz).date()]
+        return days[EPOCH + dt.timedelta(seconds=hour * 3600 + off)]
 
     for r in sessions:
         at(r.h)["sessions"] += r.n
