@@ -209,8 +209,8 @@ def derive(conn: sa.Connection, events: list[Row], rules: Rules) -> list[Row]:
         stmt = sa.select(*cols).where(t.c.session_id.in_(sorted(ended)), t.c.status == "accepted")
         for r in conn.execute(stmt.order_by(t.c.created_at, t.c.invitation_id)):
             accepted.setdefault(r.session_id, []).append(dict(r._mapping))
-        cols = (o.c.session_id, o.c.author_dept, o.c.author, o.c.created_at)
-        for r in conn.execute(sa.select(*cols).where(o.c.session_id.in_(sorted(ended)))):
+        mine_cols = (o.c.session_id, o.c.author_dept, o.c.author, o.c.created_at)
+        for r in conn.execute(sa.select(*mine_cols).where(o.c.session_id.in_(sorted(ended)))):
             opinions.setdefault(r.session_id, []).append(dict(r._mapping))
     who = _by_id(
         conn,

@@ -17,6 +17,7 @@ from hourly counts (so the zone's offset must be whole hours, as China's is).
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -410,10 +411,10 @@ def _by_day(f: Filter, tz: ZoneInfo, sessions: list[Any], invitations: list[Any]
             first = dt.datetime.fromtimestamp(day * 86400, dt.UTC).astimezone(tz)
             last = dt.datetime.fromtimestamp(day * 86400 + 86399, dt.UTC).astimezone(tz)
             same = first.utcoffset() == last.utcoffset()
-            off = first.utcoffset()
-            offsets[day] = off.total_seconds() if same and off is not None else float("nan")
+            delta = first.utcoffset()
+            offsets[day] = delta.total_seconds() if same and delta is not None else math.nan
         off = offsets[day]
-        if off != off:  # the offset changes that day (daylight saving)
+        if math.isnan(off):  # the offset changes that day (daylight saving)
             return days[dt.datetime.fromtimestamp(hour * 3600, tz).date()]
         return days[EPOCH + dt.timedelta(seconds=hour * 3600 + off)]
 
