@@ -104,10 +104,17 @@ class Stats:
         where = [at >= f.since, at < f.until]
         if f.window is not None:
             where.append(t.window == f.window)
-        if f.dept is not None:
-            i = s.invitations.c
-            where.append(t.session_id.in_(sa.select(i.session_id).where(i.dept == f.dept)))
         return where
+
+    def _sessions_from(self, f: Filter) -> Any:
+        """The sessions, or (``dept``) those the department was invited to: joined to
+        its invitations' distinct sessions (hashed or materialized once; an ``IN`` per
+        row let PostgreSQL scan the department's invitations for each session)."""
+        if f.dept is None:
+            return s.sessions
+        i = s.invitations.c
+        invited = sa.select(i.session_id).where(i.dept == f.dept).distinct().subquery("invited")
+        return s.sessions.join(invited, invited.c.session_id == s.sessions.c.session_id)
 
     def _of_window(self, col: Any, f: Filter) -> list[Any]:
         if f.window is None:
@@ -154,21 +161,26 @@ class Stats:
     async def _sessions(self, f: Filter) -> tuple[list[Any], dict[Any, Any], dict[Any, Any]]:
         t = s.sessions.c
         where = self._sessions_where(f)
-        counts = sa.select(
-            t.window,
-            t.matter,
-            sa.func.count().label("total"),
-            _count_if(t.ended_at.is_not(None)).label("ended"),
-            _count_if(t.end_reason.in_(BROKEN_OFF)).label("broken_off"),
-        ).where(*where)
+        sessions = self._sessions_from(f)
+        counts = (
+            sa.select(
+                t.window,
+                t.matter,
+                sa.func.count().label("total"),
+                _count_if(t.ended_at.is_not(None)).label("ended"),
+                _count_if(t.end_reason.in_(BROKEN_OFF)).label("broken_off"),
+            )
+            .select_from(sessions)
+            .where(*where)
+        )
         rows = await self._all(counts.group_by(t.window, t.matter))
         per_window: dict[Any, int] = {}
         for r in rows:
             per_window[r.window] = per_window.get(r.window, 0) + int(r.ended)
         ended = sum(per_window.values())
-        base = sa.select(sa.literal("").label("g")).select_from(s.sessions).where(*where)
+        base = sa.select(sa.literal("").label("g")).select_from(sessions).where(*where)
         overall = await self._ranks(base, t.duration_s, sa.literal(""), {"": ended})
-        windows = sa.select(t.window.label("g")).where(*where)
+        windows = sa.select(t.window.label("g")).select_from(sessions).where(*where)
         by_window = await self._ranks(windows, t.duration_s, t.window, per_window)
         return rows, overall, by_window
 
@@ -204,7 +216,8 @@ class Stats:
         t, i = s.sessions.c, s.invitations.c
         h = _hour(t.created_at, self.dialect).label("h")
         where = [t.created_at >= f.since, t.created_at < f.until, *self._sessions_where(f)[2:]]
-        sessions = sa.select(h, sa.func.count().label("n")).where(*where)
+        sessions = sa.select(h, sa.func.count().label("n"))
+        sessions = sessions.select_from(self._sessions_from(f)).where(*where)
         hi = _hour(i.created_at, self.dialect).label("h")
         invitations = sa.select(
             hi,
