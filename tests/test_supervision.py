@@ -29,10 +29,11 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from jointreview.app import create_app
-from signaling.appkeys import HISTORY, SERVICE, STORE, TOKENS
+from signaling.appkeys import DIRECTORY, HISTORY, SERVICE, STORE, TOKENS
+from signaling.history import migrate
 from signaling.recording_control import RecordingControl
 
-from .conftest import Tokens, auth, make_config
+from .conftest import Tokens, auth, flush_redis, make_config
 from .test_api import expect_error
 from .test_record import database_url
 from .wsclient import Signal
@@ -347,8 +348,6 @@ async def test_a_known_history_gives_exact_statistics_and_exceptions(
 
 
 def _name(client: Client, dept: str) -> str:
-    from signaling.appkeys import DIRECTORY
-
     found = client.app[DIRECTORY].department(dept)
     assert found is not None
     return found.name
@@ -388,3 +387,43 @@ async def test_bad_requests_answer_clear_errors(tmp_path: Path) -> None:
             "duration_s_p90": None,
         }  # fmt: skip
         assert len(empty["departments"]) == 5 and len(empty["by_day"]) == 2
+
+
+async def test_two_nodes_share_exceptions_through_redis_and_postgresql(
+    redis_url: str, fresh_postgres_url: str, tmp_path: Path
+) -> None:
+    """Node A files a decline; node B's supervisor socket is told, B lists, counts and
+    handles it; handling it again on A is a 409."""
+    flush_redis(redis_url)
+    await migrate.upgrade(fresh_postgres_url)
+    shared = {"redis_url": redis_url, "database_url": fresh_postgres_url}
+    a_config = make_config(tmp_path / "a", node_id="node-a", **shared)
+    b_config = make_config(tmp_path / "b", node_id="node-b", **shared)
+    async with (
+        TestClient(TestServer(create_app(a_config))) as a,
+        TestClient(TestServer(create_app(b_config))) as b,
+    ):
+        tok = Tokens(a.app[TOKENS])
+        sup, clerk = tok.supervisor(), tok.clerk()
+        feed = await Signal.connect(b, f"/ws?token={sup}")
+        body = {"window": "3号窗口", "matter": "营业执照变更"}
+        sid = (await call(a, clerk, "POST", "/api/cases/SUP-2/sessions", json=body))["session_id"]
+        path = f"/api/sessions/{sid}/invitations"
+        iid = (await call(a, clerk, "POST", path, json={"dept": "city-tax"}))["invitation_id"]
+        decline = {"reason": "非本局事项"}
+        await call(a, tok.other_reviewer(), "POST", f"/api/invitations/{iid}/decline", json=decline)
+        pushed = (await feed.wait("exception", timeout=10))["exception"]
+        assert (pushed["kind"], pushed["dept"], pushed["session_id"]) == (
+            "invitation_declined",
+            "city-tax",
+            sid,
+        )
+        listed = await call(b, sup, "GET", "/api/exceptions?dept=city-tax")
+        assert [e["exception_id"] for e in listed["exceptions"]] == [pushed["exception_id"]]
+        stats = await call(b, sup, "GET", "/api/stats")
+        assert stats["invitations"]["declined"] == 1 and stats["sessions"]["total"] == 1
+        handle = f"/api/exceptions/{pushed['exception_id']}/handle"
+        await call(b, sup, "POST", handle, json={"note": "已核实"})
+        r = await a.post(handle, json={"note": "again"}, headers=auth(sup))
+        await expect_error(r, 409, "exception_handled")
+        await feed.close()
