@@ -66,6 +66,11 @@ def add_parser(targets: Any) -> None:
         help="an empty PostgreSQL database (postgresql+asyncpg://...) to fill as well; "
         "its name + '_base' is created beside it for the baseline if it can be",
     )
+    p.add_argument(
+        "--databases",
+        default="sqlite,postgresql",
+        help="which to fill (postgresql only with --postgres-url)",
+    )
     p.add_argument("--sample", type=int, default=1000, help="sessions of the cost measurement")
     p.add_argument("--queries", type=int, default=20, help="calls of each query")
     p.add_argument("--seed", type=int, default=1)
@@ -291,8 +296,9 @@ async def run(args: argparse.Namespace, say: Any) -> dict[str, Any]:
             (Path(tmp) / d).mkdir()
         # (database, the year's url, the cost's url, its baseline's url)
         sqlite = [default_url(Path(tmp) / d) for d in ("year", "cost", "base")]
-        targets = [("sqlite", *sqlite)]
-        if args.postgres_url:
+        wanted = set(args.databases.split(","))
+        targets = [("sqlite", *sqlite)] if "sqlite" in wanted else []
+        if args.postgres_url and "postgresql" in wanted:
             targets.append(("postgresql", args.postgres_url, *await _pg_more(args.postgres_url)))
         for kind, url, cost_url, base_url in targets:
             say(f"{kind}: the cost per filed event ({args.sample} sessions, each way)")
