@@ -1,12 +1,14 @@
 """The supervisors' statistics and exceptions, read from the record (SQL, indexed).
 
-``statistics`` answers ``GET /api/stats`` for a period with a few grouped queries over
-indexes that cover them (``ix_sessions_stats``, ``ix_invitations_stats``,
-``ix_opinions_stats``: no row is looked up), never a case's log. Counts are exact.
-Percentiles are exact too: computed in SQL with window functions over the period's
-values (``row_number`` and ``count`` per group), as linear interpolation between the
-two closest ranks (PostgreSQL's ``percentile_cont``, numpy's default, Python's
-``statistics.quantiles(method="inclusive")``); only those ranks leave the database.
+``statistics`` answers ``GET /api/stats`` for a period with a few statements, never a
+case's log: counts grouped in the order of indexes that cover them
+(``ix_sessions_stats``, ``ix_invitations_stats``, ``ix_opinions_stats``, hourly from
+``ix_invitations_hourly``), so no sort and no row lookup. Counts are exact. Percentiles
+are exact too, as linear interpolation between the two closest ranks (PostgreSQL's
+``percentile_cont``, numpy's default, Python's ``statistics.quantiles(method=
+"inclusive")``): the two values around each rank are read from an index in value order
+(``answer_s``, ``duration_s``) with ``LIMIT 2 OFFSET rank - 1``, every group's in one
+statement; the ranks come from the counts.
 
 The period is half-open, ``since ≤ t < until``: sessions by their creation, invitations
 by theirs, opinions by their filing. Days (``by_day``) are local days of a time zone,
