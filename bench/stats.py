@@ -208,7 +208,7 @@ async def fill(url: str, sessions: int, seed: int) -> tuple[Any, float, int]:
     if history.kind == "postgresql":
         # What autovacuum's analyze does on a server after such growth (the test cluster
         # runs without it): without statistics the planner takes every table for tiny.
-        async with history.engine.connect() as conn:
+        async with history.engine.begin() as conn:  # committed: a rolled-back one is lost
             await conn.execute(sa.text("ANALYZE"))
     return history, spent, filed
 
