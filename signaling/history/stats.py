@@ -97,13 +97,17 @@ class Stats:
         where = [at >= f.since, at < f.until]
         if f.window is not None:
             where.append(t.window == f.window)
+        if f.dept is not None and self.dialect == "sqlite":
+            # Materialized once per statement; a join re-made it for each of _ranks' parts.
+            i = s.invitations.c
+            where.append(t.session_id.in_(sa.select(i.session_id).where(i.dept == f.dept)))
         return where
 
     def _sessions_from(self, f: Filter) -> Any:
-        """The sessions, or (``dept``) those the department was invited to: joined to
-        its invitations' distinct sessions (hashed or materialized once; an ``IN`` per
-        row let PostgreSQL scan the department's invitations for each session)."""
-        if f.dept is None:
+        """The sessions, or on PostgreSQL (``dept``) those the department was invited to:
+        joined to its invitations' distinct sessions (hashed once; its planner ran an
+        ``IN`` as a scan of the department's invitations for each session)."""
+        if f.dept is None or self.dialect == "sqlite":  # SQLite: the IN of _sessions_where
             return s.sessions
         i = s.invitations.c
         invited = sa.select(i.session_id).where(i.dept == f.dept).distinct().subquery("invited")
