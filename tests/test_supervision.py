@@ -300,10 +300,18 @@ async def test_a_known_history_gives_exact_statistics_and_exceptions(
         assert tax["sessions"]["duration_s_p50"] == 86.0
         assert tax["invitations"]["total"] == 2 and tax["invitations"]["accepted"] == 2
         assert [d["dept"] for d in tax["departments"]] == ["city-tax"]
+        assert [(d["sessions"], d["invitations"], d["accepted"]) for d in tax["by_day"]] == [
+            (2, 2, 2),
+            (0, 0, 0),
+            (0, 0, 0),
+        ]
         long_tax = f"/api/stats?since={T0 - 300 * DAY}&until={C0 + DAY}&dept=city-tax"
         assert (await call(client, sup, "GET", long_tax))["sessions"] == tax["sessions"]
         window = await call(client, sup, "GET", f"/api/stats?{period}&window=2号窗口")
         assert window["sessions"]["total"] == 1
+        assert window["by_day"][0] == {
+            "date": "2026-03-02", "sessions": 1, "invitations": 2, "accepted": 1, "unanswered": 1
+        }  # fmt: skip
         assert window["invitations"] == {
             "total": 2, "accepted": 1, "declined": 0, "unanswered": 1, "cancelled": 0
         }  # fmt: skip

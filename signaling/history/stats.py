@@ -240,15 +240,22 @@ class Stats:
             for k, (_, a, b) in enumerate(bounds)
         )
         d = sa.union_all(*rows).subquery("d")
+        if f.dept is not None or f.window is not None:
+            got = await self._days_filtered(f, d)
+        else:
+            got = await self._days_all(d)
+        return [
+            {"date": date, "sessions": 0, "invitations": 0, "accepted": 0, "unanswered": 0}
+            | got.get(k, {})
+            for k, (date, _, _) in enumerate(bounds)
+        ]
+
+    async def _days_all(self, d: Any) -> dict[int, dict[str, int]]:
+        """A range count per day and measure over the time indexes (no grouping)."""
         t, i = s.sessions.c, s.invitations.c
-        in_session = [t.created_at >= d.c.a, t.created_at < d.c.b]
-        if f.window is not None:
-            in_session.append(t.window == f.window)
-        if f.dept is not None:
-            of_dept = sa.select(s.invitations.c.session_id).where(s.invitations.c.dept == f.dept)
-            in_session.append(t.session_id.in_(of_dept))
-        sessions = sa.select(sa.func.count()).select_from(s.sessions).where(*in_session)
-        in_day = [i.created_at >= d.c.a, i.created_at < d.c.b, *self._invitations_where(f)[2:]]
+        in_day = [i.created_at >= d.c.a, i.created_at < d.c.b]
+        sessions = sa.select(sa.func.count()).select_from(s.sessions)
+        sessions = sessions.where(t.created_at >= d.c.a, t.created_at < d.c.b)
 
         def measure(cond: Any) -> Any:
             what = sa.func.count() if cond is None else _count_if(cond)
@@ -261,16 +268,30 @@ class Stats:
             measure(i.status == "accepted").label("accepted"),
             measure(_outcome() == "unanswered").label("unanswered"),
         )
-        out = []
-        for r in await self._all(stmt.order_by(d.c.i)):
-            out.append(
-                {
-                    "date": bounds[r.i][0],
-                    "sessions": int(r.sessions),
-                    "invitations": int(r.invitations),
-                    "accepted": int(r.accepted or 0),
-                    "unanswered": int(r.unanswered or 0),
-                }
+        return {int(r.i): _day(r) for r in await self._all(stmt)}
+
+    async def _days_filtered(self, f: Filter, d: Any) -> dict[int, dict[str, int]]:
+        """A department's or a window's: the days joined to its rows by range, grouped by
+        day (its filter's subquery made once, not once per day)."""
+        t, i = s.sessions.c, s.invitations.c
+        on_s = sa.and_(t.created_at >= d.c.a, t.created_at < d.c.b)
+        where = self._sessions_where(f)[2:]
+        sessions = sa.select(d.c.i, sa.func.count().label("n"))
+        sessions = sessions.select_from(d.join(self._sessions_from(f), on_s)).where(*where)
+        on_i = sa.and_(i.created_at >= d.c.a, i.created_at < d.c.b)
+        invitations = sa.select(
+            d.c.i,
+            sa.func.count().label("n"),
+            _count_if(i.status == "accepted").label("accepted"),
+            _count_if(_outcome() == "unanswered").label("unanswered"),
+        ).select_from(d.join(s.invitations, on_i))
+        invitations = invitations.where(*self._invitations_where(f)[2:])
+        out: dict[int, dict[str, int]] = {}
+        for r in await self._all(sessions.group_by(d.c.i)):
+            out.setdefault(int(r.i), {})["sessions"] = int(r.n)
+        for r in await self._all(invitations.group_by(d.c.i)):
+            out.setdefault(int(r.i), {}).update(
+                invitations=int(r.n), accepted=int(r.accepted), unanswered=int(r.unanswered)
             )
         return out
 
@@ -444,6 +465,11 @@ def _breakdown(
         for name, row in out.items():
             row["duration_s_p50"], row["duration_s_p90"] = ranks.get(name, (None, None))
     return sorted(out.values(), key=lambda r: (-r["sessions"], str(r[key])))
+
+
+def _day(r: Any) -> dict[str, int]:
+    keys = ("sessions", "invitations", "accepted", "unanswered")
+    return {k: int(getattr(r, k) or 0) for k in keys}
 
 
 def _day_bounds(f: Filter, tz: ZoneInfo) -> list[tuple[str, float, float]]:
