@@ -18,6 +18,7 @@ from hourly counts (so the zone's offset must be whole hours, as China's is).
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 from dataclasses import dataclass
 from typing import Any
@@ -274,7 +275,7 @@ class Stats:
         )
         d = sa.union_all(*rows).subquery("d")
         if f.dept is not None or f.window is not None:
-            got = await self._days_filtered(f, d)
+            got = await self._days_filtered(f, bounds)
         else:
             got = await self._days_all(d)
         return [
@@ -303,29 +304,29 @@ class Stats:
         )
         return {int(r.i): _day(r) for r in await self._all(stmt)}
 
-    async def _days_filtered(self, f: Filter, d: Any) -> dict[int, dict[str, int]]:
-        """A department's or a window's: the days joined to its rows by range, grouped by
-        day (its filter's subquery made once, not once per day)."""
+    async def _days_filtered(
+        self, f: Filter, bounds: list[tuple[str, float, float]]
+    ) -> dict[int, dict[str, int]]:
+        """A department's or a window's (a fraction of the period's rows): their times
+        read once and put in their days here (SQLite joined the days to every row)."""
         t, i = s.sessions.c, s.invitations.c
-        on_s = sa.and_(t.created_at >= d.c.a, t.created_at < d.c.b)
-        where = self._sessions_where(f)[2:]
-        sessions = sa.select(d.c.i, sa.func.count().label("n"))
-        sessions = sessions.select_from(d.join(self._sessions_from(f), on_s)).where(*where)
-        on_i = sa.and_(i.created_at >= d.c.a, i.created_at < d.c.b)
-        invitations = sa.select(
-            d.c.i,
-            sa.func.count().label("n"),
-            _count_if(i.status == "accepted").label("accepted"),
-            _count_if(_outcome() == "unanswered").label("unanswered"),
-        ).select_from(d.join(s.invitations, on_i))
-        invitations = invitations.where(*self._invitations_where(f)[2:])
+        starts = [a for _, a, _ in bounds]
         out: dict[int, dict[str, int]] = {}
-        for r in await self._all(sessions.group_by(d.c.i)):
-            out.setdefault(int(r.i), {})["sessions"] = int(r.n)
-        for r in await self._all(invitations.group_by(d.c.i)):
-            out.setdefault(int(r.i), {}).update(
-                invitations=int(r.n), accepted=int(r.accepted), unanswered=int(r.unanswered)
-            )
+
+        def day(at: float) -> dict[str, int]:
+            k = bisect.bisect_right(starts, at) - 1
+            keys = ("sessions", "invitations", "accepted", "unanswered")
+            return out.setdefault(k, dict.fromkeys(keys, 0))
+
+        sessions = sa.select(t.created_at).select_from(self._sessions_from(f))
+        for r in await self._all(sessions.where(*self._sessions_where(f))):
+            day(r.created_at)["sessions"] += 1
+        cols = (i.created_at, i.status, i.unanswered_at)
+        for r in await self._all(sa.select(*cols).where(*self._invitations_where(f))):
+            row = day(r.created_at)
+            row["invitations"] += 1
+            row["accepted"] += r.status == "accepted"
+            row["unanswered"] += r.status not in ANSWERED and r.unanswered_at is not None
         return out
 
     async def statistics(self, f: Filter, tz: ZoneInfo) -> dict[str, Any]:
