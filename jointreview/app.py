@@ -28,6 +28,7 @@ from signaling import (
     api_replay,  # noqa: F401  (registers the replay routes)
     api_reports,  # noqa: F401  (registers the supervisors' reports over the record)
     api_sheet,  # noqa: F401  (registers the opinion sheet's download)
+    api_supervision,  # statistics and exceptions (#15)
     api_track,  # noqa: F401  (registers a case's process tracking)
     api_webhooks,  # noqa: F401  (registers the webhook delivery routes)
     datadir,
@@ -58,6 +59,7 @@ from signaling.evict import EVICTOR, Evictor
 from signaling.export_jobs import EXPORTS, ExportWorker, options_from
 from signaling.history import db, migrate
 from signaling.history.catchup import CatchUp
+from signaling.history.raising import Rules
 from signaling.history.repo import History
 from signaling.inbox_fanout import INBOXES, InboxFanout
 from signaling.observation import Observations
@@ -69,6 +71,7 @@ from signaling.service import ReviewService
 from signaling.socketcaps import Guards
 from signaling.state import Outage, StoreUnavailable, open_store
 from signaling.state.redis_connect import redis_options
+from signaling.supervision import Supervision
 from signaling.web_security import install as install_web_security
 from signaling.webhooks import WEBHOOKS, Webhooks
 from signaling.ws_endpoint import websocket_handler
@@ -136,7 +139,10 @@ async def _history_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     url = db.url_of(config.database_url, config.data_dir)
     rev = await migrate.check(url)
-    history = await History.open(url)
+    rules = Rules(
+        config.exception_long_wait_s, config.exception_media_loss, config.exception_media_frozen_s
+    )
+    history = await History.open(url, rules)
     log.info("record: %s at revision %s", db.kind_of(url), rev)
     app[HISTORY] = history
     # Several nodes on Redis each with its own SQLite file: each record holds only its
@@ -158,8 +164,13 @@ async def _history_ctx(app: web.Application) -> AsyncIterator[None]:
     await catch_up.mark_unsealed()
     app[SERVICE].archived = history  # sessions gone from the store (signaling/evict.py)
     catch_up.start()
+    # Exceptions raised as events are filed: pushed to supervisors, in the timeline.
+    supervision = app[api_supervision.SUPERVISION] = Supervision(
+        app[SERVICE], history, app[DIRECTORY]
+    )
     yield
     await catch_up.close()
+    await supervision.close()
     await history.close()  # after every context that may still file events
 
 

@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     from bench.history import add_parser as add_bench_history
 
     add_bench_history(targets)
+    from bench.stats import add_parser as add_bench_stats
+
+    add_bench_stats(targets)
     from bench.inbox import add_parser as add_bench_inbox
 
     add_bench_inbox(targets)
@@ -410,6 +413,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from bench.history import main as bench_history
 
             return bench_history(args)
+        if args.command == "bench" and args.target == "stats":
+            from bench.stats import main as bench_stats
+
+            return bench_stats(args)
         if args.command == "bench" and args.target == "inbox":
             from bench.inbox import main as bench_inbox
 

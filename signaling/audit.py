@@ -58,22 +58,11 @@ TOKENS_SEEN_MAX = 10_000  # tokens remembered for "first use" (auth.signin.token
 TEXT_MAX = 200  # characters of any one string taken from a request
 FILE_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})\.jsonl$")
 NAME_RE = re.compile(r"[^A-Za-z0-9._-]")
-# Case-timeline events that are security-relevant acts: mirrored into the trail.
-MIRRORED = frozenset(
-    {
-        "replay.viewed",
-        "replay.downloaded",
-        "casefile.downloaded",
-        "applicant_link.created",
-        "recording.started",
-        "recording.stopped",
-    }
-)
-
-
 # Those that are the very act of the request that caused them: no second, generic entry.
 # (An admin's POST .../end that stops a recording keeps its admin.request.)
-ACTS = frozenset({"replay.viewed", "replay.downloaded", "casefile.downloaded"})
+ACTS = frozenset({"replay.viewed", "replay.downloaded", "casefile.downloaded", "exception.handled"})
+# Case-timeline events that are security-relevant acts: mirrored into the trail.
+MIRRORED = ACTS | {"applicant_link.created", "recording.started", "recording.stopped"}
 
 
 def genesis(chain: str) -> str:

@@ -33,7 +33,13 @@ class ConfigError(Exception):
 
 VideoCodec = Literal["VP8", "H264"]
 WebhookEvent = Literal[
-    "session.started", "session.ended", "recording.ready", "export.ready", "opinion.filed"
+    "session.started",
+    "session.ended",
+    "recording.ready",
+    "export.ready",
+    "opinion.filed",
+    "exception.raised",
+    "exception.handled",
 ]
 WEBHOOK_EVENTS: tuple[WebhookEvent, ...] = (
     "session.started",
@@ -41,6 +47,8 @@ WEBHOOK_EVENTS: tuple[WebhookEvent, ...] = (
     "recording.ready",
     "export.ready",
     "opinion.filed",
+    "exception.raised",
+    "exception.handled",
 )
 VIDEO_CODECS: tuple[VideoCodec, ...] = ("VP8", "H264")
 
@@ -201,6 +209,13 @@ class Config(BaseModel):
     # Supervisors watching a live session receive-only (signaling/observation.py):
     # "announced" (every participant's page says so), "silent" or "off" (refused).
     observation: Literal["announced", "silent", "off"] = "announced"
+    # Supervision (signaling/history/raising.py): an answer slower than this after the
+    # invitation raises long_wait; a media.quality report with this loss (0..1) or this
+    # much frozen video raises media_quality. Statistics count days in this time zone.
+    exception_long_wait_s: float = Field(60.0, gt=0)
+    exception_media_loss: float = Field(0.05, gt=0, le=1)
+    exception_media_frozen_s: float = Field(3.0, gt=0)
+    stats_timezone: str = "Asia/Shanghai"
 
     # -- limits (docs/security.md): one link must not take a session or a node down ------
     # Messages on one socket: a token bucket of ws_burst, refilled at ws_rate_per_s.
@@ -260,11 +275,22 @@ class Config(BaseModel):
 
     @field_validator("opinion_sheet_timezone")
     @classmethod
-    def _timezone(cls, v: str) -> str:
+    def _sheet_zone(cls, v: str) -> str:
         if v:
             from recording.sheet import zone
 
             zone(v)  # ValueError: unknown time zone
+        return v
+
+    @field_validator("stats_timezone")
+    @classmethod
+    def _stats_zone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo
+
+        try:
+            ZoneInfo(v)
+        except (ValueError, OSError, KeyError):
+            raise ValueError("must be a time zone name, such as Asia/Shanghai") from None
         return v
 
     @field_validator("trusted_proxies")

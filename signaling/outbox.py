@@ -37,6 +37,8 @@ TRIGGERS = {
     "archive.sealed": "recording.ready",
     "export.ready": "export.ready",
     "opinion.filed": "opinion.filed",
+    "exception.raised": "exception.raised",
+    "exception.handled": "exception.handled",
 }
 # The event's own node settles its intent within milliseconds; the catch-up leaves it
 # that long so that it does not race every event's normal path for nothing.

@@ -32,6 +32,7 @@ PRINTERS = REPLAYERS  # the opinion sheet, a file of the case file (or its draft
 TRACKERS = MEMBERS  # a case's process tracking (of the sessions they may read)
 WATCHERS = frozenset({"supervisor", "admin"})  # the supervision feed, the webhook log
 REPORTERS = frozenset({"supervisor", "admin"})  # the supervisors' reports over the record
+SUPERVISORS = frozenset({"supervisor", "admin"})  # statistics, exceptions; handle them (#15)
 AUDITED = frozenset({"supervisor", "admin"})  # every request of theirs is audited
 AUDITORS = frozenset({"admin"})  # read the audit trail
 OBSERVERS = frozenset({"supervisor", "admin"})  # watch a live session receive-only
@@ -291,3 +292,10 @@ def check_unscoped(who: Identity, what: str) -> None:
     limited to one case or session: it would read beyond its scope."""
     if who.case is not None or who.session is not None:
         raise _deny(f"{what} is not readable with a case-limited token")
+
+
+def can_supervise(who: Identity, what: str) -> None:
+    """Statistics and exceptions span every case: supervisors and admins, unscoped."""
+    if who.role not in SUPERVISORS:
+        raise _deny(f"only supervisors and admins may read {what}")
+    check_unscoped(who, what)

@@ -59,6 +59,7 @@ class World:
             invitation_id=self.invitation_id,
             snapshot_id=self.snapshot_id,
             delivery_id=self.delivery_id,
+            exception_id="ex_nosuch",  # nothing went wrong in this world
             track_id="nosuch.1.0",  # nothing is recorded in this world
             path="manifest.json",
         )
@@ -324,6 +325,18 @@ def _answered(status: str) -> Callable[[Json, World, str], None]:
     return check
 
 
+def _stats(b: Json) -> None:
+    assert b["sessions"]["total"] >= 1 and len(b["departments"]) == 5
+
+
+def _no_exceptions(b: Json) -> None:
+    assert b == {"exceptions": [], "next_cursor": None}
+
+
+def _no_exception(b: Json) -> None:
+    assert b["error"]["code"] == "exception_not_found"
+
+
 @dataclass(frozen=True)
 class Expect:
     ok: int
@@ -446,6 +459,17 @@ MATRIX: dict[tuple[str, str], Expect] = {
         200,
         _roles("supervisor", "admin"),
         lambda b, w, r: _live(b, w),
+    ),
+    # Supervision (tests/test_supervision.py): statistics and exceptions.
+    ("GET", "/api/stats"): Expect(200, _roles("supervisor", "admin"), lambda b, w, r: _stats(b)),
+    ("GET", "/api/exceptions"): Expect(
+        200, _roles("supervisor", "admin"), lambda b, w, r: _no_exceptions(b)
+    ),
+    ("GET", "/api/exceptions/{exception_id}"): Expect(
+        404, _roles("supervisor", "admin"), lambda b, w, r: _no_exception(b)
+    ),
+    ("POST", "/api/exceptions/{exception_id}/handle"): Expect(
+        404, _roles("supervisor", "admin"), lambda b, w, r: _no_exception(b), {"note": "ok"}
     ),
     # The audit trail (tests/test_audit.py): admins only, newest first.
     ("GET", "/api/audit"): Expect(200, _roles("admin"), lambda b, w, r: b["entries"][0]["seq"]),

@@ -77,6 +77,11 @@ CALLS: dict[str, tuple[str, str | None, dict[str, Any]]] = {
         {"decision": "note", "note": "x"},
     ),
     "/api/admin/drain": ("/api/admin/drain", "admin", {"draining": False}),
+    "/api/exceptions/{exception_id}/handle": (
+        "/api/exceptions/ex_nosuch/handle",
+        "supervisor",
+        {"note": "x"},
+    ),
 }
 
 NOT_JSON = [

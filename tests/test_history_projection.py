@@ -10,6 +10,7 @@ from signaling.history.projection import (
     NOT_LEFT,
     OPEN,
     RULES,
+    Elapsed,
     Increment,
     Insert,
     Update,
@@ -39,7 +40,8 @@ CASES: list[tuple[dict[str, Any], list[Any]]] = [
     (
         ev("session.ended", actor=None, reason="idle"),
         [Update("sessions", {"session_id": "s1"}, {"status": "ended", "ended_at": 50.0,
-                "ended_by": None, "end_reason": "idle"}, {"status": ("active",)})],
+                "ended_by": None, "end_reason": "idle",
+                "duration_s": Elapsed(50.0, "created_at")}, {"status": ("active",)})],
     ),
     (
         ev("archive.sealed", actor=None, manifest_sha256="m" * 64, chain_head="h" * 64),
@@ -65,14 +67,14 @@ CASES: list[tuple[dict[str, Any], list[Any]]] = [
     (
         ev("invitation.declined", invitation_id="i1", reason="不归我们"),
         [Update("invitations", INV, {"status": "declined", "responded_at": 50.0,
-                "responded_by": REV, "answerer_sub": "rev-1", "reason": "不归我们"},
-                {"status": OPEN})],
+                "responded_by": REV, "answerer_sub": "rev-1", "reason": "不归我们",
+                "answer_s": Elapsed(50.0, "created_at")}, {"status": OPEN})],
     ),
     (
         ev("invitation.accepted", invitation_id="i1", reason=None),
         [Update("invitations", INV, {"status": "accepted", "responded_at": 50.0,
-                "responded_by": REV, "answerer_sub": "rev-1", "reason": None},
-                {"status": OPEN})],
+                "responded_by": REV, "answerer_sub": "rev-1", "reason": None,
+                "answer_s": Elapsed(50.0, "created_at")}, {"status": OPEN})],
     ),
     (
         ev("invitation.cancelled", actor=None, invitation_id="i1", reason=None),
@@ -119,6 +121,11 @@ CASES: list[tuple[dict[str, Any], list[Any]]] = [
                 "taken_by": REV, "content_type": "image/png", "size": 10, "sha256": "a" * 64,
                 "created_at": 50.0})],
     ),
+    (
+        ev("exception.handled", exception_id="ex_1", kind="no_opinion", note="called them"),
+        [Update("exceptions", {"exception_id": "ex_1"}, {"status": "handled", "handled_by": REV,
+                "handled_at": 50.0, "note": "called them"}, {"status": ("open",)})],
+    ),
     (ev("recording.started", actor=None, policy="always", reason="policy"), []),
     (ev("replay.viewed", tracks=2, recording="sealed"), []),
     (ev("export.ready", actor=None, sid=None, path="exports/composite.mp4"), []),
@@ -161,6 +168,7 @@ def test_a_batch_folds_the_changes_of_rows_it_creates() -> None:
     )
     [inv] = inserts["invitations"]
     assert (inv["status"], inv["rang_at"], inv["answerer_sub"]) == ("accepted", 50.0, "rev-1")
+    assert inv["answer_s"] == 0.0 and session["duration_s"] == 0.0  # the time since creation
     [p] = inserts["participants"]
     assert (p["state"], p["connections"]) == ("joined", 2)
     assert [(u.table, u.key) for u in updates] == [("invitations", {"invitation_id": "i0"})]

@@ -546,4 +546,4 @@ def test_webhook_settings_from_the_environment() -> None:
     )
     assert config.webhook_urls == ["https://approval.example/hooks", "http://10.0.0.7/h"]
     assert config.webhook_max_attempts == 5 and config.webhook_timeout_s == 10.0
-    assert len(config.webhook_events) == 5
+    assert len(config.webhook_events) == 7  # exception.raised and .handled too (#15)

@@ -61,23 +61,24 @@ async def current(url: str) -> str | None:
         await engine.dispose()
 
 
-def _upgrade(conn: Connection, cfg: AlembicConfig) -> None:
+def _upgrade(conn: Connection, cfg: AlembicConfig, target: str = "head") -> None:
     cfg.attributes["connection"] = conn
-    command.upgrade(cfg, "head")
+    command.upgrade(cfg, target)
 
 
-async def upgrade(url: str) -> tuple[str | None, str]:
-    """Upgrade the database to ``head()``; the revisions before and after."""
+async def upgrade(url: str, target: str = "head") -> tuple[str | None, str]:
+    """Upgrade the database to ``head()`` (or an older ``target``, for a benchmark's
+    baseline); the revisions before and after."""
     before = await current(url)
     if before is not None and not known(before):
         raise SchemaError(_too_new(before))
     engine = make_engine(url)
     try:
         async with engine.begin() as conn:
-            await conn.run_sync(_upgrade, alembic_config(url))
+            await conn.run_sync(_upgrade, alembic_config(url), target)
     finally:
         await engine.dispose()
-    return before, head()
+    return before, head() if target == "head" else target
 
 
 def _too_new(rev: str) -> str:

@@ -90,11 +90,13 @@ def _session_created(e: Row) -> list[Change]:
 
 
 def _session_ended(e: Row) -> list[Change]:
+    ended_at = e["data"].get("ended_at", e["ts"])
     values = {
         "status": "ended",
-        "ended_at": e["data"].get("ended_at", e["ts"]),
+        "ended_at": ended_at,
         "ended_by": e["actor"],
         "end_reason": e["data"].get("reason"),
+        "duration_s": Elapsed(ended_at, "created_at"),
     }
     return [Update("sessions", {"session_id": e["session_id"]}, values, {"status": ("active",)})]
 
@@ -145,6 +147,8 @@ def _invitation_status(status: str, allowed: tuple[str, ...]) -> Callable[[Row],
                 answerer_sub=actor.get("sub") if actor else None,
                 reason=e["data"].get("reason"),
             )
+            if status in ("accepted", "declined"):  # an answer: how long it took
+                values["answer_s"] = Elapsed(values["responded_at"], "created_at")
         key = {"invitation_id": e["data"]["invitation_id"]}
         return [Update("invitations", key, values, {"status": allowed})]
 
@@ -233,11 +237,29 @@ def _snapshot(e: Row) -> list[Change]:
     return [Insert("snapshots", row)]
 
 
+def _exception_handled(e: Row) -> list[Change]:
+    """A supervisor handled an exception (raised by ``raising``): once, the first time."""
+    d = e["data"]
+    values = {"status": "handled", "handled_by": e["actor"], "handled_at": e["ts"]}
+    values["note"] = d.get("note")
+    key = {"exception_id": d["exception_id"]}
+    return [Update("exceptions", key, values, {"status": ("open",)})]
+
+
 @dataclass(frozen=True)
 class Increment:
     """An ``Update`` value: add this to the column's current value."""
 
     by: int
+
+
+@dataclass(frozen=True)
+class Elapsed:
+    """An ``Update`` value: the time from the row's own ``since`` column to ``at``
+    (an answer's time, a session's length: kept for the statistics' indexes)."""
+
+    at: float
+    since: str
 
 
 RULES: dict[str, Callable[[Row], list[Change]]] = {
@@ -258,6 +280,7 @@ RULES: dict[str, Callable[[Row], list[Change]]] = {
     "chat.message": _chat,
     "opinion.filed": _opinion,
     "snapshot.taken": _snapshot,
+    "exception.handled": _exception_handled,
 }
 
 
@@ -270,6 +293,7 @@ KEYS = {  # the key of each table a change names
     "chat": ("case_id", "seq"),
     "opinions": ("opinion_id",),
     "snapshots": ("snapshot_id",),
+    "exceptions": ("exception_id",),
 }
 
 
@@ -300,7 +324,12 @@ def fold(changes: list[Change]) -> tuple[dict[str, list[Row]], list[Update]]:
             updates.append(change)
         elif _applies(row, change):
             for column, value in change.values.items():
-                row[column] = row[column] + value.by if isinstance(value, Increment) else value
+                if isinstance(value, Increment):
+                    row[column] = row[column] + value.by
+                elif isinstance(value, Elapsed):
+                    row[column] = value.at - row[value.since]
+                else:
+                    row[column] = value
     for table, rows in inserts.items():
         columns = {c: None for r in rows for c in r}
         inserts[table] = [{**columns, **r} for r in rows]

@@ -12,7 +12,7 @@ never shift a later page (keyset pagination, not offsets).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,7 @@ from . import schema as s
 from .db import make_engine
 from .group import GroupCommit
 from .projection import Projection, project
+from .raising import Rules
 from .writer import Writer
 
 EVENTS = "he"
@@ -52,16 +53,27 @@ def _keyset_before(time_col: Any, id_col: Any, t: float, i: str) -> Any:
 
 
 class History:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, rules: Rules | None = None) -> None:
         self.engine = engine
         self.kind = engine.dialect.name
-        self._writer = Writer(engine)
+        self._writer = Writer(engine, rules)
         self._group: GroupCommit[Projection] = GroupCommit(self._writer.apply, BATCH)
 
     @classmethod
-    async def open(cls, url: str) -> History:
-        """The record at ``url`` (its schema must be current: ``migrate.check``)."""
-        return cls(make_engine(url))
+    async def open(cls, url: str, rules: Rules | None = None) -> History:
+        """The record at ``url`` (its schema must be current: ``migrate.check``);
+        ``rules``: the thresholds of the exceptions raised as events are filed."""
+        return cls(make_engine(url), rules)
+
+    @property
+    def on_raised(self) -> Callable[[list[dict[str, Any]]], Awaitable[None]] | None:
+        """Told, once committed, the exceptions a transaction raised (new to the record:
+        one node hears of each), to push them (``signaling.supervision``)."""
+        return self._writer.on_raised
+
+    @on_raised.setter
+    def on_raised(self, listener: Callable[[list[dict[str, Any]]], Awaitable[None]] | None) -> None:
+        self._writer.on_raised = listener
 
     async def close(self) -> None:
         await self._group.drain()

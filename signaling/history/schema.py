@@ -58,6 +58,7 @@ sessions = sa.Table(
     sa.Column(
         "end_reason", sa.String(32)
     ),  # "broken_off" when the system ended it ("idle" before #15)
+    sa.Column("duration_s", TIME),  # ended_at - created_at
     # From archive.sealed: the case file's manifest as the store vouched for it.
     sa.Column("sealed_at", TIME),
     sa.Column("manifest_sha256", sa.String(64)),
@@ -65,7 +66,13 @@ sessions = sa.Table(
     sa.Index(None, "case_id", "created_at", "session_id"),
     sa.Index(None, "created_at", "session_id"),
     sa.Index(None, "window", "created_at", "session_id"),
+    # The statistics (signaling/history/stats.py), each read in the index's order (no
+    # sort): counts by window and matter; the durations' ranks, overall and by window.
+    sa.Index("ix_sessions_stats", "window", "matter", "created_at", "ended_at", "end_reason"),
+    sa.Index("ix_sessions_duration", "duration_s", "created_at", "window"),
+    sa.Index("ix_sessions_window_duration", "window", "duration_s", "created_at"),
 )
+
 
 invitations = sa.Table(
     "invitations",
@@ -84,6 +91,7 @@ invitations = sa.Table(
     sa.Column("unanswered_at", TIME),
     sa.Column("responded_at", TIME),  # accepted, declined or cancelled
     sa.Column("responded_by", JSON),
+    sa.Column("answer_s", TIME),  # accepted or declined: responded_at - created_at
     sa.Column("answerer_sub", ID),
     sa.Column("reason", sa.Text),
     sa.Column("note", sa.Text),
@@ -92,7 +100,23 @@ invitations = sa.Table(
     sa.Index(None, "dept", "created_at", "invitation_id"),
     sa.Index(None, "status", "created_at", "invitation_id"),
     sa.Index(None, "created_at", "invitation_id"),
+    # The statistics (signaling/history/stats.py), each read in the index's order: counts
+    # by department and status; the answers' ranks by department; counts by hour.
+    sa.Index(
+        "ix_invitations_stats",
+        "dept",
+        "level",
+        "status",
+        "created_at",
+        "unanswered_at",
+        "session_id",
+    ),
+    sa.Index("ix_invitations_answer", "dept", "answer_s", "created_at", "session_id"),
+    sa.Index(
+        "ix_invitations_hourly", "created_at", "status", "unanswered_at", "dept", "session_id"
+    ),
 )
+
 
 participants = sa.Table(
     "participants",
@@ -154,6 +178,8 @@ opinions = sa.Table(
     sa.Column("note", sa.Text),
     sa.Column("created_at", TIME, nullable=False),
     sa.Index(None, "session_id", "created_at"),
+    # Covering the statistics over a period (signaling/history/stats.py).
+    sa.Index("ix_opinions_stats", "author_dept", "decision", "created_at", "session_id"),
 )
 
 # A still's facts; its file stays in the case file (its path is never in the record).
@@ -169,6 +195,31 @@ snapshots = sa.Table(
     sa.Column("sha256", sa.String(64), nullable=False),
     sa.Column("created_at", TIME, nullable=False),
     sa.Index(None, "session_id", "created_at"),
+)
+
+# What went wrong, raised as the events that show it are filed (signaling/history/
+# raising.py) in the same transaction; handled by a supervisor (``exception.handled``).
+# No foreign key: a session's rows are rebuilt when events arrive late, its exceptions stay.
+exceptions = sa.Table(
+    "exceptions",
+    metadata,
+    sa.Column("exception_id", sa.String(64), primary_key=True),  # from the raising event
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("case_id", ID, nullable=False),
+    sa.Column("session_id", ID, nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),  # the event that raised it
+    sa.Column("dept", ID),
+    sa.Column("at", TIME, nullable=False),
+    sa.Column("detail", JSON, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # open, handled
+    sa.Column("handled_by", JSON),
+    sa.Column("handled_at", TIME),
+    sa.Column("note", sa.Text),
+    sa.Index(None, "at", "exception_id"),
+    sa.Index(None, "status", "at", "exception_id"),
+    sa.Index(None, "kind", "at", "exception_id"),
+    sa.Index(None, "dept", "at", "exception_id"),
+    sa.Index(None, "session_id", "at"),
 )
 
 TABLES = {t.name: t for t in metadata.sorted_tables}

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from . import schema as s
-from .projection import Increment, Row, Update
+from .projection import Elapsed, Increment, Row, Update
 
 
 def lock_key(case_id: str) -> int:
@@ -86,11 +86,21 @@ def earlier(conn: sa.Connection, cases: list[Row]) -> None:
 
 # An update's shape: its table, key columns, changed columns (and which add) and the
 # states it applies from. Updates of one shape are one statement with many parameter sets.
-Shape = tuple[str, tuple[str, ...], tuple[tuple[str, bool], ...], tuple[tuple[str, Any], ...]]
+Shape = tuple[str, tuple[str, ...], tuple[tuple[str, str], ...], tuple[tuple[str, Any], ...]]
+
+
+def _how(value: Any) -> str:
+    """How an update sets a column: to the value, adding it, or as the time since another
+    column (``since:<column>``)."""
+    if isinstance(value, Increment):
+        return "add"
+    if isinstance(value, Elapsed):
+        return f"since:{value.since}"
+    return "set"
 
 
 def shape_of(change: Update) -> Shape:
-    values = tuple(sorted((k, isinstance(v, Increment)) for k, v in change.values.items()))
+    values = tuple(sorted((k, _how(v)) for k, v in change.values.items()))
     when = tuple(sorted((k, tuple(v)) for k, v in change.when.items()))
     return change.table, tuple(sorted(change.key)), values, when
 
@@ -111,7 +121,9 @@ def group_updates(updates: list[Update]) -> list[tuple[Shape, list[Row]]]:
             at = last_run[shape] = len(runs) - 1
         params = {f"k_{k}": v for k, v in change.key.items()}
         for k, v in change.values.items():
-            params[f"v_{k}"] = v.by if isinstance(v, Increment) else v
+            params[f"v_{k}"] = (
+                v.by if isinstance(v, Increment) else v.at if isinstance(v, Elapsed) else v
+            )
         runs[at][1].append(params)
         row_at[row] = at
     return runs
@@ -122,9 +134,12 @@ def _statement(shape: Shape) -> sa.Update:
     name, keys, values, when = shape
     table = s.TABLES[name]
     changed = {}
-    for column, adds in values:
-        if adds:
+    for column, how in values:
+        if how == "add":
             changed[column] = table.c[column] + sa.bindparam(f"v_{column}", type_=sa.Integer)
+        elif how.startswith("since:"):
+            at = sa.bindparam(f"v_{column}", type_=table.c[column].type)
+            changed[column] = at - table.c[how.removeprefix("since:")]
         else:
             changed[column] = sa.bindparam(f"v_{column}", type_=table.c[column].type)
     stmt = sa.update(table).values(changed)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 import sqlalchemy as sa
@@ -31,6 +31,7 @@ from sqlalchemy.sql.visitors import InternalTraversal
 from . import schema as s
 from .db import make_writer_engine
 from .projection import Projection, Row, fold, project
+from .raising import Rules, raise_for
 from .write_steps import earlier, known_of, lock_cases, run_updates
 
 CREATED = "session.created"
@@ -41,8 +42,11 @@ INSERT_ORDER = ("sessions", "invitations", "participants", "chat", "opinions", "
 class Writer:
     """Applies batches, one transaction each, in the order they are given."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, rules: Rules | None = None) -> None:
         self.engine = engine
+        self.rules = rules or Rules()
+        # Told the exceptions each committed batch raised (new to the record), in order.
+        self.on_raised: Callable[[list[Row]], Awaitable[None]] | None = None
         database = engine.url.database
         own_thread = engine.dialect.name == "sqlite" and database not in (None, "", ":memory:")
         self._sync = make_writer_engine(engine) if own_thread else None
@@ -54,23 +58,29 @@ class Writer:
         self._lock = asyncio.Lock() if engine.dialect.name == "sqlite" else None
 
     async def apply(self, batch: list[Projection]) -> int:
-        """File the batch in one transaction; how many of its events were new."""
+        """File the batch in one transaction; how many of its events were new. Then
+        (committed) tell ``on_raised`` the exceptions it raised."""
+        raised: list[Row] = []
         if self._thread is not None:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._thread, self._in_thread, batch)
-        if self._lock is None:
-            return await self._run_sync(batch)
-        async with self._lock:
-            return await self._run_sync(batch)
+            new = await loop.run_in_executor(self._thread, self._in_thread, batch, raised)
+        elif self._lock is None:
+            new = await self._run_sync(batch, raised)
+        else:
+            async with self._lock:
+                new = await self._run_sync(batch, raised)
+        if raised and self.on_raised is not None:
+            await self.on_raised(raised)
+        return new
 
-    def _in_thread(self, batch: list[Projection]) -> int:
+    def _in_thread(self, batch: list[Projection], raised: list[Row]) -> int:
         assert self._sync is not None
         with self._sync.begin() as conn:
-            return transaction(conn, batch)
+            return transaction(conn, batch, self.rules, raised)
 
-    async def _run_sync(self, batch: list[Projection]) -> int:
+    async def _run_sync(self, batch: list[Projection], raised: list[Row]) -> int:
         async with self.engine.begin() as conn:
-            return await conn.run_sync(transaction, batch)
+            return await conn.run_sync(transaction, batch, self.rules, raised)
 
     async def close(self) -> None:
         if self._thread is not None and self._sync is not None:
@@ -128,8 +138,16 @@ def _insert(conn: sa.Connection, table: str) -> sa.Insert:
     return _insert_of(conn.dialect.name, table)
 
 
-def transaction(conn: sa.Connection, batch: list[Projection]) -> int:
-    """The batch's statements, in the caller's transaction; how many events were new."""
+def transaction(
+    conn: sa.Connection,
+    batch: list[Projection],
+    rules: Rules | None = None,
+    raised: list[Row] | None = None,
+) -> int:
+    """The batch's statements, in the caller's transaction; how many events were new.
+    The exceptions the batch raised (new to the record) are added to ``raised``."""
+    rules = rules or Rules()
+    raised = [] if raised is None else raised
     unique = {(p.event["case_id"], p.event["seq"]): p for p in batch}
     if conn.dialect.name == "postgresql":
         # One writer per case at a time, across nodes: what a transaction reads (the
@@ -154,9 +172,9 @@ def transaction(conn: sa.Connection, batch: list[Projection]) -> int:
     # it comes (an older event), the session is rebuilt, as above.
     born = {p.event["session_id"] for p in fresh if p.event["type"] == CREATED}
     waiting = sids - born - known.sessions
-    _changes(conn, [p for p in fresh if p.event["session_id"] not in late | waiting])
+    _changes(conn, [p for p in fresh if p.event["session_id"] not in late | waiting], rules, raised)
     for sid in sorted(late):
-        _rebuild(conn, sid)
+        _rebuild(conn, sid, rules, raised)
     if any(p.event["seq"] < known.cases.get(p.event["case_id"], 0) for p in fresh):
         earlier(conn, cases)  # a case's first event may be late too
     return len(inserted)
@@ -172,16 +190,19 @@ def _cases(conn: sa.Connection, batch: Iterable[Projection]) -> list[Row]:
     return rows
 
 
-def _changes(conn: sa.Connection, batch: list[Projection]) -> None:
-    """The rows of these events (in log order): creations first, then changes."""
+def _changes(conn: sa.Connection, batch: list[Projection], rules: Rules, raised: list[Row]) -> None:
+    """The rows of these events (in log order): creations first, then changes, then the
+    exceptions they raise (which read those rows), then what handles them."""
     inserts, updates = fold([c for p in batch for c in p.changes])
     for name in INSERT_ORDER:
         if name in inserts:
             conn.execute(_insert(conn, name), inserts[name])
-    run_updates(conn, updates)
+    run_updates(conn, [u for u in updates if u.table != "exceptions"])
+    raised += raise_for(conn, [p.event for p in batch], rules)
+    run_updates(conn, [u for u in updates if u.table == "exceptions"])
 
 
-def _rebuild(conn: sa.Connection, session_id: str) -> None:
+def _rebuild(conn: sa.Connection, session_id: str, rules: Rules, raised: list[Row]) -> None:
     for name in reversed(INSERT_ORDER):  # children before the session's own row
         table = s.TABLES[name]
         conn.execute(sa.delete(table).where(table.c.session_id == session_id))
@@ -189,4 +210,4 @@ def _rebuild(conn: sa.Connection, session_id: str) -> None:
     stmt = sa.select(t).where(t.c.session_id == session_id).order_by(t.c.seq)
     events = [dict(r._mapping) for r in conn.execute(stmt)]
     if any(e["type"] == CREATED for e in events):  # else: rebuilt when it comes
-        _changes(conn, [project(e) for e in events])
+        _changes(conn, [project(e) for e in events], rules, raised)

@@ -1,0 +1,454 @@
+"""The supervisors' statistics and exceptions, read from the record (SQL, indexed).
+
+``statistics`` answers ``GET /api/stats`` for a period with a few statements, never a
+case's log: counts grouped in the order of indexes that cover them
+(``ix_sessions_stats``, ``ix_invitations_stats``, ``ix_opinions_stats``, hourly from
+``ix_invitations_hourly``), so no sort and no row lookup. Counts are exact. Percentiles
+are exact too, as linear interpolation between the two closest ranks (PostgreSQL's
+``percentile_cont``, numpy's default, Python's ``statistics.quantiles(method=
+"inclusive")``): the two values around each rank are read from an index in value order
+(``answer_s``, ``duration_s``) with ``LIMIT 2 OFFSET rank - 1``, every group's in one
+statement; the ranks come from the counts.
+
+The period is half-open, ``since ≤ t < until``: sessions by their creation, invitations
+by theirs, opinions by their filing. Days (``by_day``) are local days of a time zone,
+from hourly counts (so the zone's offset must be whole hours, as China's is).
+``exceptions`` pages the exceptions newest first (keyset on ``(at, exception_id)``).
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from . import schema as s
+from .exception_list import ExceptionList
+from .raising import BROKEN_OFF
+
+DECISIONS = ("approve", "materials_missing", "refer", "note")
+INVITATION_STATUSES = ("accepted", "declined", "unanswered", "cancelled")
+ANSWERED = ("accepted", "declined")
+PCTS = (5, 9)  # tenths: p50, p90
+LONG_S = 90 * 86400.0  # a period this long reads the indexes in value order (SQLite)
+
+
+@dataclass(frozen=True)
+class Filter:
+    since: float
+    until: float
+    dept: str | None = None
+    window: str | None = None
+
+
+def _rank_of(n: int, q: int) -> tuple[int, float]:
+    """Where the ``q``-tenths percentile of ``n`` sorted values lies: the 1-based rank of
+    the lower value and the weight of the next one (linear interpolation)."""
+    return (n - 1) * q // 10 + 1, (n - 1) * q % 10 / 10
+
+
+def _pct(values: list[float], weight: float) -> float:
+    """The percentile from the value at its rank and the next one (``weight`` of it)."""
+    values = sorted(values)
+    return values[0] + weight * (values[1] - values[0]) if weight else values[0]
+
+
+def _outcome() -> Any:
+    """An invitation's outcome in SQL, as ``_outcomes`` counts it."""
+    i = s.invitations.c
+    return sa.case(
+        (i.status.in_(ANSWERED), i.status),
+        (i.unanswered_at.is_not(None), sa.literal("unanswered")),
+        else_=i.status,
+    )
+
+
+def _count_if(cond: Any) -> Any:
+    return sa.func.coalesce(sa.func.sum(sa.case((cond, 1), else_=0)), 0)
+
+
+class Stats(ExceptionList):
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+
+    async def _all(self, stmt: Any) -> list[Any]:
+        async with self.engine.connect() as conn:
+            return list(await conn.execute(stmt))
+
+    # -- what the filter selects -----------------------------------------------------
+    def _time(self, col: Any, f: Filter) -> Any:
+        """The period's column. Over a long period, SQLite is steered off the time index
+        (``+ 0``: no index serves an expression) to the ones in value or group order, which
+        need no sort; over a short one the period's range is smaller. PostgreSQL plans
+        from its statistics."""
+        if self.dialect == "sqlite" and f.until - f.since > LONG_S and _whole(f):
+            return col + 0
+        return col
+
+    def _sessions_where(self, f: Filter) -> list[Any]:
+        t = s.sessions.c
+        at = self._time(t.created_at, f)
+        where = [at >= f.since, at < f.until]
+        if f.window is not None:
+            where.append(t.window == f.window)
+        if f.dept is not None and self.dialect == "sqlite":
+            # Materialized once per statement; a join re-made it for each of _ranks' parts.
+            i = s.invitations.c
+            where.append(t.session_id.in_(sa.select(i.session_id).where(i.dept == f.dept)))
+        return where
+
+    def _sessions_from(self, f: Filter) -> Any:
+        """The sessions, or on PostgreSQL (``dept``) those the department was invited to:
+        joined to its invitations' distinct sessions (hashed once; its planner ran an
+        ``IN`` as a scan of the department's invitations for each session)."""
+        if f.dept is None or self.dialect == "sqlite":  # SQLite: the IN of _sessions_where
+            return s.sessions
+        i = s.invitations.c
+        invited = sa.select(i.session_id).where(i.dept == f.dept).distinct().subquery("invited")
+        return s.sessions.join(invited, invited.c.session_id == s.sessions.c.session_id)
+
+    def _of_window(self, col: Any, f: Filter) -> list[Any]:
+        if f.window is None:
+            return []
+        t = s.sessions.c
+        return [col.in_(sa.select(t.session_id).where(t.window == f.window))]
+
+    def _invitations_where(self, f: Filter, long: bool = True) -> list[Any]:
+        i = s.invitations.c
+        at = self._time(i.created_at, f) if long else i.created_at
+        where = [at >= f.since, at < f.until]
+        if f.dept is not None:
+            where.append(i.dept == f.dept)
+        return where + self._of_window(i.session_id, f)
+
+    async def _ranks(
+        self, base: sa.Select[Any], col: Any, group: Any, wanted: dict[Any, int], whole: bool
+    ) -> dict[Any, tuple[float | None, float | None]]:
+        """p50 and p90 of ``col`` per group (``wanted``: group -> how many values), each
+        read as the two values at its rank in the index's order (``LIMIT 2 OFFSET``),
+        all in one statement."""
+        if self.dialect == "postgresql":
+            return await self._ranks_pg(base, col, wanted)
+        if not whole:
+            return await self._ranks_sorted(base, col, wanted)
+        parts = []
+        for g, n in wanted.items():
+            if n == 0:
+                continue
+            of_g = base.where(group.is_(None) if g is None else group == g)
+            for q in PCTS:
+                rank, _ = _rank_of(n, q)
+                one = of_g.add_columns(sa.literal(q).label("q"), col.label("x"))
+                one = one.where(col.is_not(None)).order_by(col).limit(2).offset(rank - 1)
+                sub = one.subquery()
+                parts.append(sa.select(sub.c.g, sub.c.q, sub.c.x))
+        found: dict[tuple[Any, int], list[float]] = {}
+        if parts:
+            for r in await self._all(sa.union_all(*parts)):
+                found.setdefault((r.g, int(r.q)), []).append(float(r.x))
+        out: dict[Any, tuple[float | None, float | None]] = {}
+        for g, n in wanted.items():
+            got = [_pct(found[g, q], _rank_of(n, q)[1]) if (g, q) in found else None for q in PCTS]
+            out[g] = (got[0], got[1])
+        return out
+
+    async def _ranks_sorted(
+        self, base: sa.Select[Any], col: Any, wanted: dict[Any, int]
+    ) -> dict[Any, tuple[float | None, float | None]]:
+        """A department's or a window's share (SQLite): its rows sorted once, ranked by
+        window functions, only the ranks needed returned (reading a whole value-ordered
+        index for a fifth of it, once per group and rank, cost seconds)."""
+        v = base.add_columns(col.label("x")).where(col.is_not(None)).subquery("v")
+        rn = sa.func.row_number().over(partition_by=v.c.g, order_by=v.c.x).label("rn")
+        n = sa.func.count().over(partition_by=v.c.g).label("n")
+        r = sa.select(v.c.g, v.c.x, rn, n).subquery("r")
+        at = []
+        for q in PCTS:
+            lo = (r.c.n - 1) * q // 10 + 1
+            at += [r.c.rn == lo, r.c.rn == lo + 1]
+        found: dict[tuple[Any, int], float] = {}
+        for row in await self._all(sa.select(r.c.g, r.c.rn, r.c.x).where(sa.or_(*at))):
+            found[row.g, int(row.rn)] = float(row.x)
+        out: dict[Any, tuple[float | None, float | None]] = {}
+        for g, count in wanted.items():
+            got: list[float | None] = []
+            for q in PCTS:
+                rank, weight = _rank_of(count, q)
+                if (g, rank) not in found:
+                    got.append(None)
+                    continue
+                pair = [found[g, rank]] + ([found[g, rank + 1]] if weight else [])
+                got.append(_pct(pair, weight))
+            out[g] = (got[0], got[1])
+        return out
+
+    async def _ranks_pg(
+        self, base: sa.Select[Any], col: Any, wanted: dict[Any, int]
+    ) -> dict[Any, tuple[float | None, float | None]]:
+        """PostgreSQL's own ``percentile_cont`` (the same interpolation), per group in one
+        pass: its planner has no skip-scan to read each group's index range in order."""
+        sub = base.add_columns(col.label("x")).where(col.is_not(None)).subquery()
+        stmt = sa.select(
+            sub.c.g,
+            *(sa.func.percentile_cont(q / 10).within_group(sub.c.x).label(f"p{q}") for q in PCTS),
+        ).group_by(sub.c.g)
+        out: dict[Any, tuple[float | None, float | None]] = dict.fromkeys(wanted, (None, None))
+        for r in await self._all(stmt):
+            out[r.g] = (float(r.p5), float(r.p9))
+        return out
+
+    # -- the queries -----------------------------------------------------------------
+    async def _sessions(self, f: Filter) -> tuple[list[Any], dict[Any, Any], dict[Any, Any]]:
+        t = s.sessions.c
+        where = self._sessions_where(f)
+        sessions = self._sessions_from(f)
+        counts = (
+            sa.select(
+                t.window,
+                t.matter,
+                sa.func.count().label("total"),
+                _count_if(t.ended_at.is_not(None)).label("ended"),
+                _count_if(t.end_reason.in_(BROKEN_OFF)).label("broken_off"),
+            )
+            .select_from(sessions)
+            .where(*where)
+        )
+        rows = await self._all(counts.group_by(t.window, t.matter))
+        per_window: dict[Any, int] = {}
+        for r in rows:
+            per_window[r.window] = per_window.get(r.window, 0) + int(r.ended)
+        ended = sum(per_window.values())
+        base = sa.select(sa.literal("").label("g")).select_from(sessions).where(*where)
+        whole = _whole(f)
+        overall = await self._ranks(base, t.duration_s, sa.literal(""), {"": ended}, whole)
+        windows = sa.select(t.window.label("g")).select_from(sessions).where(*where)
+        by_window = await self._ranks(windows, t.duration_s, t.window, per_window, whole)
+        return rows, overall, by_window
+
+    async def _invitations(self, f: Filter) -> tuple[list[Any], dict[Any, Any]]:
+        i = s.invitations.c
+        where = self._invitations_where(f)
+        counts = sa.select(
+            i.dept,
+            i.level,
+            i.status,
+            sa.func.count().label("n"),
+            _count_if(i.unanswered_at.is_not(None)).label("rang_out"),
+        ).where(*where)
+        rows = await self._all(counts.group_by(i.dept, i.level, i.status))
+        answered: dict[Any, int] = {}
+        for r in rows:
+            if r.dept is not None and r.status in ANSWERED:
+                answered[r.dept] = answered.get(r.dept, 0) + int(r.n)
+        base = sa.select(i.dept.label("g")).where(*where)
+        return rows, await self._ranks(base, i.answer_s, i.dept, answered, _whole(f))
+
+    async def _opinions(self, f: Filter) -> list[Any]:
+        o = s.opinions.c
+        at = self._time(o.created_at, f)
+        where = [at >= f.since, at < f.until, o.author_dept.is_not(None)]
+        if f.dept is not None:
+            where.append(o.author_dept == f.dept)
+        where += self._of_window(o.session_id, f)
+        stmt = sa.select(o.author_dept, o.decision, sa.func.count().label("n")).where(*where)
+        return await self._all(stmt.group_by(o.author_dept, o.decision))
+
+    async def _days(self, f: Filter, tz: ZoneInfo) -> list[dict[str, Any]]:
+        """Every local day of the period with its counts: one statement, a range count
+        per day and measure over the time indexes (no grouping, no sort)."""
+        bounds = _day_bounds(f, tz)
+        # The days as rows (SQLite names no VALUES columns): at most 367 of 500 terms.
+        rows = (
+            sa.select(
+                sa.literal(k, sa.Integer).label("i"),
+                sa.literal(a, s.TIME).label("a"),
+                sa.literal(b, s.TIME).label("b"),
+            )
+            for k, (_, a, b) in enumerate(bounds)
+        )
+        d = sa.union_all(*rows).subquery("d")
+        if f.dept is not None or f.window is not None:
+            got = await self._days_filtered(f, bounds)
+        else:
+            got = await self._days_all(d)
+        return [
+            {"date": date, "sessions": 0, "invitations": 0, "accepted": 0, "unanswered": 0}
+            | got.get(k, {})
+            for k, (date, _, _) in enumerate(bounds)
+        ]
+
+    async def _days_all(self, d: Any) -> dict[int, dict[str, int]]:
+        """A range count per day and measure over the time indexes (no grouping)."""
+        t, i = s.sessions.c, s.invitations.c
+        in_day = [i.created_at >= d.c.a, i.created_at < d.c.b]
+        sessions = sa.select(sa.func.count()).select_from(s.sessions)
+        sessions = sessions.where(t.created_at >= d.c.a, t.created_at < d.c.b)
+
+        def measure(cond: Any) -> Any:
+            what = sa.func.count() if cond is None else _count_if(cond)
+            return sa.select(what).select_from(s.invitations).where(*in_day).scalar_subquery()
+
+        stmt = sa.select(
+            d.c.i,
+            sessions.scalar_subquery().label("sessions"),
+            measure(None).label("invitations"),
+            measure(i.status == "accepted").label("accepted"),
+            measure(_outcome() == "unanswered").label("unanswered"),
+        )
+        return {int(r.i): _day(r) for r in await self._all(stmt)}
+
+    async def _days_filtered(
+        self, f: Filter, bounds: list[tuple[str, float, float]]
+    ) -> dict[int, dict[str, int]]:
+        """A department's or a window's (a fraction of the period's rows): their times
+        read once and put in their days here (SQLite joined the days to every row)."""
+        t, i = s.sessions.c, s.invitations.c
+        starts = [a for _, a, _ in bounds]
+        out: dict[int, dict[str, int]] = {}
+
+        def day(at: float) -> dict[str, int]:
+            k = bisect.bisect_right(starts, at) - 1
+            keys = ("sessions", "invitations", "accepted", "unanswered")
+            return out.setdefault(k, dict.fromkeys(keys, 0))
+
+        sessions = sa.select(t.created_at).select_from(self._sessions_from(f))
+        for r in await self._all(sessions.where(*self._sessions_where(f))):
+            day(r.created_at)["sessions"] += 1
+        cols = (i.created_at, i.status, i.unanswered_at)
+        for r in await self._all(sa.select(*cols).where(*self._invitations_where(f))):
+            row = day(r.created_at)
+            row["invitations"] += 1
+            row["accepted"] += r.status == "accepted"
+            row["unanswered"] += r.status not in ANSWERED and r.unanswered_at is not None
+        return out
+
+    async def statistics(self, f: Filter, tz: ZoneInfo) -> dict[str, Any]:
+        """The figures of ``GET /api/stats`` (departments without their names: the
+        caller adds them from the directory)."""
+        counts, overall, per_window = await self._sessions(f)
+        inv_counts, answers = await self._invitations(f)
+        opinions = await self._opinions(f)
+        by_day = await self._days(f, tz)
+        p50, p90 = overall[""]
+        sessions = {
+            "total": sum(r.total for r in counts),
+            "ended": sum(r.ended for r in counts),
+            "broken_off": sum(r.broken_off for r in counts),
+            "duration_s_p50": p50,
+            "duration_s_p90": p90,
+        }
+        outcomes = _outcomes(inv_counts)
+        return {
+            "period": {"since": f.since, "until": f.until, "timezone": str(tz.key)},
+            "sessions": sessions,
+            "invitations": _invitation_totals(outcomes),
+            "departments": _departments(outcomes, answers, opinions),
+            "by_day": by_day,
+            "windows": _breakdown(counts, "window", per_window),
+            "matters": _breakdown(counts, "matter", None),
+        }
+
+
+def _outcomes(rows: list[Any]) -> list[tuple[str | None, str | None, str, int]]:
+    """(dept, level, outcome, count): answered, else ``unanswered`` once rung out (even if
+    the session's end cancelled it afterwards), else the status."""
+    out = []
+    for r in rows:
+        n, rang_out = int(r.n), int(r.rang_out)
+        if r.status in ANSWERED:
+            out.append((r.dept, r.level, r.status, n))
+        else:
+            out += [
+                (r.dept, r.level, "unanswered", rang_out),
+                (r.dept, r.level, r.status, n - rang_out),
+            ]
+    return out
+
+
+def _invitation_totals(rows: list[tuple[str | None, str | None, str, int]]) -> dict[str, int]:
+    out = {"total": sum(n for *_, n in rows)}
+    for status in INVITATION_STATUSES:
+        out[status] = sum(n for _, _, s_, n in rows if s_ == status)
+    return out
+
+
+def _departments(
+    counts: list[tuple[str | None, str | None, str, int]],
+    answers: dict[Any, tuple[float | None, float | None]],
+    opinions: list[Any],
+) -> list[dict[str, Any]]:
+    depts: dict[str, dict[str, Any]] = {}
+
+    def dept(name: str) -> dict[str, Any]:
+        if name not in depts:
+            depts[name] = {
+                "dept": name,
+                "level": None,
+                "invited": 0,
+                **{k: 0 for k in ("accepted", "declined", "unanswered")},
+                "answer_s_p50": None,
+                "answer_s_p90": None,
+                "opinions": {d: 0 for d in DECISIONS},
+            }
+        return depts[name]
+
+    for name, level, outcome, n in counts:
+        if name is None:  # a named reviewer's invitation: in the totals only
+            continue
+        d = dept(name)
+        d["level"] = d["level"] or level
+        d["invited"] += n
+        if outcome in ("accepted", "declined", "unanswered"):
+            d[outcome] += n
+    for name, (p50, p90) in answers.items():
+        dept(name)["answer_s_p50"], dept(name)["answer_s_p90"] = p50, p90
+    for r in opinions:
+        if r.decision in DECISIONS:
+            dept(r.author_dept)["opinions"][r.decision] += r.n
+    return [depts[k] for k in sorted(depts)]
+
+
+def _breakdown(
+    counts: list[Any], key: str, ranks: dict[Any, tuple[float | None, float | None]] | None
+) -> list[dict[str, Any]]:
+    """Sessions per window (with their durations' percentiles) or per matter, most first."""
+    out: dict[Any, dict[str, Any]] = {}
+    for r in counts:
+        name = getattr(r, key)
+        row = out.setdefault(name, {key: name, "sessions": 0, "ended": 0, "broken_off": 0})
+        row["sessions"] += r.total
+        row["ended"] += r.ended
+        row["broken_off"] += r.broken_off
+    if ranks is not None:
+        for name, row in out.items():
+            row["duration_s_p50"], row["duration_s_p90"] = ranks.get(name, (None, None))
+    return sorted(out.values(), key=lambda r: (-r["sessions"], str(r[key])))
+
+
+def _whole(f: Filter) -> bool:
+    """No department or window filter: the whole period's rows."""
+    return f.dept is None and f.window is None
+
+
+def _day(r: Any) -> dict[str, int]:
+    keys = ("sessions", "invitations", "accepted", "unanswered")
+    return {k: int(getattr(r, k) or 0) for k in keys}
+
+
+def _day_bounds(f: Filter, tz: ZoneInfo) -> list[tuple[str, float, float]]:
+    """(date, start, end) of every local day of the period, cut to the period."""
+    out: list[tuple[str, float, float]] = []
+    day = dt.datetime.fromtimestamp(f.since, tz).date()
+    while True:
+        start = dt.datetime.combine(day, dt.time(), tz).timestamp()
+        if start >= f.until:
+            return out
+        end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tz).timestamp()
+        out.append((day.isoformat(), max(start, f.since), min(end, f.until)))
+        day += dt.timedelta(days=1)
