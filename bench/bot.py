@@ -150,6 +150,14 @@ class Bot:
         self.pc = self._new_pc()
         return self.joined
 
+    async def observe(self, session_id: str) -> Msg:
+        """Watch the session receive-only (a supervisor): ``negotiate`` then receives
+        every track and publishes nothing."""
+        self.joined = await self.request({"type": "observe", "session_id": session_id})
+        self.participant_id = self.joined["observation"]["observation_id"]
+        self.pc = self._new_pc()
+        return self.joined
+
     def _new_pc(self) -> RTCPeerConnection:
         ice = [RTCIceServer(**s) for s in self.welcome.get("ice_servers", [])]
         # max-bundle, as the server. With aiortc's default (balanced), a receiver added by a

@@ -23,6 +23,7 @@ from signaling import (
     api_auth,  # noqa: F401  (registers health, demo sign-in, identity and directory)
     api_casefile,  # noqa: F401  (registers the case-file routes)
     api_cases,  # noqa: F401  (registers the case's paginated timeline and sessions)
+    api_live,  # noqa: F401  (registers the supervisors' live overview)
     api_media,  # noqa: F401  (registers the media placement and drain routes)
     api_replay,  # noqa: F401  (registers the replay routes)
     api_reports,  # noqa: F401  (registers the supervisors' reports over the record)
@@ -33,6 +34,7 @@ from signaling import (
 )
 from signaling.api import add_routes, error_middleware
 from signaling.appkeys import (
+    AUDIT,
     CATCH_UP,
     CONFIG,
     DIRECTORY,
@@ -58,6 +60,8 @@ from signaling.history.catchup import CatchUp
 from signaling.history.raising import Rules
 from signaling.history.repo import History
 from signaling.inbox_fanout import INBOXES, InboxFanout
+from signaling.observation import Observations
+from signaling.observing import OBSERVATIONS
 from signaling.openapi import build_openapi
 from signaling.recording_control import RecordingControl
 from signaling.service import ReviewService
@@ -111,7 +115,8 @@ async def _state_ctx(app: web.Application) -> AsyncIterator[None]:
         archive_dir=config.data_dir / "archive",
     )
     service.node_id = app[NODE_ID]
-    service.session_idle_end_s = config.session_idle_end_s
+    service.session_idle_end_s = config.broken_off_after_s
+    app[OBSERVATIONS] = Observations(service, config.observation, app[NODE_ID], app.get(AUDIT))
     app[SERVICE] = service
     app[INBOXES] = InboxFanout(service)  # one bus subscription per inbox topic per node
     api_audit.hook_events(app)  # replays and downloads mirrored into the audit trail
@@ -120,6 +125,7 @@ async def _state_ctx(app: web.Application) -> AsyncIterator[None]:
     log.info("state: %s", store.kind)
     yield
     await app[INBOXES].close()
+    await app[OBSERVATIONS].close()
     await store.close()
     if lock is not None:
         lock.close()
@@ -284,8 +290,8 @@ async def _sweeper_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     every = max(0.05, min(2.0, config.resume_grace_s / 4, config.ring_timeout_s / 4))
 
-    if config.session_idle_end_s > 0:
-        every = max(0.05, min(every, config.session_idle_end_s / 4))
+    if config.broken_off_after_s > 0:
+        every = max(0.05, min(every, config.broken_off_after_s / 4))
 
     async def sweep() -> None:
         service = app[SERVICE]
@@ -313,6 +319,7 @@ async def _sweeper_ctx(app: web.Application) -> AsyncIterator[None]:
             app[NODE_ID],
         )
     dropped = await app[SERVICE].recover_ghosts(alone=not config.redis_url)
+    await app[OBSERVATIONS].recover(alone=not config.redis_url)  # their sockets are gone
     if dropped:
         log.warning("%d participant slot(s) left joined by the last run: disconnected", dropped)
 

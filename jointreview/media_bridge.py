@@ -34,6 +34,7 @@ from signaling.state import Outage, Store, StoreUnavailable, Subscription
 
 from .media_failover import Failover
 from .media_hosts import LocalHost, MediaHost, WorkerHost, WorkerPool, health_of, loads_of
+from .media_live import LiveMedia
 from .media_recovery import recover
 from .media_registry import MediaTimings, Registry, sessions_of
 from .media_rpc import NodeRpc
@@ -44,7 +45,7 @@ log = logging.getLogger(__name__)
 PENDING_S = 3.0  # a placement counts against its host until its load reports show it
 
 
-class MediaBridge:
+class MediaBridge(LiveMedia):
     def __init__(
         self,
         store: Store,
@@ -325,8 +326,11 @@ class MediaBridge:
 
     async def _local(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
         host = self._host(int(args.pop("worker", 0)))
-        if op in ("tracks", "ready"):
+        if op in ("tracks", "ready", "health"):
             return await host.call(op, args)
+        if op == "leave":  # an observer's media (LiveMedia.release)
+            await self._leave(str(args["session_id"]), str(args["participant_id"]))
+            return {}
         if op != "negotiate":
             raise ServiceError("unknown_operation", f"no media operation {op!r}")
         session_id = str(args["session_id"])

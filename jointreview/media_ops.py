@@ -25,6 +25,8 @@ async def apply(media: MediaServer, op: str, args: dict[str, Any]) -> dict[str, 
         )
     if op == "tracks":
         return {"tracks": media.tracks(sid)}
+    if op == "health":
+        return {"participants": media.health(sid)}
     if op == "ready":
         media.ready(sid, args["participant_id"])
         return {}

@@ -28,6 +28,7 @@ from .aiortc_adapter import (  # RTCP's wire classes (building RTCP has no I/O)
     RtcpSrPacket,
     pack_remb_fci,
 )
+from .health import TrackHealth
 
 KEYFRAME_MIN_INTERVAL = 0.3  # at most one upstream keyframe request per 300 ms...
 KEYFRAME_RETRY = 1.0  # ...and again while a leg still waits for one
@@ -161,6 +162,7 @@ class Upstream:
         self.last_remb = 0.0
         self.last_remb_bps = 0
         self.audio_level: tuple[bool, int] | None = None
+        self.health = TrackHealth()  # frames, freezes, loss: for the live overview
 
     # -- legs -------------------------------------------------------------------------
     def add_leg(self, leg: Leg, now: float) -> None:
@@ -178,6 +180,8 @@ class Upstream:
         if self.ssrc != h.ssrc:
             self._new_source(h)
         late = self._account(h, now)
+        if h.marker and not late and self.kind == "video":
+            self.health.frame(now)  # a frame's last packet
         if self.nack:
             self._cache[h.seq % CACHE_SIZE] = (h.seq, data, h)
             if self.missing:
@@ -453,6 +457,7 @@ class Upstream:
         fraction = 0
         if expected_interval > 0 and lost_interval > 0:
             fraction = min(255, (lost_interval << 8) // expected_interval)
+        self.health.loss = fraction / 256
         lsr, dlsr = 0, 0
         if self.last_sr is not None:
             lsr = self.last_sr[0]

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
 from aiortc import InvalidStateError
 
 from . import aiortc_adapter
+from . import health as media_health
 from . import sdp as sdp_check
 from .errors import MediaError
 from .room import Room
@@ -158,6 +160,11 @@ class MediaServer:
     def tracks(self, session_id: str) -> list[dict[str, Any]]:
         room = self.rooms.get(session_id)
         return room.describe() if room else []
+
+    def health(self, session_id: str) -> list[dict[str, Any]]:
+        """Each peer's media health as this server counts it (``health.room``)."""
+        room = self.rooms.get(session_id)
+        return media_health.room(room, time.monotonic()) if room else []
 
     async def leave(self, session_id: str, participant_id: str) -> None:
         room = self.rooms.get(session_id)

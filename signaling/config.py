@@ -192,9 +192,15 @@ class Config(BaseModel):
     heartbeat_s: float = Field(5.0, gt=0)
     resume_grace_s: float = Field(30.0, gt=0)
     ring_timeout_s: float = Field(120.0, gt=0)
-    # A session that everyone has left (no slot joined or in its grace period) is ended by
-    # the sweeper after this long: nobody stays "in progress" for ever. 0: never.
-    session_idle_end_s: float = Field(600.0, ge=0)
+    # A broken-off session (every slot left: everyone went without ending it, or lost the
+    # connection past resume_grace_s; or nobody ever joined) is ended by the sweeper this
+    # long after, as session.ended reason "broken_off": replayable and counted. 0: never.
+    abandoned_session_s: float = Field(300.0, ge=0)
+    # The former name of abandoned_session_s (its default was 600); when set, it wins.
+    session_idle_end_s: float | None = Field(None, ge=0)
+    # Supervisors watching a live session receive-only (signaling/observation.py):
+    # "announced" (every participant's page says so), "silent" or "off" (refused).
+    observation: Literal["announced", "silent", "off"] = "announced"
     # Supervision (signaling/history/raising.py): an answer slower than this after the
     # invitation raises long_wait; a media.quality report with this loss (0..1) or this
     # much frozen video raises media_quality. Statistics count days in this time zone.
@@ -339,6 +345,12 @@ class Config(BaseModel):
         if self.page_default > self.page_max:
             raise ValueError("page_default must not exceed page_max")
         return self
+
+    @property
+    def broken_off_after_s(self) -> float:
+        """abandoned_session_s, or its former name when a deployment still sets that."""
+        old = self.session_idle_end_s
+        return self.abandoned_session_s if old is None else old
 
     @property
     def demo_on(self) -> bool:

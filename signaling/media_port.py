@@ -60,6 +60,16 @@ class MediaPort(Protocol):
 
     async def recording_active(self, session_id: str) -> bool: ...
 
+    async def media_health(self, session_id: str) -> list[dict[str, Any]]:
+        """Each peer's media health as the SFU counts it: ``participant_id``,
+        ``connection``, ``loss``, ``fps``, ``freezes``, ``frozen``, ``receiving`` and its
+        ``tracks`` (``media_server/health.py``); empty when no media host runs it."""
+        ...
+
+    async def release(self, session_id: str, participant_id: str) -> None:
+        """Close one peer's media connection (an observer who stopped watching)."""
+        ...
+
     def health(self) -> MediaCheck:
         """``/healthz``'s media part: rooms, and whether the recorder's writer lives."""
         ...

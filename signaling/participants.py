@@ -19,9 +19,12 @@ from .state import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
-# Active sessions whose last person left, by when: ``sweep_idle`` ends them after
-# ``session_idle_end_s``.
+# Active sessions whose last person left (or that nobody joined yet), by when:
+# ``sweep_idle`` ends them after ``session_idle_end_s`` (setting abandoned_session_s).
 IDLE = "sessions:idle"
+# The ``reason`` of a session the system ended because it was broken off (the stats'
+# ``session_broken_off`` exception keys on it: keep the string).
+BROKEN_OFF = "broken_off"
 
 
 def chat_log(session_id: str) -> str:
@@ -277,9 +280,10 @@ class ParticipantsMixin(ServiceCore):
                     mine = alone or (bool(self.node_id) and d.get("node") == self.node_id)
                     if d.get("state") == "joined" and mine:
                         dropped += await self.disconnected(d["participant_id"], d["epoch"])
-                if slots and not live:
+                if not live:  # everyone left, or nobody joined: broken off if it stays so
                     left = [float(d.get("left_at") or 0) for d in slots if d is not None]
-                    await self.store.index_add(IDLE, sid, max(left, default=self.clock()))
+                    since = max(left, default=float(doc.get("created_at") or self.clock()))
+                    await self.store.index_add(IDLE, sid, since)
         return dropped
 
     async def _presence(self, p: Participant, state: str, **extra: Any) -> None:

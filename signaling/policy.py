@@ -33,6 +33,8 @@ REPORTERS = frozenset({"supervisor", "admin"})  # the supervisors' reports over 
 SUPERVISORS = frozenset({"supervisor", "admin"})  # statistics, exceptions; handle them (#15)
 AUDITED = frozenset({"supervisor", "admin"})  # every request of theirs is audited
 AUDITORS = frozenset({"admin"})  # read the audit trail
+OBSERVERS = frozenset({"supervisor", "admin"})  # watch a live session receive-only
+LIVE_WATCHERS = frozenset({"supervisor", "admin"})  # the live overview of sessions now
 OPERATORS = frozenset({"admin"})  # see where media runs, drain a node
 WEBHOOK_ADMINS = frozenset({"admin"})  # retry a webhook delivery
 OPERATORS = frozenset({"admin"})  # the node's process figures in /healthz (soak, load tests)
@@ -180,6 +182,26 @@ def can_join(who: Identity, session: Session, invitations: Iterable[Invitation])
                     return
         raise _deny("your department has no open invitation to this session")
     raise _deny(f"a {who.role} does not take part in joint reviews")
+
+
+def can_observe(
+    who: Identity, session: Session, invitations: Iterable[Invitation], mode: str
+) -> None:
+    """Watch a live session receive-only (no slot, no media sent, no chat): supervisors
+    and admins who may read it, unless the setting ``observation`` is ``off``."""
+    check_readable(who, session, invitations)
+    if who.role not in OBSERVERS:
+        raise _deny(f"a {who.role} does not observe joint reviews; join instead")
+    if mode == "off":
+        raise Forbidden("observation_disabled", "observing sessions is turned off here")
+
+
+def can_watch_live(who: Identity) -> None:
+    """The live overview (every session in progress, everyone in it): supervisors and
+    admins, with a token that spans every case."""
+    if who.role not in LIVE_WATCHERS:
+        raise _deny(f"a {who.role} cannot watch the live overview")
+    check_unscoped(who, "the live overview")
 
 
 def can_respond(who: Identity, inv: Invitation) -> None:

@@ -51,6 +51,13 @@ class Resume(_Msg):
     resume_token: str = Field(min_length=3, max_length=200)
 
 
+class Observe(_Msg):
+    """A supervisor watches the session receive-only (signaling/observing.py)."""
+
+    type: Literal["observe"]
+    session_id: str = Field(min_length=1, max_length=64)
+
+
 class Leave(_Msg):
     type: Literal["leave"]
 
@@ -136,7 +143,8 @@ ClientMessage = Annotated[
     | MediaSync
     | MediaReady
     | RecordingStart
-    | RecordingStop,
+    | RecordingStop
+    | Observe,
     Field(discriminator="type"),
 ]
 CLIENT_TYPES: tuple[str, ...] = (
@@ -153,6 +161,7 @@ CLIENT_TYPES: tuple[str, ...] = (
     "media.ready",
     "recording.start",
     "recording.stop",
+    "observe",
 )
 _adapter: TypeAdapter[Any] = TypeAdapter(ClientMessage)
 

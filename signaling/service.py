@@ -21,7 +21,7 @@ from .models import (
     Invitation,
     Session,
 )
-from .participants import IDLE, ParticipantsMixin
+from .participants import BROKEN_OFF, IDLE, ParticipantsMixin
 
 
 class ReviewService(ParticipantsMixin, CaseFileMixin):
@@ -47,6 +47,7 @@ class ReviewService(ParticipantsMixin, CaseFileMixin):
         await self.store.create(f"session:{session.session_id}", session.model_dump())
         await self.store.index_add(f"case:{case_id}:sessions", session.session_id, now)
         await self.store.index_add("sessions", session.session_id, now)
+        await self.store.index_add(IDLE, session.session_id, now)  # broken off if nobody joins
         await self.record(
             case_id,
             "session.created",
@@ -270,8 +271,12 @@ class ReviewService(ParticipantsMixin, CaseFileMixin):
         return session, True
 
     async def sweep_idle(self) -> int:
-        """End, as the system, each session everyone left ``session_idle_end_s`` ago
-        (``IDLE``: filled as the last person leaves); sealed like any other end."""
+        """End, as the system, each session broken off ``session_idle_end_s`` ago: every
+        participant slot ``left`` (everyone went without ending it, or lost the connection
+        past the grace period), or nobody ever joined. ``IDLE`` is filled at creation and
+        as the last person leaves. Filed as ``session.ended`` with ``reason:
+        "broken_off"`` and sealed like any other end; the compare-and-set in ``_end``
+        makes one node end it, whichever nodes sweep."""
         if self.session_idle_end_s <= 0:
             return 0
         ended = 0
@@ -280,9 +285,9 @@ class ReviewService(ParticipantsMixin, CaseFileMixin):
             doc = await self.store.get(f"session:{sid}")
             if doc is not None and doc.get("status") == "active":
                 slots = await self.participants(sid)
-                # Someone came back meanwhile: their leaving files it again.
-                if slots and all(p.state == "left" for p in slots):
-                    _, changed = await self._end(sid, None, reason="idle")
+                # Someone is in (or came back) meanwhile: their leaving files it again.
+                if all(p.state == "left" for p in slots):
+                    _, changed = await self._end(sid, None, reason=BROKEN_OFF)
                     ended += changed
             await self.store.index_remove(IDLE, sid)
         return ended

@@ -10,9 +10,9 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from . import protocol, socketcaps
 from .appkeys import CONFIG, SOCKETS, TOKENS, WHO
 from .auth import AuthError, Identity
+from .observing import ObservingConnection
 from .state import StoreUnavailable
 from .web_security import WS_PROTOCOLS, ws_token
-from .ws import Connection
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ async def _serve(
     )
     await ws.prepare(request)
     connected(request, who)  # a sign-in, in the audit trail
-    conn = Connection(request, ws, who)
+    conn = ObservingConnection(request, ws, who)  # Connection, plus observe
     slot.attach(conn)  # the identity's oldest socket over its cap is closed
     sockets = request.app[SOCKETS]
     sockets.add(ws)

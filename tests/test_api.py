@@ -260,6 +260,11 @@ def _inbox(b: Json, w: World, role: str) -> None:
 HOOK_URL = "http://approval.invalid:8080/hooks/jointreview?key=secret"
 
 
+def _live(b: Json, w: World) -> None:
+    assert w.session_id in [s["session_id"] for s in b["sessions"]]
+    assert w.invitation_id in [i["invitation_id"] for i in b["ringing"]]
+
+
 def _deliveries(b: Json, w: World, role: str) -> None:
     [d] = b["deliveries"]
     assert (d["delivery_id"], d["event"], d["status"]) == (
@@ -446,6 +451,12 @@ MATRIX: dict[tuple[str, str], Expect] = {
     ),
     ("POST", "/api/exceptions/{exception_id}/handle"): Expect(
         404, _roles("supervisor", "admin"), lambda b, w, r: _no_exception(b), {"note": "ok"}
+    ),
+    # The live overview (tests/test_live_overview.py): the world's session is in progress.
+    ("GET", "/api/live"): Expect(
+        200,
+        _roles("supervisor", "admin"),
+        lambda b, w, r: _live(b, w),
     ),
     # The audit trail (tests/test_audit.py): admins only, newest first.
     ("GET", "/api/audit"): Expect(200, _roles("admin"), lambda b, w, r: b["entries"][0]["seq"]),

@@ -346,7 +346,7 @@ async def test_ghosts_of_a_crash_leave_and_the_session_ends_by_itself(
     server_factory: Factory, tmp_path: Path
 ) -> None:
     data = tmp_path / "crash"
-    env = {"JR_RESUME_GRACE_S": "1", "JR_SESSION_IDLE_END_S": "2"}
+    env = {"JR_RESUME_GRACE_S": "1", "JR_ABANDONED_SESSION_S": "2"}
     server = server_factory(data_dir=data, env=env)
     t = tokens(tmp_path)
     clerk = t.issue(sub="clerk-01", role="clerk")
@@ -397,7 +397,7 @@ async def test_ghosts_of_a_crash_leave_and_the_session_ends_by_itself(
     }
     assert left == {pid: "connection_lost" for pid in slots}
     end = next(e for e in events if e["type"] == "session.ended")
-    assert end["actor"] is None and end["data"]["reason"] == "idle"
+    assert end["actor"] is None and end["data"]["reason"] == "broken_off"
     assert (data / "archive" / "GH-1" / sid / "manifest.json").is_file()
 
 

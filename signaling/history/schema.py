@@ -54,8 +54,10 @@ sessions = sa.Table(
     sa.Column("matter", sa.Text),
     sa.Column("window", sa.String(100)),
     sa.Column("ended_at", TIME),
-    sa.Column("ended_by", JSON),  # null: ended by the system (idle)
-    sa.Column("end_reason", sa.String(32)),  # "idle" when the system ended it
+    sa.Column("ended_by", JSON),  # null: ended by the system (broken off)
+    sa.Column(
+        "end_reason", sa.String(32)
+    ),  # "broken_off" when the system ended it ("idle" before #15)
     sa.Column("duration_s", TIME),  # ended_at - created_at
     # From archive.sealed: the case file's manifest as the store vouched for it.
     sa.Column("sealed_at", TIME),

@@ -8,6 +8,7 @@ import { DocumentSource, SnapshotGallery } from "/static/documents.js";
 import { onLangChange, t } from "/static/i18n.js";
 import { InvitesPanel } from "/static/invites.js";
 import { MediaLink } from "/static/media.js";
+import { ObserverBanner, observes } from "/static/observers.js";
 import { OpinionsPanel } from "/static/opinions.js";
 import { QualityMeter } from "/static/quality.js";
 import { Signal } from "/static/socket.js";
@@ -23,7 +24,7 @@ const $ = (id) => document.getElementById(id);
 
 const ctx = { sid, me: null, session: null, participantId: null, started: false, over: false, recording: false };
 const signal = new Signal();
-let grid, media, local, quality, panels, chat, opinions, invites, gallery, docs;
+let grid, media, local, quality, panels, chat, opinions, invites, gallery, docs, watchers;
 
 // -- the screen ------------------------------------------------------------------------
 function tabsFor(role) {
@@ -47,6 +48,7 @@ function build() {
     },
   });
   local = new LocalMedia({ media, grid, notice: $("stage-notice") });
+  watchers = new ObserverBanner($("observers"), signal);
   quality = new QualityMeter($("quality"), () => media.pc, () => liveVideoMids());
   const defs = tabsFor(role).map(([id, key]) => ({ id, key }));
   panels = makeTabs($("tabs"), $("panels"), defs, { stacked: role === "applicant" });
@@ -163,6 +165,7 @@ async function enter() {
         sessionStorage.removeItem(resumeKey); // expired or unknown: take a (new) slot
       }
     }
+    if (observes(ctx.me)) return await applyObserving(await signal.request({ type: "observe", session_id: sid }));
     joined = joined || (await signal.request({ type: "join", session_id: sid }));
   } catch (err) {
     if (err.code === "disconnected" || err.code === "timeout") return; // the next reconnect tries again
@@ -173,7 +176,34 @@ async function enter() {
   await applyJoined(joined);
 }
 
+// A supervisor watches: no slot, no local media, receive everyone (observers.js).
+async function applyObserving(obs) {
+  const oid = obs.observation.observation_id;
+  ctx.participantId = oid;
+  ctx.session = obs.session;
+  Object.assign(document.body.dataset, { observing: "1", participantId: oid });
+  renderFacts(obs.session);
+  buildPanels(obs);
+  for (const id of [...grid.tiles.keys()]) onParticipant({ participant_id: id, state: "left" });
+  for (const p of obs.participants) onParticipant(p);
+  invites?.setInvitations(obs.invitations);
+  setRecording(Boolean(obs.recording));
+  watchers.reset(obs.observers);
+  opinions.load().catch((err) => console.warn("opinions:", err.message));
+  gallery.load().catch((err) => console.warn("stills:", err.message));
+  const iceServers = signal.welcome?.ice_servers || [];
+  if (!ctx.started) {
+    ctx.started = true;
+    document.body.dataset.joined = "1";
+    media.start(oid, iceServers);
+  } else {
+    media.iceServers = iceServers;
+    media.restart(oid);
+  }
+}
+
 async function applyJoined(joined) {
+  watchers.reset(); // those watching now follow `joined` as messages
   sessionStorage.setItem(resumeKey, joined.resume_token);
   const pid = joined.participant.participant_id;
   const newSlot = ctx.participantId !== null && ctx.participantId !== pid;
