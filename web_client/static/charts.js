@@ -87,8 +87,9 @@ function bar(attrs, label, cls, seriesKey, value) {
 // else one thin bar per series (grouped). rows: [{key, label, values: {series: n|null}}].
 export function barChart({ title, testid, rows, series, axisLabel, stacked, unit = "" }) {
   const figure = frame(title, testid, series);
-  const labelW = 170;
-  const plotW = 560;
+  // About the size it is shown at (half the card's width): its text stays 12 px.
+  const labelW = 150;
+  const plotW = 330;
   const rowH = stacked ? 26 : 12 * series.length + 10;
   const top = 8;
   const height = top + rows.length * rowH + 44;
@@ -131,7 +132,7 @@ export function columnChart({ title, testid, items, series, axisLabel, yLabel })
   const figure = frame(title, testid, series);
   const left = 44;
   const plotH = 160;
-  const plotW = 680;
+  const plotW = 1040; // the card's whole width
   const top = 10;
   const totals = items.map((it) => series.reduce((a, s) => a + (it.values[s.key] || 0), 0));
   const { top: max, step } = niceScale(Math.max(0, ...totals), 4);

@@ -17,10 +17,21 @@ const CSV_MAX = 5000;
 
 const pct = (v) => (typeof v === "number" ? `${Math.round(v * 1000) / 10}%` : "—");
 
+// Reviewers' names by sub (GET /api/directory): an exception's detail names people by sub.
+const names = new Map();
+export async function loadNames() {
+  try {
+    for (const r of (await api("/api/directory")).reviewers) names.set(r.sub, r.name);
+  } catch {
+    // Then the subs are shown as they are.
+  }
+}
+const person = (sub) => (typeof sub === "string" ? names.get(sub) || sub : sub?.name || sub?.sub || "");
+
 // What went wrong, in a line.
 export function summary(x) {
   const d = x.detail || {};
-  const args = { ...d, answer_s: Math.round(d.answer_s ?? 0), limit_s: Math.round(d.limit_s ?? 0), loss: pct(d.loss), by: d.by?.name || d.by?.sub || d.reviewer || "", name: d.name || d.sub || "" };
+  const args = { ...d, answer_s: Math.round(d.answer_s ?? 0), limit_s: Math.round(d.limit_s ?? 0), loss: pct(d.loss), by: person(d.by || d.reviewer), name: d.name || person(d.sub) };
   if (x.kind === "invitation_declined") return t("exc.sum_declined", { by: args.by, reason: d.reason || "" });
   if (x.kind === "long_wait") return t("exc.sum_long_wait", { ...args, outcome: t(`status.${d.outcome}`) });
   if (x.kind === "session_broken_off") return t(`exc.sum_broken_${d.reason === "idle" ? "idle" : "lost"}`);

@@ -20,7 +20,7 @@
 // Exceptions (exceptions.js, new ones live from the socket) and Live (live.js).
 import { api } from "/static/auth.js";
 import { CaseFilePanel } from "/static/casefile.js";
-import { ExceptionsTab } from "/static/exceptions.js";
+import { ExceptionsTab, loadNames } from "/static/exceptions.js";
 import { onLangChange } from "/static/i18n.js";
 import { LiveTab } from "/static/live.js";
 import { ReplayPlayer } from "/static/replay.js";
@@ -252,7 +252,8 @@ function setupTabs() {
   let stats = null;
   const tabs = makeTabs($("sup-tabs"), $("sup-panels"), defs, {
     onSelect: (id) => {
-      live?.show(id === "live");
+      if (!live) return; // makeTabs' own first selection, before the tabs exist
+      live.show(id === "live");
       const url = new URL(location.href);
       if (!url.searchParams.has("session") && (url.searchParams.get("tab") || "search") !== id) {
         if (id === "search") url.searchParams.delete("tab");
@@ -281,6 +282,7 @@ function setupTabs() {
 async function main() {
   const claims = await bootPage($("app"), { roles: ["supervisor", "admin"] });
   if (!claims) return;
+  await loadNames();
   setupTabs();
   const select = $("search-dept");
   for (const d of departmentList()) select.append(el("option", { value: d.id, dept: d.id }));
