@@ -23,8 +23,10 @@ export function niceScale(max, ticks = 5) {
   return { top: Math.ceil(max / step) * step, step };
 }
 
+// 12, 2.5, 0.25: no float noise, enough digits for sub-second answer times.
 function fmt(v) {
-  return Number.isInteger(v) ? String(v) : v.toFixed(1);
+  if (Number.isInteger(v)) return String(v);
+  return String(Number(v.toFixed(Math.abs(v) < 1 ? 2 : 1)));
 }
 
 // The tip: one per chart, shown next to the bar under the pointer or the focus.
@@ -98,7 +100,8 @@ export function barChart({ title, testid, rows, series, axisLabel, stacked, unit
   const x = (v) => labelW + (v / max) * plotW;
   const svg = svgEl("svg", { viewBox: `0 0 ${labelW + plotW + 20} ${height}`, class: "chart-svg", role: "group", "aria-label": title });
   const axisY = top + rows.length * rowH;
-  for (let v = 0; v <= max + 1e-9; v += step) {
+  for (let i = 0; i * step <= max + 1e-9; i++) {
+    const v = i * step;
     svg.append(svgEl("line", { x1: x(v), x2: x(v), y1: top, y2: axisY, class: "grid" }));
     svg.append(svgEl("text", { x: x(v), y: axisY + 16, class: "tick", "text-anchor": "middle" }, fmt(v)));
   }
@@ -139,7 +142,8 @@ export function columnChart({ title, testid, items, series, axisLabel, yLabel })
   const y = (v) => top + plotH - (v / max) * plotH;
   const colW = plotW / Math.max(1, items.length);
   const svg = svgEl("svg", { viewBox: `0 0 ${left + plotW + 10} ${top + plotH + 52}`, class: "chart-svg", role: "group", "aria-label": title });
-  for (let v = 0; v <= max + 1e-9; v += step) {
+  for (let i = 0; i * step <= max + 1e-9; i++) {
+    const v = i * step;
     svg.append(svgEl("line", { x1: left, x2: left + plotW, y1: y(v), y2: y(v), class: "grid" }));
     svg.append(svgEl("text", { x: left - 6, y: y(v) + 4, class: "tick", "text-anchor": "end" }, fmt(v)));
   }

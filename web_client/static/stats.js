@@ -110,7 +110,7 @@ export class StatsTab {
     return () => ["@stats.csv_prefix", `@${tableKey}`, this.period.since.value, this.period.until.value, this.dept.value, this.window.value.trim()];
   }
 
-  section(titleKey, testid, columns, rows, extra) {
+  section(titleKey, testid, columns, rows, extra, tall = false) {
     return el(
       "section",
       { class: "card", testid: `${testid}-card`, attrs: { "aria-labelledby": `${testid}-h` } },
@@ -121,7 +121,7 @@ export class StatsTab {
         csvButton({ testid: `${testid}-csv`, nameParts: this.nameParts(titleKey), columns, rows: async () => rows }),
       ),
       extra,
-      rows.length ? dataTable({ columns, rows, testid, rowTestid: `${testid}-row`, caption: titleKey }) : el("p", { class: "muted", i18n: "stats.none" }),
+      rows.length ? dataTable({ columns, rows, testid, rowTestid: `${testid}-row`, caption: titleKey, tall }) : el("p", { class: "muted", i18n: "stats.none" }),
     );
   }
 
@@ -170,7 +170,7 @@ export class StatsTab {
       totals,
       charts,
       this.section("stats.departments", "stats-departments", DEPT_COLUMNS, d.departments),
-      this.section("stats.by_day", "stats-days", DAY_COLUMNS, d.by_day),
+      this.section("stats.by_day", "stats-days", DAY_COLUMNS, d.by_day, null, true),
       el("div", { class: "two-cols" }, this.section("stats.windows", "stats-windows", WINDOW_COLUMNS, d.windows), this.section("stats.matters", "stats-matters", MATTER_COLUMNS, d.matters)),
     );
   }

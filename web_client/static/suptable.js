@@ -7,7 +7,8 @@ import { el } from "/static/ui.js";
 
 // columns: [{key: catalog key of the header, value: (row) => CSV value,
 //            render?: (row) => node or text, num?: true}]
-export function dataTable({ columns, rows, testid, rowTestid, caption, rowData }) {
+// tall: a long table (one row a day) scrolls within a bounded height.
+export function dataTable({ columns, rows, testid, rowTestid, caption, rowData, tall = false }) {
   const head = el("tr", {}, columns.map((c) => el("th", { scope: "col", class: c.num ? "num" : null, i18n: c.key })));
   const body = el("tbody");
   for (const row of rows) {
@@ -25,7 +26,8 @@ export function dataTable({ columns, rows, testid, rowTestid, caption, rowData }
   }
   return el(
     "div",
-    { class: "table-wrap" },
+    // A scrolling region must take the focus (keyboard users scroll it too).
+    { class: `table-wrap${tall ? " tall" : ""}`, tabIndex: tall ? 0 : undefined, attrs: tall ? { role: "region", "aria-label": t("sup.table_of", { name: t(caption) }) } : {} },
     el("table", { class: "data", testid }, caption ? el("caption", { class: "sr-only", i18n: caption }) : null, el("thead", {}, head), body),
   );
 }
@@ -83,7 +85,7 @@ export function quickRange(pick, now = new Date()) {
 // Seconds as "12.5 秒" / "3 分 05 秒" (or "—").
 export function seconds(s) {
   if (s === null || s === undefined) return null;
-  if (s < 60) return t("sup.seconds", { n: Math.round(s * 10) / 10 });
+  if (s < 60) return t("sup.seconds", { n: s < 1 ? Math.round(s * 100) / 100 : Math.round(s * 10) / 10 });
   const m = Math.floor(s / 60);
   return t("sup.minutes_seconds", { m, s: String(Math.round(s % 60)).padStart(2, "0") });
 }

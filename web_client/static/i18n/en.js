@@ -304,6 +304,7 @@ export default {
   "sup.last_30": "Last 30 days",
   "sup.this_year": "This year",
   "sup.csv": "Export CSV",
+  "sup.table_of": "{name} (table)",
   "sup.seconds": "{n} s",
   "sup.minutes_seconds": "{m} min {s} s",
   "stats.heading": "Statistics",

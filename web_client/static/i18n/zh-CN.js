@@ -304,6 +304,7 @@ export default {
   "sup.last_30": "近 30 天",
   "sup.this_year": "今年",
   "sup.csv": "导出 CSV",
+  "sup.table_of": "{name}（表格）",
   "sup.seconds": "{n} 秒",
   "sup.minutes_seconds": "{m} 分 {s} 秒",
   "stats.heading": "统计分析",
