@@ -61,7 +61,9 @@ class History:
 
     def session(self, case: str, window: str, matter: str) -> str:
         body = {"applicant_name": "示例科技有限公司", "matter": matter, "window": window}
-        return str(self.http.call("POST", f"/api/cases/{case}/sessions", self.clerk, body)["session_id"])
+        return str(
+            self.http.call("POST", f"/api/cases/{case}/sessions", self.clerk, body)["session_id"]
+        )
 
     def invite(self, sid: str, dept: str) -> str:
         path = f"/api/sessions/{sid}/invitations"

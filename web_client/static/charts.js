@@ -77,6 +77,17 @@ function frame(title, testid, series) {
   return figure;
 }
 
+// A label cut to about `px` pixels (CJK characters count double); the bars' own labels
+// and titles keep the whole name.
+function fit(text, px) {
+  let w = 0;
+  for (let i = 0; i < text.length; i++) {
+    w += text.charCodeAt(i) > 0x2e80 ? 12 : 6.6;
+    if (w > px) return `${text.slice(0, Math.max(1, i - 1))}…`;
+  }
+  return text;
+}
+
 function bar(attrs, label, cls, seriesKey, value) {
   return svgEl(
     "rect",
@@ -109,7 +120,7 @@ export function barChart({ title, testid, rows, series, axisLabel, stacked, unit
   rows.forEach((r, i) => {
     const y = top + i * rowH;
     const g = svgEl("g", { "data-label": r.key, class: "chart-row" });
-    g.append(svgEl("text", { x: labelW - 8, y: y + rowH / 2 + 4, class: "row-label", "text-anchor": "end" }, r.label));
+    g.append(svgEl("text", { x: labelW - 8, y: y + rowH / 2 + 4, class: "row-label", "text-anchor": "end" }, fit(r.label, labelW - 12), svgEl("title", {}, r.label)));
     let acc = 0;
     series.forEach((s, j) => {
       const v = r.values[s.key];
