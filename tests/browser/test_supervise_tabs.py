@@ -240,6 +240,8 @@ def test_exceptions_open_the_replay_at_their_moment_and_are_handled(
         "?.dataset.t) - t) < 0.3",
         arg=exc["offset_s"],
     )
+    # The event at that moment is in the details: the decline and its reason.
+    expect(sup.by("replay-detail")).to_contain_text("第二行")
     sup.by("replay-back").click()
     expect(sup.by("tab-exceptions")).to_have_attribute("aria-selected", "true")
 

@@ -218,7 +218,12 @@ async function openReplay(sid, push, tries = 0, at = null) {
   document.body.dataset.recording = desc.recording.state;
   player = new ReplayPlayer(body, desc, { onSourcesExpired: () => describe(sid) });
   panel.attach(body.querySelector(".replay-side") || body, desc);
-  if (at !== null && Number.isFinite(at)) player.seek(Math.min(Math.max(0, at), player.duration));
+  if (at !== null && Number.isFinite(at)) {
+    player.seek(Math.min(Math.max(0, at), player.duration));
+    // The event at that moment (an exception's cause: the decline, the end...) in the details.
+    const near = desc.markers.reduce((best, m) => (!best || Math.abs(m.t - at) < Math.abs(best.t - at) ? m : best), null);
+    if (near && Math.abs(near.t - at) <= 1) player.select(near, false);
+  }
   window.jr = { ...window.jr, player, caseFile };
 }
 
