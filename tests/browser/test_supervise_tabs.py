@@ -278,7 +278,7 @@ def test_exceptions_open_the_replay_at_their_moment_and_are_handled(
     expect(fresh).to_have_attribute("data-kind", "invitation_declined")
     history.http.call("POST", f"/api/sessions/{sid}/end", history.clerk)
     sup.set_lang("en")
-    expect(sup.by("exc-row").first).to_contain_text("declined")
+    expect(sup.by("exc-row").first).to_contain_text("黄丽 declined: 不属于本部门")
     shot(sup, "supervise-exceptions-en")
 
 

@@ -278,7 +278,12 @@ function setupTabs() {
   const signal = new Signal({ pingMs: 10000, deadAfterMs: 25000 });
   exceptions.follow(signal);
   signal.connect().catch((err) => console.warn("supervise: socket", err.code || err.message));
-  onLangChange(() => stats.render());
+  // Texts built from several keys (summaries, charts) are drawn again in the new language.
+  onLangChange(() => {
+    stats.render();
+    if (exceptions.filters) exceptions.render();
+    if (live.data) live.render();
+  });
   window.jr = { ...window.jr, stats, exceptions, live, signal };
   const wanted = new URL(location.href).searchParams.get("tab");
   tabs.select(defs.some((d) => d.id === wanted) ? wanted : "search");
