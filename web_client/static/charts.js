@@ -26,7 +26,7 @@ export function niceScale(max, ticks = 5) {
 // 12, 2.5, 0.25: no float noise, enough digits for sub-second answer times.
 function fmt(v) {
   if (Number.isInteger(v)) return String(v);
-  return String(Number(v.toPrecision(Math.abs(v) < 1 ? 2 : 3)));
+  return String(Number(v.toPrecision(3)));
 }
 
 // The tip: one per chart, shown next to the bar under the pointer or the focus.
