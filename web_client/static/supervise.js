@@ -14,11 +14,19 @@
 // ended answers 409 `recording_sealing` until its case file is sealed: retried here.
 // Beside the replay, the case file to take away (casefile.js: GET
 // /api/sessions/{sid}/casefile, read at the same time as the description).
+// `&t=<seconds>` opens the replay at that moment (an exception's offset_s).
+//
+// Beside the search, tabs (tabs.js; `?tab=` keeps the choice): Statistics (stats.js),
+// Exceptions (exceptions.js, new ones live from the socket) and Live (live.js).
 import { api } from "/static/auth.js";
 import { CaseFilePanel } from "/static/casefile.js";
+import { ExceptionsTab, loadNames } from "/static/exceptions.js";
 import { onLangChange } from "/static/i18n.js";
-import { LiveCard } from "/static/live.js";
+import { LiveTab } from "/static/live.js";
 import { ReplayPlayer } from "/static/replay.js";
+import { Signal } from "/static/socket.js";
+import { StatsTab } from "/static/stats.js";
+import { makeTabs } from "/static/tabs.js";
 import { actorLine, bootPage, chip, clear, departmentList, el, errorI18n, fatal, fill } from "/static/ui.js";
 
 const CASE_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
@@ -140,7 +148,6 @@ function renderResults(rows) {
           ),
           el("div", { class: "result-depts" }, deptsOf(invitations).map((d) => el("span", { class: "chip chip-muted", dept: d }))),
         ),
-        el("a", { class: "button quiet", href: `/case?${new URLSearchParams({ case: s.case_id })}`, testid: "session-track", i18n: "track.open" }),
         el("button", { type: "button", class: "primary", testid: "session-open", i18n: "supervise.open", on: { click: () => openReplay(s.session_id, true) } }),
       ),
     );
@@ -177,8 +184,9 @@ async function describe(sid, { markers = false } = {}) {
   return desc;
 }
 
-async function openReplay(sid, push, tries = 0) {
-  if (push) history.pushState({ session: sid }, "", `/supervise?session=${encodeURIComponent(sid)}`);
+async function openReplay(sid, push, tries = 0, at = null) {
+  const moment = at === null ? "" : `&t=${Number(at).toFixed(1)}`;
+  if (push) history.pushState({ session: sid }, "", `/supervise?session=${encodeURIComponent(sid)}${moment}`);
   closeReplay();
   document.body.dataset.view = "replay";
   $("search-view").hidden = true;
@@ -195,7 +203,7 @@ async function openReplay(sid, push, tries = 0) {
     const sealing = err.code === "recording_sealing" && tries < SEALING_TRIES;
     const kind = sealing ? "notice-info" : "notice-bad";
     fill(body, el("section", { class: `card notice ${kind}`, testid: "page-error", data: { code: err.code }, attrs: { role: sealing ? "status" : "alert" } }, el("p", { class: "notice-text", ...errorI18n(err) })));
-    if (sealing) sealingRetry = setTimeout(() => openReplay(sid, false, tries + 1), SEALING_RETRY_MS);
+    if (sealing) sealingRetry = setTimeout(() => openReplay(sid, false, tries + 1, at), SEALING_RETRY_MS);
     return;
   }
   if (caseFile !== panel) return;
@@ -210,7 +218,18 @@ async function openReplay(sid, push, tries = 0) {
   document.body.dataset.recording = desc.recording.state;
   player = new ReplayPlayer(body, desc, { onSourcesExpired: () => describe(sid) });
   panel.attach(body.querySelector(".replay-side") || body, desc);
-  window.jr = { player, caseFile };
+  if (at !== null && Number.isFinite(at)) {
+    player.seek(Math.min(Math.max(0, at), player.duration));
+    // The event at that moment (an exception's cause: the decline, the end...) in the details.
+    const near = desc.markers.reduce((best, m) => (!best || Math.abs(m.t - at) < Math.abs(best.t - at) ? m : best), null);
+    if (near && Math.abs(near.t - at) <= 1) player.select(near, false);
+  }
+  window.jr = { ...window.jr, player, caseFile };
+}
+
+function momentOf(url) {
+  const v = url.searchParams.get("t");
+  return v === null || v === "" || !Number.isFinite(Number(v)) ? null : Number(v);
 }
 
 function closeReplay() {
@@ -229,9 +248,52 @@ function showSearch() {
   $("search-view").hidden = false;
 }
 
+// The tabs beside the search; the exceptions follow the socket's pushes.
+function setupTabs() {
+  const defs = ["search", "stats", "exceptions", "live"].map((id) => ({ id, key: `sup.tab_${id}` }));
+  const loaded = new Set();
+  let live = null;
+  let exceptions = null;
+  let stats = null;
+  const tabs = makeTabs($("sup-tabs"), $("sup-panels"), defs, {
+    onSelect: (id) => {
+      if (!live) return; // makeTabs' own first selection, before the tabs exist
+      live.show(id === "live");
+      const url = new URL(location.href);
+      if (!url.searchParams.has("session") && (url.searchParams.get("tab") || "search") !== id) {
+        if (id === "search") url.searchParams.delete("tab");
+        else url.searchParams.set("tab", id);
+        history.replaceState(history.state, "", url.pathname + url.search);
+      }
+      if (loaded.has(id)) return;
+      loaded.add(id);
+      if (id === "stats") stats.load();
+      if (id === "exceptions") exceptions.load();
+    },
+  });
+  tabs.panel("search").append($("search-cards"));
+  stats = new StatsTab(tabs.panel("stats"));
+  exceptions = new ExceptionsTab(tabs.panel("exceptions"), { openReplay: (sid, at) => openReplay(sid, true, 0, at), notify: () => tabs.notify("exceptions") });
+  live = new LiveTab(tabs.panel("live"));
+  const signal = new Signal({ pingMs: 10000, deadAfterMs: 25000 });
+  exceptions.follow(signal);
+  signal.connect().catch((err) => console.warn("supervise: socket", err.code || err.message));
+  // Texts built from several keys (summaries, charts) are drawn again in the new language.
+  onLangChange(() => {
+    stats.render();
+    if (exceptions.filters) exceptions.render();
+    if (live.data) live.render();
+  });
+  window.jr = { ...window.jr, stats, exceptions, live, signal };
+  const wanted = new URL(location.href).searchParams.get("tab");
+  tabs.select(defs.some((d) => d.id === wanted) ? wanted : "search");
+}
+
 async function main() {
   const claims = await bootPage($("app"), { roles: ["supervisor", "admin"] });
   if (!claims) return;
+  await loadNames();
+  setupTabs();
   const select = $("search-dept");
   for (const d of departmentList()) select.append(el("option", { value: d.id, dept: d.id }));
   $("search-form").addEventListener("submit", (ev) => {
@@ -246,14 +308,15 @@ async function main() {
     }
   });
   window.addEventListener("popstate", () => {
-    const sid = new URL(location.href).searchParams.get("session");
-    if (sid) openReplay(sid, false);
+    const url = new URL(location.href);
+    const sid = url.searchParams.get("session");
+    if (sid) openReplay(sid, false, 0, momentOf(url));
     else showSearch();
   });
   onLangChange(() => player?.relabel());
-  new LiveCard($("live-sessions"), $("live-count")).refresh(); // sessions in progress now
-  const sid = new URL(location.href).searchParams.get("session");
-  if (sid) await openReplay(sid, false);
+  const url = new URL(location.href);
+  const sid = url.searchParams.get("session");
+  if (sid) await openReplay(sid, false, 0, momentOf(url));
   await search();
 }
 

@@ -2,7 +2,7 @@
 // with headings for the applicant's simple screen.
 import { el } from "/static/ui.js";
 
-export function makeTabs(tablist, panelsBox, defs, { stacked = false } = {}) {
+export function makeTabs(tablist, panelsBox, defs, { stacked = false, onSelect } = {}) {
   const tabs = new Map();
   const panels = new Map();
   let current = null;
@@ -51,6 +51,7 @@ export function makeTabs(tablist, panelsBox, defs, { stacked = false } = {}) {
       panels.get(key).hidden = !on;
       if (on) tab.badge.hidden = true;
     }
+    onSelect?.(id);
   }
   if (defs.length) select(defs[0].id);
   return {
