@@ -975,13 +975,16 @@ async def test_case_timeline(client: Client, tok: Tokens) -> None:
     assert status == {amr["invitation_id"]: "accepted", tax["invitation_id"]: "declined"}
 
     events = view["events"]
-    assert [(e["type"], e["actor"]["sub"]) for e in events] == [
+    assert [(e["type"], e["actor"]["sub"]) for e in events if e["actor"]] == [
         ("session.created", "clerk-01"),
         ("invitation.created", "clerk-01"),
         ("invitation.created", "clerk-01"),
         ("invitation.accepted", "rev-city-amr-1"),
         ("invitation.declined", "rev-city-tax-1"),
     ]
+    # The system's own entry, filed once the record has the decline: its exception.
+    system = [(e["type"], e["data"]["kind"]) for e in events if not e["actor"]]
+    assert system in ([], [("exception.raised", "invitation_declined")])
     assert [e["seq"] for e in events] == sorted(e["seq"] for e in events)
     stamps = [e["ts"] for e in events]
     assert stamps == sorted(stamps) and time.time() - 60 < stamps[0] <= time.time()

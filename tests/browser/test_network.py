@@ -13,6 +13,7 @@ import json
 import random
 import time
 from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 import pytest
 from playwright.sync_api import Browser, Playwright, expect
@@ -117,6 +118,38 @@ def _cut(
     }
 
 
+class Call(NamedTuple):
+    sid: str
+    clerk: Person
+    reviewer: Person
+    pid_clerk: str
+    pid_reviewer: str
+    clerk_token: str
+
+
+def _call(
+    people: Callable[..., Person],
+    ns_browser: Browser,
+    ns: Netns,
+    tokens: TokenService,
+    http: Api,
+    case: str,
+    clerk_browser: Browser | None = None,
+) -> Call:
+    """The clerk (on the host; ``clerk_browser``: e.g. a busy camera's) and the reviewer
+    (in the namespace) in a call, each seeing the other's video."""
+    sid, clerk_token, reviewer_token = open_review(http, tokens, case)
+    clerk = people("clerk", browser_=clerk_browser) if clerk_browser else people("clerk")
+    reviewer = _reviewer(people, ns_browser, ns)
+    clerk.open(f"/session/{sid}", clerk_token)
+    pid_clerk = wait_joined(clerk.page)
+    reviewer.open(f"/session/{sid}", reviewer_token)
+    pid_reviewer = wait_joined(reviewer.page)
+    wait_video_from(reviewer.page, [pid_clerk])
+    wait_video_from(clerk.page, [pid_reviewer])
+    return Call(sid, clerk, reviewer, pid_clerk, pid_reviewer, clerk_token)
+
+
 def test_cuts_and_an_address_change(
     people: Callable[..., Person],
     ns_browser: Browser,
@@ -125,15 +158,9 @@ def test_cuts_and_an_address_change(
     http: Api,
 ) -> None:
     _, ns = net
-    sid, clerk_token, reviewer_token = open_review(http, tokens, "GZ-NET-1")
-    clerk = people("clerk")
-    reviewer = _reviewer(people, ns_browser, ns)
-    clerk.open(f"/session/{sid}", clerk_token)
-    pid_clerk = wait_joined(clerk.page)
-    reviewer.open(f"/session/{sid}", reviewer_token)
-    pid_reviewer = wait_joined(reviewer.page)
-    wait_video_from(reviewer.page, [pid_clerk])
-    wait_video_from(clerk.page, [pid_reviewer])
+    sid, clerk, reviewer, pid_clerk, pid_reviewer, clerk_token = _call(
+        people, ns_browser, ns, tokens, http, "GZ-NET-1"
+    )
 
     tiles = clerk.page.locator("[data-testid=video-tile]")
     before = tiles.count()
@@ -173,15 +200,9 @@ def test_a_cut_longer_than_the_grace_period_joins_afresh(
     """The server gives the slot up while the link is down; the page takes a new one by
     itself when it returns, and the clerk sees one reviewer (the new slot), not two."""
     _, ns = net
-    sid, clerk_token, reviewer_token = open_review(http, tokens, "GZ-NET-2")
-    clerk = people("clerk")
-    reviewer = _reviewer(people, ns_browser, ns)
-    clerk.open(f"/session/{sid}", clerk_token)
-    pid_clerk = wait_joined(clerk.page)
-    reviewer.open(f"/session/{sid}", reviewer_token)
-    old = wait_joined(reviewer.page)
-    wait_video_from(reviewer.page, [pid_clerk])
-    wait_video_from(clerk.page, [old])
+    sid, clerk, reviewer, pid_clerk, old, clerk_token = _call(
+        people, ns_browser, ns, tokens, http, "GZ-NET-2"
+    )
     tiles = clerk.page.locator("[data-testid=video-tile]")
     before = tiles.count()
     clerk.page.evaluate(OTHERS_JS, old)
@@ -259,27 +280,6 @@ def _until(check: Callable[[], bool], bound_s: float) -> float:
     return -1.0
 
 
-def _call(
-    people: Callable[..., Person],
-    browsers: tuple[Browser, Browser],
-    ns: Netns,
-    tokens: TokenService,
-    http: Api,
-    case: str,
-) -> tuple[Person, Person, str]:
-    """The clerk (busy camera, on the host) and the reviewer (in the namespace) in a call."""
-    busy_browser, ns_browser = browsers
-    sid, clerk_token, reviewer_token = open_review(http, tokens, case)
-    clerk = people("clerk", browser_=busy_browser)
-    reviewer = _reviewer(people, ns_browser, ns)
-    clerk.open(f"/session/{sid}", clerk_token)
-    pid_clerk = wait_joined(clerk.page)
-    reviewer.open(f"/session/{sid}", reviewer_token)
-    wait_joined(reviewer.page)
-    wait_video_from(reviewer.page, [pid_clerk])
-    return clerk, reviewer, pid_clerk
-
-
 @pytest.fixture(scope="module")
 def browsers(
     playwright: Playwright, ns_browser: Browser, tmp_path_factory: pytest.TempPathFactory
@@ -315,7 +315,9 @@ def test_random_loss_and_a_jitter_transient(
     near its full rate within seconds (96 s when the browser's REMB alone decided)."""
     _, ns = net
     assert ns.relay is not None
-    clerk, reviewer, _ = _call(people, browsers, ns, tokens, http, "GZ-NET-4")
+    _, clerk, reviewer, _, _, _ = _call(
+        people, browsers[1], ns, tokens, http, "GZ-NET-4", browsers[0]
+    )
     out: dict[str, object] = {}
     try:
         full = _full_rate(clerk)
@@ -360,8 +362,8 @@ def test_a_300_kbps_link(
     ways: the clerk's camera also comes down to what the link carries within 10 s."""
     _, ns = net
     assert ns.relay is not None
-    clerk, reviewer, pid_clerk = _call(
-        people, browsers, ns, tokens, http, f"GZ-NET-5{int(both_ways)}"
+    _, clerk, reviewer, pid_clerk, _, _ = _call(
+        people, browsers[1], ns, tokens, http, f"GZ-NET-5{int(both_ways)}", browsers[0]
     )
     out: dict[str, object] = {}
     try:
@@ -412,7 +414,9 @@ def test_a_link_too_thin_for_video_pauses_it(
     on; when the link is back, a probe brings the picture back by itself."""
     _, ns = net
     assert ns.relay is not None
-    clerk, reviewer, pid_clerk = _call(people, browsers, ns, tokens, http, "GZ-NET-6")
+    _, clerk, reviewer, pid_clerk, _, _ = _call(
+        people, browsers[1], ns, tokens, http, "GZ-NET-6", browsers[0]
+    )
     out: dict[str, object] = {}
     try:
         ns.relay.set(up=Impairment(), down=Impairment(rate_kbps=100))
