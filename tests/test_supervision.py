@@ -12,7 +12,7 @@ Three sessions of case SUP-1 (window, matter):
   after 20 s; the clerk ends it at 100 s;
 - B (2号窗口, 税务登记变更) at T0 + 1000: city-tax accepts after 40 s (long wait) and files
   an opinion, city-amr rings out (unanswered at 61 s); the clerk joins and leaves at
-  70 s, and the sweeper ends it (``idle``: broken off) at 72 s;
+  70 s, and the sweeper ends it (``broken_off``) at 72 s;
 - C (1号窗口, 食品经营许可) the next day: city-amr accepts after 5 s, files an opinion; a
   track fails (9 s); a ``media.quality`` report for the clerk (10 s); ended at 200 s.
 """
@@ -127,7 +127,7 @@ async def _play(client: Client, tok: Tokens, clock: Clock) -> dict[str, str]:
     await _eventually(rang_out, "city-amr unanswered")
     clock.now = B0 + 70
     assert await service.leave(slot.participant_id, slot.epoch)
-    clock.now = B0 + 72  # everyone left 2 s ago (session_idle_end_s = 1): ended by the sweeper
+    clock.now = B0 + 72  # everyone left 2 s ago (abandoned_session_s = 1): ended by the sweeper
 
     async def ended() -> bool:
         return (await call(client, clerk, "GET", f"/api/sessions/{b}"))["session"][
@@ -202,7 +202,7 @@ async def test_a_known_history_gives_exact_statistics_and_exceptions(
         tmp_path,
         database_url=database_url,
         ring_timeout_s=60.0,
-        session_idle_end_s=1.0,
+        abandoned_session_s=1.0,
         exception_long_wait_s=30.0,
         webhook_urls=["http://127.0.0.1:9/hooks"],  # nobody listens: deliveries stay queued
         webhook_secret="s" * 32,
@@ -243,7 +243,7 @@ async def test_a_known_history_gives_exact_statistics_and_exceptions(
         wait = by_kind[("a", "long_wait")]
         assert wait["at"] == T0 + 50
         assert wait["detail"]["answer_s"] == 50 and wait["detail"]["limit_s"] == 30
-        assert by_kind[("b", "session_broken_off")]["detail"] == {"reason": "idle"}
+        assert by_kind[("b", "session_broken_off")]["detail"] == {"reason": "broken_off"}
         assert by_kind[("c", "media_quality")]["detail"]["frozen_s"] == 6.0
         assert by_kind[("c", "recording_failed")]["detail"]["code"] == "disk_full"
         filtered = await call(client, sup, "GET", "/api/exceptions?kind=long_wait&dept=city-tax")
