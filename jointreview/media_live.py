@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from signaling.errors import ServiceError
@@ -20,9 +21,8 @@ HEALTH_TIMEOUT_S = 2.0
 
 class LiveMedia:
     store: Store
-
-    async def _ask(self, node: str, op: str, args: dict[str, Any]) -> dict[str, Any]:
-        raise NotImplementedError  # MediaBridge's: locally, or over the bus
+    # MediaBridge's: the op run on that node, locally or over the bus
+    _ask: Callable[[str, str, dict[str, Any]], Awaitable[dict[str, Any]]]
 
     async def _at_owner(self, session_id: str, op: str, **args: Any) -> dict[str, Any] | None:
         lease = await self.store.get_ephemeral(f"media-owner:{session_id}")

@@ -58,13 +58,14 @@ class LegAdaptation:
             lsr,
             dlsr,
             (leg.octets, leg.packets),
-            self._unrepaired(),
+            self.unrepaired(),
         )
         self._maybe_slower(before, link.bps)
 
-    def _unrepaired(self) -> tuple[int, int]:
-        """(lost, expected) from the publisher so far: what the SFU could not repair
-        reaches every subscriber as loss too."""
+    def unrepaired(self) -> tuple[int, int]:
+        """(lost, expected) from the publisher so far, retransmissions counted: what the
+        SFU could not repair reaches every subscriber as loss too (and its receiver
+        reports and the live overview say so)."""
         if self.highest_seq is None:
             return (0, 0)
         expected = self.cycles + self.highest_seq - self.base_seq + 1

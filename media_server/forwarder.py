@@ -454,8 +454,7 @@ class Upstream(LegAdaptation):
     def _report(self, now: float) -> RtcpReceiverInfo:
         assert self.highest_seq is not None
         extended = self.cycles + self.highest_seq
-        expected = extended - self.base_seq + 1
-        lost_total = max(0, expected - self.received)
+        lost_total, expected = self.unrepaired()
         expected_interval = expected - self.expected_prior
         received_interval = self.received - self.received_prior
         self.expected_prior, self.received_prior = expected, self.received

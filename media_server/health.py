@@ -57,14 +57,6 @@ class TrackHealth:
         return self.rate
 
 
-def lost_packets(up: Upstream) -> int:
-    """Packets of the current source that never arrived, retransmissions counted."""
-    if up.highest_seq is None:
-        return 0
-    expected = up.cycles + up.highest_seq - up.base_seq + 1
-    return max(0, expected - up.received)
-
-
 def track(up: Upstream, source: str, now: float) -> dict[str, Any]:
     h = up.health
     out: dict[str, Any] = {
@@ -72,7 +64,7 @@ def track(up: Upstream, source: str, now: float) -> dict[str, Any]:
         "kind": up.kind,
         "source": source,
         "loss": round(h.loss, 4),
-        "lost": lost_packets(up),
+        "lost": up.unrepaired()[0],
         "received": up.received,
         "jitter_ms": round(1000.0 * up.jitter / up.clock_rate, 1) if up.clock_rate else 0.0,
     }

@@ -4,6 +4,7 @@ moment in the session (``offset_s``: joined to the session's creation)."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -15,10 +16,9 @@ EXCEPTIONS = "hx"  # cursor kind
 
 
 class ExceptionList:
-    """Mixed into ``stats.Stats`` (its ``_all`` runs a statement)."""
+    """Mixed into ``stats.Stats``, whose ``_all`` runs a statement."""
 
-    async def _all(self, stmt: Any) -> list[Any]:
-        raise NotImplementedError
+    _all: Callable[[Any], Awaitable[list[Any]]]
 
     async def exceptions(
         self,
