@@ -28,6 +28,7 @@ from media_server.settings import MediaSettings
 from recording.live.recorder import Recorder
 from signaling.background import stopping
 from signaling.errors import ServiceError, Unavailable
+from signaling.media_quality import file_report
 from signaling.models import MediaCheck
 from signaling.recording_control import RecordingControl
 from signaling.state import Outage, Store, StoreUnavailable, Subscription
@@ -441,5 +442,10 @@ class MediaBridge(LiveMedia):
 
     # -- media events out to the session's sockets ------------------------------------
     def _host_emit(self, session_id: str, participant_id: str | None, msg: dict[str, Any]) -> None:
-        if session_id not in self.failover.silenced:  # a room closing as it steps back
-            self.events.emit(session_id, participant_id, msg)
+        if session_id in self.failover.silenced:  # a room closing as it steps back
+            return
+        if msg.get("type") == "media.quality":  # for the timeline, not the pages
+            if self.recording is not None:
+                self._spawn(file_report(self.recording.service, session_id, msg))
+            return
+        self.events.emit(session_id, participant_id, msg)

@@ -352,4 +352,6 @@ def media_settings(config: Config) -> MediaSettings:
         max_bitrate=config.media_max_bitrate,
         video_floor_bitrate=config.media_video_floor_bitrate,
         mode=config.media_mode,
+        quality_loss=config.exception_media_loss,
+        quality_frozen_s=config.exception_media_frozen_s,
     )

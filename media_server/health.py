@@ -94,6 +94,17 @@ def room(r: Room, now: float) -> list[dict[str, Any]]:
                 "fps": camera["fps"] if camera else None,
                 "freezes": sum(t.get("freezes", 0) for t in tracks),
                 "frozen": bool(camera and camera["frozen"]),
+                "frozen_s": _frozen_for(r, peer, now),
             }
         )
     return out
+
+
+def _frozen_for(r: Room, peer: object, now: float) -> float:
+    """How long its camera has stood still (0 while it moves or before its first frame)."""
+    for up, owner, pub in r.tracks.values():
+        if owner is peer and pub.source == "camera" and up.kind == "video":
+            h = up.health
+            gap = now - h.last_frame_at
+            return round(gap, 1) if h.frames > 0 and gap > FREEZE_S else 0.0
+    return 0.0

@@ -16,10 +16,11 @@ from typing import Any
 
 from aiortc import MediaStreamTrack
 
-from . import sdp
+from . import health, sdp
 from .aiortc_adapter import MediaRelay
 from .forwarder import Leg, Upstream
 from .peer import Peer
+from .quality import QualityWatch, Thresholds
 from .settings import MediaSettings
 from .speaker import SpeakerDetector
 from .tap import RoomTap
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 TICK = 0.05
 SPEAKER_EVERY = 0.2
 IDLE_TICK = SPEAKER_EVERY
+QUALITY_EVERY = 1.0  # a health sample of each participant for the trouble watch
 # A gap in a publisher's sequence: NACK it this soon (a reordered packet may still come).
 NACK_DELAY = 0.02
 
@@ -58,6 +60,8 @@ class Room:
         self._due = float("inf")  # loop time the timer fires at
         self.ticking_fast = False  # on the NACK pace (TICK): no need to wake for a gap
         self._next_speaker = 0.0
+        self.quality = QualityWatch(Thresholds(settings.quality_loss, settings.quality_frozen_s))
+        self._next_quality = 0.0
         self.closed = False
         self._connections: dict[str, int] = {}
 
@@ -235,6 +239,11 @@ class Room:
                         "levels": self.speaker.levels(),
                     },
                 )
+        if now >= self._next_quality:
+            self._next_quality = now + QUALITY_EVERY
+            for report in self.quality.observe(health.room(self, now), now):
+                # Not for the pages: the node files it in the case timeline.
+                self.emit(None, {"type": "media.quality", "session_id": self.session_id, **report})
         return busy
 
     def _video_paused(self, publisher: Peer, pub: Publication, leg: Leg) -> None:

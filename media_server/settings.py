@@ -34,6 +34,10 @@ class MediaSettings:
     # "forward": the SFU. "transcode": aiortc's MediaRelay, decoding and re-encoding for
     # every subscriber: the usual Python "SFU", kept only as the benchmark's baseline.
     mode: str = "forward"
+    # A participant's sustained trouble reported to the supervisors (``quality``): mean
+    # loss over 10 s of what reaches the SFU from them, or seconds without a camera frame.
+    quality_loss: float = 0.05
+    quality_frozen_s: float = 3.0
 
     def bitrate(self) -> Bitrate:
         return Bitrate(self.min_bitrate, self.max_bitrate, self.video_floor_bitrate)

@@ -169,7 +169,12 @@ def _media_quality(e: Row, who: Row | None, rules: Rules) -> list[Row]:
     fps = _num(d.get("fps"))
     dept = (who or {}).get("dept")
     detail = dict(participant_id=pid, loss=loss, fps=fps, frozen_s=frozen, **ident)
-    return [_row(e, "media_quality", e["ts"], dept, **detail)]
+    if d.get("trouble") in ("loss", "frozen"):
+        detail["trouble"] = d["trouble"]
+    # When the trouble began (the replay's moment), if the report says so.
+    since = _num(d.get("since"))
+    at = since if since is not None and since <= e["ts"] else e["ts"]
+    return [_row(e, "media_quality", at, dept, **detail)]
 
 
 def _pure(e: Row) -> list[Row]:
