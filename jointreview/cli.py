@@ -395,6 +395,11 @@ async def _record_events(config: Config, case_id: str, upto: int) -> list[dict[s
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if list(sys.argv[1:] if argv is None else argv) == ["--version"]:
+        from .version import version_text  # at once: no command's parser and its imports
+
+        print(version_text())
+        return 0
     args = build_parser().parse_args(argv)
     # What any command writes (the server's state and case files, an operator's export
     # into the archive, the audit trail) is the service's alone.

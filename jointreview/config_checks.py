@@ -25,17 +25,21 @@ class Report:
 
     findings: list[tuple[Level, str, str]] = field(default_factory=list)
 
+    def add(self, level: Level, area: str, text: str) -> None:
+        # A message that names its setting already (ConfigError's) is not named twice.
+        self.findings.append((level, area, text.removeprefix(f"{area}: ")))
+
     def ok(self, area: str, text: str) -> None:
-        self.findings.append(("ok", area, text))
+        self.add("ok", area, text)
 
     def warning(self, area: str, text: str) -> None:
-        self.findings.append(("warning", area, text))
+        self.add("warning", area, text)
 
     def error(self, area: str, text: str) -> None:
-        self.findings.append(("error", area, text))
+        self.add("error", area, text)
 
     def unreachable(self, area: str, text: str) -> None:
-        self.findings.append(("unreachable", area, text))
+        self.add("unreachable", area, text)
 
     def count(self, level: Level) -> int:
         return sum(1 for f in self.findings if f[0] == level)
@@ -224,6 +228,7 @@ def check_turn(config: Config, report: Report) -> None:
     (turn_secret for coturn's use-auth-secret, or fixed ones), TURN that crosses a
     firewall that blocks UDP (TCP, or TLS on 443)."""
     turn_urls: list[str] = []
+    over_tcp: list[str] = []  # turns: (TLS) and turn:...?transport=tcp cross UDP blocks
     for server in config.ice_servers:
         for url in server.urls:
             scheme, _, rest = url.partition(":")
@@ -231,7 +236,8 @@ def check_turn(config: Config, report: Report) -> None:
                 report.error("ice_servers", f"{url!r}: expected stun:, stuns:, turn: or turns:")
                 continue
             query = parse_qs(rest.partition("?")[2])
-            transport = (query.get("transport") or ["udp"])[-1].lower()
+            default = "tcp" if scheme == "turns" else "udp"  # TLS runs over TCP
+            transport = (query.get("transport") or [default])[-1].lower()
             if transport not in ("udp", "tcp"):
                 report.error("ice_servers", f"{url!r}: transport must be udp or tcp")
             if scheme == "turns" and transport == "udp":
@@ -239,6 +245,8 @@ def check_turn(config: Config, report: Report) -> None:
             if not scheme.startswith("turn"):
                 continue
             turn_urls.append(url)
+            if transport == "tcp":
+                over_tcp.append(url)
             if not config.turn_secret and not (server.username and server.credential):
                 report.error(
                     "ice_servers",
@@ -250,7 +258,6 @@ def check_turn(config: Config, report: Report) -> None:
     if not turn_urls:
         report.ok("turn", "no TURN server: browsers must reach the media ports over UDP")
         return
-    over_tcp = [u for u in turn_urls if u.startswith("turns:") or "transport=tcp" in u]
     if not over_tcp:
         report.warning(
             "turn",
