@@ -73,13 +73,13 @@ async def directory_view(ctx: Ctx) -> Any:
     errors=("422",),
 )
 async def directory_reload(ctx: Ctx) -> Any:
+    reloader = _reloader(ctx)
     try:
-        done = await _reloader(ctx).reload(
-            f"admin {ctx.identity.sub}", actor=actor_dict(ctx.identity)
-        )
+        done = await reloader.reload(f"admin {ctx.identity.sub}", actor=actor_dict(ctx.identity))
     except ConfigError as exc:
         # The file is wrong, not the request: the node keeps the directory it had.
-        problems = str(exc).split("; ")
+        named = f"directory_file: {reloader.path or 'packaged directory'}: "
+        problems = str(exc).removeprefix(named).split("; ")
         raise Unprocessable(
             "directory_invalid",
             f"the directory file was not loaded (nothing changed): {exc}",

@@ -18,6 +18,7 @@ import hashlib
 import io
 import json
 import json.scanner
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,7 @@ def read_file(path: Path) -> Directory:
 
 
 def parse_csv(text: str, name: str = "<csv>") -> Directory:
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline=""))
     header = next(reader, None)
     if header is None:
         raise DirectoryInputError([f"{name}:1: empty file; expected a header line"])
@@ -221,8 +222,13 @@ def _build(
             problems.append(f"{at}: {field_name('dept')}: a {user.role} needs one: {said}")
         good_users.append(user)
     if problems:
-        raise DirectoryInputError(problems)
+        raise DirectoryInputError(sorted(problems, key=_line_of))  # stable: in file order
     return Directory(departments=good_depts, users=good_users)
+
+
+def _line_of(problem: str) -> int:
+    found = re.search(r":(\d+): ", problem)
+    return int(found.group(1)) if found else 0
 
 
 def _messages(exc: ValidationError, field_name: Any) -> list[str]:
