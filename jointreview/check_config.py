@@ -51,9 +51,7 @@ def add_parser(sub: Any, config_flags: Callable[[argparse.ArgumentParser], None]
         metavar="S",
         help="how long to wait for Redis and PostgreSQL (default 5 s)",
     )
-    p.add_argument(
-        "--no-settings", action="store_true", help="do not print the effective settings"
-    )
+    p.add_argument("--no-settings", action="store_true", help="do not print the effective settings")
 
 
 def main(args: argparse.Namespace, config: Config) -> int:

@@ -115,9 +115,7 @@ def check_directory(config: Config, report: Report) -> None:
     where = config.directory_file or "the packaged demo directory"
     report.ok("directory_file", f"{where}: {len(d.departments)} departments, {len(d.users)} users")
     if config.directory_file is None and not config.demo_on:
-        report.warning(
-            "directory_file", "not set: the demo departments are offered; set your own"
-        )
+        report.warning("directory_file", "not set: the demo departments are offered; set your own")
 
 
 def check_http(config: Config, report: Report) -> None:

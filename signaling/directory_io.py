@@ -169,7 +169,7 @@ class _LineDecoder(json.JSONDecoder):
     def __init__(self, text: str, lines: dict[int, int]) -> None:
         super().__init__()
         starts = [i for i, c in enumerate(text) if c == "\n"]
-        parse = self.parse_object
+        parse: Any = vars(self)["parse_object"]  # set by JSONDecoder.__init__
 
         def parse_object(s_and_end: tuple[str, int], *args: Any) -> Any:
             obj, end = parse(s_and_end, *args)
@@ -177,7 +177,7 @@ class _LineDecoder(json.JSONDecoder):
             return obj, end
 
         self.parse_object = parse_object
-        self.scan_once = json.scanner.py_make_scanner(self)
+        self.scan_once = json.scanner.py_make_scanner(self)  # type: ignore[attr-defined]
 
 
 # -- both -------------------------------------------------------------------------------

@@ -104,7 +104,7 @@ def test_the_loader_or_the_keys_refuse(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, message: str
 ) -> None:
     config = write(tmp_path, text)
-    code, out, err = check(capsys, "--config", str(config), "--no-settings")
+    code, _out, err = check(capsys, "--config", str(config), "--no-settings")
     assert code == EXIT_CONFIG
     assert message.format(config=config) in err
 
@@ -112,7 +112,7 @@ def test_the_loader_or_the_keys_refuse(
 def test_a_missing_key_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     missing = tmp_path / "approval.pub.pem"
     text = good(tmp_path, jwt_algorithm='"RS256"', jwt_public_key_file=f'"{missing}"')
-    code, out, err = check(capsys, "--config", str(write(tmp_path, text)), "--no-settings")
+    code, _out, err = check(capsys, "--config", str(write(tmp_path, text)), "--no-settings")
     assert code == EXIT_CONFIG
     assert (
         f"error: jwt: jwt_public_key_file: cannot read {missing}: No such file or directory\n"
@@ -129,10 +129,10 @@ def test_a_data_dir_that_cannot_be_written(
     blocker.write_text("")
     config = write(tmp_path, good(tmp_path))
     data = blocker / "data"
-    code, out, err = check(capsys, "--config", str(config), "--data-dir", str(data))
+    code, _out, err = check(capsys, "--config", str(config), "--data-dir", str(data))
     assert code == EXIT_CONFIG
     assert f"error: data_dir: {data} cannot be created: {blocker} is not a directory\n" in err
-    code, out, err = check(capsys, "--config", str(config), "--data-dir", str(blocker))
+    code, _out, err = check(capsys, "--config", str(config), "--data-dir", str(blocker))
     assert f"error: data_dir: {blocker} exists and is not a directory\n" in err
 
 
@@ -152,7 +152,7 @@ def test_bad_directory_media_and_turn_settings(
         "?transport=tcp", "?transport=udp"
     )
     text = text.replace(f'turn_secret = "{TURN_SECRET}"', "")
-    code, out, err = check(capsys, "--config", str(write(tmp_path, text)), "--no-settings")
+    code, _out, err = check(capsys, "--config", str(write(tmp_path, text)), "--no-settings")
     assert code == EXIT_CONFIG
     expected = [
         f"error: directory_file: {directory}: departments[0].level: "

@@ -101,6 +101,8 @@ def test_exit_statuses_and_errors_on_stderr(
     assert f"configuration error: port (from {bad}): " in err
     # A check that finds nothing to check: 1, on stderr.
     data = tmp_path / "data"
-    code, out, err = run(["verify", "NO-SUCH-CASE", "--files-only", "--data-dir", str(data)], capsys)
+    code, out, err = run(
+        ["verify", "NO-SUCH-CASE", "--files-only", "--data-dir", str(data)], capsys
+    )
     assert (code, out) == (EXIT_FAILED, "")
     assert "no archived session of case 'NO-SUCH-CASE'" in err
