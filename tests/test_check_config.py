@@ -185,3 +185,21 @@ def test_unreachable_redis_and_postgresql(
     assert f"unreachable: redis: redis://:***@127.0.0.1:{redis_port}/0: ConnectionError" in err
     assert f"unreachable: database: postgresql+asyncpg://jr:***@127.0.0.1:{pg_port}/jr: " in err
     assert "0 error(s), 2 unreachable" in err
+
+
+def test_postgresql_without_then_with_the_schema(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    fresh_postgres_url: str,
+) -> None:
+    monkeypatch.setenv("JR_DATABASE_URL", fresh_postgres_url)
+    config = str(write(tmp_path, good(tmp_path)))
+    code, _, err = check(capsys, "--config", config, "--no-settings")
+    assert code == EXIT_CONFIG
+    assert "has no schema yet; this version needs " in err and "run `jointreview migrate`" in err
+    assert cli.main(["migrate", "--config", config]) == EXIT_OK
+    capsys.readouterr()
+    code, out, err = check(capsys, "--config", config, "--no-settings")
+    assert code == EXIT_OK, err
+    assert "(this version's)" in out
