@@ -51,6 +51,7 @@ def test_the_directory_page(
     expect(depts).to_contain_text("市级")
     expect(users).to_contain_text("审批人员")
     expect(admin.by("dir-state")).to_contain_text(str(directory))
+    expect(admin.by("dir-state")).to_contain_text("节点启动时")
     axe_clean(page)
 
     directory.write_text(directory.read_text() + NEW_DEPT, encoding="utf-8")
@@ -58,6 +59,7 @@ def test_the_directory_page(
     expect(admin.by("dir-result")).to_contain_text("部门：新增 1，删除 0，修改 0")
     expect(depts.locator("tbody tr")).to_have_count(6)
     expect(depts).to_contain_text("市新设局")
+    expect(admin.by("dir-state")).to_contain_text("管理员 admin")
     admin.shot("directory-zh")
 
     directory.write_text(directory.read_text().replace('level = "city"', 'level = "cty"', 1))

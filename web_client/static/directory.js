@@ -20,11 +20,22 @@ function code(text) {
   return el("code", { text });
 }
 
+// What loaded it: "start", "SIGHUP", "admin <sub>" or "node <node id>" (the server's words).
+function via(text) {
+  const [kind, ...rest] = text.split(" ");
+  const who = rest.join(" ");
+  if (kind === "start") return el("span", { i18n: "dir.via_start" });
+  if (kind === "SIGHUP") return el("span", { i18n: "dir.via_signal" });
+  if (kind === "admin") return el("span", { i18n: "dir.via_admin", args: { who } });
+  if (kind === "node") return el("span", { i18n: "dir.via_node", args: { node: who } });
+  return el("span", { text });
+}
+
 function drawState(state) {
   const items = [
     ["dir.file", state.file ? code(state.file) : el("span", { i18n: "dir.packaged" })],
     ["dir.loaded_at", el("time", { ts: state.loaded_at, tsStyle: "seconds" })],
-    ["dir.via", el("span", { text: state.via })],
+    ["dir.via", via(state.via)],
     ["dir.node", code(state.node)],
     ["dir.digest", code(state.digest)],
   ];
