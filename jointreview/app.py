@@ -23,6 +23,7 @@ from signaling import (
     api_auth,  # noqa: F401  (registers health, demo sign-in, identity and directory)
     api_casefile,  # noqa: F401  (registers the case-file routes)
     api_cases,  # noqa: F401  (registers the case's paginated timeline and sessions)
+    api_directory,  # noqa: F401  (registers the admin's directory view and reload)
     api_live,  # noqa: F401  (registers the supervisors' live overview)
     api_media,  # noqa: F401  (registers the media placement and drain routes)
     api_replay,  # noqa: F401  (registers the replay routes)
@@ -55,6 +56,7 @@ from signaling.auth import TokenService
 from signaling.background import stopping
 from signaling.config import Config
 from signaling.directory import load_directory
+from signaling.directory_reload import RELOADER, directory_ctx
 from signaling.evict import EVICTOR, Evictor
 from signaling.export_jobs import EXPORTS, ExportWorker, options_from
 from signaling.history import db, migrate
@@ -247,6 +249,9 @@ async def _exports_ctx(app: web.Application) -> AsyncIterator[None]:
         delay_s=config.export_delay_s,
     )
     worker.event_hooks = app[SERVICE].event_hooks  # one list: webhooks see exports too
+    app[RELOADER].after_reload.append(  # names burned into later exports
+        lambda d: worker.options.dept_names.update({x.id: x.name for x in d.departments})
+    )
     worker.floor = app[HISTORY].last_seq
     recording = app[MEDIA].recording
     if recording is not None:
@@ -354,6 +359,7 @@ def create_app(config: Config) -> web.Application:
     # Cleanup runs in reverse: timers are cancelled before the store they use closes.
     app.cleanup_ctx.append(api_audit.audit_ctx)  # first: every other context can record
     app.cleanup_ctx.append(_state_ctx)
+    app.cleanup_ctx.append(directory_ctx)  # reload: SIGHUP, admin API, other nodes
     app.cleanup_ctx.append(_history_ctx)
     app.cleanup_ctx.append(_webhooks_ctx)
     app.cleanup_ctx.append(_media_ctx)

@@ -1,5 +1,5 @@
 """The ``jointreview`` command: ``serve``, ``token``, ``verify``, ``export``, ``migrate``,
-``bench`` and ``loadtest``."""
+``check-config``, ``directory``, ``drain``, ``bench`` and ``loadtest``."""
 
 from __future__ import annotations
 
@@ -73,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_migrate(sub)
 
+    from .check_config import add_parser as add_check_config
+    from .directory_command import add_parser as add_directory
+
+    add_check_config(sub, _config_flags)
+    add_directory(sub, _config_flags)
+
     from bench.loadtest import add_parser as add_loadtest
 
     add_loadtest(sub)
@@ -123,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=8,
         help="skip baseline (transcode) sizes above this many subscriber streams",
     )
+    from .version import finish_parser
+
+    finish_parser(parser)  # plain help, --version everywhere, the exit statuses
     return parser
 
 
@@ -245,11 +254,14 @@ def _verify(args: argparse.Namespace) -> int:
     archive = config.data_dir / "archive"
     sessions = [args.session] if args.session else sessions_of(archive, args.case)
     if not sessions:
-        print(f"jointreview verify: no archived session of case {args.case!r} in {archive}")
+        print(
+            f"jointreview verify: no archived session of case {args.case!r} in {archive}",
+            file=sys.stderr,
+        )
         return 1
     events = None if args.files_only else asyncio.run(_store_events(config, args.case))
     if events is None and not args.files_only:
-        print("note: the store is not reachable; checking the files only")
+        print("note: the store is not reachable; checking the files only", file=sys.stderr)
     failed = 0
     for session_id in sessions:
         mine = None if events is None else [e for e in events if e.get("session_id") == session_id]
@@ -277,7 +289,10 @@ def _verify_audit(config: Config, node: str | None) -> int:
     root = config.data_dir / "audit"
     names = [node] if node else chains(root)
     if not names or (node and not (root / node).is_dir()):
-        print(f"jointreview verify: no audit chain {node or ''} in {root}".replace("  ", " "))
+        print(
+            f"jointreview verify: no audit chain {node or ''} in {root}".replace("  ", " "),
+            file=sys.stderr,
+        )
         return 1
     failed = 0
     for name in names:
@@ -380,6 +395,11 @@ async def _record_events(config: Config, case_id: str, upto: int) -> list[dict[s
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if list(sys.argv[1:] if argv is None else argv) == ["--version"]:
+        from .version import version_text  # at once: no command's parser and its imports
+
+        print(version_text())
+        return 0
     args = build_parser().parse_args(argv)
     # What any command writes (the server's state and case files, an operator's export
     # into the archive, the audit trail) is the service's alone.
@@ -397,6 +417,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .export_command import main as export
 
             return export(args, _load(args))
+        if args.command == "check-config":
+            from .check_config import main as check_config
+
+            return check_config(args, _load(args))
+        if args.command == "directory":
+            from .directory_command import main as directory
+
+            return directory(args, _load(args))
         if args.command == "migrate":
             from .migrate_command import main as migrate
 

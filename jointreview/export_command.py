@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -105,7 +106,10 @@ def main(args: argparse.Namespace, config: Config) -> int:
     archive = config.data_dir / "archive"
     found = find_session(archive, args.session)
     if found is None:
-        print(f"jointreview export: no archived session {args.session!r} in {archive}")
+        print(
+            f"jointreview export: no archived session {args.session!r} in {archive}",
+            file=sys.stderr,
+        )
         return 1
     case_id, _ = found
     options = _options(args, config)
@@ -131,7 +135,7 @@ def main(args: argparse.Namespace, config: Config) -> int:
             again=args.again,
         )
     except (OSError, ValueError) as exc:
-        print(f"jointreview export: {exc}")
+        print(f"jointreview export: {exc}", file=sys.stderr)
         return 1
     finally:
         if bar is not None:

@@ -102,7 +102,7 @@ async def _copy(config: Config, url_of_store: str) -> int:
         f"{report.new} filed now; {report.sealed} sealed case files match their manifests"
     )
     for problem in report.problems:
-        print(f"  problem: {problem}")
+        print(f"  problem: {problem}", file=sys.stderr)
     return 1 if report.problems else 0
 
 

@@ -69,6 +69,7 @@ def redacted_settings(config: Config) -> dict[str, Any]:
     for name in SECRET_SETTINGS:
         out[name] = "***" if out.get(name) else ""
     out["redis_url"] = _redact_url(config.redis_url) if config.redis_url else ""
+    out["database_url"] = _redact_url(config.database_url) if config.database_url else ""
     out["webhook_urls"] = [_redact_url(u) for u in config.webhook_urls]
     for server in out.get("ice_servers") or []:
         if server.get("credential"):

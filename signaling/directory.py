@@ -56,6 +56,12 @@ class Directory(BaseModel):
         dept = self.department(dept_id) if dept_id else None
         return dept.level if dept else None
 
+    def replace_with(self, other: Directory) -> None:
+        """Take ``other``'s content in place (a reload): everything that holds this
+        object (the service, supervision, the live overview, the routes) sees it."""
+        # Both lists at once, between two awaits: no reader sees half of a reload.
+        self.departments, self.users = list(other.departments), list(other.users)
+
 
 def load_directory(path: Path | None) -> Directory:
     """The configured directory, or the packaged demo directory."""
@@ -67,5 +73,22 @@ def load_directory(path: Path | None) -> Directory:
         return Directory.model_validate(tomllib.loads(text))
     except OSError as exc:
         raise ConfigError(f"directory_file: cannot read {path}: {exc.strerror}") from exc
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError, ValidationError) as exc:
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"directory_file: {path or 'packaged directory'}: {exc}") from exc
+    except ValidationError as exc:
+        raise ConfigError(
+            f"directory_file: {path or 'packaged directory'}: {_problems(exc)}"
+        ) from exc
+
+
+def _problems(exc: ValidationError) -> str:
+    """Each problem with where it is (``users[3].dept``), without pydantic's links."""
+    out = []
+    for err in exc.errors():
+        parts = [str(p) for p in err["loc"]]
+        where = parts[0] if parts else "file"
+        for p in parts[1:]:
+            where += f"[{p}]" if p.isdigit() else f".{p}"
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        out.append(f"{where}: {msg}")
+    return "; ".join(out)

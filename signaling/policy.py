@@ -39,6 +39,7 @@ OBSERVERS = frozenset({"supervisor", "admin"})  # watch a live session receive-o
 LIVE_WATCHERS = frozenset({"supervisor", "admin"})  # the live overview of sessions now
 OPERATORS = frozenset({"admin"})  # see where media runs, drain a node
 WEBHOOK_ADMINS = frozenset({"admin"})  # retry a webhook delivery
+DIRECTORY_ADMINS = frozenset({"admin"})  # the whole directory (every role), reload it
 OPERATORS = frozenset({"admin"})  # the node's process figures in /healthz (soak, load tests)
 APPLICANT: Role = "applicant"  # the role of an applicant link's token
 # An invitation still waiting for an answer: its reviewers may join (joining accepts it).

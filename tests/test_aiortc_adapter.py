@@ -17,6 +17,7 @@ import time
 import tomllib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from aiortc.rtp import RTCP_PSFB_PLI, RtcpPacket, RtcpPsfbPacket, RtcpSrPacket
 from bench.pattern_media import PatternVideoTrack
 from media_server import aiortc_adapter as adapter
 from media_server import rtp, udp
+from tests.test_packaging import lock_pins
 
 # -- the pin and the private API, statically ---------------------------------------------------
 
@@ -57,6 +59,19 @@ def test_pyproject_pins_the_version_the_adapter_is_written_for() -> None:
         f"pyproject.toml has {pins}; media_server.aiortc_adapter.PINNED_AIORTC is "
         f"{adapter.PINNED_AIORTC}: an exact pin, the same in both"
     )
+
+
+def test_the_lock_files_pin_the_versions_these_internals_are_checked_on() -> None:
+    """Sites install requirements.lock (scripts/setup, deploy/README.md): the aiortc, aioice
+    and pylibsrtp whose private names this module finds are the ones they get."""
+    for lock in ("requirements.lock", "requirements-test.lock"):
+        pins = lock_pins(lock)
+        assert pins["aiortc"] == adapter.PINNED_AIORTC, lock
+        for name in ("aiortc", "aioice", "pylibsrtp"):
+            assert pins[name] == metadata.version(name), (
+                f"{lock} pins {name} {pins[name]}, {metadata.version(name)} is installed: "
+                "the internals were checked on another version than sites install"
+            )
 
 
 def registered_private_names() -> list[tuple[str, str]]:

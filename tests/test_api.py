@@ -478,6 +478,12 @@ MATRIX: dict[tuple[str, str], Expect] = {
     ("POST", "/api/admin/drain"): Expect(
         200, _roles("admin"), lambda b, w, r: b["draining"] is False, {"draining": False}, True
     ),
+    ("GET", "/api/admin/directory"): Expect(
+        200, _roles("admin"), lambda b, w, r: len(b["departments"]) == 5
+    ),
+    ("POST", "/api/admin/directory/reload"): Expect(
+        200, _roles("admin"), lambda b, w, r: b["changes"]["departments"]["added"] == [], {}
+    ),
 }
 PROTECTED = [(r.method, r.path) for r in ROUTES if r.roles is not None]
 PUBLIC = [(r.method, r.path) for r in ROUTES if r.roles is None]

@@ -18,6 +18,7 @@ PAGES = {
     "/inbox": "inbox.html",
     "/supervise": "supervise.html",
     "/case": "case.html",
+    "/admin/directory": "directory.html",
 }
 
 

@@ -44,10 +44,11 @@ export function tokenExpired(token = currentToken()) {
 }
 
 export class ApiError extends Error {
-  constructor(status, code, message) {
+  constructor(status, code, message, details) {
     super(message || code);
     this.status = status;
     this.code = code;
+    this.details = details || []; // the error body's details (e.g. each problem of a file)
   }
 }
 
@@ -66,7 +67,7 @@ async function call(path, options) {
   }
   if (!res.ok) {
     const body = await res.json().catch(() => ({}));
-    throw new ApiError(res.status, body?.error?.code || `http_${res.status}`, body?.error?.message || res.statusText);
+    throw new ApiError(res.status, body?.error?.code || `http_${res.status}`, body?.error?.message || res.statusText, body?.error?.details);
   }
   return res;
 }
