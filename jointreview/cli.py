@@ -247,16 +247,21 @@ def _verify(args: argparse.Namespace) -> int:
     if not sessions:
         print(f"jointreview verify: no archived session of case {args.case!r} in {archive}")
         return 1
+    from signaling.seal_keys import trusted_keys
+
+    keys = trusted_keys(config)
     events = None if args.files_only else asyncio.run(_store_events(config, args.case))
     if events is None and not args.files_only:
         print("note: the store is not reachable; checking the files only")
     failed = 0
     for session_id in sessions:
         mine = None if events is None else [e for e in events if e.get("session_id") == session_id]
-        report = verify_session(archive, args.case, session_id, mine)
+        report = verify_session(archive, args.case, session_id, mine, keys)
         where = f"{args.case}/{session_id}"
         if report.ok:
-            print(f"OK   {where}: {report.files} files, {report.events} events match")
+            print(
+                f"OK   {where}: {report.files} files, {report.events} events match; {report.seal}"
+            )
         else:
             failed += 1
             print(f"FAIL {where}: {len(report.problems)} difference(s)")
