@@ -148,7 +148,9 @@ def check(
         if not isinstance(sig, dict):
             raise ValueError("not a JSON object")
     except FileNotFoundError:
-        return _bad("signature_missing", f"{SIGNATURE}: missing (the manifest says {key_id} signed it)")
+        return _bad(
+            "signature_missing", f"{SIGNATURE}: missing (the manifest says {key_id} signed it)"
+        )
     except (OSError, ValueError) as exc:
         return _bad("signature_unreadable", f"{SIGNATURE}: unreadable: {exc}")
     if sig.get("key_id") != key_id or sig.get("algorithm") != algorithm:
@@ -169,9 +171,7 @@ def check(
         return _bad("manifest_changed", "manifest.json: changed after it was signed")
     trusted = None if keys is None else keys.get(key_id)
     if not (trusted or carried).verify(signature, raw):
-        return _bad(
-            "bad_signature", f"{SIGNATURE}: the signature does not verify (it was altered)"
-        )
+        return _bad("bad_signature", f"{SIGNATURE}: the signature does not verify (it was altered)")
     who = f"{key_id}" + (f" (node {seal.get('node')})" if seal.get("node") else "")
     if keys is None:
         return SealCheck([], [f"signed by {who}; no public keys given to trust"], who)
@@ -188,7 +188,9 @@ def _bad(code: str, message: str) -> SealCheck:
     return SealCheck([Finding(code, message)], [], "not verified")
 
 
-def public_keys(configured: Mapping[str, str], own: SigningKey | None = None) -> dict[str, PublicKey]:
+def public_keys(
+    configured: Mapping[str, str], own: SigningKey | None = None
+) -> dict[str, PublicKey]:
     """Trusted keys by id from the configuration (``key id = "<kind>:<base64>"``), plus
     the node's own. ValueError names an entry whose id is not its key's."""
     keys: dict[str, PublicKey] = {}
@@ -198,9 +200,7 @@ def public_keys(configured: Mapping[str, str], own: SigningKey | None = None) ->
         except SealKeyError as exc:
             raise ValueError(f"seal_public_keys[{key_id!r}]: {exc}") from None
         if key.key_id != key_id:
-            raise ValueError(
-                f"seal_public_keys[{key_id!r}]: that key's id is {key.key_id}"
-            )
+            raise ValueError(f"seal_public_keys[{key_id!r}]: that key's id is {key.key_id}")
         keys[key_id] = key
     if own is not None:
         keys[own.key_id] = own.public

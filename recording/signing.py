@@ -27,7 +27,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
@@ -148,6 +148,8 @@ def load(path: Path, kind: str) -> SigningKey:
     if kind == "ed25519":
         try:
             key = serialization.load_pem_private_key(pem, password=None)
+        except UnsupportedAlgorithm:  # an SM2 key, say
+            raise SealKeyError(f"{path}: not an Ed25519 key (seal_algorithm wants one)") from None
         except ValueError as exc:
             raise SealKeyError(f"{path}: not a PEM private key: {exc}") from None
         if not isinstance(key, Ed25519PrivateKey):
@@ -163,9 +165,7 @@ def load(path: Path, kind: str) -> SigningKey:
 
 
 def _ed25519_public(key: Ed25519PrivateKey) -> bytes:
-    return key.public_key().public_bytes(
-        serialization.Encoding.Raw, serialization.PublicFormat.Raw
-    )
+    return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
 def _new_pem(kind: str) -> bytes:
@@ -179,7 +179,9 @@ def _new_pem(kind: str) -> bytes:
     point = _sm2_point(d)
     ec_key = _tlv(
         0x30,
-        _tlv(0x02, b"\x01") + _tlv(0x04, d.to_bytes(32, "big")) + _tlv(0xA1, _tlv(0x03, b"\0" + point)),
+        _tlv(0x02, b"\x01")
+        + _tlv(0x04, d.to_bytes(32, "big"))
+        + _tlv(0xA1, _tlv(0x03, b"\0" + point)),
     )
     info = _tlv(
         0x30,
@@ -187,7 +189,9 @@ def _new_pem(kind: str) -> bytes:
     )
     body = base64.encodebytes(info).decode("ascii").replace("\n", "")
     lines = [body[i : i + 64] for i in range(0, len(body), 64)]
-    return ("-----BEGIN PRIVATE KEY-----\n" + "\n".join(lines) + "\n-----END PRIVATE KEY-----\n").encode()
+    return (
+        "-----BEGIN PRIVATE KEY-----\n" + "\n".join(lines) + "\n-----END PRIVATE KEY-----\n"
+    ).encode()
 
 
 def _sm2_secret(path: Path, pem: bytes) -> int:
@@ -197,11 +201,11 @@ def _sm2_secret(path: Path, pem: bytes) -> int:
     try:
         der = base64.b64decode(body, validate=True)
         items = _items(_tlv_read(der)[1])
-        if len(items) == 3 and items[0] == (0x02, b"\x00"):  # PKCS#8: unwrap
-            curve = items[1][1]
+        pkcs8 = len(items) == 3 and items[0] == (0x02, b"\x00")
+        # PKCS#8: the curve in its algorithm; SEC1: in its [0] parameters.
+        curve = items[1][1] if pkcs8 else next((v for t, v in items if t == 0xA0), b"")
+        if pkcs8 and _OID_SM2 in curve:
             items = _items(_tlv_read(items[2][1])[1])
-        else:  # SEC1: the curve is its [0] parameters
-            curve = next((v for t, v in items if t == 0xA0), b"")
         d = int.from_bytes(items[1][1], "big")
     except (ValueError, IndexError):
         raise SealKeyError(f"{path}: not an SM2 private key in PEM") from None

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Mapping
 from typing import Any
 
 from . import addendum
@@ -179,11 +179,10 @@ def _check_seal(
     report.problems += [f.message for f in found.problems]
     report.notes += found.notes
     sealed = [e for e in store_events or [] if e.get("type") == "archive.sealed"]
-    signers = {(e.get("data") or {}).get("seal_key_id") for e in sealed} - {None}
+    signers = sorted({str((e.get("data") or {}).get("seal_key_id")) for e in sealed} - {"None"})
     if signers and found.summary == "unsigned":
-        report.problems.append(
-            f"{MANIFEST}: unsigned, but the store recorded it sealed by {', '.join(sorted(signers))}"
-        )
+        by = ", ".join(signers)
+        report.problems.append(f"{MANIFEST}: unsigned, but the store recorded it sealed by {by}")
 
 
 def _check_files(

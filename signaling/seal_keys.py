@@ -7,16 +7,26 @@ import logging
 from pathlib import Path
 
 from recording.seal import Sealer, public_keys
-from recording.signing import PublicKey, SealKeyError, SigningKey, load, load_or_create
+from recording.signing import (
+    ALGORITHMS,
+    PublicKey,
+    SealKeyError,
+    SigningKey,
+    load,
+    load_or_create,
+)
 
 from .config import Config, ConfigError
 
 log = logging.getLogger(__name__)
 
 
-def key_path(config: Config) -> Path:
-    kind = config.seal_algorithm.split("-")[0]
-    return config.seal_key_file or config.data_dir / f"seal-{kind}.pem"
+def key_path(config: Config, algorithm: str | None = None) -> Path:
+    """The key file of ``algorithm`` (default: the configured one)."""
+    algorithm = algorithm or config.seal_algorithm
+    if algorithm == config.seal_algorithm and config.seal_key_file is not None:
+        return config.seal_key_file
+    return config.data_dir / f"seal-{ALGORITHMS[algorithm][0]}.pem"
 
 
 def node_sealer(config: Config, node: str) -> Sealer:
@@ -34,17 +44,23 @@ def node_sealer(config: Config, node: str) -> Sealer:
     return Sealer(config.seal_algorithm, key, node)
 
 
-def own_key(config: Config) -> SigningKey | None:
-    """The node's key if it has one and this process may read it (never made here)."""
-    try:
-        return load(key_path(config), config.seal_algorithm.split("-")[0])
-    except (OSError, SealKeyError):
-        return None
+def own_keys(config: Config) -> list[SigningKey]:
+    """The node's keys that this process may read (never made here): the configured
+    algorithm's, and the other's if the node sealed with it before a switch."""
+    found = []
+    for algorithm, (kind, _) in ALGORITHMS.items():
+        try:
+            found.append(load(key_path(config, algorithm), kind))
+        except (OSError, SealKeyError):
+            continue
+    return found
 
 
 def trusted_keys(config: Config) -> dict[str, PublicKey]:
-    """The configured public keys, and this node's own (a node knows its own key)."""
-    return public_keys(config.seal_public_keys, own_key(config))
+    """The configured public keys, and this node's own (a node knows its own keys)."""
+    keys = public_keys(config.seal_public_keys)
+    keys.update((key.key_id, key.public) for key in own_keys(config))
+    return keys
 
 
 def config_line(key: SigningKey) -> str:
