@@ -69,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_export(sub, _config_flags)
 
+    from .seal_command import add_parser as add_seal_key
+
+    add_seal_key(sub, _config_flags)
+
     from .migrate_command import add_parser as add_migrate
 
     add_migrate(sub)
@@ -402,6 +406,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .export_command import main as export
 
             return export(args, _load(args))
+        if args.command == "seal-key":
+            from .seal_command import main as seal_key
+
+            return seal_key(args, _load(args))
         if args.command == "migrate":
             from .migrate_command import main as migrate
 

@@ -26,6 +26,8 @@ from pydantic import (
     model_validator,
 )
 
+from .config_seal import SealSettings
+
 
 class ConfigError(Exception):
     """A setting is wrong; the message names the setting and where it came from."""
@@ -60,7 +62,7 @@ class IceServer(BaseModel):
     credential: str | None = None
 
 
-class Config(BaseModel):
+class Config(SealSettings):  # the seal's settings: signaling/config_seal.py
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     host: str = "127.0.0.1"
@@ -254,16 +256,6 @@ class Config(BaseModel):
     disk_min_free_bytes: int = Field(512 * 1024 * 1024, ge=0)
     # The audit trail (signaling/audit.py): entries older than this are dropped.
     audit_retention_days: int = Field(180, ge=1)
-    # The seal of each case file (recording/seal.py): "ed25519-sha256", or "sm2-sm3"
-    # (国密: SM2 signatures, SM3 for the files and the timeline's chain). The node's key
-    # is made on first start in seal_key_file (empty: <data_dir>/seal-<algorithm>.pem,
-    # mode 0600); seal_public_keys lists every node's public key (key id = "<kind>:<base64>",
-    # as `jointreview seal-key` prints it) so any node and `jointreview verify` can check.
-    seal_algorithm: Literal["ed25519-sha256", "sm2-sm3"] = "ed25519-sha256"
-    seal_key_file: Path | None = None
-    seal_public_keys: dict[str, str] = Field(default_factory=dict)
-    # A composite export downloaded by a person carries who and when, burned in.
-    export_watermark: bool = False
 
     @field_validator("redis_url")
     @classmethod
@@ -329,14 +321,6 @@ class Config(BaseModel):
                 raise ValueError(f"{url!r}: must be an http:// or https:// URL")
         if len(set(v)) != len(v):
             raise ValueError("a URL is listed twice")
-        return v
-
-    @field_validator("seal_public_keys")
-    @classmethod
-    def _seal_keys(cls, v: dict[str, str]) -> dict[str, str]:
-        from recording.seal import public_keys
-
-        public_keys(v)  # ValueError: an entry that is no key, or not that id's key
         return v
 
     @model_validator(mode="after")

@@ -291,6 +291,7 @@ async def test_a_node_seals_with_sm2_and_verify_checks_it(
     from signaling.auth import TokenService
 
     config = make_config(tmp_path, seal_algorithm="sm2-sm3")
+    monkeypatch.setenv("JR_SEAL_ALGORITHM", "sm2-sm3")  # for the commands below
     async with TestClient(TestServer(create_app(config))) as client:
         directory = await _sealed_session(client, Tokens(TokenService(config)), config)
     key = config.data_dir / "seal-sm2.pem"
@@ -306,6 +307,9 @@ async def test_a_node_seals_with_sm2_and_verify_checks_it(
         code = await asyncio.to_thread(cli.main, args)
         return code, capsys.readouterr().out
 
+    capsys.readouterr()
+    assert cli.main(["seal-key", "--data-dir", str(config.data_dir)]) == 0
+    assert f'"{key_id}" = "sm2:' in capsys.readouterr().out  # the line for the others
     monkeypatch.setenv("JR_SEAL_ALGORITHM", "ed25519-sha256")  # switched since: still known
     code, out = await verify()
     assert code == 0, out
