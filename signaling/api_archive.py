@@ -32,7 +32,7 @@ from recording import addendum, sheet
 from recording.archive import MANIFEST, TIMELINE
 from recording.export import COMPOSITE
 
-from . import policy, replay
+from . import export_watermark, policy, replay
 from .api import Ctx, readable_session, route
 from .api_replay import (
     AUDIT_DEDUP_S,
@@ -225,6 +225,14 @@ async def _serve(ctx: Ctx, session: Session, name: str, viewer: Actor) -> web.St
     path = await asyncio.to_thread(open_listed, directory, manifest, name)
     if path is None:
         raise NotFound(*MISSING)
+    config, marked = ctx.request.app[CONFIG], {}
+    if name == COMPOSITE and config.export_watermark:  # the person's own copy, marked
+        font = str(config.export_font) if config.export_font else None
+        path, text = await export_watermark.copy_for(
+            config.data_dir, session.session_id, path, viewer, ctx.service.directory,
+            ctx.service.clock(), font,
+        )  # fmt: skip
+        marked = {"watermark": text}
     store = ctx.request.app[STORE]
     audit = f"casefile-audit:{viewer.sub}:{session.session_id}:{name}"
     if await store.create_ephemeral(audit, {"at": ctx.service.clock()}, AUDIT_DEDUP_S):
@@ -234,6 +242,7 @@ async def _serve(ctx: Ctx, session: Session, name: str, viewer: Actor) -> web.St
             session_id=session.session_id,
             actor=viewer,
             path=name,
+            **marked,
         )
     attachment = f"{session.case_id}_{session.session_id}_{path.name}"
     return file_response(
