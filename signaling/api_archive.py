@@ -31,6 +31,7 @@ from pydantic import BaseModel
 from recording import addendum, sheet
 from recording.archive import MANIFEST, TIMELINE
 from recording.export import COMPOSITE
+from recording.seal import SIGNATURE
 
 from . import export_watermark, policy, replay
 from .api import Ctx, readable_session, route
@@ -67,7 +68,7 @@ MISSING = ("file_not_found", "this case file has no such file")
 
 class CaseFileEntry(BaseModel):
     path: str  # inside the session's folder, as the manifest names it
-    kind: str  # manifest, timeline, track, still, sheet, export, addendum, other
+    kind: str  # manifest, signature, timeline, track, still, sheet, export, addendum, other
     size: int
     sha256: str | None = None  # None: manifest.json, whose hash the store's timeline holds
     content_type: str
@@ -101,6 +102,8 @@ class CaseFileIndex(BaseModel):
 def _kind(path: str) -> str:
     if path == MANIFEST:
         return "manifest"
+    if path == SIGNATURE:
+        return "signature"
     if path == TIMELINE:
         return "timeline"
     if path == addendum.NAME:
@@ -128,6 +131,7 @@ def listed(directory: Path, manifest: dict[str, Any]) -> dict[str, Listed]:
     # addendum: vouched for by content, not by a listed size.
     for name, digest in (
         (MANIFEST, None),
+        (SIGNATURE, None),  # the seal's signature, to check the manifest with elsewhere
         (TIMELINE, timeline.get("sha256")),
         (addendum.NAME, None),
     ):

@@ -37,10 +37,10 @@ def node_sealer(config: Config, node: str) -> Sealer:
     except (OSError, SealKeyError) as exc:
         raise ConfigError(f"seal_key_file ({path}): {exc}") from exc
     if key.key_id not in config.seal_public_keys:
-        log.warning(
-            "this node's seal key is not in seal_public_keys; list it on every node: %s",
-            config_line(key),
-        )
+        # One node trusts its own key; with several, each must list every other's.
+        say = log.warning if config.seal_public_keys else log.info
+        say("this node's seal key is not in seal_public_keys; list it on every node: %s",
+            config_line(key))  # fmt: skip
     return Sealer(config.seal_algorithm, key, node)
 
 

@@ -23,13 +23,16 @@ TEXTS_JS = """() => [...document.querySelectorAll("[data-testid=replay-tile]")].
   return {
     hidden: layer.getAttribute("aria-hidden"), pointer: style.pointerEvents,
     copies: layer.querySelectorAll(".watermark-text").length, text: text.textContent,
-    alpha: getComputedStyle(text).color, covers: box.width === tbox.width && box.height === tbox.height,
+    alpha: getComputedStyle(text).color,
+    covers: box.width === tbox.width && box.height === tbox.height,
   };
 })"""
 
 
 def test_every_replayed_tile_names_its_viewer(
-    people: Callable[..., Person], tokens: TokenService, server: ServerProcess
+    people: Callable[..., Person],
+    tokens: TokenService,
+    server: ServerProcess,  # noqa: F811 (test_replay's fixture)
 ) -> None:
     sid = record(server, tokens)["sid"]
     sup = people("supervisor")
@@ -52,10 +55,8 @@ def test_every_replayed_tile_names_its_viewer(
     )
     # Clicks go through the mark: the timeline still answers under a watermarked tile.
     tile = sup.by("replay-tile").first
-    assert page.evaluate(
-        "(b) => document.elementFromPoint(b.x + b.width / 2, b.y + b.height / 2).closest('.watermark')",
-        tile.bounding_box(),
-    ) is None
+    hit = "(b) => document.elementFromPoint(b.x + b.width / 2, b.y + b.height / 2)"
+    assert page.evaluate(hit + ".closest('.watermark')", tile.bounding_box()) is None
     page.evaluate("window.jr.player.seek(4)")  # every tile showing its picture
     page.wait_for_function(SETTLED_JS, arg=4)
     sup.shot("replay-watermark")
