@@ -10,11 +10,13 @@ recovery of recordings a crash left open.
     manifest.json            participants, times, files with SHA-256, chat, opinions,
                              and the timeline's hash chain
 
-The chain: ``h[0] = SHA-256("jointreview-timeline:<case>:<session>")``, then for each
-event in order ``h[i] = SHA-256(h[i-1] + canonical JSON of event i)`` (hex digests,
-UTF-8). The manifest keeps every ``h[i]`` and the head, so an event edited, removed or
-inserted shows up at its position. Nothing here imports the signaling layer: events and
-records come in as plain dictionaries.
+The chain: ``h[0] = H("jointreview-timeline:<case>:<session>")``, then for each event
+in order ``h[i] = H(h[i-1] + canonical JSON of event i)`` (hex digests, UTF-8), where H
+is the seal's hash: SHA-256, or SM3 with ``seal_algorithm = "sm2-sm3"`` (seal.py; the
+manifest's ``seal`` says which, and ``manifest.sig`` signs the manifest). The manifest
+keeps every ``h[i]`` and the head, so an event edited, removed or inserted shows up at
+its position. Nothing here imports the signaling layer: events and records come in as
+plain dictionaries.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """``jointreview verify``: does a session's case file still match its manifest?
 
-Checks every listed file (present, size, SHA-256) and reports files added since; checks
-``timeline.jsonl`` against the manifest's hash chain; and, when the store can be read,
+Checks every listed file (present, size, SHA-256 or SM3) and reports files added since;
+checks ``timeline.jsonl`` against the manifest's hash chain; checks the manifest's
+signature (``manifest.sig``, recording/seal.py: who sealed it, each way it can be
+tampered with told apart); and, when the store can be read,
 checks that the store's timeline still matches too and that the manifest is the one the
 store recorded when the session was sealed (``archive.sealed``). Each difference is one
 line naming what and where; any difference makes the result fail.

@@ -64,6 +64,8 @@ async def copy_for(
             _one_at_a_time = asyncio.Semaphore(1)
         async with _one_at_a_time:
             await asyncio.to_thread(_make, source, path, facts, text, font, now)
+    if not lock.locked():
+        _locks.pop(key, None)  # one lock per copy being made, not one per person for good
     return path, text
 
 
