@@ -71,6 +71,7 @@ class CaseFileEntry(BaseModel):
     kind: str  # manifest, signature, timeline, track, still, sheet, export, addendum, other
     size: int
     sha256: str | None = None  # None: manifest.json, whose hash the store's timeline holds
+    sm3: str | None = None  # a case file sealed with seal_algorithm = "sm2-sm3": its SM3
     content_type: str
     url: str  # with the Bearer token
     src: str  # a grant URL, until ``grants_expire_at``
@@ -118,6 +119,7 @@ class Listed(NamedTuple):
     size: int
     sha256: str | None
     duration_s: float | None = None  # an export's length
+    sm3: str | None = None  # the file's SM3, when the seal is sm2-sm3
 
 
 def listed(directory: Path, manifest: dict[str, Any]) -> dict[str, Listed]:
@@ -125,7 +127,8 @@ def listed(directory: Path, manifest: dict[str, Any]) -> dict[str, Listed]:
     out: dict[str, Listed] = {}
     for entry in manifest.get("files") or []:
         if isinstance(entry, dict) and isinstance(entry.get("path"), str):
-            out[entry["path"]] = Listed(int(entry.get("size") or 0), entry.get("sha256"))
+            size, sm3 = int(entry.get("size") or 0), entry.get("sm3")
+            out[entry["path"]] = Listed(size, entry.get("sha256"), sm3=sm3)
     timeline = manifest.get("timeline") or {}
     # The manifest (its hash is in the store's timeline), the timeline it hashes, and the
     # addendum: vouched for by content, not by a listed size.
@@ -136,7 +139,9 @@ def listed(directory: Path, manifest: dict[str, Any]) -> dict[str, Listed]:
         (addendum.NAME, None),
     ):
         try:
-            out[name] = Listed((directory / name).stat().st_size, digest)
+            size = (directory / name).stat().st_size
+            sm3 = timeline.get("sm3") if name == TIMELINE else None
+            out[name] = Listed(size, digest, sm3=sm3)
         except OSError:
             pass
     for entry in (addendum.load(directory) or {}).get("exports") or []:
@@ -197,6 +202,7 @@ async def casefile_index(ctx: Ctx) -> Any:
             kind=_kind(name),
             size=facts.size,
             sha256=facts.sha256,
+            sm3=facts.sm3,
             content_type=SUFFIX_TYPES.get(PurePosixPath(name).suffix, FILE_TYPES[0]),
             url=replay.casefile_url(sid, name),
             src="/api/casefile/" + replay.mint(key, sid, name, who.sub, expires, "file", actor),

@@ -24,7 +24,7 @@ from recording.signing import PublicKey
 from recording.verify import Report, verify_session
 from signaling.config import ConfigError, load_config
 
-from .conftest import Tokens, make_config
+from .conftest import Tokens, auth, make_config
 from .test_verify import _sealed_session
 
 CASE = "GZ-2026-0001"
@@ -293,7 +293,18 @@ async def test_a_node_seals_with_sm2_and_verify_checks_it(
     config = make_config(tmp_path, seal_algorithm="sm2-sm3")
     monkeypatch.setenv("JR_SEAL_ALGORITHM", "sm2-sm3")  # for the commands below
     async with TestClient(TestServer(create_app(config))) as client:
-        directory = await _sealed_session(client, Tokens(TokenService(config)), config)
+        tok = Tokens(TokenService(config))
+        directory = await _sealed_session(client, tok, config)
+        # The case file's index gives each file's SM3, and offers the signature.
+        r = await client.get(
+            f"/api/sessions/{directory.name}/casefile", headers=auth(tok.supervisor())
+        )
+        assert r.status == 200, await r.text()
+        listed = {f["path"]: f for f in (await r.json())["files"]}
+        assert listed["manifest.sig"]["kind"] == "signature"
+        still = next(f for f in listed.values() if f["kind"] == "still")
+        body = await (await client.get(still["url"], headers=auth(tok.supervisor()))).read()
+        assert still["sm3"] == hashlib.new("sm3", body).hexdigest() and still["sha256"] is None
     key = config.data_dir / "seal-sm2.pem"
     assert key.stat().st_mode & 0o777 == 0o600
     manifest = json.loads((directory / "manifest.json").read_bytes())
