@@ -94,7 +94,10 @@ class PublicKey:
             return False
         crypt = gm_sm2.CryptSM2(private_key="", public_key="00")
         crypt.public_key = self.raw[1:].hex()  # see the module's docstring
-        return bool(crypt.verify_with_sm3(f"{rs[0]:064x}{rs[1]:064x}", message))
+        try:
+            return bool(crypt.verify_with_sm3(f"{rs[0]:064x}{rs[1]:064x}", message))
+        except (TypeError, ValueError):  # gmssl meets the point at infinity: not valid
+            return False
 
 
 @dataclass(frozen=True)
