@@ -69,6 +69,7 @@ from signaling.observing import OBSERVATIONS
 from signaling.openapi import build_openapi
 from signaling.opinion_sheet import OpinionSheets
 from signaling.recording_control import RecordingControl
+from signaling.seal_keys import node_sealer
 from signaling.service import ReviewService
 from signaling.socketcaps import Guards
 from signaling.state import Outage, StoreUnavailable, open_store
@@ -198,6 +199,7 @@ async def _media_ctx(app: web.Application) -> AsyncIterator[None]:
     font = str(config.opinion_sheet_font) if config.opinion_sheet_font else None
     recording.sheets = OpinionSheets(app[SERVICE], font, config.opinion_sheet_timezone)
     recording.sheets.check()
+    recording.sealer = await asyncio.to_thread(node_sealer, config, app[NODE_ID])
     bridge = MediaBridge(
         app[STORE],
         app[NODE_ID],

@@ -69,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_export(sub, _config_flags)
 
+    from .seal_command import add_parser as add_seal_key
+
+    add_seal_key(sub, _config_flags)
+
     from .migrate_command import add_parser as add_migrate
 
     add_migrate(sub)
@@ -259,16 +263,21 @@ def _verify(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    from signaling.seal_keys import trusted_keys
+
+    keys = trusted_keys(config)
     events = None if args.files_only else asyncio.run(_store_events(config, args.case))
     if events is None and not args.files_only:
         print("note: the store is not reachable; checking the files only", file=sys.stderr)
     failed = 0
     for session_id in sessions:
         mine = None if events is None else [e for e in events if e.get("session_id") == session_id]
-        report = verify_session(archive, args.case, session_id, mine)
+        report = verify_session(archive, args.case, session_id, mine, keys)
         where = f"{args.case}/{session_id}"
         if report.ok:
-            print(f"OK   {where}: {report.files} files, {report.events} events match")
+            print(
+                f"OK   {where}: {report.files} files, {report.events} events match; {report.seal}"
+            )
         else:
             failed += 1
             print(f"FAIL {where}: {len(report.problems)} difference(s)")
@@ -425,6 +434,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .directory_command import main as directory
 
             return directory(args, _load(args))
+        if args.command == "seal-key":
+            from .seal_command import main as seal_key
+
+            return seal_key(args, _load(args))
         if args.command == "migrate":
             from .migrate_command import main as migrate
 

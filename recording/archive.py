@@ -10,11 +10,13 @@ recovery of recordings a crash left open.
     manifest.json            participants, times, files with SHA-256, chat, opinions,
                              and the timeline's hash chain
 
-The chain: ``h[0] = SHA-256("jointreview-timeline:<case>:<session>")``, then for each
-event in order ``h[i] = SHA-256(h[i-1] + canonical JSON of event i)`` (hex digests,
-UTF-8). The manifest keeps every ``h[i]`` and the head, so an event edited, removed or
-inserted shows up at its position. Nothing here imports the signaling layer: events and
-records come in as plain dictionaries.
+The chain: ``h[0] = H("jointreview-timeline:<case>:<session>")``, then for each event
+in order ``h[i] = H(h[i-1] + canonical JSON of event i)`` (hex digests, UTF-8), where H
+is the seal's hash: SHA-256, or SM3 with ``seal_algorithm = "sm2-sm3"`` (seal.py; the
+manifest's ``seal`` says which, and ``manifest.sig`` signs the manifest). The manifest
+keeps every ``h[i]`` and the head, so an event edited, removed or inserted shows up at
+its position. Nothing here imports the signaling layer: events and records come in as
+plain dictionaries.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from . import seal as sealing
 from . import track_index
 from .paths import ID_RE, session_dir
 from .repair import repair
@@ -40,6 +43,8 @@ VERSION = 1
 NOT_CONTENT = {
     MANIFEST,
     TIMELINE,
+    sealing.SIGNATURE,
+    f".{sealing.SIGNATURE}.tmp",
     f".{track_index.NAME}.tmp",
     "exports.json",
     ".exports.json.tmp",
@@ -50,16 +55,18 @@ def canonical(event: dict[str, Any]) -> str:
     return json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def genesis(case_id: str, session_id: str) -> str:
-    return hashlib.sha256(f"jointreview-timeline:{case_id}:{session_id}".encode()).hexdigest()
+def genesis(case_id: str, session_id: str, alg: str = "sha256") -> str:
+    return sealing.digest(f"jointreview-timeline:{case_id}:{session_id}".encode(), alg)
 
 
-def chain(case_id: str, session_id: str, events: Iterable[dict[str, Any]]) -> list[str]:
-    """The hash of each event, each over the previous one."""
-    prev = genesis(case_id, session_id)
+def chain(
+    case_id: str, session_id: str, events: Iterable[dict[str, Any]], alg: str = "sha256"
+) -> list[str]:
+    """The hash of each event, each over the previous one (``alg``: the seal's hash)."""
+    prev = genesis(case_id, session_id, alg)
     out = []
     for event in events:
-        prev = hashlib.sha256((prev + canonical(event)).encode("utf-8")).hexdigest()
+        prev = sealing.digest((prev + canonical(event)).encode("utf-8"), alg)
         out.append(prev)
     return out
 
@@ -85,12 +92,12 @@ def content_files(directory: Path) -> list[Path]:
     return out
 
 
-def file_entries(directory: Path) -> list[dict[str, Any]]:
+def file_entries(directory: Path, alg: str = "sha256") -> list[dict[str, Any]]:
     return [
         {
             "path": p.relative_to(directory).as_posix(),
             "size": p.stat().st_size,
-            "sha256": sha256_file(p),
+            alg: sealing.digest_file(p, alg),
         }
         for p in content_files(directory)
     ]
@@ -189,6 +196,7 @@ def write_manifest(
     events: list[dict[str, Any]],
     generator: str = "jointreview",
     before_listing: Callable[[Path, str], None] | None = None,
+    sealer: sealing.Sealer | None = None,
 ) -> dict[str, Any]:
     """Write timeline.jsonl and manifest.json for an ended session; returns the manifest.
 
@@ -196,14 +204,17 @@ def write_manifest(
     session, in log order, as stored. ``before_listing(directory, chain_head)`` may add
     files made from the sealed timeline (the opinion sheet, ``recording.sheet``): called
     once the timeline is written, before the files are listed, so the manifest lists them.
+    ``sealer``: the node's seal (recording/seal.py): its hash for the files and the
+    chain, and ``manifest.sig`` beside the manifest; None: SHA-256, unsigned.
     """
+    alg = sealer.hash if sealer is not None else "sha256"
     case_id, session_id = str(session["case_id"]), str(session["session_id"])
     directory = session_dir(archive, case_id, session_id)
     directory.mkdir(parents=True, exist_ok=True)
-    hashes = chain(case_id, session_id, events)
+    hashes = chain(case_id, session_id, events, alg)
     lines = "".join(canonical(e) + "\n" for e in events).encode("utf-8")
     _atomic_write(directory / TIMELINE, lines)
-    head = hashes[-1] if hashes else genesis(case_id, session_id)
+    head = hashes[-1] if hashes else genesis(case_id, session_id, alg)
     if before_listing is not None:
         before_listing(directory, head)
     manifest = {
@@ -227,14 +238,14 @@ def write_manifest(
         },
         "participants": participants_from(events),
         "recording": _recording_summary(directory),
-        "files": file_entries(directory),
+        "files": file_entries(directory, alg),
         "chat": _chat(events),
         "opinions": _opinions(events),
         "timeline": {
             "file": TIMELINE,
-            "sha256": hashlib.sha256(lines).hexdigest(),
+            alg: sealing.digest(lines, alg),
             "count": len(events),
-            "genesis": genesis(case_id, session_id),
+            "genesis": genesis(case_id, session_id, alg),
             "head": head,
             "events": [
                 {"seq": e.get("seq"), "type": e.get("type"), "hash": h}
@@ -242,7 +253,11 @@ def write_manifest(
             ],
         },
     }
+    if sealer is not None:
+        manifest["seal"] = sealer.block()
     body = json.dumps(manifest, ensure_ascii=False, indent=1).encode("utf-8")
+    if sealer is not None:  # the signature first: no signed manifest is ever without it
+        sealing.write_signature(directory, sealer, body)
     _atomic_write(directory / MANIFEST, body)
     manifest["manifest_sha256"] = hashlib.sha256(body).hexdigest()
     return manifest

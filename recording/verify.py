@@ -1,7 +1,9 @@
 """``jointreview verify``: does a session's case file still match its manifest?
 
-Checks every listed file (present, size, SHA-256) and reports files added since; checks
-``timeline.jsonl`` against the manifest's hash chain; and, when the store can be read,
+Checks every listed file (present, size, SHA-256 or SM3) and reports files added since;
+checks ``timeline.jsonl`` against the manifest's hash chain; checks the manifest's
+signature (``manifest.sig``, recording/seal.py: who sealed it, each way it can be
+tampered with told apart); and, when the store can be read,
 checks that the store's timeline still matches too and that the manifest is the one the
 store recorded when the session was sealed (``archive.sealed``). Each difference is one
 line naming what and where; any difference makes the result fail.
@@ -11,13 +13,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import addendum
-from .archive import MANIFEST, TIMELINE, chain, content_files, sha256_file
+from . import seal as sealing
+from .archive import MANIFEST, TIMELINE, chain, content_files
 from .paths import session_dir
+from .signing import PublicKey
 
 
 @dataclass
@@ -28,6 +33,7 @@ class Report:
     notes: list[str] = field(default_factory=list)
     files: int = 0
     events: int = 0
+    seal: str = ""  # who signed it, or "unsigned" (recording/seal.py)
 
     @property
     def ok(self) -> bool:
@@ -40,9 +46,10 @@ def diff_timeline(
     session_id: str,
     events: list[dict[str, Any]],
     where: str,
+    alg: str = "sha256",
 ) -> list[str]:
     """Where ``events`` (a timeline as found in ``where``) departs from the manifest."""
-    hashes = chain(case_id, session_id, events)
+    hashes = chain(case_id, session_id, events, alg)
     problems: list[str] = []
     want = {m.get("seq"): (i, m) for i, m in enumerate(manifest_events)}
     have = {e.get("seq"): i for i, e in enumerate(events)}
@@ -95,9 +102,11 @@ def verify_session(
     case_id: str,
     session_id: str,
     store_events: list[dict[str, Any]] | None = None,
+    keys: Mapping[str, PublicKey] | None = None,
 ) -> Report:
     """``store_events``: the case's events of this session as the store has them now
-    (None: the store was not reachable; only the files are checked)."""
+    (None: the store was not reachable; only the files are checked). ``keys``: the
+    trusted seal keys by id (None: a signature is checked with the key it carries)."""
     report = Report(case_id, session_id)
     try:
         directory = session_dir(archive, case_id, session_id)
@@ -116,7 +125,9 @@ def verify_session(
         return report
     if manifest.get("case_id") != case_id or manifest.get("session_id") != session_id:
         report.problems.append(f"{MANIFEST}: belongs to another session")
-    _check_files(directory, manifest, report, addendum.listed(directory))
+    alg = sealing.hash_of(manifest)
+    _check_seal(directory, manifest, raw, keys, store_events, report)
+    _check_files(directory, manifest, report, addendum.listed(directory), alg)
     timeline = manifest.get("timeline") or {}
     listed = list(timeline.get("events") or [])
     report.events = len(listed)
@@ -124,11 +135,11 @@ def verify_session(
     if not path.is_file():
         report.problems.append(f"{TIMELINE}: missing")
     else:
-        if sha256_file(path) != timeline.get("sha256"):
+        if sealing.digest_file(path, alg) != timeline.get(alg):
             report.problems.append(f"{TIMELINE}: content differs from the manifest")
         events, bad = read_timeline(path)
         report.problems += bad
-        report.problems += diff_timeline(listed, case_id, session_id, events, TIMELINE)
+        report.problems += diff_timeline(listed, case_id, session_id, events, TIMELINE, alg)
     if listed and timeline.get("head") != listed[-1].get("hash"):
         report.problems.append(f"{MANIFEST}: chain head does not match its last event")
     # Exports made after sealing: their addendum, files and export.ready events.
@@ -145,7 +156,7 @@ def verify_session(
         if later:
             report.notes.append(f"store: {len(later)} event(s) after the manifest was written")
             covered = [e for e in covered if e not in later]
-        report.problems += diff_timeline(listed, case_id, session_id, covered, "store")
+        report.problems += diff_timeline(listed, case_id, session_id, covered, "store", alg)
         digest = hashlib.sha256(raw).hexdigest()
         if sealed and not any(
             (e.get("data") or {}).get("manifest_sha256") == digest for e in sealed
@@ -156,8 +167,32 @@ def verify_session(
     return report
 
 
+def _check_seal(
+    directory: Path,
+    manifest: dict[str, Any],
+    raw: bytes,
+    keys: Mapping[str, PublicKey] | None,
+    store_events: list[dict[str, Any]] | None,
+    report: Report,
+) -> None:
+    """The signature (recording/seal.py), and whether the store knew it signed."""
+    found = sealing.check(directory, manifest, raw, keys)
+    report.seal = found.summary
+    report.problems += [f.message for f in found.problems]
+    report.notes += found.notes
+    sealed = [e for e in store_events or [] if e.get("type") == "archive.sealed"]
+    signers = sorted({str((e.get("data") or {}).get("seal_key_id")) for e in sealed} - {"None"})
+    if signers and found.summary == "unsigned":
+        by = ", ".join(signers)
+        report.problems.append(f"{MANIFEST}: unsigned, but the store recorded it sealed by {by}")
+
+
 def _check_files(
-    directory: Path, manifest: dict[str, Any], report: Report, added: set[str]
+    directory: Path,
+    manifest: dict[str, Any],
+    report: Report,
+    added: set[str],
+    alg: str = "sha256",
 ) -> None:
     listed = {str(f.get("path")): f for f in manifest.get("files") or []}
     report.files = len(listed)
@@ -173,8 +208,8 @@ def _check_files(
         size = path.stat().st_size
         if size != entry.get("size"):
             report.problems.append(f"{rel}: size {size}, manifest says {entry.get('size')}")
-        elif sha256_file(path) != entry.get("sha256"):
-            report.problems.append(f"{rel}: SHA-256 differs from the manifest")
+        elif sealing.digest_file(path, alg) != entry.get(alg):
+            report.problems.append(f"{rel}: {sealing.LABELS[alg]} differs from the manifest")
     for path in content_files(directory):
         rel = path.relative_to(directory).as_posix()
         if rel not in listed and rel not in added:

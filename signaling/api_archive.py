@@ -31,8 +31,9 @@ from pydantic import BaseModel
 from recording import addendum, sheet
 from recording.archive import MANIFEST, TIMELINE
 from recording.export import COMPOSITE
+from recording.seal import SIGNATURE
 
-from . import policy, replay
+from . import export_watermark, policy, replay
 from .api import Ctx, readable_session, route
 from .api_replay import (
     AUDIT_DEDUP_S,
@@ -67,9 +68,10 @@ MISSING = ("file_not_found", "this case file has no such file")
 
 class CaseFileEntry(BaseModel):
     path: str  # inside the session's folder, as the manifest names it
-    kind: str  # manifest, timeline, track, still, sheet, export, addendum, other
+    kind: str  # manifest, signature, timeline, track, still, sheet, export, addendum, other
     size: int
     sha256: str | None = None  # None: manifest.json, whose hash the store's timeline holds
+    sm3: str | None = None  # a case file sealed with seal_algorithm = "sm2-sm3": its SM3
     content_type: str
     url: str  # with the Bearer token
     src: str  # a grant URL, until ``grants_expire_at``
@@ -101,6 +103,8 @@ class CaseFileIndex(BaseModel):
 def _kind(path: str) -> str:
     if path == MANIFEST:
         return "manifest"
+    if path == SIGNATURE:
+        return "signature"
     if path == TIMELINE:
         return "timeline"
     if path == addendum.NAME:
@@ -115,6 +119,7 @@ class Listed(NamedTuple):
     size: int
     sha256: str | None
     duration_s: float | None = None  # an export's length
+    sm3: str | None = None  # the file's SM3, when the seal is sm2-sm3
 
 
 def listed(directory: Path, manifest: dict[str, Any]) -> dict[str, Listed]:
@@ -122,17 +127,21 @@ def listed(directory: Path, manifest: dict[str, Any]) -> dict[str, Listed]:
     out: dict[str, Listed] = {}
     for entry in manifest.get("files") or []:
         if isinstance(entry, dict) and isinstance(entry.get("path"), str):
-            out[entry["path"]] = Listed(int(entry.get("size") or 0), entry.get("sha256"))
+            size, sm3 = int(entry.get("size") or 0), entry.get("sm3")
+            out[entry["path"]] = Listed(size, entry.get("sha256"), sm3=sm3)
     timeline = manifest.get("timeline") or {}
     # The manifest (its hash is in the store's timeline), the timeline it hashes, and the
     # addendum: vouched for by content, not by a listed size.
     for name, digest in (
         (MANIFEST, None),
+        (SIGNATURE, None),  # the seal's signature, to check the manifest with elsewhere
         (TIMELINE, timeline.get("sha256")),
         (addendum.NAME, None),
     ):
         try:
-            out[name] = Listed((directory / name).stat().st_size, digest)
+            size = (directory / name).stat().st_size
+            sm3 = timeline.get("sm3") if name == TIMELINE else None
+            out[name] = Listed(size, digest, sm3=sm3)
         except OSError:
             pass
     for entry in (addendum.load(directory) or {}).get("exports") or []:
@@ -193,6 +202,7 @@ async def casefile_index(ctx: Ctx) -> Any:
             kind=_kind(name),
             size=facts.size,
             sha256=facts.sha256,
+            sm3=facts.sm3,
             content_type=SUFFIX_TYPES.get(PurePosixPath(name).suffix, FILE_TYPES[0]),
             url=replay.casefile_url(sid, name),
             src="/api/casefile/" + replay.mint(key, sid, name, who.sub, expires, "file", actor),
@@ -225,6 +235,14 @@ async def _serve(ctx: Ctx, session: Session, name: str, viewer: Actor) -> web.St
     path = await asyncio.to_thread(open_listed, directory, manifest, name)
     if path is None:
         raise NotFound(*MISSING)
+    config, marked = ctx.request.app[CONFIG], {}
+    if name == COMPOSITE and config.export_watermark:  # the person's own copy, marked
+        font = str(config.export_font) if config.export_font else None
+        path, text = await export_watermark.copy_for(
+            config.data_dir, session.session_id, path, viewer, ctx.service.directory,
+            ctx.service.clock(), font,
+        )  # fmt: skip
+        marked = {"watermark": text}
     store = ctx.request.app[STORE]
     audit = f"casefile-audit:{viewer.sub}:{session.session_id}:{name}"
     if await store.create_ephemeral(audit, {"at": ctx.service.clock()}, AUDIT_DEDUP_S):
@@ -234,6 +252,7 @@ async def _serve(ctx: Ctx, session: Session, name: str, viewer: Actor) -> web.St
             session_id=session.session_id,
             actor=viewer,
             path=name,
+            **marked,
         )
     attachment = f"{session.case_id}_{session.session_id}_{path.name}"
     return file_response(

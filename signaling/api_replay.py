@@ -40,6 +40,7 @@ from recording.paths import session_dir
 from . import paging, policy, replay
 from .api import PAGE_DEFAULT, PAGE_MAX, Ctx, page, readable_session, route
 from .appkeys import CONFIG, STORE
+from .auth import Identity
 from .core import actor_of
 from .errors import Conflict, NotFound, ServiceError, Unauthorized
 from .models import Actor, Invitation, Session
@@ -102,6 +103,17 @@ class ReplayTimes(BaseModel):
     duration_s: float
 
 
+class ReplayViewer(BaseModel):
+    """Who is watching: the page marks every tile with it (web_client/static/watermark.js),
+    so a screenshot or a filmed screen names its viewer."""
+
+    sub: str
+    name: str
+    dept: str | None = None
+    dept_name: str | None = None
+    at: float  # the server's clock when described: the watermark's time runs from it
+
+
 class ReplayDescription(BaseModel):
     case_id: str
     session_id: str
@@ -115,6 +127,7 @@ class ReplayDescription(BaseModel):
     grants_expire_at: float | None = None
     # More markers: GET /api/sessions/{sid}/recording/markers?cursor=...; None: all here.
     markers_next_cursor: str | None = None
+    viewer: ReplayViewer | None = None
 
 
 class ReplayMarkerPage(BaseModel):
@@ -165,6 +178,17 @@ async def load_recording(service: Any, session: Session) -> Recording:
 
 
 # -- the description ----------------------------------------------------------------------
+
+
+def _viewer(service: Any, who: Identity, now: float) -> ReplayViewer:
+    dept = service.directory.department(who.dept) if who.dept else None
+    return ReplayViewer(
+        sub=who.sub,
+        name=who.name or who.sub,
+        dept=who.dept,
+        dept_name=dept.name if dept is not None else None,
+        at=now,
+    )
 
 
 @route(
@@ -252,6 +276,7 @@ async def describe(ctx: Ctx) -> Any:
         markers_next_cursor=marks_next,
         sealed=rec.manifest is not None,
         grants_expire_at=expires if tracks else None,
+        viewer=_viewer(service, who, now),
     )
     # The audit trail: after a session is sealed, these are events beyond its manifest,
     # which `jointreview verify` reports as notes, not as differences.

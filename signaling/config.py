@@ -26,6 +26,8 @@ from pydantic import (
     model_validator,
 )
 
+from .config_seal import SealSettings
+
 
 class ConfigError(Exception):
     """A setting is wrong; the message names the setting and where it came from."""
@@ -60,7 +62,7 @@ class IceServer(BaseModel):
     credential: str | None = None
 
 
-class Config(BaseModel):
+class Config(SealSettings):  # the seal's settings: signaling/config_seal.py
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     host: str = "127.0.0.1"
@@ -399,7 +401,7 @@ FIELDS = tuple(Config.model_fields)
 def _flatten_toml(doc: Mapping[str, Any]) -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in doc.items():
-        if isinstance(value, dict) and key != "ice_servers":
+        if isinstance(value, dict) and key not in ("ice_servers", "seal_public_keys"):
             for sub, subval in value.items():
                 flat[f"{key}_{sub}"] = subval
         else:
@@ -416,7 +418,7 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
         raw = environ[var]
         value: Any = raw
         annotation = str(Config.model_fields[name].annotation)
-        if "list" in annotation:
+        if "list" in annotation or "dict" in annotation:
             try:
                 value = json.loads(raw)
             except json.JSONDecodeError as exc:

@@ -32,6 +32,7 @@ from typing import Any
 
 from recording import archive, track_index
 from recording.paths import session_dir
+from recording.seal import Sealer
 
 from . import policy, recording_gaps
 from .auth import Identity
@@ -78,6 +79,8 @@ class RecordingControl:
         self.min_free_bytes = 0
         # The opinion sheet made into each case file as it is sealed (None: none).
         self.sheets: OpinionSheets | None = None
+        # The node's seal: its hash and signature on each manifest (None: unsigned).
+        self.sealer: Sealer | None = None
 
     async def check_room(self) -> None:
         """Refuse to start a recording the archive's disk has no room for (507)."""
@@ -341,7 +344,12 @@ class RecordingControl:
         sheet = self.sheets.for_sealing(doc, events) if self.sheets is not None else None
         try:
             manifest = await asyncio.to_thread(
-                archive.write_manifest, self.archive_dir, doc, events, before_listing=sheet
+                archive.write_manifest,
+                self.archive_dir,
+                doc,
+                events,
+                before_listing=sheet,
+                sealer=self.sealer,
             )
         except (OSError, ValueError) as exc:
             log.error("sealing the case file of %s failed: %s", session_id, exc)
@@ -358,6 +366,7 @@ class RecordingControl:
             chain_head=manifest["timeline"]["head"],
             files=len(manifest["files"]),
             events=manifest["timeline"]["count"],
+            **_seal_facts(manifest),
         )
         await self.store.index_remove(UNSEALED, session_id)
         if sheet is not None and self.sheets is not None:
@@ -368,3 +377,11 @@ class RecordingControl:
             except Exception:  # the case file is sealed; an export can be run by hand
                 log.exception("after sealing %s", session_id)
         return manifest
+
+
+def _seal_facts(manifest: dict[str, Any]) -> dict[str, Any]:
+    """Who signed the manifest, for ``archive.sealed`` (verify: a seal taken out)."""
+    seal = manifest.get("seal") or {}
+    if not seal.get("key_id"):
+        return {}
+    return {"seal_key_id": seal["key_id"], "seal_algorithm": seal.get("algorithm")}

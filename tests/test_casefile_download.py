@@ -36,7 +36,7 @@ async def test_every_file_of_the_case_file_downloads_as_sealed(rec: Recorded) ->
     by_path = {f["path"]: f for f in index["files"]}
     # Everything the manifest vouches for, the timeline it hashes, and the manifest itself.
     sealed["timeline.jsonl"] = {"sha256": json.loads(manifest_bytes)["timeline"]["sha256"]}
-    assert set(by_path) == set(sealed) | {"manifest.json"}
+    assert set(by_path) == set(sealed) | {"manifest.json", "manifest.sig"}
     kinds = {f["kind"] for f in index["files"]}
     assert {"manifest", "timeline", "track", "still"} <= kinds
     assert index["export"] is None  # no export made yet (this server runs no export job)
@@ -53,7 +53,7 @@ async def test_every_file_of_the_case_file_downloads_as_sealed(rec: Recorded) ->
             )
             assert r.status == 200, (path, how, await r.text())
             body = await r.read()
-            want = manifest_bytes if path == "manifest.json" else None
+            want = (rec.dir / path).read_bytes() if path.startswith("manifest.") else None
             if want is None:
                 assert hashlib.sha256(body).hexdigest() == sealed[path]["sha256"] == f["sha256"]
             else:

@@ -24,6 +24,7 @@ import { ExceptionsTab, loadNames } from "/static/exceptions.js";
 import { onLangChange } from "/static/i18n.js";
 import { LiveTab } from "/static/live.js";
 import { ReplayPlayer } from "/static/replay.js";
+import { watermark } from "/static/watermark.js";
 import { Signal } from "/static/socket.js";
 import { StatsTab } from "/static/stats.js";
 import { makeTabs } from "/static/tabs.js";
@@ -41,6 +42,7 @@ const SEALING_TRIES = 60;
 let player = null;
 let caseFile = null;
 let sealingRetry = null;
+let unmark = null; // stops the viewer's watermark (watermark.js)
 
 function showError(target, props) {
   fill(target, el("span", props));
@@ -217,6 +219,7 @@ async function openReplay(sid, push, tries = 0, at = null) {
   );
   document.body.dataset.recording = desc.recording.state;
   player = new ReplayPlayer(body, desc, { onSourcesExpired: () => describe(sid) });
+  unmark = watermark(body, desc.viewer); // who is watching, over every tile
   panel.attach(body.querySelector(".replay-side") || body, desc);
   if (at !== null && Number.isFinite(at)) {
     player.seek(Math.min(Math.max(0, at), player.duration));
@@ -237,6 +240,8 @@ function closeReplay() {
   sealingRetry = null;
   if (player) player.destroy();
   player = null;
+  unmark?.();
+  unmark = null;
   caseFile?.destroy();
   caseFile = null;
 }
