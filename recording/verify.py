@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import addendum
+from . import addendum, retention_verify
 from .archive import MANIFEST, TIMELINE, chain, content_files, sha256_file
 from .paths import session_dir
 
@@ -28,6 +28,7 @@ class Report:
     notes: list[str] = field(default_factory=list)
     files: int = 0
     events: int = 0
+    purged: int = 0  # files purged by retention, with their tombstone (retention_verify)
 
     @property
     def ok(self) -> bool:
@@ -109,6 +110,10 @@ def verify_session(
         raw = manifest_path.read_bytes()
         manifest = json.loads(raw)
     except FileNotFoundError:
+        if (gone := retention_verify.whole(directory, store_events)) is not None:
+            report.problems, report.notes = gone
+            report.purged = 1
+            return report
         report.problems.append(f"{MANIFEST}: missing (the session was never sealed here)")
         return report
     except (OSError, json.JSONDecodeError) as exc:
@@ -137,6 +142,7 @@ def verify_session(
     report.problems += problems
     report.notes += notes
     report.files += files
+    _purged(directory, manifest, digest, store_events, report)
     if store_events is not None:
         sealed = [e for e in store_events if e.get("type") == "archive.sealed"]
         covered = [e for e in store_events if e.get("type") != "archive.sealed"]
@@ -154,6 +160,22 @@ def verify_session(
         elif not sealed:
             report.notes.append("store: no archive.sealed event for this session")
     return report
+
+
+def _purged(
+    directory: Path,
+    manifest: dict[str, Any],
+    digest: str,
+    store_events: list[dict[str, Any]] | None,
+    report: Report,
+) -> None:
+    """Files purged by retention with a tombstone: reported as purged, not missing."""
+    gone = retention_verify.purged(directory)
+    listed = {str(f.get("path")): str(f.get("sha256")) for f in manifest.get("files") or []}
+    report.problems = retention_verify.absolve(report.problems, gone, listed)
+    problems, notes, report.purged = retention_verify.check(directory, digest, store_events)
+    report.problems += problems
+    report.notes += notes
 
 
 def _check_files(
