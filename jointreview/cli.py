@@ -69,6 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_export(sub, _config_flags)
 
+    from .retention_command import add_parser as add_retention
+
+    add_retention(sub, _config_flags)
+
+    from .backup_command import add_parser as add_backup
+
+    add_backup(sub, _config_flags)
+
     from .migrate_command import add_parser as add_migrate
 
     add_migrate(sub)
@@ -256,7 +264,8 @@ def _verify(args: argparse.Namespace) -> int:
         report = verify_session(archive, args.case, session_id, mine)
         where = f"{args.case}/{session_id}"
         if report.ok:
-            print(f"OK   {where}: {report.files} files, {report.events} events match")
+            gone = f", {report.purged} purged (retention)" if report.purged else ""
+            print(f"OK   {where}: {report.files} files, {report.events} events match{gone}")
         else:
             failed += 1
             print(f"FAIL {where}: {len(report.problems)} difference(s)")
@@ -397,6 +406,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .export_command import main as export
 
             return export(args, _load(args))
+        if args.command == "retention":
+            from .retention_command import main as retention
+
+            return retention(args, _load(args))
+        if args.command in ("backup", "restore"):
+            from .backup_command import main as backup
+
+            return backup(args, _load(args))
         if args.command == "migrate":
             from .migrate_command import main as migrate
 
