@@ -57,6 +57,9 @@ class Due:
     due_at: float
     files: list[dict[str, Any]] = field(default_factory=list)  # path, size, sha256
     manifest_sha256: str | None = None
+    # Listed by the case file, gone already without a tombstone: kept in this one's
+    # tombstone so that verify still fails for them once the manifest is gone.
+    missing: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -170,6 +173,16 @@ def due_in(
     done = purged_kinds(directory)
     end = ended_at(manifest)
     files = _listed(directory, manifest)
+    gone = {
+        str(f["path"])
+        for p in (load_tombstone(directory) or {}).get("purges", [])
+        for f in p.get("files", [])
+    }
+    missing = [
+        str(f.get("path"))
+        for f in manifest.get("files") or []
+        if not (directory / str(f.get("path"))).is_file() and str(f.get("path")) not in gone
+    ]
     out = []
     for kind in KINDS:
         period = periods.get(kind) or 0
@@ -179,7 +192,8 @@ def due_in(
         if not mine:
             continue
         digest = hashlib.sha256(raw).hexdigest()
-        out.append(Due(case_id, session_id, kind, end, end + period, mine, digest))
+        lost = missing if kind == "casefile" else []
+        out.append(Due(case_id, session_id, kind, end, end + period, mine, digest, lost))
     return out
 
 
@@ -209,6 +223,8 @@ def purge(directory: Path, item: Due, now: float) -> dict[str, Any]:
         "manifest_sha256": item.manifest_sha256,
         "files": item.files,
     }
+    if item.missing:
+        entry["missing"] = item.missing
     doc["purges"] = [p for p in doc.get("purges", []) if p.get("kind") != item.kind] + [entry]
     _write_tombstone(directory, doc)
     root = directory.resolve()

@@ -100,9 +100,9 @@ def check(
 
 def whole(
     directory: Path, store_events: list[dict[str, Any]] | None
-) -> tuple[list[str], list[str]] | None:
+) -> tuple[list[str], list[str], int] | None:
     """A case file purged whole (no manifest, a tombstone with a ``casefile`` purge):
-    (problems, notes); None when it was not."""
+    (problems, notes, files purged); None when it was not."""
     try:
         doc = load_tombstone(directory)
     except (OSError, ValueError):
@@ -110,7 +110,9 @@ def whole(
     entries = [e for e in (doc or {}).get("purges") or [] if e.get("kind") == "casefile"]
     if not entries:
         return None
-    problems, notes, _ = check(directory, None, store_events)
+    problems, notes, count = check(directory, None, store_events)
+    for rel in entries[-1].get("missing") or []:
+        problems.append(f"{rel}: was missing when the case file was purged (no tombstone)")
     sealed = [e for e in store_events or [] if e.get("type") == "archive.sealed"]
     digest = entries[-1].get("manifest_sha256")
     if sealed and not any((e.get("data") or {}).get("manifest_sha256") == digest for e in sealed):
@@ -119,4 +121,4 @@ def whole(
         if path.is_file() and path.name != TOMBSTONE:
             rel = path.relative_to(directory).as_posix()
             problems.append(f"{rel}: added after the case file was purged")
-    return problems, notes
+    return problems, notes, count

@@ -111,8 +111,7 @@ def verify_session(
         manifest = json.loads(raw)
     except FileNotFoundError:
         if (gone := retention_verify.whole(directory, store_events)) is not None:
-            report.problems, report.notes = gone
-            report.purged = 1
+            report.problems, report.notes, report.purged = gone
             return report
         report.problems.append(f"{MANIFEST}: missing (the session was never sealed here)")
         return report

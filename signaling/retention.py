@@ -2,8 +2,9 @@
 whose time is up (``recording.retention``), and deletes each once across nodes.
 
 Each due item (a kind of one session: its recordings, its stills, or the case file
-whole) is purged under a claim in the store (``retention:<case>:<session>:<kind>``, an
-ephemeral value only one node can create, as the recording-repair claim), and never
+whole) is purged under a claim in the store (``retention:<case>:<session>``, an
+ephemeral value only one node can create, as the recording-repair claim; one per
+session, since its kinds share one tombstone file), and never
 while its case is on legal hold (``signaling.legal_hold``): the hold is read again
 under the claim, just before anything is deleted. The tombstone goes first into the
 session directory (``purged.json``, naming every file with its SHA-256), then the files
@@ -69,8 +70,8 @@ class Periods:
         return any(v > 0 for v in self.seconds().values())
 
 
-def claim_key(case_id: str, session_id: str, kind: str) -> str:
-    return f"retention:{case_id}:{session_id}:{kind}"
+def claim_key(case_id: str, session_id: str) -> str:
+    return f"retention:{case_id}:{session_id}"
 
 
 class Retention:
@@ -109,46 +110,47 @@ class Retention:
         await self._file_pending()
         now = self.clock()
         items = await asyncio.to_thread(disk.due, self.archive, self.periods.seconds(), now)
-        for item in items:
+        sessions = sorted({(i.case_id, i.session_id) for i in items})
+        for case_id, session_id in sessions:
             if stopping():
                 break
-            if await is_held(self.store, item.case_id):
+            if await is_held(self.store, case_id):
                 continue
-            key = claim_key(item.case_id, item.session_id, item.kind)
+            # One node at a time per session: its kinds share one tombstone file.
+            key = claim_key(case_id, session_id)
             if not await self.store.create_ephemeral(key, {"node": self.node_id}, CLAIM_S):
                 continue  # another node purges it
-            purged = await self._purge(item)
-            if purged is not None:
-                done.append(purged)
+            try:
+                done += await self._purge(case_id, session_id)
+            finally:
+                await self.store.delete_ephemeral(key)
         return done
 
-    async def _purge(self, item: disk.Due) -> dict[str, Any] | None:
-        directory = self.archive / item.case_id / item.session_id
-        # Under the claim: purged meanwhile by another node, or held since the plan?
-        fresh = await asyncio.to_thread(
-            disk.due_in,
-            item.case_id,
-            item.session_id,
-            directory,
-            self.periods.seconds(),
-            self.clock(),
-        )
-        if not any(d.kind == item.kind for d in fresh):
-            return None
-        if await is_held(self.store, item.case_id):
-            return None
-        item = next(d for d in fresh if d.kind == item.kind)
-        entry = await asyncio.to_thread(disk.purge, directory, item, self.clock())
-        seq = await self._file(item.case_id, item.session_id, directory, entry)
-        log.info(
-            "retention: purged the %s of %s/%s (%d files; seq %d)",
-            item.kind,
-            item.case_id,
-            item.session_id,
-            len(item.files),
-            seq,
-        )
-        return dict(item.as_dict(), seq=seq, purged_at=entry["purged_at"])
+    async def _purge(self, case_id: str, session_id: str) -> list[dict[str, Any]]:
+        directory = self.archive / case_id / session_id
+        done = []
+        for kind in disk.KINDS:
+            # Under the claim, each kind as it is now: purged meanwhile by another node,
+            # or held since the plan? (A case file purged whole after its recordings
+            # lists only what is left.)
+            fresh = await asyncio.to_thread(
+                disk.due_in, case_id, session_id, directory, self.periods.seconds(), self.clock()
+            )
+            item = next((d for d in fresh if d.kind == kind), None)
+            if item is None or await is_held(self.store, case_id):
+                continue
+            entry = await asyncio.to_thread(disk.purge, directory, item, self.clock())
+            seq = await self._file(case_id, session_id, directory, entry)
+            log.info(
+                "retention: purged the %s of %s/%s (%d files; seq %d)",
+                kind,
+                case_id,
+                session_id,
+                len(item.files),
+                seq,
+            )
+            done.append(dict(item.as_dict(), seq=seq, purged_at=entry["purged_at"]))
+        return done
 
     async def _file(
         self, case_id: str, session_id: str, directory: Path, entry: dict[str, Any]
@@ -167,14 +169,19 @@ class Retention:
                 doc = await asyncio.to_thread(disk.load_tombstone, directory)
             except (OSError, ValueError):
                 continue
-            for entry in (doc or {}).get("purges", []):
-                if entry.get("seq") is not None:
-                    continue
-                key = claim_key(case_id, session_id, str(entry.get("kind")))
-                if float(entry.get("purged_at") or 0) > self.clock() - CLAIM_S:
-                    continue  # its node may still be at it
-                if await self.store.create_ephemeral(key, {"node": self.node_id}, CLAIM_S):
-                    await self._file(case_id, session_id, directory, entry)
+            pending = [e for e in (doc or {}).get("purges", []) if e.get("seq") is None]
+            if not pending:
+                continue
+            key = claim_key(case_id, session_id)
+            if not await self.store.create_ephemeral(key, {"node": self.node_id}, CLAIM_S):
+                continue  # its node is still at it
+            try:
+                fresh = await asyncio.to_thread(disk.load_tombstone, directory) or {}
+                for entry in fresh.get("purges", []):
+                    if entry.get("seq") is None:
+                        await self._file(case_id, session_id, directory, entry)
+            finally:
+                await self.store.delete_ephemeral(key)
 
     # -- the node's loop -------------------------------------------------------------------
     def start(self) -> None:
