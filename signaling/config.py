@@ -26,6 +26,8 @@ from pydantic import (
     model_validator,
 )
 
+from .config_governance import GovernanceSettings
+
 
 class ConfigError(Exception):
     """A setting is wrong; the message names the setting and where it came from."""
@@ -60,7 +62,7 @@ class IceServer(BaseModel):
     credential: str | None = None
 
 
-class Config(BaseModel):
+class Config(GovernanceSettings):  # + records governance's settings (#18)
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     host: str = "127.0.0.1"
@@ -254,16 +256,6 @@ class Config(BaseModel):
     disk_min_free_bytes: int = Field(512 * 1024 * 1024, ge=0)
     # The audit trail (signaling/audit.py): entries older than this are dropped.
     audit_retention_days: int = Field(180, ge=1)
-    # -- records governance (#18): retention, storage ---------------------------------
-    # Days each part of a sealed case file is kept after its session ended (0: for good);
-    # every node's purge (signaling/retention.py) deletes what is due, unless held.
-    retention_recordings_days: float = Field(0.0, ge=0)  # tracks/ and exports/
-    retention_stills_days: float = Field(0.0, ge=0)  # snapshots/
-    retention_casefile_days: float = Field(0.0, ge=0)  # the whole case file
-    retention_every_s: float = Field(3600.0, gt=0)  # how often each node looks
-    # The archive's quota (0: none): healthz reports its use; no recorded session starts
-    # once less than disk_min_free_bytes of it is left (archive_quota_full).
-    archive_quota_bytes: int = Field(0, ge=0)
 
     @field_validator("redis_url")
     @classmethod
