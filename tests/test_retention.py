@@ -145,6 +145,9 @@ async def test_due_parts_go_held_cases_stay_and_verify_reads_the_tombstones(
         assert len(purged) == 1
         files = purged[0]["data"]["files"]
         assert [f["path"] for f in files] == ["tracks/cam_1.webm"] and len(files[0]["sha256"]) == 64
+        res = await client.get(f"/api/sessions/{a.name}/casefile", headers=auth(tok.supervisor()))
+        names = [f["path"] for f in (await res.json())["files"]]
+        assert "tracks/cam_1.webm" not in names and any(n.startswith("snapshots/") for n in names)
         held = [e["type"] for e in await _timeline(client, tok, "RET-B")]
         assert "case.held" in held and "retention.purged" not in held
 
@@ -186,6 +189,8 @@ async def test_due_parts_go_held_cases_stay_and_verify_reads_the_tombstones(
             ("RET-B", "recordings"),
         ]  # B's still was deleted by hand above: nothing left of that kind to purge
         assert [p.name for p in a.iterdir()] == ["purged.json"]
+        res = await client.get(f"/api/sessions/{a.name}/casefile", headers=auth(tok.supervisor()))
+        assert (await res.json())["error"]["code"] == "casefile_purged"
         code, out = await _cli(capsys, "verify", "RET-A", *data)
         assert code == 0 and "casefile: purged" in out, out
         # B's still, deleted by hand before its case file went, is still reported.
