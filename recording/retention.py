@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -161,10 +162,17 @@ def _sha(path: Path) -> str:
 
 
 def due_in(
-    case_id: str, session_id: str, directory: Path, periods: dict[str, float], now: float
+    case_id: str,
+    session_id: str,
+    directory: Path,
+    periods: dict[str, float],
+    now: float,
+    next_due: dict[Path, float] | None = None,
 ) -> list[Due]:
     """The kinds of this session that are due at ``now`` and not purged yet.
-    ``periods``: seconds each kind is kept (0 or absent: for good)."""
+    ``periods``: seconds each kind is kept (0 or absent: for good). ``next_due``: when
+    each session read so far has something due next (a sealed manifest never changes;
+    ``inf``: nothing left to purge), filled in for this one."""
     try:
         raw = (directory / MANIFEST).read_bytes()
         manifest = json.loads(raw)
@@ -184,23 +192,39 @@ def due_in(
         if not (directory / str(f.get("path"))).is_file() and str(f.get("path")) not in gone
     ]
     out = []
+    pending = [math.inf]
     for kind in KINDS:
         period = periods.get(kind) or 0
-        if period <= 0 or kind in done or now < end + period:
-            continue
         mine = files if kind == "casefile" else [f for f in files if kind_of(f["path"]) == kind]
-        if not mine:
+        if period <= 0 or kind in done or not mine:
+            continue
+        pending.append(end + period)
+        if now < end + period:
             continue
         digest = hashlib.sha256(raw).hexdigest()
         lost = missing if kind == "casefile" else []
         out.append(Due(case_id, session_id, kind, end, end + period, mine, digest, lost))
+    if next_due is not None:
+        next_due[directory] = min(pending)
     return out
 
 
-def due(archive: Path, periods: dict[str, float], now: float) -> list[Due]:
+def due(
+    archive: Path,
+    periods: dict[str, float],
+    now: float,
+    next_due: dict[Path, float] | None = None,
+) -> list[Due]:
+    """Everything due at ``now``. With ``next_due`` (kept by the caller between passes,
+    for the same periods) a session with nothing due yet is not read again: an hourly
+    pass over years of case files reads only what may be due."""
     out: list[Due] = []
+    if not any(p > 0 for p in periods.values()):
+        return out
     for case_id, session_id, directory in sealed_sessions(archive):
-        out += due_in(case_id, session_id, directory, periods, now)
+        if next_due is not None and now < next_due.get(directory, -math.inf):
+            continue
+        out += due_in(case_id, session_id, directory, periods, now, next_due)
     return out
 
 

@@ -93,6 +93,7 @@ class Retention:
         self.node_id = node_id
         self.every_s = every_s
         self._task: asyncio.Task[None] | None = None
+        self._next_due: dict[Path, float] = {}  # per session read (disk.due)
 
     async def plan(self) -> list[dict[str, Any]]:
         """What is due now, each with ``held`` (its case is on legal hold: kept)."""
@@ -109,7 +110,9 @@ class Retention:
         done: list[dict[str, Any]] = []
         await self._file_pending()
         now = self.clock()
-        items = await asyncio.to_thread(disk.due, self.archive, self.periods.seconds(), now)
+        items = await asyncio.to_thread(
+            disk.due, self.archive, self.periods.seconds(), now, self._next_due
+        )
         sessions = sorted({(i.case_id, i.session_id) for i in items})
         for case_id, session_id in sessions:
             if stopping():
