@@ -27,6 +27,7 @@ from signaling.retention import RETENTION
 
 from .conftest import Tokens, auth, flush_redis, make_config
 from .images import tiny
+from .test_audit import settled
 from .test_signaling_flow import connect, start_session
 
 Client = TestClient[Any, Any]
@@ -117,6 +118,13 @@ async def test_due_parts_go_held_cases_stay_and_verify_reads_the_tombstones(
             "/api/cases/NO-SUCH/hold", json={"reason": "x"}, headers=auth(tok.admin())
         )
         assert res.status == 404
+
+        # Audited: the supervisor's request is in the trail.
+        found = await settled(client)
+        holds = [e for e in found if e["object"] == "/api/cases/RET-B/hold"]
+        acts = {(e["action"], e["actor"]["sub"], e["result"]) for e in holds}
+        assert ("supervisor.request", "sup-01", "ok") in acts, holds
+        assert ("request.refused", "clerk-01", "refused") in acts, holds
 
         # Nothing is due today.
         assert await client.app[RETENTION].run_once() == []
