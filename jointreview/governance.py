@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from signaling.appkeys import CONFIG, NODE_ID, SERVICE, STORE
+from signaling.appkeys import CONFIG, HISTORY, NODE_ID, SERVICE, STORE
 from signaling.retention import EVENT, RETENTION, Periods, Retention
 
 
@@ -32,6 +32,7 @@ async def retention_ctx(app: web.Application) -> AsyncIterator[None]:
         lambda: service.clock(),  # the service's, read each time: tests move it
         app[NODE_ID],
         every_s=config.retention_every_s,
+        record=app[HISTORY],
     )
     retention.start()
     yield

@@ -85,11 +85,18 @@ async def _dry_run(config: Config, at: float) -> list[dict[str, Any]]:
         store = await RedisStore.connect(config.redis_url)
     else:
         store = _Held(config.data_dir / "state" / "journal.jsonl")
+    history = None
+    try:  # holds are read in the record too (read only here: no migration)
+        history = await History.open(db.url_of(config.database_url, config.data_dir))
+    except Exception as exc:
+        print(f"note: the record is not readable ({exc}); holds from the store only")
     try:
-        return await _retention(config, store, None, at).plan()
+        return await _retention(config, store, history, at).plan()
     finally:
         if config.redis_url:
             await store.close()
+        if history is not None:
+            await history.close()
 
 
 def _retention(config: Config, store: Any, history: History | None, at: float) -> Retention:
@@ -108,7 +115,8 @@ def _retention(config: Config, store: Any, history: History | None, at: float) -
         return int(event.seq)
 
     archive = config.data_dir / "archive"
-    return Retention(store, archive, Periods.of(config), file_event, lambda: at, "cli")
+    periods = Periods.of(config)
+    return Retention(store, archive, periods, file_event, lambda: at, "cli", record=history)
 
 
 async def _purge(config: Config, at: float) -> list[dict[str, Any]] | None:

@@ -47,9 +47,46 @@ async def is_held(store: Store, case_id: str) -> bool:
     return bool(doc and doc.get("held"))
 
 
+async def last_hold_event(record: Any, case_id: str) -> dict[str, Any] | None:
+    """The case's last ``case.held`` or ``case.released`` in the record (``History``'s
+    ``event_docs``; a case holds a few hundred events at most), or None."""
+    last, after = None, 0
+    while True:
+        page = await record.event_docs(case_id, after, 1000)
+        for event in page:
+            if event.get("type") in ("case.held", "case.released"):
+                last = event
+        if len(page) < 1000:
+            return last
+        after = int(page[-1]["seq"])
+
+
+async def held_in_record(record: Any, case_id: str) -> bool:
+    """Does the record say the case is on hold? The purge asks this too
+    (``signaling.retention``): a hold survives a live store lost or restored from an
+    older backup, since the record (kept for years) has its events."""
+    last = await last_hold_event(record, case_id)
+    return last is not None and last.get("type") == "case.held"
+
+
+async def _resync(service: ServiceCore, case_id: str) -> None:
+    """A hold the record has but the live store lost (no ``hold:<case>`` at all): put
+    the document back from its event, so it reads, and releases, as it was put."""
+    if service.archived is None or await service.store.get(hold_key(case_id)) is not None:
+        return
+    last = await last_hold_event(service.archived, case_id)
+    if last is None or last.get("type") != "case.held":
+        return
+    data = last.get("data") or {}
+    doc = {"case_id": case_id, "held": True, "reason": data.get("reason")}
+    doc.update(held_by=last.get("actor"), held_at=data.get("held_at", last.get("ts")))
+    await service.store.create(hold_key(case_id), doc)
+
+
 async def hold_of(service: ServiceCore, who: Identity, case_id: str) -> Hold:
     policy.can_hold(who, case_id)
     await _exists(service, case_id)
+    await _resync(service, case_id)
     doc = await service.store.get(hold_key(case_id))
     return Hold.model_validate(doc or {"case_id": case_id, "held": False})
 
@@ -57,6 +94,7 @@ async def hold_of(service: ServiceCore, who: Identity, case_id: str) -> Hold:
 async def put_hold(service: ServiceCore, who: Identity, case_id: str, reason: str) -> Hold:
     policy.can_hold(who, case_id)
     await _exists(service, case_id)
+    await _resync(service, case_id)
     key, now, actor = hold_key(case_id), service.clock(), actor_of(who)
     await service.store.create(key, {"case_id": case_id, "held": False})
 
@@ -81,6 +119,7 @@ async def put_hold(service: ServiceCore, who: Identity, case_id: str, reason: st
 async def release_hold(service: ServiceCore, who: Identity, case_id: str) -> Hold:
     policy.can_hold(who, case_id)
     await _exists(service, case_id)
+    await _resync(service, case_id)
     key, now, actor = hold_key(case_id), service.clock(), actor_of(who)
 
     def release(doc: dict[str, Any]) -> dict[str, Any] | None:

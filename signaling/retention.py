@@ -29,7 +29,7 @@ from aiohttp import web
 from recording import retention as disk
 
 from .background import stopping
-from .legal_hold import is_held
+from .legal_hold import held_in_record, is_held
 from .state import Outage, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,7 @@ class Retention:
         clock: Callable[[], float],
         node_id: str,
         every_s: float = 3600.0,
+        record: Any = None,
     ) -> None:
         self.store = store
         self.archive = archive
@@ -92,6 +93,7 @@ class Retention:
         self.clock = clock
         self.node_id = node_id
         self.every_s = every_s
+        self.record = record  # the History: holds are read there too (legal_hold)
         self._task: asyncio.Task[None] | None = None
         self._next_due: dict[Path, float] = {}  # per session read (disk.due)
 
@@ -102,8 +104,14 @@ class Retention:
         )
         out = []
         for item in items:
-            out.append(dict(item.as_dict(), held=await is_held(self.store, item.case_id)))
+            out.append(dict(item.as_dict(), held=await self._held(item.case_id)))
         return out
+
+    async def _held(self, case_id: str) -> bool:
+        """On hold in the live store, or by the record's last hold event."""
+        if await is_held(self.store, case_id):
+            return True
+        return self.record is not None and await held_in_record(self.record, case_id)
 
     async def run_once(self) -> list[dict[str, Any]]:
         """One pass: purge what is due and not held; returns what this node purged."""
@@ -117,7 +125,7 @@ class Retention:
         for case_id, session_id in sessions:
             if stopping():
                 break
-            if await is_held(self.store, case_id):
+            if await self._held(case_id):
                 continue
             # One node at a time per session: its kinds share one tombstone file.
             key = claim_key(case_id, session_id)
@@ -140,7 +148,7 @@ class Retention:
                 disk.due_in, case_id, session_id, directory, self.periods.seconds(), self.clock()
             )
             item = next((d for d in fresh if d.kind == kind), None)
-            if item is None or await is_held(self.store, case_id):
+            if item is None or await self._held(case_id):
                 continue
             entry = await asyncio.to_thread(disk.purge, directory, item, self.clock())
             seq = await self._file(case_id, session_id, directory, entry)

@@ -160,6 +160,14 @@ async def test_due_parts_go_held_cases_stay_and_verify_reads_the_tombstones(
         held = [e["type"] for e in await _timeline(client, tok, "RET-B")]
         assert "case.held" in held and "retention.purged" not in held
 
+        # The live store loses the hold: the record's case.held still keeps B, and
+        # reading the hold puts the store's document back.
+        store = client.app[STORE]
+        await store.delete(["hold:RET-B"])
+        assert await client.app[RETENTION].run_once() == []
+        res = await client.get("/api/cases/RET-B/hold", headers=auth(tok.supervisor()))
+        assert (await res.json())["reason"] == "诉讼保全"
+
         # verify passes for what remains and says what was purged and when.
         code, out = await _cli(capsys, "verify", "RET-A", *data)
         assert code == 0, out
