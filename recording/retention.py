@@ -131,6 +131,20 @@ def sealed_sessions(archive: Path) -> list[tuple[str, str, Path]]:
     return out
 
 
+def unfiled(archive: Path) -> list[tuple[str, str, Path]]:
+    """Sessions whose tombstone has a purge without its event's ``seq`` (its node died
+    between the two, or is at it now)."""
+    out = []
+    for case_id, session_id, directory in sealed_sessions(archive):
+        try:
+            doc = load_tombstone(directory)
+        except (OSError, ValueError):
+            continue
+        if any(e.get("seq") is None for e in (doc or {}).get("purges", [])):
+            out.append((case_id, session_id, directory))
+    return out
+
+
 def ended_at(manifest: dict[str, Any]) -> float:
     session = manifest.get("session") or {}
     return float(session.get("ended_at") or manifest.get("generated_at") or 0.0)

@@ -174,15 +174,8 @@ class Retention:
 
     async def _file_pending(self) -> None:
         """Tombstones written by a node that died before it filed their event."""
-        sessions = await asyncio.to_thread(disk.sealed_sessions, self.archive)
+        sessions = await asyncio.to_thread(disk.unfiled, self.archive)
         for case_id, session_id, directory in sessions:
-            try:
-                doc = await asyncio.to_thread(disk.load_tombstone, directory)
-            except (OSError, ValueError):
-                continue
-            pending = [e for e in (doc or {}).get("purges", []) if e.get("seq") is None]
-            if not pending:
-                continue
             key = claim_key(case_id, session_id)
             if not await self.store.create_ephemeral(key, {"node": self.node_id}, CLAIM_S):
                 continue  # its node is still at it
