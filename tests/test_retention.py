@@ -9,6 +9,7 @@ purge pass is run at once (``Retention.run_once``), as every node's loop does ho
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from jointreview import cli
 from jointreview.app import create_app
+from recording import addendum
 from recording import retention as disk
 from signaling.appkeys import SERVICE, STORE
 from signaling.auth import TokenService
@@ -97,6 +99,12 @@ async def test_due_parts_go_held_cases_stay_and_verify_reads_the_tombstones(
     async with TestClient(TestServer(create_app(config))) as client:
         a = await _sealed(client, tok, archive, "RET-A")
         b = await _sealed(client, tok, archive, "RET-B")
+        # A composite export made after sealing (listed in exports.json): a recording too.
+        (a / "exports").mkdir()
+        (a / "exports" / "composite.mp4").write_bytes(b"mp4" * 100)
+        made = {"path": "exports/composite.mp4", "size": 300}
+        made["sha256"] = hashlib.sha256(b"mp4" * 100).hexdigest()
+        addendum.add(a, "RET-A", a.name, made)
         # Legal hold: a clerk may not; a supervisor may, with a reason; audited.
         res = await client.post(
             "/api/cases/RET-B/hold", json={"reason": "诉讼保全"}, headers=auth(tok.clerk())
@@ -153,7 +161,8 @@ async def test_due_parts_go_held_cases_stay_and_verify_reads_the_tombstones(
         ]
         assert len(purged) == 1
         files = purged[0]["data"]["files"]
-        assert [f["path"] for f in files] == ["tracks/cam_1.webm"] and len(files[0]["sha256"]) == 64
+        assert [f["path"] for f in files] == ["tracks/cam_1.webm", "exports/composite.mp4"]
+        assert all(len(f["sha256"]) == 64 for f in files)
         res = await client.get(f"/api/sessions/{a.name}/casefile", headers=auth(tok.supervisor()))
         names = [f["path"] for f in (await res.json())["files"]]
         assert "tracks/cam_1.webm" not in names and any(n.startswith("snapshots/") for n in names)
@@ -171,7 +180,7 @@ async def test_due_parts_go_held_cases_stay_and_verify_reads_the_tombstones(
         # verify passes for what remains and says what was purged and when.
         code, out = await _cli(capsys, "verify", "RET-A", *data)
         assert code == 0, out
-        assert "1 purged (retention)" in out and "recordings: purged" in out
+        assert "2 purged (retention)" in out and "recordings: purged" in out
         # A file gone without a tombstone still fails; one put back altered too.
         still = next((b / "snapshots").iterdir())
         still.unlink()
