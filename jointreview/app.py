@@ -24,6 +24,7 @@ from signaling import (
     api_casefile,  # noqa: F401  (registers the case-file routes)
     api_cases,  # noqa: F401  (registers the case's paginated timeline and sessions)
     api_directory,  # noqa: F401  (registers the admin's directory view and reload)
+    api_holds,  # noqa: F401  (registers legal hold's routes, #18)
     api_live,  # noqa: F401  (registers the supervisors' live overview)
     api_media,  # noqa: F401  (registers the media placement and drain routes)
     api_replay,  # noqa: F401  (registers the replay routes)
@@ -80,6 +81,7 @@ from signaling.webhooks import WEBHOOKS, Webhooks
 from signaling.ws_endpoint import websocket_handler
 from web_client import add_static_routes
 
+from .governance import retention_ctx
 from .media_bridge import MediaBridge
 from .media_hosts import media_settings
 from .media_registry import MediaTimings
@@ -196,6 +198,7 @@ async def _media_ctx(app: web.Application) -> AsyncIterator[None]:
     policy = config.recording_policy if config.media_enabled else "off"
     recording = RecordingControl(app[SERVICE], policy)
     recording.min_free_bytes = config.disk_min_free_bytes
+    recording.quota_bytes = config.archive_quota_bytes
     font = str(config.opinion_sheet_font) if config.opinion_sheet_font else None
     recording.sheets = OpinionSheets(app[SERVICE], font, config.opinion_sheet_timezone)
     recording.sheets.check()
@@ -369,6 +372,7 @@ def create_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(_evict_ctx)
     app.cleanup_ctx.append(_tasks_ctx)
     app.cleanup_ctx.append(_sweeper_ctx)
+    app.cleanup_ctx.append(retention_ctx)  # the purge of what retention lets go (#18)
     app.on_shutdown.append(_close_sockets)
     openapi: dict[str, Any] = build_openapi()
 

@@ -73,6 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_seal_key(sub, _config_flags)
 
+    from .retention_command import add_parser as add_retention
+
+    add_retention(sub, _config_flags)
+
+    from .backup_command import add_parser as add_backup
+
+    add_backup(sub, _config_flags)
+
     from .migrate_command import add_parser as add_migrate
 
     add_migrate(sub)
@@ -275,8 +283,10 @@ def _verify(args: argparse.Namespace) -> int:
         report = verify_session(archive, args.case, session_id, mine, keys)
         where = f"{args.case}/{session_id}"
         if report.ok:
+            gone = f", {report.purged} purged (retention)" if report.purged else ""
             print(
-                f"OK   {where}: {report.files} files, {report.events} events match; {report.seal}"
+                f"OK   {where}: {report.files} files, {report.events} events match{gone}; "
+                f"{report.seal}"
             )
         else:
             failed += 1
@@ -438,6 +448,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .seal_command import main as seal_key
 
             return seal_key(args, _load(args))
+        if args.command == "retention":
+            from .retention_command import main as retention
+
+            return retention(args, _load(args))
+        if args.command in ("backup", "restore"):
+            from .backup_command import main as backup
+
+            return backup(args, _load(args))
         if args.command == "migrate":
             from .migrate_command import main as migrate
 

@@ -48,6 +48,8 @@ NOT_CONTENT = {
     f".{track_index.NAME}.tmp",
     "exports.json",
     ".exports.json.tmp",
+    "purged.json",  # retention's tombstone (recording/retention.py)
+    ".purged.json.tmp",
 }
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import addendum
+from . import addendum, retention_verify
 from . import seal as sealing
 from .archive import MANIFEST, TIMELINE, chain, content_files
 from .paths import session_dir
@@ -34,6 +34,7 @@ class Report:
     files: int = 0
     events: int = 0
     seal: str = ""  # who signed it, or "unsigned" (recording/seal.py)
+    purged: int = 0  # files purged by retention, with their tombstone (retention_verify)
 
     @property
     def ok(self) -> bool:
@@ -118,6 +119,9 @@ def verify_session(
         raw = manifest_path.read_bytes()
         manifest = json.loads(raw)
     except FileNotFoundError:
+        if (gone := retention_verify.whole(directory, store_events)) is not None:
+            report.problems, report.notes, report.purged = gone
+            return report
         report.problems.append(f"{MANIFEST}: missing (the session was never sealed here)")
         return report
     except (OSError, json.JSONDecodeError) as exc:
@@ -148,6 +152,7 @@ def verify_session(
     report.problems += problems
     report.notes += notes
     report.files += files
+    _purged(directory, manifest, digest, store_events, report)
     if store_events is not None:
         sealed = [e for e in store_events if e.get("type") == "archive.sealed"]
         covered = [e for e in store_events if e.get("type") != "archive.sealed"]
@@ -185,6 +190,23 @@ def _check_seal(
     if signers and found.summary == "unsigned":
         by = ", ".join(signers)
         report.problems.append(f"{MANIFEST}: unsigned, but the store recorded it sealed by {by}")
+
+
+def _purged(
+    directory: Path,
+    manifest: dict[str, Any],
+    digest: str,
+    store_events: list[dict[str, Any]] | None,
+    report: Report,
+) -> None:
+    """Files purged by retention with a tombstone: reported as purged, not missing."""
+    gone = retention_verify.purged(directory)
+    alg = sealing.hash_of(manifest)
+    listed = {str(f.get("path")): str(f.get(alg)) for f in manifest.get("files") or []}
+    report.problems = retention_verify.absolve(report.problems, gone, listed)
+    problems, notes, report.purged = retention_verify.check(directory, digest, store_events)
+    report.problems += problems
+    report.notes += notes
 
 
 def _check_files(

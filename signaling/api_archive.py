@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 from aiohttp import web
 from pydantic import BaseModel
 
-from recording import addendum, sheet
+from recording import addendum, retention, retention_verify, sheet
 from recording.archive import MANIFEST, TIMELINE
 from recording.export import COMPOSITE
 from recording.seal import SIGNATURE
@@ -148,6 +148,8 @@ def listed(directory: Path, manifest: dict[str, Any]) -> dict[str, Listed]:
         if isinstance(entry, dict) and isinstance(entry.get("path"), str):
             size, digest = int(entry.get("size") or 0), entry.get("sha256")
             out[entry["path"]] = Listed(size, digest, entry.get("duration_s"))
+    for name in retention_verify.purged(directory):  # gone by retention (#18)
+        out.pop(name, None)
     return out
 
 
@@ -174,6 +176,8 @@ async def _sealed(ctx: Ctx, session: Session) -> tuple[Path, dict[str, Any]]:
         raise Conflict(*LIVE)
     rec = await load_recording(ctx.service, session)
     if rec.manifest is None:
+        if "casefile" in await asyncio.to_thread(retention.purged_kinds, rec.directory):
+            raise NotFound("casefile_purged", "this case file was purged by retention (#18)")
         raise Conflict(*SEALING)
     return rec.directory, rec.manifest
 

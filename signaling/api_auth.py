@@ -9,13 +9,13 @@ from typing import Any
 
 from aiohttp import web
 
-from . import __version__, health, policy
+from . import __version__, health, policy, storage
 from .api import Ctx, bearer_token, require_signing, route
 from .appkeys import CONFIG, DIRECTORY, MEDIA, NODE_ID, STORE, TOKENS, WHO
 from .auth import AuthError
 from .config import is_loopback
 from .errors import NotFound
-from .models import DemoLoginBody, Health, TokenResponse
+from .models import ArchiveCheck, DemoLoginBody, Health, TokenResponse
 from .socketcaps import signin_limited
 
 # -- public ---------------------------------------------------------------------------
@@ -27,6 +27,10 @@ async def healthz(ctx: Ctx) -> Any:
     config = app[CONFIG]
     store = app[STORE]
     checks = await health.checks(store, config.data_dir, config.disk_min_free_bytes, app.get(MEDIA))
+    room = await storage.space(
+        config.data_dir / "archive", config.archive_quota_bytes, config.disk_min_free_bytes
+    )
+    checks.archive = ArchiveCheck.model_validate(room.as_dict())  # reported; no 503 (#18)
     ok = checks.store.ok and checks.data_dir.ok and checks.media.ok
     body = Health(
         status="ok" if ok else "degraded",

@@ -26,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from .config_governance import GovernanceSettings
 from .config_seal import SealSettings
 
 
@@ -62,7 +63,8 @@ class IceServer(BaseModel):
     credential: str | None = None
 
 
-class Config(SealSettings):  # the seal's settings: signaling/config_seal.py
+# The seal's settings (config_seal.py) and records governance's (config_governance.py).
+class Config(SealSettings, GovernanceSettings):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     host: str = "127.0.0.1"

@@ -255,10 +255,24 @@ class MediaCheck(BaseModel):
     workers: list[MediaWorkerCheck] = []  # media_workers > 1: each worker process
 
 
+class ArchiveCheck(BaseModel):
+    """Room in the archive (signaling/storage.py, #18): the disk's and the quota's."""
+
+    ok: bool  # room for a recorded session (else 507 insufficient_storage/archive_quota_full)
+    free_bytes: int | None
+    total_bytes: int | None
+    used_bytes: int | None  # what the archive holds (measured with a quota only)
+    quota_bytes: int  # archive_quota_bytes (0: none)
+    quota_left_bytes: int | None
+    quota_used_ratio: float | None
+    min_free_bytes: int
+
+
 class HealthChecks(BaseModel):
     store: StoreCheck
     data_dir: DataDirCheck
     media: MediaCheck
+    archive: ArchiveCheck | None = None
 
 
 class ProcessFigures(BaseModel):

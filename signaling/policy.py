@@ -41,6 +41,7 @@ OPERATORS = frozenset({"admin"})  # see where media runs, drain a node
 WEBHOOK_ADMINS = frozenset({"admin"})  # retry a webhook delivery
 DIRECTORY_ADMINS = frozenset({"admin"})  # the whole directory (every role), reload it
 OPERATORS = frozenset({"admin"})  # the node's process figures in /healthz (soak, load tests)
+HOLDERS = frozenset({"supervisor", "admin"})  # put a case on legal hold, release it (#18)
 APPLICANT: Role = "applicant"  # the role of an applicant link's token
 # An invitation still waiting for an answer: its reviewers may join (joining accepts it).
 ANSWERABLE = ("pending", "ringing", "unanswered")
@@ -300,3 +301,13 @@ def can_supervise(who: Identity, what: str) -> None:
     if who.role not in SUPERVISORS:
         raise _deny(f"only supervisors and admins may read {what}")
     check_unscoped(who, what)
+
+
+def can_hold(who: Identity, case_id: str) -> None:
+    """A legal hold (kept from the retention purge) is put and released by supervisors
+    and admins, within their token's case scope (#18)."""
+    if who.role not in HOLDERS:
+        raise _deny("only supervisors and admins may put a case on hold or release it")
+    check_case_scope(who, case_id)
+    if who.session is not None:
+        raise _deny("a hold covers the whole case: not with a session-limited token")

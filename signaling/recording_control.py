@@ -25,16 +25,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 from recording import archive, track_index
 from recording.paths import session_dir
 from recording.seal import Sealer
 
-from . import policy, recording_gaps
+from . import policy, recording_gaps, storage
 from .auth import Identity
 from .background import stopping
 from .core import UNSEALED, ServiceCore, actor_of
@@ -52,17 +50,6 @@ SWEEP_EVERY_S = 5.0
 SWEEP_GRACE_S = 10.0
 
 
-def _free_bytes(path: Path) -> int | None:
-    """Free space where the case files go (the nearest existing folder), or None."""
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    try:
-        st = os.statvfs(path)
-    except OSError:
-        return None
-    return st.f_bavail * st.f_frsize
-
-
 class RecordingControl:
     def __init__(self, service: ServiceCore, policy_name: str) -> None:
         self.service = service
@@ -77,24 +64,21 @@ class RecordingControl:
         # Below this much free space in the archive no recording starts (a full disk
         # would silently end it halfway); set by the app from disk_min_free_bytes.
         self.min_free_bytes = 0
+        self.quota_bytes = 0  # archive_quota_bytes (signaling/storage.py)
         # The opinion sheet made into each case file as it is sealed (None: none).
         self.sheets: OpinionSheets | None = None
         # The node's seal: its hash and signature on each manifest (None: unsigned).
         self.sealer: Sealer | None = None
 
     async def check_room(self) -> None:
-        """Refuse to start a recording the archive's disk has no room for (507)."""
-        if self.policy == "off" or self.min_free_bytes <= 0:
+        """Refuse to start a recording the archive's disk (or quota) has no room for (507)."""
+        if self.policy == "off":
             return
-        free = await asyncio.to_thread(_free_bytes, self.archive_dir)
-        if free is not None and free < self.min_free_bytes:
-            log.error("recording refused: %d bytes free in %s", free, self.archive_dir)
-            raise InsufficientStorage(
-                "insufficient_storage",
-                f"the case file's disk has {free // (1024 * 1024)} MiB free, below "
-                f"disk_min_free_bytes ({self.min_free_bytes // (1024 * 1024)} MiB): a "
-                "recorded joint review cannot start; ask the operator to free space",
-            )
+        try:
+            await storage.check_room(self.archive_dir, self.quota_bytes, self.min_free_bytes)
+        except InsufficientStorage:
+            log.error("recording refused: no room in %s", self.archive_dir)
+            raise
 
     # -- lifecycle (MediaBridge.start / close) ------------------------------------------
     def start(self, node_id: str) -> None:

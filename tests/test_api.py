@@ -337,6 +337,10 @@ def _no_exception(b: Json) -> None:
     assert b["error"]["code"] == "exception_not_found"
 
 
+def _hold(b: Json, held: bool) -> None:  # legal hold (#18, tests/test_retention.py)
+    assert b["held"] is held, b
+
+
 @dataclass(frozen=True)
 class Expect:
     ok: int
@@ -470,6 +474,16 @@ MATRIX: dict[tuple[str, str], Expect] = {
     ),
     ("POST", "/api/exceptions/{exception_id}/handle"): Expect(
         404, _roles("supervisor", "admin"), lambda b, w, r: _no_exception(b), {"note": "ok"}
+    ),
+    # Legal hold (tests/test_retention.py): supervisors and admins; in this world no hold.
+    ("GET", "/api/cases/{case_id}/hold"): Expect(
+        200, _roles("supervisor", "admin"), lambda b, w, r: _hold(b, False)
+    ),
+    ("POST", "/api/cases/{case_id}/hold"): Expect(
+        200, _roles("supervisor", "admin"), lambda b, w, r: _hold(b, True), {"reason": "诉讼"}
+    ),
+    ("DELETE", "/api/cases/{case_id}/hold"): Expect(
+        409, _roles("supervisor", "admin"), lambda b, w, r: None
     ),
     # The audit trail (tests/test_audit.py): admins only, newest first.
     ("GET", "/api/audit"): Expect(200, _roles("admin"), lambda b, w, r: b["entries"][0]["seq"]),
