@@ -226,6 +226,23 @@ async def test_due_parts_go_held_cases_stay_and_verify_reads_the_tombstones(
         assert await client.app[RETENTION].run_once() == []  # nothing twice
 
 
+async def test_a_guomi_case_files_purged_recordings_verify_by_their_sm3_digests(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = _config(tmp_path, seal_algorithm="sm2-sm3")
+    for name, days in KEEP_ALL.items():
+        monkeypatch.setenv(f"JR_{name.upper()}", str(days))
+    monkeypatch.setenv("JR_SEAL_ALGORITHM", "sm2-sm3")
+    tok = Tokens(TokenService(config))
+    async with TestClient(TestServer(create_app(config))) as client:
+        a = await _sealed(client, tok, config.data_dir / "archive", "RET-SM")
+        _jump(client, 31)
+        done = await client.app[RETENTION].run_once()
+        assert [(d["case_id"], d["kind"]) for d in done] == [("RET-SM", "recordings")]
+        code, out = await _cli(capsys, "verify", "RET-SM", "--data-dir", str(config.data_dir))
+        assert code == 0 and "1 purged (retention)" in out, out
+
+
 async def test_a_purge_happens_once_across_two_nodes(
     tmp_path: Path,
     redis_url: str,
