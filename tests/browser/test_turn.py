@@ -35,6 +35,7 @@ from .conftest import Api, Person, launch
 from .helpers import open_review, participant_id, wait_joined, wait_video_from
 
 TURNSERVER = "/usr/bin/turnserver"
+SHIPPED = Path(__file__).resolve().parents[2] / "deploy" / "coturn" / "turnserver.conf"
 SECRET = "turn-shared-secret-for-the-test"
 REALM = "jointreview.test"
 
@@ -115,40 +116,37 @@ class Coturn:
         cert, key = self_signed(folder)
         self.spki = spki_hash(cert)
         relay_min = 50_000 + self.port % 10_000  # a range of its own, near-certainly free
+        # The shipped file's policy (auth, quotas, denied and allowed peers, TLS
+        # versions...) with this machine's addresses, ports, secret and files.
+        site = {
+            "listening-ip": "127.0.0.1",
+            "relay-ip": "127.0.0.1",
+            "listening-port": str(self.port),
+            "tls-listening-port": str(self.tls_port),
+            "min-port": str(relay_min),
+            "max-port": str(relay_min + 99),
+            "static-auth-secret": SECRET,
+            "realm": REALM,
+            "cert": str(cert),
+            "pkey": str(key),
+            # The SFU listens on loopback here (an intranet address in production), so
+            # loopback is the allowed peer; coturn bans loopback unless told.
+            "allowed-peer-ip": "127.0.0.1",
+            "allow-loopback-peers": "",
+            "userdb": str(folder / "turndb"),  # not /var/lib/turn
+            "log-file": str(folder / "turn.log"),
+            "no-stdout-log": "",
+        }
+        kept = [
+            line
+            for line in SHIPPED.read_text().splitlines()
+            if line.strip()
+            and not line.startswith("#")
+            and line.split("=")[0] not in {*site, "syslog"}
+        ]
+        lines = [*kept, *(f"{k}={v}" if v else k for k, v in site.items())]
         self.conf = folder / "turnserver.conf"
-        self.conf.write_text(
-            "\n".join(
-                [
-                    "listening-ip=127.0.0.1",
-                    "relay-ip=127.0.0.1",
-                    f"listening-port={self.port}",
-                    f"tls-listening-port={self.tls_port}",
-                    f"min-port={relay_min}",
-                    f"max-port={relay_min + 99}",
-                    "fingerprint",
-                    "use-auth-secret",
-                    f"static-auth-secret={SECRET}",
-                    f"realm={REALM}",
-                    f"cert={cert}",
-                    f"pkey={key}",
-                    "no-tlsv1",
-                    "no-tlsv1_1",
-                    "no-dtls",
-                    "no-multicast-peers",
-                    # The SFU listens on loopback here; in production it is an intranet
-                    # address, allowed by allowed-peer-ip in deploy/coturn/turnserver.conf.
-                    "allow-loopback-peers",
-                    "no-cli",
-                    "no-rfc5780",
-                    "no-software-attribute",
-                    f"userdb={folder / 'turndb'}",  # not /var/lib/turn
-                    f"log-file={folder / 'turn.log'}",
-                    "simple-log",
-                    "no-stdout-log",
-                    "",
-                ]
-            )
-        )
+        self.conf.write_text("\n".join(lines) + "\n")
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Coturn:
