@@ -172,9 +172,7 @@ class Config(BaseModel):
     # coturn use-auth-secret: TURN servers in ice_servers get time-limited credentials.
     turn_secret: str = ""
     turn_ttl_s: int = Field(6 * 3600, ge=60)
-    # The pages' iceTransportPolicy: "all" (direct UDP to the SFU, or TURN when that
-    # fails) or "relay" (only through the TURN servers of ice_servers: a site whose
-    # firewall lets media cross only at the DMZ's TURN server).
+    # The pages' iceTransportPolicy; "relay": only through the TURN servers of ice_servers.
     ice_transport_policy: Literal["all", "relay"] = "all"
 
     # Webhooks to the approval system (signaling/webhooks.py, docs/webhooks.md): every
@@ -343,13 +341,6 @@ class Config(BaseModel):
             raise ValueError("media_lease_s must be at least 3 × media_heartbeat_s")
         if self.media_restart_max_s < self.media_restart_min_s:
             raise ValueError("media_restart_max_s must not be below media_restart_min_s")
-        return self
-
-    @model_validator(mode="after")
-    def _relay_needs_turn(self) -> Config:
-        turn = any(u.startswith(("turn:", "turns:")) for s in self.ice_servers for u in s.urls)
-        if self.ice_transport_policy == "relay" and not turn:
-            raise ValueError('ice_transport_policy "relay" needs a turn: or turns: ice_servers entry')
         return self
 
     @model_validator(mode="after")

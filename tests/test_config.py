@@ -335,22 +335,6 @@ def test_ice_servers_file_entry_without_urls(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("servers", "ok"),
-    [
-        pytest.param("[]", False, id="none"),
-        pytest.param('[{"urls": ["stun:s:3478"]}]', False, id="stun-only"),
-        pytest.param('[{"urls": ["turns:t:443?transport=tcp"]}]', True, id="turns"),
-    ],
-)
-def test_relay_policy_needs_a_turn_server(servers: str, ok: bool) -> None:
-    environ = {"JR_ICE_TRANSPORT_POLICY": "relay", "JR_ICE_SERVERS": servers}
-    if ok:
-        assert load_config(environ=environ).ice_transport_policy == "relay"
-    else:
-        assert "ice_transport_policy" in config_error(environ=environ)
-
-
-@pytest.mark.parametrize(
     ("var", "value", "setting"),
     [
         pytest.param("JR_LOG_LEVEL", "verbose", "log_level", id="log-level"),
