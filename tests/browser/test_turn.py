@@ -28,6 +28,7 @@ from cryptography.x509.oid import NameOID
 from playwright.sync_api import Browser, Playwright
 
 from bench.chromium import FLAGS
+from media_server.settings import turn_credentials
 from signaling.auth import TokenService
 from tests.conftest import ServerProcess, free_port, wait_port
 
@@ -35,6 +36,7 @@ from .conftest import Api, Person, launch
 from .helpers import open_review, participant_id, wait_joined, wait_video_from
 
 TURNSERVER = "/usr/bin/turnserver"
+UCLIENT = "/usr/bin/turnutils_uclient"  # coturn's test client
 SHIPPED = Path(__file__).resolve().parents[2] / "deploy" / "coturn" / "turnserver.conf"
 SECRET = "turn-shared-secret-for-the-test"
 REALM = "jointreview.test"
@@ -251,3 +253,18 @@ def test_reviewer_decodes_the_clerk_through_turn_only(
     # transport under test.
     assert set(path["gathered"]) == {"relay"}, path
     assert (path["type"], path["relayProtocol"]) == ("relay", transport), path
+
+
+def test_the_relay_refuses_peers_that_are_not_media_nodes(coturn: Coturn) -> None:
+    """The shipped policy: every peer denied but the media nodes' (here 127.0.0.1), so
+    TURN is no way into the intranet; and only credentials from the shared secret."""
+    user, password = turn_credentials(SECRET, "check", 600)
+
+    def relay(to: str, secret: str) -> str:
+        args = [UCLIENT, "-t", "-u", user, "-w", secret, "-e", to, "-r", "40000"]
+        args += ["-n", "1", "-m", "1", "-p", str(coturn.port), "127.0.0.1"]
+        run = subprocess.run(args, capture_output=True, text=True, timeout=30)
+        return run.stdout + run.stderr
+
+    assert "403 (Forbidden IP)" in relay("10.1.2.3", password)
+    assert "Cannot complete Allocation" in relay("127.0.0.1", "not-the-password")
