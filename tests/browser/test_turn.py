@@ -164,7 +164,11 @@ class Coturn:
     def stop(self) -> None:
         if self.proc is not None:
             self.proc.terminate()
-            self.proc.wait(10)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:  # coturn's threads can be slow to stop
+                self.proc.kill()
+                self.proc.wait(10)
 
     def log(self) -> str:
         path = self.folder / "turn.log"
