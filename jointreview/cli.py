@@ -177,8 +177,12 @@ def _serve(args: argparse.Namespace) -> int:
     from signaling.history.migrate import SchemaError
 
     from .app import create_app
+    from .host_check import media_address_problem
 
     config = _load(args, {"host": args.host, "port": args.port})
+    if problem := media_address_problem(config):  # before anything starts: no traceback
+        print(f"jointreview serve: {problem}", file=sys.stderr, flush=True)
+        return 2
     logging.basicConfig(
         level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

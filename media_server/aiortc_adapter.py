@@ -110,7 +110,7 @@ def check_versions() -> None:
 # -- host candidates -------------------------------------------------------------------
 
 _original_get_component_candidates = aioice.ice.Connection.get_component_candidates
-_original_get_host_addresses = aioice.ice.get_host_addresses
+host_addresses = aioice.ice.get_host_addresses  # aioice's own: jointreview/host_check.py
 
 
 def configure_host_candidates(addresses: list[str], port_range: tuple[int, int] | None) -> None:
@@ -125,7 +125,7 @@ def configure_host_candidates(addresses: list[str], port_range: tuple[int, int] 
         # Every interface, loopback too: a machine whose only network is loopback (a
         # laptop offline, a container) still connects to a browser on the same machine.
         def every_interface(use_ipv4: bool, use_ipv6: bool) -> list[str]:
-            found = _original_get_host_addresses(use_ipv4, use_ipv6)
+            found = host_addresses(use_ipv4, use_ipv6)
             return [*found, "127.0.0.1"] if use_ipv4 and "127.0.0.1" not in found else found
 
         aioice.ice.get_host_addresses = every_interface

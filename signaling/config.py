@@ -176,6 +176,8 @@ class Config(SealSettings, GovernanceSettings):
     # coturn use-auth-secret: TURN servers in ice_servers get time-limited credentials.
     turn_secret: str = ""
     turn_ttl_s: int = Field(6 * 3600, ge=60)
+    # The pages' iceTransportPolicy; "relay": only through the TURN servers of ice_servers.
+    ice_transport_policy: Literal["all", "relay"] = "all"
 
     # Webhooks to the approval system (signaling/webhooks.py, docs/webhooks.md): every
     # event of webhook_events is POSTed to each URL, signed with webhook_secret, retried

@@ -432,6 +432,7 @@ class Connection:
             self.subs.append(await inboxes.follow(f"dept:{self.who.dept}", self))
         if policy.watches_supervision(self.who):
             self.subs.append(await store.subscribe(SUPERVISORS, self.on_supervision))
+        ice_servers = self.app[MEDIA].ice_servers(self.who.sub)
         self.send(
             {
                 "type": "welcome",
@@ -443,7 +444,9 @@ class Connection:
                 "heartbeat_s": self.config.heartbeat_s,
                 "max_message_bytes": self.config.max_message_bytes,
                 "resume_grace_s": self.config.resume_grace_s,
-                "ice_servers": self.app[MEDIA].ice_servers(self.who.sub),
+                "ice_servers": ice_servers,
+                # "relay" without servers would leave the page no way at all.
+                "ice_transport_policy": self.config.ice_transport_policy if ice_servers else "all",
             }
         )
         if policy.has_inbox(self.who):

@@ -193,3 +193,29 @@ def test_a_socket_offering_only_its_token_is_not_logged_with_it(
     # aiohttp warns that the offered protocols don't overlap ours, naming them: redacted.
     assert any("bearer.<redacted>" in line for line in new), new
     assert token not in "\n".join(new)
+
+
+async def test_the_redis_password_is_never_logged(
+    logged: Callable[..., Any], redis_url: str
+) -> None:
+    """A node on a Redis that wants a password: the start-up line names the Redis
+    without it, and nothing else in the log carries it."""
+    import redis.asyncio as aioredis
+
+    password = "Redis-Password-9f3c"  # an ACL user of its own: the shared Redis is unchanged
+    admin = aioredis.from_url(redis_url)
+    await admin.acl_setuser(
+        "jrlog",
+        enabled=True,
+        passwords=[f"+{password}"],
+        keys=["*"],
+        channels=["*"],
+        commands=["+@all"],
+    )
+    await admin.aclose()
+    url = redis_url.replace("redis://", f"redis://jrlog:{password}@")
+    server = logged(JR_REDIS_URL=url)
+    get(server.port, "/healthz")
+    new = log_of(server, 0, 1)
+    assert any(f"redis://jrlog:***@{url.split('@')[1]}" in line for line in new), new
+    assert password not in server.log.read_text(), new

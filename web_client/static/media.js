@@ -50,7 +50,9 @@ export class MediaLink {
   }
 
   createPc() {
-    const pc = new RTCPeerConnection({ iceServers: this.iceServers, bundlePolicy: "max-bundle" });
+    // "relay": media only through the site's TURN server (welcome.ice_transport_policy).
+    const iceTransportPolicy = this.signal.welcome?.ice_transport_policy === "relay" ? "relay" : "all";
+    const pc = new RTCPeerConnection({ iceServers: this.iceServers, iceTransportPolicy, bundlePolicy: "max-bundle" });
     this.pc = pc;
     this.gen = (this.gen || 0) + 1;
     pc.addEventListener("connectionstatechange", () => {
