@@ -116,3 +116,20 @@ async def test_wrong_role_or_scope_is_refused(client: Client, tok: Tokens) -> No
     assert await sessions_of(client, tok.clerk()) == []
     r = await client.post(f"/api/cases/{CASE}/sessions", json=body)
     assert r.status == 401
+
+
+async def test_an_opinion_without_a_decision_is_refused(client: Client, tok: Tokens) -> None:
+    """The form pre-selects nothing; the server files nothing that chose nothing."""
+    _, created = await post(client, tok.clerk(), {"invite": ["city-amr"]})
+    sid, inv = created["session_id"], created["invitations"][0]["invitation_id"]
+    r = await client.post(f"/api/invitations/{inv}/accept", headers=auth(tok.reviewer()))
+    assert r.status == 200, await r.text()
+    url = f"/api/sessions/{sid}/opinions"
+    for body in ({}, {"note": "同意"}, {"decision": None, "note": "同意"}, {"decision": ""}):
+        r = await client.post(url, json=body, headers=auth(tok.reviewer()))
+        err = await r.json()
+        assert (r.status, err["error"]["code"]) == (400, "invalid_body"), body
+    r = await client.get(url, headers=auth(tok.clerk()))
+    assert (await r.json())["opinions"] == []
+    r = await client.post(url, json={"decision": "approve"}, headers=auth(tok.reviewer()))
+    assert r.status == 201, await r.text()
