@@ -68,7 +68,7 @@ export default {
   "counter.window_placeholder": "Default: your own window",
   "counter.start_inviting": "Start and invite",
   "counter.start_alone": "Start without inviting",
-  "counter.nobody_yet": "Nobody chosen yet: tick the departments to invite above, or start without inviting.",
+  "counter.nobody_yet": "Nobody chosen yet: tick the departments to invite, or start without inviting.",
   "counter.will_invite": "Will invite ({n}):",
   "counter.choose_or_alone": "Choose at least one department or reviewer to invite, or press “Start without inviting”.",
   "counter.link_invalid": "Some values in the approval system's link are not valid (marked): please check them.",

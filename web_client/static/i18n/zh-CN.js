@@ -68,7 +68,7 @@ export default {
   "counter.window_placeholder": "默认：本人所在窗口",
   "counter.start_inviting": "发起联审并邀请",
   "counter.start_alone": "不邀请，直接发起",
-  "counter.nobody_yet": "尚未选择：请在上方勾选要邀请的部门，或不邀请直接发起。",
+  "counter.nobody_yet": "尚未选择：请勾选要邀请的部门，或不邀请直接发起。",
   "counter.will_invite": "将邀请（{n}）：",
   "counter.choose_or_alone": "请至少选择一个要邀请的部门或人员，或点击“不邀请，直接发起”。",
   "counter.link_invalid": "审批系统链接中的部分内容无效（已标出），请核对。",
