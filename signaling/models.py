@@ -145,7 +145,10 @@ class CreateSessionBody(_Body):
     # Invited at once (signaling/session_start.py): a department's id, or an invitation's
     # body ({dept, level} or {reviewer}, with a note). Validated before anything is created.
     invite: list[Annotated[str, Field(pattern=ID_PATTERN)] | CreateInvitationBody] = Field(
-        default_factory=list, max_length=START_INVITES_MAX
+        default_factory=list,
+        max_length=START_INVITES_MAX,
+        description="invited at once: department ids, or invitation bodies "
+        "({dept, level?, note?} or {reviewer, note?}); all checked before anything is created",
     )
 
     @model_validator(mode="after")

@@ -158,7 +158,13 @@ def test_counter_form_opinion_choice_and_confirmation(
     expect(confirm).to_be_visible()
     content = reviewer.by("opinion-confirm-content")
     expect(content).to_have_attribute("data-decision", "materials_missing")
-    for text in ("材料不全，需补正", "股东会决议原件", "法定代表人身份证复印件", "补正后可当场办理", "王建国"):
+    for text in (
+        "材料不全，需补正",
+        "股东会决议原件",
+        "法定代表人身份证复印件",
+        "补正后可当场办理",
+        "王建国",
+    ):
         expect(content).to_contain_text(text)
     reviewer.shot("opinion-confirm-zh")
     reviewer.by("opinion-confirm-back").click()  # back to edit: nothing filed
