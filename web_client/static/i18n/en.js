@@ -231,6 +231,7 @@ export default {
   "opinion.decision_required": "Choose an opinion first: nothing is pre-selected.",
   "opinion.confirm_title": "File this opinion into the case file?",
   "opinion.confirm_by": "Filed by",
+  "opinion.confirm_missing": "Missing materials",
   "opinion.confirm_text": "This is exactly what is filed, with your name and the time, and sealed with the case file.",
   "opinion.confirm_back": "Back to edit",
   "opinion.confirm_file": "File opinion",

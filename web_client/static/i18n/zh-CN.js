@@ -231,6 +231,7 @@ export default {
   "opinion.decision_required": "请先选择会办意见（未预设任何选项）。",
   "opinion.confirm_title": "确认将以下意见记入案卷？",
   "opinion.confirm_by": "提交人",
+  "opinion.confirm_missing": "需补正的材料",
   "opinion.confirm_text": "以上内容将原样连同您的姓名和时间记入案卷，并随案卷封存。",
   "opinion.confirm_back": "返回修改",
   "opinion.confirm_file": "确认提交",
