@@ -3,10 +3,10 @@
 // starts the session and invites (POST /api/cases/{case}/sessions with `invite`), and the
 // sessions still running.
 import { api } from "/static/auth.js";
-import { showHosts } from "/static/hosts.js";
 import { rememberInvitations } from "/static/answers.js";
-import { readDeepLink, dropStart, startsAtOnce } from "/static/deeplink.js";
-import { onLangChange } from "/static/i18n.js";
+import { dropStart, readDeepLink, startsAtOnce } from "/static/deeplink.js";
+import { showHosts } from "/static/hosts.js";
+import { lang, onLangChange } from "/static/i18n.js";
 import { TargetPicker } from "/static/picker.js";
 import { bootPage, chip, clear, deptLabel, el, errorI18n, fill } from "/static/ui.js";
 
@@ -53,10 +53,11 @@ async function loadSessions(claims) {
 
 // Who will be invited, next to Start (departments and the named reviewer).
 function summarize(picker, summary) {
+  if (!picker.reviewer) return; // the directory did not load: the error says so
   const targets = picker.selected();
   const names = targets.map((x) => (x.dept ? deptLabel(x.dept) : picker.reviewer.selectedOptions[0]?.textContent || x.reviewer));
   if (!names.length) fill(summary, el("span", { class: "muted", i18n: "counter.nobody_yet" }));
-  else fill(summary, el("span", { i18n: "counter.will_invite", args: { n: names.length } }), " ", el("strong", { text: names.join("、") }));
+  else fill(summary, el("span", { i18n: "counter.will_invite", args: { n: names.length } }), " ", el("strong", { text: new Intl.ListFormat(lang()).format(names) }));
 }
 
 // What the deep link filled in, and what it could not (shown, never dropped silently).
