@@ -61,9 +61,9 @@ def test_deep_link_starts_with_invitations_and_the_clerk_hears_every_answer(
         "city-amr",
         "district-planning",
     }
-    # Back (or a reload of the counter) does not start a second session: start=1 is gone.
-    sessions = http.call("GET", "/api/sessions", tokens.issue(sub="sup-01", role="supervisor"))
-    assert [s["session_id"] for s in sessions["sessions"]] == [sid]
+    supervisor = tokens.issue(sub="sup-01", role="supervisor")
+    listed = http.call("GET", "/api/sessions", supervisor)["sessions"]
+    assert [s["session_id"] for s in listed] == [sid]
 
     # The chime is off until the clerk turns it on; they look at the chat meanwhile.
     chime = clerk.by("answer-chime")
@@ -96,6 +96,15 @@ def test_deep_link_starts_with_invitations_and_the_clerk_hears_every_answer(
     declined.get_by_test_id("escalate").click()
     options = clerk.by("escalate-target").locator("option").all_inner_texts()
     assert options and not any("吴芳" in o for o in options), options
+
+    # Back to the counter: the form as the link filled it, and no second session (the
+    # page took start=1 off the address before starting).
+    clerk.page.go_back()
+    expect(clerk.by("case-number")).to_have_value("GZ-2026-DL-001")
+    assert "start=" not in clerk.page.url
+    expect(clerk.by("start-dept-district-planning")).to_be_checked()
+    sessions = http.call("GET", "/api/sessions", supervisor)["sessions"]
+    assert [s["session_id"] for s in sessions] == [sid]
 
 
 def test_counter_form_opinion_choice_and_confirmation(
