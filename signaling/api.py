@@ -21,7 +21,7 @@ import segno
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from . import paging, policy, protocol
+from . import paging, policy, protocol, session_start
 from .appkeys import CONFIG, HISTORY, MEDIA, SERVICE, TOKENS, VIEWS_FROM_RECORD, WHO
 from .auth import AuthError, Identity
 from .errors import (
@@ -252,22 +252,25 @@ def require_signing(ctx: Ctx) -> None:
 @route(
     "POST",
     "/api/cases/{case_id}/sessions",
-    "Start a joint review for a case",
+    "Start a joint review for a case (and invite departments: ``invite``)",
     policy.STAFF,
     body=CreateSessionBody,
     response=CreatedSession,
     status=201,
-    errors=("507",),
+    errors=("422", "507"),
 )
 async def create_session(ctx: Ctx) -> Any:
     recording = ctx.request.app[MEDIA].recording
     if recording is not None and recording.policy == "always" and policy.is_staff(ctx.identity):
         await recording.check_room()  # recorded from its first media: the disk must hold it
-    session = await ctx.service.create_session(ctx.identity, ctx.path("case_id"), ctx.body)
+    session, invitations = await session_start.start_session(
+        ctx.service, ctx.identity, ctx.path("case_id"), ctx.body
+    )
     return CreatedSession(
         session_id=session.session_id,
         session=session,
         join_url=ctx.service.join_url(session.session_id),
+        invitations=invitations,
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -116,12 +116,6 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
-class CreateSessionBody(_Body):
-    applicant_name: str | None = Field(None, max_length=100)
-    matter: str | None = Field(None, max_length=500)
-    window: str | None = Field(None, max_length=100)
-
-
 class CreateInvitationBody(_Body):
     dept: str | None = Field(None, pattern=ID_PATTERN)
     level: Level | None = None
@@ -133,6 +127,39 @@ class CreateInvitationBody(_Body):
         if (self.dept is None) == (self.reviewer is None):
             raise ValueError("give exactly one of 'dept' or 'reviewer'")
         return self
+
+    def key(self) -> tuple[str | None, str | None]:
+        """Who is invited: a department (whatever its level) or a named reviewer."""
+        return (self.dept, self.reviewer)
+
+
+# At most this many invitations in the call that starts a session (the directory holds
+# far fewer departments; more would be a mistake or abuse, not a joint review).
+START_INVITES_MAX = 20
+
+
+class CreateSessionBody(_Body):
+    applicant_name: str | None = Field(None, max_length=100)
+    matter: str | None = Field(None, max_length=500)
+    window: str | None = Field(None, max_length=100)
+    # Invited at once (signaling/session_start.py): a department's id, or an invitation's
+    # body ({dept, level} or {reviewer}, with a note). Validated before anything is created.
+    invite: list[Annotated[str, Field(pattern=ID_PATTERN)] | CreateInvitationBody] = Field(
+        default_factory=list,
+        max_length=START_INVITES_MAX,
+        description="invited at once: department ids, or invitation bodies "
+        "({dept, level?, note?} or {reviewer, note?}); all checked before anything is created",
+    )
+
+    @model_validator(mode="after")
+    def _distinct(self) -> CreateSessionBody:
+        keys = [t.key() for t in self.targets()]
+        if len(set(keys)) != len(keys):
+            raise ValueError("'invite' names the same department or reviewer twice")
+        return self
+
+    def targets(self) -> list[CreateInvitationBody]:
+        return [CreateInvitationBody(dept=t) if isinstance(t, str) else t for t in self.invite]
 
 
 class DeclineBody(_Body):
@@ -305,6 +332,7 @@ class CreatedSession(BaseModel):
     session_id: str
     session: Session
     join_url: str
+    invitations: list[Invitation] = Field(default_factory=list)  # those of ``invite``
 
 
 class InvitationList(BaseModel):

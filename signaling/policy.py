@@ -251,6 +251,15 @@ def can_start_session(who: Identity, case_id: str) -> None:
         raise _deny(f"a {who.role} cannot start a joint review")
 
 
+def can_start_inviting(who: Identity, case_id: str) -> None:
+    """Start a joint review and invite in the same call (the approval system's one call,
+    the counter's Start): who may start it, with a token not limited to one session
+    (such a token could not manage the session it would create)."""
+    can_start_session(who, case_id)
+    if who.session is not None:
+        raise _deny("a token limited to one session cannot start another")
+
+
 def can_list_sessions(who: Identity) -> None:
     if who.role not in READERS:
         raise _deny(f"a {who.role} cannot list sessions")

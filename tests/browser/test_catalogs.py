@@ -22,6 +22,7 @@ DYNAMIC = {
     "media.error": ["denied", "missing", "busy", "other"],
     "media.title": ["denied", "missing", "busy", "other"],
     "opinion.decision": ["approve", "materials_missing", "refer", "note"],
+    "answers": ["accepted", "declined", "unanswered"],
     "quality": ["good", "fair", "poor", "unknown", "stalled", "paused"],
     "sup.tab": ["search", "stats", "exceptions", "live"],
     "exc.kind": [

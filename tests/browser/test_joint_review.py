@@ -57,7 +57,7 @@ def test_joint_review_from_counter_to_case_file(
     clerk.by("applicant-name").fill("广州琶洲示例贸易有限公司")
     clerk.by("matter").fill("营业执照变更登记（股东变更）")
     both_languages(clerk, "counter")
-    clerk.by("start-review").click()
+    clerk.by("start-without-invite").click()  # this test invites from inside the session
     clerk.page.wait_for_url(re.compile(r"/session/s_"))
     sid = clerk.page.url.rsplit("/", 1)[1]
     pid_clerk = wait_joined(clerk.page)
@@ -136,9 +136,12 @@ def test_joint_review_from_counter_to_case_file(
     r1.by("opinion-note").fill("补正后可当场办理")
     both_languages(r1, "session-reviewer")
     r1.by("opinion-submit").click()
+    r1.by("opinion-confirm-file").click()  # what goes into the case file, confirmed
     r2.by("tab-opinions").click()
+    r2.by("opinion-decision-approve").check()  # nothing is pre-selected
     r2.by("opinion-note").fill("规划条件符合，同意办理")
     r2.by("opinion-submit").click()
+    r2.by("opinion-confirm-file").click()
     for person in everyone.values():
         if person is clerk:
             person.by("tab-opinions").click()

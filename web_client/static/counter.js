@@ -1,9 +1,14 @@
-// The clerk's console at the counter: the case in hand, start a joint review in one
-// click (optionally inviting departments at once), and the sessions still running.
+// The clerk's console at the counter: the case in hand (typed, or from the approval
+// system's deep link: deeplink.js), the departments to invite beside Start, one call that
+// starts the session and invites (POST /api/cases/{case}/sessions with `invite`), and the
+// sessions still running.
 import { api } from "/static/auth.js";
+import { rememberInvitations } from "/static/answers.js";
+import { dropStart, readDeepLink, startsAtOnce } from "/static/deeplink.js";
 import { showHosts } from "/static/hosts.js";
-import { inviteAll, TargetPicker } from "/static/picker.js";
-import { bootPage, chip, clear, el, errorI18n } from "/static/ui.js";
+import { lang, onLangChange } from "/static/i18n.js";
+import { TargetPicker } from "/static/picker.js";
+import { bootPage, chip, clear, deptLabel, el, errorI18n, fill } from "/static/ui.js";
 
 const CASE_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 const app = document.getElementById("app");
@@ -46,6 +51,33 @@ async function loadSessions(claims) {
   }
 }
 
+// Who will be invited, next to Start (departments and the named reviewer).
+function summarize(picker, summary) {
+  if (!picker.reviewer) return; // the directory did not load: the error says so
+  const targets = picker.selected();
+  const names = targets.map((x) => (x.dept ? deptLabel(x.dept) : picker.reviewer.selectedOptions[0]?.textContent || x.reviewer));
+  if (!names.length) fill(summary, el("span", { class: "muted", i18n: "counter.nobody_yet" }));
+  else fill(summary, el("span", { i18n: "counter.will_invite", args: { n: names.length } }), " ", el("strong", { text: new Intl.ListFormat(lang()).format(names) }));
+}
+
+// What the deep link filled in, and what it could not (shown, never dropped silently).
+function applyLink(link, picker) {
+  for (const [id, value] of Object.entries(link.values)) document.getElementById(id).value = value;
+  for (const id of link.invalid) document.getElementById(id).setAttribute("aria-invalid", "true");
+  for (const dept of link.known) picker.boxes.get(dept).checked = true;
+  const notes = document.getElementById("link-notes");
+  const items = [];
+  if (link.invalid.length) items.push(el("p", { i18n: "counter.link_invalid", testid: "deeplink-invalid" }));
+  if (link.unknown.length) {
+    items.push(
+      el("p", { testid: "deeplink-unknown", data: { depts: link.unknown.join(",") } }, el("span", { i18n: "counter.link_unknown" }), " ", el("code", { text: link.unknown.join(", ") })),
+    );
+  }
+  if (link.start && !startsAtOnce(link)) items.push(el("p", { i18n: "counter.link_held", testid: "deeplink-held" }));
+  notes.hidden = !items.length;
+  fill(notes, items);
+}
+
 async function main() {
   const claims = await bootPage(app, { roles: ["clerk", "admin"] });
   if (!claims) return;
@@ -54,34 +86,54 @@ async function main() {
   const error = document.getElementById("start-error");
   const form = document.getElementById("start-form");
   const button = form.querySelector("[data-testid=start-review]");
+  const alone = document.getElementById("start-alone");
+  const summary = document.getElementById("invite-summary");
   await Promise.all([picker.load().catch((err) => showError(error, errorI18n(err))), loadSessions(claims)]);
-  caseInput.focus();
   if (claims.role === "admin") showHosts(document.getElementById("hosts"));
+  const link = readDeepLink(location.search, picker.directory.departments);
+  applyLink(link, picker);
+  summarize(picker, summary);
+  picker.container.addEventListener("change", () => summarize(picker, summary));
+  onLangChange(() => summarize(picker, summary));
 
-  form.addEventListener("submit", async (ev) => {
-    ev.preventDefault();
+  // Enter in a field submits: it starts only with someone to invite. Starting alone is
+  // the second button, a deliberate choice.
+  async function start(targets) {
     const caseId = caseInput.value.trim();
     caseInput.setAttribute("aria-invalid", String(!CASE_ID.test(caseId)));
     if (!CASE_ID.test(caseId)) {
       showError(error, { i18n: caseId ? "counter.case_invalid" : "counter.case_required" });
       caseInput.focus();
-  if (claims.role === "admin") showHosts(document.getElementById("hosts"));
       return;
     }
     clear(error);
-    button.disabled = true;
+    button.disabled = alone.disabled = true;
     try {
-      const body = {
-        applicant_name: document.getElementById("applicant-name").value.trim() || undefined,
-        matter: document.getElementById("matter").value.trim() || undefined,
-      };
+      const value = (id) => document.getElementById(id).value.trim() || undefined;
+      const body = { applicant_name: value("applicant-name"), matter: value("matter"), window: value("window"), invite: targets };
       const created = await api(`/api/cases/${encodeURIComponent(caseId)}/sessions`, { method: "POST", body });
-      await inviteAll(created.session_id, picker.selected());
+      rememberInvitations(created.session_id, created.invitations);
       location.href = `/session/${created.session_id}`;
     } catch (err) {
       showError(error, errorI18n(err));
-      button.disabled = false;
+      button.disabled = alone.disabled = false;
     }
+  }
+
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const targets = picker.selected();
+    if (!targets.length) {
+      showError(error, { i18n: "counter.choose_or_alone", testid: "start-needs-invite" });
+      picker.container.querySelector("input[type=checkbox]")?.focus();
+      return;
+    }
+    start(targets);
   });
+  alone.addEventListener("click", () => start([]));
+
+  dropStart();
+  if (startsAtOnce(link)) start(picker.selected());
+  else (link.values["case-number"] ? button : caseInput).focus();
 }
 main();

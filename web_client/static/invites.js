@@ -128,7 +128,10 @@ export class InvitesPanel {
     const others = departmentList()
       .filter((d) => d.id !== inv.dept && (!mine || d.level !== mine.level))
       .sort((a, b) => Number(mine && suffix(b.id) === suffix(mine.id)) - Number(mine && suffix(a.id) === suffix(mine.id)));
-    const people = this.reviewers.filter((r) => r.sub !== inv.reviewer && (!inv.dept || r.dept === inv.dept));
+    // Never the one who just declined (nor the named reviewer who did not answer).
+    const people = this.reviewers.filter(
+      (r) => r.sub !== inv.reviewer && r.sub !== inv.responded_by?.sub && (!inv.dept || r.dept === inv.dept),
+    );
     const select = el(
       "select",
       { testid: "escalate-target", aria: "invites.escalate_to" },

@@ -5,6 +5,18 @@ import { clear, el, errorI18n, setupHeader } from "/static/ui.js";
 
 const ORDER = ["clerk", "reviewer", "applicant", "supervisor", "admin"];
 
+// Where the sign-in was asked from (?next=, ui.js loginLink): a path of this site only.
+function nextPath() {
+  const next = new URLSearchParams(location.search).get("next") || "";
+  try {
+    const url = new URL(next, location.origin);
+    if (next.startsWith("/") && url.origin === location.origin) return url.pathname + url.search;
+  } catch {
+    // not a path: home
+  }
+  return "/";
+}
+
 async function main() {
   signOut();
   await setupHeader();
@@ -48,7 +60,7 @@ async function main() {
         try {
           const res = await api("/api/auth/demo-login", { method: "POST", body: { sub: user.sub } });
           setToken(res.token);
-          location.href = "/";
+          location.href = nextPath();
         } catch (err) {
           clear(message).append(el("span", errorI18n(err)));
         }

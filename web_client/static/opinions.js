@@ -1,6 +1,8 @@
 // Opinions (会办意见): reviewers file them (POST /api/sessions/{sid}/opinions, validated by
-// the server), everyone sees them as they are filed (`opinion.filed`).
+// the server), everyone sees them as they are filed (`opinion.filed`). Nothing is
+// pre-selected, and a confirmation shows what goes into the case file before it is filed.
 import { api } from "/static/auth.js";
+import { confirmOpinion } from "/static/opinion_confirm.js";
 import { actorLine, clear, departmentList, el, errorI18n, toast } from "/static/ui.js";
 
 const DECISIONS = ["approve", "materials_missing", "refer", "note"];
@@ -23,7 +25,7 @@ export class OpinionsPanel {
       el(
         "label",
         { class: "check" },
-        el("input", { type: "radio", name: "decision", value: d, testid: `opinion-decision-${d}`, checked: d === "approve" }),
+        el("input", { type: "radio", name: "decision", value: d, testid: `opinion-decision-${d}` }),
         el("span", { i18n: `opinion.decision_${d}` }),
       ),
     );
@@ -44,7 +46,7 @@ export class OpinionsPanel {
     const form = el(
       "form",
       { class: "opinion-form", testid: "opinion-form", noValidate: true },
-      el("fieldset", {}, el("legend", { i18n: "opinion.decision" }), el("div", { class: "radios" }, radios)),
+      (this.decisions = el("fieldset", { testid: "opinion-decisions" }, el("legend", { i18n: "opinion.decision" }), el("div", { class: "radios" }, radios))),
       this.missingField,
       this.referField,
       el("div", { class: "field" }, el("label", { htmlFor: "opinion-note", i18n: "opinion.note" }), this.note),
@@ -62,7 +64,7 @@ export class OpinionsPanel {
   }
 
   decision() {
-    return this.formEl.querySelector("input[name=decision]:checked")?.value || "approve";
+    return this.formEl.querySelector("input[name=decision]:checked")?.value || null;
   }
 
   showFields() {
@@ -73,6 +75,7 @@ export class OpinionsPanel {
 
   body() {
     const decision = this.decision();
+    if (!decision) return [null, "opinion.decision_required", this.formEl.querySelector("input[name=decision]")];
     const body = { decision, note: this.note.value.trim() || undefined };
     if (decision === "materials_missing") {
       body.missing = this.missing.value.split("\n").map((s) => s.trim()).filter(Boolean);
@@ -88,15 +91,19 @@ export class OpinionsPanel {
 
   async submit() {
     clear(this.error);
-    for (const f of [this.missing, this.refer, this.note]) f.removeAttribute("aria-invalid");
+    for (const f of [this.missing, this.refer, this.note, this.decisions]) f.removeAttribute("aria-invalid");
     const [body, problem, field] = this.body();
     if (!body) {
       this.error.append(el("span", { i18n: problem }));
-      field.setAttribute("aria-invalid", "true");
+      (field.type === "radio" ? this.decisions : field).setAttribute("aria-invalid", "true");
       field.focus();
       return;
     }
     this.submitButton.disabled = true;
+    if (!(await confirmOpinion(body, this.me))) {
+      this.submitButton.disabled = false;
+      return;
+    }
     try {
       const opinion = await api(`/api/sessions/${this.sessionId}/opinions`, { method: "POST", body });
       this.add(opinion);

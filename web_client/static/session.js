@@ -1,6 +1,7 @@
 // The live session (/session/{sid}), for every role: join (or resume) over the socket,
 // publish camera and microphone, receive everyone else, and the side panels (invitations,
 // chat, opinions, document stills). Reconnects with backoff and resumes its slot.
+import { AnswerWatch } from "/static/answers.js";
 import { api, tokenClaims } from "/static/auth.js";
 import { ChatPanel } from "/static/chat.js";
 import { LocalMedia } from "/static/controls.js";
@@ -25,7 +26,7 @@ const $ = (id) => document.getElementById(id);
 
 const ctx = { sid, me: null, session: null, participantId: null, started: false, over: false, recording: false };
 const signal = new Signal();
-let grid, media, local, quality, panels, chat, opinions, invites, gallery, docs, watchers;
+let grid, media, local, quality, panels, chat, opinions, invites, gallery, docs, watchers, answers;
 
 // -- the screen ------------------------------------------------------------------------
 function tabsFor(role) {
@@ -56,6 +57,7 @@ function build() {
   const defs = tabsFor(role).map(([id, key]) => ({ id, key }));
   panels = makeTabs($("tabs"), $("panels"), defs, { stacked: role === "applicant" });
   chat = new ChatPanel(panels.panel("chat"), signal, { onUnread: () => panels.notify("chat") });
+  if (staff) answers = new AnswerWatch(sid, panels);
   gallery = new SnapshotGallery(panels.panel("docs"), $("viewer"), {
     sessionId: sid,
     onNew: (snap) => {
@@ -244,6 +246,7 @@ async function applyJoined(joined) {
   }
   for (const p of joined.participants) onParticipant(p);
   invites?.setInvitations(joined.invitations);
+  for (const inv of joined.invitations) answers?.see(inv);
   setRecording(Boolean(joined.recording));
   showRecordingControl(joined.recording_policy);
   chat.merge(joined.chat, isMine); // what others said while we were away, in order, once
@@ -272,16 +275,9 @@ function onParticipant(p) {
 }
 
 // -- messages --------------------------------------------------------------------------
-const SEEN_STATUS = new Map();
 function onInvitation(inv) {
   invites?.update(inv);
-  const before = SEEN_STATUS.get(inv.invitation_id);
-  SEEN_STATUS.set(inv.invitation_id, inv.status);
-  if (!STAFF.includes(ctx.me.role) || before === inv.status || before === undefined) return;
-  const who = inv.responded_by?.name || inv.reviewer_name || "";
-  if (inv.status === "accepted") toast("invites.toast_accepted", { name: who }, "ok");
-  if (inv.status === "declined") toast("invites.toast_declined", { name: who, reason: inv.reason || "" }, "warn");
-  if (inv.status === "unanswered") toast("invites.toast_unanswered", null, "warn");
+  answers?.see(inv); // the staff hear of every answer (answers.js)
 }
 
 function listen() {

@@ -1,4 +1,5 @@
-// An optional soft chime for a new invitation. Off by default: the service hall is silent.
+// An optional soft chime (a new invitation in the inbox; an answer at the counter:
+// answers.js), generated with Web Audio, no sound file. Off by default: the hall is silent.
 const KEY = "jr.sound";
 let ctx = null;
 
@@ -12,7 +13,7 @@ export function setSound(on) {
 }
 
 // Web Audio may only start after a user gesture: the switch's click is one.
-function unlock() {
+export function unlock() {
   try {
     ctx = ctx || new AudioContext();
     if (ctx.state === "suspended") ctx.resume().catch(() => {});
@@ -22,11 +23,16 @@ function unlock() {
 }
 
 export function chime() {
-  if (!soundOn()) return;
+  if (soundOn()) playChime();
+}
+
+// Two soft notes (rising by default); silent until a user gesture has unlocked audio.
+// Whether it sounded.
+export function playChime(notes = [660, 880]) {
   unlock();
-  if (!ctx || ctx.state !== "running") return;
+  if (!ctx || ctx.state !== "running") return false;
   const now = ctx.currentTime;
-  [660, 880].forEach((freq, i) => {
+  notes.forEach((freq, i) => {
     const osc = ctx.createOscillator();
     const gain = ctx.createGain();
     osc.type = "sine";
@@ -38,4 +44,5 @@ export function chime() {
     osc.start(now + i * 0.18);
     osc.stop(now + i * 0.18 + 0.55);
   });
+  return true;
 }

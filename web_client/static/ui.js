@@ -131,7 +131,10 @@ export async function loadDepartments() {
 // A "sign in again" link for fatal(): the demo sign-in page, or none (identities come
 // from the approval system, and the notice says so).
 export function loginLink(testid = "go-login") {
-  return demoOn ? { href: "/login", key: "home.go_login", testid } : null;
+  // Back to this very address after signing in (a deep link keeps its case and its invitations).
+  const here = location.pathname + location.search;
+  const href = ["/", "/login"].includes(location.pathname) ? "/login" : `/login?${new URLSearchParams({ next: here })}`;
+  return demoOn ? { href, key: "home.go_login", testid } : null;
 }
 
 export function departmentList() {
