@@ -206,6 +206,7 @@ async def _media_ctx(app: web.Application) -> AsyncIterator[None]:
         workers=media_workers(config),
         loop_kind=config.event_loop,
         log_level=config.log_level,
+        log_format=config.log_format,
         timings=MediaTimings.of(config),
     )
     await bridge.start()

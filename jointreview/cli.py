@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from signaling import logs
 from signaling.accesslog import access_logger, install_log_redaction
 from signaling.config import Config, ConfigError, is_loopback, load_config
 
@@ -158,9 +159,7 @@ def _serve(args: argparse.Namespace) -> int:
     from .app import create_app
 
     config = _load(args, {"host": args.host, "port": args.port})
-    logging.basicConfig(
-        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(config.log_level, config.log_format)  # text or JSON lines, on stderr
     install_log_redaction()  # no token, grant or client bytes in any log line
     app = create_app(config)
     tune_gc()

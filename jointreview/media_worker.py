@@ -26,6 +26,8 @@ from media_server.errors import MediaError
 from media_server.server import MediaServer
 from media_server.settings import MediaSettings
 from recording.live.recorder import Recorder
+from signaling import logs
+from signaling.accesslog import install_log_redaction
 
 from .media_ops import CpuMeter, apply, load
 from .worker_channel import read_msg, write_msg
@@ -73,6 +75,7 @@ class Worker:
 
     async def _answer(self, msg: dict[str, Any]) -> None:
         reply: dict[str, Any] = {"id": msg.get("id")}
+        logs.SESSION_ID.set(str((msg.get("args") or {}).get("session_id") or "") or None)
         try:
             reply["result"] = await apply(self.media, str(msg.get("op")), dict(msg["args"]))
         except MediaError as exc:
@@ -97,10 +100,13 @@ async def serve(fd: int) -> None:
     init = await read_msg(reader)
     if init is None:
         return
-    logging.basicConfig(
-        level=str(init.get("log_level", "info")).upper(),
-        format=f"%(asctime)s %(levelname)s worker{init.get('worker', '?')} %(name)s: %(message)s",
+    # The node's form (text or JSON), on stderr, each line naming this worker; no token.
+    logs.configure(
+        str(init.get("log_level", "info")),
+        str(init.get("log_format", "text")),
+        worker=int(init.get("worker", 0)),
     )
+    install_log_redaction()
     worker = Worker(writer, init)
     worker.send({"event": "ready", "pid": os.getpid()})
     reporter = asyncio.create_task(worker.report())

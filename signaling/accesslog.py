@@ -71,13 +71,15 @@ class AccessLogger(AbstractAccessLogger):
     trusted: tuple[str, ...] = ()
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        client = escape(client_address(request, self.trusted))
         self.logger.info(
             '%s "%s %s" %s %.1fms',
-            escape(client_address(request, self.trusted)),
+            client,
             escape(request.method),
             loggable_path(request.path),
             response.status,
             time * 1000,
+            extra={"request_id": request.get("request_id"), "client": client},
         )
 
 
