@@ -32,6 +32,7 @@ from signaling import (
     api_track,  # noqa: F401  (registers a case's process tracking)
     api_webhooks,  # noqa: F401  (registers the webhook delivery routes)
     datadir,
+    logs,
     replay,
 )
 from signaling.api import add_routes, error_middleware
@@ -77,6 +78,7 @@ from signaling.webhooks import WEBHOOKS, Webhooks
 from signaling.ws_endpoint import websocket_handler
 from web_client import add_static_routes
 
+from . import metrics
 from .media_bridge import MediaBridge
 from .media_hosts import media_settings
 from .media_registry import MediaTimings
@@ -122,6 +124,7 @@ async def _state_ctx(app: web.Application) -> AsyncIterator[None]:
     app[OBSERVATIONS] = Observations(service, config.observation, app[NODE_ID], app.get(AUDIT))
     app[SERVICE] = service
     app[INBOXES] = InboxFanout(service)  # one bus subscription per inbox topic per node
+    service.event_hooks.append(logs.lifecycle_hook)  # an info line per lifecycle step
     api_audit.hook_events(app)  # replays and downloads mirrored into the audit trail
     service.chat_max_chars = config.chat_max_chars
     service.chat_per_minute = config.chat_per_minute_per_session
@@ -351,6 +354,8 @@ def create_app(config: Config) -> web.Application:
     app[NODE_ID] = config.node_id or f"{socket.gethostname()}-{os.getpid()}"
     app[SOCKETS] = weakref.WeakSet()
     app.middlewares.insert(0, api_audit.audit_middleware)  # outermost: sees every answer
+    app.middlewares.insert(0, logs.request_middleware)  # request id and client on every line
+    app[logs.TRUSTED] = tuple(config.trusted_proxies)
     app[GUARDS] = Guards(config)  # socket caps and rate buckets (signaling/socketcaps.py)
     # Cleanup runs in reverse: timers are cancelled before the store they use closes.
     app.cleanup_ctx.append(api_audit.audit_ctx)  # first: every other context can record
@@ -362,6 +367,7 @@ def create_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(_evict_ctx)
     app.cleanup_ctx.append(_tasks_ctx)
     app.cleanup_ctx.append(_sweeper_ctx)
+    metrics.install(app)  # /metrics (docs/operations.md); its context is the last
     app.on_shutdown.append(_close_sockets)
     openapi: dict[str, Any] = build_openapi()
 

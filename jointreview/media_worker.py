@@ -88,9 +88,13 @@ class Worker:
         self.send({"event": "load", **load(self.media, self.meter)})
 
     async def report(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
+            began = loop.time()
             await asyncio.sleep(LOAD_EVERY_S)
-            self.send({"event": "load", **load(self.media, self.meter)})
+            # How late the loop woke us: this worker's event-loop lag (metrics).
+            lag = max(0.0, loop.time() - began - LOAD_EVERY_S)
+            self.send({"event": "load", **load(self.media, self.meter), "loop_lag_s": lag})
             await self.writer.drain()
 
 

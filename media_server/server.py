@@ -14,8 +14,8 @@ from aiortc import InvalidStateError
 from . import aiortc_adapter
 from . import health as media_health
 from . import sdp as sdp_check
-from .errors import MediaError
 from .counters import Totals
+from .errors import MediaError
 from .room import Room
 from .settings import MediaSettings
 from .tap import RecorderTap

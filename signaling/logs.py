@@ -109,7 +109,9 @@ def configure(level: str, fmt: str, worker: int | None = None) -> logging.Handle
         handler.setFormatter(JsonFormatter())
     else:
         prefix = "" if worker is None else f"worker{worker} "
-        handler.setFormatter(logging.Formatter(TEXT_FORMAT.replace("%(name)s", prefix + "%(name)s")))
+        handler.setFormatter(
+            logging.Formatter(TEXT_FORMAT.replace("%(name)s", prefix + "%(name)s"))
+        )
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -95,6 +95,8 @@ class Webhooks:
         self._http: aiohttp.ClientSession | None = None
         # delivery id -> (its sending task, our claim token)
         self._inflight: dict[str, tuple[asyncio.Task[None], str]] = {}
+        # attempts by outcome (delivered, failed, retry) for the node's metrics
+        self.outcomes: dict[str, int] = {}
 
     @property
     def enabled(self) -> bool:
@@ -421,6 +423,7 @@ class Webhooks:
             log.exception("webhook %s: unexpected error", did)
             attempt["error"] = f"{type(exc).__name__}: {exc}"[:500]
         attempt["duration_ms"] = round((time.monotonic() - started) * 1000, 1)
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
         try:
             await self._finish(did, claim, attempt, outcome, retry_after)
         except StoreUnavailable as exc:
