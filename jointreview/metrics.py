@@ -24,8 +24,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -111,17 +113,38 @@ class _Scraped(Collector):
             "store outages met (StoreUnavailable)",
             value=StoreUnavailable.raised,
         )
+        yield from _disk(app[CONFIG].data_dir, app[CONFIG].disk_min_free_bytes)
         hooks = app.get(WEBHOOKS)
         attempts = CounterMetricFamily(
             "jointreview_webhook_deliveries", "webhook attempts by outcome", labels=["outcome"]
         )
-        for outcome in ("delivered", "failed", "retry"):
+        for outcome in ("delivered", "failed", "retry", "given_up"):
             count = hooks.outcomes.get(outcome, 0) if hooks is not None else 0
             attempts.add_metric([outcome], count)
         yield attempts
         bridge = app.get(MEDIA)
         if isinstance(bridge, MediaBridge) and bridge.hosts:
             yield from _media(bridge.hosts)
+
+
+def _disk(data_dir: Path, min_free: int) -> Iterator[Metric]:
+    """The data dir's free space (recordings, case files, the journal) and the floor
+    below which the node records nothing (``disk_min_free_bytes``)."""
+    with contextlib.suppress(OSError):
+        st = os.statvfs(data_dir)
+        yield GaugeMetricFamily(
+            "jointreview_data_dir_free_bytes",
+            "free space in data_dir",
+            value=st.f_bavail * st.f_frsize,
+        )
+        yield GaugeMetricFamily(
+            "jointreview_data_dir_size_bytes",
+            "size of data_dir's file system",
+            value=st.f_blocks * st.f_frsize,
+        )
+    yield GaugeMetricFamily(
+        "jointreview_data_dir_min_free_bytes", "disk_min_free_bytes", value=min_free
+    )
 
 
 def _media(hosts: list[Any]) -> Iterator[Metric]:

@@ -46,6 +46,7 @@ FIELDS = {
 }
 # A request id a proxy sent along (X-Request-Id) is kept when it looks like one.
 REQUEST_ID_SHAPE = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+QUIET = ("aioice", "aiortc", "fontTools", "alembic")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s%(ids)s"
 
 
@@ -117,6 +118,11 @@ def configure(level: str, fmt: str, worker: int | None = None) -> logging.Handle
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    if level != "debug":
+        # Libraries that narrate at info (every ICE check, every font table subset, each
+        # migration step's driver chatter): their warnings still show.
+        for name in QUIET:
+            logging.getLogger(name).setLevel(logging.WARNING)
     return handler
 
 

@@ -491,6 +491,8 @@ class Webhooks:
         else:
             await self.store.index_remove(DUE, did)
         if status == "failed":
+            if outcome == "retry":  # out of attempts or time: given up
+                self.outcomes["given_up"] = self.outcomes.get("given_up", 0) + 1
             url, reason = redact(doc["url"]), doc["failed_reason"]
             log.warning("webhook %s to %s failed: %s", did, url, reason)
 
