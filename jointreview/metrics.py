@@ -15,7 +15,7 @@ directory nor cleanup when it dies and is started again, and the figures keep th
 Prometheus counter may. No label names a session, case or person.
 
 ``/metrics`` is served on the main port to an operator's token (``policy.may_read_process``,
-as ``/healthz``'s process figures), or, with ``metrics_port``, on a listener of its own
+as ``/healthz``'s process figures), or, with ``metrics_listen``, on a listener of its own
 without a token (bind it where only the monitoring network reaches).
 """
 
@@ -116,11 +116,12 @@ class _Scraped(Collector):
         yield from _disk(app[CONFIG].data_dir, app[CONFIG].disk_min_free_bytes)
         hooks = app.get(WEBHOOKS)
         attempts = CounterMetricFamily(
-            "jointreview_webhook_deliveries", "webhook attempts by outcome", labels=["outcome"]
+            "jointreview_webhook_deliveries",
+            "webhook attempts by the status they left the delivery in (pending: retried)",
+            labels=["status"],
         )
-        for outcome in ("delivered", "failed", "retry", "given_up"):
-            count = hooks.outcomes.get(outcome, 0) if hooks is not None else 0
-            attempts.add_metric([outcome], count)
+        for status in ("delivered", "failed", "pending"):
+            attempts.add_metric([status], hooks.outcomes.get(status, 0) if hooks else 0)
         yield attempts
         bridge = app.get(MEDIA)
         if isinstance(bridge, MediaBridge) and bridge.hosts:
@@ -360,12 +361,10 @@ _OPEN = web.AppKey("metrics_open", bool)  # the metrics listener's own app: no t
 
 
 def install(app: web.Application) -> None:
-    """``/metrics`` on the main port, unless ``metrics_port`` moves it."""
-    config = app[CONFIG]
-    if config.metrics_enabled:
-        app.cleanup_ctx.append(metrics_ctx)
-        if not config.metrics_port:
-            app.router.add_get("/metrics", metrics_handler)
+    """``/metrics`` on the main port, unless ``metrics_listen`` moves it."""
+    app.cleanup_ctx.append(metrics_ctx)
+    if not app[CONFIG].metrics_listen:
+        app.router.add_get("/metrics", metrics_handler)
 
 
 async def metrics_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -377,15 +376,16 @@ async def metrics_ctx(app: web.Application) -> AsyncIterator[None]:
         exports.observe = lambda outcome, s: metrics.exports.labels(outcome).observe(s)
     probe = asyncio.create_task(metrics.probe(), name="metrics-probe")
     runner = None
-    if config.metrics_port:
+    if config.metrics_listen:
+        host, _, port = config.metrics_listen.rpartition(":")
         own = web.Application()
         own[METRICS] = metrics
         own[_OPEN] = True
         own.router.add_get("/metrics", metrics_handler)
         runner = web.AppRunner(own, access_log=None)
         await runner.setup()
-        await web.TCPSite(runner, config.metrics_host, config.metrics_port).start()
-        log.info("metrics on http://%s:%d/metrics", config.metrics_host, config.metrics_port)
+        await web.TCPSite(runner, host.strip("[]"), int(port)).start()
+        log.info("metrics on http://%s/metrics", config.metrics_listen)
     yield
     probe.cancel()
     with contextlib.suppress(asyncio.CancelledError):

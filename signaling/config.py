@@ -254,13 +254,8 @@ class Config(BaseModel):
     disk_min_free_bytes: int = Field(512 * 1024 * 1024, ge=0)
     # The audit trail (signaling/audit.py): entries older than this are dropped.
     audit_retention_days: int = Field(180, ge=1)
-    # Operations (#17, docs/operations.md): the log's form; /metrics on the main port (an
-    # operator's token) or, with metrics_port, on a listener of its own (no token: bind it
-    # where only the monitoring network reaches).
-    log_format: Literal["text", "json"] = "text"
-    metrics_enabled: bool = True
-    metrics_port: int = Field(0, ge=0, le=65535)
-    metrics_host: str = "127.0.0.1"
+    log_format: Literal["text", "json"] = "text"  # docs/operations.md
+    metrics_listen: str = Field("", pattern=r"^$|^\[?[0-9A-Za-z.:-]+\]?:[0-9]{1,5}$")  # host:port
 
     @field_validator("redis_url")
     @classmethod
