@@ -27,6 +27,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web import BaseRequest, StreamResponse
 
 from .clientaddr import client_address
+from .logs import REQUEST_KEY
 
 GRANT_PATH = re.compile(r"^(/api/(?:replay|casefile)/)[^/]+$")
 # A JWT (header.payload.signature) or a grant (payload.signature): base64url of JSON,
@@ -79,7 +80,7 @@ class AccessLogger(AbstractAccessLogger):
             loggable_path(request.path),
             response.status,
             time * 1000,
-            extra={"request_id": request.get("request_id"), "client": client},
+            extra={"request_id": request.get(REQUEST_KEY), "client": client},
         )
 
 

@@ -25,7 +25,7 @@ import secrets
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TextIO
 
 from aiohttp import web
 
@@ -102,17 +102,7 @@ class JsonFormatter(logging.Formatter):
 def configure(level: str, fmt: str, worker: int | None = None) -> logging.Handler:
     """The root logger's one handler, on stderr (systemd's journal takes it), in the
     chosen form; returns it (the caller adds ``RedactFilter`` after)."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(ContextFilter())
-    if worker is not None:
-        handler.addFilter(_WorkerFilter(worker))
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        prefix = "" if worker is None else f"worker{worker} "
-        handler.setFormatter(
-            logging.Formatter(TEXT_FORMAT.replace("%(name)s", prefix + "%(name)s"))
-        )
+    handler = make_handler(fmt, sys.stderr, worker)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
@@ -123,6 +113,20 @@ def configure(level: str, fmt: str, worker: int | None = None) -> logging.Handle
         # migration step's driver chatter): their warnings still show.
         for name in QUIET:
             logging.getLogger(name).setLevel(logging.WARNING)
+    return handler
+
+
+def make_handler(fmt: str, stream: TextIO, worker: int | None = None) -> logging.Handler:
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(ContextFilter())
+    if worker is not None:
+        handler.addFilter(_WorkerFilter(worker))
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        prefix = "" if worker is None else f"worker{worker} "
+        text = TEXT_FORMAT.replace("%(name)s", prefix + "%(name)s")
+        handler.setFormatter(logging.Formatter(text))
     return handler
 
 
@@ -145,7 +149,7 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
     address for every line the request writes; the id is sent back in ``X-Request-Id``."""
     given = request.headers.get("X-Request-Id", "")
     rid = given if REQUEST_ID_SHAPE.match(given) else new_id("r-")
-    request["request_id"] = rid
+    request[REQUEST_KEY] = rid
     REQUEST_ID.set(rid)
     trusted = request.app.get(TRUSTED, ())
     CLIENT.set(client_address(request, trusted))
@@ -160,6 +164,7 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
 
 
 TRUSTED = web.AppKey("log_trusted_proxies", tuple)
+REQUEST_KEY = web.RequestKey("request_id", str)  # the access log's (accesslog.py)
 
 # -- one line per lifecycle step -------------------------------------------------------
 

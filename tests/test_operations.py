@@ -12,7 +12,9 @@ workers, after a real session with media (two aiortc participants, recorded, sea
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import logging
 import re
 import shutil
 import subprocess
@@ -21,10 +23,14 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
 from bench.bot import Bot
+from jointreview.app import create_app
+from signaling import logs
+from signaling.auth import TokenService
 
-from .conftest import ServerProcess, auth
+from .conftest import ServerProcess, Tokens, auth, free_port, make_config
 from .test_media_workers import Factory, _json, _pair, _read_json, _until, tokens
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -196,3 +202,42 @@ def test_alert_rules_and_dashboard() -> None:
         for name in re.findall(r"\b(jointreview_[a-z_]+)", expr):
             base = re.sub(r"_(bucket|count|sum)$", "", name)
             assert base in served, f"{name} (dashboard) is not a documented metric"
+
+
+async def test_metrics_listener_of_its_own_and_the_text_log_with_ids(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``metrics_listen``: /metrics there without a token, not on the main port. The text
+    log names the request and the client a trusted proxy forwarded for."""
+    port = free_port()
+    config = make_config(
+        tmp_path, metrics_listen=f"127.0.0.1:{port}", trusted_proxies=["127.0.0.1/32"]
+    )
+    out = io.StringIO()
+    handler = logs.make_handler("text", out)
+    logging.getLogger().addHandler(handler)
+    caplog.set_level(logging.INFO)
+    try:
+        async with TestClient(TestServer(create_app(config))) as client:
+            clerk = Tokens(TokenService(config)).clerk()
+            res = await client.get("/metrics", headers=auth(clerk))
+            assert res.status == 404  # moved to its own listener
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"http://127.0.0.1:{port}/metrics") as own:
+                    assert own.status == 200
+                    assert "jointreview_sockets" in await own.text()
+            res = await client.post(
+                "/api/cases/OPS-2/sessions",
+                json={},
+                headers={
+                    **auth(clerk),
+                    "X-Forwarded-For": "198.51.100.7",
+                    "X-Request-Id": "req-12345678",
+                },
+            )
+            assert res.status == 201 and res.headers["X-Request-Id"] == "req-12345678"
+    finally:
+        logging.getLogger().removeHandler(handler)
+    line = next(x for x in out.getvalue().splitlines() if "session started" in x)
+    assert "INFO jointreview.lifecycle: session started [request_id=req-12345678" in line
+    assert "client=198.51.100.7" in line and "case_id=OPS-2" in line
