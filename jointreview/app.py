@@ -32,8 +32,8 @@ from signaling import (
     api_track,  # noqa: F401  (registers a case's process tracking)
     api_webhooks,  # noqa: F401  (registers the webhook delivery routes)
     datadir,
-    logs,
     replay,
+    request_log,
 )
 from signaling.api import add_routes, error_middleware
 from signaling.appkeys import (
@@ -124,7 +124,7 @@ async def _state_ctx(app: web.Application) -> AsyncIterator[None]:
     app[OBSERVATIONS] = Observations(service, config.observation, app[NODE_ID], app.get(AUDIT))
     app[SERVICE] = service
     app[INBOXES] = InboxFanout(service)  # one bus subscription per inbox topic per node
-    service.event_hooks.append(logs.lifecycle_hook)  # an info line per lifecycle step
+    service.event_hooks.append(request_log.lifecycle_hook)  # an info line per lifecycle step
     api_audit.hook_events(app)  # replays and downloads mirrored into the audit trail
     service.chat_max_chars = config.chat_max_chars
     service.chat_per_minute = config.chat_per_minute_per_session
@@ -354,8 +354,8 @@ def create_app(config: Config) -> web.Application:
     app[NODE_ID] = config.node_id or f"{socket.gethostname()}-{os.getpid()}"
     app[SOCKETS] = weakref.WeakSet()
     app.middlewares.insert(0, api_audit.audit_middleware)  # outermost: sees every answer
-    app.middlewares.insert(0, logs.request_middleware)  # request id and client on every line
-    app[logs.TRUSTED] = tuple(config.trusted_proxies)
+    app.middlewares.insert(0, request_log.request_middleware)  # request id and client on every line
+    app[request_log.TRUSTED] = tuple(config.trusted_proxies)
     app[GUARDS] = Guards(config)  # socket caps and rate buckets (signaling/socketcaps.py)
     # Cleanup runs in reverse: timers are cancelled before the store they use closes.
     app.cleanup_ctx.append(api_audit.audit_ctx)  # first: every other context can record

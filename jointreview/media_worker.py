@@ -26,8 +26,7 @@ from media_server.errors import MediaError
 from media_server.server import MediaServer
 from media_server.settings import MediaSettings
 from recording.live.recorder import Recorder
-from signaling import logs
-from signaling.accesslog import install_log_redaction
+from signaling import logs  # (the standard library only: no aiohttp in a worker)
 
 from .media_ops import CpuMeter, apply, load
 from .worker_channel import read_msg, write_msg
@@ -104,13 +103,13 @@ async def serve(fd: int) -> None:
     init = await read_msg(reader)
     if init is None:
         return
-    # The node's form (text or JSON), on stderr, each line naming this worker; no token.
+    # The node's form (text or JSON), on stderr, each line naming this worker. A worker
+    # holds no token or grant (ids and SDP only): no redaction filter, and no aiohttp.
     logs.configure(
         str(init.get("log_level", "info")),
         str(init.get("log_format", "text")),
         worker=int(init.get("worker", 0)),
     )
-    install_log_redaction()
     worker = Worker(writer, init)
     worker.send({"event": "ready", "pid": os.getpid()})
     reporter = asyncio.create_task(worker.report())

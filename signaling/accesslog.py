@@ -27,7 +27,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web import BaseRequest, StreamResponse
 
 from .clientaddr import client_address
-from .logs import REQUEST_KEY
+from .request_log import REQUEST_KEY
 
 GRANT_PATH = re.compile(r"^(/api/(?:replay|casefile)/)[^/]+$")
 # A JWT (header.payload.signature) or a grant (payload.signature): base64url of JSON,
