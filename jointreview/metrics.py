@@ -46,7 +46,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from signaling import policy
-from signaling.api import bearer_token
+from signaling.api import bearer_token, json_error
 from signaling.appkeys import CONFIG, MEDIA, SERVICE, SOCKETS, STORE, TOKENS
 from signaling.auth import AuthError
 from signaling.export_jobs import EXPORTS, QUEUE
@@ -299,7 +299,10 @@ class NodeMetrics:
 
     async def _answered(self, event: Event, outcome: str) -> None:
         iid = event.data.get("invitation_id")
-        doc = await self.app[STORE].get(f"invitation:{iid}") if iid else None
+        try:
+            doc = await self.app[STORE].get(f"invitation:{iid}") if iid else None
+        except StoreUnavailable:
+            return  # (an outage is counted and logged where it is met)
         if not doc:
             return
         start = doc.get("rang_at") or doc.get("created_at")
@@ -343,16 +346,12 @@ async def metrics_handler(request: web.Request) -> web.Response:
         raise web.HTTPNotFound()
     if not app.get(_OPEN, False):
         # The main port: an operator's token, as /healthz's process figures.
-        token = bearer_token(request)
         try:
-            who = app[TOKENS].verify(token) if token else None
-        except AuthError:
-            who = None
+            who = app[TOKENS].verify(bearer_token(request))
+        except AuthError as exc:
+            return json_error(401, exc.code, exc.message)
         if not policy.may_read_process(who):
-            return web.json_response(
-                {"error": {"code": "forbidden", "message": "an operator's token is needed"}},
-                status=401 if who is None else 403,
-            )
+            return json_error(403, "forbidden", "the metrics are for operators (admin)")
     body = await asyncio.to_thread(metrics.render)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
