@@ -35,6 +35,7 @@ from signaling import (
     api_webhooks,  # noqa: F401  (registers the webhook delivery routes)
     datadir,
     replay,
+    request_log,
 )
 from signaling.api import add_routes, error_middleware
 from signaling.appkeys import (
@@ -81,6 +82,7 @@ from signaling.webhooks import WEBHOOKS, Webhooks
 from signaling.ws_endpoint import websocket_handler
 from web_client import add_static_routes
 
+from . import metrics
 from .governance import retention_ctx
 from .media_bridge import MediaBridge
 from .media_hosts import media_settings
@@ -127,6 +129,7 @@ async def _state_ctx(app: web.Application) -> AsyncIterator[None]:
     app[OBSERVATIONS] = Observations(service, config.observation, app[NODE_ID], app.get(AUDIT))
     app[SERVICE] = service
     app[INBOXES] = InboxFanout(service)  # one bus subscription per inbox topic per node
+    service.event_hooks.append(request_log.lifecycle_hook)  # an info line per lifecycle step
     api_audit.hook_events(app)  # replays and downloads mirrored into the audit trail
     service.chat_max_chars = config.chat_max_chars
     service.chat_per_minute = config.chat_per_minute_per_session
@@ -213,6 +216,7 @@ async def _media_ctx(app: web.Application) -> AsyncIterator[None]:
         workers=media_workers(config),
         loop_kind=config.event_loop,
         log_level=config.log_level,
+        log_format=config.log_format,
         timings=MediaTimings.of(config),
     )
     await bridge.start()
@@ -360,6 +364,8 @@ def create_app(config: Config) -> web.Application:
     app[NODE_ID] = config.node_id or f"{socket.gethostname()}-{os.getpid()}"
     app[SOCKETS] = weakref.WeakSet()
     app.middlewares.insert(0, api_audit.audit_middleware)  # outermost: sees every answer
+    app.middlewares.insert(0, request_log.request_middleware)  # request id and client on every line
+    app[request_log.TRUSTED] = tuple(config.trusted_proxies)
     app[GUARDS] = Guards(config)  # socket caps and rate buckets (signaling/socketcaps.py)
     # Cleanup runs in reverse: timers are cancelled before the store they use closes.
     app.cleanup_ctx.append(api_audit.audit_ctx)  # first: every other context can record
@@ -373,6 +379,7 @@ def create_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(_tasks_ctx)
     app.cleanup_ctx.append(_sweeper_ctx)
     app.cleanup_ctx.append(retention_ctx)  # the purge of what retention lets go (#18)
+    metrics.install(app)  # /metrics (docs/operations.md); its context is the last
     app.on_shutdown.append(_close_sockets)
     openapi: dict[str, Any] = build_openapi()
 

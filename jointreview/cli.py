@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from signaling import logs
 from signaling.accesslog import access_logger, install_log_redaction
 from signaling.config import Config, ConfigError, is_loopback, load_config
 
@@ -183,9 +184,7 @@ def _serve(args: argparse.Namespace) -> int:
     if problem := media_address_problem(config):  # before anything starts: no traceback
         print(f"jointreview serve: {problem}", file=sys.stderr, flush=True)
         return 2
-    logging.basicConfig(
-        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(config.log_level, config.log_format)  # text or JSON lines, on stderr
     install_log_redaction()  # no token, grant or client bytes in any log line
     app = create_app(config)
     tune_gc()

@@ -57,6 +57,7 @@ class MediaBridge(LiveMedia):
         workers: int = 1,
         loop_kind: str = "asyncio",
         log_level: str = "info",
+        log_format: str = "text",
         timings: MediaTimings | None = None,
     ) -> None:
         self.store = store
@@ -87,6 +88,7 @@ class MediaBridge(LiveMedia):
             init = {
                 "node": node_id,
                 "log_level": log_level,
+                "log_format": log_format,
                 "archive": str(recording.archive_dir) if self.records and recording else None,
                 "recorder_queue": recorder_queue,
                 "recorder_keyframe_s": recorder_keyframe_s,

@@ -9,6 +9,7 @@ from typing import Any
 
 from media_server.errors import MediaError
 from media_server.server import MediaServer
+from recording.live.recorder import Recorder
 
 
 async def apply(media: MediaServer, op: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -77,4 +78,17 @@ def load(media: MediaServer, meter: CpuMeter) -> dict[str, Any]:
         "streams": streams(media),
         "rooms": sorted(media.rooms),
         "recorder": recorder,
+        "metrics": figures(media),
     }
+
+
+def figures(media: MediaServer) -> dict[str, Any]:
+    """What the node's ``/metrics`` shows of this host (``jointreview/metrics.py``): the
+    forwarding totals and gauges (``media_server.counters``), the recorder's counts and
+    this process's CPU seconds (a worker's: its forwarding; the node's own otherwise)."""
+    out: dict[str, Any] = media.totals.read(media.rooms)
+    out["cpu_seconds"] = time.process_time()
+    if isinstance(media.recorder, Recorder):
+        stats = media.recorder.stats()
+        out["recorder"] = {k: stats[k] for k in ("queued", "packets", "dropped", "errors", "bytes")}
+    return out

@@ -26,6 +26,7 @@ from media_server.errors import MediaError
 from media_server.server import MediaServer
 from media_server.settings import MediaSettings
 from recording.live.recorder import Recorder
+from signaling import logs  # (the standard library only: no aiohttp in a worker)
 
 from .media_ops import CpuMeter, apply, load
 from .worker_channel import read_msg, write_msg
@@ -73,6 +74,7 @@ class Worker:
 
     async def _answer(self, msg: dict[str, Any]) -> None:
         reply: dict[str, Any] = {"id": msg.get("id")}
+        logs.SESSION_ID.set(str((msg.get("args") or {}).get("session_id") or "") or None)
         try:
             reply["result"] = await apply(self.media, str(msg.get("op")), dict(msg["args"]))
         except MediaError as exc:
@@ -85,9 +87,13 @@ class Worker:
         self.send({"event": "load", **load(self.media, self.meter)})
 
     async def report(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
+            began = loop.time()
             await asyncio.sleep(LOAD_EVERY_S)
-            self.send({"event": "load", **load(self.media, self.meter)})
+            # How late the loop woke us: this worker's event-loop lag (metrics).
+            lag = max(0.0, loop.time() - began - LOAD_EVERY_S)
+            self.send({"event": "load", **load(self.media, self.meter), "loop_lag_s": lag})
             await self.writer.drain()
 
 
@@ -97,9 +103,12 @@ async def serve(fd: int) -> None:
     init = await read_msg(reader)
     if init is None:
         return
-    logging.basicConfig(
-        level=str(init.get("log_level", "info")).upper(),
-        format=f"%(asctime)s %(levelname)s worker{init.get('worker', '?')} %(name)s: %(message)s",
+    # The node's form (text or JSON), on stderr, each line naming this worker. A worker
+    # holds no token or grant (ids and SDP only): no redaction filter, and no aiohttp.
+    logs.configure(
+        str(init.get("log_level", "info")),
+        str(init.get("log_format", "text")),
+        worker=int(init.get("worker", 0)),
     )
     worker = Worker(writer, init)
     worker.send({"event": "ready", "pid": os.getpid()})

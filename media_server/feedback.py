@@ -44,6 +44,7 @@ def on_rtcp(peer: Peer, data: bytes, now: float) -> None:
                     leg.sink.send_rtcp(sr)
             _reports(peer, packet.reports, now)  # a subscriber that also publishes
         elif isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
+            peer.nacks_in += 1
             found = peer.legs.get(packet.media_ssrc)
             if found is not None:
                 for leg, resend in found[0].on_nack(found[1], packet.lost, now):
@@ -71,6 +72,8 @@ def _reports(peer: Peer, reports: list[RtcpReceiverInfo], now: float) -> None:
 
 
 def _psfb(peer: Peer, packet: RtcpPsfbPacket, now: float) -> None:
+    if packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
+        peer.keyframe_requests_in += 1
     if packet.fmt == RTCP_PSFB_PLI:
         found = peer.legs.get(packet.media_ssrc)
         if found is not None:

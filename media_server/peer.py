@@ -33,6 +33,7 @@ from aiortc import (
 from . import aiortc_adapter as adapter
 from . import feedback, rtp, sdp
 from .aiortc_adapter import RTCRtpReceiveParameters, RTCRtpSendParameters
+from .counters import Totals
 from .errors import MediaError
 from .forwarder import Leg, Upstream
 from .settings import MediaSettings
@@ -160,6 +161,11 @@ class Peer:
         self._clock: Callable[[], float] = time.monotonic
         self.transcoding = settings.mode == "transcode"
         self.pc.on("connectionstatechange", self._state_changed)
+        # The shim's counts for the node's metrics (counters.py): what the core does not see.
+        self.totals: Totals | None = None  # the host's, set by the room; gets these at close
+        self.packets_in = self.bytes_in = self.packets_out = self.bytes_out = 0
+        self.nacks_in = self.keyframe_requests_in = self.nacks_out = self.plis_out = 0
+        self.keyframe_waits = self.tracks_published = self.rtx_retired = 0
 
     # -- negotiation ------------------------------------------------------------------
     async def negotiate(
@@ -286,6 +292,7 @@ class Peer:
                 self.by_ssrc[enc.rtx.ssrc] = (up, True)
         pub.upstream = up
         pub.remote_track = transceiver.receiver.track
+        self.tracks_published += 1
         if pub.mid in self.publications and not self.closed:
             self.room.publish(self, pub)
 
@@ -352,6 +359,7 @@ class Peer:
             if sub.leg is not None and not sub.flowing and sub.generation <= self.ready_generation:
                 sub.flowing = True
                 sub.upstream.add_leg(sub.leg, now)  # asks the publisher for a keyframe
+                self.keyframe_waits += sub.leg.keyframe_wanted
                 self.room.wake()
 
     def _deactivate(self, transceiver: RTCRtpTransceiver) -> None:
@@ -367,7 +375,8 @@ class Peer:
     def drop_subscription(self, sub: Subscription) -> None:
         if sub.leg is not None:
             sub.upstream.remove_leg(sub.leg)
-            self.legs.pop(sub.leg.ssrc, None)
+            if self.legs.pop(sub.leg.ssrc, None) is not None:
+                self.rtx_retired += sub.leg.retransmitted
         sub.flowing = False
 
     def forget_upstream(self, upstream: Upstream) -> None:
@@ -390,9 +399,15 @@ class Peer:
                 return
         upstream, is_rtx = entry
         now = self._clock()
+        self.packets_in += 1
+        self.bytes_in += len(data)
         out = upstream.on_rtx(data, h, now) if is_rtx else upstream.on_rtp(data, h, now)
+        size = 0
         for leg, packet in out:
             leg.sink.send(packet)
+            size += len(packet)
+        self.packets_out += len(out)
+        self.bytes_out += size
         if upstream.missing:
             self.room.wake_for_nacks()
         if upstream.audio_level is not None and not is_rtx:
@@ -420,6 +435,11 @@ class Peer:
         if self.egress is not None:
             for packet in packets:
                 self.egress.send_rtcp(packet)
+                # (the core's RTCP: PSFB 206 with FMT 1 is a PLI, RTPFB 205 FMT 1 a NACK)
+                if packet[1] == 206 and packet[0] & 0x1F == 1:
+                    self.plis_out += 1
+                elif packet[1] == 205 and packet[0] & 0x1F == 1:
+                    self.nacks_out += 1
 
     # -- lifetime ---------------------------------------------------------------------
     async def _state_changed(self) -> None:
@@ -433,6 +453,8 @@ class Peer:
         self.closed = True
         for sub in self.subscriptions.values():
             self.drop_subscription(sub)
+        if self.totals is not None:
+            self.totals.retire_peer(self)
         try:
             await self.pc.close()
         except AIORTC_PARSE_ERRORS:

@@ -18,6 +18,7 @@ from aiortc import MediaStreamTrack
 
 from . import health, sdp
 from .aiortc_adapter import MediaRelay
+from .counters import Totals
 from .forwarder import Leg, Upstream
 from .peer import Peer
 from .quality import QualityWatch, Thresholds
@@ -47,8 +48,11 @@ Emit = Callable[[str | None, dict[str, Any]], None]
 class Room:
     """Satisfies ``peer.PeerRoom``: what each of its peers reaches it through."""
 
-    def __init__(self, session_id: str, settings: MediaSettings, emit: Emit) -> None:
+    def __init__(
+        self, session_id: str, settings: MediaSettings, emit: Emit, totals: Totals | None = None
+    ) -> None:
         self.session_id = session_id
+        self.totals = totals or Totals()  # the host's running totals (metrics)
         self.settings = settings
         self.emit = emit
         self.peers: dict[str, Peer] = {}
@@ -83,6 +87,7 @@ class Room:
         if peer is None or peer.closed:
             serial = self.connection_number(participant_id)
             peer = Peer(self, participant_id, owner, self.settings, serial)
+            peer.totals = self.totals
             self.peers[participant_id] = peer
             if self._timer is None:
                 self._schedule(TICK)
@@ -143,6 +148,7 @@ class Room:
             self.tracks_changed()
 
     def _track_ended(self, upstream: Upstream) -> None:
+        self.totals.retire_track(upstream)
         if self.tap is not None:
             self.tap.track_ended(upstream)
 

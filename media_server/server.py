@@ -14,6 +14,7 @@ from aiortc import InvalidStateError
 from . import aiortc_adapter
 from . import health as media_health
 from . import sdp as sdp_check
+from .counters import Totals
 from .errors import MediaError
 from .room import Room
 from .settings import MediaSettings
@@ -51,6 +52,7 @@ class MediaServer:
         self.settings = settings
         self._emit = emit
         self.rooms: dict[str, Room] = {}
+        self.totals = Totals()  # what this host forwarded, for the node's metrics
         self.recorder = recorder
         self._recording: dict[str, str] = {}  # session id -> case id, while recording
         # Rooms being closed (their recordings finishing): an end that comes meanwhile
@@ -61,8 +63,12 @@ class MediaServer:
         room = self.rooms.get(session_id)
         if room is None:
             room = self.rooms[session_id] = Room(
-                session_id, self.settings, lambda pid, msg: self._emit(session_id, pid, msg)
+                session_id,
+                self.settings,
+                lambda pid, msg: self._emit(session_id, pid, msg),
+                self.totals,
             )
+            self.totals.retired.rooms += 1
             case_id = self._recording.get(session_id)
             if case_id is not None:
                 self._attach(room, case_id)

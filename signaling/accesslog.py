@@ -27,6 +27,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web import BaseRequest, StreamResponse
 
 from .clientaddr import client_address
+from .request_log import REQUEST_KEY
 
 GRANT_PATH = re.compile(r"^(/api/(?:replay|casefile)/)[^/]+$")
 # A JWT (header.payload.signature) or a grant (payload.signature): base64url of JSON,
@@ -71,13 +72,15 @@ class AccessLogger(AbstractAccessLogger):
     trusted: tuple[str, ...] = ()
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        client = escape(client_address(request, self.trusted))
         self.logger.info(
             '%s "%s %s" %s %.1fms',
-            escape(client_address(request, self.trusted)),
+            client,
             escape(request.method),
             loggable_path(request.path),
             response.status,
             time * 1000,
+            extra={"request_id": request.get(REQUEST_KEY), "client": client},
         )
 
 

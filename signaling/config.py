@@ -260,6 +260,8 @@ class Config(SealSettings, GovernanceSettings):
     disk_min_free_bytes: int = Field(512 * 1024 * 1024, ge=0)
     # The audit trail (signaling/audit.py): entries older than this are dropped.
     audit_retention_days: int = Field(180, ge=1)
+    log_format: Literal["text", "json"] = "text"  # docs/operations.md
+    metrics_listen: str = Field("", pattern=r"^$|^\[?[0-9A-Za-z.:-]+\]?:[0-9]{1,5}$")  # host:port
 
     @field_validator("redis_url")
     @classmethod

@@ -20,6 +20,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -153,6 +154,8 @@ class ExportWorker:
             max(1, workers), thread_name_prefix="export", initializer=_lower_priority
         )
         self.done: list[dict[str, Any]] = []  # what this worker made (tests, stats)
+        # (outcome, seconds) of each job run here: the node's metrics set it
+        self.observe: Callable[[str, float], None] | None = None
 
     async def start(self) -> None:
         if self.workers and self.options.threads > 1:
@@ -237,6 +240,7 @@ class ExportWorker:
                     return
 
         keeper = asyncio.create_task(keep())
+        began, outcome = 0.0, "failed"  # (set when the render starts)
         try:
             if job.deliveries > MAX_DELIVERIES:
                 await self._failed(case_id, session_id, f"gave up after {job.deliveries - 1} tries")
@@ -246,6 +250,7 @@ class ExportWorker:
             if wait > 0:
                 await asyncio.sleep(wait)
             loop = asyncio.get_running_loop()
+            began, outcome = time.monotonic(), "failed"
             made = await loop.run_in_executor(
                 self._pool,
                 lambda: export_session(
@@ -258,13 +263,16 @@ class ExportWorker:
                 await run_event_hooks(self.event_hooks, event)
             await self.store.job_ack(QUEUE, job.id)
             self.done.append(made)
+            outcome = "ready"
             log.info("exported %s/%s: %s", case_id, session_id, made.get("absolute"))
         except asyncio.CancelledError:
+            outcome = "released"
             stop.set()  # closing: the thread stops at its next frame; give the job back
             with contextlib.suppress(Exception):
                 await asyncio.shield(self.store.job_release(QUEUE, consumer, job.id))
             raise
         except Cancelled:
+            outcome = "released"
             if not lost:
                 await self.store.job_release(QUEUE, consumer, job.id)
         except Exception as exc:
@@ -274,6 +282,8 @@ class ExportWorker:
         finally:
             keeper.cancel()
             stop.set()
+            if began and self.observe is not None:
+                self.observe(outcome, time.monotonic() - began)
 
     async def _failed(self, case_id: str, session_id: str, message: str) -> None:
         # Through the hooks like export.ready: into the record (else the case's log is

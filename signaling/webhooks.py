@@ -20,13 +20,12 @@ attempt. A node that dies mid-attempt leaves its lease to expire; another node (
 same one after a restart) then sends again. Delivery is therefore at least once and, in
 practice, once: receivers deduplicate by the body's ``id``.
 
-The signature headers are made in ``signaling.webhook_signing``.
-
 Each request carries ``Authorization: <JWT>`` (HS256 with ``webhook_secret``; claims
 ``iss``, ``iat``, ``exp`` and ``sha256`` = base64 of the SHA-256 of the body bytes, as
 LiveKit signs its webhooks) and ``X-JointReview-Signature: sha256=<hex HMAC-SHA256>``.
 2xx is delivered; connection errors, timeouts, 429 and 5xx are retried with
-exponential backoff (``Retry-After`` is honoured); any other status stops.
+exponential backoff (``Retry-After`` is honoured); any other status stops. The signature
+headers are made in ``signaling.webhook_signing``.
 """
 
 from __future__ import annotations
@@ -95,6 +94,7 @@ class Webhooks:
         self._http: aiohttp.ClientSession | None = None
         # delivery id -> (its sending task, our claim token)
         self._inflight: dict[str, tuple[asyncio.Task[None], str]] = {}
+        self.outcomes: dict[str, int] = {}  # attempts by the status they left (metrics)
 
     @property
     def enabled(self) -> bool:
@@ -478,6 +478,7 @@ class Webhooks:
         if doc is None or not changed or doc.get("lease") is not None:
             return
         status = doc["status"]
+        self.outcomes[status] = self.outcomes.get(status, 0) + 1  # pending: to be retried
         await self.store.index_add(_by_status(status), did, doc["created_at"])
         await self.store.index_remove(_by_status("delivering"), did)
         if status == "pending":

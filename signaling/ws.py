@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import policy, protocol, socketcaps
+from . import logs, policy, protocol, socketcaps
 from .appkeys import CONFIG, GUARDS, MEDIA, NODE_ID, SERVICE, TASKS, TOKENS
 from .auth import AuthError, Identity
 from .errors import ServiceError
@@ -280,6 +280,7 @@ class Connection:
                 await store.subscribe(f"participant:{p.participant_id}", self.on_participant),
             ]
             session = await self.service.session(p.session_id)
+            logs.bind_session(session.case_id, p.session_id)  # this socket's lines from now
             participants = await self.service.participants(p.session_id)
             invitations = await self.service.invitations(p.session_id)
             chat = await self._chat_history(session)
@@ -322,6 +323,7 @@ class Connection:
         if p is None:
             raise ServiceError("not_joined", "this connection is not in a session")
         self.participant = None
+        logs.bind_session(None, None)
         await self._drop_session_subs()
         await self.service.leave(p.participant_id, p.epoch)
         self.send({"type": "left", "v": 1, "ref": msg.ref, "session_id": p.session_id})

@@ -7,7 +7,7 @@ import logging
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from . import protocol, socketcaps
+from . import logs, protocol, socketcaps
 from .appkeys import CONFIG, SOCKETS, TOKENS, WHO
 from .auth import AuthError, Identity
 from .observing import ObservingConnection
@@ -48,6 +48,8 @@ async def _serve(
         max_msg_size=max(16 * config.max_message_bytes, 1 << 20),
     )
     await ws.prepare(request)
+    logs.SOCKET_ID.set(logs.new_id("s-"))  # on every line this socket's task writes
+    log.debug("socket opened: role=%s", who.role)
     connected(request, who)  # a sign-in, in the audit trail
     conn = ObservingConnection(request, ws, who)  # Connection, plus observe
     slot.attach(conn)  # the identity's oldest socket over its cap is closed
@@ -78,4 +80,5 @@ async def _serve(
         await conn.stop_writer()
         if not ws.closed:
             await ws.close(code=close_code, message=close_reason)
+        log.debug("socket closed: code=%s", ws.close_code)
     return ws

@@ -22,7 +22,8 @@ from .conftest import SECRET, ServerProcess, make_config
 
 TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJzZWNyZXQtdXNlciJ9.c2lnbmF0dXJlLW9mLXRoZS10b2tlbg"
 GRANT = "eyJzIjoic18xIiwidCI6InRyMSJ9.R2FudC1zaWduYXR1cmUtdmFsdWU"
-ACCESS = re.compile(r' INFO aiohttp\.access: (\S+) "(.*)" (\d{3}) [\d.]+ms$')
+# (then the ids the line is about: request_id, client; docs/operations.md)
+ACCESS = re.compile(r' INFO aiohttp\.access: (\S+) "(.*)" (\d{3}) [\d.]+ms( \[[^\]"]*\])?$')
 
 
 def raw(port: int, request: bytes) -> bytes:

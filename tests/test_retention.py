@@ -239,6 +239,7 @@ async def test_a_guomi_case_files_purged_recordings_verify_by_their_sm3_digests(
         _jump(client, 31)
         done = await client.app[RETENTION].run_once()
         assert [(d["case_id"], d["kind"]) for d in done] == [("RET-SM", "recordings")]
+        assert not (a / "tracks").exists()
         code, out = await _cli(capsys, "verify", "RET-SM", "--data-dir", str(config.data_dir))
         assert code == 0 and "1 purged (retention)" in out, out
 

@@ -128,6 +128,7 @@ class Recorder:
             "frames": self.writer.frames
             + sum(t.capture.frames for t in tracks if t.capture is not None),
             "errors": self.writer.errors,
+            "bytes": self.writer.bytes,
             "open_tracks": len(tracks),
             "writer_cpu_s": round(self.writer_cpu_s, 4),
         }

@@ -90,6 +90,7 @@ class Writer:
         # counters (read from any thread; plain ints under the GIL)
         self.frames = 0  # of the closed tracks
         self.errors = 0
+        self.bytes = 0  # the final sizes of the track files made final
 
     def busy(self) -> bool:
         """Repairs still in flight."""
@@ -172,6 +173,7 @@ class Writer:
         else:
             entry["duration_s"] = result["duration_s"]
             entry["size"] = result["size"]
+            self.bytes += int(result["size"] or 0)
         if entry["state"] == "open":
             entry["state"] = "closed"
         session.pending[rec] -= 1

@@ -40,9 +40,11 @@ class StoreUnavailable(Exception):
 
     code = "store_unavailable"
     status = 503
+    raised = 0  # in this process, for the node's metrics (jointreview_store_errors_total)
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
+        StoreUnavailable.raised += 1
         self.message = message
 
 
