@@ -182,7 +182,7 @@ def verify_all(config: Config) -> tuple[int, int]:
     from recording.retention import sealed_sessions
     from recording.verify import verify_session
 
-    from .cli import _details, _store_events
+    from .verify_command import details, store_events
 
     archive = config.data_dir / "archive"
     sessions = sealed_sessions(archive)
@@ -190,14 +190,14 @@ def verify_all(config: Config) -> tuple[int, int]:
     failed = 0
     for case_id, session_id, _ in sessions:
         if case_id not in cache:
-            cache[case_id] = asyncio.run(_store_events(config, case_id))
+            cache[case_id] = asyncio.run(store_events(config, case_id))
         events = cache[case_id]
         mine = None if events is None else [e for e in events if e.get("session_id") == session_id]
         report = verify_session(archive, case_id, session_id, mine)
         if not report.ok:
             failed += 1
             print(f"FAIL {case_id}/{session_id}: {len(report.problems)} difference(s)")
-            _details(report.problems, report.notes)
+            details(report.problems, report.notes)
     return len(sessions), failed
 
 

@@ -28,6 +28,7 @@ from pydantic import (
 
 from .config_governance import GovernanceSettings
 from .config_seal import SealSettings
+from .config_webhooks import WebhookSettings
 
 
 class ConfigError(Exception):
@@ -35,24 +36,6 @@ class ConfigError(Exception):
 
 
 VideoCodec = Literal["VP8", "H264"]
-WebhookEvent = Literal[
-    "session.started",
-    "session.ended",
-    "recording.ready",
-    "export.ready",
-    "opinion.filed",
-    "exception.raised",
-    "exception.handled",
-]
-WEBHOOK_EVENTS: tuple[WebhookEvent, ...] = (
-    "session.started",
-    "session.ended",
-    "recording.ready",
-    "export.ready",
-    "opinion.filed",
-    "exception.raised",
-    "exception.handled",
-)
 VIDEO_CODECS: tuple[VideoCodec, ...] = ("VP8", "H264")
 
 
@@ -63,8 +46,9 @@ class IceServer(BaseModel):
     credential: str | None = None
 
 
-# The seal's settings (config_seal.py) and records governance's (config_governance.py).
-class Config(SealSettings, GovernanceSettings):
+# Settings kept in modules of their own: the seal's (config_seal.py), records
+# governance's (config_governance.py), the webhooks' (config_webhooks.py).
+class Config(SealSettings, GovernanceSettings, WebhookSettings):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     host: str = "127.0.0.1"
@@ -178,24 +162,6 @@ class Config(SealSettings, GovernanceSettings):
     turn_ttl_s: int = Field(6 * 3600, ge=60)
     # The pages' iceTransportPolicy; "relay": only through the TURN servers of ice_servers.
     ice_transport_policy: Literal["all", "relay"] = "all"
-
-    # Webhooks to the approval system (signaling/webhooks.py, docs/webhooks.md): every
-    # event of webhook_events is POSTed to each URL, signed with webhook_secret, retried
-    # with exponential backoff (webhook_backoff_s doubling up to webhook_backoff_max_s)
-    # until webhook_max_attempts or webhook_max_age_s. Empty webhook_urls: none are sent.
-    webhook_urls: list[str] = Field(default_factory=list)
-    webhook_secret: str = ""
-    webhook_events: list[WebhookEvent] = Field(default_factory=lambda: list(WEBHOOK_EVENTS))
-    webhook_timeout_s: float = Field(10.0, gt=0, le=300)
-    webhook_backoff_s: float = Field(1.0, gt=0)
-    webhook_backoff_max_s: float = Field(600.0, gt=0)
-    webhook_max_attempts: int = Field(15, ge=1, le=1000)
-    webhook_max_age_s: float = Field(24 * 3600.0, gt=0)
-    # A node's claim on a delivery: another node may send it again only after this, so
-    # it must outlast a whole attempt (webhook_timeout_s); a crashed node's claim ends.
-    webhook_lease_s: float = Field(60.0, gt=0)
-    webhook_poll_s: float = Field(1.0, gt=0, le=60)
-    webhook_concurrency: int = Field(8, ge=1, le=256)
 
     max_message_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
     snapshot_max_bytes: int = Field(20 * 1024 * 1024, ge=64 * 1024)
@@ -318,25 +284,6 @@ class Config(SealSettings, GovernanceSettings):
             if not item.startswith(("http://", "https://")) or item.endswith("/"):
                 raise ValueError(f"{item!r}: an origin is scheme://host[:port], no path")
         return v
-
-    @field_validator("webhook_urls")
-    @classmethod
-    def _webhook_urls(cls, v: list[str]) -> list[str]:
-        for url in v:
-            if not url.startswith(("http://", "https://")) or len(url) < 10:
-                raise ValueError(f"{url!r}: must be an http:// or https:// URL")
-        if len(set(v)) != len(v):
-            raise ValueError("a URL is listed twice")
-        return v
-
-    @model_validator(mode="after")
-    def _webhooks(self) -> Config:
-        if self.webhook_urls and len(self.webhook_secret) < 32:
-            raise ValueError("webhook_secret: at least 32 characters when webhook_urls is set")
-        if self.webhook_lease_s <= self.webhook_timeout_s:
-            # Shorter, and a slow attempt's delivery could be claimed and sent twice.
-            raise ValueError("webhook_lease_s must be longer than webhook_timeout_s")
-        return self
 
     @model_validator(mode="after")
     def _media_timings(self) -> Config:
