@@ -23,6 +23,7 @@ from signaling import (
     api_auth,  # noqa: F401  (registers health, demo sign-in, identity and directory)
     api_casefile,  # noqa: F401  (registers the case-file routes)
     api_cases,  # noqa: F401  (registers the case's paginated timeline and sessions)
+    api_consent,  # noqa: F401  (registers the applicant's recording consent, #16)
     api_live,  # noqa: F401  (registers the supervisors' live overview)
     api_media,  # noqa: F401  (registers the media placement and drain routes)
     api_replay,  # noqa: F401  (registers the replay routes)
@@ -68,6 +69,7 @@ from signaling.openapi import build_openapi
 from signaling.opinion_sheet import OpinionSheets
 from signaling.recording_control import RecordingControl
 from signaling.service import ReviewService
+from signaling.shortlinks import add_short_link_route
 from signaling.socketcaps import Guards
 from signaling.state import Outage, StoreUnavailable, open_store
 from signaling.state.redis_connect import redis_options
@@ -370,5 +372,6 @@ def create_app(config: Config) -> web.Application:
     app.router.add_get("/api/openapi.json", openapi_handler)
     app.router.add_get("/ws", websocket_handler)
     add_routes(app)
+    add_short_link_route(app)  # /j/<code>: the applicant's short link (#16)
     add_static_routes(app, login_page=config.demo_on)
     return app
