@@ -47,9 +47,16 @@ export class LocalMedia {
 
   // Open camera and microphone. If that fails, say why and offer audio only / view only;
   // resolves once the participant has media (or chose to only watch).
-  async start() {
+  // `preset`: the applicant's pre-join choice (prejoin.js): the previewed stream, or
+  // voice only when they declined video.
+  async start(preset) {
+    if (preset?.stream) {
+      this.use(preset.stream, preset.camera ? "full" : "audio");
+      preset.stream = null; // published once; a fresh slot opens its own
+      return;
+    }
     try {
-      const stream = await openLocal();
+      const stream = await openLocal(preset?.then === "audio_only" ? { video: false } : undefined);
       this.use(stream, "full");
       return;
     } catch (err) {
