@@ -12,12 +12,13 @@ function sheetsFor(role) {
   return [["invites", "tabs.invites"], ["chat", "phone.sheet_chat"], ["opinions", "phone.sheet_opinions"]];
 }
 
-// The main tile: the speaker if it is someone else, else the one shown before if still
-// here, else the first other participant's tile.
+// The main tile: the one pinned by a tap, else the speaker if it is someone else, else
+// the one shown before if still here, else the first other participant's tile.
 function pickMain(tiles) {
   const others = [...tiles.querySelectorAll(".tile:not(.tile-self)")];
   const current = others.find((t) => t.classList.contains("tile-main"));
-  const main = others.find((t) => t.classList.contains("speaking")) || current || others[0] || null;
+  const pinned = others.find((t) => t.dataset.pinned === "1");
+  const main = pinned || others.find((t) => t.classList.contains("speaking")) || current || others[0] || null;
   for (const t of others) t.classList.toggle("tile-main", t === main);
   tiles.dataset.others = String(others.length);
 }
@@ -28,6 +29,15 @@ export function installPhone(panels, role) {
   const side = document.getElementById("side");
   const controls = document.getElementById("controls");
   const observer = new MutationObserver(() => pickMain(tiles));
+  // A tap on someone's video keeps it large (a second tap lets it follow the speaker).
+  tiles.addEventListener("click", (ev) => {
+    const hit = ev.target.closest(".tile:not(.tile-self)");
+    if (!hit || !document.body.classList.contains("is-phone")) return;
+    const pin = hit.dataset.pinned !== "1";
+    for (const t of tiles.querySelectorAll(".tile")) delete t.dataset.pinned;
+    if (pin) hit.dataset.pinned = "1";
+    pickMain(tiles);
+  });
   observer.observe(tiles, { childList: true, subtree: true, attributes: true, attributeFilter: ["class"] });
   const bar = el("div", { class: "ctl-group sheet-bar phone-only" });
   const close = el("button", { type: "button", class: "quiet sheet-close phone-only", testid: "sheet-close", i18n: "phone.sheet_close" });

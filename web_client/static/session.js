@@ -338,7 +338,7 @@ function ended(session) {
   if (session?.ended_at) box.insertBefore(el("p", { class: "muted" }, el("time", { ts: session.ended_at, tsStyle: "datetime" })), back);
   if (ctx.me.role === "applicant") {
     box.append(el("p", { class: "muted", i18n: "session.applicant_bye" }));
-    showSummary(box, sid, { ...ctx.session, ...(session || {}) });
+    showSummary(box, sid, { case_id: ctx.me.case, ...ctx.session, ...(session || {}) });
   }
   if (STAFF.includes(ctx.me.role)) showFiled(box, back, session?.case_id || "");
 }
