@@ -5,6 +5,8 @@ import { api } from "/static/auth.js";
 import { formatTs, t } from "/static/i18n.js";
 import { deptLabel, el } from "/static/ui.js";
 
+const TONE = { approve: "ok", materials_missing: "warn", refer: "wait", note: "muted" };
+
 // The opinions of the session, as filed (GET .../opinions), oldest first.
 async function opinionsOf(sid) {
   try {
@@ -64,7 +66,7 @@ export async function showSummary(box, sid, session) {
         { testid: "summary-decision", data: { decision: o.decision, dept: o.author?.dept || "" } },
         el("strong", { text: who(o) }),
         " ",
-        el("span", { class: "chip", i18n: `opinion.decision_${o.decision}` }),
+        el("span", { class: `chip chip-${TONE[o.decision] || "muted"}`, i18n: `opinion.decision_${o.decision}` }),
         o.refer_to ? el("div", {}, el("span", { i18n: "opinion.refer_to" }), " ", el("span", { dept: o.refer_to })) : null,
         o.note ? el("div", { class: "opinion-note", text: o.note }) : null,
       ),
