@@ -94,7 +94,7 @@ def test_applicant_on_a_phone_from_short_link_to_summary(
     applicant = people("applicant", **PHONE_CONTEXT)
     applicant.page.goto(short, wait_until="commit")
     prejoin = applicant.by("prejoin")
-    expect(prejoin).to_be_visible()
+    expect(prejoin).to_be_visible(timeout=30_000)  # a phone's first load, on a busy machine
     expect(applicant.by("prejoin-name")).to_have_value("示例科技有限公司")
     expect(applicant.by("join-session")).to_be_disabled()  # not before an answer
     expect(applicant.by("consent-policy")).to_have_attribute("data-declined", "audio_only")
