@@ -13,8 +13,8 @@ from signaling.auth import TokenService
 
 from .conftest import FLAGS_NO_FAKE_UI, Api, Person, launch
 from .helpers import (
-    pass_prejoin,
     participant_id,
+    pass_prejoin,
     start_session,
     tile,
     wait_joined,

@@ -118,10 +118,15 @@ def test_applicant_on_a_phone_from_short_link_to_summary(
 
     # Portrait: one video large (at least 300 px wide), the self-view small, every
     # control inside the screen and 44 px at least, no sideways scroll.
-    http.call("POST", f"/api/sessions/{sid}/opinions", reviewer_token, {
-        "decision": "materials_missing",
-        "missing": ["股东会决议原件", "经营场所租赁合同"],
-    })
+    http.call(
+        "POST",
+        f"/api/sessions/{sid}/opinions",
+        reviewer_token,
+        {
+            "decision": "materials_missing",
+            "missing": ["股东会决议原件", "经营场所租赁合同"],
+        },
+    )
     page = applicant.page
     page.wait_for_function("() => document.querySelector('#tiles .tile-main')")
     # The main video follows the speaker; a tap pins the counter's (the clerk's) video.
