@@ -89,6 +89,7 @@ def test_applicant_on_a_phone_from_short_link_to_summary(
     reviewer.open(f"/session/{sid}", reviewer_token)
     pid_reviewer = wait_joined(reviewer.page)
     check_layout(reviewer.page, touch=False)
+    reviewer.shot("session-reviewer-laptop-zh")
 
     # The applicant opens the short link on a phone: the pre-join screen first.
     applicant = people("applicant", **PHONE_CONTEXT)
