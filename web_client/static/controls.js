@@ -56,8 +56,9 @@ export class LocalMedia {
       return;
     }
     try {
-      const stream = await openLocal(preset?.then === "audio_only" ? { video: false } : undefined);
-      this.use(stream, "full");
+      const voice = preset?.then === "audio_only";
+      const stream = await openLocal(voice ? { video: false } : undefined);
+      this.use(stream, voice ? "audio" : "full");
       return;
     } catch (err) {
       await this.offerFallback(mediaErrorKind(err), true);
