@@ -89,7 +89,6 @@ def test_applicant_on_a_phone_from_short_link_to_summary(
     reviewer.open(f"/session/{sid}", reviewer_token)
     pid_reviewer = wait_joined(reviewer.page)
     check_layout(reviewer.page, touch=False)
-    reviewer.shot("session-reviewer-laptop-zh")
 
     # The applicant opens the short link on a phone: the pre-join screen first.
     applicant = people("applicant", **PHONE_CONTEXT)
@@ -155,7 +154,10 @@ def test_applicant_on_a_phone_from_short_link_to_summary(
     applicant.shot("applicant-phone-landscape-zh")
     page.set_viewport_size(PHONE)
 
-    # The reviewer's page on a phone-sized window too.
+    # The reviewer's page, everyone in, on the laptop; then on a phone-sized window too.
+    wait_video_from(reviewer.page, [pid_clerk, pid_app])
+    check_layout(reviewer.page, touch=False)
+    reviewer.shot("session-reviewer-laptop-zh")
     reviewer.page.set_viewport_size(PHONE)
     reviewer.page.wait_for_function("() => document.body.classList.contains('is-phone')")
     check_layout(reviewer.page, touch=True)
