@@ -7,18 +7,21 @@ meet it, and the consent filed in the case timeline, bounded.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 
+from jointreview.app import create_app
 from signaling.api_consent import MAX_ANSWERS
 from signaling.appkeys import SERVICE
+from signaling.auth import TokenService
 from signaling.errors import NotFound
 from signaling.shortlinks import CODE_RE, LinkGone, ShortLinks
 from signaling.state import Store
 
-from .conftest import Tokens, auth
+from .conftest import Tokens, auth, make_config
 
 Client = TestClient[Any, Any]
 CASE = "GZ-2024-0815"
@@ -137,3 +140,18 @@ async def test_consent_filed_and_bounded(client: Client, tok: Tokens) -> None:
         f"/api/sessions/{sid}/consent", json={"accepted": True}, headers=auth(tok.clerk())
     )
     assert r.status == 403
+
+
+async def test_declining_means_leave_where_the_service_says_so(tmp_path: Path) -> None:
+    config = make_config(tmp_path, applicant_consent_declined="leave")
+    async with TestClient(TestServer(create_app(config))) as client:
+        tok = Tokens(TokenService(config))
+        sid, _ = await _session(client, tok)
+        me = auth(tok.applicant(sid, CASE))
+        r = await client.get(f"/api/sessions/{sid}/consent", headers=me)
+        assert (await r.json())["declined"] == "leave"
+        r = await client.post(f"/api/sessions/{sid}/consent", json={"accepted": False}, headers=me)
+        assert (await r.json())["then"] == "leave"
+        events = await client.app[SERVICE].events(CASE, sid)
+        [event] = [e for e in events if e.type == "consent.declined"]
+        assert event.data["then"] == "leave"
