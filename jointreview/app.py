@@ -23,6 +23,7 @@ from signaling import (
     api_auth,  # noqa: F401  (registers health, demo sign-in, identity and directory)
     api_casefile,  # noqa: F401  (registers the case-file routes)
     api_cases,  # noqa: F401  (registers the case's paginated timeline and sessions)
+    api_consent,  # noqa: F401  (registers the applicant's recording consent, #16)
     api_directory,  # noqa: F401  (registers the admin's directory view and reload)
     api_holds,  # noqa: F401  (registers legal hold's routes, #18)
     api_live,  # noqa: F401  (registers the supervisors' live overview)
@@ -73,6 +74,7 @@ from signaling.opinion_sheet import OpinionSheets
 from signaling.recording_control import RecordingControl
 from signaling.seal_keys import node_sealer
 from signaling.service import ReviewService
+from signaling.shortlinks import add_short_link_route
 from signaling.socketcaps import Guards
 from signaling.state import Outage, StoreUnavailable, open_store
 from signaling.state.redis_connect import redis_options
@@ -389,5 +391,6 @@ def create_app(config: Config) -> web.Application:
     app.router.add_get("/api/openapi.json", openapi_handler)
     app.router.add_get("/ws", websocket_handler)
     add_routes(app)
+    add_short_link_route(app)  # /j/<code>: the applicant's short link (#16)
     add_static_routes(app, login_page=config.demo_on)
     return app

@@ -22,7 +22,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from . import paging, policy, protocol, session_start
-from .appkeys import CONFIG, HISTORY, MEDIA, SERVICE, TOKENS, VIEWS_FROM_RECORD, WHO
+from .appkeys import CONFIG, HISTORY, MEDIA, SERVICE, STORE, TOKENS, VIEWS_FROM_RECORD, WHO
 from .auth import AuthError, Identity
 from .errors import (
     BadRequest,
@@ -49,6 +49,7 @@ from .models import (
     SessionResponse,
 )
 from .record_views import RecordViews
+from .shortlinks import ShortLinks, short_url
 from .state import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -395,9 +396,15 @@ async def applicant_link(ctx: Ctx) -> Any:
     ttl = app[CONFIG].applicant_link_ttl_s
     token = app[TOKENS].issue(ttl=ttl, **claims)
     url = f"{ctx.service.join_url(sid)}?token={token}"
+    expires_at = int(time.time()) + ttl
+    # The QR code carries the short link (/j/<code>, shortlinks.py): sparse, scannable.
+    code = await ShortLinks(app[STORE], ctx.service.clock).create(
+        token=token, session_id=sid, case_id=claims["case"], expires_at=expires_at
+    )
+    short = short_url(ctx.service.base_url, code)
     # ~80 ms of drawing: off the event loop that forwards media and answers sockets.
-    qr = await asyncio.to_thread(_qr_svg, url)
-    return ApplicantLink(url=url, token=token, expires_at=int(time.time()) + ttl, qr_svg=qr)
+    qr = await asyncio.to_thread(_qr_svg, short)
+    return ApplicantLink(url=url, short_url=short, token=token, expires_at=expires_at, qr_svg=qr)
 
 
 # -- a reviewer's invitations ---------------------------------------------------------

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any, NamedTuple
 
@@ -44,6 +45,7 @@ from .api_replay import (
     load_recording,
 )
 from .appkeys import CONFIG, STORE
+from .casefile_names import content_disposition, display_names
 from .core import actor_of
 from .errors import Conflict, NotFound
 from .models import Actor, Session
@@ -68,6 +70,7 @@ MISSING = ("file_not_found", "this case file has no such file")
 
 class CaseFileEntry(BaseModel):
     path: str  # inside the session's folder, as the manifest names it
+    name: str = ""  # for people: the case, who, department, source (casefile_names.py)
     kind: str  # manifest, signature, timeline, track, still, sheet, export, addendum, other
     size: int
     sha256: str | None = None  # None: manifest.json, whose hash the store's timeline holds
@@ -195,6 +198,9 @@ async def casefile_index(ctx: Ctx) -> Any:
     directory, manifest = await _sealed(ctx, session)
     sid, who = session.session_id, ctx.identity
     names = await asyncio.to_thread(listed, directory, manifest)
+    readable = await asyncio.to_thread(
+        display_names, directory, manifest, list(names), _dept_name(ctx)
+    )
     duration = float((manifest.get("recording") or {}).get("duration_s") or 0.0)
     max_s = ctx.request.app[CONFIG].grant_max_ttl_s
     expires = replay.grant_expiry(ctx.service.clock(), duration, who.exp, max_s)
@@ -203,6 +209,7 @@ async def casefile_index(ctx: Ctx) -> Any:
     files = [
         CaseFileEntry(
             path=name,
+            name=readable.get(name, ""),
             kind=_kind(name),
             size=facts.size,
             sha256=facts.sha256,
@@ -259,11 +266,22 @@ async def _serve(ctx: Ctx, session: Session, name: str, viewer: Actor) -> web.St
             **marked,
         )
     attachment = f"{session.case_id}_{session.session_id}_{path.name}"
+    readable = await asyncio.to_thread(display_names, directory, manifest, [name], _dept_name(ctx))
     return file_response(
         path,
         SUFFIX_TYPES.get(path.suffix, FILE_TYPES[0]),
-        **{"Content-Disposition": f'attachment; filename="{attachment}"'},
+        **{"Content-Disposition": content_disposition(readable[name], attachment)},
     )
+
+
+def _dept_name(ctx: Ctx) -> Callable[[str], str]:
+    directory = ctx.service.directory
+
+    def name(dept: str) -> str:
+        found = directory.department(dept)
+        return found.name if found is not None else dept
+
+    return name
 
 
 @route(

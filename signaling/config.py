@@ -89,6 +89,8 @@ class Config(SealSettings, GovernanceSettings, WebhookSettings):
     jwt_audience: str = "jointreview"
     token_ttl_s: int = Field(8 * 3600, ge=60)
     applicant_link_ttl_s: int = Field(4 * 3600, ge=60)
+    # An applicant who declines the recording notice (#16): joins by voice only, or not.
+    applicant_consent_declined: Literal["audio_only", "leave"] = "audio_only"
 
     # The department directory (and the demo users, see demo_enabled below).
     directory_file: Path | None = None

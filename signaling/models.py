@@ -341,6 +341,7 @@ class InvitationList(BaseModel):
 
 class ApplicantLink(BaseModel):
     url: str
+    short_url: str  # /j/<code>: the same link, short (what the QR code carries)
     token: str
     expires_at: int
     qr_svg: str  # the link as a QR code, for a remote applicant's phone

@@ -168,6 +168,13 @@ def can_read_case(who: Identity, case_id: str, invitations: Iterable[Invitation]
     raise case_missing(case_id)
 
 
+def can_give_consent(who: Identity, session: Session, invitations: Iterable[Invitation]) -> None:
+    """The recording notice's consent (or refusal): an applicant, for their own session."""
+    check_readable(who, session, invitations)
+    if who.role != APPLICANT or who.session != session.session_id:
+        raise _deny("only the applicant of this session answers its recording notice")
+
+
 def can_join(who: Identity, session: Session, invitations: Iterable[Invitation]) -> None:
     invitations = list(invitations)
     check_readable(who, session, invitations)

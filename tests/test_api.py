@@ -255,6 +255,7 @@ def _invitations(b: Json, w: World, role: str) -> None:
 
 def _applicant_link(b: Json, w: World, role: str) -> None:
     assert f"/session/{w.session_id}?token={b['token']}" in b["url"]
+    assert "/j/" in b["short_url"] and len(b["short_url"].rsplit("/", 1)[1]) == 16
     assert b["qr_svg"].startswith("<svg") and "path" in b["qr_svg"]
     assert b["expires_at"] > time.time() + 3600
 
@@ -399,6 +400,18 @@ MATRIX: dict[tuple[str, str], Expect] = {
     ),
     ("POST", "/api/sessions/{session_id}/applicant-link"): Expect(
         201, STAFF, _applicant_link, {"name": "张三"}, True
+    ),
+    # The applicant's recording consent (tests/test_shortlinks.py).
+    ("GET", "/api/sessions/{session_id}/consent"): Expect(
+        200, _roles("applicant"), lambda b, w, r: b["declined"] == "audio_only", hidden=SNF
+    ),
+    ("POST", "/api/sessions/{session_id}/consent"): Expect(
+        201,
+        _roles("applicant"),
+        lambda b, w, r: b["then"] == "join",
+        {"accepted": True},
+        True,
+        hidden=SNF,
     ),
     ("GET", "/api/invitations"): Expect(200, _roles("reviewer", "other_reviewer"), _inbox),
     ("POST", "/api/invitations/{invitation_id}/accept"): Expect(

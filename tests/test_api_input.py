@@ -76,6 +76,12 @@ CALLS: dict[str, tuple[str, str | None, dict[str, Any]]] = {
         "reviewer",
         {"decision": "note", "note": "x"},
     ),
+    # Any role passes the route's gate; the body's type is refused before the rule (#16).
+    "/api/sessions/{session_id}/consent": (
+        "/api/sessions/{sid}/consent",
+        "clerk",
+        {"accepted": True},
+    ),
     "/api/admin/drain": ("/api/admin/drain", "admin", {"draining": False}),
     "/api/exceptions/{exception_id}/handle": (
         "/api/exceptions/ex_nosuch/handle",

@@ -61,6 +61,16 @@ async def test_every_file_of_the_case_file_downloads_as_sealed(rec: Recorded) ->
             assert len(body) == f["size"]
             disposition = r.headers["Content-Disposition"]
             assert disposition.startswith("attachment;") and f"{CASE}_{rec.sid}_" in disposition
+            # The name people see (#16): RFC 5987 UTF-8, as the index lists it.
+            assert disposition.endswith(f"filename*=UTF-8''{quote(f['name'], safe='')}")
+    # Listed with people's names and sources, not p_…_1_0.webm; every name distinct.
+    names = [f["name"] for f in index["files"]]
+    assert len(set(names)) == len(names) and all(n.startswith(CASE) for n in names)
+    tracks = sorted(f["name"] for f in index["files"] if f["kind"] == "track")
+    assert any("摄像头" in n for n in tracks) and any("麦克风" in n for n in tracks), tracks
+    assert not any("p_" in n for n in tracks), tracks
+    [still] = [f["name"] for f in index["files"] if f["kind"] == "still"]
+    assert still.startswith(f"{CASE}_资料照片_1") and still.endswith((".jpg", ".png")), still
     track = next(f for f in index["files"] if f["kind"] == "track")
     r = await rec.get(track["url"], rec.tok.supervisor(), Range="bytes=10-19")
     assert r.status == 206 and len(await r.read()) == 10

@@ -54,8 +54,23 @@ def participant_id(page: Page) -> str:
     return str(page.evaluate("document.body.dataset.participantId"))
 
 
+def pass_prejoin(page: Page) -> None:
+    """An applicant's page: agree to the recording notice and join (prejoin.js); any
+    other page (or an applicant who answered already in this tab) goes straight on."""
+    page.wait_for_function(
+        "() => document.body.dataset.participantId || document.body.dataset.prejoin"
+        " || document.querySelector('[data-testid=join-error],[data-testid=page-error]')"
+    )
+    if page.evaluate("() => document.body.dataset.prejoin") != "1":
+        return
+    page.get_by_test_id("consent-accept").click()
+    expect(page.get_by_test_id("join-session")).to_be_enabled()
+    page.get_by_test_id("join-session").click()
+
+
 def wait_joined(page: Page) -> str:
     """In the session, with its own camera tile showing frames."""
+    pass_prejoin(page)
     pid = participant_id(page)
     expect(tile(page, pid)).to_have_attribute("data-state", "playing")
     return pid

@@ -12,7 +12,14 @@ from playwright.sync_api import Browser, Playwright, expect
 from signaling.auth import TokenService
 
 from .conftest import FLAGS_NO_FAKE_UI, Api, Person, launch
-from .helpers import participant_id, start_session, tile, wait_joined, wait_video_from
+from .helpers import (
+    participant_id,
+    pass_prejoin,
+    start_session,
+    tile,
+    wait_joined,
+    wait_video_from,
+)
 
 
 def clerk_token(tokens: TokenService) -> str:
@@ -134,6 +141,7 @@ def test_denied_camera_offers_audio_only_and_view_only(
             applicant = people(f"applicant ({mode})", browser_=denied, permissions=permissions)
             link = http.call("POST", f"/api/sessions/{sid}/applicant-link", token, {})
             applicant.page.goto(link["url"])
+            pass_prejoin(applicant.page)
             problem = applicant.by("media-error")
             expect(problem).to_have_attribute("data-kind", "denied")
             if mode == "audio":

@@ -148,7 +148,7 @@ export class CaseFilePanel {
   }
 
   row(f) {
-    const name = f.path.split("/").pop();
+    const name = f.name || f.path.split("/").pop(); // people's names and sources (#16)
     return el(
       "li",
       { class: "casefile-file", testid: "casefile-file", data: { path: f.path, kind: f.kind } },
@@ -173,7 +173,7 @@ export class CaseFilePanel {
 
   link(entry, a, testid) {
     a.href = entry.src;
-    a.setAttribute("download", "");
+    a.setAttribute("download", entry.name || "");
     a.dataset.path = entry.path;
     a.addEventListener("click", (ev) => this.follow(ev, entry.path, testid));
     return a;

@@ -47,10 +47,18 @@ export class LocalMedia {
 
   // Open camera and microphone. If that fails, say why and offer audio only / view only;
   // resolves once the participant has media (or chose to only watch).
-  async start() {
+  // `preset`: the applicant's pre-join choice (prejoin.js): the previewed stream, or
+  // voice only when they declined video.
+  async start(preset) {
+    if (preset?.stream) {
+      this.use(preset.stream, preset.camera ? "full" : "audio");
+      preset.stream = null; // published once; a fresh slot opens its own
+      return;
+    }
     try {
-      const stream = await openLocal();
-      this.use(stream, "full");
+      const voice = preset?.then === "audio_only";
+      const stream = await openLocal(voice ? { video: false } : undefined);
+      this.use(stream, voice ? "audio" : "full");
       return;
     } catch (err) {
       await this.offerFallback(mediaErrorKind(err), true);

@@ -197,12 +197,14 @@ export class InvitesPanel {
     const svg = new DOMParser().parseFromString(link.qr_svg, "text/html").querySelector("svg");
     const qr = el("div", { class: "qr", testid: "applicant-qr", attrs: { role: "img" }, aria: "applicant.qr_label" });
     if (svg) qr.append(document.importNode(svg, true));
-    const url = el("input", { id: "applicant-url", testid: "applicant-url", readOnly: true, value: link.url });
+    // The short link (/j/<code>): what the QR code carries, and what is easy to send.
+    const short = link.short_url || link.url;
+    const url = el("input", { id: "applicant-url", testid: "applicant-url", readOnly: true, value: short });
     const copy = el("button", { type: "button", class: "quiet small", testid: "copy-link", i18n: "applicant.copy" });
     copy.addEventListener("click", async () => {
       url.select();
       try {
-        await navigator.clipboard.writeText(link.url);
+        await navigator.clipboard.writeText(short);
         toast("applicant.copied", null, "ok");
       } catch {
         toast("applicant.copy_manually", null, "warn");
@@ -213,6 +215,8 @@ export class InvitesPanel {
       el("label", { htmlFor: "applicant-url", i18n: "applicant.url" }),
       el("div", { class: "row" }, url, copy),
       el("p", { class: "muted" }, el("span", { i18n: "applicant.expires" }), " ", el("time", { ts: link.expires_at, tsStyle: "datetime" })),
+      el("p", { class: "muted", i18n: "applicant.short_hint" }),
     );
+    qr.scrollIntoView({ block: "nearest" }); // where the clerk sees it, not below the fold
   }
 }

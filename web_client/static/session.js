@@ -11,9 +11,12 @@ import { InvitesPanel } from "/static/invites.js";
 import { MediaLink } from "/static/media.js";
 import { ObserverBanner, observes } from "/static/observers.js";
 import { OpinionsPanel } from "/static/opinions.js";
+import { installPhone } from "/static/phone.js";
+import { earlierAnswer, prejoin } from "/static/prejoin.js";
 import { printButton, printSheet } from "/static/sheet.js";
 import { QualityMeter } from "/static/quality.js";
 import { Signal } from "/static/socket.js";
+import { showSummary } from "/static/summary.js";
 import { makeTabs } from "/static/tabs.js";
 import { VideoGrid } from "/static/tiles.js";
 import { bootPage, el, errorI18n, fatal, fill, homeOf, loginLink, toast } from "/static/ui.js";
@@ -258,7 +261,8 @@ async function applyJoined(joined) {
     ctx.started = true;
     document.body.dataset.joined = "1";
     docs?.fill();
-    await local.start();
+    await local.start(ctx.prejoin);
+    if (ctx.prejoin?.then === "audio_only") $("cam").hidden = true; // no video: as agreed
     if (!ctx.over) media.start(pid, iceServers);
   } else if (newSlot || !media.pc || ["failed", "closed"].includes(media.pc.connectionState)) {
     media.iceServers = iceServers;
@@ -328,7 +332,10 @@ function ended(session) {
   // Above the way back: when it ended, then (for staff) where it was filed.
   const back = box.querySelector("a.button");
   if (session?.ended_at) box.insertBefore(el("p", { class: "muted" }, el("time", { ts: session.ended_at, tsStyle: "datetime" })), back);
-  if (ctx.me.role === "applicant") box.append(el("p", { class: "muted", i18n: "session.applicant_bye" }));
+  if (ctx.me.role === "applicant") {
+    box.append(el("p", { class: "muted", i18n: "session.applicant_bye" }));
+    showSummary(box, sid, { case_id: ctx.me.case, ...ctx.session, ...(session || {}) });
+  }
   if (STAFF.includes(ctx.me.role)) showFiled(box, back, session?.case_id || "");
 }
 
@@ -409,6 +416,12 @@ async function main() {
   ctx.me = { ...ctx.me, ...(tokenClaims() || {}) };
   build();
   listen();
+  installPhone(panels, ctx.me.role);
+  if (ctx.me.role === "applicant") {
+    // The pre-join screen: devices, the recording notice answered, then join (#16).
+    const earlier = earlierAnswer(sid);
+    ctx.prejoin = earlier && earlier.then !== "leave" ? earlier : await prejoin(sid, ctx.me);
+  }
   onLangChange(() => ctx.session && renderFacts(ctx.session));
   connState("connecting");
   try {
