@@ -166,7 +166,7 @@ def test_a_supervisor_takes_the_case_file_away(
 
     # In English, in place.
     sup.set_lang("en")
-    expect(panel.locator("h3")).to_have_text("Case file")
+    expect(panel.locator("h2")).to_have_text("Case file")
     expect(composite).to_have_text("Download composite video")
     expect(sup.by("casefile-toggle")).to_have_text(f"All files ({len(rows)})")
     expect(panel.locator(".casefile-kind[data-kind=track]")).to_have_text("Audio and video tracks")

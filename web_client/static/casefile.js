@@ -105,7 +105,7 @@ export class CaseFilePanel {
       el(
         "div",
         { class: "casefile-head" },
-        el("h3", { class: "panel-sub first", i18n: "casefile.heading" }),
+        el("h2", { class: "panel-sub first", i18n: "casefile.heading" }),
         ix?.sealed_at ? el("span", { class: "muted" }, el("span", { i18n: "casefile.sealed_at" }), " ", el("time", { ts: ix.sealed_at, tsStyle: "datetime" })) : null,
       ),
       ix ? this.composite(ix.export) : null,
@@ -139,7 +139,7 @@ export class CaseFilePanel {
       { class: "casefile-files", open: this.open, on: { toggle: () => (this.open = details.open) } },
       el("summary", { testid: "casefile-toggle", i18n: "casefile.files", args: { n: files.length } }),
       groups.flatMap(([kind, list]) => [
-        el("h4", { class: "casefile-kind", data: { kind }, i18n: `casefile.kind_${kind}` }),
+        el("h3", { class: "casefile-kind", data: { kind }, i18n: `casefile.kind_${kind}` }),
         el("ul", { class: "list casefile-list" }, list.map((f) => this.row(f))),
       ]),
       el("p", { class: "muted casefile-audit", i18n: "casefile.audit_note" }),
