@@ -2,7 +2,7 @@
 export default {
   "app.title": "Remote Joint Review",
   "lang.switch": "中文",
-  "lang.switch_label": "Switch to Chinese",
+  "lang.switch_label": "中文 (switch to Chinese)",
 
   "role.clerk": "Window clerk",
   "role.reviewer": "Reviewer",

@@ -2,7 +2,7 @@
 export default {
   "app.title": "远程视频联审会办",
   "lang.switch": "English",
-  "lang.switch_label": "切换到英文界面",
+  "lang.switch_label": "English（切换到英文界面）",
 
   "role.clerk": "窗口工作人员",
   "role.reviewer": "审批人员",
