@@ -11,19 +11,21 @@
 // writes each opening into the case timeline as `replay.viewed`; its markers come a page at
 // a time: the rest from GET /api/sessions/{sid}/recording/markers). A session in progress
 // comes with its timeline so far and no tracks (nothing is sealed yet); one that has just
-// ended answers 409 `recording_sealing` until its case file is sealed: retried here.
+// ended answers 409 `recording_sealing` until its case file is sealed: the page asks the
+// case's track (sealing.js) until then, saying so, and opens it once sealed.
 // Beside the replay, the case file to take away (casefile.js: GET
 // /api/sessions/{sid}/casefile, read at the same time as the description).
 // `&t=<seconds>` opens the replay at that moment (an exception's offset_s).
 //
 // Beside the search, tabs (tabs.js; `?tab=` keeps the choice): Statistics (stats.js),
 // Exceptions (exceptions.js, new ones live from the socket) and Live (live.js).
-import { api } from "/static/auth.js";
+import { ApiError, api } from "/static/auth.js";
 import { CaseFilePanel } from "/static/casefile.js";
 import { ExceptionsTab, loadNames } from "/static/exceptions.js";
 import { onLangChange } from "/static/i18n.js";
 import { LiveTab } from "/static/live.js";
 import { ReplayPlayer } from "/static/replay.js";
+import { sealedAt } from "/static/sealing.js";
 import { Signal } from "/static/socket.js";
 import { StatsTab } from "/static/stats.js";
 import { makeTabs } from "/static/tabs.js";
@@ -197,6 +199,12 @@ async function openReplay(sid, push, tries = 0, at = null) {
   caseFile = panel;
   let desc;
   try {
+    // Just ended: the description answers 409 until the case file is sealed, so the
+    // case's track is asked first (sealing.js) and the page says "being sealed".
+    const { session } = await api(`/api/sessions/${encodeURIComponent(sid)}`);
+    if (session.status === "ended" && (await sealedAt(session.case_id, sid)) === null) {
+      throw new ApiError(409, "recording_sealing");
+    }
     desc = await describe(sid, { markers: true });
   } catch (err) {
     if (caseFile !== panel) return; // closed, or another replay opened, meanwhile

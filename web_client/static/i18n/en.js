@@ -372,7 +372,7 @@ export default {
   "exc.more": "Load more",
   "exc.none": "No exception matches.",
   "exc.replay_at": "Replay {t}",
-  "exc.replay_at_label": "Replay case {case} at {t}",
+  "exc.replay_at_label": "Replay {t} (case {case})",
   "exc.handle": "Handle",
   "exc.handle_title": "Handle the exception",
   "exc.note_label": "Note (required)",

@@ -372,7 +372,7 @@ export default {
   "exc.more": "加载更多",
   "exc.none": "没有符合条件的异常。",
   "exc.replay_at": "回放 {t}",
-  "exc.replay_at_label": "在 {t} 处回放办件 {case} 的会办",
+  "exc.replay_at_label": "回放 {t}（办件 {case} 的会办）",
   "exc.handle": "处理",
   "exc.handle_title": "处理异常",
   "exc.note_label": "处理说明（必填）",
