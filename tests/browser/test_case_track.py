@@ -75,3 +75,9 @@ def test_the_case_page_tracks_every_session_and_prints_the_sheet(
     supervisor.set_lang("en")
     expect(cards.nth(0)).to_contain_text("Joint review 1")
     supervisor.shot("case-track-en")
+
+    # A case never seen: said in the page, no failed request in the console.
+    supervisor.by("track-case").fill("NO-SUCH-CASE-1")
+    supervisor.by("track-case").press("Enter")
+    expect(supervisor.by("track-empty")).to_be_visible()
+    expect(cards).to_have_count(0)

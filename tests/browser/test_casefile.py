@@ -77,10 +77,8 @@ def test_a_session_in_progress_shows_no_case_file(
     page.wait_for_function("() => window.jr && window.jr.caseFile.quiet === 'session_live'")
     expect(sup.by("casefile")).to_be_hidden()
     expect(sup.by("casefile-error")).to_have_count(0)
-    # The index's 409 is in the console as a failed request, and nowhere else.
-    expected = [e for e in sup.errors if "status of 409" in e]
-    assert len(expected) == 1, sup.errors
-    sup.errors.remove(expected[0])
+    # The index is not asked for while the session runs: no 409 in the console (the
+    # people fixture fails the test on any console error).
 
 
 def test_a_supervisor_takes_the_case_file_away(
@@ -187,9 +185,8 @@ def test_a_supervisor_takes_the_case_file_away(
     expect(sup.by("casefile-file")).to_have_count(0)
     expect(sup.by("replay-video")).to_have_count(3)
     expect(sup.by("replay-marker")).not_to_have_count(0)
-    expected = [e for e in sup.errors if "status of 500" in e]
-    assert len(expected) == 1, sup.errors
-    sup.errors.remove(expected[0])
+    # Provoked: the test's route answers 500, and Chromium logs the failed request.
+    sup.allow_errors("status of 500", "an index made to fail", count=1)
 
     # Every download is in the case's timeline, once per viewer and file.
     events = http.call("GET", f"/api/cases/{CASE}", token)["events"]

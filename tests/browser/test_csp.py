@@ -143,9 +143,8 @@ def test_every_page_runs_under_the_policy(
     )
     assert ran is False
     page.wait_for_function("() => window.__csp.some((v) => v.startsWith('script-src'))")
-    refused = [e for e in clerk.errors if "Content Security Policy" in e]
-    assert len(refused) == 1, clerk.errors  # that one, expected
-    clerk.errors.remove(refused[0])
+    # Provoked: the inline script the test injected, refused and logged by Chromium.
+    clerk.allow_errors("Content Security Policy", "the injected inline script", count=1)
 
 
 def test_no_token_in_logged_urls_across_a_restart(
@@ -187,5 +186,5 @@ def test_no_token_in_logged_urls_across_a_restart(
     assert carrying == [link], carrying
     referers = [r for _, r in watch.requests if r]
     assert referers == [], referers
-    # The failed reconnects were console errors, expected here.
-    applicant.errors[:] = [e for e in applicant.errors if "WebSocket connection" not in e]
+    # Provoked: the server was stopped; Chromium logs the failed reconnects.
+    applicant.allow_errors("WebSocket connection", "reconnects while the server is down")

@@ -253,10 +253,9 @@ def test_exceptions_open_the_replay_at_their_moment_and_are_handled(
     sup.by("exc-note").fill("再处理")
     sup.by("exc-handle-confirm").click()
     expect(sup.by("exc-already-handled")).to_be_visible()
-    # Chromium logs the refused POST (409): the one console error this test expects.
-    conflicts = [e for e in sup.errors if "status of 409" in e]
-    assert len(conflicts) == 1, sup.errors
-    sup.errors[:] = [e for e in sup.errors if e not in conflicts]
+    # Provoked: the test handles from a stale page what was handled meanwhile, and
+    # Chromium logs the refused POST (409) whatever the page does with the answer.
+    sup.allow_errors("status of 409", "a second handling, refused", count=1)
     sup.by("exc-handle-cancel").click()
     expect(orow).to_have_attribute("data-status", "handled")
 

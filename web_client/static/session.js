@@ -5,6 +5,7 @@ import { api, tokenClaims } from "/static/auth.js";
 import { ChatPanel } from "/static/chat.js";
 import { LocalMedia } from "/static/controls.js";
 import { DocumentSource, SnapshotGallery } from "/static/documents.js";
+import { untilSealed } from "/static/expected.js";
 import { onLangChange, t } from "/static/i18n.js";
 import { InvitesPanel } from "/static/invites.js";
 import { MediaLink } from "/static/media.js";
@@ -12,7 +13,6 @@ import { ObserverBanner, observes } from "/static/observers.js";
 import { OpinionsPanel } from "/static/opinions.js";
 import { printButton, printSheet } from "/static/sheet.js";
 import { QualityMeter } from "/static/quality.js";
-import { untilSealed } from "/static/sealing.js";
 import { Signal } from "/static/socket.js";
 import { makeTabs } from "/static/tabs.js";
 import { VideoGrid } from "/static/tiles.js";
@@ -338,7 +338,7 @@ function ended(session) {
 }
 
 // The clerk sees the session filed: the case file's index once it is sealed (moments
-// after the end: the media node closes the recording first; sealing.js asks the case's
+// after the end: the media node closes the recording first; expected.js asks the case's
 // track meanwhile, since the index answers 409 until then), counted.
 const FILED_TRIES = 20;
 const FILED_RETRY_MS = 750;

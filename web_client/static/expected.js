@@ -1,9 +1,20 @@
-// Whether an ended session's case file is sealed yet, asked of the case's track (GET
-// /api/cases/{case}/track: each session's `sealed_at`, 200 either way). The case file's
-// index, the replay description and the opinion sheet answer 409 `recording_sealing`
-// for the few seconds the media node takes to close the recording: asked only once this
-// says sealed, a normal state is not a failed request in the console (issue #16).
+// Expected states asked about with requests that answer 200 either way, so that a normal
+// state is not a failed request (4xx) in the browser's console (issue #16):
+// - whether an ended session's case file is sealed yet, from the case's track (GET
+//   /api/cases/{case}/track: each session's `sealed_at`). The case file's index, the
+//   replay description and the opinion sheet answer 409 `recording_sealing` for the few
+//   seconds the media node takes to close the recording;
+// - whether a case ever had a joint review (GET /api/sessions?case=&limit=1), where the
+//   case's own routes answer 404 `case_not_found`. Staff and supervisors only (the list's
+//   roles).
 import { api } from "/static/auth.js";
+
+export const LISTERS = ["clerk", "supervisor", "admin"];
+
+export async function caseKnown(caseId) {
+  const { sessions } = await api(`/api/sessions?${new URLSearchParams({ case: caseId, limit: "1" })}`);
+  return sessions.length > 0;
+}
 
 // The session's `sealed_at` (epoch seconds), or null while it is not sealed.
 export async function sealedAt(caseId, sid) {
