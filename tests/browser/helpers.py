@@ -50,11 +50,13 @@ REPORT_JS = """async () => {
 
 
 AXE = (Path(axe_playwright_python.__file__).parent / "axe.min.js").read_text(encoding="utf-8")
-# WCAG 2.0-2.2 A/AA and best practices, and label-content-name-mismatch (still marked
-# experimental in axe-core): a button's accessible name holds its visible text.
+# WCAG 2.0 and 2.1 A/AA and best practices, and label-content-name-mismatch (still marked
+# experimental in axe-core): a button's accessible name holds its visible text. Not 2.2's
+# target-size (off by default in axe-core): the replay's timeline markers are 12 px dots,
+# each with a full-size equivalent in the list of events beside it (2.5.8's exception).
 AXE_RUN_JS = """async () => {
   const r = await axe.run(document, {
-    runOnly: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa", "best-practice"],
+    runOnly: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"],
     rules: {"label-content-name-mismatch": {enabled: true}},
   });
   return r.violations.map((v) => ({id: v.id, impact: v.impact, help: v.help,
