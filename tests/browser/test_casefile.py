@@ -6,7 +6,8 @@ URL, followed without the Bearer token). Before the composite video is made the 
 says it comes later; once made (``export_session``, as the export job would), its link
 shows its size and what it downloads hashes to the export's SHA-256, also after the
 grants ran out (the page asks for the index again). An index that can't be read is one
-short line beside a replay that plays as ever; a session in progress shows no panel.
+short line beside a replay that plays as ever; a session in progress shows no panel, and
+once ended is shown being sealed, then sealed, with no failed request in the console.
 
 Screenshots: docs/screenshots/supervise-casefile-*.png (zh-CN and English).
 """
@@ -79,6 +80,14 @@ def test_a_session_in_progress_shows_no_case_file(
     expect(sup.by("casefile-error")).to_have_count(0)
     # The index is not asked for while the session runs: no 409 in the console (the
     # people fixture fails the test on any console error).
+
+    # Ended, and opened at once: "being sealed" while it is (the page asks the case's
+    # track, not the routes that answer 409 meanwhile), then the replay and its case file.
+    http.call("POST", f"/api/sessions/{sid}/end", clerk)
+    page.reload()
+    expect(sup.by("casefile")).to_be_visible(timeout=30_000)
+    expect(sup.by("replay-live")).to_have_count(0)
+    expect(sup.by("casefile-error")).to_have_count(0)
 
 
 def test_a_supervisor_takes_the_case_file_away(
