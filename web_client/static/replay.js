@@ -217,7 +217,8 @@ export class ReplayPlayer {
       "footer",
       { class: "replay-controls" },
       el("div", { class: "replay-buttons" }, this.playButton, this.timeText, el("span", { class: "spacer" }), this.muteButton),
-      timeline,
+      // Scrolls when many lanes would push the stage away; the playhead spans every lane.
+      el("div", { class: "tl-scroll" }, timeline),
     );
   }
 
