@@ -308,6 +308,7 @@ async def get_case(ctx: Ctx) -> Any:
     query={
         "dept": "only sessions this department was invited to",
         "window": "only sessions of this service window",
+        "case": "only sessions of this case (none, not 404, for a case never seen)",
         "since": "epoch seconds (created at or after)",
         "until": "epoch seconds (created at or before)",
         **paging.query_doc(PAGE_DEFAULT, PAGE_MAX),
@@ -325,6 +326,7 @@ async def list_sessions(ctx: Ctx) -> Any:
         cursor,
         dept=paging.filter_of(q, "dept"),
         window=paging.filter_of(q, "window"),
+        case=paging.filter_of(q, "case"),
     )
     return SessionList(sessions=sessions, next_cursor=next_cursor)
 

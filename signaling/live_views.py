@@ -54,9 +54,10 @@ class LiveViews(RecordViews):
         cursor: str | None = None,
         dept: str | None = None,
         window: str | None = None,
+        case: str | None = None,
     ) -> tuple[list[Session], str | None]:
         return await self.service.list_sessions(
-            who, since, until, limit, cursor, dept=dept, window=window
+            who, since, until, limit, cursor, dept=dept, window=window, case=case
         )
 
     async def case_sessions(

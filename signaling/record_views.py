@@ -121,11 +121,15 @@ class RecordViews:
         cursor: str | None = None,
         dept: str | None = None,
         window: str | None = None,
+        case: str | None = None,
     ) -> tuple[list[Session], str | None]:
-        """Newest first, within the token's scope; a page and the next one's cursor."""
+        """Newest first, within the token's scope (and of ``case``, if given); a page and
+        the next one's cursor."""
         policy.can_list_sessions(who)
+        if case is not None and who.case is not None and case != who.case:
+            return [], None  # a case beyond the token's: none of its sessions
         page = await self.history.sessions(
-            case_id=who.case,
+            case_id=case or who.case,
             session_id=who.session,
             dept=dept,
             window=window,

@@ -84,11 +84,15 @@ class ReviewService(ParticipantsMixin, CaseFileMixin):
         cursor: str | None = None,
         dept: str | None = None,
         window: str | None = None,
+        case: str | None = None,
     ) -> tuple[list[Session], str | None]:
         """Newest first; a page of ``limit`` and the cursor of the next one (or None);
-        only of a window, or of sessions a department was invited to, if given."""
+        only of a window, a case, or of sessions a department was invited to, if given."""
         policy.can_list_sessions(who)
         at = paging.decode(paging.SESSIONS, cursor, {"t": float, "i": str})
+        if case is not None and who.case is not None and case != who.case:
+            return [], None  # a case beyond the token's: none of its sessions
+        of_case = case or who.case
         if who.session is not None:  # a token limited to one session lists that one
             doc = await self.store.get(f"session:{who.session}")
             one = [Session.model_validate(doc)] if doc is not None else []
@@ -99,10 +103,12 @@ class ReviewService(ParticipantsMixin, CaseFileMixin):
                 and (since is None or s.created_at >= since)
                 and (until is None or s.created_at <= until)
                 and (at is None or (s.created_at, s.session_id) < (at["t"], at["i"]))
+                and (of_case is None or s.case_id == of_case)
                 and await self._matches(s, dept, window)
             ], None
-        # A case-scoped token reads its case's own index, so the limit counts its sessions.
-        index = "sessions" if who.case is None else f"case:{who.case}:sessions"
+        # A case (of the token's scope, or asked for) has its own index: the limit counts
+        # its sessions.
+        index = "sessions" if of_case is None else f"case:{of_case}:sessions"
         top = until if at is None else (at["t"] if until is None else min(until, at["t"]))
         out: list[Session] = []
         want = limit + 1

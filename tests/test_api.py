@@ -729,6 +729,25 @@ async def test_case_scoped_list_shows_its_case_within_the_limit(
     assert [s["session_id"] for s in (await r.json())["sessions"]] == [in_a["session_id"]]
 
 
+async def test_list_sessions_of_one_case(client: Client, tok: Tokens) -> None:
+    """The supervisor's search by case number: a case never seen is no sessions, not 404
+    (a normal answer, not a failed request in the browser's console)."""
+    in_a = await create_session(client, tok.clerk(), case_id="A")
+    await asyncio.sleep(0.01)
+    in_b = await create_session(client, tok.clerk(), case_id="B")
+
+    async def listed(query: str, token: str) -> list[str]:
+        r = await client.get(f"/api/sessions?{query}", headers=auth(token))
+        assert r.status == 200, await r.text()
+        return [s["session_id"] for s in (await r.json())["sessions"]]
+
+    assert await listed("case=A", tok.supervisor()) == [in_a["session_id"]]
+    assert await listed("case=B&limit=1", tok.supervisor()) == [in_b["session_id"]]
+    assert await listed("case=NO-SUCH-1", tok.supervisor()) == []
+    assert await listed("case=B", tok.supervisor(case="A")) == []  # beyond the token's case
+    assert await listed("case=A", tok.supervisor(case="A")) == [in_a["session_id"]]
+
+
 # -- not found -------------------------------------------------------------------------
 
 

@@ -94,6 +94,8 @@ async def _views(client: Client, token: str, s1: str, s2: str) -> dict[str, Any]
         "/api/sessions",
         "/api/sessions?dept=city-amr",
         "/api/sessions?window=琶洲 3 号窗口",
+        f"/api/sessions?case={CASE}",
+        "/api/sessions?case=NO-SUCH-CASE",
         "/api/reports/invitations",
         "/api/reports/invitations?dept=city-amr&status=accepted",
         "/api/reports/invitations?status=cancelled",

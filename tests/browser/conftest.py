@@ -1,7 +1,9 @@
 """Browser end-to-end tests: a real ``jointreview serve`` process and Debian's headless
 Chromium driven by Playwright (sync API), with a synthetic camera and microphone.
 
-Every page's console is collected; a test fails on any console error (see ``Person``).
+Every page's console is collected; a test fails on any console error or uncaught
+exception (see ``people``), except those its own allow-list names: errors the test
+provokes on purpose, each with the reason (``Person.allow_errors``).
 """
 
 from __future__ import annotations
@@ -94,6 +96,7 @@ class Person:
         self.base = base
         self.name = name
         self.errors: list[str] = []
+        self.allowed: list[tuple[str, str]] = []  # (fragment of the error, why expected)
         self.page: Page = context.new_page()
         self.page.set_default_timeout(TIMEOUT_MS)
         self.page.on("console", self._console)
@@ -102,6 +105,17 @@ class Person:
     def _console(self, msg: Any) -> None:
         if msg.type == "error":
             self.errors.append(f"console: {msg.text}")
+
+    def allow_errors(self, fragment: str, why: str, count: int | None = None) -> None:
+        """Console errors holding ``fragment`` are expected: the test provokes them on
+        purpose (``why``). Keep it narrow; with ``count``, exactly that many were logged."""
+        if count is not None:
+            seen = [e for e in self.errors if fragment in e]
+            assert len(seen) == count, (why, self.errors)
+        self.allowed.append((fragment, why))
+
+    def unexpected_errors(self) -> list[str]:
+        return [e for e in self.errors if not any(f in e for f, _ in self.allowed)]
 
     def open(self, path: str, token: str | None = None) -> Page:
         sep = "&" if "?" in path else "?"
@@ -128,7 +142,8 @@ class Person:
 
 @pytest.fixture
 def people(browser: Browser, server: ServerProcess) -> Iterator[Callable[..., Person]]:
-    """Make participants; after the test, assert that no page logged a console error."""
+    """Make participants; after the test, assert that no page logged a console error or
+    threw, beyond what each person's allow-list expects."""
     made: list[Person] = []
 
     def make(
@@ -143,7 +158,7 @@ def people(browser: Browser, server: ServerProcess) -> Iterator[Callable[..., Pe
         return person
 
     yield make
-    errors = {p.name: p.errors for p in made if p.errors}
+    errors = {p.name: p.unexpected_errors() for p in made if p.unexpected_errors()}
     for p in made:
         p.context.close()
     assert not errors, f"console errors: {json.dumps(errors, ensure_ascii=False, indent=1)}"

@@ -3,8 +3,10 @@ data-state, getStats() framesDecoded, test ids), each with a short timeout."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import axe_playwright_python
 from playwright.sync_api import Page, expect
 
 from signaling.auth import TokenService
@@ -45,6 +47,39 @@ REPORT_JS = """async () => {
       (t) => [t.dataset.participantId, t.dataset.state]),
   };
 }"""
+
+
+AXE = (Path(axe_playwright_python.__file__).parent / "axe.min.js").read_text(encoding="utf-8")
+# WCAG 2.0 and 2.1 A/AA and best practices, and label-content-name-mismatch (still marked
+# experimental in axe-core): a button's accessible name holds its visible text. Not 2.2's
+# target-size (off by default in axe-core): the replay's timeline markers are 12 px dots,
+# each with a full-size equivalent in the list of events beside it (2.5.8's exception).
+AXE_RUN_JS = """async () => {
+  const r = await axe.run(document, {
+    runOnly: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"],
+    rules: {"label-content-name-mismatch": {enabled: true}},
+  });
+  return r.violations.map((v) => ({id: v.id, impact: v.impact, help: v.help,
+                                  nodes: v.nodes.slice(0, 3).map((n) => n.target)}));
+}"""
+# Besides every serious or critical violation, these (moderate) rules fail too: the page's
+# landmarks and headings are how a screen reader user finds their way (#16 item 9).
+AXE_STRUCTURE = {"landmark-one-main", "region", "heading-order", "page-has-heading-one"}
+
+
+def axe_check(page: Page, what: str, *, strict: bool = False) -> None:
+    """axe-core (WCAG 2 A/AA and best practices) on the page as it is now: no serious or
+    critical violation, and landmarks and headings in order; ``strict``: no violation at
+    all, whatever its impact."""
+    if not page.evaluate("() => typeof window.axe === 'object'"):
+        page.evaluate(AXE)  # evaluated by the driver: the pages' CSP does not apply
+    found = page.evaluate(AXE_RUN_JS)
+    failing = [
+        v
+        for v in found
+        if strict or v["impact"] in ("serious", "critical") or v["id"] in AXE_STRUCTURE
+    ]
+    assert failing == [], (what, failing)
 
 
 def participant_id(page: Page) -> str:

@@ -14,6 +14,7 @@ from pypdf import PdfReader
 from signaling.auth import TokenService
 
 from .conftest import Api, Person
+from .helpers import axe_check
 
 CASE = "GZ-TRACK-0007"
 
@@ -60,6 +61,7 @@ def test_the_case_page_tracks_every_session_and_prints_the_sheet(
     expect(filed).to_contain_text("股东会决议原件")
     expect(one.get_by_test_id("track-seal")).to_be_visible()
     supervisor.shot("case-track-zh")
+    axe_check(page, "a case's track")
 
     with page.expect_download() as download:
         one.get_by_test_id("print-sheet").click()
@@ -73,3 +75,9 @@ def test_the_case_page_tracks_every_session_and_prints_the_sheet(
     supervisor.set_lang("en")
     expect(cards.nth(0)).to_contain_text("Joint review 1")
     supervisor.shot("case-track-en")
+
+    # A case never seen: said in the page, no failed request in the console.
+    supervisor.by("track-case").fill("NO-SUCH-CASE-1")
+    supervisor.by("track-case").press("Enter")
+    expect(supervisor.by("track-empty")).to_be_visible()
+    expect(cards).to_have_count(0)

@@ -13,6 +13,7 @@ from signaling.auth import TokenService
 
 from .conftest import FLAGS_NO_FAKE_UI, Api, Person, launch
 from .helpers import (
+    axe_check,
     participant_id,
     pass_prejoin,
     start_session,
@@ -95,6 +96,7 @@ def test_reviewer_of_an_uninvited_department_cannot_join(
     expect(message).to_have_attribute("data-code", "session_not_found")
     expect(message).to_contain_text("没有收到本次会办的邀请")
     expect(outsider.by("video-tile")).to_have_count(0)
+    axe_check(outsider.page, "the session page refusing an outsider")
     outsider.shot("not-invited-zh")
 
 
@@ -117,6 +119,7 @@ def test_expired_sign_in_gets_a_clear_message(
         expect(notice).to_have_attribute("data-code", "token_expired")
         expect(notice).to_contain_text("登录已过期")
         expect(person.page).not_to_have_url(re.compile("token="))
+        axe_check(person.page, f"{path}: sign-in expired")
     person.by("go-login").click()
     expect(person.page).to_have_url(re.compile(r"/login$"))
     expect(person.by("login-clerk-01")).to_be_visible()

@@ -181,13 +181,12 @@ def test_cuts_and_an_address_change(
     joined = [p for p in session["participants"] if p["state"] == "joined"]
     assert len(joined) == 2, session["participants"]
     print("NETWORK", json.dumps(results))
-    # What Chromium itself logs while the link is down (failed socket attempts) is the
-    # network's doing, not the page's.
-    reviewer.errors[:] = [e for e in reviewer.errors if not _network_noise(e)]
+    # Provoked: the test cuts the link; Chromium logs the failed socket attempts.
+    reviewer.allow_errors(NETWORK_NOISE, "socket attempts while the link is cut")
 
 
-def _network_noise(error: str) -> bool:
-    return "WebSocket connection to" in error and "net::ERR_" in error
+# What Chromium itself logs while a link is down: the network's doing, not the page's.
+NETWORK_NOISE = "WebSocket connection to"
 
 
 def test_a_cut_longer_than_the_grace_period_joins_afresh(
@@ -220,7 +219,8 @@ def test_a_cut_longer_than_the_grace_period_joins_afresh(
     joined = [p for p in session["participants"] if p["state"] == "joined"]
     assert sorted(p["participant_id"] for p in joined) == sorted([pid_clerk, new])
     print("NETWORK", json.dumps({f"cut_{LONG_CUT_S:.0f}s_past_grace": result}))
-    reviewer.errors[:] = [e for e in reviewer.errors if not _network_noise(e)]
+    # Provoked: the test degrades the link; Chromium logs the failed socket attempts.
+    reviewer.allow_errors(NETWORK_NOISE, "socket attempts while the link is down")
 
 
 OUTBOUND_JS = """async () => {
@@ -345,7 +345,8 @@ def test_random_loss_and_a_jitter_transient(
     # swings 2-6 s per 10 s in either version; asserted: mostly moving video.
     assert row["frozen_s"] <= 6.5 and row["fps_avg"] >= 11, out
     assert 0 <= back <= 15, out
-    reviewer.errors[:] = [e for e in reviewer.errors if not _network_noise(e)]
+    # Provoked: the test degrades the link; Chromium logs the failed socket attempts.
+    reviewer.allow_errors(NETWORK_NOISE, "socket attempts while the link is down")
 
 
 @pytest.mark.parametrize("both_ways", [False, True], ids=["toward-reviewer", "both-ways"])
@@ -399,7 +400,8 @@ def test_a_300_kbps_link(
         assert 0 <= out["clerk_adapts_s"] <= 12, out  # type: ignore[operator]
     else:
         assert 0 <= out["usable_after_s"] <= 12, out  # type: ignore[operator]
-    reviewer.errors[:] = [e for e in reviewer.errors if not _network_noise(e)]
+    # Provoked: the test degrades the link; Chromium logs the failed socket attempts.
+    reviewer.allow_errors(NETWORK_NOISE, "socket attempts while the link is down")
 
 
 def test_a_link_too_thin_for_video_pauses_it(
@@ -441,4 +443,5 @@ def test_a_link_too_thin_for_video_pauses_it(
     assert out["audio_packets_in_2s"] > 50, out  # type: ignore[operator]
     assert grade == "paused", out
     expect(tile(clerk.page, participant_id(reviewer.page))).to_have_count(1)
-    reviewer.errors[:] = [e for e in reviewer.errors if not _network_noise(e)]
+    # Provoked: the test degrades the link; Chromium logs the failed socket attempts.
+    reviewer.allow_errors(NETWORK_NOISE, "socket attempts while the link is down")

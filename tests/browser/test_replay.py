@@ -30,6 +30,7 @@ from signaling.auth import TokenService
 from tests.conftest import ServerProcess
 
 from .conftest import Api, Person, eventually
+from .helpers import axe_check
 
 CASE = "SUP-2024-0815"
 LATE_S = 1.5
@@ -169,6 +170,10 @@ def test_a_supervisor_replays_a_session_in_sync(
     sup = people("supervisor")
     token = tokens.issue(sub="sup-01", role="supervisor", name="郑监督")
     page = sup.open("/supervise", token)
+    # A case never seen: "none found", and no failed request in the console.
+    sup.by("search-case").fill("NO-SUCH-CASE-1")
+    sup.by("search-submit").click()
+    expect(sup.by("session-empty")).to_be_visible()
     sup.by("search-case").fill(CASE)
     sup.by("search-submit").click()
     row = sup.by("session-row")
@@ -186,6 +191,7 @@ def test_a_supervisor_replays_a_session_in_sync(
         ".every((v) => v.readyState >= 1)"
     )
     expect(sup.by("replay-audio")).to_have_count(1)
+    fits(page, 1280, 720)  # the document large, the cameras beside it
     desc = page.evaluate("window.jr.player.desc")
     offsets = {t["track_id"]: t["offset_s"] for t in desc["tracks"]}
     durations = {t["track_id"]: t["duration_s"] for t in desc["tracks"]}
@@ -224,6 +230,7 @@ def test_a_supervisor_replays_a_session_in_sync(
     for item in MISSING:
         expect(detail.get_by_test_id("detail-missing")).to_contain_text(item)
     expect(detail).to_contain_text("王建国")
+    axe_check(page, "replay with the document, an opinion selected")
     sup.shot("supervise-replay-zh")
     sup.set_lang("en")
     expect(sup.by("replay-play")).to_have_text("Play")
@@ -262,9 +269,8 @@ def test_a_supervisor_replays_a_session_in_sync(
     page.wait_for_function(
         "() => window.jr.player.media[0].ready && !window.jr.player.media[0].el.error"
     )
-    expected = [e for e in sup.errors if "status of 401" in e]
-    assert len(expected) == 1, sup.errors
-    sup.errors.remove(expected[0])
+    # Provoked: the test broke the grant, and Chromium logs the refused media request.
+    sup.allow_errors("status of 401", "a broken grant, renewed", count=1)
 
     # Each opening of the replay (the renewal too) is in the case's timeline.
     def viewed() -> list[dict[str, Any]]:
@@ -273,3 +279,131 @@ def test_a_supervisor_replays_a_session_in_sync(
 
     assert len(viewed()) == 2
     assert {e["actor"]["sub"] for e in viewed()} == {"sup-01"}
+
+
+# -- four people: the replay fits, and is worked with the mouse (#16 item 5) -------------
+
+FOUR_CASE = "SUP-2024-0816"
+REVIEWERS = [  # (sub, name, dept, level)
+    ("rev-city-amr-1", "王建国", "city-amr", "city"),
+    ("rev-city-tax-1", "李敏", "city-tax", "city"),
+    ("rev-district-planning-1", "赵磊", "district-planning", "district"),
+]
+
+
+async def _record_four(base: str, tokens: TokenService) -> str:
+    """A clerk (camera and microphone) and three reviewers with cameras: four tiles and no
+    document, the layout that spilled over the controls (#16). The document's layout is
+    checked by the test above."""
+    clerk_token = tokens.issue(sub="clerk-01", role="clerk", name="陈晓")
+    reviewer_tokens = [
+        tokens.issue(sub=sub, role="reviewer", name=name, dept=dept, level=level)
+        for sub, name, dept, level in REVIEWERS
+    ]
+    none = lambda info: False  # noqa: E731  (receive nothing: spare the CPU)
+    bots = [Bot(base, t, subscribe_filter=none) for t in [clerk_token, *reviewer_tokens]]
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {clerk_token}"}) as http:
+        body = {"applicant_name": "广州琶洲示例贸易有限公司", "matter": "食品经营许可"}
+        async with http.post(f"{base}/api/cases/{FOUR_CASE}/sessions", json=body) as r:
+            sid = str((await r.json())["session_id"])
+        for _, _, dept, _ in REVIEWERS:
+            path = f"{base}/api/sessions/{sid}/invitations"
+            async with http.post(path, json={"dept": dept}) as r:
+                assert r.status == 201, await r.text()
+        try:
+            for i, bot in enumerate(bots):
+                await bot.connect()
+                await bot.join(sid)
+                await bot.publish("camera", Pattern(i + 1))
+            await bots[0].publish("microphone", ToneAudioTrack(440))
+            await asyncio.sleep(1.0)
+            await bots[0].request({"type": "chat", "text": "请核对营业执照副本"})
+            opinion = {"decision": "approve", "note": "同意"}
+            async with http.post(
+                f"{base}/api/sessions/{sid}/opinions",
+                json=opinion,
+                headers={"Authorization": f"Bearer {reviewer_tokens[0]}"},
+            ) as r:
+                assert r.status == 201, await r.text()
+            await asyncio.sleep(1.5)
+            async with http.post(f"{base}/api/sessions/{sid}/end") as r:
+                assert r.status == 200
+        finally:
+            for bot in bots:
+                await bot.close()
+    return sid
+
+
+BOXES_JS = """() => {
+  const box = (e) => { const r = e.getBoundingClientRect();
+                       return {x: r.x, y: r.y, w: r.width, h: r.height}; };
+  const all = (s) => [...document.querySelectorAll(s)].map(box);
+  return {tiles: all("[data-testid=replay-tile]"), labels: all(".tl-label"),
+          controls: box(document.querySelector(".replay-controls")),
+          scroll: [document.documentElement.scrollWidth, document.documentElement.scrollHeight]};
+}"""
+
+
+def _overlap(a: dict[str, float], b: dict[str, float]) -> bool:
+    return (
+        a["x"] < b["x"] + b["w"] - 0.5
+        and b["x"] < a["x"] + a["w"] - 0.5
+        and a["y"] < b["y"] + b["h"] - 0.5
+        and b["y"] < a["y"] + a["h"] - 0.5
+    )
+
+
+def fits(page: Any, width: int, height: int) -> None:
+    """Every tile above the controls, inside the page, clear of the timeline's labels."""
+    page.wait_for_timeout(100)  # one layout pass after a resize (no assertion on time)
+    b = page.evaluate(BOXES_JS)
+    size = (width, height)
+    assert b["scroll"] == [width, height], (size, b["scroll"])  # nothing spills
+    controls = b["controls"]
+    assert controls["y"] + controls["h"] <= height + 0.5, (size, controls)
+    for tile in b["tiles"]:
+        assert tile["h"] >= 60 and tile["w"] >= 80, (size, tile)  # a picture, not a dot
+        assert tile["y"] >= 0 and tile["x"] + tile["w"] <= width + 0.5, (size, tile)
+        assert tile["y"] + tile["h"] <= controls["y"] + 0.5, (size, tile, controls)
+        for label in b["labels"]:
+            assert not _overlap(tile, label), (size, tile, label)
+
+
+def test_a_four_person_replay_fits_and_is_worked_by_mouse(
+    people: Callable[..., Person], tokens: TokenService, server: ServerProcess
+) -> None:
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        sid = pool.submit(asyncio.run, _record_four(server.url, tokens)).result(timeout=60)
+    manifest = server.data_dir / "archive" / FOUR_CASE / sid / "manifest.json"
+    eventually(manifest.exists, timeout=15)
+    sup = people("supervisor", viewport={"width": 1280, "height": 800})
+    token = tokens.issue(sub="sup-01", role="supervisor", name="郑监督")
+    page = sup.open(f"/supervise?session={sid}", token)
+    expect(sup.by("replay-video")).to_have_count(4)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('[data-testid=replay-video]')]"
+        ".every((v) => v.readyState >= 1)"
+    )
+    duration = float(page.evaluate("window.jr.player.duration"))
+    for width, height in ((1280, 800), (1920, 1080)):
+        page.set_viewport_size({"width": width, "height": height})
+        fits(page, width, height)
+        axe_check(page, f"replay {width}x{height}")  # colour contrast of the lanes' labels included
+
+        # Play and pause with the mouse: the button is on top (no force).
+        sup.by("replay-play").click()
+        expect(sup.by("replay-play")).to_have_attribute("data-state", "playing")
+        sup.by("replay-play").click()
+        expect(sup.by("replay-play")).to_have_attribute("data-state", "paused")
+        # Seek with a click in the middle of the first lane (the clerk's camera).
+        lane = page.locator(".tl-lane").first.bounding_box()
+        assert lane is not None
+        page.mouse.click(lane["x"] + lane["width"] / 2, lane["y"] + lane["height"] / 2)
+        at = float(sup.by("replay-time").get_attribute("data-t") or "nan")
+        assert abs(at - duration / 2) < duration * 0.05, (at, duration)
+        # And a marker, by its pin.
+        marker = page.locator("[data-testid=replay-marker][data-type=opinion]")
+        marker.click()
+        t = float(marker.get_attribute("data-t") or "nan")
+        page.wait_for_function(SETTLED_JS, arg=t, timeout=10_000)
+        sup.shot(f"supervise-replay-four-{width}x{height}")

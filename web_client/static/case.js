@@ -8,6 +8,7 @@
 // HTTP: GET /api/cases/{case}/track (a page of sessions, oldest first; "more" follows
 // `next_cursor`), GET /api/sessions/{sid}/opinion-sheet (the PDF).
 import { api, tokenClaims } from "/static/auth.js";
+import { caseKnown, LISTERS } from "/static/expected.js";
 import { has } from "/static/i18n.js";
 import { printButton } from "/static/sheet.js";
 import { actorLine, bootPage, chip, clear, el, errorI18n, fill } from "/static/ui.js";
@@ -169,7 +170,8 @@ async function show(id, claims, push) {
   clear($("track-count"));
   $("track-more").hidden = true;
   try {
-    await loadPage(claims);
+    // A case never seen: said without a 404 in the console, where the list allows it.
+    if (!LISTERS.includes(claims.role) || (await caseKnown(id))) await loadPage(claims);
     if (!shown) $("track").append(el("li", { class: "empty", testid: "track-empty", i18n: "track.none" }));
   } catch (err) {
     fill(error, el("span", err.code === "case_not_found" ? { i18n: "track.none" } : errorI18n(err)));

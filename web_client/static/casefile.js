@@ -1,8 +1,10 @@
 // The case file of a replayed session, to take away (GET /api/sessions/{sid}/casefile):
 // the composite video once it is made, and every sealed file with its size and SHA-256.
 // Shown at the top of the replay's side panel; nothing while the session runs or its case
-// file is being sealed (409 `session_live`, `recording_sealing`), and a short line when
-// the index cannot be read: the replay goes on regardless.
+// file is being sealed: the index is asked for only once the replay description says
+// `sealed` (otherwise it would answer 409 `session_live` or `recording_sealing`, a failed
+// request in the console for a normal state), and a short line when the index cannot be
+// read: the replay goes on regardless.
 //
 // Each file's `src` is a grant URL (/api/casefile/<grant>) that a plain <a download>
 // follows without the Bearer token; the server answers with an attachment. A grant ends
@@ -42,7 +44,7 @@ function length(seconds) {
 }
 
 export class CaseFilePanel {
-  // Starts reading the index at once (beside the replay description, not after it).
+  // Reads the index once attached to a sealed session's replay.
   constructor(sid) {
     this.sid = sid;
     this.index = null;
@@ -57,7 +59,6 @@ export class CaseFilePanel {
     this.renewing = false;
     this.following = false;
     this.root = el("section", { class: "casefile", testid: "casefile", hidden: true, aria: "casefile.heading" });
-    this.load();
   }
 
   // Placed once the player is built; `desc` is the replay description it plays.
@@ -65,7 +66,8 @@ export class CaseFilePanel {
     this.ended = desc.session?.status === "ended";
     this.duration = desc.recording?.duration_s || null;
     parent.prepend(this.root);
-    if (this.quiet === "recording_sealing") this.retrySoon();
+    if (desc.sealed) this.load();
+    else this.quiet = this.ended ? "recording_sealing" : "session_live";
     this.render();
   }
 
@@ -105,7 +107,7 @@ export class CaseFilePanel {
       el(
         "div",
         { class: "casefile-head" },
-        el("h3", { class: "panel-sub first", i18n: "casefile.heading" }),
+        el("h2", { class: "panel-sub first", i18n: "casefile.heading" }),
         ix?.sealed_at ? el("span", { class: "muted" }, el("span", { i18n: "casefile.sealed_at" }), " ", el("time", { ts: ix.sealed_at, tsStyle: "datetime" })) : null,
       ),
       ix ? this.composite(ix.export) : null,
@@ -139,7 +141,7 @@ export class CaseFilePanel {
       { class: "casefile-files", open: this.open, on: { toggle: () => (this.open = details.open) } },
       el("summary", { testid: "casefile-toggle", i18n: "casefile.files", args: { n: files.length } }),
       groups.flatMap(([kind, list]) => [
-        el("h4", { class: "casefile-kind", data: { kind }, i18n: `casefile.kind_${kind}` }),
+        el("h3", { class: "casefile-kind", data: { kind }, i18n: `casefile.kind_${kind}` }),
         el("ul", { class: "list casefile-list" }, list.map((f) => this.row(f))),
       ]),
       el("p", { class: "muted casefile-audit", i18n: "casefile.audit_note" }),

@@ -128,7 +128,9 @@ export class SnapshotGallery {
     const img = el("img", { src, alt: "" });
     const item = el(
       "button",
-      { type: "button", class: "still", testid: "snapshot-item", data: { snapshotId: snapshot.snapshot_id }, aria: "doc.open_still" },
+      { type: "button", class: "still", testid: "snapshot-item", data: { snapshotId: snapshot.snapshot_id } },
+      // Named by its caption too (what it shows), not by a label that hides it.
+      el("span", { class: "sr-only", i18n: "doc.open_still" }),
       img,
       el("span", { class: "still-caption" }, actorLine(snapshot.taken_by), el("time", { ts: snapshot.created_at })),
     );

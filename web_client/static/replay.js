@@ -134,9 +134,9 @@ export class ReplayPlayer {
     const side = el(
       "aside",
       { class: "replay-side" },
-      el("h3", { class: "panel-sub first", i18n: "replay.detail_heading" }),
+      el("h2", { class: "panel-sub first", i18n: "replay.detail_heading" }),
       this.detail,
-      el("h3", { class: "panel-sub", i18n: "replay.events_heading" }),
+      el("h2", { class: "panel-sub", i18n: "replay.events_heading" }),
       this.events,
     );
     fill(this.root, el("div", { class: "replay-main" }, stage, side), this.controls());
@@ -217,7 +217,8 @@ export class ReplayPlayer {
       "footer",
       { class: "replay-controls" },
       el("div", { class: "replay-buttons" }, this.playButton, this.timeText, el("span", { class: "spacer" }), this.muteButton),
-      timeline,
+      // Scrolls when many lanes would push the stage away; the playhead spans every lane.
+      el("div", { class: "tl-scroll" }, timeline),
     );
   }
 

@@ -6,6 +6,7 @@ import { api, tokenClaims } from "/static/auth.js";
 import { ChatPanel } from "/static/chat.js";
 import { LocalMedia } from "/static/controls.js";
 import { DocumentSource, SnapshotGallery } from "/static/documents.js";
+import { untilSealed } from "/static/expected.js";
 import { onLangChange, t } from "/static/i18n.js";
 import { InvitesPanel } from "/static/invites.js";
 import { MediaLink } from "/static/media.js";
@@ -340,34 +341,37 @@ function ended(session) {
 }
 
 // The clerk sees the session filed: the case file's index once it is sealed (moments
-// after the end: the media node closes the recording first), counted.
+// after the end: the media node closes the recording first; expected.js asks the case's
+// track meanwhile, since the index answers 409 until then), counted.
 const FILED_TRIES = 20;
 const FILED_RETRY_MS = 750;
 
 async function showFiled(box, back, caseId) {
   const line = el("p", { class: "muted filed", testid: "session-filing", i18n: "session.filing" });
   box.insertBefore(line, back);
-  for (let i = 0; i < FILED_TRIES; i += 1) {
-    try {
-      const ix = await api(`/api/sessions/${encodeURIComponent(sid)}/casefile`);
-      const n = ix.summary;
-      line.replaceWith(
-        el(
-          "div",
-          { class: "filed", testid: "session-filed", data: { tracks: String(n.tracks), stills: String(n.stills), opinions: String(n.opinions), events: String(n.events) } },
-          el("p", {}, el("strong", { i18n: "session.filed", args: { case: ix.case_id || caseId } })),
-          el("p", { class: "muted", i18n: "session.filed_counts", args: n }),
-          el("p", { class: "muted" }, el("span", { i18n: "session.filed_at" }), " ", el("time", { ts: ix.sealed_at, tsStyle: "datetime" })),
-          el("p", { class: "filed-actions" }, printButton(sid, ix.case_id || caseId), " ", el("a", { class: "button quiet", href: `/case?${new URLSearchParams({ case: ix.case_id || caseId })}`, i18n: "track.open", testid: "open-track" })),
-        ),
-      );
-      return;
-    } catch (err) {
-      if (err?.code !== "recording_sealing" && err?.code !== "session_live") break;
+  let ix = null;
+  try {
+    if (caseId && (await untilSealed(caseId, sid, { tries: FILED_TRIES, everyMs: FILED_RETRY_MS }))) {
+      ix = await api(`/api/sessions/${encodeURIComponent(sid)}/casefile`);
     }
-    await new Promise((resolve) => setTimeout(resolve, FILED_RETRY_MS));
+  } catch (err) {
+    console.warn("filed: not read", err?.code || err);
   }
-  line.replaceWith(el("p", { class: "muted filed", testid: "session-filed-unknown", i18n: "session.filed_unknown" }));
+  if (!ix) {
+    line.replaceWith(el("p", { class: "muted filed", testid: "session-filed-unknown", i18n: "session.filed_unknown" }));
+    return;
+  }
+  const n = ix.summary;
+  line.replaceWith(
+    el(
+      "div",
+      { class: "filed", testid: "session-filed", data: { tracks: String(n.tracks), stills: String(n.stills), opinions: String(n.opinions), events: String(n.events) } },
+      el("p", {}, el("strong", { i18n: "session.filed", args: { case: ix.case_id || caseId } })),
+      el("p", { class: "muted", i18n: "session.filed_counts", args: n }),
+      el("p", { class: "muted" }, el("span", { i18n: "session.filed_at" }), " ", el("time", { ts: ix.sealed_at, tsStyle: "datetime" })),
+      el("p", { class: "filed-actions" }, printButton(sid, ix.case_id || caseId), " ", el("a", { class: "button quiet", href: `/case?${new URLSearchParams({ case: ix.case_id || caseId })}`, i18n: "track.open", testid: "open-track" })),
+    ),
+  );
 }
 
 async function leave() {

@@ -3,7 +3,8 @@
 // (replay.js). `?session=<sid>` opens a replay directly; Back returns to the list.
 //
 // HTTP: GET /api/sessions?since&until&limit (newest first; the first page of LIMIT is the
-// search's answer: narrow the dates for older ones), GET /api/cases/{case}/sessions (the
+// search's answer: narrow the dates for older ones), GET /api/sessions?case&limit=1 (is
+// there such a case: no 404 for a case never seen), GET /api/cases/{case}/sessions (the
 // case's sessions and their invitations, every page, following `next_cursor`), GET
 // /api/sessions/{sid}/invitations (the
 // departments of each listed session: the list API has no department filter, so it is
@@ -11,20 +12,22 @@
 // writes each opening into the case timeline as `replay.viewed`; its markers come a page at
 // a time: the rest from GET /api/sessions/{sid}/recording/markers). A session in progress
 // comes with its timeline so far and no tracks (nothing is sealed yet); one that has just
-// ended answers 409 `recording_sealing` until its case file is sealed: retried here.
+// ended answers 409 `recording_sealing` until its case file is sealed: the page asks the
+// case's track (expected.js) until then, saying so, and opens it once sealed.
 // Beside the replay, the case file to take away (casefile.js: GET
 // /api/sessions/{sid}/casefile, read at the same time as the description).
 // `&t=<seconds>` opens the replay at that moment (an exception's offset_s).
 //
 // Beside the search, tabs (tabs.js; `?tab=` keeps the choice): Statistics (stats.js),
 // Exceptions (exceptions.js, new ones live from the socket) and Live (live.js).
-import { api } from "/static/auth.js";
+import { ApiError, api } from "/static/auth.js";
 import { CaseFilePanel } from "/static/casefile.js";
 import { ExceptionsTab, loadNames } from "/static/exceptions.js";
 import { onLangChange } from "/static/i18n.js";
 import { LiveTab } from "/static/live.js";
 import { ReplayPlayer } from "/static/replay.js";
 import { watermark } from "/static/watermark.js";
+import { caseKnown, sealedAt } from "/static/expected.js";
 import { Signal } from "/static/socket.js";
 import { StatsTab } from "/static/stats.js";
 import { makeTabs } from "/static/tabs.js";
@@ -95,7 +98,7 @@ async function search() {
   let rows;
   try {
     if (caseId) {
-      const view = await caseSessions(caseId);
+      const view = (await caseKnown(caseId)) ? await caseSessions(caseId) : { sessions: [], invitations: [] };
       rows = view.sessions
         .filter((s) => (since === null || s.created_at >= since) && (until === null || s.created_at <= until))
         .sort((a, b) => b.created_at - a.created_at)
@@ -111,11 +114,8 @@ async function search() {
       }));
     }
   } catch (err) {
-    if (err.code === "case_not_found") rows = [];
-    else {
-      clear(list);
-      return showError(error, errorI18n(err));
-    }
+    clear(list);
+    return showError(error, errorI18n(err));
   }
   if (dept) rows = rows.filter((r) => deptsOf(r.invitations).includes(dept));
   renderResults(rows);
@@ -199,6 +199,12 @@ async function openReplay(sid, push, tries = 0, at = null) {
   caseFile = panel;
   let desc;
   try {
+    // Just ended: the description answers 409 until the case file is sealed, so the
+    // case's track is asked first (expected.js) and the page says "being sealed".
+    const { session } = await api(`/api/sessions/${encodeURIComponent(sid)}`);
+    if (session.status === "ended" && (await sealedAt(session.case_id, sid)) === null) {
+      throw new ApiError(409, "recording_sealing");
+    }
     desc = await describe(sid, { markers: true });
   } catch (err) {
     if (caseFile !== panel) return; // closed, or another replay opened, meanwhile

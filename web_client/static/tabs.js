@@ -14,6 +14,8 @@ export function makeTabs(tablist, panelsBox, defs, { stacked = false, onSelect }
       panelsBox.append(panel);
       continue;
     }
+    // Named by its tab for the eye; a heading for those who move by headings (h1, h2, h3).
+    panel.append(el("h2", { class: "panel-title sr-only", i18n: def.key }));
     panel.setAttribute("role", "tabpanel");
     panel.setAttribute("aria-labelledby", `tab-${def.id}`);
     panel.hidden = true;

@@ -2,7 +2,7 @@
 export default {
   "app.title": "Remote Joint Review",
   "lang.switch": "中文",
-  "lang.switch_label": "Switch to Chinese",
+  "lang.switch_label": "中文 (switch to Chinese)",
 
   "role.clerk": "Window clerk",
   "role.reviewer": "Reviewer",
@@ -425,7 +425,7 @@ export default {
   "exc.more": "Load more",
   "exc.none": "No exception matches.",
   "exc.replay_at": "Replay {t}",
-  "exc.replay_at_label": "Replay case {case} at {t}",
+  "exc.replay_at_label": "Replay {t} (case {case})",
   "exc.handle": "Handle",
   "exc.handle_title": "Handle the exception",
   "exc.note_label": "Note (required)",

@@ -2,7 +2,7 @@
 export default {
   "app.title": "远程视频联审会办",
   "lang.switch": "English",
-  "lang.switch_label": "切换到英文界面",
+  "lang.switch_label": "English（切换到英文界面）",
 
   "role.clerk": "窗口工作人员",
   "role.reviewer": "审批人员",
@@ -425,7 +425,7 @@ export default {
   "exc.more": "加载更多",
   "exc.none": "没有符合条件的异常。",
   "exc.replay_at": "回放 {t}",
-  "exc.replay_at_label": "在 {t} 处回放办件 {case} 的会办",
+  "exc.replay_at_label": "回放 {t}（办件 {case} 的会办）",
   "exc.handle": "处理",
   "exc.handle_title": "处理异常",
   "exc.note_label": "处理说明（必填）",
