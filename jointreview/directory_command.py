@@ -18,22 +18,19 @@ and docs/cli.md#directory)."""
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
 import tempfile
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from signaling.auth import TokenService
 from signaling.config import Config, ConfigError
 from signaling.directory import Directory, load_directory
 from signaling.directory_io import DirectoryInputError, changes, read_file, to_csv, to_json, to_toml
 
+from .admin_call import AdminCallFailed, post_admin
 from .version import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
 
 
@@ -139,26 +136,11 @@ def write_atomically(target: Path, text: str) -> None:
 
 def reload(config: Config, url: str | None) -> int:
     """POST /api/admin/directory/reload with a short-lived admin token (as drain)."""
-    base = (url or f"http://127.0.0.1:{config.port}").rstrip("/")
-    token = TokenService(config).issue(sub="jointreview-directory", role="admin", ttl=60)
-    req = urllib.request.Request(
-        f"{base}/api/admin/directory/reload",
-        data=b"{}",
-        method="POST",
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-    )
+    path = "/api/admin/directory/reload"
     try:
-        with urllib.request.urlopen(req, timeout=10) as res:
-            answer = json.loads(res.read())
-    except urllib.error.HTTPError as exc:
-        try:
-            said = json.loads(exc.read())["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            said = exc.reason
-        print(f"jointreview directory reload: {exc.code}: {said}", file=sys.stderr)
-        return EXIT_FAILED
-    except OSError as exc:
-        print(f"jointreview directory reload: cannot reach {base}: {exc}", file=sys.stderr)
+        answer = post_admin(config, url, path, {}, "jointreview-directory")
+    except AdminCallFailed as exc:
+        print(f"jointreview directory reload: {exc}", file=sys.stderr)
         return EXIT_FAILED
     print(
         f"node {answer['node']}: reloaded {answer['file'] or 'the packaged directory'}: "

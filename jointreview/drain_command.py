@@ -7,15 +7,13 @@ The same from the process itself: ``kill -USR1 <pid>`` drains, ``kill -USR2`` re
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-from signaling.auth import TokenService
 from signaling.config import Config
+
+from .admin_call import AdminCallFailed, post_admin
 
 
 def add_parser(sub: Any, config_flags: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -33,24 +31,11 @@ def add_parser(sub: Any, config_flags: Callable[[argparse.ArgumentParser], None]
 
 
 def main(args: argparse.Namespace, config: Config) -> int:
-    url = (args.url or f"http://127.0.0.1:{config.port}").rstrip("/")
-    token = TokenService(config).issue(sub="jointreview-drain", role="admin", ttl=60)
-    body = json.dumps({"draining": not args.undo, "move": bool(args.move)}).encode()
-    req = urllib.request.Request(
-        f"{url}/api/admin/drain",
-        data=body,
-        method="POST",
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-    )
+    body = {"draining": not args.undo, "move": bool(args.move)}
     try:
-        with urllib.request.urlopen(req, timeout=10) as res:
-            answer = json.loads(res.read())
-    except urllib.error.HTTPError as exc:
-        said = exc.read().decode(errors="replace")
-        print(f"jointreview drain: {exc.code} {said}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"jointreview drain: cannot reach {url}: {exc}", file=sys.stderr)
+        answer = post_admin(config, args.url, "/api/admin/drain", body, "jointreview-drain")
+    except AdminCallFailed as exc:
+        print(f"jointreview drain: {exc}", file=sys.stderr)
         return 1
     state = "draining: no new sessions" if answer["draining"] else "taking new sessions"
     moved = f"; {answer['moved']} sessions moved" if args.move and not args.undo else ""

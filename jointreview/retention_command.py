@@ -26,6 +26,7 @@ from signaling.history import db, migrate
 from signaling.history.repo import History
 from signaling.retention import EVENT, Periods, Retention
 from signaling.state import Store
+from signaling.state.journal import read_ops
 
 
 def add_parser(sub: Any, config_flags: Any) -> None:
@@ -59,19 +60,14 @@ class _Held:
         self.docs: dict[str, Any] = {}
         if not journal.is_file():
             return
-        with journal.open("rb") as fh:
-            for line in fh:
-                try:
-                    op = json.loads(line)
-                except ValueError:
-                    break  # a torn last line
-                key = str(op.get("k", ""))
-                if not key.startswith("hold:"):
-                    continue
-                if op.get("op") == "put":
-                    self.docs[key] = op.get("d")
-                elif op.get("op") == "del":
-                    self.docs.pop(key, None)
+        for op in read_ops(journal):
+            key = str(op.get("k", ""))
+            if not key.startswith("hold:"):
+                continue
+            if op.get("op") == "put":
+                self.docs[key] = op.get("d")
+            elif op.get("op") == "del":
+                self.docs.pop(key, None)
 
     async def get(self, key: str) -> Any:
         return self.docs.get(key)

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from signaling.config import Config
+from signaling.state.journal import read_ops
 
 
 def add_parser(sub: Any, config_flags: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -144,22 +144,17 @@ def _journal_log(journal: Path, key: str) -> tuple[list[dict[str, Any]], int]:
     was trimmed."""
     events: list[dict[str, Any]] = []
     trimmed = 0
-    with journal.open("rb") as fh:
-        for line in fh:
-            try:
-                op = json.loads(line)
-            except ValueError:
-                break  # a torn last line
-            if op.get("k") != key:
-                continue
-            if op.get("op") == "append":
-                trimmed = max(trimmed, int(op.get("b", 0)))  # numbered on from a floor
-                events.append(op["d"])
-            elif op.get("op") == "trim":
-                trimmed = max(trimmed, int(op["n"]))
-                events = [e for e in events if int(e.get("seq") or 0) > trimmed]
-            elif op.get("op") == "unlog":
-                events, trimmed = [], 0
+    for op in read_ops(journal):
+        if op.get("k") != key:
+            continue
+        if op.get("op") == "append":
+            trimmed = max(trimmed, int(op.get("b", 0)))  # numbered on from a floor
+            events.append(op["d"])
+        elif op.get("op") == "trim":
+            trimmed = max(trimmed, int(op["n"]))
+            events = [e for e in events if int(e.get("seq") or 0) > trimmed]
+        elif op.get("op") == "unlog":
+            events, trimmed = [], 0
     return events, trimmed
 
 

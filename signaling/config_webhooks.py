@@ -5,7 +5,7 @@ documented in docs/configuration.md, with ``JR_*`` variables as every setting.
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from typing import Literal, Self, get_args
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
@@ -18,15 +18,7 @@ WebhookEvent = Literal[
     "exception.raised",
     "exception.handled",
 ]
-WEBHOOK_EVENTS: tuple[WebhookEvent, ...] = (
-    "session.started",
-    "session.ended",
-    "recording.ready",
-    "export.ready",
-    "opinion.filed",
-    "exception.raised",
-    "exception.handled",
-)
+WEBHOOK_EVENTS: tuple[WebhookEvent, ...] = get_args(WebhookEvent)  # every one, in order
 
 
 class WebhookSettings(BaseModel):

@@ -119,3 +119,14 @@ def sync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def read_ops(path: Path) -> Iterator[dict[str, Any]]:
+    """A journal's operations, read without changing it (its node may be running), up
+    to a torn last line (a write in progress, or a crash's)."""
+    with path.open("rb") as fh:
+        for line in fh:
+            try:
+                yield json.loads(line)
+            except ValueError:
+                return

@@ -1,7 +1,7 @@
 // The local side of the session: camera and microphone (mute, camera on/off, choice of
 // device), and what to do when they are missing or denied (audio only, or view only).
 import {
-  listDevices,
+  fillDeviceSelects,
   MicMeter,
   mediaErrorKind,
   openCamera,
@@ -163,14 +163,7 @@ export class LocalMedia {
   }
 
   async fillDevices() {
-    const { cameras, microphones } = await listDevices().catch(() => ({ cameras: [], microphones: [] }));
-    const fill = (select, list, kind, current) => {
-      select.replaceChildren(...list.map((d, i) => el("option", { value: d.deviceId, text: d.label || t(`check.${kind}_n`, { n: i + 1 }) })));
-      if (current) select.value = current;
-      select.disabled = !list.length;
-    };
-    fill(this.cameraSelect, cameras, "camera", this.cameraId());
-    fill(this.micSelect, microphones, "microphone", this.microphone?.getSettings().deviceId);
+    await fillDeviceSelects(this.cameraSelect, this.micSelect, this.cameraId(), this.microphone?.getSettings().deviceId);
     this.onDevices?.();
   }
 

@@ -1,6 +1,9 @@
 // Cameras and microphones: opening them (with the user's saved choice), naming what went
 // wrong, listing devices, a microphone level meter, and the document sources.
 
+import { t } from "/static/i18n.js";
+import { el } from "/static/ui.js";
+
 const CAMERA = { width: { ideal: 640 }, height: { ideal: 360 }, frameRate: { ideal: 15, max: 24 } };
 // A document camera is read at its full resolution; stills are taken from it.
 const DOCUMENT = { width: { ideal: 1920 }, height: { ideal: 1080 }, frameRate: { ideal: 10, max: 15 } };
@@ -79,6 +82,19 @@ export async function listDevices() {
     cameras: all.filter((d) => d.kind === "videoinput" && d.deviceId),
     microphones: all.filter((d) => d.kind === "audioinput" && d.deviceId),
   };
+}
+
+// The camera and microphone <select>s filled with the devices there are (unnamed ones
+// numbered), the ones in use chosen.
+export async function fillDeviceSelects(cameraSelect, micSelect, cameraId, micId) {
+  const { cameras, microphones } = await listDevices().catch(() => ({ cameras: [], microphones: [] }));
+  const fill = (select, list, kind, current) => {
+    select.replaceChildren(...list.map((d, i) => el("option", { value: d.deviceId, text: d.label || t(`check.${kind}_n`, { n: i + 1 }) })));
+    if (current) select.value = current;
+    select.disabled = !list.length;
+  };
+  fill(cameraSelect, cameras, "camera", cameraId);
+  fill(micSelect, microphones, "microphone", micId);
 }
 
 // A live level meter for a microphone track, drawn into `bar` (a role="meter" element).

@@ -4,7 +4,7 @@
 // Declining means what the service says (GET .../consent: join by voice only, or not at
 // all). The answer is kept for the tab (sessionStorage), so a reload does not ask again.
 import { api } from "/static/auth.js";
-import { listDevices, MicMeter, openLocal, saveDevice, stopTracks } from "/static/devices.js";
+import { fillDeviceSelects, MicMeter, openLocal, saveDevice, stopTracks } from "/static/devices.js";
 import { t } from "/static/i18n.js";
 import { clear, el, errorI18n } from "/static/ui.js";
 
@@ -127,14 +127,8 @@ class Prejoin {
   }
 
   async fillDevices() {
-    const { cameras, microphones } = await listDevices().catch(() => ({ cameras: [], microphones: [] }));
-    const fill = (select, list, kind, current) => {
-      select.replaceChildren(...list.map((d, i) => el("option", { value: d.deviceId, text: d.label || t(`check.${kind}_n`, { n: i + 1 }) })));
-      if (current) select.value = current;
-      select.disabled = !list.length;
-    };
-    fill(this.cameraSelect, cameras, "camera", this.stream?.getVideoTracks()[0]?.getSettings().deviceId);
-    fill(this.micSelect, microphones, "microphone", this.stream?.getAudioTracks()[0]?.getSettings().deviceId);
+    const tracks = this.stream ? [this.stream.getVideoTracks()[0], this.stream.getAudioTracks()[0]] : [];
+    await fillDeviceSelects(this.cameraSelect, this.micSelect, tracks[0]?.getSettings().deviceId, tracks[1]?.getSettings().deviceId);
   }
 
   async answerWith(accepted) {
