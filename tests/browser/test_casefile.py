@@ -123,7 +123,8 @@ def test_a_supervisor_takes_the_case_file_away(
         expect(row).to_be_visible()
         link = row.get_by_test_id("casefile-download")
         expect(link).to_have_attribute("href", re.compile(r"^/api/casefile/[\w-]+\.[\w-]+$"))
-        expect(link).to_have_attribute("download", "")
+        # Saved under the name people read (the case, who, department, source).
+        expect(link).to_have_attribute("download", f["name"])
         if f["sha256"] is None:  # the manifest: its hash is in the store's timeline
             expect(row.locator(".casefile-hash")).to_contain_text("—")
         else:
@@ -156,7 +157,7 @@ def test_a_supervisor_takes_the_case_file_away(
     rows = {path: kind for path, kind in page.evaluate(ROWS_JS)}
     assert rows[COMPOSITE] == "export" and rows["exports.json"] == "addendum", rows
     name, digest = _download(page, composite)
-    assert name == f"{CASE}_{sid}_composite.mp4"
+    assert name == f"{CASE}_合成录像.mp4"  # the name people read (#16), not the stored one
     assert digest == made["sha256"]
     got = page.evaluate(FETCH_JS, composite.get_attribute("href"))
     assert (got["status"], got["size"], got["sha256"]) == (200, made["size"], made["sha256"])
@@ -167,8 +168,8 @@ def test_a_supervisor_takes_the_case_file_away(
     # After the grants ran out, a click asks for the index again and follows the new link.
     page.evaluate("window.jr.caseFile.index.grants_expire_at = 0")
     with page.expect_request(lambda r: r.url.endswith(f"/api/sessions/{sid}/casefile")):
-        name, digest = _download(page, composite)
-    assert (name, digest) == (f"{CASE}_{sid}_composite.mp4", made["sha256"])
+        _, digest = _download(page, composite)
+    assert digest == made["sha256"]  # the same file, through the fresh grant
     assert page.evaluate("window.jr.caseFile.index.grants_expire_at > Date.now() / 1000")
 
     # In English, in place.
@@ -179,7 +180,7 @@ def test_a_supervisor_takes_the_case_file_away(
     expect(panel.locator(".casefile-kind[data-kind=track]")).to_have_text("Audio and video tracks")
     expect(panel.locator(".casefile-composite")).to_contain_text("Length")
     expect(panel.get_by_test_id("casefile-download").first).to_have_text(
-        "Download composite.mp4"  # the file's name is for screen readers
+        f"Download {CASE}_合成录像.mp4"  # the file's name is for screen readers
     )
     sup.shot("supervise-casefile-en")
     sup.set_lang("zh-CN")
