@@ -20,6 +20,7 @@ from aiohttp import web
 from . import logs, policy, protocol, socketcaps
 from .appkeys import CONFIG, GUARDS, MEDIA, NODE_ID, SERVICE, TASKS, TOKENS
 from .auth import AuthError, Identity
+from .background import stopping
 from .errors import ServiceError
 from .inbox_fanout import INBOXES
 from .limits import RateLimited, TokenBucket, retry_ms
@@ -492,6 +493,11 @@ class Connection:
                 mark = False
             except StoreUnavailable:
                 await asyncio.sleep(STORE_RETRY_S)  # never leave a ghost slot joined
+        # The node is stopping and the cancel was swallowed on the way (the mark's write
+        # finishes what it started): not another resume_grace_s of the shutdown's time.
+        # The sweeper of a node still running ends the slot.
+        if stopping():
+            return
         await asyncio.sleep(self.config.resume_grace_s)
         try:
             await self.service.grace_expired(p.participant_id, p.epoch + 0)

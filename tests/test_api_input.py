@@ -83,6 +83,7 @@ CALLS: dict[str, tuple[str, str | None, dict[str, Any]]] = {
         {"accepted": True},
     ),
     "/api/admin/drain": ("/api/admin/drain", "admin", {"draining": False}),
+    "/api/cases/{case_id}/hold": (f"/api/cases/{CASE}/hold", "supervisor", {"reason": "x"}),
     "/api/exceptions/{exception_id}/handle": (
         "/api/exceptions/ex_nosuch/handle",
         "supervisor",

@@ -151,7 +151,7 @@ async def test_migrate_from_store_copies_and_verifies_every_case(
     manifest = data / "archive" / CASE / sid / "manifest.json"
     manifest.write_bytes(manifest.read_bytes().replace(b"}", b" }", 1))
     assert await asyncio.to_thread(cli.main, argv) == 1
-    assert "manifest.json differs from the one sealed" in capsys.readouterr().out
+    assert "manifest.json differs from the one sealed" in capsys.readouterr().err
 
 
 async def _flush(url: str) -> None:
