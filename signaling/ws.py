@@ -1,9 +1,8 @@
 """WebSocket signaling: one ``Connection`` per socket (the endpoint that serves it is in
 ``ws_endpoint.py``), with one reader (the endpoint's loop) and one writer task.
 
-Bus messages for the topics this socket cares about are put on a bounded outbox by the
-store's single bus reader; the writer drains it. A socket that cannot keep up is closed
-rather than allowed to grow memory without bound.
+Bus messages for this socket's topics go to a bounded outbox (the store's single bus
+reader puts them there, the writer drains it): a socket that cannot keep up is closed.
 """
 
 from __future__ import annotations
@@ -493,13 +492,9 @@ class Connection:
                 mark = False
             except StoreUnavailable:
                 await asyncio.sleep(STORE_RETRY_S)  # never leave a ghost slot joined
-        # The node is stopping and the cancel was swallowed on the way (the mark's write
-        # finishes what it started): not another resume_grace_s of the shutdown's time.
-        # The sweeper of a node still running ends the slot.
+        # A cancel swallowed on the way (the node stopping): no resume_grace_s more of it.
         if stopping():
             return
         await asyncio.sleep(self.config.resume_grace_s)
-        try:
+        with contextlib.suppress(ServiceError, StoreUnavailable):  # else the sweeper ends it
             await self.service.grace_expired(p.participant_id, p.epoch + 0)
-        except (ServiceError, StoreUnavailable):
-            pass  # the sweeper ends it

@@ -91,6 +91,8 @@ async def test_due_parts_go_held_cases_stay_and_verify_reads_the_tombstones(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = _config(tmp_path)
+    if config.database_url:  # the commands read the same record as the app (PostgreSQL pass)
+        monkeypatch.setenv("JR_DATABASE_URL", config.database_url)
     for name, days in KEEP_ALL.items():  # for the command, as an operator sets them
         monkeypatch.setenv(f"JR_{name.upper()}", str(days))
     tok = Tokens(TokenService(config))
@@ -230,6 +232,8 @@ async def test_a_guomi_case_files_purged_recordings_verify_by_their_sm3_digests(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = _config(tmp_path, seal_algorithm="sm2-sm3")
+    if config.database_url:  # the commands read the same record as the app (PostgreSQL pass)
+        monkeypatch.setenv("JR_DATABASE_URL", config.database_url)
     for name, days in KEEP_ALL.items():
         monkeypatch.setenv(f"JR_{name.upper()}", str(days))
     monkeypatch.setenv("JR_SEAL_ALGORITHM", "sm2-sm3")
