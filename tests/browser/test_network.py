@@ -4,7 +4,10 @@ behind the impairment relay (bench/netns.py); the clerk's page is on the host.
 A 5 s cut: the reviewer's page says "reconnecting" soon after the cut starts and shows
 the clerk's video again after the link returns; a 5 s cut with an address change
 (.2 → .3): the page recovers by itself. The times are printed (``NETWORK {...}``) for
-the issue's note, not asserted; recovery is asserted within a generous bound.
+the issue's note, not asserted; recovery is asserted within a generous bound. How well a
+300 kbps link carries the call is a measurement (frames, freezes, jitter buffer):
+``jointreview bench network`` has its rows; here, that a link too thin for video pauses
+the video and keeps the audio.
 """
 
 from __future__ import annotations
@@ -345,61 +348,6 @@ def test_random_loss_and_a_jitter_transient(
     # swings 2-6 s per 10 s in either version; asserted: mostly moving video.
     assert row["frozen_s"] <= 6.5 and row["fps_avg"] >= 11, out
     assert 0 <= back <= 15, out
-    # Provoked: the test degrades the link; Chromium logs the failed socket attempts.
-    reviewer.allow_errors(NETWORK_NOISE, "socket attempts while the link is down")
-
-
-@pytest.mark.parametrize("both_ways", [False, True], ids=["toward-reviewer", "both-ways"])
-def test_a_300_kbps_link(
-    people: Callable[..., Person],
-    browsers: tuple[Browser, Browser],
-    net: tuple[ServerProcess, Netns],
-    tokens: TokenService,
-    http: Api,
-    both_ways: bool,
-) -> None:
-    """300 kbps toward the reviewer: within 5 s moving video (8 fps or more) or "video
-    paused" with the audio still coming, and never a multi-second jitter buffer. Both
-    ways: the clerk's camera also comes down to what the link carries within 10 s."""
-    _, ns = net
-    assert ns.relay is not None
-    _, clerk, reviewer, pid_clerk, _, _ = _call(
-        people, browsers[1], ns, tokens, http, f"GZ-NET-5{int(both_ways)}", browsers[0]
-    )
-    out: dict[str, object] = {}
-    try:
-        out["full_kbps"] = round(_full_rate(clerk))
-        thin = Impairment(rate_kbps=300)
-        ns.relay.set(up=thin if both_ways else Impairment(), down=thin)
-        if both_ways:
-            out["clerk_adapts_s"] = _until(lambda: _clerk_kbps(clerk) <= 330, 30)
-        else:
-            state = {"frames": reviewer.page.evaluate(INBOUND_JS)["frames"], "audio": 0}
-            state["audio"] = reviewer.page.evaluate(AUDIO_JS, pid_clerk)["audio"]
-
-            def usable() -> bool:
-                time.sleep(1)
-                frames = reviewer.page.evaluate(INBOUND_JS)["frames"]
-                seen = reviewer.page.evaluate(AUDIO_JS, pid_clerk)
-                moving = frames - state["frames"] >= 8
-                paused = seen["paused"] and seen["audio"] > state["audio"]
-                state["frames"], state["audio"] = frames, seen["audio"]
-                out["paused"] = seen["paused"]
-                return moving or paused
-
-            out["usable_after_s"] = _until(usable, 30)
-        out["window"] = _window(reviewer, 8)
-        out["clerk_kbps"] = round(_clerk_kbps(clerk))
-    finally:
-        ns.relay.set(Impairment())
-        print("NETWORK", json.dumps({f"300 kbps {'both ways' if both_ways else 'down'}": out}))
-    window = out["window"]
-    assert isinstance(window, dict)
-    assert window["jitter_buffer_ms"] <= 1000, out
-    if both_ways:
-        assert 0 <= out["clerk_adapts_s"] <= 12, out  # type: ignore[operator]
-    else:
-        assert 0 <= out["usable_after_s"] <= 12, out  # type: ignore[operator]
     # Provoked: the test degrades the link; Chromium logs the failed socket attempts.
     reviewer.allow_errors(NETWORK_NOISE, "socket attempts while the link is down")
 
