@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -52,6 +51,7 @@ from signaling.auth import AuthError
 from signaling.export_jobs import EXPORTS, QUEUE
 from signaling.models import Event
 from signaling.state import StoreUnavailable
+from signaling.storage import disk_space
 from signaling.webhooks import WEBHOOKS
 
 from .media_bridge import MediaBridge
@@ -131,17 +131,13 @@ class _Scraped(Collector):
 def _disk(data_dir: Path, min_free: int) -> Iterator[Metric]:
     """The data dir's free space (recordings, case files, the journal) and the floor
     below which the node records nothing (``disk_min_free_bytes``)."""
-    with contextlib.suppress(OSError):
-        st = os.statvfs(data_dir)
+    free, total = disk_space(data_dir)
+    if free is not None and total is not None:
         yield GaugeMetricFamily(
-            "jointreview_data_dir_free_bytes",
-            "free space in data_dir",
-            value=st.f_bavail * st.f_frsize,
+            "jointreview_data_dir_free_bytes", "free space in data_dir", value=free
         )
         yield GaugeMetricFamily(
-            "jointreview_data_dir_size_bytes",
-            "size of data_dir's file system",
-            value=st.f_blocks * st.f_frsize,
+            "jointreview_data_dir_size_bytes", "size of data_dir's file system", value=total
         )
     yield GaugeMetricFamily(
         "jointreview_data_dir_min_free_bytes", "disk_min_free_bytes", value=min_free

@@ -60,7 +60,7 @@ class ArchiveSpace:
         )
 
 
-def _statvfs(path: Path) -> tuple[int | None, int | None]:
+def disk_space(path: Path) -> tuple[int | None, int | None]:
     """(free, total) bytes where the case files go (the nearest existing folder)."""
     while not path.exists() and path != path.parent:
         path = path.parent
@@ -97,7 +97,7 @@ _usage: dict[Path, tuple[float, int]] = {}  # archive -> (measured at, bytes)
 def archive_space(archive: Path, quota_bytes: int, min_free_bytes: int) -> ArchiveSpace:
     """The archive's room now (blocking; the archive's size cached ``USAGE_TTL_S``).
     For a metric too: ``archive_space(data_dir / "archive", quota, min_free).as_dict()``."""
-    free, total = _statvfs(archive)
+    free, total = disk_space(archive)
     used = None
     if quota_bytes:
         now = time.monotonic()
