@@ -62,6 +62,7 @@ from signaling.directory import load_directory
 from signaling.directory_reload import RELOADER, directory_ctx
 from signaling.evict import EVICTOR, Evictor
 from signaling.export_jobs import EXPORTS, ExportWorker, options_from
+from signaling.export_watermark import watermark_ctx
 from signaling.history import db, migrate
 from signaling.history.catchup import CatchUp
 from signaling.history.raising import Rules
@@ -377,6 +378,7 @@ def create_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(_webhooks_ctx)
     app.cleanup_ctx.append(_media_ctx)
     app.cleanup_ctx.append(_exports_ctx)
+    app.cleanup_ctx.append(watermark_ctx)  # people's watermarked copies (#18)
     app.cleanup_ctx.append(_evict_ctx)
     app.cleanup_ctx.append(_tasks_ctx)
     app.cleanup_ctx.append(_sweeper_ctx)

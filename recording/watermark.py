@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 import av
 import numpy as np
 
+from .compose import Cancelled
 from .layout import _load_font, find_font
 
 FILL_ALPHA = 0.34  # the letters: white at this opacity
@@ -71,14 +73,19 @@ def burn(
     font: str | None = None,
     preset: str = "ultrafast",
     crf: int = 23,
+    progress: Callable[[float], None] | None = None,
+    cancelled: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
-    """Write ``source`` (an MP4) to ``target`` with ``text`` burned in; what was done."""
+    """Write ``source`` (an MP4) to ``target`` with ``text`` burned in; what was done.
+    ``progress`` hears the share of frames done (0..1, 1 at the end); ``cancelled``
+    true stops the render at its next frame (``Cancelled``)."""
     started = time.perf_counter()
     font_path = find_font(font)
     frames = 0
     with av.open(str(source)) as inp:
         vin = inp.streams.video[0]
         ain = inp.streams.audio[0] if inp.streams.audio else None
+        total = _frame_count(inp, vin)
         out = av.open(str(target), "w", format="mp4", options={"movflags": "+faststart"})
         try:
             vout = out.add_stream("libx264", rate=vin.average_rate or 15)
@@ -97,6 +104,8 @@ def burn(
                 for frame in packet.decode():
                     if not isinstance(frame, av.VideoFrame):
                         continue
+                    if cancelled is not None and cancelled():
+                        raise Cancelled()
                     planes = frame.to_ndarray(format="yuv420p")
                     h = frame.height
                     planes[:h] = stamp(planes[:h], fill, rim)
@@ -104,9 +113,13 @@ def burn(
                     marked.pts, marked.time_base = frame.pts, frame.time_base
                     out.mux(vout.encode(marked))
                     frames += 1
+                    if progress is not None:
+                        progress(min(frames / total, 0.99))  # 1 once the file is whole
             out.mux(vout.encode(None))
         finally:
             out.close()
+    if progress is not None:
+        progress(1.0)
     return {
         "frames": frames,
         "text": text,
@@ -114,3 +127,14 @@ def burn(
         "size": target.stat().st_size,
         "wall_s": round(time.perf_counter() - started, 3),
     }
+
+
+def _frame_count(container: Any, stream: Any) -> int:
+    """The video's frames, as the MP4 counts them, else from its length and rate (at
+    least 1: the share of frames done is never a division by zero)."""
+    if stream.frames:
+        return int(stream.frames)
+    seconds = float(stream.duration * stream.time_base) if stream.duration else 0.0
+    if not seconds and container.duration:
+        seconds = container.duration / 1_000_000
+    return max(1, round(seconds * float(stream.average_rate or 15)))

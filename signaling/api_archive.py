@@ -10,6 +10,11 @@ video or the evidence. Who may: whoever may replay the session (``api_replay``).
   requests; ``path`` as listed, percent-encoded as one segment: ``tracks%2Fp1_0.webm``),
   as an attachment named after the case and session.
 - ``GET /api/casefile/{grant}``: the same file by its grant.
+- With ``export_watermark``, the composite is the person's own watermarked copy, made by
+  a background job (export_watermark.py): ``POST .../casefile/watermarked`` starts or
+  joins it (202), ``GET /api/watermarked/{job_id}`` follows it, and the composite's
+  download serves the copy once made (before: 202 with the job, never a render in the
+  request).
 
 Only a listed name is ever served, and only if the file on disk still has the listed
 size (a changed file is evidence of tampering: ``jointreview verify`` says what); the
@@ -21,6 +26,7 @@ case timeline as ``casefile.downloaded`` (the audit trail, as for replays).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
@@ -34,7 +40,7 @@ from recording.archive import MANIFEST, TIMELINE
 from recording.export import COMPOSITE
 from recording.seal import SIGNATURE
 
-from . import export_watermark, policy, replay
+from . import policy, replay
 from .api import Ctx, readable_session, route
 from .api_replay import (
     AUDIT_DEDUP_S,
@@ -48,6 +54,7 @@ from .appkeys import CONFIG, STORE
 from .casefile_names import content_disposition, display_names
 from .core import actor_of
 from .errors import Conflict, NotFound
+from .export_watermark import ACTIVE, DONE, WATERMARKS, CopyJob, Refused, text_for
 from .models import Actor, Session
 
 log = logging.getLogger(__name__)
@@ -101,6 +108,27 @@ class CaseFileIndex(BaseModel):
     # The composite video once it is made (the export job runs after sealing).
     export: CaseFileEntry | None = None
     grants_expire_at: float
+    # export_watermark: the composite is each person's watermarked copy, made by a job
+    # (POST .../casefile/watermarked), not the sealed file the entry describes.
+    watermark: bool = False
+
+
+class WatermarkedCopy(BaseModel):
+    """A person's watermarked copy of the composite, being made or made."""
+
+    job_id: str
+    session_id: str
+    status: str  # queued, running, done, failed
+    progress: int  # percent of the frames rendered
+    status_url: str  # GET it (Bearer) for the progress
+    node: str  # the node making it (and holding it once made)
+    watermark: str  # the text burned in
+    created_at: float
+    error: str | None = None  # failed: why
+    size: int | None = None  # done: the copy's size
+    expires_at: float | None = None  # done: kept (the same bytes) until then
+    url: str | None = None  # done: its download (Bearer)
+    src: str | None = None  # done: its download by a grant (a plain link), as the index's
 
 
 def _kind(path: str) -> str:
@@ -238,6 +266,7 @@ async def casefile_index(ctx: Ctx) -> Any:
         files=files,
         export=next((f for f in files if f.path == COMPOSITE), None),
         grants_expire_at=expires,
+        watermark=ctx.request.app[CONFIG].export_watermark,
     )
 
 
@@ -246,14 +275,15 @@ async def _serve(ctx: Ctx, session: Session, name: str, viewer: Actor) -> web.St
     path = await asyncio.to_thread(open_listed, directory, manifest, name)
     if path is None:
         raise NotFound(*MISSING)
-    config, marked = ctx.request.app[CONFIG], {}
-    if name == COMPOSITE and config.export_watermark:  # the person's own copy, marked
-        font = str(config.export_font) if config.export_font else None
-        path, text = await export_watermark.copy_for(
-            config.data_dir, session.session_id, path, viewer, ctx.service.directory,
-            ctx.service.clock(), font,
-        )  # fmt: skip
-        marked = {"watermark": text}
+    marked: dict[str, str] = {}
+    if name == COMPOSITE and ctx.request.app[CONFIG].export_watermark:
+        # The person's own copy, marked: served once made; until then the job (202).
+        copies = ctx.request.app[WATERMARKS]
+        job = await copies.find(session.session_id, viewer.sub)
+        ready = await asyncio.to_thread(copies.ready_path, job) if job is not None else None
+        if job is None or ready is None:
+            return await _ask_copy(ctx, session, path, viewer, False)
+        path, marked = ready, {"watermark": job.text}
     store = ctx.request.app[STORE]
     audit = f"casefile-audit:{viewer.sub}:{session.session_id}:{name}"
     if await store.create_ephemeral(audit, {"at": ctx.service.clock()}, AUDIT_DEDUP_S):
@@ -272,6 +302,63 @@ async def _serve(ctx: Ctx, session: Session, name: str, viewer: Actor) -> web.St
         SUFFIX_TYPES.get(path.suffix, FILE_TYPES[0]),
         **{"Content-Disposition": content_disposition(readable[name], attachment)},
     )
+
+
+async def _ask_copy(
+    ctx: Ctx, session: Session, source: Path, viewer: Actor, grant: bool
+) -> web.Response:
+    """Start or join the person's watermarked copy: 202 while it is made, 200 once made
+    (409 when made on a node whose copies this one can't read); 429/503 when too many."""
+    copies = ctx.request.app[WATERMARKS]
+    text = text_for(viewer, ctx.service.directory, ctx.service.clock())
+    try:
+        job = await copies.request(session.case_id, session.session_id, source, viewer, text)
+    except Refused as exc:
+        response = web.json_response(exc.body(), status=exc.status)
+        response.headers["Retry-After"] = str(exc.retry_after_s)
+        return response
+    if job.status == DONE and job.node != copies.node_id:
+        if await asyncio.to_thread(copies.ready_path, job) is None:
+            raise Conflict(
+                "copy_on_other_node",
+                f"this copy was made on node {job.node}, whose copies this node can't read "
+                "(export_watermark_dir is not shared); ask that node, or ask again after "
+                "it expires",
+                [{"node": job.node, "expires_at": job.expires_at}],
+            )
+    view = await _copy_view(ctx, job, grant)
+    response = web.json_response(
+        view.model_dump(mode="json"),
+        status=202 if job.status in ACTIVE else 200,
+        dumps=lambda o: json.dumps(o, ensure_ascii=False),
+    )
+    response.headers["Location"] = view.status_url
+    return response
+
+
+async def _copy_view(ctx: Ctx, job: CopyJob, grant: bool) -> WatermarkedCopy:
+    view = WatermarkedCopy(
+        job_id=job.job_id,
+        session_id=job.session_id,
+        status=job.status,
+        progress=job.progress,
+        status_url=f"/api/watermarked/{job.job_id}",
+        node=job.node,
+        watermark=job.text,
+        created_at=job.created_at,
+        error=job.error,
+        size=job.size,
+        expires_at=job.expires_at,
+    )
+    if job.status == DONE and job.expires_at is not None:
+        view.url = replay.casefile_url(job.session_id, COMPOSITE)
+        if grant:  # (by Bearer) a grant for the page's link, as the index's
+            key = await replay.grant_key(ctx.request.app[STORE])
+            expires = min(job.expires_at, ctx.identity.exp or job.expires_at)
+            actor = actor_of(ctx.identity).model_dump(exclude_none=True)
+            minted = replay.mint(key, job.session_id, COMPOSITE, job.sub, expires, "file", actor)
+            view.src = "/api/casefile/" + minted
+    return view
 
 
 def _dept_name(ctx: Ctx) -> Callable[[str], str]:
@@ -313,3 +400,44 @@ async def casefile_granted(ctx: Ctx) -> Any:
     except ValueError:
         raise NotFound(*MISSING) from None
     return await _serve(ctx, session, grant["t"], viewer)
+
+
+@route(
+    "POST",
+    "/api/sessions/{session_id}/casefile/watermarked",
+    "Start (or join) my watermarked copy of the composite export",
+    policy.REPLAYERS,
+    response=WatermarkedCopy,
+    status=202,
+    tag="replay",
+    errors=("409", "429", "503"),
+)
+async def casefile_watermarked(ctx: Ctx) -> Any:
+    session, _ = await readable_session(ctx)
+    if not ctx.request.app[CONFIG].export_watermark:
+        raise Conflict(
+            "watermark_off", "export_watermark is off: the composite is downloaded as sealed"
+        )
+    directory, manifest = await _sealed(ctx, session)
+    path = await asyncio.to_thread(open_listed, directory, manifest, COMPOSITE)
+    if path is None:
+        raise NotFound("export_not_ready", "this session's composite export is not made yet")
+    return await _ask_copy(ctx, session, path, actor_of(ctx.identity), True)
+
+
+@route(
+    "GET",
+    "/api/watermarked/{job_id}",
+    "Follow my watermarked copy of a composite export",
+    policy.REPLAYERS,
+    response=WatermarkedCopy,
+    tag="replay",
+)
+async def watermarked_status(ctx: Ctx) -> Any:
+    job = await ctx.request.app[WATERMARKS].job(ctx.request.match_info["job_id"])
+    if job is None or job.sub != ctx.identity.sub:  # another person's: as an unknown one
+        raise NotFound(
+            "export_job_not_found", "no such watermarked export (or it expired: ask again)"
+        )
+    await ctx.record.readable_session(ctx.identity, job.session_id)  # may still read it
+    return await _copy_view(ctx, job, True)

@@ -22,6 +22,14 @@ class SealSettings(BaseModel):
     # A composite export downloaded by a person carries who downloaded it and when,
     # burned into the picture (recording/watermark.py); the download's audit says so.
     export_watermark: bool = False
+    # The watermarked copies are made by a background job (signaling/export_watermark.py):
+    # this many at once on a node, at most _queue waiting or running on a node and
+    # _per_person of one person's; kept 10 minutes in _dir (empty: <data_dir>/watermarked;
+    # several nodes: storage they share, or a download reaches only the node that made it).
+    export_watermark_workers: int = Field(default=1, ge=1, le=16)
+    export_watermark_queue: int = Field(default=8, ge=1, le=1000)
+    export_watermark_per_person: int = Field(default=2, ge=1, le=100)
+    export_watermark_dir: Path | None = None
 
     @field_validator("seal_public_keys")
     @classmethod
