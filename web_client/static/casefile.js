@@ -12,6 +12,7 @@
 // fresh link. The composite is made by a job after sealing: when it is not there yet the
 // panel says so (no polling; the user refreshes).
 import { api } from "/static/auth.js";
+import { WatermarkedExport } from "/static/export_copy.js";
 import { clear, el, fill } from "/static/ui.js";
 
 // Groups, in the order shown; an unknown kind counts as "other".
@@ -118,19 +119,14 @@ export class CaseFilePanel {
 
   composite(x) {
     if (!x) return el("p", { class: "muted casefile-pending", testid: "casefile-export-pending", i18n: "casefile.export_pending" });
+    const d = x.duration_s ?? this.duration;
+    const long = d ? el("span", { i18n: "casefile.duration", args: { d: length(d) } }) : null;
+    // export_watermark: the person's own copy, made by a job on the server (#18); the
+    // sealed file's size and hash are not the copy's.
+    if (this.index?.watermark) return (this.marked ??= new WatermarkedExport(this.sid)).view(x, el("div", { class: "muted casefile-meta" }, long));
+    const meta = el("div", { class: "muted casefile-meta" }, el("span", { testid: "casefile-export-size", text: megabytes(x.size) }), long, x.sha256 ? this.hash(x.sha256) : null);
     const link = el("a", { class: "button primary casefile-export", testid: "casefile-export", data: { size: String(x.size) }, i18n: "casefile.download_export" });
-    return el(
-      "div",
-      { class: "casefile-composite" },
-      this.link(x, link, "casefile-export"),
-      el(
-        "div",
-        { class: "muted casefile-meta" },
-        el("span", { testid: "casefile-export-size", text: megabytes(x.size) }),
-        (x.duration_s ?? this.duration) ? el("span", { i18n: "casefile.duration", args: { d: length(x.duration_s ?? this.duration) } }) : null,
-        x.sha256 ? this.hash(x.sha256) : null,
-      ),
-    );
+    return el("div", { class: "casefile-composite" }, this.link(x, link, "casefile-export"), meta);
   }
 
   fileList(files) {
@@ -205,6 +201,7 @@ export class CaseFilePanel {
   destroy() {
     this.gone = true;
     clearTimeout(this.timer);
+    this.marked?.destroy();
     this.root.remove();
   }
 }
