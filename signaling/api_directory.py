@@ -1,7 +1,9 @@
-"""The admin's routes for the department directory: the whole of it as this node holds
-it (every role, not only the reviewers one may invite: ``GET /api/directory``), and its
-reload from ``directory_file`` without a restart (signaling/directory_reload.py), which
-reaches every node. Registered into ``api.ROUTES`` when imported (app.py)."""
+"""The admin's routes for the department directory: what this node holds (every role,
+not only the reviewers one may invite: ``GET /api/directory``), its users a page at a
+time (sorted by ``sub``; ``limit``, ``cursor`` as every list that grows, and a search),
+and its reload from ``directory_file`` without a restart
+(signaling/directory_reload.py), which reaches every node. Registered into
+``api.ROUTES`` when imported (app.py)."""
 
 from __future__ import annotations
 
@@ -9,11 +11,12 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from . import policy
-from .api import Ctx, route
+from . import paging, policy
+from .api import PAGE_DEFAULT, PAGE_MAX, Ctx, page, route
 from .appkeys import DIRECTORY
 from .audit import actor_dict
 from .config import ConfigError
+from .directory import DirectoryUser
 from .directory_reload import RELOADER
 from .errors import Unavailable, Unprocessable
 
@@ -29,9 +32,14 @@ class DirectoryState(BaseModel):
 
 
 class DirectoryView(BaseModel):
-    state: DirectoryState
-    departments: list[dict[str, Any]]
-    users: list[dict[str, Any]]
+    state: DirectoryState  # its counts: the whole directory's
+    departments: list[dict[str, Any]]  # all of them (tens to hundreds; the users name them)
+    users: list[dict[str, Any]]  # one page, by sub
+    matched: int  # the users the search matches, all pages
+    next_cursor: str | None = None
+
+
+USERS = "du"  # the cursor's kind: the directory's users, by sub
 
 
 class DirectoryReloaded(DirectoryState):
@@ -49,17 +57,42 @@ def _reloader(ctx: Ctx) -> Any:
 @route(
     "GET",
     "/api/admin/directory",
-    "Show the department directory this node holds",
+    "Show the department directory this node holds (its users a page at a time)",
     policy.DIRECTORY_ADMINS,
     response=DirectoryView,
     tag="directory",
+    query={
+        "q": "users whose sub, name, department (id or name) or window holds this text",
+        "dept": "users of this department",
+        "role": "users of this role",
+        **paging.query_doc(PAGE_DEFAULT, PAGE_MAX),
+    },
 )
 async def directory_view(ctx: Ctx) -> Any:
     d = ctx.request.app[DIRECTORY]
+    limit, cursor = page(ctx)
+    at = paging.decode(USERS, cursor, {"i": str})
+    q = ctx.request.query
+    text = (paging.filter_of(q, "q") or "").casefold()
+    dept, role = paging.filter_of(q, "dept"), paging.filter_of(q, "role")
+    names = {x.id: f"{x.name} {x.name_en or ''}" for x in d.departments}
+
+    def match(u: DirectoryUser) -> bool:
+        if (dept and u.dept != dept) or (role and u.role != role):
+            return False
+        hay = " ".join((u.sub, u.name, u.dept or "", names.get(u.dept or "", ""), u.window or ""))
+        return not text or text in hay.casefold()
+
+    found = sorted((u for u in d.users if match(u)), key=lambda u: u.sub)
+    after = [u for u in found if at is None or u.sub > at["i"]]
+    users = after[:limit]
+    more = len(after) > limit
     return DirectoryView(
         state=DirectoryState.model_validate(_reloader(ctx).status()),
         departments=[x.model_dump() for x in d.departments],
-        users=[u.model_dump() for u in d.users],
+        users=[u.model_dump() for u in users],
+        matched=len(found),
+        next_cursor=paging.encode(USERS, i=users[-1].sub) if more else None,
     )
 
 
