@@ -1,6 +1,8 @@
 """The admin's directory page (/admin/directory): the directory this node holds, in
 Chinese first and in English, axe-clean; a reload after the file changed shows what
-changed, a broken file shows its problems and changes nothing; other roles are sent on."""
+changed, a broken file shows its problems and changes nothing; other roles are sent on.
+With hundreds of users, the page shows them a page at a time ("Load more") and finds
+them by a search."""
 
 from __future__ import annotations
 
@@ -78,6 +80,31 @@ def test_the_directory_page(
     expect(depts).to_contain_text("City")
     expect(page.locator("h1")).to_have_text("Directory")
     axe_clean(page)
+
+    # Hundreds of reviewers: a page at a time, and a search.
+    fixed = directory.read_text().replace('level = "cty"', 'level = "city"', 1)
+    generated = "".join(
+        f'\n[[users]]\nsub = "gen-{n:04d}"\nname = "审批员{n}"\nrole = "reviewer"\n'
+        'dept = "city-tax"\n'
+        for n in range(450)
+    )
+    directory.write_text(fixed + generated, encoding="utf-8")
+    admin.set_lang("zh-CN")
+    admin.by("dir-reload").click()
+    expect(admin.by("dir-shown")).to_have_text("显示 200 / 460 条")
+    rows = users.locator("tbody tr")
+    expect(rows).to_have_count(200)
+    admin.by("dir-more").click()
+    expect(rows).to_have_count(400)
+    admin.by("dir-more").click()
+    expect(rows).to_have_count(460)
+    expect(admin.by("dir-more")).to_be_hidden()
+    expect(admin.by("dir-shown")).to_have_text("显示 460 / 460 条")
+    admin.by("dir-q").fill("审批员42")
+    admin.by("dir-search-go").click()
+    expect(rows).to_have_count(11)
+    expect(admin.by("dir-shown")).to_have_text("显示 11 / 11 条")
+    expect(admin.by("dir-more")).to_be_hidden()
 
     clerk = people("clerk")
     clerk.open("/admin/directory", tokens.issue(sub="clerk-01", role="clerk", name="陈晓"))

@@ -3,14 +3,19 @@
 // button that reloads it from the server's directory file on every node, without a
 // restart (the file is written by `jointreview directory import`).
 //
-// HTTP: GET /api/admin/directory, POST /api/admin/directory/reload (422
+// HTTP: GET /api/admin/directory (its users a page at a time, by id: a search box asks
+// with `q`, "Load more" follows `next_cursor`), POST /api/admin/directory/reload (422
 // directory_invalid with each problem of the file: nothing changed).
 import { api } from "/static/auth.js";
 import { deptName } from "/static/i18n.js";
 import { bootPage, el, errorI18n, fill } from "/static/ui.js";
 
 const $ = (id) => document.getElementById(id);
+const PAGE = 200; // users a page
 let depts = new Map();
+let users = []; // the pages shown so far
+let next = null; // the next page's cursor
+let query = "";
 
 function row(...cells) {
   return el("tr", {}, cells.map((c) => el("td", {}, c)));
@@ -48,23 +53,42 @@ function deptCell(id) {
   return el("span", {}, el("span", { text: d ? deptName(d) : id }), " ", code(id));
 }
 
-function draw(view) {
+function userRow(u) {
+  return row(code(u.sub), el("span", { text: u.name }), el("span", { i18n: `role.${u.role}` }), deptCell(u.dept), el("span", { text: u.window || "" }));
+}
+
+function draw(view, more) {
   drawState(view.state);
   depts = new Map(view.departments.map((d) => [d.id, d]));
   fill(
     $("dir-depts"),
     view.departments.map((d) => row(code(d.id), el("span", { text: d.name }), el("span", { text: d.name_en || "" }), el("span", { i18n: `level.${d.level}` }))),
   );
-  fill(
-    $("dir-users"),
-    view.users.map((u) => row(code(u.sub), el("span", { text: u.name }), el("span", { i18n: `role.${u.role}` }), deptCell(u.dept), el("span", { text: u.window || "" }))),
-  );
+  if (more) $("dir-users").append(...view.users.map(userRow));
+  else fill($("dir-users"), view.users.map(userRow));
+  users = more ? users.concat(view.users) : view.users;
+  next = view.next_cursor;
+  $("dir-more").hidden = !next;
   fill($("dir-depts-count"), el("span", { i18n: "dir.count", args: { n: view.departments.length } }));
-  fill($("dir-users-count"), el("span", { i18n: "dir.count", args: { n: view.users.length } }));
+  fill($("dir-users-count"), el("span", { i18n: "dir.count", args: { n: view.state.users } }));
+  fill($("dir-shown"), el("span", { i18n: "dir.shown", args: { n: users.length, total: view.matched } }));
 }
 
-async function load() {
-  draw(await api("/api/admin/directory"));
+// The first page of the users the search matches, or (more) the next one.
+async function load(more = false) {
+  const params = new URLSearchParams({ limit: String(PAGE) });
+  if (query) params.set("q", query);
+  if (more && next) params.set("cursor", next);
+  draw(await api(`/api/admin/directory?${params}`), more);
+}
+
+async function step(more) {
+  fill($("dir-error"));
+  try {
+    await load(more);
+  } catch (err) {
+    fill($("dir-error"), el("p", errorI18n(err)));
+  }
 }
 
 function changeLine(key, change) {
@@ -100,11 +124,13 @@ async function main() {
   const claims = await bootPage($("app"), { roles: ["admin"] });
   if (!claims) return;
   $("dir-reload").addEventListener("click", reload);
-  try {
-    await load();
-  } catch (err) {
-    fill($("dir-error"), el("p", errorI18n(err)));
-  }
+  $("dir-more").addEventListener("click", () => step(true));
+  $("dir-search").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    query = $("dir-q").value.trim();
+    step(false);
+  });
+  await step(false);
 }
 
 main();
