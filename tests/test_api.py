@@ -62,6 +62,7 @@ class World:
             exception_id="ex_nosuch",  # nothing went wrong in this world
             track_id="nosuch.1.0",  # nothing is recorded in this world
             path="manifest.json",
+            job_id="0123456789abcdef01234567.00",  # no watermarked export in this world
         )
 
 
@@ -317,6 +318,14 @@ def _still_live(b: Json, w: World, role: str) -> None:
     assert b["error"]["code"] == "session_live"  # no case file while the session runs
 
 
+def _watermark_off(b: Json, w: World, role: str) -> None:
+    assert b["error"]["code"] == "watermark_off"  # (tests/test_export_watermark.py)
+
+
+def _no_copy(b: Json, w: World, role: str) -> None:
+    assert b["error"]["code"] == "export_job_not_found"
+
+
 def _answered(status: str) -> Callable[[Json, World, str], None]:
     def check(b: Json, w: World, role: str) -> None:
         assert b["invitation_id"] == w.invitation_id and b["status"] == status
@@ -460,6 +469,10 @@ MATRIX: dict[tuple[str, str], Expect] = {
     ("GET", "/api/sessions/{session_id}/casefile/files/{path}"): Expect(
         409, INVITED, _still_live, hidden=SNF
     ),
+    ("POST", "/api/sessions/{session_id}/casefile/watermarked"): Expect(
+        409, INVITED, _watermark_off, hidden=SNF
+    ),
+    ("GET", "/api/watermarked/{job_id}"): Expect(404, INVITED | {"other_reviewer"}, _no_copy),
     ("GET", "/api/webhooks/deliveries"): Expect(200, _roles("supervisor", "admin"), _deliveries),
     ("GET", "/api/webhooks/deliveries/{delivery_id}"): Expect(
         200, _roles("supervisor", "admin"), _delivery
