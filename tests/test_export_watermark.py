@@ -45,6 +45,20 @@ def _streams(data: bytes) -> list[tuple[str, str]]:
         return [(s.type, s.codec_context.name) for s in c.streams]
 
 
+def _small_video(path: Path, frames: int = 20) -> Path:
+    """An H.264 MP4 of ``frames`` grey frames, 160×90 at 10 fps."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 160, 90, "yuv420p"
+        for n in range(frames):
+            frame = av.VideoFrame.from_ndarray(
+                np.full((90, 160, 3), n * 10 % 250, dtype=np.uint8), format="rgb24"
+            )
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
 async def _post(at: Recorded, path: str, token: str) -> tuple[int, dict[str, Any], Any]:
     async with at.http.post(at.url(path), headers=auth(token)) as r:
         return r.status, await r.json(), r.headers
@@ -205,16 +219,7 @@ async def test_jobs_are_joined_and_bounded(tmp_path: Path) -> None:
 
 def test_the_render_reports_its_progress(tmp_path: Path) -> None:
     """The share of frames done, rising to 1; a render asked to stop stops."""
-    source = tmp_path / "in.mp4"
-    with av.open(str(source), "w") as out:
-        stream = out.add_stream("libx264", rate=10)
-        stream.width, stream.height, stream.pix_fmt = 160, 90, "yuv420p"
-        for n in range(20):
-            frame = av.VideoFrame.from_ndarray(
-                np.full((90, 160, 3), n * 10, dtype=np.uint8), format="rgb24"
-            )
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode(None))
+    source = _small_video(tmp_path / "in.mp4")
     shares: list[float] = []
     made = watermark.burn(source, tmp_path / "out.mp4", "导出 · 测试", progress=shares.append)
     assert made["frames"] == 20 and shares[-1] == 1.0
@@ -232,3 +237,33 @@ def test_the_mark_is_read_back_from_a_frame() -> None:
     out = watermark.stamp(grey, fill, rim).astype(int)
     assert (out[fill > 0.3] > 150).all() and (out[rim > 0.2] < 128).all()
     assert (out[(fill + rim) == 0] == 128).all()
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_another_node_answers_for_the_job(tmp_path: Path) -> None:
+    """Two nodes on one store, each with its own copies' folder: node B answers the
+    status of the job node A makes (from the store), joins it when the same person asks
+    it, and knows it cannot serve A's copy (the API's 409 ``copy_on_other_node``)."""
+    store = MemoryStore(None)
+    a = WatermarkCopies(store, tmp_path / "a", "node-a")
+    b = WatermarkCopies(store, tmp_path / "b", "node-b")
+    source = _small_video(tmp_path / "composite.mp4", frames=30)
+    ann = Actor(sub="ann", name="安", role="supervisor")
+    await a.start()
+    try:
+        job = await a.request("C-1", "s1", source, ann, "导出 · 安")
+        assert (await b.request("C-1", "s1", source, ann, "导出 · 安")).job_id == job.job_id
+        for _ in range(600):
+            seen = await b.job(job.job_id)
+            assert seen is not None and seen.node == "node-a"
+            if seen.status == "done":
+                break
+            await asyncio.sleep(0.05)
+        assert seen.status == "done" and seen.progress == 100 and seen.size
+        assert a.ready_path(seen) == a.path_of(seen) and a.path_of(seen).stat().st_size == seen.size
+        assert b.ready_path(seen) is None  # not in B's folder
+        assert (await b.request("C-1", "s1", source, ann, "x")).job_id == job.job_id
+        assert a.made == [job] and b.made == []
+    finally:
+        await a.close()
+        await b.close()
