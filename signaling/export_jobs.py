@@ -112,7 +112,7 @@ async def record_ready(
     )
 
 
-def _lower_priority() -> None:
+def lower_priority() -> None:
     """Nice this thread only (Linux: a thread's own nice value; the encoder's threads
     it starts inherit it). Elsewhere the whole process would be niced: skip."""
     if hasattr(os, "setpriority") and hasattr(threading, "get_native_id"):
@@ -151,7 +151,7 @@ class ExportWorker:
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
         self._pool = concurrent.futures.ThreadPoolExecutor(
-            max(1, workers), thread_name_prefix="export", initializer=_lower_priority
+            max(1, workers), thread_name_prefix="export", initializer=lower_priority
         )
         self.done: list[dict[str, Any]] = []  # what this worker made (tests, stats)
         # (outcome, seconds) of each job run here: the node's metrics set it

@@ -47,7 +47,7 @@ from recording.watermark import burn
 from .appkeys import CONFIG, NODE_ID, SERVICE, STORE
 from .directory import Directory
 from .errors import ServiceError
-from .export_jobs import _lower_priority
+from .export_jobs import lower_priority
 from .models import Actor
 from .state import Outage, Store, StoreUnavailable
 
@@ -149,7 +149,7 @@ class WatermarkCopies:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._pool = concurrent.futures.ThreadPoolExecutor(
-            self.workers, thread_name_prefix="watermark", initializer=_lower_priority
+            self.workers, thread_name_prefix="watermark", initializer=lower_priority
         )
         self.made: list[CopyJob] = []  # copies made here (tests, stats)
 
