@@ -1,8 +1,8 @@
 """The retention purge: every node looks now and then for the parts of sealed case files
 whose time is up (``recording.retention``), and deletes each once across nodes.
 
-Each due item (a kind of one session: its recordings, its stills, or the case file
-whole) is purged under a claim in the store (``retention:<case>:<session>``, an
+Each due item (a kind of one session: its recordings, its stills, its chat's text, or
+the case file whole) is purged under a claim in the store (``retention:<case>:<session>``, an
 ephemeral value only one node can create, as the recording-repair claim; one per
 session, since its kinds share one tombstone file), and never
 while its case is on legal hold (``signaling.legal_hold``): the hold is read again
@@ -10,6 +10,10 @@ under the claim, just before anything is deleted. The tombstone goes first into 
 session directory (``purged.json``, naming every file with its SHA-256), then the files
 go, then ``retention.purged`` is filed in the case timeline with the same list. A node
 that dies in between leaves a tombstone without its event: the next pass files it.
+Chat: its lines of ``timeline.jsonl`` and its rows in the record become stubs that keep
+each event's hash (``recording.redaction``, ``signaling.history.redaction``), redone
+before the event is filed, so a pass that finishes a dead node's purge finishes them too.
+A version-1 case file's chat is not purged (kept: ``disk.OLD_SEAL``).
 
 Times come from ``clock`` (the service's), so tests can jump.
 """
@@ -27,8 +31,10 @@ from typing import Any
 from aiohttp import web
 
 from recording import retention as disk
+from recording.redaction import stub_data
 
 from .background import stopping
+from .history.redaction import redact_chat
 from .legal_hold import held_in_record, is_held
 from .state import Outage, Store, StoreUnavailable
 
@@ -49,6 +55,7 @@ class Periods:
     recordings_days: float = 0.0
     stills_days: float = 0.0
     casefile_days: float = 0.0
+    chat_days: float = 0.0
 
     @classmethod
     def of(cls, config: Any) -> Periods:
@@ -56,6 +63,7 @@ class Periods:
             config.retention_recordings_days,
             config.retention_stills_days,
             config.retention_casefile_days,
+            config.retention_chat_days,
         )
 
     def seconds(self) -> dict[str, float]:
@@ -63,6 +71,7 @@ class Periods:
             "recordings": self.recordings_days * DAY,
             "stills": self.stills_days * DAY,
             "casefile": self.casefile_days * DAY,
+            "chat": self.chat_days * DAY,
         }
 
     @property
@@ -98,7 +107,8 @@ class Retention:
         self._next_due: dict[Path, float] = {}  # per session read (disk.due)
 
     async def plan(self) -> list[dict[str, Any]]:
-        """What is due now, each with ``held`` (its case is on legal hold: kept)."""
+        """What is due now, each with ``held`` (its case is on legal hold: kept) and,
+        for a version-1 case file's chat, ``kept`` (why it stays)."""
         items = await asyncio.to_thread(
             disk.due, self.archive, self.periods.seconds(), self.clock()
         )
@@ -121,6 +131,7 @@ class Retention:
         items = await asyncio.to_thread(
             disk.due, self.archive, self.periods.seconds(), now, self._next_due
         )
+        items = [i for i in items if not i.kept]
         sessions = sorted({(i.case_id, i.session_id) for i in items})
         for case_id, session_id in sessions:
             if stopping():
@@ -147,7 +158,7 @@ class Retention:
             fresh = await asyncio.to_thread(
                 disk.due_in, case_id, session_id, directory, self.periods.seconds(), self.clock()
             )
-            item = next((d for d in fresh if d.kind == kind), None)
+            item = next((d for d in fresh if d.kind == kind and not d.kept), None)
             if item is None or await self._held(case_id):
                 continue
             entry = await asyncio.to_thread(disk.purge, directory, item, self.clock())
@@ -163,11 +174,35 @@ class Retention:
             done.append(dict(item.as_dict(), seq=seq, purged_at=entry["purged_at"]))
         return done
 
+    async def _redact(
+        self, case_id: str, session_id: str, directory: Path, entry: dict[str, Any]
+    ) -> None:
+        """A chat purge's stubs, in the timeline file and in the record (idempotent)."""
+        await asyncio.to_thread(disk.redact, directory, entry)
+        if self.record is None:
+            return
+        at = float(entry.get("purged_at") or 0.0)
+        events = entry.get("events") or []
+        stubs = {int(e["seq"]): stub_data(str(e.get("sha256") or e.get("sm3")), at) for e in events}
+        have = await redact_chat(self.record, case_id, stubs)
+        if have < len(stubs):
+            log.warning(
+                "retention: the record lacks %d of the %d chat events purged in %s/%s",
+                len(stubs) - have,
+                len(stubs),
+                case_id,
+                session_id,
+            )
+
     async def _file(
         self, case_id: str, session_id: str, directory: Path, entry: dict[str, Any]
     ) -> int:
+        if entry.get("kind") == "chat":
+            await self._redact(case_id, session_id, directory, entry)
         data = {k: entry.get(k) for k in ("kind", "purged_at", "due_at", "manifest_sha256")}
         data.update(files=entry.get("files") or [], node=self.node_id)
+        if entry.get("kind") == "chat":
+            data["events"] = entry.get("events") or []
         seq = await self.file_event(case_id, session_id, data)
         await asyncio.to_thread(disk.note_event, directory, str(entry["kind"]), seq)
         return seq
