@@ -144,17 +144,16 @@ def verify_session(
         report.problems.append(f"{TIMELINE}: missing")
     else:
         events, bad = read_timeline(path)
-        report.problems += bad
         stubs = 0
         if redactable:
             found, stubs = redaction.diff_events(listed, events, TIMELINE, alg, named)
-            report.problems += found
         else:
-            report.problems += diff_timeline(listed, case_id, session_id, events, TIMELINE, alg)
+            found = diff_timeline(listed, case_id, session_id, events, TIMELINE, alg)
         # Chat purged by retention changed the file (its lines are stubs): each event's
         # own hash vouches for it then.
         if not stubs and sealing.digest_file(path, alg) != timeline.get(alg):
             report.problems.append(f"{TIMELINE}: content differs from the manifest")
+        report.problems += bad + found
     if listed and timeline.get("head") != listed[-1].get("hash"):
         report.problems.append(f"{MANIFEST}: chain head does not match its last event")
     # Exports made after sealing: their addendum, files and export.ready events.
