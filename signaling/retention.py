@@ -13,7 +13,8 @@ that dies in between leaves a tombstone without its event: the next pass files i
 Chat: its lines of ``timeline.jsonl`` and its rows in the record become stubs that keep
 each event's hash (``recording.redaction``, ``signaling.history.redaction``), redone
 before the event is filed, so a pass that finishes a dead node's purge finishes them too.
-A version-1 case file's chat is not purged (kept: ``disk.OLD_SEAL``).
+A version-1 case file's chat is not purged (kept: ``disk.OLD_SEAL``), and a chat the
+live store's case log still holds waits for a later pass (the store cannot redact).
 
 Times come from ``clock`` (the service's), so tests can jump.
 """
@@ -161,6 +162,8 @@ class Retention:
             item = next((d for d in fresh if d.kind == kind and not d.kept), None)
             if item is None or await self._held(case_id):
                 continue
+            if kind == "chat" and await self._still_live(case_id, item):
+                continue
             entry = await asyncio.to_thread(disk.purge, directory, item, self.clock())
             seq = await self._file(case_id, session_id, directory, entry)
             log.info(
@@ -173,6 +176,19 @@ class Retention:
             )
             done.append(dict(item.as_dict(), seq=seq, purged_at=entry["purged_at"]))
         return done
+
+    async def _still_live(self, case_id: str, item: disk.Due) -> bool:
+        """The case's log in the live store still holds some of these chat events (the
+        session not evicted yet, ``signaling.evict``): that copy cannot be redacted, so
+        the purge waits for the next pass, once the record alone has them."""
+        seqs = {int(e["seq"]) for e in item.events}
+        log_ = await self.store.read_log(f"case:{case_id}:events")
+        if not any(int(e.get("seq") or 0) in seqs for e in log_):
+            return False
+        log.info(
+            "retention: the chat of %s/%s waits: still in the live store", case_id, item.session_id
+        )
+        return True
 
     async def _redact(
         self, case_id: str, session_id: str, directory: Path, entry: dict[str, Any]
