@@ -22,8 +22,9 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from jointreview.app import create_app
 from recording import archive as archive_mod
+from recording import retention as disk
 from recording.retention import OLD_SEAL
-from signaling.appkeys import HISTORY, STORE
+from signaling.appkeys import HISTORY, SERVICE, STORE
 from signaling.auth import TokenService
 from signaling.config import Config
 from signaling.evict import EVICTOR
@@ -179,6 +180,27 @@ async def test_chat_goes_at_its_period_and_what_remains_verifies(
         ]
         code, out = await _cli(capsys, "verify", "CH-A", *data)
         assert code == 0 and "recordings: purged" in out and "chat: purged" in out, out
+
+        # B released; a node purges its chat and dies after the tombstone and the
+        # timeline, before the record and the event: the next pass finishes both.
+        res = await client.delete("/api/cases/CH-B/hold", headers=auth(tok.admin()))
+        assert res.status == 200
+        periods = client.app[RETENTION].periods.seconds()
+        now = client.app[SERVICE].clock()
+        [item] = [d for d in disk.due_in("CH-B", b.name, b, periods, now) if d.kind == "chat"]
+        disk.purge(b, item, now)
+        assert TEXT not in (b / "timeline.jsonl").read_text()
+        done = await _pass(client, 32)  # the chat filed first, then B's recordings go
+        assert [(d["case_id"], d["kind"]) for d in done] == [("CH-B", "recordings")]
+        events = await _timeline(client, tok, "CH-B")
+        [row] = [e for e in events if e["type"] == "chat.message"]
+        assert set(row["data"]) == {"purged"} and row["actor"] is None
+        assert [e["data"]["kind"] for e in events if e["type"] == "retention.purged"] == [
+            "chat",
+            "recordings",
+        ]
+        code, out = await _cli(capsys, "verify", "CH-B", *data)
+        assert code == 0 and "chat: purged" in out, out
 
 
 async def test_guomi_chat_purge_once_across_two_nodes(
