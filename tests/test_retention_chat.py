@@ -219,9 +219,8 @@ async def test_guomi_chat_purge_once_across_two_nodes(
     for name in ("a", "b"):
         (tmp_path / name / "data").mkdir(parents=True, mode=0o700)
         (tmp_path / name / "data" / "archive").symlink_to(shared)
-        configs.append(
-            _config(tmp_path / name, redis_url=url, node_id=f"node-{name}", seal_algorithm="sm2-sm3")
-        )
+        node = {"redis_url": url, "node_id": f"node-{name}", "seal_algorithm": "sm2-sm3"}
+        configs.append(_config(tmp_path / name, **node))
     _env(monkeypatch, configs[0])
     monkeypatch.setenv("JR_SEAL_ALGORITHM", "sm2-sm3")
     tok = Tokens(TokenService(configs[0]))

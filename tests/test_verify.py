@@ -96,7 +96,8 @@ async def test_the_manifest_describes_the_session(
     timeline = manifest["timeline"]
     own = [hashlib.sha256(archive.canonical(e).encode()).hexdigest() for e in events]
     assert [e["event_hash"] for e in timeline["events"]] == own
-    assert chat["event_hash"] == next(h for e, h in zip(events, own) if e["seq"] == chat["seq"])
+    by_seq = dict(zip([e["seq"] for e in events], own, strict=True))
+    assert chat["event_hash"] == by_seq[chat["seq"]]
     hashes = archive.chain_hashes(CASE, directory.name, own)
     assert [e["hash"] for e in timeline["events"]] == hashes
     assert timeline["head"] == hashes[-1] and timeline["count"] == len(events)
