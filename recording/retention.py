@@ -147,18 +147,23 @@ def sealed_sessions(archive: Path) -> list[tuple[str, str, Path]]:
     return out
 
 
-def unfiled(archive: Path) -> list[tuple[str, str, Path]]:
-    """Sessions whose tombstone has a purge without its event's ``seq`` (its node died
-    between the two, or is at it now)."""
+def tombstones(archive: Path) -> list[tuple[str, str, Path, dict[str, Any]]]:
+    """(case, session, directory, tombstone) of every session with a readable one."""
     out = []
     for case_id, session_id, directory in sealed_sessions(archive):
         try:
             doc = load_tombstone(directory)
         except (OSError, ValueError):
             continue
-        if any(e.get("seq") is None for e in (doc or {}).get("purges", [])):
-            out.append((case_id, session_id, directory))
+        if doc is not None:
+            out.append((case_id, session_id, directory, doc))
     return out
+
+
+def unfiled(doc: dict[str, Any]) -> bool:
+    """The tombstone has a purge without its event's ``seq`` (its node died between
+    the two, or is at it now)."""
+    return any(e.get("seq") is None for e in doc.get("purges", []))
 
 
 def ended_at(manifest: dict[str, Any]) -> float:

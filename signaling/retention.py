@@ -35,7 +35,7 @@ from recording import retention as disk
 from recording.redaction import stub_data
 
 from .background import stopping
-from .history.redaction import redact_chat
+from .history.redaction import redact_chat, whole_chat
 from .legal_hold import held_in_record, is_held
 from .state import Outage, Store, StoreUnavailable
 
@@ -106,6 +106,7 @@ class Retention:
         self.record = record  # the History: holds are read there too (legal_hold)
         self._task: asyncio.Task[None] | None = None
         self._next_due: dict[Path, float] = {}  # per session read (disk.due)
+        self._redacted: set[Path] = set()  # sessions whose purged chat the record lacks
 
     async def plan(self) -> list[dict[str, Any]]:
         """What is due now, each with ``held`` (its case is on legal hold: kept) and,
@@ -195,6 +196,9 @@ class Retention:
     ) -> None:
         """A chat purge's stubs, in the timeline file and in the record (idempotent)."""
         await asyncio.to_thread(disk.redact, directory, entry)
+        await self._redact_record(case_id, session_id, entry)
+
+    async def _redact_record(self, case_id: str, session_id: str, entry: dict[str, Any]) -> None:
         if self.record is None:
             return
         at = float(entry.get("purged_at") or 0.0)
@@ -224,9 +228,12 @@ class Retention:
         return seq
 
     async def _file_pending(self) -> None:
-        """Tombstones written by a node that died before it filed their event."""
-        sessions = await asyncio.to_thread(disk.unfiled, self.archive)
-        for case_id, session_id, directory in sessions:
+        """Tombstones written by a node that died before it filed their event; then
+        chat purged but still whole in this node's record."""
+        found = await asyncio.to_thread(disk.tombstones, self.archive)
+        for case_id, session_id, directory, doc in found:
+            if not disk.unfiled(doc):
+                continue
             key = claim_key(case_id, session_id)
             if not await self.store.create_ephemeral(key, {"node": self.node_id}, CLAIM_S):
                 continue  # its node is still at it
@@ -237,6 +244,24 @@ class Retention:
                         await self._file(case_id, session_id, directory, entry)
             finally:
                 await self.store.delete_ephemeral(key)
+        await self._recheck(found)
+
+    async def _recheck(self, found: list[tuple[str, str, Path, dict[str, Any]]]) -> None:
+        """Once per session and process: chat that the tombstone says was purged, still
+        whole in this node's record (a record restored from a backup made before the
+        purge; a node's own SQLite record the purging node could not reach) is
+        redacted there too. The timeline file is the purging node's (under its claim)."""
+        if self.record is None:
+            return
+        for case_id, session_id, directory, doc in found:
+            if directory in self._redacted:
+                continue
+            for entry in doc.get("purges", []):
+                if entry.get("kind") == "chat" and entry.get("seq") is not None:
+                    seqs = [int(e["seq"]) for e in entry.get("events") or []]
+                    if await whole_chat(self.record, case_id, seqs):
+                        await self._redact_record(case_id, session_id, entry)
+            self._redacted.add(directory)
 
     # -- the node's loop -------------------------------------------------------------------
     def start(self) -> None:

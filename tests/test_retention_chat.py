@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from aiohttp.test_utils import TestClient, TestServer
 
 from jointreview.app import create_app
@@ -28,7 +29,8 @@ from signaling.appkeys import HISTORY, SERVICE, STORE
 from signaling.auth import TokenService
 from signaling.config import Config
 from signaling.evict import EVICTOR
-from signaling.retention import RETENTION
+from signaling.history import schema
+from signaling.retention import RETENTION, Retention
 
 from .conftest import Tokens, auth, flush_redis, make_config
 from .test_retention import DAY, _cli, _jump, _sealed, _timeline
@@ -104,6 +106,7 @@ async def test_chat_goes_at_its_period_and_what_remains_verifies(
         assert f"would purge CH-A/{a.name} chat: 1 message(s)" in out
         assert "KEPT: sealed before the redactable seal" in out
         assert TEXT in (a / "timeline.jsonl").read_text()  # a dry run changes nothing
+        [whole] = [e for e in await _timeline(client, tok, "CH-A") if e["type"] == "chat.message"]
 
         assert await _pass(client, 6) == []  # not yet
         done = await _pass(client, 8)
@@ -131,6 +134,19 @@ async def test_chat_goes_at_its_period_and_what_remains_verifies(
         res = await client.get(f"/api/sessions/{a.name}/recording", headers=auth(tok.supervisor()))
         marks = [m for m in (await res.json())["markers"] if m["type"] == "chat"]
         assert [set(m["data"]) for m in marks] == [{"purged"}]
+        # The record restored from a backup made before the purge: a node (re)started
+        # redacts it again on its first pass.
+        async with client.app[HISTORY].engine.begin() as conn:
+            where = (schema.events.c.case_id == "CH-A", schema.events.c.seq == whole["seq"])
+            put_back = {"actor": whole["actor"], "data": whole["data"]}
+            await conn.execute(sa.update(schema.events).where(*where).values(**put_back))
+        assert TEXT in json.dumps(await _timeline(client, tok, "CH-A"), ensure_ascii=False)
+        r = client.app[RETENTION]
+        again = Retention(
+            r.store, r.archive, r.periods, r.file_event, r.clock, "n2", record=r.record
+        )
+        assert await again.run_once() == []
+        assert TEXT not in json.dumps(await _timeline(client, tok, "CH-A"), ensure_ascii=False)
         # B (held) and the version-1 case file keep their chat.
         assert TEXT in (b / "timeline.jsonl").read_text()
         assert TEXT in (old / "timeline.jsonl").read_text()

@@ -7,7 +7,7 @@ nothing. The live store has forgotten the session by then (``signaling.evict``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -35,3 +35,15 @@ async def redact_chat(history: History, case_id: str, stubs: Mapping[int, dict[s
         count = sa.select(sa.func.count()).select_from(e)
         count = count.where(e.c.case_id == case_id, e.c.seq.in_(seqs), e.c.type == CHAT)
         return int(await conn.scalar(count) or 0)
+
+
+async def whole_chat(history: History, case_id: str, seqs: Sequence[int]) -> int:
+    """How many of these chat events are still whole in the record (not stubs: a chat
+    event always has its sender as actor, a stub none)."""
+    if not seqs:
+        return 0
+    e = s.events
+    count = sa.select(sa.func.count()).select_from(e)
+    where = (e.c.case_id == case_id, e.c.seq.in_(sorted(seqs)), e.c.type == CHAT)
+    async with history.engine.connect() as conn:
+        return int(await conn.scalar(count.where(*where, e.c.actor.is_not(None))) or 0)
