@@ -51,6 +51,16 @@ def chat_purged(directory: Path) -> dict[int, str] | None:
     return dict(pair for entry in entries for pair in _events(entry)) if entries else None
 
 
+def chat_filed(store_events: list[dict[str, Any]]) -> dict[int, str]:
+    """seq -> hash of every chat event a ``retention.purged`` of the store names."""
+    out: dict[int, str] = {}
+    for e in store_events:
+        data = e.get("data") or {}
+        if e.get("type") == EVENT and data.get("kind") == "chat":
+            out.update(_events(data))
+    return out
+
+
 def purged(directory: Path) -> dict[str, str]:
     """path -> digest (SHA-256, or SM3 in a 国密 case file) of every file the tombstone
     says was purged."""

@@ -187,6 +187,16 @@ async def test_chat_goes_at_its_period_and_what_remains_verifies(
         assert f"chat message purged {where} without a tombstone entry" in out, out
         (a / "purged.json").write_text(tomb)
         assert (await _cli(capsys, "verify", "CH-A", *data))[0] == 0
+        # The record's stub altered: the store's side names it.
+        bad = json.loads(json.dumps(stub["data"]))
+        bad["purged"]["hash"] = "1" * 64
+        async with client.app[HISTORY].engine.begin() as conn:
+            where = (schema.events.c.case_id == "CH-A", schema.events.c.seq == stub["seq"])
+            await conn.execute(sa.update(schema.events).where(*where).values(data=bad))
+        code, out = await _cli(capsys, "verify", "CH-A", *data)
+        assert code == 1 and "store: purged chat message at position" in out, out
+        async with client.app[HISTORY].engine.begin() as conn:
+            await conn.execute(sa.update(schema.events).where(*where).values(data=stub["data"]))
 
         # The recordings' period comes later; the chat stays purged, all still verifies.
         done = await _pass(client, 31)
