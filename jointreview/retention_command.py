@@ -2,8 +2,9 @@
 purge pass by hand (``signaling/retention.py``; the nodes run it every
 ``retention_every_s`` anyway).
 
-``--dry-run`` lists each due item (a session's recordings, stills or whole case file)
-with its files' count and size and whether its case is on legal hold (then kept), and
+``--dry-run`` lists each due item (a session's recordings, stills, chat or whole case
+file) with its files' count and size (chat: messages), whether its case is on legal hold
+(then kept) or its chat was sealed before the redactable seal (kept), and
 changes nothing. Without it, one pass purges what is due and not held, files each
 ``retention.purged`` in the case timeline and the record, as a node does. On a single
 node that runs (it owns its store) the pass is refused: its own purge does it.
@@ -46,11 +47,13 @@ def _print(items: list[dict[str, Any]], verb: str) -> None:
         where = f"{item['case_id']}/{item['session_id']}"
         size = item["bytes"] / 1e6
         held = "  KEPT: the case is on legal hold" if item.get("held") else ""
-        print(
-            f"{verb} {where} {item['kind']}: {len(item['files'])} file(s), {size:.1f} MB, "
-            f"due {_when(item['due_at'])}{held}",
-            flush=True,
-        )
+        if item.get("kept"):
+            held = f"  KEPT: {item['kept']}"
+        what = f"{len(item['files'])} file(s), {size:.1f} MB"
+        if item["kind"] == "chat":
+            what = f"{item.get('messages', 0)} message(s)"
+        due = _when(item["due_at"])
+        print(f"{verb} {where} {item['kind']}: {what}, due {due}{held}", flush=True)
 
 
 class _Held:
@@ -153,10 +156,12 @@ def main(args: argparse.Namespace, config: Config) -> int:
     if args.dry_run:
         items = asyncio.run(_dry_run(config, at))
         _print(items, "would purge")
-        going = [i for i in items if not i.get("held")]
+        going = [i for i in items if not i.get("held") and not i.get("kept")]
+        old = sum(1 for i in items if i.get("kept") and not i.get("held"))
         print(
             f"{len(going)} item(s) would go ({sum(i['bytes'] for i in going) / 1e6:.1f} MB), "
-            f"{len(items) - len(going)} kept on legal hold"
+            f"{sum(1 for i in items if i.get('held'))} kept on legal hold"
+            + (f", {old} chat kept (sealed before the redactable seal)" if old else "")
         )
     else:
         done = asyncio.run(_purge(config, at))
@@ -171,7 +176,7 @@ def main(args: argparse.Namespace, config: Config) -> int:
         _print(items, "purged")
         print(f"{len(items)} item(s) purged ({sum(i['bytes'] for i in items) / 1e6:.1f} MB)")
     if args.json:
-        keep = ("case_id", "session_id", "kind", "due_at", "bytes", "held", "seq")
+        keep = ("case_id", "session_id", "kind", "due_at", "bytes", "held", "kept", "seq")
         rows = [{k: i.get(k) for k in keep} | {"files": len(i["files"])} for i in items]
         print(json.dumps({"dry_run": bool(args.dry_run), "at": at, "items": rows}))
     return 0

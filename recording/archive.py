@@ -7,16 +7,21 @@ recovery of recordings a crash left open.
     snapshots/<id>.jpg|png   document stills (signaling.casefile)
     recording.json           the track index: runs and tracks (recording.track_index)
     timeline.jsonl           the session's events, one canonical JSON object a line
-    manifest.json            participants, times, files with SHA-256, chat, opinions,
-                             and the timeline's hash chain
+    manifest.json            participants, times, files with SHA-256, chat (counts and
+                             hashes, no text), opinions, and the timeline's hash chain
 
-The chain: ``h[0] = H("jointreview-timeline:<case>:<session>")``, then for each event
-in order ``h[i] = H(h[i-1] + canonical JSON of event i)`` (hex digests, UTF-8), where H
-is the seal's hash: SHA-256, or SM3 with ``seal_algorithm = "sm2-sm3"`` (seal.py; the
-manifest's ``seal`` says which, and ``manifest.sig`` signs the manifest). The manifest
-keeps every ``h[i]`` and the head, so an event edited, removed or inserted shows up at
-its position. Nothing here imports the signaling layer: events and records come in as
-plain dictionaries.
+The chain (manifest ``version`` 2, the redactable seal): each event is hashed alone,
+``e[i] = H(canonical JSON of event i)``, and chained, ``h[0] =
+H("jointreview-timeline:<case>:<session>")``, ``h[i] = H(h[i-1] + e[i])`` (hex digests,
+UTF-8), where H is the seal's hash: SHA-256, or SM3 with ``seal_algorithm = "sm2-sm3"``
+(seal.py; the manifest's ``seal`` says which, and ``manifest.sig`` signs the manifest).
+The manifest keeps every ``e[i]``, ``h[i]`` and the head, so an event edited, removed or
+inserted shows up at its position, and a chat message purged by retention (its line
+replaced by a stub that carries its ``e[i]``: ``recording/redaction.py``) still checks.
+Version 1 (before the redactable seal) chained whole events, ``h[i] = H(h[i-1] +
+canonical JSON of event i)``, and listed the chat's text: its chat cannot be purged
+alone. Nothing here imports the signaling layer: events and records come in as plain
+dictionaries.
 """
 
 from __future__ import annotations
@@ -36,7 +41,8 @@ from .repair import repair
 
 MANIFEST = "manifest.json"
 TIMELINE = "timeline.jsonl"
-VERSION = 1
+VERSION = 2  # the redactable seal: events hashed alone, then chained (1: whole events)
+CHAT = "chat.message"
 # Never listed as content: they describe the content, or are a writer's scratch files.
 # exports.json (``addendum``) vouches for what was made after sealing, and is checked
 # on its own.
@@ -69,6 +75,23 @@ def chain(
     out = []
     for event in events:
         prev = sealing.digest((prev + canonical(event)).encode("utf-8"), alg)
+        out.append(prev)
+    return out
+
+
+def event_hash(event: dict[str, Any], alg: str = "sha256") -> str:
+    """``e[i]``: one event's own hash (version 2), what a purged chat stub keeps."""
+    return sealing.digest(canonical(event).encode("utf-8"), alg)
+
+
+def chain_hashes(
+    case_id: str, session_id: str, hashes: Iterable[str], alg: str = "sha256"
+) -> list[str]:
+    """Version 2's chain over the events' own hashes: ``h[i] = H(h[i-1] + e[i])``."""
+    prev = genesis(case_id, session_id, alg)
+    out = []
+    for e in hashes:
+        prev = sealing.digest((prev + e).encode("utf-8"), alg)
         out.append(prev)
     return out
 
@@ -140,7 +163,16 @@ def participants_from(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(people.values())
 
 
-def _chat(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _chat(events: list[dict[str, Any]], version: int, alg: str) -> list[dict[str, Any]]:
+    """The chat as the manifest lists it. Version 2: when and the event's hash, no text
+    nor sender (the text is the timeline's, which retention may purge: the signed
+    manifest must not hold it); version 1 listed the text."""
+    if version >= 2:
+        return [
+            {"seq": e.get("seq"), "ts": e.get("ts"), "event_hash": event_hash(e, alg)}
+            for e in events
+            if e.get("type") == CHAT
+        ]
     return [
         {
             "seq": e.get("seq"),
@@ -150,7 +182,7 @@ def _chat(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "text": (e.get("data") or {}).get("text"),
         }
         for e in events
-        if e.get("type") == "chat.message"
+        if e.get("type") == CHAT
     ]
 
 
@@ -199,6 +231,7 @@ def write_manifest(
     generator: str = "jointreview",
     before_listing: Callable[[Path, str], None] | None = None,
     sealer: sealing.Sealer | None = None,
+    version: int = VERSION,
 ) -> dict[str, Any]:
     """Write timeline.jsonl and manifest.json for an ended session; returns the manifest.
 
@@ -208,19 +241,31 @@ def write_manifest(
     once the timeline is written, before the files are listed, so the manifest lists them.
     ``sealer``: the node's seal (recording/seal.py): its hash for the files and the
     chain, and ``manifest.sig`` beside the manifest; None: SHA-256, unsigned.
+    ``version``: 2 (the redactable seal); 1 only to make old case files (tests).
     """
     alg = sealer.hash if sealer is not None else "sha256"
     case_id, session_id = str(session["case_id"]), str(session["session_id"])
     directory = session_dir(archive, case_id, session_id)
     directory.mkdir(parents=True, exist_ok=True)
-    hashes = chain(case_id, session_id, events, alg)
+    own = [event_hash(e, alg) for e in events] if version >= 2 else []
+    hashes = (
+        chain_hashes(case_id, session_id, own, alg)
+        if version >= 2
+        else chain(case_id, session_id, events, alg)
+    )
     lines = "".join(canonical(e) + "\n" for e in events).encode("utf-8")
     _atomic_write(directory / TIMELINE, lines)
     head = hashes[-1] if hashes else genesis(case_id, session_id, alg)
+    listed = [
+        {"seq": e.get("seq"), "type": e.get("type"), "hash": h}
+        for e, h in zip(events, hashes, strict=True)
+    ]
+    for entry, e in zip(listed, own, strict=False):  # version 2: each event's own hash
+        entry["event_hash"] = e
     if before_listing is not None:
         before_listing(directory, head)
     manifest = {
-        "version": VERSION,
+        "version": version,
         "case_id": case_id,
         "session_id": session_id,
         "generated_at": time.time(),
@@ -241,7 +286,7 @@ def write_manifest(
         "participants": participants_from(events),
         "recording": _recording_summary(directory),
         "files": file_entries(directory, alg),
-        "chat": _chat(events),
+        "chat": _chat(events, version, alg),
         "opinions": _opinions(events),
         "timeline": {
             "file": TIMELINE,
@@ -249,10 +294,7 @@ def write_manifest(
             "count": len(events),
             "genesis": genesis(case_id, session_id, alg),
             "head": head,
-            "events": [
-                {"seq": e.get("seq"), "type": e.get("type"), "hash": h}
-                for e, h in zip(events, hashes, strict=True)
-            ],
+            "events": listed,
         },
     }
     if sealer is not None:

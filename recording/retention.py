@@ -6,10 +6,14 @@ A sealed session keeps three kinds of thing, each for its own period (settings
 
 - ``recordings``: ``tracks/*`` and the composite exports (``exports/*``);
 - ``stills``: ``snapshots/*``;
+- ``chat``: the chat messages' text, in ``timeline.jsonl`` (each line replaced by a stub
+  that keeps its hash, ``recording.redaction``), only in a case file sealed with the
+  redactable seal (manifest version 2; a version-1 one's chat is kept: ``OLD_SEAL``);
 - ``casefile``: everything else (manifest, timeline, opinion sheet, track index), and
   whatever is left of the above.
 
-What is purged is listed, with each file's size and SHA-256, in ``purged.json`` beside
+What is purged is listed, with each file's size and SHA-256 (chat: each event's ``seq``
+and hash), in ``purged.json`` beside
 the manifest (written before anything is deleted, so a crash midway leaves a tombstone
 that names what went) and in the case timeline as ``retention.purged`` (filed by
 ``signaling.retention``). ``purged.json`` is never content: the manifest does not list it.
@@ -29,14 +33,18 @@ from pathlib import Path
 from typing import Any
 
 from .addendum import NAME as EXPORTS_JSON
-from .archive import MANIFEST, TIMELINE
+from .archive import CHAT, MANIFEST, TIMELINE
 from .paths import ID_RE
+from .redaction import redact_timeline
 from .seal import digest_file, hash_of
 
 TOMBSTONE = "purged.json"
 VERSION = 1
-KINDS = ("recordings", "stills", "casefile")
+KINDS = ("recordings", "stills", "chat", "casefile")
 DAY = 86400.0
+OLD_SEAL = (
+    "sealed before the redactable seal (manifest version 1): its chat goes with the case file"
+)
 
 
 def kind_of(rel: str) -> str:
@@ -62,9 +70,11 @@ class Due:
     # Listed by the case file, gone already without a tombstone: kept in this one's
     # tombstone so that verify still fails for them once the manifest is gone.
     missing: list[str] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)  # chat: seq and hash
+    kept: str | None = None  # why it stays although due (OLD_SEAL)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "case_id": self.case_id,
             "session_id": self.session_id,
             "kind": self.kind,
@@ -73,6 +83,11 @@ class Due:
             "files": self.files,
             "bytes": sum(int(f.get("size") or 0) for f in self.files),
         }
+        if self.kind == "chat":
+            out["messages"] = len(self.events)
+        if self.kept:
+            out["kept"] = self.kept
+        return out
 
 
 # -- the tombstone file ---------------------------------------------------------------------
@@ -132,18 +147,23 @@ def sealed_sessions(archive: Path) -> list[tuple[str, str, Path]]:
     return out
 
 
-def unfiled(archive: Path) -> list[tuple[str, str, Path]]:
-    """Sessions whose tombstone has a purge without its event's ``seq`` (its node died
-    between the two, or is at it now)."""
+def tombstones(archive: Path) -> list[tuple[str, str, Path, dict[str, Any]]]:
+    """(case, session, directory, tombstone) of every session with a readable one."""
     out = []
     for case_id, session_id, directory in sealed_sessions(archive):
         try:
             doc = load_tombstone(directory)
         except (OSError, ValueError):
             continue
-        if any(e.get("seq") is None for e in (doc or {}).get("purges", [])):
-            out.append((case_id, session_id, directory))
+        if doc is not None:
+            out.append((case_id, session_id, directory, doc))
     return out
+
+
+def unfiled(doc: dict[str, Any]) -> bool:
+    """The tombstone has a purge without its event's ``seq`` (its node died between
+    the two, or is at it now)."""
+    return any(e.get("seq") is None for e in doc.get("purges", []))
 
 
 def ended_at(manifest: dict[str, Any]) -> float:
@@ -206,6 +226,10 @@ def due_in(
     pending = [math.inf]
     for kind in KINDS:
         period = periods.get(kind) or 0
+        if kind == "chat":
+            if period > 0 and kind not in done:
+                out += _chat_due(case_id, session_id, manifest, raw, end, period, now, pending)
+            continue
         mine = files if kind == "casefile" else [f for f in files if kind_of(f["path"]) == kind]
         if period <= 0 or kind in done or not mine:
             continue
@@ -218,6 +242,47 @@ def due_in(
     if next_due is not None:
         next_due[directory] = min(pending)
     return out
+
+
+def _chat_due(
+    case_id: str,
+    session_id: str,
+    manifest: dict[str, Any],
+    raw: bytes,
+    end: float,
+    period: float,
+    now: float,
+    pending: list[float],
+) -> list[Due]:
+    """The session's chat, if due: its events' seq and hash (a version-1 case file's
+    chat is listed as kept, never pending: it cannot be purged alone)."""
+    alg = hash_of(manifest)
+    listed = (manifest.get("timeline") or {}).get("events") or []
+    chat = [
+        {"seq": m.get("seq"), alg: m.get("event_hash")} for m in listed if m.get("type") == CHAT
+    ]
+    if not chat:
+        return []
+    old = int(manifest.get("version") or 1) < 2
+    if not old:
+        pending.append(end + period)
+    if now < end + period:
+        return []
+    digest = hashlib.sha256(raw).hexdigest()
+    item = Due(case_id, session_id, "chat", end, end + period, [], digest)
+    if old:
+        item.kept = OLD_SEAL
+    else:
+        item.events = chat
+    return [item]
+
+
+def redact(directory: Path, entry: dict[str, Any]) -> int:
+    """A chat purge's timeline lines made stubs (again: idempotent, for a pass that
+    finishes a purge its node left halfway)."""
+    events = entry.get("events") or []
+    hashes = {int(e["seq"]): str(e.get("sha256") or e.get("sm3")) for e in events}
+    return redact_timeline(directory, hashes, float(entry.get("purged_at") or 0.0))
 
 
 def due(
@@ -260,8 +325,13 @@ def purge(directory: Path, item: Due, now: float) -> dict[str, Any]:
     }
     if item.missing:
         entry["missing"] = item.missing
+    if item.kind == "chat":
+        entry["events"] = item.events
     doc["purges"] = [p for p in doc.get("purges", []) if p.get("kind") != item.kind] + [entry]
     _write_tombstone(directory, doc)
+    if item.kind == "chat":
+        redact(directory, entry)
+        return entry
     root = directory.resolve()
     for f in item.files:
         path = (directory / str(f["path"])).resolve()

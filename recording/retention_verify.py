@@ -1,5 +1,6 @@
 """``jointreview verify`` and retention: a file purged with a tombstone is reported as
-purged (when, what), never as missing; a file gone without one still fails.
+purged (when, what), never as missing; a file gone without one still fails. Purged
+chat (its timeline lines stubs, ``recording.redaction``) is listed by ``seq`` and hash.
 
 The tombstone file (``purged.json``, ``recording.retention``) lists what each purge
 deleted with its SHA-256; the case timeline has the same as ``retention.purged``. When
@@ -30,6 +31,34 @@ def _files(entry: dict[str, Any]) -> set[tuple[str, str]]:
     return {
         (str(f.get("path")), str(f.get("sha256") or f.get("sm3"))) for f in entry.get("files") or []
     }
+
+
+def _events(entry: dict[str, Any]) -> set[tuple[int, str]]:
+    """(seq, hash) of each chat event a chat purge names."""
+    return {
+        (int(e.get("seq") or 0), str(e.get("sha256") or e.get("sm3") or e.get("hash")))
+        for e in entry.get("events") or []
+    }
+
+
+def chat_purged(directory: Path) -> dict[int, str] | None:
+    """seq -> hash of every chat event the tombstone says was purged (None: none)."""
+    try:
+        doc = load_tombstone(directory) or {}
+    except (OSError, ValueError):
+        return None
+    entries = [e for e in doc.get("purges") or [] if e.get("kind") == "chat"]
+    return dict(pair for entry in entries for pair in _events(entry)) if entries else None
+
+
+def chat_filed(store_events: list[dict[str, Any]]) -> dict[int, str]:
+    """seq -> hash of every chat event a ``retention.purged`` of the store names."""
+    out: dict[int, str] = {}
+    for e in store_events:
+        data = e.get("data") or {}
+        if e.get("type") == EVENT and data.get("kind") == "chat":
+            out.update(_events(data))
+    return out
 
 
 def purged(directory: Path) -> dict[str, str]:
@@ -71,22 +100,26 @@ def check(
     entries = list((doc or {}).get("purges") or [])
     count = 0
     for entry in entries:
-        kind, files = entry.get("kind"), _files(entry)
+        kind, files, said = entry.get("kind"), _files(entry), _events(entry)
         count += len(files)
         size = sum(int(f.get("size") or 0) for f in entry.get("files") or [])
+        what = f"{len(said)} messages" if kind == "chat" else f"{len(files)} file(s), {size} bytes"
         notes.append(
-            f"{kind}: purged {_when(entry.get('purged_at'))} ({len(files)} file(s), "
-            f"{size} bytes; due {_when(entry.get('due_at'))})"
+            f"{kind}: purged {_when(entry.get('purged_at'))} ({what}; "
+            f"due {_when(entry.get('due_at'))})"
         )
         if manifest_sha256 is not None and entry.get("manifest_sha256") != manifest_sha256:
             problems.append(f"{TOMBSTONE}: the {kind} purge was made for another manifest.json")
         if store_events is None:
             continue
         mine = [e for e in events if (e.get("data") or {}).get("kind") == kind]
-        if not any(_files(e.get("data") or {}) == files for e in mine):
+        if not any(
+            _files(e.get("data") or {}) == files and _events(e.get("data") or {}) == said
+            for e in mine
+        ):
             problems.append(
                 f"{TOMBSTONE}: the {kind} purge has no matching {EVENT} in the store "
-                "(files deleted without a tombstone in the timeline)"
+                "(deleted without a tombstone in the timeline)"
             )
     if store_events is not None:
         listed = {e.get("kind") for e in entries}

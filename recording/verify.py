@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import addendum, retention_verify
+from . import addendum, redaction, retention_verify
 from . import seal as sealing
 from .archive import MANIFEST, TIMELINE, chain, content_files
 from .paths import session_dir
@@ -136,14 +136,24 @@ def verify_session(
     listed = list(timeline.get("events") or [])
     report.events = len(listed)
     path = directory / TIMELINE
+    redactable = int(manifest.get("version") or 1) >= 2  # archive.py: events hashed alone
+    named = retention_verify.chat_purged(directory) if redactable else None
+    if redactable:
+        report.problems += redaction.check_chain(case_id, session_id, listed, alg)
     if not path.is_file():
         report.problems.append(f"{TIMELINE}: missing")
     else:
-        if sealing.digest_file(path, alg) != timeline.get(alg):
-            report.problems.append(f"{TIMELINE}: content differs from the manifest")
         events, bad = read_timeline(path)
-        report.problems += bad
-        report.problems += diff_timeline(listed, case_id, session_id, events, TIMELINE, alg)
+        stubs = 0
+        if redactable:
+            found, stubs = redaction.diff_events(listed, events, TIMELINE, alg, named)
+        else:
+            found = diff_timeline(listed, case_id, session_id, events, TIMELINE, alg)
+        # Chat purged by retention changed the file (its lines are stubs): each event's
+        # own hash vouches for it then.
+        if not stubs and sealing.digest_file(path, alg) != timeline.get(alg):
+            report.problems.append(f"{TIMELINE}: content differs from the manifest")
+        report.problems += bad + found
     if listed and timeline.get("head") != listed[-1].get("hash"):
         report.problems.append(f"{MANIFEST}: chain head does not match its last event")
     # Exports made after sealing: their addendum, files and export.ready events.
@@ -161,7 +171,13 @@ def verify_session(
         if later:
             report.notes.append(f"store: {len(later)} event(s) after the manifest was written")
             covered = [e for e in covered if e not in later]
-        report.problems += diff_timeline(listed, case_id, session_id, covered, "store", alg)
+        if redactable:
+            # The record's stubs: named by the tombstone, or by the record's own purge
+            # event (an archive restored from a backup older than the purge).
+            known = {**retention_verify.chat_filed(store_events), **(named or {})}
+            report.problems += redaction.diff_events(listed, covered, "store", alg, known)[0]
+        else:
+            report.problems += diff_timeline(listed, case_id, session_id, covered, "store", alg)
         digest = hashlib.sha256(raw).hexdigest()
         if sealed and not any(
             (e.get("data") or {}).get("manifest_sha256") == digest for e in sealed

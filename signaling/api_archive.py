@@ -160,7 +160,9 @@ def listed(directory: Path, manifest: dict[str, Any]) -> dict[str, Listed]:
         if isinstance(entry, dict) and isinstance(entry.get("path"), str):
             size, sm3 = int(entry.get("size") or 0), entry.get("sm3")
             out[entry["path"]] = Listed(size, entry.get("sha256"), sm3=sm3)
-    timeline = manifest.get("timeline") or {}
+    timeline = dict(manifest.get("timeline") or {})
+    if retention_verify.chat_purged(directory) is not None:  # its chat lines are stubs now
+        timeline.pop("sha256", None), timeline.pop("sm3", None)
     # The manifest (its hash is in the store's timeline), the timeline it hashes, and the
     # addendum: vouched for by content, not by a listed size.
     for name, digest in (

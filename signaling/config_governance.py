@@ -15,6 +15,9 @@ class GovernanceSettings(BaseModel):
     retention_recordings_days: float = Field(0.0, ge=0)  # tracks/ and exports/
     retention_stills_days: float = Field(0.0, ge=0)  # snapshots/
     retention_casefile_days: float = Field(0.0, ge=0)  # the whole case file
+    # The chat's text (timeline lines and record rows become stubs that keep each
+    # message's hash); only in case files sealed with the redactable seal (version 2).
+    retention_chat_days: float = Field(0.0, ge=0)
     retention_every_s: float = Field(3600.0, gt=0)  # how often each node looks
     # The archive's quota (0: none): healthz reports its use; no recorded session starts
     # once less than disk_min_free_bytes of it is left (archive_quota_full).

@@ -77,7 +77,7 @@ MARKER_DATA = {
     "leave": ("participant_id", "reason"),
     "invitation": ("invitation_id", "dept", "level", "reviewer", "reason"),
     "snapshot": ("snapshot_id", "content_type", "size"),
-    "chat": ("participant_id", "text"),
+    "chat": ("participant_id", "text", "purged"),  # purged: by retention (#18), no text
     "opinion": ("opinion_id", "decision", "missing", "refer_to", "note"),
     "recording": ("reason", "policy", "code", "track_id", "message", "start", "end", "resumed"),
 }

@@ -82,15 +82,23 @@ async def test_the_manifest_describes_the_session(
     assert people["clerk"]["joined_at"] <= people["clerk"]["left_at"]
     assert people["clerk"]["left_reason"] == "session_ended"
     assert manifest["session"]["ended_at"] is not None
-    assert [c["text"] for c in manifest["chat"]] == ["请看营业执照"]
+    # The chat: when and its event's hash, never its text (retention may purge that).
+    assert manifest["version"] == 2
+    [chat] = manifest["chat"]
+    assert set(chat) == {"seq", "ts", "event_hash"}
+    assert "请看营业执照" not in (directory / "manifest.json").read_text()
     assert manifest["opinions"][0]["decision"] == "approve"
     snap = next(f for f in manifest["files"] if f["path"].startswith("snapshots/"))
     assert snap["sha256"] == hashlib.sha256(JPEG).hexdigest() and snap["size"] == len(JPEG)
-    # The chain: each hash over the previous one and the canonical event.
+    # The chain: each event hashed alone, each hash over the previous one and that.
     lines = (directory / "timeline.jsonl").read_text().splitlines()
     events = [json.loads(line) for line in lines]
     timeline = manifest["timeline"]
-    hashes = archive.chain(CASE, directory.name, events)
+    own = [hashlib.sha256(archive.canonical(e).encode()).hexdigest() for e in events]
+    assert [e["event_hash"] for e in timeline["events"]] == own
+    by_seq = dict(zip([e["seq"] for e in events], own, strict=True))
+    assert chat["event_hash"] == by_seq[chat["seq"]]
+    hashes = archive.chain_hashes(CASE, directory.name, own)
     assert [e["hash"] for e in timeline["events"]] == hashes
     assert timeline["head"] == hashes[-1] and timeline["count"] == len(events)
     assert [e["type"] for e in events][-1] == "session.ended"

@@ -382,7 +382,9 @@ export class ReplayPlayer {
     for (const url of this.objectUrls.splice(0)) URL.revokeObjectURL(url);
     const d = m.data || {};
     const what = [];
-    if (m.type === "chat") what.push(el("p", { class: "detail-text", testid: "detail-text", text: d.text || "" }));
+    // A message purged at the end of its retention period (#18) is a stub: no text.
+    if (m.type === "chat" && d.purged) what.push(el("p", { class: "detail-text muted", testid: "detail-text", data: { purged: "chat" }, i18n: "replay.chat_purged" }));
+    else if (m.type === "chat") what.push(el("p", { class: "detail-text", testid: "detail-text", text: d.text || "" }));
     if (m.type === "opinion") {
       what.push(el("p", { class: "detail-decision", testid: "detail-decision", data: { decision: d.decision }, i18n: `opinion.decision_${d.decision}` }));
       if (d.missing?.length) {

@@ -505,6 +505,7 @@ export default {
   "replay.type_leave": "Left",
   "replay.type_invitation": "Invitation",
   "replay.type_chat": "Message",
+  "replay.chat_purged": "deleted at the end of its retention period",
   "replay.type_snapshot": "Still",
   "replay.type_opinion": "Opinion",
   "replay.type_recording": "Recording",

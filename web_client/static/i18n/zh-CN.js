@@ -505,6 +505,7 @@ export default {
   "replay.type_leave": "离开",
   "replay.type_invitation": "邀请",
   "replay.type_chat": "消息",
+  "replay.chat_purged": "已按保存期限删除",
   "replay.type_snapshot": "材料照片",
   "replay.type_opinion": "会办意见",
   "replay.type_recording": "录制",
