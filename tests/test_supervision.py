@@ -101,7 +101,10 @@ async def _play(client: Client, tok: Tokens, clock: Clock) -> dict[str, str]:
         clock.now = at
         await call(client, clerk, "POST", f"/api/sessions/{sid}/end")
 
+    # The clerk joins each session at once: one that nobody joined is ended by the
+    # sweeper (abandoned_session_s = 1) as soon as the driven clock moves on.
     a = await session(T0, "1号窗口", "食品经营许可")
+    await service.join(tokens.verify(clerk), a)
     a_amr, a_tax, a_district = [
         await invite(a, d) for d in ("city-amr", "city-tax", "district-amr")
     ]
@@ -137,6 +140,7 @@ async def _play(client: Client, tok: Tokens, clock: Clock) -> dict[str, str]:
     await _eventually(ended, "B ended by the sweeper")
 
     c = await session(C0, "1号窗口", "食品经营许可")
+    clerk_slot, _ = await service.join(tokens.verify(clerk), c)
     c_amr = await invite(c, "city-amr")
     await answer(C0 + 5, amr, c_amr)
     await opinion(C0 + 8, amr, c, decision="refer", refer_to="city-tax")
@@ -145,7 +149,6 @@ async def _play(client: Client, tok: Tokens, clock: Clock) -> dict[str, str]:
         c, {"code": "disk_full", "track_id": "t1", "file": "t1.webm", "message": "No space"}
     )
     clock.now = C0 + 10
-    clerk_slot, _ = await service.join(tokens.verify(clerk), c)
     await service.record(
         CASE,
         "media.quality",

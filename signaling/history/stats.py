@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
-from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -28,22 +27,16 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import schema as s
+from . import stats_tally as tally
 from .exception_list import ExceptionList
 from .raising import BROKEN_OFF
+from .stats_tally import Filter, OpinionCount, SessionCount
 
 DECISIONS = ("approve", "materials_missing", "refer", "note")
 INVITATION_STATUSES = ("accepted", "declined", "unanswered", "cancelled")
 ANSWERED = ("accepted", "declined")
 PCTS = (5, 9)  # tenths: p50, p90
 LONG_S = 90 * 86400.0  # a period this long reads the indexes in value order (SQLite)
-
-
-@dataclass(frozen=True)
-class Filter:
-    since: float
-    until: float
-    dept: str | None = None
-    window: str | None = None
 
 
 def _rank_of(n: int, q: int) -> tuple[int, float]:
@@ -204,10 +197,9 @@ class Stats(ExceptionList):
         return out
 
     # -- the queries -----------------------------------------------------------------
-    async def _sessions(self, f: Filter) -> tuple[list[Any], dict[Any, Any], dict[Any, Any]]:
+    async def _session_counts(self, f: Filter) -> list[SessionCount]:
+        """Sessions by window and matter: total, ended, broken off (from the rows)."""
         t = s.sessions.c
-        where = self._sessions_where(f)
-        sessions = self._sessions_from(f)
         counts = (
             sa.select(
                 t.window,
@@ -216,12 +208,21 @@ class Stats(ExceptionList):
                 _count_if(t.ended_at.is_not(None)).label("ended"),
                 _count_if(t.end_reason.in_(BROKEN_OFF)).label("broken_off"),
             )
-            .select_from(sessions)
-            .where(*where)
+            .select_from(self._sessions_from(f))
+            .where(*self._sessions_where(f))
         )
         rows = await self._all(counts.group_by(t.window, t.matter))
+        return [SessionCount(r.window, r.matter, r.total, r.ended, r.broken_off) for r in rows]
+
+    async def _durations(
+        self, f: Filter, counts: list[SessionCount]
+    ) -> tuple[dict[Any, Any], dict[Any, Any]]:
+        """The durations' p50 and p90, overall and by window (``counts``: how many)."""
+        t = s.sessions.c
+        where = self._sessions_where(f)
+        sessions = self._sessions_from(f)
         per_window: dict[Any, int] = {}
-        for r in rows:
+        for r in counts:
             per_window[r.window] = per_window.get(r.window, 0) + int(r.ended)
         ended = sum(per_window.values())
         base = sa.select(sa.literal("").label("g")).select_from(sessions).where(*where)
@@ -229,27 +230,33 @@ class Stats(ExceptionList):
         overall = await self._ranks(base, t.duration_s, sa.literal(""), {"": ended}, whole)
         windows = sa.select(t.window.label("g")).select_from(sessions).where(*where)
         by_window = await self._ranks(windows, t.duration_s, t.window, per_window, whole)
-        return rows, overall, by_window
+        return overall, by_window
 
-    async def _invitations(self, f: Filter) -> tuple[list[Any], dict[Any, Any]]:
+    async def _invitation_counts(self, f: Filter) -> list[tuple[str | None, str | None, str, int]]:
+        """(dept, level, outcome, count) from the rows."""
         i = s.invitations.c
-        where = self._invitations_where(f)
         counts = sa.select(
             i.dept,
             i.level,
             i.status,
             sa.func.count().label("n"),
             _count_if(i.unanswered_at.is_not(None)).label("rang_out"),
-        ).where(*where)
-        rows = await self._all(counts.group_by(i.dept, i.level, i.status))
-        answered: dict[Any, int] = {}
-        for r in rows:
-            if r.dept is not None and r.status in ANSWERED:
-                answered[r.dept] = answered.get(r.dept, 0) + int(r.n)
-        base = sa.select(i.dept.label("g")).where(*where)
-        return rows, await self._ranks(base, i.answer_s, i.dept, answered, _whole(f))
+        ).where(*self._invitations_where(f))
+        return _outcomes(await self._all(counts.group_by(i.dept, i.level, i.status)))
 
-    async def _opinions(self, f: Filter) -> list[Any]:
+    async def _answers(
+        self, f: Filter, counts: list[tuple[str | None, str | None, str, int]]
+    ) -> dict[Any, Any]:
+        """The answers' p50 and p90 by department (``counts``: how many)."""
+        i = s.invitations.c
+        answered: dict[Any, int] = {}
+        for dept, _, outcome, n in counts:
+            if dept is not None and outcome in ANSWERED:
+                answered[dept] = answered.get(dept, 0) + n
+        base = sa.select(i.dept.label("g")).where(*self._invitations_where(f))
+        return await self._ranks(base, i.answer_s, i.dept, answered, _whole(f))
+
+    async def _opinions(self, f: Filter) -> list[OpinionCount]:
         o = s.opinions.c
         at = self._time(o.created_at, f)
         where = [at >= f.since, at < f.until, o.author_dept.is_not(None)]
@@ -257,57 +264,73 @@ class Stats(ExceptionList):
             where.append(o.author_dept == f.dept)
         where += self._of_window(o.session_id, f)
         stmt = sa.select(o.author_dept, o.decision, sa.func.count().label("n")).where(*where)
-        return await self._all(stmt.group_by(o.author_dept, o.decision))
+        rows = await self._all(stmt.group_by(o.author_dept, o.decision))
+        return [OpinionCount(r.author_dept, r.decision, int(r.n)) for r in rows]
+
+    async def _counts(
+        self, f: Filter
+    ) -> tuple[list[SessionCount], list[tuple[str | None, str | None, str, int]], list[Any]]:
+        """The period's counts: its whole days from the ``stats_*`` tables, its edges (and
+        a department's and window's share together) from the rows."""
+        scope = tally.scope_of(f)
+        days, edges = tally.split(f, tally.DAY_S) if scope is not None else (None, [f])
+        sessions: list[SessionCount] = []
+        invitations: list[tuple[str | None, str | None, str, int]] = []
+        opinions: list[Any] = []
+        if days is not None and scope is not None:
+            async with self.engine.connect() as conn:
+                for out, (stmt, rows) in (
+                    (sessions, tally.sessions(scope, days)),
+                    (invitations, tally.invitations(scope, days)),
+                    (opinions, tally.opinions(scope, days)),
+                ):
+                    out += rows(await conn.execute(stmt))
+        for edge in edges:
+            sessions += await self._session_counts(edge)
+            invitations += await self._invitation_counts(edge)
+            opinions += await self._opinions(edge)
+        return _merged(sessions), invitations, opinions
 
     async def _days(self, f: Filter, tz: ZoneInfo) -> list[dict[str, Any]]:
-        """Every local day of the period with its counts: one statement, a range count
-        per day and measure over the time indexes (no grouping, no sort)."""
+        """Every local day of the period with its counts: whole hours from the tally,
+        the rest (and a zone whose days do not start on whole hours) from the rows."""
         bounds = _day_bounds(f, tz)
-        # The days as rows (SQLite names no VALUES columns): at most 367 of 500 terms.
-        rows = (
-            sa.select(
-                sa.literal(k, sa.Integer).label("i"),
-                sa.literal(a, s.TIME).label("a"),
-                sa.literal(b, s.TIME).label("b"),
-            )
-            for k, (_, a, b) in enumerate(bounds)
-        )
-        d = sa.union_all(*rows).subquery("d")
-        if f.dept is not None or f.window is not None:
-            got = await self._days_filtered(f, bounds)
+        scope = tally.scope_of(f)
+        if scope is not None and all(a % tally.HOUR_S == 0 for _, a, _ in bounds[1:]):
+            got = await self._days_tallied(f, scope, bounds)
         else:
-            got = await self._days_all(d)
+            got = await self._days_filtered(f, bounds)
         return [
             {"date": date, "sessions": 0, "invitations": 0, "accepted": 0, "unanswered": 0}
             | got.get(k, {})
             for k, (date, _, _) in enumerate(bounds)
         ]
 
-    async def _days_all(self, d: Any) -> dict[int, dict[str, int]]:
-        """A range count per day and measure over the time indexes (no grouping)."""
-        t, i = s.sessions.c, s.invitations.c
-        in_day = [i.created_at >= d.c.a, i.created_at < d.c.b]
-        sessions = sa.select(sa.func.count()).select_from(s.sessions)
-        sessions = sessions.where(t.created_at >= d.c.a, t.created_at < d.c.b)
-
-        def measure(cond: Any) -> Any:
-            what = sa.func.count() if cond is None else _count_if(cond)
-            return sa.select(what).select_from(s.invitations).where(*in_day).scalar_subquery()
-
-        stmt = sa.select(
-            d.c.i,
-            sessions.scalar_subquery().label("sessions"),
-            measure(None).label("invitations"),
-            measure(i.status == "accepted").label("accepted"),
-            measure(_outcome() == "unanswered").label("unanswered"),
-        )
-        return {int(r.i): _day(r) for r in await self._all(stmt)}
+    async def _days_tallied(
+        self, f: Filter, scope: str, bounds: list[tuple[str, float, float]]
+    ) -> dict[int, dict[str, int]]:
+        """Whole hours from ``stats_hours`` (a zone of whole hours: each in one local day),
+        the edges (less than an hour) from the rows."""
+        hours, edges = tally.split(f, tally.HOUR_S)
+        out: dict[int, dict[str, int]] = {}
+        for edge in edges:
+            for k, row in (await self._days_filtered(edge, bounds)).items():
+                _sum_into(out.setdefault(k, dict.fromkeys(row, 0)), row)
+        if hours is None:
+            return out
+        starts = [a for _, a, _ in bounds]
+        stmt, rows = tally.hours(scope, hours)
+        async with self.engine.connect() as conn:
+            found = rows(await conn.execute(stmt))
+        for at, row in found:
+            k = bisect.bisect_right(starts, at) - 1
+            _sum_into(out.setdefault(k, dict.fromkeys(row, 0)), row)
+        return out
 
     async def _days_filtered(
         self, f: Filter, bounds: list[tuple[str, float, float]]
     ) -> dict[int, dict[str, int]]:
-        """A department's or a window's (a fraction of the period's rows): their times
-        read once and put in their days here (SQLite joined the days to every row)."""
+        """From the rows: their times read once and put in their days here."""
         t, i = s.sessions.c, s.invitations.c
         starts = [a for _, a, _ in bounds]
         out: dict[int, dict[str, int]] = {}
@@ -331,9 +354,9 @@ class Stats(ExceptionList):
     async def statistics(self, f: Filter, tz: ZoneInfo) -> dict[str, Any]:
         """The figures of ``GET /api/stats`` (departments without their names: the
         caller adds them from the directory)."""
-        counts, overall, per_window = await self._sessions(f)
-        inv_counts, answers = await self._invitations(f)
-        opinions = await self._opinions(f)
+        counts, outcomes, opinions = await self._counts(f)
+        overall, per_window = await self._durations(f, counts)
+        answers = await self._answers(f, outcomes)
         by_day = await self._days(f, tz)
         p50, p90 = overall[""]
         sessions = {
@@ -343,7 +366,6 @@ class Stats(ExceptionList):
             "duration_s_p50": p50,
             "duration_s_p90": p90,
         }
-        outcomes = _outcomes(inv_counts)
         return {
             "period": {"since": f.since, "until": f.until, "timezone": str(tz.key)},
             "sessions": sessions,
@@ -431,14 +453,31 @@ def _breakdown(
     return sorted(out.values(), key=lambda r: (-r["sessions"], str(r[key])))
 
 
+def _merged(rows: list[SessionCount]) -> list[SessionCount]:
+    """One row per (window, matter): the tables' and the edges' added up."""
+    out: dict[tuple[Any, Any], SessionCount] = {}
+    for r in rows:
+        have = out.get((r.window, r.matter))
+        if have is not None:
+            r = SessionCount(
+                r.window,
+                r.matter,
+                have.total + r.total,
+                have.ended + r.ended,
+                have.broken_off + r.broken_off,
+            )
+        out[r.window, r.matter] = r
+    return list(out.values())
+
+
+def _sum_into(out: dict[str, int], row: dict[str, int]) -> None:
+    for k, n in row.items():
+        out[k] += n
+
+
 def _whole(f: Filter) -> bool:
     """No department or window filter: the whole period's rows."""
     return f.dept is None and f.window is None
-
-
-def _day(r: Any) -> dict[str, int]:
-    keys = ("sessions", "invitations", "accepted", "unanswered")
-    return {k: int(getattr(r, k) or 0) for k in keys}
 
 
 def _day_bounds(f: Filter, tz: ZoneInfo) -> list[tuple[str, float, float]]:

@@ -1,0 +1,237 @@
+"""The statistics' counts, kept as the events that change them are filed (``stats_*``).
+
+A projection of the record's rows, not of the events: a session's **contribution** is
+what its row, its invitations and its opinions add to the counts (``contribution``).
+The write transaction (``writer.transaction``) reads the contributions of the sessions
+its events touch before it changes their rows and again after, and adds the difference
+(``Tally.begin`` / ``Tally.commit``): whatever the order the events arrive in, twice or
+late (a session's rows rebuilt), the counts stay what the rows say. ``rebuild`` fills
+them from the rows (migration 0003, or to repair).
+
+Only the event types that change a count touch anything (``COUNTED``); a batch of chat
+messages, joins and stills costs nothing here.
+
+Keys (``schema``): the UTC day (``floor(t / 86400)``) or hour, and the scope: ``""``
+(everything), ``d:<dept>`` (the sessions the department was invited to, its invitations,
+its opinions), ``w:<window>`` (the window's sessions, their invitations and opinions).
+An invitation's outcome is ``_outcome``'s; ``open`` (pending, ringing) counts in totals.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from . import schema as s
+from .projection import Row
+from .raising import BROKEN_OFF
+
+ANSWERED = ("accepted", "declined")
+COUNTED = frozenset(
+    {
+        "session.created",
+        "session.ended",
+        "invitation.created",
+        "invitation.unanswered",
+        "invitation.accepted",
+        "invitation.declined",
+        "invitation.cancelled",
+        "opinion.filed",
+    }
+)
+DAY_S = 86_400
+HOUR_S = 3_600
+
+# (table, key) -> the counts it adds, in the table's count columns' order
+Counts = dict[tuple[str, tuple[Any, ...]], list[int]]
+
+SESSION_COLS = ("session_id", "created_at", "window", "matter", "ended_at", "end_reason")
+INVITATION_COLS = ("session_id", "created_at", "dept", "level", "status", "unanswered_at")
+OPINION_COLS = ("session_id", "created_at", "author_dept", "decision")
+COUNT_COLUMNS = {
+    t.name: tuple(c.name for c in t.columns if not c.primary_key)
+    for t in (s.stats_sessions, s.stats_invitations, s.stats_opinions, s.stats_hours)
+}
+
+
+def outcome(status: str, unanswered_at: float | None) -> str:
+    """Answered, else ``unanswered`` once it rang out (even if the session's end then
+    cancelled it), else cancelled, else ``open``."""
+    if status in ANSWERED:
+        return status
+    if unanswered_at is not None:
+        return "unanswered"
+    return "cancelled" if status == "cancelled" else "open"
+
+
+def _add(out: Counts, table: str, key: tuple[Any, ...], counts: Sequence[int]) -> None:
+    have = out.get((table, key))
+    if have is None:
+        out[table, key] = list(counts)
+    else:
+        for k, n in enumerate(counts):
+            have[k] += n
+
+
+def day_of(t: float) -> int:
+    return math.floor(t / DAY_S)
+
+
+def hour_of(t: float) -> int:
+    return math.floor(t / HOUR_S)
+
+
+def contribution(
+    out: Counts, session: Row, invitations: Iterable[Row], opinions: Iterable[Row]
+) -> None:
+    """Add what one session (its row, its invitations and opinions) counts to ``out``."""
+    invitations = list(invitations)
+    window = session["window"] or ""
+    depts = sorted({i["dept"] for i in invitations if i["dept"] is not None})
+    scopes = ["", f"w:{window}", *(f"d:{d}" for d in depts)]
+    at = float(session["created_at"])
+    day, hour = day_of(at), hour_of(at)
+    ended = int(session["ended_at"] is not None)
+    broken = int(session["end_reason"] in BROKEN_OFF)
+    key = (window, session["matter"] or "")
+    for scope in scopes:
+        _add(out, "stats_sessions", (scope, day, *key), (1, ended, broken))
+        _add(out, "stats_hours", (scope, hour), (1, 0, 0, 0))
+    for i in invitations:
+        at = float(i["created_at"])
+        how = outcome(i["status"], i["unanswered_at"])
+        dept = i["dept"] or ""
+        what = (dept, i["level"] or "", how)
+        hourly = (0, 1, int(how == "accepted"), int(how == "unanswered"))
+        for scope in ("", f"w:{window}", *((f"d:{dept}",) if dept else ())):
+            _add(out, "stats_invitations", (scope, day_of(at), *what), (1,))
+            _add(out, "stats_hours", (scope, hour_of(at)), hourly)
+    for o in opinions:
+        dept = o["author_dept"]
+        if dept is None:
+            continue
+        at = float(o["created_at"])
+        for scope in ("", f"w:{window}", f"d:{dept}"):
+            _add(out, "stats_opinions", (scope, day_of(at), dept, o["decision"]), (1,))
+
+
+def _select(table: sa.Table, columns: tuple[str, ...]) -> sa.Select[Any]:
+    ids = sa.bindparam("ids", type_=s.ID, expanding=True)
+    return sa.select(*(table.c[c] for c in columns)).where(table.c.session_id.in_(ids))
+
+
+# Built once (a statement's cache key is computed once).
+_SESSIONS = _select(s.sessions, SESSION_COLS)
+_INVITATIONS = _select(s.invitations, INVITATION_COLS)
+_OPINIONS = _select(s.opinions, OPINION_COLS)
+
+
+def counts_of(conn: sa.Connection, session_ids: Iterable[str]) -> Counts:
+    """What these sessions count now, from their rows (sessions without a row: nothing)."""
+    out: Counts = {}
+    ids = sorted(set(session_ids))
+    for k in range(0, len(ids), 500):
+        part = {"ids": ids[k : k + 500]}
+        sessions = [dict(zip(SESSION_COLS, r, strict=True)) for r in conn.execute(_SESSIONS, part)]
+        if not sessions:
+            continue
+        invitations: dict[str, list[Row]] = defaultdict(list)
+        for r in conn.execute(_INVITATIONS, part):
+            invitations[r[0]].append(dict(zip(INVITATION_COLS, r, strict=True)))
+        opinions: dict[str, list[Row]] = defaultdict(list)
+        for r in conn.execute(_OPINIONS, part):
+            opinions[r[0]].append(dict(zip(OPINION_COLS, r, strict=True)))
+        for row in sessions:
+            sid = row["session_id"]
+            contribution(out, row, invitations.get(sid, ()), opinions.get(sid, ()))
+    return out
+
+
+def _difference(before: Counts, after: Counts) -> Counts:
+    out: Counts = {}
+    for key in before.keys() | after.keys():
+        new, old = after.get(key), before.get(key)
+        if new is None:
+            assert old is not None
+            delta = [-n for n in old]
+        else:
+            delta = [a - b for a, b in zip(new, old or [0] * len(new), strict=True)]
+        if any(delta):
+            out[key] = delta
+    return out
+
+
+_UPSERTS: dict[str, sa.TextClause] = {}
+
+
+def _upsert(table: str) -> sa.TextClause:
+    """Add to a row's counts, or make it: the same text on SQLite and PostgreSQL."""
+    if table not in _UPSERTS:
+        t = s.TABLES[table]
+        keys = [c.name for c in t.primary_key.columns]
+        counts = COUNT_COLUMNS[table]
+        names = ", ".join(f'"{c}"' for c in (*keys, *counts))
+        values = ", ".join(f":{c}" for c in (*keys, *counts))
+        add = ", ".join(f'"{c}" = {table}."{c}" + excluded."{c}"' for c in counts)
+        on = ", ".join(f'"{c}"' for c in keys)
+        _UPSERTS[table] = sa.text(
+            f"INSERT INTO {table} ({names}) VALUES ({values}) "
+            f"ON CONFLICT ({on}) DO UPDATE SET {add}"
+        )
+    return _UPSERTS[table]
+
+
+def apply(conn: sa.Connection, delta: Counts) -> None:
+    """Add these counts, one statement per table (many parameter sets)."""
+    by_table: dict[str, list[Row]] = defaultdict(list)
+    for (table, key), counts in sorted(delta.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+        t = s.TABLES[table]
+        names = [c.name for c in t.primary_key.columns]
+        row = dict(zip(names, key, strict=True))
+        row.update(zip(COUNT_COLUMNS[table], counts, strict=True))
+        by_table[table].append(row)
+    for table, rows in by_table.items():
+        conn.execute(_upsert(table), rows)
+
+
+class Tally:
+    """One write transaction's change to the counts: ``begin`` with the sessions its
+    events touch (before their rows change), ``commit`` after."""
+
+    def __init__(self, conn: sa.Connection, events: Iterable[Row]) -> None:
+        self.conn = conn
+        self.sessions = sorted(
+            {e["session_id"] for e in events if e["type"] in COUNTED and e["session_id"]}
+        )
+        self.before = counts_of(conn, self.sessions) if self.sessions else {}
+
+    def commit(self) -> None:
+        if self.sessions:
+            apply(self.conn, _difference(self.before, counts_of(self.conn, self.sessions)))
+
+
+def _all_sessions(conn: sa.Connection, chunk: int) -> Iterator[list[str]]:
+    t = s.sessions.c
+    last = ""
+    while True:
+        stmt = sa.select(t.session_id).where(t.session_id > last).order_by(t.session_id)
+        ids = list(conn.execute(stmt.limit(chunk)).scalars())
+        if not ids:
+            return
+        yield ids
+        last = ids[-1]
+
+
+def rebuild(conn: sa.Connection, chunk: int = 5000) -> None:
+    """The counts made again from the rows (in the caller's transaction)."""
+    for table in COUNT_COLUMNS:
+        conn.execute(sa.delete(s.TABLES[table]))
+    total: Counts = {}
+    for ids in _all_sessions(conn, chunk):
+        for key, counts in counts_of(conn, ids).items():
+            _add(total, key[0], key[1], counts)
+    apply(conn, total)
