@@ -318,6 +318,15 @@ async def test_a_known_history_gives_exact_statistics_and_exceptions(
         assert window["invitations"] == {
             "total": 2, "accepted": 1, "declined": 0, "unanswered": 1, "cancelled": 0
         }  # fmt: skip
+        # Over a long period, a window's and a department's ranks are read in value order
+        # (stats_values, the indexes): the same figures.
+        long_window = f"/api/stats?since={T0 - 300 * DAY}&until={C0 + DAY}&window=2号窗口"
+        got = await call(client, sup, "GET", long_window)
+        for part in ("sessions", "invitations", "departments", "windows", "matters"):
+            assert got[part] == window[part], part
+        got = await call(client, sup, "GET", long_tax)
+        for part in ("sessions", "invitations", "departments", "windows", "matters"):
+            assert got[part] == tax[part], part
 
         # -- handled once: the timeline, the audit trail, webhooks; twice is a 409 --------
         target = by_kind[("a", "no_opinion")]["exception_id"]

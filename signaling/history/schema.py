@@ -219,8 +219,8 @@ exceptions = sa.Table(
 # (or 3600) of the session, invitation or opinion. ``scope``: ``""`` every row,
 # ``d:<dept>`` a department's share (the sessions it was invited to, its invitations and
 # opinions), ``w:<window>`` a window's. Keys hold ``""`` for none (they cannot be NULL).
-def _tally(name: str, *columns: sa.Column[Any]) -> sa.Table:
-    keys = [c.name for c in columns if c.primary_key]
+def _tally(name: str, *columns: sa.Column[Any] | sa.Index) -> sa.Table:
+    keys = [c.name for c in columns if isinstance(c, sa.Column) and c.primary_key]
     return sa.Table(
         name,
         metadata,
@@ -275,6 +275,22 @@ stats_hours = _tally(  # by_day's measures, by hour: any time zone of whole hour
     _count("invitations"),
     _count("accepted"),
     _count("unanswered"),
+)
+
+# The values the percentiles rank where no row's own index holds them in order: the
+# durations of the sessions a department was invited to (scope ``d:<dept>``, group: the
+# window), the answers' times of a window's invitations (``w:<window>``, group: the
+# department). ``ref``: the session or invitation; ``at``: its creation.
+stats_values = _tally(
+    "stats_values",
+    _key("scope", SCOPE),
+    _key("measure", sa.String(16)),  # duration, answer
+    _key("ref", ID),
+    sa.Column("grp", sa.String(128), nullable=False),
+    sa.Column("value", TIME, nullable=False),
+    sa.Column("at", TIME, nullable=False),
+    sa.Index(None, "scope", "measure", "value", "at"),
+    sa.Index(None, "scope", "measure", "grp", "value", "at"),
 )
 
 TABLES = {t.name: t for t in metadata.sorted_tables}

@@ -27,13 +27,12 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import schema as s
+from . import stats_parts as parts
 from . import stats_tally as tally
 from .exception_list import ExceptionList
 from .raising import BROKEN_OFF
 from .stats_tally import Filter, OpinionCount, SessionCount
 
-DECISIONS = ("approve", "materials_missing", "refer", "note")
-INVITATION_STATUSES = ("accepted", "declined", "unanswered", "cancelled")
 ANSWERED = ("accepted", "declined")
 PCTS = (5, 9)  # tenths: p50, p90
 LONG_S = 90 * 86400.0  # a period this long reads the indexes in value order (SQLite)
@@ -49,16 +48,6 @@ def _pct(values: list[float], weight: float) -> float:
     """The percentile from the value at its rank and the next one (``weight`` of it)."""
     values = sorted(values)
     return values[0] + weight * (values[1] - values[0]) if weight else values[0]
-
-
-def _outcome() -> Any:
-    """An invitation's outcome in SQL, as ``_outcomes`` counts it."""
-    i = s.invitations.c
-    return sa.case(
-        (i.status.in_(ANSWERED), i.status),
-        (i.unanswered_at.is_not(None), sa.literal("unanswered")),
-        else_=i.status,
-    )
 
 
 def _count_if(cond: Any) -> Any:
@@ -80,9 +69,10 @@ class Stats(ExceptionList):
         (``+ 0``: no index serves an expression) to the ones in value or group order, which
         need no sort; over a short one the period's range is smaller. PostgreSQL plans
         from its statistics."""
-        if self.dialect == "sqlite" and f.until - f.since > LONG_S and _whole(f):
-            return col + 0
-        return col
+        return col + 0 if self._long(f) else col
+
+    def _long(self, f: Filter) -> bool:
+        return self.dialect == "sqlite" and f.until - f.since > LONG_S
 
     def _sessions_where(self, f: Filter) -> list[Any]:
         t = s.sessions.c
@@ -225,8 +215,11 @@ class Stats(ExceptionList):
         for r in counts:
             per_window[r.window] = per_window.get(r.window, 0) + int(r.ended)
         ended = sum(per_window.values())
+        if f.dept is not None and f.window is None:
+            return await self._values(f, f"d:{f.dept}", "duration", per_window, ended)
         base = sa.select(sa.literal("").label("g")).select_from(sessions).where(*where)
-        whole = _whole(f)
+        # A window's over a long period: in the order of its index (window, duration).
+        whole = _whole(f) or (f.dept is None and self._long(f))
         overall = await self._ranks(base, t.duration_s, sa.literal(""), {"": ended}, whole)
         windows = sa.select(t.window.label("g")).select_from(sessions).where(*where)
         by_window = await self._ranks(windows, t.duration_s, t.window, per_window, whole)
@@ -253,8 +246,29 @@ class Stats(ExceptionList):
         for dept, _, outcome, n in counts:
             if dept is not None and outcome in ANSWERED:
                 answered[dept] = answered.get(dept, 0) + n
+        if f.window is not None and f.dept is None:
+            return (await self._values(f, f"w:{f.window}", "answer", answered, None))[1]
         base = sa.select(i.dept.label("g")).where(*self._invitations_where(f))
-        return await self._ranks(base, i.answer_s, i.dept, answered, _whole(f))
+        # A department's over a long period: in the order of its index (dept, answer).
+        whole = _whole(f) or (f.window is None and self._long(f))
+        return await self._ranks(base, i.answer_s, i.dept, answered, whole)
+
+    async def _values(
+        self, f: Filter, scope: str, measure: str, per_group: dict[Any, int], total: int | None
+    ) -> tuple[dict[Any, Any], dict[Any, Any]]:
+        """The ranks of a department's sessions' durations, or of a window's answers, from
+        ``stats_values`` in value order: overall (``total`` of them) and by group."""
+        v = s.stats_values.c
+        where = [v.scope == scope, v.measure == measure, v.at >= f.since, v.at < f.until]
+        overall: dict[Any, Any] = {}
+        if total is not None:
+            base = sa.select(sa.literal("").label("g")).where(*where)
+            overall = await self._ranks(base, v.value, sa.literal(""), {"": total}, True)
+        wanted = {"" if g is None else g: n for g, n in per_group.items()}
+        groups = sa.select(v.grp.label("g")).where(*where)
+        found = await self._ranks(groups, v.value, v.grp, wanted, True)
+        by_group = {g: found["" if g is None else g] for g in per_group}
+        return overall, by_group
 
     async def _opinions(self, f: Filter) -> list[OpinionCount]:
         o = s.opinions.c
@@ -289,7 +303,7 @@ class Stats(ExceptionList):
             sessions += await self._session_counts(edge)
             invitations += await self._invitation_counts(edge)
             opinions += await self._opinions(edge)
-        return _merged(sessions), invitations, opinions
+        return parts.merged(sessions), invitations, opinions
 
     async def _days(self, f: Filter, tz: ZoneInfo) -> list[dict[str, Any]]:
         """Every local day of the period with its counts: whole hours from the tally,
@@ -315,7 +329,7 @@ class Stats(ExceptionList):
         out: dict[int, dict[str, int]] = {}
         for edge in edges:
             for k, row in (await self._days_filtered(edge, bounds)).items():
-                _sum_into(out.setdefault(k, dict.fromkeys(row, 0)), row)
+                parts.sum_into(out.setdefault(k, dict.fromkeys(row, 0)), row)
         if hours is None:
             return out
         starts = [a for _, a, _ in bounds]
@@ -324,7 +338,7 @@ class Stats(ExceptionList):
             found = rows(await conn.execute(stmt))
         for at, row in found:
             k = bisect.bisect_right(starts, at) - 1
-            _sum_into(out.setdefault(k, dict.fromkeys(row, 0)), row)
+            parts.sum_into(out.setdefault(k, dict.fromkeys(row, 0)), row)
         return out
 
     async def _days_filtered(
@@ -369,11 +383,11 @@ class Stats(ExceptionList):
         return {
             "period": {"since": f.since, "until": f.until, "timezone": str(tz.key)},
             "sessions": sessions,
-            "invitations": _invitation_totals(outcomes),
-            "departments": _departments(outcomes, answers, opinions),
+            "invitations": parts.invitation_totals(outcomes),
+            "departments": parts.departments(outcomes, answers, opinions),
             "by_day": by_day,
-            "windows": _breakdown(counts, "window", per_window),
-            "matters": _breakdown(counts, "matter", None),
+            "windows": parts.breakdown(counts, "window", per_window),
+            "matters": parts.breakdown(counts, "matter", None),
         }
 
 
@@ -391,88 +405,6 @@ def _outcomes(rows: list[Any]) -> list[tuple[str | None, str | None, str, int]]:
                 (r.dept, r.level, r.status, n - rang_out),
             ]
     return out
-
-
-def _invitation_totals(rows: list[tuple[str | None, str | None, str, int]]) -> dict[str, int]:
-    out = {"total": sum(n for *_, n in rows)}
-    for status in INVITATION_STATUSES:
-        out[status] = sum(n for _, _, s_, n in rows if s_ == status)
-    return out
-
-
-def _departments(
-    counts: list[tuple[str | None, str | None, str, int]],
-    answers: dict[Any, tuple[float | None, float | None]],
-    opinions: list[Any],
-) -> list[dict[str, Any]]:
-    depts: dict[str, dict[str, Any]] = {}
-
-    def dept(name: str) -> dict[str, Any]:
-        if name not in depts:
-            depts[name] = {
-                "dept": name,
-                "level": None,
-                "invited": 0,
-                **{k: 0 for k in ("accepted", "declined", "unanswered")},
-                "answer_s_p50": None,
-                "answer_s_p90": None,
-                "opinions": {d: 0 for d in DECISIONS},
-            }
-        return depts[name]
-
-    for name, level, outcome, n in counts:
-        if name is None:  # a named reviewer's invitation: in the totals only
-            continue
-        d = dept(name)
-        d["level"] = d["level"] or level
-        d["invited"] += n
-        if outcome in ("accepted", "declined", "unanswered"):
-            d[outcome] += n
-    for name, (p50, p90) in answers.items():
-        dept(name)["answer_s_p50"], dept(name)["answer_s_p90"] = p50, p90
-    for r in opinions:
-        if r.decision in DECISIONS:
-            dept(r.author_dept)["opinions"][r.decision] += r.n
-    return [depts[k] for k in sorted(depts)]
-
-
-def _breakdown(
-    counts: list[Any], key: str, ranks: dict[Any, tuple[float | None, float | None]] | None
-) -> list[dict[str, Any]]:
-    """Sessions per window (with their durations' percentiles) or per matter, most first."""
-    out: dict[Any, dict[str, Any]] = {}
-    for r in counts:
-        name = getattr(r, key)
-        row = out.setdefault(name, {key: name, "sessions": 0, "ended": 0, "broken_off": 0})
-        row["sessions"] += r.total
-        row["ended"] += r.ended
-        row["broken_off"] += r.broken_off
-    if ranks is not None:
-        for name, row in out.items():
-            row["duration_s_p50"], row["duration_s_p90"] = ranks.get(name, (None, None))
-    return sorted(out.values(), key=lambda r: (-r["sessions"], str(r[key])))
-
-
-def _merged(rows: list[SessionCount]) -> list[SessionCount]:
-    """One row per (window, matter): the tables' and the edges' added up."""
-    out: dict[tuple[Any, Any], SessionCount] = {}
-    for r in rows:
-        have = out.get((r.window, r.matter))
-        if have is not None:
-            r = SessionCount(
-                r.window,
-                r.matter,
-                have.total + r.total,
-                have.ended + r.ended,
-                have.broken_off + r.broken_off,
-            )
-        out[r.window, r.matter] = r
-    return list(out.values())
-
-
-def _sum_into(out: dict[str, int], row: dict[str, int]) -> None:
-    for k, n in row.items():
-        out[k] += n
 
 
 def _whole(f: Filter) -> bool:

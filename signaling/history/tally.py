@@ -48,9 +48,28 @@ HOUR_S = 3_600
 
 # (table, key) -> the counts it adds, in the table's count columns' order
 Counts = dict[tuple[str, tuple[Any, ...]], list[int]]
+# (scope, measure, ref) -> (group, value, at): a row of stats_values
+Values = dict[tuple[str, str, str], tuple[str, float, float]]
 
-SESSION_COLS = ("session_id", "created_at", "window", "matter", "ended_at", "end_reason")
-INVITATION_COLS = ("session_id", "created_at", "dept", "level", "status", "unanswered_at")
+SESSION_COLS = (
+    "session_id",
+    "created_at",
+    "window",
+    "matter",
+    "ended_at",
+    "end_reason",
+    "duration_s",
+)
+INVITATION_COLS = (
+    "session_id",
+    "created_at",
+    "dept",
+    "level",
+    "status",
+    "unanswered_at",
+    "invitation_id",
+    "answer_s",
+)
 OPINION_COLS = ("session_id", "created_at", "author_dept", "decision")
 COUNT_COLUMNS = {
     t.name: tuple(c.name for c in t.columns if not c.primary_key)
@@ -86,9 +105,10 @@ def hour_of(t: float) -> int:
 
 
 def contribution(
-    out: Counts, session: Row, invitations: Iterable[Row], opinions: Iterable[Row]
+    out: Counts, values: Values, session: Row, invitations: Iterable[Row], opinions: Iterable[Row]
 ) -> None:
-    """Add what one session (its row, its invitations and opinions) counts to ``out``."""
+    """Add what one session (its row, its invitations and opinions) counts to ``out``,
+    and the values it ranks to ``values``."""
     invitations = list(invitations)
     window = session["window"] or ""
     depts = sorted({i["dept"] for i in invitations if i["dept"] is not None})
@@ -101,6 +121,10 @@ def contribution(
     for scope in scopes:
         _add(out, "stats_sessions", (scope, day, *key), (1, ended, broken))
         _add(out, "stats_hours", (scope, hour), (1, 0, 0, 0))
+    if session["duration_s"] is not None:
+        for d in depts:
+            ref = (f"d:{d}", "duration", session["session_id"])
+            values[ref] = (window, float(session["duration_s"]), at)
     for i in invitations:
         at = float(i["created_at"])
         how = outcome(i["status"], i["unanswered_at"])
@@ -110,6 +134,9 @@ def contribution(
         for scope in ("", f"w:{window}", *((f"d:{dept}",) if dept else ())):
             _add(out, "stats_invitations", (scope, day_of(at), *what), (1,))
             _add(out, "stats_hours", (scope, hour_of(at)), hourly)
+        if dept and i["answer_s"] is not None and how in ANSWERED:
+            ref = (f"w:{window}", "answer", i["invitation_id"])
+            values[ref] = (dept, float(i["answer_s"]), at)
     for o in opinions:
         dept = o["author_dept"]
         if dept is None:
@@ -130,9 +157,10 @@ _INVITATIONS = _select(s.invitations, INVITATION_COLS)
 _OPINIONS = _select(s.opinions, OPINION_COLS)
 
 
-def counts_of(conn: sa.Connection, session_ids: Iterable[str]) -> Counts:
-    """What these sessions count now, from their rows (sessions without a row: nothing)."""
+def counts_of(conn: sa.Connection, session_ids: Iterable[str]) -> tuple[Counts, Values]:
+    """What these sessions count and rank now, from their rows (without a row: nothing)."""
     out: Counts = {}
+    values: Values = {}
     ids = sorted(set(session_ids))
     for k in range(0, len(ids), 500):
         part = {"ids": ids[k : k + 500]}
@@ -147,8 +175,8 @@ def counts_of(conn: sa.Connection, session_ids: Iterable[str]) -> Counts:
             opinions[r[0]].append(dict(zip(OPINION_COLS, r, strict=True)))
         for row in sessions:
             sid = row["session_id"]
-            contribution(out, row, invitations.get(sid, ()), opinions.get(sid, ()))
-    return out
+            contribution(out, values, row, invitations.get(sid, ()), opinions.get(sid, ()))
+    return out, values
 
 
 def _difference(before: Counts, after: Counts) -> Counts:
@@ -185,6 +213,26 @@ def _upsert(table: str) -> sa.TextClause:
     return _UPSERTS[table]
 
 
+_VALUE_KEY = [
+    s.stats_values.c[c] == sa.bindparam(f"k_{c}", type_=s.stats_values.c[c].type)
+    for c in ("scope", "measure", "ref")
+]
+_DROP_VALUE = sa.delete(s.stats_values).where(*_VALUE_KEY)
+_ADD_VALUE = sa.insert(s.stats_values)
+
+
+def apply_values(conn: sa.Connection, before: Values, after: Values) -> None:
+    """Make ``stats_values`` hold ``after`` where it held ``before``."""
+    gone = [k for k, v in before.items() if after.get(k) != v]
+    new = [k for k, v in after.items() if before.get(k) != v]
+    if gone:
+        keys = [dict(zip(("k_scope", "k_measure", "k_ref"), k, strict=True)) for k in gone]
+        conn.execute(_DROP_VALUE, keys)
+    if new:
+        names = ("scope", "measure", "ref", "grp", "value", "at")
+        conn.execute(_ADD_VALUE, [dict(zip(names, (*k, *after[k]), strict=True)) for k in new])
+
+
 def apply(conn: sa.Connection, delta: Counts) -> None:
     """Add these counts, one statement per table (many parameter sets)."""
     by_table: dict[str, list[Row]] = defaultdict(list)
@@ -207,11 +255,13 @@ class Tally:
         self.sessions = sorted(
             {e["session_id"] for e in events if e["type"] in COUNTED and e["session_id"]}
         )
-        self.before = counts_of(conn, self.sessions) if self.sessions else {}
+        self.before = counts_of(conn, self.sessions) if self.sessions else ({}, {})
 
     def commit(self) -> None:
         if self.sessions:
-            apply(self.conn, _difference(self.before, counts_of(self.conn, self.sessions)))
+            counts, values = counts_of(self.conn, self.sessions)
+            apply(self.conn, _difference(self.before[0], counts))
+            apply_values(self.conn, self.before[1], values)
 
 
 def _all_sessions(conn: sa.Connection, chunk: int) -> Iterator[list[str]]:
@@ -228,10 +278,12 @@ def _all_sessions(conn: sa.Connection, chunk: int) -> Iterator[list[str]]:
 
 def rebuild(conn: sa.Connection, chunk: int = 5000) -> None:
     """The counts made again from the rows (in the caller's transaction)."""
-    for table in COUNT_COLUMNS:
+    for table in (*COUNT_COLUMNS, "stats_values"):
         conn.execute(sa.delete(s.TABLES[table]))
     total: Counts = {}
     for ids in _all_sessions(conn, chunk):
-        for key, counts in counts_of(conn, ids).items():
-            _add(total, key[0], key[1], counts)
+        counts, values = counts_of(conn, ids)
+        for key, n in counts.items():
+            _add(total, key[0], key[1], n)
+        apply_values(conn, {}, values)
     apply(conn, total)

@@ -99,6 +99,22 @@ def upgrade() -> None:
         [_key("scope", SCOPE), _key("hour", sa.Integer())],
         ["sessions", "invitations", "accepted", "unanswered"],
     )
+    op.create_table(
+        "stats_values",
+        _key("scope", SCOPE),
+        _key("measure", sa.String(length=16)),
+        _key("ref", ID),
+        sa.Column("grp", sa.String(length=128), nullable=False),
+        sa.Column("value", sa.Double(), nullable=False),
+        sa.Column("at", sa.Double(), nullable=False),
+        sa.PrimaryKeyConstraint("scope", "measure", "ref", name=op.f("pk_stats_values")),
+        sqlite_with_rowid=False,
+    )
+    for columns in (
+        ["scope", "measure", "value", "at"],
+        ["scope", "measure", "grp", "value", "at"],
+    ):
+        op.create_index(op.f(f"ix_stats_values_{'_'.join(columns)}"), "stats_values", columns)
     for name, (table, _) in DROPPED.items():
         op.drop_index(name, table_name=table)
     for name, (table, columns) in ADDED.items():
@@ -111,5 +127,11 @@ def downgrade() -> None:
         op.drop_index(name, table_name=table)
     for name, (table, columns) in DROPPED.items():
         op.create_index(name, table, columns)
-    for name in ("stats_hours", "stats_opinions", "stats_invitations", "stats_sessions"):
+    for name in (
+        "stats_values",
+        "stats_hours",
+        "stats_opinions",
+        "stats_invitations",
+        "stats_sessions",
+    ):
         op.drop_table(name)

@@ -1,0 +1,102 @@
+"""The statistics' counts kept as events are filed (signaling/history/tally.py) are the
+rows' own: whatever the order the events come in, late, twice, in batches of any size,
+they equal the counts made again from the rows (``tally.rebuild``) and the counts that
+``stats.Stats`` reads from the rows themselves; SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from bench.history_data import DAY, WINDOWS, YEAR_START, Year
+from bench.stats import supervised
+from signaling.history import migrate, tally
+from signaling.history import schema as s
+from signaling.history.db import default_url
+from signaling.history.repo import History
+from signaling.history.stats import Filter, Stats
+
+TABLES = ("stats_sessions", "stats_invitations", "stats_opinions", "stats_hours", "stats_values")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def history(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[History]:
+    if request.param == "sqlite":
+        url = default_url(tmp_path)
+    else:
+        url = str(request.getfixturevalue("fresh_postgres_url"))
+    await migrate.upgrade(url)
+    h = await History.open(url)
+    yield h
+    await h.close()
+
+
+async def _tables(history: History) -> dict[str, set[tuple[Any, ...]]]:
+    """Every row of the tally (rows whose counts went back to 0 are no count)."""
+    out: dict[str, set[tuple[Any, ...]]] = {}
+    async with history.engine.connect() as conn:
+        for name in TABLES:
+            rows = await conn.execute(sa.select(s.TABLES[name]))
+            counts = tally.COUNT_COLUMNS.get(name, ())
+            out[name] = {
+                tuple(r) for r in rows if not counts or any(r._mapping[c] for c in counts)
+            }
+    return out
+
+
+def _sorted(rows: list[Any]) -> list[tuple[Any, ...]]:
+    """Rows of counts, each (key..., n) summed by key and sorted."""
+    out: dict[tuple[Any, ...], list[int]] = {}
+    for r in rows:
+        *key, n = tuple(r)
+        out.setdefault(tuple(key), [0])[0] += n
+    return sorted((*k, v[0]) for k, v in out.items() if v[0])
+
+
+async def test_counts_kept_as_filed_are_the_rows_counts(history: History) -> None:
+    events = [e for case in supervised(Year(40, seed=3).cases()) for e in case]
+    rng = random.Random(5)
+    rng.shuffle(events)  # sessions' events late, before their session.created, ...
+    start = 0
+    while start < len(events):  # transactions of 1 to 300 events
+        size = rng.choice((1, 7, 60, 300))
+        await history.record_many(events[start : start + size])
+        start += size
+    await history.record_many(rng.sample(events, 200))  # again: changes nothing
+    kept = await _tables(history)
+    assert kept["stats_sessions"] and kept["stats_values"]
+
+    async with history.engine.begin() as conn:
+        await conn.run_sync(tally.rebuild)
+    assert await _tables(history) == kept
+
+    stats = Stats(history.engine)
+    year = (YEAR_START - DAY, YEAR_START + 366 * DAY)
+    # whole days and edges of an odd period; a department's share; a window's share
+    for f in (
+        Filter(YEAR_START + 0.3 * DAY, YEAR_START + 200.7 * DAY),
+        Filter(*year, dept="city-tax"),
+        Filter(*year, window=WINDOWS[1]),
+    ):
+        sessions, invitations, opinions = await stats._counts(f)
+        raw = [
+            (r.window, r.matter, r.total, r.ended, r.broken_off)
+            for r in await stats._session_counts(f)
+        ]
+        mine = [(r.window, r.matter, r.total, r.ended, r.broken_off) for r in sessions]
+        assert sorted(mine) == sorted(raw)
+        # (the rows' pending and ringing are the tally's "open": in the totals only)
+        raw_invitations = [
+            (d, lv, "open" if o in ("pending", "ringing") else o, n)
+            for d, lv, o, n in await stats._invitation_counts(f)
+        ]
+        assert _sorted(invitations) == _sorted(raw_invitations)
+        raw_opinions = [(r.author_dept, r.decision, r.n) for r in await stats._opinions(f)]
+        assert _sorted([(r.author_dept, r.decision, r.n) for r in opinions]) == _sorted(
+            raw_opinions
+        )
