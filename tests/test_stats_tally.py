@@ -9,6 +9,7 @@ import random
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
@@ -19,7 +20,7 @@ from signaling.history import migrate, tally
 from signaling.history import schema as s
 from signaling.history.db import default_url
 from signaling.history.repo import History
-from signaling.history.stats import Filter, Stats
+from signaling.history.stats import Filter, Stats, _day_bounds
 
 TABLES = ("stats_sessions", "stats_invitations", "stats_opinions", "stats_hours", "stats_values")
 
@@ -43,9 +44,7 @@ async def _tables(history: History) -> dict[str, set[tuple[Any, ...]]]:
         for name in TABLES:
             rows = await conn.execute(sa.select(s.TABLES[name]))
             counts = tally.COUNT_COLUMNS.get(name, ())
-            out[name] = {
-                tuple(r) for r in rows if not counts or any(r._mapping[c] for c in counts)
-            }
+            out[name] = {tuple(r) for r in rows if not counts or any(r._mapping[c] for c in counts)}
     return out
 
 
@@ -100,3 +99,13 @@ async def test_counts_kept_as_filed_are_the_rows_counts(history: History) -> Non
         assert _sorted([(r.author_dept, r.decision, r.n) for r in opinions]) == _sorted(
             raw_opinions
         )
+        # by_day: hours from the tally (summed by day in SQL, or hour by hour across a
+        # change of offset), edges from the rows; against the rows alone
+        for tz in (ZoneInfo("Asia/Shanghai"), ZoneInfo("Europe/Berlin")):
+            raw_days = await stats._days_filtered(f, _day_bounds(f, tz))
+            days = await stats._days(f, tz)
+            assert [{k: v for k, v in d.items() if k != "date"} for d in days] == [
+                {"sessions": 0, "invitations": 0, "accepted": 0, "unanswered": 0}
+                | raw_days.get(k, {})
+                for k in range(len(days))
+            ]

@@ -333,11 +333,16 @@ class Stats(ExceptionList):
         if hours is None:
             return out
         starts = [a for _, a, _ in bounds]
-        stmt, rows = tally.hours(scope, hours)
+        # Days of 24 hours each (no change of offset in the period): summed in SQL.
+        base = int(starts[1]) - tally.DAY_S if len(starts) > 1 else None
+        if base is not None and any(a != base + k * tally.DAY_S for k, a in enumerate(starts) if k):
+            base = None
+        first = None if base is None else base // tally.HOUR_S
+        stmt, rows = tally.hours(scope, hours, first)
         async with self.engine.connect() as conn:
             found = rows(await conn.execute(stmt))
         for at, row in found:
-            k = bisect.bisect_right(starts, at) - 1
+            k = max(0, bisect.bisect_right(starts, at) - 1)  # the first day's may be cut
             parts.sum_into(out.setdefault(k, dict.fromkeys(row, 0)), row)
         return out
 

@@ -115,11 +115,19 @@ def opinions(scope: str, days: tuple[int, int]) -> tuple[Any, Any]:
     return stmt, rows
 
 
-def hours(scope: str, units: tuple[int, int]) -> tuple[Any, Any]:
+def hours(scope: str, units: tuple[int, int], base: int | None) -> tuple[Any, Any]:
+    """``by_day``'s measures by hour, or, given ``base`` (the first local midnight's
+    hour, in a zone whose offset stays the same over the period), summed by local day
+    here: each row's time is then its day's first hour."""
     t = s.stats_hours
     c = t.c
-    stmt = sa.select(c.hour, c.sessions, c.invitations, c.accepted, c.unanswered)
-    stmt = stmt.where(*_in(t, "hour", scope, units))
+    measures = (c.sessions, c.invitations, c.accepted, c.unanswered)
+    if base is None:
+        stmt = sa.select(c.hour, *measures).where(*_in(t, "hour", scope, units))
+    else:
+        day = ((c.hour - base) // 24).label("day")
+        stmt = sa.select(day * 24 + base, *(sa.func.sum(m) for m in measures))
+        stmt = stmt.where(*_in(t, "hour", scope, units)).group_by(day)
 
     def rows(result: Any) -> list[tuple[float, dict[str, int]]]:
         keys = ("sessions", "invitations", "accepted", "unanswered")
