@@ -76,7 +76,8 @@ def add_parser(targets: Any) -> None:
         "--keep",
         default="",
         help="a directory for SQLite's year: filled once, kept, and queried again by "
-        "later runs (migrated to the current schema first)",
+        "later runs (migrated to the current schema first); PostgreSQL's year is kept "
+        "in --postgres-url's database alike",
     )
     p.add_argument("--no-cost", action="store_true", help="skip the cost per filed event")
     p.add_argument("--json", action="store_true", help="a JSON summary as stdout's last line")
@@ -334,7 +335,7 @@ async def run(args: argparse.Namespace, say: Any) -> dict[str, Any]:
             if not args.no_cost:
                 say(f"{kind}: the cost per filed event ({args.sample} sessions, each way)")
                 per_event = await cost(base_url, cost_url, args.sample, args.seed, say)
-            kept = await _kept(url) if kind == "sqlite" and args.keep else None
+            kept = await _kept(url) if args.keep else None
             if kept is not None:
                 say(f"{kind}: the year kept in {args.keep} ({kept[2]} events)")
                 history, spent, filed = kept

@@ -19,6 +19,7 @@ An invitation's outcome is ``_outcome``'s; ``open`` (pending, ringing) counts in
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
@@ -193,24 +194,50 @@ def _difference(before: Counts, after: Counts) -> Counts:
     return out
 
 
-_UPSERTS: dict[str, sa.TextClause] = {}
+def _columns(table: str) -> tuple[list[str], tuple[str, ...]]:
+    """The key's columns and the counts' (stats_values: the other columns, no counts)."""
+    keys = [c.name for c in s.TABLES[table].primary_key.columns]
+    return keys, COUNT_COLUMNS.get(table, ())
 
 
-def _upsert(table: str) -> sa.TextClause:
-    """Add to a row's counts, or make it: the same text on SQLite and PostgreSQL."""
-    if table not in _UPSERTS:
+def _names(table: str) -> tuple[str, ...]:
+    return tuple(c.name for c in s.TABLES[table].columns)
+
+
+def _pg_type(column: sa.Column[Any]) -> str:
+    return {sa.Integer: "integer", sa.BigInteger: "bigint", sa.Double: "float8"}.get(
+        type(column.type), "text"
+    )
+
+
+@functools.cache
+def _upsert(table: str, dialect: str) -> sa.TextClause:
+    """Add to rows' counts, or make them. SQLite: one row per parameter set (it runs in
+    the process); PostgreSQL: every row in one statement, each column as an array
+    (``unnest``: one round trip, where many parameter sets cost one each)."""
+    keys, counts = _columns(table)
+    names = _names(table)
+    listed = ", ".join(f'"{c}"' for c in names)
+    if dialect == "postgresql":
         t = s.TABLES[table]
-        keys = [c.name for c in t.primary_key.columns]
-        counts = COUNT_COLUMNS[table]
-        names = ", ".join(f'"{c}"' for c in (*keys, *counts))
-        values = ", ".join(f":{c}" for c in (*keys, *counts))
-        add = ", ".join(f'"{c}" = {table}."{c}" + excluded."{c}"' for c in counts)
-        on = ", ".join(f'"{c}"' for c in keys)
-        _UPSERTS[table] = sa.text(
-            f"INSERT INTO {table} ({names}) VALUES ({values}) "
-            f"ON CONFLICT ({on}) DO UPDATE SET {add}"
-        )
-    return _UPSERTS[table]
+        arrays = ", ".join(f"CAST(:{c} AS {_pg_type(t.c[c])}[])" for c in names)
+        source = f"SELECT * FROM unnest({arrays})"
+    else:
+        source = "VALUES (" + ", ".join(f":{c}" for c in names) + ")"
+    add = ", ".join(f'"{c}" = {table}."{c}" + excluded."{c}"' for c in counts)
+    on = ", ".join(f'"{c}"' for c in keys)
+    what = f"DO UPDATE SET {add}" if counts else "DO NOTHING"
+    return sa.text(f"INSERT INTO {table} ({listed}) {source} ON CONFLICT ({on}) {what}")
+
+
+def _write(conn: sa.Connection, table: str, rows: list[dict[str, Any]]) -> None:
+    """``_upsert`` these rows: as parameter sets, or (PostgreSQL) as columns."""
+    dialect = conn.dialect.name
+    stmt = _upsert(table, dialect)
+    if dialect == "postgresql":
+        conn.execute(stmt, {c: [r[c] for r in rows] for c in _names(table)})
+    else:
+        conn.execute(stmt, rows)
 
 
 _VALUE_KEY = [
@@ -218,7 +245,6 @@ _VALUE_KEY = [
     for c in ("scope", "measure", "ref")
 ]
 _DROP_VALUE = sa.delete(s.stats_values).where(*_VALUE_KEY)
-_ADD_VALUE = sa.insert(s.stats_values)
 
 
 def apply_values(conn: sa.Connection, before: Values, after: Values) -> None:
@@ -230,7 +256,7 @@ def apply_values(conn: sa.Connection, before: Values, after: Values) -> None:
         conn.execute(_DROP_VALUE, keys)
     if new:
         names = ("scope", "measure", "ref", "grp", "value", "at")
-        conn.execute(_ADD_VALUE, [dict(zip(names, (*k, *after[k]), strict=True)) for k in new])
+        _write(conn, "stats_values", [dict(zip(names, (*k, *after[k]), strict=True)) for k in new])
 
 
 def apply(conn: sa.Connection, delta: Counts) -> None:
@@ -243,19 +269,22 @@ def apply(conn: sa.Connection, delta: Counts) -> None:
         row.update(zip(COUNT_COLUMNS[table], counts, strict=True))
         by_table[table].append(row)
     for table, rows in by_table.items():
-        conn.execute(_upsert(table), rows)
+        _write(conn, table, rows)
 
 
 class Tally:
     """One write transaction's change to the counts: ``begin`` with the sessions its
     events touch (before their rows change), ``commit`` after."""
 
-    def __init__(self, conn: sa.Connection, events: Iterable[Row]) -> None:
+    def __init__(self, conn: sa.Connection, events: Iterable[Row], rows: set[str]) -> None:
+        """``rows``: which sessions have their row already (the others count nothing
+        yet: their counts before are not read)."""
         self.conn = conn
         self.sessions = sorted(
             {e["session_id"] for e in events if e["type"] in COUNTED and e["session_id"]}
         )
-        self.before = counts_of(conn, self.sessions) if self.sessions else ({}, {})
+        had = [sid for sid in self.sessions if sid in rows]
+        self.before = counts_of(conn, had) if had else ({}, {})
 
     def commit(self) -> None:
         if self.sessions:

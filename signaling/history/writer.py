@@ -174,7 +174,7 @@ def transaction(
     born = {p.event["session_id"] for p in fresh if p.event["type"] == CREATED}
     waiting = sids - born - known.sessions
     # The statistics' counts before the rows change (``tally``), unless turned off.
-    tally = Tally(conn, [p.event for p in fresh] if rules.enabled else [])
+    tally = Tally(conn, [p.event for p in fresh] if rules.enabled else [], known.sessions)
     _changes(conn, [p for p in fresh if p.event["session_id"] not in late | waiting], rules, raised)
     for sid in sorted(late):
         _rebuild(conn, sid, rules, raised)
