@@ -6,12 +6,17 @@ PostgreSQL:
 1. **the cost per filed event**: a sample of the year (``--sample`` sessions) is filed
    twice, chunk by chunk alternately (the machine is shared and noisy), into two fresh
    databases: the baseline without what supervision adds to the write path (its indexes
-   dropped, nothing raised) and this version's (the indexes, exceptions raised in the
-   write transaction). Batched (``record_many``) and live (``record``, one event at a
-   time, ``LIVE_CONCURRENCY`` sessions at once). The added cost is the difference;
+   dropped, nothing raised, no counts kept) and this version's (the indexes, exceptions
+   raised and the statistics' counts kept in the write transaction). Batched
+   (``record_many``) and live (``record``, one event at a time, ``LIVE_CONCURRENCY``
+   sessions at once). The added cost is the difference;
 2. **a year of history**: ``--sessions`` sessions (``bench.history_data``, plus now and
    then a session everyone left, ended by the sweeper, and a failed recording) through
-   ``record_many``, exceptions raised as they are filed;
+   the writer's own transaction (``Writer.apply``, as ``record_many`` files, in
+   transactions of ``CHUNK`` events; SQLite without fsync and with a large page cache:
+   a throwaway database; the rows are the same), exceptions raised and counts kept as
+   they are filed. With ``--keep`` the year is kept (SQLite: in that directory;
+   PostgreSQL: in ``--postgres-url``'s database) and later runs query it again;
 3. **the queries**, each ``--queries`` times: ``GET /api/stats``'s work (the record's
    queries and the response model) over the whole year, the year for one department,
    the year for one window, a random month; ``GET /api/exceptions`` pages: the first,

@@ -1,19 +1,23 @@
 """The supervisors' statistics and exceptions, read from the record (SQL, indexed).
 
 ``statistics`` answers ``GET /api/stats`` for a period with a few statements, never a
-case's log: counts grouped in the order of indexes that cover them
-(``ix_sessions_stats``, ``ix_invitations_stats``, ``ix_opinions_stats``, hourly from
-``ix_invitations_hourly``), so no sort and no row lookup. Counts are exact. Percentiles
-are exact too, as linear interpolation between the two closest ranks (PostgreSQL's
-``percentile_cont``, numpy's default, Python's ``statistics.quantiles(method=
-"inclusive")``): the two values around each rank are read from an index in value order
-(``answer_s``, ``duration_s``) with ``LIMIT 2 OFFSET rank - 1``, every group's in one
-statement; the ranks come from the counts.
+case's log. Counts are exact: the period's whole UTC days are summed from the tally
+(``stats_*`` tables that ``tally`` keeps as events are filed: a year is a few thousand
+rows), its edges (less than a day on either side) counted from the rows over the time
+indexes (``stats_tally.split``); a department and a window together, from the rows.
+Percentiles are exact too, as linear interpolation between the two closest ranks
+(PostgreSQL's ``percentile_cont``, numpy's default, Python's ``statistics.quantiles(
+method="inclusive")``): on SQLite over a long period the two values around each rank are
+read from an index in value order (``answer_s``, ``duration_s``; a department's
+sessions' durations and a window's answers from ``stats_values``) with ``LIMIT 2 OFFSET
+rank - 1``, every group's in one statement; the ranks come from the counts.
 
 The period is half-open, ``since ≤ t < until``: sessions by their creation, invitations
-by theirs, opinions by their filing. Days (``by_day``) are local days of a time zone,
-from hourly counts (so the zone's offset must be whole hours, as China's is).
-``exceptions`` pages the exceptions newest first (keyset on ``(at, exception_id)``).
+by theirs, opinions by their filing. Days (``by_day``) are local days of a time zone:
+whole hours from ``stats_hours``, summed by day in SQL when the zone's offset stays the
+same over the period (China's does); a zone whose days do not start on whole hours is
+counted from the rows. ``exceptions`` pages the exceptions newest first (keyset on
+``(at, exception_id)``).
 """
 
 from __future__ import annotations
