@@ -78,6 +78,16 @@ class Stats(ExceptionList):
     def _long(self, f: Filter) -> bool:
         return self.dialect == "sqlite" and f.until - f.since > LONG_S
 
+    def _in_order(self, f: Filter, share: bool) -> bool:
+        """Whether ranks are read in an index's value order (``LIMIT 2 OFFSET``): on
+        SQLite the whole period's, or over a long period a ``share`` an index orders (a
+        window's durations, a department's answers); on PostgreSQL those over a long
+        period (shorter ones: ``percentile_cont`` over the period's rows)."""
+        long = f.until - f.since > LONG_S
+        if self.dialect == "sqlite":
+            return _whole(f) or (share and long)
+        return (_whole(f) or share) and long
+
     def _sessions_where(self, f: Filter) -> list[Any]:
         t = s.sessions.c
         at = self._time(t.created_at, f)
@@ -120,7 +130,7 @@ class Stats(ExceptionList):
         """p50 and p90 of ``col`` per group (``wanted``: group -> how many values), each
         read as the two values at its rank in the index's order (``LIMIT 2 OFFSET``),
         all in one statement."""
-        if self.dialect == "postgresql":
+        if not whole and self.dialect == "postgresql":
             return await self._ranks_pg(base, col, wanted)
         if not whole:
             return await self._ranks_sorted(base, col, wanted)
@@ -222,8 +232,8 @@ class Stats(ExceptionList):
         if f.dept is not None and f.window is None:
             return await self._values(f, f"d:{f.dept}", "duration", per_window, ended)
         base = sa.select(sa.literal("").label("g")).select_from(sessions).where(*where)
-        # A window's over a long period: in the order of its index (window, duration).
-        whole = _whole(f) or (f.dept is None and self._long(f))
+        # A window's: in the order of its index (window, duration).
+        whole = self._in_order(f, f.dept is None)
         overall = await self._ranks(base, t.duration_s, sa.literal(""), {"": ended}, whole)
         windows = sa.select(t.window.label("g")).select_from(sessions).where(*where)
         by_window = await self._ranks(windows, t.duration_s, t.window, per_window, whole)
@@ -253,8 +263,8 @@ class Stats(ExceptionList):
         if f.window is not None and f.dept is None:
             return (await self._values(f, f"w:{f.window}", "answer", answered, None))[1]
         base = sa.select(i.dept.label("g")).where(*self._invitations_where(f))
-        # A department's over a long period: in the order of its index (dept, answer).
-        whole = _whole(f) or (f.window is None and self._long(f))
+        # A department's: in the order of its index (dept, answer).
+        whole = self._in_order(f, f.window is None)
         return await self._ranks(base, i.answer_s, i.dept, answered, whole)
 
     async def _values(
@@ -264,13 +274,14 @@ class Stats(ExceptionList):
         ``stats_values`` in value order: overall (``total`` of them) and by group."""
         v = s.stats_values.c
         where = [v.scope == scope, v.measure == measure, v.at >= f.since, v.at < f.until]
+        ordered = self.dialect == "sqlite" or f.until - f.since > LONG_S
         overall: dict[Any, Any] = {}
         if total is not None:
             base = sa.select(sa.literal("").label("g")).where(*where)
-            overall = await self._ranks(base, v.value, sa.literal(""), {"": total}, True)
+            overall = await self._ranks(base, v.value, sa.literal(""), {"": total}, ordered)
         wanted = {"" if g is None else g: n for g, n in per_group.items()}
         groups = sa.select(v.grp.label("g")).where(*where)
-        found = await self._ranks(groups, v.value, v.grp, wanted, True)
+        found = await self._ranks(groups, v.value, v.grp, wanted, ordered)
         by_group = {g: found["" if g is None else g] for g in per_group}
         return overall, by_group
 
