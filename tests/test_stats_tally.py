@@ -19,6 +19,7 @@ from bench.stats import supervised
 from signaling.history import migrate, tally
 from signaling.history import schema as s
 from signaling.history.db import default_url
+from signaling.history.raising import Rules
 from signaling.history.repo import History
 from signaling.history.stats import Filter, Stats, _day_bounds
 
@@ -109,3 +110,22 @@ async def test_counts_kept_as_filed_are_the_rows_counts(history: History) -> Non
                 | raw_days.get(k, {})
                 for k in range(len(days))
             ]
+
+
+async def test_the_migration_fills_the_counts_of_the_rows_already_there(tmp_path: Path) -> None:
+    """A record filed before revision 0003 (no counts kept) gets, upgraded, the counts
+    that filing the same events at this revision keeps."""
+    events = [e for case in supervised(Year(15, seed=4).cases()) for e in case]
+    urls = [default_url(tmp_path / "old"), default_url(tmp_path / "new")]
+    tables = []
+    for url, at in zip(urls, ("0002", "head"), strict=True):
+        await migrate.upgrade(url, target=at)
+        h = await History.open(url, Rules(enabled=at == "head"))
+        await h.record_many(events)
+        await h.close()
+        await migrate.upgrade(url)
+        h = await History.open(url)
+        tables.append(await _tables(h))
+        await h.close()
+    assert tables[0] == tables[1]
+    assert tables[1]["stats_sessions"]
