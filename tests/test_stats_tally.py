@@ -129,3 +129,33 @@ async def test_the_migration_fills_the_counts_of_the_rows_already_there(tmp_path
         await h.close()
     assert tables[0] == tables[1]
     assert tables[1]["stats_sessions"]
+
+
+async def test_the_bench_fast_fill_files_what_the_record_path_files(tmp_path: Path) -> None:
+    """``bench stats`` fills its year through the writer in 20,000-event transactions,
+    with a throwaway database's pragmas: every table as ``record_many`` leaves it."""
+    from bench.stats import fill
+
+    fast_url, slow_url = default_url(tmp_path / "fast"), default_url(tmp_path / "slow")
+    fast, _, filed = await fill(fast_url, 30, seed=6)
+    await fast.close()
+    await migrate.upgrade(slow_url)
+    slow = await History.open(slow_url)
+    assert (
+        await slow.record_many(e for case in supervised(Year(30, seed=6).cases()) for e in case)
+        == filed
+    )
+    await slow.close()
+    dumps = []
+    for url in (fast_url, slow_url):
+        h = await History.open(url)
+        async with h.engine.connect() as conn:
+            dumps.append(
+                {
+                    name: sorted(map(tuple, await conn.execute(sa.select(t))), key=repr)
+                    for name, t in s.TABLES.items()
+                }
+            )
+        await h.close()
+    assert dumps[0] == dumps[1]
+    assert dumps[0]["events"] and dumps[0]["stats_sessions"] and dumps[0]["exceptions"]
