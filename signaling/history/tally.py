@@ -148,10 +148,12 @@ def contribution(
             _add(out, "stats_opinions", (scope, day_of(at), dept, o["decision"]), (1,))
 
 
-def _rows_of() -> sa.CompoundSelect:
+def _rows_of(one: bool) -> sa.CompoundSelect:
     """A set of sessions' rows, invitations and opinions in one statement (one round trip
-    where three cost three): each row tagged with its table, in like columns."""
-    ids = sa.bindparam("ids", type_=s.ID, expanding=True)
+    where three cost three): each row tagged with its table, in like columns. ``one``:
+    of one session (``= :ids``: an expanding ``IN`` is rendered again at each call, a
+    third of a live transaction's reading)."""
+    ids = sa.bindparam("ids", type_=s.ID, expanding=not one)
     text, time = (lambda: sa.cast(sa.null(), sa.Text)), (lambda: sa.cast(sa.null(), s.TIME))
     parts = []
     for tag, table, columns in (
@@ -162,33 +164,48 @@ def _rows_of() -> sa.CompoundSelect:
         cols: list[Any] = [table.c[c] for c in columns]
         cols += [time() if k in (5, 6) else text() for k in range(len(cols), 8)]
         tagged = sa.select(sa.literal(tag, sa.String), *cols)
-        parts.append(tagged.where(table.c.session_id.in_(ids)))
+        of = table.c.session_id == ids if one else table.c.session_id.in_(ids)
+        parts.append(tagged.where(of))
     return sa.union_all(*parts)
 
 
 # Built once (a statement's cache key is computed once).
-_ROWS = _rows_of()
+_ROWS, _ROWS_OF_ONE = _rows_of(False), _rows_of(True)
 COLUMNS = {"s": SESSION_COLS, "i": INVITATION_COLS, "o": OPINION_COLS}
 
 
-def counts_of(conn: sa.Connection, session_ids: Iterable[str]) -> tuple[Counts, Values]:
-    """What these sessions count and rank now, from their rows (without a row: nothing)."""
-    out: Counts = {}
-    values: Values = {}
+# A session's rows as read: its own, its invitations', its opinions' (sorted: comparable)
+Rows = tuple[tuple[Any, ...], tuple[tuple[Any, ...], ...], tuple[tuple[Any, ...], ...]]
+
+
+def rows_of(conn: sa.Connection, session_ids: Iterable[str]) -> dict[str, Rows]:
+    """These sessions' rows (sessions without a row: absent), in one statement a 500."""
+    out: dict[str, Rows] = {}
     ids = sorted(set(session_ids))
     for k in range(0, len(ids), 500):
-        found: dict[str, list[Row]] = {"s": [], "i": [], "o": []}
-        for tag, *r in conn.execute(_ROWS, {"ids": ids[k : k + 500]}):
-            found[tag].append(dict(zip(COLUMNS[tag], r, strict=False)))
-        invitations: dict[str, list[Row]] = defaultdict(list)
-        for row in found["i"]:
-            invitations[row["session_id"]].append(row)
-        opinions: dict[str, list[Row]] = defaultdict(list)
-        for row in found["o"]:
-            opinions[row["session_id"]].append(row)
-        for row in found["s"]:
-            sid = row["session_id"]
-            contribution(out, values, row, invitations.get(sid, ()), opinions.get(sid, ()))
+        found: dict[str, dict[str, list[tuple[Any, ...]]]] = {"s": {}, "i": {}, "o": {}}
+        part = ids[k : k + 500]
+        stmt, params = (_ROWS_OF_ONE, part[0]) if len(part) == 1 else (_ROWS, part)
+        for tag, *r in conn.execute(stmt, {"ids": params}):
+            found[tag].setdefault(r[0], []).append(tuple(r[: len(COLUMNS[tag])]))
+        for sid, (row,) in found["s"].items():
+            invitations = tuple(sorted(found["i"].get(sid, ()), key=repr))
+            out[sid] = (row, invitations, tuple(sorted(found["o"].get(sid, ()), key=repr)))
+    return out
+
+
+def counts_from(rows: Iterable[Rows]) -> tuple[Counts, Values]:
+    """What sessions with these rows count and rank."""
+    out: Counts = {}
+    values: Values = {}
+    for session, invitations, opinions in rows:
+        contribution(
+            out,
+            values,
+            dict(zip(SESSION_COLS, session, strict=True)),
+            (dict(zip(INVITATION_COLS, i, strict=True)) for i in invitations),
+            (dict(zip(OPINION_COLS, o, strict=True)) for o in opinions),
+        )
     return out, values
 
 
@@ -296,13 +313,20 @@ class Tally:
             {e["session_id"] for e in events if e["type"] in COUNTED and e["session_id"]}
         )
         had = [sid for sid in self.sessions if sid in rows]
-        self.before = counts_of(conn, had) if had else ({}, {})
+        self.before = rows_of(conn, had) if had else {}
 
     def commit(self) -> None:
-        if self.sessions:
-            counts, values = counts_of(self.conn, self.sessions)
-            apply(self.conn, _difference(self.before[0], counts))
-            apply_values(self.conn, self.before[1], values)
+        if not self.sessions:
+            return
+        after = rows_of(self.conn, self.sessions)
+        # Only the sessions whose rows changed (an event filed again changes none).
+        changed = [sid for sid in self.sessions if self.before.get(sid) != after.get(sid)]
+        if not changed:
+            return
+        old = counts_from(self.before[sid] for sid in changed if sid in self.before)
+        new = counts_from(after[sid] for sid in changed if sid in after)
+        apply(self.conn, _difference(old[0], new[0]))
+        apply_values(self.conn, old[1], new[1])
 
 
 def _all_sessions(conn: sa.Connection, chunk: int) -> Iterator[list[str]]:
@@ -323,7 +347,7 @@ def rebuild(conn: sa.Connection, chunk: int = 5000) -> None:
         conn.execute(sa.delete(s.TABLES[table]))
     total: Counts = {}
     for ids in _all_sessions(conn, chunk):
-        counts, values = counts_of(conn, ids)
+        counts, values = counts_from(rows_of(conn, ids).values())
         for key, n in counts.items():
             _add(total, key[0], key[1], n)
         apply_values(conn, {}, values)
