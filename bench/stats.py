@@ -6,12 +6,17 @@ PostgreSQL:
 1. **the cost per filed event**: a sample of the year (``--sample`` sessions) is filed
    twice, chunk by chunk alternately (the machine is shared and noisy), into two fresh
    databases: the baseline without what supervision adds to the write path (its indexes
-   dropped, nothing raised) and this version's (the indexes, exceptions raised in the
-   write transaction). Batched (``record_many``) and live (``record``, one event at a
-   time, ``LIVE_CONCURRENCY`` sessions at once). The added cost is the difference;
+   dropped, nothing raised, no counts kept) and this version's (the indexes, exceptions
+   raised and the statistics' counts kept in the write transaction). Batched
+   (``record_many``) and live (``record``, one event at a time, ``LIVE_CONCURRENCY``
+   sessions at once). The added cost is the difference;
 2. **a year of history**: ``--sessions`` sessions (``bench.history_data``, plus now and
    then a session everyone left, ended by the sweeper, and a failed recording) through
-   ``record_many``, exceptions raised as they are filed;
+   the writer's own transaction (``Writer.apply``, as ``record_many`` files, in
+   transactions of ``CHUNK`` events; SQLite without fsync and with a large page cache:
+   a throwaway database; the rows are the same), exceptions raised and counts kept as
+   they are filed. With ``--keep`` the year is kept (SQLite: in that directory;
+   PostgreSQL: in ``--postgres-url``'s database) and later runs query it again;
 3. **the queries**, each ``--queries`` times: ``GET /api/stats``'s work (the record's
    queries and the response model) over the whole year, the year for one department,
    the year for one window, a random month; ``GET /api/exceptions`` pages: the first,
@@ -43,15 +48,13 @@ ADDED_US = 50.0
 CHUNK = 20_000  # events per record_many call while filling the year
 SAMPLE_CHUNK = 2_000  # events per alternating turn of the cost measurement
 LIVE_CONCURRENCY = 32
-# What revision 0002 adds to the write path (its migration's STATS_INDEXES).
+# What supervision adds to the write path besides raising and the counts (``tally``):
+# the indexes of the percentiles (revision 0002) and of a period's edges (0003).
 SUPERVISION_INDEXES = (
-    "ix_sessions_stats",
     "ix_sessions_duration",
     "ix_sessions_window_duration",
-    "ix_invitations_stats",
     "ix_invitations_answer",
-    "ix_invitations_hourly",
-    "ix_opinions_stats",
+    "ix_opinions_period",
 )
 
 
@@ -74,6 +77,14 @@ def add_parser(targets: Any) -> None:
     p.add_argument("--sample", type=int, default=1000, help="sessions of the cost measurement")
     p.add_argument("--queries", type=int, default=20, help="calls of each query")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--keep",
+        default="",
+        help="a directory for SQLite's year: filled once, kept, and queried again by "
+        "later runs (migrated to the current schema first); PostgreSQL's year is kept "
+        "in --postgres-url's database alike",
+    )
+    p.add_argument("--no-cost", action="store_true", help="skip the cost per filed event")
     p.add_argument("--json", action="store_true", help="a JSON summary as stdout's last line")
 
 
@@ -139,14 +150,18 @@ async def cost(base_url: str, url: str, sample: int, seed: int, say: Any) -> dic
     cases = list(supervised(Year(sample, seed + 7).cases()))
     events = [e for c in cases for e in c]
     times: dict[str, list[float]] = {"base": [], "new": []}
+    # This process's CPU time too (every thread: SQLite's writer has its own): steadier
+    # than the wall clock on a shared machine, but without PostgreSQL's server.
+    cpu: dict[str, list[float]] = {"base": [], "new": []}
     try:
         for i in range(0, len(events), SAMPLE_CHUNK):
             part = events[i : i + SAMPLE_CHUNK]
             turns = [("base", base), ("new", new)]
             for name, h in turns if (i // SAMPLE_CHUNK) % 2 == 0 else turns[::-1]:
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 await h.record_many(part)
                 times[name].append((time.perf_counter() - t0) / len(part) * 1e6)
+                cpu[name].append((time.process_time() - c0) / len(part) * 1e6)
         live = {"base": 0.0, "new": 0.0}
         live_cases = cases[: LIVE_CONCURRENCY * 2]
         for name, h in (("base", base), ("new", new), ("new", new), ("base", base)):
@@ -158,11 +173,17 @@ async def cost(base_url: str, url: str, sample: int, seed: int, say: Any) -> dic
         await base.close()
         await new.close()
     batched = {k: round(statistics.median(v), 1) for k, v in times.items()}
-    say(f"  cost per event, batched: {batched['base']} µs -> {batched['new']} µs")
+    batched_cpu = {k: round(statistics.median(v), 1) for k, v in cpu.items()}
+    say(
+        f"  cost per event, batched: {batched['base']} µs -> {batched['new']} µs "
+        f"(this process's CPU: {batched_cpu['base']} -> {batched_cpu['new']} µs)"
+    )
     return {
         "events": len(events),
         "batched_us": batched,
         "batched_added_us": round(batched["new"] - batched["base"], 1),
+        "batched_cpu_us": batched_cpu,
+        "batched_cpu_added_us": round(batched_cpu["new"] - batched_cpu["base"], 1),
         "live_us": {k: round(v, 1) for k, v in live.items()},
         "live_added_us": round(live["new"] - live["base"], 1),
     }
@@ -180,11 +201,31 @@ async def _live(history: Any, cases: list[list[dict[str, Any]]]) -> None:
         await asyncio.gather(*(one(c) for c in cases[k : k + LIVE_CONCURRENCY]))
 
 
+def _throwaway(history: Any) -> None:
+    """SQLite's writer set up for a database that is filled once and thrown away: no
+    fsync, a large page cache (the indexes of 4 M events do not fit the default 2 MB, and
+    every insert then reads pages back from the file). The rows are the same."""
+    import sqlalchemy as sa
+
+    def pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        for pragma in ("synchronous=OFF", "cache_size=-1500000", "temp_store=MEMORY"):
+            cursor.execute(f"PRAGMA {pragma}")
+        cursor.close()
+
+    writer = history._writer
+    if writer._sync is not None:
+        sa.event.listen(writer._sync, "connect", pragmas)
+
+
 async def fill(url: str, sessions: int, seed: int) -> tuple[Any, float, int]:
     import sqlalchemy as sa
     from tqdm import tqdm
 
+    from signaling.history.projection import project
+
     history = await _fresh(url)
+    _throwaway(history)
     bar = tqdm(total=sessions, unit="session", desc="filing", file=sys.stderr)
     chunk: list[dict[str, Any]] = []
     spent, filed = 0.0, 0
@@ -192,7 +233,8 @@ async def fill(url: str, sessions: int, seed: int) -> tuple[Any, float, int]:
     async def flush() -> None:
         nonlocal spent, filed, chunk
         t0 = time.perf_counter()
-        await history.record_many(chunk)
+        # The writer's own transaction, a chunk at a time (record_many's are 1,000 events).
+        await history._writer.apply([project(e) for e in chunk])
         spent += time.perf_counter() - t0
         filed += len(chunk)
         bar.update(len({e["session_id"] for e in chunk if e["type"] == "session.created"}))
@@ -297,15 +339,24 @@ async def run(args: argparse.Namespace, say: Any) -> dict[str, Any]:
             (Path(tmp) / d).mkdir()
         # (database, the year's url, the cost's url, its baseline's url)
         sqlite = [default_url(Path(tmp) / d) for d in ("year", "cost", "base")]
+        if args.keep:
+            sqlite[0] = default_url(Path(args.keep))
         wanted = set(args.databases.split(","))
         targets = [("sqlite", *sqlite)] if "sqlite" in wanted else []
         if args.postgres_url and "postgresql" in wanted:
             targets.append(("postgresql", args.postgres_url, *await _pg_more(args.postgres_url)))
         for kind, url, cost_url, base_url in targets:
-            say(f"{kind}: the cost per filed event ({args.sample} sessions, each way)")
-            per_event = await cost(base_url, cost_url, args.sample, args.seed, say)
-            say(f"{kind}: filing a year of {args.sessions} sessions")
-            history, spent, filed = await fill(url, args.sessions, args.seed)
+            per_event: dict[str, Any] = {"batched_added_us": float("nan")}
+            if not args.no_cost:
+                say(f"{kind}: the cost per filed event ({args.sample} sessions, each way)")
+                per_event = await cost(base_url, cost_url, args.sample, args.seed, say)
+            kept = await _kept(url) if args.keep else None
+            if kept is not None:
+                say(f"{kind}: the year kept in {args.keep} ({kept[2]} events)")
+                history, spent, filed = kept
+            else:
+                say(f"{kind}: filing a year of {args.sessions} sessions")
+                history, spent, filed = await fill(url, args.sessions, args.seed)
             try:
                 raised = await _raised(history)
                 say(f"  {filed} events at {spent / filed * 1e6:.0f} µs each; exceptions {raised}")
@@ -314,6 +365,24 @@ async def run(args: argparse.Namespace, say: Any) -> dict[str, Any]:
                 await history.close()
             out["databases"][kind] = _summary(per_event, filed, spent, raised, found)
     return out
+
+
+async def _kept(url: str) -> tuple[Any, float, int] | None:
+    """A year filed by an earlier run (``--keep``), migrated to this schema; None if empty."""
+    import sqlalchemy as sa
+
+    from signaling.history import migrate
+    from signaling.history import schema as s
+    from signaling.history.repo import History
+
+    await migrate.upgrade(url)
+    history = await History.open(url)
+    if not await _any_event(history):
+        await history.close()
+        return None
+    async with history.engine.connect() as conn:
+        filed = int(await conn.scalar(sa.select(sa.func.count()).select_from(s.events)) or 0)
+    return history, 0.0, filed
 
 
 async def _pg_more(url: str) -> tuple[str, str]:

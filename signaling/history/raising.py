@@ -71,7 +71,9 @@ class Rules:
     long_wait_s: float = 60.0
     media_loss: float = 0.05
     media_frozen_s: float = 3.0
-    enabled: bool = True  # False: raise nothing (``bench stats``' baseline, the old schema)
+    # False: supervision adds nothing to the write path, neither exceptions nor the
+    # statistics' counts (``bench stats``' baseline, the old schema)
+    enabled: bool = True
 
 
 def exception_id(case_id: str, seq: int, kind: str, key: str = "") -> str:

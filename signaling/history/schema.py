@@ -13,6 +13,8 @@ The initial Alembic revision creates exactly this; a test compares the two.
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 
 # Names of constraints and indexes fixed by convention, so migrations can name them.
@@ -67,8 +69,7 @@ sessions = sa.Table(
     sa.Index(None, "created_at", "session_id"),
     sa.Index(None, "window", "created_at", "session_id"),
     # The statistics (signaling/history/stats.py), each read in the index's order (no
-    # sort): counts by window and matter; the durations' ranks, overall and by window.
-    sa.Index("ix_sessions_stats", "window", "matter", "created_at", "ended_at", "end_reason"),
+    # sort): the durations' ranks, overall and by window (the counts: stats_sessions).
     sa.Index("ix_sessions_duration", "duration_s", "created_at", "window"),
     sa.Index("ix_sessions_window_duration", "window", "duration_s", "created_at"),
 )
@@ -100,21 +101,9 @@ invitations = sa.Table(
     sa.Index(None, "dept", "created_at", "invitation_id"),
     sa.Index(None, "status", "created_at", "invitation_id"),
     sa.Index(None, "created_at", "invitation_id"),
-    # The statistics (signaling/history/stats.py), each read in the index's order: counts
-    # by department and status; the answers' ranks by department; counts by hour.
-    sa.Index(
-        "ix_invitations_stats",
-        "dept",
-        "level",
-        "status",
-        "created_at",
-        "unanswered_at",
-        "session_id",
-    ),
+    # The statistics (signaling/history/stats.py): the answers' ranks by department, in
+    # the index's order (the counts: stats_invitations, stats_hours).
     sa.Index("ix_invitations_answer", "dept", "answer_s", "created_at", "session_id"),
-    sa.Index(
-        "ix_invitations_hourly", "created_at", "status", "unanswered_at", "dept", "session_id"
-    ),
 )
 
 
@@ -178,8 +167,9 @@ opinions = sa.Table(
     sa.Column("note", sa.Text),
     sa.Column("created_at", TIME, nullable=False),
     sa.Index(None, "session_id", "created_at"),
-    # Covering the statistics over a period (signaling/history/stats.py).
-    sa.Index("ix_opinions_stats", "author_dept", "decision", "created_at", "session_id"),
+    # Covering the statistics' edges of a period, less than a day (signaling/history/
+    # stats.py; whole days are counted in stats_opinions).
+    sa.Index("ix_opinions_period", "created_at", "author_dept", "decision", "session_id"),
 )
 
 # A still's facts; its file stays in the case file (its path is never in the record).
@@ -220,6 +210,87 @@ exceptions = sa.Table(
     sa.Index(None, "kind", "at", "exception_id"),
     sa.Index(None, "dept", "at", "exception_id"),
     sa.Index(None, "session_id", "at"),
+)
+
+
+# The statistics' counts (signaling/history/tally.py): a projection of the rows above,
+# kept in the write transaction as the events that change them are filed, so a year's
+# counts sum a few thousand rows. ``day``/``hour``: UTC, as ``floor(created_at / 86400)``
+# (or 3600) of the session, invitation or opinion. ``scope``: ``""`` every row,
+# ``d:<dept>`` a department's share (the sessions it was invited to, its invitations and
+# opinions), ``w:<window>`` a window's. Keys hold ``""`` for none (they cannot be NULL).
+def _tally(name: str, *columns: sa.Column[Any] | sa.Index) -> sa.Table:
+    keys = [c.name for c in columns if isinstance(c, sa.Column) and c.primary_key]
+    return sa.Table(
+        name,
+        metadata,
+        *columns,
+        sa.PrimaryKeyConstraint(*keys),
+        sqlite_with_rowid=False,  # the key is the table: a period's rows in one range
+    )
+
+
+def _key(name: str, type_: Any = ID) -> sa.Column[Any]:
+    return sa.Column(name, type_, nullable=False, primary_key=True)
+
+
+def _count(name: str) -> sa.Column[Any]:
+    return sa.Column(name, sa.BigInteger, nullable=False)
+
+
+SCOPE = sa.String(140)  # "d:" or "w:" + an id (128) or a window (100)
+
+stats_sessions = _tally(
+    "stats_sessions",
+    _key("scope", SCOPE),
+    _key("day", sa.Integer),
+    _key("window", sa.String(100)),
+    _key("matter", sa.Text),
+    _count("sessions"),
+    _count("ended"),
+    _count("broken_off"),
+)
+stats_invitations = _tally(
+    "stats_invitations",
+    _key("scope", SCOPE),
+    _key("day", sa.Integer),
+    _key("dept"),
+    _key("level", sa.String(16)),
+    _key("outcome", sa.String(16)),  # accepted, declined, unanswered, cancelled, open
+    _count("n"),
+)
+stats_opinions = _tally(
+    "stats_opinions",
+    _key("scope", SCOPE),
+    _key("day", sa.Integer),
+    _key("dept"),
+    _key("decision", sa.String(32)),
+    _count("n"),
+)
+stats_hours = _tally(  # by_day's measures, by hour: any time zone of whole hours
+    "stats_hours",
+    _key("scope", SCOPE),
+    _key("hour", sa.Integer),
+    _count("sessions"),
+    _count("invitations"),
+    _count("accepted"),
+    _count("unanswered"),
+)
+
+# The values the percentiles rank where no row's own index holds them in order: the
+# durations of the sessions a department was invited to (scope ``d:<dept>``, group: the
+# window), the answers' times of a window's invitations (``w:<window>``, group: the
+# department). ``ref``: the session or invitation; ``at``: its creation.
+stats_values = _tally(
+    "stats_values",
+    _key("scope", SCOPE),
+    _key("measure", sa.String(16)),  # duration, answer
+    _key("ref", ID),
+    sa.Column("grp", sa.String(128), nullable=False),
+    sa.Column("value", TIME, nullable=False),
+    sa.Column("at", TIME, nullable=False),
+    sa.Index(None, "scope", "measure", "value", "at"),
+    sa.Index(None, "scope", "measure", "grp", "value", "at"),
 )
 
 TABLES = {t.name: t for t in metadata.sorted_tables}

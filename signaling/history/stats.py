@@ -1,26 +1,30 @@
 """The supervisors' statistics and exceptions, read from the record (SQL, indexed).
 
 ``statistics`` answers ``GET /api/stats`` for a period with a few statements, never a
-case's log: counts grouped in the order of indexes that cover them
-(``ix_sessions_stats``, ``ix_invitations_stats``, ``ix_opinions_stats``, hourly from
-``ix_invitations_hourly``), so no sort and no row lookup. Counts are exact. Percentiles
-are exact too, as linear interpolation between the two closest ranks (PostgreSQL's
-``percentile_cont``, numpy's default, Python's ``statistics.quantiles(method=
-"inclusive")``): the two values around each rank are read from an index in value order
-(``answer_s``, ``duration_s``) with ``LIMIT 2 OFFSET rank - 1``, every group's in one
-statement; the ranks come from the counts.
+case's log. Counts are exact: the period's whole UTC days are summed from the tally
+(``stats_*`` tables that ``tally`` keeps as events are filed: a year is a few thousand
+rows), its edges (less than a day on either side) counted from the rows over the time
+indexes (``stats_tally.split``); a department and a window together, from the rows.
+Percentiles are exact too, as linear interpolation between the two closest ranks
+(PostgreSQL's ``percentile_cont``, numpy's default, Python's ``statistics.quantiles(
+method="inclusive")``): on SQLite over a long period the two values around each rank are
+read from an index in value order (``answer_s``, ``duration_s``; a department's
+sessions' durations and a window's answers from ``stats_values``) with ``LIMIT 2 OFFSET
+rank - 1``, every group's in one statement; the ranks come from the counts.
 
 The period is half-open, ``since ≤ t < until``: sessions by their creation, invitations
-by theirs, opinions by their filing. Days (``by_day``) are local days of a time zone,
-from hourly counts (so the zone's offset must be whole hours, as China's is).
-``exceptions`` pages the exceptions newest first (keyset on ``(at, exception_id)``).
+by theirs, opinions by their filing. Days (``by_day``) are local days of a time zone:
+whole hours from ``stats_hours``, summed by day in SQL when the zone's offset stays the
+same over the period (China's does); a zone whose days do not start on whole hours is
+counted from the rows. ``exceptions`` pages the exceptions newest first (keyset on
+``(at, exception_id)``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import datetime as dt
-from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -28,22 +32,15 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import schema as s
+from . import stats_parts as parts
+from . import stats_tally as tally
 from .exception_list import ExceptionList
 from .raising import BROKEN_OFF
+from .stats_tally import Filter, OpinionCount, SessionCount
 
-DECISIONS = ("approve", "materials_missing", "refer", "note")
-INVITATION_STATUSES = ("accepted", "declined", "unanswered", "cancelled")
 ANSWERED = ("accepted", "declined")
 PCTS = (5, 9)  # tenths: p50, p90
 LONG_S = 90 * 86400.0  # a period this long reads the indexes in value order (SQLite)
-
-
-@dataclass(frozen=True)
-class Filter:
-    since: float
-    until: float
-    dept: str | None = None
-    window: str | None = None
 
 
 def _rank_of(n: int, q: int) -> tuple[int, float]:
@@ -56,16 +53,6 @@ def _pct(values: list[float], weight: float) -> float:
     """The percentile from the value at its rank and the next one (``weight`` of it)."""
     values = sorted(values)
     return values[0] + weight * (values[1] - values[0]) if weight else values[0]
-
-
-def _outcome() -> Any:
-    """An invitation's outcome in SQL, as ``_outcomes`` counts it."""
-    i = s.invitations.c
-    return sa.case(
-        (i.status.in_(ANSWERED), i.status),
-        (i.unanswered_at.is_not(None), sa.literal("unanswered")),
-        else_=i.status,
-    )
 
 
 def _count_if(cond: Any) -> Any:
@@ -87,9 +74,20 @@ class Stats(ExceptionList):
         (``+ 0``: no index serves an expression) to the ones in value or group order, which
         need no sort; over a short one the period's range is smaller. PostgreSQL plans
         from its statistics."""
-        if self.dialect == "sqlite" and f.until - f.since > LONG_S and _whole(f):
-            return col + 0
-        return col
+        return col + 0 if self._long(f) else col
+
+    def _long(self, f: Filter) -> bool:
+        return self.dialect == "sqlite" and f.until - f.since > LONG_S
+
+    def _in_order(self, f: Filter, share: bool) -> bool:
+        """Whether ranks are read in an index's value order (``LIMIT 2 OFFSET``): on
+        SQLite the whole period's, or over a long period a ``share`` an index orders (a
+        window's durations, a department's answers); on PostgreSQL those over a long
+        period (shorter ones: ``percentile_cont`` over the period's rows)."""
+        long = f.until - f.since > LONG_S
+        if self.dialect == "sqlite":
+            return _whole(f) or (share and long)
+        return (_whole(f) or share) and long
 
     def _sessions_where(self, f: Filter) -> list[Any]:
         t = s.sessions.c
@@ -133,7 +131,7 @@ class Stats(ExceptionList):
         """p50 and p90 of ``col`` per group (``wanted``: group -> how many values), each
         read as the two values at its rank in the index's order (``LIMIT 2 OFFSET``),
         all in one statement."""
-        if self.dialect == "postgresql":
+        if not whole and self.dialect == "postgresql":
             return await self._ranks_pg(base, col, wanted)
         if not whole:
             return await self._ranks_sorted(base, col, wanted)
@@ -204,10 +202,9 @@ class Stats(ExceptionList):
         return out
 
     # -- the queries -----------------------------------------------------------------
-    async def _sessions(self, f: Filter) -> tuple[list[Any], dict[Any, Any], dict[Any, Any]]:
+    async def _session_counts(self, f: Filter) -> list[SessionCount]:
+        """Sessions by window and matter: total, ended, broken off (from the rows)."""
         t = s.sessions.c
-        where = self._sessions_where(f)
-        sessions = self._sessions_from(f)
         counts = (
             sa.select(
                 t.window,
@@ -216,40 +213,87 @@ class Stats(ExceptionList):
                 _count_if(t.ended_at.is_not(None)).label("ended"),
                 _count_if(t.end_reason.in_(BROKEN_OFF)).label("broken_off"),
             )
-            .select_from(sessions)
-            .where(*where)
+            .select_from(self._sessions_from(f))
+            .where(*self._sessions_where(f))
         )
         rows = await self._all(counts.group_by(t.window, t.matter))
+        return [SessionCount(r.window, r.matter, r.total, r.ended, r.broken_off) for r in rows]
+
+    async def _durations(
+        self, f: Filter, counts: list[SessionCount]
+    ) -> tuple[dict[Any, Any], dict[Any, Any]]:
+        """The durations' p50 and p90, overall and by window (``counts``: how many)."""
+        t = s.sessions.c
+        where = self._sessions_where(f)
+        sessions = self._sessions_from(f)
         per_window: dict[Any, int] = {}
-        for r in rows:
+        for r in counts:
             per_window[r.window] = per_window.get(r.window, 0) + int(r.ended)
         ended = sum(per_window.values())
+        if f.dept is not None and f.window is None:
+            return await self._values(f, f"d:{f.dept}", "duration", per_window, ended)
         base = sa.select(sa.literal("").label("g")).select_from(sessions).where(*where)
-        whole = _whole(f)
-        overall = await self._ranks(base, t.duration_s, sa.literal(""), {"": ended}, whole)
+        # A window's: in the order of its index (window, duration).
+        whole = self._in_order(f, f.dept is None)
         windows = sa.select(t.window.label("g")).select_from(sessions).where(*where)
-        by_window = await self._ranks(windows, t.duration_s, t.window, per_window, whole)
-        return rows, overall, by_window
+        # The two at once, on two connections (as the parts of ``statistics``).
+        overall, by_window = await asyncio.gather(
+            self._ranks(base, t.duration_s, sa.literal(""), {"": ended}, whole),
+            self._ranks(windows, t.duration_s, t.window, per_window, whole),
+        )
+        return overall, by_window
 
-    async def _invitations(self, f: Filter) -> tuple[list[Any], dict[Any, Any]]:
+    async def _invitation_counts(self, f: Filter) -> list[tuple[str | None, str | None, str, int]]:
+        """(dept, level, outcome, count) from the rows."""
         i = s.invitations.c
-        where = self._invitations_where(f)
         counts = sa.select(
             i.dept,
             i.level,
             i.status,
             sa.func.count().label("n"),
             _count_if(i.unanswered_at.is_not(None)).label("rang_out"),
-        ).where(*where)
-        rows = await self._all(counts.group_by(i.dept, i.level, i.status))
-        answered: dict[Any, int] = {}
-        for r in rows:
-            if r.dept is not None and r.status in ANSWERED:
-                answered[r.dept] = answered.get(r.dept, 0) + int(r.n)
-        base = sa.select(i.dept.label("g")).where(*where)
-        return rows, await self._ranks(base, i.answer_s, i.dept, answered, _whole(f))
+        ).where(*self._invitations_where(f))
+        return _outcomes(await self._all(counts.group_by(i.dept, i.level, i.status)))
 
-    async def _opinions(self, f: Filter) -> list[Any]:
+    async def _answers(
+        self, f: Filter, counts: list[tuple[str | None, str | None, str, int]]
+    ) -> dict[Any, Any]:
+        """The answers' p50 and p90 by department (``counts``: how many)."""
+        i = s.invitations.c
+        answered: dict[Any, int] = {}
+        for dept, _, outcome, n in counts:
+            if dept is not None and outcome in ANSWERED:
+                answered[dept] = answered.get(dept, 0) + n
+        if f.window is not None and f.dept is None:
+            return (await self._values(f, f"w:{f.window}", "answer", answered, None))[1]
+        base = sa.select(i.dept.label("g")).where(*self._invitations_where(f))
+        # A department's: in the order of its index (dept, answer).
+        whole = self._in_order(f, f.window is None)
+        return await self._ranks(base, i.answer_s, i.dept, answered, whole)
+
+    async def _values(
+        self, f: Filter, scope: str, measure: str, per_group: dict[Any, int], total: int | None
+    ) -> tuple[dict[Any, Any], dict[Any, Any]]:
+        """The ranks of a department's sessions' durations, or of a window's answers, from
+        ``stats_values`` in value order: overall (``total`` of them) and by group."""
+        v = s.stats_values.c
+        where = [v.scope == scope, v.measure == measure, v.at >= f.since, v.at < f.until]
+        ordered = self.dialect == "sqlite" or f.until - f.since > LONG_S
+        overall: dict[Any, Any] = {}
+        wanted = {"" if g is None else g: n for g, n in per_group.items()}
+        groups = sa.select(v.grp.label("g")).where(*where)
+        if total is not None:
+            base = sa.select(sa.literal("").label("g")).where(*where)
+            overall, found = await asyncio.gather(
+                self._ranks(base, v.value, sa.literal(""), {"": total}, ordered),
+                self._ranks(groups, v.value, v.grp, wanted, ordered),
+            )
+        else:
+            found = await self._ranks(groups, v.value, v.grp, wanted, ordered)
+        by_group = {g: found["" if g is None else g] for g in per_group}
+        return overall, by_group
+
+    async def _opinions(self, f: Filter) -> list[OpinionCount]:
         o = s.opinions.c
         at = self._time(o.created_at, f)
         where = [at >= f.since, at < f.until, o.author_dept.is_not(None)]
@@ -257,57 +301,78 @@ class Stats(ExceptionList):
             where.append(o.author_dept == f.dept)
         where += self._of_window(o.session_id, f)
         stmt = sa.select(o.author_dept, o.decision, sa.func.count().label("n")).where(*where)
-        return await self._all(stmt.group_by(o.author_dept, o.decision))
+        rows = await self._all(stmt.group_by(o.author_dept, o.decision))
+        return [OpinionCount(r.author_dept, r.decision, int(r.n)) for r in rows]
+
+    async def _counts(
+        self, f: Filter
+    ) -> tuple[list[SessionCount], list[tuple[str | None, str | None, str, int]], list[Any]]:
+        """The period's counts: its whole days from the ``stats_*`` tables, its edges (and
+        a department's and window's share together) from the rows."""
+        scope = tally.scope_of(f)
+        days, edges = tally.split(f, tally.DAY_S) if scope is not None else (None, [f])
+        sessions: list[SessionCount] = []
+        invitations: list[tuple[str | None, str | None, str, int]] = []
+        opinions: list[Any] = []
+        if days is not None and scope is not None:
+            async with self.engine.connect() as conn:
+                for out, (stmt, rows) in (
+                    (sessions, tally.sessions(scope, days)),
+                    (invitations, tally.invitations(scope, days)),
+                    (opinions, tally.opinions(scope, days)),
+                ):
+                    out += rows(await conn.execute(stmt))
+        for edge in edges:
+            sessions += await self._session_counts(edge)
+            invitations += await self._invitation_counts(edge)
+            opinions += await self._opinions(edge)
+        return parts.merged(sessions), invitations, opinions
 
     async def _days(self, f: Filter, tz: ZoneInfo) -> list[dict[str, Any]]:
-        """Every local day of the period with its counts: one statement, a range count
-        per day and measure over the time indexes (no grouping, no sort)."""
+        """Every local day of the period with its counts: whole hours from the tally,
+        the rest (and a zone whose days do not start on whole hours) from the rows."""
         bounds = _day_bounds(f, tz)
-        # The days as rows (SQLite names no VALUES columns): at most 367 of 500 terms.
-        rows = (
-            sa.select(
-                sa.literal(k, sa.Integer).label("i"),
-                sa.literal(a, s.TIME).label("a"),
-                sa.literal(b, s.TIME).label("b"),
-            )
-            for k, (_, a, b) in enumerate(bounds)
-        )
-        d = sa.union_all(*rows).subquery("d")
-        if f.dept is not None or f.window is not None:
-            got = await self._days_filtered(f, bounds)
+        scope = tally.scope_of(f)
+        if scope is not None and all(a % tally.HOUR_S == 0 for _, a, _ in bounds[1:]):
+            got = await self._days_tallied(f, scope, bounds)
         else:
-            got = await self._days_all(d)
+            got = await self._days_filtered(f, bounds)
         return [
             {"date": date, "sessions": 0, "invitations": 0, "accepted": 0, "unanswered": 0}
             | got.get(k, {})
             for k, (date, _, _) in enumerate(bounds)
         ]
 
-    async def _days_all(self, d: Any) -> dict[int, dict[str, int]]:
-        """A range count per day and measure over the time indexes (no grouping)."""
-        t, i = s.sessions.c, s.invitations.c
-        in_day = [i.created_at >= d.c.a, i.created_at < d.c.b]
-        sessions = sa.select(sa.func.count()).select_from(s.sessions)
-        sessions = sessions.where(t.created_at >= d.c.a, t.created_at < d.c.b)
-
-        def measure(cond: Any) -> Any:
-            what = sa.func.count() if cond is None else _count_if(cond)
-            return sa.select(what).select_from(s.invitations).where(*in_day).scalar_subquery()
-
-        stmt = sa.select(
-            d.c.i,
-            sessions.scalar_subquery().label("sessions"),
-            measure(None).label("invitations"),
-            measure(i.status == "accepted").label("accepted"),
-            measure(_outcome() == "unanswered").label("unanswered"),
-        )
-        return {int(r.i): _day(r) for r in await self._all(stmt)}
+    async def _days_tallied(
+        self, f: Filter, scope: str, bounds: list[tuple[str, float, float]]
+    ) -> dict[int, dict[str, int]]:
+        """Whole hours from ``stats_hours`` (a zone of whole hours: each in one local day),
+        the edges (less than an hour) from the rows."""
+        hours, edges = tally.split(f, tally.HOUR_S)
+        out: dict[int, dict[str, int]] = {}
+        for edge in edges:
+            for k, row in (await self._days_filtered(edge, bounds)).items():
+                parts.sum_into(out.setdefault(k, dict.fromkeys(row, 0)), row)
+        if hours is None:
+            return out
+        starts = [a for _, a, _ in bounds]
+        # Days of 24 hours each (no change of offset in the period): summed in SQL.
+        base = int(starts[1]) - tally.DAY_S if len(starts) > 1 else None
+        if base is not None and any(a != base + k * tally.DAY_S for k, a in enumerate(starts) if k):
+            base = None
+        first = None if base is None else base // tally.HOUR_S
+        stmt, rows = tally.hours(scope, hours, first)
+        async with self.engine.connect() as conn:
+            found = rows(await conn.execute(stmt))
+        for at, row in found:
+            k = max(0, bisect.bisect_right(starts, at) - 1)  # the first day's may be cut
+            parts.sum_into(out.setdefault(k, dict.fromkeys(row, 0)), row)
+        return out
 
     async def _days_filtered(
         self, f: Filter, bounds: list[tuple[str, float, float]]
     ) -> dict[int, dict[str, int]]:
-        """A department's or a window's (a fraction of the period's rows): their times
-        read once and put in their days here (SQLite joined the days to every row)."""
+        """From the rows: their times read once and put in their days here."""
         t, i = s.sessions.c, s.invitations.c
         starts = [a for _, a, _ in bounds]
         out: dict[int, dict[str, int]] = {}
@@ -331,10 +396,12 @@ class Stats(ExceptionList):
     async def statistics(self, f: Filter, tz: ZoneInfo) -> dict[str, Any]:
         """The figures of ``GET /api/stats`` (departments without their names: the
         caller adds them from the directory)."""
-        counts, overall, per_window = await self._sessions(f)
-        inv_counts, answers = await self._invitations(f)
-        opinions = await self._opinions(f)
-        by_day = await self._days(f, tz)
+        counts, outcomes, opinions = await self._counts(f)
+        # The ranks and the days are independent reads: at once, each on a connection of
+        # its own (a database serves them on both cores, where one after another waits).
+        (overall, per_window), answers, by_day = await asyncio.gather(
+            self._durations(f, counts), self._answers(f, outcomes), self._days(f, tz)
+        )
         p50, p90 = overall[""]
         sessions = {
             "total": sum(r.total for r in counts),
@@ -343,15 +410,14 @@ class Stats(ExceptionList):
             "duration_s_p50": p50,
             "duration_s_p90": p90,
         }
-        outcomes = _outcomes(inv_counts)
         return {
             "period": {"since": f.since, "until": f.until, "timezone": str(tz.key)},
             "sessions": sessions,
-            "invitations": _invitation_totals(outcomes),
-            "departments": _departments(outcomes, answers, opinions),
+            "invitations": parts.invitation_totals(outcomes),
+            "departments": parts.departments(outcomes, answers, opinions),
             "by_day": by_day,
-            "windows": _breakdown(counts, "window", per_window),
-            "matters": _breakdown(counts, "matter", None),
+            "windows": parts.breakdown(counts, "window", per_window),
+            "matters": parts.breakdown(counts, "matter", None),
         }
 
 
@@ -371,74 +437,9 @@ def _outcomes(rows: list[Any]) -> list[tuple[str | None, str | None, str, int]]:
     return out
 
 
-def _invitation_totals(rows: list[tuple[str | None, str | None, str, int]]) -> dict[str, int]:
-    out = {"total": sum(n for *_, n in rows)}
-    for status in INVITATION_STATUSES:
-        out[status] = sum(n for _, _, s_, n in rows if s_ == status)
-    return out
-
-
-def _departments(
-    counts: list[tuple[str | None, str | None, str, int]],
-    answers: dict[Any, tuple[float | None, float | None]],
-    opinions: list[Any],
-) -> list[dict[str, Any]]:
-    depts: dict[str, dict[str, Any]] = {}
-
-    def dept(name: str) -> dict[str, Any]:
-        if name not in depts:
-            depts[name] = {
-                "dept": name,
-                "level": None,
-                "invited": 0,
-                **{k: 0 for k in ("accepted", "declined", "unanswered")},
-                "answer_s_p50": None,
-                "answer_s_p90": None,
-                "opinions": {d: 0 for d in DECISIONS},
-            }
-        return depts[name]
-
-    for name, level, outcome, n in counts:
-        if name is None:  # a named reviewer's invitation: in the totals only
-            continue
-        d = dept(name)
-        d["level"] = d["level"] or level
-        d["invited"] += n
-        if outcome in ("accepted", "declined", "unanswered"):
-            d[outcome] += n
-    for name, (p50, p90) in answers.items():
-        dept(name)["answer_s_p50"], dept(name)["answer_s_p90"] = p50, p90
-    for r in opinions:
-        if r.decision in DECISIONS:
-            dept(r.author_dept)["opinions"][r.decision] += r.n
-    return [depts[k] for k in sorted(depts)]
-
-
-def _breakdown(
-    counts: list[Any], key: str, ranks: dict[Any, tuple[float | None, float | None]] | None
-) -> list[dict[str, Any]]:
-    """Sessions per window (with their durations' percentiles) or per matter, most first."""
-    out: dict[Any, dict[str, Any]] = {}
-    for r in counts:
-        name = getattr(r, key)
-        row = out.setdefault(name, {key: name, "sessions": 0, "ended": 0, "broken_off": 0})
-        row["sessions"] += r.total
-        row["ended"] += r.ended
-        row["broken_off"] += r.broken_off
-    if ranks is not None:
-        for name, row in out.items():
-            row["duration_s_p50"], row["duration_s_p90"] = ranks.get(name, (None, None))
-    return sorted(out.values(), key=lambda r: (-r["sessions"], str(r[key])))
-
-
 def _whole(f: Filter) -> bool:
     """No department or window filter: the whole period's rows."""
     return f.dept is None and f.window is None
-
-
-def _day(r: Any) -> dict[str, int]:
-    keys = ("sessions", "invitations", "accepted", "unanswered")
-    return {k: int(getattr(r, k) or 0) for k in keys}
 
 
 def _day_bounds(f: Filter, tz: ZoneInfo) -> list[tuple[str, float, float]]:

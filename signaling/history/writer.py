@@ -32,6 +32,7 @@ from . import schema as s
 from .db import make_writer_engine
 from .projection import Projection, Row, fold, project
 from .raising import Rules, raise_for
+from .tally import Tally
 from .write_steps import earlier, known_of, lock_cases, run_updates
 
 CREATED = "session.created"
@@ -172,9 +173,12 @@ def transaction(
     # it comes (an older event), the session is rebuilt, as above.
     born = {p.event["session_id"] for p in fresh if p.event["type"] == CREATED}
     waiting = sids - born - known.sessions
+    # The statistics' counts before the rows change (``tally``), unless turned off.
+    tally = Tally(conn, [p.event for p in fresh] if rules.enabled else [], known.sessions)
     _changes(conn, [p for p in fresh if p.event["session_id"] not in late | waiting], rules, raised)
     for sid in sorted(late):
         _rebuild(conn, sid, rules, raised)
+    tally.commit()
     if any(p.event["seq"] < known.cases.get(p.event["case_id"], 0) for p in fresh):
         earlier(conn, cases)  # a case's first event may be late too
     return len(inserted)
