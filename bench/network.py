@@ -52,6 +52,7 @@ def add_parser(targets: Any) -> None:
     p.add_argument("--rows", default=",".join(ROWS), help=f"rows, of: {','.join(ROWS)}")
     p.add_argument("--repeat", type=int, default=1, help="runs of each row (medians)")
     p.add_argument("--json", action="store_true", help="a JSON summary as stdout's last line")
+    p.add_argument("--trace", action="store_true", help="print what each second measured")
 
 
 def say(text: str) -> None:
@@ -111,6 +112,11 @@ def table(results: dict[str, dict[str, Any]]) -> str:
             )
             continue
         other = []
+        if "usable_after_s" in r:
+            never = r.get("usable_after_s_never")
+            other.append(f"usable after {_cell(r['usable_after_s'], ' s', never)}")
+        if r.get("paused_s"):
+            other.append(f"video paused {r['paused_s']} s")
         if "adapted_s" in r:
             other.append(f"steady video after {_cell(r['adapted_s'], ' s')}")
         if "full_rate_after_s" in r:
@@ -158,7 +164,7 @@ def main(args: argparse.Namespace) -> int:
             for i, name in enumerate(n for n in names for _ in range(args.repeat)):
                 say(f"row {i + 1}/{total} {name} (elapsed {time.monotonic() - started:.0f} s)")
                 with Call(rig, f"NET-{i}") as call:
-                    result = run_row(call, ROWS[name], args.window)
+                    result = run_row(call, ROWS[name], args.window, args.trace)
                 say(f"  {json.dumps(result, ensure_ascii=False)}")
                 runs.setdefault(name, []).append(result)
         failed = False

@@ -25,6 +25,22 @@ INBOUND_JS = """async () => {
   return out;
 }"""
 
+# Whether the page shows another participant's video as paused (its link too thin: the
+# SFU paused it, the tile says so), and the audio packets it has received (cumulative).
+PAUSED_JS = """async () => {
+  const m = window.jr.media;
+  if (!m || !m.pc) return null;
+  const stats = await m.pc.getStats();
+  let audio = 0;
+  stats.forEach((s) => {
+    if (s.type === "inbound-rtp" && s.kind === "audio") audio += s.packetsReceived || 0;
+  });
+  const me = document.body.dataset.participantId;
+  const paused = [...document.querySelectorAll("[data-testid=video-tile]")].some(
+    (t) => t.dataset.participantId !== me && t.dataset.video === "paused");
+  return {audio, paused};
+}"""
+
 # What the page sends of its camera: bytes, and the connection's state ("connected" …);
 # ``pcs`` counts the RTCPeerConnections the page has had (a new one: media rebuilt).
 OUTBOUND_JS = """async () => {

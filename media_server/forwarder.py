@@ -41,9 +41,9 @@ MAX_MISSING = 256
 RR_INTERVAL = 1.0
 REMB_INTERVAL = 1.0
 RTX_REPEAT_GUARD = 0.05  # don't resend one packet to one leg twice within 50 ms
+ECHO_AFTER = 0.005  # a lossy leg's second copies: at most this long after the original
 
 _FIXED = struct.Struct("!BBHII")
-_SEQ = struct.Struct("!H")
 
 Out = list[tuple["Leg", bytes]]
 
@@ -61,6 +61,7 @@ class Leg:
     __slots__ = (
         "abs_send_time_id",
         "audio_level_id",
+        "echoed",
         "ext_key",
         "keep_ts",
         "keyframe_wanted",
@@ -117,6 +118,7 @@ class Leg:
         self.packets = 0
         self.octets = 0
         self.retransmitted = 0
+        self.echoed = 0  # second copies sent ahead of any NACK (Upstream._echo)
         self.rtx_guard: dict[int, float] = {}
 
 
@@ -147,6 +149,8 @@ class Upstream(LegAdaptation):
         self.bitrate = bitrate or Bitrate()
         self.is_keyframe: Callable[[Any], bool] | None = rtp.keyframe_detector(codec)
         self.legs: list[Leg] = []
+        self.echoes: Out = []  # second copies for lossy legs, sent a moment later
+        self.key_ts = -1  # the timestamp of the last keyframe seen
         self.ssrc: int | None = None
         # retransmission cache: index seq % CACHE_SIZE -> (seq, packet, header)
         self._cache: list[tuple[int, bytes, rtp.Header] | None] = (
@@ -175,6 +179,7 @@ class Upstream(LegAdaptation):
         self.legs.append(leg)
         if self.kind == "video":
             leg.link = LinkEstimate(self.bitrate.floor_bps, self.bitrate.max_bps)
+            leg.link.can_protect = leg.rtx_ssrc is not None and leg.rtx_payload_type is not None
             leg.keyframe_wanted = True
             self.request_keyframe(now)
 
@@ -195,9 +200,15 @@ class Upstream(LegAdaptation):
                 self.missing.pop(h.seq, None)
         if self.audio_level_id:
             self.audio_level = rtp.audio_level(rtp.find_extension(data, h, self.audio_level_id))
+        elif self.is_keyframe and self.is_keyframe(memoryview(data)[h.payload_start :]):
+            self.key_ts = h.timestamp  # (the packets of a keyframe share its timestamp)
+        # The previous packet's second copies go after this one (spaced: one short
+        # burst of loss takes not both).
+        pending, self.echoes = self.echoes, []
         # A late packet is handled like a retransmission: it never starts a leg, and a
         # leg that started after it never gets it.
-        return self._fan_out(data, h, now, retransmission=late)
+        out = self._fan_out(data, h, now, retransmission=late)
+        return out + pending if pending else out
 
     def on_rtx(self, data: bytes, h: rtp.Header, now: float) -> Out:
         """A retransmission from the publisher (RTX stream): forward it as the original."""
@@ -286,6 +297,8 @@ class Upstream(LegAdaptation):
             leg.packets += 1
             leg.octets += h.payload_end - h.payload_start
             out.append((leg, packet))
+            if leg.link is not None and leg.link.protect and not retransmission:
+                self._echo(leg, body, h, now)
         return out
 
     def _start_leg(self, leg: Leg, h: rtp.Header) -> None:
@@ -359,32 +372,51 @@ class Upstream(LegAdaptation):
             if now - leg.rtx_guard.get(out_seq, -1.0) < RTX_REPEAT_GUARD:
                 continue
             leg.rtx_guard[out_seq] = now
-            _, data, h = entry
-            b0, body = self._body(data, h, leg, now)
-            packet = bytearray(12) + body
-            packet[0] = b0
-            ts = (h.timestamp + leg.ts_off) & 0xFFFFFFFF
-            if leg.rtx_ssrc is not None and leg.rtx_payload_type is not None:
-                payload_at = len(packet) - (h.payload_end - h.payload_start)
-                packet[payload_at:payload_at] = _SEQ.pack(out_seq)
-                _FIXED.pack_into(
-                    packet,
-                    0,
-                    packet[0],
-                    (h.marker << 7) | leg.rtx_payload_type,
-                    leg.rtx_seq,
-                    ts,
-                    leg.rtx_ssrc,
-                )
-                leg.rtx_seq = (leg.rtx_seq + 1) & 0xFFFF
-            else:
-                _FIXED.pack_into(
-                    packet, 0, packet[0], (h.marker << 7) | leg.payload_type, out_seq, ts, leg.ssrc
-                )
-            out.append((leg, bytes(packet)))
+            out.append((leg, self._again(leg, entry[1], entry[2], out_seq, now)))
             leg.retransmitted += 1
+            if leg.link is not None and leg.link.protect == 2:  # (random loss: twice)
+                self.echoes.append((leg, self._again(leg, entry[1], entry[2], out_seq, now)))
         if len(leg.rtx_guard) > 512:
             leg.rtx_guard = {s: t for s, t in leg.rtx_guard.items() if now - t < 1.0}
+        return out
+
+    def _again(self, leg: Leg, data: bytes, h: rtp.Header, out_seq: int, now: float) -> bytes:
+        """A packet again for ``leg``: as RTX when negotiated, else as the original."""
+        b0, body = self._body(data, h, leg, now)
+        ts = (h.timestamp + leg.ts_off) & 0xFFFFFFFF
+        pt, rtx_ssrc = leg.rtx_payload_type, leg.rtx_ssrc
+        if pt is None or rtx_ssrc is None:
+            return _FIXED.pack(b0, (h.marker << 7) | leg.payload_type, out_seq, ts, leg.ssrc) + body
+        size = h.payload_end - h.payload_start
+        packet = rtp.rtx_wrap(b0, body, size, h.marker, pt, leg.rtx_seq, ts, rtx_ssrc, out_seq)
+        leg.rtx_seq = (leg.rtx_seq + 1) & 0xFFFF
+        return packet
+
+    def _echo(self, leg: Leg, body: tuple[int, bytes], h: rtp.Header, now: float) -> None:
+        """A leg with random loss gets a second copy (as RTX, a moment later: ``echoes``)
+        of the packets whose loss costs most: each frame's last (its loss shows only when
+        the next frame comes), a keyframe's, or every packet when the loss is high. The
+        subscriber drops the copy of a packet it has; a lost packet costs no round trip."""
+        link = leg.link
+        assert link is not None
+        pt, rtx_ssrc = leg.rtx_payload_type, leg.rtx_ssrc
+        if pt is None or rtx_ssrc is None:
+            return
+        if link.protect < 2 and not h.marker and h.timestamp != self.key_ts:
+            return
+        if not link.may_echo(len(body[1]) + 14, now):
+            return
+        ts = (h.timestamp + leg.ts_off) & 0xFFFFFFFF
+        osn = (h.seq + leg.seq_off) & 0xFFFF
+        size = h.payload_end - h.payload_start
+        echo = rtp.rtx_wrap(body[0], body[1], size, h.marker, pt, leg.rtx_seq, ts, rtx_ssrc, osn)
+        leg.rtx_seq = (leg.rtx_seq + 1) & 0xFFFF
+        leg.echoed += 1
+        self.echoes.append((leg, echo))
+
+    def take_echoes(self) -> Out:
+        """The second copies still to send (the room's timer sends them)."""
+        out, self.echoes = self.echoes, []
         return out
 
     def on_keyframe_request(self, leg: Leg, now: float) -> None:

@@ -231,6 +231,8 @@ class Room:
             packets = upstream.poll(now)
             if packets:
                 peer.send_upstream_rtcp(packets)
+            for leg, echo in upstream.take_echoes():
+                leg.sink.send(echo)
             busy = busy or bool(upstream.missing) or upstream.keyframe_pending
         if now >= self._next_speaker:
             self._next_speaker = now + SPEAKER_EVERY
