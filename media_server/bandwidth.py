@@ -52,9 +52,8 @@ PROTECT_SHARE = 1.0  # ...the second copies within this share of the estimate...
 PROTECT_BURST_S = 0.25  # ...and a burst of this long at it (a keyframe)
 LOSS_SMOOTHING = 0.5  # per window, for the protection's level
 LOSS_FAR = 0.5  # over this, most of what is sent never arrives: far over capacity...
-DRAIN = 0.5  # ...below what got through for a moment (the queue drains; not under the floor)
-HEADROOM = 0.85  # then back up fast to this share of what got through (GCC's)
-FAR_HOLD_S = 10.0  # and the REMB does not raise it for this long
+HEADROOM = 0.85  # ...the estimate: this share of what got through (GCC's)...
+FAR_HOLD_S = 10.0  # ...and the REMB does not raise it for this long
 PACKET_OVERHEAD = 50  # IP, UDP, RTP header and extensions, SRTP tag: bytes per packet
 WINDOW_S = 0.9  # the estimate moves once per window of reports (about a second)
 PAUSE_AFTER_S = 2.0  # under the floor this long: the leg's video is paused
@@ -78,6 +77,8 @@ class LinkEstimate:
         self._last_decrease = -1e9
         self._good = 0.0  # the level carried before the last drop: ramp back fast
         self._far_until = 0.0  # found far over capacity: the REMB does not raise it till
+        self.refresh = False  # its picture is broken: restart it on a keyframe (adaptation)
+        self._held_reports = 0
         self._fast = False  # the last raise was a fast one
         # The window the estimate moves on: (start, lost, highest, upstream, sent, nacked)
         self._win: tuple[float, int, int, tuple[int, int], tuple[int, int], int] | None = None
@@ -137,6 +138,17 @@ class LinkEstimate:
         allowed = min(count, int(self._rtx_tokens))
         self._rtx_tokens -= allowed
         return allowed
+
+    def held(self) -> None:
+        """The leg is held until a keyframe (adaptation): what it reports from its
+        restart on is judged afresh, not with the losses of the queue it left."""
+        self.refresh = False
+        self._win, self._win_rtt = None, None
+        self._held_reports = self.reports
+
+    def settled(self) -> bool:
+        """Since it was held, a window of reports with the leg carrying its video."""
+        return self.reports > self._held_reports and self.loss < LOSS_HIGH
 
     def may_echo(self, size: int, now: float) -> bool:
         """Whether a second copy of ``size`` bytes fits the protection's budget now."""
@@ -265,18 +277,22 @@ class LinkEstimate:
         before = float(self.bps or self.estimate)  # (what was asked for: the REMB may cap)
         if before <= bound:
             return
-        self._last_decrease = now
         sent, delivered = self._sent_bps, self._delivered_bps
-        if loss > LOSS_FAR and delivered and sent and delivered < 0.5 * sent:
-            # Far over capacity: what got through is the link. Under it for a moment
-            # (even while the publisher has not followed yet: no waiting a window), so
-            # the queue the excess left drains and a keyframe gets through; then fast
-            # back up to HEADROOM of it.
-            # (a link that carries less than the floor is thin: that, and it is paused)
-            drain = max(DRAIN * delivered, min(float(self.floor), delivered), float(bound))
+        far = bool(loss > LOSS_FAR and delivered and sent and delivered < 0.5 * sent)
+        self._last_decrease = now
+        if far:
+            assert delivered is not None
+            # Far over capacity: what got through is the link; HEADROOM of it at once
+            # (even while the publisher has not followed yet: no waiting a window). The
+            # leg is held until a keyframe meanwhile (``refresh``; its queue drains).
+            # (A link that carries less than the floor is thin: that, and it is paused.)
+            drain = max(HEADROOM * delivered, min(float(self.floor), delivered), float(bound))
             self.estimate = min(self.estimate, before, drain)
-            self._good, self._fast = HEADROOM * delivered, False
+            self._good, self._fast = drain, False
             self._far_until = now + FAR_HOLD_S
+            # (most frames were broken: none decodes till a keyframe; a thin link is
+            # paused instead, see ``gate``)
+            self.refresh = drain >= self.floor
             return
         # Random loss: from what the publisher sends when its encoder sends less than
         # allowed (its own ceiling), unless much less (a still picture). (Under

@@ -23,7 +23,7 @@ from .aiortc_adapter import (
     RtcpSrPacket,
     unpack_remb_fci,
 )
-from .forwarder import ECHO_AFTER
+from .repair import ECHO_AFTER
 
 if TYPE_CHECKING:
     from .peer import Peer

@@ -30,18 +30,16 @@ from .aiortc_adapter import (  # RTCP's wire classes (building RTCP has no I/O)
 )
 from .bandwidth import LinkEstimate
 from .health import TrackHealth
+from .repair import CACHE_SIZE, LegRepair
 
 KEYFRAME_MIN_INTERVAL = 0.3  # at most one upstream keyframe request per 300 ms...
 KEYFRAME_RETRY = 1.0  # ...and again while a leg still waits for one
-CACHE_SIZE = 1024  # ~9 s of 1 Mbps video: answers NACKs well beyond any sane RTT
 NACK_INTERVAL = 0.05
 NACK_MAX_TRIES = 4
 NACK_MAX_AGE = 1.0
 MAX_MISSING = 256
 RR_INTERVAL = 1.0
 REMB_INTERVAL = 1.0
-RTX_REPEAT_GUARD = 0.05  # don't resend one packet to one leg twice within 50 ms
-ECHO_AFTER = 0.005  # a lossy leg's second copies: at most this long after the original
 
 _FIXED = struct.Struct("!BBHII")
 
@@ -70,6 +68,7 @@ class Leg:
         "packets",
         "paused",
         "payload_type",
+        "refresh_since",
         "resume_seq",
         "retransmitted",
         "rtx_guard",
@@ -113,6 +112,7 @@ class Leg:
         self.resume_seq: int | None = None
         self.keep_ts = False  # resuming after a pause: the timestamps run on
         self.paused = False  # video paused: the link is too thin (adaptation.py)
+        self.refresh_since: float | None = None  # held for a keyframe since (adaptation.py)
         self.link: LinkEstimate | None = None  # video legs: the subscriber link's estimate
         self.rtx_seq = random.randrange(1 << 15)
         self.packets = 0
@@ -122,7 +122,7 @@ class Leg:
         self.rtx_guard: dict[int, float] = {}
 
 
-class Upstream(LegAdaptation):
+class Upstream(LegAdaptation, LegRepair):
     """One published track and the legs that receive it."""
 
     def __init__(
@@ -160,6 +160,10 @@ class Upstream(LegAdaptation):
         self.cycles = 0
         self.base_seq = 0
         self.received = 0
+        self.octets_in = 0  # payload bytes from the publisher (its rate: adaptation.py)
+        self.incoming_bps = 0.0
+        self._rate_mark = (0.0, 0)
+        self._held: list[Leg] = []  # legs held for a keyframe since the last adapt
         self.received_prior = 0
         self.expected_prior = 0
         self.jitter = 0.0
@@ -192,6 +196,7 @@ class Upstream(LegAdaptation):
         if self.ssrc != h.ssrc:
             self._new_source(h)
         late = self._account(h, now)
+        self.octets_in += h.payload_end - h.payload_start
         if h.marker and not late and self.kind == "video":
             self.health.frame(now)  # a frame's last packet
         if self.nack:
@@ -268,8 +273,10 @@ class Upstream(LegAdaptation):
                 continue
             if not leg.started:
                 if self.kind == "video":
-                    if retransmission:
-                        continue
+                    if retransmission or (
+                        leg.refresh_since is not None and not leg.keyframe_wanted
+                    ):
+                        continue  # (held: not on a keyframe made at the old rate)
                     if is_key is None:
                         is_key = bool(
                             self.is_keyframe
@@ -353,72 +360,7 @@ class Upstream(LegAdaptation):
         self._transit = transit
         return late
 
-    # -- feedback from subscribers -----------------------------------------------------
-    def on_nack(self, leg: Leg, lost: list[int], now: float) -> Out:
-        """Answer a subscriber's NACK from the cache (as RTX when negotiated)."""
-        out: Out = []
-        if not self.nack or not leg.started:
-            return out
-        # (a video leg's retransmissions are bounded: a share of its link's estimate)
-        allowed = leg.link.on_nack(len(lost), now) if leg.link is not None else len(lost)
-        before_start = (leg.start_seq - 1) & 0xFFFF
-        for out_seq in lost[:allowed]:
-            in_seq = (out_seq - leg.seq_off) & 0xFFFF
-            if not rtp.seq_newer(in_seq, before_start):
-                continue  # sent before a pause: another packet had that number
-            entry = self._cache[in_seq % CACHE_SIZE]
-            if entry is None or entry[0] != in_seq:
-                continue
-            if now - leg.rtx_guard.get(out_seq, -1.0) < RTX_REPEAT_GUARD:
-                continue
-            leg.rtx_guard[out_seq] = now
-            out.append((leg, self._again(leg, entry[1], entry[2], out_seq, now)))
-            leg.retransmitted += 1
-            if leg.link is not None and leg.link.protect == 2:  # (random loss: twice)
-                self.echoes.append((leg, self._again(leg, entry[1], entry[2], out_seq, now)))
-        if len(leg.rtx_guard) > 512:
-            leg.rtx_guard = {s: t for s, t in leg.rtx_guard.items() if now - t < 1.0}
-        return out
-
-    def _again(self, leg: Leg, data: bytes, h: rtp.Header, out_seq: int, now: float) -> bytes:
-        """A packet again for ``leg``: as RTX when negotiated, else as the original."""
-        b0, body = self._body(data, h, leg, now)
-        ts = (h.timestamp + leg.ts_off) & 0xFFFFFFFF
-        pt, rtx_ssrc = leg.rtx_payload_type, leg.rtx_ssrc
-        if pt is None or rtx_ssrc is None:
-            return _FIXED.pack(b0, (h.marker << 7) | leg.payload_type, out_seq, ts, leg.ssrc) + body
-        size = h.payload_end - h.payload_start
-        packet = rtp.rtx_wrap(b0, body, size, h.marker, pt, leg.rtx_seq, ts, rtx_ssrc, out_seq)
-        leg.rtx_seq = (leg.rtx_seq + 1) & 0xFFFF
-        return packet
-
-    def _echo(self, leg: Leg, body: tuple[int, bytes], h: rtp.Header, now: float) -> None:
-        """A leg with random loss gets a second copy (as RTX, a moment later: ``echoes``)
-        of the packets whose loss costs most: each frame's last (its loss shows only when
-        the next frame comes), a keyframe's, or every packet when the loss is high. The
-        subscriber drops the copy of a packet it has; a lost packet costs no round trip."""
-        link = leg.link
-        assert link is not None
-        pt, rtx_ssrc = leg.rtx_payload_type, leg.rtx_ssrc
-        if pt is None or rtx_ssrc is None:
-            return
-        if link.protect < 2 and not h.marker and h.timestamp != self.key_ts:
-            return
-        if not link.may_echo(len(body[1]) + 14, now):
-            return
-        ts = (h.timestamp + leg.ts_off) & 0xFFFFFFFF
-        osn = (h.seq + leg.seq_off) & 0xFFFF
-        size = h.payload_end - h.payload_start
-        echo = rtp.rtx_wrap(body[0], body[1], size, h.marker, pt, leg.rtx_seq, ts, rtx_ssrc, osn)
-        leg.rtx_seq = (leg.rtx_seq + 1) & 0xFFFF
-        leg.echoed += 1
-        self.echoes.append((leg, echo))
-
-    def take_echoes(self) -> Out:
-        """The second copies still to send (the room's timer sends them)."""
-        out, self.echoes = self.echoes, []
-        return out
-
+    # -- feedback from subscribers (NACKs: repair.py) -----------------------------------
     def on_keyframe_request(self, leg: Leg, now: float) -> None:
         if leg.started:
             self.request_keyframe(now)

@@ -35,7 +35,8 @@ from . import feedback, rtp, sdp
 from .aiortc_adapter import RTCRtpReceiveParameters, RTCRtpSendParameters
 from .counters import Totals
 from .errors import MediaError
-from .forwarder import ECHO_AFTER, Leg, Upstream
+from .forwarder import Leg, Upstream
+from .repair import ECHO_AFTER
 from .settings import MediaSettings
 from .tap import RoomTap
 from .tracks import SOURCES, Publication, Subscription

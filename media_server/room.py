@@ -17,6 +17,7 @@ from typing import Any
 from aiortc import MediaStreamTrack
 
 from . import health, sdp
+from .adaptation import shown_paused
 from .aiortc_adapter import MediaRelay
 from .counters import Totals
 from .forwarder import Leg, Upstream
@@ -267,7 +268,7 @@ class Room:
                         "participant_id": publisher.participant_id,
                         "track_id": pub.track_id,
                         "source": pub.source,
-                        "paused": leg.paused,
+                        "paused": shown_paused(leg),
                     },
                 )
                 return
