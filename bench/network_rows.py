@@ -268,6 +268,11 @@ class Meter:
         delta["audio"] = audio - before_audio if audio >= before_audio else audio
         delta["paused"] = float(bool(shown.get("paused")))
         self.prev_audio = audio
+        if self.trace:  # what the clerk's encoder does, and the reviewer's decoder
+            for key in ("keyframes", "encoded", "width", "target"):
+                delta[f"clerk_{key}"] = float(sent.get(key, 0))
+            for key in ("keyframes", "nacks", "plis", "width"):
+                delta[f"rx_{key}"] = float(inbound.get(key, 0))
         fresh = self.prev_in is None
         self.prev_in = {k: float(inbound.get(k, 0)) for k in COUNTERS}
         self.prev_tx = tx

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .pacing import PACE_FACTOR, Pacer, pace_bps
+
 if TYPE_CHECKING:
-    from .forwarder import Bitrate, Leg
+    from .forwarder import Bitrate, Leg, Out
     from .health import TrackHealth
 
 RATE_WINDOW_S = 0.5  # the publisher's rate, measured over at least this long
@@ -40,11 +42,13 @@ class LegAdaptation:
         base_seq: int
         received: int
         last_remb: float
+        last_remb_bps: int
         octets_in: int
         incoming_bps: float
         _rate_mark: tuple[float, int]
         _held: list[Leg]
         health: TrackHealth
+        pacing: bool
 
         def request_keyframe(self, now: float) -> None: ...
 
@@ -156,9 +160,11 @@ class LegAdaptation:
         it changed now (``shown_paused``)."""
         changed, self._held = self._held, []
         self._measure(now)
+        pacing = False
         for leg in self.legs:
             if leg.link is None:
                 continue
+            pacing = self._pace(leg) or pacing
             if self._hold_over(leg, now):
                 changed.append(leg)
             paused = leg.link.gate(now)
@@ -169,7 +175,34 @@ class LegAdaptation:
             else:
                 self._resume(leg, now)
             changed.append(leg)
+        self.pacing = pacing
         return changed
+
+    def _pace(self, leg: Leg) -> bool:
+        """A thin leg is paced at a little over its estimate (pacing.py); whether it is."""
+        assert leg.link is not None
+        rate = None if leg.paused else pace_bps(leg.link.bps, self.bitrate.pace_below_bps)
+        if rate is not None:
+            if leg.pacer is None:
+                leg.pacer = Pacer()
+            # (not under what the publisher is asked for: bursts wait, the flow passes)
+            leg.pace_rate = max(rate, PACE_FACTOR * self.last_remb_bps)
+        elif leg.pacer is not None and not leg.pacer.queue:
+            leg.pacer = None
+        return leg.pacer is not None
+
+    def take_paced(self, now: float) -> Out:
+        """The paced packets due now."""
+        out: Out = []
+        for leg in self.legs:
+            if leg.pacer is not None and leg.pacer.queue:
+                out += [(leg, packet) for packet in leg.pacer.due(now)]
+        return out
+
+    def next_paced(self) -> float | None:
+        """When the next paced packet is due (None: none waits)."""
+        times = [t for leg in self.legs if leg.pacer is not None and (t := leg.pacer.next_at())]
+        return min(times) if times else None
 
     def _pause(self, leg: Leg) -> None:
         leg.paused = True

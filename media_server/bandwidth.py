@@ -51,6 +51,7 @@ PROTECT_ALL_LOSS = 0.05  # random loss over this (smoothed): every packet sent t
 PROTECT_SHARE = 1.0  # ...the second copies within this share of the estimate...
 PROTECT_BURST_S = 0.25  # ...and a burst of this long at it (a keyframe)
 LOSS_SMOOTHING = 0.5  # per window, for the protection's level
+PROTECT_BACKOFF_S = 30.0  # congested while protected: none for this long
 LOSS_FAR = 0.5  # over this, most of what is sent never arrives: far over capacity...
 HEADROOM = 0.85  # ...the estimate: this share of what got through (GCC's)...
 FAR_HOLD_S = 10.0  # ...and the REMB does not raise it for this long
@@ -94,6 +95,7 @@ class LinkEstimate:
         self.can_protect = False  # (the leg has an RTX stream)
         self.protect = 0
         self._loss_avg = 0.0
+        self._protect_after = 0.0
         self._echo_tokens, self._echo_at = 0.0, 0.0
         self._srs: dict[int, float] = {}  # middle 32 bits of a forwarded SR's NTP -> sent at
         self._rtts: deque[tuple[float, float]] = deque()  # (time, smoothed RTT)
@@ -145,6 +147,8 @@ class LinkEstimate:
         self.refresh = False
         self._win, self._win_rtt = None, None
         self._held_reports = self.reports
+        # (the browser's REMB fell with the queue the leg left: not a cap now)
+        self.congested = False
 
     def settled(self) -> bool:
         """Since it was held, a window of reports with the leg carrying its video."""
@@ -240,7 +244,7 @@ class LinkEstimate:
         # The REMB (delay-based) is believed when our own round trip shows a queue, or
         # the loss is heavy; random loss on a steady round trip is no reason.
         self.congested = growth or loss > LOSS_SEVERE
-        self._protection(loss, growth or jumpy)
+        self._protection(now, loss, growth or jumpy)
         if loss > LOSS_HIGH and (growth or loss > LOSS_SEVERE):
             self._decrease(now, loss)
         elif loss > LOSS_HIGH and self.protect == 2:
@@ -256,10 +260,15 @@ class LinkEstimate:
         else:
             self._increase(now, dt)
 
-    def _protection(self, loss: float, queue: bool) -> None:
-        """Random loss (no queue, not congested) on a leg that can resend: second copies."""
+    def _protection(self, now: float, loss: float, queue: bool) -> None:
+        """Random loss (no queue, not congested) on a leg that can resend: second copies.
+        A leg that became congested while protected (a policer that drops without a
+        queue looks like random loss until the copies push it over) is not protected
+        again for a while."""
         self._loss_avg += LOSS_SMOOTHING * (loss - self._loss_avg)
-        if not self.can_protect or self.congested or queue:
+        if self.protect and (self.congested or queue):
+            self._protect_after = now + PROTECT_BACKOFF_S
+        if not self.can_protect or self.congested or queue or now < self._protect_after:
             self.protect = 0
         elif self._loss_avg > PROTECT_ALL_LOSS:
             self.protect = 2
@@ -272,13 +281,14 @@ class LinkEstimate:
         self, now: float, loss: float, bound: float = MIN_ESTIMATE, from_sent: bool = False
     ) -> None:
         assert self.estimate is not None
-        if now - self._last_decrease < max(0.3 + (self.rtt or 0.0), DECREASE_SETTLE_S):
+        sent, delivered = self._sent_bps, self._delivered_bps
+        # (far over capacity: at once, whenever it shows, the last decrease or not)
+        far = bool(loss > LOSS_FAR and delivered and sent and delivered < 0.5 * sent)
+        if not far and now - self._last_decrease < max(0.3 + (self.rtt or 0.0), DECREASE_SETTLE_S):
             return  # the previous decrease has not shown yet (nor the queue drained)
         before = float(self.bps or self.estimate)  # (what was asked for: the REMB may cap)
         if before <= bound:
             return
-        sent, delivered = self._sent_bps, self._delivered_bps
-        far = bool(loss > LOSS_FAR and delivered and sent and delivered < 0.5 * sent)
         self._last_decrease = now
         if far:
             assert delivered is not None

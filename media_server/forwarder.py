@@ -30,6 +30,7 @@ from .aiortc_adapter import (  # RTCP's wire classes (building RTCP has no I/O)
 )
 from .bandwidth import LinkEstimate
 from .health import TrackHealth
+from .pacing import PACE_BELOW_BPS, Pacer
 from .repair import CACHE_SIZE, LegRepair
 
 KEYFRAME_MIN_INTERVAL = 0.3  # at most one upstream keyframe request per 300 ms...
@@ -51,6 +52,7 @@ class Bitrate:
     min_bps: int = 150_000
     max_bps: int = 2_500_000
     floor_bps: int = 0  # a video leg whose estimate stays under it is paused (0: never)
+    pace_below_bps: int = PACE_BELOW_BPS  # a video leg under it is paced (0: none)
 
 
 class Leg:
@@ -65,6 +67,8 @@ class Leg:
         "keyframe_wanted",
         "link",
         "octets",
+        "pace_rate",
+        "pacer",
         "packets",
         "paused",
         "payload_type",
@@ -113,6 +117,8 @@ class Leg:
         self.keep_ts = False  # resuming after a pause: the timestamps run on
         self.paused = False  # video paused: the link is too thin (adaptation.py)
         self.refresh_since: float | None = None  # held for a keyframe since (adaptation.py)
+        self.pacer: Pacer | None = None  # a thin leg's video is paced (pacing.py)
+        self.pace_rate = 0.0
         self.link: LinkEstimate | None = None  # video legs: the subscriber link's estimate
         self.rtx_seq = random.randrange(1 << 15)
         self.packets = 0
@@ -164,6 +170,7 @@ class Upstream(LegAdaptation, LegRepair):
         self.incoming_bps = 0.0
         self._rate_mark = (0.0, 0)
         self._held: list[Leg] = []  # legs held for a keyframe since the last adapt
+        self.pacing = False  # some leg is paced: the shim sends what is due
         self.received_prior = 0
         self.expected_prior = 0
         self.jitter = 0.0
@@ -303,7 +310,10 @@ class Upstream(LegAdaptation, LegRepair):
             )
             leg.packets += 1
             leg.octets += h.payload_end - h.payload_start
-            out.append((leg, packet))
+            if leg.pacer is None:
+                out.append((leg, packet))
+            else:  # (a thin leg: sent by the room's timer, adaptation.take_paced)
+                leg.pacer.push(packet, now, leg.pace_rate)
             if leg.link is not None and leg.link.protect and not retransmission:
                 self._echo(leg, body, h, now)
         return out

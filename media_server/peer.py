@@ -414,6 +414,12 @@ class Peer:
             self.room.wake_for_nacks()
         if upstream.echoes:  # (the next packet sends them, or the timer: spaced)
             self.room.wake(ECHO_AFTER)
+        if upstream.pacing:  # a thin leg: what is due now, the timer the rest
+            for leg, packet in upstream.take_paced(now):
+                leg.sink.send(packet)
+            due = upstream.next_paced()
+            if due is not None:
+                self.room.wake(max(0.0, due - now))
         if upstream.audio_level is not None and not is_rtx:
             self.room.heard(self.participant_id, upstream.audio_level[1], now)
         if self.room.tap is not None:

@@ -67,6 +67,7 @@ class Room:
         self._next_speaker = 0.0
         self.quality = QualityWatch(Thresholds(settings.quality_loss, settings.quality_frozen_s))
         self._next_quality = 0.0
+        self._next_paced = float("inf")
         self.closed = False
         self._connections: dict[str, int] = {}
 
@@ -216,12 +217,15 @@ class Room:
         if self.closed:
             return
         busy = True
+        now = time.monotonic()
+        self._next_paced = float("inf")
         try:
-            busy = self._poll(time.monotonic())
+            busy = self._poll(now)
         except Exception:
             log.exception("media timers of %s failed", self.session_id)
         if self._timer is None and not self.closed:  # (an emit may have woken us already)
-            self._schedule(TICK if busy else IDLE_TICK)
+            # (a thin leg's paced packets: when the next is due)
+            self._schedule(min(TICK if busy else IDLE_TICK, max(0.0, self._next_paced - now)))
 
     def _poll(self, now: float) -> bool:
         """Send what is due; True while packets are missing (NACKs need the fast tick)."""
@@ -234,6 +238,12 @@ class Room:
                 peer.send_upstream_rtcp(packets)
             for leg, echo in upstream.take_echoes():
                 leg.sink.send(echo)
+            if upstream.pacing:
+                for leg, packet in upstream.take_paced(now):
+                    leg.sink.send(packet)
+                due = upstream.next_paced()
+                if due is not None:
+                    self._next_paced = min(self._next_paced, due)
             busy = busy or bool(upstream.missing) or upstream.keyframe_pending
         if now >= self._next_speaker:
             self._next_speaker = now + SPEAKER_EVERY

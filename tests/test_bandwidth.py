@@ -394,3 +394,20 @@ def test_a_link_far_over_capacity_drains_then_comes_back_to_most_of_it() -> None
     path.limit_bps = 100_000
     run(thin, path, 1, start=t)
     assert not thin.refresh and thin.bps is not None and thin.bps < FLOOR
+
+
+def test_a_protected_leg_that_gets_congested_is_not_protected_for_a_while() -> None:
+    """A policer drops without a queue: it looks like random loss until the second
+    copies push the leg over it. Then no copies for a while."""
+    link, path, t = _protected()
+    path.loss = 0.08
+    t = run(link, path, 4, start=t)
+    assert link.protect == 2
+    path.loss = 0.3  # the copies made it worse
+    t = run(link, path, 2, start=t)
+    assert link.protect == 0
+    path.loss = 0.08
+    t = run(link, path, 10, start=t)
+    assert link.protect == 0, "not again at once"
+    run(link, path, 30, start=t)
+    assert link.protect == 2, "but after a while"
