@@ -12,13 +12,18 @@ both pages join, the reviewer's received bitrate is let settle (its figure is th
   the moment the conditions apply: fps average (worst second), freezes and time frozen,
   loss, jitter buffer, received bitrate (and how much of it was resent), the clerk's sent
   bitrate, and whether the reviewer's media connection left "connected" (consent
-  checks lost in a full queue, say) or was rebuilt;
+  checks lost in a full queue, say) or was rebuilt; when the video was first usable
+  (two seconds at 8 fps or more, or shown paused with the audio flowing: #14's target
+  for a thin link) and how many seconds the page showed it paused;
 - ``1mbps``: also the time until the video moves steadily (3 s at ≥ 10 fps without a
   freeze) and, after lifting, until the received bitrate is back to 80 % of full rate;
 - ``jitter``: jitter with reordering for 10 s, then clean: the time back to full rate;
 - cuts (5, 20, 60 s; 5 s with an address change): "reconnecting" shown after the cut
   starts, video again after the link returns, same slot or new, when the clerk's page
   shows the reviewer reconnecting, and the most tiles of others it showed at once.
+
+``--trace`` prints each second as measured (and the clerk's encoder: keyframes, frames
+encoded, width, target bitrate; the reviewer's decoder: keyframes, NACKs, PLIs, width).
 
 Needs root, iproute2 and Debian's Chromium (``scripts/setup --test``).
 """

@@ -244,7 +244,7 @@ class LinkEstimate:
         # The REMB (delay-based) is believed when our own round trip shows a queue, or
         # the loss is heavy; random loss on a steady round trip is no reason.
         self.congested = growth or loss > LOSS_SEVERE
-        self._protection(now, loss, growth or jumpy)
+        self._protection(now, loss, growth)
         if loss > LOSS_HIGH and (growth or loss > LOSS_SEVERE):
             self._decrease(now, loss)
         elif loss > LOSS_HIGH and self.protect == 2:
@@ -262,11 +262,11 @@ class LinkEstimate:
 
     def _protection(self, now: float, loss: float, queue: bool) -> None:
         """Random loss (no queue, not congested) on a leg that can resend: second copies.
-        A leg that became congested while protected (a policer that drops without a
-        queue looks like random loss until the copies push it over) is not protected
-        again for a while."""
+        (Jitter alone does not end it: a busy machine's is no congestion.) A leg that
+        lost heavily while protected (a policer that drops without a queue looks like
+        random loss until the copies push it over) is not protected again for a while."""
         self._loss_avg += LOSS_SMOOTHING * (loss - self._loss_avg)
-        if self.protect and (self.congested or queue):
+        if self.protect and loss > LOSS_SEVERE:
             self._protect_after = now + PROTECT_BACKOFF_S
         if not self.can_protect or self.congested or queue or now < self._protect_after:
             self.protect = 0
