@@ -57,6 +57,7 @@ HEADROOM = 0.85  # ...the estimate: this share of what got through (GCC's)...
 FAR_HOLD_S = 10.0  # ...and the REMB does not raise it for this long
 PACKET_OVERHEAD = 50  # IP, UDP, RTP header and extensions, SRTP tag: bytes per packet
 WINDOW_S = 0.9  # the estimate moves once per window of reports (about a second)
+STALE_WINDOW_S = 3.0  # no report for this long: a cut, not a window to judge
 PAUSE_AFTER_S = 2.0  # under the floor this long: the leg's video is paused
 PROBE_AFTER_S = 5.0  # first probe after a pause; doubled after each failed probe...
 PROBE_MAX_S = 60.0
@@ -202,6 +203,11 @@ class LinkEstimate:
             self._win = mark
             return
         t0, lost0, highest0, up0, sent0, nacked0 = self._win
+        if now - t0 > STALE_WINDOW_S:
+            # No report for that long: the link was cut (both ways). What it lost during
+            # the cut says nothing of its capacity: judged afresh from here.
+            self._win, self._win_rtt, self._win_jitter = mark, None, 0.0
+            return
         if now - t0 < WINDOW_S:
             # Half lost already within the window: believe the REMB now (a link far over
             # capacity; random loss and reordering, whose late packets count as lost

@@ -411,3 +411,15 @@ def test_a_protected_leg_that_gets_congested_is_not_protected_for_a_while() -> N
     assert link.protect == 0, "not again at once"
     run(link, path, 30, start=t)
     assert link.protect == 2, "but after a while"
+
+
+def test_a_cut_is_not_a_capacity() -> None:
+    """No report for 5 s (the link was cut both ways), then the subscriber counts every
+    packet of the cut as lost: that says nothing of what the link carries."""
+    link, path, t = warm()
+    before = link.bps
+    path.packets += 5 * 190  # sent during the cut, none arrived
+    path.octets += 5 * 190 * 1100
+    path.lost += 5 * 190
+    run(link, path, 4, start=t + 5)
+    assert link.bps == before and not link.refresh and not link.paused, path.log
