@@ -3,9 +3,7 @@
 The subscriber's feedback about its leg (REMB, receiver reports; NACKs are counted in
 ``Upstream.on_nack``) feeds the leg's ``bandwidth.LinkEstimate``. Out come the
 publisher's target bitrate, sent to it as REMB, and the legs whose video is paused or
-resumed, which the room tells the subscriber's page: thin legs (under the floor), and
-legs held for a moment because their link was far over capacity (until a keyframe made
-at the lowered rate gets through). Legs under ``pacing.PACE_BELOW_BPS`` are paced.
+resumed, which the room tells the subscriber's page.
 
 Without simulcast the publisher sends one encoding to everyone: the target is the
 lowest estimate among the legs that can carry the floor (``Bitrate.floor_bps``). A leg

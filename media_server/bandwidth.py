@@ -253,6 +253,8 @@ class LinkEstimate:
         self._protection(now, loss, growth)
         if loss > LOSS_HIGH and (growth or loss > LOSS_SEVERE):
             self._decrease(now, loss)
+        elif loss > LOSS_HIGH and self.protect == 2:
+            pass  # hold: the second copies repair most of it (both lost: loss squared)
         elif loss > LOSS_HIGH:
             # Loss without a queue (radio, a bad cable): fewer packets per frame freeze
             # less, but such loss does not go away with the rate: not below a level
