@@ -181,12 +181,17 @@ class LegAdaptation:
     def _pace(self, leg: Leg) -> bool:
         """A thin leg is paced at a little over its estimate (pacing.py); whether it is."""
         assert leg.link is not None
-        rate = None if leg.paused else pace_bps(leg.link.bps, self.bitrate.pace_below_bps)
+        bps = leg.link.bps
+        rate = None if leg.paused else pace_bps(bps, self.bitrate.pace_below_bps)
+        if rate is None and leg.pacer is not None and leg.pacer.queue and bps:
+            rate = PACE_FACTOR * bps  # (no longer thin: what waits leaves at its pace)
         if rate is not None:
             if leg.pacer is None:
                 leg.pacer = Pacer()
-            # (not under what the publisher is asked for: bursts wait, the flow passes)
-            leg.pace_rate = max(rate, PACE_FACTOR * self.last_remb_bps)
+            # Not under what the publisher is asked for, nor under what it sends: bursts
+            # wait, the flow passes (a queue that only grows would drop, and the loss
+            # would lower the estimate: the SFU's own doing, not the link's).
+            leg.pace_rate = max(rate, PACE_FACTOR * self.last_remb_bps, self.incoming_bps)
         elif leg.pacer is not None and not leg.pacer.queue:
             leg.pacer = None
         return leg.pacer is not None

@@ -58,3 +58,29 @@ def test_a_thin_legs_keyframe_is_spread_at_its_pace() -> None:
         assert half * 8 <= 1.15 * 300_000 * 0.5 + 1500 * 8
     seqs = [rtp.parse(d).seq for _, d in sent]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+
+
+def test_a_leg_no_longer_thin_drains_its_queue_at_its_new_pace() -> None:
+    """The estimate climbs over the pacing threshold while packets wait: what comes
+    next is paced at the leg's new rate (not stuck at the old one, which would grow the
+    queue until it drops), the queue drains, then the leg is no longer paced."""
+    packets = vp8()
+    up = video_up()
+    lg = leg()
+    up.add_leg(lg, packets[0].t)
+    assert lg.link is not None
+    lg.link.estimate, lg.link.reports = 300_000.0, 2
+    up.adapt(packets[0].t)
+    for p in packets[:60]:
+        up.on_rtp(p.data, p.h, p.t)
+    assert lg.pacer is not None and lg.pacer.queue
+    old = lg.pace_rate
+    lg.link.estimate = 1_500_000.0
+    now = packets[59].t
+    up.adapt(now)
+    assert lg.pacer is not None and lg.pace_rate >= 1.15 * 1_500_000 > old
+    while (due := up.next_paced()) is not None:
+        up.take_paced(due)
+        now = due
+    up.adapt(now + 0.01)
+    assert lg.pacer is None and not up.pacing
