@@ -12,13 +12,18 @@ both pages join, the reviewer's received bitrate is let settle (its figure is th
   the moment the conditions apply: fps average (worst second), freezes and time frozen,
   loss, jitter buffer, received bitrate (and how much of it was resent), the clerk's sent
   bitrate, and whether the reviewer's media connection left "connected" (consent
-  checks lost in a full queue, say) or was rebuilt;
+  checks lost in a full queue, say) or was rebuilt; when the video was first usable
+  (two seconds at 8 fps or more, or shown paused with the audio flowing: #14's target
+  for a thin link) and how many seconds the page showed it paused;
 - ``1mbps``: also the time until the video moves steadily (3 s at ≥ 10 fps without a
   freeze) and, after lifting, until the received bitrate is back to 80 % of full rate;
 - ``jitter``: jitter with reordering for 10 s, then clean: the time back to full rate;
 - cuts (5, 20, 60 s; 5 s with an address change): "reconnecting" shown after the cut
   starts, video again after the link returns, same slot or new, when the clerk's page
   shows the reviewer reconnecting, and the most tiles of others it showed at once.
+
+``--trace`` prints each second as measured (and the clerk's encoder: keyframes, frames
+encoded, width, target bitrate; the reviewer's decoder: keyframes, NACKs, PLIs, width).
 
 Needs root, iproute2 and Debian's Chromium (``scripts/setup --test``).
 """
@@ -52,6 +57,7 @@ def add_parser(targets: Any) -> None:
     p.add_argument("--rows", default=",".join(ROWS), help=f"rows, of: {','.join(ROWS)}")
     p.add_argument("--repeat", type=int, default=1, help="runs of each row (medians)")
     p.add_argument("--json", action="store_true", help="a JSON summary as stdout's last line")
+    p.add_argument("--trace", action="store_true", help="print what each second measured")
 
 
 def say(text: str) -> None:
@@ -111,6 +117,11 @@ def table(results: dict[str, dict[str, Any]]) -> str:
             )
             continue
         other = []
+        if "usable_after_s" in r:
+            never = r.get("usable_after_s_never")
+            other.append(f"usable after {_cell(r['usable_after_s'], ' s', never)}")
+        if r.get("paused_s"):
+            other.append(f"video paused {r['paused_s']} s")
         if "adapted_s" in r:
             other.append(f"steady video after {_cell(r['adapted_s'], ' s')}")
         if "full_rate_after_s" in r:
@@ -158,7 +169,7 @@ def main(args: argparse.Namespace) -> int:
             for i, name in enumerate(n for n in names for _ in range(args.repeat)):
                 say(f"row {i + 1}/{total} {name} (elapsed {time.monotonic() - started:.0f} s)")
                 with Call(rig, f"NET-{i}") as call:
-                    result = run_row(call, ROWS[name], args.window)
+                    result = run_row(call, ROWS[name], args.window, args.trace)
                 say(f"  {json.dumps(result, ensure_ascii=False)}")
                 runs.setdefault(name, []).append(result)
         failed = False

@@ -20,9 +20,26 @@ INBOUND_JS = """async () => {
       frozen: s.totalFreezesDuration || 0, lost: s.packetsLost || 0,
       received: s.packetsReceived || 0, jb: s.jitterBufferDelay || 0,
       jbCount: s.jitterBufferEmittedCount || 0, bytes: s.bytesReceived || 0,
-      rtx: s.retransmittedBytesReceived || 0};
+      rtx: s.retransmittedBytesReceived || 0, keyframes: s.keyFramesDecoded || 0,
+      nacks: s.nackCount || 0, plis: s.pliCount || 0, width: s.frameWidth || 0};
   });
   return out;
+}"""
+
+# Whether the page shows another participant's video as paused (its link too thin: the
+# SFU paused it, the tile says so), and the audio packets it has received (cumulative).
+PAUSED_JS = """async () => {
+  const m = window.jr.media;
+  if (!m || !m.pc) return null;
+  const stats = await m.pc.getStats();
+  let audio = 0;
+  stats.forEach((s) => {
+    if (s.type === "inbound-rtp" && s.kind === "audio") audio += s.packetsReceived || 0;
+  });
+  const me = document.body.dataset.participantId;
+  const paused = [...document.querySelectorAll("[data-testid=video-tile]")].some(
+    (t) => t.dataset.participantId !== me && t.dataset.video === "paused");
+  return {audio, paused};
 }"""
 
 # What the page sends of its camera: bytes, and the connection's state ("connected" …);
@@ -35,11 +52,18 @@ OUTBOUND_JS = """async () => {
     window.jrPcs = (window.jrPcs || 0) + 1;
   }
   const stats = await m.pc.getStats();
-  let bytes = 0;
+  let bytes = 0, keyframes = 0, encoded = 0, width = 0, target = 0, limited = "";
   stats.forEach((s) => {
-    if (s.type === "outbound-rtp" && s.kind === "video") bytes += s.bytesSent || 0;
+    if (s.type !== "outbound-rtp" || s.kind !== "video") return;
+    bytes += s.bytesSent || 0;
+    keyframes += s.keyFramesEncoded || 0;
+    encoded += s.framesEncoded || 0;
+    width = Math.max(width, s.frameWidth || 0);
+    target += s.targetBitrate || 0;
+    limited = s.qualityLimitationReason || limited;
   });
-  return {bytes, state: m.pc.connectionState, pcs: window.jrPcs};
+  return {bytes, keyframes, encoded, width, target, limited, state: m.pc.connectionState,
+    pcs: window.jrPcs};
 }"""
 
 # On the others' page: when the given participant's tile first says "reconnecting", and

@@ -22,7 +22,7 @@ from .chromium import CHROMIUM, FLAGS, busy_camera, scratch_env
 from .impair import Impairment
 from .inbox import wait_port
 from .netns import Netns
-from .network_pages import INBOUND_JS, OTHERS_JS, OUTBOUND_JS, WATCH_JS
+from .network_pages import INBOUND_JS, OTHERS_JS, OUTBOUND_JS, PAUSED_JS, WATCH_JS
 from .sfu_processes import BenchError, die_with_parent, free_port, tail
 
 if TYPE_CHECKING:  # Playwright is a test dependency: imported when the bench runs
@@ -35,6 +35,8 @@ RECOVERY_BOUND_S = 60.0  # after a cut: "never" past this
 FULL_RATE_BOUND_S = 150.0  # back to full rate after lifting: "never" past this
 FULL_RATE = 0.8  # of the bitrate measured before the row's conditions
 STEADY_FPS = 10  # "moving steadily": 3 seconds at this frame rate or more, no freeze
+USABLE_FPS = 8  # "usable": two seconds at this frame rate or more, or video paused...
+USABLE_AUDIO = 25  # ...with at least this many audio packets in the second (#14's target)
 JITTER_S = 10.0  # how long the jitter row's jitter lasts
 
 
@@ -241,6 +243,8 @@ class Meter:
         self.prev_in: dict[str, float] | None = None
         self.prev_tx: float | None = None
         self.seconds: list[dict[str, float]] = []
+        self.prev_audio: float | None = None
+        self.trace = False  # print each second (``--trace``)
         self.pcs: set[int] = set()
         self.states: set[str] = set()
         self.next = time.monotonic()
@@ -258,6 +262,17 @@ class Meter:
             delta[key] = now - before if now >= before else now  # a new connection: afresh
         tx = float(sent.get("bytes", 0))
         delta["tx"] = tx - (self.prev_tx or 0.0) if tx >= (self.prev_tx or 0.0) else tx
+        shown = self.call.reviewer.evaluate(PAUSED_JS) or {}
+        audio = float(shown.get("audio", 0))
+        before_audio = self.prev_audio or 0.0
+        delta["audio"] = audio - before_audio if audio >= before_audio else audio
+        delta["paused"] = float(bool(shown.get("paused")))
+        self.prev_audio = audio
+        if self.trace:  # what the clerk's encoder does, and the reviewer's decoder
+            for key in ("keyframes", "encoded", "width", "target"):
+                delta[f"clerk_{key}"] = float(sent.get(key, 0))
+            for key in ("keyframes", "nacks", "plis", "width"):
+                delta[f"rx_{key}"] = float(inbound.get(key, 0))
         fresh = self.prev_in is None
         self.prev_in = {k: float(inbound.get(k, 0)) for k in COUNTERS}
         self.prev_tx = tx
@@ -272,6 +287,13 @@ class Meter:
         time.sleep(max(0.0, self.next - time.monotonic()))
         second = self.read()
         self.seconds.append(second)
+        if self.trace and second:
+            print(
+                "bench network:   second",
+                json.dumps({k: round(v) for k, v in second.items()}),
+                file=sys.stderr,
+                flush=True,
+            )
         return second
 
     def kbps(self, last: int) -> float:
@@ -343,10 +365,22 @@ def _steady_since(seconds: list[dict[str, float]]) -> float:
     return -1
 
 
-def run_row(call: Call, row: Row, window: float) -> dict[str, Any]:
+def _usable_after(seconds: list[dict[str, float]]) -> float:
+    """Seconds from the window's start to the end of the first second from which the
+    video is usable: moving (two seconds at USABLE_FPS or more) or shown paused with the
+    audio flowing (#14's thin-link target); -1: never."""
+    for i, x in enumerate(seconds):
+        moving = i + 1 < len(seconds) and min(x["frames"], seconds[i + 1]["frames"]) >= USABLE_FPS
+        if moving or (x["paused"] and x["audio"] >= USABLE_AUDIO):
+            return float(i + 1)
+    return -1
+
+
+def run_row(call: Call, row: Row, window: float, trace: bool = False) -> dict[str, Any]:
     relay = call.rig.ns.relay
     assert relay is not None
     meter = Meter(call)
+    meter.trace = trace
     # A call under way, not one still negotiating its first tracks (a cut then finds
     # the page between two connections: a different case from the issue's).
     full = settle(meter, min(20.0, max(3.0, window)))
@@ -357,7 +391,12 @@ def run_row(call: Call, row: Row, window: float) -> dict[str, Any]:
     seconds = JITTER_S if row.kind == "transient" else window
     for _ in range(max(1, round(seconds))):
         meter.tick()
-    result = {**meter.summary(), "full_kbps": round(full)}
+    result = {
+        **meter.summary(),
+        "full_kbps": round(full),
+        "usable_after_s": _usable_after(meter.seconds),
+        "paused_s": int(sum(x["paused"] for x in meter.seconds)),
+    }
     if row.kind == "limit":
         result["adapted_s"] = _steady_since(meter.seconds)
     if row.kind in ("limit", "transient"):

@@ -47,8 +47,17 @@ RTX_SHARE = 0.2  # of the estimate, for retransmissions...
 RTX_PACKET_BYTES = 1200
 RTX_BURST = 10  # ...and at least this many packets at once
 RANDOM_LOSS_FLOOR = 3  # x the floor: where loss without a queue stops lowering it
+PROTECT_ALL_LOSS = 0.05  # random loss over this (smoothed): every packet sent twice...
+PROTECT_SHARE = 1.0  # ...the second copies within this share of the estimate...
+PROTECT_BURST_S = 0.25  # ...and a burst of this long at it (a keyframe)
+LOSS_SMOOTHING = 0.5  # per window, for the protection's level
+PROTECT_BACKOFF_S = 30.0  # congested while protected: none for this long
+LOSS_FAR = 0.5  # over this, most of what is sent never arrives: far over capacity...
+HEADROOM = 0.85  # ...the estimate: this share of what got through (GCC's)...
+FAR_HOLD_S = 10.0  # ...and the REMB does not raise it for this long
 PACKET_OVERHEAD = 50  # IP, UDP, RTP header and extensions, SRTP tag: bytes per packet
 WINDOW_S = 0.9  # the estimate moves once per window of reports (about a second)
+STALE_WINDOW_S = 3.0  # no report for this long: a cut, not a window to judge
 PAUSE_AFTER_S = 2.0  # under the floor this long: the leg's video is paused
 PROBE_AFTER_S = 5.0  # first probe after a pause; doubled after each failed probe...
 PROBE_MAX_S = 60.0
@@ -69,6 +78,9 @@ class LinkEstimate:
         self._last_update: float | None = None
         self._last_decrease = -1e9
         self._good = 0.0  # the level carried before the last drop: ramp back fast
+        self._far_until = 0.0  # found far over capacity: the REMB does not raise it till
+        self.refresh = False  # its picture is broken: restart it on a keyframe (adaptation)
+        self._held_reports = 0
         self._fast = False  # the last raise was a fast one
         # The window the estimate moves on: (start, lost, highest, upstream, sent, nacked)
         self._win: tuple[float, int, int, tuple[int, int], tuple[int, int], int] | None = None
@@ -79,6 +91,13 @@ class LinkEstimate:
         self._delivered_bps: float | None = None
         self._nacked = 0
         self._rtx_tokens, self._rtx_at = float(RTX_BURST), 0.0
+        # Second copies ahead of NACKs on a leg with random loss (``forwarder._echo``):
+        # 0 none, 1 each frame's last packet and keyframes, 2 every packet.
+        self.can_protect = False  # (the leg has an RTX stream)
+        self.protect = 0
+        self._loss_avg = 0.0
+        self._protect_after = 0.0
+        self._echo_tokens, self._echo_at = 0.0, 0.0
         self._srs: dict[int, float] = {}  # middle 32 bits of a forwarded SR's NTP -> sent at
         self._rtts: deque[tuple[float, float]] = deque()  # (time, smoothed RTT)
         self.rtt: float | None = None
@@ -123,6 +142,30 @@ class LinkEstimate:
         self._rtx_tokens -= allowed
         return allowed
 
+    def held(self) -> None:
+        """The leg is held until a keyframe (adaptation): what it reports from its
+        restart on is judged afresh, not with the losses of the queue it left."""
+        self.refresh = False
+        self._win, self._win_rtt = None, None
+        self._held_reports = self.reports
+        # (the browser's REMB fell with the queue the leg left: not a cap now)
+        self.congested = False
+
+    def settled(self) -> bool:
+        """Since it was held, a window of reports with the leg carrying its video."""
+        return self.reports > self._held_reports and self.loss < LOSS_HIGH
+
+    def may_echo(self, size: int, now: float) -> bool:
+        """Whether a second copy of ``size`` bytes fits the protection's budget now."""
+        rate = PROTECT_SHARE * (self.bps or self.max) / 8  # bytes/s
+        elapsed = max(0.0, now - self._echo_at)
+        self._echo_at = now
+        self._echo_tokens = min(rate * PROTECT_BURST_S, self._echo_tokens + elapsed * rate)
+        if self._echo_tokens < size:
+            return False
+        self._echo_tokens -= size
+        return True
+
     def sender_report_sent(self, ntp_middle: int, now: float) -> None:
         """We forwarded a sender report on the leg: its RR will echo it (round trip)."""
         self._srs[ntp_middle] = now
@@ -160,6 +203,11 @@ class LinkEstimate:
             self._win = mark
             return
         t0, lost0, highest0, up0, sent0, nacked0 = self._win
+        if now - t0 > STALE_WINDOW_S:
+            # No report for that long: the link was cut (both ways). What it lost during
+            # the cut says nothing of its capacity: judged afresh from here.
+            self._win, self._win_rtt, self._win_jitter = mark, None, 0.0
+            return
         if now - t0 < WINDOW_S:
             # Half lost already within the window: believe the REMB now (a link far over
             # capacity; random loss and reordering, whose late packets count as lost
@@ -202,8 +250,11 @@ class LinkEstimate:
         # The REMB (delay-based) is believed when our own round trip shows a queue, or
         # the loss is heavy; random loss on a steady round trip is no reason.
         self.congested = growth or loss > LOSS_SEVERE
+        self._protection(now, loss, growth)
         if loss > LOSS_HIGH and (growth or loss > LOSS_SEVERE):
             self._decrease(now, loss)
+        elif loss > LOSS_HIGH and self.protect == 2:
+            pass  # hold: the second copies repair most of it (both lost: loss squared)
         elif loss > LOSS_HIGH:
             # Loss without a queue (radio, a bad cable): fewer packets per frame freeze
             # less, but such loss does not go away with the rate: not below a level
@@ -213,19 +264,52 @@ class LinkEstimate:
         elif loss >= LOSS_LOW or nack_ratio > LOSS_HIGH or growth or jumpy:
             pass  # hold
         else:
-            self._increase(dt)
+            self._increase(now, dt)
+
+    def _protection(self, now: float, loss: float, queue: bool) -> None:
+        """Random loss (no queue, not congested) on a leg that can resend: second copies.
+        (Jitter alone does not end it: a busy machine's is no congestion.) A leg that
+        lost heavily while protected (a policer that drops without a queue looks like
+        random loss until the copies push it over) is not protected again for a while."""
+        self._loss_avg += LOSS_SMOOTHING * (loss - self._loss_avg)
+        if self.protect and loss > LOSS_SEVERE:
+            self._protect_after = now + PROTECT_BACKOFF_S
+        if not self.can_protect or self.congested or queue or now < self._protect_after:
+            self.protect = 0
+        elif self._loss_avg > PROTECT_ALL_LOSS:
+            self.protect = 2
+        elif self._loss_avg >= LOSS_LOW:
+            self.protect = 1
+        else:
+            self.protect = 0
 
     def _decrease(
         self, now: float, loss: float, bound: float = MIN_ESTIMATE, from_sent: bool = False
     ) -> None:
         assert self.estimate is not None
-        if now - self._last_decrease < max(0.3 + (self.rtt or 0.0), DECREASE_SETTLE_S):
+        sent, delivered = self._sent_bps, self._delivered_bps
+        # (far over capacity: at once, whenever it shows, the last decrease or not)
+        far = bool(loss > LOSS_FAR and delivered and sent and delivered < 0.5 * sent)
+        if not far and now - self._last_decrease < max(0.3 + (self.rtt or 0.0), DECREASE_SETTLE_S):
             return  # the previous decrease has not shown yet (nor the queue drained)
         before = float(self.bps or self.estimate)  # (what was asked for: the REMB may cap)
         if before <= bound:
             return
         self._last_decrease = now
-        sent, delivered = self._sent_bps, self._delivered_bps
+        if far:
+            assert delivered is not None
+            # Far over capacity: what got through is the link; HEADROOM of it at once
+            # (even while the publisher has not followed yet: no waiting a window). The
+            # leg is held until a keyframe meanwhile (``refresh``; its queue drains).
+            # (A link that carries less than the floor is thin: that, and it is paused.)
+            drain = max(HEADROOM * delivered, min(float(self.floor), delivered), float(bound))
+            self.estimate = min(self.estimate, before, drain)
+            self._good, self._fast = drain, False
+            self._far_until = now + FAR_HOLD_S
+            # (most frames were broken: none decodes till a keyframe; a thin link is
+            # paused instead, see ``gate``)
+            self.refresh = drain >= self.floor
+            return
         # Random loss: from what the publisher sends when its encoder sends less than
         # allowed (its own ceiling), unless much less (a still picture). (Under
         # congestion the sent rate swings while the publisher adapts: not from it.)
@@ -246,7 +330,7 @@ class LinkEstimate:
         self._good = 0.0 if self._fast else max(self._good, before)
         self._fast = False
 
-    def _increase(self, dt: float) -> None:
+    def _increase(self, now: float, dt: float) -> None:
         assert self.estimate is not None
         fast = self.estimate < self._good
         raised = self.estimate * (FAST_UP if fast else SLOW_UP) ** dt
@@ -258,7 +342,10 @@ class LinkEstimate:
         sent = self._sent_bps
         if sent is not None:
             raised = min(raised, max(1.5 * sent + 10_000, float(self.floor)))
-        carried = max(float(self.remb or 0), sent or 0.0)
+        # (not the REMB for a while after the link was found far over capacity: the
+        # browser's estimate lags and would send the publisher back into the queue)
+        remb = self.remb if now >= self._far_until else None
+        carried = max(float(remb or 0), sent or 0.0)
         self.estimate = min(float(self.max), max(raised, carried, self.estimate))
 
     def _round_trip(self, now: float, lsr: int, dlsr: int) -> float | None:
@@ -318,6 +405,7 @@ class LinkEstimate:
         if self.probing:
             self._backoff = min(PROBE_MAX_S, self._backoff * 2)
         self.paused, self.probing = True, False
+        self.protect = 0
         self._resume_at = now + self._backoff
         self._below_since = None
 

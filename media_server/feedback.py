@@ -23,6 +23,7 @@ from .aiortc_adapter import (
     RtcpSrPacket,
     unpack_remb_fci,
 )
+from .repair import ECHO_AFTER
 
 if TYPE_CHECKING:
     from .peer import Peer
@@ -49,6 +50,8 @@ def on_rtcp(peer: Peer, data: bytes, now: float) -> None:
             if found is not None:
                 for leg, resend in found[0].on_nack(found[1], packet.lost, now):
                     leg.sink.send(resend)
+                if found[0].echoes:
+                    peer.room.wake(ECHO_AFTER)
         elif isinstance(packet, RtcpPsfbPacket):
             _psfb(peer, packet, now)
         elif isinstance(packet, RtcpRrPacket):

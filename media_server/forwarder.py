@@ -30,20 +30,19 @@ from .aiortc_adapter import (  # RTCP's wire classes (building RTCP has no I/O)
 )
 from .bandwidth import LinkEstimate
 from .health import TrackHealth
+from .pacing import PACE_BELOW_BPS, Pacer
+from .repair import CACHE_SIZE, LegRepair
 
 KEYFRAME_MIN_INTERVAL = 0.3  # at most one upstream keyframe request per 300 ms...
 KEYFRAME_RETRY = 1.0  # ...and again while a leg still waits for one
-CACHE_SIZE = 1024  # ~9 s of 1 Mbps video: answers NACKs well beyond any sane RTT
 NACK_INTERVAL = 0.05
 NACK_MAX_TRIES = 4
 NACK_MAX_AGE = 1.0
 MAX_MISSING = 256
 RR_INTERVAL = 1.0
 REMB_INTERVAL = 1.0
-RTX_REPEAT_GUARD = 0.05  # don't resend one packet to one leg twice within 50 ms
 
 _FIXED = struct.Struct("!BBHII")
-_SEQ = struct.Struct("!H")
 
 Out = list[tuple["Leg", bytes]]
 
@@ -53,6 +52,7 @@ class Bitrate:
     min_bps: int = 150_000
     max_bps: int = 2_500_000
     floor_bps: int = 0  # a video leg whose estimate stays under it is paused (0: never)
+    pace_below_bps: int = PACE_BELOW_BPS  # a video leg under it is paced (0: none)
 
 
 class Leg:
@@ -61,14 +61,18 @@ class Leg:
     __slots__ = (
         "abs_send_time_id",
         "audio_level_id",
+        "echoed",
         "ext_key",
         "keep_ts",
         "keyframe_wanted",
         "link",
         "octets",
+        "pace_rate",
+        "pacer",
         "packets",
         "paused",
         "payload_type",
+        "refresh_since",
         "resume_seq",
         "retransmitted",
         "rtx_guard",
@@ -112,15 +116,19 @@ class Leg:
         self.resume_seq: int | None = None
         self.keep_ts = False  # resuming after a pause: the timestamps run on
         self.paused = False  # video paused: the link is too thin (adaptation.py)
+        self.refresh_since: float | None = None  # held for a keyframe since (adaptation.py)
+        self.pacer: Pacer | None = None  # a thin leg's video is paced (pacing.py)
+        self.pace_rate = 0.0
         self.link: LinkEstimate | None = None  # video legs: the subscriber link's estimate
         self.rtx_seq = random.randrange(1 << 15)
         self.packets = 0
         self.octets = 0
         self.retransmitted = 0
+        self.echoed = 0  # second copies sent ahead of any NACK (Upstream._echo)
         self.rtx_guard: dict[int, float] = {}
 
 
-class Upstream(LegAdaptation):
+class Upstream(LegAdaptation, LegRepair):
     """One published track and the legs that receive it."""
 
     def __init__(
@@ -147,6 +155,8 @@ class Upstream(LegAdaptation):
         self.bitrate = bitrate or Bitrate()
         self.is_keyframe: Callable[[Any], bool] | None = rtp.keyframe_detector(codec)
         self.legs: list[Leg] = []
+        self.echoes: Out = []  # second copies for lossy legs, sent a moment later
+        self.key_ts = -1  # the timestamp of the last keyframe seen
         self.ssrc: int | None = None
         # retransmission cache: index seq % CACHE_SIZE -> (seq, packet, header)
         self._cache: list[tuple[int, bytes, rtp.Header] | None] = (
@@ -156,6 +166,11 @@ class Upstream(LegAdaptation):
         self.cycles = 0
         self.base_seq = 0
         self.received = 0
+        self.octets_in = 0  # payload bytes from the publisher (its rate: adaptation.py)
+        self.incoming_bps = 0.0
+        self._rate_mark = (0.0, 0)
+        self._held: list[Leg] = []  # legs held for a keyframe since the last adapt
+        self.pacing = False  # some leg is paced: the shim sends what is due
         self.received_prior = 0
         self.expected_prior = 0
         self.jitter = 0.0
@@ -175,6 +190,7 @@ class Upstream(LegAdaptation):
         self.legs.append(leg)
         if self.kind == "video":
             leg.link = LinkEstimate(self.bitrate.floor_bps, self.bitrate.max_bps)
+            leg.link.can_protect = leg.rtx_ssrc is not None and leg.rtx_payload_type is not None
             leg.keyframe_wanted = True
             self.request_keyframe(now)
 
@@ -187,6 +203,7 @@ class Upstream(LegAdaptation):
         if self.ssrc != h.ssrc:
             self._new_source(h)
         late = self._account(h, now)
+        self.octets_in += h.payload_end - h.payload_start
         if h.marker and not late and self.kind == "video":
             self.health.frame(now)  # a frame's last packet
         if self.nack:
@@ -195,9 +212,15 @@ class Upstream(LegAdaptation):
                 self.missing.pop(h.seq, None)
         if self.audio_level_id:
             self.audio_level = rtp.audio_level(rtp.find_extension(data, h, self.audio_level_id))
+        elif self.is_keyframe and self.is_keyframe(memoryview(data)[h.payload_start :]):
+            self.key_ts = h.timestamp  # (the packets of a keyframe share its timestamp)
+        # The previous packet's second copies go after this one (spaced: one short
+        # burst of loss takes not both).
+        pending, self.echoes = self.echoes, []
         # A late packet is handled like a retransmission: it never starts a leg, and a
         # leg that started after it never gets it.
-        return self._fan_out(data, h, now, retransmission=late)
+        out = self._fan_out(data, h, now, retransmission=late)
+        return out + pending if pending else out
 
     def on_rtx(self, data: bytes, h: rtp.Header, now: float) -> Out:
         """A retransmission from the publisher (RTX stream): forward it as the original."""
@@ -257,8 +280,10 @@ class Upstream(LegAdaptation):
                 continue
             if not leg.started:
                 if self.kind == "video":
-                    if retransmission:
-                        continue
+                    if retransmission or (
+                        leg.refresh_since is not None and not leg.keyframe_wanted
+                    ):
+                        continue  # (held: not on a keyframe made at the old rate)
                     if is_key is None:
                         is_key = bool(
                             self.is_keyframe
@@ -285,7 +310,12 @@ class Upstream(LegAdaptation):
             )
             leg.packets += 1
             leg.octets += h.payload_end - h.payload_start
-            out.append((leg, packet))
+            if leg.pacer is None:
+                out.append((leg, packet))
+            else:  # (a thin leg: sent by the room's timer, adaptation.take_paced)
+                leg.pacer.push(packet, now, leg.pace_rate)
+            if leg.link is not None and leg.link.protect and not retransmission:
+                self._echo(leg, body, h, now)
         return out
 
     def _start_leg(self, leg: Leg, h: rtp.Header) -> None:
@@ -340,53 +370,7 @@ class Upstream(LegAdaptation):
         self._transit = transit
         return late
 
-    # -- feedback from subscribers -----------------------------------------------------
-    def on_nack(self, leg: Leg, lost: list[int], now: float) -> Out:
-        """Answer a subscriber's NACK from the cache (as RTX when negotiated)."""
-        out: Out = []
-        if not self.nack or not leg.started:
-            return out
-        # (a video leg's retransmissions are bounded: a share of its link's estimate)
-        allowed = leg.link.on_nack(len(lost), now) if leg.link is not None else len(lost)
-        before_start = (leg.start_seq - 1) & 0xFFFF
-        for out_seq in lost[:allowed]:
-            in_seq = (out_seq - leg.seq_off) & 0xFFFF
-            if not rtp.seq_newer(in_seq, before_start):
-                continue  # sent before a pause: another packet had that number
-            entry = self._cache[in_seq % CACHE_SIZE]
-            if entry is None or entry[0] != in_seq:
-                continue
-            if now - leg.rtx_guard.get(out_seq, -1.0) < RTX_REPEAT_GUARD:
-                continue
-            leg.rtx_guard[out_seq] = now
-            _, data, h = entry
-            b0, body = self._body(data, h, leg, now)
-            packet = bytearray(12) + body
-            packet[0] = b0
-            ts = (h.timestamp + leg.ts_off) & 0xFFFFFFFF
-            if leg.rtx_ssrc is not None and leg.rtx_payload_type is not None:
-                payload_at = len(packet) - (h.payload_end - h.payload_start)
-                packet[payload_at:payload_at] = _SEQ.pack(out_seq)
-                _FIXED.pack_into(
-                    packet,
-                    0,
-                    packet[0],
-                    (h.marker << 7) | leg.rtx_payload_type,
-                    leg.rtx_seq,
-                    ts,
-                    leg.rtx_ssrc,
-                )
-                leg.rtx_seq = (leg.rtx_seq + 1) & 0xFFFF
-            else:
-                _FIXED.pack_into(
-                    packet, 0, packet[0], (h.marker << 7) | leg.payload_type, out_seq, ts, leg.ssrc
-                )
-            out.append((leg, bytes(packet)))
-            leg.retransmitted += 1
-        if len(leg.rtx_guard) > 512:
-            leg.rtx_guard = {s: t for s, t in leg.rtx_guard.items() if now - t < 1.0}
-        return out
-
+    # -- feedback from subscribers (NACKs: repair.py) -----------------------------------
     def on_keyframe_request(self, leg: Leg, now: float) -> None:
         if leg.started:
             self.request_keyframe(now)

@@ -36,6 +36,7 @@ from .aiortc_adapter import RTCRtpReceiveParameters, RTCRtpSendParameters
 from .counters import Totals
 from .errors import MediaError
 from .forwarder import Leg, Upstream
+from .repair import ECHO_AFTER
 from .settings import MediaSettings
 from .tap import RoomTap
 from .tracks import SOURCES, Publication, Subscription
@@ -107,8 +108,9 @@ class PeerRoom(Protocol):
     def relayed(self, track_id: str) -> MediaStreamTrack | None:
         """Transcode mode: a subscriber's own copy of a published track."""
 
-    def wake(self) -> None:
-        """Run the timers now (a keyframe request, a new leg)."""
+    def wake(self, within: float = 0.0) -> None:
+        """Run the timers now, or within this many seconds (a keyframe request, a new
+        leg; second copies of packets for a lossy leg)."""
 
     def wake_for_nacks(self) -> None:
         """A publisher's packets are missing: run the timers soon enough to NACK them."""
@@ -410,6 +412,14 @@ class Peer:
         self.bytes_out += size
         if upstream.missing:
             self.room.wake_for_nacks()
+        if upstream.echoes:  # (the next packet sends them, or the timer: spaced)
+            self.room.wake(ECHO_AFTER)
+        if upstream.pacing:  # a thin leg: what is due now, the timer the rest
+            for leg, packet in upstream.take_paced(now):
+                leg.sink.send(packet)
+            due = upstream.next_paced()
+            if due is not None:
+                self.room.wake(max(0.0, due - now))
         if upstream.audio_level is not None and not is_rtx:
             self.room.heard(self.participant_id, upstream.audio_level[1], now)
         if self.room.tap is not None:

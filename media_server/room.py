@@ -17,6 +17,7 @@ from typing import Any
 from aiortc import MediaStreamTrack
 
 from . import health, sdp
+from .adaptation import shown_paused
 from .aiortc_adapter import MediaRelay
 from .counters import Totals
 from .forwarder import Leg, Upstream
@@ -66,6 +67,7 @@ class Room:
         self._next_speaker = 0.0
         self.quality = QualityWatch(Thresholds(settings.quality_loss, settings.quality_frozen_s))
         self._next_quality = 0.0
+        self._next_paced = float("inf")
         self.closed = False
         self._connections: dict[str, int] = {}
 
@@ -215,12 +217,15 @@ class Room:
         if self.closed:
             return
         busy = True
+        now = time.monotonic()
+        self._next_paced = float("inf")
         try:
-            busy = self._poll(time.monotonic())
+            busy = self._poll(now)
         except Exception:
             log.exception("media timers of %s failed", self.session_id)
         if self._timer is None and not self.closed:  # (an emit may have woken us already)
-            self._schedule(TICK if busy else IDLE_TICK)
+            # (a thin leg's paced packets: when the next is due)
+            self._schedule(min(TICK if busy else IDLE_TICK, max(0.0, self._next_paced - now)))
 
     def _poll(self, now: float) -> bool:
         """Send what is due; True while packets are missing (NACKs need the fast tick)."""
@@ -231,6 +236,14 @@ class Room:
             packets = upstream.poll(now)
             if packets:
                 peer.send_upstream_rtcp(packets)
+            for leg, echo in upstream.take_echoes():
+                leg.sink.send(echo)
+            if upstream.pacing:
+                for leg, packet in upstream.take_paced(now):
+                    leg.sink.send(packet)
+                due = upstream.next_paced()
+                if due is not None:
+                    self._next_paced = min(self._next_paced, due)
             busy = busy or bool(upstream.missing) or upstream.keyframe_pending
         if now >= self._next_speaker:
             self._next_speaker = now + SPEAKER_EVERY
@@ -265,7 +278,7 @@ class Room:
                         "participant_id": publisher.participant_id,
                         "track_id": pub.track_id,
                         "source": pub.source,
-                        "paused": leg.paused,
+                        "paused": shown_paused(leg),
                     },
                 )
                 return

@@ -233,6 +233,23 @@ def rtx_unwrap(data: bytes, h: Header) -> tuple[int, bytes] | None:
     return osn, bytes(data[h.payload_start + 2 : h.payload_end])
 
 
+def rtx_wrap(
+    b0: int,
+    body: bytes,
+    payload_len: int,
+    marker: int,
+    pt: int,
+    seq: int,
+    ts: int,
+    ssrc: int,
+    osn: int,
+) -> bytes:
+    """An RTX packet (RFC 4588): the fixed header, ``body``'s extension block, the
+    original sequence number ``osn``, then the payload (the last ``payload_len`` bytes)."""
+    at = len(body) - payload_len
+    return _HDR.pack(b0, (marker << 7) | pt, seq, ts, ssrc) + body[:at] + _U16.pack(osn) + body[at:]
+
+
 def seq_newer(a: int, b: int) -> bool:
     """Is 16-bit sequence number ``a`` after ``b`` (with wrap-around)?"""
     return a != b and ((a - b) & 0xFFFF) < 0x8000

@@ -111,8 +111,8 @@ def test_a_rate_limit_is_found_within_a_few_reports(limit: int) -> None:
     path.limit_bps = limit
     run(link, path, 4, start=t)
     bps = link.bps
-    # (what got through, packet overhead included)
-    assert bps is not None and 0.7 * limit <= bps <= 1.1 * limit, path.log
+    # (what got through, packet overhead included; 85 % of it, then 8 % a second up)
+    assert bps is not None and 0.7 * limit <= bps <= 1.15 * limit, path.log
     # ...and it stays near the limit rather than overshooting into the queue for long.
     run(link, path, 30, start=t + 4)
     late = [bps for _, bps in path.log[-30:]]
@@ -323,3 +323,103 @@ def test_heavy_loss_believes_the_remb_within_the_window() -> None:
     path.octets += 100 * 1100
     link.on_report(t + 0.3, path.lost, path.packets, 0.005, 0, 0, (path.octets, path.packets))
     assert link.bps == 220_000
+
+
+def _protected(path: Path | None = None) -> tuple[LinkEstimate, Path, float]:
+    """A warm leg that has an RTX stream (it can be sent second copies)."""
+    link = LinkEstimate(FLOOR, 2_500_000)
+    link.can_protect = True
+    path = path or Path()
+    path.remb = FULL
+    return link, path, run(link, path, 5)
+
+
+@pytest.mark.parametrize(
+    ("loss", "rtt_s", "level"),
+    [
+        pytest.param(0.0, 0.05, 0, id="clean-none"),
+        pytest.param(0.03, 0.05, 1, id="3pct-frames-last-packets"),
+        pytest.param(0.10, 0.05, 2, id="10pct-every-packet"),
+        pytest.param(0.15, 0.6, 0, id="with-a-queue-none"),
+    ],
+)
+def test_random_loss_gets_second_copies_by_how_much_is_lost(
+    loss: float, rtt_s: float, level: int
+) -> None:
+    """Loss on a steady round trip (radio, a bad line) is not congestion: a second copy
+    of the packets whose loss costs most (or of every packet) saves a NACK round trip.
+    With a queue, more packets would only make it worse."""
+    link, path, t = _protected()
+    path.loss, path.rtt_s = loss, rtt_s
+    run(link, path, 4, start=t)
+    assert link.protect == level, path.log
+
+
+def test_protected_random_loss_keeps_the_rate() -> None:
+    """With every packet sent twice, what is lost for good is the loss squared (~1 %):
+    the publisher keeps its rate. A leg without RTX is lowered as before."""
+    link, path, t = _protected()
+    path.loss = 0.12
+    run(link, path, 30, start=t)
+    assert link.protect == 2 and link.bps is not None and link.bps >= FULL, path.log
+    plain, path, t = warm()
+    path.loss = 0.12
+    run(plain, path, 30, start=t)
+    assert plain.protect == 0 and plain.estimate is not None and plain.estimate < FULL
+
+
+def test_second_copies_have_a_budget() -> None:
+    link, _, t = _protected()
+    link.estimate = 800_000.0
+    sent = sum(link.may_echo(1000, t + k * 0.001) for k in range(1, 2001))  # 2 s, 8 Mbps
+    # the estimate's worth a second (and a quarter of a second's burst), not more
+    assert 2 * 100 <= sent <= 2 * 100 + 25 + 1
+
+
+def test_a_link_far_over_capacity_drains_then_comes_back_to_most_of_it() -> None:
+    """1.7 Mbps into 300 kbps: most packets are lost and a queue stands. The estimate
+    goes to ~85 % of what got through at once (the publisher need not be followed for
+    a window first), and the leg is to be restarted on a keyframe (``refresh``); the
+    browser's lagging REMB does not send it back over. A link that carries less than
+    the floor is thin: no restart, it is paused."""
+    link, path, t = warm()
+    path.limit_bps = 300_000
+    run(link, path, 1, start=t)
+    assert link.bps is not None and 0.75 * 300_000 <= link.bps <= 0.9 * 300_000, path.log
+    assert link.refresh
+    run(link, path, 8, start=t + 1)
+    assert link.bps is not None and 0.75 * 300_000 <= link.bps <= 1.15 * 300_000, path.log
+    assert not link.paused
+    thin, path, t = warm()
+    path.limit_bps = 100_000
+    run(thin, path, 1, start=t)
+    assert not thin.refresh and thin.bps is not None and thin.bps < FLOOR
+
+
+def test_a_protected_leg_that_gets_congested_is_not_protected_for_a_while() -> None:
+    """A policer drops without a queue: it looks like random loss until the second
+    copies push the leg over it. Then no copies for a while."""
+    link, path, t = _protected()
+    path.loss = 0.08
+    t = run(link, path, 4, start=t)
+    assert link.protect == 2
+    path.loss = 0.3  # the copies made it worse
+    t = run(link, path, 2, start=t)
+    assert link.protect == 0
+    path.loss = 0.08
+    t = run(link, path, 10, start=t)
+    assert link.protect == 0, "not again at once"
+    run(link, path, 30, start=t)
+    assert link.protect == 2, "but after a while"
+
+
+def test_a_cut_is_not_a_capacity() -> None:
+    """No report for 5 s (the link was cut both ways), then the subscriber counts every
+    packet of the cut as lost: that says nothing of what the link carries."""
+    link, path, t = warm()
+    before = link.bps
+    path.packets += 5 * 190  # sent during the cut, none arrived
+    path.octets += 5 * 190 * 1100
+    path.lost += 5 * 190
+    run(link, path, 4, start=t + 5)
+    assert link.bps == before and not link.refresh and not link.paused, path.log

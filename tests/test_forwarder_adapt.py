@@ -9,6 +9,7 @@ from itertools import pairwise
 import pytest
 
 from media_server import rtp
+from media_server.adaptation import shown_paused
 from media_server.forwarder import Bitrate, Leg, Upstream
 from tests.test_forwarder import (
     T0,
@@ -23,6 +24,8 @@ from tests.test_forwarder import (
 )
 
 FLOOR = 150_000
+# (the gate's tests: not paced, the capture never follows the target and a paced leg
+# would drop what its pacer cannot send: gaps that are not the pause's; see test_pacing)
 
 
 @pytest.mark.parametrize(
@@ -53,7 +56,7 @@ def _run(up: Upstream, lg: Leg, thin_until: float) -> tuple[list[tuple[float, by
     next_report = packets[0].t + 1
     lost, counted = 0, 0
     for p in packets:
-        got += [(p.t, data) for data in only(feed(up, [p]), lg)]
+        got += [(p.t, data) for data in only(feed(up, [p]) + up.take_paced(p.t), lg)]
         if p.t >= next_report:
             if p.t < thin_until:  # 95 % of what was sent since the last report is lost
                 lost += round(0.95 * (lg.packets - counted))
@@ -71,7 +74,7 @@ def _run(up: Upstream, lg: Leg, thin_until: float) -> tuple[list[tuple[float, by
 
 
 def test_a_thin_leg_is_paused_then_resumed_seamlessly() -> None:
-    up = video_up(bitrate=Bitrate(150_000, 2_500_000, FLOOR))
+    up = video_up(bitrate=Bitrate(150_000, 2_500_000, FLOOR, pace_below_bps=0))
     lg = leg()
     got, events = _run(up, lg, thin_until=T0 + 12)
     assert len(events["paused"]) == 1 and len(events["resumed"]) == 1, events
@@ -99,7 +102,7 @@ def test_a_thin_leg_is_paused_then_resumed_seamlessly() -> None:
 
 
 def test_nack_for_a_number_from_before_the_pause_is_not_answered() -> None:
-    up = video_up(bitrate=Bitrate(150_000, 2_500_000, FLOOR))
+    up = video_up(bitrate=Bitrate(150_000, 2_500_000, FLOOR, pace_below_bps=0))
     lg = leg()
     got, events = _run(up, lg, thin_until=T0 + 12)
     paused = events["paused"][0]
@@ -110,9 +113,52 @@ def test_nack_for_a_number_from_before_the_pause_is_not_answered() -> None:
 
 
 def test_a_link_that_stays_thin_stays_paused_between_probes() -> None:
-    up = video_up(bitrate=Bitrate(150_000, 2_500_000, FLOOR))
+    up = video_up(bitrate=Bitrate(150_000, 2_500_000, FLOOR, pace_below_bps=0))
     lg = leg()
     _, events = _run(up, lg, thin_until=T0 + 100)
     assert len(events["resumed"]) == 1 and len(events["paused"]) == 2, events
     # The probe failed: paused again, next probe in 10 s (beyond this stream).
     assert events["paused"][1] - events["resumed"][0] < 3
+
+
+def test_a_link_far_over_capacity_is_held_until_a_keyframe() -> None:
+    """60 % lost (the publisher sends far more than the link carries, which still
+    carries the floor): most frames are broken and none decodes until a keyframe. The
+    leg gets nothing meanwhile (its queue drains; its page shows the video paused, the
+    audio goes on); a keyframe is asked for once the publisher has come down (here it
+    does not: after 3 s), the leg restarts on it with no gap in its numbering, and its
+    page shows the video again once the leg carried a window of reports cleanly and
+    the publisher sends moving video."""
+    up = video_up(bitrate=Bitrate(150_000, 2_500_000, FLOOR, pace_below_bps=0))
+    lg = leg()
+    packets = looped(vp8(), 4)  # 500 kbps, 30 fps, ~10 s
+    t0 = packets[0].t
+    up.add_leg(lg, t0)
+    got: list[tuple[float, bytes]] = []
+    shown: list[tuple[float, bool]] = []
+    pli_at: list[float] = []
+    reports = [t0 + 0.5 + k for k in range(10)]
+    counted, lost = 0, 0
+    for p in packets:
+        got += [(p.t, data) for data in only(feed(up, [p]) + up.take_paced(p.t), lg)]
+        if reports and p.t >= reports[0]:
+            if len(reports) == 9:  # the second report: 60 % of what came since lost
+                lost = round(0.6 * (lg.packets - counted))
+            counted = lg.packets
+            up.on_receiver_report(lg, lost, lg.packets, 90, 0, 0, p.t)
+            reports.pop(0)
+        shown += [(p.t, shown_paused(w)) for w in up.adapt(p.t)]
+        if plis(up.poll(p.t)):
+            pli_at.append(p.t)
+    assert [s for _, s in shown] == [True, False], shown
+    held, back = shown[0][0], shown[1][0]
+    assert held - t0 < 2
+    asked = [t for t in pli_at if t > held]
+    assert asked and 2.9 <= asked[0] - held <= 3.2, pli_at
+    first_after = next(t for t, _ in got if t > held)
+    assert not [t for t, _ in got if held < t < asked[0]]  # nothing while held
+    # shown again after a clean window of reports from the restart on
+    assert first_after - asked[0] < 1.5 and 0.9 <= back - first_after <= 2.1
+    seqs = [rtp.parse(d).seq for _, d in got]
+    assert all((b - a) & 0xFFFF == 1 for a, b in pairwise(seqs))
+    assert not lg.paused  # (the link carries the floor: not a thin link's pause)

@@ -344,9 +344,11 @@ def test_random_loss_and_a_jitter_transient(
     finally:
         ns.relay.set(Impairment())
         print("NETWORK", json.dumps(out, ensure_ascii=False))
-    # Target: 1 s frozen per 10 s and 12 fps. On a loaded 2-core machine the frozen time
-    # swings 2-6 s per 10 s in either version; asserted: mostly moving video.
-    assert row["frozen_s"] <= 6.5 and row["fps_avg"] >= 11, out
+    # Target: 1 s frozen per 10 s (3 s per 30 s) and 12 fps; `jointreview bench network`'s
+    # loss10 row is its measure. Without the second copies of a lossy leg's packets
+    # (media_server/repair.py) it froze 2-6 s per 10 s; with them 0.3 s here and
+    # 1.9-2.6 s per 30 s in the bench. Asserted with margin for a loaded machine.
+    assert row["frozen_s"] <= 3.0 and row["fps_avg"] >= 12, out
     assert 0 <= back <= 15, out
     # Provoked: the test degrades the link; Chromium logs the failed socket attempts.
     reviewer.allow_errors(NETWORK_NOISE, "socket attempts while the link is down")
