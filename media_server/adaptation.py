@@ -49,6 +49,7 @@ class LegAdaptation:
         _held: list[Leg]
         health: TrackHealth
         pacing: bool
+        protecting: bool
 
         def request_keyframe(self, now: float) -> None: ...
 
@@ -78,6 +79,7 @@ class LegAdaptation:
             self.unrepaired(),
         )
         self._maybe_slower(before, link.bps)
+        self.protecting = self.protecting or bool(link.protect)
         if link.refresh:
             link.refresh = False
             self._hold(leg, now)
@@ -160,11 +162,12 @@ class LegAdaptation:
         it changed now (``shown_paused``)."""
         changed, self._held = self._held, []
         self._measure(now)
-        pacing = False
+        pacing = protecting = False
         for leg in self.legs:
             if leg.link is None:
                 continue
             pacing = self._pace(leg) or pacing
+            protecting = protecting or bool(leg.link.protect)
             if self._hold_over(leg, now):
                 changed.append(leg)
             paused = leg.link.gate(now)
@@ -175,7 +178,7 @@ class LegAdaptation:
             else:
                 self._resume(leg, now)
             changed.append(leg)
-        self.pacing = pacing
+        self.pacing, self.protecting = pacing, protecting
         return changed
 
     def _pace(self, leg: Leg) -> bool:

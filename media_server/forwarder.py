@@ -171,6 +171,7 @@ class Upstream(LegAdaptation, LegRepair):
         self._rate_mark = (0.0, 0)
         self._held: list[Leg] = []  # legs held for a keyframe since the last adapt
         self.pacing = False  # some leg is paced: the shim sends what is due
+        self.protecting = False  # some leg gets second copies (repair.py)
         self.received_prior = 0
         self.expected_prior = 0
         self.jitter = 0.0
@@ -212,7 +213,11 @@ class Upstream(LegAdaptation, LegRepair):
                 self.missing.pop(h.seq, None)
         if self.audio_level_id:
             self.audio_level = rtp.audio_level(rtp.find_extension(data, h, self.audio_level_id))
-        elif self.is_keyframe and self.is_keyframe(memoryview(data)[h.payload_start :]):
+        elif (
+            self.protecting
+            and self.is_keyframe
+            and self.is_keyframe(memoryview(data)[h.payload_start :])
+        ):
             self.key_ts = h.timestamp  # (the packets of a keyframe share its timestamp)
         # The previous packet's second copies go after this one (spaced: one short
         # burst of loss takes not both).
@@ -275,6 +280,8 @@ class Upstream(LegAdaptation, LegRepair):
         # only the 12 fixed header bytes differ: one pack and one concatenation.
         bodies: dict[tuple[int, int], tuple[int, bytes]] = {}
         is_key = None
+        # (second copies: only on legs with random loss, never of a retransmission)
+        protecting = self.protecting and not retransmission
         for leg in self.legs:
             if leg.paused:
                 continue
@@ -314,7 +321,7 @@ class Upstream(LegAdaptation, LegRepair):
                 out.append((leg, packet))
             else:  # (a thin leg: sent by the room's timer, adaptation.take_paced)
                 leg.pacer.push(packet, now, leg.pace_rate)
-            if leg.link is not None and leg.link.protect and not retransmission:
+            if protecting and leg.link is not None and leg.link.protect:
                 self._echo(leg, body, h, now)
         return out
 

@@ -10,8 +10,8 @@ from itertools import pairwise
 import pytest
 
 from media_server import rtp
-from media_server.forwarder import Leg, Upstream
-from tests.test_forwarder import leg, video_up, vp8
+from media_server.forwarder import Bitrate, Leg, Upstream
+from tests.test_forwarder import feed, leg, looped, video_up, vp8
 
 RTX_SSRC, RTX_PT = 0xAB0002, 121
 
@@ -24,6 +24,7 @@ def _run(level: int, estimate: float = 2_500_000.0) -> tuple[Upstream, Leg, list
     up.add_leg(lg, packets[0].t)
     assert lg.link is not None and lg.link.can_protect
     lg.link.protect, lg.link.estimate = level, estimate
+    up.protecting = level > 0  # (as adapt and the leg's reports set it)
     out = []
     for p in packets:
         out += up.on_rtp(p.data, p.h, p.t)
@@ -102,3 +103,32 @@ def test_a_nack_on_a_protected_leg_is_answered_twice() -> None:
     assert lg.link is not None
     lg.link.protect = 0
     assert len(up.on_nack(lg, [media[-6].seq], now)) == 1 and not up.take_echoes()
+
+
+def test_a_leg_reporting_random_loss_gets_copies_from_its_reports_on() -> None:
+    """The whole path: the subscriber's receiver reports (8 % lost each second, no
+    queue) make its leg protected, and the core then sends it second copies; none
+    before, and none to a clean leg beside it."""
+    packets = looped(vp8(), 8)
+    up = video_up(bitrate=Bitrate(150_000, 2_500_000, 0, pace_below_bps=0))
+    lossy = leg(rtx_ssrc=RTX_SSRC, rtx_payload_type=RTX_PT)
+    clean = leg(rtx_ssrc=RTX_SSRC + 1, rtx_payload_type=RTX_PT)
+    for lg in (lossy, clean):
+        up.add_leg(lg, packets[0].t)
+    first_copy = None
+    next_report, lost, counted = packets[0].t + 1, 0, 0
+    for p in packets:
+        out = feed(up, [p]) + up.take_echoes()
+        copies = [d for who, d in out if rtp.parse(d).ssrc == RTX_SSRC and who is lossy]
+        if copies and first_copy is None:
+            first_copy = p.t - packets[0].t
+        assert not [d for who, d in out if who is clean and rtp.parse(d).ssrc != clean.ssrc]
+        if p.t >= next_report:
+            lost += round(0.08 * (lossy.packets - counted))
+            counted = lossy.packets
+            up.on_receiver_report(lossy, lost, counted, 90, 0, 0, p.t)
+            up.on_receiver_report(clean, 0, clean.packets, 90, 0, 0, p.t)
+            next_report += 1
+        up.adapt(p.t)
+    assert first_copy is not None and first_copy >= 1.0, first_copy
+    assert lossy.echoed > 0 and clean.echoed == 0
