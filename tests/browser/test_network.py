@@ -4,10 +4,11 @@ behind the impairment relay (bench/netns.py); the clerk's page is on the host.
 A 5 s cut: the reviewer's page says "reconnecting" soon after the cut starts and shows
 the clerk's video again after the link returns; a 5 s cut with an address change
 (.2 → .3): the page recovers by itself. The times are printed (``NETWORK {...}``) for
-the issue's note, not asserted; recovery is asserted within a generous bound. How well a
-300 kbps link carries the call is a measurement (frames, freezes, jitter buffer):
-``jointreview bench network`` has its rows; here, that a link too thin for video pauses
-the video and keeps the audio.
+the issue's note, not asserted; recovery is asserted within a generous bound. A 300 kbps
+link toward the reviewer is usable within a bound (moving video, or "video paused" with
+the audio); a link too thin for video pauses the video and keeps the audio. How well a
+300 kbps link carries the call (frames, freezes, both ways) is measured by
+``jointreview bench network``.
 """
 
 from __future__ import annotations
@@ -350,6 +351,53 @@ def test_random_loss_and_a_jitter_transient(
     # 1.9-2.6 s per 30 s in the bench. Asserted with margin for a loaded machine.
     assert row["frozen_s"] <= 3.0 and row["fps_avg"] >= 12, out
     assert 0 <= back <= 15, out
+    # Provoked: the test degrades the link; Chromium logs the failed socket attempts.
+    reviewer.allow_errors(NETWORK_NOISE, "socket attempts while the link is down")
+
+
+def test_a_300_kbps_link_toward_the_reviewer(
+    people: Callable[..., Person],
+    browsers: tuple[Browser, Browser],
+    net: tuple[ServerProcess, Netns],
+    tokens: TokenService,
+    http: Api,
+) -> None:
+    """300 kbps toward the reviewer: soon moving video (8 fps or more) or "video paused"
+    with the audio still coming (the SFU holds a leg found far over capacity), and never
+    a multi-second jitter buffer. (The target is 5 s; the bound leaves room for a loaded
+    machine: ``jointreview bench network --rows 300k_down`` measures it.)"""
+    _, ns = net
+    assert ns.relay is not None
+    _, clerk, reviewer, pid_clerk, _, _ = _call(
+        people, browsers[1], ns, tokens, http, "GZ-NET-50", browsers[0]
+    )
+    out: dict[str, object] = {}
+    try:
+        out["full_kbps"] = round(_full_rate(clerk))
+        ns.relay.set(up=Impairment(), down=Impairment(rate_kbps=300))
+        state = {"frames": reviewer.page.evaluate(INBOUND_JS)["frames"], "audio": 0}
+        state["audio"] = reviewer.page.evaluate(AUDIO_JS, pid_clerk)["audio"]
+
+        def usable() -> bool:
+            time.sleep(1)
+            frames = reviewer.page.evaluate(INBOUND_JS)["frames"]
+            seen = reviewer.page.evaluate(AUDIO_JS, pid_clerk)
+            moving = frames - state["frames"] >= 8
+            paused = seen["paused"] and seen["audio"] > state["audio"]
+            state["frames"], state["audio"] = frames, seen["audio"]
+            out["paused"] = seen["paused"]
+            return moving or paused
+
+        out["usable_after_s"] = _until(usable, 30)
+        out["window"] = _window(reviewer, 8)
+        out["clerk_kbps"] = round(_clerk_kbps(clerk))
+    finally:
+        ns.relay.set(Impairment())
+        print("NETWORK", json.dumps({"300 kbps down": out}))
+    window = out["window"]
+    assert isinstance(window, dict)
+    assert window["jitter_buffer_ms"] <= 1000, out
+    assert 0 <= out["usable_after_s"] <= 8, out  # type: ignore[operator]
     # Provoked: the test degrades the link; Chromium logs the failed socket attempts.
     reviewer.allow_errors(NETWORK_NOISE, "socket attempts while the link is down")
 
