@@ -11,6 +11,9 @@ cancel and hung the app's cleanup).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterable
+from typing import Any
 
 
 def stopping() -> bool:
@@ -18,3 +21,14 @@ def stopping() -> bool:
     lost on the way."""
     task = asyncio.current_task()
     return task is not None and task.cancelling() > 0
+
+
+async def cancel_all(tasks: Iterable[asyncio.Task[Any]]) -> None:
+    """Cancel the tasks and wait for each to end, whatever it ends with (a worker's own
+    error was logged where it happened; shutdown goes on)."""
+    tasks = list(tasks)
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task

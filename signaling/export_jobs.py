@@ -29,7 +29,7 @@ from aiohttp import web
 from recording.compose import Cancelled, Options
 from recording.export import COMPOSITE, export_session
 
-from . import datadir
+from . import background, datadir
 from .config import Config
 from .core import EventHook, Floor, append_event, run_event_hooks
 from .models import Event
@@ -170,11 +170,7 @@ class ExportWorker:
         """Stop: a render in progress is cancelled and its job given back (unfinished:
         another worker, or this node after its restart, takes it up)."""
         self._closing = True
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await background.cancel_all(self._tasks)
         self._tasks.clear()
         self._pool.shutdown(wait=True)
 

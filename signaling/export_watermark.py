@@ -44,6 +44,7 @@ from aiohttp import web
 from recording.compose import Cancelled
 from recording.watermark import burn
 
+from . import background
 from .appkeys import CONFIG, NODE_ID, SERVICE, STORE
 from .directory import Directory
 from .errors import ServiceError
@@ -162,11 +163,7 @@ class WatermarkCopies:
     async def close(self) -> None:
         """Stop: a render in progress stops at its next frame; the jobs' states lapse."""
         self._stopping = True
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await background.cancel_all(self._tasks)
         self._tasks.clear()
         self._pool.shutdown(wait=True)
 
