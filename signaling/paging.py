@@ -107,6 +107,9 @@ def limit_of(raw: str | None, default: int, maximum: int) -> int:
     return limit
 
 
+LAST_EPOCH = 32_503_680_000  # 3000-01-01T00:00:00Z
+
+
 def period_of(query: Mapping[str, str]) -> tuple[float | None, float | None]:
     """``since`` and ``until`` of a list's query (epoch seconds, finite), or None."""
     try:
@@ -116,6 +119,10 @@ def period_of(query: Mapping[str, str]) -> tuple[float | None, float | None]:
         raise BadRequest("invalid_query", "since/until are numbers, limit an integer") from None
     if not all(math.isfinite(t) for t in (since, until) if t is not None):
         raise BadRequest("invalid_query", "since/until are finite numbers (not nan or inf)")
+    # (a date the record and the calendar can hold: a huge number is no period, and the
+    # statistics' days would fail on it)
+    if not all(0 <= t <= LAST_EPOCH for t in (since, until) if t is not None):
+        raise BadRequest("invalid_query", f"since/until are epoch seconds from 0 to {LAST_EPOCH}")
     return since, until
 
 
