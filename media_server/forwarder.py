@@ -221,11 +221,12 @@ class Upstream(LegAdaptation, LegRepair):
             self.key_ts = h.timestamp  # (the packets of a keyframe share its timestamp)
         # The previous packet's second copies go after this one (spaced: one short
         # burst of loss takes not both).
-        pending, self.echoes = self.echoes, []
         # A late packet is handled like a retransmission: it never starts a leg, and a
         # leg that started after it never gets it.
-        out = self._fan_out(data, h, now, retransmission=late)
-        return out + pending if pending else out
+        if not self.echoes:  # (the clean path: no list made per packet)
+            return self._fan_out(data, h, now, retransmission=late)
+        pending, self.echoes = self.echoes, []
+        return self._fan_out(data, h, now, retransmission=late) + pending
 
     def on_rtx(self, data: bytes, h: rtp.Header, now: float) -> Out:
         """A retransmission from the publisher (RTX stream): forward it as the original."""
