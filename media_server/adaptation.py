@@ -18,15 +18,22 @@ from typing import TYPE_CHECKING
 from .pacing import PACE_FACTOR, Pacer, pace_bps
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+    from . import rtp
     from .forwarder import Bitrate, Leg, Out
     from .health import TrackHealth
 
 RATE_WINDOW_S = 0.5  # the publisher's rate, measured over at least this long
 CAME_DOWN = 1.2  # the publisher sends at most this x what we asked: it has followed
-HOLD_MIN_S = 1.0  # a held leg's keyframe: not before its queue drained (or 2 round trips)...
-REFRESH_MAX_S = 3.0  # ...and after this long at the latest; its video shown again once it
-HOLD_FPS = 8.0  # carried a window of reports and the publisher sends this frame rate
-HOLD_MAX_S = 10.0  # (or after this long)
+HOLD_MIN_S = 1.0  # a held leg restarts on a keyframe: not before its queue drained (or 2
+REFRESH_MAX_S = 3.0  # round trips) and the publisher came down, or after this long...
+KEY_FIT_S = 0.6  # ...on one that crosses its link in this long at its estimate...
+HOLD_FPS = 8.0  # ...asked for while the publisher's encoder sends this frame rate...
+ASK_EVERY_S = 2.0  # ...at most this often...
+ASK_MAX_S = 6.0  # ...and after this long on any keyframe. Its video is shown again once
+HOLD_MAX_S = 10.0  # it carried a window of reports and the publisher sends HOLD_FPS
 
 
 class LegAdaptation:
@@ -47,11 +54,19 @@ class LegAdaptation:
         incoming_bps: float
         _rate_mark: tuple[float, int]
         _held: list[Leg]
+        _key_watch: list[int] | None
+        _cache: list[tuple[int, bytes, rtp.Header] | None]
+        is_keyframe: Callable[[Any], bool] | None
+        sizing: bool
         health: TrackHealth
         pacing: bool
         protecting: bool
 
         def request_keyframe(self, now: float) -> None: ...
+        def _start_leg(self, leg: Leg, h: rtp.Header) -> None: ...
+        def _fan_out(
+            self, data: bytes, h: rtp.Header, now: float, retransmission: bool, only: Leg | None
+        ) -> Out: ...
 
     def on_remb(self, leg: Leg, bps: int, now: float) -> None:
         if leg.link is not None:
@@ -118,15 +133,16 @@ class LegAdaptation:
         """The leg's link was far over capacity: most frames were lost, and none decodes
         until a keyframe. Its video is paused for a moment (the page says so; the audio
         goes on): nothing is sent to it, so its queue drains and no retransmission of
-        what is lost for good fills it again. Its keyframe is asked for once the
-        publisher has come down to the new target (at the old rate it would be too big
-        for the link), and the page shows its video again once the publisher's encoder
-        has settled at that rate (``_hold_over``)."""
+        what is lost for good fills it again. Once the publisher has come down to the
+        new target it restarts on a keyframe small enough for its link (``fit_keyframe``),
+        and the page shows its video again once the publisher's encoder has settled at
+        that rate (``_hold_over``)."""
         if leg.started and self.highest_seq is not None:
             leg.resume_seq = (self.highest_seq + leg.seq_off + 1) & 0xFFFF  # (no loss)
             leg.keep_ts = True
         leg.started = False
-        leg.keyframe_wanted = False
+        leg.keyframe_wanted = leg.key_ok = False
+        leg.frames_mark, leg.key_asked = (now, self.health.frames), -1e9
         if leg.link is not None:
             leg.link.held()
         if leg.refresh_since is None:
@@ -137,11 +153,29 @@ class LegAdaptation:
         since, link = leg.refresh_since, leg.link
         if since is None or link is None:
             return False
-        if not leg.started and not leg.keyframe_wanted:
-            drained = now - since >= max(HOLD_MIN_S, 2 * (link.rtt or 0.0))
-            came_down = self.incoming_bps <= CAME_DOWN * self.target_bitrate()
-            if (drained and came_down) or now - since >= REFRESH_MAX_S:
+        if not leg.started:
+            if not leg.key_ok:
+                drained = now - since >= max(HOLD_MIN_S, 2 * (link.rtt or 0.0))
+                came_down = self.incoming_bps <= CAME_DOWN * self.target_bitrate()
+                leg.key_ok = (drained and came_down) or now - since >= REFRESH_MAX_S
+            at, frames = leg.frames_mark
+            if leg.keyframe_wanted or now - at < 1.0:
+                return False
+            leg.frames_mark = (now, self.health.frames)
+            if now - since >= ASK_MAX_S:
+                # None small enough came: the next one, whatever its size.
                 leg.keyframe_wanted = True
+                self.request_keyframe(now)
+            elif (
+                leg.key_ok
+                and (self.health.frames - frames) / (now - at) >= HOLD_FPS
+                and now - leg.key_asked >= ASK_EVERY_S
+            ):
+                # While the encoder drops frames (its rate control over its new budget,
+                # 1-3 a second for seconds after a steep drop) a keyframe asked for comes
+                # at the old resolution, too big; it starts its lower resolution with one
+                # of its own, which ``fit_keyframe`` takes.
+                leg.key_asked = now
                 self.request_keyframe(now)
             return False
         moving = leg.started and link.settled() and self.health.fps(now) >= HOLD_FPS
@@ -149,6 +183,48 @@ class LegAdaptation:
             leg.refresh_since = None
             return True
         return False
+
+    def fit_keyframe(self, data: bytes, h: rtp.Header, now: float) -> Out:
+        """Per packet while a held leg waits (``sizing``): once a keyframe is complete,
+        the held legs whose link it crosses within KEY_FIT_S restart on it, its packets
+        replayed from the retransmission cache. (A keyframe made at the old resolution,
+        30-80 KB, takes 1-2 s of a 300 kbps link: a jitter buffer as long, and the frames
+        behind it wait.)"""
+        watch = self._key_watch
+        if watch is None or watch[0] != h.timestamp:
+            payload = memoryview(data)[h.payload_start : h.payload_end]
+            if not (self.is_keyframe and self.is_keyframe(payload)):
+                return []
+            watch = self._key_watch = [h.timestamp, h.seq, 0]
+        watch[2] += h.payload_end - h.payload_start
+        if not h.marker:
+            return []
+        self._key_watch = None
+        out: Out = []
+        for leg in self.legs:
+            link = leg.link
+            if leg.started or not leg.key_ok or leg.refresh_since is None or link is None:
+                continue
+            if watch[2] * 8 <= KEY_FIT_S * (link.bps or 0):
+                out += self._replay(leg, watch[1], h.seq, now)
+        return out
+
+    def _replay(self, leg: Leg, first: int, last: int, now: float) -> Out:
+        cached = []
+        seq = first
+        while True:
+            entry = self._cache[seq % len(self._cache)]
+            if entry is None or entry[0] != seq:
+                return []  # (a packet of it is missing: the next one)
+            cached.append(entry)
+            if seq == last:
+                break
+            seq = (seq + 1) & 0xFFFF
+        self._start_leg(leg, cached[0][2])
+        out: Out = []
+        for _, data, h in cached:
+            out += self._fan_out(data, h, now, False, leg)
+        return out
 
     def _measure(self, now: float) -> None:
         at, octets = self._rate_mark
@@ -162,7 +238,7 @@ class LegAdaptation:
         it changed now (``shown_paused``)."""
         changed, self._held = self._held, []
         self._measure(now)
-        pacing = protecting = False
+        pacing = protecting = sizing = False
         for leg in self.legs:
             if leg.link is None:
                 continue
@@ -170,6 +246,7 @@ class LegAdaptation:
             protecting = protecting or bool(leg.link.protect)
             if self._hold_over(leg, now):
                 changed.append(leg)
+            sizing = sizing or (leg.key_ok and not leg.started and not leg.keyframe_wanted)
             paused = leg.link.gate(now)
             if paused is None or paused == leg.paused:
                 continue
@@ -178,7 +255,7 @@ class LegAdaptation:
             else:
                 self._resume(leg, now)
             changed.append(leg)
-        self.pacing, self.protecting = pacing, protecting
+        self.pacing, self.protecting, self.sizing = pacing, protecting, sizing and bool(self._cache)
         return changed
 
     def _pace(self, leg: Leg) -> bool:

@@ -17,8 +17,10 @@ estimate of one subscriber leg, from what the subscriber tells us about that leg
   raises it, fast (x1.5 a second) back to the level the leg carried before a drop, then
   by 8 % a second;
 - the REMB is a cap only while the leg's own signals say congestion (a grown round-trip
-  time, or loss over 20 %); otherwise it can only raise the estimate. A jitter transient
-  therefore no longer drags the publisher down for a minute;
+  time, or loss over 20 %), and no lower than 85 % of what the leg carried in its last
+  window (a REMB measured while little came, after a hold, is 10-20 kbps); otherwise it
+  can only raise the estimate. A jitter transient therefore no longer drags the
+  publisher down for a minute;
 - retransmissions get a fifth of the estimate.
 
 The thin-link gate of the same object pauses the leg's video when its estimate stays
@@ -38,6 +40,9 @@ RTT_GROWTH_RATIO = 0.5  # (or half the minimum, on long paths)
 RTT_WINDOW_S = 30.0
 RTT_SMOOTHING = 0.5  # per window
 JITTER_HIGH_S = 0.03  # interarrival jitter over this and twice its low: hold, don't raise
+JITTER_WINDOW_S = 10.0  # (its low over this long: a leg's jitter grows as its rate falls,
+# a frame's packets spread over more of its interval; after a rate limit lifts, the low of
+# 30 s ago, at full rate, held the ramp back for 10 s)
 FAST_UP = 1.5  # per second, back to the level before a drop
 SLOW_UP = 1.08  # per second, above it (GCC's rate)
 MIN_ESTIMATE = 30_000
@@ -54,7 +59,7 @@ LOSS_SMOOTHING = 0.5  # per window, for the protection's level
 PROTECT_BACKOFF_S = 30.0  # congested while protected: none for this long
 LOSS_FAR = 0.5  # over this, most of what is sent never arrives: far over capacity...
 HEADROOM = 0.85  # ...the estimate: this share of what got through (GCC's)...
-FAR_HOLD_S = 10.0  # ...and the REMB does not raise it for this long
+FAR_HOLD_S = 10.0  # ...and the REMB, lagging, does not move it for this long
 PACKET_OVERHEAD = 50  # IP, UDP, RTP header and extensions, SRTP tag: bytes per packet
 WINDOW_S = 0.9  # the estimate moves once per window of reports (about a second)
 STALE_WINDOW_S = 3.0  # no report for this long: a cut, not a window to judge
@@ -78,7 +83,8 @@ class LinkEstimate:
         self._last_update: float | None = None
         self._last_decrease = -1e9
         self._good = 0.0  # the level carried before the last drop: ramp back fast
-        self._far_until = 0.0  # found far over capacity: the REMB does not raise it till
+        self._far_until = 0.0  # found far over capacity: the REMB does not move it till
+        self._remb_caps = True  # (False till then)
         self.refresh = False  # its picture is broken: restart it on a keyframe (adaptation)
         self._held_reports = 0
         self._fast = False  # the last raise was a fast one
@@ -89,6 +95,7 @@ class LinkEstimate:
         self.loss = 0.0  # the subscriber link's own loss over the last window
         self._sent_bps: float | None = None
         self._delivered_bps: float | None = None
+        self._carried = 0.0  # the last window's delivered rate that had enough packets
         self._nacked = 0
         self._rtx_tokens, self._rtx_at = float(RTX_BURST), 0.0
         # Second copies ahead of NACKs on a leg with random loss (``forwarder._echo``):
@@ -116,8 +123,11 @@ class LinkEstimate:
         """The leg's estimate; the REMB alone until its receiver reports start."""
         if self.estimate is None:
             return self.remb
-        if self.congested and self.remb is not None:
-            return int(min(self.estimate, self.remb))
+        if self.congested and self.remb is not None and self._remb_caps:
+            # (never under HEADROOM of what the leg just carried: a browser's REMB
+            # after a hold or a pause measured an idle stream, 10-20 kbps, and would
+            # pause a leg that carries 200)
+            return int(min(self.estimate, max(self.remb, HEADROOM * self._carried)))
         return int(self.estimate)
 
     def counts(self) -> bool:
@@ -215,6 +225,7 @@ class LinkEstimate:
             expected = highest - highest0
             if expected >= 2 * DELIVERED_MIN_PACKETS and _ratio(lost - lost0, expected) > 0.5:
                 self.congested = True
+                self._carried = 0.0  # (what it carried before says nothing now)
             return
         self._win = mark
         dt = now - t0
@@ -231,7 +242,7 @@ class LinkEstimate:
         received = max(0, (highest - highest0) - (lost - lost0))
         self._delivered_bps = None
         if packets >= DELIVERED_MIN_PACKETS:  # (a few packets say nothing of a rate)
-            self._delivered_bps = received * sent_bytes / packets * 8 / dt
+            self._delivered_bps = self._carried = received * sent_bytes / packets * 8 / dt
         nack_ratio = (self._nacked - nacked0) / packets if packets > 0 else 0.0
         if self._win_rtt is not None:
             self._smooth_rtt(now, self._win_rtt)
@@ -250,6 +261,7 @@ class LinkEstimate:
         # The REMB (delay-based) is believed when our own round trip shows a queue, or
         # the loss is heavy; random loss on a steady round trip is no reason.
         self.congested = growth or loss > LOSS_SEVERE
+        self._remb_caps = now >= self._far_until
         self._protection(now, loss, growth)
         if loss > LOSS_HIGH and (growth or loss > LOSS_SEVERE):
             self._decrease(now, loss)
@@ -305,7 +317,7 @@ class LinkEstimate:
             drain = max(HEADROOM * delivered, min(float(self.floor), delivered), float(bound))
             self.estimate = min(self.estimate, before, drain)
             self._good, self._fast = drain, False
-            self._far_until = now + FAR_HOLD_S
+            self._far_until, self._remb_caps = now + FAR_HOLD_S, False
             # (most frames were broken: none decodes till a keyframe; a thin link is
             # paused instead, see ``gate``)
             self.refresh = drain >= self.floor
@@ -362,10 +374,10 @@ class LinkEstimate:
             self._rtts.popleft()
 
     def _jitter_grew(self, now: float, jitter_s: float) -> bool:
-        """Jitter well over its low of the last 30 s (its level depends on the frames and
+        """Jitter well over its low of the last 10 s (its level depends on the frames and
         the publisher's pacing, so only a rise says something)."""
         self._jitters.append((now, jitter_s))
-        while now - self._jitters[0][0] > RTT_WINDOW_S:
+        while now - self._jitters[0][0] > JITTER_WINDOW_S:
             self._jitters.popleft()
         low = min(j for _, j in self._jitters)
         return jitter_s > max(JITTER_HIGH_S, 2 * low)
@@ -419,6 +431,7 @@ class LinkEstimate:
         self._win, self._win_rtt = None, None
         # What the subscriber measured while only audio came is stale.
         self.remb, self.rtt = None, None
+        self._carried = 0.0
         self._rtts.clear()
         self._jitters.clear()
         self._good, self._fast = 0.0, False

@@ -30,7 +30,8 @@ from .aiortc_adapter import (  # RTCP's wire classes (building RTCP has no I/O)
 )
 from .bandwidth import LinkEstimate
 from .health import TrackHealth
-from .pacing import PACE_BELOW_BPS, Pacer
+from .leg import Leg
+from .pacing import PACE_BELOW_BPS
 from .repair import CACHE_SIZE, LegRepair
 
 KEYFRAME_MIN_INTERVAL = 0.3  # at most one upstream keyframe request per 300 ms...
@@ -44,7 +45,8 @@ REMB_INTERVAL = 1.0
 
 _FIXED = struct.Struct("!BBHII")
 
-Out = list[tuple["Leg", bytes]]
+Out = list[tuple[Leg, bytes]]
+__all__ = ["Bitrate", "Leg", "Out", "Upstream"]
 
 
 @dataclass(slots=True)
@@ -53,79 +55,6 @@ class Bitrate:
     max_bps: int = 2_500_000
     floor_bps: int = 0  # a video leg whose estimate stays under it is paused (0: never)
     pace_below_bps: int = PACE_BELOW_BPS  # a video leg under it is paced (0: none)
-
-
-class Leg:
-    """One subscriber's copy of an upstream track."""
-
-    __slots__ = (
-        "abs_send_time_id",
-        "audio_level_id",
-        "echoed",
-        "ext_key",
-        "keep_ts",
-        "keyframe_wanted",
-        "link",
-        "octets",
-        "pace_rate",
-        "pacer",
-        "packets",
-        "paused",
-        "payload_type",
-        "refresh_since",
-        "resume_seq",
-        "retransmitted",
-        "rtx_guard",
-        "rtx_payload_type",
-        "rtx_seq",
-        "rtx_ssrc",
-        "seq_off",
-        "sink",
-        "ssrc",
-        "start_seq",
-        "started",
-        "ts_off",
-    )
-
-    def __init__(
-        self,
-        sink: Any,
-        ssrc: int,
-        payload_type: int,
-        *,
-        rtx_ssrc: int | None = None,
-        rtx_payload_type: int | None = None,
-        audio_level_id: int = 0,
-        abs_send_time_id: int = 0,
-    ) -> None:
-        self.sink = sink  # opaque to the core: what the shim sends through
-        self.ssrc = ssrc
-        self.payload_type = payload_type
-        self.rtx_ssrc = rtx_ssrc
-        self.rtx_payload_type = rtx_payload_type
-        self.audio_level_id = audio_level_id
-        self.abs_send_time_id = abs_send_time_id
-        # Legs with the same extension ids share one rewritten body per packet.
-        self.ext_key = (audio_level_id, abs_send_time_id)
-        self.started = False
-        self.keyframe_wanted = False
-        # Offsets chosen at the first forwarded packet, so a leg starts anywhere.
-        self.seq_off = 0
-        self.ts_off = 0
-        self.start_seq = 0
-        self.resume_seq: int | None = None
-        self.keep_ts = False  # resuming after a pause: the timestamps run on
-        self.paused = False  # video paused: the link is too thin (adaptation.py)
-        self.refresh_since: float | None = None  # held for a keyframe since (adaptation.py)
-        self.pacer: Pacer | None = None  # a thin leg's video is paced (pacing.py)
-        self.pace_rate = 0.0
-        self.link: LinkEstimate | None = None  # video legs: the subscriber link's estimate
-        self.rtx_seq = random.randrange(1 << 15)
-        self.packets = 0
-        self.octets = 0
-        self.retransmitted = 0
-        self.echoed = 0  # second copies sent ahead of any NACK (Upstream._echo)
-        self.rtx_guard: dict[int, float] = {}
 
 
 class Upstream(LegAdaptation, LegRepair):
@@ -172,6 +101,8 @@ class Upstream(LegAdaptation, LegRepair):
         self._held: list[Leg] = []  # legs held for a keyframe since the last adapt
         self.pacing = False  # some leg is paced: the shim sends what is due
         self.protecting = False  # some leg gets second copies (repair.py)
+        self.sizing = False  # a held leg waits for a keyframe that fits (adaptation.py)
+        self._key_watch: list[int] | None = None  # (its timestamp, first seq, bytes)
         self.received_prior = 0
         self.expected_prior = 0
         self.jitter = 0.0
@@ -223,10 +154,11 @@ class Upstream(LegAdaptation, LegRepair):
         # burst of loss takes not both).
         # A late packet is handled like a retransmission: it never starts a leg, and a
         # leg that started after it never gets it.
-        if not self.echoes:  # (the clean path: no list made per packet)
-            return self._fan_out(data, h, now, retransmission=late)
+        if not self.echoes and not self.sizing:  # (the clean path: no list made per packet)
+            return self._fan_out(data, h, now, late)
         pending, self.echoes = self.echoes, []
-        return self._fan_out(data, h, now, retransmission=late) + pending
+        out = self._fan_out(data, h, now, late) + pending
+        return out + self.fit_keyframe(data, h, now) if self.sizing and not late else out
 
     def on_rtx(self, data: bytes, h: rtp.Header, now: float) -> Out:
         """A retransmission from the publisher (RTX stream): forward it as the original."""
@@ -273,7 +205,9 @@ class Upstream(LegAdaptation, LegRepair):
                 leg.started = False
                 leg.keyframe_wanted = self.kind == "video"
 
-    def _fan_out(self, data: bytes, h: rtp.Header, now: float, retransmission: bool) -> Out:
+    def _fan_out(
+        self, data: bytes, h: rtp.Header, now: float, retransmission: bool, only: Leg | None = None
+    ) -> Out:
         out: Out = []
         if not self.legs:
             return out
@@ -283,15 +217,17 @@ class Upstream(LegAdaptation, LegRepair):
         is_key = None
         # (second copies: only on legs with random loss, never of a retransmission)
         protecting = self.protecting and not retransmission
-        for leg in self.legs:
+        for leg in self.legs if only is None else (only,):
             if leg.paused:
                 continue
             if not leg.started:
                 if self.kind == "video":
                     if retransmission or (
-                        leg.refresh_since is not None and not leg.keyframe_wanted
+                        leg.refresh_since is not None
+                        and not leg.keyframe_wanted
+                        and (self.sizing or not leg.key_ok)
                     ):
-                        continue  # (held: not on a keyframe made at the old rate)
+                        continue  # (held: on a keyframe that fits its link, adaptation.py)
                     if is_key is None:
                         is_key = bool(
                             self.is_keyframe
@@ -328,7 +264,7 @@ class Upstream(LegAdaptation, LegRepair):
 
     def _start_leg(self, leg: Leg, h: rtp.Header) -> None:
         leg.started = True
-        leg.keyframe_wanted = False
+        leg.keyframe_wanted = leg.key_ok = False
         leg.start_seq = h.seq
         # Continue the leg's own numbering if it ran before (publisher restart): the
         # subscriber sees one stream whose next packet simply starts a keyframe.

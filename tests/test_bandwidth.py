@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 import pytest
 
@@ -159,9 +160,32 @@ def test_remb_caps_only_while_the_leg_is_congested() -> None:
     path.remb = 200_000
     run(link, path, 3, start=t)
     assert link.bps is not None and link.bps >= FULL, "clean leg: a low REMB is ignored"
-    path.rtt_s = 0.4  # a queue builds: the browser's delay estimate now counts
-    run(link, path, 2, start=t + 3)
-    assert link.bps == 200_000
+    path.rtt_s = 0.4  # a queue builds: the browser's delay estimate now counts...
+    t = run(link, path, 2, start=t + 3)
+    assert link.bps is not None and link.bps < FULL
+    # ...stepping down as GCC does, to 85 % of what the leg carried a window (a REMB far
+    # under that measured an idle stream, see below), then to the REMB.
+    steps = [bps for _, bps in path.log[-2:]]
+    t = run(link, path, 20, start=t)
+    steps += [bps for _, bps in path.log[-20:]]
+    assert link.bps == 200_000, steps
+    assert all(b >= 0.8 * a for a, b in pairwise(steps)), steps
+
+
+def test_a_remb_measured_on_an_idle_stream_does_not_pause_a_leg() -> None:
+    """After a hold or a pause the browser's delay estimator measured a stream that
+    hardly came (10-20 kbps): while its round trip still shows the queue it left, the
+    leg is judged by what it carries (200 kbps here), not paused as a thin link."""
+    link, path, t = warm(Path(limit_bps=300_000))
+    t = run(link, path, 6, start=t)
+    assert 150_000 <= (link.bps or 0) <= 345_000, path.log
+    path.remb = 10_500
+    path.rtt_s = 0.4
+    paused = []
+    for _ in range(8):
+        t = run(link, path, 1, start=t)
+        paused.append(link.paused)
+    assert not any(paused) and (link.bps or 0) >= FLOOR, path.log
 
 
 def test_a_jitter_transient_does_not_drag_the_rate_down() -> None:
@@ -188,6 +212,21 @@ def test_after_a_drop_the_rate_comes_back_in_seconds() -> None:
     run(link, path, 8, start=t)
     back = next(s for s, bps in path.log[-8:] if bps >= 0.9 * FULL)
     assert back - (t - T0) <= 6, path.log
+
+
+def test_the_jitter_of_a_lower_rate_does_not_hold_the_ramp_back() -> None:
+    """At a lower rate a frame's packets spread over more of its interval: the
+    interarrival jitter rises (5 -> 45 ms, measured at 1 Mbps) and stays up while the
+    rate climbs back. Only a rise over the last few seconds holds the estimate; the
+    low of half a minute ago, at full rate, no longer does (it held it 10 s)."""
+    link, path, t = warm()
+    path.limit_bps, path.jitter_s = 1_000_000, 0.045
+    t = run(link, path, 20, start=t)
+    path.limit_bps = 0
+    path.remb = None
+    run(link, path, 14, start=t)
+    back = next((s for s, bps in path.log[-14:] if bps >= 0.8 * FULL), None)
+    assert back is not None and back - (t - T0) <= 10, path.log
 
 
 def test_a_failed_fast_ramp_ramps_slowly_after() -> None:

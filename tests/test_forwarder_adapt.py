@@ -9,16 +9,18 @@ from itertools import pairwise
 import pytest
 
 from media_server import rtp
-from media_server.adaptation import shown_paused
+from media_server.adaptation import ASK_MAX_S, shown_paused
 from media_server.forwarder import Bitrate, Leg, Upstream
 from tests.test_forwarder import (
     T0,
     feed,
+    keyframe_indexes,
     leg,
     looped,
     only,
     plis,
     rembs,
+    rewrite,
     video_up,
     vp8,
 )
@@ -162,3 +164,125 @@ def test_a_link_far_over_capacity_is_held_until_a_keyframe() -> None:
     seqs = [rtp.parse(d).seq for _, d in got]
     assert all((b - a) & 0xFFFF == 1 for a, b in pairwise(seqs))
     assert not lg.paused  # (the link carries the floor: not a thin link's pause)
+
+
+def _dropping_publisher(
+    drop_from: float, resume_at: float | None, natural_key: bool, big_first: bool = False
+) -> list:
+    """The capture as a publisher's encoder sends it after a steep drop: all frames
+    until ``drop_from`` (s), then one frame in ten (~3 fps: its rate control over budget)
+    and no keyframe, until ``resume_at``: from there every frame again, starting with
+    a keyframe of its own (a new resolution) when ``natural_key``, else with the next
+    delta frame; ``big_first``: that keyframe four times its size (~35 KB, as one made at
+    the old resolution). Sequence numbers stay contiguous (an encoder's dropped frames
+    are no loss)."""
+    packets = looped(vp8(), 6)
+    t0 = packets[0].t
+    keys = {packets[i].h.timestamp for i in keyframe_indexes(packets, "video/VP8")}
+    frames: list[list] = []
+    for p in packets:
+        if frames and frames[-1][0].h.timestamp == p.h.timestamp:
+            frames[-1].append(p)
+        else:
+            frames.append([p])
+    kept: list = []
+    dropping = 0
+    resumed = False
+    for frame in frames:
+        t = frame[0].t - t0
+        key = frame[0].h.timestamp in keys
+        if t < drop_from:
+            ok = True
+        elif resume_at is None or t < resume_at:
+            dropping += 1
+            ok = not key and dropping % 10 == 0
+        elif not resumed:
+            ok = resumed = key or not natural_key
+            if ok and key and big_first:
+                frame = frame[:1] + frame[1:-1] * 4 + frame[-1:]
+        else:
+            ok = True
+        if ok:
+            kept += frame
+    base = kept[0].h.seq
+    return [rewrite(p, seq_add=(base + i - p.h.seq)) for i, p in enumerate(kept)]
+
+
+def _held_run(packets: list) -> dict:
+    """A leg found far over capacity at its second report (60 % lost); then clean."""
+    up = video_up(bitrate=Bitrate(150_000, 2_500_000, FLOOR, pace_below_bps=0))
+    lg = leg()
+    t0 = packets[0].t
+    up.add_leg(lg, t0)
+    got: list[tuple[float, bytes]] = []
+    shown: list[tuple[float, bool]] = []
+    pli_at: list[float] = []
+    reports = [t0 + 0.5 + k for k in range(20)]
+    counted, lost = 0, 0
+    for p in packets:
+        got += [(p.t, data) for data in only(feed(up, [p]), lg)]
+        if reports and p.t >= reports[0]:
+            if len(reports) == 19:
+                lost = round(0.6 * (lg.packets - counted))
+            counted = lg.packets
+            up.on_receiver_report(lg, lost, lg.packets, 90, 0, 0, p.t)
+            reports.pop(0)
+        shown += [(p.t, shown_paused(w)) for w in up.adapt(p.t)]
+        if plis(up.poll(p.t)):
+            pli_at.append(p.t)
+    held = shown[0][0]
+    assert shown[0][1], shown
+    after = [(t, d) for t, d in got if t > held]
+    assert up.is_keyframe is not None
+    return {
+        "held": held - t0,
+        "asked": [t - t0 for t in pli_at if t > held],
+        "restart": after[0][0] - t0 if after else None,
+        "on_key": bool(after)
+        and up.is_keyframe(after[0][1][rtp.parse(after[0][1]).payload_start :]),
+        "shown": [(round(t - t0, 2), s) for t, s in shown],
+        "seqs_ok": all(
+            (rtp.parse(b).seq - rtp.parse(a).seq) & 0xFFFF == 1 for (_, a), (_, b) in pairwise(got)
+        ),
+    }
+
+
+def test_a_held_leg_restarts_on_the_publishers_own_keyframe() -> None:
+    """After a steep drop Chrome's encoder overshoots its new budget and drops frames
+    until it lowers its resolution, which it starts with a small keyframe of its own.
+    A keyframe asked for meanwhile would be made at the old resolution (a second of a
+    thin link); the held leg asks for none while the publisher sends 3 fps and starts on
+    the encoder's own keyframe."""
+    r = _held_run(_dropping_publisher(drop_from=1.6, resume_at=5.0, natural_key=True))
+    assert 1.3 <= r["held"] <= 1.7, r
+    assert r["asked"] == [] or r["asked"][0] > r["restart"], r
+    assert r["on_key"] and 5.0 <= r["restart"] <= 5.2 and r["seqs_ok"], r
+    # shown again once the leg carried a clean window and the publisher moves (~1-2 s)
+    assert r["shown"][-1][1] is False and r["shown"][-1][0] - r["restart"] < 2.5, r
+
+
+def test_a_held_leg_asks_for_a_keyframe_once_the_encoder_keeps_up() -> None:
+    """The encoder recovers its frame rate at the same resolution (no keyframe of its
+    own): the leg asks for one within about a second of it."""
+    r = _held_run(_dropping_publisher(drop_from=1.6, resume_at=4.0, natural_key=False))
+    assert r["asked"] and 4.0 <= r["asked"][0] <= 5.3, r
+    assert r["on_key"] and r["restart"] >= r["asked"][0] and r["seqs_ok"], r
+
+
+def test_a_held_leg_asks_for_a_keyframe_after_a_bound() -> None:
+    """The encoder keeps dropping frames: a keyframe is asked for ASK_MAX_S after the
+    hold all the same (the page said "video paused" meanwhile)."""
+    r = _held_run(_dropping_publisher(drop_from=1.6, resume_at=None, natural_key=False))
+    assert r["asked"] and abs(r["asked"][0] - r["held"] - ASK_MAX_S) <= 1.1, r
+    assert r["restart"] is None  # (this publisher sends no keyframe at all)
+
+
+def test_a_held_leg_does_not_restart_on_a_keyframe_too_big_for_its_link() -> None:
+    """The publisher's first keyframe after the drop is still made at the old
+    resolution (~35 KB: 1.5 s of this leg's ~180 kbps): the leg waits for the next one
+    (~9 KB), which crosses its link within KEY_FIT_S."""
+    r = _held_run(_dropping_publisher(1.6, 3.6, natural_key=True, big_first=True))
+    usual = _held_run(_dropping_publisher(1.6, 3.6, natural_key=True))["restart"]
+    assert usual is not None and 3.6 <= usual <= 3.9, usual  # (the same, its usual size)
+    assert r["on_key"] and r["restart"] is not None and r["restart"] >= usual + 1.0, r
+    assert r["seqs_ok"], r
