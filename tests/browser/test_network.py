@@ -363,9 +363,9 @@ def test_a_300_kbps_link_toward_the_reviewer(
     http: Api,
 ) -> None:
     """300 kbps toward the reviewer: soon moving video (8 fps or more) or "video paused"
-    with the audio still coming (the SFU holds a leg found far over capacity), and never
-    a multi-second jitter buffer. (The targets are 5 s and 1 s; the bounds leave room
-    for a loaded machine: ``jointreview bench network --rows 300k_down`` measures them.)"""
+    with the audio still coming (the SFU holds a leg found far over capacity), and a
+    jitter buffer of at most 1 s. (The target for "usable" is 5 s; the bound leaves room
+    for a loaded machine: ``jointreview bench network --rows 300k_down`` measures it.)"""
     _, ns = net
     assert ns.relay is not None
     _, clerk, reviewer, pid_clerk, _, _ = _call(
@@ -396,10 +396,10 @@ def test_a_300_kbps_link_toward_the_reviewer(
         print("NETWORK", json.dumps({"300 kbps down": out}))
     window = out["window"]
     assert isinstance(window, dict)
-    # Never a multi-second jitter buffer (it was 4-9 s before the SFU adapted). The
-    # target, 1 s, is the bench's figure: 204-698 ms in four runs here, 1,239 ms once,
-    # in a window where the held leg had just restarted (1.2 fps).
-    assert window["jitter_buffer_ms"] < 2000, out
+    # Never a multi-second jitter buffer (it was 4-9 s before the SFU adapted), target
+    # 1 s: 134-156 ms here since a held leg restarts on a keyframe that fits its link
+    # (before: 204-698 ms, once 1,239 ms, on a keyframe made at the old resolution).
+    assert window["jitter_buffer_ms"] <= 1000, out
     assert 0 <= out["usable_after_s"] <= 8, out  # type: ignore[operator]
     # Provoked: the test degrades the link; Chromium logs the failed socket attempts.
     reviewer.allow_errors(NETWORK_NOISE, "socket attempts while the link is down")
