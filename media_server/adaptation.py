@@ -246,7 +246,12 @@ class LegAdaptation:
             protecting = protecting or bool(leg.link.protect)
             if self._hold_over(leg, now):
                 changed.append(leg)
-            sizing = sizing or (leg.key_ok and not leg.started and not leg.keyframe_wanted)
+            sizing = sizing or (
+                leg.key_ok
+                and leg.refresh_since is not None
+                and not leg.started
+                and not leg.keyframe_wanted
+            )
             paused = leg.link.gate(now)
             if paused is None or paused == leg.paused:
                 continue
@@ -291,7 +296,7 @@ class LegAdaptation:
 
     def _pause(self, leg: Leg) -> None:
         leg.paused = True
-        leg.keyframe_wanted = False  # (a paused leg asks the publisher for nothing)
+        leg.keyframe_wanted = leg.key_ok = False  # (a paused leg asks for nothing)
         leg.refresh_since = None
         self.last_remb = -1e9  # the target may change without it
         if leg.started and self.highest_seq is not None:
