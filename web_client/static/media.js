@@ -78,6 +78,12 @@ export class MediaLink {
     return out;
   }
 
+  // The sender of a published source (null before its offer went out).
+  sender(source) {
+    for (const pub of this.published.values()) if (pub.source === source) return pub.transceiver.sender;
+    return null;
+  }
+
   publish(source, track) {
     if (source === "document" || source === "screen") track.contentHint = "detail";
     this.pending.push({ source, track });

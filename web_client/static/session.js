@@ -16,6 +16,7 @@ import { installPhone } from "/static/phone.js";
 import { earlierAnswer, prejoin } from "/static/prejoin.js";
 import { printButton, printSheet } from "/static/sheet.js";
 import { QualityMeter } from "/static/quality.js";
+import { SendScale } from "/static/sendscale.js";
 import { Signal } from "/static/socket.js";
 import { showSummary } from "/static/summary.js";
 import { makeTabs } from "/static/tabs.js";
@@ -30,7 +31,7 @@ const $ = (id) => document.getElementById(id);
 
 const ctx = { sid, me: null, session: null, participantId: null, started: false, over: false, recording: false };
 const signal = new Signal();
-let grid, media, local, quality, panels, chat, opinions, invites, gallery, docs, watchers, answers;
+let grid, media, local, quality, scale, panels, chat, opinions, invites, gallery, docs, watchers, answers;
 
 // -- the screen ------------------------------------------------------------------------
 function tabsFor(role) {
@@ -58,6 +59,7 @@ function build() {
   local = new LocalMedia({ media, grid, notice: $("stage-notice") });
   watchers = new ObserverBanner($("observers"), signal);
   quality = new QualityMeter($("quality"), () => media.pc, () => liveVideoMids(), () => pausedVideos().length);
+  scale = new SendScale(() => media.sender("camera"));
   const defs = tabsFor(role).map(([id, key]) => ({ id, key }));
   panels = makeTabs($("tabs"), $("panels"), defs, { stacked: role === "applicant" });
   chat = new ChatPanel(panels.panel("chat"), signal, { onUnread: () => panels.notify("chat") });
@@ -307,6 +309,7 @@ function cleanup() {
   ctx.over = true;
   sessionStorage.removeItem(resumeKey);
   quality?.stop();
+  scale?.stop();
   media?.close();
   local?.stop();
   docs?.stop();
