@@ -120,6 +120,9 @@ def table(results: dict[str, dict[str, Any]]) -> str:
         if "usable_after_s" in r:
             never = r.get("usable_after_s_never")
             other.append(f"usable after {_cell(r['usable_after_s'], ' s', never)}")
+        if "moving_after_s" in r and r["moving_after_s"] != r.get("usable_after_s"):
+            never = r.get("moving_after_s_never")
+            other.append(f"moving video after {_cell(r['moving_after_s'], ' s', never)}")
         if r.get("paused_s"):
             other.append(f"video paused {r['paused_s']} s")
         if "adapted_s" in r:

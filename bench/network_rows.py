@@ -365,6 +365,15 @@ def _steady_since(seconds: list[dict[str, float]]) -> float:
     return -1
 
 
+def _moving_after(seconds: list[dict[str, float]]) -> float:
+    """Seconds from the window's start to the end of the first of two seconds at
+    USABLE_FPS or more (moving video, not only "video paused"); -1: never."""
+    for i in range(len(seconds) - 1):
+        if min(seconds[i]["frames"], seconds[i + 1]["frames"]) >= USABLE_FPS:
+            return float(i + 1)
+    return -1
+
+
 def _usable_after(seconds: list[dict[str, float]]) -> float:
     """Seconds from the window's start to the end of the first second from which the
     video is usable: moving (two seconds at USABLE_FPS or more) or shown paused with the
@@ -395,6 +404,7 @@ def run_row(call: Call, row: Row, window: float, trace: bool = False) -> dict[st
         **meter.summary(),
         "full_kbps": round(full),
         "usable_after_s": _usable_after(meter.seconds),
+        "moving_after_s": _moving_after(meter.seconds),
         "paused_s": int(sum(x["paused"] for x in meter.seconds)),
     }
     if row.kind == "limit":

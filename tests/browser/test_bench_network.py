@@ -34,6 +34,7 @@ def test_bench_network_at_a_tiny_size() -> None:
     rows = json.loads(out.strip().splitlines()[-1])["rows"]
     assert rows["clean"]["fps_avg"] > 0
     assert rows["clean"]["loss_pct"] == 0
+    assert rows["clean"]["moving_after_s"] == 1.0  # (moving from its first second)
     cut = rows["cut5"]
     assert cut["slot"] == "same"
     assert cut["reconnecting_after_cut_s"] > 0
