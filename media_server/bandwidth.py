@@ -97,7 +97,6 @@ class LinkEstimate:
         self._delivered_bps: float | None = None
         self._carried = 0.0  # the last window's delivered rate that had enough packets
         self._nacked = 0
-        self._win_lost = 0  # packets lost in the last window
         self._rtx_tokens, self._rtx_at = float(RTX_BURST), 0.0
         # Second copies ahead of NACKs on a leg with random loss (``forwarder._echo``):
         # 0 none, 1 each frame's last packet and keyframes, 2 every packet.
@@ -245,7 +244,6 @@ class LinkEstimate:
         if packets >= DELIVERED_MIN_PACKETS:  # (a few packets say nothing of a rate)
             self._delivered_bps = self._carried = received * sent_bytes / packets * 8 / dt
         nack_ratio = (self._nacked - nacked0) / packets if packets > 0 else 0.0
-        self._win_lost = lost - lost0
         if self._win_rtt is not None:
             self._smooth_rtt(now, self._win_rtt)
         jitter, self._win_rtt, self._win_jitter = self._win_jitter, None, 0.0
@@ -267,13 +265,6 @@ class LinkEstimate:
         self._protection(now, loss, growth)
         if loss > LOSS_HIGH and (growth or loss > LOSS_SEVERE):
             self._decrease(now, loss)
-            # More lost than retransmissions repair in a second: its frames stay broken
-            # till a keyframe (the browser asks after ~3 s, frozen meanwhile): held and
-            # restarted on one now (a fifth of 575 kbps repairs 12 packets a second; a
-            # link halving under the leg loses ~130 at once).
-            rtx_per_s = RTX_SHARE * (self.bps or self.max) / (8 * RTX_PACKET_BYTES)
-            if self._win_lost > max(RTX_BURST, rtx_per_s) and (self.bps or 0) >= self.floor:
-                self.refresh = True
         elif loss > LOSS_HIGH and self.protect == 2:
             pass  # hold: the second copies repair most of it (both lost: loss squared)
         elif loss > LOSS_HIGH:

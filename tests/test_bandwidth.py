@@ -214,31 +214,6 @@ def test_after_a_drop_the_rate_comes_back_in_seconds() -> None:
     assert back - (t - T0) <= 6, path.log
 
 
-@pytest.mark.parametrize(
-    ("change", "restarted"),
-    [
-        pytest.param({"limit_bps": 1_000_000}, True, id="link-halves-under-the-leg"),
-        pytest.param({"loss": 0.12}, False, id="random-loss"),
-        pytest.param({"loss": 0.12, "limit_bps": 1_600_000}, False, id="few-lost"),
-    ],
-)
-def test_more_lost_than_retransmissions_repair_restarts_the_leg(
-    change: dict, restarted: bool
-) -> None:
-    """A link that halves under the leg loses ~80 packets in a second, more than a
-    fifth of its estimate repairs (~10 a second): the leg is restarted on a keyframe at
-    once rather than frozen till the browser asks for one (~3-4 s, measured at 1 Mbps).
-    Random loss is repaired, and a congestion that loses little too."""
-    link, path, t = warm()
-    for key, value in change.items():
-        setattr(path, key, value)
-    refreshed = []
-    for _ in range(3):
-        t = run(link, path, 1, start=t)
-        refreshed.append(link.refresh)
-    assert any(refreshed) is restarted, (refreshed, path.log)
-
-
 def test_the_jitter_of_a_lower_rate_does_not_hold_the_ramp_back() -> None:
     """At a lower rate a frame's packets spread over more of its interval: the
     interarrival jitter rises (5 -> 45 ms, measured at 1 Mbps) and stays up while the
