@@ -18,9 +18,6 @@ from typing import TYPE_CHECKING
 from .pacing import PACE_FACTOR, Pacer, pace_bps
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-    from typing import Any
-
     from . import rtp
     from .forwarder import Bitrate, Leg, Out
     from .health import TrackHealth
@@ -56,7 +53,7 @@ class LegAdaptation:
         _held: list[Leg]
         _key_watch: list[int] | None
         _cache: list[tuple[int, bytes, rtp.Header] | None]
-        is_keyframe: Callable[[Any], bool] | None
+        key_seq: int
         sizing: bool
         health: TrackHealth
         pacing: bool
@@ -184,18 +181,17 @@ class LegAdaptation:
             return True
         return False
 
-    def fit_keyframe(self, data: bytes, h: rtp.Header, now: float) -> Out:
+    def fit_keyframe(self, h: rtp.Header, now: float) -> Out:
         """Per packet while a held leg waits (``sizing``): once a keyframe is complete,
         the held legs whose link it crosses within KEY_FIT_S restart on it, its packets
         replayed from the retransmission cache. (A keyframe made at the old resolution,
         30-80 KB, takes 1-2 s of a 300 kbps link: a jitter buffer as long, and the frames
         behind it wait.)"""
         watch = self._key_watch
-        if watch is None or watch[0] != h.timestamp:
-            payload = memoryview(data)[h.payload_start : h.payload_end]
-            if not (self.is_keyframe and self.is_keyframe(payload)):
-                return []
+        if h.seq == self.key_seq:  # (``on_rtp`` finds the keyframes while sizing)
             watch = self._key_watch = [h.timestamp, h.seq, 0]
+        elif watch is None or watch[0] != h.timestamp:
+            return []
         watch[2] += h.payload_end - h.payload_start
         if not h.marker:
             return []

@@ -85,7 +85,8 @@ class Upstream(LegAdaptation, LegRepair):
         self.is_keyframe: Callable[[Any], bool] | None = rtp.keyframe_detector(codec)
         self.legs: list[Leg] = []
         self.echoes: Out = []  # second copies for lossy legs, sent a moment later
-        self.key_ts = -1  # the timestamp of the last keyframe seen
+        self.key_ts = -1  # the timestamp of the last keyframe seen (protecting, sizing)
+        self.key_seq = -1  # ...and the sequence number of its first packet
         self.ssrc: int | None = None
         # retransmission cache: index seq % CACHE_SIZE -> (seq, packet, header)
         self._cache: list[tuple[int, bytes, rtp.Header] | None] = (
@@ -145,11 +146,12 @@ class Upstream(LegAdaptation, LegRepair):
         if self.audio_level_id:
             self.audio_level = rtp.audio_level(rtp.find_extension(data, h, self.audio_level_id))
         elif (
-            self.protecting
+            (self.protecting or self.sizing)
             and self.is_keyframe
             and self.is_keyframe(memoryview(data)[h.payload_start :])
         ):
-            self.key_ts = h.timestamp  # (the packets of a keyframe share its timestamp)
+            # (the packets of a keyframe share its timestamp; this is its first)
+            self.key_ts, self.key_seq = h.timestamp, h.seq
         # The previous packet's second copies go after this one (spaced: one short
         # burst of loss takes not both).
         # A late packet is handled like a retransmission: it never starts a leg, and a
@@ -158,7 +160,7 @@ class Upstream(LegAdaptation, LegRepair):
             return self._fan_out(data, h, now, late)
         pending, self.echoes = self.echoes, []
         out = self._fan_out(data, h, now, late) + pending
-        return out + self.fit_keyframe(data, h, now) if self.sizing and not late else out
+        return out + self.fit_keyframe(h, now) if self.sizing and not late else out
 
     def on_rtx(self, data: bytes, h: rtp.Header, now: float) -> Out:
         """A retransmission from the publisher (RTX stream): forward it as the original."""

@@ -235,6 +235,8 @@ OUTBOUND_JS = """async () => {
   });
   return bytes;
 }"""
+# The clerk's page: the scale its camera is sent at (sendscale.js).
+CAMERA_SCALE_JS = "document.body.dataset.cameraScale || '1'"
 # The reviewer's page: the clerk's audio still arriving (packets), and whether the page
 # says the clerk's video is paused for it.
 AUDIO_JS = """async (pid) => {
@@ -393,7 +395,7 @@ def test_a_300_kbps_link_toward_the_reviewer(
         out["clerk_kbps"] = round(_clerk_kbps(clerk))
         # The clerk's page scaled its camera down to what the SFU asks of it
         # (sendscale.js): 320x180, whose keyframes the thin link carries.
-        out["clerk_scale"] = clerk.page.evaluate("document.body.dataset.cameraScale || '1'")
+        out["clerk_scale"] = clerk.page.evaluate(CAMERA_SCALE_JS)
     finally:
         ns.relay.set(Impairment())
         print("NETWORK", json.dumps({"300 kbps down": out}))
@@ -432,11 +434,13 @@ def test_a_300_kbps_link_both_ways(
         thin = Impairment(rate_kbps=300)
         ns.relay.set(up=thin, down=thin)
         out["clerk_adapts_s"] = _until(lambda: _clerk_kbps(clerk) <= 330, 30)
-        scale = "document.body.dataset.cameraScale || '1'"
-        out["clerk_scale"] = clerk.page.evaluate(scale)
+        out["clerk_scale"] = clerk.page.evaluate(CAMERA_SCALE_JS)
         ns.relay.set(Impairment())
         full = 0.8 * float(out["full_kbps"])  # type: ignore[arg-type]
-        back = _until(lambda: clerk.page.evaluate(scale) == "1" and _clerk_kbps(clerk) >= full, 75)
+        back = _until(
+            lambda: clerk.page.evaluate(CAMERA_SCALE_JS) == "1" and _clerk_kbps(clerk) >= full,
+            75,
+        )
         out["back_to_full_s"] = back
     finally:
         ns.relay.set(Impairment())
