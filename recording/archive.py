@@ -372,6 +372,13 @@ def recover_session(
             failed.append(track.get("file"))
             continue
         track.update(state="recovered_after_crash", **result)
+        first = track.get("first_packet_at")
+        if track.get("started_at") is None and result.get("packets") and first is not None:
+            # Frames reached the file before the index had their start (an H.264 fragment
+            # is written as it is muxed, up to a batch ahead of the index): placed at the
+            # track's first packet, which is at most a keyframe wait earlier, and said so.
+            track["started_at"] = first
+            track["started_at_estimated"] = True
         if track.get("started_at") is not None:
             # The crash time is unknown; the file says how far it got.
             track["ended_at"] = track["started_at"] + result["duration_s"]

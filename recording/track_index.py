@@ -67,19 +67,22 @@ def save(session_dir: Path, index: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def file_name(index: dict[str, Any], track_id: str, ext: str) -> str:
+def file_name(
+    index: dict[str, Any], track_id: str, ext: str, session_dir: Path | None = None
+) -> str:
     """A file name for a new recording of this track, unique in the session.
 
     Track ids are built by the server from the participant id and the SDP mid; the mid
     comes from the client's offer, so only letters, digits, '_' and '-' survive, and a
     counter keeps a second recording of the same track (after a stop/start or a restart)
-    from overwriting the first.
+    from overwriting the first. With ``session_dir``, a file already there is not
+    reused either (a recording a crash left before the index named it).
     """
     base = _UNSAFE.sub("_", track_id)[:80] or "track"
     used = {t.get("file") for t in index.get("tracks", [])}
     name = f"tracks/{base}.{ext}"
     n = 1
-    while name in used:
+    while name in used or (session_dir is not None and (session_dir / name).is_file()):
         n += 1
         name = f"tracks/{base}~{n}.{ext}"
     return name

@@ -7,9 +7,11 @@ that)."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,10 +26,12 @@ import av
 from bench.pattern_media import read_pattern
 from bench.rtp_streams import RtpSender, encode_audio, encode_video
 from media_server.forwarder import Upstream
-from recording import webm
-from recording.live import recorder
+from recording import archive, track_index, webm
+from recording.live import recorder, writer
 from recording.live import track_capture as capture
+from recording.live.room_tap import RoomRecording
 from recording.repair import repair
+from signaling import replay
 
 
 def _frames(path: Path) -> list[Any]:
@@ -383,3 +387,91 @@ def test_a_recorded_video_track_gets_a_keyframe_asked_for_every_10_s(tmp_path: P
     assert keys[1] + 10 <= after[0] < keys[1] + 10 + 1 / 15  # quiet for 10 s once it came
     off, _ = _asks(0.0, tmp_path)
     assert off == [0.0]  # 0: only at the start
+
+
+# -- the track index as a kill finds it ------------------------------------------------------
+
+
+def _placed(directory: Path) -> dict[str, Any]:
+    """What a kill -9 right now leaves: each track file holding a frame, and whether
+    recording.json (as saved) names it with its start."""
+    index = track_index.load(directory) or {"tracks": []}
+    starts = {t["file"]: t.get("started_at") for t in index["tracks"]}
+    out = {}
+    for path in sorted((directory / "tracks").glob("*.webm")):
+        if _packets(path):
+            out[f"tracks/{path.name}"] = starts.get(f"tracks/{path.name}")
+    return out
+
+
+def test_a_kill_after_any_batch_leaves_every_written_frame_placed(tmp_path: Path) -> None:
+    """A session moved to a new worker and killed again within a second (the failover
+    browser test does this three times): whatever batch the kill comes after, every track
+    file holding a frame is named in recording.json with its start, so crash repair makes
+    it a track of the replay. Before: the start was saved up to 0.2 s after the frames,
+    and a track killed in between was repaired but left out of the replay (or, unnamed,
+    overwritten by the next run's file of the same track)."""
+    video, audio = encode_video("video/VP8", 8), encode_audio(12)
+    vs, as_ = RtpSender("video/VP8"), RtpSender("audio/opus")
+    uv = Upstream("p0.0", "video", "video/VP8", clock_rate=90_000, rtcp_ssrc=1, nack=True)
+    ua = Upstream("p0.1", "audio", "audio/opus", clock_rate=48_000, rtcp_ssrc=1)
+    uv.ssrc, ua.ssrc = vs.ssrc, as_.ssrc
+    peer = SimpleNamespace(participant_id="p0", owner={"sub": "u0", "role": "clerk"})
+    tracks = {
+        u.track_id: (u, peer, SimpleNamespace(source=s))
+        for u, s in ((uv, "camera"), (ua, "microphone"))
+    }
+    room: Any = SimpleNamespace(session_id="s_p", tracks=tracks)
+    # The writer driven batch by batch in this thread (the recorder's thread does the same:
+    # take the queue, hand each packet to its track, tick).
+    queue: collections.deque[Any] = collections.deque()
+    commands: list[Any] = []
+    stub: Any = SimpleNamespace(queue=queue, limit=10_000, control=commands.append, dropped=0)
+    loop = asyncio.new_event_loop()
+    try:
+        w = writer.Writer(
+            lambda rec, msg: None, lambda track, path: None, keyframe_s=10.0, node="n"
+        )
+        w.loop = loop
+        directory = tmp_path / "P-1" / "s_p"
+        rec = RoomRecording(stub, room, "P-1", directory)
+        w.start(rec)
+        seen: list[dict[str, Any]] = []
+        for n in range(8):
+            t = time.time()
+            for raw, h in vs.packets(vs.payloads(video[n][0]), video[n][1]):
+                rec(uv, raw, h)
+            for data, pts in audio[n : n + 1]:
+                for raw, h in as_.packets([data], pts):
+                    rec(ua, raw, h)
+            while queue:
+                item = queue.popleft()
+                sink = item[0].sink
+                w.first_packet(item) if sink is None else sink(item)
+            w.tick(t)
+            placed = _placed(directory)
+            seen.append(placed)
+            assert all(start is not None for start in placed.values()), (n, placed)
+            if n == 0:
+                killed = tmp_path / "killed"
+                shutil.copytree(directory, killed)
+    finally:
+        loop.close()
+    assert set(seen[0]) == {"tracks/p0_0.webm", "tracks/p0_1.webm"}  # frames in batch one
+    # Crash repair of the first batch as the kill left it: both tracks play in the replay.
+    index = track_index.load(killed)
+    result = archive.recover_session(killed, index)
+    assert sorted(result["recovered"]) == ["tracks/p0_0.webm", "tracks/p0_1.webm"]
+    assert {name for name, _ in replay.playable(index)} == {"p0.0", "p0.1"}
+    # An H.264 fragment reaches the OS as it is muxed, up to a batch before its start is
+    # saved: such a file is placed at the track's first packet, and says it is estimated.
+    ahead = tmp_path / "ahead"
+    shutil.copytree(directory, ahead)
+    index = track_index.load(ahead)
+    index["tracks"][0].update(state="open", started_at=None)
+    archive.recover_session(ahead, index)
+    entry = index["tracks"][0]
+    assert entry["started_at"] == entry["first_packet_at"] and entry["started_at_estimated"]
+    assert len(replay.playable(index)) == 2
+    # A file a crash left on disk before the index named it is never overwritten.
+    assert track_index.file_name({"tracks": []}, "p0.0", "webm", killed) == "tracks/p0_0~2.webm"

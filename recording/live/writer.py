@@ -230,7 +230,7 @@ class Writer:
         session = self.session(rec)
         found = track_capture.container_for(ref.codec)
         ext = found[0] if found else "bin"
-        name = track_index.file_name(session.index, ref.track_id, ext)
+        name = track_index.file_name(session.index, ref.track_id, ext, rec.directory)
         entry: dict[str, Any] = {
             "file": name,
             "track_id": ref.track_id,
@@ -333,22 +333,38 @@ class Writer:
     # -- after each batch -------------------------------------------------------------
     def tick(self, now: float) -> None:
         """Gaps that waited long enough are given up, and every track's new frames go
-        to the OS (one write per track: what a kill -9 keeps); track indexes due are saved."""
+        to the OS (one write per track: what a kill -9 keeps); track indexes due are saved.
+
+        A source that started in this batch is in recording.json (where it begins: its
+        first frame's arrival and RTP time) BEFORE its frames go to the OS: a kill -9 at
+        any moment leaves no file holding frames that the index cannot place (recovery
+        would repair the file, and the replay could not show it)."""
+        live = []
+        placed: dict[WrittenSession, None] = {}
         for track in list(self.tracks.values()):
             cap = track.capture
             if cap is None or track.failed:
                 continue
-            try:
-                if cap.reorder.held:
+            if cap.reorder.held:
+                try:
                     cap.tick(now)
-                cap.flush()
-            except Exception as exc:
-                self.fail(track, exc)
-                continue
-            if cap.changed:  # a source started: recording.json says where it begins
+                except Exception as exc:
+                    self.fail(track, exc)
+                    continue
+            if cap.changed:
                 cap.changed = False
                 self.describe(track)
-                self._soon(track.session)
+                placed[track.session] = None
+            live.append(track)
+        for session in placed:
+            self.save(session, force=True)
+        for track in live:
+            if track.failed or track.capture is None:
+                continue
+            try:
+                track.capture.flush()
+            except Exception as exc:
+                self.fail(track, exc)
         for session in self.sessions.values():
             if session.soon and now >= session.soon:
                 self.save(session, force=True)
