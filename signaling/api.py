@@ -106,6 +106,7 @@ class Route:
     errors: tuple[str, ...] = ()  # statuses beyond those every route of its kind has
     upload: tuple[str, ...] = ()  # raw request body of these types (read by the handler)
     produces: tuple[str, ...] = ()  # a non-JSON response of these types
+    no_content: str = ""  # when it may answer 204 instead: what that means
 
 
 ROUTES: list[Route] = []

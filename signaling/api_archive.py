@@ -416,15 +416,43 @@ async def casefile_granted(ctx: Ctx) -> Any:
 )
 async def casefile_watermarked(ctx: Ctx) -> Any:
     session, _ = await readable_session(ctx)
-    if not ctx.request.app[CONFIG].export_watermark:
-        raise Conflict(
-            "watermark_off", "export_watermark is off: the composite is downloaded as sealed"
-        )
+    _watermarking(ctx)
     directory, manifest = await _sealed(ctx, session)
     path = await asyncio.to_thread(open_listed, directory, manifest, COMPOSITE)
     if path is None:
         raise NotFound("export_not_ready", "this session's composite export is not made yet")
     return await _ask_copy(ctx, session, path, actor_of(ctx.identity), True)
+
+
+def _watermarking(ctx: Ctx) -> None:
+    if not ctx.request.app[CONFIG].export_watermark:
+        raise Conflict(
+            "watermark_off", "export_watermark is off: the composite is downloaded as sealed"
+        )
+
+
+@route(
+    "GET",
+    "/api/sessions/{session_id}/casefile/watermarked",
+    "My watermarked copy of the composite export, if I asked for one (a reloaded page)",
+    policy.REPLAYERS,
+    response=WatermarkedCopy,
+    tag="replay",
+    errors=("409",),
+    no_content="none asked for, or it lapsed (or was made on a node whose copies this "
+    "one can't read: asking again says so)",
+)
+async def casefile_my_copy(ctx: Ctx) -> Any:
+    session, _ = await readable_session(ctx)
+    _watermarking(ctx)
+    copies = ctx.request.app[WATERMARKS]
+    job = await copies.find(session.session_id, ctx.identity.sub)
+    if job is not None and job.status == DONE:
+        # Offered only where it downloads; otherwise asking again says why (POST).
+        job = job if await asyncio.to_thread(copies.ready_path, job) is not None else None
+    if job is None:
+        return web.Response(status=204)  # none asked for (or it lapsed): a page's usual case
+    return await _copy_view(ctx, job, True)
 
 
 @route(

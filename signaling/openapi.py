@@ -88,6 +88,8 @@ def build_openapi() -> dict[str, Any]:
         if r.response is not None:
             ok["content"] = {"application/json": {"schema": refs[(r.response, "serialization")]}}
         op["responses"][str(r.status)] = ok
+        if r.no_content:
+            op["responses"]["204"] = {"description": r.no_content}
         codes = ["400"] if r.body is not None or r.upload or params else []
         if r.roles is not None:
             codes += ["401", "403"]

@@ -472,6 +472,9 @@ MATRIX: dict[tuple[str, str], Expect] = {
     ("POST", "/api/sessions/{session_id}/casefile/watermarked"): Expect(
         409, INVITED, _watermark_off, hidden=SNF
     ),
+    ("GET", "/api/sessions/{session_id}/casefile/watermarked"): Expect(
+        409, INVITED, _watermark_off, hidden=SNF
+    ),
     ("GET", "/api/watermarked/{job_id}"): Expect(404, INVITED | {"other_reviewer"}, _no_copy),
     ("GET", "/api/webhooks/deliveries"): Expect(200, _roles("supervisor", "admin"), _deliveries),
     ("GET", "/api/webhooks/deliveries/{delivery_id}"): Expect(

@@ -102,6 +102,7 @@ async def test_a_downloaded_composite_names_who_took_it(rec: Recorded) -> None: 
         ).json()
         assert index["watermark"] is True
         who = rec.tok.svc.issue(sub="sup-wm", role="supervisor", name="郑监督")
+        assert (await rec.get(ask, who)).status == 204  # (a page's first look) none asked
 
         # Asked: answered at once with the job; asked again: the same job.
         status, job, headers = await _post(rec, ask, who)
@@ -112,6 +113,10 @@ async def test_a_downloaded_composite_names_who_took_it(rec: Recorded) -> None: 
         assert job["watermark"].startswith("导出 · 郑监督 · ") and job["src"] is None
         status, again, _ = await _post(rec, ask, who)
         assert again["job_id"] == job["job_id"], (status, again)
+        # A reloaded page finds the person's job without asking again; not another's.
+        r = await rec.get(ask, who)
+        assert r.status == 200 and (await r.json())["job_id"] == job["job_id"]
+        assert (await rec.get(ask, rec.tok.supervisor())).status == 204
         # Nobody else follows it: another person's job is as an unknown one.
         r = await rec.get(job["status_url"], rec.tok.supervisor())
         assert (r.status, (await r.json())["error"]["code"]) == (404, "export_job_not_found")
@@ -134,6 +139,9 @@ async def test_a_downloaded_composite_names_who_took_it(rec: Recorded) -> None: 
         assert r.status == 206 and await r.read() == marked[100:200]
         status, joined, _ = await _post(rec, ask, who)  # asked again: the copy made
         assert status == 200 and joined["job_id"] == job["job_id"], joined
+        r = await rec.get(ask, who)  # and a reloaded page offers it: made, with its link
+        mine = await r.json()
+        assert r.status == 200 and mine["status"] == "done" and mine["src"], mine
         # The case file's export is untouched.
         assert hashlib.sha256((rec.dir / COMPOSITE).read_bytes()).hexdigest() == made["sha256"]
 

@@ -6,7 +6,8 @@ server's replay description. Screenshot: docs/screenshots/replay-watermark.png.
 Then the composite, with ``export_watermark`` on (the server restarted so): the button
 starts the person's copy on the server, the panel shows it being made with its percent,
 then offers its link, without reloading; what the link downloads is not the sealed file
-and the download is audited with the watermark's text.
+and the download is audited with the watermark's text. A reloaded page offers the copy
+made at once.
 Screenshot: docs/screenshots/supervise-watermarked-export.png."""
 
 from __future__ import annotations
@@ -126,7 +127,8 @@ def test_a_watermarked_export_is_made_then_offered(
         link.click()
     data = Path(info.value.path()).read_bytes()
     assert info.value.suggested_filename == f"{CASE}_合成录像.mp4"
-    assert len(data) == int(link.get_attribute("data-size") or 0) > 0
+    link_size = link.get_attribute("data-size")
+    assert len(data) == int(link_size or 0) > 0
     assert hashlib.sha256(data).hexdigest() != made["sha256"]  # the person's own copy
     events: list[dict[str, Any]] = http.call("GET", f"/api/cases/{CASE}", token)["events"]
     [event] = [e for e in events if e["type"] == "casefile.downloaded"]
@@ -134,3 +136,8 @@ def test_a_watermarked_export_is_made_then_offered(
     sup.set_lang("en")
     expect(link).to_have_text("Download your watermarked export")
     sup.set_lang("zh-CN")
+    # A reloaded page offers the copy made, without asking again (no click, no new job).
+    page.reload()
+    again = sup.by("casefile-wm-ready")
+    expect(again).to_have_text("下载带水印的导出")
+    assert again.get_attribute("data-size") == link_size

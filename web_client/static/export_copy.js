@@ -4,7 +4,8 @@
 // panel then shows "正在生成带水印的导出… 42%" from the job's status (polled, without
 // reloading), and once made the link that downloads it (a grant URL, as every link of
 // the case file; the same copy while the server keeps it). A failure is shown with its
-// error and the button asks again. Used by casefile.js when the index says `watermark`.
+// error and the button asks again. A reloaded page picks up the copy asked for before
+// (GET .../casefile/watermarked). Used by casefile.js when the index says `watermark`.
 import { api } from "/static/auth.js";
 import { el, fill } from "/static/ui.js";
 
@@ -19,6 +20,21 @@ export class WatermarkedExport {
     this.gone = false;
     this.asking = false;
     this.root = el("div", { class: "casefile-composite casefile-wm", testid: "casefile-wm" });
+    this.resume();
+  }
+
+  // A reloaded page picks up the copy asked for before (being made, made, or failed).
+  async resume() {
+    try {
+      const job = await api(`/api/sessions/${encodeURIComponent(this.sid)}/casefile/watermarked`);
+      if (!job.job_id || this.gone || this.job || this.asking) return; // 204: none
+      this.job = job;
+      if (job.status === "failed") this.error = { code: "failed", message: job.error };
+    } catch {
+      return; // not now: the button asks
+    }
+    this.render();
+    this.follow();
   }
 
   // The panel's composite entry (`x`: its size, length, hash) in the current state.
