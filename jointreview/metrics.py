@@ -49,6 +49,7 @@ from signaling.api import bearer_token, json_error
 from signaling.appkeys import CONFIG, MEDIA, SERVICE, SOCKETS, STORE, TOKENS
 from signaling.auth import AuthError
 from signaling.export_jobs import EXPORTS, QUEUE
+from signaling.export_watermark import WATERMARKS
 from signaling.models import Event
 from signaling.state import StoreUnavailable
 from signaling.storage import disk_space
@@ -123,6 +124,12 @@ class _Scraped(Collector):
         for status in ("delivered", "failed", "pending"):
             attempts.add_metric([status], hooks.outcomes.get(status, 0) if hooks else 0)
         yield attempts
+        copies = app.get(WATERMARKS)
+        yield GaugeMetricFamily(
+            "jointreview_watermark_copies_pending",
+            "watermarked copies queued or being made on this node",
+            value=copies.pending() if copies is not None else 0,
+        )
         bridge = app.get(MEDIA)
         if isinstance(bridge, MediaBridge) and bridge.hosts:
             yield from _media(bridge.hosts)
@@ -238,6 +245,13 @@ class NodeMetrics:
             buckets=(1, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600),
             registry=r,
         )
+        self.copies = Histogram(
+            "jointreview_watermark_copy_duration_seconds",
+            "watermarked copies of a composite made on this node, by outcome",
+            ["outcome"],
+            buckets=(1, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600),
+            registry=r,
+        )
         self.export_queue = Gauge(
             "jointreview_export_queue_jobs", "export jobs not yet done (all nodes)", registry=r
         )
@@ -263,6 +277,8 @@ class NodeMetrics:
             self.ring_to_answer.labels(outcome)  # present at 0 before the first answer
         for outcome in ("ready", "failed"):
             self.exports.labels(outcome)
+        for outcome in ("done", "failed"):
+            self.copies.labels(outcome)
         for reason in ("left", "connection_lost", "session_ended"):
             self.leaves.labels(reason)
 
@@ -369,6 +385,9 @@ async def metrics_ctx(app: web.Application) -> AsyncIterator[None]:
     exports = app.get(EXPORTS)
     if exports is not None:
         exports.observe = lambda outcome, s: metrics.exports.labels(outcome).observe(s)
+    copies = app.get(WATERMARKS)
+    if copies is not None:
+        copies.observe = lambda outcome, s: metrics.copies.labels(outcome).observe(s)
     probe = asyncio.create_task(metrics.probe(), name="metrics-probe")
     runner = None
     if config.metrics_listen:

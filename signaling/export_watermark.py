@@ -153,6 +153,12 @@ class WatermarkCopies:
             self.workers, thread_name_prefix="watermark", initializer=lower_priority
         )
         self.made: list[CopyJob] = []  # copies made here (tests, stats)
+        # (jointreview.metrics) a job's end here: its outcome and seconds from its start
+        self.observe: Callable[[str, float], None] | None = None
+
+    def pending(self) -> int:
+        """Copies queued or being made here."""
+        return len(self._active)
 
     async def start(self) -> None:
         await asyncio.to_thread(_sweep, self.root, time.time())
@@ -267,6 +273,7 @@ class WatermarkCopies:
             if job is None or source is None:
                 continue
             job.status = RUNNING
+            began = time.monotonic()
             try:
                 size = await loop.run_in_executor(self._pool, self._make, job, source)
                 job.status, job.progress, job.size, job.done_at = DONE, 100, size, self.clock()
@@ -278,6 +285,8 @@ class WatermarkCopies:
             except Exception as exc:
                 log.exception("watermarked export %s failed", job.job_id)
                 job.status, job.error = FAILED, str(exc) or type(exc).__name__
+            if self.observe is not None:
+                self.observe(job.status, time.monotonic() - began)
             self._active.pop(key, None)
             self._sources.pop(key, None)
             try:

@@ -20,6 +20,7 @@ import av
 import numpy as np
 import pytest
 
+from jointreview.metrics import METRICS
 from recording import watermark
 from recording.compose import Cancelled, Options
 from recording.export import COMPOSITE, export_session
@@ -153,6 +154,10 @@ async def test_a_downloaded_composite_names_who_took_it(rec: Recorded) -> None: 
         assert second["job_id"] != job["job_id"] and r.headers["Location"] == second["status_url"]
         done2, _ = await _until_done(rec, second["status_url"], other)
         assert done2["status"] == "done"
+        # The operator sees them: two copies made here, none waiting.
+        scraped = rec.server.app[METRICS].render().decode()
+        assert 'jointreview_watermark_copy_duration_seconds_count{outcome="done"} 2.0' in scraped
+        assert "jointreview_watermark_copies_pending 0.0" in scraped
 
         # Unauthorised as today: an uninvited reviewer (404), an applicant (403).
         status, body, _ = await _post(rec, ask, rec.tok.other_reviewer())
