@@ -339,30 +339,18 @@ class Writer:
         first frame's arrival and RTP time) BEFORE its frames go to the OS: a kill -9 at
         any moment leaves no file holding frames that the index cannot place (recovery
         would repair the file, and the replay could not show it)."""
-        live = []
-        placed: dict[WrittenSession, None] = {}
         for track in list(self.tracks.values()):
             cap = track.capture
             if cap is None or track.failed:
                 continue
-            if cap.reorder.held:
-                try:
-                    cap.tick(now)
-                except Exception as exc:
-                    self.fail(track, exc)
-                    continue
-            if cap.changed:
-                cap.changed = False
-                self.describe(track)
-                placed[track.session] = None
-            live.append(track)
-        for session in placed:
-            self.save(session, force=True)
-        for track in live:
-            if track.failed or track.capture is None:
-                continue
             try:
-                track.capture.flush()
+                if cap.reorder.held:
+                    cap.tick(now)
+                if cap.changed:  # (a track's start: seldom) saved before its frames
+                    cap.changed = False
+                    self.describe(track)
+                    self.save(track.session, force=True)
+                cap.flush()
             except Exception as exc:
                 self.fail(track, exc)
         for session in self.sessions.values():
