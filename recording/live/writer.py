@@ -338,7 +338,8 @@ class Writer:
         A source that started in this batch is in recording.json (where it begins: its
         first frame's arrival and RTP time) BEFORE its frames go to the OS: a kill -9 at
         any moment leaves no file holding frames that the index cannot place (recovery
-        would repair the file, and the replay could not show it)."""
+        would repair the file, and the replay could not show it). (An H.264 fragment goes
+        to the OS as it is muxed, up to a batch ahead: ``archive.recover_session``.)"""
         for track in list(self.tracks.values()):
             cap = track.capture
             if cap is None or track.failed:
