@@ -194,12 +194,15 @@ async def test_a_dead_nodes_recording_is_repaired_by_the_node_taking_over_on_a_s
             await _until("B takes sessions again", b_takes, 30)
             index_path = shared / "FO-5" / sid / "recording.json"
 
-            async def a_records() -> bool:  # both cameras' files open in A's run
+            async def a_records() -> bool:  # both cameras' files written to in A's run
                 if not index_path.exists():
                     return False
                 text = await asyncio.to_thread(index_path.read_text)
                 tracks = json.loads(text)["tracks"]
-                return [t["state"] for t in tracks] == ["open", "open"]
+                # (an entry is "open" from the track's first packet; its start is saved
+                # with its first frame, which waits for a keyframe)
+                started = [t["state"] == "open" and t["started_at"] is not None for t in tracks]
+                return started == [True, True]
 
             await _until("A records", a_records, 30)
             a.proc.kill()
