@@ -60,6 +60,7 @@ from .media_bridge import MediaBridge
 log = logging.getLogger(__name__)
 
 LAG_EVERY_S = 0.5  # the loop-lag probe's sleep
+JOB_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600)  # export-like jobs (s)
 STORE_EVERY_S = 5.0  # the store probe (a ping and the export queue's length)
 
 # (name, help) of each media host counter, by its key in ``counters.Counts``
@@ -242,14 +243,14 @@ class NodeMetrics:
             "jointreview_export_job_duration_seconds",
             "composite-export jobs run on this node, by outcome",
             ["outcome"],
-            buckets=(1, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600),
+            buckets=JOB_BUCKETS,
             registry=r,
         )
         self.copies = Histogram(
             "jointreview_watermark_copy_duration_seconds",
             "watermarked copies of a composite made on this node, by outcome",
             ["outcome"],
-            buckets=(1, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600),
+            buckets=JOB_BUCKETS,
             registry=r,
         )
         self.export_queue = Gauge(

@@ -445,11 +445,7 @@ def _watermarking(ctx: Ctx) -> None:
 async def casefile_my_copy(ctx: Ctx) -> Any:
     session, _ = await readable_session(ctx)
     _watermarking(ctx)
-    copies = ctx.request.app[WATERMARKS]
-    job = await copies.find(session.session_id, ctx.identity.sub)
-    if job is not None and job.status == DONE:
-        # Offered only where it downloads; otherwise asking again says why (POST).
-        job = job if await asyncio.to_thread(copies.ready_path, job) is not None else None
+    job = await ctx.request.app[WATERMARKS].shown(session.session_id, ctx.identity.sub)
     if job is None:
         return web.Response(status=204)  # none asked for (or it lapsed): a page's usual case
     return await _copy_view(ctx, job, True)

@@ -206,6 +206,14 @@ class WatermarkCopies:
             pass
         return None
 
+    async def shown(self, session_id: str, sub: str) -> CopyJob | None:
+        """The person's job as a page shows it: queued, running or failed; done only
+        where this node can serve the copy (else asking again says why)."""
+        job = await self.find(session_id, sub)
+        if job is not None and job.status == DONE:
+            return job if await asyncio.to_thread(self.ready_path, job) is not None else None
+        return job
+
     async def request(
         self, case_id: str, session_id: str, source: Path, viewer: Actor, text: str
     ) -> CopyJob:

@@ -28,13 +28,17 @@ export class WatermarkedExport {
     try {
       const job = await api(`/api/sessions/${encodeURIComponent(this.sid)}/casefile/watermarked`);
       if (!job.job_id || this.gone || this.job || this.asking) return; // 204: none
-      this.job = job;
-      if (job.status === "failed") this.error = { code: "failed", message: job.error };
+      this.take(job);
     } catch {
       return; // not now: the button asks
     }
     this.render();
     this.follow();
+  }
+
+  take(job) {
+    this.job = job;
+    if (job.status === "failed") this.error = { code: "failed", message: job.error };
   }
 
   // The panel's composite entry (`x`: its size, length, hash) in the current state.
@@ -78,8 +82,7 @@ export class WatermarkedExport {
     this.asking = true;
     this.error = null;
     try {
-      this.job = await api(`/api/sessions/${encodeURIComponent(this.sid)}/casefile/watermarked`, { method: "POST" });
-      if (this.job.status === "failed") this.error = { code: "failed", message: this.job.error };
+      this.take(await api(`/api/sessions/${encodeURIComponent(this.sid)}/casefile/watermarked`, { method: "POST" }));
     } catch (err) {
       this.job = null;
       this.error = err;
@@ -99,9 +102,7 @@ export class WatermarkedExport {
 
   async poll() {
     try {
-      const job = await api(this.job.status_url);
-      this.job = job;
-      if (job.status === "failed") this.error = { code: "failed", message: job.error };
+      this.take(await api(this.job.status_url));
     } catch (err) {
       this.error = err; // expired, or the node that made it is gone: ask again
     }
